@@ -1,8 +1,14 @@
 //! PKCS#11 semantics in safe Rust: slots, sessions, login state, object handles, operation
 //! state machines and attribute templates.
 
+pub mod api;
 pub mod attr;
 pub mod error;
+pub mod instance;
 pub mod mechanism;
 pub mod op;
+pub mod out;
 pub mod rv;
+pub mod session;
+pub mod slot;
+pub mod template;

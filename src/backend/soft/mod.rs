@@ -1,0 +1,782 @@
+//! hsmux's own software token (`backend = "soft"`): objects kept in memory and, for token
+//! objects, in files under the slot's `path` (see `store.rs`), keys used through aws-lc-rs
+//! (see `crypto/`). Like SoftHSM it starts uninitialized; `C_InitToken` and `C_InitPIN`
+//! make it usable.
+//!
+//! Several processes may use one token directory: each re-reads the directory when its
+//! modification time changes (on `C_FindObjectsInit` and `C_Login`) and `token.json` when
+//! it changes (on `C_GetTokenInfo` and `C_Login`).
+
+pub mod crypto;
+mod pin;
+mod store;
+
+use self::crypto::Key;
+use self::pin::MasterKey;
+use self::store::{Decoded, Loaded, TokenMeta};
+use super::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::attr::{Attr, AttrValue, Attrs, AttrsExt};
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::Mechanism;
+use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::template::{self, Op, Usage};
+use cryptoki_sys::*;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+/// Wrong PIN entries before a PIN is locked.
+const MAX_PIN_FAILURES: u32 = 10;
+const MIN_PIN_LEN: usize = 4;
+const MAX_PIN_LEN: usize = 255;
+
+/// One object of the soft token. Immutable once shared: a change replaces the `Arc`.
+pub struct SoftObject {
+    pub attrs: Attrs,
+    /// The session that owns a session object; `None` for a token object.
+    session: Option<CK_SESSION_HANDLE>,
+    /// The file of a token object.
+    file: Option<String>,
+    /// The parsed key, made on first use.
+    key: OnceLock<std::result::Result<Arc<Key>, CK_RV>>,
+}
+
+impl SoftObject {
+    fn new(attrs: Attrs, session: Option<CK_SESSION_HANDLE>, file: Option<String>) -> Self {
+        SoftObject { attrs, session, file, key: OnceLock::new() }
+    }
+    fn private(&self) -> bool {
+        self.attrs.flag_or(CKA_PRIVATE, true)
+    }
+    fn visible(&self, ctx: &Ctx) -> bool {
+        !self.private() || ctx.login == Login::User
+    }
+    fn key(&self) -> Result<Arc<Key>> {
+        self.key
+            .get_or_init(|| Key::from_attrs(&self.attrs).map(Arc::new).map_err(|e| e.rv()))
+            .clone()
+            .map_err(Error::new)
+    }
+}
+
+impl Drop for SoftObject {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in self.attrs.values_mut() {
+            v.zeroize();
+        }
+    }
+}
+
+enum MetaState {
+    Empty,
+    Ready(TokenMeta),
+    /// The store cannot be used; the text says why (logged once per change).
+    Broken(String),
+}
+
+struct State {
+    meta: MetaState,
+    meta_stamp: Option<(SystemTime, u64)>,
+    mk: Option<MasterKey>,
+    user_in: bool,
+    objects: HashMap<ObjectId, Arc<SoftObject>>,
+    /// Token object files by name: (inode, object id).
+    files: HashMap<String, (u64, ObjectId)>,
+    /// Private files read but not yet opened (no master key).
+    sealed: HashMap<String, Vec<u8>>,
+    dir_stamp: Option<SystemTime>,
+}
+
+pub struct SoftToken {
+    dir: PathBuf,
+    config_label: String,
+    kdf_iterations: u32,
+    next_id: AtomicU64,
+    state: RwLock<State>,
+}
+
+fn pad_id(s: &str) -> String {
+    s.to_string()
+}
+
+impl SoftToken {
+    pub fn new(dir: &Path, label: &str, kdf_iterations: Option<u32>) -> Self {
+        let t = SoftToken {
+            dir: dir.to_path_buf(),
+            config_label: label.to_string(),
+            kdf_iterations: kdf_iterations.unwrap_or(pin::DEFAULT_ITERATIONS),
+            next_id: AtomicU64::new(1),
+            state: RwLock::new(State {
+                meta: MetaState::Empty,
+                meta_stamp: None,
+                mk: None,
+                user_in: false,
+                objects: HashMap::new(),
+                files: HashMap::new(),
+                sealed: HashMap::new(),
+                dir_stamp: None,
+            }),
+        };
+        t.reload_meta(&mut t.state.write(), true);
+        t
+    }
+
+    fn new_id(&self) -> ObjectId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn meta_stamp(&self) -> Option<(SystemTime, u64)> {
+        std::fs::metadata(store::meta_path(&self.dir)).ok().and_then(|m| Some((m.modified().ok()?, m.ino())))
+    }
+
+    /// Re-reads token.json when it changed (or always with `force`).
+    fn reload_meta(&self, st: &mut State, force: bool) {
+        let stamp = self.meta_stamp();
+        if !force && stamp == st.meta_stamp && stamp.is_some() {
+            return;
+        }
+        st.meta_stamp = stamp;
+        st.meta = match store::load_meta(&self.dir) {
+            Ok(Loaded::Empty) => MetaState::Empty,
+            Ok(Loaded::Meta(m)) => MetaState::Ready(m),
+            Err(why) => {
+                log::error!("soft token {:?}: {why}", self.config_label);
+                MetaState::Broken(why)
+            }
+        };
+    }
+
+    fn meta_changed(&self) -> bool {
+        self.meta_stamp() != self.state.read().meta_stamp
+    }
+
+    /// Re-reads the objects directory when it changed.
+    fn refresh_objects(&self) {
+        let dir = store::objects_dir(&self.dir);
+        let stamp = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
+        if stamp.is_some() && stamp == self.state.read().dir_stamp {
+            return;
+        }
+        let mut st = self.state.write();
+        if stamp.is_some() && stamp == st.dir_stamp {
+            return;
+        }
+        st.dir_stamp = stamp;
+        let mut seen = std::collections::HashSet::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".obj") {
+                    continue;
+                }
+                let Ok(meta) = e.metadata() else { continue };
+                seen.insert(name.clone());
+                if st.files.get(&name).is_some_and(|(ino, _)| *ino == meta.ino()) {
+                    continue;
+                }
+                let id = st.files.get(&name).map(|(_, id)| *id).unwrap_or_else(|| self.new_id());
+                st.files.insert(name.clone(), (meta.ino(), id));
+                st.objects.remove(&id);
+                st.sealed.remove(&name);
+                self.load_file(&mut st, &name, id);
+            }
+        }
+        let gone: Vec<String> = st.files.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+        for name in gone {
+            if let Some((_, id)) = st.files.remove(&name) {
+                st.objects.remove(&id);
+            }
+            st.sealed.remove(&name);
+        }
+    }
+
+    fn load_file(&self, st: &mut State, name: &str, id: ObjectId) {
+        let path = store::objects_dir(&self.dir).join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("soft token: cannot read {}: {e}", path.display());
+                return;
+            }
+        };
+        match store::decode_object(&bytes) {
+            Ok(Decoded::Public(attrs)) => {
+                st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))));
+            }
+            Ok(Decoded::Sealed(sealed)) => {
+                if st.user_in {
+                    if let Some(mk) = &st.mk {
+                        match store::open_private(name, &sealed, mk) {
+                            Ok(attrs) => {
+                                st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))));
+                            }
+                            Err(why) => log::error!("soft token: object file {} {why}; left untouched", path.display()),
+                        }
+                        return;
+                    }
+                }
+                st.sealed.insert(name.to_string(), sealed);
+            }
+            Err(why) => log::error!("soft token: object file {} is unusable: {why}; left untouched", path.display()),
+        }
+    }
+
+    /// Opens every sealed private object with the master key (after a user login).
+    fn open_sealed(&self, st: &mut State) {
+        let Some(mk) = st.mk.clone() else { return };
+        let sealed: Vec<(String, Vec<u8>)> = st.sealed.drain().collect();
+        for (name, blob) in sealed {
+            let Some(&(_, id)) = st.files.get(&name) else { continue };
+            match store::open_private(&name, &blob, &mk) {
+                Ok(attrs) => {
+                    st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name))));
+                }
+                Err(why) => {
+                    log::error!("soft token: object file {} {why}; left untouched", store::objects_dir(&self.dir).join(&name).display());
+                    st.sealed.insert(name, blob);
+                }
+            }
+        }
+    }
+
+    fn meta(st: &State) -> Result<&TokenMeta> {
+        match &st.meta {
+            MetaState::Ready(m) => Ok(m),
+            MetaState::Empty => Err(Error::logged(CKR_TOKEN_NOT_RECOGNIZED, "soft token is not initialized (C_InitToken)")),
+            MetaState::Broken(why) => Err(Error::logged(CKR_DEVICE_ERROR, why)),
+        }
+    }
+
+    fn object(&self, ctx: &Ctx, id: ObjectId) -> Result<Arc<SoftObject>> {
+        let st = self.state.read();
+        match st.objects.get(&id) {
+            Some(o) if o.visible(ctx) => Ok(o.clone()),
+            _ => Err(err(CKR_OBJECT_HANDLE_INVALID)),
+        }
+    }
+
+    fn key_for(&self, ctx: &Ctx, id: ObjectId, usage: Usage, mech: &Mechanism) -> Result<Arc<Key>> {
+        let o = self.object(ctx, id).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        template::check_usage(&o.attrs, usage, mech.mech)?;
+        o.key()
+    }
+
+    /// Checks that the session may hold an object with these attributes.
+    fn check_access(ctx: &Ctx, attrs: &Attrs) -> Result<()> {
+        if attrs.flag_or(CKA_TOKEN, false) && !ctx.rw {
+            return Err(err(CKR_SESSION_READ_ONLY));
+        }
+        if attrs.flag_or(CKA_PRIVATE, true) && ctx.login != Login::User {
+            return Err(Error::logged(CKR_USER_NOT_LOGGED_IN, "a private object needs the user logged in"));
+        }
+        Ok(())
+    }
+
+    /// Stores a new object (a file first for a token object) and returns its id.
+    fn insert(&self, ctx: &Ctx, attrs: Attrs) -> Result<ObjectId> {
+        Self::check_access(ctx, &attrs)?;
+        let id = self.new_id();
+        let file = if attrs.flag_or(CKA_TOKEN, false) {
+            let uid = attrs.bytes(CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| id.to_string());
+            let name = format!("{uid}.obj");
+            self.write_object(&name, &attrs)?;
+            Some(name)
+        } else {
+            None
+        };
+        let session = if file.is_some() { None } else { Some(ctx.session) };
+        let mut st = self.state.write();
+        if let Some(name) = &file {
+            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name)).map(|m| m.ino()).unwrap_or(0);
+            st.files.insert(name.clone(), (ino, id));
+        }
+        st.objects.insert(id, Arc::new(SoftObject::new(attrs, session, file)));
+        Ok(id)
+    }
+
+    fn write_object(&self, name: &str, attrs: &Attrs) -> Result<()> {
+        let private = attrs.flag_or(CKA_PRIVATE, true);
+        let mk = self.state.read().mk.clone();
+        let bytes = store::encode_object(name, attrs, private, mk.as_deref())?;
+        store::write_atomic(&store::objects_dir(&self.dir), name, &bytes)
+    }
+
+    /// Replaces an object's attributes (C_SetAttributeValue).
+    fn replace(&self, id: ObjectId, old: &SoftObject, attrs: Attrs) -> Result<()> {
+        if let Some(name) = &old.file {
+            self.write_object(name, &attrs)?;
+        }
+        let mut st = self.state.write();
+        if let Some(name) = &old.file {
+            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name)).map(|m| m.ino()).unwrap_or(0);
+            st.files.insert(name.clone(), (ino, id));
+        }
+        st.objects.insert(id, Arc::new(SoftObject::new(attrs, old.session, old.file.clone())));
+        Ok(())
+    }
+
+    fn check_pin_len(pin: &[u8]) -> Result<()> {
+        if pin.len() < MIN_PIN_LEN || pin.len() > MAX_PIN_LEN {
+            return Err(Error::logged(CKR_PIN_LEN_RANGE, format!("PIN length must be {MIN_PIN_LEN} to {MAX_PIN_LEN}")));
+        }
+        Ok(())
+    }
+
+    /// Checks `pin` against a record, counting failures in token.json.
+    fn verify_pin(&self, st: &mut State, who: Login, pin: &[u8]) -> Result<MasterKey> {
+        let meta = Self::meta(st)?.clone();
+        let (rec, failures) = match who {
+            Login::So => (Some(&meta.so), meta.so_failures),
+            _ => (meta.user.as_ref(), meta.user_failures),
+        };
+        let rec = rec.ok_or_else(|| Error::logged(CKR_USER_PIN_NOT_INITIALIZED, "the user PIN is not initialized (C_InitPIN)"))?;
+        if failures >= MAX_PIN_FAILURES {
+            return Err(Error::logged(CKR_PIN_LOCKED, format!("{who:?} PIN is locked after {failures} wrong entries")));
+        }
+        let result = pin::unwrap(rec, pin);
+        let mut m = meta.clone();
+        match (&result, who) {
+            (Ok(_), Login::So) => m.so_failures = 0,
+            (Ok(_), _) => m.user_failures = 0,
+            (Err(_), Login::So) => m.so_failures += 1,
+            (Err(_), _) => m.user_failures += 1,
+        }
+        if (m.so_failures, m.user_failures) != (meta.so_failures, meta.user_failures) {
+            self.save_meta(st, m)?;
+        }
+        if result.is_err() {
+            log::warn!("soft token {:?}: wrong {who:?} PIN", self.config_label);
+        }
+        result
+    }
+
+    fn save_meta(&self, st: &mut State, m: TokenMeta) -> Result<()> {
+        store::save_meta(&self.dir, &m)?;
+        st.meta = MetaState::Ready(m);
+        st.meta_stamp = self.meta_stamp();
+        Ok(())
+    }
+
+    fn secret_key_type(mech: CK_MECHANISM_TYPE) -> Result<CK_KEY_TYPE> {
+        Ok(match mech {
+            CKM_AES_KEY_GEN => CKK_AES,
+            CKM_GENERIC_SECRET_KEY_GEN => CKK_GENERIC_SECRET,
+            CKM_SHA_1_KEY_GEN => CKK_SHA_1_HMAC,
+            CKM_SHA224_KEY_GEN => CKK_SHA224_HMAC,
+            CKM_SHA256_KEY_GEN => CKK_SHA256_HMAC,
+            CKM_SHA384_KEY_GEN => CKK_SHA384_HMAC,
+            CKM_SHA512_KEY_GEN => CKK_SHA512_HMAC,
+            _ => return Err(err(CKR_MECHANISM_INVALID)),
+        })
+    }
+
+    fn pair_key_type(mech: CK_MECHANISM_TYPE) -> Result<CK_KEY_TYPE> {
+        Ok(match mech {
+            CKM_RSA_PKCS_KEY_PAIR_GEN | CKM_RSA_X9_31_KEY_PAIR_GEN => CKK_RSA,
+            CKM_EC_KEY_PAIR_GEN => CKK_EC,
+            CKM_EC_EDWARDS_KEY_PAIR_GEN => CKK_EC_EDWARDS,
+            _ => return Err(err(CKR_MECHANISM_INVALID)),
+        })
+    }
+
+    fn fixed(class: CK_OBJECT_CLASS, key_type: Option<CK_KEY_TYPE>) -> Attrs {
+        let mut a = Attrs::new();
+        a.set_ulong(CKA_CLASS, class);
+        if let Some(k) = key_type {
+            a.set_ulong(CKA_KEY_TYPE, k);
+        }
+        a
+    }
+
+    fn mechanism_known(mech: CK_MECHANISM_TYPE) -> Result<()> {
+        if crypto::mechanisms().iter().any(|(m, _)| *m == mech) {
+            Ok(())
+        } else {
+            Err(Error::logged(CKR_MECHANISM_INVALID, format!("soft token has no mechanism 0x{mech:x}")))
+        }
+    }
+}
+
+impl Token for SoftToken {
+    fn slot_description(&self) -> String {
+        format!("hsmux soft token at {}", self.dir.display())
+    }
+
+    fn token_info(&self) -> Result<TokenInfo> {
+        if self.meta_changed() {
+            let mut st = self.state.write();
+            self.reload_meta(&mut st, false);
+        }
+        let st = self.state.read();
+        let mut info = TokenInfo {
+            label: self.config_label.clone(),
+            manufacturer: "hsmux".into(),
+            model: "soft".into(),
+            serial: pad_id(&format!("{:016x}", path_hash(&self.dir))),
+            flags: CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED,
+            max_pin_len: MAX_PIN_LEN as CK_ULONG,
+            min_pin_len: MIN_PIN_LEN as CK_ULONG,
+            total_public_memory: CK_UNAVAILABLE_INFORMATION,
+            free_public_memory: CK_UNAVAILABLE_INFORMATION,
+            total_private_memory: CK_UNAVAILABLE_INFORMATION,
+            free_private_memory: CK_UNAVAILABLE_INFORMATION,
+            hardware_version: (0, 0),
+            firmware_version: (env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0), env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0)),
+            utc_time: String::new(),
+        };
+        match &st.meta {
+            MetaState::Empty => {}
+            MetaState::Broken(why) => return Err(Error::logged(CKR_DEVICE_ERROR, why)),
+            MetaState::Ready(m) => {
+                info.label = m.label.clone();
+                info.serial = m.serial.clone();
+                info.flags |= CKF_TOKEN_INITIALIZED;
+                if m.user.is_some() {
+                    info.flags |= CKF_USER_PIN_INITIALIZED;
+                }
+                info.flags |= pin_flags(m.user_failures, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED);
+                info.flags |= pin_flags(m.so_failures, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED);
+            }
+        }
+        Ok(info)
+    }
+
+    fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        crypto::mechanisms().iter().map(|(m, _)| *m).collect()
+    }
+
+    fn mechanism_info(&self, mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        crypto::mechanisms().iter().find(|(m, _)| *m == mech).map(|(_, i)| *i).ok_or_else(|| err(CKR_MECHANISM_INVALID))
+    }
+
+    fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {
+        if self.meta_changed() {
+            let mut st = self.state.write();
+            self.reload_meta(&mut st, false);
+        }
+        Self::meta(&self.state.read()).map(|_| ())
+    }
+
+    fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
+        let mut st = self.state.write();
+        let ids: Vec<ObjectId> = st.objects.iter().filter(|(_, o)| o.session == Some(session)).map(|(id, _)| *id).collect();
+        for id in &ids {
+            st.objects.remove(id);
+        }
+        ids
+    }
+
+    fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
+        Self::check_pin_len(so_pin)?;
+        let mut st = self.state.write();
+        self.reload_meta(&mut st, true);
+        let serial = match &st.meta {
+            MetaState::Broken(why) => {
+                return Err(Error::logged(
+                    CKR_DEVICE_ERROR,
+                    format!("{why}; move it away to initialize a new token there"),
+                ))
+            }
+            MetaState::Ready(m) => {
+                let serial = m.serial.clone();
+                self.verify_pin(&mut st, Login::So, so_pin)?;
+                serial
+            }
+            MetaState::Empty => {
+                let mut s = [0u8; 8];
+                aws_lc_rs::rand::fill(&mut s).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+                hex::encode(s)
+            }
+        };
+        // Remove the old objects first: if we crash before token.json is rewritten, the old
+        // PINs still open what is left; after, the new master key cannot open stragglers.
+        let objdir = store::objects_dir(&self.dir);
+        if let Ok(entries) = std::fs::read_dir(&objdir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".obj") {
+                    store::remove(&objdir, &name)?;
+                }
+            }
+        }
+        let mk = pin::new_master_key()?;
+        let meta = TokenMeta {
+            format: store::FORMAT.into(),
+            label: label.trim_end().to_string(),
+            serial,
+            so: pin::make_record(so_pin, &mk, self.kdf_iterations)?,
+            user: None,
+            so_failures: 0,
+            user_failures: 0,
+        };
+        std::fs::create_dir_all(&objdir)
+            .map_err(|e| Error::logged(CKR_DEVICE_ERROR, format!("cannot create {}: {e}", objdir.display())))?;
+        self.save_meta(&mut st, meta)?;
+        let token_ids: Vec<ObjectId> = st.files.drain().map(|(_, (_, id))| id).collect();
+        for id in token_ids {
+            st.objects.remove(&id);
+        }
+        st.sealed.clear();
+        st.dir_stamp = None;
+        st.mk = None;
+        st.user_in = false;
+        log::info!("soft token at {} initialized with label {:?}", self.dir.display(), label.trim_end());
+        Ok(())
+    }
+
+    fn login(&self, who: Login, pin: &[u8]) -> Result<()> {
+        let mut st = self.state.write();
+        self.reload_meta(&mut st, false);
+        let mk = self.verify_pin(&mut st, who, pin)?;
+        st.mk = Some(mk);
+        st.user_in = who == Login::User;
+        drop(st);
+        self.refresh_objects();
+        let mut st = self.state.write();
+        if who == Login::User {
+            self.open_sealed(&mut st);
+        }
+        Ok(())
+    }
+
+    fn logout(&self) {
+        let mut st = self.state.write();
+        st.mk = None;
+        st.user_in = false;
+        // Forget the clear text of private token objects; their ids stay reserved so that
+        // handles are the same after the next login.
+        let private: Vec<(ObjectId, String)> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| o.file.is_some() && o.private())
+            .map(|(id, o)| (*id, o.file.clone().unwrap_or_default()))
+            .collect();
+        for (id, name) in private {
+            st.objects.remove(&id);
+            // Re-read the sealed file on the next login.
+            if let Some(entry) = st.files.get_mut(&name) {
+                entry.0 = 0;
+            }
+        }
+        st.dir_stamp = None;
+    }
+
+    fn init_pin(&self, new_pin: &[u8]) -> Result<()> {
+        Self::check_pin_len(new_pin)?;
+        let mut st = self.state.write();
+        let mut meta = Self::meta(&st)?.clone();
+        let mk = st.mk.clone().ok_or_else(|| err(CKR_USER_NOT_LOGGED_IN))?;
+        meta.user = Some(pin::make_record(new_pin, &mk, self.kdf_iterations)?);
+        meta.user_failures = 0;
+        self.save_meta(&mut st, meta)
+    }
+
+    fn set_pin(&self, who: Login, old: &[u8], new: &[u8]) -> Result<()> {
+        Self::check_pin_len(new)?;
+        let mut st = self.state.write();
+        let mk = self.verify_pin(&mut st, who, old)?;
+        let mut meta = Self::meta(&st)?.clone();
+        let rec = pin::make_record(new, &mk, self.kdf_iterations)?;
+        match who {
+            Login::So => meta.so = rec,
+            _ => meta.user = Some(rec),
+        }
+        self.save_meta(&mut st, meta)
+    }
+
+    fn find_objects(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<Vec<ObjectId>> {
+        self.refresh_objects();
+        let st = self.state.read();
+        let mut ids: Vec<ObjectId> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| o.visible(ctx) && crate::core::attr::matches(&o.attrs, tpl))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+        let o = self.object(ctx, obj)?;
+        Ok(template::read(&o.attrs, types))
+    }
+
+    fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, tpl: &[Attr]) -> Result<()> {
+        let o = self.object(ctx, obj)?;
+        if o.file.is_some() && !ctx.rw {
+            return Err(err(CKR_SESSION_READ_ONLY));
+        }
+        let mut attrs = o.attrs.clone();
+        template::apply_changes(Op::Set, &mut attrs, tpl, ctx.login == Login::So)?;
+        self.replace(obj, &o, attrs)
+    }
+
+    fn create_object(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<ObjectId> {
+        let mut attrs = template::new_object(Op::Create, tpl, &Attrs::new())?;
+        Self::check_access(ctx, &attrs)?;
+        if matches!(attrs.ulong(CKA_CLASS), Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY)) {
+            let extra = crypto::complete_import(&attrs)?;
+            attrs.extend(extra);
+        }
+        self.insert(ctx, attrs)
+    }
+
+    fn copy_object(&self, ctx: &Ctx, obj: ObjectId, tpl: &[Attr]) -> Result<ObjectId> {
+        let o = self.object(ctx, obj)?;
+        let mut attrs = o.attrs.clone();
+        template::apply_changes(Op::Copy, &mut attrs, tpl, ctx.login == Login::So)?;
+        let mut uid = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut uid).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+        attrs.insert(CKA_UNIQUE_ID, hex::encode(uid).into_bytes());
+        self.insert(ctx, attrs)
+    }
+
+    fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
+        let o = self.object(ctx, obj)?;
+        if o.file.is_some() && !ctx.rw {
+            return Err(err(CKR_SESSION_READ_ONLY));
+        }
+        if !o.attrs.flag_or(CKA_DESTROYABLE, true) {
+            return Err(Error::logged(CKR_ACTION_PROHIBITED, "object is not destroyable (CKA_DESTROYABLE false)"));
+        }
+        if let Some(name) = &o.file {
+            store::remove(&store::objects_dir(&self.dir), name)?;
+        }
+        let mut st = self.state.write();
+        st.objects.remove(&obj);
+        if let Some(name) = &o.file {
+            st.files.remove(name);
+        }
+        Ok(())
+    }
+
+    fn object_size(&self, ctx: &Ctx, obj: ObjectId) -> Result<CK_ULONG> {
+        let o = self.object(ctx, obj)?;
+        Ok(o.attrs.values().map(|v| v.len() + 16).sum::<usize>() as CK_ULONG)
+    }
+
+    fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        Self::mechanism_known(mech.mech)?;
+        crypto::encrypt_init(mech, &self.key_for(ctx, key, Usage::Encrypt, mech)?)
+    }
+
+    fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        Self::mechanism_known(mech.mech)?;
+        crypto::decrypt_init(mech, &self.key_for(ctx, key, Usage::Decrypt, mech)?)
+    }
+
+    fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
+        Self::mechanism_known(mech.mech)?;
+        crypto::sign_init(mech, &self.key_for(ctx, key, Usage::Sign, mech)?)
+    }
+
+    fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
+        Self::mechanism_known(mech.mech)?;
+        crypto::verify_init(mech, &self.key_for(ctx, key, Usage::Verify, mech)?)
+    }
+
+    fn digest_init(&self, _ctx: &Ctx, mech: &Mechanism) -> Result<Box<dyn Signer>> {
+        Self::mechanism_known(mech.mech)?;
+        crypto::digest_init(mech)
+    }
+
+    fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, tpl: &[Attr]) -> Result<ObjectId> {
+        Self::mechanism_known(mech.mech)?;
+        let kt = Self::secret_key_type(mech.mech)?;
+        let mut attrs = template::new_object(Op::Generate, tpl, &Self::fixed(CKO_SECRET_KEY, Some(kt)))?;
+        Self::check_access(ctx, &attrs)?;
+        let values = crypto::generate_key(mech, &attrs)?;
+        attrs.extend(values);
+        attrs.set_ulong(CKA_KEY_GEN_MECHANISM, mech.mech);
+        self.insert(ctx, attrs)
+    }
+
+    fn generate_key_pair(&self, ctx: &Ctx, mech: &Mechanism, public: &[Attr], private: &[Attr]) -> Result<(ObjectId, ObjectId)> {
+        Self::mechanism_known(mech.mech)?;
+        let kt = Self::pair_key_type(mech.mech)?;
+        let mut pub_attrs = template::new_object(Op::Generate, public, &Self::fixed(CKO_PUBLIC_KEY, Some(kt)))?;
+        let mut priv_attrs = template::new_object(Op::Generate, private, &Self::fixed(CKO_PRIVATE_KEY, Some(kt)))?;
+        Self::check_access(ctx, &pub_attrs)?;
+        Self::check_access(ctx, &priv_attrs)?;
+        let (pv, sv) = crypto::generate_key_pair(mech, &pub_attrs, &priv_attrs)?;
+        pub_attrs.extend(pv);
+        priv_attrs.extend(sv);
+        pub_attrs.set_ulong(CKA_KEY_GEN_MECHANISM, mech.mech);
+        priv_attrs.set_ulong(CKA_KEY_GEN_MECHANISM, mech.mech);
+        let p = self.insert(ctx, pub_attrs)?;
+        match self.insert(ctx, priv_attrs) {
+            Ok(s) => Ok((p, s)),
+            Err(e) => {
+                let _ = self.destroy_object(ctx, p);
+                Err(e)
+            }
+        }
+    }
+
+    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+        Self::mechanism_known(mech.mech)?;
+        let wk = self.object(ctx, wrapping).map_err(|_| err(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
+        template::check_usage(&wk.attrs, Usage::Wrap, mech.mech)?;
+        let target = self.object(ctx, key).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        if !target.attrs.flag_or(CKA_EXTRACTABLE, false) {
+            return Err(Error::logged(CKR_KEY_UNEXTRACTABLE, "key to wrap is not extractable"));
+        }
+        if target.attrs.flag_or(CKA_WRAP_WITH_TRUSTED, false) && !wk.attrs.flag_or(CKA_TRUSTED, false) {
+            return Err(err(CKR_KEY_NOT_WRAPPABLE));
+        }
+        crypto::wrap(mech, &wk.key()?, &target.attrs)
+    }
+
+    fn unwrap_key(&self, ctx: &Ctx, mech: &Mechanism, unwrapping: ObjectId, wrapped: &[u8], tpl: &[Attr]) -> Result<ObjectId> {
+        Self::mechanism_known(mech.mech)?;
+        let uk = self.object(ctx, unwrapping).map_err(|_| err(CKR_UNWRAPPING_KEY_HANDLE_INVALID))?;
+        template::check_usage(&uk.attrs, Usage::Unwrap, mech.mech)?;
+        let mut attrs = template::new_object(Op::Unwrap, tpl, &Attrs::new())?;
+        Self::check_access(ctx, &attrs)?;
+        let values = crypto::unwrap(mech, &uk.key()?, wrapped, &attrs)?;
+        attrs.extend(values);
+        let extra = crypto::complete_import(&attrs)?;
+        attrs.extend(extra);
+        self.insert(ctx, attrs)
+    }
+
+    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, tpl: &[Attr]) -> Result<ObjectId> {
+        Self::mechanism_known(mech.mech)?;
+        let bk = self.object(ctx, base).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        template::check_usage(&bk.attrs, Usage::Derive, mech.mech)?;
+        let fixed = if crate::core::attr::find(tpl, CKA_CLASS).is_none() { Self::fixed(CKO_SECRET_KEY, None) } else { Attrs::new() };
+        let mut attrs = template::new_object(Op::Derive, tpl, &fixed)?;
+        Self::check_access(ctx, &attrs)?;
+        let values = crypto::derive(mech, &bk.key()?, &bk.attrs, &attrs)?;
+        attrs.extend(values);
+        let sensitive = attrs.flag_or(CKA_SENSITIVE, false);
+        let extractable = attrs.flag_or(CKA_EXTRACTABLE, false);
+        attrs.set_flag(CKA_ALWAYS_SENSITIVE, bk.attrs.flag_or(CKA_ALWAYS_SENSITIVE, false) && sensitive);
+        attrs.set_flag(CKA_NEVER_EXTRACTABLE, bk.attrs.flag_or(CKA_NEVER_EXTRACTABLE, false) && !extractable);
+        self.insert(ctx, attrs)
+    }
+
+    fn generate_random(&self, out: &mut [u8]) -> Result<()> {
+        crypto::random(out)
+    }
+}
+
+fn pin_flags(failures: u32, low: CK_FLAGS, last: CK_FLAGS, locked: CK_FLAGS) -> CK_FLAGS {
+    match failures {
+        0 => 0,
+        n if n >= MAX_PIN_FAILURES => locked,
+        n if n + 1 == MAX_PIN_FAILURES => low | last,
+        _ => low,
+    }
+}
+
+fn path_hash(p: &Path) -> u64 {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, p.as_os_str().as_encoded_bytes());
+    u64::from_be_bytes(d.as_ref()[..8].try_into().unwrap_or([0; 8]))
+}

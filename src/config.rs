@@ -1,0 +1,272 @@
+//! The TOML configuration: where it is found, its schema, and its validation.
+//!
+//! Order of precedence for the file: a path passed in `CK_C_INITIALIZE_ARGS.pReserved`,
+//! then `HSMUX_CONFIG`, then `$XDG_CONFIG_HOME/hsmux/hsmux.toml` (`~/.config/...`), then
+//! `/etc/hsmux/hsmux.toml`; none of them: the embedded default (one soft slot).
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, with the file and position when known.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default, rename = "slot")]
+    pub slots: Vec<SlotConfig>,
+    /// Where this configuration came from (not part of the file).
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    pub id: Option<u64>,
+    pub label: String,
+    #[serde(flatten)]
+    pub backend: BackendConfig,
+}
+
+/// The key store behind a slot, chosen by `backend = "..."`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// hsmux's own software token.
+    Soft {
+        path: PathBuf,
+        /// PBKDF2-HMAC-SHA256 iterations for PINs set from now on.
+        #[serde(default)]
+        kdf_iterations: Option<u32>,
+    },
+}
+
+/// A secret in the config: a literal, `{ env = "NAME" }` or `{ file = "/path" }`.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Literal(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Literal(_) => f.write_str("Secret(literal, redacted)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's bytes; the error names where it was looked for, never the value.
+    pub fn resolve(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+        match self {
+            Secret::Literal(s) => Ok(zeroize::Zeroizing::new(s.as_bytes().to_vec())),
+            Secret::Env { env } => std::env::var(env)
+                .map(|v| zeroize::Zeroizing::new(v.into_bytes()))
+                .map_err(|_| ConfigError(format!("secret: environment variable {env} is not set"))),
+            Secret::File { file } => std::fs::read(file)
+                .map(|mut v| {
+                    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        v.pop();
+                    }
+                    zeroize::Zeroizing::new(v)
+                })
+                .map_err(|e| ConfigError(format!("secret: cannot read {}: {e}", file.display()))),
+        }
+    }
+}
+
+/// Where the embedded default keeps its software token.
+pub fn default_soft_path() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("hsmux/soft");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/hsmux/soft"),
+        None => std::env::temp_dir().join("hsmux/soft"),
+    }
+}
+
+impl Config {
+    /// The embedded default: one soft slot, id 0, label `hsmux-soft`.
+    pub fn embedded_default() -> Config {
+        Config {
+            log: LogConfig::default(),
+            metrics: None,
+            slots: vec![SlotConfig {
+                id: Some(0),
+                label: "hsmux-soft".into(),
+                backend: BackendConfig::Soft { path: default_soft_path(), kdf_iterations: None },
+            }],
+            source: "embedded default".into(),
+        }
+    }
+
+    /// Parses and validates a config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
+        cfg.source = origin.to_string();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates the file at `path`.
+    pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Finds and loads the configuration by the order of precedence (module doc).
+    pub fn locate(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(p) = explicit {
+            return Config::load_file(p);
+        }
+        if let Some(p) = std::env::var_os("HSMUX_CONFIG").filter(|p| !p.is_empty()) {
+            return Config::load_file(Path::new(&p));
+        }
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(dir) = xdg {
+            let p = dir.join("hsmux/hsmux.toml");
+            if p.exists() {
+                return Config::load_file(&p);
+            }
+        }
+        let etc = Path::new("/etc/hsmux/hsmux.toml");
+        if etc.exists() {
+            return Config::load_file(etc);
+        }
+        Ok(Config::embedded_default())
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let origin = self.source.clone();
+        if self.slots.is_empty() {
+            return Err(ConfigError(format!("{origin}: no [[slot]] is configured")));
+        }
+        let mut next = 0u64;
+        let mut ids = std::collections::BTreeSet::new();
+        let mut labels = std::collections::BTreeSet::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let id = *s.id.get_or_insert(next);
+            next = id + 1;
+            let at = format!("{origin}: [[slot]] #{} (label {:?})", i + 1, s.label);
+            if id >= 1 << 32 {
+                return Err(ConfigError(format!("{at}: id {id} must be below 2^32")));
+            }
+            if !ids.insert(id) {
+                return Err(ConfigError(format!("{at}: slot id {id} is used twice")));
+            }
+            if s.label.is_empty() || s.label.len() > 32 {
+                return Err(ConfigError(format!("{at}: label must be 1 to 32 bytes")));
+            }
+            if !labels.insert(s.label.clone()) {
+                return Err(ConfigError(format!("{at}: label is used twice")));
+            }
+            match &s.backend {
+                BackendConfig::Soft { path, kdf_iterations } => {
+                    if path.as_os_str().is_empty() {
+                        return Err(ConfigError(format!("{at}: key `path` is empty")));
+                    }
+                    if kdf_iterations.is_some_and(|n| n < 1000) {
+                        return Err(ConfigError(format!("{at}: key `kdf_iterations` must be at least 1000")));
+                    }
+                }
+            }
+        }
+        if let Some(level) = &self.log.level {
+            if level.parse::<log::LevelFilter>().is_err() {
+                return Err(ConfigError(format!("{origin}: [log] level {level:?} is not one of off, error, warn, info, debug, trace")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_numbered_in_file_order() {
+        let c = Config::parse(
+            "[[slot]]\nlabel='a'\nbackend='soft'\npath='/tmp/a'\n[[slot]]\nlabel='b'\nbackend='soft'\npath='/tmp/b'\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.slots.iter().map(|s| s.id.unwrap()).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = Config::parse("[[slot]]\nlabel='a'\nbackend='soft'\npath='/x'\ncolour='red'\n", "bad.toml").unwrap_err();
+        assert!(e.0.contains("bad.toml"), "{}", e.0);
+        assert!(e.0.contains("line"), "{}", e.0);
+        assert!(e.0.contains("colour"), "{}", e.0);
+    }
+
+    #[test]
+    fn duplicate_ids_and_long_labels_are_refused() {
+        let e = Config::parse(
+            "[[slot]]\nid=3\nlabel='a'\nbackend='soft'\npath='/a'\n[[slot]]\nid=3\nlabel='b'\nbackend='soft'\npath='/b'\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("used twice"));
+        let long = "x".repeat(33);
+        let e = Config::parse(&format!("[[slot]]\nlabel='{long}'\nbackend='soft'\npath='/a'\n"), "t").unwrap_err();
+        assert!(e.0.contains("1 to 32"));
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let e = Config::parse("[[slot]]\nlabel='a'\nbackend='floppy'\n", "t").unwrap_err();
+        assert!(e.0.contains("floppy"), "{}", e.0);
+    }
+
+    #[test]
+    fn secrets_resolve_without_showing_values() {
+        std::env::set_var("HSMUX_TEST_SECRET", "s3cret");
+        let s: Secret = toml::from_str::<toml::Value>("x = { env = 'HSMUX_TEST_SECRET' }").unwrap()["x"]
+            .clone()
+            .try_into()
+            .unwrap();
+        assert_eq!(&*s.resolve().unwrap(), b"s3cret");
+        let lit = Secret::Literal("hunter2".into());
+        assert!(!format!("{lit:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,242 @@
+//! A session and the state machines of its operations (PKCS#11 §5.2: one operation of each
+//! kind at a time; a length query or `CKR_BUFFER_TOO_SMALL` keeps it alive; any other
+//! error, and success, end it).
+
+use crate::backend::{Ctx, Login, ObjectId};
+use crate::core::error::{err, Result};
+use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::out::OutBuf;
+use crate::core::slot::Slot;
+use cryptoki_sys::*;
+use std::sync::Arc;
+
+/// An operation in progress with what the PKCS#11 rules need to remember about it.
+pub struct Active<T: ?Sized> {
+    pub op: Box<T>,
+    /// An update has been made: the single-part call is no longer allowed.
+    pub multipart: bool,
+    /// Output computed for a call that answered `CKR_BUFFER_TOO_SMALL`, with a fingerprint
+    /// of the input it was computed from, so that the retry does not compute it again.
+    pending: Option<(u64, Vec<u8>)>,
+}
+
+impl<T: ?Sized> Active<T> {
+    pub fn new(op: Box<T>) -> Self {
+        Active { op, multipart: false, pending: None }
+    }
+}
+
+pub struct FindState {
+    pub ids: Vec<ObjectId>,
+    pub pos: usize,
+}
+
+pub struct Session {
+    pub handle: CK_SESSION_HANDLE,
+    pub slot: Arc<Slot>,
+    pub rw: bool,
+    pub find: Option<FindState>,
+    pub encrypt: Option<Active<dyn Cipher>>,
+    pub decrypt: Option<Active<dyn Cipher>>,
+    pub sign: Option<Active<dyn Signer>>,
+    pub verify: Option<Active<dyn Verifier>>,
+    pub digest: Option<Active<dyn Signer>>,
+}
+
+fn fingerprint(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+impl Session {
+    pub fn new(handle: CK_SESSION_HANDLE, slot: Arc<Slot>, rw: bool) -> Self {
+        Session { handle, slot, rw, find: None, encrypt: None, decrypt: None, sign: None, verify: None, digest: None }
+    }
+
+    pub fn ctx(&self) -> Ctx {
+        Ctx { session: self.handle, rw: self.rw, login: *self.slot.login.lock() }
+    }
+
+    pub fn state(&self) -> CK_STATE {
+        match (*self.slot.login.lock(), self.rw) {
+            (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
+            (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
+            (Login::User, false) => CKS_RO_USER_FUNCTIONS,
+            (Login::User, true) => CKS_RW_USER_FUNCTIONS,
+            (Login::So, _) => CKS_RW_SO_FUNCTIONS,
+        }
+    }
+}
+
+/// `C_Encrypt` / `C_Decrypt`.
+pub fn cipher_single(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &mut OutBuf) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    if a.multipart {
+        *slot = None;
+        return Err(err(CKR_OPERATION_ACTIVE));
+    }
+    let fp = fingerprint(input);
+    if let Some((p, data)) = &a.pending {
+        if *p == fp {
+            let r = out.put(data);
+            if r.is_ok() && !out.is_query() {
+                *slot = None;
+            }
+            return r;
+        }
+    }
+    if out.is_query() {
+        out.report(a.op.output_len(input.len()));
+        return Ok(());
+    }
+    match a.op.oneshot(input) {
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+        Ok(data) => match out.put(&data) {
+            Ok(()) => {
+                *slot = None;
+                Ok(())
+            }
+            Err(e) => {
+                a.pending = Some((fp, data));
+                Err(e)
+            }
+        },
+    }
+}
+
+/// `C_EncryptUpdate` / `C_DecryptUpdate`.
+pub fn cipher_update(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &mut OutBuf) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let fp = fingerprint(input);
+    if let Some((p, data)) = &a.pending {
+        if *p == fp {
+            let r = out.put(data);
+            if r.is_ok() && !out.is_query() {
+                a.pending = None;
+            }
+            return r;
+        }
+    }
+    if out.is_query() {
+        out.report(a.op.update_len(input.len()));
+        return Ok(());
+    }
+    a.multipart = true;
+    match a.op.update(input) {
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+        Ok(data) => match out.put(&data) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                a.pending = Some((fp, data));
+                Err(e)
+            }
+        },
+    }
+}
+
+/// `C_EncryptFinal` / `C_DecryptFinal`.
+pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    if let Some((_, data)) = &a.pending {
+        let r = out.put(data);
+        if r.is_ok() && !out.is_query() {
+            *slot = None;
+        }
+        return r;
+    }
+    if out.is_query() {
+        out.report(a.op.final_len());
+        return Ok(());
+    }
+    match a.op.finish() {
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+        Ok(data) => match out.put(&data) {
+            Ok(()) => {
+                *slot = None;
+                Ok(())
+            }
+            Err(e) => {
+                a.pending = Some((0, data));
+                Err(e)
+            }
+        },
+    }
+}
+
+/// `C_Sign` / `C_Digest`: the output length is known up front.
+pub fn signer_single(slot: &mut Option<Active<dyn Signer>>, data: &[u8], out: &mut OutBuf) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    if a.multipart {
+        *slot = None;
+        return Err(err(CKR_OPERATION_ACTIVE));
+    }
+    let need = a.op.output_len();
+    if !out.fits(need) {
+        out.report(need);
+        return if out.is_query() { Ok(()) } else { Err(err(CKR_BUFFER_TOO_SMALL)) };
+    }
+    let r = a.op.oneshot(data).and_then(|sig| out.put(&sig));
+    *slot = None;
+    r
+}
+
+/// `C_SignUpdate` / `C_DigestUpdate`.
+pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    a.multipart = true;
+    let r = a.op.update(data);
+    if r.is_err() {
+        *slot = None;
+    }
+    r
+}
+
+/// `C_SignFinal` / `C_DigestFinal`.
+pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let need = a.op.output_len();
+    if !out.fits(need) {
+        out.report(need);
+        return if out.is_query() { Ok(()) } else { Err(err(CKR_BUFFER_TOO_SMALL)) };
+    }
+    let r = a.op.finish().and_then(|sig| out.put(&sig));
+    *slot = None;
+    r
+}
+
+/// `C_Verify`.
+pub fn verify_single(slot: &mut Option<Active<dyn Verifier>>, data: &[u8], sig: &[u8]) -> Result<()> {
+    let mut a = slot.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    if a.multipart {
+        return Err(err(CKR_OPERATION_ACTIVE));
+    }
+    a.op.oneshot(data, sig)
+}
+
+/// `C_VerifyUpdate`.
+pub fn verify_update(slot: &mut Option<Active<dyn Verifier>>, data: &[u8]) -> Result<()> {
+    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    a.multipart = true;
+    let r = a.op.update(data);
+    if r.is_err() {
+        *slot = None;
+    }
+    r
+}
+
+/// `C_VerifyFinal`.
+pub fn verify_final(slot: &mut Option<Active<dyn Verifier>>, sig: &[u8]) -> Result<()> {
+    let mut a = slot.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    a.op.finish(sig)
+}

@@ -1,0 +1,109 @@
+//! `CK_MECHANISM` to the core's [`Mechanism`]: the parameter structures hsmux knows are
+//! decoded (their size checked), any other parameter is passed on as bytes.
+
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
+use cryptoki_sys::*;
+use std::mem::size_of;
+
+/// The 2.40 header's `CK_GCM_PARAMS`, without `ulIvBits`; some consumers still pass it.
+#[repr(C)]
+struct GcmParams240 {
+    p_iv: *mut CK_BYTE,
+    ul_iv_len: CK_ULONG,
+    p_aad: *mut CK_BYTE,
+    ul_aad_len: CK_ULONG,
+    ul_tag_bits: CK_ULONG,
+}
+
+unsafe fn bytes(p: *const u8, len: CK_ULONG) -> Result<Vec<u8>> {
+    Ok(super::in_bytes(p, len).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?.to_vec())
+}
+
+unsafe fn param<T>(m: &CK_MECHANISM) -> Result<&T> {
+    if m.pParameter.is_null() || m.ulParameterLen as usize != size_of::<T>() {
+        return Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            format!("mechanism 0x{:x}: parameter must be a {}-byte structure", m.mechanism, size_of::<T>()),
+        ));
+    }
+    Ok(&*(m.pParameter as *const T))
+}
+
+/// Decodes a mechanism; `None` for a NULL pointer (which cancels an operation in 3.0).
+pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let m = &*p;
+    let no_param = m.pParameter.is_null() || m.ulParameterLen == 0;
+    let param = match m.mechanism {
+        CKM_AES_GCM => {
+            if m.ulParameterLen as usize == size_of::<GcmParams240>() && !m.pParameter.is_null() {
+                let g = &*(m.pParameter as *const GcmParams240);
+                MechParam::Gcm {
+                    iv: bytes(g.p_iv, g.ul_iv_len)?,
+                    iv_bits: g.ul_iv_len * 8,
+                    aad: bytes(g.p_aad, g.ul_aad_len)?,
+                    tag_bits: g.ul_tag_bits,
+                }
+            } else {
+                let g = param::<CK_GCM_PARAMS>(m)?;
+                MechParam::Gcm {
+                    iv: bytes(g.pIv, g.ulIvLen)?,
+                    iv_bits: g.ulIvBits,
+                    aad: bytes(g.pAAD, g.ulAADLen)?,
+                    tag_bits: g.ulTagBits,
+                }
+            }
+        }
+        CKM_RSA_PKCS_OAEP => {
+            let o = param::<CK_RSA_PKCS_OAEP_PARAMS>(m)?;
+            MechParam::Oaep {
+                hash: o.hashAlg,
+                mgf: o.mgf,
+                source: o.source,
+                source_data: bytes(o.pSourceData as *const u8, o.ulSourceDataLen)?,
+            }
+        }
+        CKM_RSA_PKCS_PSS | CKM_SHA1_RSA_PKCS_PSS | CKM_SHA224_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS => {
+            let s = param::<CK_RSA_PKCS_PSS_PARAMS>(m)?;
+            MechParam::Pss { hash: s.hashAlg, mgf: s.mgf, salt_len: s.sLen }
+        }
+        CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => {
+            let e = param::<CK_ECDH1_DERIVE_PARAMS>(m)?;
+            MechParam::Ecdh1 {
+                kdf: e.kdf,
+                shared_data: bytes(e.pSharedData, e.ulSharedDataLen)?,
+                public_data: bytes(e.pPublicData, e.ulPublicDataLen)?,
+            }
+        }
+        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
+            let d = param::<CK_KEY_DERIVATION_STRING_DATA>(m)?;
+            MechParam::Data(bytes(d.pData, d.ulLen)?)
+        }
+        CKM_AES_CBC_ENCRYPT_DATA => {
+            let d = param::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>(m)?;
+            MechParam::AesCbcData { iv: d.iv, data: bytes(d.pData, d.length)? }
+        }
+        CKM_CONCATENATE_BASE_AND_KEY => MechParam::Key(*param::<CK_OBJECT_HANDLE>(m)? as u64),
+        CKM_EXTRACT_KEY_FROM_KEY | CKM_SHA_1_HMAC_GENERAL | CKM_SHA224_HMAC_GENERAL | CKM_SHA256_HMAC_GENERAL
+        | CKM_SHA384_HMAC_GENERAL | CKM_SHA512_HMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
+        CKM_EDDSA if !no_param => {
+            let e = param::<CK_EDDSA_PARAMS>(m)?;
+            if e.phFlag != 0 || e.ulContextDataLen != 0 {
+                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "only pure Ed25519 (no prehash, no context) is supported"));
+            }
+            MechParam::None
+        }
+        _ if no_param => MechParam::None,
+        _ => MechParam::Bytes(bytes(m.pParameter as *const u8, m.ulParameterLen)?),
+    };
+    Ok(Some(Mechanism { mech: m.mechanism, param }))
+}
+
+/// A mechanism that must be given.
+pub(crate) unsafe fn required(p: *const CK_MECHANISM) -> Result<Mechanism> {
+    mechanism(p)?.ok_or_else(|| err(CKR_ARGUMENTS_BAD))
+}

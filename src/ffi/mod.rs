@@ -1,0 +1,118 @@
+//! The C ABI, and nothing else: exported symbols, the function tables, pointer and length
+//! checks, panic catching, and conversion to and from the core's Rust types. Every entry
+//! point is a thin `unsafe extern "C"` wrapper around a safe function in `core::api`.
+#![allow(clippy::missing_safety_doc, non_snake_case)]
+
+mod attr;
+mod crypto;
+mod general;
+mod keys;
+mod mech;
+mod message;
+mod object;
+mod session;
+pub mod table;
+
+use crate::core::error::{err, Result};
+use crate::core::out::OutBuf;
+use cryptoki_sys::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs the body of a PKCS#11 function: turns `Err` into its return value and a panic
+/// into `CKR_GENERAL_ERROR` with a log line, so that neither crosses the C boundary.
+#[inline]
+pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
+    log::trace!("{name}");
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CKR_OK,
+        Ok(Err(e)) => {
+            log::debug!("{name} -> {e}");
+            e.rv()
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            log::error!("{name}: internal error (panic: {what}); answered CKR_GENERAL_ERROR");
+            CKR_GENERAL_ERROR
+        }
+    }
+}
+
+/// Declares an exported PKCS#11 function whose body returns `Result<()>`.
+macro_rules! ck_fn {
+    ($name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $body:block) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+            #[allow(unused_unsafe)]
+            $crate::ffi::guard(stringify!($name), || unsafe { $body })
+        }
+    };
+}
+pub(crate) use ck_fn;
+
+/// An input buffer; NULL is allowed only with length 0.
+pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
+    if p.is_null() {
+        return if len == 0 { Ok(&[]) } else { Err(err(CKR_ARGUMENTS_BAD)) };
+    }
+    Ok(std::slice::from_raw_parts(p, len as usize))
+}
+
+/// An output buffer with its length pointer (which must not be NULL).
+pub(crate) unsafe fn out_buf<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<OutBuf<'a>> {
+    if len.is_null() {
+        return Err(err(CKR_ARGUMENTS_BAD));
+    }
+    if p.is_null() {
+        Ok(OutBuf::new(None))
+    } else {
+        Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(p, *len as usize))))
+    }
+}
+
+/// Runs `f` with an output buffer and stores the length it reports in `*len`, as PKCS#11
+/// wants both on success and on `CKR_BUFFER_TOO_SMALL`.
+pub(crate) unsafe fn with_out(p: *mut CK_BYTE, len: *mut CK_ULONG, f: impl FnOnce(&mut OutBuf) -> Result<()>) -> Result<()> {
+    let mut out = out_buf(p, len)?;
+    let r = f(&mut out);
+    if r.is_ok() || r.as_ref().is_err_and(|e| e.rv() == CKR_BUFFER_TOO_SMALL) {
+        *len = out.written as CK_ULONG;
+    }
+    r
+}
+
+/// Writes a list in the two-call style (`C_GetSlotList`, `C_GetMechanismList`, ...).
+pub(crate) unsafe fn write_list<T: Copy>(items: &[T], p: *mut T, count: *mut CK_ULONG) -> Result<()> {
+    if count.is_null() {
+        return Err(err(CKR_ARGUMENTS_BAD));
+    }
+    if p.is_null() {
+        *count = items.len() as CK_ULONG;
+        return Ok(());
+    }
+    let cap = *count as usize;
+    *count = items.len() as CK_ULONG;
+    if cap < items.len() {
+        return Err(err(CKR_BUFFER_TOO_SMALL));
+    }
+    std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len());
+    Ok(())
+}
+
+/// A blank-padded fixed-size text field.
+pub(crate) fn padded<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [b' '; N];
+    let mut n = s.len().min(N);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+pub(crate) fn version(major: u8, minor: u8) -> CK_VERSION {
+    CK_VERSION { major, minor }
+}
