@@ -78,20 +78,15 @@ pub fn digest_final(h: CK_SESSION_HANDLE, out: &mut OutBuf) -> Result<()> {
     with_session(h, |_, s| session::signer_final(&mut s.digest, out))
 }
 
-/// `C_DigestKey`: feeds a secret key's value to the digest without revealing it.
+/// `C_DigestKey`: hsmux's tokens never hand a key value to a digest (a remote key has
+/// none to give), so every key is answered `CKR_KEY_INDIGESTIBLE`.
 pub fn digest_key(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
     with_session(h, |inst, s| {
         if s.digest.is_none() {
             return Err(err(CKR_OPERATION_NOT_INITIALIZED));
         }
-        let (slot, ctx) = ctx_of(inst, s);
-        let id = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
-        let vals = s.slot.token.get_attributes(&ctx, id, &[CKA_CLASS])?;
-        // Only secret keys can be digested; their value is read inside the token.
-        let is_secret = matches!(&vals[0], crate::core::attr::AttrValue::Value(v) if crate::core::attr::parse_ulong(v).ok() == Some(CKO_SECRET_KEY));
-        if !is_secret {
-            return Err(err(CKR_KEY_INDIGESTIBLE));
-        }
+        let (slot, _) = ctx_of(inst, s);
+        inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
         Err(err(CKR_KEY_INDIGESTIBLE))
     })
 }
