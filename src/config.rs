@@ -45,8 +45,9 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+// No `deny_unknown_fields` here: serde cannot combine it with `flatten`; the backend enum
+// below denies unknown keys for the whole table.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     pub id: Option<u64>,
     pub label: String,

@@ -240,3 +240,95 @@ pub fn verify_final(slot: &mut Option<Active<dyn Verifier>>, sig: &[u8]) -> Resu
     let mut a = slot.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     a.op.finish(sig)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::error::Error;
+
+    /// Doubles its input; counts how often it really ran.
+    struct Twice {
+        runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail: bool,
+    }
+    impl Cipher for Twice {
+        fn output_len(&self, n: usize) -> usize {
+            2 * n
+        }
+        fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.fail {
+                return Err(Error::new(CKR_DATA_INVALID));
+            }
+            Ok(input.iter().flat_map(|b| [*b, *b]).collect())
+        }
+        fn update_len(&self, n: usize) -> usize {
+            2 * n
+        }
+        fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+            self.oneshot(input)
+        }
+        fn final_len(&self) -> usize {
+            0
+        }
+        fn finish(&mut self) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn op(fail: bool) -> (Option<Active<dyn Cipher>>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Some(Active::new(Box::new(Twice { runs: runs.clone(), fail }))), runs)
+    }
+
+    #[test]
+    fn length_query_keeps_the_operation_and_computes_nothing() {
+        let (mut slot, runs) = op(false);
+        let mut out = OutBuf::new(None);
+        cipher_single(&mut slot, b"abc", &mut out).unwrap();
+        assert_eq!(out.written, 6);
+        assert!(slot.is_some());
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let mut buf = [0u8; 6];
+        let mut out = OutBuf::new(Some(&mut buf));
+        cipher_single(&mut slot, b"abc", &mut out).unwrap();
+        assert_eq!(&buf, b"aabbcc");
+        assert!(slot.is_none(), "success ends the operation");
+    }
+
+    #[test]
+    fn too_small_keeps_the_result_for_the_retry() {
+        let (mut slot, runs) = op(false);
+        let mut small = [0u8; 2];
+        let mut out = OutBuf::new(Some(&mut small));
+        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(out.written, 6);
+        let mut buf = [0u8; 8];
+        let mut out = OutBuf::new(Some(&mut buf));
+        cipher_single(&mut slot, b"abc", &mut out).unwrap();
+        assert_eq!(out.written, 6);
+        assert_eq!(&buf[..6], b"aabbcc");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "computed once");
+    }
+
+    #[test]
+    fn an_error_ends_the_operation() {
+        let (mut slot, _) = op(true);
+        let mut buf = [0u8; 8];
+        let mut out = OutBuf::new(Some(&mut buf));
+        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_DATA_INVALID);
+        assert!(slot.is_none());
+        let mut out = OutBuf::new(Some(&mut buf));
+        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_OPERATION_NOT_INITIALIZED);
+    }
+
+    #[test]
+    fn single_part_after_update_is_refused() {
+        let (mut slot, _) = op(false);
+        let mut buf = [0u8; 8];
+        let mut out = OutBuf::new(Some(&mut buf));
+        cipher_update(&mut slot, b"a", &mut out).unwrap();
+        let mut out = OutBuf::new(Some(&mut buf));
+        assert_eq!(cipher_single(&mut slot, b"a", &mut out).unwrap_err().rv(), CKR_OPERATION_ACTIVE);
+    }
+}
