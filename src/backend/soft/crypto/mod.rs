@@ -1,93 +1,133 @@
 //! The software token's cryptography (aws-lc-rs): key material parsed from object
 //! attributes, key generation, and every mechanism the soft token lists.
 //!
-//! INTERFACE CONTRACT (used by `backend/soft/mod.rs`; keep these signatures):
-//! - attribute maps are `core::attr::Attrs` (values exactly as PKCS#11 lays them out);
-//! - errors are `core::error::Error` carrying the spec's return value;
-//! - the caller has already checked the key's usage flag (CKA_SIGN, CKA_ENCRYPT, ...) and
-//!   CKA_ALLOWED_MECHANISMS; this module checks mechanism vs key type
-//!   (`CKR_KEY_TYPE_INCONSISTENT`), parameters (`CKR_MECHANISM_PARAM_INVALID`), sizes
-//!   (`CKR_KEY_SIZE_RANGE`, `CKR_DATA_LEN_RANGE`, `CKR_ENCRYPTED_DATA_LEN_RANGE`, ...).
+//! The caller has checked the key's usage flag (CKA_SIGN, CKA_ENCRYPT, ...) and
+//! CKA_ALLOWED_MECHANISMS; this module checks mechanism against key type
+//! (`CKR_KEY_TYPE_INCONSISTENT`), parameters (`CKR_MECHANISM_PARAM_INVALID`) and sizes.
 
-use crate::core::attr::Attrs;
-use crate::core::error::{err, Result};
-use crate::core::mechanism::Mechanism;
+mod cipher;
+mod der;
+mod keys;
+mod mechs;
+mod sign;
+mod wrap;
+
+pub use keys::Key;
+
+use self::der::Curve;
+use crate::core::attr::{Attrs, AttrsExt};
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
 use cryptoki_sys::*;
 use std::sync::Arc;
-
-/// A key parsed from an object's attributes, ready for use; cached on the object so that
-/// an operation does not parse it again.
-pub struct Key {
-    _private: (),
-}
-
-impl Key {
-    /// Parses the key held by an object (by CKA_CLASS and CKA_KEY_TYPE).
-    pub fn from_attrs(_attrs: &Attrs) -> Result<Key> {
-        Err(err(CKR_KEY_TYPE_INCONSISTENT))
-    }
-}
+use zeroize::Zeroizing;
 
 /// The mechanisms of the soft token with their info, in the order C_GetMechanismList gives.
 pub fn mechanisms() -> &'static [(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] {
-    &[]
+    mechs::MECHANISMS
 }
 
-pub fn encrypt_init(_mech: &Mechanism, _key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn encrypt_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
+    cipher::encrypt_init(mech, key)
 }
-pub fn decrypt_init(_mech: &Mechanism, _key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn decrypt_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
+    cipher::decrypt_init(mech, key)
 }
-pub fn sign_init(_mech: &Mechanism, _key: &Arc<Key>) -> Result<Box<dyn Signer>> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn sign_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Signer>> {
+    sign::sign_init(mech, key)
 }
-pub fn verify_init(_mech: &Mechanism, _key: &Arc<Key>) -> Result<Box<dyn Verifier>> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn verify_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Verifier>> {
+    sign::verify_init(mech, key)
 }
-pub fn digest_init(_mech: &Mechanism) -> Result<Box<dyn Signer>> {
-    Err(err(CKR_MECHANISM_INVALID))
-}
-
-/// C_GenerateKey: `template` is the new object's attributes so far (consumer template plus
-/// defaults, CKA_CLASS/CKA_KEY_TYPE set). Returns the attributes the mechanism sets
-/// (CKA_VALUE, CKA_VALUE_LEN, CKA_KEY_TYPE).
-pub fn generate_key(_mech: &Mechanism, _template: &Attrs) -> Result<Attrs> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn digest_init(mech: &Mechanism) -> Result<Box<dyn Signer>> {
+    sign::digest_init(mech)
 }
 
-/// C_GenerateKeyPair: returns (public attributes, private attributes) the mechanism sets
-/// (CKA_KEY_TYPE, CKA_MODULUS/CKA_PUBLIC_EXPONENT/private CRT values, CKA_EC_POINT/CKA_VALUE,
-/// CKA_EC_PARAMS on both, ...).
-pub fn generate_key_pair(_mech: &Mechanism, _public: &Attrs, _private: &Attrs) -> Result<(Attrs, Attrs)> {
-    Err(err(CKR_MECHANISM_INVALID))
+fn no_param(mech: &Mechanism) -> Result<()> {
+    match mech.param {
+        MechParam::None => Ok(()),
+        _ => Err(err(CKR_MECHANISM_PARAM_INVALID)),
+    }
 }
 
-/// C_CreateObject / C_UnwrapKey of a key: checks the key values in `attrs` (sizes, curve,
-/// point on curve, RSA consistency) and returns the attributes the token derives from them
-/// (CKA_VALUE_LEN of a secret key, CKA_MODULUS_BITS of an RSA public key, ...).
-pub fn complete_import(_attrs: &Attrs) -> Result<Attrs> {
-    Err(err(CKR_TEMPLATE_INCONSISTENT))
+/// C_GenerateKey: returns the attributes the mechanism sets (CKA_VALUE, CKA_VALUE_LEN).
+pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
+    no_param(mech)?;
+    let len = match (mech.mech, template.ulong(CKA_VALUE_LEN)) {
+        (CKM_AES_KEY_GEN, Some(n)) if [16, 24, 32].contains(&n) => n,
+        (CKM_AES_KEY_GEN, Some(_)) => return Err(Error::logged(CKR_KEY_SIZE_RANGE, "AES keys are 16, 24 or 32 bytes")),
+        (CKM_AES_KEY_GEN, None) => return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "CKM_AES_KEY_GEN needs CKA_VALUE_LEN")),
+        (CKM_GENERIC_SECRET_KEY_GEN, Some(n)) if (1..=512).contains(&n) => n,
+        (CKM_GENERIC_SECRET_KEY_GEN, Some(_)) => return Err(err(CKR_KEY_SIZE_RANGE)),
+        (CKM_GENERIC_SECRET_KEY_GEN, None) => return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "generic secret needs CKA_VALUE_LEN")),
+        (CKM_SHA_1_KEY_GEN, n) => n.unwrap_or(20),
+        (CKM_SHA224_KEY_GEN, n) => n.unwrap_or(28),
+        (CKM_SHA256_KEY_GEN, n) => n.unwrap_or(32),
+        (CKM_SHA384_KEY_GEN, n) => n.unwrap_or(48),
+        (CKM_SHA512_KEY_GEN, n) => n.unwrap_or(64),
+        _ => return Err(err(CKR_MECHANISM_INVALID)),
+    };
+    if len == 0 || len > 512 {
+        return Err(err(CKR_KEY_SIZE_RANGE));
+    }
+    let mut value = Zeroizing::new(vec![0u8; len as usize]);
+    random(&mut value)?;
+    let mut a = Attrs::new();
+    a.insert(CKA_VALUE, value.to_vec());
+    a.set_ulong(CKA_VALUE_LEN, len);
+    Ok(a)
 }
 
-/// C_WrapKey: wraps the key whose attributes are `target` (a secret key's CKA_VALUE, or a
-/// private key as PKCS#8) with `wrapping`.
-pub fn wrap(_mech: &Mechanism, _wrapping: &Arc<Key>, _target: &Attrs) -> Result<Vec<u8>> {
-    Err(err(CKR_MECHANISM_INVALID))
+/// C_GenerateKeyPair: returns (public attributes, private attributes) the mechanism sets.
+pub fn generate_key_pair(mech: &Mechanism, public: &Attrs, _private: &Attrs) -> Result<(Attrs, Attrs)> {
+    no_param(mech)?;
+    let (mut p, mut s) = (Attrs::new(), Attrs::new());
+    match mech.mech {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => {
+            let bits = public
+                .ulong(CKA_MODULUS_BITS)
+                .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "RSA key generation needs CKA_MODULUS_BITS"))?;
+            let parts = keys::generate_rsa(bits, public.bytes(CKA_PUBLIC_EXPONENT))?;
+            p.insert(CKA_MODULUS, parts.n.clone());
+            p.insert(CKA_PUBLIC_EXPONENT, parts.e.clone());
+            s = keys::rsa_private_attrs(&parts);
+        }
+        CKM_EC_KEY_PAIR_GEN | CKM_EC_EDWARDS_KEY_PAIR_GEN => {
+            let params = public
+                .bytes(CKA_EC_PARAMS)
+                .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "EC key generation needs CKA_EC_PARAMS"))?;
+            let curve = Curve::from_params(params).map_err(|e| if e.rv() == CKR_CURVE_NOT_SUPPORTED { e } else { err(CKR_ATTRIBUTE_VALUE_INVALID) })?;
+            if (curve == Curve::Ed25519) != (mech.mech == CKM_EC_EDWARDS_KEY_PAIR_GEN) {
+                return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, "curve does not match the key pair mechanism"));
+            }
+            let (private, point) = keys::generate_ec(curve)?;
+            p.insert(CKA_EC_PARAMS, params.to_vec());
+            p.insert(CKA_EC_POINT, der::octet_string(&point));
+            s.insert(CKA_EC_PARAMS, params.to_vec());
+            s.insert(CKA_VALUE, private.to_vec());
+        }
+        _ => return Err(err(CKR_MECHANISM_INVALID)),
+    }
+    Ok((p, s))
 }
 
-/// C_UnwrapKey: returns the value attributes of the unwrapped key (for a secret key
-/// CKA_VALUE; for a private key the attributes decoded from PKCS#8, incl. CKA_KEY_TYPE),
-/// given the new object's template so far (CKA_CLASS, CKA_KEY_TYPE if known, CKA_VALUE_LEN).
-pub fn unwrap(_mech: &Mechanism, _unwrapping: &Arc<Key>, _wrapped: &[u8], _template: &Attrs) -> Result<Attrs> {
-    Err(err(CKR_MECHANISM_INVALID))
+/// C_CreateObject / C_UnwrapKey of a key: checks the key values and returns what the token
+/// derives from them (CKA_VALUE_LEN, CKA_MODULUS_BITS).
+pub fn complete_import(attrs: &Attrs) -> Result<Attrs> {
+    keys::complete_import(attrs)
 }
 
-/// C_DeriveKey: returns the value attributes of the derived key (CKA_VALUE, CKA_VALUE_LEN,
-/// CKA_KEY_TYPE if the mechanism fixes it) given the base key and the new object's template.
-pub fn derive(_mech: &Mechanism, _base: &Arc<Key>, _base_attrs: &Attrs, _template: &Attrs) -> Result<Attrs> {
-    Err(err(CKR_MECHANISM_INVALID))
+pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec<u8>> {
+    wrap::wrap(mech, wrapping, target)
+}
+
+pub fn unwrap(mech: &Mechanism, unwrapping: &Arc<Key>, wrapped: &[u8], template: &Attrs) -> Result<Attrs> {
+    wrap::unwrap(mech, unwrapping, wrapped, template)
+}
+
+pub fn derive(mech: &Mechanism, base: &Arc<Key>, base_attrs: &Attrs, template: &Attrs) -> Result<Attrs> {
+    wrap::derive(mech, base, base_attrs, template)
 }
 
 /// Fills `out` from the system's CSPRNG.

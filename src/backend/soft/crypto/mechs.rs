@@ -1,0 +1,58 @@
+//! The mechanism list of the soft token (C_GetMechanismList / C_GetMechanismInfo).
+
+use cryptoki_sys::*;
+
+const fn info(min: CK_ULONG, max: CK_ULONG, flags: CK_FLAGS) -> CK_MECHANISM_INFO {
+    CK_MECHANISM_INFO { ulMinKeySize: min, ulMaxKeySize: max, flags }
+}
+
+const EC: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const ED: CK_FLAGS = CKF_EC_NAMEDCURVE | CKF_EC_COMPRESS;
+
+/// Key sizes: bytes for AES and generic secrets, bits for RSA and EC (PKCS#11 §2).
+pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
+    (CKM_AES_KEY_GEN, info(16, 32, CKF_GENERATE)),
+    (CKM_AES_GCM, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
+    (CKM_AES_CBC, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
+    (CKM_AES_CBC_PAD, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
+    (CKM_AES_ECB, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
+    (CKM_AES_CTR, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
+    (CKM_AES_KEY_WRAP, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
+    (CKM_AES_KEY_WRAP_PAD, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
+    (CKM_AES_KEY_WRAP_KWP, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
+    (CKM_EC_KEY_PAIR_GEN, info(256, 384, CKF_GENERATE_KEY_PAIR | EC)),
+    (CKM_ECDSA, info(256, 384, SV | EC)),
+    (CKM_ECDSA_SHA1, info(256, 384, SV | EC)),
+    (CKM_ECDSA_SHA224, info(256, 384, SV | EC)),
+    (CKM_ECDSA_SHA256, info(256, 384, SV | EC)),
+    (CKM_ECDSA_SHA384, info(256, 384, SV | EC)),
+    (CKM_ECDSA_SHA512, info(256, 384, SV | EC)),
+    (CKM_ECDH1_DERIVE, info(256, 384, CKF_DERIVE | EC)),
+    (CKM_EC_EDWARDS_KEY_PAIR_GEN, info(256, 256, CKF_GENERATE_KEY_PAIR | ED)),
+    (CKM_EDDSA, info(256, 256, SV | ED)),
+    (CKM_RSA_PKCS_KEY_PAIR_GEN, info(2048, 4096, CKF_GENERATE_KEY_PAIR)),
+    (CKM_RSA_PKCS, info(2048, 4096, SV | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP)),
+    (CKM_SHA256_RSA_PKCS, info(2048, 4096, SV)),
+    (CKM_SHA384_RSA_PKCS, info(2048, 4096, SV)),
+    (CKM_SHA512_RSA_PKCS, info(2048, 4096, SV)),
+    (CKM_RSA_PKCS_PSS, info(2048, 4096, SV)),
+    (CKM_SHA256_RSA_PKCS_PSS, info(2048, 4096, SV)),
+    (CKM_SHA384_RSA_PKCS_PSS, info(2048, 4096, SV)),
+    (CKM_SHA512_RSA_PKCS_PSS, info(2048, 4096, SV)),
+    (CKM_RSA_PKCS_OAEP, info(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP)),
+    (CKM_GENERIC_SECRET_KEY_GEN, info(1, 512, CKF_GENERATE)),
+    (CKM_SHA_1_HMAC, info(1, 512, SV)),
+    (CKM_SHA224_HMAC, info(1, 512, SV)),
+    (CKM_SHA256_HMAC, info(1, 512, SV)),
+    (CKM_SHA384_HMAC, info(1, 512, SV)),
+    (CKM_SHA512_HMAC, info(1, 512, SV)),
+    (CKM_SHA256_HMAC_GENERAL, info(1, 512, SV)),
+    (CKM_SHA384_HMAC_GENERAL, info(1, 512, SV)),
+    (CKM_SHA512_HMAC_GENERAL, info(1, 512, SV)),
+    (CKM_SHA_1, info(0, 0, CKF_DIGEST)),
+    (CKM_SHA224, info(0, 0, CKF_DIGEST)),
+    (CKM_SHA256, info(0, 0, CKF_DIGEST)),
+    (CKM_SHA384, info(0, 0, CKF_DIGEST)),
+    (CKM_SHA512, info(0, 0, CKF_DIGEST)),
+];

@@ -1,0 +1,198 @@
+//! Key wrapping (AES Key Wrap RFC 3394, with padding RFC 5649, RSA-OAEP) and derivation
+//! (ECDH1).
+
+use super::der::{self, Curve};
+use super::keys::{self, Key};
+use crate::core::attr::{Attrs, AttrsExt};
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
+use aws_lc_rs::agreement;
+use aws_lc_rs::encoding::AsBigEndian;
+use aws_lc_rs::key_wrap::{self, KeyWrap, KeyWrapPadded};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use cryptoki_sys::*;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+fn kek(key: &Key) -> Result<key_wrap::AesKek> {
+    let Key::Secret { key_type: CKK_AES, value } = key else { return Err(err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT)) };
+    let c = match value.len() {
+        16 => &key_wrap::AES_128,
+        32 => &key_wrap::AES_256,
+        _ => return Err(Error::logged(CKR_WRAPPING_KEY_SIZE_RANGE, "AES key wrap takes 128- or 256-bit keys")),
+    };
+    key_wrap::AesKek::new(c, value).map_err(|_| err(CKR_WRAPPING_KEY_SIZE_RANGE))
+}
+
+fn is_kwp(m: CK_MECHANISM_TYPE) -> bool {
+    m == CKM_AES_KEY_WRAP_PAD || m == CKM_AES_KEY_WRAP_KWP
+}
+
+/// The bytes a wrap carries: a secret key's value, or a private key as PKCS#8.
+fn payload(target: &Attrs) -> Result<Zeroizing<Vec<u8>>> {
+    match target.ulong(CKA_CLASS) {
+        Some(CKO_SECRET_KEY) => Ok(Zeroizing::new(target.bytes(CKA_VALUE).ok_or_else(|| err(CKR_KEY_NOT_WRAPPABLE))?.to_vec())),
+        Some(CKO_PRIVATE_KEY) => Key::from_attrs(target)?.private_pkcs8(),
+        _ => Err(err(CKR_KEY_NOT_WRAPPABLE)),
+    }
+}
+
+pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec<u8>> {
+    let data = payload(target)?;
+    match mech.mech {
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
+            if !matches!(mech.param, MechParam::None) {
+                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES key wrap takes the default IV only"));
+            }
+            let k = kek(wrapping)?;
+            let mut out = vec![0u8; data.len() + 16];
+            let n = if is_kwp(mech.mech) {
+                k.wrap_with_padding(&data, &mut out).map_err(|_| err(CKR_KEY_SIZE_RANGE))?.len()
+            } else {
+                if data.len() % 8 != 0 || data.len() < 16 {
+                    return Err(Error::logged(CKR_KEY_SIZE_RANGE, "CKM_AES_KEY_WRAP needs a multiple of 8 bytes (use CKM_AES_KEY_WRAP_PAD)"));
+                }
+                k.wrap(&data, &mut out).map_err(|_| err(CKR_KEY_SIZE_RANGE))?.len()
+            };
+            out.truncate(n);
+            Ok(out)
+        }
+        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
+            if target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
+                return Err(err(CKR_KEY_NOT_WRAPPABLE));
+            }
+            let mut op = super::cipher::encrypt_init(mech, wrapping).map_err(wrapping_code)?;
+            op.oneshot(&data)
+        }
+        _ => Err(err(CKR_MECHANISM_INVALID)),
+    }
+}
+
+fn wrapping_code(e: Error) -> Error {
+    match e.rv() {
+        CKR_KEY_TYPE_INCONSISTENT => err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+        _ => e,
+    }
+}
+
+fn unwrapping_code(e: Error) -> Error {
+    match e.rv() {
+        CKR_KEY_TYPE_INCONSISTENT => err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+        CKR_ENCRYPTED_DATA_INVALID | CKR_ENCRYPTED_DATA_LEN_RANGE => err(CKR_WRAPPED_KEY_INVALID),
+        _ => e,
+    }
+}
+
+pub fn unwrap(mech: &Mechanism, unwrapping: &Arc<Key>, wrapped: &[u8], template: &Attrs) -> Result<Attrs> {
+    let data: Zeroizing<Vec<u8>> = match mech.mech {
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
+            let k = match &**unwrapping {
+                Key::Secret { key_type: CKK_AES, .. } => kek(unwrapping)?,
+                _ => return Err(err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
+            };
+            let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
+            let n = if is_kwp(mech.mech) {
+                k.unwrap_with_padding(wrapped, &mut out).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?.len()
+            } else {
+                if wrapped.len() % 8 != 0 || wrapped.len() < 24 {
+                    return Err(err(CKR_WRAPPED_KEY_LEN_RANGE));
+                }
+                k.unwrap(wrapped, &mut out).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?.len()
+            };
+            out.truncate(n);
+            out
+        }
+        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
+            let mut op = super::cipher::decrypt_init(mech, unwrapping).map_err(unwrapping_code)?;
+            Zeroizing::new(op.oneshot(wrapped).map_err(unwrapping_code)?)
+        }
+        _ => return Err(err(CKR_MECHANISM_INVALID)),
+    };
+    match template.ulong(CKA_CLASS) {
+        Some(CKO_SECRET_KEY) => {
+            let mut a = Attrs::new();
+            let value = match template.ulong(CKA_VALUE_LEN) {
+                Some(n) if (n as usize) < data.len() => data[..n as usize].to_vec(),
+                Some(n) if n as usize > data.len() => return Err(err(CKR_WRAPPED_KEY_LEN_RANGE)),
+                _ => data.to_vec(),
+            };
+            if template.ulong(CKA_KEY_TYPE).is_none() {
+                return Err(err(CKR_TEMPLATE_INCOMPLETE));
+            }
+            a.set_ulong(CKA_VALUE_LEN, value.len() as CK_ULONG);
+            a.insert(CKA_VALUE, value);
+            Ok(a)
+        }
+        Some(CKO_PRIVATE_KEY) => private_from_pkcs8(&data, template.ulong(CKA_KEY_TYPE)),
+        _ => Err(err(CKR_TEMPLATE_INCONSISTENT)),
+    }
+}
+
+/// Decodes an unwrapped PKCS#8 private key into its attributes.
+fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Attrs> {
+    let (oid, params, inner) = der::read_pkcs8(der_bytes)?;
+    let mut a = Attrs::new();
+    let kt = match oid.as_str() {
+        "1.2.840.113549.1.1.1" => {
+            a = keys::rsa_private_attrs(&der::RsaParts::from_pkcs1(&inner)?);
+            CKK_RSA
+        }
+        "1.2.840.10045.2.1" => {
+            let curve = Curve::from_params(params.as_deref().unwrap_or_default()).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let pair = EcdsaKeyPair::from_pkcs8(keys::ecdsa_alg(curve), der_bytes).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair.private_key().as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
+            a.insert(CKA_EC_PARAMS, curve.params());
+            a.insert(CKA_VALUE, scalar.as_ref().to_vec());
+            CKK_EC
+        }
+        "1.3.101.112" => {
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der_bytes).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let seed: aws_lc_rs::encoding::Curve25519SeedBin =
+                pair.seed().and_then(|s| s.as_be_bytes()).map_err(|_| err(CKR_GENERAL_ERROR))?;
+            let _ = pair.public_key();
+            a.insert(CKA_EC_PARAMS, Curve::Ed25519.params());
+            a.insert(CKA_VALUE, seed.as_ref().to_vec());
+            CKK_EC_EDWARDS
+        }
+        _ => return Err(Error::logged(CKR_WRAPPED_KEY_INVALID, format!("unwrapped key of unknown algorithm {oid}"))),
+    };
+    if want.is_some_and(|w| w != kt) {
+        return Err(err(CKR_TEMPLATE_INCONSISTENT));
+    }
+    a.set_ulong(CKA_KEY_TYPE, kt);
+    Ok(a)
+}
+
+/// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384.
+pub fn derive(mech: &Mechanism, base: &Arc<Key>, _base_attrs: &Attrs, template: &Attrs) -> Result<Attrs> {
+    let MechParam::Ecdh1 { kdf, public_data, .. } = &mech.param else {
+        return Err(if mech.mech == CKM_ECDH1_DERIVE { err(CKR_MECHANISM_PARAM_INVALID) } else { err(CKR_MECHANISM_INVALID) });
+    };
+    if mech.mech != CKM_ECDH1_DERIVE {
+        return Err(err(CKR_MECHANISM_INVALID));
+    }
+    if *kdf != CKD_NULL {
+        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "ECDH1: only CKD_NULL is supported"));
+    }
+    let Key::EcPrivate { curve, scalar, .. } = &**base else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
+    let peer = der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+    let alg = if *curve == Curve::P384 { &agreement::ECDH_P384 } else { &agreement::ECDH_P256 };
+    let me = agreement::PrivateKey::from_private_key(alg, scalar).map_err(|_| err(CKR_GENERAL_ERROR))?;
+    let secret = agreement::agree(&me, agreement::UnparsedPublicKey::new(alg, &peer), err(CKR_MECHANISM_PARAM_INVALID), |s| {
+        Ok(Zeroizing::new(s.to_vec()))
+    })?;
+    let kt = template.ulong(CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
+    let len = match (template.ulong(CKA_VALUE_LEN), kt) {
+        (Some(n), _) => n as usize,
+        (None, CKK_AES) => 32.min(secret.len()),
+        (None, _) => secret.len(),
+    };
+    if len == 0 || len > secret.len() || (kt == CKK_AES && ![16, 24, 32].contains(&len)) {
+        return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, "derived key length does not fit"));
+    }
+    let mut a = Attrs::new();
+    a.set_ulong(CKA_KEY_TYPE, kt);
+    a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
+    a.insert(CKA_VALUE, secret[..len].to_vec());
+    Ok(a)
+}
