@@ -4,6 +4,7 @@
 #![allow(clippy::missing_safety_doc, non_snake_case)]
 
 mod attr;
+pub mod awslc;
 mod crypto;
 mod general;
 mod keys;

@@ -145,6 +145,11 @@ fn rsa_digest(mech: &Mechanism, input: &[u8]) -> Result<(CK_MECHANISM_TYPE, Dige
     Ok((hash, Digest::import_less_safe(bytes, alg).map_err(|_| err(CKR_DATA_LEN_RANGE))?))
 }
 
+/// A DigestInfo that aws-lc-rs signs directly (SHA-256/384/512).
+fn fast_digest_info(input: &[u8]) -> bool {
+    matches!(der::split_digest_info(input), Some((CKM_SHA256 | CKM_SHA384 | CKM_SHA512, _)))
+}
+
 enum Scheme {
     Ecdsa,
     Eddsa,
@@ -246,6 +251,10 @@ impl Signer for Sign {
                 Ok(pair.sign_digest(&d).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref().to_vec())
             }
             (Scheme::Eddsa, Key::EdPrivate { pair }) => Ok(pair.sign(&input).as_ref().to_vec()),
+            (Scheme::Rsa { pss: false }, Key::RsaPrivate { parts, .. }) if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) => {
+                // Arbitrary data (or a SHA-1/224 DigestInfo): the raw PKCS#1 operation.
+                crate::ffi::awslc::rsa_pkcs1_sign_raw(&parts.to_pkcs1()?, &input)
+            }
             (Scheme::Rsa { pss }, Key::RsaPrivate { pair, .. }) => {
                 let (hash, d) = rsa_digest(&self.mech, &input)?;
                 let mut sig = vec![0u8; pair.public_modulus_len()];
@@ -314,6 +323,14 @@ impl Verifier for Verify {
             (Scheme::Rsa { pss }, Key::RsaPublic { n, pkcs1, .. }) => {
                 if sig.len() != n.len() {
                     return Err(err(CKR_SIGNATURE_LEN_RANGE));
+                }
+                if s.mech.mech == CKM_RSA_PKCS {
+                    // Recover and compare: covers DigestInfo and arbitrary data alike.
+                    let recovered = crate::ffi::awslc::rsa_pkcs1_recover_raw(pkcs1, sig)?;
+                    return match recovered {
+                        Some(r) if aws_lc_rs::constant_time::verify_slices_are_equal(&r, &input).is_ok() => Ok(()),
+                        _ => Err(err(CKR_SIGNATURE_INVALID)),
+                    };
                 }
                 let (hash, d) = rsa_digest(&s.mech, &input)?;
                 signature::UnparsedPublicKey::new(rsa_params(hash, *pss)?, pkcs1).verify_digest(&d, sig).map_err(bad)
