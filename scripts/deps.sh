@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the tests need on Debian bookworm, idempotently: SoftHSMv2 (the reference
+# token), OpenSC's pkcs11-tool, p11-kit, OpenSSL's libp11 engine, and a JDK for SunPKCS11.
+set -euo pipefail
+
+want=()
+command -v softhsm2-util >/dev/null || want+=(softhsm2)
+command -v pkcs11-tool >/dev/null || want+=(opensc)
+command -v p11-kit >/dev/null || want+=(p11-kit)
+[ -e /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so ] || want+=(libengine-pkcs11-openssl)
+command -v openssl >/dev/null || want+=(openssl)
+command -v javac >/dev/null || want+=(openjdk-17-jdk-headless)
+command -v cc >/dev/null || want+=(gcc)
+
+if [ ${#want[@]} -gt 0 ]; then
+  echo "deps: installing ${want[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi

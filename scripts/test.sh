@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of hsmux: unit tests, the Rust conformance tests (cryptoki loading the
+# built module), and the consumer tests in conformance/ (pkcs11-tool, p11-kit, OpenSSL,
+# Java, the cryptoki crate's own suite). Installs what it needs first. Ends with a line
+# "N passed, N failed" and a non-zero exit when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh || { echo "deps: installation failed"; exit 1; }
+
+passed=0
+failed=0
+failures=()
+step() { # name, command...
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then
+    passed=$((passed + 1)); echo "--- ok: $name"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "--- FAILED: $name"
+  fi
+}
+
+step "cargo build --release" cargo build --release --quiet
+step "cargo test --release (unit + conformance)" cargo test --release --quiet
+for t in conformance/*.sh; do
+  case "$t" in */lib.sh) continue ;; esac
+  step "$t" bash "$t"
+done
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
