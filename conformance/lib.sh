@@ -37,3 +37,23 @@ make_keys() {
   "${P[@]}" --login --pin "$PIN" --keypairgen --key-type rsa:2048 --id 03 --label rsa1 >/dev/null 2>&1
   "${P[@]}" --login --pin "$PIN" --keygen --key-type GENERIC:32 --id 04 --label hmac1 >/dev/null 2>&1
 }
+
+ENGINE=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
+
+# An openssl.cnf that loads the libp11 engine with hsmux as its module.
+write_openssl_cnf() {
+  sed -e "s|@ENGINE@|$ENGINE|" -e "s|@MODULE@|$MODULE|" -e "s|@PIN@|$PIN|" \
+    "$REPO/examples/openssl-libp11.cnf" > "$WORK/openssl.cnf"
+  export OPENSSL_CONF="$WORK/openssl.cnf"
+}
+
+# A self-signed certificate for key $1 (label) with id $2, made by OpenSSL through the
+# engine and stored on the token next to the key (Java lists only keys with certificates).
+make_cert() {
+  local label=$1 id=$2
+  openssl req -new -x509 -engine pkcs11 -keyform engine \
+    -key "pkcs11:token=$LABEL;object=$label;type=private" -subj "/CN=$label" -days 2 \
+    -out "$WORK/$label.crt" 2>/dev/null
+  openssl x509 -in "$WORK/$label.crt" -outform DER -out "$WORK/$label.crt.der"
+  "${P[@]}" --login --pin "$PIN" --write-object "$WORK/$label.crt.der" --type cert --id "$id" --label "$label" >/dev/null 2>&1
+}
