@@ -6,6 +6,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+HOME_REAL=$HOME
+# Keep the real toolchain when HOME moves (rustup and cargo find theirs through HOME).
+export RUSTUP_HOME=${RUSTUP_HOME:-$HOME_REAL/.rustup} CARGO_HOME=${CARGO_HOME:-$HOME_REAL/.cargo}
 export HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/.config" XDG_DATA_HOME="$WORK/home/.local/share"
 mkdir -p "$HOME"
 MODULE="$REPO/target/release/libhsmux.so"
