@@ -139,6 +139,11 @@ pub trait Token: Send + Sync {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
     fn generate_random(&self, out: &mut [u8]) -> Result<()>;
+    /// The value of a secret key for `C_DigestKey`, which never leaves the token otherwise;
+    /// `CKR_KEY_INDIGESTIBLE` where a backend cannot (a remote key has no value to give).
+    fn digest_key_value(&self, _ctx: &Ctx, _key: ObjectId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Err(err(CKR_KEY_INDIGESTIBLE))
+    }
     fn seed_random(&self, _seed: &[u8]) -> Result<()> {
         Err(err(CKR_RANDOM_SEED_NOT_SUPPORTED))
     }

@@ -240,6 +240,11 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
         if !valid_for(class, kt, *ty) {
             return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{ty:x} does not belong to this object class")));
         }
+        if *ty == CKA_UNIQUE_ID {
+            // The token assigns it; like kryoptic (and the cryptoki test suite) refuse the
+            // type outright.
+            return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, "CKA_UNIQUE_ID is assigned by the token"));
+        }
         if TOKEN_SET.contains(ty) {
             return Err(Error::logged(CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{ty:x} is set by the token")));
         }

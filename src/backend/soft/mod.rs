@@ -754,7 +754,15 @@ impl Token for SoftToken {
         let fixed = if crate::core::attr::find(tpl, CKA_CLASS).is_none() { Self::fixed(CKO_SECRET_KEY, None) } else { Attrs::new() };
         let mut attrs = template::new_object(Op::Derive, tpl, &fixed)?;
         Self::check_access(ctx, &attrs)?;
-        let values = crypto::derive(mech, &bk.key()?, &bk.attrs, &attrs)?;
+        let other = match mech.param {
+            crate::core::mechanism::MechParam::Key(id) => {
+                let o = self.object(ctx, id).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+                template::check_usage(&o.attrs, Usage::Derive, mech.mech).map_err(|_| err(CKR_KEY_FUNCTION_NOT_PERMITTED))?;
+                Some(o.key()?)
+            }
+            _ => None,
+        };
+        let values = crypto::derive(mech, &bk.key()?, other.as_ref(), &attrs)?;
         attrs.extend(values);
         let sensitive = attrs.flag_or(CKA_SENSITIVE, false);
         let extractable = attrs.flag_or(CKA_EXTRACTABLE, false);
@@ -765,6 +773,20 @@ impl Token for SoftToken {
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {
         crypto::random(out)
+    }
+
+    /// The system CSPRNG needs no seed; extra bytes are accepted and add nothing (as the
+    /// spec permits for a token that mixes its own entropy).
+    fn seed_random(&self, _seed: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn digest_key_value(&self, ctx: &Ctx, key: ObjectId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let o = self.object(ctx, key).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        match (o.attrs.ulong(CKA_CLASS), o.attrs.bytes(CKA_VALUE)) {
+            (Some(CKO_SECRET_KEY), Some(v)) => Ok(zeroize::Zeroizing::new(v.to_vec())),
+            _ => Err(err(CKR_KEY_INDIGESTIBLE)),
+        }
     }
 }
 

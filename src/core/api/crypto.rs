@@ -78,16 +78,17 @@ pub fn digest_final(h: CK_SESSION_HANDLE, out: &mut OutBuf) -> Result<()> {
     with_session(h, |_, s| session::signer_final(&mut s.digest, out))
 }
 
-/// `C_DigestKey`: hsmux's tokens never hand a key value to a digest (a remote key has
-/// none to give), so every key is answered `CKR_KEY_INDIGESTIBLE`.
+/// `C_DigestKey`: feeds a secret key's value to the digest in progress; the value stays
+/// inside the module.
 pub fn digest_key(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
     with_session(h, |inst, s| {
         if s.digest.is_none() {
             return Err(err(CKR_OPERATION_NOT_INITIALIZED));
         }
-        let (slot, _) = ctx_of(inst, s);
-        inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
-        Err(err(CKR_KEY_INDIGESTIBLE))
+        let (slot, ctx) = ctx_of(inst, s);
+        let id = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
+        let value = s.slot.token.digest_key_value(&ctx, id)?;
+        session::signer_update(&mut s.digest, &value)
     })
 }
 

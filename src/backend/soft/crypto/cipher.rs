@@ -40,6 +40,8 @@ pub struct Op {
 
 enum Mode {
     Gcm { key: LessSafeKey, nonce: [u8; 12], aad: Vec<u8> },
+    /// Other IV lengths or a truncated tag (see `gcm.rs`).
+    GcmGeneral { key: Zeroizing<Vec<u8>>, iv: Vec<u8>, aad: Vec<u8>, tag_len: usize },
     Block { key: Zeroizing<Vec<u8>>, iv: Option<[u8; 16]>, padded: bool, ctr: bool },
     Oaep { key: Arc<Key>, alg: &'static rsa::OaepAlgorithm, label: Vec<u8> },
     Pkcs1 { key: Arc<Key> },
@@ -52,13 +54,24 @@ fn gcm(mech: &Mechanism, key: &Key) -> Result<Mode> {
     let MechParam::Gcm { iv, aad, tag_bits, .. } = &mech.param else {
         return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "CKM_AES_GCM needs CK_GCM_PARAMS"));
     };
-    let nonce: [u8; 12] = iv
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES-GCM: the soft token takes 12-byte IVs"))?;
-    if *tag_bits != 128 {
-        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES-GCM: the soft token makes 128-bit tags"));
+    if !matches!(*tag_bits, 32 | 64 | 96 | 104 | 112 | 120 | 128) {
+        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES-GCM tag length must be 32, 64 or 96..128 bits"));
     }
+    if iv.is_empty() || iv.len() > 256 {
+        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES-GCM IV must be 1 to 256 bytes"));
+    }
+    block_alg(v)?;
+    let nonce: [u8; 12] = match (iv.as_slice().try_into(), *tag_bits) {
+        (Ok(n), 128) => n,
+        _ => {
+            return Ok(Mode::GcmGeneral {
+                key: Zeroizing::new(v.to_vec()),
+                iv: iv.clone(),
+                aad: aad.clone(),
+                tag_len: (*tag_bits / 8) as usize,
+            })
+        }
+    };
     let alg = match v.len() {
         16 => &aead::AES_128_GCM,
         24 => &aead::AES_192_GCM,
@@ -140,6 +153,8 @@ impl Op {
         match (&self.mode, self.encrypt) {
             (Mode::Gcm { .. }, true) => n + TAG,
             (Mode::Gcm { .. }, false) => n.saturating_sub(TAG),
+            (Mode::GcmGeneral { tag_len, .. }, true) => n + tag_len,
+            (Mode::GcmGeneral { tag_len, .. }, false) => n.saturating_sub(*tag_len),
             (Mode::Block { padded: true, .. }, true) => (n / 16 + 1) * 16,
             (Mode::Block { .. }, _) => n,
             (Mode::Oaep { key, .. } | Mode::Pkcs1 { key }, _) => key.rsa_len().unwrap_or(0),
@@ -165,6 +180,7 @@ impl Op {
                     Ok(buf)
                 }
             }
+            Mode::GcmGeneral { key, iv, aad, tag_len } => super::gcm::run(key, iv, aad, *tag_len, self.encrypt, input),
             Mode::Block { key, iv, padded, ctr } => block_run(key, *iv, *padded, *ctr, self.encrypt, input),
             Mode::Oaep { key, alg, label } => {
                 let label = Some(label.as_slice());

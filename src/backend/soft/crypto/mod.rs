@@ -7,6 +7,7 @@
 
 mod cipher;
 mod der;
+mod gcm;
 mod keys;
 mod mechs;
 mod sign;
@@ -126,8 +127,10 @@ pub fn unwrap(mech: &Mechanism, unwrapping: &Arc<Key>, wrapped: &[u8], template:
     wrap::unwrap(mech, unwrapping, wrapped, template)
 }
 
-pub fn derive(mech: &Mechanism, base: &Arc<Key>, base_attrs: &Attrs, template: &Attrs) -> Result<Attrs> {
-    wrap::derive(mech, base, base_attrs, template)
+/// C_DeriveKey: returns the value attributes of the derived key; `other` is the second key
+/// of CKM_CONCATENATE_BASE_AND_KEY.
+pub fn derive(mech: &Mechanism, base: &Arc<Key>, other: Option<&Arc<Key>>, template: &Attrs) -> Result<Attrs> {
+    wrap::derive(mech, base, other, template)
 }
 
 /// Fills `out` from the system's CSPRNG.

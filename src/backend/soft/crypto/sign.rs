@@ -7,7 +7,7 @@ use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Signer, Verifier};
 use aws_lc_rs::digest::{self, Digest};
-use aws_lc_rs::{hmac, signature};
+use aws_lc_rs::{cmac, hmac, signature};
 use cryptoki_sys::*;
 use std::sync::Arc;
 
@@ -155,6 +155,7 @@ enum Scheme {
     Eddsa,
     Rsa { pss: bool },
     Hmac { key: hmac::Key, len: usize },
+    Cmac { key: cmac::Key, len: usize },
 }
 
 /// A signature or MAC in progress.
@@ -182,6 +183,21 @@ fn hmac_of(mech: &Mechanism) -> Option<(hmac::Algorithm, usize, bool)> {
 }
 
 fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
+    if matches!(mech.mech, CKM_AES_CMAC | CKM_AES_CMAC_GENERAL) {
+        let Key::Secret { value, key_type: CKK_AES } = key else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
+        let alg = match value.len() {
+            16 => cmac::AES_128,
+            24 => cmac::AES_192,
+            32 => cmac::AES_256,
+            _ => return Err(err(CKR_KEY_SIZE_RANGE)),
+        };
+        let len = match (mech.mech, &mech.param) {
+            (CKM_AES_CMAC, MechParam::None) => 16,
+            (CKM_AES_CMAC_GENERAL, MechParam::Ulong(n)) if (1..=16).contains(n) => *n as usize,
+            _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
+        };
+        return Ok(Scheme::Cmac { key: cmac::Key::new(alg, value).map_err(|_| err(CKR_KEY_SIZE_RANGE))?, len });
+    }
     if let Some((alg, full, general)) = hmac_of(mech) {
         let Key::Secret { value, key_type } = key else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
         if !matches!(*key_type, CKK_GENERIC_SECRET | CKK_SHA_1_HMAC | CKK_SHA224_HMAC | CKK_SHA256_HMAC | CKK_SHA384_HMAC | CKK_SHA512_HMAC) {
@@ -229,7 +245,7 @@ pub fn sign_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Signer>> {
 impl Signer for Sign {
     fn output_len(&self) -> usize {
         match (&self.scheme, &*self.key) {
-            (Scheme::Hmac { len, .. }, _) => *len,
+            (Scheme::Hmac { len, .. } | Scheme::Cmac { len, .. }, _) => *len,
             (Scheme::Ecdsa, Key::EcPrivate { curve, .. }) => 2 * curve.field_len(),
             (Scheme::Eddsa, _) => 64,
             (Scheme::Rsa { .. }, k) => k.rsa_len().unwrap_or(0),
@@ -246,6 +262,7 @@ impl Signer for Sign {
         let input = self.input.take();
         match (&self.scheme, &*self.key) {
             (Scheme::Hmac { key, len }, _) => Ok(hmac::sign(key, &input).as_ref()[..*len].to_vec()),
+            (Scheme::Cmac { key, len }, _) => Ok(cmac::sign(key, &input).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref()[..*len].to_vec()),
             (Scheme::Ecdsa, Key::EcPrivate { curve, pair, .. }) => {
                 let d = ecdsa_digest(*curve, &input)?;
                 Ok(pair.sign_digest(&d).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref().to_vec())
@@ -275,6 +292,17 @@ impl Signer for Sign {
     }
 }
 
+impl Sign {
+    /// The MAC of `input`, truncated to the mechanism's length.
+    fn finish_mac(&self, input: &[u8]) -> Result<Vec<u8>> {
+        match &self.scheme {
+            Scheme::Hmac { key, len } => Ok(hmac::sign(key, input).as_ref()[..*len].to_vec()),
+            Scheme::Cmac { key, len } => Ok(cmac::sign(key, input).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref()[..*len].to_vec()),
+            _ => Err(err(CKR_GENERAL_ERROR)),
+        }
+    }
+}
+
 /// A verification in progress.
 pub struct Verify(Sign);
 
@@ -294,13 +322,14 @@ impl Verifier for Verify {
         let input = s.input.take();
         let bad = |_| err(CKR_SIGNATURE_INVALID);
         match (&s.scheme, &*s.key) {
-            (Scheme::Hmac { key, len }, _) => {
-                if sig.len() != *len {
+            (Scheme::Hmac { .. } | Scheme::Cmac { .. }, _) => {
+                let len = s.output_len();
+                if sig.len() != len {
                     return Err(err(CKR_SIGNATURE_LEN_RANGE));
                 }
-                let tag = hmac::sign(key, &input);
+                let full = s.finish_mac(&input)?;
                 // Constant-time comparison of the (possibly truncated) tag.
-                if aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..*len], sig).is_ok() {
+                if aws_lc_rs::constant_time::verify_slices_are_equal(&full, sig).is_ok() {
                     Ok(())
                 } else {
                     Err(err(CKR_SIGNATURE_INVALID))

@@ -163,28 +163,13 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
     Ok(a)
 }
 
-/// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384.
-pub fn derive(mech: &Mechanism, base: &Arc<Key>, _base_attrs: &Attrs, template: &Attrs) -> Result<Attrs> {
-    let MechParam::Ecdh1 { kdf, public_data, .. } = &mech.param else {
-        return Err(if mech.mech == CKM_ECDH1_DERIVE { err(CKR_MECHANISM_PARAM_INVALID) } else { err(CKR_MECHANISM_INVALID) });
-    };
-    if mech.mech != CKM_ECDH1_DERIVE {
-        return Err(err(CKR_MECHANISM_INVALID));
-    }
-    if *kdf != CKD_NULL {
-        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "ECDH1: only CKD_NULL is supported"));
-    }
-    let Key::EcPrivate { curve, scalar, .. } = &**base else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
-    let peer = der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-    let alg = if *curve == Curve::P384 { &agreement::ECDH_P384 } else { &agreement::ECDH_P256 };
-    let me = agreement::PrivateKey::from_private_key(alg, scalar).map_err(|_| err(CKR_GENERAL_ERROR))?;
-    let secret = agreement::agree(&me, agreement::UnparsedPublicKey::new(alg, &peer), err(CKR_MECHANISM_PARAM_INVALID), |s| {
-        Ok(Zeroizing::new(s.to_vec()))
-    })?;
+/// Length and type of a derived secret: CKA_VALUE_LEN from the template (at most what the
+/// mechanism yields), else all of it; the key type from the template, else generic.
+fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
     let kt = template.ulong(CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
     let len = match (template.ulong(CKA_VALUE_LEN), kt) {
         (Some(n), _) => n as usize,
-        (None, CKK_AES) => 32.min(secret.len()),
+        (None, CKK_AES) if secret.len() > 32 => 32,
         (None, _) => secret.len(),
     };
     if len == 0 || len > secret.len() || (kt == CKK_AES && ![16, 24, 32].contains(&len)) {
@@ -195,4 +180,67 @@ pub fn derive(mech: &Mechanism, base: &Arc<Key>, _base_attrs: &Attrs, template: 
     a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
     a.insert(CKA_VALUE, secret[..len].to_vec());
     Ok(a)
+}
+
+fn secret_value(k: &Key) -> Result<&[u8]> {
+    match k {
+        Key::Secret { value, .. } => Ok(value),
+        _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+}
+
+/// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384, and the simple secret-key derivations of
+/// PKCS#11 §2.43 (concatenation, XOR, extraction) and §2.13 (AES ECB/CBC encrypt data).
+/// `other` is the second key of CKM_CONCATENATE_BASE_AND_KEY.
+pub fn derive(mech: &Mechanism, base: &Arc<Key>, other: Option<&Arc<Key>>, template: &Attrs) -> Result<Attrs> {
+    let secret: Zeroizing<Vec<u8>> = match (mech.mech, &mech.param) {
+        (CKM_ECDH1_DERIVE, MechParam::Ecdh1 { kdf, public_data, .. }) => {
+            if *kdf != CKD_NULL {
+                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "ECDH1: only CKD_NULL is supported"));
+            }
+            let Key::EcPrivate { curve, scalar, .. } = &**base else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
+            let peer = der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+            let alg = if *curve == Curve::P384 { &agreement::ECDH_P384 } else { &agreement::ECDH_P256 };
+            let me = agreement::PrivateKey::from_private_key(alg, scalar).map_err(|_| err(CKR_GENERAL_ERROR))?;
+            agreement::agree(&me, agreement::UnparsedPublicKey::new(alg, &peer), err(CKR_MECHANISM_PARAM_INVALID), |s| {
+                Ok(Zeroizing::new(s.to_vec()))
+            })?
+        }
+        (CKM_CONCATENATE_BASE_AND_KEY, MechParam::Key(_)) => {
+            let other = other.ok_or_else(|| err(CKR_MECHANISM_PARAM_INVALID))?;
+            Zeroizing::new([secret_value(base)?, secret_value(other)?].concat())
+        }
+        (CKM_CONCATENATE_BASE_AND_DATA, MechParam::Data(d)) => Zeroizing::new([secret_value(base)?, d].concat()),
+        (CKM_CONCATENATE_DATA_AND_BASE, MechParam::Data(d)) => Zeroizing::new([d, secret_value(base)?].concat()),
+        (CKM_XOR_BASE_AND_DATA, MechParam::Data(d)) => {
+            Zeroizing::new(secret_value(base)?.iter().zip(d).map(|(a, b)| a ^ b).collect())
+        }
+        (CKM_EXTRACT_KEY_FROM_KEY, MechParam::Ulong(first_bit)) => {
+            // Bits taken from the base value cyclically, starting at `first_bit` (§2.43.6).
+            let v = secret_value(base)?;
+            let want = template.ulong(CKA_VALUE_LEN).ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))? as usize;
+            let total = v.len() * 8;
+            if total == 0 || want == 0 || want > v.len() {
+                return Err(err(CKR_TEMPLATE_INCONSISTENT));
+            }
+            let bit = |i: usize| (v[(i % total) / 8] >> (7 - (i % total) % 8)) & 1;
+            let start = *first_bit as usize;
+            Zeroizing::new((0..want).map(|b| (0..8).fold(0u8, |acc, j| (acc << 1) | bit(start + b * 8 + j))).collect())
+        }
+        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d)) | (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
+            let mut op = super::cipher::encrypt_init(&Mechanism::new(CKM_AES_ECB), base)?;
+            Zeroizing::new(op.oneshot(d)?)
+        }
+        (CKM_AES_CBC_ENCRYPT_DATA, MechParam::AesCbcData { iv, data }) => {
+            let m = Mechanism::with(CKM_AES_CBC, MechParam::Bytes(iv.to_vec()));
+            let mut op = super::cipher::encrypt_init(&m, base)?;
+            Zeroizing::new(op.oneshot(data)?)
+        }
+        (CKM_ECDH1_DERIVE | CKM_CONCATENATE_BASE_AND_KEY | CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE
+        | CKM_XOR_BASE_AND_DATA | CKM_EXTRACT_KEY_FROM_KEY | CKM_AES_ECB_ENCRYPT_DATA | CKM_AES_CBC_ENCRYPT_DATA, _) => {
+            return Err(err(CKR_MECHANISM_PARAM_INVALID))
+        }
+        _ => return Err(err(CKR_MECHANISM_INVALID)),
+    };
+    finish_derived(template, &secret)
 }
