@@ -1,0 +1,265 @@
+//! Loads the built libhsmux.so through its C ABI, as any consumer would, with a
+//! configuration of ten soft slots (one per test, so tests run in parallel), and offers
+//! thin helpers over the raw function list so that tests can compare exact return values.
+#![allow(dead_code)]
+
+use cryptoki_sys::*;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub const SO_PIN: &[u8] = b"12345678";
+pub const PIN: &[u8] = b"1234";
+
+pub struct Module {
+    _lib: libloading::Library,
+    pub f: &'static CK_FUNCTION_LIST,
+    pub dir: PathBuf,
+}
+
+/// target/<profile>/libhsmux.so, next to the test executable's deps/ folder.
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let p = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").join("libhsmux.so");
+    assert!(p.exists(), "{} is missing: run `cargo build --release` first", p.display());
+    p
+}
+
+/// Writes a config of `slots` soft slots under a fresh temp dir and points HSMUX_CONFIG at it.
+pub fn write_config(slots: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hsmux-test-{}-{}", std::process::id(), rand_u32()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = String::new();
+    for i in 0..slots {
+        cfg += &format!("[[slot]]\nlabel = \"t{i}\"\nbackend = \"soft\"\npath = \"{}/t{i}\"\nkdf_iterations = 1000\n", dir.display());
+    }
+    std::fs::write(dir.join("hsmux.toml"), cfg).unwrap();
+    std::env::set_var("HSMUX_CONFIG", dir.join("hsmux.toml"));
+    dir
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+/// Loads the module without initializing it.
+pub fn load() -> Module {
+    let lib = unsafe { libloading::Library::new(module_path()) }.expect("dlopen libhsmux.so");
+    let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+    let rv = unsafe {
+        let get: libloading::Symbol<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV> =
+            lib.get(b"C_GetFunctionList").expect("C_GetFunctionList");
+        get(&mut list)
+    };
+    assert_eq!(rv, CKR_OK);
+    Module { _lib: lib, f: unsafe { &*list }, dir: PathBuf::new() }
+}
+
+static SHARED: OnceLock<Module> = OnceLock::new();
+
+/// The module, initialized once per test binary with ten slots `t0`..`t9` (ids 0..9).
+pub fn shared() -> &'static Module {
+    SHARED.get_or_init(|| {
+        let dir = write_config(10);
+        let mut m = load();
+        m.dir = dir;
+        assert_eq!(initialize(&m), CKR_OK);
+        m
+    })
+}
+
+pub fn initialize(m: &Module) -> CK_RV {
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: std::ptr::null_mut(),
+    };
+    unsafe { (m.f.C_Initialize.unwrap())(&mut args as *mut _ as *mut _) }
+}
+
+/// Calls a function of the list: `ck!(m, C_Logout(h))`.
+#[macro_export]
+macro_rules! ck {
+    ($m:expr, $f:ident ( $($a:expr),* $(,)? )) => {
+        unsafe { ($m.f.$f.expect(stringify!($f)))($($a),*) }
+    };
+}
+
+/// A template with owned values.
+#[derive(Default)]
+pub struct Template {
+    bufs: Vec<Vec<u8>>,
+    pub attrs: Vec<CK_ATTRIBUTE>,
+}
+
+impl Template {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn bytes(mut self, ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Self {
+        self.bufs.push(v.to_vec());
+        let b = self.bufs.last_mut().unwrap();
+        self.attrs.push(CK_ATTRIBUTE { type_: ty, pValue: b.as_mut_ptr() as *mut _, ulValueLen: b.len() as CK_ULONG });
+        self
+    }
+    pub fn ulong(self, ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Self {
+        self.bytes(ty, &v.to_ne_bytes())
+    }
+    pub fn bool(self, ty: CK_ATTRIBUTE_TYPE, v: bool) -> Self {
+        self.bytes(ty, &[v as u8])
+    }
+    pub fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
+        self.attrs.as_mut_ptr()
+    }
+    pub fn len(&self) -> CK_ULONG {
+        self.attrs.len() as CK_ULONG
+    }
+}
+
+/// C_InitToken + C_InitPIN on `slot`.
+pub fn init_slot(m: &Module, slot: CK_SLOT_ID) {
+    let mut label = [b' '; 32];
+    label[..4].copy_from_slice(b"test");
+    assert_eq!(ck!(m, C_InitToken(slot, SO_PIN.as_ptr() as *mut _, SO_PIN.len() as CK_ULONG, label.as_mut_ptr())), CKR_OK);
+    let h = open(m, slot, true);
+    assert_eq!(login(m, h, CKU_SO, SO_PIN), CKR_OK);
+    assert_eq!(ck!(m, C_InitPIN(h, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+}
+
+pub fn open(m: &Module, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {
+    let mut h = 0;
+    let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
+    assert_eq!(ck!(m, C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)), CKR_OK);
+    h
+}
+
+pub fn login(m: &Module, h: CK_SESSION_HANDLE, who: CK_USER_TYPE, pin: &[u8]) -> CK_RV {
+    ck!(m, C_Login(h, who, pin.as_ptr() as *mut _, pin.len() as CK_ULONG))
+}
+
+/// A user session on a freshly initialized slot.
+pub fn user_session(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
+    init_slot(m, slot);
+    let h = open(m, slot, true);
+    assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
+    h
+}
+
+pub fn mech(t: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM { mechanism: t, pParameter: std::ptr::null_mut(), ulParameterLen: 0 }
+}
+
+pub fn mech_with<T>(t: CK_MECHANISM_TYPE, p: &mut T) -> CK_MECHANISM {
+    CK_MECHANISM { mechanism: t, pParameter: p as *mut T as *mut _, ulParameterLen: std::mem::size_of::<T>() as CK_ULONG }
+}
+
+/// Reads one attribute (two calls: length, then value).
+pub fn get_attr(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
+    let mut a = CK_ATTRIBUTE { type_: ty, pValue: std::ptr::null_mut(), ulValueLen: 0 };
+    let rv = ck!(m, C_GetAttributeValue(h, o, &mut a, 1));
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut v = vec![0u8; a.ulValueLen as usize];
+    a.pValue = v.as_mut_ptr() as *mut _;
+    let rv = ck!(m, C_GetAttributeValue(h, o, &mut a, 1));
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    v.truncate(a.ulValueLen as usize);
+    Ok(v)
+}
+
+pub fn find(m: &Module, h: CK_SESSION_HANDLE, t: &mut Template) -> Vec<CK_OBJECT_HANDLE> {
+    assert_eq!(ck!(m, C_FindObjectsInit(h, t.ptr(), t.len())), CKR_OK);
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0 as CK_OBJECT_HANDLE; 7];
+        let mut n = 0;
+        assert_eq!(ck!(m, C_FindObjects(h, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)), CKR_OK);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    assert_eq!(ck!(m, C_FindObjectsFinal(h)), CKR_OK);
+    out
+}
+
+/// Runs a two-call output function (NULL for the length, then the buffer).
+pub fn two_call(mut f: impl FnMut(*mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8>, CK_RV> {
+    let mut n: CK_ULONG = 0;
+    let rv = f(std::ptr::null_mut(), &mut n);
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut out = vec![0u8; n as usize];
+    let rv = f(out.as_mut_ptr(), &mut n);
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    out.truncate(n as usize);
+    Ok(out)
+}
+
+pub fn sign(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+    let rv = ck!(m, C_SignInit(h, &mut mc, key));
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    two_call(|p, n| ck!(m, C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+}
+
+pub fn verify(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8], sig: &[u8]) -> CK_RV {
+    let rv = ck!(m, C_VerifyInit(h, &mut mc, key));
+    if rv != CKR_OK {
+        return rv;
+    }
+    ck!(m, C_Verify(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, sig.as_ptr() as *mut _, sig.len() as CK_ULONG))
+}
+
+pub fn encrypt(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+    let rv = ck!(m, C_EncryptInit(h, &mut mc, key));
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    two_call(|p, n| ck!(m, C_Encrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+}
+
+pub fn decrypt(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+    let rv = ck!(m, C_DecryptInit(h, &mut mc, key));
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    two_call(|p, n| ck!(m, C_Decrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+}
+
+pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// C_GenerateKeyPair with token objects labelled `label` and id `id`.
+pub fn keypair(m: &Module, h: CK_SESSION_HANDLE, mt: CK_MECHANISM_TYPE, mut public: Template, mut private: Template, id: &[u8]) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    public = public.bytes(CKA_ID, id).bool(CKA_TOKEN, true);
+    private = private.bytes(CKA_ID, id).bool(CKA_TOKEN, true).bool(CKA_SENSITIVE, true);
+    let (mut p, mut s) = (0, 0);
+    let mut mc = mech(mt);
+    let rv = ck!(m, C_GenerateKeyPair(h, &mut mc, public.ptr(), public.len(), private.ptr(), private.len(), &mut p, &mut s));
+    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
+    (p, s)
+}
+
+pub fn secret(m: &Module, h: CK_SESSION_HANDLE, mt: CK_MECHANISM_TYPE, mut t: Template) -> CK_OBJECT_HANDLE {
+    let mut k = 0;
+    let mut mc = mech(mt);
+    assert_eq!(ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k)), CKR_OK, "C_GenerateKey 0x{mt:x}");
+    k
+}
+
+/// The uncompressed point inside CKA_EC_POINT's DER OCTET STRING.
+pub fn ec_point(der: &[u8]) -> Vec<u8> {
+    assert_eq!(der[0], 0x04, "CKA_EC_POINT is a DER OCTET STRING");
+    der[2..].to_vec()
+}
