@@ -8,12 +8,18 @@ use crate::core::session::Session;
 use crate::core::slot::Slot;
 use cryptoki_sys::*;
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use arc_swap::{ArcSwapOption, Guard};
+use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-static STATE: RwLock<Option<Arc<Instance>>> = RwLock::new(None);
+/// The live instance. Read on every PKCS#11 call: `ArcSwap` loads without writing to a
+/// counter shared by all threads, so concurrent calls on different sessions do not contend.
+static STATE: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
+
+/// Serializes C_Initialize and C_Finalize.
+static LIFECYCLE: Mutex<()> = Mutex::new(());
 
 /// Bumped in the child after `fork()` (by the FFI layer's atfork handler); an instance made
 /// in another epoch belongs to the parent and answers `CKR_CRYPTOKI_NOT_INITIALIZED`.
@@ -117,14 +123,15 @@ impl Instance {
 /// `C_Initialize`: loads the configuration (see `config.rs` for where from) and builds
 /// every slot; nothing is half-started on error.
 pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
-    let mut g = STATE.write();
-    if let Some(inst) = g.as_ref() {
+    let _g = LIFECYCLE.lock();
+    if let Some(inst) = STATE.load_full() {
         if inst.epoch == FORK_EPOCH.load(Ordering::SeqCst) {
             return Err(err(CKR_CRYPTOKI_ALREADY_INITIALIZED));
         }
         // The parent's state, inherited through fork(): its threads and locks are not ours.
         // Leak it rather than run its destructors.
-        std::mem::forget(g.take());
+        std::mem::forget(STATE.swap(None));
+        std::mem::forget(inst);
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -139,18 +146,18 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         inst.config.source,
         inst.slots.len()
     );
-    *g = Some(Arc::new(inst));
+    STATE.store(Some(Arc::new(inst)));
     Ok(())
 }
 
 /// `C_Finalize`.
 pub fn finalize() -> Result<()> {
-    let mut g = STATE.write();
-    match g.as_ref() {
+    let _g = LIFECYCLE.lock();
+    match STATE.load().as_ref() {
         Some(inst) if inst.epoch == FORK_EPOCH.load(Ordering::SeqCst) => {}
         _ => return Err(err(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
-    if let Some(inst) = g.take() {
+    if let Some(inst) = STATE.swap(None) {
         for s in &inst.slots {
             s.token.logout();
         }
@@ -159,11 +166,23 @@ pub fn finalize() -> Result<()> {
     Ok(())
 }
 
-/// The live instance, or `CKR_CRYPTOKI_NOT_INITIALIZED`.
-pub fn get() -> Result<Arc<Instance>> {
-    let g = STATE.read();
+/// The live instance, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The guard keeps it alive for the
+/// call even if another thread finalizes meanwhile.
+pub fn get() -> Result<Live> {
+    let g = STATE.load();
     match g.as_ref() {
-        Some(inst) if inst.epoch == FORK_EPOCH.load(Ordering::Relaxed) => Ok(inst.clone()),
+        Some(inst) if inst.epoch == FORK_EPOCH.load(Ordering::Relaxed) => Ok(Live(g)),
         _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
+    }
+}
+
+/// A loaded, initialized instance.
+pub struct Live(Guard<Option<Arc<Instance>>>);
+
+impl std::ops::Deref for Live {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        // `get` only builds a Live around Some.
+        self.0.as_ref().map(|a| &**a).unwrap_or_else(|| unreachable!("Live holds an instance"))
     }
 }

@@ -56,11 +56,11 @@ impl Session {
     }
 
     pub fn ctx(&self) -> Ctx {
-        Ctx { session: self.handle, rw: self.rw, login: *self.slot.login.lock() }
+        Ctx { session: self.handle, rw: self.rw, login: self.slot.login_state() }
     }
 
     pub fn state(&self) -> CK_STATE {
-        match (*self.slot.login.lock(), self.rw) {
+        match (self.slot.login_state(), self.rw) {
             (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
             (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
             (Login::User, false) => CKS_RO_USER_FUNCTIONS,

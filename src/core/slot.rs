@@ -2,7 +2,7 @@
 
 use crate::backend::{Login, Token};
 use parking_lot::Mutex;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct Slot {
@@ -11,18 +11,43 @@ pub struct Slot {
     pub label: String,
     pub token: Arc<dyn Token>,
     /// Who is logged in: one state for all sessions of this application on the slot.
+    /// Changes happen under the mutex; every call reads the atomic copy without locking.
     pub login: Mutex<Login>,
+    login_now: AtomicU8,
     pub sessions: AtomicUsize,
     pub ro_sessions: AtomicUsize,
 }
 
 impl Slot {
+    /// The login state, read without a lock.
+    pub fn login_state(&self) -> Login {
+        match self.login_now.load(Ordering::Acquire) {
+            1 => Login::User,
+            2 => Login::So,
+            _ => Login::Public,
+        }
+    }
+
+    /// Records a new login state; call with `login` locked.
+    pub fn set_login(&self, guard: &mut Login, now: Login) {
+        *guard = now;
+        self.login_now.store(
+            match now {
+                Login::Public => 0,
+                Login::User => 1,
+                Login::So => 2,
+            },
+            Ordering::Release,
+        );
+    }
+
     pub fn new(id: u64, label: String, token: Arc<dyn Token>) -> Self {
         Slot {
             id,
             label,
             token,
             login: Mutex::new(Login::Public),
+            login_now: AtomicU8::new(0),
             sessions: AtomicUsize::new(0),
             ro_sessions: AtomicUsize::new(0),
         }

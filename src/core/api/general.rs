@@ -60,6 +60,7 @@ pub fn init_token(slot: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<(
     }
     let label = std::str::from_utf8(label).map_err(|_| err(CKR_ARGUMENTS_BAD))?;
     s.token.init_token(so_pin, label.trim_end())?;
-    *s.login.lock() = crate::backend::Login::Public;
+    let mut login = s.login.lock();
+    s.set_login(&mut login, crate::backend::Login::Public);
     Ok(())
 }

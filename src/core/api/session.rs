@@ -18,7 +18,7 @@ pub fn open_session(slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HAND
         return Err(err(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
     }
     let rw = flags & CKF_RW_SESSION != 0;
-    if !rw && *s.login.lock() == Login::So {
+    if !rw && s.login_state() == Login::So {
         return Err(err(CKR_SESSION_READ_WRITE_SO_EXISTS));
     }
     let h = inst.new_session_handle();
@@ -55,7 +55,7 @@ fn logout_slot(slot: &Slot) {
     let mut login = slot.login.lock();
     if *login != Login::Public {
         slot.token.logout();
-        *login = Login::Public;
+        slot.set_login(&mut login, Login::Public);
     }
 }
 
@@ -103,7 +103,7 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
         CKU_USER => Login::User,
         CKU_CONTEXT_SPECIFIC => {
             // No hsmux key needs re-authentication per operation; check the PIN anyway.
-            return match *slot.login.lock() {
+            return match slot.login_state() {
                 Login::User => slot.token.login(Login::User, pin),
                 _ => Err(err(CKR_USER_NOT_LOGGED_IN)),
             };
@@ -120,7 +120,7 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
         return Err(Error::logged(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs all sessions of the slot read/write"));
     }
     slot.token.login(who, pin)?;
-    *state = who;
+    slot.set_login(&mut state, who);
     Ok(())
 }
 
@@ -132,13 +132,13 @@ pub fn logout(h: CK_SESSION_HANDLE) -> Result<()> {
         return Err(err(CKR_USER_NOT_LOGGED_IN));
     }
     slot.token.logout();
-    *state = Login::Public;
+    slot.set_login(&mut state, Login::Public);
     Ok(())
 }
 
 pub fn init_pin(h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
     with_session(h, |_, s| {
-        if *s.slot.login.lock() != Login::So {
+        if s.slot.login_state() != Login::So {
             return Err(err(CKR_USER_NOT_LOGGED_IN));
         }
         if !s.rw {
@@ -153,7 +153,7 @@ pub fn set_pin(h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
         if !s.rw {
             return Err(err(CKR_SESSION_READ_ONLY));
         }
-        let who = match *s.slot.login.lock() {
+        let who = match s.slot.login_state() {
             Login::So => Login::So,
             _ => Login::User,
         };
