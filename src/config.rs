@@ -127,7 +127,10 @@ impl Config {
             slots: vec![SlotConfig {
                 id: Some(0),
                 label: "hsmux-soft".into(),
-                backend: BackendConfig::Soft { path: default_soft_path(), kdf_iterations: None },
+                backend: BackendConfig::Soft {
+                    path: default_soft_path(),
+                    kdf_iterations: None,
+                },
             }],
             source: "embedded default".into(),
         }
@@ -135,8 +138,8 @@ impl Config {
 
     /// Parses and validates a config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
         cfg.source = origin.to_string();
         cfg.validate()?;
         Ok(cfg)
@@ -199,12 +202,17 @@ impl Config {
                 return Err(ConfigError(format!("{at}: label is used twice")));
             }
             match &s.backend {
-                BackendConfig::Soft { path, kdf_iterations } => {
+                BackendConfig::Soft {
+                    path,
+                    kdf_iterations,
+                } => {
                     if path.as_os_str().is_empty() {
                         return Err(ConfigError(format!("{at}: key `path` is empty")));
                     }
                     if kdf_iterations.is_some_and(|n| n < 1000) {
-                        return Err(ConfigError(format!("{at}: key `kdf_iterations` must be at least 1000")));
+                        return Err(ConfigError(format!(
+                            "{at}: key `kdf_iterations` must be at least 1000"
+                        )));
                     }
                 }
             }
@@ -229,12 +237,19 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        assert_eq!(c.slots.iter().map(|s| s.id.unwrap()).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            c.slots.iter().map(|s| s.id.unwrap()).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let e = Config::parse("[[slot]]\nlabel='a'\nbackend='soft'\npath='/x'\ncolour='red'\n", "bad.toml").unwrap_err();
+        let e = Config::parse(
+            "[[slot]]\nlabel='a'\nbackend='soft'\npath='/x'\ncolour='red'\n",
+            "bad.toml",
+        )
+        .unwrap_err();
         assert!(e.0.contains("bad.toml"), "{}", e.0);
         assert!(e.0.contains("line"), "{}", e.0);
         assert!(e.0.contains("colour"), "{}", e.0);
@@ -249,7 +264,11 @@ mod tests {
         .unwrap_err();
         assert!(e.0.contains("used twice"));
         let long = "x".repeat(33);
-        let e = Config::parse(&format!("[[slot]]\nlabel='{long}'\nbackend='soft'\npath='/a'\n"), "t").unwrap_err();
+        let e = Config::parse(
+            &format!("[[slot]]\nlabel='{long}'\nbackend='soft'\npath='/a'\n"),
+            "t",
+        )
+        .unwrap_err();
         assert!(e.0.contains("1 to 32"));
     }
 
@@ -262,7 +281,8 @@ mod tests {
     #[test]
     fn secrets_resolve_without_showing_values() {
         std::env::set_var("HSMUX_TEST_SECRET", "s3cret");
-        let s: Secret = toml::from_str::<toml::Value>("x = { env = 'HSMUX_TEST_SECRET' }").unwrap()["x"]
+        let s: Secret = toml::from_str::<toml::Value>("x = { env = 'HSMUX_TEST_SECRET' }").unwrap()
+            ["x"]
             .clone()
             .try_into()
             .unwrap();

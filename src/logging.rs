@@ -23,11 +23,18 @@ pub fn init(cfg: &LogConfig) {
         }
         b.format_target(false);
         if let Some(path) = &cfg.file {
-            match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 Ok(f) => {
                     b.target(env_logger::Target::Pipe(Box::new(f)));
                 }
-                Err(e) => eprintln!("hsmux: cannot open log file {}: {e}; logging to stderr", path.display()),
+                Err(e) => eprintln!(
+                    "hsmux: cannot open log file {}: {e}; logging to stderr",
+                    path.display()
+                ),
             }
         }
         let _ = b.try_init();

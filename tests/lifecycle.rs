@@ -2,6 +2,7 @@
 //! C_Initialize, concurrent C_Initialize, finalize and re-initialize, fork, bad
 //! configurations and damaged stores.
 
+#![allow(clippy::macro_metavars_in_unsafe)]
 mod common;
 use common::*;
 use cryptoki_sys::*;
@@ -28,7 +29,10 @@ fn not_initialized_then_concurrent_initialize_then_reinitialize() {
     let m = module();
     let _ = ck!(m, C_Finalize(std::ptr::null_mut()));
     assert_eq!(slot_count(m), Err(CKR_CRYPTOKI_NOT_INITIALIZED));
-    assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_CRYPTOKI_NOT_INITIALIZED);
+    assert_eq!(
+        ck!(m, C_Finalize(std::ptr::null_mut())),
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
     let dir = write_config(2);
     let rvs: Vec<CK_RV> = (0..8)
         .map(|_| std::thread::spawn(|| initialize(module())))
@@ -37,27 +41,48 @@ fn not_initialized_then_concurrent_initialize_then_reinitialize() {
         .map(|t| t.join().unwrap())
         .collect();
     assert_eq!(rvs.iter().filter(|r| **r == CKR_OK).count(), 1, "{rvs:?}");
-    assert_eq!(rvs.iter().filter(|r| **r == CKR_CRYPTOKI_ALREADY_INITIALIZED).count(), 7);
+    assert_eq!(
+        rvs.iter()
+            .filter(|r| **r == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+            .count(),
+        7
+    );
     assert_eq!(slot_count(m), Ok(2));
     // A token object survives C_Finalize / C_Initialize.
     init_slot(m, 0);
     let h = open(m, 0, true);
     assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
-    let mut t = Template::new().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, true).bytes(CKA_LABEL, b"kept");
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_TOKEN, true)
+        .bool(CKA_PRIVATE, true)
+        .bytes(CKA_LABEL, b"kept");
     let mut o = 0;
     assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
-    assert_eq!(ck!(m, C_GetSessionInfo(h, &mut unsafe { std::mem::zeroed::<CK_SESSION_INFO>() })), CKR_CRYPTOKI_NOT_INITIALIZED);
+    assert_eq!(
+        ck!(
+            m,
+            C_GetSessionInfo(h, &mut std::mem::zeroed::<CK_SESSION_INFO>())
+        ),
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
     assert_eq!(initialize(m), CKR_OK);
     let h = open(m, 0, true);
     assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
     let mut q = Template::new().bytes(CKA_LABEL, b"kept");
     assert_eq!(find(m, h, &mut q).len(), 1);
     // On disk the private object is sealed: its label is not in the file in clear.
-    let files: Vec<_> = std::fs::read_dir(dir.join("t0/objects")).unwrap().flatten().collect();
+    let files: Vec<_> = std::fs::read_dir(dir.join("t0/objects"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(files.len(), 1);
     let bytes = std::fs::read(files[0].path()).unwrap();
-    assert!(!bytes.windows(4).any(|w| w == b"kept"), "private objects are encrypted at rest");
+    assert!(
+        !bytes.windows(4).any(|w| w == b"kept"),
+        "private objects are encrypted at rest"
+    );
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
 }
 
@@ -71,12 +96,17 @@ fn fork_child_must_initialize_again() {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // Child: only async-signal-safe-ish work, then _exit with a verdict.
-        let ok = slot_count(m) == Err(CKR_CRYPTOKI_NOT_INITIALIZED) && initialize(m) == CKR_OK && slot_count(m) == Ok(1);
+        let ok = slot_count(m) == Err(CKR_CRYPTOKI_NOT_INITIALIZED)
+            && initialize(m) == CKR_OK
+            && slot_count(m) == Ok(1);
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw the wrong codes");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child saw the wrong codes"
+    );
     assert_eq!(slot_count(m), Ok(1), "the parent is unaffected");
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
 }
@@ -88,10 +118,18 @@ fn bad_configuration_fails_cleanly_and_reserved_path_wins() {
     let _ = ck!(m, C_Finalize(std::ptr::null_mut()));
     let dir = write_config(1);
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[[slot]]\nlabel = \"x\"\nbackend = \"soft\"\npath = \"/tmp/x\"\nunknown_key = 1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[slot]]\nlabel = \"x\"\nbackend = \"soft\"\npath = \"/tmp/x\"\nunknown_key = 1\n",
+    )
+    .unwrap();
     std::env::set_var("HSMUX_CONFIG", &bad);
     assert_eq!(initialize(m), CKR_GENERAL_ERROR);
-    assert_eq!(slot_count(m), Err(CKR_CRYPTOKI_NOT_INITIALIZED), "nothing half-started");
+    assert_eq!(
+        slot_count(m),
+        Err(CKR_CRYPTOKI_NOT_INITIALIZED),
+        "nothing half-started"
+    );
     // A config path in pReserved wins over HSMUX_CONFIG.
     let good = dir.join("hsmux.toml");
     let mut path = good.to_str().unwrap().as_bytes().to_vec();
@@ -112,7 +150,10 @@ fn bad_configuration_fails_cleanly_and_reserved_path_wins() {
         CKR_OK
     }
     args.CreateMutex = Some(create);
-    assert_eq!(ck!(m, C_Initialize(&mut args as *mut _ as *mut _)), CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        ck!(m, C_Initialize(&mut args as *mut _ as *mut _)),
+        CKR_ARGUMENTS_BAD
+    );
     std::env::set_var("HSMUX_CONFIG", &good);
 }
 
@@ -128,7 +169,11 @@ fn damaged_store_files_are_reported_and_left_alone() {
     let h = open(m, 1, true);
     assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
     for label in [&b"one"[..], b"two"] {
-        let mut t = Template::new().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, false).bytes(CKA_LABEL, label);
+        let mut t = Template::new()
+            .ulong(CKA_CLASS, CKO_DATA)
+            .bool(CKA_TOKEN, true)
+            .bool(CKA_PRIVATE, false)
+            .bytes(CKA_LABEL, label);
         let mut o = 0;
         assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
     }
@@ -136,20 +181,47 @@ fn damaged_store_files_are_reported_and_left_alone() {
     // Slot 0: token.json replaced by garbage. Slot 1: one object file flipped.
     let meta = dir.join("t0/token.json");
     std::fs::write(&meta, b"{ not json").unwrap();
-    let obj = std::fs::read_dir(dir.join("t1/objects")).unwrap().flatten().next().unwrap().path();
+    let obj = std::fs::read_dir(dir.join("t1/objects"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&obj).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&obj, &bytes).unwrap();
-    assert_eq!(initialize(m), CKR_OK, "one damaged slot does not stop the module");
+    assert_eq!(
+        initialize(m),
+        CKR_OK,
+        "one damaged slot does not stop the module"
+    );
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(m, C_GetTokenInfo(0, &mut ti)), CKR_DEVICE_ERROR);
     let mut label = [b' '; 32];
-    assert_eq!(ck!(m, C_InitToken(0, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())), CKR_DEVICE_ERROR);
-    assert_eq!(std::fs::read(&meta).unwrap(), b"{ not json", "the damaged file is not overwritten");
+    assert_eq!(
+        ck!(
+            m,
+            C_InitToken(0, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+        CKR_DEVICE_ERROR
+    );
+    assert_eq!(
+        std::fs::read(&meta).unwrap(),
+        b"{ not json",
+        "the damaged file is not overwritten"
+    );
     assert_eq!(ck!(m, C_GetTokenInfo(1, &mut ti)), CKR_OK);
     let h = open(m, 1, false);
-    assert_eq!(find(m, h, &mut Template::new().ulong(CKA_CLASS, CKO_DATA)).len(), 1, "the intact object is still there");
-    assert_eq!(std::fs::read(&obj).unwrap(), bytes, "the damaged object file is left as it was");
+    assert_eq!(
+        find(m, h, &mut Template::new().ulong(CKA_CLASS, CKO_DATA)).len(),
+        1,
+        "the intact object is still there"
+    );
+    assert_eq!(
+        std::fs::read(&obj).unwrap(),
+        bytes,
+        "the damaged object file is left as it was"
+    );
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
 }

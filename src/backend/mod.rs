@@ -85,7 +85,12 @@ pub trait Token: Send + Sync {
     }
 
     fn find_objects(&self, ctx: &Ctx, template: &[Attr]) -> Result<Vec<ObjectId>>;
-    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>>;
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>>;
     fn set_attributes(&self, _ctx: &Ctx, _obj: ObjectId, _template: &[Attr]) -> Result<()> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
@@ -122,7 +127,13 @@ pub trait Token: Send + Sync {
     ) -> Result<(ObjectId, ObjectId)> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
-    fn wrap_key(&self, _ctx: &Ctx, _mech: &Mechanism, _wrapping: ObjectId, _key: ObjectId) -> Result<Vec<u8>> {
+    fn wrap_key(
+        &self,
+        _ctx: &Ctx,
+        _mech: &Mechanism,
+        _wrapping: ObjectId,
+        _key: ObjectId,
+    ) -> Result<Vec<u8>> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
     fn unwrap_key(
@@ -135,7 +146,13 @@ pub trait Token: Send + Sync {
     ) -> Result<ObjectId> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
-    fn derive_key(&self, _ctx: &Ctx, _mech: &Mechanism, _base: ObjectId, _template: &[Attr]) -> Result<ObjectId> {
+    fn derive_key(
+        &self,
+        _ctx: &Ctx,
+        _mech: &Mechanism,
+        _base: ObjectId,
+        _template: &[Attr],
+    ) -> Result<ObjectId> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
     fn generate_random(&self, out: &mut [u8]) -> Result<()>;

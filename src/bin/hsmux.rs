@@ -16,7 +16,9 @@ fn usage() -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(verb) = args.first() else { return usage() };
+    let Some(verb) = args.first() else {
+        return usage();
+    };
     let mut config: Option<PathBuf> = None;
     let mut i = 1;
     while i < args.len() {
@@ -61,11 +63,23 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
                     "slot {slot}: token {:?} serial {} {}",
                     t.label,
                     t.serial,
-                    if initialized { "initialized" } else { "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)" }
+                    if initialized {
+                        "initialized"
+                    } else {
+                        "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)"
+                    }
                 );
                 if detailed {
                     let mechs = general::mechanism_list(slot).unwrap_or_default();
-                    println!("  {} mechanisms: {}", mechs.len(), mechs.iter().map(|m| format!("0x{m:x}")).collect::<Vec<_>>().join(" "));
+                    println!(
+                        "  {} mechanisms: {}",
+                        mechs.len(),
+                        mechs
+                            .iter()
+                            .map(|m| format!("0x{m:x}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
                 }
             }
             Err(e) => {

@@ -15,13 +15,22 @@ pub struct Attr {
 
 impl Attr {
     pub fn new(ty: CK_ATTRIBUTE_TYPE, value: impl Into<Vec<u8>>) -> Self {
-        Attr { ty, value: value.into() }
+        Attr {
+            ty,
+            value: value.into(),
+        }
     }
     pub fn ulong(ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Self {
-        Attr { ty, value: ulong_bytes(v) }
+        Attr {
+            ty,
+            value: ulong_bytes(v),
+        }
     }
     pub fn bool(ty: CK_ATTRIBUTE_TYPE, v: bool) -> Self {
-        Attr { ty, value: vec![v as u8] }
+        Attr {
+            ty,
+            value: vec![v as u8],
+        }
     }
 }
 
@@ -89,12 +98,17 @@ impl AttrsExt for Attrs {
 }
 
 /// The value of `ty` in a consumer's template, if given.
-pub fn find<'a>(template: &'a [Attr], ty: CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]> {
-    template.iter().find(|a| a.ty == ty).map(|a| a.value.as_slice())
+pub fn find(template: &[Attr], ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+    template
+        .iter()
+        .find(|a| a.ty == ty)
+        .map(|a| a.value.as_slice())
 }
 
 /// True when every attribute of `template` is present in `attrs` with the same value
 /// (the matching rule of C_FindObjects).
 pub fn matches(attrs: &Attrs, template: &[Attr]) -> bool {
-    template.iter().all(|a| attrs.get(&a.ty).is_some_and(|v| *v == a.value))
+    template
+        .iter()
+        .all(|a| attrs.get(&a.ty).is_some_and(|v| *v == a.value))
 }

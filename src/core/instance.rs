@@ -6,9 +6,9 @@ use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Error, Result};
 use crate::core::session::Session;
 use crate::core::slot::Slot;
+use arc_swap::{ArcSwapOption, Guard};
 use cryptoki_sys::*;
 use dashmap::DashMap;
-use arc_swap::{ArcSwapOption, Guard};
 use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,9 +77,16 @@ impl Instance {
         let mut slots = Vec::new();
         for s in &config.slots {
             let token: Arc<dyn Token> = match &s.backend {
-                BackendConfig::Soft { path, kdf_iterations } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
+                BackendConfig::Soft {
+                    path,
+                    kdf_iterations,
+                } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
             };
-            slots.push(Arc::new(Slot::new(s.id.unwrap_or(slots.len() as u64), s.label.clone(), token)));
+            slots.push(Arc::new(Slot::new(
+                s.id.unwrap_or(slots.len() as u64),
+                s.label.clone(),
+                token,
+            )));
         }
         Ok(Instance {
             slots,
@@ -92,7 +99,10 @@ impl Instance {
     }
 
     pub fn slot_index(&self, id: CK_SLOT_ID) -> Result<usize> {
-        self.slots.iter().position(|s| s.id == id as u64).ok_or_else(|| err(CKR_SLOT_ID_INVALID))
+        self.slots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| err(CKR_SLOT_ID_INVALID))
     }
 
     pub fn slot(&self, id: CK_SLOT_ID) -> Result<&Arc<Slot>> {
@@ -100,7 +110,10 @@ impl Instance {
     }
 
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
-        self.sessions.get(&h).map(|s| s.clone()).ok_or_else(|| err(CKR_SESSION_HANDLE_INVALID))
+        self.sessions
+            .get(&h)
+            .map(|s| s.clone())
+            .ok_or_else(|| err(CKR_SESSION_HANDLE_INVALID))
     }
 
     pub fn new_session_handle(&self) -> CK_SESSION_HANDLE {
@@ -116,7 +129,10 @@ impl Instance {
     }
 
     pub fn slot_position(&self, slot: &Arc<Slot>) -> usize {
-        self.slots.iter().position(|s| Arc::ptr_eq(s, slot)).unwrap_or(usize::MAX)
+        self.slots
+            .iter()
+            .position(|s| Arc::ptr_eq(s, slot))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -183,6 +199,9 @@ impl std::ops::Deref for Live {
     type Target = Instance;
     fn deref(&self) -> &Instance {
         // `get` only builds a Live around Some.
-        self.0.as_ref().map(|a| &**a).unwrap_or_else(|| unreachable!("Live holds an instance"))
+        self.0
+            .as_ref()
+            .map(|a| &**a)
+            .unwrap_or_else(|| unreachable!("Live holds an instance"))
     }
 }

@@ -20,18 +20,39 @@ pub enum MechParam {
     /// A `CK_ULONG` parameter (`CK_MAC_GENERAL_PARAMS`, `CK_EXTRACT_PARAMS`).
     Ulong(CK_ULONG),
     /// `CK_GCM_PARAMS`.
-    Gcm { iv: Vec<u8>, iv_bits: CK_ULONG, aad: Vec<u8>, tag_bits: CK_ULONG },
+    Gcm {
+        iv: Vec<u8>,
+        iv_bits: CK_ULONG,
+        aad: Vec<u8>,
+        tag_bits: CK_ULONG,
+    },
     /// `CK_RSA_PKCS_OAEP_PARAMS` (the source data is the label when `source` is
     /// `CKZ_DATA_SPECIFIED`).
-    Oaep { hash: CK_MECHANISM_TYPE, mgf: CK_ULONG, source: CK_ULONG, source_data: Vec<u8> },
+    Oaep {
+        hash: CK_MECHANISM_TYPE,
+        mgf: CK_ULONG,
+        source: CK_ULONG,
+        source_data: Vec<u8>,
+    },
     /// `CK_RSA_PKCS_PSS_PARAMS`.
-    Pss { hash: CK_MECHANISM_TYPE, mgf: CK_ULONG, salt_len: CK_ULONG },
+    Pss {
+        hash: CK_MECHANISM_TYPE,
+        mgf: CK_ULONG,
+        salt_len: CK_ULONG,
+    },
     /// `CK_ECDH1_DERIVE_PARAMS`.
-    Ecdh1 { kdf: CK_ULONG, shared_data: Vec<u8>, public_data: Vec<u8> },
+    Ecdh1 {
+        kdf: CK_ULONG,
+        shared_data: Vec<u8>,
+        public_data: Vec<u8>,
+    },
     /// `CK_KEY_DERIVATION_STRING_DATA` (`CKM_CONCATENATE_BASE_AND_DATA`, ...).
     Data(Vec<u8>),
     /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`.
-    AesCbcData { iv: [u8; 16], data: Vec<u8> },
+    AesCbcData {
+        iv: [u8; 16],
+        data: Vec<u8>,
+    },
     /// An object handle (`CKM_CONCATENATE_BASE_AND_KEY`): hsmux's handle, already
     /// translated to the backend's object id by the core.
     Key(u64),
@@ -39,7 +60,10 @@ pub enum MechParam {
 
 impl Mechanism {
     pub fn new(mech: CK_MECHANISM_TYPE) -> Self {
-        Mechanism { mech, param: MechParam::None }
+        Mechanism {
+            mech,
+            param: MechParam::None,
+        }
     }
     pub fn with(mech: CK_MECHANISM_TYPE, param: MechParam) -> Self {
         Mechanism { mech, param }

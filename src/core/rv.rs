@@ -2,7 +2,6 @@
 
 use cryptoki_sys::*;
 
-
 /// The spec name of a return value (`CKR_OK`, ...), or `CKR_VENDOR_DEFINED` for unknown ones.
 pub fn name(rv: CK_RV) -> &'static str {
     match rv {

@@ -22,7 +22,11 @@ pub struct Active<T: ?Sized> {
 
 impl<T: ?Sized> Active<T> {
     pub fn new(op: Box<T>) -> Self {
-        Active { op, multipart: false, pending: None }
+        Active {
+            op,
+            multipart: false,
+            pending: None,
+        }
     }
 }
 
@@ -52,11 +56,25 @@ fn fingerprint(data: &[u8]) -> u64 {
 
 impl Session {
     pub fn new(handle: CK_SESSION_HANDLE, slot: Arc<Slot>, rw: bool) -> Self {
-        Session { handle, slot, rw, find: None, encrypt: None, decrypt: None, sign: None, verify: None, digest: None }
+        Session {
+            handle,
+            slot,
+            rw,
+            find: None,
+            encrypt: None,
+            decrypt: None,
+            sign: None,
+            verify: None,
+            digest: None,
+        }
     }
 
     pub fn ctx(&self) -> Ctx {
-        Ctx { session: self.handle, rw: self.rw, login: self.slot.login_state() }
+        Ctx {
+            session: self.handle,
+            rw: self.rw,
+            login: self.slot.login_state(),
+        }
     }
 
     pub fn state(&self) -> CK_STATE {
@@ -71,8 +89,14 @@ impl Session {
 }
 
 /// `C_Encrypt` / `C_Decrypt`.
-pub fn cipher_single(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &mut OutBuf) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+pub fn cipher_single(
+    slot: &mut Option<Active<dyn Cipher>>,
+    input: &[u8],
+    out: &mut OutBuf,
+) -> Result<()> {
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     if a.multipart {
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
@@ -110,8 +134,14 @@ pub fn cipher_single(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &
 }
 
 /// `C_EncryptUpdate` / `C_DecryptUpdate`.
-pub fn cipher_update(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &mut OutBuf) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+pub fn cipher_update(
+    slot: &mut Option<Active<dyn Cipher>>,
+    input: &[u8],
+    out: &mut OutBuf,
+) -> Result<()> {
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     let fp = fingerprint(input);
     if let Some((p, data)) = &a.pending {
         if *p == fp {
@@ -144,7 +174,9 @@ pub fn cipher_update(slot: &mut Option<Active<dyn Cipher>>, input: &[u8], out: &
 
 /// `C_EncryptFinal` / `C_DecryptFinal`.
 pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     if let Some((_, data)) = &a.pending {
         let r = out.put(data);
         if r.is_ok() && !out.is_query() {
@@ -175,8 +207,14 @@ pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> 
 }
 
 /// `C_Sign` / `C_Digest`: the output length is known up front.
-pub fn signer_single(slot: &mut Option<Active<dyn Signer>>, data: &[u8], out: &mut OutBuf) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+pub fn signer_single(
+    slot: &mut Option<Active<dyn Signer>>,
+    data: &[u8],
+    out: &mut OutBuf,
+) -> Result<()> {
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     if a.multipart {
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
@@ -184,7 +222,11 @@ pub fn signer_single(slot: &mut Option<Active<dyn Signer>>, data: &[u8], out: &m
     let need = a.op.output_len();
     if !out.fits(need) {
         out.report(need);
-        return if out.is_query() { Ok(()) } else { Err(err(CKR_BUFFER_TOO_SMALL)) };
+        return if out.is_query() {
+            Ok(())
+        } else {
+            Err(err(CKR_BUFFER_TOO_SMALL))
+        };
     }
     let r = a.op.oneshot(data).and_then(|sig| out.put(&sig));
     *slot = None;
@@ -193,7 +235,9 @@ pub fn signer_single(slot: &mut Option<Active<dyn Signer>>, data: &[u8], out: &m
 
 /// `C_SignUpdate` / `C_DigestUpdate`.
 pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     a.multipart = true;
     let r = a.op.update(data);
     if r.is_err() {
@@ -204,11 +248,17 @@ pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Resu
 
 /// `C_SignFinal` / `C_DigestFinal`.
 pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     let need = a.op.output_len();
     if !out.fits(need) {
         out.report(need);
-        return if out.is_query() { Ok(()) } else { Err(err(CKR_BUFFER_TOO_SMALL)) };
+        return if out.is_query() {
+            Ok(())
+        } else {
+            Err(err(CKR_BUFFER_TOO_SMALL))
+        };
     }
     let r = a.op.finish().and_then(|sig| out.put(&sig));
     *slot = None;
@@ -216,8 +266,14 @@ pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> 
 }
 
 /// `C_Verify`.
-pub fn verify_single(slot: &mut Option<Active<dyn Verifier>>, data: &[u8], sig: &[u8]) -> Result<()> {
-    let mut a = slot.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+pub fn verify_single(
+    slot: &mut Option<Active<dyn Verifier>>,
+    data: &[u8],
+    sig: &[u8],
+) -> Result<()> {
+    let mut a = slot
+        .take()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     if a.multipart {
         return Err(err(CKR_OPERATION_ACTIVE));
     }
@@ -226,7 +282,9 @@ pub fn verify_single(slot: &mut Option<Active<dyn Verifier>>, data: &[u8], sig: 
 
 /// `C_VerifyUpdate`.
 pub fn verify_update(slot: &mut Option<Active<dyn Verifier>>, data: &[u8]) -> Result<()> {
-    let a = slot.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = slot
+        .as_mut()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     a.multipart = true;
     let r = a.op.update(data);
     if r.is_err() {
@@ -237,7 +295,9 @@ pub fn verify_update(slot: &mut Option<Active<dyn Verifier>>, data: &[u8]) -> Re
 
 /// `C_VerifyFinal`.
 pub fn verify_final(slot: &mut Option<Active<dyn Verifier>>, sig: &[u8]) -> Result<()> {
-    let mut a = slot.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let mut a = slot
+        .take()
+        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
     a.op.finish(sig)
 }
 
@@ -276,9 +336,20 @@ mod tests {
         }
     }
 
-    fn op(fail: bool) -> (Option<Active<dyn Cipher>>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    fn op(
+        fail: bool,
+    ) -> (
+        Option<Active<dyn Cipher>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        (Some(Active::new(Box::new(Twice { runs: runs.clone(), fail }))), runs)
+        (
+            Some(Active::new(Box::new(Twice {
+                runs: runs.clone(),
+                fail,
+            }))),
+            runs,
+        )
     }
 
     #[test]
@@ -301,14 +372,21 @@ mod tests {
         let (mut slot, runs) = op(false);
         let mut small = [0u8; 2];
         let mut out = OutBuf::new(Some(&mut small));
-        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            CKR_BUFFER_TOO_SMALL
+        );
         assert_eq!(out.written, 6);
         let mut buf = [0u8; 8];
         let mut out = OutBuf::new(Some(&mut buf));
         cipher_single(&mut slot, b"abc", &mut out).unwrap();
         assert_eq!(out.written, 6);
         assert_eq!(&buf[..6], b"aabbcc");
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "computed once");
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "computed once"
+        );
     }
 
     #[test]
@@ -316,10 +394,16 @@ mod tests {
         let (mut slot, _) = op(true);
         let mut buf = [0u8; 8];
         let mut out = OutBuf::new(Some(&mut buf));
-        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_DATA_INVALID);
+        assert_eq!(
+            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            CKR_DATA_INVALID
+        );
         assert!(slot.is_none());
         let mut out = OutBuf::new(Some(&mut buf));
-        assert_eq!(cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(), CKR_OPERATION_NOT_INITIALIZED);
+        assert_eq!(
+            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
     }
 
     #[test]
@@ -329,6 +413,9 @@ mod tests {
         let mut out = OutBuf::new(Some(&mut buf));
         cipher_update(&mut slot, b"a", &mut out).unwrap();
         let mut out = OutBuf::new(Some(&mut buf));
-        assert_eq!(cipher_single(&mut slot, b"a", &mut out).unwrap_err().rv(), CKR_OPERATION_ACTIVE);
+        assert_eq!(
+            cipher_single(&mut slot, b"a", &mut out).unwrap_err().rv(),
+            CKR_OPERATION_ACTIVE
+        );
     }
 }

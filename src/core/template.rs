@@ -24,58 +24,157 @@ pub enum Op {
 }
 
 const STORAGE: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_COPYABLE, CKA_DESTROYABLE, CKA_UNIQUE_ID,
+    CKA_CLASS,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_LABEL,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_UNIQUE_ID,
 ];
 const DATA: &[CK_ATTRIBUTE_TYPE] = &[CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE];
 const CERT: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CERTIFICATE_TYPE, CKA_TRUSTED, CKA_CERTIFICATE_CATEGORY, CKA_CHECK_VALUE, CKA_START_DATE, CKA_END_DATE,
-    CKA_PUBLIC_KEY_INFO, CKA_SUBJECT, CKA_ID, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_VALUE, CKA_URL,
-    CKA_HASH_OF_SUBJECT_PUBLIC_KEY, CKA_HASH_OF_ISSUER_PUBLIC_KEY, CKA_JAVA_MIDP_SECURITY_DOMAIN,
+    CKA_CERTIFICATE_TYPE,
+    CKA_TRUSTED,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_CHECK_VALUE,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_PUBLIC_KEY_INFO,
+    CKA_SUBJECT,
+    CKA_ID,
+    CKA_ISSUER,
+    CKA_SERIAL_NUMBER,
+    CKA_VALUE,
+    CKA_URL,
+    CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+    CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+    CKA_JAVA_MIDP_SECURITY_DOMAIN,
     CKA_NAME_HASH_ALGORITHM,
 ];
 const KEY: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_KEY_TYPE, CKA_ID, CKA_START_DATE, CKA_END_DATE, CKA_DERIVE, CKA_LOCAL, CKA_KEY_GEN_MECHANISM,
+    CKA_KEY_TYPE,
+    CKA_ID,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_DERIVE,
+    CKA_LOCAL,
+    CKA_KEY_GEN_MECHANISM,
     CKA_ALLOWED_MECHANISMS,
 ];
 const PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_SUBJECT, CKA_ENCRYPT, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_TRUSTED, CKA_PUBLIC_KEY_INFO,
+    CKA_SUBJECT,
+    CKA_ENCRYPT,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_TRUSTED,
+    CKA_PUBLIC_KEY_INFO,
 ];
 const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_SUBJECT, CKA_SENSITIVE, CKA_DECRYPT, CKA_SIGN, CKA_SIGN_RECOVER, CKA_UNWRAP, CKA_EXTRACTABLE,
-    CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, CKA_ALWAYS_AUTHENTICATE, CKA_PUBLIC_KEY_INFO,
+    CKA_SUBJECT,
+    CKA_SENSITIVE,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_SIGN_RECOVER,
+    CKA_UNWRAP,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_PUBLIC_KEY_INFO,
 ];
 const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_SENSITIVE, CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE,
-    CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_CHECK_VALUE, CKA_WRAP_WITH_TRUSTED, CKA_TRUSTED, CKA_VALUE,
+    CKA_SENSITIVE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_CHECK_VALUE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_TRUSTED,
+    CKA_VALUE,
     CKA_VALUE_LEN,
 ];
 const RSA_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_MODULUS, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT];
 const RSA_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1,
-    CKA_EXPONENT_2, CKA_COEFFICIENT,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_COEFFICIENT,
 ];
 const EC_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_EC_POINT];
 const EC_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_VALUE];
 
 /// Attributes that hold a key's value: fixed at creation.
 const KEY_VALUES: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_VALUE, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2,
-    CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT, CKA_EC_PARAMS, CKA_EC_POINT,
+    CKA_VALUE,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_COEFFICIENT,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
 ];
 
 /// Attributes only the token sets.
-const TOKEN_SET: &[CK_ATTRIBUTE_TYPE] =
-    &[CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_KEY_GEN_MECHANISM, CKA_UNIQUE_ID];
+const TOKEN_SET: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_LOCAL,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_UNIQUE_ID,
+];
 
 const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE, CKA_TRUSTED, CKA_ENCRYPT, CKA_DECRYPT,
-    CKA_SIGN, CKA_SIGN_RECOVER, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_UNWRAP, CKA_DERIVE, CKA_LOCAL,
-    CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_TRUSTED,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_SIGN_RECOVER,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+    CKA_LOCAL,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_WRAP_WITH_TRUSTED,
     CKA_ALWAYS_AUTHENTICATE,
 ];
 const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS, CKA_KEY_TYPE, CKA_CERTIFICATE_TYPE, CKA_CERTIFICATE_CATEGORY, CKA_JAVA_MIDP_SECURITY_DOMAIN,
-    CKA_NAME_HASH_ALGORITHM, CKA_KEY_GEN_MECHANISM, CKA_MODULUS_BITS, CKA_VALUE_LEN,
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_CERTIFICATE_TYPE,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_JAVA_MIDP_SECURITY_DOMAIN,
+    CKA_NAME_HASH_ALGORITHM,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_MODULUS_BITS,
+    CKA_VALUE_LEN,
 ];
 
 fn is_key_class(class: CK_OBJECT_CLASS) -> bool {
@@ -112,7 +211,13 @@ pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool 
     match class {
         CKO_PRIVATE_KEY => matches!(
             ty,
-            CKA_VALUE | CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2 | CKA_EXPONENT_1 | CKA_EXPONENT_2 | CKA_COEFFICIENT
+            CKA_VALUE
+                | CKA_PRIVATE_EXPONENT
+                | CKA_PRIME_1
+                | CKA_PRIME_2
+                | CKA_EXPONENT_1
+                | CKA_EXPONENT_2
+                | CKA_COEFFICIENT
         ),
         CKO_SECRET_KEY => ty == CKA_VALUE,
         _ => false,
@@ -123,7 +228,10 @@ pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool 
 fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
     let mut a = Attrs::new();
     a.set_flag(CKA_TOKEN, false);
-    a.set_flag(CKA_PRIVATE, matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY));
+    a.set_flag(
+        CKA_PRIVATE,
+        matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY),
+    );
     a.set_flag(CKA_MODIFIABLE, true);
     a.set_flag(CKA_COPYABLE, true);
     a.set_flag(CKA_DESTROYABLE, true);
@@ -137,7 +245,15 @@ fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
         CKO_CERTIFICATE => {
             a.set_flag(CKA_TRUSTED, false);
             a.set_ulong(CKA_CERTIFICATE_CATEGORY, 0);
-            for t in [CKA_START_DATE, CKA_END_DATE, CKA_SUBJECT, CKA_ID, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_URL] {
+            for t in [
+                CKA_START_DATE,
+                CKA_END_DATE,
+                CKA_SUBJECT,
+                CKA_ID,
+                CKA_ISSUER,
+                CKA_SERIAL_NUMBER,
+                CKA_URL,
+            ] {
                 a.insert(t, Vec::new());
             }
         }
@@ -167,7 +283,14 @@ fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
         a.set_flag(CKA_ALWAYS_AUTHENTICATE, false);
     }
     if matches!(class, CKO_SECRET_KEY) {
-        for t in [CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP] {
+        for t in [
+            CKA_ENCRYPT,
+            CKA_DECRYPT,
+            CKA_SIGN,
+            CKA_VERIFY,
+            CKA_WRAP,
+            CKA_UNWRAP,
+        ] {
             a.set_flag(t, true);
         }
         a.set_flag(CKA_WRAP_WITH_TRUSTED, false);
@@ -186,9 +309,10 @@ fn check_value(a: &Attr) -> Result<()> {
         parse_bool(&a.value)?;
     } else if ULONGS.contains(&a.ty) {
         parse_ulong(&a.value)?;
-    } else if matches!(a.ty, CKA_START_DATE | CKA_END_DATE) && !(a.value.is_empty() || a.value.len() == 8) {
-        return Err(err(CKR_ATTRIBUTE_VALUE_INVALID));
-    } else if a.ty == CKA_ALLOWED_MECHANISMS && a.value.len() % std::mem::size_of::<CK_ULONG>() != 0 {
+    } else if (matches!(a.ty, CKA_START_DATE | CKA_END_DATE)
+        && !(a.value.is_empty() || a.value.len() == 8))
+        || (a.ty == CKA_ALLOWED_MECHANISMS && a.value.len() % std::mem::size_of::<CK_ULONG>() != 0)
+    {
         return Err(err(CKR_ATTRIBUTE_VALUE_INVALID));
     }
     Ok(())
@@ -218,35 +342,61 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
     let given = to_attrs(template)?;
     for (ty, v) in fixed {
         if given.get(ty).is_some_and(|g| g != v) {
-            return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, format!("template attribute 0x{ty:x} contradicts the mechanism")));
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCONSISTENT,
+                format!("template attribute 0x{ty:x} contradicts the mechanism"),
+            ));
         }
     }
     let class = given
         .ulong(CKA_CLASS)
         .or_else(|| fixed.ulong(CKA_CLASS))
         .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "template lacks CKA_CLASS"))?;
-    let key_type = given.ulong(CKA_KEY_TYPE).or_else(|| fixed.ulong(CKA_KEY_TYPE));
+    let key_type = given
+        .ulong(CKA_KEY_TYPE)
+        .or_else(|| fixed.ulong(CKA_KEY_TYPE));
     if is_key_class(class) && key_type.is_none() && op == Op::Create {
-        return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "template of a key lacks CKA_KEY_TYPE"));
+        return Err(Error::logged(
+            CKR_TEMPLATE_INCOMPLETE,
+            "template of a key lacks CKA_KEY_TYPE",
+        ));
     }
     if class == CKO_CERTIFICATE && !given.contains_key(&CKA_CERTIFICATE_TYPE) {
-        return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "template of a certificate lacks CKA_CERTIFICATE_TYPE"));
+        return Err(Error::logged(
+            CKR_TEMPLATE_INCOMPLETE,
+            "template of a certificate lacks CKA_CERTIFICATE_TYPE",
+        ));
     }
-    if !matches!(class, CKO_DATA | CKO_CERTIFICATE | CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY) {
-        return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, format!("objects of class 0x{class:x} are not supported")));
+    if !matches!(
+        class,
+        CKO_DATA | CKO_CERTIFICATE | CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY
+    ) {
+        return Err(Error::logged(
+            CKR_TEMPLATE_INCONSISTENT,
+            format!("objects of class 0x{class:x} are not supported"),
+        ));
     }
     let kt = key_type.unwrap_or(CK_UNAVAILABLE_INFORMATION);
     for ty in given.keys() {
         if !valid_for(class, kt, *ty) {
-            return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{ty:x} does not belong to this object class")));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_TYPE_INVALID,
+                format!("attribute 0x{ty:x} does not belong to this object class"),
+            ));
         }
         if *ty == CKA_UNIQUE_ID {
             // The token assigns it; like kryoptic (and the cryptoki test suite) refuse the
             // type outright.
-            return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, "CKA_UNIQUE_ID is assigned by the token"));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_TYPE_INVALID,
+                "CKA_UNIQUE_ID is assigned by the token",
+            ));
         }
         if TOKEN_SET.contains(ty) {
-            return Err(Error::logged(CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{ty:x} is set by the token")));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_READ_ONLY,
+                format!("attribute 0x{ty:x} is set by the token"),
+            ));
         }
         let settable_here = match *ty {
             CKA_VALUE_LEN => matches!(op, Op::Generate | Op::Derive | Op::Unwrap),
@@ -254,14 +404,26 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
             _ => true,
         };
         if !settable_here {
-            return Err(Error::logged(CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{ty:x} cannot be given here")));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_READ_ONLY,
+                format!("attribute 0x{ty:x} cannot be given here"),
+            ));
         }
-        if matches!(op, Op::Generate | Op::Unwrap | Op::Derive) && KEY_VALUES.contains(ty) && !(*ty == CKA_EC_PARAMS || *ty == CKA_PUBLIC_EXPONENT) {
-            return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, format!("attribute 0x{ty:x} is made by the mechanism")));
+        if matches!(op, Op::Generate | Op::Unwrap | Op::Derive)
+            && KEY_VALUES.contains(ty)
+            && !(*ty == CKA_EC_PARAMS || *ty == CKA_PUBLIC_EXPONENT)
+        {
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCONSISTENT,
+                format!("attribute 0x{ty:x} is made by the mechanism"),
+            ));
         }
     }
     if given.flag(CKA_TRUSTED) == Some(true) {
-        return Err(Error::logged(CKR_ATTRIBUTE_READ_ONLY, "CKA_TRUSTED can only be set by the SO"));
+        return Err(Error::logged(
+            CKR_ATTRIBUTE_READ_ONLY,
+            "CKA_TRUSTED can only be set by the SO",
+        ));
     }
     let mut attrs = defaults(class);
     attrs.extend(fixed.iter().map(|(k, v)| (*k, v.clone())));
@@ -271,7 +433,9 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
     }
     if class == CKO_PUBLIC_KEY || class == CKO_CERTIFICATE || class == CKO_DATA {
         // CKA_ALWAYS_AUTHENTICATE only makes sense on a private object.
-    } else if attrs.flag(CKA_ALWAYS_AUTHENTICATE) == Some(true) && attrs.flag(CKA_PRIVATE) == Some(false) {
+    } else if attrs.flag(CKA_ALWAYS_AUTHENTICATE) == Some(true)
+        && attrs.flag(CKA_PRIVATE) == Some(false)
+    {
         return Err(err(CKR_TEMPLATE_INCONSISTENT));
     }
     if matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY) {
@@ -279,8 +443,14 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
         let extractable = attrs.flag_or(CKA_EXTRACTABLE, false);
         let local = matches!(op, Op::Generate);
         // Only keys made inside the token can claim a history (PKCS#11 §4.9).
-        attrs.set_flag(CKA_ALWAYS_SENSITIVE, (local || op == Op::Derive) && sensitive);
-        attrs.set_flag(CKA_NEVER_EXTRACTABLE, (local || op == Op::Derive) && !extractable);
+        attrs.set_flag(
+            CKA_ALWAYS_SENSITIVE,
+            (local || op == Op::Derive) && sensitive,
+        );
+        attrs.set_flag(
+            CKA_NEVER_EXTRACTABLE,
+            (local || op == Op::Derive) && !extractable,
+        );
     }
     if is_key_class(class) {
         attrs.set_flag(CKA_LOCAL, op == Op::Generate);
@@ -299,17 +469,28 @@ fn new_unique_id() -> Vec<u8> {
 /// `template` to `attrs` following the rules of PKCS#11 §4.1.
 pub fn apply_changes(op: Op, attrs: &mut Attrs, template: &[Attr], so: bool) -> Result<()> {
     if op == Op::Set && !attrs.flag_or(CKA_MODIFIABLE, true) {
-        return Err(Error::logged(CKR_ACTION_PROHIBITED, "object is not modifiable (CKA_MODIFIABLE false)"));
+        return Err(Error::logged(
+            CKR_ACTION_PROHIBITED,
+            "object is not modifiable (CKA_MODIFIABLE false)",
+        ));
     }
     if op == Op::Copy && !attrs.flag_or(CKA_COPYABLE, true) {
-        return Err(Error::logged(CKR_ACTION_PROHIBITED, "object is not copyable (CKA_COPYABLE false)"));
+        return Err(Error::logged(
+            CKR_ACTION_PROHIBITED,
+            "object is not copyable (CKA_COPYABLE false)",
+        ));
     }
     let class = attrs.ulong(CKA_CLASS).unwrap_or(CKO_DATA);
-    let kt = attrs.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION);
+    let kt = attrs
+        .ulong(CKA_KEY_TYPE)
+        .unwrap_or(CK_UNAVAILABLE_INFORMATION);
     let changes = to_attrs(template)?;
     for (ty, v) in &changes {
         if !valid_for(class, kt, *ty) {
-            return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{ty:x} does not belong to this object")));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_TYPE_INVALID,
+                format!("attribute 0x{ty:x} does not belong to this object"),
+            ));
         }
         let same = attrs.get(ty) == Some(v);
         let read_only = match *ty {
@@ -326,7 +507,10 @@ pub fn apply_changes(op: Op, attrs: &mut Attrs, template: &[Attr], so: bool) -> 
             _ => false,
         };
         if read_only {
-            return Err(Error::logged(CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{ty:x} cannot be changed")));
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_READ_ONLY,
+                format!("attribute 0x{ty:x} cannot be changed"),
+            ));
         }
     }
     for (ty, v) in changes {
@@ -388,7 +572,10 @@ pub fn check_usage(attrs: &Attrs, usage: Usage, mech: CK_MECHANISM_TYPE) -> Resu
         return Err(err(CKR_KEY_TYPE_INCONSISTENT));
     }
     if !attrs.flag_or(usage_attr(usage), false) {
-        return Err(Error::logged(CKR_KEY_FUNCTION_NOT_PERMITTED, format!("key does not allow {usage:?}")));
+        return Err(Error::logged(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            format!("key does not allow {usage:?}"),
+        ));
     }
     if let Some(allowed) = attrs.bytes(CKA_ALLOWED_MECHANISMS) {
         if !allowed.is_empty() {
@@ -397,7 +584,10 @@ pub fn check_usage(attrs: &Attrs, usage: Usage, mech: CK_MECHANISM_TYPE) -> Resu
                 .filter_map(|c| parse_ulong(c).ok())
                 .any(|m| m == mech);
             if !ok {
-                return Err(Error::logged(CKR_MECHANISM_INVALID, format!("mechanism 0x{mech:x} is not in the key's CKA_ALLOWED_MECHANISMS")));
+                return Err(Error::logged(
+                    CKR_MECHANISM_INVALID,
+                    format!("mechanism 0x{mech:x} is not in the key's CKA_ALLOWED_MECHANISMS"),
+                ));
             }
         }
     }
@@ -414,27 +604,54 @@ mod tests {
 
     #[test]
     fn create_needs_class_and_key_type() {
-        assert_eq!(new_object(Op::Create, &[], &Attrs::new()).unwrap_err().rv(), CKR_TEMPLATE_INCOMPLETE);
+        assert_eq!(
+            new_object(Op::Create, &[], &Attrs::new()).unwrap_err().rv(),
+            CKR_TEMPLATE_INCOMPLETE
+        );
         let tpl = [Attr::ulong(CKA_CLASS, CKO_SECRET_KEY)];
-        assert_eq!(new_object(Op::Create, &tpl, &Attrs::new()).unwrap_err().rv(), CKR_TEMPLATE_INCOMPLETE);
+        assert_eq!(
+            new_object(Op::Create, &tpl, &Attrs::new())
+                .unwrap_err()
+                .rv(),
+            CKR_TEMPLATE_INCOMPLETE
+        );
     }
 
     #[test]
     fn token_set_attributes_are_read_only() {
-        let tpl = [Attr::ulong(CKA_CLASS, CKO_SECRET_KEY), Attr::ulong(CKA_KEY_TYPE, CKK_AES), Attr::bool(CKA_LOCAL, true)];
-        assert_eq!(new_object(Op::Create, &tpl, &Attrs::new()).unwrap_err().rv(), CKR_ATTRIBUTE_READ_ONLY);
+        let tpl = [
+            Attr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            Attr::ulong(CKA_KEY_TYPE, CKK_AES),
+            Attr::bool(CKA_LOCAL, true),
+        ];
+        assert_eq!(
+            new_object(Op::Create, &tpl, &Attrs::new())
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
     }
 
     #[test]
     fn wrong_sized_bool_is_value_invalid() {
         let tpl = [Attr::ulong(CKA_CLASS, CKO_DATA), t(CKA_TOKEN, vec![1, 0])];
-        assert_eq!(new_object(Op::Create, &tpl, &Attrs::new()).unwrap_err().rv(), CKR_ATTRIBUTE_VALUE_INVALID);
+        assert_eq!(
+            new_object(Op::Create, &tpl, &Attrs::new())
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
     }
 
     #[test]
     fn foreign_attribute_is_type_invalid() {
         let tpl = [Attr::ulong(CKA_CLASS, CKO_DATA), t(CKA_MODULUS, vec![1])];
-        assert_eq!(new_object(Op::Create, &tpl, &Attrs::new()).unwrap_err().rv(), CKR_ATTRIBUTE_TYPE_INVALID);
+        assert_eq!(
+            new_object(Op::Create, &tpl, &Attrs::new())
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
     }
 
     #[test]
@@ -446,9 +663,17 @@ mod tests {
             t(CKA_VALUE, vec![7; 16]),
         ];
         let mut a = new_object(Op::Create, &tpl, &Attrs::new()).unwrap();
-        assert_eq!(read(&a, &[CKA_VALUE, CKA_MODULUS]), vec![AttrValue::Sensitive, AttrValue::Invalid]);
-        assert_eq!(a.flag(CKA_ALWAYS_SENSITIVE), Some(false), "imported keys have no history");
-        let e = apply_changes(Op::Set, &mut a, &[Attr::bool(CKA_SENSITIVE, false)], false).unwrap_err();
+        assert_eq!(
+            read(&a, &[CKA_VALUE, CKA_MODULUS]),
+            vec![AttrValue::Sensitive, AttrValue::Invalid]
+        );
+        assert_eq!(
+            a.flag(CKA_ALWAYS_SENSITIVE),
+            Some(false),
+            "imported keys have no history"
+        );
+        let e =
+            apply_changes(Op::Set, &mut a, &[Attr::bool(CKA_SENSITIVE, false)], false).unwrap_err();
         assert_eq!(e.rv(), CKR_ATTRIBUTE_READ_ONLY);
         apply_changes(Op::Set, &mut a, &[t(CKA_LABEL, b"x".to_vec())], false).unwrap();
         assert_eq!(a.bytes(CKA_LABEL), Some(&b"x"[..]));
@@ -456,8 +681,14 @@ mod tests {
 
     #[test]
     fn generated_keys_keep_history() {
-        let fixed: Attrs = [(CKA_CLASS, crate::core::attr::ulong_bytes(CKO_SECRET_KEY))].into_iter().collect();
-        let tpl = [Attr::ulong(CKA_KEY_TYPE, CKK_AES), Attr::bool(CKA_SENSITIVE, true), Attr::ulong(CKA_VALUE_LEN, 32)];
+        let fixed: Attrs = [(CKA_CLASS, crate::core::attr::ulong_bytes(CKO_SECRET_KEY))]
+            .into_iter()
+            .collect();
+        let tpl = [
+            Attr::ulong(CKA_KEY_TYPE, CKK_AES),
+            Attr::bool(CKA_SENSITIVE, true),
+            Attr::ulong(CKA_VALUE_LEN, 32),
+        ];
         let a = new_object(Op::Generate, &tpl, &fixed).unwrap();
         assert_eq!(a.flag(CKA_ALWAYS_SENSITIVE), Some(true));
         assert_eq!(a.flag(CKA_NEVER_EXTRACTABLE), Some(true));
@@ -466,7 +697,10 @@ mod tests {
 
     #[test]
     fn unmodifiable_object_refuses_changes() {
-        let tpl = [Attr::ulong(CKA_CLASS, CKO_DATA), Attr::bool(CKA_MODIFIABLE, false)];
+        let tpl = [
+            Attr::ulong(CKA_CLASS, CKO_DATA),
+            Attr::bool(CKA_MODIFIABLE, false),
+        ];
         let mut a = new_object(Op::Create, &tpl, &Attrs::new()).unwrap();
         let e = apply_changes(Op::Set, &mut a, &[t(CKA_LABEL, b"y".to_vec())], false).unwrap_err();
         assert_eq!(e.rv(), CKR_ACTION_PROHIBITED);
@@ -477,9 +711,22 @@ mod tests {
         let mut a = Attrs::new();
         a.set_ulong(CKA_CLASS, CKO_SECRET_KEY);
         a.set_flag(CKA_SIGN, true);
-        a.insert(CKA_ALLOWED_MECHANISMS, crate::core::attr::ulong_bytes(CKM_SHA256_HMAC));
+        a.insert(
+            CKA_ALLOWED_MECHANISMS,
+            crate::core::attr::ulong_bytes(CKM_SHA256_HMAC),
+        );
         check_usage(&a, Usage::Sign, CKM_SHA256_HMAC).unwrap();
-        assert_eq!(check_usage(&a, Usage::Sign, CKM_SHA384_HMAC).unwrap_err().rv(), CKR_MECHANISM_INVALID);
-        assert_eq!(check_usage(&a, Usage::Encrypt, CKM_AES_GCM).unwrap_err().rv(), CKR_KEY_FUNCTION_NOT_PERMITTED);
+        assert_eq!(
+            check_usage(&a, Usage::Sign, CKM_SHA384_HMAC)
+                .unwrap_err()
+                .rv(),
+            CKR_MECHANISM_INVALID
+        );
+        assert_eq!(
+            check_usage(&a, Usage::Encrypt, CKM_AES_GCM)
+                .unwrap_err()
+                .rv(),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
     }
 }

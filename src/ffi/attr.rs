@@ -8,13 +8,20 @@ use cryptoki_sys::*;
 /// pointers and are not supported by hsmux's own tokens.
 pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>> {
     if p.is_null() {
-        return if n == 0 { Ok(Vec::new()) } else { Err(err(CKR_ARGUMENTS_BAD)) };
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(err(CKR_ARGUMENTS_BAD))
+        };
     }
     let raw = std::slice::from_raw_parts(p, n as usize);
     raw.iter()
         .map(|a| {
             if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 {
-                return Err(Error::logged(CKR_ATTRIBUTE_TYPE_INVALID, format!("array attribute 0x{:x} is not supported", a.type_)));
+                return Err(Error::logged(
+                    CKR_ATTRIBUTE_TYPE_INVALID,
+                    format!("array attribute 0x{:x} is not supported", a.type_),
+                ));
             }
             let value = if a.pValue.is_null() {
                 if a.ulValueLen != 0 {
@@ -32,9 +39,16 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec
 /// The attribute types a consumer asks for.
 pub(crate) unsafe fn types(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<CK_ATTRIBUTE_TYPE>> {
     if p.is_null() {
-        return if n == 0 { Ok(Vec::new()) } else { Err(err(CKR_ARGUMENTS_BAD)) };
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(err(CKR_ARGUMENTS_BAD))
+        };
     }
-    Ok(std::slice::from_raw_parts(p, n as usize).iter().map(|a| a.type_).collect())
+    Ok(std::slice::from_raw_parts(p, n as usize)
+        .iter()
+        .map(|a| a.type_)
+        .collect())
 }
 
 /// Fills a consumer's template per C_GetAttributeValue (PKCS#11 §5.7): every attribute is

@@ -43,7 +43,17 @@ pub fn rsa_pkcs1_sign_raw(private_der: &[u8], data: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; size];
     let mut n = 0usize;
     // SAFETY: out has `size` bytes, data is read within its length.
-    let ok = unsafe { sys::RSA_sign_raw(rsa.0, &mut n, out.as_mut_ptr(), out.len(), data.as_ptr(), data.len(), sys::RSA_PKCS1_PADDING) };
+    let ok = unsafe {
+        sys::RSA_sign_raw(
+            rsa.0,
+            &mut n,
+            out.as_mut_ptr(),
+            out.len(),
+            data.as_ptr(),
+            data.len(),
+            sys::RSA_PKCS1_PADDING,
+        )
+    };
     if ok != 1 || n > out.len() {
         return Err(err(CKR_FUNCTION_FAILED));
     }
@@ -63,7 +73,17 @@ pub fn rsa_pkcs1_recover_raw(public_der: &[u8], sig: &[u8]) -> Result<Option<Vec
     let mut out = vec![0u8; size];
     let mut n = 0usize;
     // SAFETY: out has `size` bytes, sig is read within its length.
-    let ok = unsafe { sys::RSA_verify_raw(rsa.0, &mut n, out.as_mut_ptr(), out.len(), sig.as_ptr(), sig.len(), sys::RSA_PKCS1_PADDING) };
+    let ok = unsafe {
+        sys::RSA_verify_raw(
+            rsa.0,
+            &mut n,
+            out.as_mut_ptr(),
+            out.len(),
+            sig.as_ptr(),
+            sig.len(),
+            sys::RSA_PKCS1_PADDING,
+        )
+    };
     if ok != 1 || n > out.len() {
         return Ok(None);
     }

@@ -17,14 +17,20 @@ struct GcmParams240 {
 }
 
 unsafe fn bytes(p: *const u8, len: CK_ULONG) -> Result<Vec<u8>> {
-    Ok(super::in_bytes(p, len).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?.to_vec())
+    Ok(super::in_bytes(p, len)
+        .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?
+        .to_vec())
 }
 
 unsafe fn param<T>(m: &CK_MECHANISM) -> Result<&T> {
     if m.pParameter.is_null() || m.ulParameterLen as usize != size_of::<T>() {
         return Err(Error::logged(
             CKR_MECHANISM_PARAM_INVALID,
-            format!("mechanism 0x{:x}: parameter must be a {}-byte structure", m.mechanism, size_of::<T>()),
+            format!(
+                "mechanism 0x{:x}: parameter must be a {}-byte structure",
+                m.mechanism,
+                size_of::<T>()
+            ),
         ));
     }
     Ok(&*(m.pParameter as *const T))
@@ -66,10 +72,18 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
                 source_data: bytes(o.pSourceData as *const u8, o.ulSourceDataLen)?,
             }
         }
-        CKM_RSA_PKCS_PSS | CKM_SHA1_RSA_PKCS_PSS | CKM_SHA224_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS => {
+        CKM_RSA_PKCS_PSS
+        | CKM_SHA1_RSA_PKCS_PSS
+        | CKM_SHA224_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => {
             let s = param::<CK_RSA_PKCS_PSS_PARAMS>(m)?;
-            MechParam::Pss { hash: s.hashAlg, mgf: s.mgf, salt_len: s.sLen }
+            MechParam::Pss {
+                hash: s.hashAlg,
+                mgf: s.mgf,
+                salt_len: s.sLen,
+            }
         }
         CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => {
             let e = param::<CK_ECDH1_DERIVE_PARAMS>(m)?;
@@ -85,22 +99,35 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         }
         CKM_AES_CBC_ENCRYPT_DATA => {
             let d = param::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>(m)?;
-            MechParam::AesCbcData { iv: d.iv, data: bytes(d.pData, d.length)? }
+            MechParam::AesCbcData {
+                iv: d.iv,
+                data: bytes(d.pData, d.length)?,
+            }
         }
         CKM_CONCATENATE_BASE_AND_KEY => MechParam::Key(*param::<CK_OBJECT_HANDLE>(m)? as u64),
-        CKM_EXTRACT_KEY_FROM_KEY | CKM_SHA_1_HMAC_GENERAL | CKM_SHA224_HMAC_GENERAL | CKM_SHA256_HMAC_GENERAL
-        | CKM_SHA384_HMAC_GENERAL | CKM_SHA512_HMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
+        CKM_EXTRACT_KEY_FROM_KEY
+        | CKM_SHA_1_HMAC_GENERAL
+        | CKM_SHA224_HMAC_GENERAL
+        | CKM_SHA256_HMAC_GENERAL
+        | CKM_SHA384_HMAC_GENERAL
+        | CKM_SHA512_HMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
             let e = param::<CK_EDDSA_PARAMS>(m)?;
             if e.phFlag != 0 || e.ulContextDataLen != 0 {
-                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "only pure Ed25519 (no prehash, no context) is supported"));
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "only pure Ed25519 (no prehash, no context) is supported",
+                ));
             }
             MechParam::None
         }
         _ if no_param => MechParam::None,
         _ => MechParam::Bytes(bytes(m.pParameter as *const u8, m.ulParameterLen)?),
     };
-    Ok(Some(Mechanism { mech: m.mechanism, param }))
+    Ok(Some(Mechanism {
+        mech: m.mechanism,
+        param,
+    }))
 }
 
 /// A mechanism that must be given.

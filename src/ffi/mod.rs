@@ -57,7 +57,11 @@ pub(crate) use ck_fn;
 /// An input buffer; NULL is allowed only with length 0.
 pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
-        return if len == 0 { Ok(&[]) } else { Err(err(CKR_ARGUMENTS_BAD)) };
+        return if len == 0 {
+            Ok(&[])
+        } else {
+            Err(err(CKR_ARGUMENTS_BAD))
+        };
     }
     Ok(std::slice::from_raw_parts(p, len as usize))
 }
@@ -70,13 +74,20 @@ pub(crate) unsafe fn out_buf<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<
     if p.is_null() {
         Ok(OutBuf::new(None))
     } else {
-        Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(p, *len as usize))))
+        Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(
+            p,
+            *len as usize,
+        ))))
     }
 }
 
 /// Runs `f` with an output buffer and stores the length it reports in `*len`, as PKCS#11
 /// wants both on success and on `CKR_BUFFER_TOO_SMALL`.
-pub(crate) unsafe fn with_out(p: *mut CK_BYTE, len: *mut CK_ULONG, f: impl FnOnce(&mut OutBuf) -> Result<()>) -> Result<()> {
+pub(crate) unsafe fn with_out(
+    p: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+    f: impl FnOnce(&mut OutBuf) -> Result<()>,
+) -> Result<()> {
     let mut out = out_buf(p, len)?;
     let r = f(&mut out);
     if r.is_ok() || r.as_ref().is_err_and(|e| e.rv() == CKR_BUFFER_TOO_SMALL) {
@@ -86,7 +97,11 @@ pub(crate) unsafe fn with_out(p: *mut CK_BYTE, len: *mut CK_ULONG, f: impl FnOnc
 }
 
 /// Writes a list in the two-call style (`C_GetSlotList`, `C_GetMechanismList`, ...).
-pub(crate) unsafe fn write_list<T: Copy>(items: &[T], p: *mut T, count: *mut CK_ULONG) -> Result<()> {
+pub(crate) unsafe fn write_list<T: Copy>(
+    items: &[T],
+    p: *mut T,
+    count: *mut CK_ULONG,
+) -> Result<()> {
     if count.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }

@@ -2,19 +2,22 @@
 //! `C_GetInterfaceList` / `C_GetInterface` (the "PKCS 11" interface, 3.0 by default, 2.40
 //! too). Every entry is filled; what hsmux cannot do answers with the spec's code.
 
+use super::ck_fn;
 use super::crypto::*;
 use super::general::*;
 use super::keys::*;
 use super::message::*;
 use super::object::*;
 use super::session::*;
-use super::ck_fn;
 use crate::core::error::err;
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
 pub static FUNCTION_LIST_240: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),
     C_GetInfo: Some(C_GetInfo),

@@ -1,7 +1,7 @@
 //! Loads the built libhsmux.so through its C ABI, as any consumer would, with a
 //! configuration of ten soft slots (one per test, so tests run in parallel), and offers
 //! thin helpers over the raw function list so that tests can compare exact return values.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::macro_metavars_in_unsafe)]
 
 use cryptoki_sys::*;
 use std::path::PathBuf;
@@ -19,14 +19,23 @@ pub struct Module {
 /// target/<profile>/libhsmux.so, next to the test executable's deps/ folder.
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let p = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").join("libhsmux.so");
-    assert!(p.exists(), "{} is missing: run `cargo build --release` first", p.display());
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .join("libhsmux.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` first",
+        p.display()
+    );
     p
 }
 
 /// Writes a config of `slots` soft slots under a fresh temp dir and points HSMUX_CONFIG at it.
 pub fn write_config(slots: usize) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hsmux-test-{}-{}", std::process::id(), rand_u32()));
+    let dir =
+        std::env::temp_dir().join(format!("hsmux-test-{}-{}", std::process::id(), rand_u32()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cfg = String::new();
     for i in 0..slots {
@@ -38,7 +47,10 @@ pub fn write_config(slots: usize) -> PathBuf {
 }
 
 fn rand_u32() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }
 
 /// Loads the module without initializing it.
@@ -51,7 +63,11 @@ pub fn load() -> Module {
         get(&mut list)
     };
     assert_eq!(rv, CKR_OK);
-    Module { _lib: lib, f: unsafe { &*list }, dir: PathBuf::new() }
+    Module {
+        _lib: lib,
+        f: unsafe { &*list },
+        dir: PathBuf::new(),
+    }
 }
 
 static SHARED: OnceLock<Module> = OnceLock::new();
@@ -79,7 +95,8 @@ pub fn initialize(m: &Module) -> CK_RV {
     unsafe { (m.f.C_Initialize.unwrap())(&mut args as *mut _ as *mut _) }
 }
 
-/// Calls a function of the list: `ck!(m, C_Logout(h))`.
+/// Calls a function of the list: `ck!(m, C_Logout(h))`. The arguments are evaluated inside
+/// the unsafe call on purpose: tests pass raw pointers built in place.
 #[macro_export]
 macro_rules! ck {
     ($m:expr, $f:ident ( $($a:expr),* $(,)? )) => {
@@ -101,7 +118,11 @@ impl Template {
     pub fn bytes(mut self, ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Self {
         self.bufs.push(v.to_vec());
         let b = self.bufs.last_mut().unwrap();
-        self.attrs.push(CK_ATTRIBUTE { type_: ty, pValue: b.as_mut_ptr() as *mut _, ulValueLen: b.len() as CK_ULONG });
+        self.attrs.push(CK_ATTRIBUTE {
+            type_: ty,
+            pValue: b.as_mut_ptr() as *mut _,
+            ulValueLen: b.len() as CK_ULONG,
+        });
         self
     }
     pub fn ulong(self, ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Self {
@@ -122,22 +143,48 @@ impl Template {
 pub fn init_slot(m: &Module, slot: CK_SLOT_ID) {
     let mut label = [b' '; 32];
     label[..4].copy_from_slice(b"test");
-    assert_eq!(ck!(m, C_InitToken(slot, SO_PIN.as_ptr() as *mut _, SO_PIN.len() as CK_ULONG, label.as_mut_ptr())), CKR_OK);
+    assert_eq!(
+        ck!(
+            m,
+            C_InitToken(
+                slot,
+                SO_PIN.as_ptr() as *mut _,
+                SO_PIN.len() as CK_ULONG,
+                label.as_mut_ptr()
+            )
+        ),
+        CKR_OK
+    );
     let h = open(m, slot, true);
     assert_eq!(login(m, h, CKU_SO, SO_PIN), CKR_OK);
-    assert_eq!(ck!(m, C_InitPIN(h, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)), CKR_OK);
+    assert_eq!(
+        ck!(
+            m,
+            C_InitPIN(h, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+        ),
+        CKR_OK
+    );
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
 
 pub fn open(m: &Module, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {
     let mut h = 0;
     let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
-    assert_eq!(ck!(m, C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)), CKR_OK);
+    assert_eq!(
+        ck!(
+            m,
+            C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)
+        ),
+        CKR_OK
+    );
     h
 }
 
 pub fn login(m: &Module, h: CK_SESSION_HANDLE, who: CK_USER_TYPE, pin: &[u8]) -> CK_RV {
-    ck!(m, C_Login(h, who, pin.as_ptr() as *mut _, pin.len() as CK_ULONG))
+    ck!(
+        m,
+        C_Login(h, who, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
+    )
 }
 
 /// A user session on a freshly initialized slot.
@@ -149,16 +196,33 @@ pub fn user_session(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
 }
 
 pub fn mech(t: CK_MECHANISM_TYPE) -> CK_MECHANISM {
-    CK_MECHANISM { mechanism: t, pParameter: std::ptr::null_mut(), ulParameterLen: 0 }
+    CK_MECHANISM {
+        mechanism: t,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    }
 }
 
 pub fn mech_with<T>(t: CK_MECHANISM_TYPE, p: &mut T) -> CK_MECHANISM {
-    CK_MECHANISM { mechanism: t, pParameter: p as *mut T as *mut _, ulParameterLen: std::mem::size_of::<T>() as CK_ULONG }
+    CK_MECHANISM {
+        mechanism: t,
+        pParameter: p as *mut T as *mut _,
+        ulParameterLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
 }
 
 /// Reads one attribute (two calls: length, then value).
-pub fn get_attr(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-    let mut a = CK_ATTRIBUTE { type_: ty, pValue: std::ptr::null_mut(), ulValueLen: 0 };
+pub fn get_attr(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    o: CK_OBJECT_HANDLE,
+    ty: CK_ATTRIBUTE_TYPE,
+) -> Result<Vec<u8>, CK_RV> {
+    let mut a = CK_ATTRIBUTE {
+        type_: ty,
+        pValue: std::ptr::null_mut(),
+        ulValueLen: 0,
+    };
     let rv = ck!(m, C_GetAttributeValue(h, o, &mut a, 1));
     if rv != CKR_OK {
         return Err(rv);
@@ -179,7 +243,13 @@ pub fn find(m: &Module, h: CK_SESSION_HANDLE, t: &mut Template) -> Vec<CK_OBJECT
     loop {
         let mut buf = [0 as CK_OBJECT_HANDLE; 7];
         let mut n = 0;
-        assert_eq!(ck!(m, C_FindObjects(h, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)), CKR_OK);
+        assert_eq!(
+            ck!(
+                m,
+                C_FindObjects(h, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)
+            ),
+            CKR_OK
+        );
         if n == 0 {
             break;
         }
@@ -205,56 +275,136 @@ pub fn two_call(mut f: impl FnMut(*mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Ve
     Ok(out)
 }
 
-pub fn sign(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+pub fn sign(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mut mc: CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
     let rv = ck!(m, C_SignInit(h, &mut mc, key));
     if rv != CKR_OK {
         return Err(rv);
     }
-    two_call(|p, n| ck!(m, C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+    two_call(|p, n| {
+        ck!(
+            m,
+            C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)
+        )
+    })
 }
 
-pub fn verify(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8], sig: &[u8]) -> CK_RV {
+pub fn verify(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mut mc: CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+    sig: &[u8],
+) -> CK_RV {
     let rv = ck!(m, C_VerifyInit(h, &mut mc, key));
     if rv != CKR_OK {
         return rv;
     }
-    ck!(m, C_Verify(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, sig.as_ptr() as *mut _, sig.len() as CK_ULONG))
+    ck!(
+        m,
+        C_Verify(
+            h,
+            data.as_ptr() as *mut _,
+            data.len() as CK_ULONG,
+            sig.as_ptr() as *mut _,
+            sig.len() as CK_ULONG
+        )
+    )
 }
 
-pub fn encrypt(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+pub fn encrypt(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mut mc: CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
     let rv = ck!(m, C_EncryptInit(h, &mut mc, key));
     if rv != CKR_OK {
         return Err(rv);
     }
-    two_call(|p, n| ck!(m, C_Encrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+    two_call(|p, n| {
+        ck!(
+            m,
+            C_Encrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)
+        )
+    })
 }
 
-pub fn decrypt(m: &Module, h: CK_SESSION_HANDLE, mut mc: CK_MECHANISM, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+pub fn decrypt(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mut mc: CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
     let rv = ck!(m, C_DecryptInit(h, &mut mc, key));
     if rv != CKR_OK {
         return Err(rv);
     }
-    two_call(|p, n| ck!(m, C_Decrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+    two_call(|p, n| {
+        ck!(
+            m,
+            C_Decrypt(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)
+        )
+    })
 }
 
 pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// C_GenerateKeyPair with token objects labelled `label` and id `id`.
-pub fn keypair(m: &Module, h: CK_SESSION_HANDLE, mt: CK_MECHANISM_TYPE, mut public: Template, mut private: Template, id: &[u8]) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+pub fn keypair(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mt: CK_MECHANISM_TYPE,
+    mut public: Template,
+    mut private: Template,
+    id: &[u8],
+) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
     public = public.bytes(CKA_ID, id).bool(CKA_TOKEN, true);
-    private = private.bytes(CKA_ID, id).bool(CKA_TOKEN, true).bool(CKA_SENSITIVE, true);
+    private = private
+        .bytes(CKA_ID, id)
+        .bool(CKA_TOKEN, true)
+        .bool(CKA_SENSITIVE, true);
     let (mut p, mut s) = (0, 0);
     let mut mc = mech(mt);
-    let rv = ck!(m, C_GenerateKeyPair(h, &mut mc, public.ptr(), public.len(), private.ptr(), private.len(), &mut p, &mut s));
+    let rv = ck!(
+        m,
+        C_GenerateKeyPair(
+            h,
+            &mut mc,
+            public.ptr(),
+            public.len(),
+            private.ptr(),
+            private.len(),
+            &mut p,
+            &mut s
+        )
+    );
     assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
     (p, s)
 }
 
-pub fn secret(m: &Module, h: CK_SESSION_HANDLE, mt: CK_MECHANISM_TYPE, mut t: Template) -> CK_OBJECT_HANDLE {
+pub fn secret(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mt: CK_MECHANISM_TYPE,
+    mut t: Template,
+) -> CK_OBJECT_HANDLE {
     let mut k = 0;
     let mut mc = mech(mt);
-    assert_eq!(ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k)), CKR_OK, "C_GenerateKey 0x{mt:x}");
+    assert_eq!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k)),
+        CKR_OK,
+        "C_GenerateKey 0x{mt:x}"
+    );
     k
 }
 

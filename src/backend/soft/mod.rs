@@ -47,7 +47,12 @@ pub struct SoftObject {
 
 impl SoftObject {
     fn new(attrs: Attrs, session: Option<CK_SESSION_HANDLE>, file: Option<String>) -> Self {
-        SoftObject { attrs, session, file, key: OnceLock::new() }
+        SoftObject {
+            attrs,
+            session,
+            file,
+            key: OnceLock::new(),
+        }
     }
     fn private(&self) -> bool {
         self.attrs.flag_or(CKA_PRIVATE, true)
@@ -57,7 +62,11 @@ impl SoftObject {
     }
     fn key(&self) -> Result<Arc<Key>> {
         self.key
-            .get_or_init(|| Key::from_attrs(&self.attrs).map(Arc::new).map_err(|e| e.rv()))
+            .get_or_init(|| {
+                Key::from_attrs(&self.attrs)
+                    .map(Arc::new)
+                    .map_err(|e| e.rv())
+            })
             .clone()
             .map_err(Error::new)
     }
@@ -131,7 +140,9 @@ impl SoftToken {
     }
 
     fn meta_stamp(&self) -> Option<(SystemTime, u64)> {
-        std::fs::metadata(store::meta_path(&self.dir)).ok().and_then(|m| Some((m.modified().ok()?, m.ino())))
+        std::fs::metadata(store::meta_path(&self.dir))
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.ino())))
     }
 
     /// Re-reads token.json when it changed (or always with `force`).
@@ -176,17 +187,30 @@ impl SoftToken {
                 }
                 let Ok(meta) = e.metadata() else { continue };
                 seen.insert(name.clone());
-                if st.files.get(&name).is_some_and(|(ino, _)| *ino == meta.ino()) {
+                if st
+                    .files
+                    .get(&name)
+                    .is_some_and(|(ino, _)| *ino == meta.ino())
+                {
                     continue;
                 }
-                let id = st.files.get(&name).map(|(_, id)| *id).unwrap_or_else(|| self.new_id());
+                let id = st
+                    .files
+                    .get(&name)
+                    .map(|(_, id)| *id)
+                    .unwrap_or_else(|| self.new_id());
                 st.files.insert(name.clone(), (meta.ino(), id));
                 st.objects.remove(&id);
                 st.sealed.remove(&name);
                 self.load_file(&mut st, &name, id);
             }
         }
-        let gone: Vec<String> = st.files.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+        let gone: Vec<String> = st
+            .files
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some((_, id)) = st.files.remove(&name) {
                 st.objects.remove(&id);
@@ -206,23 +230,35 @@ impl SoftToken {
         };
         match store::decode_object(&bytes) {
             Ok(Decoded::Public(attrs)) => {
-                st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))));
+                st.objects.insert(
+                    id,
+                    Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))),
+                );
             }
             Ok(Decoded::Sealed(sealed)) => {
                 if st.user_in {
                     if let Some(mk) = &st.mk {
                         match store::open_private(name, &sealed, mk) {
                             Ok(attrs) => {
-                                st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))));
+                                st.objects.insert(
+                                    id,
+                                    Arc::new(SoftObject::new(attrs, None, Some(name.to_string()))),
+                                );
                             }
-                            Err(why) => log::error!("soft token: object file {} {why}; left untouched", path.display()),
+                            Err(why) => log::error!(
+                                "soft token: object file {} {why}; left untouched",
+                                path.display()
+                            ),
                         }
                         return;
                     }
                 }
                 st.sealed.insert(name.to_string(), sealed);
             }
-            Err(why) => log::error!("soft token: object file {} is unusable: {why}; left untouched", path.display()),
+            Err(why) => log::error!(
+                "soft token: object file {} is unusable: {why}; left untouched",
+                path.display()
+            ),
         }
     }
 
@@ -231,13 +267,19 @@ impl SoftToken {
         let Some(mk) = st.mk.clone() else { return };
         let sealed: Vec<(String, Vec<u8>)> = st.sealed.drain().collect();
         for (name, blob) in sealed {
-            let Some(&(_, id)) = st.files.get(&name) else { continue };
+            let Some(&(_, id)) = st.files.get(&name) else {
+                continue;
+            };
             match store::open_private(&name, &blob, &mk) {
                 Ok(attrs) => {
-                    st.objects.insert(id, Arc::new(SoftObject::new(attrs, None, Some(name))));
+                    st.objects
+                        .insert(id, Arc::new(SoftObject::new(attrs, None, Some(name))));
                 }
                 Err(why) => {
-                    log::error!("soft token: object file {} {why}; left untouched", store::objects_dir(&self.dir).join(&name).display());
+                    log::error!(
+                        "soft token: object file {} {why}; left untouched",
+                        store::objects_dir(&self.dir).join(&name).display()
+                    );
                     st.sealed.insert(name, blob);
                 }
             }
@@ -247,7 +289,10 @@ impl SoftToken {
     fn meta(st: &State) -> Result<&TokenMeta> {
         match &st.meta {
             MetaState::Ready(m) => Ok(m),
-            MetaState::Empty => Err(Error::logged(CKR_TOKEN_NOT_RECOGNIZED, "soft token is not initialized (C_InitToken)")),
+            MetaState::Empty => Err(Error::logged(
+                CKR_TOKEN_NOT_RECOGNIZED,
+                "soft token is not initialized (C_InitToken)",
+            )),
             MetaState::Broken(why) => Err(Error::logged(CKR_DEVICE_ERROR, why)),
         }
     }
@@ -261,7 +306,9 @@ impl SoftToken {
     }
 
     fn key_for(&self, ctx: &Ctx, id: ObjectId, usage: Usage, mech: &Mechanism) -> Result<Arc<Key>> {
-        let o = self.object(ctx, id).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        let o = self
+            .object(ctx, id)
+            .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
         template::check_usage(&o.attrs, usage, mech.mech)?;
         o.key()
     }
@@ -272,7 +319,10 @@ impl SoftToken {
             return Err(err(CKR_SESSION_READ_ONLY));
         }
         if attrs.flag_or(CKA_PRIVATE, true) && ctx.login != Login::User {
-            return Err(Error::logged(CKR_USER_NOT_LOGGED_IN, "a private object needs the user logged in"));
+            return Err(Error::logged(
+                CKR_USER_NOT_LOGGED_IN,
+                "a private object needs the user logged in",
+            ));
         }
         Ok(())
     }
@@ -282,20 +332,30 @@ impl SoftToken {
         Self::check_access(ctx, &attrs)?;
         let id = self.new_id();
         let file = if attrs.flag_or(CKA_TOKEN, false) {
-            let uid = attrs.bytes(CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| id.to_string());
+            let uid = attrs
+                .bytes(CKA_UNIQUE_ID)
+                .map(|u| String::from_utf8_lossy(u).into_owned())
+                .unwrap_or_else(|| id.to_string());
             let name = format!("{uid}.obj");
             self.write_object(&name, &attrs)?;
             Some(name)
         } else {
             None
         };
-        let session = if file.is_some() { None } else { Some(ctx.session) };
+        let session = if file.is_some() {
+            None
+        } else {
+            Some(ctx.session)
+        };
         let mut st = self.state.write();
         if let Some(name) = &file {
-            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name)).map(|m| m.ino()).unwrap_or(0);
+            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name))
+                .map(|m| m.ino())
+                .unwrap_or(0);
             st.files.insert(name.clone(), (ino, id));
         }
-        st.objects.insert(id, Arc::new(SoftObject::new(attrs, session, file)));
+        st.objects
+            .insert(id, Arc::new(SoftObject::new(attrs, session, file)));
         Ok(id)
     }
 
@@ -313,16 +373,24 @@ impl SoftToken {
         }
         let mut st = self.state.write();
         if let Some(name) = &old.file {
-            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name)).map(|m| m.ino()).unwrap_or(0);
+            let ino = std::fs::metadata(store::objects_dir(&self.dir).join(name))
+                .map(|m| m.ino())
+                .unwrap_or(0);
             st.files.insert(name.clone(), (ino, id));
         }
-        st.objects.insert(id, Arc::new(SoftObject::new(attrs, old.session, old.file.clone())));
+        st.objects.insert(
+            id,
+            Arc::new(SoftObject::new(attrs, old.session, old.file.clone())),
+        );
         Ok(())
     }
 
     fn check_pin_len(pin: &[u8]) -> Result<()> {
         if pin.len() < MIN_PIN_LEN || pin.len() > MAX_PIN_LEN {
-            return Err(Error::logged(CKR_PIN_LEN_RANGE, format!("PIN length must be {MIN_PIN_LEN} to {MAX_PIN_LEN}")));
+            return Err(Error::logged(
+                CKR_PIN_LEN_RANGE,
+                format!("PIN length must be {MIN_PIN_LEN} to {MAX_PIN_LEN}"),
+            ));
         }
         Ok(())
     }
@@ -334,9 +402,17 @@ impl SoftToken {
             Login::So => (Some(&meta.so), meta.so_failures),
             _ => (meta.user.as_ref(), meta.user_failures),
         };
-        let rec = rec.ok_or_else(|| Error::logged(CKR_USER_PIN_NOT_INITIALIZED, "the user PIN is not initialized (C_InitPIN)"))?;
+        let rec = rec.ok_or_else(|| {
+            Error::logged(
+                CKR_USER_PIN_NOT_INITIALIZED,
+                "the user PIN is not initialized (C_InitPIN)",
+            )
+        })?;
         if failures >= MAX_PIN_FAILURES {
-            return Err(Error::logged(CKR_PIN_LOCKED, format!("{who:?} PIN is locked after {failures} wrong entries")));
+            return Err(Error::logged(
+                CKR_PIN_LOCKED,
+                format!("{who:?} PIN is locked after {failures} wrong entries"),
+            ));
         }
         let result = pin::unwrap(rec, pin);
         let mut m = meta.clone();
@@ -427,7 +503,10 @@ impl Token for SoftToken {
             total_private_memory: CK_UNAVAILABLE_INFORMATION,
             free_private_memory: CK_UNAVAILABLE_INFORMATION,
             hardware_version: (0, 0),
-            firmware_version: (env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0), env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0)),
+            firmware_version: (
+                env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0),
+                env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0),
+            ),
             utc_time: String::new(),
         };
         match &st.meta {
@@ -440,8 +519,18 @@ impl Token for SoftToken {
                 if m.user.is_some() {
                     info.flags |= CKF_USER_PIN_INITIALIZED;
                 }
-                info.flags |= pin_flags(m.user_failures, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED);
-                info.flags |= pin_flags(m.so_failures, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED);
+                info.flags |= pin_flags(
+                    m.user_failures,
+                    CKF_USER_PIN_COUNT_LOW,
+                    CKF_USER_PIN_FINAL_TRY,
+                    CKF_USER_PIN_LOCKED,
+                );
+                info.flags |= pin_flags(
+                    m.so_failures,
+                    CKF_SO_PIN_COUNT_LOW,
+                    CKF_SO_PIN_FINAL_TRY,
+                    CKF_SO_PIN_LOCKED,
+                );
             }
         }
         Ok(info)
@@ -452,7 +541,11 @@ impl Token for SoftToken {
     }
 
     fn mechanism_info(&self, mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
-        crypto::mechanisms().iter().find(|(m, _)| *m == mech).map(|(_, i)| *i).ok_or_else(|| err(CKR_MECHANISM_INVALID))
+        crypto::mechanisms()
+            .iter()
+            .find(|(m, _)| *m == mech)
+            .map(|(_, i)| *i)
+            .ok_or_else(|| err(CKR_MECHANISM_INVALID))
     }
 
     fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {
@@ -465,7 +558,12 @@ impl Token for SoftToken {
 
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         let mut st = self.state.write();
-        let ids: Vec<ObjectId> = st.objects.iter().filter(|(_, o)| o.session == Some(session)).map(|(id, _)| *id).collect();
+        let ids: Vec<ObjectId> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| o.session == Some(session))
+            .map(|(id, _)| *id)
+            .collect();
         for id in &ids {
             st.objects.remove(id);
         }
@@ -515,8 +613,12 @@ impl Token for SoftToken {
             so_failures: 0,
             user_failures: 0,
         };
-        std::fs::create_dir_all(&objdir)
-            .map_err(|e| Error::logged(CKR_DEVICE_ERROR, format!("cannot create {}: {e}", objdir.display())))?;
+        std::fs::create_dir_all(&objdir).map_err(|e| {
+            Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("cannot create {}: {e}", objdir.display()),
+            )
+        })?;
         self.save_meta(&mut st, meta)?;
         let token_ids: Vec<ObjectId> = st.files.drain().map(|(_, (_, id))| id).collect();
         for id in token_ids {
@@ -526,7 +628,11 @@ impl Token for SoftToken {
         st.dir_stamp = None;
         st.mk = None;
         st.user_in = false;
-        log::info!("soft token at {} initialized with label {:?}", self.dir.display(), label.trim_end());
+        log::info!(
+            "soft token at {} initialized with label {:?}",
+            self.dir.display(),
+            label.trim_end()
+        );
         Ok(())
     }
 
@@ -603,7 +709,12 @@ impl Token for SoftToken {
         Ok(ids)
     }
 
-    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
         let o = self.object(ctx, obj)?;
         Ok(template::read(&o.attrs, types))
     }
@@ -621,7 +732,10 @@ impl Token for SoftToken {
     fn create_object(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<ObjectId> {
         let mut attrs = template::new_object(Op::Create, tpl, &Attrs::new())?;
         Self::check_access(ctx, &attrs)?;
-        if matches!(attrs.ulong(CKA_CLASS), Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY)) {
+        if matches!(
+            attrs.ulong(CKA_CLASS),
+            Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY)
+        ) {
             let extra = crypto::complete_import(&attrs)?;
             attrs.extend(extra);
         }
@@ -644,7 +758,10 @@ impl Token for SoftToken {
             return Err(err(CKR_SESSION_READ_ONLY));
         }
         if !o.attrs.flag_or(CKA_DESTROYABLE, true) {
-            return Err(Error::logged(CKR_ACTION_PROHIBITED, "object is not destroyable (CKA_DESTROYABLE false)"));
+            return Err(Error::logged(
+                CKR_ACTION_PROHIBITED,
+                "object is not destroyable (CKA_DESTROYABLE false)",
+            ));
         }
         if let Some(name) = &o.file {
             store::remove(&store::objects_dir(&self.dir), name)?;
@@ -690,7 +807,8 @@ impl Token for SoftToken {
     fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, tpl: &[Attr]) -> Result<ObjectId> {
         Self::mechanism_known(mech.mech)?;
         let kt = Self::secret_key_type(mech.mech)?;
-        let mut attrs = template::new_object(Op::Generate, tpl, &Self::fixed(CKO_SECRET_KEY, Some(kt)))?;
+        let mut attrs =
+            template::new_object(Op::Generate, tpl, &Self::fixed(CKO_SECRET_KEY, Some(kt)))?;
         Self::check_access(ctx, &attrs)?;
         let values = crypto::generate_key(mech, &attrs)?;
         attrs.extend(values);
@@ -698,11 +816,22 @@ impl Token for SoftToken {
         self.insert(ctx, attrs)
     }
 
-    fn generate_key_pair(&self, ctx: &Ctx, mech: &Mechanism, public: &[Attr], private: &[Attr]) -> Result<(ObjectId, ObjectId)> {
+    fn generate_key_pair(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        public: &[Attr],
+        private: &[Attr],
+    ) -> Result<(ObjectId, ObjectId)> {
         Self::mechanism_known(mech.mech)?;
         let kt = Self::pair_key_type(mech.mech)?;
-        let mut pub_attrs = template::new_object(Op::Generate, public, &Self::fixed(CKO_PUBLIC_KEY, Some(kt)))?;
-        let mut priv_attrs = template::new_object(Op::Generate, private, &Self::fixed(CKO_PRIVATE_KEY, Some(kt)))?;
+        let mut pub_attrs =
+            template::new_object(Op::Generate, public, &Self::fixed(CKO_PUBLIC_KEY, Some(kt)))?;
+        let mut priv_attrs = template::new_object(
+            Op::Generate,
+            private,
+            &Self::fixed(CKO_PRIVATE_KEY, Some(kt)),
+        )?;
         Self::check_access(ctx, &pub_attrs)?;
         Self::check_access(ctx, &priv_attrs)?;
         let (pv, sv) = crypto::generate_key_pair(mech, &pub_attrs, &priv_attrs)?;
@@ -720,23 +849,47 @@ impl Token for SoftToken {
         }
     }
 
-    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+    fn wrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        wrapping: ObjectId,
+        key: ObjectId,
+    ) -> Result<Vec<u8>> {
         Self::mechanism_known(mech.mech)?;
-        let wk = self.object(ctx, wrapping).map_err(|_| err(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
+        let wk = self
+            .object(ctx, wrapping)
+            .map_err(|_| err(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
         template::check_usage(&wk.attrs, Usage::Wrap, mech.mech)?;
-        let target = self.object(ctx, key).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        let target = self
+            .object(ctx, key)
+            .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
         if !target.attrs.flag_or(CKA_EXTRACTABLE, false) {
-            return Err(Error::logged(CKR_KEY_UNEXTRACTABLE, "key to wrap is not extractable"));
+            return Err(Error::logged(
+                CKR_KEY_UNEXTRACTABLE,
+                "key to wrap is not extractable",
+            ));
         }
-        if target.attrs.flag_or(CKA_WRAP_WITH_TRUSTED, false) && !wk.attrs.flag_or(CKA_TRUSTED, false) {
+        if target.attrs.flag_or(CKA_WRAP_WITH_TRUSTED, false)
+            && !wk.attrs.flag_or(CKA_TRUSTED, false)
+        {
             return Err(err(CKR_KEY_NOT_WRAPPABLE));
         }
         crypto::wrap(mech, &wk.key()?, &target.attrs)
     }
 
-    fn unwrap_key(&self, ctx: &Ctx, mech: &Mechanism, unwrapping: ObjectId, wrapped: &[u8], tpl: &[Attr]) -> Result<ObjectId> {
+    fn unwrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        unwrapping: ObjectId,
+        wrapped: &[u8],
+        tpl: &[Attr],
+    ) -> Result<ObjectId> {
         Self::mechanism_known(mech.mech)?;
-        let uk = self.object(ctx, unwrapping).map_err(|_| err(CKR_UNWRAPPING_KEY_HANDLE_INVALID))?;
+        let uk = self
+            .object(ctx, unwrapping)
+            .map_err(|_| err(CKR_UNWRAPPING_KEY_HANDLE_INVALID))?;
         template::check_usage(&uk.attrs, Usage::Unwrap, mech.mech)?;
         let mut attrs = template::new_object(Op::Unwrap, tpl, &Attrs::new())?;
         Self::check_access(ctx, &attrs)?;
@@ -747,17 +900,32 @@ impl Token for SoftToken {
         self.insert(ctx, attrs)
     }
 
-    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, tpl: &[Attr]) -> Result<ObjectId> {
+    fn derive_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        tpl: &[Attr],
+    ) -> Result<ObjectId> {
         Self::mechanism_known(mech.mech)?;
-        let bk = self.object(ctx, base).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        let bk = self
+            .object(ctx, base)
+            .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
         template::check_usage(&bk.attrs, Usage::Derive, mech.mech)?;
-        let fixed = if crate::core::attr::find(tpl, CKA_CLASS).is_none() { Self::fixed(CKO_SECRET_KEY, None) } else { Attrs::new() };
+        let fixed = if crate::core::attr::find(tpl, CKA_CLASS).is_none() {
+            Self::fixed(CKO_SECRET_KEY, None)
+        } else {
+            Attrs::new()
+        };
         let mut attrs = template::new_object(Op::Derive, tpl, &fixed)?;
         Self::check_access(ctx, &attrs)?;
         let other = match mech.param {
             crate::core::mechanism::MechParam::Key(id) => {
-                let o = self.object(ctx, id).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-                template::check_usage(&o.attrs, Usage::Derive, mech.mech).map_err(|_| err(CKR_KEY_FUNCTION_NOT_PERMITTED))?;
+                let o = self
+                    .object(ctx, id)
+                    .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+                template::check_usage(&o.attrs, Usage::Derive, mech.mech)
+                    .map_err(|_| err(CKR_KEY_FUNCTION_NOT_PERMITTED))?;
                 Some(o.key()?)
             }
             _ => None,
@@ -766,8 +934,14 @@ impl Token for SoftToken {
         attrs.extend(values);
         let sensitive = attrs.flag_or(CKA_SENSITIVE, false);
         let extractable = attrs.flag_or(CKA_EXTRACTABLE, false);
-        attrs.set_flag(CKA_ALWAYS_SENSITIVE, bk.attrs.flag_or(CKA_ALWAYS_SENSITIVE, false) && sensitive);
-        attrs.set_flag(CKA_NEVER_EXTRACTABLE, bk.attrs.flag_or(CKA_NEVER_EXTRACTABLE, false) && !extractable);
+        attrs.set_flag(
+            CKA_ALWAYS_SENSITIVE,
+            bk.attrs.flag_or(CKA_ALWAYS_SENSITIVE, false) && sensitive,
+        );
+        attrs.set_flag(
+            CKA_NEVER_EXTRACTABLE,
+            bk.attrs.flag_or(CKA_NEVER_EXTRACTABLE, false) && !extractable,
+        );
         self.insert(ctx, attrs)
     }
 
@@ -782,7 +956,9 @@ impl Token for SoftToken {
     }
 
     fn digest_key_value(&self, ctx: &Ctx, key: ObjectId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        let o = self.object(ctx, key).map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
+        let o = self
+            .object(ctx, key)
+            .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
         match (o.attrs.ulong(CKA_CLASS), o.attrs.bytes(CKA_VALUE)) {
             (Some(CKO_SECRET_KEY), Some(v)) => Ok(zeroize::Zeroizing::new(v.to_vec())),
             _ => Err(err(CKR_KEY_INDIGESTIBLE)),

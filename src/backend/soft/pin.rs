@@ -33,7 +33,11 @@ pub fn make_record(pin: &[u8], mk: &MasterKey, iterations: u32) -> Result<PinRec
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| err(CKR_FUNCTION_FAILED))?;
     let k = kek(pin, &salt, iterations);
-    Ok(PinRecord { salt: hex::encode(salt), iterations, wrapped: hex::encode(store::seal(&k, WRAP_AAD, &mk[..])?) })
+    Ok(PinRecord {
+        salt: hex::encode(salt),
+        iterations,
+        wrapped: hex::encode(store::seal(&k, WRAP_AAD, &mk[..])?),
+    })
 }
 
 /// The master key if `pin` is right; `CKR_PIN_INCORRECT` otherwise.

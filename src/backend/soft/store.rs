@@ -63,7 +63,10 @@ pub fn objects_dir(dir: &Path) -> PathBuf {
 /// Reads `token.json`; a damaged or foreign file is an error naming it.
 pub fn load_meta(dir: &Path) -> std::result::Result<Loaded, String> {
     if dir.exists() && !dir.is_dir() {
-        return Err(format!("soft token path {} is not a directory", dir.display()));
+        return Err(format!(
+            "soft token path {} is not a directory",
+            dir.display()
+        ));
     }
     let p = meta_path(dir);
     let text = match fs::read_to_string(&p) {
@@ -83,10 +86,14 @@ pub fn load_meta(dir: &Path) -> std::result::Result<Loaded, String> {
         }
         Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
     };
-    let meta: TokenMeta =
-        serde_json::from_str(&text).map_err(|e| format!("{} is damaged or not an hsmux token file: {e}", p.display()))?;
+    let meta: TokenMeta = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is damaged or not an hsmux token file: {e}", p.display()))?;
     if meta.format != FORMAT {
-        return Err(format!("{} has format {:?}, expected {FORMAT:?}", p.display(), meta.format));
+        return Err(format!(
+            "{} has format {:?}, expected {FORMAT:?}",
+            p.display(),
+            meta.format
+        ));
     }
     Ok(Loaded::Meta(meta))
 }
@@ -98,11 +105,20 @@ pub fn save_meta(dir: &Path, meta: &TokenMeta) -> Result<()> {
 
 /// Writes `name` in `dir` so that a crash leaves the old or the new content.
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| Error::logged(CKR_DEVICE_ERROR, format!("soft token {}: {what}: {e}", dir.display()));
+    let io = |what: &str, e: std::io::Error| {
+        Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("soft token {}: {what}: {e}", dir.display()),
+        )
+    };
     fs::create_dir_all(dir).map_err(|e| io("cannot create directory", e))?;
     let tmp = dir.join(format!(".tmp-{name}-{}-{}", std::process::id(), rand_u64()));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io("create", e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io("create", e))?;
         f.write_all(data).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("fsync", e))?;
         fs::rename(&tmp, dir.join(name)).map_err(|e| io("rename", e))?;
@@ -122,7 +138,13 @@ pub fn remove(dir: &Path, name: &str) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::logged(CKR_DEVICE_ERROR, format!("soft token: cannot remove {}: {e}", dir.join(name).display()))),
+        Err(e) => Err(Error::logged(
+            CKR_DEVICE_ERROR,
+            format!(
+                "soft token: cannot remove {}: {e}",
+                dir.join(name).display()
+            ),
+        )),
     }
 }
 
@@ -143,7 +165,7 @@ pub fn encode_attrs(attrs: &Attrs) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + attrs.values().map(|v| v.len() + 12).sum::<usize>());
     out.extend_from_slice(&(attrs.len() as u32).to_le_bytes());
     for (ty, v) in attrs {
-        out.extend_from_slice(&(*ty as u64).to_le_bytes());
+        out.extend_from_slice(&ty.to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
     }
@@ -170,7 +192,9 @@ pub fn decode_attrs(mut b: &[u8]) -> Option<Attrs> {
 }
 
 fn gcm_key(key: &[u8; 32]) -> Result<LessSafeKey> {
-    UnboundKey::new(&AES_256_GCM, key).map(LessSafeKey::new).map_err(|_| err(CKR_GENERAL_ERROR))
+    UnboundKey::new(&AES_256_GCM, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| err(CKR_GENERAL_ERROR))
 }
 
 /// Seals `plain` under `key` with a fresh nonce: nonce || ciphertext || tag.
@@ -179,8 +203,12 @@ pub fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
     let mut nonce = [0u8; 12];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| err(CKR_FUNCTION_FAILED))?;
     let mut buf = plain.to_vec();
-    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-        .map_err(|_| err(CKR_GENERAL_ERROR))?;
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| err(CKR_GENERAL_ERROR))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     buf.iter_mut().for_each(|b| *b = 0);
@@ -201,7 +229,12 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<zeroize::Zeroiz
 }
 
 /// The bytes of an object file.
-pub fn encode_object(name: &str, attrs: &Attrs, private: bool, mk: Option<&[u8; 32]>) -> Result<Vec<u8>> {
+pub fn encode_object(
+    name: &str,
+    attrs: &Attrs,
+    private: bool,
+    mk: Option<&[u8; 32]>,
+) -> Result<Vec<u8>> {
     let blob = zeroize::Zeroizing::new(encode_attrs(attrs));
     let mut out = OBJ_MAGIC.to_vec();
     if private {
@@ -239,7 +272,9 @@ pub fn decode_object(bytes: &[u8]) -> std::result::Result<Decoded, &'static str>
             if aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body).as_ref() != sum {
                 return Err("checksum mismatch");
             }
-            decode_attrs(&body[9..]).map(Decoded::Public).ok_or("malformed attributes")
+            decode_attrs(&body[9..])
+                .map(Decoded::Public)
+                .ok_or("malformed attributes")
         }
         KIND_PRIVATE => Ok(Decoded::Sealed(bytes[9..].to_vec())),
         _ => Err("unknown object kind"),
@@ -247,9 +282,14 @@ pub fn decode_object(bytes: &[u8]) -> std::result::Result<Decoded, &'static str>
 }
 
 /// Opens a sealed private object with the master key.
-pub fn open_private(name: &str, sealed: &[u8], mk: &[u8; 32]) -> std::result::Result<Attrs, &'static str> {
+pub fn open_private(
+    name: &str,
+    sealed: &[u8],
+    mk: &[u8; 32],
+) -> std::result::Result<Attrs, &'static str> {
     let aad = [&OBJ_MAGIC[..], &[KIND_PRIVATE], name.as_bytes()].concat();
-    let plain = open(mk, &aad, sealed).ok_or("cannot be decrypted with this token's key (damaged or foreign)")?;
+    let plain = open(mk, &aad, sealed)
+        .ok_or("cannot be decrypted with this token's key (damaged or foreign)")?;
     decode_attrs(&plain).ok_or("malformed attributes")
 }
 
@@ -282,10 +322,15 @@ mod tests {
     fn private_objects_need_the_right_key_and_name() {
         let mk = [9u8; 32];
         let bytes = encode_object("a.obj", &sample(), true, Some(&mk)).unwrap();
-        let Decoded::Sealed(s) = decode_object(&bytes).unwrap() else { panic!("kind") };
+        let Decoded::Sealed(s) = decode_object(&bytes).unwrap() else {
+            panic!("kind")
+        };
         assert_eq!(open_private("a.obj", &s, &mk).unwrap(), sample());
         assert!(open_private("a.obj", &s, &[8u8; 32]).is_err());
-        assert!(open_private("b.obj", &s, &mk).is_err(), "a file moved to another name is refused");
+        assert!(
+            open_private("b.obj", &s, &mk).is_err(),
+            "a file moved to another name is refused"
+        );
     }
 
     #[test]

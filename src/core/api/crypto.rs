@@ -11,7 +11,11 @@ use cryptoki_sys::*;
 /// What an `*Init` needs: the mechanism (`None` cancels) and the key handle.
 macro_rules! init_fn {
     ($name:ident, $field:ident, $backend:ident) => {
-        pub fn $name(h: CK_SESSION_HANDLE, mech: Option<&Mechanism>, key: CK_OBJECT_HANDLE) -> Result<()> {
+        pub fn $name(
+            h: CK_SESSION_HANDLE,
+            mech: Option<&Mechanism>,
+            key: CK_OBJECT_HANDLE,
+        ) -> Result<()> {
             with_session(h, |inst, s| {
                 let Some(mech) = mech else {
                     s.$field = None;

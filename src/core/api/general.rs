@@ -56,7 +56,10 @@ pub fn init_token(slot: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<(
     let inst = instance::get()?;
     let s = inst.slot(slot)?;
     if s.sessions.load(Ordering::SeqCst) > 0 {
-        return Err(Error::logged(CKR_SESSION_EXISTS, "C_InitToken: close all sessions of the slot first"));
+        return Err(Error::logged(
+            CKR_SESSION_EXISTS,
+            "C_InitToken: close all sessions of the slot first",
+        ));
     }
     let label = std::str::from_utf8(label).map_err(|_| err(CKR_ARGUMENTS_BAD))?;
     s.token.init_token(so_pin, label.trim_end())?;

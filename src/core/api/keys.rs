@@ -7,7 +7,11 @@ use crate::core::mechanism::Mechanism;
 use crate::core::out::OutBuf;
 use cryptoki_sys::*;
 
-pub fn generate_key(h: CK_SESSION_HANDLE, mech: &Mechanism, template: &[Attr]) -> Result<CK_OBJECT_HANDLE> {
+pub fn generate_key(
+    h: CK_SESSION_HANDLE,
+    mech: &Mechanism,
+    template: &[Attr],
+) -> Result<CK_OBJECT_HANDLE> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = s.slot.token.generate_key(&ctx, mech, template)?;
@@ -23,8 +27,14 @@ pub fn generate_key_pair(
 ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
-        let (p, q) = s.slot.token.generate_key_pair(&ctx, mech, public, private)?;
-        Ok((inst.objects.handle_for(slot, p), inst.objects.handle_for(slot, q)))
+        let (p, q) = s
+            .slot
+            .token
+            .generate_key_pair(&ctx, mech, public, private)?;
+        Ok((
+            inst.objects.handle_for(slot, p),
+            inst.objects.handle_for(slot, q),
+        ))
     })
 }
 
@@ -61,7 +71,12 @@ pub fn unwrap_key(
     })
 }
 
-pub fn derive_key(h: CK_SESSION_HANDLE, mech: &Mechanism, base: CK_OBJECT_HANDLE, template: &[Attr]) -> Result<CK_OBJECT_HANDLE> {
+pub fn derive_key(
+    h: CK_SESSION_HANDLE,
+    mech: &Mechanism,
+    base: CK_OBJECT_HANDLE,
+    template: &[Attr],
+) -> Result<CK_OBJECT_HANDLE> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let b = inst.object(slot, base, CKR_KEY_HANDLE_INVALID)?;

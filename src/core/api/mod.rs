@@ -14,9 +14,11 @@ use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::session::Session;
 use cryptoki_sys::*;
 
-
 /// Runs `f` on the session `h` (locked for the call), with the instance.
-pub(crate) fn with_session<T>(h: CK_SESSION_HANDLE, f: impl FnOnce(&Instance, &mut Session) -> Result<T>) -> Result<T> {
+pub(crate) fn with_session<T>(
+    h: CK_SESSION_HANDLE,
+    f: impl FnOnce(&Instance, &mut Session) -> Result<T>,
+) -> Result<T> {
     let inst = instance::get()?;
     let s = inst.session(h)?;
     let mut guard = s.lock();

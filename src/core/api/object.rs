@@ -14,7 +14,11 @@ pub fn create_object(h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<CK_OBJEC
     })
 }
 
-pub fn copy_object(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[Attr]) -> Result<CK_OBJECT_HANDLE> {
+pub fn copy_object(
+    h: CK_SESSION_HANDLE,
+    obj: CK_OBJECT_HANDLE,
+    template: &[Attr],
+) -> Result<CK_OBJECT_HANDLE> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = inst.object(slot, obj, CKR_OBJECT_HANDLE_INVALID)?;
@@ -41,7 +45,11 @@ pub fn object_size(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<CK_ULO
     })
 }
 
-pub fn get_attributes(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+pub fn get_attributes(
+    h: CK_SESSION_HANDLE,
+    obj: CK_OBJECT_HANDLE,
+    types: &[CK_ATTRIBUTE_TYPE],
+) -> Result<Vec<AttrValue>> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = inst.object(slot, obj, CKR_OBJECT_HANDLE_INVALID)?;
@@ -49,7 +57,11 @@ pub fn get_attributes(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_A
     })
 }
 
-pub fn set_attributes(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[Attr]) -> Result<()> {
+pub fn set_attributes(
+    h: CK_SESSION_HANDLE,
+    obj: CK_OBJECT_HANDLE,
+    template: &[Attr],
+) -> Result<()> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = inst.object(slot, obj, CKR_OBJECT_HANDLE_INVALID)?;
@@ -72,14 +84,25 @@ pub fn find_init(h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
 pub fn find(h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
     with_session(h, |inst, s| {
         let slot = inst.slot_position(&s.slot);
-        let f = s.find.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+        let f = s
+            .find
+            .as_mut()
+            .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
         let end = (f.pos + max).min(f.ids.len());
-        let out = f.ids[f.pos..end].iter().map(|id| inst.objects.handle_for(slot, *id)).collect();
+        let out = f.ids[f.pos..end]
+            .iter()
+            .map(|id| inst.objects.handle_for(slot, *id))
+            .collect();
         f.pos = end;
         Ok(out)
     })
 }
 
 pub fn find_final(h: CK_SESSION_HANDLE) -> Result<()> {
-    with_session(h, |_, s| s.find.take().map(|_| ()).ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED)))
+    with_session(h, |_, s| {
+        s.find
+            .take()
+            .map(|_| ())
+            .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))
+    })
 }

@@ -27,13 +27,17 @@ pub fn open_session(slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HAND
     if !rw {
         s.ro_sessions.fetch_add(1, Ordering::SeqCst);
     }
-    inst.sessions.insert(h, Arc::new(Mutex::new(Session::new(h, s, rw))));
+    inst.sessions
+        .insert(h, Arc::new(Mutex::new(Session::new(h, s, rw))));
     Ok(h)
 }
 
 /// Ends a session: its session objects go, and the slot logs out with its last session.
 fn end_session(inst: &Instance, h: CK_SESSION_HANDLE) -> Result<()> {
-    let (_, sess) = inst.sessions.remove(&h).ok_or_else(|| err(CKR_SESSION_HANDLE_INVALID))?;
+    let (_, sess) = inst
+        .sessions
+        .remove(&h)
+        .ok_or_else(|| err(CKR_SESSION_HANDLE_INVALID))?;
     let (slot, rw) = {
         let s = sess.lock();
         (s.slot.clone(), s.rw)
@@ -117,7 +121,10 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
         _ => return Err(err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),
     }
     if who == Login::So && slot.ro_sessions.load(Ordering::SeqCst) > 0 {
-        return Err(Error::logged(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs all sessions of the slot read/write"));
+        return Err(Error::logged(
+            CKR_SESSION_READ_ONLY_EXISTS,
+            "SO login needs all sessions of the slot read/write",
+        ));
     }
     slot.token.login(who, pin)?;
     slot.set_login(&mut state, who);

@@ -29,9 +29,15 @@ impl Curve {
                 b"prime256v1" | b"secp256r1" => Ok(Curve::P256),
                 b"secp384r1" => Ok(Curve::P384),
                 b"edwards25519" | b"Ed25519" => Ok(Curve::Ed25519),
-                _ => Err(Error::logged(CKR_CURVE_NOT_SUPPORTED, "unsupported curve name in CKA_EC_PARAMS")),
+                _ => Err(Error::logged(
+                    CKR_CURVE_NOT_SUPPORTED,
+                    "unsupported curve name in CKA_EC_PARAMS",
+                )),
             },
-            _ => Err(Error::logged(CKR_CURVE_NOT_SUPPORTED, "unsupported CKA_EC_PARAMS (P-256, P-384, Ed25519 are supported)")),
+            _ => Err(Error::logged(
+                CKR_CURVE_NOT_SUPPORTED,
+                "unsupported CKA_EC_PARAMS (P-256, P-384, Ed25519 are supported)",
+            )),
         }
     }
 
@@ -95,21 +101,59 @@ pub fn ec_point(v: &[u8], curve: Curve) -> Result<Vec<u8>> {
     let inner = match v {
         [0x04, n, rest @ ..] if (*n as usize) < 0x80 && *n as usize == rest.len() => rest,
         [0x04, 0x81, n, rest @ ..] if *n as usize == rest.len() => rest,
-        _ => return Err(Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "EC point is neither a DER OCTET STRING nor a raw point")),
+        _ => {
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "EC point is neither a DER OCTET STRING nor a raw point",
+            ))
+        }
     };
     if inner.len() != want {
-        return Err(Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "EC point has the wrong length for its curve"));
+        return Err(Error::logged(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "EC point has the wrong length for its curve",
+        ));
     }
     Ok(inner.to_vec())
 }
 
 /// DigestInfo prefixes (RFC 8017 §9.2 note 1), for CKM_RSA_PKCS signatures.
 pub const DIGEST_INFO: &[(CK_MECHANISM_TYPE, &[u8])] = &[
-    (CKM_SHA_1, &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14]),
-    (CKM_SHA224, &[0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c]),
-    (CKM_SHA256, &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20]),
-    (CKM_SHA384, &[0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30]),
-    (CKM_SHA512, &[0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40]),
+    (
+        CKM_SHA_1,
+        &[
+            0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+            0x14,
+        ],
+    ),
+    (
+        CKM_SHA224,
+        &[
+            0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x04, 0x05, 0x00, 0x04, 0x1c,
+        ],
+    ),
+    (
+        CKM_SHA256,
+        &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ],
+    ),
+    (
+        CKM_SHA384,
+        &[
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x02, 0x05, 0x00, 0x04, 0x30,
+        ],
+    ),
+    (
+        CKM_SHA512,
+        &[
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x03, 0x05, 0x00, 0x04, 0x40,
+        ],
+    ),
 ];
 
 /// Splits a DigestInfo into (hash mechanism, digest).
@@ -120,7 +164,8 @@ pub fn split_digest_info(data: &[u8]) -> Option<(CK_MECHANISM_TYPE, &[u8])> {
     })
 }
 
-const OID_RSA: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_RSA: pkcs8::ObjectIdentifier =
+    pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// RSA private key components, big-endian without leading zeros.
 pub struct RsaParts {
@@ -152,7 +197,9 @@ impl RsaParts {
             coefficient: uint(&self.qinv)?,
             other_prime_infos: None,
         };
-        Ok(Zeroizing::new(k.to_der().map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))?))
+        Ok(Zeroizing::new(
+            k.to_der().map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))?,
+        ))
     }
 
     pub fn from_pkcs1(der: &[u8]) -> Result<RsaParts> {
@@ -174,41 +221,63 @@ impl RsaParts {
     pub fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>> {
         let inner = self.to_pkcs1()?;
         let info = pkcs8::PrivateKeyInfo {
-            algorithm: pkcs8::AlgorithmIdentifierRef { oid: OID_RSA, parameters: Some(pkcs8::der::asn1::AnyRef::NULL) },
+            algorithm: pkcs8::AlgorithmIdentifierRef {
+                oid: OID_RSA,
+                parameters: Some(pkcs8::der::asn1::AnyRef::NULL),
+            },
             private_key: &inner,
             public_key: None,
         };
-        Ok(Zeroizing::new(info.to_der().map_err(|_| err(CKR_GENERAL_ERROR))?))
+        Ok(Zeroizing::new(
+            info.to_der().map_err(|_| err(CKR_GENERAL_ERROR))?,
+        ))
     }
 }
 
 /// PKCS#1 RSAPublicKey DER (what aws-lc-rs verifies with).
 pub fn rsa_public_pkcs1(n: &[u8], e: &[u8]) -> Result<Vec<u8>> {
-    pkcs1::RsaPublicKey { modulus: uint(n)?, public_exponent: uint(e)? }
-        .to_der()
-        .map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))
+    pkcs1::RsaPublicKey {
+        modulus: uint(n)?,
+        public_exponent: uint(e)?,
+    }
+    .to_der()
+    .map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))
 }
 
 /// SubjectPublicKeyInfo DER of an RSA key (what aws-lc-rs encrypts with).
 pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<Vec<u8>> {
     let pk = rsa_public_pkcs1(n, e)?;
     let spki = pkcs8::spki::SubjectPublicKeyInfoRef {
-        algorithm: pkcs8::AlgorithmIdentifierRef { oid: OID_RSA, parameters: Some(pkcs8::der::asn1::AnyRef::NULL) },
-        subject_public_key: pkcs8::der::asn1::BitStringRef::from_bytes(&pk).map_err(|_| err(CKR_GENERAL_ERROR))?,
+        algorithm: pkcs8::AlgorithmIdentifierRef {
+            oid: OID_RSA,
+            parameters: Some(pkcs8::der::asn1::AnyRef::NULL),
+        },
+        subject_public_key: pkcs8::der::asn1::BitStringRef::from_bytes(&pk)
+            .map_err(|_| err(CKR_GENERAL_ERROR))?,
     };
     spki.to_der().map_err(|_| err(CKR_GENERAL_ERROR))
 }
 
-/// What a PKCS#8 PrivateKeyInfo holds: the algorithm OID and parameters, and the key.
-pub fn read_pkcs8(der: &[u8]) -> Result<(String, Option<Vec<u8>>, Zeroizing<Vec<u8>>)> {
-    let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| Error::logged(CKR_WRAPPED_KEY_INVALID, "unwrapped data is not PKCS#8"))?;
+/// What a PKCS#8 PrivateKeyInfo holds: the algorithm OID, its parameters (DER), the key.
+pub type Pkcs8Parts = (String, Option<Vec<u8>>, Zeroizing<Vec<u8>>);
+
+pub fn read_pkcs8(der: &[u8]) -> Result<Pkcs8Parts> {
+    let info = pkcs8::PrivateKeyInfo::try_from(der)
+        .map_err(|_| Error::logged(CKR_WRAPPED_KEY_INVALID, "unwrapped data is not PKCS#8"))?;
     let params = info.algorithm.parameters.and_then(|p| p.to_der().ok());
-    Ok((info.algorithm.oid.to_string(), params, Zeroizing::new(info.private_key.to_vec())))
+    Ok((
+        info.algorithm.oid.to_string(),
+        params,
+        Zeroizing::new(info.private_key.to_vec()),
+    ))
 }
 
 /// Strips leading zero bytes (PKCS#11 big integers may carry them).
 pub fn trim(b: &[u8]) -> &[u8] {
-    let i = b.iter().position(|x| *x != 0).unwrap_or(b.len().saturating_sub(1));
+    let i = b
+        .iter()
+        .position(|x| *x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
     &b[i..]
 }
 
@@ -219,15 +288,27 @@ mod tests {
     #[test]
     fn curves_by_oid_and_name() {
         assert_eq!(Curve::from_params(OID_P256).unwrap(), Curve::P256);
-        assert_eq!(Curve::from_params(b"\x13\x0aprime256v1").unwrap(), Curve::P256);
-        assert_eq!(Curve::from_params(b"\x13\x0cedwards25519").unwrap(), Curve::Ed25519);
-        assert_eq!(Curve::from_params(&[0x06, 0x01, 0x00]).unwrap_err().rv(), CKR_CURVE_NOT_SUPPORTED);
+        assert_eq!(
+            Curve::from_params(b"\x13\x0aprime256v1").unwrap(),
+            Curve::P256
+        );
+        assert_eq!(
+            Curve::from_params(b"\x13\x0cedwards25519").unwrap(),
+            Curve::Ed25519
+        );
+        assert_eq!(
+            Curve::from_params(&[0x06, 0x01, 0x00]).unwrap_err().rv(),
+            CKR_CURVE_NOT_SUPPORTED
+        );
     }
 
     #[test]
     fn points_in_both_encodings() {
         let p = [0x04u8; 65];
-        assert_eq!(ec_point(&octet_string(&p), Curve::P256).unwrap(), p.to_vec());
+        assert_eq!(
+            ec_point(&octet_string(&p), Curve::P256).unwrap(),
+            p.to_vec()
+        );
         assert_eq!(ec_point(&p, Curve::P256).unwrap(), p.to_vec());
         let p384 = [0x04u8; 97];
         assert_eq!(octet_string(&p384)[..3], [0x04, 0x61, 0x04]);

@@ -4,7 +4,9 @@
 //! case never comes here.
 
 use crate::core::error::{err, Result};
-use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_192, AES_256};
+use aws_lc_rs::cipher::{
+    EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_192, AES_256,
+};
 use cryptoki_sys::*;
 use ghash::universal_hash::{KeyInit, UniversalHash};
 use ghash::GHash;
@@ -16,9 +18,11 @@ fn aes_ecb(key: &[u8], blocks: &mut [u8]) -> Result<()> {
         32 => &AES_256,
         _ => return Err(err(CKR_KEY_SIZE_RANGE)),
     };
-    let k = EncryptingKey::ecb(UnboundCipherKey::new(alg, key).map_err(|_| err(CKR_KEY_SIZE_RANGE))?)
-        .map_err(|_| err(CKR_GENERAL_ERROR))?;
-    k.less_safe_encrypt(blocks, EncryptionContext::None).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+    let k =
+        EncryptingKey::ecb(UnboundCipherKey::new(alg, key).map_err(|_| err(CKR_KEY_SIZE_RANGE))?)
+            .map_err(|_| err(CKR_GENERAL_ERROR))?;
+    k.less_safe_encrypt(blocks, EncryptionContext::None)
+        .map_err(|_| err(CKR_FUNCTION_FAILED))?;
     Ok(())
 }
 
@@ -50,7 +54,14 @@ fn ctr(key: &[u8], j0: &[u8; 16], data: &mut [u8]) -> Result<()> {
 }
 
 /// Seals (`encrypt`) or opens `input`: the output is ciphertext || tag, or the plaintext.
-pub fn run(key: &[u8], iv: &[u8], aad: &[u8], tag_len: usize, encrypt: bool, input: &[u8]) -> Result<Vec<u8>> {
+pub fn run(
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    tag_len: usize,
+    encrypt: bool,
+    input: &[u8],
+) -> Result<Vec<u8>> {
     let mut h = [0u8; 16];
     aes_ecb(key, &mut h)?;
     let j0: [u8; 16] = if iv.len() == 12 {
@@ -65,7 +76,11 @@ pub fn run(key: &[u8], iv: &[u8], aad: &[u8], tag_len: usize, encrypt: bool, inp
     aes_ecb(key, &mut ek_j0)?;
     let tag_of = |ct: &[u8]| -> Vec<u8> {
         let s = ghash(&h, &[aad, ct], (aad.len() as u64, ct.len() as u64));
-        s.iter().zip(&ek_j0).map(|(a, b)| a ^ b).take(tag_len).collect()
+        s.iter()
+            .zip(&ek_j0)
+            .map(|(a, b)| a ^ b)
+            .take(tag_len)
+            .collect()
     };
     if encrypt {
         let mut out = input.to_vec();
@@ -101,12 +116,20 @@ mod tests {
         let mine = run(&key, &iv, aad, 16, true, msg).unwrap();
         let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
         let mut theirs = msg.to_vec();
-        k.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut theirs).unwrap();
+        k.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(aad),
+            &mut theirs,
+        )
+        .unwrap();
         assert_eq!(mine, theirs);
         // A truncated tag is the leftmost bytes of the full one.
         let short = run(&key, &iv, aad, 12, true, msg).unwrap();
         assert_eq!(short[..], theirs[..theirs.len() - 4]);
-        assert_eq!(run(&key, &iv, aad, 12, false, &short).unwrap(), msg.to_vec());
+        assert_eq!(
+            run(&key, &iv, aad, 12, false, &short).unwrap(),
+            msg.to_vec()
+        );
     }
 
     #[test]
@@ -123,6 +146,9 @@ mod tests {
         assert_eq!(run(&key, &iv, &aad, 16, false, &out).unwrap(), pt);
         let mut bad = out.clone();
         bad[0] ^= 1;
-        assert_eq!(run(&key, &iv, &aad, 16, false, &bad).unwrap_err().rv(), CKR_ENCRYPTED_DATA_INVALID);
+        assert_eq!(
+            run(&key, &iv, &aad, 16, false, &bad).unwrap_err().rv(),
+            CKR_ENCRYPTED_DATA_INVALID
+        );
     }
 }

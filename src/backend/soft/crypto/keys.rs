@@ -13,13 +13,36 @@ use zeroize::Zeroizing;
 
 pub enum Key {
     /// AES, generic secret and HMAC keys.
-    Secret { key_type: CK_KEY_TYPE, value: Zeroizing<Vec<u8>> },
-    EcPrivate { curve: Curve, pair: EcdsaKeyPair, scalar: Zeroizing<Vec<u8>> },
-    EcPublic { curve: Curve, point: Vec<u8> },
-    EdPrivate { pair: Ed25519KeyPair },
-    EdPublic { point: Vec<u8> },
-    RsaPrivate { pair: rsa::KeyPair, parts: RsaParts, decrypting: OnceLock<Option<rsa::PrivateDecryptingKey>> },
-    RsaPublic { n: Vec<u8>, e: Vec<u8>, pkcs1: Vec<u8>, spki: Vec<u8> },
+    Secret {
+        key_type: CK_KEY_TYPE,
+        value: Zeroizing<Vec<u8>>,
+    },
+    EcPrivate {
+        curve: Curve,
+        pair: EcdsaKeyPair,
+        scalar: Zeroizing<Vec<u8>>,
+    },
+    EcPublic {
+        curve: Curve,
+        point: Vec<u8>,
+    },
+    EdPrivate {
+        pair: Ed25519KeyPair,
+    },
+    EdPublic {
+        point: Vec<u8>,
+    },
+    RsaPrivate {
+        pair: rsa::KeyPair,
+        parts: RsaParts,
+        decrypting: OnceLock<Option<rsa::PrivateDecryptingKey>>,
+    },
+    RsaPublic {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        pkcs1: Vec<u8>,
+        spki: Vec<u8>,
+    },
 }
 
 pub fn ecdsa_alg(c: Curve) -> &'static signature::EcdsaSigningAlgorithm {
@@ -37,30 +60,59 @@ fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
 }
 
 fn need<'a>(a: &'a Attrs, ty: CK_ATTRIBUTE_TYPE, what: &str) -> Result<&'a [u8]> {
-    a.bytes(ty).filter(|v| !v.is_empty()).ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, format!("key lacks {what}")))
+    a.bytes(ty)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, format!("key lacks {what}")))
 }
 
 /// The public point of a NIST-curve private scalar.
 fn point_of(curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
-    let k = agreement::PrivateKey::from_private_key(ecdh_alg(curve), scalar)
-        .map_err(|_| Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "EC private value is not a valid scalar"))?;
-    Ok(k.compute_public_key().map_err(|_| err(CKR_GENERAL_ERROR))?.as_ref().to_vec())
+    let k = agreement::PrivateKey::from_private_key(ecdh_alg(curve), scalar).map_err(|_| {
+        Error::logged(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "EC private value is not a valid scalar",
+        )
+    })?;
+    Ok(k.compute_public_key()
+        .map_err(|_| err(CKR_GENERAL_ERROR))?
+        .as_ref()
+        .to_vec())
 }
 
 impl Key {
     /// Parses the key held by an object (by CKA_CLASS and CKA_KEY_TYPE).
     pub fn from_attrs(a: &Attrs) -> Result<Key> {
-        let class = a.ulong(CKA_CLASS).ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
-        let kt = a.ulong(CKA_KEY_TYPE).ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
+        let class = a
+            .ulong(CKA_CLASS)
+            .ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
+        let kt = a
+            .ulong(CKA_KEY_TYPE)
+            .ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
         match (class, kt) {
-            (CKO_SECRET_KEY, _) => Ok(Key::Secret { key_type: kt, value: Zeroizing::new(need(a, CKA_VALUE, "CKA_VALUE")?.to_vec()) }),
+            (CKO_SECRET_KEY, _) => Ok(Key::Secret {
+                key_type: kt,
+                value: Zeroizing::new(need(a, CKA_VALUE, "CKA_VALUE")?.to_vec()),
+            }),
             (CKO_PRIVATE_KEY, CKK_EC) => {
                 let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
-                let scalar = Zeroizing::new(left_pad(der::trim(need(a, CKA_VALUE, "CKA_VALUE")?), curve.field_len())?);
+                let scalar = Zeroizing::new(left_pad(
+                    der::trim(need(a, CKA_VALUE, "CKA_VALUE")?),
+                    curve.field_len(),
+                )?);
                 let point = point_of(curve, &scalar)?;
-                let pair = EcdsaKeyPair::from_private_key_and_public_key(ecdsa_alg(curve), &scalar, &point)
-                    .map_err(|_| Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "EC private key rejected"))?;
-                Ok(Key::EcPrivate { curve, pair, scalar })
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(
+                    ecdsa_alg(curve),
+                    &scalar,
+                    &point,
+                )
+                .map_err(|_| {
+                    Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "EC private key rejected")
+                })?;
+                Ok(Key::EcPrivate {
+                    curve,
+                    pair,
+                    scalar,
+                })
             }
             (CKO_PUBLIC_KEY, CKK_EC) => {
                 let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
@@ -69,8 +121,12 @@ impl Key {
             }
             (CKO_PRIVATE_KEY, CKK_EC_EDWARDS) => {
                 let seed = need(a, CKA_VALUE, "CKA_VALUE")?;
-                let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-                    .map_err(|_| Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "Ed25519 private value must be a 32-byte seed"))?;
+                let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| {
+                    Error::logged(
+                        CKR_ATTRIBUTE_VALUE_INVALID,
+                        "Ed25519 private value must be a 32-byte seed",
+                    )
+                })?;
                 Ok(Key::EdPrivate { pair })
             }
             (CKO_PUBLIC_KEY, CKK_EC_EDWARDS) => {
@@ -89,9 +145,17 @@ impl Key {
                     dq: z(CKA_EXPONENT_2, "CKA_EXPONENT_2")?,
                     qinv: z(CKA_COEFFICIENT, "CKA_COEFFICIENT")?,
                 };
-                let pair = rsa::KeyPair::from_der(&parts.to_pkcs1()?)
-                    .map_err(|e| Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, format!("RSA private key rejected: {e}")))?;
-                Ok(Key::RsaPrivate { pair, parts, decrypting: OnceLock::new() })
+                let pair = rsa::KeyPair::from_der(&parts.to_pkcs1()?).map_err(|e| {
+                    Error::logged(
+                        CKR_ATTRIBUTE_VALUE_INVALID,
+                        format!("RSA private key rejected: {e}"),
+                    )
+                })?;
+                Ok(Key::RsaPrivate {
+                    pair,
+                    parts,
+                    decrypting: OnceLock::new(),
+                })
             }
             (CKO_PUBLIC_KEY, CKK_RSA) => {
                 let n = der::trim(need(a, CKA_MODULUS, "CKA_MODULUS")?).to_vec();
@@ -100,7 +164,10 @@ impl Key {
                 let spki = der::rsa_spki(&n, &e)?;
                 Ok(Key::RsaPublic { n, e, pkcs1, spki })
             }
-            _ => Err(Error::logged(CKR_KEY_TYPE_INCONSISTENT, format!("the soft token has no keys of class 0x{class:x} type 0x{kt:x}"))),
+            _ => Err(Error::logged(
+                CKR_KEY_TYPE_INCONSISTENT,
+                format!("the soft token has no keys of class 0x{class:x} type 0x{kt:x}"),
+            )),
         }
     }
 
@@ -125,8 +192,15 @@ impl Key {
     /// The RSA private key for decryption, made on first use.
     pub fn rsa_decrypting(&self) -> Result<&rsa::PrivateDecryptingKey> {
         match self {
-            Key::RsaPrivate { parts, decrypting, .. } => decrypting
-                .get_or_init(|| parts.to_pkcs8().ok().and_then(|p8| rsa::PrivateDecryptingKey::from_pkcs8(&p8).ok()))
+            Key::RsaPrivate {
+                parts, decrypting, ..
+            } => decrypting
+                .get_or_init(|| {
+                    parts
+                        .to_pkcs8()
+                        .ok()
+                        .and_then(|p8| rsa::PrivateDecryptingKey::from_pkcs8(&p8).ok())
+                })
                 .as_ref()
                 .ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT)),
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
@@ -137,8 +211,18 @@ impl Key {
     pub fn private_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>> {
         match self {
             Key::RsaPrivate { parts, .. } => parts.to_pkcs8(),
-            Key::EcPrivate { pair, .. } => Ok(Zeroizing::new(pair.to_pkcs8v1().map_err(|_| err(CKR_GENERAL_ERROR))?.as_ref().to_vec())),
-            Key::EdPrivate { pair } => Ok(Zeroizing::new(pair.to_pkcs8v1().map_err(|_| err(CKR_GENERAL_ERROR))?.as_ref().to_vec())),
+            Key::EcPrivate { pair, .. } => Ok(Zeroizing::new(
+                pair.to_pkcs8v1()
+                    .map_err(|_| err(CKR_GENERAL_ERROR))?
+                    .as_ref()
+                    .to_vec(),
+            )),
+            Key::EdPrivate { pair } => Ok(Zeroizing::new(
+                pair.to_pkcs8v1()
+                    .map_err(|_| err(CKR_GENERAL_ERROR))?
+                    .as_ref()
+                    .to_vec(),
+            )),
             _ => Err(err(CKR_KEY_NOT_WRAPPABLE)),
         }
     }
@@ -146,7 +230,10 @@ impl Key {
 
 fn left_pad(v: &[u8], n: usize) -> Result<Vec<u8>> {
     if v.len() > n {
-        return Err(Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "value is longer than the curve allows"));
+        return Err(Error::logged(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "value is longer than the curve allows",
+        ));
     }
     let mut out = vec![0u8; n - v.len()];
     out.extend_from_slice(v);
@@ -172,14 +259,22 @@ pub fn rsa_private_attrs(parts: &RsaParts) -> Attrs {
 pub fn generate_rsa(bits: CK_ULONG, exponent: Option<&[u8]>) -> Result<RsaParts> {
     if let Some(e) = exponent {
         if der::trim(e) != [0x01, 0x00, 0x01] {
-            return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, "only the public exponent 65537 is supported"));
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCONSISTENT,
+                "only the public exponent 65537 is supported",
+            ));
         }
     }
     let size = match bits {
         2048 => rsa::KeySize::Rsa2048,
         3072 => rsa::KeySize::Rsa3072,
         4096 => rsa::KeySize::Rsa4096,
-        _ => return Err(Error::logged(CKR_KEY_SIZE_RANGE, format!("RSA keys of {bits} bits are not supported (2048, 3072, 4096)"))),
+        _ => {
+            return Err(Error::logged(
+                CKR_KEY_SIZE_RANGE,
+                format!("RSA keys of {bits} bits are not supported (2048, 3072, 4096)"),
+            ))
+        }
     };
     let pair = rsa::KeyPair::generate(size).map_err(|_| err(CKR_FUNCTION_FAILED))?;
     let p8: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().map_err(|_| err(CKR_GENERAL_ERROR))?;
@@ -193,13 +288,24 @@ pub fn generate_ec(curve: Curve) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
         Curve::Ed25519 => {
             let pair = Ed25519KeyPair::generate().map_err(|_| err(CKR_FUNCTION_FAILED))?;
             let seed = pair.seed().map_err(|_| err(CKR_GENERAL_ERROR))?;
-            let seed: aws_lc_rs::encoding::Curve25519SeedBin = seed.as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
-            Ok((Zeroizing::new(seed.as_ref().to_vec()), pair.public_key().as_ref().to_vec()))
+            let seed: aws_lc_rs::encoding::Curve25519SeedBin =
+                seed.as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
+            Ok((
+                Zeroizing::new(seed.as_ref().to_vec()),
+                pair.public_key().as_ref().to_vec(),
+            ))
         }
         c => {
-            let pair = EcdsaKeyPair::generate(ecdsa_alg(c)).map_err(|_| err(CKR_FUNCTION_FAILED))?;
-            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair.private_key().as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
-            Ok((Zeroizing::new(scalar.as_ref().to_vec()), pair.public_key().as_ref().to_vec()))
+            let pair =
+                EcdsaKeyPair::generate(ecdsa_alg(c)).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair
+                .private_key()
+                .as_be_bytes()
+                .map_err(|_| err(CKR_GENERAL_ERROR))?;
+            Ok((
+                Zeroizing::new(scalar.as_ref().to_vec()),
+                pair.public_key().as_ref().to_vec(),
+            ))
         }
     }
 }
@@ -209,16 +315,28 @@ pub fn complete_import(a: &Attrs) -> Result<Attrs> {
     let mut extra = Attrs::new();
     let class = a.ulong(CKA_CLASS).unwrap_or(CKO_DATA);
     let kt = a.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION);
-    let key = Key::from_attrs(a).map_err(|e| if e.rv() == CKR_TEMPLATE_INCOMPLETE { e } else { Error::new(CKR_ATTRIBUTE_VALUE_INVALID).or_keep(e) })?;
+    let key = Key::from_attrs(a).map_err(|e| {
+        if e.rv() == CKR_TEMPLATE_INCOMPLETE {
+            e
+        } else {
+            Error::new(CKR_ATTRIBUTE_VALUE_INVALID).or_keep(e)
+        }
+    })?;
     match (&key, class) {
         (Key::Secret { value, .. }, _) => {
             if kt == CKK_AES && ![16, 24, 32].contains(&value.len()) {
-                return Err(Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, "AES keys are 16, 24 or 32 bytes"));
+                return Err(Error::logged(
+                    CKR_ATTRIBUTE_VALUE_INVALID,
+                    "AES keys are 16, 24 or 32 bytes",
+                ));
             }
             extra.set_ulong(CKA_VALUE_LEN, value.len() as CK_ULONG);
         }
         (Key::RsaPublic { n, .. }, _) => {
-            extra.set_ulong(CKA_MODULUS_BITS, (n.len() * 8) as CK_ULONG - n.first().map_or(0, |b| b.leading_zeros()) as CK_ULONG);
+            extra.set_ulong(
+                CKA_MODULUS_BITS,
+                (n.len() * 8) as CK_ULONG - n.first().map_or(0, |b| b.leading_zeros()) as CK_ULONG,
+            );
         }
         _ => {}
     }

@@ -3,7 +3,11 @@
 use cryptoki_sys::*;
 
 const fn info(min: CK_ULONG, max: CK_ULONG, flags: CK_FLAGS) -> CK_MECHANISM_INFO {
-    CK_MECHANISM_INFO { ulMinKeySize: min, ulMaxKeySize: max, flags }
+    CK_MECHANISM_INFO {
+        ulMinKeySize: min,
+        ulMaxKeySize: max,
+        flags,
+    }
 }
 
 const EC: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
@@ -21,7 +25,10 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_AES_KEY_WRAP, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
     (CKM_AES_KEY_WRAP_PAD, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
     (CKM_AES_KEY_WRAP_KWP, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
-    (CKM_EC_KEY_PAIR_GEN, info(256, 384, CKF_GENERATE_KEY_PAIR | EC)),
+    (
+        CKM_EC_KEY_PAIR_GEN,
+        info(256, 384, CKF_GENERATE_KEY_PAIR | EC),
+    ),
     (CKM_ECDSA, info(256, 384, SV | EC)),
     (CKM_ECDSA_SHA1, info(256, 384, SV | EC)),
     (CKM_ECDSA_SHA224, info(256, 384, SV | EC)),
@@ -29,10 +36,23 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_ECDSA_SHA384, info(256, 384, SV | EC)),
     (CKM_ECDSA_SHA512, info(256, 384, SV | EC)),
     (CKM_ECDH1_DERIVE, info(256, 384, CKF_DERIVE | EC)),
-    (CKM_EC_EDWARDS_KEY_PAIR_GEN, info(256, 256, CKF_GENERATE_KEY_PAIR | ED)),
+    (
+        CKM_EC_EDWARDS_KEY_PAIR_GEN,
+        info(256, 256, CKF_GENERATE_KEY_PAIR | ED),
+    ),
     (CKM_EDDSA, info(256, 256, SV | ED)),
-    (CKM_RSA_PKCS_KEY_PAIR_GEN, info(2048, 4096, CKF_GENERATE_KEY_PAIR)),
-    (CKM_RSA_PKCS, info(2048, 4096, SV | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP)),
+    (
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        info(2048, 4096, CKF_GENERATE_KEY_PAIR),
+    ),
+    (
+        CKM_RSA_PKCS,
+        info(
+            2048,
+            4096,
+            SV | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
+        ),
+    ),
     (CKM_SHA256_RSA_PKCS, info(2048, 4096, SV)),
     (CKM_SHA384_RSA_PKCS, info(2048, 4096, SV)),
     (CKM_SHA512_RSA_PKCS, info(2048, 4096, SV)),
@@ -40,7 +60,14 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_SHA256_RSA_PKCS_PSS, info(2048, 4096, SV)),
     (CKM_SHA384_RSA_PKCS_PSS, info(2048, 4096, SV)),
     (CKM_SHA512_RSA_PKCS_PSS, info(2048, 4096, SV)),
-    (CKM_RSA_PKCS_OAEP, info(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP)),
+    (
+        CKM_RSA_PKCS_OAEP,
+        info(
+            2048,
+            4096,
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
+        ),
+    ),
     (CKM_GENERIC_SECRET_KEY_GEN, info(1, 512, CKF_GENERATE)),
     (CKM_SHA_1_KEY_GEN, info(1, 512, CKF_GENERATE)),
     (CKM_SHA224_KEY_GEN, info(1, 512, CKF_GENERATE)),

@@ -57,11 +57,26 @@ pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
     no_param(mech)?;
     let len = match (mech.mech, template.ulong(CKA_VALUE_LEN)) {
         (CKM_AES_KEY_GEN, Some(n)) if [16, 24, 32].contains(&n) => n,
-        (CKM_AES_KEY_GEN, Some(_)) => return Err(Error::logged(CKR_KEY_SIZE_RANGE, "AES keys are 16, 24 or 32 bytes")),
-        (CKM_AES_KEY_GEN, None) => return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "CKM_AES_KEY_GEN needs CKA_VALUE_LEN")),
+        (CKM_AES_KEY_GEN, Some(_)) => {
+            return Err(Error::logged(
+                CKR_KEY_SIZE_RANGE,
+                "AES keys are 16, 24 or 32 bytes",
+            ))
+        }
+        (CKM_AES_KEY_GEN, None) => {
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCOMPLETE,
+                "CKM_AES_KEY_GEN needs CKA_VALUE_LEN",
+            ))
+        }
         (CKM_GENERIC_SECRET_KEY_GEN, Some(n)) if (1..=512).contains(&n) => n,
         (CKM_GENERIC_SECRET_KEY_GEN, Some(_)) => return Err(err(CKR_KEY_SIZE_RANGE)),
-        (CKM_GENERIC_SECRET_KEY_GEN, None) => return Err(Error::logged(CKR_TEMPLATE_INCOMPLETE, "generic secret needs CKA_VALUE_LEN")),
+        (CKM_GENERIC_SECRET_KEY_GEN, None) => {
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCOMPLETE,
+                "generic secret needs CKA_VALUE_LEN",
+            ))
+        }
         (CKM_SHA_1_KEY_GEN, n) => n.unwrap_or(20),
         (CKM_SHA224_KEY_GEN, n) => n.unwrap_or(28),
         (CKM_SHA256_KEY_GEN, n) => n.unwrap_or(32),
@@ -81,26 +96,45 @@ pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
 }
 
 /// C_GenerateKeyPair: returns (public attributes, private attributes) the mechanism sets.
-pub fn generate_key_pair(mech: &Mechanism, public: &Attrs, _private: &Attrs) -> Result<(Attrs, Attrs)> {
+pub fn generate_key_pair(
+    mech: &Mechanism,
+    public: &Attrs,
+    _private: &Attrs,
+) -> Result<(Attrs, Attrs)> {
     no_param(mech)?;
     let (mut p, mut s) = (Attrs::new(), Attrs::new());
     match mech.mech {
         CKM_RSA_PKCS_KEY_PAIR_GEN => {
-            let bits = public
-                .ulong(CKA_MODULUS_BITS)
-                .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "RSA key generation needs CKA_MODULUS_BITS"))?;
+            let bits = public.ulong(CKA_MODULUS_BITS).ok_or_else(|| {
+                Error::logged(
+                    CKR_TEMPLATE_INCOMPLETE,
+                    "RSA key generation needs CKA_MODULUS_BITS",
+                )
+            })?;
             let parts = keys::generate_rsa(bits, public.bytes(CKA_PUBLIC_EXPONENT))?;
             p.insert(CKA_MODULUS, parts.n.clone());
             p.insert(CKA_PUBLIC_EXPONENT, parts.e.clone());
             s = keys::rsa_private_attrs(&parts);
         }
         CKM_EC_KEY_PAIR_GEN | CKM_EC_EDWARDS_KEY_PAIR_GEN => {
-            let params = public
-                .bytes(CKA_EC_PARAMS)
-                .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "EC key generation needs CKA_EC_PARAMS"))?;
-            let curve = Curve::from_params(params).map_err(|e| if e.rv() == CKR_CURVE_NOT_SUPPORTED { e } else { err(CKR_ATTRIBUTE_VALUE_INVALID) })?;
+            let params = public.bytes(CKA_EC_PARAMS).ok_or_else(|| {
+                Error::logged(
+                    CKR_TEMPLATE_INCOMPLETE,
+                    "EC key generation needs CKA_EC_PARAMS",
+                )
+            })?;
+            let curve = Curve::from_params(params).map_err(|e| {
+                if e.rv() == CKR_CURVE_NOT_SUPPORTED {
+                    e
+                } else {
+                    err(CKR_ATTRIBUTE_VALUE_INVALID)
+                }
+            })?;
             if (curve == Curve::Ed25519) != (mech.mech == CKM_EC_EDWARDS_KEY_PAIR_GEN) {
-                return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, "curve does not match the key pair mechanism"));
+                return Err(Error::logged(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    "curve does not match the key pair mechanism",
+                ));
             }
             let (private, point) = keys::generate_ec(curve)?;
             p.insert(CKA_EC_PARAMS, params.to_vec());
@@ -123,13 +157,23 @@ pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec
     wrap::wrap(mech, wrapping, target)
 }
 
-pub fn unwrap(mech: &Mechanism, unwrapping: &Arc<Key>, wrapped: &[u8], template: &Attrs) -> Result<Attrs> {
+pub fn unwrap(
+    mech: &Mechanism,
+    unwrapping: &Arc<Key>,
+    wrapped: &[u8],
+    template: &Attrs,
+) -> Result<Attrs> {
     wrap::unwrap(mech, unwrapping, wrapped, template)
 }
 
 /// C_DeriveKey: returns the value attributes of the derived key; `other` is the second key
 /// of CKM_CONCATENATE_BASE_AND_KEY.
-pub fn derive(mech: &Mechanism, base: &Arc<Key>, other: Option<&Arc<Key>>, template: &Attrs) -> Result<Attrs> {
+pub fn derive(
+    mech: &Mechanism,
+    base: &Arc<Key>,
+    other: Option<&Arc<Key>>,
+    template: &Attrs,
+) -> Result<Attrs> {
     wrap::derive(mech, base, other, template)
 }
 

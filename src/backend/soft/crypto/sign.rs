@@ -70,7 +70,11 @@ fn ecdsa_digest(curve: Curve, h: &[u8]) -> Result<Digest> {
     let n = curve.field_len();
     let mut v = vec![0u8; n.saturating_sub(h.len())];
     v.extend_from_slice(&h[..h.len().min(n)]);
-    let alg = if curve == Curve::P384 { &digest::SHA384 } else { &digest::SHA256 };
+    let alg = if curve == Curve::P384 {
+        &digest::SHA384
+    } else {
+        &digest::SHA256
+    };
     Digest::import_less_safe(&v, alg).map_err(|_| err(CKR_GENERAL_ERROR))
 }
 
@@ -80,25 +84,49 @@ fn ecdsa_digest(curve: Curve, h: &[u8]) -> Result<Digest> {
 fn rsa_scheme(mech: &Mechanism, data_hash: Option<CK_MECHANISM_TYPE>) -> Result<bool> {
     let pss = matches!(
         mech.mech,
-        CKM_RSA_PKCS_PSS | CKM_SHA1_RSA_PKCS_PSS | CKM_SHA224_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS
+        CKM_RSA_PKCS_PSS
+            | CKM_SHA1_RSA_PKCS_PSS
+            | CKM_SHA224_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS
     );
     if pss {
-        let MechParam::Pss { hash, mgf, salt_len } = mech.param else {
-            return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "PSS needs CK_RSA_PKCS_PSS_PARAMS"));
+        let MechParam::Pss {
+            hash,
+            mgf,
+            salt_len,
+        } = mech.param
+        else {
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                "PSS needs CK_RSA_PKCS_PSS_PARAMS",
+            ));
         };
         if let Some(h) = data_hash {
             if h != hash {
-                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "PSS hashAlg differs from the mechanism's hash"));
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "PSS hashAlg differs from the mechanism's hash",
+                ));
             }
         }
         let (want_mgf, len) = match hash {
             CKM_SHA256 => (CKG_MGF1_SHA256, 32),
             CKM_SHA384 => (CKG_MGF1_SHA384, 48),
             CKM_SHA512 => (CKG_MGF1_SHA512, 64),
-            _ => return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "PSS supports SHA-256/384/512")),
+            _ => {
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "PSS supports SHA-256/384/512",
+                ))
+            }
         };
         if mgf != want_mgf || salt_len != len {
-            return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "PSS needs MGF1 with the same hash and a salt as long as the hash"));
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                "PSS needs MGF1 with the same hash and a salt as long as the hash",
+            ));
         }
     }
     Ok(pss)
@@ -112,7 +140,12 @@ fn rsa_encoding(hash: CK_MECHANISM_TYPE, pss: bool) -> Result<&'static dyn signa
         (CKM_SHA256, true) => &signature::RSA_PSS_SHA256,
         (CKM_SHA384, true) => &signature::RSA_PSS_SHA384,
         (CKM_SHA512, true) => &signature::RSA_PSS_SHA512,
-        _ => return Err(Error::logged(CKR_DATA_INVALID, "RSA signing supports SHA-256/384/512 digests only")),
+        _ => {
+            return Err(Error::logged(
+                CKR_DATA_INVALID,
+                "RSA signing supports SHA-256/384/512 digests only",
+            ))
+        }
     })
 }
 
@@ -133,23 +166,38 @@ fn rsa_params(hash: CK_MECHANISM_TYPE, pss: bool) -> Result<&'static signature::
 fn rsa_digest(mech: &Mechanism, input: &[u8]) -> Result<(CK_MECHANISM_TYPE, Digest)> {
     let (hash, bytes) = match (prehash(mech.mech), mech.mech, &mech.param) {
         (Some(h), _, _) => (h, input),
-        (None, CKM_RSA_PKCS, _) => der::split_digest_info(input)
-            .ok_or_else(|| Error::logged(CKR_DATA_INVALID, "CKM_RSA_PKCS signs a DigestInfo of SHA-1/224/256/384/512"))?,
+        (None, CKM_RSA_PKCS, _) => der::split_digest_info(input).ok_or_else(|| {
+            Error::logged(
+                CKR_DATA_INVALID,
+                "CKM_RSA_PKCS signs a DigestInfo of SHA-1/224/256/384/512",
+            )
+        })?,
         (None, _, MechParam::Pss { hash, .. }) => (*hash, input),
         _ => return Err(err(CKR_MECHANISM_INVALID)),
     };
     let alg = digest_alg(hash).ok_or_else(|| err(CKR_MECHANISM_PARAM_INVALID))?;
     if bytes.len() != alg.output_len() {
-        return Err(Error::logged(CKR_DATA_LEN_RANGE, "input is not a hash of the expected length"));
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            "input is not a hash of the expected length",
+        ));
     }
-    Ok((hash, Digest::import_less_safe(bytes, alg).map_err(|_| err(CKR_DATA_LEN_RANGE))?))
+    Ok((
+        hash,
+        Digest::import_less_safe(bytes, alg).map_err(|_| err(CKR_DATA_LEN_RANGE))?,
+    ))
 }
 
 /// A DigestInfo that aws-lc-rs signs directly (SHA-256/384/512).
 fn fast_digest_info(input: &[u8]) -> bool {
-    matches!(der::split_digest_info(input), Some((CKM_SHA256 | CKM_SHA384 | CKM_SHA512, _)))
+    matches!(
+        der::split_digest_info(input),
+        Some((CKM_SHA256 | CKM_SHA384 | CKM_SHA512, _))
+    )
 }
 
+// The HMAC key is large, but a Scheme only ever lives inside a boxed operation.
+#[allow(clippy::large_enum_variant)]
 enum Scheme {
     Ecdsa,
     Eddsa,
@@ -177,14 +225,24 @@ fn hmac_of(mech: &Mechanism) -> Option<(hmac::Algorithm, usize, bool)> {
     };
     let general = matches!(
         mech.mech,
-        CKM_SHA_1_HMAC_GENERAL | CKM_SHA224_HMAC_GENERAL | CKM_SHA256_HMAC_GENERAL | CKM_SHA384_HMAC_GENERAL | CKM_SHA512_HMAC_GENERAL
+        CKM_SHA_1_HMAC_GENERAL
+            | CKM_SHA224_HMAC_GENERAL
+            | CKM_SHA256_HMAC_GENERAL
+            | CKM_SHA384_HMAC_GENERAL
+            | CKM_SHA512_HMAC_GENERAL
     );
     Some((alg, full, general))
 }
 
 fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
     if matches!(mech.mech, CKM_AES_CMAC | CKM_AES_CMAC_GENERAL) {
-        let Key::Secret { value, key_type: CKK_AES } = key else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
+        let Key::Secret {
+            value,
+            key_type: CKK_AES,
+        } = key
+        else {
+            return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+        };
         let alg = match value.len() {
             16 => cmac::AES_128,
             24 => cmac::AES_192,
@@ -196,11 +254,24 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
             (CKM_AES_CMAC_GENERAL, MechParam::Ulong(n)) if (1..=16).contains(n) => *n as usize,
             _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
         };
-        return Ok(Scheme::Cmac { key: cmac::Key::new(alg, value).map_err(|_| err(CKR_KEY_SIZE_RANGE))?, len });
+        return Ok(Scheme::Cmac {
+            key: cmac::Key::new(alg, value).map_err(|_| err(CKR_KEY_SIZE_RANGE))?,
+            len,
+        });
     }
     if let Some((alg, full, general)) = hmac_of(mech) {
-        let Key::Secret { value, key_type } = key else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
-        if !matches!(*key_type, CKK_GENERIC_SECRET | CKK_SHA_1_HMAC | CKK_SHA224_HMAC | CKK_SHA256_HMAC | CKK_SHA384_HMAC | CKK_SHA512_HMAC) {
+        let Key::Secret { value, key_type } = key else {
+            return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        if !matches!(
+            *key_type,
+            CKK_GENERIC_SECRET
+                | CKK_SHA_1_HMAC
+                | CKK_SHA224_HMAC
+                | CKK_SHA256_HMAC
+                | CKK_SHA384_HMAC
+                | CKK_SHA512_HMAC
+        ) {
             return Err(err(CKR_KEY_TYPE_INCONSISTENT));
         }
         let len = match (general, &mech.param) {
@@ -208,30 +279,46 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
             (true, MechParam::Ulong(n)) if (1..=full as CK_ULONG).contains(n) => *n as usize,
             _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
         };
-        return Ok(Scheme::Hmac { key: hmac::Key::new(alg, value), len });
+        return Ok(Scheme::Hmac {
+            key: hmac::Key::new(alg, value),
+            len,
+        });
     }
     match mech.mech {
-        CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 => {
-            match (key, signing) {
-                (Key::EcPrivate { .. }, true) | (Key::EcPublic { .. }, false) => Ok(Scheme::Ecdsa),
-                _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
-            }
-        }
+        CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
+        | CKM_ECDSA_SHA512 => match (key, signing) {
+            (Key::EcPrivate { .. }, true) | (Key::EcPublic { .. }, false) => Ok(Scheme::Ecdsa),
+            _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
+        },
         CKM_EDDSA => match (key, signing) {
             (Key::EdPrivate { .. }, true) | (Key::EdPublic { .. }, false) => Ok(Scheme::Eddsa),
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
-        CKM_RSA_PKCS | CKM_SHA1_RSA_PKCS | CKM_SHA224_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS
-        | CKM_RSA_PKCS_PSS | CKM_SHA1_RSA_PKCS_PSS | CKM_SHA224_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS
+        CKM_RSA_PKCS
+        | CKM_SHA1_RSA_PKCS
+        | CKM_SHA224_RSA_PKCS
+        | CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_RSA_PKCS_PSS
+        | CKM_SHA1_RSA_PKCS_PSS
+        | CKM_SHA224_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
         | CKM_SHA512_RSA_PKCS_PSS => {
             match (key, signing) {
                 (Key::RsaPrivate { .. }, true) | (Key::RsaPublic { .. }, false) => {}
                 _ => return Err(err(CKR_KEY_TYPE_INCONSISTENT)),
             }
             if signing && matches!(prehash(mech.mech), Some(CKM_SHA_1 | CKM_SHA224)) {
-                return Err(Error::logged(CKR_MECHANISM_INVALID, "RSA signing with SHA-1/SHA-224 is not offered"));
+                return Err(Error::logged(
+                    CKR_MECHANISM_INVALID,
+                    "RSA signing with SHA-1/SHA-224 is not offered",
+                ));
             }
-            Ok(Scheme::Rsa { pss: rsa_scheme(mech, prehash(mech.mech))? })
+            Ok(Scheme::Rsa {
+                pss: rsa_scheme(mech, prehash(mech.mech))?,
+            })
         }
         _ => Err(err(CKR_MECHANISM_INVALID)),
     }
@@ -239,7 +326,12 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
 
 pub fn sign_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Signer>> {
     let scheme = scheme(mech, key, true)?;
-    Ok(Box::new(Sign { mech: mech.clone(), key: key.clone(), input: Input::new(mech.mech), scheme }))
+    Ok(Box::new(Sign {
+        mech: mech.clone(),
+        key: key.clone(),
+        input: Input::new(mech.mech),
+        scheme,
+    }))
 }
 
 impl Signer for Sign {
@@ -262,20 +354,30 @@ impl Signer for Sign {
         let input = self.input.take();
         match (&self.scheme, &*self.key) {
             (Scheme::Hmac { key, len }, _) => Ok(hmac::sign(key, &input).as_ref()[..*len].to_vec()),
-            (Scheme::Cmac { key, len }, _) => Ok(cmac::sign(key, &input).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref()[..*len].to_vec()),
+            (Scheme::Cmac { key, len }, _) => Ok(cmac::sign(key, &input)
+                .map_err(|_| err(CKR_FUNCTION_FAILED))?
+                .as_ref()[..*len]
+                .to_vec()),
             (Scheme::Ecdsa, Key::EcPrivate { curve, pair, .. }) => {
                 let d = ecdsa_digest(*curve, &input)?;
-                Ok(pair.sign_digest(&d).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref().to_vec())
+                Ok(pair
+                    .sign_digest(&d)
+                    .map_err(|_| err(CKR_FUNCTION_FAILED))?
+                    .as_ref()
+                    .to_vec())
             }
             (Scheme::Eddsa, Key::EdPrivate { pair }) => Ok(pair.sign(&input).as_ref().to_vec()),
-            (Scheme::Rsa { pss: false }, Key::RsaPrivate { parts, .. }) if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) => {
+            (Scheme::Rsa { pss: false }, Key::RsaPrivate { parts, .. })
+                if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) =>
+            {
                 // Arbitrary data (or a SHA-1/224 DigestInfo): the raw PKCS#1 operation.
                 crate::ffi::awslc::rsa_pkcs1_sign_raw(&parts.to_pkcs1()?, &input)
             }
             (Scheme::Rsa { pss }, Key::RsaPrivate { pair, .. }) => {
                 let (hash, d) = rsa_digest(&self.mech, &input)?;
                 let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign_digest(rsa_encoding(hash, *pss)?, &d, &mut sig).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+                pair.sign_digest(rsa_encoding(hash, *pss)?, &d, &mut sig)
+                    .map_err(|_| err(CKR_FUNCTION_FAILED))?;
                 Ok(sig)
             }
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
@@ -297,7 +399,10 @@ impl Sign {
     fn finish_mac(&self, input: &[u8]) -> Result<Vec<u8>> {
         match &self.scheme {
             Scheme::Hmac { key, len } => Ok(hmac::sign(key, input).as_ref()[..*len].to_vec()),
-            Scheme::Cmac { key, len } => Ok(cmac::sign(key, input).map_err(|_| err(CKR_FUNCTION_FAILED))?.as_ref()[..*len].to_vec()),
+            Scheme::Cmac { key, len } => Ok(cmac::sign(key, input)
+                .map_err(|_| err(CKR_FUNCTION_FAILED))?
+                .as_ref()[..*len]
+                .to_vec()),
             _ => Err(err(CKR_GENERAL_ERROR)),
         }
     }
@@ -308,7 +413,12 @@ pub struct Verify(Sign);
 
 pub fn verify_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Verifier>> {
     let scheme = scheme(mech, key, false)?;
-    Ok(Box::new(Verify(Sign { mech: mech.clone(), key: key.clone(), input: Input::new(mech.mech), scheme })))
+    Ok(Box::new(Verify(Sign {
+        mech: mech.clone(),
+        key: key.clone(),
+        input: Input::new(mech.mech),
+        scheme,
+    })))
 }
 
 impl Verifier for Verify {
@@ -339,15 +449,23 @@ impl Verifier for Verify {
                 if sig.len() != 2 * curve.field_len() {
                     return Err(err(CKR_SIGNATURE_LEN_RANGE));
                 }
-                let alg = if *curve == Curve::P384 { &signature::ECDSA_P384_SHA384_FIXED } else { &signature::ECDSA_P256_SHA256_FIXED };
+                let alg = if *curve == Curve::P384 {
+                    &signature::ECDSA_P384_SHA384_FIXED
+                } else {
+                    &signature::ECDSA_P256_SHA256_FIXED
+                };
                 let d = ecdsa_digest(*curve, &input)?;
-                signature::UnparsedPublicKey::new(alg, point).verify_digest(&d, sig).map_err(bad)
+                signature::UnparsedPublicKey::new(alg, point)
+                    .verify_digest(&d, sig)
+                    .map_err(bad)
             }
             (Scheme::Eddsa, Key::EdPublic { point }) => {
                 if sig.len() != 64 {
                     return Err(err(CKR_SIGNATURE_LEN_RANGE));
                 }
-                signature::UnparsedPublicKey::new(&signature::ED25519, point).verify(&input, sig).map_err(bad)
+                signature::UnparsedPublicKey::new(&signature::ED25519, point)
+                    .verify(&input, sig)
+                    .map_err(bad)
             }
             (Scheme::Rsa { pss }, Key::RsaPublic { n, pkcs1, .. }) => {
                 if sig.len() != n.len() {
@@ -357,12 +475,19 @@ impl Verifier for Verify {
                     // Recover and compare: covers DigestInfo and arbitrary data alike.
                     let recovered = crate::ffi::awslc::rsa_pkcs1_recover_raw(pkcs1, sig)?;
                     return match recovered {
-                        Some(r) if aws_lc_rs::constant_time::verify_slices_are_equal(&r, &input).is_ok() => Ok(()),
+                        Some(r)
+                            if aws_lc_rs::constant_time::verify_slices_are_equal(&r, &input)
+                                .is_ok() =>
+                        {
+                            Ok(())
+                        }
                         _ => Err(err(CKR_SIGNATURE_INVALID)),
                     };
                 }
                 let (hash, d) = rsa_digest(&s.mech, &input)?;
-                signature::UnparsedPublicKey::new(rsa_params(hash, *pss)?, pkcs1).verify_digest(&d, sig).map_err(bad)
+                signature::UnparsedPublicKey::new(rsa_params(hash, *pss)?, pkcs1)
+                    .verify_digest(&d, sig)
+                    .map_err(bad)
             }
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         }
@@ -377,7 +502,10 @@ pub struct DigestOp {
 
 pub fn digest_init(mech: &Mechanism) -> Result<Box<dyn Signer>> {
     let alg = digest_alg(mech.mech).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
-    Ok(Box::new(DigestOp { ctx: Some(digest::Context::new(alg)), len: alg.output_len() }))
+    Ok(Box::new(DigestOp {
+        ctx: Some(digest::Context::new(alg)),
+        len: alg.output_len(),
+    }))
 }
 
 impl Signer for DigestOp {
@@ -385,10 +513,19 @@ impl Signer for DigestOp {
         self.len
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.ctx.as_mut().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?.update(data);
+        self.ctx
+            .as_mut()
+            .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?
+            .update(data);
         Ok(())
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
-        Ok(self.ctx.take().ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?.finish().as_ref().to_vec())
+        Ok(self
+            .ctx
+            .take()
+            .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?
+            .finish()
+            .as_ref()
+            .to_vec())
     }
 }

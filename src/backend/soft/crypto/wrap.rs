@@ -15,11 +15,22 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 fn kek(key: &Key) -> Result<key_wrap::AesKek> {
-    let Key::Secret { key_type: CKK_AES, value } = key else { return Err(err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT)) };
+    let Key::Secret {
+        key_type: CKK_AES,
+        value,
+    } = key
+    else {
+        return Err(err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT));
+    };
     let c = match value.len() {
         16 => &key_wrap::AES_128,
         32 => &key_wrap::AES_256,
-        _ => return Err(Error::logged(CKR_WRAPPING_KEY_SIZE_RANGE, "AES key wrap takes 128- or 256-bit keys")),
+        _ => {
+            return Err(Error::logged(
+                CKR_WRAPPING_KEY_SIZE_RANGE,
+                "AES key wrap takes 128- or 256-bit keys",
+            ))
+        }
     };
     key_wrap::AesKek::new(c, value).map_err(|_| err(CKR_WRAPPING_KEY_SIZE_RANGE))
 }
@@ -31,7 +42,12 @@ fn is_kwp(m: CK_MECHANISM_TYPE) -> bool {
 /// The bytes a wrap carries: a secret key's value, or a private key as PKCS#8.
 fn payload(target: &Attrs) -> Result<Zeroizing<Vec<u8>>> {
     match target.ulong(CKA_CLASS) {
-        Some(CKO_SECRET_KEY) => Ok(Zeroizing::new(target.bytes(CKA_VALUE).ok_or_else(|| err(CKR_KEY_NOT_WRAPPABLE))?.to_vec())),
+        Some(CKO_SECRET_KEY) => Ok(Zeroizing::new(
+            target
+                .bytes(CKA_VALUE)
+                .ok_or_else(|| err(CKR_KEY_NOT_WRAPPABLE))?
+                .to_vec(),
+        )),
         Some(CKO_PRIVATE_KEY) => Key::from_attrs(target)?.private_pkcs8(),
         _ => Err(err(CKR_KEY_NOT_WRAPPABLE)),
     }
@@ -42,17 +58,27 @@ pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec
     match mech.mech {
         CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
             if !matches!(mech.param, MechParam::None) {
-                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "AES key wrap takes the default IV only"));
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "AES key wrap takes the default IV only",
+                ));
             }
             let k = kek(wrapping)?;
             let mut out = vec![0u8; data.len() + 16];
             let n = if is_kwp(mech.mech) {
-                k.wrap_with_padding(&data, &mut out).map_err(|_| err(CKR_KEY_SIZE_RANGE))?.len()
+                k.wrap_with_padding(&data, &mut out)
+                    .map_err(|_| err(CKR_KEY_SIZE_RANGE))?
+                    .len()
             } else {
                 if data.len() % 8 != 0 || data.len() < 16 {
-                    return Err(Error::logged(CKR_KEY_SIZE_RANGE, "CKM_AES_KEY_WRAP needs a multiple of 8 bytes (use CKM_AES_KEY_WRAP_PAD)"));
+                    return Err(Error::logged(
+                        CKR_KEY_SIZE_RANGE,
+                        "CKM_AES_KEY_WRAP needs a multiple of 8 bytes (use CKM_AES_KEY_WRAP_PAD)",
+                    ));
                 }
-                k.wrap(&data, &mut out).map_err(|_| err(CKR_KEY_SIZE_RANGE))?.len()
+                k.wrap(&data, &mut out)
+                    .map_err(|_| err(CKR_KEY_SIZE_RANGE))?
+                    .len()
             };
             out.truncate(n);
             Ok(out)
@@ -83,21 +109,32 @@ fn unwrapping_code(e: Error) -> Error {
     }
 }
 
-pub fn unwrap(mech: &Mechanism, unwrapping: &Arc<Key>, wrapped: &[u8], template: &Attrs) -> Result<Attrs> {
+pub fn unwrap(
+    mech: &Mechanism,
+    unwrapping: &Arc<Key>,
+    wrapped: &[u8],
+    template: &Attrs,
+) -> Result<Attrs> {
     let data: Zeroizing<Vec<u8>> = match mech.mech {
         CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP => {
             let k = match &**unwrapping {
-                Key::Secret { key_type: CKK_AES, .. } => kek(unwrapping)?,
+                Key::Secret {
+                    key_type: CKK_AES, ..
+                } => kek(unwrapping)?,
                 _ => return Err(err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
             };
             let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
             let n = if is_kwp(mech.mech) {
-                k.unwrap_with_padding(wrapped, &mut out).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?.len()
+                k.unwrap_with_padding(wrapped, &mut out)
+                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?
+                    .len()
             } else {
                 if wrapped.len() % 8 != 0 || wrapped.len() < 24 {
                     return Err(err(CKR_WRAPPED_KEY_LEN_RANGE));
                 }
-                k.unwrap(wrapped, &mut out).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?.len()
+                k.unwrap(wrapped, &mut out)
+                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?
+                    .len()
             };
             out.truncate(n);
             out
@@ -138,23 +175,36 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
             CKK_RSA
         }
         "1.2.840.10045.2.1" => {
-            let curve = Curve::from_params(params.as_deref().unwrap_or_default()).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
-            let pair = EcdsaKeyPair::from_pkcs8(keys::ecdsa_alg(curve), der_bytes).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
-            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair.private_key().as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
+            let curve = Curve::from_params(params.as_deref().unwrap_or_default())
+                .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let pair = EcdsaKeyPair::from_pkcs8(keys::ecdsa_alg(curve), der_bytes)
+                .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair
+                .private_key()
+                .as_be_bytes()
+                .map_err(|_| err(CKR_GENERAL_ERROR))?;
             a.insert(CKA_EC_PARAMS, curve.params());
             a.insert(CKA_VALUE, scalar.as_ref().to_vec());
             CKK_EC
         }
         "1.3.101.112" => {
-            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der_bytes).map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
-            let seed: aws_lc_rs::encoding::Curve25519SeedBin =
-                pair.seed().and_then(|s| s.as_be_bytes()).map_err(|_| err(CKR_GENERAL_ERROR))?;
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der_bytes)
+                .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
+            let seed: aws_lc_rs::encoding::Curve25519SeedBin = pair
+                .seed()
+                .and_then(|s| s.as_be_bytes())
+                .map_err(|_| err(CKR_GENERAL_ERROR))?;
             let _ = pair.public_key();
             a.insert(CKA_EC_PARAMS, Curve::Ed25519.params());
             a.insert(CKA_VALUE, seed.as_ref().to_vec());
             CKK_EC_EDWARDS
         }
-        _ => return Err(Error::logged(CKR_WRAPPED_KEY_INVALID, format!("unwrapped key of unknown algorithm {oid}"))),
+        _ => {
+            return Err(Error::logged(
+                CKR_WRAPPED_KEY_INVALID,
+                format!("unwrapped key of unknown algorithm {oid}"),
+            ))
+        }
     };
     if want.is_some_and(|w| w != kt) {
         return Err(err(CKR_TEMPLATE_INCONSISTENT));
@@ -173,7 +223,10 @@ fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
         (None, _) => secret.len(),
     };
     if len == 0 || len > secret.len() || (kt == CKK_AES && ![16, 24, 32].contains(&len)) {
-        return Err(Error::logged(CKR_TEMPLATE_INCONSISTENT, "derived key length does not fit"));
+        return Err(Error::logged(
+            CKR_TEMPLATE_INCONSISTENT,
+            "derived key length does not fit",
+        ));
     }
     let mut a = Attrs::new();
     a.set_ulong(CKA_KEY_TYPE, kt);
@@ -192,42 +245,81 @@ fn secret_value(k: &Key) -> Result<&[u8]> {
 /// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384, and the simple secret-key derivations of
 /// PKCS#11 §2.43 (concatenation, XOR, extraction) and §2.13 (AES ECB/CBC encrypt data).
 /// `other` is the second key of CKM_CONCATENATE_BASE_AND_KEY.
-pub fn derive(mech: &Mechanism, base: &Arc<Key>, other: Option<&Arc<Key>>, template: &Attrs) -> Result<Attrs> {
+pub fn derive(
+    mech: &Mechanism,
+    base: &Arc<Key>,
+    other: Option<&Arc<Key>>,
+    template: &Attrs,
+) -> Result<Attrs> {
     let secret: Zeroizing<Vec<u8>> = match (mech.mech, &mech.param) {
-        (CKM_ECDH1_DERIVE, MechParam::Ecdh1 { kdf, public_data, .. }) => {
+        (
+            CKM_ECDH1_DERIVE,
+            MechParam::Ecdh1 {
+                kdf, public_data, ..
+            },
+        ) => {
             if *kdf != CKD_NULL {
-                return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "ECDH1: only CKD_NULL is supported"));
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "ECDH1: only CKD_NULL is supported",
+                ));
             }
-            let Key::EcPrivate { curve, scalar, .. } = &**base else { return Err(err(CKR_KEY_TYPE_INCONSISTENT)) };
-            let peer = der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            let alg = if *curve == Curve::P384 { &agreement::ECDH_P384 } else { &agreement::ECDH_P256 };
-            let me = agreement::PrivateKey::from_private_key(alg, scalar).map_err(|_| err(CKR_GENERAL_ERROR))?;
-            agreement::agree(&me, agreement::UnparsedPublicKey::new(alg, &peer), err(CKR_MECHANISM_PARAM_INVALID), |s| {
-                Ok(Zeroizing::new(s.to_vec()))
-            })?
+            let Key::EcPrivate { curve, scalar, .. } = &**base else {
+                return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+            };
+            let peer =
+                der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+            let alg = if *curve == Curve::P384 {
+                &agreement::ECDH_P384
+            } else {
+                &agreement::ECDH_P256
+            };
+            let me = agreement::PrivateKey::from_private_key(alg, scalar)
+                .map_err(|_| err(CKR_GENERAL_ERROR))?;
+            agreement::agree(
+                &me,
+                agreement::UnparsedPublicKey::new(alg, &peer),
+                err(CKR_MECHANISM_PARAM_INVALID),
+                |s| Ok(Zeroizing::new(s.to_vec())),
+            )?
         }
         (CKM_CONCATENATE_BASE_AND_KEY, MechParam::Key(_)) => {
             let other = other.ok_or_else(|| err(CKR_MECHANISM_PARAM_INVALID))?;
             Zeroizing::new([secret_value(base)?, secret_value(other)?].concat())
         }
-        (CKM_CONCATENATE_BASE_AND_DATA, MechParam::Data(d)) => Zeroizing::new([secret_value(base)?, d].concat()),
-        (CKM_CONCATENATE_DATA_AND_BASE, MechParam::Data(d)) => Zeroizing::new([d, secret_value(base)?].concat()),
-        (CKM_XOR_BASE_AND_DATA, MechParam::Data(d)) => {
-            Zeroizing::new(secret_value(base)?.iter().zip(d).map(|(a, b)| a ^ b).collect())
+        (CKM_CONCATENATE_BASE_AND_DATA, MechParam::Data(d)) => {
+            Zeroizing::new([secret_value(base)?, d].concat())
         }
+        (CKM_CONCATENATE_DATA_AND_BASE, MechParam::Data(d)) => {
+            Zeroizing::new([d, secret_value(base)?].concat())
+        }
+        (CKM_XOR_BASE_AND_DATA, MechParam::Data(d)) => Zeroizing::new(
+            secret_value(base)?
+                .iter()
+                .zip(d)
+                .map(|(a, b)| a ^ b)
+                .collect(),
+        ),
         (CKM_EXTRACT_KEY_FROM_KEY, MechParam::Ulong(first_bit)) => {
             // Bits taken from the base value cyclically, starting at `first_bit` (§2.43.6).
             let v = secret_value(base)?;
-            let want = template.ulong(CKA_VALUE_LEN).ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))? as usize;
+            let want = template
+                .ulong(CKA_VALUE_LEN)
+                .ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))? as usize;
             let total = v.len() * 8;
             if total == 0 || want == 0 || want > v.len() {
                 return Err(err(CKR_TEMPLATE_INCONSISTENT));
             }
             let bit = |i: usize| (v[(i % total) / 8] >> (7 - (i % total) % 8)) & 1;
             let start = *first_bit as usize;
-            Zeroizing::new((0..want).map(|b| (0..8).fold(0u8, |acc, j| (acc << 1) | bit(start + b * 8 + j))).collect())
+            Zeroizing::new(
+                (0..want)
+                    .map(|b| (0..8).fold(0u8, |acc, j| (acc << 1) | bit(start + b * 8 + j)))
+                    .collect(),
+            )
         }
-        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d)) | (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
+        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d))
+        | (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
             let mut op = super::cipher::encrypt_init(&Mechanism::new(CKM_AES_ECB), base)?;
             Zeroizing::new(op.oneshot(d)?)
         }
@@ -236,10 +328,17 @@ pub fn derive(mech: &Mechanism, base: &Arc<Key>, other: Option<&Arc<Key>>, templ
             let mut op = super::cipher::encrypt_init(&m, base)?;
             Zeroizing::new(op.oneshot(data)?)
         }
-        (CKM_ECDH1_DERIVE | CKM_CONCATENATE_BASE_AND_KEY | CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE
-        | CKM_XOR_BASE_AND_DATA | CKM_EXTRACT_KEY_FROM_KEY | CKM_AES_ECB_ENCRYPT_DATA | CKM_AES_CBC_ENCRYPT_DATA, _) => {
-            return Err(err(CKR_MECHANISM_PARAM_INVALID))
-        }
+        (
+            CKM_ECDH1_DERIVE
+            | CKM_CONCATENATE_BASE_AND_KEY
+            | CKM_CONCATENATE_BASE_AND_DATA
+            | CKM_CONCATENATE_DATA_AND_BASE
+            | CKM_XOR_BASE_AND_DATA
+            | CKM_EXTRACT_KEY_FROM_KEY
+            | CKM_AES_ECB_ENCRYPT_DATA
+            | CKM_AES_CBC_ENCRYPT_DATA,
+            _,
+        ) => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
         _ => return Err(err(CKR_MECHANISM_INVALID)),
     };
     finish_derived(template, &secret)
