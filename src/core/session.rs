@@ -30,6 +30,13 @@ impl<T: ?Sized> Active<T> {
     }
 }
 
+/// A message-based (3.0) encryption or decryption in progress.
+pub struct MessageState {
+    pub key: ObjectId,
+    /// Messages so far, for `CKG_GENERATE_COUNTER` IVs.
+    pub counter: u64,
+}
+
 pub struct FindState {
     pub ids: Vec<ObjectId>,
     pub pos: usize,
@@ -45,6 +52,8 @@ pub struct Session {
     pub sign: Option<Active<dyn Signer>>,
     pub verify: Option<Active<dyn Verifier>>,
     pub digest: Option<Active<dyn Signer>>,
+    pub msg_encrypt: Option<MessageState>,
+    pub msg_decrypt: Option<MessageState>,
 }
 
 fn fingerprint(data: &[u8]) -> u64 {
@@ -66,6 +75,8 @@ impl Session {
             sign: None,
             verify: None,
             digest: None,
+            msg_encrypt: None,
+            msg_decrypt: None,
         }
     }
 

@@ -1,12 +1,100 @@
-//! The message-based functions of PKCS#11 3.0 (§5.8.1 ff.). None of hsmux's tokens offers
-//! a message mechanism yet, so each answers `CKR_FUNCTION_NOT_SUPPORTED` after checking
-//! that the module is initialized and the session exists.
+//! The message-based functions of PKCS#11 3.0: AES-GCM message encryption and decryption
+//! (see `core::api::message`); messages in parts and message signing answer
+//! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::ck_fn;
+use super::{ck_fn, in_bytes, with_out};
+use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
-use crate::core::error::err;
+use crate::core::error::{err, Error, Result};
+use crate::core::instance;
 use cryptoki_sys::*;
 use std::os::raw::c_void;
+
+/// Borrows the consumer's `CK_GCM_MESSAGE_PARAMS` (written back: tag, generated IV).
+unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_GCM_MESSAGE_PARAMS> {
+    if p.is_null() || len as usize != std::mem::size_of::<CK_GCM_MESSAGE_PARAMS>() {
+        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "message parameter must be a CK_GCM_MESSAGE_PARAMS"));
+    }
+    let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
+    // Both directions need the tag buffer: encryption writes it, decryption reads it.
+    if g.pTag.is_null() || g.ulTagBits % 8 != 0 || g.ulTagBits > 128 {
+        return Err(err(CKR_MECHANISM_PARAM_INVALID));
+    }
+    Ok(g)
+}
+
+unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage> {
+    Ok(GcmMessage {
+        iv: in_bytes(g.pIv, g.ulIvLen).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?.to_vec(),
+        iv_fixed_bits: g.ulIvFixedBits,
+        generator: g.ivGenerator,
+        tag_bits: g.ulTagBits,
+        tag: if read_tag { in_bytes(g.pTag, g.ulTagBits / 8)?.to_vec() } else { Vec::new() },
+    })
+}
+
+ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    instance::get()?;
+    // The parameter (if any) is read per message; only the type matters here.
+    let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
+    api::init(h, true, m.mechanism, key)
+});
+
+ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    instance::get()?;
+    let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
+    api::init(h, false, m.mechanism, key)
+});
+
+ck_fn!(C_EncryptMessage(
+    h: CK_SESSION_HANDLE,
+    p_param: *mut c_void,
+    param_len: CK_ULONG,
+    p_aad: *mut CK_BYTE,
+    aad_len: CK_ULONG,
+    p_in: *mut CK_BYTE,
+    in_len: CK_ULONG,
+    p_out: *mut CK_BYTE,
+    p_out_len: *mut CK_ULONG,
+) {
+    instance::get()?;
+    let g = gcm_message(p_param, param_len)?;
+    let params = decode(g, false)?;
+    let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
+    let mut extras = None;
+    with_out(p_out, p_out_len, |o| {
+        extras = Some(api::run(h, true, &params, aad, input, o)?);
+        Ok(())
+    })?;
+    if let Some(x) = extras.filter(|x| !x.tag.is_empty()) {
+        std::ptr::copy_nonoverlapping(x.tag.as_ptr(), g.pTag, x.tag.len());
+        if let Some(iv) = x.iv {
+            std::ptr::copy_nonoverlapping(iv.as_ptr(), g.pIv, iv.len().min(g.ulIvLen as usize));
+        }
+    }
+    Ok(())
+});
+
+ck_fn!(C_DecryptMessage(
+    h: CK_SESSION_HANDLE,
+    p_param: *mut c_void,
+    param_len: CK_ULONG,
+    p_aad: *mut CK_BYTE,
+    aad_len: CK_ULONG,
+    p_in: *mut CK_BYTE,
+    in_len: CK_ULONG,
+    p_out: *mut CK_BYTE,
+    p_out_len: *mut CK_ULONG,
+) {
+    instance::get()?;
+    let g = gcm_message(p_param, param_len)?;
+    let params = decode(g, true)?;
+    let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
+    with_out(p_out, p_out_len, |o| api::run(h, false, &params, aad, input, o).map(|_| ()))
+});
+
+ck_fn!(C_MessageEncryptFinal(h: CK_SESSION_HANDLE) { api::finish(h, true) });
+ck_fn!(C_MessageDecryptFinal(h: CK_SESSION_HANDLE) { api::finish(h, false) });
 
 macro_rules! unsupported {
     ($($name:ident ( $($arg:ident : $ty:ty),* );)*) => {
@@ -18,16 +106,10 @@ macro_rules! unsupported {
 }
 
 unsupported! {
-    C_MessageEncryptInit(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
-    C_EncryptMessage(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG);
     C_EncryptMessageBegin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
     C_EncryptMessageNext(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
-    C_MessageEncryptFinal();
-    C_MessageDecryptInit(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
-    C_DecryptMessage(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG);
     C_DecryptMessageBegin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
     C_DecryptMessageNext(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
-    C_MessageDecryptFinal();
     C_MessageSignInit(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
     C_SignMessage(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: *mut CK_ULONG);
     C_SignMessageBegin(_p: *mut c_void, _pl: CK_ULONG);
