@@ -76,7 +76,10 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
                         mechs.len(),
                         mechs
                             .iter()
-                            .map(|m| format!("0x{m:x}"))
+                            .map(|m| match hsmux::core::mechname::name(*m) {
+                                Some(n) => n.trim_start_matches("CKM_").to_string(),
+                                None => format!("0x{m:x}"),
+                            })
                             .collect::<Vec<_>>()
                             .join(" ")
                     );

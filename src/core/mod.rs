@@ -6,6 +6,7 @@ pub mod attr;
 pub mod error;
 pub mod instance;
 pub mod mechanism;
+pub mod mechname;
 pub mod op;
 pub mod out;
 pub mod rv;

@@ -13,7 +13,10 @@ use std::os::raw::c_void;
 /// Borrows the consumer's `CK_GCM_MESSAGE_PARAMS` (written back: tag, generated IV).
 unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_GCM_MESSAGE_PARAMS> {
     if p.is_null() || len as usize != std::mem::size_of::<CK_GCM_MESSAGE_PARAMS>() {
-        return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "message parameter must be a CK_GCM_MESSAGE_PARAMS"));
+        return Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            "message parameter must be a CK_GCM_MESSAGE_PARAMS",
+        ));
     }
     let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
     // Both directions need the tag buffer: encryption writes it, decryption reads it.
@@ -25,11 +28,17 @@ unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_G
 
 unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage> {
     Ok(GcmMessage {
-        iv: in_bytes(g.pIv, g.ulIvLen).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?.to_vec(),
+        iv: in_bytes(g.pIv, g.ulIvLen)
+            .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?
+            .to_vec(),
         iv_fixed_bits: g.ulIvFixedBits,
         generator: g.ivGenerator,
         tag_bits: g.ulTagBits,
-        tag: if read_tag { in_bytes(g.pTag, g.ulTagBits / 8)?.to_vec() } else { Vec::new() },
+        tag: if read_tag {
+            in_bytes(g.pTag, g.ulTagBits / 8)?.to_vec()
+        } else {
+            Vec::new()
+        },
     })
 }
 

@@ -31,25 +31,48 @@ pub struct MessageExtras {
 
 /// `C_MessageEncryptInit` / `C_MessageDecryptInit`; `None` ends nothing here (3.0 leaves
 /// cancelling to `*Final`), so it is an argument error.
-pub fn init(h: CK_SESSION_HANDLE, encrypt: bool, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> Result<()> {
+pub fn init(
+    h: CK_SESSION_HANDLE,
+    encrypt: bool,
+    mech: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
     with_session(h, |inst, s| {
-        let slot_state = if encrypt { &s.msg_encrypt } else { &s.msg_decrypt };
+        let slot_state = if encrypt {
+            &s.msg_encrypt
+        } else {
+            &s.msg_decrypt
+        };
         if slot_state.is_some() {
             return Err(err(CKR_OPERATION_ACTIVE));
         }
         if mech != CKM_AES_GCM {
-            return Err(Error::logged(CKR_MECHANISM_INVALID, "message-based encryption is offered for CKM_AES_GCM only"));
+            return Err(Error::logged(
+                CKR_MECHANISM_INVALID,
+                "message-based encryption is offered for CKM_AES_GCM only",
+            ));
         }
         let (slot, ctx) = ctx_of(inst, s);
         let id = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
         // A trial init checks the key (type, CKA_ENCRYPT/CKA_DECRYPT) now, as *Init must.
-        let probe = Mechanism::with(CKM_AES_GCM, MechParam::Gcm { iv: vec![0; 12], iv_bits: 96, aad: Vec::new(), tag_bits: 128 });
+        let probe = Mechanism::with(
+            CKM_AES_GCM,
+            MechParam::Gcm {
+                iv: vec![0; 12],
+                iv_bits: 96,
+                aad: Vec::new(),
+                tag_bits: 128,
+            },
+        );
         if encrypt {
             s.slot.token.encrypt_init(&ctx, &probe, id)?;
         } else {
             s.slot.token.decrypt_init(&ctx, &probe, id)?;
         }
-        let st = Some(MessageState { key: id, counter: 0 });
+        let st = Some(MessageState {
+            key: id,
+            counter: 0,
+        });
         if encrypt {
             s.msg_encrypt = st;
         } else {
@@ -68,14 +91,21 @@ fn generate_iv(p: &GcmMessage, counter: u64) -> Result<Vec<u8>> {
     }
     let mut fresh = vec![0u8; iv.len()];
     match p.generator {
-        CKG_GENERATE_RANDOM => aws_lc_rs::rand::fill(&mut fresh).map_err(|_| err(CKR_FUNCTION_FAILED))?,
+        CKG_GENERATE_RANDOM => {
+            aws_lc_rs::rand::fill(&mut fresh).map_err(|_| err(CKR_FUNCTION_FAILED))?
+        }
         CKG_GENERATE | CKG_GENERATE_COUNTER => {
             let c = counter.to_be_bytes();
             let n = c.len().min(fresh.len());
             let at = fresh.len() - n;
             fresh[at..].copy_from_slice(&c[c.len() - n..]);
         }
-        _ => return Err(Error::logged(CKR_MECHANISM_PARAM_INVALID, "unsupported IV generator")),
+        _ => {
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                "unsupported IV generator",
+            ))
+        }
     }
     for (i, b) in iv.iter_mut().enumerate() {
         for bit in 0..8 {
@@ -90,15 +120,30 @@ fn generate_iv(p: &GcmMessage, counter: u64) -> Result<Vec<u8>> {
 }
 
 /// `C_EncryptMessage` / `C_DecryptMessage`.
-pub fn run(h: CK_SESSION_HANDLE, encrypt: bool, p: &GcmMessage, aad: &[u8], input: &[u8], out: &mut OutBuf) -> Result<MessageExtras> {
+pub fn run(
+    h: CK_SESSION_HANDLE,
+    encrypt: bool,
+    p: &GcmMessage,
+    aad: &[u8],
+    input: &[u8],
+    out: &mut OutBuf,
+) -> Result<MessageExtras> {
     with_session(h, |inst, s| {
-        let st = if encrypt { s.msg_encrypt.as_mut() } else { s.msg_decrypt.as_mut() };
+        let st = if encrypt {
+            s.msg_encrypt.as_mut()
+        } else {
+            s.msg_decrypt.as_mut()
+        };
         let st = st.ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
         let key = st.key;
         // GCM output is as long as its input; answer queries before generating an IV.
         if !out.fits(input.len()) {
             out.report(input.len());
-            return if out.is_query() { Ok(MessageExtras::default()) } else { Err(err(CKR_BUFFER_TOO_SMALL)) };
+            return if out.is_query() {
+                Ok(MessageExtras::default())
+            } else {
+                Err(err(CKR_BUFFER_TOO_SMALL))
+            };
         }
         let tag_len = (p.tag_bits / 8) as usize;
         let generated = encrypt && p.generator != CKG_NO_GENERATE;
@@ -110,7 +155,12 @@ pub fn run(h: CK_SESSION_HANDLE, encrypt: bool, p: &GcmMessage, aad: &[u8], inpu
         };
         let mech = Mechanism::with(
             CKM_AES_GCM,
-            MechParam::Gcm { iv: iv.clone(), iv_bits: (iv.len() * 8) as CK_ULONG, aad: aad.to_vec(), tag_bits: p.tag_bits },
+            MechParam::Gcm {
+                iv: iv.clone(),
+                iv_bits: (iv.len() * 8) as CK_ULONG,
+                aad: aad.to_vec(),
+                tag_bits: p.tag_bits,
+            },
         );
         let (_, ctx) = ctx_of(inst, s);
         if encrypt {
@@ -118,7 +168,10 @@ pub fn run(h: CK_SESSION_HANDLE, encrypt: bool, p: &GcmMessage, aad: &[u8], inpu
             let mut sealed = op.oneshot(input)?;
             let tag = sealed.split_off(sealed.len().saturating_sub(tag_len));
             out.put(&sealed)?;
-            Ok(MessageExtras { tag, iv: generated.then_some(iv) })
+            Ok(MessageExtras {
+                tag,
+                iv: generated.then_some(iv),
+            })
         } else {
             if p.tag.len() != tag_len {
                 return Err(err(CKR_MECHANISM_PARAM_INVALID));
@@ -134,7 +187,13 @@ pub fn run(h: CK_SESSION_HANDLE, encrypt: bool, p: &GcmMessage, aad: &[u8], inpu
 /// `C_MessageEncryptFinal` / `C_MessageDecryptFinal`.
 pub fn finish(h: CK_SESSION_HANDLE, encrypt: bool) -> Result<()> {
     with_session(h, |_, s| {
-        let st = if encrypt { &mut s.msg_encrypt } else { &mut s.msg_decrypt };
-        st.take().map(|_| ()).ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))
+        let st = if encrypt {
+            &mut s.msg_encrypt
+        } else {
+            &mut s.msg_decrypt
+        };
+        st.take()
+            .map(|_| ())
+            .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))
     })
 }
