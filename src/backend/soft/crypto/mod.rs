@@ -13,36 +13,21 @@ mod mechs;
 mod sign;
 mod wrap;
 
-pub use keys::Key;
+pub use cipher::{decrypt_init, encrypt_init};
+pub use keys::{complete_import, Key};
+pub use sign::{digest_init, sign_init, verify_init};
+pub use wrap::{derive, unwrap, wrap};
 
 use self::der::Curve;
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
-use crate::core::op::{Cipher, Signer, Verifier};
 use cryptoki_sys::*;
-use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// The mechanisms of the soft token with their info, in the order C_GetMechanismList gives.
 pub fn mechanisms() -> &'static [(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] {
     mechs::MECHANISMS
-}
-
-pub fn encrypt_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
-    cipher::encrypt_init(mech, key)
-}
-pub fn decrypt_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Cipher>> {
-    cipher::decrypt_init(mech, key)
-}
-pub fn sign_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Signer>> {
-    sign::sign_init(mech, key)
-}
-pub fn verify_init(mech: &Mechanism, key: &Arc<Key>) -> Result<Box<dyn Verifier>> {
-    sign::verify_init(mech, key)
-}
-pub fn digest_init(mech: &Mechanism) -> Result<Box<dyn Signer>> {
-    sign::digest_init(mech)
 }
 
 fn no_param(mech: &Mechanism) -> Result<()> {
@@ -145,36 +130,6 @@ pub fn generate_key_pair(
         _ => return Err(err(CKR_MECHANISM_INVALID)),
     }
     Ok((p, s))
-}
-
-/// C_CreateObject / C_UnwrapKey of a key: checks the key values and returns what the token
-/// derives from them (CKA_VALUE_LEN, CKA_MODULUS_BITS).
-pub fn complete_import(attrs: &Attrs) -> Result<Attrs> {
-    keys::complete_import(attrs)
-}
-
-pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec<u8>> {
-    wrap::wrap(mech, wrapping, target)
-}
-
-pub fn unwrap(
-    mech: &Mechanism,
-    unwrapping: &Arc<Key>,
-    wrapped: &[u8],
-    template: &Attrs,
-) -> Result<Attrs> {
-    wrap::unwrap(mech, unwrapping, wrapped, template)
-}
-
-/// C_DeriveKey: returns the value attributes of the derived key; `other` is the second key
-/// of CKM_CONCATENATE_BASE_AND_KEY.
-pub fn derive(
-    mech: &Mechanism,
-    base: &Arc<Key>,
-    other: Option<&Arc<Key>>,
-    template: &Attrs,
-) -> Result<Attrs> {
-    wrap::derive(mech, base, other, template)
 }
 
 /// Fills `out` from the system's CSPRNG.
