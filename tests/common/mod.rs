@@ -55,7 +55,13 @@ fn rand_u32() -> u32 {
 
 /// Loads the module without initializing it.
 pub fn load() -> Module {
-    let lib = unsafe { libloading::Library::new(module_path()) }.expect("dlopen libhsmux.so");
+    load_from(&module_path())
+}
+
+/// Loads any PKCS#11 module (hsmux, or SoftHSMv2 for comparisons) without initializing it.
+pub fn load_from(path: &std::path::Path) -> Module {
+    let lib = unsafe { libloading::Library::new(path) }
+        .unwrap_or_else(|e| panic!("dlopen {}: {e}", path.display()));
     let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
     let rv = unsafe {
         let get: libloading::Symbol<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV> =
@@ -72,10 +78,13 @@ pub fn load() -> Module {
 
 static SHARED: OnceLock<Module> = OnceLock::new();
 
-/// The module, initialized once per test binary with ten slots `t0`..`t9` (ids 0..9).
+/// Slots in the shared module's configuration.
+pub const SHARED_SLOTS: usize = 24;
+
+/// The module, initialized once per test binary with slots `t0`..`t23` (ids 0..23).
 pub fn shared() -> &'static Module {
     SHARED.get_or_init(|| {
-        let dir = write_config(10);
+        let dir = write_config(SHARED_SLOTS);
         let mut m = load();
         m.dir = dir;
         assert_eq!(initialize(&m), CKR_OK);
@@ -413,3 +422,41 @@ pub fn ec_point(der: &[u8]) -> Vec<u8> {
     assert_eq!(der[0], 0x04, "CKA_EC_POINT is a DER OCTET STRING");
     der[2..].to_vec()
 }
+
+/// The name of a return value, for assertion messages.
+pub fn rv_name(rv: CK_RV) -> String {
+    format!("{:?} (0x{rv:x})", cryptoki::error::Rv::from(rv))
+}
+
+/// Asserts a return value and names both codes when they differ.
+#[macro_export]
+macro_rules! assert_rv {
+    ($got:expr, $want:expr $(, $($msg:tt)+)?) => {{
+        let (got, want): (cryptoki_sys::CK_RV, cryptoki_sys::CK_RV) = ($got, $want);
+        assert!(
+            got == want,
+            "expected {}, got {}{}",
+            $crate::common::rv_name(want),
+            $crate::common::rv_name(got),
+            { let _m = String::new(); $( let _m = format!(": {}", format!($($msg)+)); )? _m }
+        );
+    }};
+}
+
+/// CK_GCM_PARAMS over caller-owned IV and AAD buffers.
+pub fn gcm_params(iv: &mut [u8], aad: &mut [u8], tag_bits: CK_ULONG) -> CK_GCM_PARAMS {
+    CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: iv.len() as CK_ULONG,
+        ulIvBits: (iv.len() * 8) as CK_ULONG,
+        pAAD: if aad.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            aad.as_mut_ptr()
+        },
+        ulAADLen: aad.len() as CK_ULONG,
+        ulTagBits: tag_bits,
+    }
+}
+
+pub const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
