@@ -372,7 +372,7 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
         CKO_DATA | CKO_CERTIFICATE | CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY
     ) {
         return Err(Error::logged(
-            CKR_TEMPLATE_INCONSISTENT,
+            CKR_ATTRIBUTE_VALUE_INVALID,
             format!("objects of class 0x{class:x} are not supported"),
         ));
     }
