@@ -139,7 +139,10 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
 
     // --- login state
     r.rv("logout while nobody is logged in", ck!(m, C_Logout(rw)));
-    r.rv("SO login with an RO session open", login(m, rw, CKU_SO, SO_PIN));
+    r.rv(
+        "SO login with an RO session open",
+        login(m, rw, CKU_SO, SO_PIN),
+    );
     r.rv("user login, wrong PIN", login(m, rw, CKU_USER, b"9999"));
     r.val(
         "USER_PIN_COUNT_LOW after a wrong PIN",
@@ -162,23 +165,44 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     );
     r.rv(
         "C_SetPIN in an RO session",
-        ck!(m, C_SetPIN(ro, PIN.as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)),
+        ck!(
+            m,
+            C_SetPIN(ro, PIN.as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)
+        ),
     );
     r.rv(
         "C_SetPIN with a wrong old PIN",
-        ck!(m, C_SetPIN(rw, b"0000".as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)),
+        ck!(
+            m,
+            C_SetPIN(
+                rw,
+                b"0000".as_ptr() as *mut _,
+                4,
+                b"4321".as_ptr() as *mut _,
+                4
+            )
+        ),
     );
     r.rv(
         "C_SetPIN to a 2-byte PIN",
-        ck!(m, C_SetPIN(rw, PIN.as_ptr() as *mut _, 4, b"43".as_ptr() as *mut _, 2)),
+        ck!(
+            m,
+            C_SetPIN(rw, PIN.as_ptr() as *mut _, 4, b"43".as_ptr() as *mut _, 2)
+        ),
     );
     r.rv(
         "C_SetPIN to 4321",
-        ck!(m, C_SetPIN(rw, PIN.as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)),
+        ck!(
+            m,
+            C_SetPIN(rw, PIN.as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)
+        ),
     );
     r.rv(
         "C_SetPIN back to 1234",
-        ck!(m, C_SetPIN(rw, b"4321".as_ptr() as *mut _, 4, PIN.as_ptr() as *mut _, 4)),
+        ck!(
+            m,
+            C_SetPIN(rw, b"4321".as_ptr() as *mut _, 4, PIN.as_ptr() as *mut _, 4)
+        ),
     );
 
     // --- objects
@@ -267,13 +291,69 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     );
 
     // C_GetAttributeValue, one attribute at a time.
-    one(&mut r, m, rw, "label length (NULL pValue)", tok_obj, CKA_LABEL, None);
-    one(&mut r, m, rw, "label into 3 bytes", tok_obj, CKA_LABEL, Some(3));
-    one(&mut r, m, rw, "label into 64 bytes", tok_obj, CKA_LABEL, Some(64));
-    one(&mut r, m, rw, "CKA_MODULUS of a data object", tok_obj, CKA_MODULUS, None);
-    one(&mut r, m, rw, "CKA_VALUE of a sensitive key", aes, CKA_VALUE, None);
-    one(&mut r, m, rw, "CKA_VALUE_LEN of a key", aes, CKA_VALUE_LEN, None);
-    one(&mut r, m, rw, "a vendor attribute nobody set", tok_obj, CKA_VENDOR_DEFINED | 0x55, None);
+    one(
+        &mut r,
+        m,
+        rw,
+        "label length (NULL pValue)",
+        tok_obj,
+        CKA_LABEL,
+        None,
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "label into 3 bytes",
+        tok_obj,
+        CKA_LABEL,
+        Some(3),
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "label into 64 bytes",
+        tok_obj,
+        CKA_LABEL,
+        Some(64),
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "CKA_MODULUS of a data object",
+        tok_obj,
+        CKA_MODULUS,
+        None,
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "CKA_VALUE of a sensitive key",
+        aes,
+        CKA_VALUE,
+        None,
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "CKA_VALUE_LEN of a key",
+        aes,
+        CKA_VALUE_LEN,
+        None,
+    );
+    one(
+        &mut r,
+        m,
+        rw,
+        "a vendor attribute nobody set",
+        tok_obj,
+        CKA_VENDOR_DEFINED | 0x55,
+        None,
+    );
 
     // C_SetAttributeValue rules.
     r.rv(
@@ -319,7 +399,16 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     let mut frozen_copy = 0;
     r.rv(
         "copy with CKA_MODIFIABLE false",
-        ck!(m, C_CopyObject(rw, tok_obj, to_frozen.ptr(), to_frozen.len(), &mut frozen_copy)),
+        ck!(
+            m,
+            C_CopyObject(
+                rw,
+                tok_obj,
+                to_frozen.ptr(),
+                to_frozen.len(),
+                &mut frozen_copy
+            )
+        ),
     );
     r.rv(
         "relabel the unmodifiable copy",
@@ -335,7 +424,9 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         create(
             m,
             rw,
-            &mut data().bool(CKA_COPYABLE, false).bool(CKA_DESTROYABLE, false),
+            &mut data()
+                .bool(CKA_COPYABLE, false)
+                .bool(CKA_DESTROYABLE, false),
             &mut uncopyable,
         ),
     );
@@ -398,10 +489,16 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     let msg = [5u8; 32];
     r.rv(
         "C_Encrypt before C_EncryptInit",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     let mut ecb = mech(CKM_AES_ECB);
-    r.rv("C_EncryptInit AES-ECB", ck!(m, C_EncryptInit(rw, &mut ecb, aes)));
+    r.rv(
+        "C_EncryptInit AES-ECB",
+        ck!(m, C_EncryptInit(rw, &mut ecb, aes)),
+    );
     r.rv(
         "C_EncryptInit while one is active",
         ck!(m, C_EncryptInit(rw, &mut ecb, aes)),
@@ -409,45 +506,78 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     len = 0;
     r.rv(
         "C_Encrypt length query",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 32, std::ptr::null_mut(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(
+                rw,
+                msg.as_ptr() as *mut _,
+                32,
+                std::ptr::null_mut(),
+                &mut len
+            )
+        ),
     );
     r.val("C_Encrypt length", len);
     len = 16;
     r.rv(
         "C_Encrypt into 16 bytes",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.val("C_Encrypt too small: length", len);
     len = 64;
     r.rv(
         "C_Encrypt into 64 bytes",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.val("C_Encrypt: length", len);
     r.rv(
         "C_Encrypt after the operation ended",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
-    r.rv("AES-ECB init again", ck!(m, C_EncryptInit(rw, &mut ecb, aes)));
+    r.rv(
+        "AES-ECB init again",
+        ck!(m, C_EncryptInit(rw, &mut ecb, aes)),
+    );
     len = 64;
     r.rv(
         "AES-ECB over 15 bytes",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 15, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 15, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.rv(
         "C_Encrypt after an error",
-        ck!(m, C_Encrypt(rw, msg.as_ptr() as *mut _, 16, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 16, buf.as_mut_ptr(), &mut len)
+        ),
     );
     let mut cbc = CK_MECHANISM {
         mechanism: CKM_AES_CBC,
         pParameter: iv.as_mut_ptr() as *mut _,
         ulParameterLen: 16,
     };
-    r.rv("AES-CBC decrypt init", ck!(m, C_DecryptInit(rw, &mut cbc, aes)));
+    r.rv(
+        "AES-CBC decrypt init",
+        ck!(m, C_DecryptInit(rw, &mut cbc, aes)),
+    );
     len = 64;
     r.rv(
         "AES-CBC decrypt of 17 bytes",
-        ck!(m, C_Decrypt(rw, msg.as_ptr() as *mut _, 17, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Decrypt(rw, msg.as_ptr() as *mut _, 17, buf.as_mut_ptr(), &mut len)
+        ),
     );
     let mut bad_iv = CK_MECHANISM {
         mechanism: CKM_AES_CBC,
@@ -495,44 +625,83 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     );
     let mut hm = mech(CKM_SHA256_HMAC);
     r.rv("C_SignInit HMAC", ck!(m, C_SignInit(rw, &mut hm, hmac_key)));
-    r.rv("C_SignInit again", ck!(m, C_SignInit(rw, &mut hm, hmac_key)));
+    r.rv(
+        "C_SignInit again",
+        ck!(m, C_SignInit(rw, &mut hm, hmac_key)),
+    );
     len = 0;
     r.rv(
         "C_Sign length query",
-        ck!(m, C_Sign(rw, msg.as_ptr() as *mut _, 32, std::ptr::null_mut(), &mut len)),
+        ck!(
+            m,
+            C_Sign(
+                rw,
+                msg.as_ptr() as *mut _,
+                32,
+                std::ptr::null_mut(),
+                &mut len
+            )
+        ),
     );
     r.val("C_Sign length", len);
     len = 31;
     r.rv(
         "C_Sign into 31 bytes",
-        ck!(m, C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.val("C_Sign too small: length", len);
     len = 64;
     r.rv(
         "C_Sign",
-        ck!(m, C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.rv(
         "C_Sign after it ended",
-        ck!(m, C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
-    r.rv("C_VerifyInit HMAC", ck!(m, C_VerifyInit(rw, &mut hm, hmac_key)));
+    r.rv(
+        "C_VerifyInit HMAC",
+        ck!(m, C_VerifyInit(rw, &mut hm, hmac_key)),
+    );
     r.rv(
         "C_Verify with a 31-byte MAC",
-        ck!(m, C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 31)),
+        ck!(
+            m,
+            C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 31)
+        ),
     );
     r.rv(
         "C_Verify after that error",
-        ck!(m, C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 32)),
+        ck!(
+            m,
+            C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 32)
+        ),
     );
-    r.rv("C_VerifyInit HMAC again", ck!(m, C_VerifyInit(rw, &mut hm, hmac_key)));
+    r.rv(
+        "C_VerifyInit HMAC again",
+        ck!(m, C_VerifyInit(rw, &mut hm, hmac_key)),
+    );
     buf[0] ^= 1;
     r.rv(
         "C_Verify with a wrong MAC",
-        ck!(m, C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 32)),
+        ck!(
+            m,
+            C_Verify(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), 32)
+        ),
     );
-    r.rv("C_SignInit HMAC multi-part", ck!(m, C_SignInit(rw, &mut hm, hmac_key)));
+    r.rv(
+        "C_SignInit HMAC multi-part",
+        ck!(m, C_SignInit(rw, &mut hm, hmac_key)),
+    );
     r.rv(
         "C_SignUpdate",
         ck!(m, C_SignUpdate(rw, msg.as_ptr() as *mut _, 32)),
@@ -540,7 +709,10 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     len = 64;
     r.rv(
         "C_Sign after C_SignUpdate",
-        ck!(m, C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Sign(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.rv(
         "C_SignFinal after that",
@@ -552,13 +724,25 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     len = 0;
     r.rv(
         "C_Digest length query",
-        ck!(m, C_Digest(rw, msg.as_ptr() as *mut _, 32, std::ptr::null_mut(), &mut len)),
+        ck!(
+            m,
+            C_Digest(
+                rw,
+                msg.as_ptr() as *mut _,
+                32,
+                std::ptr::null_mut(),
+                &mut len
+            )
+        ),
     );
     r.val("C_Digest length", len);
     len = 64;
     r.rv(
         "C_Digest",
-        ck!(m, C_Digest(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Digest(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
     );
     r.rv(
         "C_GenerateRandom into NULL",
@@ -585,7 +769,15 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     );
     r.rv("logout", ck!(m, C_Logout(ro)));
     r.val("state RW after logout", session_state(m, rw));
-    one(&mut r, m, rw, "label of a private object after logout", private, CKA_LABEL, None);
+    one(
+        &mut r,
+        m,
+        rw,
+        "label of a private object after logout",
+        private,
+        CKA_LABEL,
+        None,
+    );
     r.rv(
         "private session object while logged out",
         create(
@@ -606,7 +798,10 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         ck!(m, C_FindObjects(rw, found.as_mut_ptr(), 8, &mut n)),
     );
     r.val("public objects labelled parity", n);
-    r.rv("C_FindObjectsFinal logged out", ck!(m, C_FindObjectsFinal(rw)));
+    r.rv(
+        "C_FindObjectsFinal logged out",
+        ck!(m, C_FindObjectsFinal(rw)),
+    );
     r.rv(
         "C_EncryptInit with a private key while logged out",
         ck!(m, C_EncryptInit(rw, &mut mech(CKM_AES_ECB), aes)),
@@ -620,11 +815,17 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     let mut h = 0;
     r.rv(
         "open an RO session while the SO is in",
-        ck!(m, C_OpenSession(slot, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut h)),
+        ck!(
+            m,
+            C_OpenSession(slot, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut h)
+        ),
     );
     r.rv(
         "open a session without CKF_SERIAL_SESSION",
-        ck!(m, C_OpenSession(slot, CKF_RW_SESSION, std::ptr::null_mut(), None, &mut h)),
+        ck!(
+            m,
+            C_OpenSession(slot, CKF_RW_SESSION, std::ptr::null_mut(), None, &mut h)
+        ),
     );
     r.rv(
         "SO creates a private object",
@@ -643,7 +844,16 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     );
     r.rv(
         "C_SetPIN as the SO (SO PIN)",
-        ck!(m, C_SetPIN(rw, SO_PIN.as_ptr() as *mut _, 8, SO_PIN.as_ptr() as *mut _, 8)),
+        ck!(
+            m,
+            C_SetPIN(
+                rw,
+                SO_PIN.as_ptr() as *mut _,
+                8,
+                SO_PIN.as_ptr() as *mut _,
+                8
+            )
+        ),
     );
     r.rv(
         "C_InitPIN by the SO",
@@ -652,21 +862,33 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     let mut label = [b' '; 32];
     r.rv(
         "C_InitToken with a session open",
-        ck!(m, C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())),
+        ck!(
+            m,
+            C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
     );
     r.rv("C_CloseAllSessions", ck!(m, C_CloseAllSessions(slot)));
     r.val("state of a closed session", session_state(m, rw));
     let again = open(m, slot, false);
-    r.val("a new session after all closed (logged out)", session_state(m, again));
+    r.val(
+        "a new session after all closed (logged out)",
+        session_state(m, again),
+    );
     r.rv("close the last session", ck!(m, C_CloseSession(again)));
     label[..6].copy_from_slice(b"parity");
     r.rv(
         "C_InitToken with a wrong SO PIN",
-        ck!(m, C_InitToken(slot, b"87654321".as_ptr() as *mut _, 8, label.as_mut_ptr())),
+        ck!(
+            m,
+            C_InitToken(slot, b"87654321".as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
     );
     r.rv(
         "C_InitToken with the right SO PIN",
-        ck!(m, C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())),
+        ck!(
+            m,
+            C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
     );
     let flags = token_flags(m, slot);
     r.val(
@@ -707,11 +929,17 @@ fn label32(s: &[u8]) -> [u8; 32] {
 fn prepare(m: &Module, slot: CK_SLOT_ID, label: &[u8]) -> CK_SLOT_ID {
     let mut l = label32(label);
     assert_eq!(
-        ck!(m, C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, l.as_mut_ptr())),
+        ck!(
+            m,
+            C_InitToken(slot, SO_PIN.as_ptr() as *mut _, 8, l.as_mut_ptr())
+        ),
         CKR_OK
     );
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut slots = vec![0; n as usize];
     assert_eq!(ck!(m, C_GetSlotList(1, slots.as_mut_ptr(), &mut n)), CKR_OK);
     let slot = slots
