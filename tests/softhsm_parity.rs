@@ -49,6 +49,50 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
         "as above: an invisible key is an invalid key handle",
     ),
     (
+        "AES key gen of 15 bytes",
+        CKR_KEY_SIZE_RANGE,
+        "C_GenerateKey's code for a key length the mechanism does not make; SoftHSM \
+         answers CKR_ATTRIBUTE_VALUE_INVALID",
+    ),
+    (
+        "AES key gen with CKA_CLASS data",
+        CKR_TEMPLATE_INCONSISTENT,
+        "the template contradicts what the mechanism contributes (PKCS#11 §4.1.3); SoftHSM \
+         answers CKR_ATTRIBUTE_VALUE_INVALID",
+    ),
+    (
+        "EC key pair gen on secp256k1",
+        CKR_CURVE_NOT_SUPPORTED,
+        "the soft token offers P-256 and P-384 only (3.0 code for an unsupported curve)",
+    ),
+    (
+        "EC key pair gen with garbage CKA_EC_PARAMS",
+        CKR_CURVE_NOT_SUPPORTED,
+        "SoftHSM answers CKR_GENERAL_ERROR",
+    ),
+    (
+        "EC key pair gen with a CKA_EC_POINT given",
+        CKR_TEMPLATE_INCONSISTENT,
+        "CKA_EC_POINT must not be given to C_GenerateKeyPair (table footnote 4), the spec \
+         names no code; SoftHSM answers CKR_ATTRIBUTE_READ_ONLY",
+    ),
+    (
+        "GCM decrypt with a bad tag",
+        CKR_ENCRYPTED_DATA_INVALID,
+        "the spec's code for a failed authentication; SoftHSM answers CKR_GENERAL_ERROR",
+    ),
+    (
+        "GCM with 130 tag bits",
+        CKR_MECHANISM_PARAM_INVALID,
+        "a bad mechanism parameter; SoftHSM answers CKR_ARGUMENTS_BAD",
+    ),
+    (
+        "unwrap garbage",
+        CKR_WRAPPED_KEY_INVALID,
+        "the spec's code for a wrapped key that does not unwrap; SoftHSM answers \
+         CKR_GENERAL_ERROR",
+    ),
+    (
         "C_Sign after C_SignUpdate",
         CKR_OPERATION_ACTIVE,
         "the spec names no code for a single-part call in a multi-part operation; both end \
@@ -751,6 +795,295 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
     r.rv(
         "C_GenerateRandom 16",
         ck!(m, C_GenerateRandom(rw, buf.as_mut_ptr(), 16)),
+    );
+
+    // --- key generation templates
+    let mut k = 0;
+    let gen =
+        |step: &str, mt: CK_MECHANISM_TYPE, mut t: Template, r: &mut Rec| -> CK_OBJECT_HANDLE {
+            let mut k = 0;
+            r.rv(
+                step,
+                ck!(
+                    m,
+                    C_GenerateKey(rw, &mut mech(mt), t.ptr(), t.len(), &mut k)
+                ),
+            );
+            k
+        };
+    gen(
+        "AES key gen without CKA_VALUE_LEN",
+        CKM_AES_KEY_GEN,
+        Template::new(),
+        &mut r,
+    );
+    gen(
+        "AES key gen of 15 bytes",
+        CKM_AES_KEY_GEN,
+        Template::new().ulong(CKA_VALUE_LEN, 15),
+        &mut r,
+    );
+    gen(
+        "AES key gen with CKA_CLASS data",
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 16)
+            .ulong(CKA_CLASS, CKO_DATA),
+        &mut r,
+    );
+    gen(
+        "AES key gen with CKA_KEY_TYPE generic",
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 16)
+            .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        &mut r,
+    );
+    gen(
+        "AES key gen with CKA_LOCAL",
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 16)
+            .bool(CKA_LOCAL, true),
+        &mut r,
+    );
+    let genk = gen(
+        "AES key gen, 32 bytes, sensitive",
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_SENSITIVE, true)
+            .bool(CKA_EXTRACTABLE, true),
+        &mut r,
+    );
+    for (name, ty) in [
+        ("CKA_LOCAL", CKA_LOCAL),
+        ("CKA_ALWAYS_SENSITIVE", CKA_ALWAYS_SENSITIVE),
+        ("CKA_NEVER_EXTRACTABLE", CKA_NEVER_EXTRACTABLE),
+        ("CKA_KEY_GEN_MECHANISM", CKA_KEY_GEN_MECHANISM),
+    ] {
+        let mut v = [0u8; 8];
+        let mut a = CK_ATTRIBUTE {
+            type_: ty,
+            pValue: v.as_mut_ptr() as *mut _,
+            ulValueLen: 8,
+        };
+        r.rv(
+            &format!("generated key: {name}"),
+            ck!(m, C_GetAttributeValue(rw, genk, &mut a, 1)),
+        );
+        let value = if a.ulValueLen == 1 {
+            v[0] as u64
+        } else {
+            u64::from_ne_bytes(v)
+        };
+        r.val(&format!("generated key: {name} value"), value);
+    }
+    gen(
+        "generic secret gen without CKA_VALUE_LEN",
+        CKM_GENERIC_SECRET_KEY_GEN,
+        Template::new(),
+        &mut r,
+    );
+    let kp = |step: &str, mut public: Template, r: &mut Rec| {
+        let (mut a, mut b) = (0, 0);
+        let mut private = Template::new().bool(CKA_SIGN, true);
+        r.rv(
+            step,
+            ck!(
+                m,
+                C_GenerateKeyPair(
+                    rw,
+                    &mut mech(CKM_EC_KEY_PAIR_GEN),
+                    public.ptr(),
+                    public.len(),
+                    private.ptr(),
+                    private.len(),
+                    &mut a,
+                    &mut b
+                )
+            ),
+        );
+    };
+    kp(
+        "EC key pair gen without CKA_EC_PARAMS",
+        Template::new(),
+        &mut r,
+    );
+    kp(
+        "EC key pair gen on secp256k1",
+        Template::new().bytes(CKA_EC_PARAMS, &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]),
+        &mut r,
+    );
+    kp(
+        "EC key pair gen with garbage CKA_EC_PARAMS",
+        Template::new().bytes(CKA_EC_PARAMS, &[0x01, 0x02, 0x03]),
+        &mut r,
+    );
+    kp(
+        "EC key pair gen with a CKA_EC_POINT given",
+        Template::new()
+            .bytes(CKA_EC_PARAMS, P256_PARAMS)
+            .bytes(CKA_EC_POINT, &[0x04, 0x01, 0x00]),
+        &mut r,
+    );
+    kp(
+        "EC key pair gen P-256",
+        Template::new().bytes(CKA_EC_PARAMS, P256_PARAMS),
+        &mut r,
+    );
+    r.rv(
+        "C_GenerateKey with a key-pair mechanism",
+        ck!(
+            m,
+            C_GenerateKey(
+                rw,
+                &mut mech(CKM_EC_KEY_PAIR_GEN),
+                std::ptr::null_mut(),
+                0,
+                &mut k
+            )
+        ),
+    );
+    // GCM: tampered tag, and a decrypt whose output buffer is too small.
+    let mut iv12 = [4u8; 12];
+    let mut gcm = gcm_params(&mut iv12, &mut [], 128);
+    let mut gm = mech_with(CKM_AES_GCM, &mut gcm);
+    r.rv("GCM encrypt init", ck!(m, C_EncryptInit(rw, &mut gm, aes)));
+    len = 64;
+    r.rv(
+        "GCM encrypt 32 bytes",
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.val("GCM ciphertext length", len);
+    let mut ct = buf[..48].to_vec();
+    r.rv("GCM decrypt init", ck!(m, C_DecryptInit(rw, &mut gm, aes)));
+    let mut out = [0u8; 64];
+    len = 0;
+    r.rv(
+        "GCM decrypt length query",
+        ck!(
+            m,
+            C_Decrypt(rw, ct.as_mut_ptr(), 48, std::ptr::null_mut(), &mut len)
+        ),
+    );
+    let upper = len;
+    r.val("GCM decrypt length query >= 32", (upper >= 32) as u64);
+    len = 31;
+    r.rv(
+        "GCM decrypt into 31 bytes",
+        ck!(
+            m,
+            C_Decrypt(rw, ct.as_mut_ptr(), 48, out.as_mut_ptr(), &mut len)
+        ),
+    );
+    len = 64;
+    r.rv(
+        "GCM decrypt into 64 bytes",
+        ck!(
+            m,
+            C_Decrypt(rw, ct.as_mut_ptr(), 48, out.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.val("GCM plaintext length", len);
+    ct[47] ^= 1;
+    r.rv(
+        "GCM decrypt init again",
+        ck!(m, C_DecryptInit(rw, &mut gm, aes)),
+    );
+    len = 64;
+    r.rv(
+        "GCM decrypt with a bad tag",
+        ck!(
+            m,
+            C_Decrypt(rw, ct.as_mut_ptr(), 48, out.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.rv(
+        "C_Decrypt after the bad tag",
+        ck!(
+            m,
+            C_Decrypt(rw, ct.as_mut_ptr(), 48, out.as_mut_ptr(), &mut len)
+        ),
+    );
+    let mut gcm_bad_tag = gcm_params(&mut iv12, &mut [], 130);
+    r.rv(
+        "GCM with 130 tag bits",
+        ck!(
+            m,
+            C_EncryptInit(rw, &mut mech_with(CKM_AES_GCM, &mut gcm_bad_tag), aes)
+        ),
+    );
+    // Wrapping.
+    let mut wm = mech(CKM_AES_KEY_WRAP);
+    r.rv(
+        "wrap a non-extractable key",
+        ck!(
+            m,
+            C_WrapKey(rw, &mut wm, genk, aes, std::ptr::null_mut(), &mut len)
+        ),
+    );
+    r.rv(
+        "wrap with a key handle of nothing",
+        ck!(
+            m,
+            C_WrapKey(
+                rw,
+                &mut wm,
+                0xdead_beef,
+                genk,
+                std::ptr::null_mut(),
+                &mut len
+            )
+        ),
+    );
+    len = 0;
+    r.rv(
+        "wrap length query",
+        ck!(
+            m,
+            C_WrapKey(rw, &mut wm, genk, genk, std::ptr::null_mut(), &mut len)
+        ),
+    );
+    r.val("wrapped length", len);
+    let mut ut = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_AES);
+    let mut junk = [7u8; 40];
+    r.rv(
+        "unwrap garbage",
+        ck!(
+            m,
+            C_UnwrapKey(
+                rw,
+                &mut wm,
+                genk,
+                junk.as_mut_ptr(),
+                40,
+                ut.ptr(),
+                ut.len(),
+                &mut k
+            )
+        ),
+    );
+    r.rv(
+        "unwrap 20 bytes with AES-KW",
+        ck!(
+            m,
+            C_UnwrapKey(
+                rw,
+                &mut wm,
+                genk,
+                junk.as_mut_ptr(),
+                20,
+                ut.ptr(),
+                ut.len(),
+                &mut k
+            )
+        ),
     );
 
     // --- private objects and logout
