@@ -431,14 +431,158 @@ fn get_attribute_value_follows_the_spec_buffer_rules() {
         CKR_OK
     );
     assert_eq!(get_attr(m, h, k, CKA_LABEL).unwrap(), b"renamed");
-    let mut frozen = Template::new().bool(CKA_MODIFIABLE, false);
+    // Each error alone, with its exact code and CK_UNAVAILABLE_INFORMATION.
+    let one = |ty, buf: Option<usize>| {
+        let mut v = vec![0u8; buf.unwrap_or(0)];
+        let mut a = CK_ATTRIBUTE {
+            type_: ty,
+            pValue: if buf.is_some() {
+                v.as_mut_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            },
+            ulValueLen: v.len() as CK_ULONG,
+        };
+        let rv = ck!(m, C_GetAttributeValue(h, k, &mut a, 1));
+        (rv, a.ulValueLen)
+    };
+    assert_eq!(one(CKA_LABEL, None), (CKR_OK, 7));
+    assert_eq!(one(CKA_LABEL, Some(7)), (CKR_OK, 7), "an exact fit");
     assert_eq!(
-        ck!(m, C_SetAttributeValue(h, k, frozen.ptr(), frozen.len())),
+        one(CKA_LABEL, Some(6)),
+        (CKR_BUFFER_TOO_SMALL, CK_UNAVAILABLE_INFORMATION)
+    );
+    assert_eq!(
+        one(CKA_MODULUS, None),
+        (CKR_ATTRIBUTE_TYPE_INVALID, CK_UNAVAILABLE_INFORMATION)
+    );
+    assert_eq!(
+        one(CKA_VALUE, Some(32)),
+        (CKR_ATTRIBUTE_SENSITIVE, CK_UNAVAILABLE_INFORMATION)
+    );
+    assert_eq!(one(CKA_CLASS, Some(8)), (CKR_OK, 8));
+    // A NULL template with a count, a handle of nothing.
+    assert_rv!(
+        ck!(m, C_GetAttributeValue(h, k, std::ptr::null_mut(), 1)),
+        CKR_ARGUMENTS_BAD
+    );
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_LABEL,
+        pValue: std::ptr::null_mut(),
+        ulValueLen: 0,
+    };
+    assert_rv!(
+        ck!(m, C_GetAttributeValue(h, 0xdead_beef, &mut a, 1)),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    // A non-extractable (but not sensitive) key hides its value as well.
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+        .bool(CKA_SENSITIVE, false)
+        .bool(CKA_EXTRACTABLE, false)
+        .bytes(CKA_VALUE, &[1u8; 20]);
+    let mut ne = 0;
+    assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut ne)), CKR_OK);
+    assert_eq!(get_attr(m, h, ne, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
+    // Extractable and not sensitive: readable; CKA_SENSITIVE may then go FALSE -> TRUE only.
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+        .bool(CKA_EXTRACTABLE, true)
+        .bytes(CKA_VALUE, &[2u8; 20]);
+    let mut open_key = 0;
+    assert_eq!(
+        ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut open_key)),
+        CKR_OK
+    );
+    assert_eq!(get_attr(m, h, open_key, CKA_VALUE).unwrap(), vec![2u8; 20]);
+    let mut sens = Template::new().bool(CKA_SENSITIVE, true);
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(h, open_key, sens.ptr(), sens.len())),
         CKR_OK
     );
     assert_eq!(
-        ck!(m, C_SetAttributeValue(h, k, relabel.ptr(), relabel.len())),
+        get_attr(m, h, open_key, CKA_VALUE),
+        Err(CKR_ATTRIBUTE_SENSITIVE)
+    );
+    assert_eq!(
+        get_attr(m, h, open_key, CKA_ALWAYS_SENSITIVE).unwrap(),
+        vec![0],
+        "an imported key was never always sensitive"
+    );
+    let mut unextract = Template::new().bool(CKA_EXTRACTABLE, false);
+    assert_rv!(
+        ck!(
+            m,
+            C_SetAttributeValue(h, open_key, unextract.ptr(), unextract.len())
+        ),
+        CKR_OK,
+        "CKA_EXTRACTABLE may go TRUE -> FALSE"
+    );
+    let mut extract = Template::new().bool(CKA_EXTRACTABLE, true);
+    assert_rv!(
+        ck!(
+            m,
+            C_SetAttributeValue(h, open_key, extract.ptr(), extract.len())
+        ),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+}
+
+#[test]
+fn modifiable_is_fixed_at_creation_and_enforced() {
+    let m = shared();
+    let h = user_session(m, 8);
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_AES)
+        .bytes(CKA_VALUE, &[7u8; 16]);
+    let mut k = 0;
+    assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut k)), CKR_OK);
+    let mut relabel = Template::new().bytes(CKA_LABEL, b"renamed");
+    // The copy is made first, while the original is still modifiable either way.
+    let mut to_frozen = Template::new().bool(CKA_MODIFIABLE, false);
+    let mut c = 0;
+    assert_rv!(
+        ck!(
+            m,
+            C_CopyObject(h, k, to_frozen.ptr(), to_frozen.len(), &mut c)
+        ),
+        CKR_OK,
+        "C_CopyObject may make the copy unmodifiable"
+    );
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(h, c, relabel.ptr(), relabel.len())),
         CKR_ACTION_PROHIBITED
+    );
+    assert_rv!(
+        ck!(m, C_DestroyObject(h, c)),
+        CKR_OK,
+        "unmodifiable is still destroyable"
+    );
+    // CKA_MODIFIABLE is given at creation (or changed by C_CopyObject), not by
+    // C_SetAttributeValue (PKCS#11 §4.4; SoftHSM agrees).
+    let mut frozen = Template::new().bool(CKA_MODIFIABLE, false);
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(h, k, frozen.ptr(), frozen.len())),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_MODIFIABLE, false)
+        .bytes(CKA_LABEL, b"frozen");
+    let mut d = 0;
+    assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut d)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(h, d, relabel.ptr(), relabel.len())),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(get_attr(m, h, d, CKA_LABEL).unwrap(), b"frozen");
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(h, k, relabel.ptr(), relabel.len())),
+        CKR_OK,
+        "the original stays modifiable"
     );
 }
 
@@ -687,4 +831,579 @@ fn threads_share_the_module_safely() {
     for t in threads {
         t.join().expect("no thread panics");
     }
+}
+
+fn token_info(m: &Module, slot: CK_SLOT_ID) -> CK_TOKEN_INFO {
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
+    ti
+}
+
+fn state(m: &Module, h: CK_SESSION_HANDLE) -> Result<CK_STATE, CK_RV> {
+    let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
+    match ck!(m, C_GetSessionInfo(h, &mut si)) {
+        CKR_OK => Ok(si.state),
+        rv => Err(rv),
+    }
+}
+
+#[test]
+fn token_info_fields_are_what_consumers_rely_on() {
+    let m = shared();
+    init_slot(m, 9);
+    let a = token_info(m, 9);
+    // OpenBao's seal wants ulMaxSessionCount 0/infinite or ulMaxRwSessionCount >= 2.
+    assert_eq!(a.ulMaxSessionCount, CK_EFFECTIVELY_INFINITE);
+    assert_eq!(a.ulMaxRwSessionCount, CK_EFFECTIVELY_INFINITE);
+    assert_eq!((a.ulSessionCount, a.ulRwSessionCount), (0, 0));
+    assert_ne!(a.flags & CKF_RNG, 0);
+    assert_ne!(a.flags & CKF_LOGIN_REQUIRED, 0);
+    assert_eq!(a.flags & CKF_PROTECTED_AUTHENTICATION_PATH, 0);
+    assert_eq!((a.ulMinPinLen, a.ulMaxPinLen), (4, 255));
+    for field in [
+        &a.manufacturerID[..],
+        &a.model[..],
+        &a.serialNumber[..],
+        &a.label[..],
+    ] {
+        assert!(
+            field.iter().all(|b| b.is_ascii_graphic() || *b == b' '),
+            "blank padded text: {:?}",
+            String::from_utf8_lossy(field)
+        );
+    }
+    assert!(a.manufacturerID.starts_with(b"hsmux "));
+    assert!(a.serialNumber.iter().any(|b| *b != b' '), "a serial number");
+    let ro = open(m, 9, false);
+    let rw = open(m, 9, true);
+    let b = token_info(m, 9);
+    assert_eq!((b.ulSessionCount, b.ulRwSessionCount), (2, 1));
+    assert_eq!(a.serialNumber, b.serialNumber, "the serial is stable");
+    assert_eq!(ck!(m, C_CloseSession(ro)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseSession(rw)), CKR_OK);
+    // Slot info.
+    let mut si: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(ck!(m, C_GetSlotInfo(9, &mut si)), CKR_OK);
+    assert_ne!(si.flags & CKF_TOKEN_PRESENT, 0);
+    assert_eq!(si.flags & CKF_REMOVABLE_DEVICE, 0);
+    assert_rv!(ck!(m, C_GetSlotInfo(999, &mut si)), CKR_SLOT_ID_INVALID);
+    // A token label of exactly 32 bytes, and re-initialization keeps the serial number.
+    let mut label = *b"exactly thirty-two bytes long!!!";
+    assert_rv!(
+        ck!(
+            m,
+            C_InitToken(9, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+        CKR_OK
+    );
+    let c = token_info(m, 9);
+    assert_eq!(&c.label, b"exactly thirty-two bytes long!!!");
+    assert_eq!(c.serialNumber, a.serialNumber);
+}
+
+#[test]
+fn pin_retry_counter_locks_and_the_so_unlocks() {
+    let m = shared();
+    init_slot(m, 10);
+    let h = open(m, 10, true);
+    for i in 1..=10u32 {
+        let rv = login(m, h, CKU_USER, b"0000");
+        assert_rv!(rv, CKR_PIN_INCORRECT, "wrong PIN #{i}");
+        let f = token_info(m, 10).flags;
+        assert_ne!(f & CKF_USER_PIN_COUNT_LOW, 0, "COUNT_LOW after {i}");
+        assert_eq!(
+            f & CKF_USER_PIN_FINAL_TRY != 0,
+            i == 9,
+            "FINAL_TRY after {i} wrong PINs only"
+        );
+        assert_eq!(f & CKF_USER_PIN_LOCKED != 0, i == 10, "LOCKED after {i}");
+        assert_eq!(f & CKF_SO_PIN_COUNT_LOW, 0, "the SO's counter is separate");
+    }
+    assert_rv!(
+        login(m, h, CKU_USER, PIN),
+        CKR_PIN_LOCKED,
+        "the right PIN no longer works"
+    );
+    assert_rv!(login(m, h, CKU_USER, b"0000"), CKR_PIN_LOCKED);
+    // The SO's own PIN counts separately; C_InitPIN by the SO unlocks the user.
+    assert_rv!(login(m, h, CKU_SO, b"00000000"), CKR_PIN_INCORRECT);
+    assert_ne!(token_info(m, 10).flags & CKF_SO_PIN_COUNT_LOW, 0);
+    assert_rv!(login(m, h, CKU_SO, SO_PIN), CKR_OK);
+    assert_eq!(token_info(m, 10).flags & CKF_SO_PIN_COUNT_LOW, 0);
+    assert_rv!(ck!(m, C_InitPIN(h, b"2468".as_ptr() as *mut _, 4)), CKR_OK);
+    let f = token_info(m, 10).flags;
+    assert_eq!(
+        f & (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED),
+        0
+    );
+    assert_rv!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_rv!(login(m, h, CKU_USER, b"2468"), CKR_OK);
+}
+
+#[test]
+fn init_pin_and_set_pin_rules() {
+    let m = shared();
+    init_slot(m, 11);
+    let rw = open(m, 11, true);
+    // C_InitPIN only in the R/W SO state.
+    assert_rv!(
+        ck!(m, C_InitPIN(rw, b"4321".as_ptr() as *mut _, 4)),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    // C_SetPIN in a R/W public session changes the user PIN.
+    assert_rv!(
+        ck!(
+            m,
+            C_SetPIN(rw, PIN.as_ptr() as *mut _, 4, b"4321".as_ptr() as *mut _, 4)
+        ),
+        CKR_OK
+    );
+    assert_rv!(login(m, rw, CKU_USER, b"4321"), CKR_OK);
+    assert_rv!(ck!(m, C_Logout(rw)), CKR_OK);
+    // The SO changes the SO PIN while logged in as SO.
+    assert_rv!(login(m, rw, CKU_SO, SO_PIN), CKR_OK);
+    assert_rv!(
+        ck!(
+            m,
+            C_SetPIN(
+                rw,
+                b"00000000".as_ptr() as *mut _,
+                8,
+                b"87654321".as_ptr() as *mut _,
+                8
+            )
+        ),
+        CKR_PIN_INCORRECT
+    );
+    assert_rv!(
+        ck!(
+            m,
+            C_SetPIN(
+                rw,
+                SO_PIN.as_ptr() as *mut _,
+                8,
+                b"87654321".as_ptr() as *mut _,
+                8
+            )
+        ),
+        CKR_OK
+    );
+    assert_rv!(
+        ck!(m, C_InitPIN(rw, b"12".as_ptr() as *mut _, 2)),
+        CKR_PIN_LEN_RANGE
+    );
+    let long = [b'7'; 256];
+    assert_rv!(
+        ck!(m, C_InitPIN(rw, long.as_ptr() as *mut _, 256)),
+        CKR_PIN_LEN_RANGE
+    );
+    assert_rv!(ck!(m, C_InitPIN(rw, PIN.as_ptr() as *mut _, 4)), CKR_OK);
+    assert_rv!(ck!(m, C_Logout(rw)), CKR_OK);
+    assert_rv!(
+        login(m, rw, CKU_SO, SO_PIN),
+        CKR_PIN_INCORRECT,
+        "the old SO PIN"
+    );
+    assert_rv!(login(m, rw, CKU_SO, b"87654321"), CKR_OK);
+    assert_rv!(ck!(m, C_Logout(rw)), CKR_OK);
+    assert_rv!(login(m, rw, CKU_USER, PIN), CKR_OK, "the PIN C_InitPIN set");
+    // C_InitToken needs the new SO PIN.
+    assert_rv!(ck!(m, C_CloseSession(rw)), CKR_OK);
+    let mut label = [b' '; 32];
+    assert_rv!(
+        ck!(
+            m,
+            C_InitToken(11, SO_PIN.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+        CKR_PIN_INCORRECT
+    );
+    assert_rv!(
+        ck!(
+            m,
+            C_InitToken(11, b"87654321".as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+        CKR_OK
+    );
+    assert_rv!(
+        ck!(
+            m,
+            C_InitToken(11, b"123".as_ptr() as *mut _, 3, label.as_mut_ptr())
+        ),
+        CKR_PIN_INCORRECT,
+        "an initialized token checks the SO PIN, whatever its length"
+    );
+}
+
+#[test]
+fn closing_the_last_session_of_a_slot_logs_it_out_and_slots_are_independent() {
+    let m = shared();
+    init_slot(m, 12);
+    init_slot(m, 13);
+    let a = open(m, 12, true);
+    let b = open(m, 12, false);
+    let other = open(m, 13, true);
+    assert_rv!(login(m, a, CKU_USER, PIN), CKR_OK);
+    assert_rv!(login(m, other, CKU_USER, PIN), CKR_OK);
+    assert_rv!(ck!(m, C_CloseSession(a)), CKR_OK);
+    assert_eq!(
+        state(m, b),
+        Ok(CKS_RO_USER_FUNCTIONS),
+        "b still holds the login"
+    );
+    assert_rv!(ck!(m, C_CloseSession(b)), CKR_OK);
+    let c = open(m, 12, true);
+    assert_eq!(
+        state(m, c),
+        Ok(CKS_RW_PUBLIC_SESSION),
+        "the last close logged out"
+    );
+    assert_eq!(
+        state(m, other),
+        Ok(CKS_RW_USER_FUNCTIONS),
+        "another slot keeps its login"
+    );
+    assert_rv!(ck!(m, C_CloseAllSessions(12)), CKR_OK);
+    assert_eq!(state(m, c), Err(CKR_SESSION_HANDLE_INVALID));
+    assert_eq!(state(m, other), Ok(CKS_RW_USER_FUNCTIONS));
+    assert_rv!(
+        ck!(m, C_CloseAllSessions(12)),
+        CKR_OK,
+        "nothing left to close"
+    );
+    assert_rv!(ck!(m, C_CloseAllSessions(999)), CKR_SLOT_ID_INVALID);
+    // A session handle is tied to its slot: a handle of slot 13 used for an object of 12.
+    let d = open(m, 12, true);
+    assert_rv!(login(m, d, CKU_USER, PIN), CKR_OK);
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_PRIVATE, false);
+    let mut o = 0;
+    assert_rv!(ck!(m, C_CreateObject(d, t.ptr(), t.len(), &mut o)), CKR_OK);
+    assert_eq!(
+        get_attr(m, other, o, CKA_CLASS),
+        Err(CKR_OBJECT_HANDLE_INVALID)
+    );
+    assert_eq!(
+        find(m, other, &mut Template::new().ulong(CKA_CLASS, CKO_DATA)).len(),
+        0
+    );
+    let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(ck!(m, C_GetSessionInfo(d, &mut si)), CKR_OK);
+    assert_eq!(si.slotID, 12);
+    assert_eq!(si.flags, CKF_SERIAL_SESSION | CKF_RW_SESSION);
+    assert_eq!(si.ulDeviceError, 0);
+}
+
+#[test]
+fn session_objects_belong_to_the_application_and_private_ones_to_the_user() {
+    let m = shared();
+    let a = user_session(m, 14);
+    let b = open(m, 14, false);
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_PRIVATE, true)
+        .bytes(CKA_LABEL, b"mine")
+        .bytes(CKA_VALUE, b"v");
+    let mut o = 0;
+    assert_rv!(ck!(m, C_CreateObject(a, t.ptr(), t.len(), &mut o)), CKR_OK);
+    // Visible and usable from the other (read-only) session of the application.
+    assert_eq!(get_attr(m, b, o, CKA_LABEL).unwrap(), b"mine");
+    assert_eq!(
+        find(m, b, &mut Template::new().bytes(CKA_LABEL, b"mine")),
+        vec![o]
+    );
+    let mut relabel = Template::new().bytes(CKA_LABEL, b"ours");
+    assert_rv!(
+        ck!(m, C_SetAttributeValue(b, o, relabel.ptr(), relabel.len())),
+        CKR_OK,
+        "an RO session may change session objects"
+    );
+    let mut size = 0;
+    assert_rv!(ck!(m, C_GetObjectSize(b, o, &mut size)), CKR_OK);
+    assert!(size > 0);
+    // Hidden after logout, back with the same handle after login.
+    assert_rv!(ck!(m, C_Logout(b)), CKR_OK);
+    assert_eq!(get_attr(m, a, o, CKA_LABEL), Err(CKR_OBJECT_HANDLE_INVALID));
+    assert_rv!(ck!(m, C_DestroyObject(a, o)), CKR_OBJECT_HANDLE_INVALID);
+    assert_rv!(login(m, b, CKU_USER, PIN), CKR_OK);
+    assert_eq!(get_attr(m, a, o, CKA_LABEL).unwrap(), b"ours");
+    // It goes with the session that made it, not with the other one.
+    assert_rv!(ck!(m, C_CloseSession(b)), CKR_OK);
+    assert_eq!(get_attr(m, a, o, CKA_LABEL).unwrap(), b"ours");
+    let c = open(m, 14, true);
+    assert_rv!(ck!(m, C_CloseSession(a)), CKR_OK);
+    assert_eq!(state(m, c), Ok(CKS_RW_USER_FUNCTIONS), "c kept the login");
+    assert_eq!(get_attr(m, c, o, CKA_LABEL), Err(CKR_OBJECT_HANDLE_INVALID));
+    // Token objects stay; handles are not reused for other objects.
+    let mut tok = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_TOKEN, true)
+        .bytes(CKA_LABEL, b"kept");
+    let mut k = 0;
+    assert_rv!(
+        ck!(m, C_CreateObject(c, tok.ptr(), tok.len(), &mut k)),
+        CKR_OK
+    );
+    assert_ne!(k, o, "a handle is not reused");
+    assert_rv!(ck!(m, C_CloseSession(c)), CKR_OK);
+    let d = open(m, 14, false);
+    assert_rv!(login(m, d, CKU_USER, PIN), CKR_OK);
+    assert_eq!(
+        find(m, d, &mut Template::new().bytes(CKA_LABEL, b"kept")),
+        vec![k]
+    );
+}
+
+#[test]
+fn find_objects_by_template_in_batches() {
+    let m = shared();
+    let h = user_session(m, 15);
+    for i in 0..25u8 {
+        let mut t = Template::new()
+            .ulong(CKA_CLASS, CKO_DATA)
+            .bool(CKA_TOKEN, i < 5)
+            .bool(CKA_PRIVATE, i % 2 == 1)
+            .bytes(CKA_APPLICATION, b"batch")
+            .bytes(CKA_LABEL, format!("obj{i}").as_bytes());
+        let mut o = 0;
+        assert_rv!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
+    }
+    let mut all = Template::new().bytes(CKA_APPLICATION, b"batch");
+    assert_rv!(ck!(m, C_FindObjectsInit(h, all.ptr(), all.len())), CKR_OK);
+    let mut counts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let mut buf = [0 as CK_OBJECT_HANDLE; 7];
+        let mut n = 99;
+        assert_rv!(
+            ck!(m, C_FindObjects(h, buf.as_mut_ptr(), 7, &mut n)),
+            CKR_OK
+        );
+        counts.push(n);
+        for o in &buf[..n as usize] {
+            assert!(seen.insert(*o), "handle {o} returned twice");
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(counts, vec![7, 7, 7, 4, 0]);
+    let mut n = 99;
+    assert_rv!(
+        ck!(m, C_FindObjects(h, std::ptr::null_mut(), 0, &mut n)),
+        CKR_OK,
+        "a search that is over keeps answering 0"
+    );
+    assert_eq!(n, 0);
+    assert_rv!(ck!(m, C_FindObjectsFinal(h)), CKR_OK);
+    assert_eq!(
+        find(m, h, &mut Template::new().bool(CKA_TOKEN, true)).len(),
+        5
+    );
+    assert_eq!(
+        find(
+            m,
+            h,
+            &mut Template::new()
+                .bytes(CKA_APPLICATION, b"batch")
+                .bool(CKA_PRIVATE, false)
+        )
+        .len(),
+        13
+    );
+    assert_eq!(
+        find(m, h, &mut Template::new().bytes(CKA_LABEL, b"obj17")).len(),
+        1
+    );
+    assert_eq!(
+        find(m, h, &mut Template::new().bytes(CKA_LABEL, b"obj1")).len(),
+        1,
+        "labels match exactly, not by prefix"
+    );
+    assert_eq!(
+        find(m, h, &mut Template::new().bytes(CKA_MODULUS, &[1])).len(),
+        0,
+        "an attribute no object has matches nothing"
+    );
+    assert_eq!(
+        find(m, h, &mut Template::new()).len(),
+        25,
+        "the empty template matches all"
+    );
+    // Logged out, the private half is gone from every search.
+    assert_rv!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(find(m, h, &mut all).len(), 13);
+    assert_eq!(find(m, h, &mut Template::new()).len(), 13);
+}
+
+#[test]
+fn operations_are_per_session_and_per_kind() {
+    let m = shared();
+    let a = user_session(m, 16);
+    let b = open(m, 16, true);
+    let aes = secret(
+        m,
+        a,
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 16)
+            .bool(CKA_SIGN, true),
+    );
+    let mut ecb = mech(CKM_AES_ECB);
+    // Another session has its own operation state; other kinds run side by side.
+    assert_rv!(ck!(m, C_EncryptInit(a, &mut ecb, aes)), CKR_OK);
+    assert_rv!(ck!(m, C_EncryptInit(b, &mut ecb, aes)), CKR_OK);
+    assert_rv!(ck!(m, C_DecryptInit(a, &mut ecb, aes)), CKR_OK);
+    assert_rv!(ck!(m, C_DigestInit(a, &mut mech(CKM_SHA256))), CKR_OK);
+    assert_rv!(ck!(m, C_SignInit(a, &mut mech(CKM_AES_CMAC), aes)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_FindObjectsInit(a, std::ptr::null_mut(), 0)),
+        CKR_OK
+    );
+    let block = [3u8; 16];
+    let ct = two_call(|p, n| ck!(m, C_Encrypt(a, block.as_ptr() as *mut _, 16, p, n))).unwrap();
+    let pt = two_call(|p, n| ck!(m, C_Decrypt(a, ct.as_ptr() as *mut _, 16, p, n))).unwrap();
+    assert_eq!(pt, block);
+    let ct_b = two_call(|p, n| ck!(m, C_Encrypt(b, block.as_ptr() as *mut _, 16, p, n))).unwrap();
+    assert_eq!(ct, ct_b);
+    assert_eq!(
+        two_call(|p, n| ck!(m, C_Digest(a, block.as_ptr() as *mut _, 16, p, n)))
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_eq!(
+        two_call(|p, n| ck!(m, C_Sign(a, block.as_ptr() as *mut _, 16, p, n)))
+            .unwrap()
+            .len(),
+        16
+    );
+    assert_rv!(ck!(m, C_FindObjectsFinal(a)), CKR_OK);
+    // Multi-part CBC-PAD with output buffers too small at each step: the operation lives on.
+    let mut iv = [9u8; 16];
+    let mut cbc = CK_MECHANISM {
+        mechanism: CKM_AES_CBC_PAD,
+        pParameter: iv.as_mut_ptr() as *mut _,
+        ulParameterLen: 16,
+    };
+    let data: Vec<u8> = (0..40u8).collect();
+    assert_rv!(ck!(m, C_EncryptInit(a, &mut cbc, aes)), CKR_OK);
+    let mut out = Vec::new();
+    for part in data.chunks(13) {
+        // First into one byte: either it fits (a block-less update) or the call says how
+        // much it needs and keeps the result for the retry.
+        let mut tiny = [0u8; 1];
+        let mut n: CK_ULONG = 1;
+        let rv = ck!(
+            m,
+            C_EncryptUpdate(
+                a,
+                part.as_ptr() as *mut _,
+                part.len() as CK_ULONG,
+                tiny.as_mut_ptr(),
+                &mut n
+            )
+        );
+        if rv == CKR_OK {
+            out.extend_from_slice(&tiny[..n as usize]);
+            continue;
+        }
+        assert_rv!(rv, CKR_BUFFER_TOO_SMALL);
+        assert!(n > 1);
+        let r = two_call(|p, n| {
+            ck!(
+                m,
+                C_EncryptUpdate(a, part.as_ptr() as *mut _, part.len() as CK_ULONG, p, n)
+            )
+        })
+        .unwrap();
+        out.extend(r);
+    }
+    let mut tiny = [0u8; 1];
+    let mut n: CK_ULONG = 1;
+    assert_rv!(
+        ck!(m, C_EncryptFinal(a, tiny.as_mut_ptr(), &mut n)),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(
+        n as usize,
+        48 - out.len(),
+        "what is left of 40 bytes padded to 48"
+    );
+    out.extend(two_call(|p, n| ck!(m, C_EncryptFinal(a, p, n))).unwrap());
+    assert_eq!(out.len(), 48);
+    assert_rv!(
+        ck!(m, C_EncryptFinal(a, tiny.as_mut_ptr(), &mut n)),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // Decrypting it back in one go; then a bad padding ends the operation.
+    assert_rv!(ck!(m, C_DecryptInit(a, &mut cbc, aes)), CKR_OK);
+    assert_eq!(
+        two_call(|p, n| ck!(m, C_Decrypt(a, out.as_ptr() as *mut _, 48, p, n))).unwrap(),
+        data
+    );
+    let mut bad = out.clone();
+    bad[47] ^= 0xff;
+    bad[46] ^= 0x13;
+    assert_rv!(ck!(m, C_DecryptInit(a, &mut cbc, aes)), CKR_OK);
+    let mut buf = [0u8; 64];
+    let mut n: CK_ULONG = 64;
+    assert_rv!(
+        ck!(
+            m,
+            C_Decrypt(a, bad.as_mut_ptr(), 48, buf.as_mut_ptr(), &mut n)
+        ),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+    assert_rv!(
+        ck!(
+            m,
+            C_Decrypt(a, out.as_mut_ptr(), 48, buf.as_mut_ptr(), &mut n)
+        ),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // Closing a session with operations active is fine; the key outlives it.
+    assert_rv!(ck!(m, C_EncryptInit(b, &mut ecb, aes)), CKR_OK);
+    assert_rv!(ck!(m, C_CloseSession(b)), CKR_OK);
+    // A session object key is gone with its session: its operations refuse the handle.
+    let c = open(m, 16, true);
+    let k2 = secret(
+        m,
+        c,
+        CKM_AES_KEY_GEN,
+        Template::new().ulong(CKA_VALUE_LEN, 16),
+    );
+    assert_rv!(ck!(m, C_CloseSession(c)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_EncryptInit(a, &mut ecb, k2)),
+        CKR_KEY_HANDLE_INVALID
+    );
+}
+
+#[test]
+fn random_numbers() {
+    let m = shared();
+    init_slot(m, 17);
+    let h = open(m, 17, false);
+    assert_rv!(ck!(m, C_GenerateRandom(h, std::ptr::null_mut(), 0)), CKR_OK);
+    let mut big = vec![0u8; 1 << 20];
+    assert_rv!(
+        ck!(
+            m,
+            C_GenerateRandom(h, big.as_mut_ptr(), big.len() as CK_ULONG)
+        ),
+        CKR_OK
+    );
+    // Crude sanity: every byte value shows up in a MiB of random bytes.
+    let mut seen = [false; 256];
+    for b in &big {
+        seen[*b as usize] = true;
+    }
+    assert!(seen.iter().all(|s| *s));
+    let mut seed = *b"extra entropy";
+    assert_rv!(ck!(m, C_SeedRandom(h, seed.as_mut_ptr(), 13)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_GenerateRandom(0xdead, big.as_mut_ptr(), 1)),
+        CKR_SESSION_HANDLE_INVALID
+    );
 }

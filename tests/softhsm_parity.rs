@@ -1217,6 +1217,13 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         ),
     );
     r.rv(
+        "C_InitToken with a 3-byte SO PIN",
+        ck!(
+            m,
+            C_InitToken(slot, b"123".as_ptr() as *mut _, 3, label.as_mut_ptr())
+        ),
+    );
+    r.rv(
         "C_InitToken with the right SO PIN",
         ck!(
             m,
