@@ -59,6 +59,10 @@ fn not_initialized_then_concurrent_initialize_then_reinitialize() {
         .bytes(CKA_LABEL, b"kept");
     let mut o = 0;
     assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
+    // A wrong PIN entered before the restart still counts after it.
+    let other = open(m, 0, true);
+    assert_eq!(ck!(m, C_Logout(other)), CKR_OK);
+    assert_eq!(login(m, other, CKU_USER, b"0000"), CKR_PIN_INCORRECT);
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
     assert_eq!(
         ck!(
@@ -68,8 +72,17 @@ fn not_initialized_then_concurrent_initialize_then_reinitialize() {
         CKR_CRYPTOKI_NOT_INITIALIZED
     );
     assert_eq!(initialize(m), CKR_OK);
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(ck!(m, C_GetTokenInfo(0, &mut ti)), CKR_OK);
+    assert_ne!(
+        ti.flags & CKF_USER_PIN_COUNT_LOW,
+        0,
+        "the wrong-PIN count persists across C_Finalize/C_Initialize"
+    );
     let h = open(m, 0, true);
     assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
+    assert_eq!(ck!(m, C_GetTokenInfo(0, &mut ti)), CKR_OK);
+    assert_eq!(ti.flags & CKF_USER_PIN_COUNT_LOW, 0);
     let mut q = Template::new().bytes(CKA_LABEL, b"kept");
     assert_eq!(find(m, h, &mut q).len(), 1);
     // On disk the private object is sealed: its label is not in the file in clear.
@@ -93,21 +106,84 @@ fn fork_child_must_initialize_again() {
     let _ = ck!(m, C_Finalize(std::ptr::null_mut()));
     write_config(1);
     assert_eq!(initialize(m), CKR_OK);
+    // The parent: a logged-in session, a token key, a session object.
+    let h = user_session(m, 0);
+    let key = secret(
+        m,
+        h,
+        CKM_GENERIC_SECRET_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_TOKEN, true)
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_LABEL, b"forked"),
+    );
+    let mac = sign(m, h, mech(CKM_SHA256_HMAC), key, b"data").unwrap();
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bytes(CKA_LABEL, b"parent's");
+    let mut so = 0;
+    assert_eq!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut so)), CKR_OK);
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // Child: only async-signal-safe-ish work, then _exit with a verdict.
-        let ok = slot_count(m) == Err(CKR_CRYPTOKI_NOT_INITIALIZED)
-            && initialize(m) == CKR_OK
-            && slot_count(m) == Ok(1);
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        // The child reports each check in its exit code: 0 when all hold, else the number
+        // of the first that failed.
+        let info = |h| {
+            let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
+            ck!(m, C_GetSessionInfo(h, &mut si))
+        };
+        let checks: [&dyn Fn() -> bool; 7] = [
+            &|| slot_count(m) == Err(CKR_CRYPTOKI_NOT_INITIALIZED),
+            &|| info(h) == CKR_CRYPTOKI_NOT_INITIALIZED,
+            &|| initialize(m) == CKR_OK,
+            &|| slot_count(m) == Ok(1),
+            &|| info(h) == CKR_SESSION_HANDLE_INVALID,
+            // The child logs in for itself and uses the token key from the store.
+            &|| {
+                let c = open(m, 0, true);
+                if login(m, c, CKU_USER, PIN) != CKR_OK {
+                    return false;
+                }
+                let found = find(m, c, &mut Template::new().bytes(CKA_LABEL, b"forked"));
+                found.len() == 1
+                    && sign(m, c, mech(CKM_SHA256_HMAC), found[0], b"data").ok()
+                        == Some(mac.clone())
+            },
+            &|| {
+                find(
+                    m,
+                    open(m, 0, false),
+                    &mut Template::new().bytes(CKA_LABEL, b"parent's"),
+                )
+                .is_empty()
+            },
+        ];
+        let code = checks
+            .iter()
+            .position(|c| !c())
+            .map(|i| i as i32 + 1)
+            .unwrap_or(0);
+        unsafe { libc::_exit(code) };
     }
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child saw the wrong codes"
+    assert!(libc::WIFEXITED(status), "the child crashed");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "child check #{} failed",
+        libc::WEXITSTATUS(status)
     );
-    assert_eq!(slot_count(m), Ok(1), "the parent is unaffected");
+    // The parent is unaffected: same session, same login, same objects.
+    assert_eq!(slot_count(m), Ok(1));
+    let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(ck!(m, C_GetSessionInfo(h, &mut si)), CKR_OK);
+    assert_eq!(si.state, CKS_RW_USER_FUNCTIONS);
+    assert_eq!(get_attr(m, h, so, CKA_LABEL).unwrap(), b"parent's");
+    assert_eq!(
+        sign(m, h, mech(CKM_SHA256_HMAC), key, b"data").unwrap(),
+        mac
+    );
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
 }
 
