@@ -34,16 +34,28 @@ fn find_slot(m: &Module, want: &str) -> CK_SLOT_ID {
 }
 
 /// Login on one session, find the key on a second one, operate on a third.
+/// How the seal's stanza names the key: `key_label`, `key_id`, or both.
+#[derive(Clone, Copy)]
+enum Sel<'a> {
+    Label(&'a [u8]),
+    Id(&'a [u8]),
+    Both(&'a [u8], &'a [u8]),
+}
+
 fn with_key<T>(
     m: &Module,
     slot: CK_SLOT_ID,
-    label: &[u8],
+    sel: Sel,
     f: impl FnOnce(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_KEY_TYPE) -> T,
 ) -> T {
     let p = open(m, slot, true);
     assert_eq!(login(m, p, CKU_USER, PIN), CKR_OK);
     let s1 = open(m, slot, true);
-    let mut t = Template::new().bytes(CKA_LABEL, label);
+    let (mut t, label) = match sel {
+        Sel::Label(l) => (Template::new().bytes(CKA_LABEL, l), l),
+        Sel::Id(i) => (Template::new().bytes(CKA_ID, i), i),
+        Sel::Both(i, l) => (Template::new().bytes(CKA_ID, i).bytes(CKA_LABEL, l), l),
+    };
     assert_eq!(ck!(m, C_FindObjectsInit(s1, t.ptr(), t.len())), CKR_OK);
     let mut found = [0 as CK_OBJECT_HANDLE; 2];
     let mut n = 0;
@@ -94,11 +106,12 @@ fn with_key<T>(
     out
 }
 
-fn aes_seal(m: &Module, slot: CK_SLOT_ID, plaintext: &[u8]) -> Vec<u8> {
-    with_key(m, slot, b"bao-aes", |s, key, kt| {
+fn aes_seal(m: &Module, slot: CK_SLOT_ID, sel: Sel, plaintext: &[u8]) -> Vec<u8> {
+    with_key(m, slot, sel, |s, key, kt| {
         assert_eq!(kt, CKK_AES);
         let mut iv = [0u8; 12];
         assert_eq!(ck!(m, C_GenerateRandom(s, iv.as_mut_ptr(), 12)), CKR_OK);
+        let drawn = iv;
         let mut gcm = CK_GCM_PARAMS {
             pIv: iv.as_mut_ptr(),
             ulIvLen: 12,
@@ -108,12 +121,22 @@ fn aes_seal(m: &Module, slot: CK_SLOT_ID, plaintext: &[u8]) -> Vec<u8> {
             ulTagBits: 128,
         };
         let ct = encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, plaintext).unwrap();
+        assert_eq!(
+            ct.len(),
+            plaintext.len() + 16,
+            "ct || 128-bit tag, no IV appended"
+        );
+        // OpenBao 2.7 re-reads pIv after C_Encrypt and stores what it finds there: the soft
+        // token uses the caller's IV as given, so it must be unchanged.
+        assert_eq!(gcm.pIv, iv.as_mut_ptr());
+        assert_eq!((gcm.ulIvLen, gcm.ulIvBits), (12, 96));
+        assert_eq!(iv, drawn, "the IV in pIv is the one the seal drew");
         [iv.to_vec(), ct].concat()
     })
 }
 
-fn aes_unseal(m: &Module, slot: CK_SLOT_ID, blob: &[u8]) -> Vec<u8> {
-    with_key(m, slot, b"bao-aes", |s, key, _| {
+fn aes_unseal(m: &Module, slot: CK_SLOT_ID, sel: Sel, blob: &[u8]) -> Vec<u8> {
+    with_key(m, slot, sel, |s, key, _| {
         let mut iv: [u8; 12] = blob[..12].try_into().unwrap();
         let mut gcm = CK_GCM_PARAMS {
             pIv: iv.as_mut_ptr(),
@@ -128,8 +151,8 @@ fn aes_unseal(m: &Module, slot: CK_SLOT_ID, blob: &[u8]) -> Vec<u8> {
 }
 
 /// RSA: the seal encrypts in software from the public key found by class, type and id.
-fn rsa_seal(m: &Module, slot: CK_SLOT_ID, plaintext: &[u8]) -> Vec<u8> {
-    with_key(m, slot, b"bao-rsa", |s, key, kt| {
+fn rsa_seal(m: &Module, slot: CK_SLOT_ID, sel: Sel, plaintext: &[u8]) -> Vec<u8> {
+    with_key(m, slot, sel, |s, key, kt| {
         assert_eq!(kt, CKK_RSA);
         let id = get_attr(m, s, key, CKA_ID).unwrap();
         let mut t = Template::new()
@@ -151,8 +174,8 @@ fn rsa_seal(m: &Module, slot: CK_SLOT_ID, plaintext: &[u8]) -> Vec<u8> {
     })
 }
 
-fn rsa_unseal(m: &Module, slot: CK_SLOT_ID, blob: &[u8]) -> Vec<u8> {
-    with_key(m, slot, b"bao-rsa", |s, key, _| {
+fn rsa_unseal(m: &Module, slot: CK_SLOT_ID, sel: Sel, blob: &[u8]) -> Vec<u8> {
+    with_key(m, slot, sel, |s, key, _| {
         let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
             hashAlg: CKM_SHA256,
             mgf: CKG_MGF1_SHA256,
@@ -204,10 +227,29 @@ fn seal_unseal_and_unseal_again_in_a_new_process() {
     operator_setup(&m);
     let slot = find_slot(&m, "test");
     let root_key = b"a 32-byte OpenBao root key......";
-    let aes_blob = aes_seal(&m, slot, root_key);
-    assert_eq!(aes_unseal(&m, slot, &aes_blob), root_key);
-    let rsa_blob = rsa_seal(&m, slot, root_key);
-    assert_eq!(rsa_unseal(&m, slot, &rsa_blob), root_key);
+    let (aes, rsa) = (Sel::Label(b"bao-aes"), Sel::Label(b"bao-rsa"));
+    let aes_blob = aes_seal(&m, slot, aes, root_key);
+    assert_eq!(aes_unseal(&m, slot, aes, &aes_blob), root_key);
+    let rsa_blob = rsa_seal(&m, slot, rsa, root_key);
+    assert_eq!(rsa_unseal(&m, slot, rsa, &rsa_blob), root_key);
+    // The key named by key_id, or by both: the same key.
+    assert_eq!(aes_unseal(&m, slot, Sel::Id(b"\x01"), &aes_blob), root_key);
+    assert_eq!(
+        rsa_unseal(&m, slot, Sel::Both(b"\x02", b"bao-rsa"), &rsa_blob),
+        root_key
+    );
+    // Many rounds, as the periodic health check does: no state leaks between them (the
+    // seal logs out and closes every session each time). A fresh IV every time.
+    let mut ivs = std::collections::HashSet::new();
+    for i in 0..20 {
+        let msg = format!("seal write {i}");
+        let blob = aes_seal(&m, slot, aes, msg.as_bytes());
+        assert!(ivs.insert(blob[..12].to_vec()), "IV reused");
+        assert_eq!(aes_unseal(&m, slot, aes, &blob), msg.as_bytes());
+        let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+        assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
+        assert_eq!(ti.ulSessionCount, 0, "round {i} left a session open");
+    }
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
     std::fs::write(dir.join("aes.blob"), &aes_blob).unwrap();
     std::fs::write(dir.join("rsa.blob"), &rsa_blob).unwrap();
@@ -246,12 +288,20 @@ fn child_unseals() {
     assert_eq!(initialize(&m), CKR_OK);
     let slot = find_slot(&m, "test");
     let root_key = b"a 32-byte OpenBao root key......";
+    let aes_blob = std::fs::read(dir.join("aes.blob")).unwrap();
     assert_eq!(
-        aes_unseal(&m, slot, &std::fs::read(dir.join("aes.blob")).unwrap()),
+        aes_unseal(&m, slot, Sel::Label(b"bao-aes"), &aes_blob),
         root_key
     );
+    let rsa_blob = std::fs::read(dir.join("rsa.blob")).unwrap();
     assert_eq!(
-        rsa_unseal(&m, slot, &std::fs::read(dir.join("rsa.blob")).unwrap()),
+        rsa_unseal(&m, slot, Sel::Label(b"bao-rsa"), &rsa_blob),
+        root_key
+    );
+    // And seals anew after the restart.
+    let again = aes_seal(&m, slot, Sel::Label(b"bao-aes"), root_key);
+    assert_eq!(
+        aes_unseal(&m, slot, Sel::Label(b"bao-aes"), &again),
         root_key
     );
     println!("child unsealed both blobs");
