@@ -93,6 +93,18 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
          CKR_GENERAL_ERROR",
     ),
     (
+        "CKA_PRIVATE of a data object by default",
+        0,
+        "hsmux's documented default (README): CKA_PRIVATE is TRUE by default for private and \
+         secret keys only, so data objects, certificates and public keys are readable before \
+         login as Java and OpenSSL expect; the spec leaves the default to the token",
+    ),
+    (
+        "default-private data objects visible logged out",
+        1,
+        "follows from the default above",
+    ),
+    (
         "C_Sign after C_SignUpdate",
         CKR_OPERATION_ACTIVE,
         "the spec names no code for a single-part call in a multi-part operation; both end \
@@ -1086,6 +1098,141 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         ),
     );
 
+    // --- more attribute rules
+    r.rv(
+        "set CKA_PRIVATE on a session object",
+        set(m, rw, sess_obj, Template::new().bool(CKA_PRIVATE, true)),
+    );
+    r.rv(
+        "set CKA_TOKEN on a session object",
+        set(m, rw, sess_obj, Template::new().bool(CKA_TOKEN, true)),
+    );
+    let mut cp = 0;
+    let mut unsens = Template::new().bool(CKA_SENSITIVE, false);
+    r.rv(
+        "copy a sensitive key as not sensitive",
+        ck!(
+            m,
+            C_CopyObject(rw, aes, unsens.ptr(), unsens.len(), &mut cp)
+        ),
+    );
+    let mut to_token = Template::new().bool(CKA_TOKEN, true);
+    r.rv(
+        "copy to a token object in an RO session",
+        ck!(
+            m,
+            C_CopyObject(ro, sess_obj, to_token.ptr(), to_token.len(), &mut cp)
+        ),
+    );
+    let mut bad_attr = Template::new().bytes(CKA_MODULUS, &[1]);
+    r.rv(
+        "copy with an attribute data objects lack",
+        ck!(
+            m,
+            C_CopyObject(rw, sess_obj, bad_attr.ptr(), bad_attr.len(), &mut cp)
+        ),
+    );
+    let mut default_private = 0;
+    r.rv(
+        "data object without CKA_PRIVATE",
+        create(
+            m,
+            rw,
+            &mut Template::new()
+                .ulong(CKA_CLASS, CKO_DATA)
+                .bytes(CKA_LABEL, b"default-private"),
+            &mut default_private,
+        ),
+    );
+    let mut pv = [0u8; 1];
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_PRIVATE,
+        pValue: pv.as_mut_ptr() as *mut _,
+        ulValueLen: 1,
+    };
+    r.rv(
+        "CKA_PRIVATE of that data object",
+        ck!(m, C_GetAttributeValue(rw, default_private, &mut a, 1)),
+    );
+    r.val("CKA_PRIVATE of a data object by default", pv[0] as u64);
+
+    // --- CKU_CONTEXT_SPECIFIC and CKA_ALWAYS_AUTHENTICATE
+    r.rv(
+        "context-specific login without an operation",
+        login(m, rw, CKU_CONTEXT_SPECIFIC, PIN),
+    );
+    let (mut ecpub, mut ecpriv) = (0, 0);
+    let mut pubt = Template::new().bytes(CKA_EC_PARAMS, P256_PARAMS);
+    let mut privt = Template::new()
+        .bool(CKA_SIGN, true)
+        .bool(CKA_PRIVATE, true)
+        .bool(CKA_ALWAYS_AUTHENTICATE, true);
+    r.rv(
+        "EC key pair with CKA_ALWAYS_AUTHENTICATE",
+        ck!(
+            m,
+            C_GenerateKeyPair(
+                rw,
+                &mut mech(CKM_EC_KEY_PAIR_GEN),
+                pubt.ptr(),
+                pubt.len(),
+                privt.ptr(),
+                privt.len(),
+                &mut ecpub,
+                &mut ecpriv
+            )
+        ),
+    );
+    let digest = [0x11u8; 32];
+    r.rv(
+        "C_SignInit with an always-authenticate key",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_ECDSA), ecpriv)),
+    );
+    len = 64;
+    r.rv(
+        "C_Sign without the context-specific login",
+        ck!(
+            m,
+            C_Sign(
+                rw,
+                digest.as_ptr() as *mut _,
+                32,
+                buf.as_mut_ptr(),
+                &mut len
+            )
+        ),
+    );
+    r.rv(
+        "C_SignInit again",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_ECDSA), ecpriv)),
+    );
+    r.rv(
+        "context-specific login, wrong PIN",
+        login(m, rw, CKU_CONTEXT_SPECIFIC, b"0000"),
+    );
+    r.rv(
+        "C_SignInit after a failed context login",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_ECDSA), ecpriv)),
+    );
+    r.rv(
+        "context-specific login",
+        login(m, rw, CKU_CONTEXT_SPECIFIC, PIN),
+    );
+    len = 64;
+    r.rv(
+        "C_Sign after the context-specific login",
+        ck!(
+            m,
+            C_Sign(
+                rw,
+                digest.as_ptr() as *mut _,
+                32,
+                buf.as_mut_ptr(),
+                &mut len
+            )
+        ),
+    );
+
     // --- private objects and logout
     let mut private = 0;
     r.rv(
@@ -1135,6 +1282,17 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         "C_FindObjectsFinal logged out",
         ck!(m, C_FindObjectsFinal(rw)),
     );
+    let mut dp = Template::new().bytes(CKA_LABEL, b"default-private");
+    r.rv(
+        "find the default-private data object logged out",
+        ck!(m, C_FindObjectsInit(rw, dp.ptr(), dp.len())),
+    );
+    r.rv(
+        "C_FindObjects for it",
+        ck!(m, C_FindObjects(rw, found.as_mut_ptr(), 8, &mut n)),
+    );
+    r.val("default-private data objects visible logged out", n);
+    r.rv("C_FindObjectsFinal for it", ck!(m, C_FindObjectsFinal(rw)));
     r.rv(
         "C_EncryptInit with a private key while logged out",
         ck!(m, C_EncryptInit(rw, &mut mech(CKM_AES_ECB), aes)),
