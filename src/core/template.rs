@@ -495,7 +495,7 @@ pub fn apply_changes(op: Op, attrs: &mut Attrs, template: &[Attr], so: bool) -> 
         let same = attrs.get(ty) == Some(v);
         let read_only = match *ty {
             CKA_CLASS | CKA_KEY_TYPE | CKA_CERTIFICATE_TYPE => !same,
-            CKA_TOKEN | CKA_PRIVATE => op == Op::Set && !same,
+            CKA_TOKEN | CKA_PRIVATE | CKA_MODIFIABLE => op == Op::Set && !same,
             CKA_MODULUS_BITS | CKA_VALUE_LEN => !same,
             t if TOKEN_SET.contains(&t) => true,
             t if KEY_VALUES.contains(&t) && class != CKO_DATA && class != CKO_CERTIFICATE => !same,

@@ -571,7 +571,6 @@ impl Token for SoftToken {
     }
 
     fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
-        Self::check_pin_len(so_pin)?;
         let mut st = self.state.write();
         self.reload_meta(&mut st, true);
         let serial = match &st.meta {
@@ -587,6 +586,9 @@ impl Token for SoftToken {
                 serial
             }
             MetaState::Empty => {
+                // A new token: the SO PIN is being set, so its length is checked here (an
+                // initialized token checks the old PIN first, as SoftHSM does).
+                Self::check_pin_len(so_pin)?;
                 let mut s = [0u8; 8];
                 aws_lc_rs::rand::fill(&mut s).map_err(|_| err(CKR_FUNCTION_FAILED))?;
                 hex::encode(s)
@@ -969,7 +971,8 @@ impl Token for SoftToken {
 fn pin_flags(failures: u32, low: CK_FLAGS, last: CK_FLAGS, locked: CK_FLAGS) -> CK_FLAGS {
     match failures {
         0 => 0,
-        n if n >= MAX_PIN_FAILURES => locked,
+        // COUNT_LOW stays: a wrong PIN has been entered since the last success.
+        n if n >= MAX_PIN_FAILURES => low | locked,
         n if n + 1 == MAX_PIN_FAILURES => low | last,
         _ => low,
     }

@@ -14,7 +14,14 @@ use cryptoki_sys::*;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-fn kek(key: &Key) -> Result<key_wrap::AesKek> {
+/// A key-encryption key: aws-lc for 128- and 256-bit keys, RustCrypto's `aes-kw` for
+/// 192-bit ones (which aws-lc-rs does not take).
+enum Kek {
+    Lc(key_wrap::AesKek),
+    Aes192(Box<aes_kw::KekAes192>),
+}
+
+fn kek(key: &Key) -> Result<Kek> {
     let Key::Secret {
         key_type: CKK_AES,
         value,
@@ -22,17 +29,64 @@ fn kek(key: &Key) -> Result<key_wrap::AesKek> {
     else {
         return Err(err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT));
     };
-    let c = match value.len() {
-        16 => &key_wrap::AES_128,
-        32 => &key_wrap::AES_256,
-        _ => {
-            return Err(Error::logged(
-                CKR_WRAPPING_KEY_SIZE_RANGE,
-                "AES key wrap takes 128- or 256-bit keys",
-            ))
-        }
+    let lc = |c| {
+        key_wrap::AesKek::new(c, value)
+            .map(Kek::Lc)
+            .map_err(|_| err(CKR_WRAPPING_KEY_SIZE_RANGE))
     };
-    key_wrap::AesKek::new(c, value).map_err(|_| err(CKR_WRAPPING_KEY_SIZE_RANGE))
+    match value.len() {
+        16 => lc(&key_wrap::AES_128),
+        32 => lc(&key_wrap::AES_256),
+        24 => Ok(Kek::Aes192(Box::new(aes_kw::KekAes192::new(
+            value.as_slice().into(),
+        )))),
+        _ => Err(err(CKR_WRAPPING_KEY_SIZE_RANGE)),
+    }
+}
+
+impl Kek {
+    /// RFC 3394 (`pad` false) or RFC 5649 wrapping.
+    fn wrap(self, data: &[u8], pad: bool) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; data.len() + 16];
+        let n = match (self, pad) {
+            (Kek::Lc(k), true) => k.wrap_with_padding(data, &mut out).map(|o| o.len()).ok(),
+            (Kek::Lc(k), false) => k.wrap(data, &mut out).map(|o| o.len()).ok(),
+            (Kek::Aes192(k), true) => k.wrap_with_padding_vec(data).ok().map(|v| {
+                out = v;
+                out.len()
+            }),
+            (Kek::Aes192(k), false) => k.wrap_vec(data).ok().map(|v| {
+                out = v;
+                out.len()
+            }),
+        }
+        .ok_or_else(|| err(CKR_KEY_SIZE_RANGE))?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn unwrap(self, wrapped: &[u8], pad: bool) -> Result<Zeroizing<Vec<u8>>> {
+        let bad = |_| err(CKR_WRAPPED_KEY_INVALID);
+        let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
+        let n = match (self, pad) {
+            (Kek::Lc(k), true) => k.unwrap_with_padding(wrapped, &mut out).map_err(bad)?.len(),
+            (Kek::Lc(k), false) => k.unwrap(wrapped, &mut out).map_err(bad)?.len(),
+            (Kek::Aes192(k), true) => {
+                return k
+                    .unwrap_with_padding_vec(wrapped)
+                    .map(Zeroizing::new)
+                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))
+            }
+            (Kek::Aes192(k), false) => {
+                return k
+                    .unwrap_vec(wrapped)
+                    .map(Zeroizing::new)
+                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))
+            }
+        };
+        out.truncate(n);
+        Ok(out)
+    }
 }
 
 fn is_kwp(m: CK_MECHANISM_TYPE) -> bool {
@@ -64,24 +118,14 @@ pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec
                 ));
             }
             let k = kek(wrapping)?;
-            let mut out = vec![0u8; data.len() + 16];
-            let n = if is_kwp(mech.mech) {
-                k.wrap_with_padding(&data, &mut out)
-                    .map_err(|_| err(CKR_KEY_SIZE_RANGE))?
-                    .len()
-            } else {
-                if data.len() % 8 != 0 || data.len() < 16 {
-                    return Err(Error::logged(
-                        CKR_KEY_SIZE_RANGE,
-                        "CKM_AES_KEY_WRAP needs a multiple of 8 bytes (use CKM_AES_KEY_WRAP_PAD)",
-                    ));
-                }
-                k.wrap(&data, &mut out)
-                    .map_err(|_| err(CKR_KEY_SIZE_RANGE))?
-                    .len()
-            };
-            out.truncate(n);
-            Ok(out)
+            let pad = is_kwp(mech.mech);
+            if !pad && (data.len() % 8 != 0 || data.len() < 16) {
+                return Err(Error::logged(
+                    CKR_KEY_SIZE_RANGE,
+                    "CKM_AES_KEY_WRAP needs a multiple of 8 bytes (use CKM_AES_KEY_WRAP_PAD)",
+                ));
+            }
+            k.wrap(&data, pad)
         }
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             if target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
@@ -123,21 +167,11 @@ pub fn unwrap(
                 } => kek(unwrapping)?,
                 _ => return Err(err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
             };
-            let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
-            let n = if is_kwp(mech.mech) {
-                k.unwrap_with_padding(wrapped, &mut out)
-                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?
-                    .len()
-            } else {
-                if wrapped.len() % 8 != 0 || wrapped.len() < 24 {
-                    return Err(err(CKR_WRAPPED_KEY_LEN_RANGE));
-                }
-                k.unwrap(wrapped, &mut out)
-                    .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?
-                    .len()
-            };
-            out.truncate(n);
-            out
+            let pad = is_kwp(mech.mech);
+            if !pad && (wrapped.len() % 8 != 0 || wrapped.len() < 24) {
+                return Err(err(CKR_WRAPPED_KEY_LEN_RANGE));
+            }
+            k.unwrap(wrapped, pad)?
         }
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             let mut op = super::cipher::decrypt_init(mech, unwrapping).map_err(unwrapping_code)?;
