@@ -18,6 +18,9 @@ pub struct Active<T: ?Sized> {
     /// Output computed for a call that answered `CKR_BUFFER_TOO_SMALL`, with a fingerprint
     /// of the input it was computed from, so that the retry does not compute it again.
     pending: Option<(u64, Vec<u8>)>,
+    /// The key has CKA_ALWAYS_AUTHENTICATE and the user has not yet logged in with
+    /// CKU_CONTEXT_SPECIFIC for this operation.
+    pub needs_auth: bool,
 }
 
 impl<T: ?Sized> Active<T> {
@@ -26,6 +29,7 @@ impl<T: ?Sized> Active<T> {
             op,
             multipart: false,
             pending: None,
+            needs_auth: false,
         }
     }
 }
@@ -54,6 +58,19 @@ pub struct Session {
     pub digest: Option<Active<dyn Signer>>,
     pub msg_encrypt: Option<MessageState>,
     pub msg_decrypt: Option<MessageState>,
+}
+
+/// The operation in `slot`, refusing (and ending) one whose key still waits for its
+/// context-specific login (PKCS#11 §4.9 CKA_ALWAYS_AUTHENTICATE; SoftHSM answers the same).
+fn active<T: ?Sized>(slot: &mut Option<Active<T>>) -> Result<&mut Active<T>> {
+    match slot {
+        None => Err(err(CKR_OPERATION_NOT_INITIALIZED)),
+        Some(a) if a.needs_auth => {
+            *slot = None;
+            Err(err(CKR_USER_NOT_LOGGED_IN))
+        }
+        Some(a) => Ok(a),
+    }
 }
 
 fn fingerprint(data: &[u8]) -> u64 {
@@ -105,9 +122,7 @@ pub fn cipher_single(
     input: &[u8],
     out: &mut OutBuf,
 ) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     if a.multipart {
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
@@ -150,9 +165,7 @@ pub fn cipher_update(
     input: &[u8],
     out: &mut OutBuf,
 ) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     let fp = fingerprint(input);
     if let Some((p, data)) = &a.pending {
         if *p == fp {
@@ -185,9 +198,7 @@ pub fn cipher_update(
 
 /// `C_EncryptFinal` / `C_DecryptFinal`.
 pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     if let Some((_, data)) = &a.pending {
         let r = out.put(data);
         if r.is_ok() && !out.is_query() {
@@ -223,9 +234,7 @@ pub fn signer_single(
     data: &[u8],
     out: &mut OutBuf,
 ) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     if a.multipart {
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
@@ -246,9 +255,7 @@ pub fn signer_single(
 
 /// `C_SignUpdate` / `C_DigestUpdate`.
 pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     a.multipart = true;
     let r = a.op.update(data);
     if r.is_err() {
@@ -259,9 +266,7 @@ pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Resu
 
 /// `C_SignFinal` / `C_DigestFinal`.
 pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     let need = a.op.output_len();
     if !out.fits(need) {
         out.report(need);
@@ -293,9 +298,7 @@ pub fn verify_single(
 
 /// `C_VerifyUpdate`.
 pub fn verify_update(slot: &mut Option<Active<dyn Verifier>>, data: &[u8]) -> Result<()> {
-    let a = slot
-        .as_mut()
-        .ok_or_else(|| err(CKR_OPERATION_NOT_INITIALIZED))?;
+    let a = active(slot)?;
     a.multipart = true;
     let r = a.op.update(data);
     if r.is_err() {

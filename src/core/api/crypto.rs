@@ -2,15 +2,16 @@
 //! `*Init` with no mechanism cancels the operation in progress (PKCS#11 3.0).
 
 use super::{ctx_of, translate_mech, with_session};
+use crate::core::attr::AttrValue;
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::out::OutBuf;
-use crate::core::session::{self, Active};
+use crate::core::session::{self, Active, Session};
 use cryptoki_sys::*;
 
 /// What an `*Init` needs: the mechanism (`None` cancels) and the key handle.
 macro_rules! init_fn {
-    ($name:ident, $field:ident, $backend:ident) => {
+    ($name:ident, $field:ident, $backend:ident, $private_key_op:expr) => {
         pub fn $name(
             h: CK_SESSION_HANDLE,
             mech: Option<&Mechanism>,
@@ -27,17 +28,33 @@ macro_rules! init_fn {
                 let (slot, ctx) = ctx_of(inst, s);
                 let id = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
                 let mech = translate_mech(inst, slot, mech)?;
-                s.$field = Some(Active::new(s.slot.token.$backend(&ctx, &mech, id)?));
+                let mut active = Active::new(s.slot.token.$backend(&ctx, &mech, id)?);
+                if $private_key_op {
+                    active.needs_auth = always_authenticate(s, &ctx, id);
+                }
+                s.$field = Some(active);
                 Ok(())
             })
         }
     };
 }
 
-init_fn!(encrypt_init, encrypt, encrypt_init);
-init_fn!(decrypt_init, decrypt, decrypt_init);
-init_fn!(sign_init, sign, sign_init);
-init_fn!(verify_init, verify, verify_init);
+init_fn!(encrypt_init, encrypt, encrypt_init, false);
+init_fn!(decrypt_init, decrypt, decrypt_init, true);
+init_fn!(sign_init, sign, sign_init, true);
+init_fn!(verify_init, verify, verify_init, false);
+
+/// Does the key ask for a context-specific login before each use?
+fn always_authenticate(
+    s: &Session,
+    ctx: &crate::backend::Ctx,
+    id: crate::backend::ObjectId,
+) -> bool {
+    matches!(
+        s.slot.token.get_attributes(ctx, id, &[CKA_ALWAYS_AUTHENTICATE]).as_deref(),
+        Ok([AttrValue::Value(v)]) if v.first().is_some_and(|b| *b != 0)
+    )
+}
 
 pub fn digest_init(h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
     with_session(h, |inst, s| {

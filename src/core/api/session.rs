@@ -105,13 +105,7 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
     let who = match user_type {
         CKU_SO => Login::So,
         CKU_USER => Login::User,
-        CKU_CONTEXT_SPECIFIC => {
-            // No hsmux key needs re-authentication per operation; check the PIN anyway.
-            return match slot.login_state() {
-                Login::User => slot.token.login(Login::User, pin),
-                _ => Err(err(CKR_USER_NOT_LOGGED_IN)),
-            };
-        }
+        CKU_CONTEXT_SPECIFIC => return context_login(h, pin),
         _ => return Err(err(CKR_USER_TYPE_INVALID)),
     };
     let mut state = slot.login.lock();
@@ -129,6 +123,27 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
     slot.token.login(who, pin)?;
     slot.set_login(&mut state, who);
     Ok(())
+}
+
+/// `C_Login(CKU_CONTEXT_SPECIFIC)`: authorizes the signature or decryption just
+/// initialized with a CKA_ALWAYS_AUTHENTICATE key.
+fn context_login(h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+    with_session(h, |_, s| {
+        if s.sign.is_none() && s.decrypt.is_none() {
+            return Err(err(CKR_OPERATION_NOT_INITIALIZED));
+        }
+        if s.slot.login_state() != Login::User {
+            return Err(err(CKR_USER_NOT_LOGGED_IN));
+        }
+        s.slot.token.login(Login::User, pin)?;
+        for a in s.sign.iter_mut() {
+            a.needs_auth = false;
+        }
+        for a in s.decrypt.iter_mut() {
+            a.needs_auth = false;
+        }
+        Ok(())
+    })
 }
 
 pub fn logout(h: CK_SESSION_HANDLE) -> Result<()> {
