@@ -16,20 +16,28 @@ pub struct Module {
     pub dir: PathBuf,
 }
 
-/// target/<profile>/libhsmux.so, next to the test executable's deps/ folder.
+/// The libhsmux.so of this build. `cargo test` compiles the cdylib next to the test
+/// executables (target/<profile>/deps/libhsmux.so) but only `cargo build` copies it up to
+/// target/<profile>/libhsmux.so, which is therefore stale after a source change tested
+/// with `cargo test` alone: the newer of the two is used.
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>")
-        .join("libhsmux.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release` first",
-        p.display()
-    );
-    p
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let candidates = [
+        deps.join("libhsmux.so"),
+        deps.parent().expect("target/<profile>").join("libhsmux.so"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is missing: run `cargo build --release` first",
+                candidates[1].display()
+            )
+        })
 }
 
 /// Writes a config of `slots` soft slots under a fresh temp dir and points HSMUX_CONFIG at it.
