@@ -105,6 +105,32 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
         "follows from the default above",
     ),
     (
+        "C_SignInit RSA-PKCS with an EC key",
+        CKR_KEY_TYPE_INCONSISTENT,
+        "the key does not fit the mechanism; SoftHSM accepts the init and fails at C_Sign",
+    ),
+    (
+        "RSA-PKCS sign of 246 bytes",
+        CKR_DATA_LEN_RANGE,
+        "PKCS#1 v1.5 takes at most k - 11 bytes; SoftHSM answers CKR_GENERAL_ERROR",
+    ),
+    (
+        "OAEP decrypt of 245 bytes",
+        CKR_ENCRYPTED_DATA_LEN_RANGE,
+        "an RSA ciphertext is k bytes; SoftHSM answers CKR_GENERAL_ERROR",
+    ),
+    (
+        "OAEP with SHA-1 and MGF1-SHA256",
+        CKR_MECHANISM_PARAM_INVALID,
+        "a parameter hsmux does not take (MGF1 must use the OAEP hash); SoftHSM answers \
+         CKR_ARGUMENTS_BAD",
+    ),
+    (
+        "C_DigestKey of an EC private key",
+        CKR_KEY_INDIGESTIBLE,
+        "C_DigestKey digests secret keys (spec 5.10); SoftHSM digests something",
+    ),
+    (
         "C_Sign after C_SignUpdate",
         CKR_OPERATION_ACTIVE,
         "the spec names no code for a single-part call in a multi-part operation; both end \
@@ -139,6 +165,10 @@ fn show(v: u64, is_rv: bool) -> String {
 
 /// C_GetAttributeValue of one attribute into a buffer of `buf` bytes (None: NULL pValue);
 /// records the return value and the ulValueLen it leaves.
+fn long_data() -> [u8; 100] {
+    [0x22u8; 100]
+}
+
 fn one(
     r: &mut Rec,
     m: &Module,
@@ -1229,6 +1259,293 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
                 32,
                 buf.as_mut_ptr(),
                 &mut len
+            )
+        ),
+    );
+
+    // --- key usage, key types, data lengths
+    let keypair = |mt: CK_MECHANISM_TYPE,
+                   mut public: Template,
+                   mut private: Template,
+                   r: &mut Rec,
+                   step: &str| {
+        let (mut a, mut b) = (0, 0);
+        r.rv(
+            step,
+            ck!(
+                m,
+                C_GenerateKeyPair(
+                    rw,
+                    &mut mech(mt),
+                    public.ptr(),
+                    public.len(),
+                    private.ptr(),
+                    private.len(),
+                    &mut a,
+                    &mut b
+                )
+            ),
+        );
+        (a, b)
+    };
+    let (ecpub2, ecpriv2) = keypair(
+        CKM_EC_KEY_PAIR_GEN,
+        Template::new()
+            .bytes(CKA_EC_PARAMS, P256_PARAMS)
+            .bool(CKA_VERIFY, true),
+        Template::new().bool(CKA_SIGN, true).bool(CKA_DERIVE, false),
+        &mut r,
+        "EC P-256 key pair",
+    );
+    r.rv(
+        "C_SignInit ECDSA with the public key",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_ECDSA), ecpub2)),
+    );
+    r.rv(
+        "C_VerifyInit ECDSA with the private key",
+        ck!(m, C_VerifyInit(rw, &mut mech(CKM_ECDSA), ecpriv2)),
+    );
+    r.rv(
+        "C_EncryptInit ECDSA",
+        ck!(m, C_EncryptInit(rw, &mut mech(CKM_ECDSA), ecpub2)),
+    );
+    r.rv(
+        "C_SignInit HMAC with an EC key",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_SHA256_HMAC), ecpriv2)),
+    );
+    r.rv(
+        "C_SignInit RSA-PKCS with an EC key",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_RSA_PKCS), ecpriv2)),
+    );
+    // SoftHSM accepts the init above and fails at C_Sign: end its operation, unrecorded.
+    len = 64;
+    let _ = ck!(
+        m,
+        C_Sign(
+            rw,
+            long_data().as_ptr() as *mut _,
+            32,
+            buf.as_mut_ptr(),
+            &mut len
+        )
+    );
+    let mut peer = [0x04u8; 65];
+    let mut ecdh = CK_ECDH1_DERIVE_PARAMS {
+        kdf: CKD_NULL,
+        ulSharedDataLen: 0,
+        pSharedData: std::ptr::null_mut(),
+        ulPublicDataLen: 65,
+        pPublicData: peer.as_mut_ptr(),
+    };
+    let mut dt = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
+    r.rv(
+        "ECDH with a key whose CKA_DERIVE is false",
+        ck!(
+            m,
+            C_DeriveKey(
+                rw,
+                &mut mech_with(CKM_ECDH1_DERIVE, &mut ecdh),
+                ecpriv2,
+                dt.ptr(),
+                dt.len(),
+                &mut k
+            )
+        ),
+    );
+    let long = [0x22u8; 100];
+    r.rv(
+        "C_SignInit ECDSA",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_ECDSA), ecpriv2)),
+    );
+    len = 64;
+    r.rv(
+        "raw ECDSA over 100 bytes",
+        ck!(
+            m,
+            C_Sign(rw, long.as_ptr() as *mut _, 100, buf.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.rv(
+        "C_VerifyInit ECDSA",
+        ck!(m, C_VerifyInit(rw, &mut mech(CKM_ECDSA), ecpub2)),
+    );
+    r.rv(
+        "ECDSA verify of a 70-byte signature",
+        ck!(
+            m,
+            C_Verify(rw, long.as_ptr() as *mut _, 32, long.as_ptr() as *mut _, 70)
+        ),
+    );
+    r.rv(
+        "C_VerifyInit ECDSA again",
+        ck!(m, C_VerifyInit(rw, &mut mech(CKM_ECDSA), ecpub2)),
+    );
+    r.rv(
+        "ECDSA verify of a zero signature",
+        ck!(
+            m,
+            C_Verify(
+                rw,
+                long.as_ptr() as *mut _,
+                32,
+                [0u8; 64].as_ptr() as *mut _,
+                64
+            )
+        ),
+    );
+    keypair(
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        Template::new(),
+        Template::new(),
+        &mut r,
+        "RSA key pair without CKA_MODULUS_BITS",
+    );
+    let (rsapub, rsapriv) = keypair(
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        Template::new()
+            .ulong(CKA_MODULUS_BITS, 2048)
+            .bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1])
+            .bool(CKA_ENCRYPT, true)
+            .bool(CKA_VERIFY, true),
+        Template::new().bool(CKA_SIGN, true).bool(CKA_DECRYPT, true),
+        &mut r,
+        "RSA 2048 key pair",
+    );
+    r.rv(
+        "C_SignInit RSA-PKCS",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_RSA_PKCS), rsapriv)),
+    );
+    let mut sig = [0u8; 512];
+    len = 512;
+    r.rv(
+        "RSA-PKCS sign of 246 bytes (k - 10)",
+        ck!(
+            m,
+            C_Sign(rw, long.as_ptr() as *mut _, 100, sig.as_mut_ptr(), &mut len)
+        ),
+    );
+    let big = [0x33u8; 246];
+    r.rv(
+        "C_SignInit RSA-PKCS again",
+        ck!(m, C_SignInit(rw, &mut mech(CKM_RSA_PKCS), rsapriv)),
+    );
+    len = 512;
+    r.rv(
+        "RSA-PKCS sign of 246 bytes",
+        ck!(
+            m,
+            C_Sign(rw, big.as_ptr() as *mut _, 246, sig.as_mut_ptr(), &mut len)
+        ),
+    );
+    // SoftHSM's OAEP takes SHA-1 only.
+    let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA_1,
+        mgf: CKG_MGF1_SHA1,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: std::ptr::null_mut(),
+        ulSourceDataLen: 0,
+    };
+    r.rv(
+        "OAEP encrypt init with the private key",
+        ck!(
+            m,
+            C_EncryptInit(rw, &mut mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), rsapriv)
+        ),
+    );
+    r.rv(
+        "OAEP decrypt init",
+        ck!(
+            m,
+            C_DecryptInit(rw, &mut mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), rsapriv)
+        ),
+    );
+    len = 512;
+    r.rv(
+        "OAEP decrypt of 245 bytes",
+        ck!(
+            m,
+            C_Decrypt(rw, big.as_ptr() as *mut _, 245, sig.as_mut_ptr(), &mut len)
+        ),
+    );
+    let mut oaep_bad = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA_1,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: std::ptr::null_mut(),
+        ulSourceDataLen: 0,
+    };
+    r.rv(
+        "OAEP with SHA-1 and MGF1-SHA256",
+        ck!(
+            m,
+            C_DecryptInit(
+                rw,
+                &mut mech_with(CKM_RSA_PKCS_OAEP, &mut oaep_bad),
+                rsapriv
+            )
+        ),
+    );
+    r.rv(
+        "C_EncryptInit OAEP",
+        ck!(
+            m,
+            C_EncryptInit(rw, &mut mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), rsapub)
+        ),
+    );
+    len = 512;
+    r.rv(
+        "OAEP encrypt of 200 bytes",
+        ck!(
+            m,
+            C_Encrypt(rw, big.as_ptr() as *mut _, 200, sig.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.rv(
+        "C_DigestInit then C_DigestKey of a sensitive AES key",
+        ck!(m, C_DigestInit(rw, &mut mech(CKM_SHA256))),
+    );
+    r.rv("C_DigestKey", ck!(m, C_DigestKey(rw, aes)));
+    len = 64;
+    r.rv(
+        "C_DigestFinal",
+        ck!(m, C_DigestFinal(rw, buf.as_mut_ptr(), &mut len)),
+    );
+    r.rv(
+        "C_DigestInit for a key pair's private key",
+        ck!(m, C_DigestInit(rw, &mut mech(CKM_SHA256))),
+    );
+    r.rv(
+        "C_DigestKey of an EC private key",
+        ck!(m, C_DigestKey(rw, ecpriv2)),
+    );
+    // Whether that error ends the operation the spec does not say: end it, unrecorded.
+    len = 64;
+    let _ = ck!(m, C_DigestFinal(rw, buf.as_mut_ptr(), &mut len));
+    let mut ut2 = Template::new().ulong(CKA_KEY_TYPE, CKK_AES);
+    let mut wrapped = [0u8; 40];
+    len = 40;
+    r.rv(
+        "wrap an extractable key",
+        ck!(
+            m,
+            C_WrapKey(rw, &mut wm, genk, genk, wrapped.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.rv(
+        "unwrap without CKA_CLASS",
+        ck!(
+            m,
+            C_UnwrapKey(
+                rw,
+                &mut wm,
+                genk,
+                wrapped.as_mut_ptr(),
+                40,
+                ut2.ptr(),
+                ut2.len(),
+                &mut k
             )
         ),
     );
