@@ -29,7 +29,7 @@ macro_rules! init_fn {
                 let id = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
                 let mech = translate_mech(inst, slot, mech)?;
                 let mut active = Active::new(s.slot.token.$backend(&ctx, &mech, id)?);
-                if $private_key_op {
+                if $private_key_op && uses_private_key(mech.mech) {
                     active.needs_auth = always_authenticate(s, &ctx, id);
                 }
                 s.$field = Some(active);
@@ -43,6 +43,31 @@ init_fn!(encrypt_init, encrypt, encrypt_init, false);
 init_fn!(decrypt_init, decrypt, decrypt_init, true);
 init_fn!(sign_init, sign, sign_init, true);
 init_fn!(verify_init, verify, verify_init, false);
+
+/// Mechanisms whose sign/decrypt key is a private key, the only class with
+/// CKA_ALWAYS_AUTHENTICATE; symmetric ones skip the extra attribute read on the hot path.
+fn uses_private_key(m: CK_MECHANISM_TYPE) -> bool {
+    !matches!(
+        m,
+        CKM_AES_GCM
+            | CKM_AES_CBC
+            | CKM_AES_CBC_PAD
+            | CKM_AES_ECB
+            | CKM_AES_CTR
+            | CKM_AES_CMAC
+            | CKM_AES_CMAC_GENERAL
+            | CKM_SHA_1_HMAC
+            | CKM_SHA224_HMAC
+            | CKM_SHA256_HMAC
+            | CKM_SHA384_HMAC
+            | CKM_SHA512_HMAC
+            | CKM_SHA_1_HMAC_GENERAL
+            | CKM_SHA224_HMAC_GENERAL
+            | CKM_SHA256_HMAC_GENERAL
+            | CKM_SHA384_HMAC_GENERAL
+            | CKM_SHA512_HMAC_GENERAL
+    )
+}
 
 /// Does the key ask for a context-specific login before each use?
 fn always_authenticate(
