@@ -23,7 +23,7 @@ use cryptoki::types::AuthPin;
 use sha2::Digest;
 use std::sync::OnceLock;
 
-const SLOTS: usize = 13;
+const SLOTS: usize = 14;
 
 /// The one context of this test binary.
 fn pkcs11() -> &'static Pkcs11 {
@@ -584,6 +584,33 @@ fn rsa_keys_of_each_size_sign_pkcs1_and_pss() {
         )),
         RvError::KeySizeRange
     );
+}
+
+/// PSS salt lengths other than the hash length: 0 (deterministic PSS) and the maximum
+/// (k - hLen - 2), the default of OpenSSL 3 and of Vault/OpenBao transit signatures.
+/// SoftHSM signs and verifies all of them.
+#[test]
+fn rsa_pss_with_salt_lengths_zero_and_maximum() {
+    let session = user_session(13);
+    let (pubk, privk) = rsa_pair(&session, 2048);
+    let pk = rsa_public(&session, pubk);
+    let msg = b"PSS with another salt length";
+    let hash = sha2::Sha256::digest(msg);
+    for salt in [0usize, 256 - 32 - 2] {
+        let pss = PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: (salt as u64).into(),
+        };
+        let sig = session
+            .sign(&Mechanism::Sha256RsaPkcsPss(pss), privk, msg)
+            .unwrap_or_else(|e| panic!("SHA256-RSA-PSS, salt {salt}: {e}"));
+        pk.verify(rsa::Pss::new_with_salt::<sha2::Sha256>(salt), &hash, &sig)
+            .unwrap_or_else(|e| panic!("RustCrypto verifies salt {salt}: {e}"));
+        session
+            .verify(&Mechanism::RsaPkcsPss(pss), pubk, &hash, &sig)
+            .unwrap_or_else(|e| panic!("hsmux verifies salt {salt}: {e}"));
+    }
 }
 
 #[test]
