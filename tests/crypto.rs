@@ -156,10 +156,32 @@ fn rsa_pkcs1_pss_and_oaep_agree_with_rustcrypto() {
     let sig = sign(m, h, mech_with(CKM_RSA_PKCS_PSS, &mut pss), privk, &hash).unwrap();
     pk.verify(rsa::Pss::new::<sha2::Sha256>(), &hash, &sig)
         .expect("raw PSS verifies");
+    // Other salt lengths (0, the maximum), and one too long for the modulus.
+    for salt in [0usize, 222] {
+        let mut p = CK_RSA_PKCS_PSS_PARAMS {
+            hashAlg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            sLen: salt as CK_ULONG,
+        };
+        let sig = sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), privk, msg).unwrap();
+        pk.verify(rsa::Pss::new_with_salt::<sha2::Sha256>(salt), &hash, &sig)
+            .expect("PSS with a custom salt verifies");
+        assert_eq!(
+            verify(
+                m,
+                h,
+                mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p),
+                pubk,
+                msg,
+                &sig
+            ),
+            CKR_OK
+        );
+    }
     let mut pss_bad = CK_RSA_PKCS_PSS_PARAMS {
         hashAlg: CKM_SHA256,
         mgf: CKG_MGF1_SHA256,
-        sLen: 0,
+        sLen: 223,
     };
     assert_eq!(
         sign(

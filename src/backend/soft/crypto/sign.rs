@@ -81,7 +81,13 @@ fn ecdsa_digest(curve: Curve, h: &[u8]) -> Result<Digest> {
 /// The RSA signature scheme of a mechanism and its parameters: (hash of the signed
 /// digest, PSS?). Checks PSS parameters against what aws-lc-rs can do (MGF1 with the same
 /// hash, salt as long as the hash).
-fn rsa_scheme(mech: &Mechanism, data_hash: Option<CK_MECHANISM_TYPE>) -> Result<bool> {
+/// The PSS salt length of a mechanism (`None` for PKCS#1 v1.5), checked against what
+/// aws-lc can do (MGF1 with the signature's hash) and the modulus (`em_len` bytes).
+fn rsa_scheme(
+    mech: &Mechanism,
+    data_hash: Option<CK_MECHANISM_TYPE>,
+    em_len: usize,
+) -> Result<Option<u16>> {
     let pss = matches!(
         mech.mech,
         CKM_RSA_PKCS_PSS
@@ -111,8 +117,8 @@ fn rsa_scheme(mech: &Mechanism, data_hash: Option<CK_MECHANISM_TYPE>) -> Result<
                 ));
             }
         }
-        let (want_mgf, len) = match hash {
-            CKM_SHA256 => (CKG_MGF1_SHA256, 32),
+        let (want_mgf, hlen) = match hash {
+            CKM_SHA256 => (CKG_MGF1_SHA256, 32usize),
             CKM_SHA384 => (CKG_MGF1_SHA384, 48),
             CKM_SHA512 => (CKG_MGF1_SHA512, 64),
             _ => {
@@ -122,17 +128,67 @@ fn rsa_scheme(mech: &Mechanism, data_hash: Option<CK_MECHANISM_TYPE>) -> Result<
                 ))
             }
         };
-        if mgf != want_mgf || salt_len != len {
+        if mgf != want_mgf {
             return Err(Error::logged(
                 CKR_MECHANISM_PARAM_INVALID,
-                "PSS needs MGF1 with the same hash and a salt as long as the hash",
+                "PSS needs MGF1 with the same hash as the signature",
             ));
         }
+        // RFC 8017 §9.1.1: emLen >= hLen + sLen + 2.
+        if salt_len as usize + hlen + 2 > em_len {
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                "PSS salt too long for this modulus",
+            ));
+        }
+        return Ok(Some(salt_len as u16));
     }
-    Ok(pss)
+    Ok(None)
 }
 
-fn rsa_encoding(hash: CK_MECHANISM_TYPE, pss: bool) -> Result<&'static dyn signature::RsaEncoding> {
+/// A PSS encoding or verification parameter set with a salt length other than the hash
+/// length. aws-lc-rs takes them as `&'static`; each distinct (hash, salt) is made once and
+/// kept for the life of the process (at most a few hundred small values).
+fn custom_salt<T: Send + Sync + 'static>(
+    cache: &'static std::sync::Mutex<
+        std::collections::HashMap<(CK_MECHANISM_TYPE, u16), &'static T>,
+    >,
+    key: (CK_MECHANISM_TYPE, u16),
+    make: impl FnOnce() -> T,
+) -> &'static T {
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    c.entry(key).or_insert_with(|| Box::leak(Box::new(make())))
+}
+
+type SaltCache<T> =
+    std::sync::Mutex<std::collections::HashMap<(CK_MECHANISM_TYPE, u16), &'static T>>;
+static ENCODINGS: std::sync::LazyLock<SaltCache<signature::RsaSignatureEncoding>> =
+    std::sync::LazyLock::new(Default::default);
+static PARAMS: std::sync::LazyLock<SaltCache<signature::RsaParameters>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn hash_len(hash: CK_MECHANISM_TYPE) -> usize {
+    digest_alg(hash).map(|a| a.output_len()).unwrap_or(0)
+}
+
+fn rsa_encoding(
+    hash: CK_MECHANISM_TYPE,
+    salt: Option<u16>,
+) -> Result<&'static dyn signature::RsaEncoding> {
+    if let Some(s) = salt.filter(|s| *s as usize != hash_len(hash)) {
+        let base = match hash {
+            CKM_SHA256 => signature::RSA_PSS_SHA256,
+            CKM_SHA384 => signature::RSA_PSS_SHA384,
+            CKM_SHA512 => signature::RSA_PSS_SHA512,
+            _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
+        };
+        let enc: &'static signature::RsaSignatureEncoding =
+            custom_salt(&*ENCODINGS, (hash, s), || {
+                base.with_pss_salt_length(signature::RsaPssSaltLength::Custom(s))
+            });
+        return Ok(enc);
+    }
+    let pss = salt.is_some();
     Ok(match (hash, pss) {
         (CKM_SHA256, false) => &signature::RSA_PKCS1_SHA256,
         (CKM_SHA384, false) => &signature::RSA_PKCS1_SHA384,
@@ -149,7 +205,22 @@ fn rsa_encoding(hash: CK_MECHANISM_TYPE, pss: bool) -> Result<&'static dyn signa
     })
 }
 
-fn rsa_params(hash: CK_MECHANISM_TYPE, pss: bool) -> Result<&'static signature::RsaParameters> {
+fn rsa_params(
+    hash: CK_MECHANISM_TYPE,
+    salt: Option<u16>,
+) -> Result<&'static signature::RsaParameters> {
+    if let Some(s) = salt.filter(|s| *s as usize != hash_len(hash)) {
+        let base = match hash {
+            CKM_SHA256 => signature::RSA_PSS_2048_8192_SHA256,
+            CKM_SHA384 => signature::RSA_PSS_2048_8192_SHA384,
+            CKM_SHA512 => signature::RSA_PSS_2048_8192_SHA512,
+            _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
+        };
+        return Ok(custom_salt(&*PARAMS, (hash, s), || {
+            base.with_pss_salt_length(signature::RsaPssSaltLength::Custom(s))
+        }));
+    }
+    let pss = salt.is_some();
     Ok(match (hash, pss) {
         (CKM_SHA_1, false) => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
         (CKM_SHA256, false) => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -201,9 +272,18 @@ fn fast_digest_info(input: &[u8]) -> bool {
 enum Scheme {
     Ecdsa,
     Eddsa,
-    Rsa { pss: bool },
-    Hmac { key: hmac::Key, len: usize },
-    Cmac { key: cmac::Key, len: usize },
+    /// `pss` is the PSS salt length, `None` for PKCS#1 v1.5.
+    Rsa {
+        pss: Option<u16>,
+    },
+    Hmac {
+        key: hmac::Key,
+        len: usize,
+    },
+    Cmac {
+        key: cmac::Key,
+        len: usize,
+    },
 }
 
 /// A signature or MAC in progress.
@@ -317,7 +397,7 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
                 ));
             }
             Ok(Scheme::Rsa {
-                pss: rsa_scheme(mech, prehash(mech.mech))?,
+                pss: rsa_scheme(mech, prehash(mech.mech), key.rsa_len().unwrap_or(0))?,
             })
         }
         _ => Err(err(CKR_MECHANISM_INVALID)),
@@ -367,7 +447,7 @@ impl Signer for Sign {
                     .to_vec())
             }
             (Scheme::Eddsa, Key::EdPrivate { pair }) => Ok(pair.sign(&input).as_ref().to_vec()),
-            (Scheme::Rsa { pss: false }, Key::RsaPrivate { parts, .. })
+            (Scheme::Rsa { pss: None }, Key::RsaPrivate { parts, .. })
                 if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) =>
             {
                 // Arbitrary data (or a SHA-1/224 DigestInfo): the raw PKCS#1 operation.
