@@ -1407,3 +1407,395 @@ fn random_numbers() {
         CKR_SESSION_HANDLE_INVALID
     );
 }
+
+#[test]
+fn null_pointers_and_bad_lengths_are_refused_never_crash() {
+    let m = shared();
+    let h = user_session(m, 18);
+    let key = secret(
+        m,
+        h,
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_EXTRACTABLE, true),
+    );
+    let mut n: CK_ULONG = 0;
+    let mut o: CK_OBJECT_HANDLE = 0;
+    let mut t = Template::new().ulong(CKA_CLASS, CKO_DATA);
+    let mut data = [0u8; 32];
+    let mut aes_ecb = mech(CKM_AES_ECB);
+    let mut gen = mech(CKM_AES_KEY_GEN);
+    let calls: Vec<(&str, CK_RV)> = vec![
+        ("C_GetInfo(NULL)", ck!(m, C_GetInfo(std::ptr::null_mut()))),
+        (
+            "C_GetSlotInfo(NULL)",
+            ck!(m, C_GetSlotInfo(18, std::ptr::null_mut())),
+        ),
+        (
+            "C_GetMechanismList(NULL count)",
+            ck!(
+                m,
+                C_GetMechanismList(18, std::ptr::null_mut(), std::ptr::null_mut())
+            ),
+        ),
+        (
+            "C_GetMechanismInfo(NULL)",
+            ck!(m, C_GetMechanismInfo(18, CKM_AES_ECB, std::ptr::null_mut())),
+        ),
+        (
+            "C_GetSessionInfo(NULL)",
+            ck!(m, C_GetSessionInfo(h, std::ptr::null_mut())),
+        ),
+        (
+            "C_CreateObject(NULL handle)",
+            ck!(m, C_CreateObject(h, t.ptr(), t.len(), std::ptr::null_mut())),
+        ),
+        (
+            "C_CreateObject(NULL template)",
+            ck!(m, C_CreateObject(h, std::ptr::null_mut(), 1, &mut o)),
+        ),
+        (
+            "C_CopyObject(NULL handle)",
+            ck!(
+                m,
+                C_CopyObject(h, key, std::ptr::null_mut(), 0, std::ptr::null_mut())
+            ),
+        ),
+        (
+            "C_GetObjectSize(NULL)",
+            ck!(m, C_GetObjectSize(h, key, std::ptr::null_mut())),
+        ),
+        (
+            "C_GetAttributeValue(NULL, 1)",
+            ck!(m, C_GetAttributeValue(h, key, std::ptr::null_mut(), 1)),
+        ),
+        (
+            "C_SetAttributeValue(NULL, 1)",
+            ck!(m, C_SetAttributeValue(h, key, std::ptr::null_mut(), 1)),
+        ),
+        (
+            "C_EncryptInit(key handle 0)",
+            ck!(m, C_EncryptInit(h, &mut aes_ecb, 0)),
+        ),
+        (
+            "C_GenerateKey(NULL mechanism)",
+            ck!(
+                m,
+                C_GenerateKey(h, std::ptr::null_mut(), t.ptr(), t.len(), &mut o)
+            ),
+        ),
+        (
+            "C_GenerateKey(NULL handle)",
+            ck!(
+                m,
+                C_GenerateKey(h, &mut gen, t.ptr(), 0, std::ptr::null_mut())
+            ),
+        ),
+        (
+            "C_GenerateKeyPair(NULL handles)",
+            ck!(
+                m,
+                C_GenerateKeyPair(
+                    h,
+                    &mut mech(CKM_EC_KEY_PAIR_GEN),
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut()
+                )
+            ),
+        ),
+        (
+            "C_WrapKey(NULL length)",
+            ck!(
+                m,
+                C_WrapKey(
+                    h,
+                    &mut mech(CKM_AES_KEY_WRAP),
+                    key,
+                    key,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut()
+                )
+            ),
+        ),
+        (
+            "C_UnwrapKey(NULL wrapped, 40)",
+            ck!(
+                m,
+                C_UnwrapKey(
+                    h,
+                    &mut mech(CKM_AES_KEY_WRAP),
+                    key,
+                    std::ptr::null_mut(),
+                    40,
+                    t.ptr(),
+                    t.len(),
+                    &mut o
+                )
+            ),
+        ),
+        (
+            "C_DeriveKey(NULL handle)",
+            ck!(
+                m,
+                C_DeriveKey(
+                    h,
+                    &mut mech(CKM_ECDH1_DERIVE),
+                    key,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut()
+                )
+            ),
+        ),
+        (
+            "C_SeedRandom(NULL, 8)",
+            ck!(m, C_SeedRandom(h, std::ptr::null_mut(), 8)),
+        ),
+        (
+            "C_DigestUpdate(NULL, 8) without init",
+            ck!(m, C_DigestUpdate(h, std::ptr::null_mut(), 8)),
+        ),
+    ];
+    let expected_bad =
+        |name: &str| !name.starts_with("C_EncryptInit") && !name.contains("without init");
+    for (name, rv) in &calls {
+        if expected_bad(name) {
+            assert_rv!(*rv, CKR_ARGUMENTS_BAD, "{name}");
+        }
+    }
+    assert_rv!(
+        calls[11].1,
+        CKR_KEY_HANDLE_INVALID,
+        "key handle 0 is never valid"
+    );
+    assert!(
+        matches!(
+            calls[19].1,
+            CKR_ARGUMENTS_BAD | CKR_OPERATION_NOT_INITIALIZED
+        ),
+        "{}",
+        rv_name(calls[19].1)
+    );
+    // Inside an operation: NULL output lengths, NULL input with a length.
+    assert_rv!(ck!(m, C_EncryptInit(h, &mut aes_ecb, key)), CKR_OK);
+    assert_rv!(
+        ck!(
+            m,
+            C_Encrypt(
+                h,
+                data.as_mut_ptr(),
+                16,
+                data.as_mut_ptr(),
+                std::ptr::null_mut()
+            )
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    // Like SoftHSM, a call refused for its arguments leaves the operation as it was (the
+    // spec's "always terminates" is read as applying to calls that were made).
+    assert_rv!(
+        ck!(m, C_EncryptInit(h, &mut aes_ecb, key)),
+        CKR_OPERATION_ACTIVE
+    );
+    assert_rv!(
+        ck!(
+            m,
+            C_EncryptUpdate(h, std::ptr::null_mut(), 16, data.as_mut_ptr(), &mut n)
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_rv!(
+        ck!(m, C_EncryptInit(h, std::ptr::null_mut(), key)),
+        CKR_OK,
+        "3.0: a NULL mechanism cancels"
+    );
+    assert_rv!(ck!(m, C_FindObjectsInit(h, t.ptr(), t.len())), CKR_OK);
+    assert_rv!(
+        ck!(m, C_FindObjects(h, std::ptr::null_mut(), 5, &mut n)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_rv!(
+        ck!(m, C_FindObjects(h, &mut o, 1, std::ptr::null_mut())),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_rv!(ck!(m, C_FindObjectsFinal(h)), CKR_OK);
+    // Mechanism parameters with NULL inside and lengths that do not match.
+    let mut gcm = CK_GCM_PARAMS {
+        pIv: std::ptr::null_mut(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: std::ptr::null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    };
+    assert_rv!(
+        ck!(
+            m,
+            C_EncryptInit(h, &mut mech_with(CKM_AES_GCM, &mut gcm), key)
+        ),
+        CKR_MECHANISM_PARAM_INVALID,
+        "GCM with pIv NULL and ulIvLen 12"
+    );
+    let mut iv = [0u8; 12];
+    gcm.pIv = iv.as_mut_ptr();
+    gcm.ulAADLen = 1 << 20;
+    assert_rv!(
+        ck!(
+            m,
+            C_EncryptInit(h, &mut mech_with(CKM_AES_GCM, &mut gcm), key)
+        ),
+        CKR_MECHANISM_PARAM_INVALID,
+        "GCM with pAAD NULL and a length"
+    );
+    let mut p = CK_MECHANISM {
+        mechanism: CKM_AES_CBC,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 16,
+    };
+    assert_rv!(
+        ck!(m, C_EncryptInit(h, &mut p, key)),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    let mut e = CK_ECDH1_DERIVE_PARAMS {
+        kdf: CKD_NULL,
+        ulSharedDataLen: 0,
+        pSharedData: std::ptr::null_mut(),
+        ulPublicDataLen: 65,
+        pPublicData: std::ptr::null_mut(),
+    };
+    let mut dt = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
+    let rv = ck!(
+        m,
+        C_DeriveKey(
+            h,
+            &mut mech_with(CKM_ECDH1_DERIVE, &mut e),
+            key,
+            dt.ptr(),
+            dt.len(),
+            &mut o
+        )
+    );
+    assert!(
+        matches!(
+            rv,
+            CKR_MECHANISM_PARAM_INVALID
+                | CKR_KEY_TYPE_INCONSISTENT
+                | CKR_KEY_FUNCTION_NOT_PERMITTED
+        ),
+        "{}",
+        rv_name(rv)
+    );
+    // An attribute whose pValue is NULL with a length.
+    let mut bad = [CK_ATTRIBUTE {
+        type_: CKA_LABEL,
+        pValue: std::ptr::null_mut(),
+        ulValueLen: 10,
+    }];
+    let rv = ck!(m, C_FindObjectsInit(h, bad.as_mut_ptr(), 1));
+    assert!(
+        matches!(rv, CKR_ATTRIBUTE_VALUE_INVALID | CKR_ARGUMENTS_BAD),
+        "{}",
+        rv_name(rv)
+    );
+    // And the session still works.
+    assert_rv!(ck!(m, C_GenerateRandom(h, data.as_mut_ptr(), 32)), CKR_OK);
+}
+
+#[test]
+fn closing_sessions_under_other_threads_feet_answers_codes_not_crashes() {
+    let m = shared();
+    let h0 = user_session(m, 19);
+    let key = secret(
+        m,
+        h0,
+        CKM_GENERIC_SECRET_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_TOKEN, true)
+            .bool(CKA_SIGN, true),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A watchdog: a deadlock fails the run instead of hanging it.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..600 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+            }
+            eprintln!("deadlock: C_CloseAllSessions stress did not finish in 60 s");
+            std::process::abort();
+        });
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let m = shared();
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut h = 0;
+                    let rv = ck!(
+                        m,
+                        C_OpenSession(
+                            19,
+                            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                            std::ptr::null_mut(),
+                            None,
+                            &mut h
+                        )
+                    );
+                    assert_rv!(rv, CKR_OK);
+                    let rv = login(m, h, CKU_USER, PIN);
+                    seen.insert(rv);
+                    let mut mc = mech(CKM_SHA256_HMAC);
+                    let rv = ck!(m, C_SignInit(h, &mut mc, key));
+                    seen.insert(rv);
+                    let mut mac = [0u8; 32];
+                    let mut n: CK_ULONG = 32;
+                    seen.insert(ck!(
+                        m,
+                        C_Sign(h, mac.as_mut_ptr(), 32, mac.as_mut_ptr(), &mut n)
+                    ));
+                    seen.insert(ck!(m, C_CloseSession(h)));
+                }
+                seen
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        assert_rv!(ck!(m, C_CloseAllSessions(19)), CKR_OK);
+        std::thread::yield_now();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut all = std::collections::BTreeSet::new();
+    for w in workers {
+        all.extend(w.join().expect("no worker panicked"));
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let allowed = [
+        CKR_OK,
+        CKR_SESSION_HANDLE_INVALID,
+        CKR_USER_ALREADY_LOGGED_IN,
+        CKR_OPERATION_NOT_INITIALIZED,
+        CKR_KEY_HANDLE_INVALID,
+        CKR_USER_NOT_LOGGED_IN,
+    ];
+    for rv in &all {
+        assert!(allowed.contains(rv), "unexpected {}", rv_name(*rv));
+    }
+    // The slot is usable afterwards.
+    let h = open(m, 19, true);
+    let _ = login(m, h, CKU_USER, PIN);
+    assert!(sign(m, h, mech(CKM_SHA256_HMAC), key, b"after").is_ok());
+}

@@ -630,6 +630,31 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         ),
     );
     r.rv(
+        "AES-ECB init for a NULL length",
+        ck!(m, C_EncryptInit(rw, &mut ecb, aes)),
+    );
+    r.rv(
+        "C_Encrypt with a NULL length pointer",
+        ck!(
+            m,
+            C_Encrypt(
+                rw,
+                msg.as_ptr() as *mut _,
+                32,
+                buf.as_mut_ptr(),
+                std::ptr::null_mut()
+            )
+        ),
+    );
+    len = 64;
+    r.rv(
+        "C_Encrypt after CKR_ARGUMENTS_BAD",
+        ck!(
+            m,
+            C_Encrypt(rw, msg.as_ptr() as *mut _, 32, buf.as_mut_ptr(), &mut len)
+        ),
+    );
+    r.rv(
         "AES-ECB init again",
         ck!(m, C_EncryptInit(rw, &mut ecb, aes)),
     );
