@@ -131,6 +131,11 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
         "C_DigestKey digests secret keys (spec 5.10); SoftHSM digests something",
     ),
     (
+        "GCM C_DecryptFinal with a bad tag",
+        CKR_ENCRYPTED_DATA_INVALID,
+        "as for the single-part call; SoftHSM answers CKR_GENERAL_ERROR",
+    ),
+    (
         "C_Sign after C_SignUpdate",
         CKR_OPERATION_ACTIVE,
         "the spec names no code for a single-part call in a multi-part operation; both end \
@@ -1075,6 +1080,39 @@ fn scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
             m,
             C_Decrypt(rw, ct.as_mut_ptr(), 48, out.as_mut_ptr(), &mut len)
         ),
+    );
+    // Multi-part GCM decryption with a bad tag: no plaintext may come out before the tag is
+    // checked.
+    r.rv(
+        "GCM multi-part decrypt init",
+        ck!(m, C_DecryptInit(rw, &mut gm, aes)),
+    );
+    let mut released = 0;
+    for part in ct.chunks_mut(16) {
+        len = 64;
+        r.rv(
+            "GCM C_DecryptUpdate",
+            ck!(
+                m,
+                C_DecryptUpdate(
+                    rw,
+                    part.as_mut_ptr(),
+                    part.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut len
+                )
+            ),
+        );
+        released += len;
+    }
+    r.val(
+        "GCM plaintext released by C_DecryptUpdate with a bad tag",
+        released,
+    );
+    len = 64;
+    r.rv(
+        "GCM C_DecryptFinal with a bad tag",
+        ck!(m, C_DecryptFinal(rw, out.as_mut_ptr(), &mut len)),
     );
     let mut gcm_bad_tag = gcm_params(&mut iv12, &mut [], 130);
     r.rv(
