@@ -301,3 +301,125 @@ fn damaged_store_files_are_reported_and_left_alone() {
     );
     assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
 }
+
+#[test]
+fn token_keys_of_every_kind_survive_a_restart() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = module();
+    let _ = ck!(m, C_Finalize(std::ptr::null_mut()));
+    write_config(1);
+    assert_eq!(initialize(m), CKR_OK);
+    let h = user_session(m, 0);
+    let msg = b"signed before and after the restart";
+    let pairs = [
+        (
+            CKM_EC_KEY_PAIR_GEN,
+            P384_PARAMS,
+            CKM_ECDSA_SHA384,
+            &b"ec384"[..],
+        ),
+        (CKM_EC_KEY_PAIR_GEN, P256_PARAMS, CKM_ECDSA_SHA256, b"ec256"),
+        (
+            CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            ED25519_PARAMS,
+            CKM_EDDSA,
+            b"ed25519",
+        ),
+    ];
+    let mut points = Vec::new();
+    for (gen, params, _, id) in pairs {
+        let (p, _) = keypair(
+            m,
+            h,
+            gen,
+            Template::new().bytes(CKA_EC_PARAMS, params),
+            Template::new(),
+            id,
+        );
+        points.push(get_attr(m, h, p, CKA_EC_POINT).unwrap());
+    }
+    let (rp, _) = keypair(
+        m,
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        Template::new().ulong(CKA_MODULUS_BITS, 2048),
+        Template::new(),
+        b"rsa",
+    );
+    let modulus = get_attr(m, h, rp, CKA_MODULUS).unwrap();
+    let hmac = secret(
+        m,
+        h,
+        CKM_GENERIC_SECRET_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_TOKEN, true)
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_ID, b"hmac"),
+    );
+    let mac = sign(m, h, mech(CKM_SHA256_HMAC), hmac, msg).unwrap();
+    assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
+
+    assert_eq!(initialize(m), CKR_OK);
+    let h = open(m, 0, true);
+    // Before login: public keys are found (consumers list them first), private ones are not.
+    let by = |id: &[u8], class| {
+        find(
+            m,
+            h,
+            &mut Template::new().bytes(CKA_ID, id).ulong(CKA_CLASS, class),
+        )
+    };
+    for (i, (_, _, _, id)) in pairs.iter().enumerate() {
+        let public = by(id, CKO_PUBLIC_KEY);
+        assert_eq!(public.len(), 1, "public key {:?} before login", id);
+        assert_eq!(get_attr(m, h, public[0], CKA_EC_POINT).unwrap(), points[i]);
+        assert!(
+            by(id, CKO_PRIVATE_KEY).is_empty(),
+            "private key hidden before login"
+        );
+    }
+    assert_eq!(
+        get_attr(m, h, by(b"rsa", CKO_PUBLIC_KEY)[0], CKA_MODULUS).unwrap(),
+        modulus
+    );
+    assert_eq!(login(m, h, CKU_USER, PIN), CKR_OK);
+    for (_, _, sm, id) in pairs {
+        let private = by(id, CKO_PRIVATE_KEY);
+        assert_eq!(private.len(), 1);
+        let public = by(id, CKO_PUBLIC_KEY)[0];
+        let sig = sign(m, h, mech(sm), private[0], msg).unwrap();
+        assert_eq!(
+            verify(m, h, mech(sm), public, msg, &sig),
+            CKR_OK,
+            "{:?} signs after the restart",
+            String::from_utf8_lossy(id)
+        );
+        assert_eq!(
+            get_attr(m, h, private[0], CKA_VALUE),
+            Err(CKR_ATTRIBUTE_SENSITIVE),
+            "still sensitive after the restart"
+        );
+    }
+    let private = by(b"rsa", CKO_PRIVATE_KEY)[0];
+    let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), private, msg).unwrap();
+    assert_eq!(
+        verify(
+            m,
+            h,
+            mech(CKM_SHA256_RSA_PKCS),
+            by(b"rsa", CKO_PUBLIC_KEY)[0],
+            msg,
+            &sig
+        ),
+        CKR_OK
+    );
+    let hmac = by(b"hmac", CKO_SECRET_KEY)[0];
+    assert_eq!(sign(m, h, mech(CKM_SHA256_HMAC), hmac, msg).unwrap(), mac);
+    assert_eq!(get_attr(m, h, hmac, CKA_LOCAL).unwrap(), vec![1]);
+    assert_eq!(
+        get_attr(m, h, hmac, CKA_KEY_GEN_MECHANISM).unwrap(),
+        CKM_GENERIC_SECRET_KEY_GEN.to_ne_bytes()
+    );
+    assert_eq!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);
+}
