@@ -1,62 +1,197 @@
-# Shared set-up for the consumer tests: a throw-away HOME, an hsmux config with one soft
-# slot, and helpers to initialize the token and make keys with pkcs11-tool.
-# Source it; it sets MODULE, HSMUX_CONFIG, WORK and P (the pkcs11-tool command).
+# shellcheck shell=bash
+# Shared set-up for the consumer conformance tests. Source it, then call `setup`.
+#
+# The module under test is $MODULE (default: the repo's target/release/libhsmux.so).
+# A MODULE whose path contains "softhsm" is SoftHSMv2 (the reference token the tests were
+# developed against); anything else is taken to be hsmux:
+#   hsmux:    setup_hsmux writes a config with one soft slot and exports HSMUX_CONFIG
+#   SoftHSM:  setup_softhsm writes a SOFTHSM2_CONF with a token directory and exports it
+# Either way the test runs in its own temp dir ($WORK, removed at exit) with HOME,
+# XDG_CONFIG_HOME and XDG_DATA_HOME inside it, so nothing depends on the caller's $HOME.
+#
+# Accounting: `check DESC CMD...`, `ok DESC`, `not_ok DESC [DETAIL]`, `die DESC [DETAIL]`
+# (records a failure and stops), `known DESC` (a documented deviation of the reference
+# module, printed but not counted as a failure). At exit the script prints
+# "<test> on <target>: N checks passed, N failed" and, when $CONFORMANCE_RESULTS names a
+# file, appends "<test> <target> <passed> <failed> <known>" to it for scripts/test.sh.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-HOME_REAL=$HOME
-# Keep the real toolchain when HOME moves (rustup and cargo find theirs through HOME).
-export RUSTUP_HOME=${RUSTUP_HOME:-$HOME_REAL/.rustup} CARGO_HOME=${CARGO_HOME:-$HOME_REAL/.cargo}
-export HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/.config" XDG_DATA_HOME="$WORK/home/.local/share"
-mkdir -p "$HOME"
-MODULE="$REPO/target/release/libhsmux.so"
-[ -f "$MODULE" ] || { echo "build first: cargo build --release"; exit 1; }
+TEST_NAME=$(basename "$0" .sh)
+HSMUX_MODULE="$REPO/target/release/libhsmux.so"
+SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+ENGINE=${ENGINE:-/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so}
+MODULE=${MODULE:-$HSMUX_MODULE}
+case "$MODULE" in
+  *softhsm*) TARGET=softhsm ;;
+  *) TARGET=hsmux ;;
+esac
 SO_PIN=12345678
 PIN=1234
 LABEL=${LABEL:-hsmux-soft}
-export HSMUX_CONFIG="$WORK/hsmux.toml"
-cat > "$HSMUX_CONFIG" <<TOML
+
+PASSED=0
+FAILED=0
+KNOWN=0
+CLEANUP=()
+
+# Keep the real toolchain and caches when HOME moves (rustup, cargo and the JDK are not
+# part of $HOME state that a test may depend on).
+HOME_REAL=${HOME:-/root}
+export RUSTUP_HOME=${RUSTUP_HOME:-$HOME_REAL/.rustup}
+export CARGO_HOME=${CARGO_HOME:-$HOME_REAL/.cargo}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hsmux-$TEST_NAME.XXXXXX")
+export HOME="$WORK/home"
+export XDG_CONFIG_HOME="$HOME/.config" XDG_DATA_HOME="$HOME/.local/share"
+export XDG_CACHE_HOME="$HOME/.cache" XDG_RUNTIME_DIR="$WORK/run"
+mkdir -p "$HOME" "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+# Nothing from the caller's environment may redirect a consumer.
+unset HSMUX_CONFIG SOFTHSM2_CONF OPENSSL_CONF OPENSSL_ENGINES JAVA_TOOL_OPTIONS _JAVA_OPTIONS \
+  P11_KIT_DEBUG TEST_PKCS11_MODULE 2>/dev/null || true
+
+ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
+not_ok() { # desc [detail]
+  FAILED=$((FAILED + 1)); echo "not ok - $1"
+  if [ $# -gt 1 ] && [ -n "$2" ]; then printf '%s\n' "$2" | tail -n 40 | sed 's/^/    | /'; fi
+}
+die() { not_ok "$@"; exit 1; }
+known() { KNOWN=$((KNOWN + 1)); echo "known ($TARGET) - $*"; }
+note() { echo "# $*"; }
+# check DESC CMD...: runs CMD, records ok when it exits 0 (output shown only on failure).
+check() {
+  local desc=$1 out; shift
+  if out=$("$@" 2>&1); then ok "$desc"; else not_ok "$desc (exit $?)" "$out"; fi
+}
+# Register a cleanup command (run at exit, last registered first).
+on_exit() { CLEANUP+=("$*"); }
+
+_finish() {
+  local rc=$? i
+  set +e
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[$i]}"; done
+  rm -rf "$WORK"
+  if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
+    FAILED=1; echo "not ok - $TEST_NAME stopped early (exit $rc)"
+  fi
+  echo "$TEST_NAME on $TARGET: $PASSED checks passed, $FAILED failed, $KNOWN known deviations"
+  if [ -n "${CONFORMANCE_RESULTS:-}" ]; then
+    echo "$TEST_NAME $TARGET $PASSED $FAILED $KNOWN" >> "$CONFORMANCE_RESULTS"
+  fi
+  [ "$FAILED" -eq 0 ] || exit 1
+  exit 0
+}
+trap _finish EXIT
+trap 'echo "# interrupted"; exit 130' INT TERM
+trap 'echo "# command failed at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND" >&2' ERR
+
+# hsmux: a config file with one soft slot in the temp dir (named by HSMUX_CONFIG).
+# kdf_iterations is lowered from the default 200,000 so that logins stay fast in tests.
+setup_hsmux() {
+  MODULE=${MODULE:-$HSMUX_MODULE}
+  [ -f "$MODULE" ] || die "module $MODULE not found (cargo build --release first)"
+  export HSMUX_CONFIG="$WORK/hsmux.toml"
+  write_hsmux_config "$HSMUX_CONFIG" "$LABEL" "$WORK/soft"
+  export MODULE
+}
+
+# write_hsmux_config FILE LABEL STORE_DIR
+write_hsmux_config() {
+  cat > "$1" <<TOML
 [[slot]]
-label = "$LABEL"
+label = "$2"
 backend = "soft"
-path = "$WORK/soft"
+path = "$3"
 kdf_iterations = 1000
 TOML
-P=(pkcs11-tool --module "$MODULE")
+}
 
-fail() { echo "FAIL: $*"; exit 1; }
+# SoftHSMv2: a private SOFTHSM2_CONF and token directory in the temp dir.
+setup_softhsm() {
+  [ -f "$MODULE" ] || die "SoftHSM module $MODULE not found (scripts/deps.sh installs softhsm2)"
+  mkdir -p "$WORK/softhsm-tokens"
+  cat > "$WORK/softhsm2.conf" <<CONF
+directories.tokendir = $WORK/softhsm-tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+CONF
+  export SOFTHSM2_CONF="$WORK/softhsm2.conf"
+  export MODULE
+}
 
+# setup: the right one of the two for $MODULE, then the pkcs11-tool command arrays:
+#   P0 = pkcs11-tool on the module (first slot), P = the same on the token named $LABEL,
+#   PL = P logged in as the user.
+setup() {
+  command -v pkcs11-tool >/dev/null || die "pkcs11-tool not installed (scripts/deps.sh)"
+  case "$TARGET" in
+    softhsm) setup_softhsm ;;
+    *) setup_hsmux ;;
+  esac
+  P0=(pkcs11-tool --module "$MODULE")
+  P=(pkcs11-tool --module "$MODULE" --token-label "$LABEL")
+  PL=("${P[@]}" --login --pin "$PIN")
+  note "module $MODULE ($TARGET), work dir $WORK"
+}
+
+# A fresh token: label $LABEL, SO PIN 12345678, user PIN 1234. hsmux's soft slot starts
+# uninitialized, like SoftHSM's first slot.
 init_token() {
-  "${P[@]}" --init-token --label "$LABEL" --so-pin "$SO_PIN" >/dev/null
-  "${P[@]}" --init-pin --so-pin "$SO_PIN" --pin "$PIN" --login --login-type so >/dev/null
+  local out
+  out=$("${P0[@]}" --init-token --label "$LABEL" --so-pin "$SO_PIN" 2>&1) || die "init-token" "$out"
+  out=$("${P[@]}" --init-pin --login --login-type so --so-pin "$SO_PIN" --pin "$PIN" 2>&1) \
+    || die "init-pin" "$out"
 }
 
-# The four key kinds the issue names: AES, EC P-256, RSA-2048, an HMAC secret.
+# Key creation with pkcs11-tool: each takes ID (hex) and LABEL.
+_gen() { # what id label pkcs11-tool-args...
+  local what=$1 id=$2 label=$3 out; shift 3
+  out=$("${PL[@]}" "$@" --id "$id" --label "$label" 2>&1) || die "create $what key $label" "$out"
+}
+keygen_aes() { _gen AES-256 "$1" "$2" --keygen --key-type AES:32; }
+keygen_hmac() { _gen "generic secret (HMAC)" "$1" "$2" --keygen --key-type GENERIC:32; }
+keygen_ec() { _gen "EC P-256" "$1" "$2" --keypairgen --key-type EC:prime256v1; }
+keygen_rsa() { _gen RSA-2048 "$1" "$2" --keypairgen --key-type rsa:2048; }
+
+# The four key kinds: aes1 (01), ec1 (02), rsa1 (03), hmac1 (04).
 make_keys() {
-  "${P[@]}" --login --pin "$PIN" --keygen --key-type AES:32 --id 01 --label aes1 >/dev/null 2>&1
-  "${P[@]}" --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 02 --label ec1 >/dev/null 2>&1
-  "${P[@]}" --login --pin "$PIN" --keypairgen --key-type rsa:2048 --id 03 --label rsa1 >/dev/null 2>&1
-  "${P[@]}" --login --pin "$PIN" --keygen --key-type GENERIC:32 --id 04 --label hmac1 >/dev/null 2>&1
+  keygen_aes 01 aes1
+  keygen_ec 02 ec1
+  keygen_rsa 03 rsa1
+  keygen_hmac 04 hmac1
 }
 
-ENGINE=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
+# export_pubkey ID OUT.pem: the token's public key (DER via pkcs11-tool) as PEM.
+export_pubkey() {
+  local out
+  out=$("${P[@]}" --read-object --type pubkey --id "$1" -o "$WORK/pub-$1.der" 2>&1) \
+    || die "read public key $1" "$out"
+  openssl pkey -pubin -inform DER -in "$WORK/pub-$1.der" -out "$2"
+}
 
-# An openssl.cnf that loads the libp11 engine with hsmux as its module.
+# An openssl.cnf (from examples/openssl-libp11.cnf) that loads the libp11 engine with
+# $MODULE and the user PIN; exported as OPENSSL_CONF.
 write_openssl_cnf() {
+  [ -f "$ENGINE" ] || die "libp11 engine $ENGINE not installed (scripts/deps.sh)"
   sed -e "s|@ENGINE@|$ENGINE|" -e "s|@MODULE@|$MODULE|" -e "s|@PIN@|$PIN|" \
     "$REPO/examples/openssl-libp11.cnf" > "$WORK/openssl.cnf"
   export OPENSSL_CONF="$WORK/openssl.cnf"
 }
 
-# A self-signed certificate for key $1 (label) with id $2, made by OpenSSL through the
-# engine and stored on the token next to the key (Java lists only keys with certificates).
+# Plain OpenSSL, with no engine and no config.
+openssl_plain() { OPENSSL_CONF=/dev/null openssl "$@"; }
+
+# make_cert LABEL ID: a self-signed certificate for key LABEL made by OpenSSL through the
+# engine (needs write_openssl_cnf) and stored on the token with the key's CKA_ID (Java's
+# KeyStore lists only private keys that have a certificate).
 make_cert() {
-  local label=$1 id=$2
-  openssl req -new -x509 -engine pkcs11 -keyform engine \
+  local label=$1 id=$2 out
+  out=$(openssl req -new -x509 -engine pkcs11 -keyform engine \
     -key "pkcs11:token=$LABEL;object=$label;type=private" -subj "/CN=$label" -days 2 \
-    -out "$WORK/$label.crt" 2>/dev/null
-  openssl x509 -in "$WORK/$label.crt" -outform DER -out "$WORK/$label.crt.der"
-  "${P[@]}" --login --pin "$PIN" --write-object "$WORK/$label.crt.der" --type cert --id "$id" --label "$label" >/dev/null 2>&1
+    -sha256 -out "$WORK/$label.crt" 2>&1) || die "self-signed certificate for $label" "$out"
+  openssl_plain x509 -in "$WORK/$label.crt" -outform DER -out "$WORK/$label.crt.der"
+  out=$("${PL[@]}" --write-object "$WORK/$label.crt.der" --type cert --id "$id" --label "$label" 2>&1) \
+    || die "write certificate $label" "$out"
 }
