@@ -18,18 +18,37 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
-    #[serde(default)]
     pub log: LogConfig,
-    #[serde(default)]
     pub metrics: Option<MetricsConfig>,
-    #[serde(default, rename = "slot")]
     pub slots: Vec<SlotConfig>,
     /// Where this configuration came from (not part of the file).
-    #[serde(skip)]
     pub source: String,
+}
+
+/// The file as written. Slot tables are flat (every backend's keys in one struct) so that
+/// the TOML parser itself reports an unknown or mistyped key with its line; what depends
+/// on the backend is checked afterwards with the positions kept in `Spanned`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    metrics: Option<MetricsConfig>,
+    #[serde(default, rename = "slot")]
+    slots: Vec<toml::Spanned<RawSlot>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    id: Option<u64>,
+    label: String,
+    backend: toml::Spanned<String>,
+    path: Option<PathBuf>,
+    kdf_iterations: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,25 +64,22 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
-// No `deny_unknown_fields` here: serde cannot combine it with `flatten`; the backend enum
-// below denies unknown keys for the whole table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SlotConfig {
     pub id: Option<u64>,
     pub label: String,
-    #[serde(flatten)]
     pub backend: BackendConfig,
+    /// Line of the slot's table in the file (for messages).
+    pub line: usize,
 }
 
 /// The key store behind a slot, chosen by `backend = "..."`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub enum BackendConfig {
     /// hsmux's own software token.
     Soft {
         path: PathBuf,
         /// PBKDF2-HMAC-SHA256 iterations for PINs set from now on.
-        #[serde(default)]
         kdf_iterations: Option<u32>,
     },
 }
@@ -131,6 +147,7 @@ impl Config {
                     path: default_soft_path(),
                     kdf_iterations: None,
                 },
+                line: 0,
             }],
             source: "embedded default".into(),
         }
@@ -138,9 +155,45 @@ impl Config {
 
     /// Parses and validates a config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
+        let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
-        cfg.source = origin.to_string();
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let mut slots = Vec::new();
+        for spanned in raw.slots {
+            let line = line_of(spanned.span().start);
+            let s = spanned.into_inner();
+            let at = |l: usize| format!("{origin}: line {l}: [[slot]] {:?}", s.label);
+            let backend_line = line_of(s.backend.span().start);
+            let backend = match s.backend.get_ref().as_str() {
+                "soft" => BackendConfig::Soft {
+                    path: s.path.clone().ok_or_else(|| {
+                        ConfigError(format!(
+                            "{}: key `path` is missing (backend \"soft\" needs it)",
+                            at(line)
+                        ))
+                    })?,
+                    kdf_iterations: s.kdf_iterations,
+                },
+                other => {
+                    return Err(ConfigError(format!(
+                        "{}: key `backend`: unknown backend {other:?} (this build offers: soft)",
+                        at(backend_line)
+                    )))
+                }
+            };
+            slots.push(SlotConfig {
+                id: s.id,
+                label: s.label,
+                backend,
+                line,
+            });
+        }
+        let mut cfg = Config {
+            log: raw.log,
+            metrics: raw.metrics,
+            slots,
+            source: origin.to_string(),
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -188,7 +241,12 @@ impl Config {
         for (i, s) in self.slots.iter_mut().enumerate() {
             let id = *s.id.get_or_insert(next);
             next = id + 1;
-            let at = format!("{origin}: [[slot]] #{} (label {:?})", i + 1, s.label);
+            let at = format!(
+                "{origin}: line {}: [[slot]] #{} (label {:?})",
+                s.line,
+                i + 1,
+                s.label
+            );
             if id >= 1 << 32 {
                 return Err(ConfigError(format!("{at}: id {id} must be below 2^32")));
             }

@@ -31,7 +31,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "[[slot]]\nlabel = \"a\"\nbackend = \"soft\"\npath = \"/tmp/a\"\n\n\
          [[slot]]\nlabel = \"b\"\nbackend = \"soft\"\npath = \"/tmp/b\"\n\n\
          [[slot]]\nlabel = \"c\"\nbackend = \"soft\"\npath = \"/tmp/c\"\nkdf_iterations = -5\n",
-        &["kdf_iterations", "line 14"],
+        &["kdf_iterations", "line 15"],
     ),
     (
         "missing-path.toml",
