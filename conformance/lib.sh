@@ -175,8 +175,9 @@ export_pubkey() {
 # $MODULE and the user PIN; exported as OPENSSL_CONF.
 write_openssl_cnf() {
   [ -f "$ENGINE" ] || die "libp11 engine $ENGINE not installed (scripts/deps.sh)"
-  sed -e "s|@ENGINE@|$ENGINE|" -e "s|@MODULE@|$MODULE|" -e "s|@PIN@|$PIN|" \
-    "$REPO/examples/openssl-libp11.cnf" > "$WORK/openssl.cnf"
+  sed -e "s|^dynamic_path *=.*|dynamic_path = $ENGINE|" -e "s|^MODULE_PATH *=.*|MODULE_PATH = $MODULE|" \
+    -e "s|^PIN *=.*|PIN = $PIN|" "$REPO/examples/openssl-libp11.cnf" > "$WORK/openssl.cnf"
+  grep -q "^MODULE_PATH = $MODULE\$" "$WORK/openssl.cnf" || die "examples/openssl-libp11.cnf has no MODULE_PATH line"
   export OPENSSL_CONF="$WORK/openssl.cnf"
 }
 
