@@ -1,35 +1,81 @@
 #!/usr/bin/env bash
-# The cryptoki crate's own published integration tests (v0.12.1, its tests/ directory)
-# run against libhsmux.so, as they run against SoftHSM upstream. The tests listed in
-# conformance/cryptoki_suite.skip (with the reason on each line) are left out.
+# The cryptoki crate's own published integration tests (cryptoki 0.12.1, the tests/
+# directory of the crate on crates.io) run against $MODULE, the way upstream runs them
+# against SoftHSM (TEST_PKCS11_MODULE; a path containing "softhsm" turns on the suite's
+# SoftHSM quirks).
+# Usage: [MODULE=/path/to/module.so] [SKIP_FILE=file] conformance/cryptoki_suite.sh [TEST...]
+#   TEST...    run only these tests (exact names), e.g. sign_verify login_feast
+#   SKIP_FILE  tests left out, one "name  # reason" per line; default
+#              conformance/cryptoki_suite.skip for hsmux,
+#              conformance/cryptoki_suite.softhsm.skip for SoftHSM
+# The crate is fetched through cargo (crates.io) into a throw-away project, copied to the
+# temp dir and tested there with its own Cargo.lock; nothing of it is kept in this repo.
+# Build products go to target/cryptoki-suite so that later runs are incremental.
 source "$(dirname "$0")/lib.sh"
+setup
 VERSION=0.12.1
-CARGO_HOME=${CARGO_HOME:-$HOME_REAL/.cargo}
+command -v cargo >/dev/null || die "cargo not found"
 export CARGO_TARGET_DIR="$REPO/target/cryptoki-suite"
+if [ -z "${SKIP_FILE:-}" ]; then
+  SKIP_FILE="$REPO/conformance/cryptoki_suite.skip"
+  [ "$TARGET" = softhsm ] && SKIP_FILE="$REPO/conformance/cryptoki_suite.softhsm.skip"
+fi
+[ -f "$SKIP_FILE" ] || die "skip file $SKIP_FILE not found"
 
-# Fetch the published crate through cargo (registry cache), then test a copy of it.
+# 1. Fetch the published crate with cargo into the registry source cache.
 mkdir -p "$WORK/fetch/src"
 cat > "$WORK/fetch/Cargo.toml" <<TOML
 [package]
 name = "fetch-cryptoki"
 version = "0.0.0"
 edition = "2021"
+publish = false
+
 [dependencies]
 cryptoki = "=$VERSION"
 TOML
-touch "$WORK/fetch/src/lib.rs"
-(cd "$WORK/fetch" && cargo fetch --quiet)
-src=$(ls -d "$CARGO_HOME"/registry/src/*/cryptoki-$VERSION | head -n 1)
-[ -d "$src/tests" ] || fail "cryptoki $VERSION sources not found under $CARGO_HOME"
+: > "$WORK/fetch/src/lib.rs"
+out=$(cd "$WORK/fetch" && cargo fetch --quiet 2>&1) || die "cargo fetch cryptoki $VERSION" "$out"
+src=""
+for d in "$CARGO_HOME"/registry/src/*/cryptoki-"$VERSION"; do
+  [ -d "$d/tests" ] && src=$d
+done
+[ -n "$src" ] || die "cryptoki $VERSION sources not found under $CARGO_HOME/registry/src"
+
+# 2. A private copy to build and test (the registry cache is left untouched).
 cp -r "$src" "$WORK/cryptoki"
-# Run against the lock file of hsmux's own build where possible (no network surprises).
+cd "$WORK/cryptoki"
+
 skips=()
+nskip=0
 while read -r name _; do
-  [ -n "$name" ] && [ "${name:0:1}" != "#" ] && skips+=(--skip "$name")
-done < "$REPO/conformance/cryptoki_suite.skip"
+  case "$name" in ''|'#'*) continue ;; esac
+  skips+=(--skip "$name"); nskip=$((nskip + 1))
+done < "$SKIP_FILE"
+note "skipping $nskip tests listed in ${SKIP_FILE#"$REPO"/}"
 
 export TEST_PKCS11_MODULE="$MODULE"
-cd "$WORK/cryptoki"
-out=$(cargo test --release --quiet --tests -- --test-threads=1 "${skips[@]}" 2>&1) || { echo "$out" | tail -80; fail "cryptoki suite failed"; }
-echo "$out" | grep -E "^test result:" 
-echo "cryptoki $VERSION integration tests pass against hsmux (skips: conformance/cryptoki_suite.skip)"
+# The shipped Cargo.lock pins the dev-dependencies; fall back to resolving if it is stale.
+locked=(--locked)
+cargo metadata --locked --format-version 1 >/dev/null 2>&1 || locked=()
+out=$(cargo test --release "${locked[@]}" --tests --no-run 2>&1) || die "building cryptoki $VERSION tests" "$out"
+ok "cryptoki $VERSION integration tests build"
+
+# 3. Run every test binary, one test at a time (the tests share the token).
+rc=0
+cargo test --release "${locked[@]}" --tests --no-fail-fast -- --test-threads=1 --exact "${skips[@]}" "$@" \
+  > "$WORK/suite.log" 2>&1 || rc=$?
+passed=$(grep -cE '^test .* \.\.\. ok$' "$WORK/suite.log" || true)
+ignored=$(grep -cE '^test .* \.\.\. ignored' "$WORK/suite.log" || true)
+failed_names=$(sed -nE 's/^test (.*) \.\.\. FAILED$/\1/p' "$WORK/suite.log")
+grep -E '^(test result:|     Running )' "$WORK/suite.log" | sed 's/^/    /'
+PASSED=$((PASSED + passed))
+if [ -n "$failed_names" ]; then
+  while read -r t; do
+    # The panic message of each failed test, from libtest's "---- name stdout ----" block.
+    not_ok "cryptoki::$t" "$(awk -v t="---- $t stdout ----" '$0 == t {on = 1; next} /^---- / {on = 0} /^failures:$/ {on = 0} on' "$WORK/suite.log" | head -n 12)"
+  done <<<"$failed_names"
+elif [ "$rc" -ne 0 ]; then
+  not_ok "cargo test exited $rc" "$(tail -n 40 "$WORK/suite.log")"
+fi
+note "cryptoki $VERSION suite on $TARGET: $passed passed, $(grep -c . <<<"$failed_names" || true) failed, $ignored ignored upstream, $nskip skipped here"

@@ -49,6 +49,16 @@ struct RawSlot {
     backend: toml::Spanned<String>,
     path: Option<PathBuf>,
     kdf_iterations: Option<u32>,
+    user_pin: Option<PinCheck>,
+    // backend = "module"
+    library: Option<toml::Spanned<PathBuf>>,
+    token: Option<String>,
+    serial: Option<String>,
+    slot: Option<u64>,
+    pin: Option<Secret>,
+    init_args: Option<String>,
+    probe_init: Option<bool>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,8 +79,46 @@ pub struct SlotConfig {
     pub id: Option<u64>,
     pub label: String,
     pub backend: BackendConfig,
+    /// `user_pin = { sha256 = ".." }`: the PIN `C_Login(CKU_USER)` must present before any
+    /// credential of the backend is used.
+    pub user_pin: Option<PinCheck>,
     /// Line of the slot's table in the file (for messages).
     pub line: usize,
+}
+
+/// A hash of the PIN consumers must give: `{ sha256 = "<64 hex digits>" }`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinCheck {
+    pub sha256: String,
+}
+
+impl fmt::Debug for PinCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinCheck(sha256)")
+    }
+}
+
+impl PinCheck {
+    /// Does `pin` hash to the configured value? Compared in constant time.
+    pub fn matches(&self, pin: &[u8]) -> bool {
+        let Ok(want) = hex::decode(&self.sha256) else {
+            return false;
+        };
+        let got = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin);
+        want.len() == got.as_ref().len() && aws_lc_rs::constant_time::verify_slices_are_equal(&want, got.as_ref()).is_ok()
+    }
+}
+
+/// How a module slot picks its token among the vendor library's slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// `token = "label"`: the token label, trailing blanks ignored.
+    Label(String),
+    /// `serial = ".."`: the token serial number, trailing blanks ignored.
+    Serial(String),
+    /// `slot = N`: the vendor's own slot id.
+    Slot(u64),
 }
 
 /// The key store behind a slot, chosen by `backend = "..."`.
@@ -82,7 +130,29 @@ pub enum BackendConfig {
         /// PBKDF2-HMAC-SHA256 iterations for PINs set from now on.
         kdf_iterations: Option<u32>,
     },
+    /// A vendor PKCS#11 library, its token presented as this slot.
+    Module(ModuleConfig),
 }
+
+#[derive(Debug, Clone)]
+pub struct ModuleConfig {
+    /// Absolute path of the vendor library.
+    pub library: PathBuf,
+    pub select: TokenSelector,
+    /// The user PIN hsmux logs in with; `None` passes the consumer's PIN through.
+    pub pin: Option<Secret>,
+    /// Given to the vendor's `C_Initialize` as `pReserved` (a NUL-terminated string).
+    pub init_args: Option<String>,
+    /// Load and initialize the library once in a short-lived child process first, so that
+    /// a library that crashes or hangs in `C_Initialize` disables its slot instead of
+    /// taking the consumer down.
+    pub probe_init: bool,
+    /// How long that probe may take.
+    pub timeout_ms: u64,
+}
+
+/// Default deadline of a backend call, and of the module probe.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 /// A secret in the config: a literal, `{ env = "NAME" }` or `{ file = "/path" }`.
 #[derive(Clone, Deserialize)]
@@ -134,6 +204,61 @@ pub fn default_soft_path() -> PathBuf {
     }
 }
 
+/// The keys of a `backend = "module"` slot, checked with the line of the offending key.
+fn module_config(
+    s: &RawSlot,
+    at: &dyn Fn(usize) -> String,
+    line: usize,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<ModuleConfig, ConfigError> {
+    let library = s.library.as_ref().ok_or_else(|| {
+        ConfigError(format!(
+            "{}: key `library` is missing (backend \"module\" needs the vendor library's absolute path)",
+            at(line)
+        ))
+    })?;
+    if !library.get_ref().is_absolute() {
+        return Err(ConfigError(format!(
+            "{}: key `library`: {:?} is not an absolute path",
+            at(line_of(library.span().start)),
+            library.get_ref()
+        )));
+    }
+    let mut chosen = Vec::new();
+    if let Some(t) = &s.token {
+        chosen.push(TokenSelector::Label(t.trim_end().to_string()));
+    }
+    if let Some(t) = &s.serial {
+        chosen.push(TokenSelector::Serial(t.trim_end().to_string()));
+    }
+    if let Some(n) = s.slot {
+        chosen.push(TokenSelector::Slot(n));
+    }
+    if chosen.len() != 1 {
+        return Err(ConfigError(format!(
+            "{}: give exactly one of the keys `token` (label), `serial` or `slot` to choose the vendor's token",
+            at(line)
+        )));
+    }
+    if s.path.is_some() || s.kdf_iterations.is_some() {
+        return Err(ConfigError(format!(
+            "{}: keys `path` and `kdf_iterations` belong to backend \"soft\"",
+            at(line)
+        )));
+    }
+    if s.timeout_ms == Some(0) {
+        return Err(ConfigError(format!("{}: key `timeout_ms` must be above 0", at(line))));
+    }
+    Ok(ModuleConfig {
+        library: library.get_ref().clone(),
+        select: chosen.remove(0),
+        pin: s.pin.clone(),
+        init_args: s.init_args.clone(),
+        probe_init: s.probe_init.unwrap_or(true),
+        timeout_ms: s.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+    })
+}
+
 impl Config {
     /// The embedded default: one soft slot, id 0, label `hsmux-soft`.
     pub fn embedded_default() -> Config {
@@ -147,6 +272,7 @@ impl Config {
                     path: default_soft_path(),
                     kdf_iterations: None,
                 },
+                user_pin: None,
                 line: 0,
             }],
             source: "embedded default".into(),
@@ -164,6 +290,19 @@ impl Config {
             let s = spanned.into_inner();
             let at = |l: usize| format!("{origin}: line {l}: [[slot]] {:?}", s.label);
             let backend_line = line_of(s.backend.span().start);
+            let module_keys = s.library.is_some()
+                || s.token.is_some()
+                || s.serial.is_some()
+                || s.slot.is_some()
+                || s.pin.is_some()
+                || s.init_args.is_some()
+                || s.probe_init.is_some();
+            if s.backend.get_ref() == "soft" && module_keys {
+                return Err(ConfigError(format!(
+                    "{}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"",
+                    at(line)
+                )));
+            }
             let backend = match s.backend.get_ref().as_str() {
                 "soft" => BackendConfig::Soft {
                     path: s.path.clone().ok_or_else(|| {
@@ -174,17 +313,27 @@ impl Config {
                     })?,
                     kdf_iterations: s.kdf_iterations,
                 },
+                "module" => BackendConfig::Module(module_config(&s, &at, line, &line_of)?),
                 other => {
                     return Err(ConfigError(format!(
-                        "{}: key `backend`: unknown backend {other:?} (this build offers: soft)",
+                        "{}: key `backend`: unknown backend {other:?} (this build offers: soft, module)",
                         at(backend_line)
                     )))
                 }
             };
+            if let Some(p) = &s.user_pin {
+                if hex::decode(&p.sha256).map(|v| v.len()) != Ok(32) {
+                    return Err(ConfigError(format!(
+                        "{}: key `user_pin.sha256` must be 64 hex digits",
+                        at(line)
+                    )));
+                }
+            }
             slots.push(SlotConfig {
                 id: s.id,
                 label: s.label,
                 backend,
+                user_pin: s.user_pin,
                 line,
             });
         }
@@ -260,6 +409,7 @@ impl Config {
                 return Err(ConfigError(format!("{at}: label is used twice")));
             }
             match &s.backend {
+                BackendConfig::Module(_) => {}
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,

@@ -4,6 +4,7 @@
 //! the handles consumers see, the session table, the login state of each slot and the
 //! operation state machines, and calls the backend for everything that touches keys.
 
+pub mod module;
 pub mod soft;
 
 use crate::core::attr::{Attr, AttrValue};

@@ -1,9 +1,11 @@
 //! The module's state between `C_Initialize` and `C_Finalize`: slots, sessions and the
 //! object handle table, plus the fork epoch that makes a forked child re-initialize.
 
+use crate::backend::module::{pass::PassSession, ModuleSlot};
 use crate::backend::{soft::SoftToken, ObjectId, Token};
 use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Error, Result};
+use crate::core::handles::HandleTable;
 use crate::core::session::Session;
 use crate::core::slot::Slot;
 use arc_swap::{ArcSwapOption, Guard};
@@ -31,71 +33,154 @@ pub fn note_fork() {
     FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
 }
 
-/// hsmux's object handles and the (slot, backend object) each one stands for. A handle is
-/// never reused while the module is initialized, and one backend object keeps one handle.
-#[derive(Default)]
-pub struct HandleTable {
-    by_handle: DashMap<CK_OBJECT_HANDLE, (usize, ObjectId)>,
-    by_object: DashMap<(usize, ObjectId), CK_OBJECT_HANDLE>,
-    next: AtomicU64,
+/// The current fork epoch (state made in another epoch belongs to the parent process).
+pub fn fork_epoch() -> u64 {
+    FORK_EPOCH.load(Ordering::SeqCst)
 }
 
-impl HandleTable {
-    pub fn handle_for(&self, slot: usize, id: ObjectId) -> CK_OBJECT_HANDLE {
-        if let Some(h) = self.by_object.get(&(slot, id)) {
-            return *h;
-        }
-        *self.by_object.entry((slot, id)).or_insert_with(|| {
-            let h = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-            self.by_handle.insert(h, (slot, id));
-            h
-        })
-    }
-
-    pub fn resolve(&self, h: CK_OBJECT_HANDLE) -> Option<(usize, ObjectId)> {
-        self.by_handle.get(&h).map(|v| *v)
-    }
-
-    pub fn forget(&self, slot: usize, id: ObjectId) {
-        if let Some((_, h)) = self.by_object.remove(&(slot, id)) {
-            self.by_handle.remove(&h);
-        }
-    }
+/// Where a configured slot lives: the core's slots (soft and the other `Token` backends)
+/// or the module slots, which forward to a vendor library.
+#[derive(Clone)]
+pub enum SlotRef {
+    Core(Arc<Slot>),
+    Module(Arc<ModuleSlot>),
 }
 
 pub struct Instance {
+    /// The slots the core runs (PKCS#11 rules in hsmux, keys in a `Token`).
     pub slots: Vec<Arc<Slot>>,
+    /// Every slot in configuration order, with its id.
+    pub all_slots: Vec<(CK_SLOT_ID, SlotRef)>,
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
+    /// Sessions of module slots (handles from the same counter as `sessions`).
+    pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
+    /// Any module slot configured? Spares the soft slots' calls a second table lookup.
+    has_modules: bool,
     next_session: AtomicU64,
-    pub objects: HandleTable,
+    pub objects: Arc<HandleTable>,
     epoch: u64,
     pub config: Config,
 }
 
 impl Instance {
     fn build(config: Config) -> Result<Instance> {
+        let objects = Arc::new(HandleTable::default());
         let mut slots = Vec::new();
-        for s in &config.slots {
+        let mut all_slots = Vec::new();
+        // Keys in the handle table: core slots by their index in `slots`, module slots
+        // after them (offset by the number of configured slots, so none collide).
+        let module_base = config.slots.len();
+        for (i, s) in config.slots.iter().enumerate() {
+            let id = s.id.unwrap_or(i as u64) as CK_SLOT_ID;
             let token: Arc<dyn Token> = match &s.backend {
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,
                 } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
+                BackendConfig::Module(m) => {
+                    let slot = ModuleSlot::new(
+                        id,
+                        &s.label,
+                        module_base + i,
+                        m,
+                        s.user_pin.clone(),
+                        objects.clone(),
+                    );
+                    all_slots.push((id, SlotRef::Module(Arc::new(slot))));
+                    continue;
+                }
             };
-            slots.push(Arc::new(Slot::new(
-                s.id.unwrap_or(slots.len() as u64),
-                s.label.clone(),
-                token,
-            )));
+            let slot = Arc::new(Slot::new(id, s.label.clone(), token, s.user_pin.clone()));
+            slots.push(slot.clone());
+            all_slots.push((id, SlotRef::Core(slot)));
         }
         Ok(Instance {
             slots,
+            has_modules: all_slots.iter().any(|(_, s)| matches!(s, SlotRef::Module(_))),
+            all_slots,
             sessions: DashMap::new(),
+            pass_sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
-            objects: HandleTable::default(),
+            objects,
             epoch: FORK_EPOCH.load(Ordering::SeqCst),
             config,
         })
+    }
+
+    /// The module slot with id `id`, if it is one.
+    pub fn module_slot(&self, id: CK_SLOT_ID) -> Option<Arc<ModuleSlot>> {
+        if !self.has_modules {
+            return None;
+        }
+        self.all_slots.iter().find_map(|(i, s)| match s {
+            SlotRef::Module(m) if *i == id => Some(m.clone()),
+            _ => None,
+        })
+    }
+
+    /// The module session behind handle `h`, if it is one.
+    #[inline]
+    pub fn pass_session(&self, h: CK_SESSION_HANDLE) -> Option<Arc<PassSession>> {
+        if !self.has_modules {
+            return None;
+        }
+        self.pass_sessions.get(&h).map(|s| s.clone())
+    }
+
+    /// Opens a vendor session on module slot `m` and gives it an hsmux handle.
+    ///
+    /// # Safety
+    /// `ph` is the consumer's `phSession`: NULL or writable.
+    pub unsafe fn open_pass_session(
+        &self,
+        m: &Arc<ModuleSlot>,
+        flags: CK_FLAGS,
+        ph: *mut CK_SESSION_HANDLE,
+    ) -> CK_RV {
+        match m.open_session(flags, !ph.is_null()) {
+            Err(rv) => rv,
+            Ok(vh) => {
+                let h = self.new_session_handle();
+                self.pass_sessions.insert(
+                    h,
+                    Arc::new(PassSession {
+                        slot: m.clone(),
+                        vh,
+                    }),
+                );
+                *ph = h;
+                CKR_OK
+            }
+        }
+    }
+
+    /// `C_CloseSession` of a module session: the vendor's answer, and hsmux forgets it
+    /// unless the vendor still holds it.
+    pub fn close_pass_session(&self, h: CK_SESSION_HANDLE, p: &PassSession) -> CK_RV {
+        // SAFETY: a session handle the vendor gave us.
+        let rv = unsafe { p.slot.close_vendor_session(p.vh) };
+        if matches!(rv, CKR_OK | CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | CKR_CRYPTOKI_NOT_INITIALIZED | CKR_DEVICE_REMOVED) {
+            self.pass_sessions.remove(&h);
+        }
+        rv
+    }
+
+    /// `C_CloseAllSessions` of a module slot: each of hsmux's sessions there is closed at
+    /// the vendor (other users of the vendor's slot keep theirs).
+    pub fn close_all_pass_sessions(&self, m: &Arc<ModuleSlot>) -> CK_RV {
+        if let Err(rv) = m.vendor_slot() {
+            return rv;
+        }
+        let mine: Vec<(CK_SESSION_HANDLE, Arc<PassSession>)> = self
+            .pass_sessions
+            .iter()
+            .filter(|e| Arc::ptr_eq(&e.value().slot, m))
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (h, p) in mine {
+            self.close_pass_session(h, &p);
+        }
+        CKR_OK
     }
 
     pub fn slot_index(&self, id: CK_SLOT_ID) -> Result<usize> {
@@ -160,7 +245,7 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         "hsmux {} initialized from {} with {} slot(s)",
         env!("CARGO_PKG_VERSION"),
         inst.config.source,
-        inst.slots.len()
+        inst.all_slots.len()
     );
     STATE.store(Some(Arc::new(inst)));
     Ok(())
@@ -178,6 +263,12 @@ pub fn finalize() -> Result<()> {
             s.token.logout();
         }
         inst.sessions.clear();
+        // A vendor library shared with another user in the process is not finalized by
+        // us: close our sessions there explicitly.
+        let pass: Vec<_> = inst.pass_sessions.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        for (h, p) in pass {
+            inst.close_pass_session(h, &p);
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod attr;
 pub mod error;
+pub mod handles;
 pub mod instance;
 pub mod mechanism;
 pub mod mechname;

@@ -1,6 +1,7 @@
 //! A slot: a configured key store with the application's login state on it.
 
 use crate::backend::{Login, Token};
+use crate::config::PinCheck;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct Slot {
     login_now: AtomicU8,
     pub sessions: AtomicUsize,
     pub ro_sessions: AtomicUsize,
+    /// `user_pin = { sha256 }`: checked before the token sees a user PIN.
+    pub user_pin: Option<PinCheck>,
 }
 
 impl Slot {
@@ -41,7 +44,7 @@ impl Slot {
         );
     }
 
-    pub fn new(id: u64, label: String, token: Arc<dyn Token>) -> Self {
+    pub fn new(id: u64, label: String, token: Arc<dyn Token>, user_pin: Option<PinCheck>) -> Self {
         Slot {
             id,
             label,
@@ -50,6 +53,7 @@ impl Slot {
             login_now: AtomicU8::new(0),
             sessions: AtomicUsize::new(0),
             ro_sessions: AtomicUsize::new(0),
+            user_pin,
         }
     }
 }

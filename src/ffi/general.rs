@@ -1,6 +1,6 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use super::{ck_fn, in_bytes, padded, version, write_list};
+use super::{route_slot, route_session, ck_fn, in_bytes, padded, version, write_list};
 use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;
@@ -80,6 +80,7 @@ ck_fn!(C_GetSlotList(token_present: CK_BBOOL, p_slot_list: *mut CK_SLOT_ID, pul_
 });
 
 ck_fn!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
+    route_slot!(slot, |m| m.get_slot_info(p_info));
     let info = api::slot_info(slot)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -95,6 +96,7 @@ ck_fn!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
 });
 
 ck_fn!(C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
+    route_slot!(slot, |m| m.get_token_info(p_info));
     let (t, sessions, rw) = api::token_info(slot)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -123,11 +125,13 @@ ck_fn!(C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
 });
 
 ck_fn!(C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) {
+    route_slot!(slot, |m| m.get_mechanism_list(p_list, pul_count));
     let mechs = api::mechanism_list(slot)?;
     write_list(&mechs, p_list, pul_count)
 });
 
 ck_fn!(C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) {
+    route_slot!(slot, |m| m.get_mechanism_info(mech, p_info));
     let info = api::mechanism_info(slot, mech)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -137,6 +141,7 @@ ck_fn!(C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mu
 });
 
 ck_fn!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULONG, p_label: *mut CK_UTF8CHAR) {
+    route_slot!(slot, |m| m.init_token(p_pin, ul_pin_len, p_label));
     instance::get()?;
     if p_pin.is_null() || p_label.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -153,11 +158,13 @@ ck_fn!(C_WaitForSlotEvent(_flags: CK_FLAGS, _p_slot: *mut CK_SLOT_ID, _p_reserve
 });
 
 ck_fn!(C_GetFunctionStatus(_h: CK_SESSION_HANDLE) {
+    route_session!(_h, |p| p.get_function_status());
     instance::get()?;
     Err(err(CKR_FUNCTION_NOT_PARALLEL))
 });
 
 ck_fn!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
+    route_session!(_h, |p| p.cancel_function());
     instance::get()?;
     Err(err(CKR_FUNCTION_NOT_PARALLEL))
 });

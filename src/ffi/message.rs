@@ -2,7 +2,7 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::{ck_fn, in_bytes, with_out};
+use super::{ck_fn, route_session, in_bytes, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
 use crate::core::error::{err, Error, Result};
@@ -43,6 +43,7 @@ unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage
 }
 
 ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    route_session!(h, |p| p.message_encrypt_init(p_mech, key));
     instance::get()?;
     // The parameter (if any) is read per message; only the type matters here.
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
@@ -50,6 +51,7 @@ ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key
 });
 
 ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    route_session!(h, |p| p.message_decrypt_init(p_mech, key));
     instance::get()?;
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
     api::init(h, false, m.mechanism, key)
@@ -66,7 +68,7 @@ ck_fn!(C_EncryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    instance::get()?;
+    route_session!(h, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, false)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -95,19 +97,27 @@ ck_fn!(C_DecryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    instance::get()?;
+    route_session!(h, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, true)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
     with_out(p_out, p_out_len, |o| api::run(h, false, &params, aad, input, o).map(|_| ()))
 });
 
-ck_fn!(C_MessageEncryptFinal(h: CK_SESSION_HANDLE) { api::finish(h, true) });
-ck_fn!(C_MessageDecryptFinal(h: CK_SESSION_HANDLE) { api::finish(h, false) });
+ck_fn!(C_MessageEncryptFinal(h: CK_SESSION_HANDLE) {
+    route_session!(h, |p| p.message_encrypt_final());
+    api::finish(h, true)
+});
+ck_fn!(C_MessageDecryptFinal(h: CK_SESSION_HANDLE) {
+    route_session!(h, |p| p.message_decrypt_final());
+    api::finish(h, false)
+});
 
 macro_rules! unsupported {
-    ($($name:ident ( $($arg:ident : $ty:ty),* );)*) => {
+    ($($name:ident => $method:ident ( $($arg:ident : $ty:ty),* );)*) => {
         $(ck_fn!($name(h: CK_SESSION_HANDLE, $($arg: $ty),*) {
+            // Not offered by hsmux's own tokens; a module session's vendor may have it.
+            route_session!(h, |p| p.$method($($arg),*));
             session_info(h)?;
             Err(err(CKR_FUNCTION_NOT_SUPPORTED))
         });)*
@@ -115,18 +125,18 @@ macro_rules! unsupported {
 }
 
 unsupported! {
-    C_EncryptMessageBegin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
-    C_EncryptMessageNext(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
-    C_DecryptMessageBegin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
-    C_DecryptMessageNext(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
-    C_MessageSignInit(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
-    C_SignMessage(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: *mut CK_ULONG);
-    C_SignMessageBegin(_p: *mut c_void, _pl: CK_ULONG);
-    C_SignMessageNext(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: *mut CK_ULONG);
-    C_MessageSignFinal();
-    C_MessageVerifyInit(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
-    C_VerifyMessage(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG);
-    C_VerifyMessageBegin(_p: *mut c_void, _pl: CK_ULONG);
-    C_VerifyMessageNext(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG);
-    C_MessageVerifyFinal();
+    C_EncryptMessageBegin => encrypt_message_begin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
+    C_EncryptMessageNext => encrypt_message_next(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
+    C_DecryptMessageBegin => decrypt_message_begin(_p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG);
+    C_DecryptMessageNext => decrypt_message_next(_p: *mut c_void, _pl: CK_ULONG, _i: *mut CK_BYTE, _il: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG, _f: CK_FLAGS);
+    C_MessageSignInit => message_sign_init(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
+    C_SignMessage => sign_message(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: *mut CK_ULONG);
+    C_SignMessageBegin => sign_message_begin(_p: *mut c_void, _pl: CK_ULONG);
+    C_SignMessageNext => sign_message_next(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: *mut CK_ULONG);
+    C_MessageSignFinal => message_sign_final();
+    C_MessageVerifyInit => message_verify_init(_m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE);
+    C_VerifyMessage => verify_message(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG);
+    C_VerifyMessageBegin => verify_message_begin(_p: *mut c_void, _pl: CK_ULONG);
+    C_VerifyMessageNext => verify_message_next(_p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG);
+    C_MessageVerifyFinal => message_verify_final();
 }

@@ -54,6 +54,37 @@ macro_rules! ck_fn {
 }
 pub(crate) use ck_fn;
 
+/// Sends a call on a module session to its vendor library (`backend::module::pass`), whose
+/// return value is then the consumer's; other sessions go on to the core.
+macro_rules! route_session {
+    ($h:expr, |$p:ident| $call:expr) => {
+        if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
+            return $crate::ffi::vendor_rv($call);
+        }
+    };
+}
+pub(crate) use route_session;
+
+/// The same for calls that name a slot.
+macro_rules! route_slot {
+    ($id:expr, |$m:ident| $call:expr) => {
+        if let Some($m) = $crate::core::instance::get()?.module_slot($id) {
+            return $crate::ffi::vendor_rv($call);
+        }
+    };
+}
+pub(crate) use route_slot;
+
+/// A vendor's return value as the body of a `ck_fn`.
+#[inline]
+pub(crate) fn vendor_rv(rv: CK_RV) -> Result<()> {
+    if rv == CKR_OK {
+        Ok(())
+    } else {
+        Err(crate::core::error::Error::new(rv))
+    }
+}
+
 /// An input buffer; NULL is allowed only with length 0.
 pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {

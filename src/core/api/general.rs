@@ -2,17 +2,26 @@
 
 use crate::backend::TokenInfo;
 use crate::core::error::{err, Error, Result};
-use crate::core::instance;
+use crate::core::instance::{self, SlotRef};
 use cryptoki_sys::*;
 use std::sync::atomic::Ordering;
 
 pub const MANUFACTURER: &str = "hsmux";
 pub const LIBRARY_DESCRIPTION: &str = "hsmux PKCS#11 multiplexer";
 
-/// Slot ids, in configuration order (every slot always has its token present).
-pub fn slot_list(_token_present: bool) -> Result<Vec<CK_SLOT_ID>> {
+/// Slot ids, in configuration order. Core slots always have their token; a module slot
+/// has it when the vendor library is loaded and shows the configured token.
+pub fn slot_list(token_present: bool) -> Result<Vec<CK_SLOT_ID>> {
     let inst = instance::get()?;
-    Ok(inst.slots.iter().map(|s| s.id as CK_SLOT_ID).collect())
+    Ok(inst
+        .all_slots
+        .iter()
+        .filter(|(_, s)| match s {
+            SlotRef::Core(_) => true,
+            SlotRef::Module(m) => !token_present || m.token_present(),
+        })
+        .map(|(id, _)| *id)
+        .collect())
 }
 
 pub struct SlotInfo {

@@ -1,0 +1,231 @@
+//! A vendor PKCS#11 library: loaded once per path, `C_Initialize`d once however many slots
+//! use it, finalized when the last of them goes (p11-kit's reference counting).
+//!
+//! A library is never `dlclose`d: vendor libraries leave atexit handlers and thread-local
+//! destructors behind (SoftHSM's OpenSSL among them), which would then run in unmapped code.
+
+use crate::core::instance::fork_epoch;
+use cryptoki_sys::*;
+use libloading::os::unix::{Library as DlLibrary, RTLD_LOCAL, RTLD_NOW};
+use parking_lot::Mutex;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The libraries loaded in this process, by path. Entries of an older fork epoch belong to
+/// the parent process: a child initializes the library again for itself.
+static LOADED: Mutex<Vec<(PathBuf, u64, Weak<Library>)>> = Mutex::new(Vec::new());
+
+pub struct Library {
+    pub path: PathBuf,
+    /// The 2.40 function table (every vendor has one).
+    pub fl: &'static CK_FUNCTION_LIST,
+    /// The 3.0 table when the vendor offers the "PKCS 11" 3.x interface.
+    pub fl3: Option<&'static CK_FUNCTION_LIST_3_0>,
+    /// Did our `C_Initialize` start the library (so that our `C_Finalize` may end it)? Not
+    /// when it answered `CKR_CRYPTOKI_ALREADY_INITIALIZED`: someone else in the process uses
+    /// it and will finalize it.
+    we_initialized: bool,
+    epoch: u64,
+}
+
+// The function tables are immutable C data the vendor keeps for the library's lifetime
+// (forever, as hsmux never unloads it); PKCS#11 libraries initialized with
+// CKF_OS_LOCKING_OK are callable from any thread.
+unsafe impl Send for Library {}
+unsafe impl Sync for Library {}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        if self.we_initialized && self.epoch == fork_epoch() {
+            if let Some(f) = self.fl.C_Finalize {
+                // SAFETY: the library is initialized by us and nobody else holds it.
+                let rv = unsafe { f(std::ptr::null_mut()) };
+                log::debug!("{}: C_Finalize -> 0x{rv:x}", self.path.display());
+            }
+        }
+    }
+}
+
+impl Library {
+    /// The library at `path`, initialized: shared with the other slots that use it.
+    pub fn open(path: &Path, init_args: Option<&str>, probe: Option<Duration>) -> Result<Arc<Library>, String> {
+        let epoch = fork_epoch();
+        let mut loaded = LOADED.lock();
+        loaded.retain(|(_, e, w)| *e == epoch && w.strong_count() > 0);
+        if let Some(lib) = loaded
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .and_then(|(_, _, w)| w.upgrade())
+        {
+            return Ok(lib);
+        }
+        let args = match init_args {
+            Some(a) => Some(CString::new(a).map_err(|_| "init_args contains a NUL byte".to_string())?),
+            None => None,
+        };
+        if let Some(timeout) = probe {
+            probe_in_child(path, args.as_ref(), timeout)?;
+        }
+        let lib = Arc::new(load(path, args.as_ref(), epoch)?);
+        loaded.push((path.to_path_buf(), epoch, Arc::downgrade(&lib)));
+        Ok(lib)
+    }
+}
+
+fn init_args_for(args: Option<&CString>) -> CK_C_INITIALIZE_ARGS {
+    CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: args.map_or(std::ptr::null_mut(), |a| a.as_ptr() as *mut _),
+    }
+}
+
+/// dlopen (every symbol resolved now, so that a library with a missing dependency fails
+/// here rather than crash at its first call), fetch the tables, `C_Initialize`.
+fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, String> {
+    // SAFETY: loading a library runs its constructors; choosing the library is the
+    // operator's act (an absolute path in the config).
+    let lib = unsafe { DlLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| format!("cannot load: {e}"))?;
+    // SAFETY: the symbols have the PKCS#11 signatures when present.
+    let get_list: CK_C_GetFunctionList = unsafe { lib.get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0") }
+        .map(|s| *s)
+        .map_err(|_| "the library has no C_GetFunctionList: it is not a PKCS#11 module".to_string())?;
+    let get_interface: CK_C_GetInterface =
+        unsafe { lib.get::<CK_C_GetInterface>(b"C_GetInterface\0") }.map(|s| *s).unwrap_or(None);
+    // Never unloaded (module doc): the tables stay valid for the process's lifetime.
+    let _ = lib.into_raw();
+    let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+    let rv = match get_list {
+        Some(f) => unsafe { f(&mut fl) },
+        None => CKR_GENERAL_ERROR,
+    };
+    if rv != CKR_OK || fl.is_null() {
+        return Err(format!("C_GetFunctionList failed (rv 0x{rv:x})"));
+    }
+    // SAFETY: the vendor returned a table it keeps alive.
+    let fl: &'static CK_FUNCTION_LIST = unsafe { &*fl };
+    let fl3 = get_interface.and_then(|f| {
+        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+        let mut name = *b"PKCS 11\0";
+        // SAFETY: a NULL version asks for the vendor's default "PKCS 11" interface.
+        let rv = unsafe { f(name.as_mut_ptr(), std::ptr::null_mut(), &mut iface, 0) };
+        if rv != CKR_OK || iface.is_null() {
+            return None;
+        }
+        let list = unsafe { (*iface).pFunctionList } as *const CK_FUNCTION_LIST_3_0;
+        if list.is_null() || unsafe { (*list).version.major } < 3 {
+            return None;
+        }
+        Some(unsafe { &*list })
+    });
+    let mut ia = init_args_for(args);
+    let rv = match fl.C_Initialize {
+        Some(f) => unsafe { f(&mut ia as *mut _ as CK_VOID_PTR) },
+        None => CKR_FUNCTION_NOT_SUPPORTED,
+    };
+    let we_initialized = match rv {
+        CKR_OK => true,
+        CKR_CRYPTOKI_ALREADY_INITIALIZED => {
+            log::info!(
+                "{}: already initialized by someone else in this process; sharing it",
+                path.display()
+            );
+            false
+        }
+        rv => {
+            return Err(format!(
+                "C_Initialize failed: {}",
+                crate::core::rv::name(rv)
+            ))
+        }
+    };
+    log::info!(
+        "{}: loaded, PKCS#11 {}.{}{}",
+        path.display(),
+        fl.version.major,
+        fl.version.minor,
+        if fl3.is_some() { " (3.x interface too)" } else { "" }
+    );
+    Ok(Library {
+        path: path.to_path_buf(),
+        fl,
+        fl3,
+        we_initialized,
+        epoch,
+    })
+}
+
+/// Loads and initializes the library in a child process first: a library that crashes or
+/// hangs there would have taken the consumer down with it. The child only calls dlopen,
+/// the two PKCS#11 functions and `_exit`; its result is the exit status.
+fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Result<(), String> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| "library path contains a NUL byte".to_string())?;
+    let sym = b"C_GetFunctionList\0";
+    let mut ia = init_args_for(args);
+    // SAFETY: the child runs only the code below and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        log::warn!("{}: cannot fork to probe the library; loading it directly", path.display());
+        return Ok(());
+    }
+    if pid == 0 {
+        unsafe {
+            let h = libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            if h.is_null() {
+                libc::_exit(10);
+            }
+            let f = libc::dlsym(h, sym.as_ptr() as *const _);
+            if f.is_null() {
+                libc::_exit(11);
+            }
+            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV = std::mem::transmute(f);
+            let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+            if get(&mut fl) != CKR_OK || fl.is_null() {
+                libc::_exit(12);
+            }
+            let rv = match (*fl).C_Initialize {
+                Some(init) => init(&mut ia as *mut _ as CK_VOID_PTR),
+                None => CKR_FUNCTION_NOT_SUPPORTED,
+            };
+            libc::_exit(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { 0 } else { 13 });
+        }
+    }
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 {
+            return Ok(()); // someone reaped it (a SIGCHLD handler of the consumer's); load directly
+        }
+        if start.elapsed() > timeout {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(format!(
+                "C_Initialize did not return within {} ms (probed in a child process)",
+                timeout.as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Err(format!(
+            "the library crashed (signal {}) while loading or in C_Initialize (probed in a child process)",
+            libc::WTERMSIG(status)
+        ));
+    }
+    // A clean failure is described precisely by the real load that follows.
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `backend = "module"`: a vendor PKCS#11 library (Luna, nShield, Utimaco, the CloudHSM
+//! client, SoftHSMv2) whose token is presented as one hsmux slot.
+//!
+//! Unlike the other backends a module slot does not go through the core's PKCS#11 rules:
+//! the vendor already implements them, and consumers rely on its exact behaviour (return
+//! codes, vendor mechanisms and attributes, multi-part and operation state). hsmux only
+//! puts its own numbers on slots, sessions and objects (the p11-kit proxy's model, with
+//! object handles remapped too) and forwards every call, pointers and all ([`pass`]).
+
+pub mod library;
+pub mod params;
+pub mod pass;
+
+use crate::config::{ModuleConfig, PinCheck, Secret, TokenSelector};
+use crate::core::handles::HandleTable;
+use cryptoki_sys::*;
+use library::Library;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const UNRESOLVED: u64 = u64::MAX;
+
+/// One configured module slot.
+pub struct ModuleSlot {
+    /// hsmux's slot id and the token label consumers see.
+    pub id: CK_SLOT_ID,
+    pub label: String,
+    /// This slot's key in the shared object handle table.
+    pub key: usize,
+    pub objects: Arc<HandleTable>,
+    /// The loaded library, or why the slot is disabled.
+    lib: Result<Arc<Library>, String>,
+    select: TokenSelector,
+    /// The vendor's slot id once the selector matched a token (`UNRESOLVED` before).
+    vendor_slot: AtomicU64,
+    pin: Option<Secret>,
+    user_pin: Option<PinCheck>,
+    library_path: String,
+}
+
+impl ModuleSlot {
+    /// Loads the library (shared with other slots that name it) and looks for the token.
+    /// A library that cannot be loaded disables this slot only, with a log line.
+    pub fn new(
+        id: CK_SLOT_ID,
+        label: &str,
+        key: usize,
+        cfg: &ModuleConfig,
+        user_pin: Option<PinCheck>,
+        objects: Arc<HandleTable>,
+    ) -> ModuleSlot {
+        let probe = cfg.probe_init.then(|| Duration::from_millis(cfg.timeout_ms));
+        let lib = Library::open(&cfg.library, cfg.init_args.as_deref(), probe);
+        if let Err(why) = &lib {
+            log::error!(
+                "slot {id} ({label}): vendor library {}: {why}; the slot is disabled (token not present), the other slots work",
+                cfg.library.display()
+            );
+        }
+        if cfg.pin.is_some() && user_pin.is_none() {
+            log::warn!(
+                "slot {id} ({label}): `pin` is configured without `user_pin`: any PIN a consumer gives logs in"
+            );
+        }
+        let slot = ModuleSlot {
+            id,
+            label: label.to_string(),
+            key,
+            objects,
+            lib,
+            select: cfg.select.clone(),
+            vendor_slot: AtomicU64::new(UNRESOLVED),
+            pin: cfg.pin.clone(),
+            user_pin,
+            library_path: cfg.library.display().to_string(),
+        };
+        if slot.lib.is_ok() {
+            if let Err(rv) = slot.vendor_slot() {
+                log::warn!(
+                    "slot {id} ({label}): no token matches {:?} in {} yet ({}); looked for again on use",
+                    slot.select,
+                    slot.library_path,
+                    crate::core::rv::name(rv)
+                );
+            }
+        }
+        slot
+    }
+
+    /// The library, or `CKR_TOKEN_NOT_PRESENT` for a disabled slot.
+    pub fn library(&self) -> Result<&Library, CK_RV> {
+        self.lib.as_deref().map_err(|_| CKR_TOKEN_NOT_PRESENT)
+    }
+
+    pub fn disabled_reason(&self) -> Option<&str> {
+        self.lib.as_ref().err().map(|s| s.as_str())
+    }
+
+    pub fn library_path(&self) -> &str {
+        &self.library_path
+    }
+
+    pub fn selector(&self) -> &TokenSelector {
+        &self.select
+    }
+
+    /// The vendor's slot id of our token, found on first need and then remembered.
+    pub fn vendor_slot(&self) -> Result<CK_SLOT_ID, CK_RV> {
+        let v = self.vendor_slot.load(Ordering::Acquire);
+        if v != UNRESOLVED {
+            return Ok(v);
+        }
+        let lib = self.library()?;
+        let found = find_token(lib, &self.select)?;
+        self.vendor_slot.store(found, Ordering::Release);
+        log::info!(
+            "slot {} ({}): token {:?} is vendor slot {found} of {}",
+            self.id,
+            self.label,
+            self.select,
+            self.library_path
+        );
+        Ok(found)
+    }
+
+    /// Is the token there (for `C_GetSlotList(TRUE)`)?
+    pub fn token_present(&self) -> bool {
+        self.vendor_slot().is_ok()
+    }
+
+    /// The PIN to give the vendor for a `C_Login` of `user_type` with the consumer's `pin`:
+    /// the configured one for the user (after the `user_pin` check), else the consumer's.
+    pub fn login_pin(&self, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, CK_RV> {
+        if user_type == CKU_SO {
+            return Ok(None);
+        }
+        if let Some(check) = &self.user_pin {
+            if !check.matches(pin) {
+                log::warn!("slot {} ({}): C_Login: the PIN does not match `user_pin`", self.id, self.label);
+                return Err(CKR_PIN_INCORRECT);
+            }
+        }
+        match &self.pin {
+            None => Ok(None),
+            Some(secret) => secret.resolve().map(Some).map_err(|e| {
+                log::error!("slot {} ({}): C_Login: the configured pin: {e}", self.id, self.label);
+                CKR_GENERAL_ERROR
+            }),
+        }
+    }
+
+    /// hsmux's handle for the vendor's object handle `vh` (0 stays 0).
+    pub fn to_hsmux(&self, vh: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+        if vh == CK_INVALID_HANDLE {
+            return CK_INVALID_HANDLE;
+        }
+        self.objects.handle_for(self.key, vh)
+    }
+
+    /// The vendor's handle behind hsmux's `h`. A handle that is not one of this slot's
+    /// becomes `CK_INVALID_HANDLE`, so that the vendor answers it with its own code.
+    pub fn to_vendor(&self, h: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+        match self.objects.resolve(h) {
+            Some((k, vh)) if k == self.key => vh,
+            _ => CK_INVALID_HANDLE,
+        }
+    }
+}
+
+/// Walks the vendor's slots with a token and returns the one the selector names.
+fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV> {
+    let get_list = lib.fl.C_GetSlotList.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+    let get_info = lib.fl.C_GetTokenInfo.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+    let present = !matches!(select, TokenSelector::Slot(_));
+    let mut n: CK_ULONG = 0;
+    // SAFETY: the two-call slot list, into a buffer of the size the vendor gave.
+    let rv = unsafe { get_list(present as CK_BBOOL, std::ptr::null_mut(), &mut n) };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut ids = vec![0 as CK_SLOT_ID; n as usize];
+    let rv = unsafe { get_list(present as CK_BBOOL, ids.as_mut_ptr(), &mut n) };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    ids.truncate(n as usize);
+    if let TokenSelector::Slot(want) = select {
+        return ids.into_iter().find(|s| s == want).ok_or(CKR_TOKEN_NOT_PRESENT);
+    }
+    for id in ids {
+        // SAFETY: CK_TOKEN_INFO is plain data the vendor fills.
+        let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+        if unsafe { get_info(id, &mut info) } != CKR_OK {
+            continue;
+        }
+        let hit = match select {
+            TokenSelector::Label(l) => trimmed(&info.label) == l.as_bytes(),
+            TokenSelector::Serial(s) => trimmed(&info.serialNumber) == s.as_bytes(),
+            TokenSelector::Slot(_) => false,
+        };
+        if hit {
+            return Ok(id);
+        }
+    }
+    Err(CKR_TOKEN_NOT_PRESENT)
+}
+
+fn trimmed(field: &[u8]) -> &[u8] {
+    let end = field.iter().rposition(|b| *b != b' ' && *b != 0).map_or(0, |i| i + 1);
+    &field[..end]
+}

@@ -1,0 +1,41 @@
+//! hsmux's object handles: the numbers consumers see, each standing for one object of one
+//! slot's backend (a soft-token id, a vendor module's handle). Shared by all slots, so that
+//! two backends that hand out the same number never clash.
+
+use crate::backend::ObjectId;
+use cryptoki_sys::*;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// hsmux's object handles and the (slot, backend object) each one stands for. A handle is
+/// never reused while the module is initialized, and one backend object keeps one handle.
+#[derive(Default)]
+pub struct HandleTable {
+    by_handle: DashMap<CK_OBJECT_HANDLE, (usize, ObjectId)>,
+    by_object: DashMap<(usize, ObjectId), CK_OBJECT_HANDLE>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    pub fn handle_for(&self, slot: usize, id: ObjectId) -> CK_OBJECT_HANDLE {
+        if let Some(h) = self.by_object.get(&(slot, id)) {
+            return *h;
+        }
+        *self.by_object.entry((slot, id)).or_insert_with(|| {
+            let h = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            self.by_handle.insert(h, (slot, id));
+            h
+        })
+    }
+
+    pub fn resolve(&self, h: CK_OBJECT_HANDLE) -> Option<(usize, ObjectId)> {
+        self.by_handle.get(&h).map(|v| *v)
+    }
+
+    pub fn forget(&self, slot: usize, id: ObjectId) {
+        if let Some((_, h)) = self.by_object.remove(&(slot, id)) {
+            self.by_handle.remove(&h);
+        }
+    }
+}
+
