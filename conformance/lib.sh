@@ -3,9 +3,15 @@
 #
 # The module under test is $MODULE (default: the repo's target/release/libhsmux.so).
 # A MODULE whose path contains "softhsm" is SoftHSMv2 (the reference token the tests were
-# developed against); anything else is taken to be hsmux:
+# developed against); MODULE=behind is SoftHSMv2 behind hsmux's module backend (what
+# softhsm-compat/ compares with SoftHSM directly); anything else is taken to be hsmux:
 #   hsmux:    setup_hsmux writes a config with one soft slot and exports HSMUX_CONFIG
 #   SoftHSM:  setup_softhsm writes a SOFTHSM2_CONF with a token directory and exports it
+#   behind:   setup_behind does both: a SoftHSM token (made with softhsm2-util, label
+#             $LABEL) and an hsmux config whose one slot is that token, chosen by serial
+#             (C_InitToken renames a token but keeps its serial); MODULE becomes a link to
+#             libhsmux.so under a path that contains "softhsm", so that suites with
+#             SoftHSM quirks (the cryptoki crate's) expect from it what SoftHSM does
 # Either way the test runs in its own temp dir ($WORK, removed at exit) with HOME,
 # XDG_CONFIG_HOME and XDG_DATA_HOME inside it, so nothing depends on the caller's $HOME.
 #
@@ -23,6 +29,7 @@ SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 ENGINE=${ENGINE:-/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so}
 MODULE=${MODULE:-$HSMUX_MODULE}
 case "$MODULE" in
+  behind) TARGET=behind ;;
   *softhsm*) TARGET=softhsm ;;
   *) TARGET=hsmux ;;
 esac
@@ -121,13 +128,35 @@ CONF
   export MODULE
 }
 
-# setup: the right one of the two for $MODULE, then the pkcs11-tool command arrays:
+setup_behind() {
+  [ -f "$HSMUX_MODULE" ] || die "module $HSMUX_MODULE not found (cargo build --release first)"
+  local out serial
+  MODULE=$SOFTHSM_MODULE setup_softhsm
+  out=$(softhsm2-util --init-token --free --label "$LABEL" --so-pin "$SO_PIN" --pin "$PIN" 2>&1) \
+    || die "softhsm2-util --init-token" "$out"
+  serial=$(softhsm2-util --show-slots | awk -v l="$LABEL" '$1 == "Serial" {ser = $3} $1 == "Label:" && $2 == l {print ser; exit}')
+  [ -n "$serial" ] || die "serial of SoftHSM token $LABEL" "$(softhsm2-util --show-slots)"
+  mkdir -p "$WORK/softhsm-behind-hsmux"
+  ln -sf "$HSMUX_MODULE" "$WORK/softhsm-behind-hsmux/libhsmux.so"
+  export HSMUX_CONFIG="$WORK/hsmux.toml"
+  cat > "$HSMUX_CONFIG" <<TOML
+[[slot]]
+label = "$LABEL"
+backend = "module"
+library = "$SOFTHSM_MODULE"
+serial = "$serial"
+TOML
+  export MODULE="$WORK/softhsm-behind-hsmux/libhsmux.so"
+}
+
+# setup: the right one of the three for $MODULE, then the pkcs11-tool command arrays:
 #   P0 = pkcs11-tool on the module (first slot), P = the same on the token named $LABEL,
 #   PL = P logged in as the user.
 setup() {
   command -v pkcs11-tool >/dev/null || die "pkcs11-tool not installed (scripts/deps.sh)"
   case "$TARGET" in
     softhsm) setup_softhsm ;;
+    behind) setup_behind ;;
     *) setup_hsmux ;;
   esac
   P0=(pkcs11-tool --module "$MODULE")

@@ -22,7 +22,7 @@ step() { # name, command...
 
 step "cargo build --release" cargo build --release --quiet
 step "cargo test --release (unit + conformance)" cargo test --release --quiet
-for t in conformance/*.sh; do
+for t in conformance/*.sh softhsm-compat/*.sh; do
   case "$t" in */lib.sh) continue ;; esac
   step "$t" bash "$t"
 done

@@ -145,7 +145,10 @@ fn setup() -> &'static Setup {
 /// The slot whose token has `label` (trailing blanks trimmed).
 fn slot_of(m: &Module, label: &str) -> CK_SLOT_ID {
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut slots = vec![0; n as usize];
     assert_eq!(ck!(m, C_GetSlotList(1, slots.as_mut_ptr(), &mut n)), CKR_OK);
     slots
@@ -163,8 +166,16 @@ fn parity_scenario_gives_identical_results() {
     let s = setup();
     let theirs = parity::scenario(&s.direct, slot_of(&s.direct, "parity"));
     let ours = parity::scenario(&s.hsmux, slot_of(&s.hsmux, "parity"));
-    assert_eq!(ours.0.len(), theirs.0.len(), "the scenario took another path");
-    assert!(theirs.0.len() > 200, "the scenario ran ({} steps)", theirs.0.len());
+    assert_eq!(
+        ours.0.len(),
+        theirs.0.len(),
+        "the scenario took another path"
+    );
+    assert!(
+        theirs.0.len() > 200,
+        "the scenario ran ({} steps)",
+        theirs.0.len()
+    );
     let mut table = String::new();
     let mut differ = 0;
     for ((step, got, is_rv), (_, want, _)) in ours.0.iter().zip(&theirs.0) {
@@ -191,7 +202,10 @@ fn token_slot_and_mechanism_info_are_the_vendors() {
     assert_eq!(td.manufacturerID, th.manufacturerID);
     assert_eq!(td.model, th.model);
     assert_eq!(td.flags, th.flags);
-    assert_eq!((td.ulMinPinLen, td.ulMaxPinLen), (th.ulMinPinLen, th.ulMaxPinLen));
+    assert_eq!(
+        (td.ulMinPinLen, td.ulMaxPinLen),
+        (th.ulMinPinLen, th.ulMaxPinLen)
+    );
     assert_eq!(td.ulMaxSessionCount, th.ulMaxSessionCount);
     assert_eq!(td.hardwareVersion.major, th.hardwareVersion.major);
     let (mut sd, mut sh): (CK_SLOT_INFO, CK_SLOT_INFO) = unsafe { std::mem::zeroed() };
@@ -202,7 +216,10 @@ fn token_slot_and_mechanism_info_are_the_vendors() {
 
     let list = |m: &Module, slot| {
         let mut n: CK_ULONG = 0;
-        assert_eq!(ck!(m, C_GetMechanismList(slot, std::ptr::null_mut(), &mut n)), CKR_OK);
+        assert_eq!(
+            ck!(m, C_GetMechanismList(slot, std::ptr::null_mut(), &mut n)),
+            CKR_OK
+        );
         let mut v = vec![0; n as usize];
         // One entry short: the vendor's CKR_BUFFER_TOO_SMALL and count come through.
         let mut short = n - 1;
@@ -211,14 +228,18 @@ fn token_slot_and_mechanism_info_are_the_vendors() {
             CKR_BUFFER_TOO_SMALL
         );
         assert_eq!(short, n);
-        assert_eq!(ck!(m, C_GetMechanismList(slot, v.as_mut_ptr(), &mut n)), CKR_OK);
+        assert_eq!(
+            ck!(m, C_GetMechanismList(slot, v.as_mut_ptr(), &mut n)),
+            CKR_OK
+        );
         v
     };
     let (ld, lh) = (list(&s.direct, d), list(&s.hsmux, h));
     assert_eq!(ld, lh, "the vendor's mechanisms, all of them and only them");
     assert!(ld.len() > 50, "SoftHSM lists its mechanisms ({})", ld.len());
     for mt in ld.iter().copied().chain([0x8000_1234, CKM_AES_XTS]) {
-        let (mut id, mut ih): (CK_MECHANISM_INFO, CK_MECHANISM_INFO) = unsafe { std::mem::zeroed() };
+        let (mut id, mut ih): (CK_MECHANISM_INFO, CK_MECHANISM_INFO) =
+            unsafe { std::mem::zeroed() };
         let rd = ck!(s.direct, C_GetMechanismInfo(d, mt, &mut id));
         let rh = ck!(s.hsmux, C_GetMechanismInfo(h, mt, &mut ih));
         assert_eq!(rd, rh, "C_GetMechanismInfo 0x{mt:x}");
@@ -236,7 +257,11 @@ fn cross_sessions(s: &Setup) -> (CK_SESSION_HANDLE, CK_SESSION_HANDLE) {
     let h = open(&s.hsmux, slot_of(&s.hsmux, "cross"), true);
     for (m, sh) in [(&s.direct, d), (&s.hsmux, h)] {
         let rv = login(m, sh, CKU_USER, PIN);
-        assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+        assert!(
+            rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+            "{}",
+            rv_name(rv)
+        );
     }
     (d, h)
 }
@@ -283,9 +308,27 @@ fn multipart(
         let mut buf = vec![0u8; chunk.len() + 64];
         let mut n = buf.len() as CK_ULONG;
         let rv = if encrypt {
-            ck!(m, C_EncryptUpdate(h, chunk.as_ptr() as *mut _, chunk.len() as CK_ULONG, buf.as_mut_ptr(), &mut n))
+            ck!(
+                m,
+                C_EncryptUpdate(
+                    h,
+                    chunk.as_ptr() as *mut _,
+                    chunk.len() as CK_ULONG,
+                    buf.as_mut_ptr(),
+                    &mut n
+                )
+            )
         } else {
-            ck!(m, C_DecryptUpdate(h, chunk.as_ptr() as *mut _, chunk.len() as CK_ULONG, buf.as_mut_ptr(), &mut n))
+            ck!(
+                m,
+                C_DecryptUpdate(
+                    h,
+                    chunk.as_ptr() as *mut _,
+                    chunk.len() as CK_ULONG,
+                    buf.as_mut_ptr(),
+                    &mut n
+                )
+            )
         };
         assert_rv!(rv, CKR_OK);
         out.extend_from_slice(&buf[..n as usize]);
@@ -316,21 +359,45 @@ fn deterministic_mechanisms_give_identical_bytes() {
         ulCounterBits: 128,
         cb: [3u8; 16],
     };
-    let both = |f: &dyn Fn(&Module, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> Result<Vec<u8>, CK_RV>, what: &str| {
-        let a = f(&s.direct, d, kd);
-        let b = f(&s.hsmux, h, kh);
-        assert_eq!(a, b, "{what}: direct and behind hsmux differ");
-        assert!(a.is_ok(), "{what}: {:?}", a.as_ref().err().map(|rv| rv_name(*rv)));
-        a
-    };
-    let ecb = both(&|m, sh, k| encrypt(m, sh, mech(CKM_AES_ECB), k, block), "AES-ECB");
+    let both =
+        |f: &dyn Fn(&Module, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> Result<Vec<u8>, CK_RV>,
+         what: &str| {
+            let a = f(&s.direct, d, kd);
+            let b = f(&s.hsmux, h, kh);
+            assert_eq!(a, b, "{what}: direct and behind hsmux differ");
+            assert!(
+                a.is_ok(),
+                "{what}: {:?}",
+                a.as_ref().err().map(|rv| rv_name(*rv))
+            );
+            a
+        };
+    let ecb = both(
+        &|m, sh, k| encrypt(m, sh, mech(CKM_AES_ECB), k, block),
+        "AES-ECB",
+    );
     assert_eq!(ecb.as_ref().map(|v| v.len()), Ok(240));
-    both(&|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CBC, &mut iv.clone()), k, block), "AES-CBC").unwrap();
-    let pad = both(&|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &data), "AES-CBC-PAD").unwrap();
-    both(&|m, sh, k| decrypt(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &pad), "AES-CBC-PAD decrypt")
-        .map(|p| assert_eq!(p, data))
-        .unwrap();
-    both(&|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CTR, &mut ctr.clone()), k, &data), "AES-CTR").unwrap();
+    both(
+        &|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CBC, &mut iv.clone()), k, block),
+        "AES-CBC",
+    )
+    .unwrap();
+    let pad = both(
+        &|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &data),
+        "AES-CBC-PAD",
+    )
+    .unwrap();
+    both(
+        &|m, sh, k| decrypt(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &pad),
+        "AES-CBC-PAD decrypt",
+    )
+    .map(|p| assert_eq!(p, data))
+    .unwrap();
+    both(
+        &|m, sh, k| encrypt(m, sh, mech_with(CKM_AES_CTR, &mut ctr.clone()), k, &data),
+        "AES-CTR",
+    )
+    .unwrap();
     let gcm = both(
         &|m, sh, k| {
             let (mut iv12, mut aad) = ([9u8; 12], *b"header");
@@ -341,11 +408,35 @@ fn deterministic_mechanisms_give_identical_bytes() {
     )
     .unwrap();
     assert_eq!(gcm.len(), data.len() + 16);
-    both(&|m, sh, k| sign(m, sh, mech(CKM_AES_CMAC), k, &data), "AES-CMAC").unwrap();
+    both(
+        &|m, sh, k| sign(m, sh, mech(CKM_AES_CMAC), k, &data),
+        "AES-CMAC",
+    )
+    .unwrap();
     // Multi-part equals single-part, on both sides.
     for (m, sh, k) in [(&s.direct, d, kd), (&s.hsmux, h, kh)] {
-        assert_eq!(multipart(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &data, true), pad);
-        assert_eq!(multipart(m, sh, mech_with(CKM_AES_CBC_PAD, &mut iv.clone()), k, &pad, false), data);
+        assert_eq!(
+            multipart(
+                m,
+                sh,
+                mech_with(CKM_AES_CBC_PAD, &mut iv.clone()),
+                k,
+                &data,
+                true
+            ),
+            pad
+        );
+        assert_eq!(
+            multipart(
+                m,
+                sh,
+                mech_with(CKM_AES_CBC_PAD, &mut iv.clone()),
+                k,
+                &pad,
+                false
+            ),
+            data
+        );
     }
 
     // HMAC over the same generic secret.
@@ -360,20 +451,35 @@ fn deterministic_mechanisms_give_identical_bytes() {
     // 64 bytes: SoftHSM wants at least the hash's output size for SHA-384/512.
     let hd = create(&s.direct, d, hmac(&[0x42; 64]));
     let hh = create(&s.hsmux, h, hmac(&[0x42; 64]));
-    for mt in [CKM_SHA_1_HMAC, CKM_SHA256_HMAC, CKM_SHA384_HMAC, CKM_SHA512_HMAC] {
+    for mt in [
+        CKM_SHA_1_HMAC,
+        CKM_SHA256_HMAC,
+        CKM_SHA384_HMAC,
+        CKM_SHA512_HMAC,
+    ] {
         let a = sign(&s.direct, d, mech(mt), hd, &data);
 
         let b = sign(&s.hsmux, h, mech(mt), hh, &data);
         assert_eq!(a, b, "HMAC 0x{mt:x}");
         assert!(a.is_ok(), "HMAC 0x{mt:x}");
-        assert_rv!(verify(&s.hsmux, h, mech(mt), hh, &data, &a.unwrap()), CKR_OK);
+        assert_rv!(
+            verify(&s.hsmux, h, mech(mt), hh, &data, &a.unwrap()),
+            CKR_OK
+        );
     }
     // Digests, single- and multi-part.
-    for mt in [CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_MD5] {
+    for mt in [
+        CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_MD5,
+    ] {
         let dig = |m: &Module, sh| {
             let mut mc = mech(mt);
             assert_rv!(ck!(m, C_DigestInit(sh, &mut mc)), CKR_OK);
-            two_call(|p, n| ck!(m, C_Digest(sh, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)))
+            two_call(|p, n| {
+                ck!(
+                    m,
+                    C_Digest(sh, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, n)
+                )
+            })
         };
         let a = dig(&s.direct, d);
         assert!(a.is_ok(), "digest 0x{mt:x}");
@@ -400,7 +506,19 @@ fn deterministic_mechanisms_give_identical_bytes() {
         .bool(CKA_ENCRYPT, true);
     let mut mc = mech(CKM_AES_KEY_WRAP);
     assert_rv!(
-        ck!(s.hsmux, C_UnwrapKey(h, &mut mc, kh, wd.as_ptr() as *mut _, wd.len() as CK_ULONG, t.ptr(), t.len(), &mut unwrapped)),
+        ck!(
+            s.hsmux,
+            C_UnwrapKey(
+                h,
+                &mut mc,
+                kh,
+                wd.as_ptr() as *mut _,
+                wd.len() as CK_ULONG,
+                t.ptr(),
+                t.len(),
+                &mut unwrapped
+            )
+        ),
         CKR_OK
     );
     assert_eq!(
@@ -433,15 +551,33 @@ fn same_keypair(
     let (mut pd, mut sd) = (0, 0);
     let mut mc = mech(mt);
     assert_rv!(
-        ck!(s.direct, C_GenerateKeyPair(d, &mut mc, public.ptr(), public.len(), private.ptr(), private.len(), &mut pd, &mut sd)),
+        ck!(
+            s.direct,
+            C_GenerateKeyPair(
+                d,
+                &mut mc,
+                public.ptr(),
+                public.len(),
+                private.ptr(),
+                private.len(),
+                &mut pd,
+                &mut sd
+            )
+        ),
         CKR_OK
     );
-    let mut priv_t = base().ulong(CKA_CLASS, CKO_PRIVATE_KEY).bytes(CKA_ID, id).bool(CKA_SIGN, true);
+    let mut priv_t = base()
+        .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+        .bytes(CKA_ID, id)
+        .bool(CKA_SIGN, true);
     for a in private_attrs {
         priv_t = priv_t.bytes(*a, &get_attr(&s.direct, d, sd, *a).unwrap());
     }
     let sh = create(&s.hsmux, h, priv_t);
-    let mut pub_t = base().ulong(CKA_CLASS, CKO_PUBLIC_KEY).bytes(CKA_ID, id).bool(CKA_VERIFY, true);
+    let mut pub_t = base()
+        .ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+        .bytes(CKA_ID, id)
+        .bool(CKA_VERIFY, true);
     let public_attrs: &[CK_ATTRIBUTE_TYPE] = if mt == CKM_EC_KEY_PAIR_GEN {
         &[CKA_EC_PARAMS, CKA_EC_POINT]
     } else {
@@ -484,11 +620,28 @@ fn signatures_verify_both_ways() {
         // SoftHSM offers raw CKM_ECDSA only: the SHA-256 is taken here.
         let sig = sign(signer.0, signer.1, mech(CKM_ECDSA), signer.2, &digest).unwrap();
         assert_eq!(sig.len(), 64);
-        assert_rv!(verify(verifier.0, verifier.1, mech(CKM_ECDSA), verifier.2, &digest, &sig), CKR_OK);
+        assert_rv!(
+            verify(
+                verifier.0,
+                verifier.1,
+                mech(CKM_ECDSA),
+                verifier.2,
+                &digest,
+                &sig
+            ),
+            CKR_OK
+        );
         let mut bad = sig.clone();
         bad[5] ^= 1;
         assert_rv!(
-            verify(verifier.0, verifier.1, mech(CKM_ECDSA), verifier.2, &digest, &bad),
+            verify(
+                verifier.0,
+                verifier.1,
+                mech(CKM_ECDSA),
+                verifier.2,
+                &digest,
+                &bad
+            ),
             CKR_SIGNATURE_INVALID
         );
         use p256::ecdsa::signature::Verifier;
@@ -521,9 +674,16 @@ fn signatures_verify_both_ways() {
     let a = sign(&s.direct, d, mech(CKM_SHA256_RSA_PKCS), sd, msg).unwrap();
     let b = sign(&s.hsmux, h, mech(CKM_SHA256_RSA_PKCS), sh, msg).unwrap();
     assert_eq!(a, b, "RSA PKCS#1 v1.5 signatures of one key are equal");
-    assert_rv!(verify(&s.hsmux, h, mech(CKM_SHA256_RSA_PKCS), ph, msg, &a), CKR_OK);
+    assert_rv!(
+        verify(&s.hsmux, h, mech(CKM_SHA256_RSA_PKCS), ph, msg, &a),
+        CKR_OK
+    );
     let n = get_attr(&s.hsmux, h, ph, CKA_MODULUS).unwrap();
-    let pk = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from(65537u32)).unwrap();
+    let pk = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&n),
+        rsa::BigUint::from(65537u32),
+    )
+    .unwrap();
     use sha2::Digest;
     pk.verify(
         rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
@@ -540,9 +700,23 @@ fn signatures_verify_both_ways() {
         ((&s.direct, d, sd), (&s.hsmux, h, ph)),
         ((&s.hsmux, h, sh), (&s.direct, d, pd)),
     ] {
-        let sig = sign(signer.0, signer.1, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss), signer.2, msg).unwrap();
+        let sig = sign(
+            signer.0,
+            signer.1,
+            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss),
+            signer.2,
+            msg,
+        )
+        .unwrap();
         assert_rv!(
-            verify(verifier.0, verifier.1, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss), verifier.2, msg, &sig),
+            verify(
+                verifier.0,
+                verifier.1,
+                mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss),
+                verifier.2,
+                msg,
+                &sig
+            ),
             CKR_OK
         );
     }
@@ -555,10 +729,27 @@ fn signatures_verify_both_ways() {
         ulSourceDataLen: 0,
     };
     let mut t = Template::new().bool(CKA_DECRYPT, true);
-    assert_rv!(ck!(s.hsmux, C_SetAttributeValue(h, sh, t.ptr(), t.len())), CKR_OK);
-    let ct = encrypt(&s.direct, d, mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), pd, b"key material").unwrap();
+    assert_rv!(
+        ck!(s.hsmux, C_SetAttributeValue(h, sh, t.ptr(), t.len())),
+        CKR_OK
+    );
+    let ct = encrypt(
+        &s.direct,
+        d,
+        mech_with(CKM_RSA_PKCS_OAEP, &mut oaep),
+        pd,
+        b"key material",
+    )
+    .unwrap();
     assert_eq!(
-        decrypt(&s.hsmux, h, mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), sh, &ct).unwrap(),
+        decrypt(
+            &s.hsmux,
+            h,
+            mech_with(CKM_RSA_PKCS_OAEP, &mut oaep),
+            sh,
+            &ct
+        )
+        .unwrap(),
         b"key material"
     );
     for (m, sh) in [(&s.direct, d), (&s.hsmux, h)] {
@@ -588,7 +779,10 @@ fn object_handles_of_two_vendor_instances_never_clash() {
     for x in &ha {
         assert!(!hb.contains(x), "handle {x} is used by both slots");
         // A handle of the other slot is no object of this one (SoftHSM's own code for it).
-        assert_eq!(get_attr(m, b, *x, CKA_LABEL), Err(CKR_OBJECT_HANDLE_INVALID));
+        assert_eq!(
+            get_attr(m, b, *x, CKA_LABEL),
+            Err(CKR_OBJECT_HANDLE_INVALID)
+        );
     }
     assert_eq!(get_attr(m, a, ha[3], CKA_VALUE).unwrap(), b"a\x03");
     assert_eq!(get_attr(m, b, hb[3], CKA_VALUE).unwrap(), b"b\x03");
@@ -598,7 +792,10 @@ fn object_handles_of_two_vendor_instances_never_clash() {
         assert!(found.contains(x));
     }
     assert_rv!(ck!(m, C_DestroyObject(a, ha[0])), CKR_OK);
-    assert_eq!(get_attr(m, a, ha[0], CKA_LABEL), Err(CKR_OBJECT_HANDLE_INVALID));
+    assert_eq!(
+        get_attr(m, a, ha[0], CKA_LABEL),
+        Err(CKR_OBJECT_HANDLE_INVALID)
+    );
     assert_rv!(ck!(m, C_DestroyObject(b, ha[1])), CKR_OBJECT_HANDLE_INVALID);
     assert_eq!(get_attr(m, a, ha[1], CKA_VALUE).unwrap(), b"a\x01");
     // Session handles: the slot id in the session info is hsmux's.
@@ -625,14 +822,33 @@ fn two_softhsm_directories_and_the_soft_token_from_threads() {
                 scope.spawn(move || {
                     let h = open(m, slot, true);
                     let rv = login(m, h, CKU_USER, PIN);
-                    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+                    assert!(
+                        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+                        "{}",
+                        rv_name(rv)
+                    );
                     let id = [i as u8, t as u8];
-                    let mut public = Template::new().bytes(CKA_EC_PARAMS, P256_PARAMS).bytes(CKA_ID, &id).bool(CKA_VERIFY, true);
+                    let mut public = Template::new()
+                        .bytes(CKA_EC_PARAMS, P256_PARAMS)
+                        .bytes(CKA_ID, &id)
+                        .bool(CKA_VERIFY, true);
                     let mut private = Template::new().bytes(CKA_ID, &id).bool(CKA_SIGN, true);
                     let (mut p, mut k) = (0, 0);
                     let mut mc = mech(CKM_EC_KEY_PAIR_GEN);
                     assert_rv!(
-                        ck!(m, C_GenerateKeyPair(h, &mut mc, public.ptr(), public.len(), private.ptr(), private.len(), &mut p, &mut k)),
+                        ck!(
+                            m,
+                            C_GenerateKeyPair(
+                                h,
+                                &mut mc,
+                                public.ptr(),
+                                public.len(),
+                                private.ptr(),
+                                private.len(),
+                                &mut p,
+                                &mut k
+                            )
+                        ),
                         CKR_OK
                     );
                     let point = ec_point(&get_attr(m, h, p, CKA_EC_POINT).unwrap());
@@ -645,8 +861,11 @@ fn two_softhsm_directories_and_the_soft_token_from_threads() {
                         };
                         let sig = sign(m, h, mech(CKM_ECDSA), k, &digest).unwrap();
                         use p256::ecdsa::signature::Verifier;
-                        vk.verify(msg.as_bytes(), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-                            .expect("signature verifies");
+                        vk.verify(
+                            msg.as_bytes(),
+                            &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+                        )
+                        .expect("signature verifies");
                         let mut rnd = [0u8; 32];
                         assert_rv!(ck!(m, C_GenerateRandom(h, rnd.as_mut_ptr(), 32)), CKR_OK);
                     }
@@ -660,7 +879,10 @@ fn two_softhsm_directories_and_the_soft_token_from_threads() {
 /// The slot labelled `label`, token present or not yet initialized.
 fn slot_of_any(m: &Module, label: &str) -> CK_SLOT_ID {
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetSlotList(0, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetSlotList(0, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut slots = vec![0; n as usize];
     assert_eq!(ck!(m, C_GetSlotList(0, slots.as_mut_ptr(), &mut n)), CKR_OK);
     slots

@@ -106,7 +106,8 @@ impl PinCheck {
             return false;
         };
         let got = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin);
-        want.len() == got.as_ref().len() && aws_lc_rs::constant_time::verify_slices_are_equal(&want, got.as_ref()).is_ok()
+        want.len() == got.as_ref().len()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(&want, got.as_ref()).is_ok()
     }
 }
 
@@ -247,7 +248,10 @@ fn module_config(
         )));
     }
     if s.timeout_ms == Some(0) {
-        return Err(ConfigError(format!("{}: key `timeout_ms` must be above 0", at(line))));
+        return Err(ConfigError(format!(
+            "{}: key `timeout_ms` must be above 0",
+            at(line)
+        )));
     }
     Ok(ModuleConfig {
         library: library.get_ref().clone(),

@@ -10,8 +10,8 @@ mod common;
 #[path = "common/parity.rs"]
 mod parity;
 use common::*;
-use parity::*;
 use cryptoki_sys::*;
+use parity::*;
 use std::path::{Path, PathBuf};
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";

@@ -96,7 +96,9 @@ impl Instance {
         }
         Ok(Instance {
             slots,
-            has_modules: all_slots.iter().any(|(_, s)| matches!(s, SlotRef::Module(_))),
+            has_modules: all_slots
+                .iter()
+                .any(|(_, s)| matches!(s, SlotRef::Module(_))),
             all_slots,
             sessions: DashMap::new(),
             pass_sessions: DashMap::new(),
@@ -159,7 +161,14 @@ impl Instance {
     pub fn close_pass_session(&self, h: CK_SESSION_HANDLE, p: &PassSession) -> CK_RV {
         // SAFETY: a session handle the vendor gave us.
         let rv = unsafe { p.slot.close_vendor_session(p.vh) };
-        if matches!(rv, CKR_OK | CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | CKR_CRYPTOKI_NOT_INITIALIZED | CKR_DEVICE_REMOVED) {
+        if matches!(
+            rv,
+            CKR_OK
+                | CKR_SESSION_HANDLE_INVALID
+                | CKR_SESSION_CLOSED
+                | CKR_CRYPTOKI_NOT_INITIALIZED
+                | CKR_DEVICE_REMOVED
+        ) {
             self.pass_sessions.remove(&h);
         }
         rv
@@ -265,7 +274,11 @@ pub fn finalize() -> Result<()> {
         inst.sessions.clear();
         // A vendor library shared with another user in the process is not finalized by
         // us: close our sessions there explicitly.
-        let pass: Vec<_> = inst.pass_sessions.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let pass: Vec<_> = inst
+            .pass_sessions
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
         for (h, p) in pass {
             inst.close_pass_session(h, &p);
         }

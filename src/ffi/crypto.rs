@@ -1,7 +1,7 @@
 //! Encryption, decryption, digests, signatures (PKCS#11 §5.8-§5.13).
 
 use super::mech::{mechanism, required};
-use super::{route_session, ck_fn, in_bytes, with_out};
+use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::crypto as api;
 use crate::core::api::session::session_info;
 use crate::core::error::err;

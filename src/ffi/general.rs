@@ -1,6 +1,6 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use super::{route_slot, route_session, ck_fn, in_bytes, padded, version, write_list};
+use super::{ck_fn, in_bytes, padded, route_session, route_slot, version, write_list};
 use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;

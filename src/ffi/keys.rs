@@ -2,7 +2,7 @@
 
 use super::attr::template;
 use super::mech::required;
-use super::{route_session, ck_fn, in_bytes, with_out};
+use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::keys as api;
 use crate::core::error::err;
 use crate::core::instance;

@@ -2,7 +2,7 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::{ck_fn, route_session, in_bytes, with_out};
+use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
 use crate::core::error::{err, Error, Result};

@@ -1,7 +1,7 @@
 //! Object management (PKCS#11 §5.7).
 
 use super::attr::{fill, template, types};
-use super::{route_session, ck_fn};
+use super::{ck_fn, route_session};
 use crate::core::api::object as api;
 use crate::core::error::err;
 use crate::core::instance;

@@ -1744,4 +1744,3 @@ pub fn prepare(m: &Module, slot: CK_SLOT_ID, label: &[u8]) -> CK_SLOT_ID {
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
     slot
 }
-

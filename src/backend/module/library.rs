@@ -51,7 +51,11 @@ impl Drop for Library {
 
 impl Library {
     /// The library at `path`, initialized: shared with the other slots that use it.
-    pub fn open(path: &Path, init_args: Option<&str>, probe: Option<Duration>) -> Result<Arc<Library>, String> {
+    pub fn open(
+        path: &Path,
+        init_args: Option<&str>,
+        probe: Option<Duration>,
+    ) -> Result<Arc<Library>, String> {
         let epoch = fork_epoch();
         let mut loaded = LOADED.lock();
         loaded.retain(|(_, e, w)| *e == epoch && w.strong_count() > 0);
@@ -63,7 +67,9 @@ impl Library {
             return Ok(lib);
         }
         let args = match init_args {
-            Some(a) => Some(CString::new(a).map_err(|_| "init_args contains a NUL byte".to_string())?),
+            Some(a) => {
+                Some(CString::new(a).map_err(|_| "init_args contains a NUL byte".to_string())?)
+            }
             None => None,
         };
         if let Some(timeout) = probe {
@@ -94,11 +100,16 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
     let lib = unsafe { DlLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| format!("cannot load: {e}"))?;
     // SAFETY: the symbols have the PKCS#11 signatures when present.
-    let get_list: CK_C_GetFunctionList = unsafe { lib.get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0") }
-        .map(|s| *s)
-        .map_err(|_| "the library has no C_GetFunctionList: it is not a PKCS#11 module".to_string())?;
+    let get_list: CK_C_GetFunctionList =
+        unsafe { lib.get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0") }
+            .map(|s| *s)
+            .map_err(|_| {
+                "the library has no C_GetFunctionList: it is not a PKCS#11 module".to_string()
+            })?;
     let get_interface: CK_C_GetInterface =
-        unsafe { lib.get::<CK_C_GetInterface>(b"C_GetInterface\0") }.map(|s| *s).unwrap_or(None);
+        unsafe { lib.get::<CK_C_GetInterface>(b"C_GetInterface\0") }
+            .map(|s| *s)
+            .unwrap_or(None);
     // Never unloaded (module doc): the tables stay valid for the process's lifetime.
     let _ = lib.into_raw();
     let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
@@ -151,7 +162,11 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
         path.display(),
         fl.version.major,
         fl.version.minor,
-        if fl3.is_some() { " (3.x interface too)" } else { "" }
+        if fl3.is_some() {
+            " (3.x interface too)"
+        } else {
+            ""
+        }
     );
     Ok(Library {
         path: path.to_path_buf(),
@@ -166,13 +181,17 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
 /// hangs there would have taken the consumer down with it. The child only calls dlopen,
 /// the two PKCS#11 functions and `_exit`; its result is the exit status.
 fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Result<(), String> {
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| "library path contains a NUL byte".to_string())?;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| "library path contains a NUL byte".to_string())?;
     let sym = b"C_GetFunctionList\0";
     let mut ia = init_args_for(args);
     // SAFETY: the child runs only the code below and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        log::warn!("{}: cannot fork to probe the library; loading it directly", path.display());
+        log::warn!(
+            "{}: cannot fork to probe the library; loading it directly",
+            path.display()
+        );
         return Ok(());
     }
     if pid == 0 {
@@ -185,7 +204,8 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
             if f.is_null() {
                 libc::_exit(11);
             }
-            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV = std::mem::transmute(f);
+            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV =
+                std::mem::transmute(f);
             let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
             if get(&mut fl) != CKR_OK || fl.is_null() {
                 libc::_exit(12);
@@ -194,7 +214,11 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
                 Some(init) => init(&mut ia as *mut _ as CK_VOID_PTR),
                 None => CKR_FUNCTION_NOT_SUPPORTED,
             };
-            libc::_exit(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { 0 } else { 13 });
+            libc::_exit(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED {
+                0
+            } else {
+                13
+            });
         }
     }
     let start = Instant::now();

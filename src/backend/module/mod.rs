@@ -50,7 +50,9 @@ impl ModuleSlot {
         user_pin: Option<PinCheck>,
         objects: Arc<HandleTable>,
     ) -> ModuleSlot {
-        let probe = cfg.probe_init.then(|| Duration::from_millis(cfg.timeout_ms));
+        let probe = cfg
+            .probe_init
+            .then(|| Duration::from_millis(cfg.timeout_ms));
         let lib = Library::open(&cfg.library, cfg.init_args.as_deref(), probe);
         if let Err(why) = &lib {
             log::error!(
@@ -131,20 +133,32 @@ impl ModuleSlot {
 
     /// The PIN to give the vendor for a `C_Login` of `user_type` with the consumer's `pin`:
     /// the configured one for the user (after the `user_pin` check), else the consumer's.
-    pub fn login_pin(&self, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, CK_RV> {
+    pub fn login_pin(
+        &self,
+        user_type: CK_USER_TYPE,
+        pin: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, CK_RV> {
         if user_type == CKU_SO {
             return Ok(None);
         }
         if let Some(check) = &self.user_pin {
             if !check.matches(pin) {
-                log::warn!("slot {} ({}): C_Login: the PIN does not match `user_pin`", self.id, self.label);
+                log::warn!(
+                    "slot {} ({}): C_Login: the PIN does not match `user_pin`",
+                    self.id,
+                    self.label
+                );
                 return Err(CKR_PIN_INCORRECT);
             }
         }
         match &self.pin {
             None => Ok(None),
             Some(secret) => secret.resolve().map(Some).map_err(|e| {
-                log::error!("slot {} ({}): C_Login: the configured pin: {e}", self.id, self.label);
+                log::error!(
+                    "slot {} ({}): C_Login: the configured pin: {e}",
+                    self.id,
+                    self.label
+                );
                 CKR_GENERAL_ERROR
             }),
         }
@@ -186,7 +200,10 @@ fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV
     }
     ids.truncate(n as usize);
     if let TokenSelector::Slot(want) = select {
-        return ids.into_iter().find(|s| s == want).ok_or(CKR_TOKEN_NOT_PRESENT);
+        return ids
+            .into_iter()
+            .find(|s| s == want)
+            .ok_or(CKR_TOKEN_NOT_PRESENT);
     }
     for id in ids {
         // SAFETY: CK_TOKEN_INFO is plain data the vendor fills.
@@ -207,6 +224,9 @@ fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV
 }
 
 fn trimmed(field: &[u8]) -> &[u8] {
-    let end = field.iter().rposition(|b| *b != b' ' && *b != 0).map_or(0, |i| i + 1);
+    let end = field
+        .iter()
+        .rposition(|b| *b != b' ' && *b != 0)
+        .map_or(0, |i| i + 1);
     &field[..end]
 }

@@ -10,12 +10,27 @@ use super::ModuleSlot;
 use cryptoki_sys::*;
 use std::mem::size_of;
 
+/// The two directions of a slot's handle mapping.
+pub trait HandleMap {
+    fn to_vendor(&self, h: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE;
+    fn to_hsmux(&self, vh: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE;
+}
+
+impl HandleMap for ModuleSlot {
+    fn to_vendor(&self, h: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+        ModuleSlot::to_vendor(self, h)
+    }
+    fn to_hsmux(&self, vh: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+        ModuleSlot::to_hsmux(self, vh)
+    }
+}
+
 /// Calls `f` with the mechanism the vendor must see, then fixes handles it returned.
 ///
 /// # Safety
 /// `p` is NULL or the consumer's `CK_MECHANISM`, valid for the call.
 pub unsafe fn with_vendor_mechanism(
-    slot: &ModuleSlot,
+    slot: &impl HandleMap,
     p: *mut CK_MECHANISM,
     f: impl FnOnce(*mut CK_MECHANISM) -> CK_RV,
 ) -> CK_RV {
@@ -136,7 +151,7 @@ unsafe fn with_param<T>(
     f(&mut mech)
 }
 
-unsafe fn fix_ssl3_out(slot: &ModuleSlot, out: *mut CK_SSL3_KEY_MAT_OUT) {
+unsafe fn fix_ssl3_out(slot: &impl HandleMap, out: *mut CK_SSL3_KEY_MAT_OUT) {
     if out.is_null() {
         return;
     }
@@ -172,7 +187,7 @@ impl Kbkdf for CK_SP800_108_FEEDBACK_KDF_PARAMS {
 /// KBKDF: data parameters of type `CK_SP800_108_KEY_HANDLE` name a key (input); each
 /// additional derived key gets a handle written through `phKey` (output).
 unsafe fn sp800_108<T: Kbkdf>(
-    slot: &ModuleSlot,
+    slot: &impl HandleMap,
     p: *mut CK_MECHANISM,
     f: impl FnOnce(*mut CK_MECHANISM) -> CK_RV,
 ) -> CK_RV {
@@ -225,4 +240,171 @@ unsafe fn sp800_108<T: Kbkdf>(
     }
     drop(handles);
     rv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hsmux handle h stands for vendor handle h + 1000.
+    struct Offset;
+    impl HandleMap for Offset {
+        fn to_vendor(&self, h: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+            if h == 0 {
+                0
+            } else {
+                h + 1000
+            }
+        }
+        fn to_hsmux(&self, vh: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+            if vh == 0 {
+                0
+            } else {
+                vh - 1000
+            }
+        }
+    }
+
+    fn mech_of<T>(t: CK_MECHANISM_TYPE, p: &mut T) -> CK_MECHANISM {
+        CK_MECHANISM {
+            mechanism: t,
+            pParameter: p as *mut T as CK_VOID_PTR,
+            ulParameterLen: size_of::<T>() as CK_ULONG,
+        }
+    }
+
+    #[test]
+    fn concatenate_base_and_key_gets_the_vendor_handle_and_the_original_is_kept() {
+        let mut h: CK_OBJECT_HANDLE = 7;
+        let mut m = mech_of(CKM_CONCATENATE_BASE_AND_KEY, &mut h);
+        let mut seen = 0;
+        let rv = unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                seen = *((*v).pParameter as *const CK_OBJECT_HANDLE);
+                CKR_OK
+            })
+        };
+        assert_eq!((rv, seen, h), (CKR_OK, 1007, 7));
+    }
+
+    #[test]
+    fn ecmqv_both_layouts_and_the_vendors_return_value() {
+        let mut p: CK_ECMQV_DERIVE_PARAMS = unsafe { std::mem::zeroed() };
+        p.hPrivateData = 3;
+        p.publicKey = 4;
+        let mut m = mech_of(CKM_ECMQV_DERIVE, &mut p);
+        let mut seen = (0, 0);
+        let rv = unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                let q = &*((*v).pParameter as *const CK_ECMQV_DERIVE_PARAMS);
+                seen = (q.hPrivateData, q.publicKey);
+                CKR_KEY_HANDLE_INVALID
+            })
+        };
+        assert_eq!((rv, seen), (CKR_KEY_HANDLE_INVALID, (1003, 1004)));
+        let mut p2: CK_ECDH2_DERIVE_PARAMS = unsafe { std::mem::zeroed() };
+        p2.hPrivateData = 9;
+        let mut m = mech_of(CKM_ECMQV_DERIVE, &mut p2);
+        unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                assert_eq!(
+                    (*v).ulParameterLen as usize,
+                    size_of::<CK_ECDH2_DERIVE_PARAMS>()
+                );
+                assert_eq!(
+                    (*((*v).pParameter as *const CK_ECDH2_DERIVE_PARAMS)).hPrivateData,
+                    1009
+                );
+                CKR_OK
+            });
+        }
+    }
+
+    #[test]
+    fn a_parameter_of_the_wrong_length_goes_through_untouched() {
+        let mut h: [CK_OBJECT_HANDLE; 2] = [7, 8];
+        let mut m = mech_of(CKM_CONCATENATE_BASE_AND_KEY, &mut h);
+        let orig = m.pParameter;
+        unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                assert_eq!((*v).pParameter, orig);
+                CKR_MECHANISM_PARAM_INVALID
+            });
+        }
+    }
+
+    #[test]
+    fn tls_key_material_handles_come_back_as_hsmux_handles() {
+        let mut out: CK_SSL3_KEY_MAT_OUT = unsafe { std::mem::zeroed() };
+        let mut p: CK_TLS12_KEY_MAT_PARAMS = unsafe { std::mem::zeroed() };
+        p.pReturnedKeyMaterial = &mut out;
+        let mut m = mech_of(CKM_TLS12_KEY_AND_MAC_DERIVE, &mut p);
+        unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                let q = &*((*v).pParameter as *const CK_TLS12_KEY_MAT_PARAMS);
+                let o = &mut *q.pReturnedKeyMaterial;
+                (
+                    o.hClientMacSecret,
+                    o.hServerMacSecret,
+                    o.hClientKey,
+                    o.hServerKey,
+                ) = (1001, 1002, 1003, 0);
+                CKR_OK
+            });
+        }
+        assert_eq!(
+            (
+                out.hClientMacSecret,
+                out.hServerMacSecret,
+                out.hClientKey,
+                out.hServerKey
+            ),
+            (1, 2, 3, 0)
+        );
+    }
+
+    #[test]
+    fn kbkdf_key_handles_in_and_derived_keys_out() {
+        let mut base: CK_OBJECT_HANDLE = 5;
+        let mut counter = [0u8; 4];
+        let mut data = [
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_BYTE_ARRAY,
+                pValue: counter.as_mut_ptr() as CK_VOID_PTR,
+                ulValueLen: 4,
+            },
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_KEY_HANDLE,
+                pValue: &mut base as *mut _ as CK_VOID_PTR,
+                ulValueLen: size_of::<CK_OBJECT_HANDLE>() as CK_ULONG,
+            },
+        ];
+        let mut derived_handle: CK_OBJECT_HANDLE = 0;
+        let mut derived = [CK_DERIVED_KEY {
+            pTemplate: std::ptr::null_mut(),
+            ulAttributeCount: 0,
+            phKey: &mut derived_handle,
+        }];
+        let mut p = CK_SP800_108_KDF_PARAMS {
+            prfType: CKM_SHA256_HMAC,
+            ulNumberOfDataParams: 2,
+            pDataParams: data.as_mut_ptr(),
+            ulAdditionalDerivedKeys: 1,
+            pAdditionalDerivedKeys: derived.as_mut_ptr(),
+        };
+        let mut m = mech_of(CKM_SP800_108_COUNTER_KDF, &mut p);
+        unsafe {
+            with_vendor_mechanism(&Offset, &mut m, |v| {
+                let q = &*((*v).pParameter as *const CK_SP800_108_KDF_PARAMS);
+                let d = std::slice::from_raw_parts(q.pDataParams, 2);
+                assert_eq!(d[0].pValue, counter.as_mut_ptr() as CK_VOID_PTR);
+                assert_eq!(*(d[1].pValue as *const CK_OBJECT_HANDLE), 1005);
+                *(*q.pAdditionalDerivedKeys).phKey = 1042;
+                CKR_OK
+            });
+        }
+        assert_eq!(base, 5, "the consumer's data is not changed");
+        assert_eq!(p.pDataParams, data.as_mut_ptr());
+        assert_eq!(derived_handle, 42);
+    }
 }

@@ -61,7 +61,7 @@ macro_rules! init_with_key {
         $(
             pub unsafe fn $name(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
                 let key = self.slot.to_vendor(key);
-                with_vendor_mechanism(&self.slot, mech, |m| $tbl!(self.slot, $f(self.vh, m, key)))
+                with_vendor_mechanism(&*self.slot, mech, |m| $tbl!(self.slot, $f(self.vh, m, key)))
             }
         )*
     };
@@ -111,14 +111,23 @@ impl ModuleSlot {
         }
     }
 
-    pub unsafe fn get_mechanism_info(&self, m: CK_MECHANISM_TYPE, p: *mut CK_MECHANISM_INFO) -> CK_RV {
+    pub unsafe fn get_mechanism_info(
+        &self,
+        m: CK_MECHANISM_TYPE,
+        p: *mut CK_MECHANISM_INFO,
+    ) -> CK_RV {
         match self.vendor_slot() {
             Ok(vs) => call!(self, C_GetMechanismInfo(vs, m, p)),
             Err(rv) => rv,
         }
     }
 
-    pub unsafe fn init_token(&self, pin: *mut CK_UTF8CHAR, len: CK_ULONG, label: *mut CK_UTF8CHAR) -> CK_RV {
+    pub unsafe fn init_token(
+        &self,
+        pin: *mut CK_UTF8CHAR,
+        len: CK_ULONG,
+        label: *mut CK_UTF8CHAR,
+    ) -> CK_RV {
         match self.vendor_slot() {
             Ok(vs) => call!(self, C_InitToken(vs, pin, len, label)),
             Err(rv) => rv,
@@ -127,11 +136,22 @@ impl ModuleSlot {
 
     /// `C_OpenSession` at the vendor; the vendor's handle on success. Notification
     /// callbacks are not passed on: the vendor would report its own session handles.
-    pub unsafe fn open_session(&self, flags: CK_FLAGS, want_handle: bool) -> Result<CK_SESSION_HANDLE, CK_RV> {
+    pub unsafe fn open_session(
+        &self,
+        flags: CK_FLAGS,
+        want_handle: bool,
+    ) -> Result<CK_SESSION_HANDLE, CK_RV> {
         let vs = self.vendor_slot()?;
         let mut vh: CK_SESSION_HANDLE = 0;
-        let out = if want_handle { &mut vh as *mut _ } else { std::ptr::null_mut() };
-        match call!(self, C_OpenSession(vs, flags, std::ptr::null_mut(), None, out)) {
+        let out = if want_handle {
+            &mut vh as *mut _
+        } else {
+            std::ptr::null_mut()
+        };
+        match call!(
+            self,
+            C_OpenSession(vs, flags, std::ptr::null_mut(), None, out)
+        ) {
             CKR_OK => Ok(vh),
             rv => Err(rv),
         }
@@ -239,7 +259,10 @@ impl PassSession {
             Err(rv) => rv,
             Ok(None) => call!(self.slot, C_Login(self.vh, user, pin, n)),
             Ok(Some(mut p)) => {
-                call!(self.slot, C_Login(self.vh, user, p.as_mut_ptr(), p.len() as CK_ULONG))
+                call!(
+                    self.slot,
+                    C_Login(self.vh, user, p.as_mut_ptr(), p.len() as CK_ULONG)
+                )
             }
         }
     }
@@ -254,10 +277,20 @@ impl PassSession {
     ) -> CK_RV {
         match self.configured_pin(user, pin, n) {
             Err(rv) => rv,
-            Ok(None) => call3!(self.slot, C_LoginUser(self.vh, user, pin, n, name, name_len)),
+            Ok(None) => call3!(
+                self.slot,
+                C_LoginUser(self.vh, user, pin, n, name, name_len)
+            ),
             Ok(Some(mut p)) => call3!(
                 self.slot,
-                C_LoginUser(self.vh, user, p.as_mut_ptr(), p.len() as CK_ULONG, name, name_len)
+                C_LoginUser(
+                    self.vh,
+                    user,
+                    p.as_mut_ptr(),
+                    p.len() as CK_ULONG,
+                    name,
+                    name_len
+                )
             ),
         }
     }
@@ -268,11 +301,20 @@ impl PassSession {
         pin: *mut CK_UTF8CHAR,
         n: CK_ULONG,
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, CK_RV> {
-        let given: &[u8] = if pin.is_null() { &[] } else { std::slice::from_raw_parts(pin, n as usize) };
+        let given: &[u8] = if pin.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(pin, n as usize)
+        };
         self.slot.login_pin(user, given)
     }
 
-    pub unsafe fn create_object(&self, t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) -> CK_RV {
+    pub unsafe fn create_object(
+        &self,
+        t: *mut CK_ATTRIBUTE,
+        n: CK_ULONG,
+        ph: *mut CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         let rv = call!(self.slot, C_CreateObject(self.vh, t, n, ph));
         self.fix_out(rv, ph);
         rv
@@ -285,7 +327,10 @@ impl PassSession {
         n: CK_ULONG,
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
-        let rv = call!(self.slot, C_CopyObject(self.vh, self.slot.to_vendor(obj), t, n, ph));
+        let rv = call!(
+            self.slot,
+            C_CopyObject(self.vh, self.slot.to_vendor(obj), t, n, ph)
+        );
         self.fix_out(rv, ph);
         rv
     }
@@ -300,19 +345,43 @@ impl PassSession {
     }
 
     pub unsafe fn get_object_size(&self, obj: CK_OBJECT_HANDLE, p: *mut CK_ULONG) -> CK_RV {
-        call!(self.slot, C_GetObjectSize(self.vh, self.slot.to_vendor(obj), p))
+        call!(
+            self.slot,
+            C_GetObjectSize(self.vh, self.slot.to_vendor(obj), p)
+        )
     }
 
-    pub unsafe fn get_attribute_value(&self, obj: CK_OBJECT_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
-        call!(self.slot, C_GetAttributeValue(self.vh, self.slot.to_vendor(obj), t, n))
+    pub unsafe fn get_attribute_value(
+        &self,
+        obj: CK_OBJECT_HANDLE,
+        t: *mut CK_ATTRIBUTE,
+        n: CK_ULONG,
+    ) -> CK_RV {
+        call!(
+            self.slot,
+            C_GetAttributeValue(self.vh, self.slot.to_vendor(obj), t, n)
+        )
     }
 
-    pub unsafe fn set_attribute_value(&self, obj: CK_OBJECT_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
-        call!(self.slot, C_SetAttributeValue(self.vh, self.slot.to_vendor(obj), t, n))
+    pub unsafe fn set_attribute_value(
+        &self,
+        obj: CK_OBJECT_HANDLE,
+        t: *mut CK_ATTRIBUTE,
+        n: CK_ULONG,
+    ) -> CK_RV {
+        call!(
+            self.slot,
+            C_SetAttributeValue(self.vh, self.slot.to_vendor(obj), t, n)
+        )
     }
 
     /// The vendor fills the consumer's array; its handles are then replaced in place.
-    pub unsafe fn find_objects(&self, ph: *mut CK_OBJECT_HANDLE, max: CK_ULONG, count: *mut CK_ULONG) -> CK_RV {
+    pub unsafe fn find_objects(
+        &self,
+        ph: *mut CK_OBJECT_HANDLE,
+        max: CK_ULONG,
+        count: *mut CK_ULONG,
+    ) -> CK_RV {
         let rv = call!(self.slot, C_FindObjects(self.vh, ph, max, count));
         if rv == CKR_OK && !ph.is_null() && !count.is_null() {
             let n = (*count).min(max) as usize;
@@ -324,7 +393,9 @@ impl PassSession {
     }
 
     pub unsafe fn digest_init(&self, mech: *mut CK_MECHANISM) -> CK_RV {
-        with_vendor_mechanism(&self.slot, mech, |m| call!(self.slot, C_DigestInit(self.vh, m)))
+        with_vendor_mechanism(&*self.slot, mech, |m| {
+            call!(self.slot, C_DigestInit(self.vh, m))
+        })
     }
 
     pub unsafe fn digest_key(&self, key: CK_OBJECT_HANDLE) -> CK_RV {
@@ -338,7 +409,7 @@ impl PassSession {
         n: CK_ULONG,
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
-        let rv = with_vendor_mechanism(&self.slot, mech, |m| {
+        let rv = with_vendor_mechanism(&*self.slot, mech, |m| {
             call!(self.slot, C_GenerateKey(self.vh, m, t, n, ph))
         });
         self.fix_out(rv, ph);
@@ -355,8 +426,11 @@ impl PassSession {
         hp: *mut CK_OBJECT_HANDLE,
         hs: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
-        let rv = with_vendor_mechanism(&self.slot, mech, |m| {
-            call!(self.slot, C_GenerateKeyPair(self.vh, m, tp, np, ts, ns, hp, hs))
+        let rv = with_vendor_mechanism(&*self.slot, mech, |m| {
+            call!(
+                self.slot,
+                C_GenerateKeyPair(self.vh, m, tp, np, ts, ns, hp, hs)
+            )
         });
         self.fix_out(rv, hp);
         self.fix_out(rv, hs);
@@ -372,7 +446,9 @@ impl PassSession {
         on: *mut CK_ULONG,
     ) -> CK_RV {
         let (w, k) = (self.slot.to_vendor(wrapping), self.slot.to_vendor(key));
-        with_vendor_mechanism(&self.slot, mech, |m| call!(self.slot, C_WrapKey(self.vh, m, w, k, o, on)))
+        with_vendor_mechanism(&*self.slot, mech, |m| {
+            call!(self.slot, C_WrapKey(self.vh, m, w, k, o, on))
+        })
     }
 
     pub unsafe fn unwrap_key(
@@ -386,7 +462,7 @@ impl PassSession {
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
         let u = self.slot.to_vendor(unwrapping);
-        let rv = with_vendor_mechanism(&self.slot, mech, |m| {
+        let rv = with_vendor_mechanism(&*self.slot, mech, |m| {
             call!(self.slot, C_UnwrapKey(self.vh, m, u, d, dn, t, n, ph))
         });
         self.fix_out(rv, ph);
@@ -402,7 +478,7 @@ impl PassSession {
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
         let b = self.slot.to_vendor(base);
-        let rv = with_vendor_mechanism(&self.slot, mech, |m| {
+        let rv = with_vendor_mechanism(&*self.slot, mech, |m| {
             call!(self.slot, C_DeriveKey(self.vh, m, b, t, n, ph))
         });
         self.fix_out(rv, ph);

@@ -121,7 +121,13 @@ pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Resul
         ));
     }
     if who == Login::User && slot.user_pin.as_ref().is_some_and(|c| !c.matches(pin)) {
-        return Err(Error::logged(CKR_PIN_INCORRECT, format!("slot {}: C_Login: the PIN does not match `user_pin`", slot.id)));
+        return Err(Error::logged(
+            CKR_PIN_INCORRECT,
+            format!(
+                "slot {}: C_Login: the PIN does not match `user_pin`",
+                slot.id
+            ),
+        ));
     }
     slot.token.login(who, pin)?;
     slot.set_login(&mut state, who);
