@@ -5,7 +5,10 @@
 
 use hsmux::config::Config;
 use hsmux::core::api::general;
-use hsmux::core::instance;
+use hsmux::backend::module::ModuleSlot;
+use hsmux::config::TokenSelector;
+use hsmux::core::instance::{self, SlotRef};
+use hsmux::core::rv;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,39 +58,29 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut problems = 0;
-    for slot in general::slot_list(true).unwrap_or_default() {
-        match general::token_info(slot) {
-            Ok((t, _, _)) => {
-                let initialized = t.flags & cryptoki_sys::CKF_TOKEN_INITIALIZED != 0;
-                println!(
-                    "slot {slot}: token {:?} serial {} {}",
-                    t.label,
-                    t.serial,
-                    if initialized {
-                        "initialized"
-                    } else {
-                        "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)"
-                    }
-                );
+    let slots = match instance::get() {
+        Ok(inst) => inst.all_slots.clone(),
+        Err(e) => {
+            eprintln!("hsmux: cannot initialize: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for (slot, kind) in slots {
+        let (line, mechs) = match kind {
+            SlotRef::Core(_) => core_slot(slot),
+            SlotRef::Module(m) => module_slot(&m),
+        };
+        match line {
+            Ok(text) => {
+                println!("slot {slot}: {text}");
                 if detailed {
-                    let mechs = general::mechanism_list(slot).unwrap_or_default();
-                    println!(
-                        "  {} mechanisms: {}",
-                        mechs.len(),
-                        mechs
-                            .iter()
-                            .map(|m| match hsmux::core::mechname::name(*m) {
-                                Some(n) => n.trim_start_matches("CKM_").to_string(),
-                                None => format!("0x{m:x}"),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
+                    let mechs = mechs.unwrap_or_default();
+                    println!("  {} mechanisms: {}", mechs.len(), mech_names(&mechs));
                 }
             }
-            Err(e) => {
+            Err(text) => {
                 problems += 1;
-                println!("slot {slot}: PROBLEM: {e} (see the log line above)");
+                println!("slot {slot}: PROBLEM: {text}");
             }
         }
     }
@@ -97,4 +90,70 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+type SlotReport = (Result<String, String>, Option<Vec<cryptoki_sys::CK_MECHANISM_TYPE>>);
+
+fn initialized_note(flags: cryptoki_sys::CK_FLAGS) -> &'static str {
+    if flags & cryptoki_sys::CKF_TOKEN_INITIALIZED != 0 {
+        "initialized"
+    } else {
+        "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)"
+    }
+}
+
+fn core_slot(slot: cryptoki_sys::CK_SLOT_ID) -> SlotReport {
+    match general::token_info(slot) {
+        Ok((t, _, _)) => (
+            Ok(format!("token {:?} serial {} {}", t.label, t.serial, initialized_note(t.flags))),
+            general::mechanism_list(slot).ok(),
+        ),
+        Err(e) => (Err(format!("{e} (see the log line above)")), None),
+    }
+}
+
+fn field(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim_end().to_string()
+}
+
+fn module_slot(m: &ModuleSlot) -> SlotReport {
+    if let Some(why) = m.disabled_reason() {
+        return (Err(format!("{:?}: vendor library {}: {why}", m.label, m.library_path())), None);
+    }
+    let select = match m.selector() {
+        TokenSelector::Label(l) => format!("token label {l:?}"),
+        TokenSelector::Serial(s) => format!("serial {s:?}"),
+        TokenSelector::Slot(n) => format!("vendor slot {n}"),
+    };
+    match m.vendor_token_info() {
+        Ok(t) => (
+            Ok(format!(
+                "{:?} = {} of {} (vendor slot {}): token {:?} serial {} model {:?} {}",
+                m.label,
+                select,
+                m.library_path(),
+                m.vendor_slot().unwrap_or_default(),
+                field(&t.label),
+                field(&t.serialNumber),
+                field(&t.model),
+                initialized_note(t.flags)
+            )),
+            m.vendor_mechanisms().ok(),
+        ),
+        Err(e) => (
+            Err(format!("{:?}: no {select} in {} ({})", m.label, m.library_path(), rv::name(e))),
+            None,
+        ),
+    }
+}
+
+fn mech_names(mechs: &[cryptoki_sys::CK_MECHANISM_TYPE]) -> String {
+    mechs
+        .iter()
+        .map(|m| match hsmux::core::mechname::name(*m) {
+            Some(n) => n.trim_start_matches("CKM_").to_string(),
+            None => format!("0x{m:x}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -64,6 +64,7 @@ pub struct Instance {
 
 impl Instance {
     fn build(config: Config) -> Result<Instance> {
+        crate::backend::module::library::forget_failures();
         let objects = Arc::new(HandleTable::default());
         let mut slots = Vec::new();
         let mut all_slots = Vec::new();
@@ -145,10 +146,7 @@ impl Instance {
                 let h = self.new_session_handle();
                 self.pass_sessions.insert(
                     h,
-                    Arc::new(PassSession {
-                        slot: m.clone(),
-                        vh,
-                    }),
+                    Arc::new(PassSession::new(m.clone(), vh)),
                 );
                 *ph = h;
                 CKR_OK

@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 /// the parent process: a child initializes the library again for itself.
 static LOADED: Mutex<Vec<(PathBuf, u64, Weak<Library>)>> = Mutex::new(Vec::new());
 
+/// Libraries that failed to load in this `C_Initialize` (cleared by the next one), so that
+/// several slots naming one bad library probe it once.
+static FAILED: Mutex<Vec<(PathBuf, u64, String)>> = Mutex::new(Vec::new());
+
+/// Forgets earlier failures: a new `C_Initialize` tries every library again.
+pub fn forget_failures() {
+    FAILED.lock().clear();
+}
+
 pub struct Library {
     pub path: PathBuf,
     /// The 2.40 function table (every vendor has one).
@@ -29,6 +38,8 @@ pub struct Library {
     /// it and will finalize it.
     we_initialized: bool,
     epoch: u64,
+    /// What the first slot gave as `init_args` (later slots share the initialized library).
+    init_args: Option<String>,
 }
 
 // The function tables are immutable C data the vendor keeps for the library's lifetime
@@ -64,7 +75,16 @@ impl Library {
             .find(|(p, _, _)| p == path)
             .and_then(|(_, _, w)| w.upgrade())
         {
+            if lib.init_args.as_deref() != init_args {
+                log::warn!(
+                    "{}: already loaded and initialized with other init_args; this slot's are not used",
+                    path.display()
+                );
+            }
             return Ok(lib);
+        }
+        if let Some((_, _, why)) = FAILED.lock().iter().find(|(p, e, _)| p == path && *e == epoch) {
+            return Err(why.clone());
         }
         let args = match init_args {
             Some(a) => {
@@ -72,10 +92,19 @@ impl Library {
             }
             None => None,
         };
-        if let Some(timeout) = probe {
-            probe_in_child(path, args.as_ref(), timeout)?;
-        }
-        let lib = Arc::new(load(path, args.as_ref(), epoch)?);
+        let lib = match probe
+            .map_or(Ok(()), |timeout| probe_in_child(path, args.as_ref(), timeout))
+            .and_then(|()| load(path, args.as_ref(), epoch))
+        {
+            Ok(mut lib) => {
+                lib.init_args = init_args.map(str::to_string);
+                Arc::new(lib)
+            }
+            Err(why) => {
+                FAILED.lock().push((path.to_path_buf(), epoch, why.clone()));
+                return Err(why);
+            }
+        };
         loaded.push((path.to_path_buf(), epoch, Arc::downgrade(&lib)));
         Ok(lib)
     }
@@ -174,82 +203,103 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
         fl3,
         we_initialized,
         epoch,
+        init_args: None,
     })
 }
 
 /// Loads and initializes the library in a child process first: a library that crashes or
 /// hangs there would have taken the consumer down with it. The child only calls dlopen,
-/// the two PKCS#11 functions and `_exit`; its result is the exit status.
+/// the two PKCS#11 functions, writes one byte to a pipe and leaves with `_exit`. The pipe,
+/// not `waitpid`, tells the outcome: a consumer that ignores SIGCHLD (daemons do) or reaps
+/// children itself would leave `waitpid` nothing to report.
 fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Result<(), String> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| "library path contains a NUL byte".to_string())?;
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| "library path contains a NUL byte".to_string())?;
     let sym = b"C_GetFunctionList\0";
     let mut ia = init_args_for(args);
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: plain system calls on our own descriptors and child.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        log::warn!("{}: cannot make a pipe to probe the library; loading it directly", path.display());
+        return Ok(());
+    }
+    let (rd, wr) = (fds[0], fds[1]);
     // SAFETY: the child runs only the code below and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        log::warn!(
-            "{}: cannot fork to probe the library; loading it directly",
-            path.display()
-        );
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        log::warn!("{}: cannot fork to probe the library; loading it directly", path.display());
         return Ok(());
     }
     if pid == 0 {
         unsafe {
+            libc::close(rd);
+            let done = |code: u8| {
+                libc::write(wr, &code as *const u8 as *const libc::c_void, 1);
+                libc::_exit(0);
+            };
             let h = libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
             if h.is_null() {
-                libc::_exit(10);
+                done(b'F');
             }
             let f = libc::dlsym(h, sym.as_ptr() as *const _);
             if f.is_null() {
-                libc::_exit(11);
+                done(b'F');
             }
-            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV =
-                std::mem::transmute(f);
+            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV = std::mem::transmute(f);
             let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
             if get(&mut fl) != CKR_OK || fl.is_null() {
-                libc::_exit(12);
+                done(b'F');
             }
             let rv = match (*fl).C_Initialize {
                 Some(init) => init(&mut ia as *mut _ as CK_VOID_PTR),
                 None => CKR_FUNCTION_NOT_SUPPORTED,
             };
-            libc::_exit(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED {
-                0
-            } else {
-                13
-            });
+            done(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { b'0' } else { b'F' });
         }
     }
-    let start = Instant::now();
+    unsafe { libc::close(wr) };
+    let deadline = Instant::now() + timeout;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd of ours.
+        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r <= 0 {
+            break None; // the deadline passed
+        }
+        let mut b = 0u8;
+        let n = unsafe { libc::read(rd, &mut b as *mut u8 as *mut libc::c_void, 1) };
+        break Some(if n == 1 { Some(b) } else { None });
+    };
     let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
+    unsafe {
+        libc::close(rd);
+        if outcome.is_none() {
+            libc::kill(pid, libc::SIGKILL);
         }
-        if r < 0 {
-            return Ok(()); // someone reaped it (a SIGCHLD handler of the consumer's); load directly
-        }
-        if start.elapsed() > timeout {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return Err(format!(
-                "C_Initialize did not return within {} ms (probed in a child process)",
-                timeout.as_millis()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        // Reap it (fails harmlessly when the consumer ignores SIGCHLD).
+        libc::waitpid(pid, &mut status, 0);
     }
-    if libc::WIFSIGNALED(status) {
-        return Err(format!(
-            "the library crashed (signal {}) while loading or in C_Initialize (probed in a child process)",
-            libc::WTERMSIG(status)
-        ));
+    match outcome {
+        None => Err(format!(
+            "C_Initialize did not return within {} ms (probed in a child process)",
+            timeout.as_millis()
+        )),
+        Some(None) => Err(if libc::WIFSIGNALED(status) {
+            format!(
+                "the library crashed (signal {}) while loading or in C_Initialize (probed in a child process)",
+                libc::WTERMSIG(status)
+            )
+        } else {
+            "the library crashed or exited while loading or in C_Initialize (probed in a child process)".to_string()
+        }),
+        // A clean failure is described precisely by the real load that follows.
+        Some(Some(_)) => Ok(()),
     }
-    // A clean failure is described precisely by the real load that follows.
-    Ok(())
 }

@@ -8,6 +8,7 @@
 //! object handles remapped too) and forwards every call, pointers and all ([`pass`]).
 
 pub mod library;
+mod message;
 pub mod params;
 pub mod pass;
 
@@ -161,6 +162,38 @@ impl ModuleSlot {
                 );
                 CKR_GENERAL_ERROR
             }),
+        }
+    }
+
+    /// The vendor's token info (label as the vendor has it), for `hsmux check`.
+    pub fn vendor_token_info(&self) -> Result<CK_TOKEN_INFO, CK_RV> {
+        let vs = self.vendor_slot()?;
+        let f = self.library()?.fl.C_GetTokenInfo.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        // SAFETY: CK_TOKEN_INFO is plain data the vendor fills.
+        let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+        match unsafe { f(vs, &mut info) } {
+            CKR_OK => Ok(info),
+            rv => Err(rv),
+        }
+    }
+
+    /// The vendor's mechanism list for our token, for `hsmux check`.
+    pub fn vendor_mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>, CK_RV> {
+        let vs = self.vendor_slot()?;
+        let f = self.library()?.fl.C_GetMechanismList.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let mut n: CK_ULONG = 0;
+        // SAFETY: the two-call list into a buffer of the size the vendor gave.
+        let rv = unsafe { f(vs, std::ptr::null_mut(), &mut n) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut v = vec![0; n as usize];
+        match unsafe { f(vs, v.as_mut_ptr(), &mut n) } {
+            CKR_OK => {
+                v.truncate(n as usize);
+                Ok(v)
+            }
+            rv => Err(rv),
         }
     }
 

@@ -16,6 +16,18 @@ use std::sync::Arc;
 pub struct PassSession {
     pub slot: Arc<ModuleSlot>,
     pub vh: CK_SESSION_HANDLE,
+    /// Message-based AES-GCM that hsmux runs itself for a 2.40 vendor (`message.rs`).
+    pub(super) messages: parking_lot::Mutex<super::message::Messages>,
+}
+
+impl PassSession {
+    pub fn new(slot: Arc<ModuleSlot>, vh: CK_SESSION_HANDLE) -> PassSession {
+        PassSession {
+            slot,
+            vh,
+            messages: Default::default(),
+        }
+    }
 }
 
 /// The vendor function `$f` of the 2.40 table, or `CKR_FUNCTION_NOT_SUPPORTED`.
@@ -199,14 +211,14 @@ impl PassSession {
 
     forward! { call3:
         session_cancel => C_SessionCancel(flags: CK_FLAGS);
-        encrypt_message => C_EncryptMessage(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG);
+        vendor_encrypt_message => C_EncryptMessage(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG);
         encrypt_message_begin => C_EncryptMessageBegin(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG);
         encrypt_message_next => C_EncryptMessageNext(p: CK_VOID_PTR, pn: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG, fl: CK_FLAGS);
-        message_encrypt_final => C_MessageEncryptFinal();
-        decrypt_message => C_DecryptMessage(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG);
+        vendor_message_encrypt_final => C_MessageEncryptFinal();
+        vendor_decrypt_message => C_DecryptMessage(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG);
         decrypt_message_begin => C_DecryptMessageBegin(p: CK_VOID_PTR, pn: CK_ULONG, a: *mut CK_BYTE, an: CK_ULONG);
         decrypt_message_next => C_DecryptMessageNext(p: CK_VOID_PTR, pn: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG, fl: CK_FLAGS);
-        message_decrypt_final => C_MessageDecryptFinal();
+        vendor_message_decrypt_final => C_MessageDecryptFinal();
         sign_message => C_SignMessage(p: CK_VOID_PTR, pn: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, s: *mut CK_BYTE, sn: *mut CK_ULONG);
         sign_message_begin => C_SignMessageBegin(p: CK_VOID_PTR, pn: CK_ULONG);
         sign_message_next => C_SignMessageNext(p: CK_VOID_PTR, pn: CK_ULONG, d: *mut CK_BYTE, n: CK_ULONG, s: *mut CK_BYTE, sn: *mut CK_ULONG);
@@ -227,8 +239,8 @@ impl PassSession {
     }
 
     init_with_key! { call3:
-        message_encrypt_init => C_MessageEncryptInit;
-        message_decrypt_init => C_MessageDecryptInit;
+        vendor_message_encrypt_init => C_MessageEncryptInit;
+        vendor_message_decrypt_init => C_MessageDecryptInit;
         message_sign_init => C_MessageSignInit;
         message_verify_init => C_MessageVerifyInit;
     }

@@ -83,7 +83,7 @@ pub fn init(
 }
 
 /// Fills the IV bits after the fixed ones as `generator` asks (SP 800-38D §8.2).
-fn generate_iv(p: &GcmMessage, counter: u64) -> Result<Vec<u8>> {
+pub fn generate_iv(p: &GcmMessage, counter: u64) -> Result<Vec<u8>> {
     let mut iv = p.iv.clone();
     let fixed = p.iv_fixed_bits as usize;
     if fixed > iv.len() * 8 {

@@ -1,0 +1,275 @@
+//! Message-based AES-GCM (PKCS#11 3.0 `C_MessageEncryptInit`, `C_EncryptMessage`, ...) for
+//! a module slot whose vendor library has only the 2.40 functions: hsmux's function table
+//! offers them, so hsmux runs each message as one single-part `CKM_AES_GCM` at the vendor,
+//! as the core does for its own tokens (`core::api::message`). A vendor with the 3.0
+//! interface gets the calls forwarded instead.
+
+use super::pass::PassSession;
+use crate::core::api::message::{generate_iv, GcmMessage};
+use cryptoki_sys::*;
+use std::mem::size_of;
+
+/// The message operations in progress on one session.
+#[derive(Default)]
+pub struct Messages {
+    encrypt: Option<MessageKey>,
+    decrypt: Option<MessageKey>,
+}
+
+struct MessageKey {
+    /// The vendor's handle of the AES key.
+    key: CK_OBJECT_HANDLE,
+    /// Messages encrypted so far, for the counter IV generators.
+    counter: u64,
+}
+
+impl PassSession {
+    fn vendor_has_messages(&self) -> bool {
+        self.slot
+            .library()
+            .is_ok_and(|l| l.fl3.is_some_and(|t| t.C_MessageEncryptInit.is_some()))
+    }
+
+    pub unsafe fn message_encrypt_init(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_message_encrypt_init(mech, key);
+        }
+        self.emulated_init(true, mech, key)
+    }
+
+    pub unsafe fn message_decrypt_init(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_message_decrypt_init(mech, key);
+        }
+        self.emulated_init(false, mech, key)
+    }
+
+    pub unsafe fn message_encrypt_final(&self) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_message_encrypt_final();
+        }
+        match self.messages.lock().encrypt.take() {
+            Some(_) => CKR_OK,
+            None => CKR_OPERATION_NOT_INITIALIZED,
+        }
+    }
+
+    pub unsafe fn message_decrypt_final(&self) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_message_decrypt_final();
+        }
+        match self.messages.lock().decrypt.take() {
+            Some(_) => CKR_OK,
+            None => CKR_OPERATION_NOT_INITIALIZED,
+        }
+    }
+
+    pub unsafe fn encrypt_message(
+        &self,
+        p: CK_VOID_PTR,
+        pn: CK_ULONG,
+        a: *mut CK_BYTE,
+        an: CK_ULONG,
+        d: *mut CK_BYTE,
+        n: CK_ULONG,
+        o: *mut CK_BYTE,
+        on: *mut CK_ULONG,
+    ) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_encrypt_message(p, pn, a, an, d, n, o, on);
+        }
+        self.emulated_message(true, p, pn, a, an, d, n, o, on)
+    }
+
+    pub unsafe fn decrypt_message(
+        &self,
+        p: CK_VOID_PTR,
+        pn: CK_ULONG,
+        a: *mut CK_BYTE,
+        an: CK_ULONG,
+        d: *mut CK_BYTE,
+        n: CK_ULONG,
+        o: *mut CK_BYTE,
+        on: *mut CK_ULONG,
+    ) -> CK_RV {
+        if self.vendor_has_messages() {
+            return self.vendor_decrypt_message(p, pn, a, an, d, n, o, on);
+        }
+        self.emulated_message(false, p, pn, a, an, d, n, o, on)
+    }
+
+    /// Checks the key as an `*Init` must (through its attributes: a trial operation could
+    /// not be cancelled at a 2.40 vendor) and records it.
+    unsafe fn emulated_init(&self, encrypt: bool, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+        if mech.is_null() {
+            return CKR_ARGUMENTS_BAD;
+        }
+        let mut ops = self.messages.lock();
+        let slot = if encrypt { &mut ops.encrypt } else { &mut ops.decrypt };
+        if slot.is_some() {
+            return CKR_OPERATION_ACTIVE;
+        }
+        if (*mech).mechanism != CKM_AES_GCM {
+            log::warn!("message-based encryption behind a 2.40 vendor library is offered for CKM_AES_GCM only (CKR_MECHANISM_INVALID)");
+            return CKR_MECHANISM_INVALID;
+        }
+        let vkey = self.slot.to_vendor(key);
+        let Ok(lib) = self.slot.library() else {
+            return CKR_TOKEN_NOT_PRESENT;
+        };
+        let Some(get) = lib.fl.C_GetAttributeValue else {
+            return CKR_FUNCTION_NOT_SUPPORTED;
+        };
+        let mut key_type: CK_KEY_TYPE = 0;
+        let mut allowed: CK_BBOOL = 0;
+        let mut t = [
+            CK_ATTRIBUTE {
+                type_: CKA_KEY_TYPE,
+                pValue: &mut key_type as *mut _ as CK_VOID_PTR,
+                ulValueLen: size_of::<CK_KEY_TYPE>() as CK_ULONG,
+            },
+            CK_ATTRIBUTE {
+                type_: if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT },
+                pValue: &mut allowed as *mut _ as CK_VOID_PTR,
+                ulValueLen: 1,
+            },
+        ];
+        match get(self.vh, vkey, t.as_mut_ptr(), 2) {
+            CKR_OK => {}
+            CKR_OBJECT_HANDLE_INVALID => return CKR_KEY_HANDLE_INVALID,
+            rv => return rv,
+        }
+        if key_type != CKK_AES {
+            return CKR_KEY_TYPE_INCONSISTENT;
+        }
+        if allowed == 0 {
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
+        }
+        *slot = Some(MessageKey { key: vkey, counter: 0 });
+        CKR_OK
+    }
+
+    /// One message: `CK_GCM_MESSAGE_PARAMS` becomes a `CK_GCM_PARAMS` for the vendor's
+    /// single-part GCM; the tag goes to `pTag` (and a generated IV to `pIv`), the data to
+    /// the consumer's buffer, with the usual length query and `CKR_BUFFER_TOO_SMALL`.
+    unsafe fn emulated_message(
+        &self,
+        encrypt: bool,
+        p: CK_VOID_PTR,
+        pn: CK_ULONG,
+        aad: *mut CK_BYTE,
+        aad_len: CK_ULONG,
+        data: *mut CK_BYTE,
+        n: CK_ULONG,
+        out: *mut CK_BYTE,
+        out_len: *mut CK_ULONG,
+    ) -> CK_RV {
+        let mut ops = self.messages.lock();
+        let Some(op) = (if encrypt { ops.encrypt.as_mut() } else { ops.decrypt.as_mut() }) else {
+            return CKR_OPERATION_NOT_INITIALIZED;
+        };
+        if p.is_null() || pn as usize != size_of::<CK_GCM_MESSAGE_PARAMS>() {
+            return CKR_MECHANISM_PARAM_INVALID;
+        }
+        let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
+        if g.pTag.is_null() || g.ulTagBits % 8 != 0 || g.ulTagBits > 128 || (g.pIv.is_null() && g.ulIvLen > 0) {
+            return CKR_MECHANISM_PARAM_INVALID;
+        }
+        if out_len.is_null() || (data.is_null() && n > 0) || (aad.is_null() && aad_len > 0) {
+            return CKR_ARGUMENTS_BAD;
+        }
+        // GCM output is as long as its input: answer length queries before any IV is used.
+        if out.is_null() {
+            *out_len = n;
+            return CKR_OK;
+        }
+        if *out_len < n {
+            *out_len = n;
+            return CKR_BUFFER_TOO_SMALL;
+        }
+        let tag_len = (g.ulTagBits / 8) as usize;
+        let given_iv = if g.ulIvLen == 0 { Vec::new() } else { std::slice::from_raw_parts(g.pIv, g.ulIvLen as usize).to_vec() };
+        let generated = encrypt && g.ivGenerator != CKG_NO_GENERATE;
+        let mut iv = if generated {
+            op.counter += 1;
+            let want = GcmMessage {
+                iv: given_iv,
+                iv_fixed_bits: g.ulIvFixedBits,
+                generator: g.ivGenerator,
+                tag_bits: g.ulTagBits,
+                tag: Vec::new(),
+            };
+            match generate_iv(&want, op.counter) {
+                Ok(iv) => iv,
+                Err(e) => return e.rv(),
+            }
+        } else {
+            given_iv
+        };
+        let mut params = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: iv.len() as CK_ULONG,
+            ulIvBits: (iv.len() * 8) as CK_ULONG,
+            pAAD: aad,
+            ulAADLen: aad_len,
+            ulTagBits: g.ulTagBits,
+        };
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: &mut params as *mut _ as CK_VOID_PTR,
+            ulParameterLen: size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        let Ok(lib) = self.slot.library() else {
+            return CKR_TOKEN_NOT_PRESENT;
+        };
+        let input = if n == 0 { &[][..] } else { std::slice::from_raw_parts(data, n as usize) };
+        if encrypt {
+            let (Some(init), Some(run)) = (lib.fl.C_EncryptInit, lib.fl.C_Encrypt) else {
+                return CKR_FUNCTION_NOT_SUPPORTED;
+            };
+            let rv = init(self.vh, &mut mech, op.key);
+            if rv != CKR_OK {
+                return rv;
+            }
+            let mut sealed = vec![0u8; input.len() + tag_len];
+            let mut len = sealed.len() as CK_ULONG;
+            let rv = run(self.vh, input.as_ptr() as *mut _, n, sealed.as_mut_ptr(), &mut len);
+            if rv != CKR_OK {
+                return rv;
+            }
+            if len as usize != input.len() + tag_len {
+                log::error!("vendor AES-GCM returned {len} bytes for {n} bytes of data and a {tag_len}-byte tag");
+                return CKR_DEVICE_ERROR;
+            }
+            std::ptr::copy_nonoverlapping(sealed.as_ptr(), out, input.len());
+            std::ptr::copy_nonoverlapping(sealed[input.len()..].as_ptr(), g.pTag, tag_len);
+            if generated {
+                std::ptr::copy_nonoverlapping(iv.as_ptr(), g.pIv, iv.len().min(g.ulIvLen as usize));
+            }
+            *out_len = n;
+            CKR_OK
+        } else {
+            let (Some(init), Some(run)) = (lib.fl.C_DecryptInit, lib.fl.C_Decrypt) else {
+                return CKR_FUNCTION_NOT_SUPPORTED;
+            };
+            let rv = init(self.vh, &mut mech, op.key);
+            if rv != CKR_OK {
+                return rv;
+            }
+            let mut sealed = input.to_vec();
+            sealed.extend_from_slice(std::slice::from_raw_parts(g.pTag, tag_len));
+            let mut plain = zeroize::Zeroizing::new(vec![0u8; sealed.len()]);
+            let mut len = plain.len() as CK_ULONG;
+            let rv = run(self.vh, sealed.as_mut_ptr(), sealed.len() as CK_ULONG, plain.as_mut_ptr(), &mut len);
+            if rv != CKR_OK {
+                return rv;
+            }
+            if len > n {
+                return CKR_DEVICE_ERROR;
+            }
+            std::ptr::copy_nonoverlapping(plain.as_ptr(), out, len as usize);
+            *out_len = len;
+            CKR_OK
+        }
+    }
+}
