@@ -3,10 +3,10 @@
 //! the state of every slot. Exit status 0 when all is well, 1 when a problem was found, 2
 //! for a usage error.
 
-use hsmux::config::Config;
-use hsmux::core::api::general;
 use hsmux::backend::module::ModuleSlot;
+use hsmux::config::Config;
 use hsmux::config::TokenSelector;
+use hsmux::core::api::general;
 use hsmux::core::instance::{self, SlotRef};
 use hsmux::core::rv;
 use std::path::PathBuf;
@@ -92,7 +92,10 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
     }
 }
 
-type SlotReport = (Result<String, String>, Option<Vec<cryptoki_sys::CK_MECHANISM_TYPE>>);
+type SlotReport = (
+    Result<String, String>,
+    Option<Vec<cryptoki_sys::CK_MECHANISM_TYPE>>,
+);
 
 fn initialized_note(flags: cryptoki_sys::CK_FLAGS) -> &'static str {
     if flags & cryptoki_sys::CKF_TOKEN_INITIALIZED != 0 {
@@ -105,7 +108,12 @@ fn initialized_note(flags: cryptoki_sys::CK_FLAGS) -> &'static str {
 fn core_slot(slot: cryptoki_sys::CK_SLOT_ID) -> SlotReport {
     match general::token_info(slot) {
         Ok((t, _, _)) => (
-            Ok(format!("token {:?} serial {} {}", t.label, t.serial, initialized_note(t.flags))),
+            Ok(format!(
+                "token {:?} serial {} {}",
+                t.label,
+                t.serial,
+                initialized_note(t.flags)
+            )),
             general::mechanism_list(slot).ok(),
         ),
         Err(e) => (Err(format!("{e} (see the log line above)")), None),
@@ -118,7 +126,14 @@ fn field(b: &[u8]) -> String {
 
 fn module_slot(m: &ModuleSlot) -> SlotReport {
     if let Some(why) = m.disabled_reason() {
-        return (Err(format!("{:?}: vendor library {}: {why}", m.label, m.library_path())), None);
+        return (
+            Err(format!(
+                "{:?}: vendor library {}: {why}",
+                m.label,
+                m.library_path()
+            )),
+            None,
+        );
     }
     let select = match m.selector() {
         TokenSelector::Label(l) => format!("token label {l:?}"),
@@ -141,7 +156,12 @@ fn module_slot(m: &ModuleSlot) -> SlotReport {
             m.vendor_mechanisms().ok(),
         ),
         Err(e) => (
-            Err(format!("{:?}: no {select} in {} ({})", m.label, m.library_path(), rv::name(e))),
+            Err(format!(
+                "{:?}: no {select} in {} ({})",
+                m.label,
+                m.library_path(),
+                rv::name(e)
+            )),
             None,
         ),
     }

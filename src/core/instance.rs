@@ -121,6 +121,79 @@ impl Instance {
         })
     }
 
+    /// One round of `C_WaitForSlotEvent(CKF_DONT_BLOCK)` over the vendor libraries behind
+    /// module slots (hsmux's own slots never change): `Ok(Some(id))` for an event on one of
+    /// our slots, `Ok(None)` when some vendor could tell there was none, else the error.
+    pub fn poll_slot_events(&self) -> Result<Option<CK_SLOT_ID>> {
+        let modules: Vec<&Arc<ModuleSlot>> = self
+            .all_slots
+            .iter()
+            .filter_map(|(_, s)| match s {
+                SlotRef::Module(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let mut libraries: Vec<&Arc<crate::backend::module::library::Library>> = Vec::new();
+        for m in &modules {
+            if let Some(l) = m.shared_library() {
+                if !libraries.iter().any(|x| Arc::ptr_eq(x, l)) {
+                    libraries.push(l);
+                }
+            }
+        }
+        let mut supported = false;
+        for lib in libraries {
+            match lib.poll_slot_event() {
+                Ok(None) => supported = true,
+                Ok(Some(vs)) => {
+                    supported = true;
+                    let mine = modules.iter().find(|m| {
+                        m.shared_library().is_some_and(|l| Arc::ptr_eq(l, lib))
+                            && m.vendor_slot() == Ok(vs)
+                    });
+                    if let Some(m) = mine {
+                        return Ok(Some(m.id));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        if supported {
+            Ok(None)
+        } else {
+            Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+        }
+    }
+
+    /// A blocking `C_WaitForSlotEvent`: the one vendor library behind the module slots
+    /// waits (its own answer, e.g. SoftHSM's CKR_FUNCTION_NOT_SUPPORTED); hsmux cannot
+    /// block on several libraries at once, nor on its own fixed slots.
+    pub fn wait_slot_event(&self) -> Result<CK_SLOT_ID> {
+        let mut libraries: Vec<&Arc<crate::backend::module::library::Library>> = Vec::new();
+        for (_, s) in &self.all_slots {
+            if let SlotRef::Module(m) = s {
+                if let Some(l) = m.shared_library() {
+                    if !libraries.iter().any(|x| Arc::ptr_eq(x, l)) {
+                        libraries.push(l);
+                    }
+                }
+            }
+        }
+        let [lib] = libraries.as_slice() else {
+            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
+        };
+        loop {
+            let vs = lib.wait_slot_event().map_err(err)?;
+            let mine = self.all_slots.iter().find_map(|(id, s)| match s {
+                SlotRef::Module(m) if m.vendor_slot() == Ok(vs) => Some(*id),
+                _ => None,
+            });
+            if let Some(id) = mine {
+                return Ok(id);
+            }
+        }
+    }
+
     /// The module session behind handle `h`, if it is one.
     #[inline]
     pub fn pass_session(&self, h: CK_SESSION_HANDLE) -> Option<Arc<PassSession>> {
@@ -140,14 +213,24 @@ impl Instance {
         flags: CK_FLAGS,
         ph: *mut CK_SESSION_HANDLE,
     ) -> CK_RV {
-        match m.open_session(flags, !ph.is_null()) {
+        let rv = m.open_session(flags, !ph.is_null());
+        if ph.is_null() {
+            // The vendor saw the NULL and answered it; one that still said CKR_OK gets
+            // the spec's code (there is no handle to give).
+            return match rv {
+                Err(rv) => rv,
+                Ok(vh) => {
+                    m.close_vendor_session(vh);
+                    CKR_ARGUMENTS_BAD
+                }
+            };
+        }
+        match rv {
             Err(rv) => rv,
             Ok(vh) => {
                 let h = self.new_session_handle();
-                self.pass_sessions.insert(
-                    h,
-                    Arc::new(PassSession::new(m.clone(), vh)),
-                );
+                self.pass_sessions
+                    .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
                 *ph = h;
                 CKR_OK
             }

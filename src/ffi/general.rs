@@ -151,10 +151,20 @@ ck_fn!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULO
     api::init_token(slot, pin, label)
 });
 
-ck_fn!(C_WaitForSlotEvent(_flags: CK_FLAGS, _p_slot: *mut CK_SLOT_ID, _p_reserved: CK_VOID_PTR) {
-    instance::get()?;
-    // Slots are fixed by the configuration: no event will ever come.
-    Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+ck_fn!(C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: *mut CK_SLOT_ID, p_reserved: CK_VOID_PTR) {
+    let inst = instance::get()?;
+    if p_slot.is_null() || !p_reserved.is_null() {
+        return Err(err(CKR_ARGUMENTS_BAD));
+    }
+    // hsmux's own slots are fixed by the configuration; vendor libraries behind module
+    // slots may report token events, passed on under hsmux's slot ids.
+    let event = if flags & CKF_DONT_BLOCK != 0 {
+        inst.poll_slot_events()?.ok_or_else(|| err(CKR_NO_EVENT))?
+    } else {
+        inst.wait_slot_event()?
+    };
+    *p_slot = event;
+    Ok(())
 });
 
 ck_fn!(C_GetFunctionStatus(_h: CK_SESSION_HANDLE) {

@@ -83,7 +83,11 @@ impl Library {
             }
             return Ok(lib);
         }
-        if let Some((_, _, why)) = FAILED.lock().iter().find(|(p, e, _)| p == path && *e == epoch) {
+        if let Some((_, _, why)) = FAILED
+            .lock()
+            .iter()
+            .find(|(p, e, _)| p == path && *e == epoch)
+        {
             return Err(why.clone());
         }
         let args = match init_args {
@@ -93,7 +97,9 @@ impl Library {
             None => None,
         };
         let lib = match probe
-            .map_or(Ok(()), |timeout| probe_in_child(path, args.as_ref(), timeout))
+            .map_or(Ok(()), |timeout| {
+                probe_in_child(path, args.as_ref(), timeout)
+            })
             .and_then(|()| load(path, args.as_ref(), epoch))
         {
             Ok(mut lib) => {
@@ -107,6 +113,38 @@ impl Library {
         };
         loaded.push((path.to_path_buf(), epoch, Arc::downgrade(&lib)));
         Ok(lib)
+    }
+}
+
+impl Library {
+    /// `C_WaitForSlotEvent(CKF_DONT_BLOCK)`: the vendor slot with an event, `None` for no
+    /// event, or the vendor's error (`CKR_FUNCTION_NOT_SUPPORTED` for most).
+    pub fn poll_slot_event(&self) -> Result<Option<CK_SLOT_ID>, CK_RV> {
+        let f = self
+            .fl
+            .C_WaitForSlotEvent
+            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let mut slot: CK_SLOT_ID = 0;
+        // SAFETY: a non-blocking call with our own output variable.
+        match unsafe { f(CKF_DONT_BLOCK, &mut slot, std::ptr::null_mut()) } {
+            CKR_OK => Ok(Some(slot)),
+            CKR_NO_EVENT => Ok(None),
+            rv => Err(rv),
+        }
+    }
+
+    /// A blocking `C_WaitForSlotEvent`: the vendor slot with an event, or the vendor's error.
+    pub fn wait_slot_event(&self) -> Result<CK_SLOT_ID, CK_RV> {
+        let f = self
+            .fl
+            .C_WaitForSlotEvent
+            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let mut slot: CK_SLOT_ID = 0;
+        // SAFETY: the vendor blocks until an event or its C_Finalize.
+        match unsafe { f(0, &mut slot, std::ptr::null_mut()) } {
+            CKR_OK => Ok(slot),
+            rv => Err(rv),
+        }
     }
 }
 
@@ -213,13 +251,17 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
 /// not `waitpid`, tells the outcome: a consumer that ignores SIGCHLD (daemons do) or reaps
 /// children itself would leave `waitpid` nothing to report.
 fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Result<(), String> {
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| "library path contains a NUL byte".to_string())?;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| "library path contains a NUL byte".to_string())?;
     let sym = b"C_GetFunctionList\0";
     let mut ia = init_args_for(args);
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: plain system calls on our own descriptors and child.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        log::warn!("{}: cannot make a pipe to probe the library; loading it directly", path.display());
+        log::warn!(
+            "{}: cannot make a pipe to probe the library; loading it directly",
+            path.display()
+        );
         return Ok(());
     }
     let (rd, wr) = (fds[0], fds[1]);
@@ -230,7 +272,10 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
             libc::close(rd);
             libc::close(wr);
         }
-        log::warn!("{}: cannot fork to probe the library; loading it directly", path.display());
+        log::warn!(
+            "{}: cannot fork to probe the library; loading it directly",
+            path.display()
+        );
         return Ok(());
     }
     if pid == 0 {
@@ -248,7 +293,8 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
             if f.is_null() {
                 done(b'F');
             }
-            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV = std::mem::transmute(f);
+            let get: unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV =
+                std::mem::transmute(f);
             let mut fl: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
             if get(&mut fl) != CKR_OK || fl.is_null() {
                 done(b'F');
@@ -257,14 +303,22 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
                 Some(init) => init(&mut ia as *mut _ as CK_VOID_PTR),
                 None => CKR_FUNCTION_NOT_SUPPORTED,
             };
-            done(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { b'0' } else { b'F' });
+            done(if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED {
+                b'0'
+            } else {
+                b'F'
+            });
         }
     }
     unsafe { libc::close(wr) };
     let deadline = Instant::now() + timeout;
     let outcome = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: rd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one pollfd of ours.
         let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
         if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {

@@ -30,14 +30,22 @@ impl PassSession {
             .is_ok_and(|l| l.fl3.is_some_and(|t| t.C_MessageEncryptInit.is_some()))
     }
 
-    pub unsafe fn message_encrypt_init(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+    pub unsafe fn message_encrypt_init(
+        &self,
+        mech: *mut CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         if self.vendor_has_messages() {
             return self.vendor_message_encrypt_init(mech, key);
         }
         self.emulated_init(true, mech, key)
     }
 
-    pub unsafe fn message_decrypt_init(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+    pub unsafe fn message_decrypt_init(
+        &self,
+        mech: *mut CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         if self.vendor_has_messages() {
             return self.vendor_message_decrypt_init(mech, key);
         }
@@ -100,12 +108,21 @@ impl PassSession {
 
     /// Checks the key as an `*Init` must (through its attributes: a trial operation could
     /// not be cancelled at a 2.40 vendor) and records it.
-    unsafe fn emulated_init(&self, encrypt: bool, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+    unsafe fn emulated_init(
+        &self,
+        encrypt: bool,
+        mech: *mut CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
         if mech.is_null() {
             return CKR_ARGUMENTS_BAD;
         }
         let mut ops = self.messages.lock();
-        let slot = if encrypt { &mut ops.encrypt } else { &mut ops.decrypt };
+        let slot = if encrypt {
+            &mut ops.encrypt
+        } else {
+            &mut ops.decrypt
+        };
         if slot.is_some() {
             return CKR_OPERATION_ACTIVE;
         }
@@ -145,7 +162,10 @@ impl PassSession {
         if allowed == 0 {
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
         }
-        *slot = Some(MessageKey { key: vkey, counter: 0 });
+        *slot = Some(MessageKey {
+            key: vkey,
+            counter: 0,
+        });
         CKR_OK
     }
 
@@ -165,14 +185,22 @@ impl PassSession {
         out_len: *mut CK_ULONG,
     ) -> CK_RV {
         let mut ops = self.messages.lock();
-        let Some(op) = (if encrypt { ops.encrypt.as_mut() } else { ops.decrypt.as_mut() }) else {
+        let Some(op) = (if encrypt {
+            ops.encrypt.as_mut()
+        } else {
+            ops.decrypt.as_mut()
+        }) else {
             return CKR_OPERATION_NOT_INITIALIZED;
         };
         if p.is_null() || pn as usize != size_of::<CK_GCM_MESSAGE_PARAMS>() {
             return CKR_MECHANISM_PARAM_INVALID;
         }
         let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
-        if g.pTag.is_null() || g.ulTagBits % 8 != 0 || g.ulTagBits > 128 || (g.pIv.is_null() && g.ulIvLen > 0) {
+        if g.pTag.is_null()
+            || g.ulTagBits % 8 != 0
+            || g.ulTagBits > 128
+            || (g.pIv.is_null() && g.ulIvLen > 0)
+        {
             return CKR_MECHANISM_PARAM_INVALID;
         }
         if out_len.is_null() || (data.is_null() && n > 0) || (aad.is_null() && aad_len > 0) {
@@ -188,7 +216,11 @@ impl PassSession {
             return CKR_BUFFER_TOO_SMALL;
         }
         let tag_len = (g.ulTagBits / 8) as usize;
-        let given_iv = if g.ulIvLen == 0 { Vec::new() } else { std::slice::from_raw_parts(g.pIv, g.ulIvLen as usize).to_vec() };
+        let given_iv = if g.ulIvLen == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(g.pIv, g.ulIvLen as usize).to_vec()
+        };
         let generated = encrypt && g.ivGenerator != CKG_NO_GENERATE;
         let mut iv = if generated {
             op.counter += 1;
@@ -222,7 +254,11 @@ impl PassSession {
         let Ok(lib) = self.slot.library() else {
             return CKR_TOKEN_NOT_PRESENT;
         };
-        let input = if n == 0 { &[][..] } else { std::slice::from_raw_parts(data, n as usize) };
+        let input = if n == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(data, n as usize)
+        };
         if encrypt {
             let (Some(init), Some(run)) = (lib.fl.C_EncryptInit, lib.fl.C_Encrypt) else {
                 return CKR_FUNCTION_NOT_SUPPORTED;
@@ -233,7 +269,13 @@ impl PassSession {
             }
             let mut sealed = vec![0u8; input.len() + tag_len];
             let mut len = sealed.len() as CK_ULONG;
-            let rv = run(self.vh, input.as_ptr() as *mut _, n, sealed.as_mut_ptr(), &mut len);
+            let rv = run(
+                self.vh,
+                input.as_ptr() as *mut _,
+                n,
+                sealed.as_mut_ptr(),
+                &mut len,
+            );
             if rv != CKR_OK {
                 return rv;
             }
@@ -260,7 +302,13 @@ impl PassSession {
             sealed.extend_from_slice(std::slice::from_raw_parts(g.pTag, tag_len));
             let mut plain = zeroize::Zeroizing::new(vec![0u8; sealed.len()]);
             let mut len = plain.len() as CK_ULONG;
-            let rv = run(self.vh, sealed.as_mut_ptr(), sealed.len() as CK_ULONG, plain.as_mut_ptr(), &mut len);
+            let rv = run(
+                self.vh,
+                sealed.as_mut_ptr(),
+                sealed.len() as CK_ULONG,
+                plain.as_mut_ptr(),
+                &mut len,
+            );
             if rv != CKR_OK {
                 return rv;
             }

@@ -91,6 +91,11 @@ impl ModuleSlot {
         slot
     }
 
+    /// The shared library handle (to tell two slots of one library apart from others).
+    pub fn shared_library(&self) -> Option<&Arc<Library>> {
+        self.lib.as_ref().ok()
+    }
+
     /// The library, or `CKR_TOKEN_NOT_PRESENT` for a disabled slot.
     pub fn library(&self) -> Result<&Library, CK_RV> {
         self.lib.as_deref().map_err(|_| CKR_TOKEN_NOT_PRESENT)
@@ -168,7 +173,11 @@ impl ModuleSlot {
     /// The vendor's token info (label as the vendor has it), for `hsmux check`.
     pub fn vendor_token_info(&self) -> Result<CK_TOKEN_INFO, CK_RV> {
         let vs = self.vendor_slot()?;
-        let f = self.library()?.fl.C_GetTokenInfo.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let f = self
+            .library()?
+            .fl
+            .C_GetTokenInfo
+            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
         // SAFETY: CK_TOKEN_INFO is plain data the vendor fills.
         let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
         match unsafe { f(vs, &mut info) } {
@@ -180,7 +189,11 @@ impl ModuleSlot {
     /// The vendor's mechanism list for our token, for `hsmux check`.
     pub fn vendor_mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>, CK_RV> {
         let vs = self.vendor_slot()?;
-        let f = self.library()?.fl.C_GetMechanismList.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let f = self
+            .library()?
+            .fl
+            .C_GetMechanismList
+            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
         let mut n: CK_ULONG = 0;
         // SAFETY: the two-call list into a buffer of the size the vendor gave.
         let rv = unsafe { f(vs, std::ptr::null_mut(), &mut n) };
