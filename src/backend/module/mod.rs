@@ -7,8 +7,11 @@
 //! puts its own numbers on slots, sessions and objects (the p11-kit proxy's model, with
 //! object handles remapped too) and forwards every call, pointers and all ([`pass`]).
 
+mod encode;
 pub mod library;
 mod message;
+pub mod token;
+mod worker;
 pub mod params;
 pub mod pass;
 
@@ -229,7 +232,7 @@ impl ModuleSlot {
 }
 
 /// Walks the vendor's slots with a token and returns the one the selector names.
-fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV> {
+pub(crate) fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV> {
     let get_list = lib.fl.C_GetSlotList.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
     let get_info = lib.fl.C_GetTokenInfo.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
     let present = !matches!(select, TokenSelector::Slot(_));
