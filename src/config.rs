@@ -46,11 +46,31 @@ struct RawConfig {
 struct RawSlot {
     id: Option<u64>,
     label: String,
-    backend: toml::Spanned<String>,
+    /// Absent for a replica group (the backends are the replicas').
+    backend: Option<toml::Spanned<String>>,
     path: Option<PathBuf>,
     kdf_iterations: Option<u32>,
     user_pin: Option<PinCheck>,
     // backend = "module"
+    library: Option<toml::Spanned<PathBuf>>,
+    token: Option<String>,
+    serial: Option<String>,
+    slot: Option<u64>,
+    pin: Option<Secret>,
+    init_args: Option<String>,
+    probe_init: Option<bool>,
+    timeout_ms: Option<u64>,
+    // a replica group
+    policy: Option<toml::Spanned<String>>,
+    replica: Option<Vec<toml::Spanned<RawReplica>>>,
+}
+
+/// One `[[slot.replica]]`: a name and a backend's keys (module only, for now).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    name: String,
+    backend: toml::Spanned<String>,
     library: Option<toml::Spanned<PathBuf>>,
     token: Option<String>,
     serial: Option<String>,
@@ -133,6 +153,28 @@ pub enum BackendConfig {
     },
     /// A vendor PKCS#11 library, its token presented as this slot.
     Module(ModuleConfig),
+    /// Several replicas of the same keys behind one slot (`crate::replica`).
+    Replicas {
+        policy: Policy,
+        replicas: Vec<ReplicaConfig>,
+    },
+}
+
+/// How a replica group uses its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// One active replica, the first healthy one in file order.
+    Failover,
+    /// New sessions and single-part operations spread over the healthy replicas.
+    Balance,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub name: String,
+    /// The user PIN for this replica (`pin`), when the module config does not give one
+    /// the consumer's is used.
+    pub module: ModuleConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +245,97 @@ pub fn default_soft_path() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".local/share/hsmux/soft"),
         None => std::env::temp_dir().join("hsmux/soft"),
     }
+}
+
+fn check_user_pin(s: &RawSlot, at: &dyn Fn(usize) -> String, line: usize) -> Result<(), ConfigError> {
+    if let Some(p) = &s.user_pin {
+        if hex::decode(&p.sha256).map(|v| v.len()) != Ok(32) {
+            return Err(ConfigError(format!(
+                "{}: key `user_pin.sha256` must be 64 hex digits",
+                at(line)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A slot with `[[slot.replica]]` entries: the policy and each replica's backend.
+fn replica_group(
+    s: &RawSlot,
+    replicas: &[toml::Spanned<RawReplica>],
+    at: &dyn Fn(usize) -> String,
+    line: usize,
+    line_of: &dyn Fn(usize) -> usize,
+    origin: &str,
+) -> Result<BackendConfig, ConfigError> {
+    let own_keys = s.backend.is_some()
+        || s.library.is_some()
+        || s.token.is_some()
+        || s.serial.is_some()
+        || s.slot.is_some()
+        || s.pin.is_some()
+        || s.path.is_some();
+    if own_keys {
+        return Err(ConfigError(format!(
+            "{}: a slot with [[slot.replica]] entries takes `backend` and its keys in each replica, not in the slot",
+            at(line)
+        )));
+    }
+    let policy = match s.policy.as_ref().map(|p| (p.get_ref().as_str(), p.span().start)) {
+        None | Some(("failover", _)) => Policy::Failover,
+        Some(("balance", _)) => Policy::Balance,
+        Some((other, pos)) => {
+            return Err(ConfigError(format!(
+                "{}: key `policy`: {other:?} is not \"failover\" or \"balance\"",
+                at(line_of(pos))
+            )))
+        }
+    };
+    if replicas.is_empty() {
+        return Err(ConfigError(format!("{}: [[slot.replica]] is empty", at(line))));
+    }
+    let mut out: Vec<ReplicaConfig> = Vec::new();
+    for r in replicas {
+        let rline = line_of(r.span().start);
+        let r = r.get_ref();
+        let rat = |l: usize| format!("{origin}: line {l}: [[slot.replica]] {:?} of slot {:?}", r.name, s.label);
+        if r.name.is_empty() || out.iter().any(|o| o.name == r.name) {
+            return Err(ConfigError(format!("{}: key `name` must be given and unique in the slot", rat(rline))));
+        }
+        if r.backend.get_ref() != "module" {
+            return Err(ConfigError(format!(
+                "{}: key `backend`: {:?} cannot be a replica in this build (module can)",
+                rat(line_of(r.backend.span().start)),
+                r.backend.get_ref()
+            )));
+        }
+        let as_slot = RawSlot {
+            id: None,
+            label: r.name.clone(),
+            backend: Some(r.backend.clone()),
+            path: None,
+            kdf_iterations: None,
+            user_pin: None,
+            library: r.library.clone(),
+            token: r.token.clone(),
+            serial: r.serial.clone(),
+            slot: r.slot,
+            pin: r.pin.clone(),
+            init_args: r.init_args.clone(),
+            probe_init: r.probe_init,
+            timeout_ms: r.timeout_ms,
+            policy: None,
+            replica: None,
+        };
+        out.push(ReplicaConfig {
+            name: r.name.clone(),
+            module: module_config(&as_slot, &rat, rline, line_of)?,
+        });
+    }
+    Ok(BackendConfig::Replicas {
+        policy,
+        replicas: out,
+    })
 }
 
 /// The keys of a `backend = "module"` slot, checked with the line of the offending key.
@@ -293,7 +426,31 @@ impl Config {
             let line = line_of(spanned.span().start);
             let s = spanned.into_inner();
             let at = |l: usize| format!("{origin}: line {l}: [[slot]] {:?}", s.label);
-            let backend_line = line_of(s.backend.span().start);
+            if let Some(replicas) = &s.replica {
+                let backend = replica_group(&s, replicas, &at, line, &line_of, origin)?;
+                check_user_pin(&s, &at, line)?;
+                slots.push(SlotConfig {
+                    id: s.id,
+                    label: s.label,
+                    backend,
+                    user_pin: s.user_pin,
+                    line,
+                });
+                continue;
+            }
+            if let Some(p) = &s.policy {
+                return Err(ConfigError(format!(
+                    "{}: key `policy` needs [[slot.replica]] entries",
+                    at(line_of(p.span().start))
+                )));
+            }
+            let Some(backend_key) = &s.backend else {
+                return Err(ConfigError(format!(
+                    "{}: key `backend` is missing (or give [[slot.replica]] entries)",
+                    at(line)
+                )));
+            };
+            let backend_line = line_of(backend_key.span().start);
             let module_keys = s.library.is_some()
                 || s.token.is_some()
                 || s.serial.is_some()
@@ -301,13 +458,13 @@ impl Config {
                 || s.pin.is_some()
                 || s.init_args.is_some()
                 || s.probe_init.is_some();
-            if s.backend.get_ref() == "soft" && module_keys {
+            if backend_key.get_ref() == "soft" && module_keys {
                 return Err(ConfigError(format!(
                     "{}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"",
                     at(line)
                 )));
             }
-            let backend = match s.backend.get_ref().as_str() {
+            let backend = match backend_key.get_ref().as_str() {
                 "soft" => BackendConfig::Soft {
                     path: s.path.clone().ok_or_else(|| {
                         ConfigError(format!(
@@ -325,14 +482,7 @@ impl Config {
                     )))
                 }
             };
-            if let Some(p) = &s.user_pin {
-                if hex::decode(&p.sha256).map(|v| v.len()) != Ok(32) {
-                    return Err(ConfigError(format!(
-                        "{}: key `user_pin.sha256` must be 64 hex digits",
-                        at(line)
-                    )));
-                }
-            }
+            check_user_pin(&s, &at, line)?;
             slots.push(SlotConfig {
                 id: s.id,
                 label: s.label,
@@ -413,7 +563,7 @@ impl Config {
                 return Err(ConfigError(format!("{at}: label is used twice")));
             }
             match &s.backend {
-                BackendConfig::Module(_) => {}
+                BackendConfig::Module(_) | BackendConfig::Replicas { .. } => {}
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,

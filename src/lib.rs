@@ -9,5 +9,6 @@ pub mod config;
 pub mod core;
 pub mod ffi;
 pub mod logging;
+pub mod replica;
 
 pub use crate::core::error::{Error, Result};

@@ -78,6 +78,9 @@ impl Instance {
                     path,
                     kdf_iterations,
                 } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
+                BackendConfig::Replicas { policy, replicas } => {
+                    Arc::new(crate::replica::ReplicaGroup::new(&s.label, *policy, replicas))
+                }
                 BackendConfig::Module(m) => {
                     let slot = ModuleSlot::new(
                         id,

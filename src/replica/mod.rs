@@ -1,0 +1,819 @@
+//! Replica groups: one slot, several key stores holding the same keys (`[[slot.replica]]`).
+//! The group is a [`Token`] to the core, so sessions, login state, handles and operation
+//! state stay the core's; behind it every call goes to a healthy replica, and a
+//! device-class failure moves it to the next one: the session is opened there, logged in
+//! with that replica's PIN, the key found again by identity (`CKA_CLASS` + `CKA_ID`, else
+//! `CKA_LABEL`), the `*Init` replayed and a single-part operation retried (`ops.rs`).
+//!
+//! Replicas are any `Token` (vendor modules now, remote services later); health and
+//! probing are in `health.rs`, the background prober in `prober.rs`.
+
+mod health;
+mod ops;
+mod prober;
+
+use crate::backend::module::token::ModuleToken;
+use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::config::{Policy, ReplicaConfig, Secret};
+use crate::core::attr::{Attr, AttrValue};
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::op::{Cipher, Signer, Verifier};
+use cryptoki_sys::*;
+use dashmap::DashMap;
+pub use health::State;
+use health::{Change, Health};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use zeroize::Zeroizing;
+
+/// A return value that says the replica, not the request, failed (shared/DESIGN.md).
+pub fn device_class(rv: CK_RV) -> bool {
+    matches!(
+        rv,
+        CKR_DEVICE_ERROR
+            | CKR_DEVICE_REMOVED
+            | CKR_DEVICE_MEMORY
+            | CKR_TOKEN_NOT_PRESENT
+            | CKR_TOKEN_NOT_RECOGNIZED
+            | CKR_SESSION_HANDLE_INVALID
+            | CKR_SESSION_CLOSED
+            | CKR_CRYPTOKI_NOT_INITIALIZED
+    )
+}
+
+/// What identifies "the same key" on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Identity {
+    class: CK_OBJECT_CLASS,
+    /// `CKA_ID` when the object has a non-empty one, else `CKA_LABEL`.
+    by_id: bool,
+    key: Vec<u8>,
+}
+
+pub struct Replica {
+    pub name: String,
+    token: Box<dyn Token>,
+    pin: Option<Secret>,
+    health: Mutex<Health>,
+    /// Fast copy of `health.usable()`.
+    up: AtomicBool,
+    /// group object id -> this replica's object id, and back.
+    ids: DashMap<ObjectId, ObjectId>,
+    rev: DashMap<ObjectId, ObjectId>,
+    /// hsmux sessions opened on this replica.
+    opened: DashMap<CK_SESSION_HANDLE, bool>,
+    logged_in: AtomicBool,
+}
+
+impl Replica {
+    pub fn state(&self) -> (State, String, Instant) {
+        let h = self.health.lock();
+        (h.state, h.cause.clone(), h.since)
+    }
+}
+
+/// The consumer's login on the slot, kept to log in on replicas that come (back) later.
+struct LoginState {
+    who: Login,
+    /// The consumer's PIN, for replicas without a `pin` of their own.
+    pin: Zeroizing<Vec<u8>>,
+}
+
+pub(crate) struct Group {
+    pub slot: String,
+    policy: Policy,
+    pub replicas: Vec<Replica>,
+    ids: DashMap<ObjectId, Identity>,
+    by_identity: DashMap<Identity, ObjectId>,
+    next_id: AtomicU64,
+    /// Sessions: whether read/write.
+    sessions: DashMap<CK_SESSION_HANDLE, bool>,
+    login: Mutex<Option<LoginState>>,
+    rr: AtomicUsize,
+    /// The last token info and mechanism list seen, for when no replica answers.
+    last_info: Mutex<Option<TokenInfo>>,
+    mechs: Mutex<Option<Vec<CK_MECHANISM_TYPE>>>,
+    stop: AtomicBool,
+}
+
+pub struct ReplicaGroup {
+    g: Arc<Group>,
+    prober: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Did the call find the object on that replica?
+enum Found<T> {
+    Yes(T),
+    NotHere,
+}
+
+impl ReplicaGroup {
+    pub fn new(slot: &str, policy: Policy, replicas: &[ReplicaConfig]) -> ReplicaGroup {
+        let replicas = replicas
+            .iter()
+            .map(|r| {
+                let token = ModuleToken::new(&format!("{slot}/{}", r.name), &r.module);
+                let mut health = Health::new();
+                if let Some(why) = token.load_error() {
+                    health.failed(&format!("vendor library: {why}"));
+                }
+                let up = health.usable();
+                Replica {
+                    name: r.name.clone(),
+                    token: Box::new(token),
+                    pin: r.module.pin.clone(),
+                    health: Mutex::new(health),
+                    up: AtomicBool::new(up),
+                    ids: DashMap::new(),
+                    rev: DashMap::new(),
+                    opened: DashMap::new(),
+                    logged_in: AtomicBool::new(false),
+                }
+            })
+            .collect();
+        let g = Arc::new(Group {
+            slot: slot.to_string(),
+            policy,
+            replicas,
+            ids: DashMap::new(),
+            by_identity: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            sessions: DashMap::new(),
+            login: Mutex::new(None),
+            rr: AtomicUsize::new(0),
+            last_info: Mutex::new(None),
+            mechs: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let prober = prober::start(g.clone());
+        ReplicaGroup {
+            g,
+            prober: Mutex::new(prober),
+        }
+    }
+
+    pub fn replicas(&self) -> &[Replica] {
+        &self.g.replicas
+    }
+
+    /// For `hsmux check`: each replica's state and the identities of the keys it holds
+    /// (as seen with its configured PIN, else public objects only).
+    pub fn inventory(&self) -> Vec<(String, State, String, Result<Vec<String>>)> {
+        let ctx = Ctx {
+            session: u64::MAX - 1,
+            rw: false,
+            login: Login::Public,
+        };
+        self.g
+            .replicas
+            .iter()
+            .map(|r| {
+                let keys = (|| {
+                    r.token.token_info()?;
+                    if let Some(p) = &r.pin {
+                        let pin = p.resolve().map_err(|e| Error::general(e))?;
+                        r.token.login(Login::User, &pin)?;
+                    }
+                    let ids = r.token.find_objects(&ctx, &[])?;
+                    let mut names = Vec::new();
+                    for id in ids {
+                        if let Ok(ident) = read_identity(&*r.token, &ctx, id) {
+                            if ident.class != CKO_DATA {
+                                names.push(describe(&ident));
+                            }
+                        }
+                    }
+                    r.token.close_session(ctx.session);
+                    r.token.logout();
+                    names.sort();
+                    names.dedup();
+                    Ok(names)
+                })();
+                let (state, cause, _) = r.state();
+                (r.name.clone(), state, cause, keys)
+            })
+            .collect()
+    }
+}
+
+impl Drop for ReplicaGroup {
+    fn drop(&mut self) {
+        self.g.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.prober.lock().take() {
+            h.thread().unpark();
+            if let Err(p) = h.join() {
+                log::error!("slot {}: the health prober panicked: {p:?}", self.g.slot);
+            }
+        }
+    }
+}
+
+fn describe(i: &Identity) -> String {
+    let class = match i.class {
+        CKO_PRIVATE_KEY => "private",
+        CKO_PUBLIC_KEY => "public",
+        CKO_SECRET_KEY => "secret",
+        CKO_CERTIFICATE => "certificate",
+        _ => "object",
+    };
+    if i.by_id {
+        format!("{class} id={}", hex::encode(&i.key))
+    } else {
+        format!("{class} label={}", String::from_utf8_lossy(&i.key))
+    }
+}
+
+fn read_identity(t: &dyn Token, ctx: &Ctx, id: ObjectId) -> Result<Identity> {
+    let v = t.get_attributes(ctx, id, &[CKA_CLASS, CKA_ID, CKA_LABEL])?;
+    let val = |i: usize| match &v[i] {
+        AttrValue::Value(b) => b.clone(),
+        _ => Vec::new(),
+    };
+    let class = crate::core::attr::parse_ulong(&val(0)).unwrap_or(CK_UNAVAILABLE_INFORMATION);
+    let (cid, label) = (val(1), val(2));
+    Ok(if !cid.is_empty() {
+        Identity { class, by_id: true, key: cid }
+    } else {
+        Identity { class, by_id: false, key: label }
+    })
+}
+
+impl Group {
+    fn sha(pin: &[u8]) -> Vec<u8> {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin).as_ref().to_vec()
+    }
+
+    /// Records a device-class failure of replica `i`.
+    fn mark_down(&self, i: usize, cause: &str) {
+        let r = &self.replicas[i];
+        let change = r.health.lock().failed(cause);
+        r.up.store(false, Ordering::SeqCst);
+        r.logged_in.store(false, Ordering::SeqCst);
+        if change == Change::WentDown {
+            log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
+        }
+    }
+
+    fn note_ok(&self, i: usize) {
+        let r = &self.replicas[i];
+        if !r.up.load(Ordering::Relaxed) || r.health.lock().state != State::Healthy {
+            let change = r.health.lock().call_ok();
+            self.log_change(i, change);
+        }
+    }
+
+    fn log_change(&self, i: usize, change: Change) {
+        let r = &self.replicas[i];
+        match change {
+            Change::Readmitted => {
+                r.up.store(true, Ordering::SeqCst);
+                log::warn!("slot {}: replica {} healthy again (re-admitted)", self.slot, r.name);
+            }
+            Change::Degraded => {
+                r.up.store(true, Ordering::SeqCst);
+                log::info!("slot {}: replica {} answers again (degraded until it passes its probes)", self.slot, r.name);
+            }
+            _ => {}
+        }
+    }
+
+    /// The replicas in the order a call tries them: file order for "failover" (so that a
+    /// re-admitted preferred replica takes over again), rotating for "balance".
+    fn order(&self, rotate: bool) -> Vec<usize> {
+        let n = self.replicas.len();
+        let start = if rotate && self.policy == Policy::Balance {
+            self.rr.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
+        (0..n).map(|k| (start + k) % n).collect()
+    }
+
+    /// Probes replica `i` now (probe-before-reuse): usable afterwards?
+    fn probe(&self, i: usize) -> bool {
+        let r = &self.replicas[i];
+        if r.health.lock().bad_pin.is_some() && !self.pin_changed(i) {
+            return false;
+        }
+        match r.token.token_info() {
+            Ok(_) => {
+                let change = r.health.lock().probe_ok();
+                self.log_change(i, change);
+                r.up.load(Ordering::SeqCst) || {
+                    // Degraded replicas are usable; probe_ok set `up` through log_change
+                    // only on a state change.
+                    let usable = r.health.lock().usable();
+                    r.up.store(usable, Ordering::SeqCst);
+                    usable
+                }
+            }
+            Err(e) => {
+                r.health.lock().failed(&format!("probe: {e}"));
+                false
+            }
+        }
+    }
+
+    fn pin_changed(&self, i: usize) -> bool {
+        let r = &self.replicas[i];
+        let Some(p) = &r.pin else { return false };
+        let Ok(pin) = p.resolve() else { return false };
+        let bad = r.health.lock().bad_pin.clone();
+        if bad.as_deref() != Some(&Self::sha(&pin)[..]) {
+            r.health.lock().bad_pin = None;
+            log::info!("slot {}: replica {}: its configured PIN changed; trying it", self.slot, r.name);
+            return true;
+        }
+        false
+    }
+
+    /// Logs replica `i` in as the user when the slot is logged in and it is not.
+    fn ensure_login(&self, i: usize) -> Result<()> {
+        let r = &self.replicas[i];
+        if r.logged_in.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let login = self.login.lock();
+        let Some(l) = login.as_ref() else { return Ok(()) };
+        if l.who != Login::User {
+            return Ok(());
+        }
+        let pin = match &r.pin {
+            Some(p) => p.resolve().map_err(|e| {
+                log::error!("slot {}: replica {}: its pin: {e}", self.slot, r.name);
+                err(CKR_DEVICE_ERROR)
+            })?,
+            None => l.pin.clone(),
+        };
+        drop(login);
+        if let Some(bad) = r.health.lock().bad_pin.as_ref() {
+            if *bad == Self::sha(&pin) {
+                return Err(err(CKR_DEVICE_ERROR));
+            }
+        }
+        match r.token.login(Login::User, &pin) {
+            Ok(()) => {
+                r.logged_in.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) if matches!(e.rv(), CKR_PIN_INCORRECT | CKR_PIN_LOCKED | CKR_PIN_EXPIRED) && r.pin.is_some() => {
+                r.health.lock().bad_pin = Some(Self::sha(&pin));
+                self.mark_down(i, &format!("its configured PIN is refused ({e}); not tried again until it changes"));
+                log::error!(
+                    "slot {}: replica {}: C_Login with its configured pin answered {e}: the replica is down and the PIN is not retried (it would lock the token) until the configured pin changes",
+                    self.slot,
+                    r.name
+                );
+                Err(err(CKR_DEVICE_ERROR))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `f` on the first replica (in `order`) that is usable and can serve it; a
+    /// device-class failure marks that replica down and moves on; when none is usable the
+    /// down ones are probed and the first that answers serves (probe-before-reuse).
+    fn on_replica<T>(
+        &self,
+        what: &str,
+        order: &[usize],
+        mut f: impl FnMut(usize, &Replica) -> Result<Found<T>>,
+    ) -> Result<T> {
+        let mut failed_from: Option<(usize, String)> = None;
+        let mut not_here = false;
+        for pass in 0..2 {
+            for &i in order {
+                let r = &self.replicas[i];
+                let usable = r.up.load(Ordering::SeqCst);
+                if pass == 0 && !usable {
+                    continue;
+                }
+                if pass == 1 && (usable || !self.probe(i)) {
+                    continue;
+                }
+                let attempt = self.ensure_login(i).and_then(|()| f(i, r));
+                match attempt {
+                    Ok(Found::Yes(v)) => {
+                        self.note_ok(i);
+                        if let Some((from, cause)) = failed_from {
+                            log::warn!(
+                                "slot {}: failover from {} to {} ({what}: {cause})",
+                                self.slot,
+                                self.replicas[from].name,
+                                r.name
+                            );
+                        }
+                        return Ok(v);
+                    }
+                    Ok(Found::NotHere) => not_here = true,
+                    Err(e) if device_class(e.rv()) => {
+                        self.mark_down(i, &format!("{what}: {e}"));
+                        failed_from.get_or_insert((i, e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if not_here && failed_from.is_none() {
+            return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        }
+        log::error!("slot {}: {what}: no replica could serve it", self.slot);
+        Err(err(CKR_DEVICE_ERROR))
+    }
+
+    /// The group id of replica `i`'s object `child`, registering its identity.
+    fn gid_for(&self, i: usize, ctx: &Ctx, child: ObjectId) -> Result<ObjectId> {
+        let r = &self.replicas[i];
+        if let Some(g) = r.rev.get(&child) {
+            return Ok(*g);
+        }
+        let ident = read_identity(&*r.token, ctx, child)?;
+        let gid = *self
+            .by_identity
+            .entry(ident.clone())
+            .or_insert_with(|| {
+                let g = self.next_id.fetch_add(1, Ordering::Relaxed);
+                self.ids.insert(g, ident);
+                g
+            });
+        r.ids.insert(gid, child);
+        r.rev.insert(child, gid);
+        Ok(gid)
+    }
+
+    /// Replica `i`'s object for group id `gid`: cached, else found by identity.
+    fn child_id(&self, i: usize, ctx: &Ctx, gid: ObjectId) -> Result<Option<ObjectId>> {
+        let r = &self.replicas[i];
+        if let Some(c) = r.ids.get(&gid) {
+            return Ok(Some(*c));
+        }
+        let Some(ident) = self.ids.get(&gid).map(|v| v.clone()) else {
+            return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        };
+        let t = [
+            Attr::ulong(CKA_CLASS, ident.class),
+            Attr::new(if ident.by_id { CKA_ID } else { CKA_LABEL }, ident.key.clone()),
+        ];
+        let found = r.token.find_objects(ctx, &t)?;
+        // An object with a label but no CKA_ID must not match one that has an id.
+        for c in found {
+            if read_identity(&*r.token, ctx, c)? == ident {
+                r.ids.insert(gid, c);
+                r.rev.insert(c, gid);
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets replica `i`'s id for `gid` (the vendor no longer knows it).
+    fn forget_child(&self, i: usize, gid: ObjectId) {
+        let r = &self.replicas[i];
+        if let Some((_, c)) = r.ids.remove(&gid) {
+            r.rev.remove(&c);
+        }
+    }
+
+    /// `mech` with an object handle parameter translated for replica `i`.
+    fn mech_for(&self, i: usize, ctx: &Ctx, mech: &Mechanism) -> Result<Mechanism> {
+        match mech.param {
+            MechParam::Key(g) => match self.child_id(i, ctx, g)? {
+                Some(c) => Ok(Mechanism::with(mech.mech, MechParam::Key(c))),
+                None => Err(err(CKR_MECHANISM_PARAM_INVALID)),
+            },
+            _ => Ok(mech.clone()),
+        }
+    }
+
+    /// Runs `f` with replica `i`'s id of `gid`; `NotHere` when the replica lacks it, and a
+    /// stale id (the vendor restarted) is looked up once more.
+    fn with_object<T>(
+        &self,
+        i: usize,
+        ctx: &Ctx,
+        gid: ObjectId,
+        mut f: impl FnMut(ObjectId) -> Result<T>,
+    ) -> Result<Found<T>> {
+        for attempt in 0..2 {
+            let Some(c) = self.child_id(i, ctx, gid)? else {
+                return Ok(Found::NotHere);
+            };
+            match f(c) {
+                Err(e) if attempt == 0 && matches!(e.rv(), CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID) => {
+                    self.forget_child(i, gid);
+                }
+                r => return r.map(Found::Yes),
+            }
+        }
+        Ok(Found::NotHere)
+    }
+}
+
+impl Token for ReplicaGroup {
+    fn slot_description(&self) -> String {
+        let names: Vec<&str> = self.g.replicas.iter().map(|r| r.name.as_str()).collect();
+        format!("hsmux replica group {} ({})", self.g.slot, names.join(", "))
+    }
+
+    fn token_info(&self) -> Result<TokenInfo> {
+        let g = &self.g;
+        let got = g.on_replica("C_GetTokenInfo", &g.order(false), |_, r| r.token.token_info().map(Found::Yes));
+        let mut info = match got {
+            Ok(i) => {
+                *g.last_info.lock() = Some(i.clone());
+                i
+            }
+            // No replica answers: the last info seen, so that consumers that list tokens
+            // at start-up (OpenBao) find the slot; calls fail until a replica is back.
+            Err(_) => g.last_info.lock().clone().unwrap_or(TokenInfo {
+                manufacturer: "hsmux".into(),
+                model: "replica group".into(),
+                flags: CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED,
+                max_pin_len: 255,
+                min_pin_len: 4,
+                total_public_memory: CK_UNAVAILABLE_INFORMATION,
+                free_public_memory: CK_UNAVAILABLE_INFORMATION,
+                total_private_memory: CK_UNAVAILABLE_INFORMATION,
+                free_private_memory: CK_UNAVAILABLE_INFORMATION,
+                ..Default::default()
+            }),
+        };
+        info.label = g.slot.clone();
+        Ok(info)
+    }
+
+    fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        let g = &self.g;
+        if let Some(m) = g.mechs.lock().clone() {
+            return m;
+        }
+        match g.on_replica("C_GetMechanismList", &g.order(false), |_, r| {
+            let m = r.token.mechanisms();
+            Ok(if m.is_empty() { Found::NotHere } else { Found::Yes(m) })
+        }) {
+            Ok(m) => {
+                *g.mechs.lock() = Some(m.clone());
+                m
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn mechanism_info(&self, mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        let g = &self.g;
+        g.on_replica("C_GetMechanismInfo", &g.order(false), |_, r| r.token.mechanism_info(mech).map(Found::Yes))
+    }
+
+    fn open_session(&self, session: CK_SESSION_HANDLE, rw: bool) -> Result<()> {
+        let g = &self.g;
+        g.sessions.insert(session, rw);
+        let r = g.on_replica("C_OpenSession", &g.order(true), |_, r| {
+            r.token.open_session(session, rw)?;
+            r.opened.insert(session, rw);
+            Ok(Found::Yes(()))
+        });
+        if r.is_err() {
+            g.sessions.remove(&session);
+        }
+        r
+    }
+
+    fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
+        let g = &self.g;
+        g.sessions.remove(&session);
+        for r in &g.replicas {
+            if r.opened.remove(&session).is_some() {
+                r.token.close_session(session);
+            }
+        }
+        Vec::new()
+    }
+
+    fn login(&self, who: Login, pin: &[u8]) -> Result<()> {
+        let g = &self.g;
+        if who == Login::So {
+            // The SO works on one replica at a time: the first that answers.
+            return g.on_replica("C_Login(SO)", &g.order(false), |_, r| r.token.login(Login::So, pin).map(Found::Yes));
+        }
+        *g.login.lock() = Some(LoginState {
+            who,
+            pin: Zeroizing::new(pin.to_vec()),
+        });
+        let mut consumer_pin_refused = None;
+        let mut any = false;
+        for i in g.order(false) {
+            let r = &g.replicas[i];
+            if !r.up.load(Ordering::SeqCst) && !g.probe(i) {
+                continue;
+            }
+            match g.ensure_login(i) {
+                Ok(()) => any = true,
+                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_Login: {e}")),
+                Err(e) => consumer_pin_refused = Some(e),
+            }
+        }
+        if any {
+            return Ok(());
+        }
+        *g.login.lock() = None;
+        Err(consumer_pin_refused.unwrap_or_else(|| err(CKR_DEVICE_ERROR)))
+    }
+
+    fn logout(&self) {
+        let g = &self.g;
+        *g.login.lock() = None;
+        for r in &g.replicas {
+            if r.logged_in.swap(false, Ordering::SeqCst) {
+                r.token.logout();
+            }
+        }
+    }
+
+    fn find_objects(&self, ctx: &Ctx, template: &[Attr]) -> Result<Vec<ObjectId>> {
+        let g = &self.g;
+        // Every usable replica is asked, so that a key present on one replica only (in the
+        // middle of a key rotation) is found too; the same key on several is one object.
+        let mut out: Vec<ObjectId> = Vec::new();
+        let mut answered = false;
+        for i in g.order(false) {
+            let r = &g.replicas[i];
+            if !r.up.load(Ordering::SeqCst) {
+                continue;
+            }
+            let ids = g.ensure_login(i).and_then(|()| r.token.find_objects(ctx, template));
+            match ids {
+                Ok(ids) => {
+                    answered = true;
+                    g.note_ok(i);
+                    for c in ids {
+                        let gid = g.gid_for(i, ctx, c)?;
+                        if !out.contains(&gid) {
+                            out.push(gid);
+                        }
+                    }
+                }
+                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_FindObjects: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        if answered {
+            return Ok(out);
+        }
+        // None was usable: probe-before-reuse on one.
+        g.on_replica("C_FindObjects", &g.order(false), |i, r| {
+            let ids = r.token.find_objects(ctx, template)?;
+            ids.into_iter().map(|c| g.gid_for(i, ctx, c)).collect::<Result<Vec<_>>>().map(Found::Yes)
+        })
+    }
+
+    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+        let g = &self.g;
+        g.on_replica("C_GetAttributeValue", &g.order(false), |i, r| {
+            g.with_object(i, ctx, obj, |c| r.token.get_attributes(ctx, c, types))
+        })
+    }
+
+    fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, template: &[Attr]) -> Result<()> {
+        let g = &self.g;
+        // On every usable replica that has the object, so that they stay alike.
+        let mut done = false;
+        for i in g.order(false) {
+            let r = &g.replicas[i];
+            if !r.up.load(Ordering::SeqCst) {
+                continue;
+            }
+            match g.ensure_login(i).and_then(|()| g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))) {
+                Ok(Found::Yes(())) => done = true,
+                Ok(Found::NotHere) => {}
+                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_SetAttributeValue: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(err(CKR_OBJECT_HANDLE_INVALID))
+        }
+    }
+
+    fn create_object(&self, ctx: &Ctx, template: &[Attr]) -> Result<ObjectId> {
+        let g = &self.g;
+        g.on_replica("C_CreateObject", &g.order(false), |i, r| {
+            let c = r.token.create_object(ctx, template)?;
+            log::info!("slot {}: object created on replica {} only", g.slot, r.name);
+            g.gid_for(i, ctx, c).map(Found::Yes)
+        })
+    }
+
+    fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
+        let g = &self.g;
+        let mut done = false;
+        for i in g.order(false) {
+            let r = &g.replicas[i];
+            if !r.up.load(Ordering::SeqCst) {
+                if r.ids.contains_key(&obj) {
+                    log::warn!("slot {}: replica {} is down: the object stays there", g.slot, r.name);
+                }
+                continue;
+            }
+            match g.ensure_login(i).and_then(|()| g.with_object(i, ctx, obj, |c| r.token.destroy_object(ctx, c))) {
+                Ok(Found::Yes(())) => {
+                    done = true;
+                    g.forget_child(i, obj);
+                }
+                Ok(Found::NotHere) => {}
+                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_DestroyObject: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(err(CKR_OBJECT_HANDLE_INVALID))
+        }
+    }
+
+    fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, true).map(|c| Box::new(c) as Box<dyn Cipher>)
+    }
+
+    fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, false).map(|c| Box::new(c) as Box<dyn Cipher>)
+    }
+
+    fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
+        ops::GroupSigner::start(self.g.clone(), ctx, mech, Some(key)).map(|s| Box::new(s) as Box<dyn Signer>)
+    }
+
+    fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
+        ops::GroupVerifier::start(self.g.clone(), ctx, mech, key).map(|v| Box::new(v) as Box<dyn Verifier>)
+    }
+
+    fn digest_init(&self, ctx: &Ctx, mech: &Mechanism) -> Result<Box<dyn Signer>> {
+        ops::GroupSigner::start(self.g.clone(), ctx, mech, None).map(|s| Box::new(s) as Box<dyn Signer>)
+    }
+
+    fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, template: &[Attr]) -> Result<ObjectId> {
+        let g = &self.g;
+        g.on_replica("C_GenerateKey", &g.order(false), |i, r| {
+            let c = r.token.generate_key(ctx, mech, template)?;
+            log::warn!("slot {}: key generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
+            g.gid_for(i, ctx, c).map(Found::Yes)
+        })
+    }
+
+    fn generate_key_pair(&self, ctx: &Ctx, mech: &Mechanism, public: &[Attr], private: &[Attr]) -> Result<(ObjectId, ObjectId)> {
+        let g = &self.g;
+        g.on_replica("C_GenerateKeyPair", &g.order(false), |i, r| {
+            let (p, s) = r.token.generate_key_pair(ctx, mech, public, private)?;
+            log::warn!("slot {}: key pair generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
+            Ok(Found::Yes((g.gid_for(i, ctx, p)?, g.gid_for(i, ctx, s)?)))
+        })
+    }
+
+    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+        let g = &self.g;
+        g.on_replica("C_WrapKey", &g.order(true), |i, r| {
+            let m = g.mech_for(i, ctx, mech)?;
+            let Some(k) = g.child_id(i, ctx, key)? else { return Ok(Found::NotHere) };
+            g.with_object(i, ctx, wrapping, |w| r.token.wrap_key(ctx, &m, w, k))
+        })
+    }
+
+    fn unwrap_key(&self, ctx: &Ctx, mech: &Mechanism, unwrapping: ObjectId, wrapped: &[u8], template: &[Attr]) -> Result<ObjectId> {
+        let g = &self.g;
+        g.on_replica("C_UnwrapKey", &g.order(false), |i, r| {
+            let m = g.mech_for(i, ctx, mech)?;
+            match g.with_object(i, ctx, unwrapping, |u| r.token.unwrap_key(ctx, &m, u, wrapped, template))? {
+                Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),
+                Found::NotHere => Ok(Found::NotHere),
+            }
+        })
+    }
+
+    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, template: &[Attr]) -> Result<ObjectId> {
+        let g = &self.g;
+        g.on_replica("C_DeriveKey", &g.order(false), |i, r| {
+            let m = g.mech_for(i, ctx, mech)?;
+            match g.with_object(i, ctx, base, |b| r.token.derive_key(ctx, &m, b, template))? {
+                Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),
+                Found::NotHere => Ok(Found::NotHere),
+            }
+        })
+    }
+
+    fn generate_random(&self, out: &mut [u8]) -> Result<()> {
+        let g = &self.g;
+        let n = out.len();
+        let bytes = g.on_replica("C_GenerateRandom", &g.order(true), |_, r| {
+            let mut b = vec![0u8; n];
+            r.token.generate_random(&mut b)?;
+            Ok(Found::Yes(b))
+        })?;
+        out.copy_from_slice(&bytes);
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! Operations of a replica group. Each remembers its mechanism and key, so that when its
+//! replica fails a single-part call is replayed on the next one (`*Init` there, then the
+//! call) and the consumer sees success; a multi-part operation that loses its replica in
+//! the middle answers `CKR_DEVICE_ERROR` once (the core then ends it), and the next
+//! operation starts on a healthy replica.
+
+use super::{device_class, Found, Group};
+use crate::backend::{Ctx, ObjectId};
+use crate::core::error::{err, Result};
+use crate::core::mechanism::Mechanism;
+use crate::core::op::{Cipher, Signer, Verifier};
+use cryptoki_sys::*;
+use std::sync::Arc;
+
+/// What every group operation carries: where it runs now and how to start it again.
+struct Replay {
+    g: Arc<Group>,
+    ctx: Ctx,
+    mech: Mechanism,
+    key: Option<ObjectId>,
+    /// The replica the operation runs on.
+    at: usize,
+    multipart: bool,
+}
+
+impl Replay {
+    /// Starts the operation on the first replica that can (`init` makes the replica's
+    /// own operation from its key id and the translated mechanism).
+    fn start<T>(
+        g: &Arc<Group>,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+        what: &str,
+        init: &mut dyn FnMut(usize, &Mechanism, Option<ObjectId>) -> Result<T>,
+    ) -> Result<(usize, T)> {
+        // Single-part work is what "balance" spreads; it rotates over the replicas.
+        let order = g.order(true);
+        g.on_replica(what, &order, |i, _| {
+            let m = g.mech_for(i, ctx, mech)?;
+            match key {
+                None => init(i, &m, None).map(|op| Found::Yes((i, op))),
+                Some(k) => match g.with_object(i, ctx, k, |c| init(i, &m, Some(c)))? {
+                    Found::Yes(op) => Ok(Found::Yes((i, op))),
+                    Found::NotHere => Ok(Found::NotHere),
+                },
+            }
+        })
+    }
+
+    /// Runs `call` on the current replica's operation; on a device-class failure of a
+    /// single-part call, moves to the next replica (replaying the init) and runs it there.
+    fn run<T, R>(
+        &mut self,
+        op: &mut T,
+        what: &str,
+        init: &mut dyn FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<T>,
+        call: &mut dyn FnMut(&mut T) -> Result<R>,
+    ) -> Result<R> {
+        let mut tries = self.g.replicas.len();
+        loop {
+            match call(op) {
+                Err(e) if device_class(e.rv()) => {
+                    let from = self.at;
+                    self.g.mark_down(from, &format!("{what}: {e}"));
+                    if self.multipart {
+                        log::warn!(
+                            "slot {}: a multi-part operation lost replica {} ({e}): answered CKR_DEVICE_ERROR once",
+                            self.g.slot,
+                            self.g.replicas[from].name
+                        );
+                        return Err(err(CKR_DEVICE_ERROR));
+                    }
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(err(CKR_DEVICE_ERROR));
+                    }
+                    let g = self.g.clone();
+                    let ctx = self.ctx;
+                    let (at, new_op) = Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| init(&g, i, &ctx, m, k))?;
+                    log::warn!(
+                        "slot {}: failover from {} to {} ({what}: {e}); operation replayed",
+                        g.slot,
+                        g.replicas[from].name,
+                        g.replicas[at].name
+                    );
+                    self.at = at;
+                    *op = new_op;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+fn cipher_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>, encrypt: bool) -> Result<Box<dyn Cipher>> {
+    let t = &g.replicas[i].token;
+    let k = k.ok_or_else(|| err(CKR_KEY_HANDLE_INVALID))?;
+    if encrypt {
+        t.encrypt_init(ctx, m, k)
+    } else {
+        t.decrypt_init(ctx, m, k)
+    }
+}
+
+pub struct GroupCipher {
+    r: Replay,
+    op: Box<dyn Cipher>,
+    encrypt: bool,
+}
+
+impl GroupCipher {
+    pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId, encrypt: bool) -> Result<Self> {
+        let what = if encrypt { "C_EncryptInit" } else { "C_DecryptInit" };
+        let (at, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| cipher_init(&g, i, ctx, m, k, encrypt))?;
+        Ok(GroupCipher {
+            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key: Some(key), at, multipart: false },
+            op,
+            encrypt,
+        })
+    }
+
+    fn init_fn(encrypt: bool) -> impl FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<Box<dyn Cipher>> {
+        move |g, i, ctx, m, k| cipher_init(g, i, ctx, m, k, encrypt)
+    }
+}
+
+impl Cipher for GroupCipher {
+    fn output_len(&self, input_len: usize) -> usize {
+        self.op.output_len(input_len)
+    }
+    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        let what = if self.encrypt { "C_Encrypt" } else { "C_Decrypt" };
+        let mut init = Self::init_fn(self.encrypt);
+        self.r.run(&mut self.op, what, &mut init, &mut |op| op.oneshot(input))
+    }
+    fn update_len(&self, input_len: usize) -> usize {
+        self.op.update_len(input_len)
+    }
+    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.r.multipart = true;
+        let mut init = Self::init_fn(self.encrypt);
+        self.r.run(&mut self.op, "C_EncryptUpdate", &mut init, &mut |op| op.update(input))
+    }
+    fn final_len(&self) -> usize {
+        self.op.final_len()
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.r.multipart = true;
+        let mut init = Self::init_fn(self.encrypt);
+        self.r.run(&mut self.op, "C_EncryptFinal", &mut init, &mut |op| op.finish())
+    }
+}
+
+fn signer_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>) -> Result<Box<dyn Signer>> {
+    let t = &g.replicas[i].token;
+    match k {
+        Some(k) => t.sign_init(ctx, m, k),
+        None => t.digest_init(ctx, m),
+    }
+}
+
+pub struct GroupSigner {
+    r: Replay,
+    op: Box<dyn Signer>,
+}
+
+impl GroupSigner {
+    /// A signature (`key` given) or a digest.
+    pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: Option<ObjectId>) -> Result<Self> {
+        let (at, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| signer_init(&g, i, ctx, m, k))?;
+        Ok(GroupSigner {
+            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key, at, multipart: false },
+            op,
+        })
+    }
+}
+
+impl Signer for GroupSigner {
+    fn output_len(&self) -> usize {
+        self.op.output_len()
+    }
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.r.multipart = true;
+        self.r.run(&mut self.op, "C_SignUpdate", &mut signer_init, &mut |op| op.update(data))
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.r.multipart = true;
+        self.r.run(&mut self.op, "C_SignFinal", &mut signer_init, &mut |op| op.finish())
+    }
+    fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.r.run(&mut self.op, "C_Sign", &mut signer_init, &mut |op| op.oneshot(data))
+    }
+}
+
+fn verifier_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>) -> Result<Box<dyn Verifier>> {
+    g.replicas[i].token.verify_init(ctx, m, k.ok_or_else(|| err(CKR_KEY_HANDLE_INVALID))?)
+}
+
+pub struct GroupVerifier {
+    r: Replay,
+    op: Box<dyn Verifier>,
+}
+
+impl GroupVerifier {
+    pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Self> {
+        let (at, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| verifier_init(&g, i, ctx, m, k))?;
+        Ok(GroupVerifier {
+            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key: Some(key), at, multipart: false },
+            op,
+        })
+    }
+}
+
+impl Verifier for GroupVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.r.multipart = true;
+        self.r.run(&mut self.op, "C_VerifyUpdate", &mut verifier_init, &mut |op| op.update(data))
+    }
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        self.r.multipart = true;
+        self.r.run(&mut self.op, "C_VerifyFinal", &mut verifier_init, &mut |op| op.finish(signature))
+    }
+    fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.r.run(&mut self.op, "C_Verify", &mut verifier_init, &mut |op| op.oneshot(data, signature))
+    }
+}

@@ -1,0 +1,51 @@
+//! The background prober of a replica group: a thread that probes each replica when its
+//! back-off says so (`C_GetTokenInfo` through the replica's deadline), re-admits replicas
+//! that pass, and notices healthy ones that died while idle. It is joined when the group
+//! is dropped (`C_Finalize`).
+
+use super::health::State;
+use super::Group;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn start(g: Arc<Group>) -> Option<std::thread::JoinHandle<()>> {
+    let name = format!("hsmux-probe-{}", g.slot);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&g))
+        .map_err(|e| log::error!("cannot start the health prober: {e}"))
+        .ok()
+}
+
+fn run(g: &Group) {
+    while !g.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        for (i, r) in g.replicas.iter().enumerate() {
+            if g.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let (due, state) = {
+                let h = r.health.lock();
+                (h.probe_due(now), h.state)
+            };
+            if !due {
+                continue;
+            }
+            if state == State::Healthy {
+                if let Err(e) = r.token.token_info() {
+                    if super::device_class(e.rv()) {
+                        g.mark_down(i, &format!("probe: {e}"));
+                    }
+                } else {
+                    r.health.lock().probe_ok();
+                }
+            } else {
+                g.probe(i);
+            }
+        }
+        std::thread::park_timeout(TICK);
+    }
+}
