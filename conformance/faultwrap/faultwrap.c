@@ -1,0 +1,389 @@
+/* faultwrap: a test-only PKCS#11 2.40 module that forwards all 68 functions of
+ * CK_FUNCTION_LIST to a real PKCS#11 library (SoftHSMv2 by default) and fails on demand,
+ * so that tests can kill, hang and revive one replica of an hsmux slot under load.
+ *
+ * Configuration (C_Initialize): CK_C_INITIALIZE_ARGS.pReserved is a NUL-terminated string
+ *   target=/usr/lib/softhsm/libsofthsm2.so ctl=/path/to/ctlfile
+ * (space-separated key=value, values without spaces, both keys optional: target defaults
+ * to /usr/lib/softhsm/libsofthsm2.so, no ctl means always "ok"). With pInitArgs or its
+ * pReserved NULL the same string is read from the environment variable FAULTWRAP_ARGS.
+ * The target is dlopened RTLD_NOW|RTLD_LOCAL and initialized with CKF_OS_LOCKING_OK and
+ * pReserved NULL; CKR_CRYPTOKI_ALREADY_INITIALIZED from it is accepted (several copies of
+ * this library may share one SoftHSM), and then this copy's C_Finalize does not finalize
+ * the target: only the copy whose C_Initialize got CKR_OK from the target forwards it.
+ *
+ * The ctl file is read on every call (opened once, pread of its first 16 bytes; opened
+ * again on a later call while it does not exist). Rewrite it in place (`echo hang > ctl`):
+ * a file replaced by rename or deleted after it was opened is not seen. Its first word:
+ *   ok (or empty, missing, unreadable): forward.
+ *   error: return CKR_DEVICE_ERROR without calling the target.
+ *   hang:  block (10 ms sleeps, re-reading the file) until the mode changes, then act on
+ *          the new mode; a call blocked when this copy is finalized returns
+ *          CKR_CRYPTOKI_NOT_INITIALIZED.
+ *   gone:  return CKR_DEVICE_REMOVED, except C_GetSlotList(tokenPresent=TRUE), which
+ *          returns CKR_OK and 0 slots.
+ *   pin:   C_Login returns CKR_PIN_INCORRECT without calling the target and writes the
+ *          number of such attempts so far in this process to "<ctl>.logins" (decimal and a
+ *          newline, replaced atomically); everything else forwards.
+ * Any other word counts as ok, with a line on stderr when it is first seen.
+ * C_GetFunctionList, C_Initialize, C_Finalize and C_GetInfo ignore the mode.
+ *
+ * Slot ids, handles and all data pass through unchanged. Thread-safe: the state is the
+ * target's table, the ctl fd and atomics (plus the paths, written only by C_Initialize).
+ * Besides C_GetFunctionList the library exports faultwrap_counter(which), the atomic
+ * counters of this copy: 0 calls (every entry point but C_GetFunctionList), 1 forwarded
+ * to the target, 2 failed here (injected errors, pin-mode logins), 3 calls that blocked
+ * in hang mode, 4 pin-mode logins, 5 mode changes seen. */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "fw_list.h"
+
+#define CKR_FUNCTION_NOT_SUPPORTED 0x54UL
+#define CKR_DEVICE_ERROR 0x30UL
+#define CKR_DEVICE_REMOVED 0x32UL
+#define CKR_PIN_INCORRECT 0xA0UL
+#define CKR_CRYPTOKI_NOT_INITIALIZED 0x190UL
+#define CKR_CRYPTOKI_ALREADY_INITIALIZED 0x191UL
+#define CKF_OS_LOCKING_OK 0x2UL
+
+#define FW_DEFAULT_TARGET "/usr/lib/softhsm/libsofthsm2.so"
+
+typedef struct {
+  CK_RV (*CreateMutex)(void **);
+  CK_RV (*DestroyMutex)(void *);
+  CK_RV (*LockMutex)(void *);
+  CK_RV (*UnlockMutex)(void *);
+  CK_ULONG flags;
+  void *pReserved;
+} fw_init_args;
+
+enum { M_OK, M_ERROR, M_HANG, M_GONE, M_PIN, M_UNKNOWN };
+enum { ST_UNINIT, ST_BUSY, ST_READY };
+enum { N_CALLS, N_FORWARDED, N_FAILED, N_HUNG, N_LOGINS, N_MODE_CHANGES, N_COUNTERS };
+
+static _Atomic int g_state = ST_UNINIT;
+static _Atomic(const struct fw_list *) g_target;
+static _Atomic int g_ctl_fd = -1;
+static _Atomic int g_last_mode = M_OK;
+static atomic_int g_owns_target; /* this copy's C_Initialize got CKR_OK from the target */
+static atomic_ulong g_count[N_COUNTERS];
+/* Written only by C_Initialize (state ST_BUSY), read afterwards. */
+static char g_target_path[PATH_MAX];
+static char g_ctl_path[PATH_MAX];
+static char g_logins_path[PATH_MAX + 8];
+
+static void count(int which) { atomic_fetch_add_explicit(&g_count[which], 1, memory_order_relaxed); }
+
+__attribute__((visibility("default"))) CK_ULONG faultwrap_counter(int which) {
+  if (which < 0 || which >= N_COUNTERS) return 0;
+  return atomic_load(&g_count[which]);
+}
+
+/* ---- the ctl file ------------------------------------------------------------------- */
+
+/* The first word of the file (its start and length in *word, *wlen) as a mode. */
+static int parse_mode(const char *b, ssize_t n, const char **word, size_t *wlen) {
+  ssize_t i = 0, j;
+  while (i < n && isspace((unsigned char)b[i])) i++;
+  for (j = i; j < n && !isspace((unsigned char)b[j]) && b[j]; j++) {}
+  size_t len = (size_t)(j - i);
+  const char *w = b + i;
+  *word = w;
+  *wlen = len;
+#define IS(word) (len == sizeof word - 1 && memcmp(w, word, len) == 0)
+  if (len == 0 || IS("ok")) return M_OK;
+  if (IS("error")) return M_ERROR;
+  if (IS("hang")) return M_HANG;
+  if (IS("gone")) return M_GONE;
+  if (IS("pin")) return M_PIN;
+#undef IS
+  return M_UNKNOWN;
+}
+
+static int note_mode(int m, const char *word, size_t wlen) {
+  int prev = atomic_exchange(&g_last_mode, m);
+  if (prev != m) {
+    count(N_MODE_CHANGES);
+    if (m == M_UNKNOWN)
+      fprintf(stderr, "faultwrap: %s: unknown mode \"%.*s\", acting as ok\n", g_ctl_path,
+              (int)wlen, word);
+  }
+  return m == M_UNKNOWN ? M_OK : m;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static int ctl_mode(void) {
+  int fd = atomic_load(&g_ctl_fd);
+  if (fd < 0) {
+    if (!g_ctl_path[0]) return M_OK;
+    fd = open(g_ctl_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return note_mode(M_OK, "", 0);
+    int none = -1;
+    if (!atomic_compare_exchange_strong(&g_ctl_fd, &none, fd)) {
+      close(fd); /* another thread opened it first */
+      fd = none;
+    }
+  }
+  char buf[16];
+  for (int tries = 0;; tries++) {
+    ssize_t n = pread(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) n = 0;
+    /* `echo MODE > ctl` truncates before it writes: an empty file right after a mode
+     * other than ok is read again before it counts as ok. */
+    if (n == 0 && tries < 3 && atomic_load(&g_last_mode) != M_OK) {
+      sleep_ms(1);
+      continue;
+    }
+    const char *word;
+    size_t wlen;
+    int m = parse_mode(buf, n, &word, &wlen);
+    return note_mode(m, word, wlen);
+  }
+}
+
+static void write_logins(CK_ULONG n) {
+  if (!g_ctl_path[0]) return;
+  char tmp[sizeof g_logins_path + 48];
+  snprintf(tmp, sizeof tmp, "%s.%ld.%lu", g_logins_path, (long)getpid(), n);
+  /* Concurrent attempts: whoever wrote a value older than the counter writes again, so the
+   * file ends with the last count. */
+  for (;;) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    char line[32];
+    int len = snprintf(line, sizeof line, "%lu\n", n);
+    ssize_t w = write(fd, line, (size_t)len);
+    close(fd);
+    if (w != len || rename(tmp, g_logins_path) != 0) {
+      unlink(tmp);
+      return;
+    }
+    CK_ULONG now = atomic_load(&g_count[N_LOGINS]);
+    if (now == n) return;
+    n = now;
+  }
+}
+
+/* ---- entering a call ---------------------------------------------------------------- */
+
+/* Functions that ignore the mode: the target's table, or NULL with *rv set. */
+static const struct fw_list *fw_ready(CK_RV *rv) {
+  count(N_CALLS);
+  if (atomic_load(&g_state) != ST_READY) {
+    *rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+    return NULL;
+  }
+  return atomic_load(&g_target);
+}
+
+/* Everything else: the mode to act on (a hang waited out), or -1 with *rv set. */
+static int fw_begin(const struct fw_list **t, CK_RV *rv) {
+  if (!(*t = fw_ready(rv))) return -1;
+  int m = ctl_mode();
+  if (m == M_HANG) {
+    count(N_HUNG);
+    do {
+      sleep_ms(10);
+      if (atomic_load(&g_state) != ST_READY) {
+        *rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+        return -1;
+      }
+    } while ((m = ctl_mode()) == M_HANG);
+    *t = atomic_load(&g_target);
+  }
+  return m;
+}
+
+/* The error a mode injects for an ordinary function (CKR_OK: forward). */
+static CK_RV fw_fault(int m) {
+  CK_RV rv = m == M_ERROR ? CKR_DEVICE_ERROR : m == M_GONE ? CKR_DEVICE_REMOVED : CKR_OK;
+  count(rv == CKR_OK ? N_FORWARDED : N_FAILED);
+  return rv;
+}
+
+/* ---- the functions ------------------------------------------------------------------ */
+
+#define FW_DECLARE_S(name, params) static CK_RV fw_##name params;
+#define FW_DECLARE_G(name, params, args) static CK_RV fw_##name params;
+FW_FUNCTIONS(FW_DECLARE_S, FW_DECLARE_G)
+
+#define FW_DEFINE_S(name, params)
+#define FW_DEFINE_G(name, params, args)              \
+  static CK_RV fw_##name params {                     \
+    const struct fw_list *t;                          \
+    CK_RV rv;                                         \
+    int m = fw_begin(&t, &rv);                        \
+    if (m < 0) return rv;                             \
+    if ((rv = fw_fault(m)) != CKR_OK) return rv;      \
+    if (!t->name) return CKR_FUNCTION_NOT_SUPPORTED;  \
+    return t->name args;                              \
+  }
+FW_FUNCTIONS(FW_DEFINE_S, FW_DEFINE_G)
+
+#define FW_ENTRY_S(name, params) .name = fw_##name,
+#define FW_ENTRY_G(name, params, args) .name = fw_##name,
+static const struct fw_list fw_table = {
+    .version = {2, 40},
+    FW_FUNCTIONS(FW_ENTRY_S, FW_ENTRY_G)};
+
+static CK_RV fw_C_GetFunctionList(CK_FUNCTION_LIST **pp) {
+  if (!pp) return CKR_ARGUMENTS_BAD;
+  *pp = (CK_FUNCTION_LIST *)(void *)&fw_table;
+  return CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST **pp) {
+  return fw_C_GetFunctionList(pp);
+}
+
+/* Parses "key=value key=value" into the paths; 0, or -1 after a line on stderr. */
+static int parse_config(const char *s) {
+  snprintf(g_target_path, sizeof g_target_path, "%s", FW_DEFAULT_TARGET);
+  char ctl[PATH_MAX] = "";
+  while (s && *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\n') s++;
+    if (!*s) break;
+    size_t len = strcspn(s, " \t\n");
+    const char *eq = memchr(s, '=', len);
+    char *dst = NULL;
+    if (eq && eq - s == 6 && memcmp(s, "target", 6) == 0) dst = g_target_path;
+    else if (eq && eq - s == 3 && memcmp(s, "ctl", 3) == 0) dst = ctl;
+    size_t vlen = eq ? len - (size_t)(eq + 1 - s) : 0;
+    if (!dst || vlen == 0 || vlen >= PATH_MAX) {
+      fprintf(stderr, "faultwrap: bad configuration item \"%.*s\" (want target=PATH ctl=PATH)\n",
+              (int)len, s);
+      return -1;
+    }
+    memcpy(dst, eq + 1, vlen);
+    dst[vlen] = 0;
+    s += len;
+  }
+  if (strcmp(ctl, g_ctl_path) != 0) {
+    /* A new ctl file: forget the old fd (not closed: a call still blocked in hang mode
+     * from before may be reading it). */
+    atomic_store(&g_ctl_fd, -1);
+    snprintf(g_ctl_path, sizeof g_ctl_path, "%s", ctl);
+    snprintf(g_logins_path, sizeof g_logins_path, "%s.logins", ctl);
+  }
+  atomic_store(&g_last_mode, M_OK);
+  return 0;
+}
+
+static CK_RV fw_init_target(const char *config) {
+  if (parse_config(config) != 0) return CKR_ARGUMENTS_BAD;
+  /* Not dlclosed later either: other copies or blocked calls may still use it. */
+  void *h = dlopen(g_target_path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    fprintf(stderr, "faultwrap: dlopen %s: %s\n", g_target_path, dlerror());
+    return CKR_GENERAL_ERROR;
+  }
+  CK_RV (*gfl)(CK_FUNCTION_LIST **);
+  *(void **)&gfl = dlsym(h, "C_GetFunctionList");
+  CK_FUNCTION_LIST *list = NULL;
+  if (!gfl || gfl(&list) != CKR_OK || !list) {
+    fprintf(stderr, "faultwrap: %s: no usable C_GetFunctionList\n", g_target_path);
+    return CKR_GENERAL_ERROR;
+  }
+  const struct fw_list *t = (const struct fw_list *)(const void *)list;
+  if (t->version.major < 2 || !t->C_Initialize || !t->C_Finalize) {
+    fprintf(stderr, "faultwrap: %s: unusable function list (version %u.%u)\n", g_target_path,
+            t->version.major, t->version.minor);
+    return CKR_GENERAL_ERROR;
+  }
+  fw_init_args args = {NULL, NULL, NULL, NULL, CKF_OS_LOCKING_OK, NULL};
+  CK_RV rv = t->C_Initialize(&args);
+  if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    fprintf(stderr, "faultwrap: %s: C_Initialize: 0x%lx\n", g_target_path, rv);
+    return rv;
+  }
+  atomic_store(&g_owns_target, rv == CKR_OK);
+  atomic_store(&g_target, t);
+  return CKR_OK;
+}
+
+static CK_RV fw_C_Initialize(CK_VOID_PTR pInitArgs) {
+  count(N_CALLS);
+  const fw_init_args *a = pInitArgs;
+  const char *config = NULL;
+  if (a) {
+    int given = !!a->CreateMutex + !!a->DestroyMutex + !!a->LockMutex + !!a->UnlockMutex;
+    if (given != 0 && given != 4) return CKR_ARGUMENTS_BAD;
+    config = a->pReserved;
+  }
+  if (!config) config = getenv("FAULTWRAP_ARGS");
+  int expect = ST_UNINIT;
+  if (!atomic_compare_exchange_strong(&g_state, &expect, ST_BUSY))
+    return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+  CK_RV rv = fw_init_target(config);
+  atomic_store(&g_state, rv == CKR_OK ? ST_READY : ST_UNINIT);
+  return rv;
+}
+
+static CK_RV fw_C_Finalize(CK_VOID_PTR pReserved) {
+  count(N_CALLS);
+  if (pReserved) return CKR_ARGUMENTS_BAD;
+  int expect = ST_READY;
+  if (!atomic_compare_exchange_strong(&g_state, &expect, ST_BUSY))
+    return CKR_CRYPTOKI_NOT_INITIALIZED;
+  CK_RV rv = CKR_OK;
+  if (atomic_exchange(&g_owns_target, 0)) {
+    count(N_FORWARDED);
+    rv = atomic_load(&g_target)->C_Finalize(NULL);
+  }
+  atomic_store(&g_state, ST_UNINIT);
+  return rv;
+}
+
+static CK_RV fw_C_GetInfo(CK_VOID_PTR pInfo) {
+  CK_RV rv;
+  const struct fw_list *t = fw_ready(&rv);
+  if (!t) return rv;
+  count(N_FORWARDED);
+  return t->C_GetInfo ? t->C_GetInfo(pInfo) : CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV fw_C_GetSlotList(CK_BYTE tokenPresent, CK_SLOT_ID *pSlotList, CK_ULONG *pulCount) {
+  const struct fw_list *t;
+  CK_RV rv;
+  int m = fw_begin(&t, &rv);
+  if (m < 0) return rv;
+  if (m == M_GONE && tokenPresent) {
+    count(N_FAILED);
+    if (!pulCount) return CKR_ARGUMENTS_BAD;
+    *pulCount = 0;
+    return CKR_OK;
+  }
+  if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (!t->C_GetSlotList) return CKR_FUNCTION_NOT_SUPPORTED;
+  return t->C_GetSlotList(tokenPresent, pSlotList, pulCount);
+}
+
+static CK_RV fw_C_Login(CK_ULONG hSession, CK_ULONG userType, CK_BYTE *pPin, CK_ULONG ulPinLen) {
+  const struct fw_list *t;
+  CK_RV rv;
+  int m = fw_begin(&t, &rv);
+  if (m < 0) return rv;
+  if (m == M_PIN) {
+    count(N_FAILED);
+    write_logins(atomic_fetch_add(&g_count[N_LOGINS], 1) + 1);
+    return CKR_PIN_INCORRECT;
+  }
+  if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (!t->C_Login) return CKR_FUNCTION_NOT_SUPPORTED;
+  return t->C_Login(hSession, userType, pPin, ulPinLen);
+}
