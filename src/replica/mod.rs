@@ -295,7 +295,8 @@ impl Group {
     /// Probes replica `i` now (probe-before-reuse): usable afterwards?
     fn probe(&self, i: usize) -> bool {
         let r = &self.replicas[i];
-        if r.health.lock().bad_pin.is_some() && !self.pin_changed(i) {
+        let bad_pin = r.health.lock().bad_pin.is_some();
+        if bad_pin && !self.pin_changed(i) {
             return false;
         }
         match r.token.token_info() {

@@ -454,7 +454,8 @@ impl ModuleToken {
     fn cipher(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId, encrypt: bool) -> Result<Box<dyn Cipher>> {
         let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
-        self.inner.run("C_EncryptInit", move |lib| {
+        let what = if encrypt { "C_EncryptInit" } else { "C_DecryptInit" };
+        self.inner.run(what, move |lib| {
             let k = key as CK_OBJECT_HANDLE;
             check(if encrypt {
                 vcall!(lib, C_EncryptInit(vs, m.as_ptr(), k))
@@ -504,7 +505,7 @@ struct VendorCipher {
 }
 
 impl VendorCipher {
-    fn call(&self, what: &'static str, input: Option<Vec<u8>>, f: fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8>> {
+    fn call(&self, what: &str, input: Option<Vec<u8>>, f: fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8>> {
         let (vs, enc) = (self.vs, self.encrypt);
         let mut data = input.unwrap_or_default();
         let r = self.inner.run(what, move |lib| two_call(|o, n| f(&lib, vs, enc, &mut data, o, n)));
@@ -548,7 +549,8 @@ impl Cipher for VendorCipher {
         self.query(Some(input_len), false)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.call("C_Encrypt", Some(input.to_vec()), |lib, vs, enc, d, o, n| {
+        let what = if self.encrypt { "C_Encrypt" } else { "C_Decrypt" };
+        self.call(what, Some(input.to_vec()), |lib, vs, enc, d, o, n| {
             if enc {
                 vcall!(lib, C_Encrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
             } else {
