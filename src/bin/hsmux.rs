@@ -9,6 +9,7 @@ use hsmux::config::TokenSelector;
 use hsmux::core::api::general;
 use hsmux::core::instance::{self, SlotRef};
 use hsmux::core::rv;
+use hsmux::replica::{ReplicaGroup, State};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,14 +59,18 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut problems = 0;
-    let slots = match instance::get() {
-        Ok(inst) => inst.all_slots.clone(),
+    let (slots, groups) = match instance::get() {
+        Ok(inst) => (inst.all_slots.clone(), inst.groups.clone()),
         Err(e) => {
             eprintln!("hsmux: cannot initialize: {e}");
             return ExitCode::from(1);
         }
     };
     for (slot, kind) in slots {
+        if let Some((_, g)) = groups.iter().find(|(id, _)| *id == slot) {
+            problems += group_slot(slot, g, detailed);
+            continue;
+        }
         let (line, mechs) = match kind {
             SlotRef::Core(_) => core_slot(slot),
             SlotRef::Module(m) => module_slot(&m),
@@ -176,4 +181,45 @@ fn mech_names(mechs: &[cryptoki_sys::CK_MECHANISM_TYPE]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A replica group: each replica's health, and with `detailed` the keys each holds and the
+/// keys not on every replica. Returns the number of problems.
+fn group_slot(slot: cryptoki_sys::CK_SLOT_ID, g: &ReplicaGroup, detailed: bool) -> usize {
+    let mut problems = 0;
+    let inv = g.inventory();
+    println!("slot {slot}: replica group with {} replicas", inv.len());
+    let mut all: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, state, cause, keys) in &inv {
+        match (state, keys) {
+            (State::Healthy, Ok(k)) | (State::Degraded, Ok(k)) => {
+                println!("  replica {name}: {} ({} keys)", state.name(), k.len());
+                all.push((name.clone(), k.clone()));
+            }
+            (_, Err(e)) => {
+                problems += 1;
+                println!("  replica {name}: PROBLEM: not reached ({e}{})", if cause.is_empty() { String::new() } else { format!("; {cause}") });
+            }
+            (State::Down, Ok(_)) => {
+                problems += 1;
+                println!("  replica {name}: PROBLEM: down ({cause})");
+            }
+        }
+    }
+    if !detailed || all.is_empty() {
+        return problems;
+    }
+    let mut every: Vec<&String> = all.iter().flat_map(|(_, k)| k.iter()).collect();
+    every.sort();
+    every.dedup();
+    for key in every {
+        let on: Vec<&str> = all.iter().filter(|(_, k)| k.contains(key)).map(|(n, _)| n.as_str()).collect();
+        if on.len() == all.len() {
+            println!("  key {key}: on every replica");
+        } else {
+            problems += 1;
+            println!("  key {key}: PROBLEM: only on {} (served from there; copy it to the others)", on.join(", "));
+        }
+    }
+    problems
 }

@@ -54,6 +54,8 @@ pub struct Instance {
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
     /// Sessions of module slots (handles from the same counter as `sessions`).
     pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
+    /// The replica groups among the core slots (for `hsmux check` and the metrics).
+    pub groups: Vec<(CK_SLOT_ID, Arc<crate::replica::ReplicaGroup>)>,
     /// Any module slot configured? Spares the soft slots' calls a second table lookup.
     has_modules: bool,
     next_session: AtomicU64,
@@ -68,6 +70,7 @@ impl Instance {
         let objects = Arc::new(HandleTable::default());
         let mut slots = Vec::new();
         let mut all_slots = Vec::new();
+        let mut groups = Vec::new();
         // Keys in the handle table: core slots by their index in `slots`, module slots
         // after them (offset by the number of configured slots, so none collide).
         let module_base = config.slots.len();
@@ -79,7 +82,9 @@ impl Instance {
                     kdf_iterations,
                 } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
                 BackendConfig::Replicas { policy, replicas } => {
-                    Arc::new(crate::replica::ReplicaGroup::new(&s.label, *policy, replicas))
+                    let g = Arc::new(crate::replica::ReplicaGroup::new(&s.label, *policy, replicas));
+                    groups.push((id, g.clone()));
+                    g
                 }
                 BackendConfig::Module(m) => {
                     let slot = ModuleSlot::new(
@@ -104,6 +109,7 @@ impl Instance {
                 .iter()
                 .any(|(_, s)| matches!(s, SlotRef::Module(_))),
             all_slots,
+            groups,
             sessions: DashMap::new(),
             pass_sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
