@@ -161,6 +161,46 @@ impl Inner {
         self.sessions.remove(&h);
     }
 
+    /// A vendor operation that will never be finished (the core dropped it, or its init
+    /// half failed) would keep the vendor session busy (`CKR_OPERATION_ACTIVE` at the
+    /// next init), and a 2.40 vendor cannot cancel one: the session is replaced. The old
+    /// one is closed on a worker, so that a hung vendor does not hold the caller.
+    fn abandon(&self, h: CK_SESSION_HANDLE, vs: CK_SESSION_HANDLE) {
+        self.sessions.remove_if(&h, |_, v| *v == vs);
+        if let Ok(lib) = &self.lib {
+            let lib = Lib(lib.clone());
+            self.workers.detach(move || {
+                vcall!(lib, C_CloseSession(vs));
+            });
+        }
+    }
+
+    /// Runs an `*Init` on hsmux session `h`'s vendor session; a session left busy by an
+    /// earlier operation is replaced once.
+    fn init<R: Send + 'static>(
+        &self,
+        what: &str,
+        h: CK_SESSION_HANDLE,
+        f: impl Fn(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + Sync + Clone + 'static,
+    ) -> Result<(CK_SESSION_HANDLE, R)> {
+        for attempt in 0..2 {
+            let vs = self.session(h)?;
+            let g = f.clone();
+            match self.run(what, move |lib| g(lib, vs)) {
+                Ok(r) => return Ok((vs, r)),
+                Err(e) if e.rv() == CKR_OPERATION_ACTIVE && attempt == 0 => {
+                    log::info!("replica {}: {what}: a vendor session was still busy; replaced", self.name);
+                    self.abandon(h, vs);
+                }
+                Err(e) => {
+                    note_failure(self, h, &e);
+                    return Err(e);
+                }
+            }
+        }
+        Err(err(CKR_OPERATION_ACTIVE))
+    }
+
     fn anchor(&self) -> Result<CK_SESSION_HANDLE> {
         let mut a = self.anchor.lock();
         if let Some(v) = *a {
@@ -374,10 +414,12 @@ impl Token for ModuleToken {
     }
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
-        self.inner.run("C_VerifyInit", move |lib| check(vcall!(lib, C_VerifyInit(vs, m.as_ptr(), key as CK_OBJECT_HANDLE))))?;
-        Ok(Box::new(VendorVerifier { inner: self.inner.clone(), vs, session: ctx.session }))
+        let mech = Arc::new(mech.clone());
+        let (vs, ()) = self.inner.init("C_VerifyInit", ctx.session, move |lib, vs| {
+            let mut m = OwnedMechanism::new(&mech);
+            check(vcall!(lib, C_VerifyInit(vs, m.as_ptr(), key as CK_OBJECT_HANDLE)))
+        })?;
+        Ok(Box::new(VendorVerifier { inner: self.inner.clone(), vs, session: ctx.session, done: false }))
     }
 
     fn digest_init(&self, ctx: &Ctx, mech: &Mechanism) -> Result<Box<dyn Signer>> {
@@ -452,10 +494,10 @@ impl Token for ModuleToken {
 
 impl ModuleToken {
     fn cipher(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId, encrypt: bool) -> Result<Box<dyn Cipher>> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
+        let mech = Arc::new(mech.clone());
         let what = if encrypt { "C_EncryptInit" } else { "C_DecryptInit" };
-        self.inner.run(what, move |lib| {
+        let (vs, ()) = self.inner.init(what, ctx.session, move |lib, vs| {
+            let mut m = OwnedMechanism::new(&mech);
             let k = key as CK_OBJECT_HANDLE;
             check(if encrypt {
                 vcall!(lib, C_EncryptInit(vs, m.as_ptr(), k))
@@ -463,15 +505,16 @@ impl ModuleToken {
                 vcall!(lib, C_DecryptInit(vs, m.as_ptr(), k))
             })
         })?;
-        Ok(Box::new(VendorCipher { inner: self.inner.clone(), vs, session: ctx.session, encrypt }))
+        Ok(Box::new(VendorCipher { inner: self.inner.clone(), vs, session: ctx.session, encrypt, done: false }))
     }
 
     /// A signature (`key` given) or a digest; its length is asked now (a length query
     /// keeps the operation), as the core needs it before the data comes.
     fn signer(&self, ctx: &Ctx, mech: &Mechanism, key: Option<ObjectId>) -> Result<Box<dyn Signer>> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
-        let len = self.inner.run("C_SignInit", move |lib| {
+        let mech = Arc::new(mech.clone());
+        let what = if key.is_some() { "C_SignInit" } else { "C_DigestInit" };
+        let (vs, len) = self.inner.init(what, ctx.session, move |lib, vs| {
+            let mut m = OwnedMechanism::new(&mech);
             match key {
                 Some(k) => check(vcall!(lib, C_SignInit(vs, m.as_ptr(), k as CK_OBJECT_HANDLE)))?,
                 None => check(vcall!(lib, C_DigestInit(vs, m.as_ptr())))?,
@@ -482,10 +525,15 @@ impl ModuleToken {
                 Some(_) => vcall!(lib, C_Sign(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)),
                 None => vcall!(lib, C_Digest(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)),
             };
-            check(rv)?;
-            Ok(n as usize)
+            // The init half succeeded: an error here leaves the operation active, which
+            // the caller's abandon() clears (the code says so: OPERATION_ACTIVE next time).
+            check(rv).map(|()| Some(n as usize)).or_else(|e| if device_error(&e) { Err(e) } else { Ok(None) })
         })?;
-        Ok(Box::new(VendorSigner { inner: self.inner.clone(), vs, session: ctx.session, len, digest: key.is_none() }))
+        let Some(len) = len else {
+            self.inner.abandon(ctx.session, vs);
+            return Err(err(CKR_FUNCTION_FAILED));
+        };
+        Ok(Box::new(VendorSigner { inner: self.inner.clone(), vs, session: ctx.session, len, digest: key.is_none(), done: false }))
     }
 }
 
@@ -497,11 +545,43 @@ fn note_failure(inner: &Inner, session: CK_SESSION_HANDLE, e: &Error) {
     }
 }
 
+/// A device-class failure (the replica, not the request): the vendor session may be
+/// unusable, and a failed init half is no reason to replace the session then.
+fn device_error(e: &Error) -> bool {
+    crate::replica::device_class(e.rv())
+}
+
 struct VendorCipher {
     inner: Arc<Inner>,
     vs: CK_SESSION_HANDLE,
     session: CK_SESSION_HANDLE,
     encrypt: bool,
+    /// The vendor ended the operation (a single-part call or the final returned).
+    done: bool,
+}
+
+impl Drop for VendorCipher {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.abandon(self.session, self.vs);
+        }
+    }
+}
+
+impl Drop for VendorSigner {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.abandon(self.session, self.vs);
+        }
+    }
+}
+
+impl Drop for VendorVerifier {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.abandon(self.session, self.vs);
+        }
+    }
 }
 
 impl VendorCipher {
@@ -550,37 +630,43 @@ impl Cipher for VendorCipher {
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
         let what = if self.encrypt { "C_Encrypt" } else { "C_Decrypt" };
-        self.call(what, Some(input.to_vec()), |lib, vs, enc, d, o, n| {
+        let r = self.call(what, Some(input.to_vec()), |lib, vs, enc, d, o, n| {
             if enc {
                 vcall!(lib, C_Encrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
             } else {
                 vcall!(lib, C_Decrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
             }
-        })
+        });
+        self.done = ended(&r, true);
+        r
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.query(Some(input_len), true)
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.call("C_EncryptUpdate", Some(input.to_vec()), |lib, vs, enc, d, o, n| {
+        let r = self.call("C_EncryptUpdate", Some(input.to_vec()), |lib, vs, enc, d, o, n| {
             if enc {
                 vcall!(lib, C_EncryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
             } else {
                 vcall!(lib, C_DecryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
             }
-        })
+        });
+        self.done = ended(&r, false);
+        r
     }
     fn final_len(&self) -> usize {
         self.query(None, false)
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
-        self.call("C_EncryptFinal", None, |lib, vs, enc, _, o, n| {
+        let r = self.call("C_EncryptFinal", None, |lib, vs, enc, _, o, n| {
             if enc {
                 vcall!(lib, C_EncryptFinal(vs, o, n))
             } else {
                 vcall!(lib, C_DecryptFinal(vs, o, n))
             }
-        })
+        });
+        self.done = ended(&r, true);
+        r
     }
 }
 
@@ -590,6 +676,7 @@ struct VendorSigner {
     session: CK_SESSION_HANDLE,
     len: usize,
     digest: bool,
+    done: bool,
 }
 
 impl Signer for VendorSigner {
@@ -609,6 +696,7 @@ impl Signer for VendorSigner {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, false);
         r
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
@@ -619,6 +707,7 @@ impl Signer for VendorSigner {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, true);
         r
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
@@ -636,6 +725,7 @@ impl Signer for VendorSigner {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, true);
         r
     }
 }
@@ -644,6 +734,7 @@ struct VendorVerifier {
     inner: Arc<Inner>,
     vs: CK_SESSION_HANDLE,
     session: CK_SESSION_HANDLE,
+    done: bool,
 }
 
 impl Verifier for VendorVerifier {
@@ -654,6 +745,7 @@ impl Verifier for VendorVerifier {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, false);
         r
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
@@ -663,6 +755,7 @@ impl Verifier for VendorVerifier {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, true);
         r
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
@@ -674,6 +767,16 @@ impl Verifier for VendorVerifier {
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
+        self.done = ended(&r, true);
         r
+    }
+}
+
+/// Did the vendor end the operation with this result? A final call always does (success
+/// or error), an update only on error; a call that timed out still runs at the vendor.
+fn ended<T>(r: &Result<T>, final_call: bool) -> bool {
+    match r {
+        Ok(_) => final_call,
+        Err(e) => e.rv() != TIMED_OUT,
     }
 }

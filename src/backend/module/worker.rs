@@ -74,6 +74,16 @@ impl Workers {
         }
     }
 
+    /// Runs `f` on a worker without waiting for it (clean-up that nobody waits for).
+    pub fn detach(&self, f: impl FnOnce() + Send + 'static) {
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            self.spawn();
+        }
+        if let Some(tx) = self.tx.lock().as_ref() {
+            let _ = tx.send(Box::new(f));
+        }
+    }
+
     /// Runs `f` on a worker; `Err(TimedOut)` when it has not finished within `timeout`.
     pub fn run<R: Send + 'static>(
         &self,
