@@ -25,12 +25,22 @@ const DEADLINE_MS: u64 = 500;
 
 fn run_ok(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn create(m: &Module, h: CK_SESSION_HANDLE, t: &mut [CK_ATTRIBUTE]) {
     let mut o = 0;
-    ok(ck!(m, C_CreateObject(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o)), "C_CreateObject");
+    ok(
+        ck!(
+            m,
+            C_CreateObject(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o)
+        ),
+        "C_CreateObject",
+    );
 }
 
 /// The same HMAC key and EC key pair on every token, through SoftHSM loaded directly.
@@ -44,21 +54,71 @@ fn provision(direct: &Module, tokens: &[&str]) {
     for t in tokens {
         let slot = direct.find_slot(t).expect("token");
         let mut h = 0;
-        ok(ck!(direct, C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, std::ptr::null_mut(), None, &mut h)), "open");
-        ok(ck!(direct, C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)), "login");
-        let (sec, gen, prv, pubk, ec) = (CKO_SECRET_KEY, CKK_GENERIC_SECRET, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKK_EC);
-        create(direct, h, &mut [
-            attr(CKA_CLASS, &sec), attr(CKA_KEY_TYPE, &gen), attr(CKA_TOKEN, &TRUE), attr(CKA_SIGN, &TRUE),
-            attr_bytes(CKA_VALUE, &hmac), attr_bytes(CKA_ID, b"hmac"),
-        ]);
-        create(direct, h, &mut [
-            attr(CKA_CLASS, &prv), attr(CKA_KEY_TYPE, &ec), attr(CKA_TOKEN, &TRUE), attr(CKA_SIGN, &TRUE),
-            attr_bytes(CKA_EC_PARAMS, P256), attr_bytes(CKA_VALUE, &scalar), attr_bytes(CKA_ID, b"ec"),
-        ]);
-        create(direct, h, &mut [
-            attr(CKA_CLASS, &pubk), attr(CKA_KEY_TYPE, &ec), attr(CKA_TOKEN, &TRUE), attr(CKA_VERIFY, &TRUE),
-            attr_bytes(CKA_EC_PARAMS, P256), attr_bytes(CKA_EC_POINT, &point_der), attr_bytes(CKA_ID, b"ec"),
-        ]);
+        ok(
+            ck!(
+                direct,
+                C_OpenSession(
+                    slot,
+                    CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                    std::ptr::null_mut(),
+                    None,
+                    &mut h
+                )
+            ),
+            "open",
+        );
+        ok(
+            ck!(
+                direct,
+                C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+            ),
+            "login",
+        );
+        let (sec, gen, prv, pubk, ec) = (
+            CKO_SECRET_KEY,
+            CKK_GENERIC_SECRET,
+            CKO_PRIVATE_KEY,
+            CKO_PUBLIC_KEY,
+            CKK_EC,
+        );
+        create(
+            direct,
+            h,
+            &mut [
+                attr(CKA_CLASS, &sec),
+                attr(CKA_KEY_TYPE, &gen),
+                attr(CKA_TOKEN, &TRUE),
+                attr(CKA_SIGN, &TRUE),
+                attr_bytes(CKA_VALUE, &hmac),
+                attr_bytes(CKA_ID, b"hmac"),
+            ],
+        );
+        create(
+            direct,
+            h,
+            &mut [
+                attr(CKA_CLASS, &prv),
+                attr(CKA_KEY_TYPE, &ec),
+                attr(CKA_TOKEN, &TRUE),
+                attr(CKA_SIGN, &TRUE),
+                attr_bytes(CKA_EC_PARAMS, P256),
+                attr_bytes(CKA_VALUE, &scalar),
+                attr_bytes(CKA_ID, b"ec"),
+            ],
+        );
+        create(
+            direct,
+            h,
+            &mut [
+                attr(CKA_CLASS, &pubk),
+                attr(CKA_KEY_TYPE, &ec),
+                attr(CKA_TOKEN, &TRUE),
+                attr(CKA_VERIFY, &TRUE),
+                attr_bytes(CKA_EC_PARAMS, P256),
+                attr_bytes(CKA_EC_POINT, &point_der),
+                attr_bytes(CKA_ID, b"ec"),
+            ],
+        );
         ok(ck!(direct, C_CloseSession(h)), "close");
     }
 }
@@ -75,20 +135,54 @@ fn find(m: &Module, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, id: &[u8]) -> 
 
 fn user_session(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
     let mut h = 0;
-    ok(ck!(m, C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, std::ptr::null_mut(), None, &mut h)), "open");
-    let rv = ck!(m, C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG));
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "login 0x{rv:x}");
+    ok(
+        ck!(
+            m,
+            C_OpenSession(
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                std::ptr::null_mut(),
+                None,
+                &mut h
+            )
+        ),
+        "open",
+    );
+    let rv = ck!(
+        m,
+        C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+    );
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "login 0x{rv:x}"
+    );
     h
 }
 
-fn sign_once(m: &Module, h: CK_SESSION_HANDLE, mt: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE, data: &[u8], out: &mut [u8]) -> CK_RV {
+fn sign_once(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mt: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+    out: &mut [u8],
+) -> CK_RV {
     let mut mc = mech(mt);
     let rv = ck!(m, C_SignInit(h, &mut mc, key));
     if rv != CKR_OK {
         return rv;
     }
     let mut n = out.len() as CK_ULONG;
-    ck!(m, C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, out.as_mut_ptr(), &mut n))
+    ck!(
+        m,
+        C_Sign(
+            h,
+            data.as_ptr() as *mut _,
+            data.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            &mut n
+        )
+    )
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -100,7 +194,10 @@ fn main() {
     if listing() {
         return;
     }
-    let secs = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let secs = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
     let dir: PathBuf = temp_dir();
     let conf = dir.join("softhsm2.conf");
     write_softhsm_conf(&conf, &dir.join("tokens"));
@@ -108,12 +205,26 @@ fn main() {
     let tokens = ["f0", "f1", "s0", "d0", "d1"];
     for t in tokens {
         run_ok(
-            Command::new("softhsm2-util").args(["--init-token", "--free", "--label", t, "--so-pin", "12345678", "--pin", "1234"]),
+            Command::new("softhsm2-util").args([
+                "--init-token",
+                "--free",
+                "--label",
+                t,
+                "--so-pin",
+                "12345678",
+                "--pin",
+                "1234",
+            ]),
             "softhsm2-util",
         );
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    run_ok(Command::new("bash").arg(format!("{root}/conformance/faultwrap/build.sh")).arg(&dir), "build faultwrap");
+    run_ok(
+        Command::new("bash")
+            .arg(format!("{root}/conformance/faultwrap/build.sh"))
+            .arg(&dir),
+        "build faultwrap",
+    );
     let direct = Module::open("direct", SOFTHSM);
     provision(&direct, &tokens);
     std::mem::forget(direct);
@@ -137,9 +248,16 @@ fn main() {
     );
     std::fs::write(dir.join("hsmux.toml"), &cfg).unwrap();
     std::env::set_var("HSMUX_CONFIG", dir.join("hsmux.toml"));
-    std::env::set_var("HSMUX_LOG", std::env::var("HSMUX_LOG").unwrap_or_else(|_| "error".into()));
-    let hx: &'static Module = Box::leak(Box::new(Module::open("hsmux", &format!("{root}/target/release/libhsmux.so"))));
-    let ctl = |name: &str, mode: &str| std::fs::write(dir.join(format!("ctl-{name}")), mode).unwrap();
+    std::env::set_var(
+        "HSMUX_LOG",
+        std::env::var("HSMUX_LOG").unwrap_or_else(|_| "error".into()),
+    );
+    let hx: &'static Module = Box::leak(Box::new(Module::open(
+        "hsmux",
+        &format!("{root}/target/release/libhsmux.so"),
+    )));
+    let ctl =
+        |name: &str, mode: &str| std::fs::write(dir.join(format!("ctl-{name}")), mode).unwrap();
 
     // --- failover time
     let ha = hx.find_slot("ha").expect("slot ha");
@@ -151,7 +269,13 @@ fn main() {
     let failed = Arc::new(AtomicU64::new(0));
     let ops = Arc::new(AtomicU64::new(0));
     let traffic = {
-        let (stop, fault_at, measured, failed, ops) = (stop.clone(), fault_at.clone(), measured.clone(), failed.clone(), ops.clone());
+        let (stop, fault_at, measured, failed, ops) = (
+            stop.clone(),
+            fault_at.clone(),
+            measured.clone(),
+            failed.clone(),
+            ops.clone(),
+        );
         std::thread::spawn(move || {
             let mut out = [0u8; 64];
             while !stop.load(Ordering::SeqCst) {
@@ -196,16 +320,36 @@ fn main() {
     stop.store(true, Ordering::SeqCst);
     traffic.join().unwrap();
     let all = measured.lock().unwrap().clone();
-    assert_eq!(all.len(), 20, "every fault was followed by a successful operation");
-    let (mut errs, mut hangs): (Vec<Duration>, Vec<Duration>) = (all[..10].to_vec(), all[10..].to_vec());
+    assert_eq!(
+        all.len(),
+        20,
+        "every fault was followed by a successful operation"
+    );
+    let (mut errs, mut hangs): (Vec<Duration>, Vec<Duration>) =
+        (all[..10].to_vec(), all[10..].to_vec());
     let mut every = all.clone();
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-    println!("## Failover time (fault to first successful operation started after it), {} ms deadline\n", DEADLINE_MS);
+    println!(
+        "## Failover time (fault to first successful operation started after it), {} ms deadline\n",
+        DEADLINE_MS
+    );
     println!("| faults | p50 ms | max ms |");
     println!("|---|---:|---:|");
-    println!("| 10 x error (device error) | {} | {} |", ms(percentile(&mut errs, 0.5)), ms(*errs.iter().max().unwrap()));
-    println!("| 10 x hang (past the deadline) | {} | {} |", ms(percentile(&mut hangs, 0.5)), ms(*hangs.iter().max().unwrap()));
-    println!("| all 20 | {} | {} |", ms(percentile(&mut every, 0.5)), ms(*every.iter().max().unwrap()));
+    println!(
+        "| 10 x error (device error) | {} | {} |",
+        ms(percentile(&mut errs, 0.5)),
+        ms(*errs.iter().max().unwrap())
+    );
+    println!(
+        "| 10 x hang (past the deadline) | {} | {} |",
+        ms(percentile(&mut hangs, 0.5)),
+        ms(*hangs.iter().max().unwrap())
+    );
+    println!(
+        "| all 20 | {} | {} |",
+        ms(percentile(&mut every, 0.5)),
+        ms(*every.iter().max().unwrap())
+    );
     println!(
         "\n{} operations during the faults, {} failed as seen by the consumer; target max < 1000 ms: {}\n",
         ops.load(Ordering::Relaxed),
@@ -214,7 +358,10 @@ fn main() {
     );
 
     // --- balance: one replica vs two
-    println!("## balance: ECDSA P-256 sign, {secs} s per cell, {} cores\n", cores());
+    println!(
+        "## balance: ECDSA P-256 sign, {secs} s per cell, {} cores\n",
+        cores()
+    );
     println!("| threads | 1 replica ops/s | 2 replicas ops/s | 2/1 |");
     println!("|---:|---:|---:|---:|");
     for threads in [2usize, 4] {
@@ -250,7 +397,12 @@ fn main() {
             }
             rates.push(rate);
         }
-        println!("| {threads} | {:.0} | {:.0} | {:.2}x |", rates[0], rates[1], rates[1] / rates[0]);
+        println!(
+            "| {threads} | {:.0} | {:.0} | {:.2}x |",
+            rates[0],
+            rates[1],
+            rates[1] / rates[0]
+        );
     }
     let _ = Path::new(&dir);
     let _ = std::fs::remove_dir_all(&dir);

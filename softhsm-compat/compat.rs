@@ -17,7 +17,11 @@
 //!   4 "soft"    hsmux's soft token
 //! The direct SoftHSM (the system library) has tokens "parity" and "cross" in directory A.
 
-#![allow(clippy::macro_metavars_in_unsafe)]
+#![allow(
+    clippy::macro_metavars_in_unsafe,
+    clippy::type_complexity,
+    clippy::too_many_arguments
+)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/common/parity.rs"]

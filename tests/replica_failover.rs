@@ -37,25 +37,40 @@ fn ctl(dir: &Path, name: &str, mode: &str) {
 
 fn slot_of(m: &Module, label: &str) -> CK_SLOT_ID {
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut slots = vec![0; n as usize];
     assert_eq!(ck!(m, C_GetSlotList(1, slots.as_mut_ptr(), &mut n)), CKR_OK);
     slots
         .into_iter()
         .find(|s| {
             let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
-            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK && String::from_utf8_lossy(&ti.label).trim_end() == label
+            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK
+                && String::from_utf8_lossy(&ti.label).trim_end() == label
         })
         .unwrap_or_else(|| panic!("no slot {label}"))
 }
 
 /// The same keys on `token` of the directly loaded SoftHSM.
-fn provision(direct: &Module, token: &str, ec_scalar: &[u8], ec_point_der: &[u8], extra_only_here: bool) {
+fn provision(
+    direct: &Module,
+    token: &str,
+    ec_scalar: &[u8],
+    ec_point_der: &[u8],
+    extra_only_here: bool,
+) {
     let slot = slot_of(direct, token);
     let h = open(direct, slot, true);
     assert_eq!(login(direct, h, CKU_USER, PIN), CKR_OK);
     let mut o = 0;
-    let mut make = |mut t: Template| assert_rv!(ck!(direct, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
+    let mut make = |mut t: Template| {
+        assert_rv!(
+            ck!(direct, C_CreateObject(h, t.ptr(), t.len(), &mut o)),
+            CKR_OK
+        )
+    };
     let secret = |kt: CK_KEY_TYPE, v: &[u8], id: &[u8]| {
         Template::new()
             .ulong(CKA_CLASS, CKO_SECRET_KEY)
@@ -170,8 +185,17 @@ fn setup() -> &'static Setup {
     })
 }
 
-fn find_one(m: &Module, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, id: &[u8]) -> CK_OBJECT_HANDLE {
-    let found = find(m, h, &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_ID, id));
+fn find_one(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    class: CK_OBJECT_CLASS,
+    id: &[u8],
+) -> CK_OBJECT_HANDLE {
+    let found = find(
+        m,
+        h,
+        &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_ID, id),
+    );
     assert_eq!(found.len(), 1, "one object {}", String::from_utf8_lossy(id));
     found[0]
 }
@@ -201,29 +225,42 @@ fn round(s: &Setup, h: CK_SESSION_HANDLE, k: &Keys, n: u64) -> Result<(), String
     let msg = format!("message {n}").into_bytes();
     // ECDSA over a SHA-256 digest (SoftHSM offers raw CKM_ECDSA).
     let digest = sha2::Sha256::digest(&msg);
-    let sig = sign(m, h, mech(CKM_ECDSA), k.ec, &digest).map_err(|rv| format!("ECDSA sign: {}", rv_name(rv)))?;
-    s.ec.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("ECDSA signature does not verify: {e}"))?;
+    let sig = sign(m, h, mech(CKM_ECDSA), k.ec, &digest)
+        .map_err(|rv| format!("ECDSA sign: {}", rv_name(rv)))?;
+    s.ec.verify_prehash(
+        &digest,
+        &p256::ecdsa::Signature::from_slice(&sig).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("ECDSA signature does not verify: {e}"))?;
     // AES-GCM: encrypted by the token, decrypted by aes-gcm and by the token.
     let mut iv = [0u8; 12];
     iv[..8].copy_from_slice(&n.to_be_bytes());
     let (mut aad, mut iv1, mut iv2) = (*b"aad", iv, iv);
     let mut p = gcm_params(&mut iv1, &mut aad, 128);
-    let ct = encrypt(m, h, mech_with(CKM_AES_GCM, &mut p), k.aes, &msg).map_err(|rv| format!("GCM encrypt: {}", rv_name(rv)))?;
+    let ct = encrypt(m, h, mech_with(CKM_AES_GCM, &mut p), k.aes, &msg)
+        .map_err(|rv| format!("GCM encrypt: {}", rv_name(rv)))?;
     let plain = aes_gcm::Aes256Gcm::new_from_slice(&AES_KEY)
         .unwrap()
-        .decrypt((&iv).into(), Payload { msg: &ct, aad: b"aad" })
+        .decrypt(
+            (&iv).into(),
+            Payload {
+                msg: &ct,
+                aad: b"aad",
+            },
+        )
         .map_err(|_| "GCM ciphertext does not decrypt with aes-gcm".to_string())?;
     if plain != msg {
         return Err("GCM plaintext differs".into());
     }
     let mut p = gcm_params(&mut iv2, &mut aad, 128);
-    let back = decrypt(m, h, mech_with(CKM_AES_GCM, &mut p), k.aes, &ct).map_err(|rv| format!("GCM decrypt: {}", rv_name(rv)))?;
+    let back = decrypt(m, h, mech_with(CKM_AES_GCM, &mut p), k.aes, &ct)
+        .map_err(|rv| format!("GCM decrypt: {}", rv_name(rv)))?;
     if back != msg {
         return Err("GCM decrypt through hsmux differs".into());
     }
     // HMAC-SHA256 against the hmac crate.
-    let mac = sign(m, h, mech(CKM_SHA256_HMAC), k.hmac, &msg).map_err(|rv| format!("HMAC: {}", rv_name(rv)))?;
+    let mac = sign(m, h, mech(CKM_SHA256_HMAC), k.hmac, &msg)
+        .map_err(|rv| format!("HMAC: {}", rv_name(rv)))?;
     let mut want = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&HMAC_KEY).unwrap();
     want.update(&msg);
     if mac != want.finalize().into_bytes().as_slice() {
@@ -236,7 +273,11 @@ fn round(s: &Setup, h: CK_SESSION_HANDLE, k: &Keys, n: u64) -> Result<(), String
 fn session(s: &Setup, label: &str) -> (CK_SESSION_HANDLE, Keys) {
     let h = open(&s.m, slot_of(&s.m, label), true);
     let rv = login(&s.m, h, CKU_USER, PIN);
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "{}",
+        rv_name(rv)
+    );
     let k = keys(&s.m, h);
     (h, k)
 }
@@ -287,7 +328,10 @@ fn replicas_die_and_return_under_load_with_no_failed_operation() {
         }
         let _stop = Stop(&stop);
         let t0 = Instant::now();
-        while done.load(Ordering::Relaxed) < 20 && failures.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        while done.load(Ordering::Relaxed) < 20
+            && failures.lock().unwrap().is_empty()
+            && t0.elapsed() < Duration::from_secs(20)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
@@ -296,14 +340,24 @@ fn replicas_die_and_return_under_load_with_no_failed_operation() {
             failures.lock().unwrap().first()
         );
         for (name, mode, wait) in steps {
-            println!("{:>6} ms: {name} -> {mode} ({} rounds so far)", t0.elapsed().as_millis(), done.load(Ordering::Relaxed));
+            println!(
+                "{:>6} ms: {name} -> {mode} ({} rounds so far)",
+                t0.elapsed().as_millis(),
+                done.load(Ordering::Relaxed)
+            );
             ctl(&s.dir, name, mode);
             std::thread::sleep(Duration::from_millis(*wait));
         }
     });
     let failures = failures.into_inner().unwrap();
     let n = done.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {} rounds failed; first: {:?}", failures.len(), n + failures.len() as u64, &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} rounds failed; first: {:?}",
+        failures.len(),
+        n + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
     assert!(n > 40, "only {n} rounds (3 operations each) completed");
     println!("{n} rounds of ECDSA + AES-GCM + HMAC, all verified, through 6 faults");
 }
@@ -317,7 +371,10 @@ fn a_multipart_operation_cut_in_the_middle_fails_once() {
     // Which replica serves now: the first healthy one in file order.
     let mut mc = mech(CKM_SHA256_HMAC);
     assert_rv!(ck!(m, C_SignInit(h, &mut mc, k.hmac)), CKR_OK);
-    assert_rv!(ck!(m, C_SignUpdate(h, b"part one".as_ptr() as *mut _, 8)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_SignUpdate(h, b"part one".as_ptr() as *mut _, 8)),
+        CKR_OK
+    );
     for r in ["r0", "r1", "r2"] {
         ctl(&s.dir, r, "error");
     }
@@ -331,12 +388,16 @@ fn a_multipart_operation_cut_in_the_middle_fails_once() {
     } else {
         assert_rv!(rv, CKR_DEVICE_ERROR);
         // The core ended the operation.
-        assert_rv!(ck!(m, C_SignFinal(h, out.as_mut_ptr(), &mut len)), CKR_OPERATION_NOT_INITIALIZED);
+        assert_rv!(
+            ck!(m, C_SignFinal(h, out.as_mut_ptr(), &mut len)),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
         CKR_OK
     };
     assert_rv!(rv, CKR_OK);
     // The next operation works, on r2.
-    let mac = sign(m, h, mech(CKM_SHA256_HMAC), k.hmac, b"after").expect("the next operation works");
+    let mac =
+        sign(m, h, mech(CKM_SHA256_HMAC), k.hmac, b"after").expect("the next operation works");
     assert_eq!(mac.len(), 32);
     for r in ["r0", "r1"] {
         ctl(&s.dir, r, "ok");
@@ -358,7 +419,11 @@ fn a_replica_refusing_its_pin_is_down_and_not_asked_again() {
         round(s, h, &k, n).expect("the other replica serves");
     }
     let logins = std::fs::read_to_string(s.dir.join("ctl-p0.logins")).unwrap_or_default();
-    assert_eq!(logins.trim(), "1", "p0 saw {logins:?} login attempts in 3 s of traffic and probes");
+    assert_eq!(
+        logins.trim(),
+        "1",
+        "p0 saw {logins:?} login attempts in 3 s of traffic and probes"
+    );
     ctl(&s.dir, "p0", "ok");
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
@@ -373,7 +438,9 @@ fn a_key_on_one_replica_only_is_served_from_that_one() {
     let ct = encrypt(m, h, mech(CKM_AES_ECB), only, &[0u8; 16]).expect("served by r2");
     use aes_gcm::aes::cipher::{BlockEncrypt, KeyInit};
     let mut block = aes_gcm::aes::cipher::generic_array::GenericArray::from([0u8; 16]);
-    aes_gcm::aes::Aes128::new_from_slice(&[0x77; 16]).unwrap().encrypt_block(&mut block);
+    aes_gcm::aes::Aes128::new_from_slice(&[0x77; 16])
+        .unwrap()
+        .encrypt_block(&mut block);
     assert_eq!(ct, block.as_slice());
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
@@ -412,7 +479,10 @@ fn the_openbao_seal_keeps_working_while_a_replica_dies() {
             assert_eq!(found.len(), 1);
             found[0]
         };
-        assert_eq!(get_attr(m, s1, key, CKA_KEY_TYPE).unwrap(), CKK_AES.to_ne_bytes());
+        assert_eq!(
+            get_attr(m, s1, key, CKA_KEY_TYPE).unwrap(),
+            CKK_AES.to_ne_bytes()
+        );
         assert_eq!(ck!(m, C_CloseSession(s1)), CKR_OK);
         let s2 = open(m, slot, true);
         let out = match (plain, blob) {
@@ -442,5 +512,9 @@ fn the_openbao_seal_keeps_working_while_a_replica_dies() {
     let blob2 = seal(Some(root_key), None);
     ctl(&s.dir, "r0", "ok");
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(seal(None, Some(&blob2)), root_key, "a blob sealed on r1 unseals after fail-back to r0");
+    assert_eq!(
+        seal(None, Some(&blob2)),
+        root_key,
+        "a blob sealed on r1 unseals after fail-back to r0"
+    );
 }

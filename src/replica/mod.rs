@@ -174,7 +174,7 @@ impl ReplicaGroup {
                 let keys = (|| {
                     r.token.token_info()?;
                     if let Some(p) = &r.pin {
-                        let pin = p.resolve().map_err(|e| Error::general(e))?;
+                        let pin = p.resolve().map_err(Error::general)?;
                         r.token.login(Login::User, &pin)?;
                     }
                     let ids = r.token.find_objects(&ctx, &[])?;
@@ -235,15 +235,25 @@ fn read_identity(t: &dyn Token, ctx: &Ctx, id: ObjectId) -> Result<Identity> {
     let class = crate::core::attr::parse_ulong(&val(0)).unwrap_or(CK_UNAVAILABLE_INFORMATION);
     let (cid, label) = (val(1), val(2));
     Ok(if !cid.is_empty() {
-        Identity { class, by_id: true, key: cid }
+        Identity {
+            class,
+            by_id: true,
+            key: cid,
+        }
     } else {
-        Identity { class, by_id: false, key: label }
+        Identity {
+            class,
+            by_id: false,
+            key: label,
+        }
     })
 }
 
 impl Group {
     fn sha(pin: &[u8]) -> Vec<u8> {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin).as_ref().to_vec()
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin)
+            .as_ref()
+            .to_vec()
     }
 
     /// Records a device-class failure of replica `i`.
@@ -270,11 +280,19 @@ impl Group {
         match change {
             Change::Readmitted => {
                 r.up.store(true, Ordering::SeqCst);
-                log::warn!("slot {}: replica {} healthy again (re-admitted)", self.slot, r.name);
+                log::warn!(
+                    "slot {}: replica {} healthy again (re-admitted)",
+                    self.slot,
+                    r.name
+                );
             }
             Change::Degraded => {
                 r.up.store(true, Ordering::SeqCst);
-                log::info!("slot {}: replica {} answers again (degraded until it passes its probes)", self.slot, r.name);
+                log::info!(
+                    "slot {}: replica {} answers again (degraded until it passes its probes)",
+                    self.slot,
+                    r.name
+                );
             }
             _ => {}
         }
@@ -325,7 +343,11 @@ impl Group {
         let bad = r.health.lock().bad_pin.clone();
         if bad.as_deref() != Some(&Self::sha(&pin)[..]) {
             r.health.lock().bad_pin = None;
-            log::info!("slot {}: replica {}: its configured PIN changed; trying it", self.slot, r.name);
+            log::info!(
+                "slot {}: replica {}: its configured PIN changed; trying it",
+                self.slot,
+                r.name
+            );
             return true;
         }
         false
@@ -338,7 +360,9 @@ impl Group {
             return Ok(());
         }
         let login = self.login.lock();
-        let Some(l) = login.as_ref() else { return Ok(()) };
+        let Some(l) = login.as_ref() else {
+            return Ok(());
+        };
         if l.who != Login::User {
             return Ok(());
         }
@@ -360,9 +384,17 @@ impl Group {
                 r.logged_in.store(true, Ordering::SeqCst);
                 Ok(())
             }
-            Err(e) if matches!(e.rv(), CKR_PIN_INCORRECT | CKR_PIN_LOCKED | CKR_PIN_EXPIRED) && r.pin.is_some() => {
+            Err(e)
+                if matches!(e.rv(), CKR_PIN_INCORRECT | CKR_PIN_LOCKED | CKR_PIN_EXPIRED)
+                    && r.pin.is_some() =>
+            {
                 r.health.lock().bad_pin = Some(Self::sha(&pin));
-                self.mark_down(i, &format!("its configured PIN is refused ({e}); not tried again until it changes"));
+                self.mark_down(
+                    i,
+                    &format!(
+                        "its configured PIN is refused ({e}); not tried again until it changes"
+                    ),
+                );
                 log::error!(
                     "slot {}: replica {}: C_Login with its configured pin answered {e}: the replica is down and the PIN is not retried (it would lock the token) until the configured pin changes",
                     self.slot,
@@ -432,14 +464,11 @@ impl Group {
             return Ok(*g);
         }
         let ident = read_identity(&*r.token, ctx, child)?;
-        let gid = *self
-            .by_identity
-            .entry(ident.clone())
-            .or_insert_with(|| {
-                let g = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.ids.insert(g, ident);
-                g
-            });
+        let gid = *self.by_identity.entry(ident.clone()).or_insert_with(|| {
+            let g = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.ids.insert(g, ident);
+            g
+        });
         r.ids.insert(gid, child);
         r.rev.insert(child, gid);
         Ok(gid)
@@ -456,7 +485,10 @@ impl Group {
         };
         let t = [
             Attr::ulong(CKA_CLASS, ident.class),
-            Attr::new(if ident.by_id { CKA_ID } else { CKA_LABEL }, ident.key.clone()),
+            Attr::new(
+                if ident.by_id { CKA_ID } else { CKA_LABEL },
+                ident.key.clone(),
+            ),
         ];
         let found = r.token.find_objects(ctx, &t)?;
         // An object with a label but no CKA_ID must not match one that has an id.
@@ -503,7 +535,10 @@ impl Group {
                 return Ok(Found::NotHere);
             };
             match f(c) {
-                Err(e) if attempt == 0 && matches!(e.rv(), CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID) => {
+                Err(e)
+                    if attempt == 0
+                        && matches!(e.rv(), CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID) =>
+                {
                     self.forget_child(i, gid);
                 }
                 r => return r.map(Found::Yes),
@@ -521,7 +556,9 @@ impl Token for ReplicaGroup {
 
     fn token_info(&self) -> Result<TokenInfo> {
         let g = &self.g;
-        let got = g.on_replica("C_GetTokenInfo", &g.order(false), |_, r| r.token.token_info().map(Found::Yes));
+        let got = g.on_replica("C_GetTokenInfo", &g.order(false), |_, r| {
+            r.token.token_info().map(Found::Yes)
+        });
         let mut info = match got {
             Ok(i) => {
                 *g.last_info.lock() = Some(i.clone());
@@ -553,7 +590,11 @@ impl Token for ReplicaGroup {
         }
         match g.on_replica("C_GetMechanismList", &g.order(false), |_, r| {
             let m = r.token.mechanisms();
-            Ok(if m.is_empty() { Found::NotHere } else { Found::Yes(m) })
+            Ok(if m.is_empty() {
+                Found::NotHere
+            } else {
+                Found::Yes(m)
+            })
         }) {
             Ok(m) => {
                 *g.mechs.lock() = Some(m.clone());
@@ -565,7 +606,9 @@ impl Token for ReplicaGroup {
 
     fn mechanism_info(&self, mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
         let g = &self.g;
-        g.on_replica("C_GetMechanismInfo", &g.order(false), |_, r| r.token.mechanism_info(mech).map(Found::Yes))
+        g.on_replica("C_GetMechanismInfo", &g.order(false), |_, r| {
+            r.token.mechanism_info(mech).map(Found::Yes)
+        })
     }
 
     fn open_session(&self, session: CK_SESSION_HANDLE, rw: bool) -> Result<()> {
@@ -597,7 +640,9 @@ impl Token for ReplicaGroup {
         let g = &self.g;
         if who == Login::So {
             // The SO works on one replica at a time: the first that answers.
-            return g.on_replica("C_Login(SO)", &g.order(false), |_, r| r.token.login(Login::So, pin).map(Found::Yes));
+            return g.on_replica("C_Login(SO)", &g.order(false), |_, r| {
+                r.token.login(Login::So, pin).map(Found::Yes)
+            });
         }
         *g.login.lock() = Some(LoginState {
             who,
@@ -644,7 +689,9 @@ impl Token for ReplicaGroup {
             if !r.up.load(Ordering::SeqCst) {
                 continue;
             }
-            let ids = g.ensure_login(i).and_then(|()| r.token.find_objects(ctx, template));
+            let ids = g
+                .ensure_login(i)
+                .and_then(|()| r.token.find_objects(ctx, template));
             match ids {
                 Ok(ids) => {
                     answered = true;
@@ -666,11 +713,19 @@ impl Token for ReplicaGroup {
         // None was usable: probe-before-reuse on one.
         g.on_replica("C_FindObjects", &g.order(false), |i, r| {
             let ids = r.token.find_objects(ctx, template)?;
-            ids.into_iter().map(|c| g.gid_for(i, ctx, c)).collect::<Result<Vec<_>>>().map(Found::Yes)
+            ids.into_iter()
+                .map(|c| g.gid_for(i, ctx, c))
+                .collect::<Result<Vec<_>>>()
+                .map(Found::Yes)
         })
     }
 
-    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
         let g = &self.g;
         g.on_replica("C_GetAttributeValue", &g.order(false), |i, r| {
             g.with_object(i, ctx, obj, |c| r.token.get_attributes(ctx, c, types))
@@ -686,10 +741,14 @@ impl Token for ReplicaGroup {
             if !r.up.load(Ordering::SeqCst) {
                 continue;
             }
-            match g.ensure_login(i).and_then(|()| g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))) {
+            match g.ensure_login(i).and_then(|()| {
+                g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))
+            }) {
                 Ok(Found::Yes(())) => done = true,
                 Ok(Found::NotHere) => {}
-                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_SetAttributeValue: {e}")),
+                Err(e) if device_class(e.rv()) => {
+                    g.mark_down(i, &format!("C_SetAttributeValue: {e}"))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -716,11 +775,18 @@ impl Token for ReplicaGroup {
             let r = &g.replicas[i];
             if !r.up.load(Ordering::SeqCst) {
                 if r.ids.contains_key(&obj) {
-                    log::warn!("slot {}: replica {} is down: the object stays there", g.slot, r.name);
+                    log::warn!(
+                        "slot {}: replica {} is down: the object stays there",
+                        g.slot,
+                        r.name
+                    );
                 }
                 continue;
             }
-            match g.ensure_login(i).and_then(|()| g.with_object(i, ctx, obj, |c| r.token.destroy_object(ctx, c))) {
+            match g
+                .ensure_login(i)
+                .and_then(|()| g.with_object(i, ctx, obj, |c| r.token.destroy_object(ctx, c)))
+            {
                 Ok(Found::Yes(())) => {
                     done = true;
                     g.forget_child(i, obj);
@@ -738,23 +804,28 @@ impl Token for ReplicaGroup {
     }
 
     fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, true).map(|c| Box::new(c) as Box<dyn Cipher>)
+        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, true)
+            .map(|c| Box::new(c) as Box<dyn Cipher>)
     }
 
     fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, false).map(|c| Box::new(c) as Box<dyn Cipher>)
+        ops::GroupCipher::start(self.g.clone(), ctx, mech, key, false)
+            .map(|c| Box::new(c) as Box<dyn Cipher>)
     }
 
     fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
-        ops::GroupSigner::start(self.g.clone(), ctx, mech, Some(key)).map(|s| Box::new(s) as Box<dyn Signer>)
+        ops::GroupSigner::start(self.g.clone(), ctx, mech, Some(key))
+            .map(|s| Box::new(s) as Box<dyn Signer>)
     }
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
-        ops::GroupVerifier::start(self.g.clone(), ctx, mech, key).map(|v| Box::new(v) as Box<dyn Verifier>)
+        ops::GroupVerifier::start(self.g.clone(), ctx, mech, key)
+            .map(|v| Box::new(v) as Box<dyn Verifier>)
     }
 
     fn digest_init(&self, ctx: &Ctx, mech: &Mechanism) -> Result<Box<dyn Signer>> {
-        ops::GroupSigner::start(self.g.clone(), ctx, mech, None).map(|s| Box::new(s) as Box<dyn Signer>)
+        ops::GroupSigner::start(self.g.clone(), ctx, mech, None)
+            .map(|s| Box::new(s) as Box<dyn Signer>)
     }
 
     fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, template: &[Attr]) -> Result<ObjectId> {
@@ -766,7 +837,13 @@ impl Token for ReplicaGroup {
         })
     }
 
-    fn generate_key_pair(&self, ctx: &Ctx, mech: &Mechanism, public: &[Attr], private: &[Attr]) -> Result<(ObjectId, ObjectId)> {
+    fn generate_key_pair(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        public: &[Attr],
+        private: &[Attr],
+    ) -> Result<(ObjectId, ObjectId)> {
         let g = &self.g;
         g.on_replica("C_GenerateKeyPair", &g.order(false), |i, r| {
             let (p, s) = r.token.generate_key_pair(ctx, mech, public, private)?;
@@ -775,27 +852,50 @@ impl Token for ReplicaGroup {
         })
     }
 
-    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+    fn wrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        wrapping: ObjectId,
+        key: ObjectId,
+    ) -> Result<Vec<u8>> {
         let g = &self.g;
         g.on_replica("C_WrapKey", &g.order(true), |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
-            let Some(k) = g.child_id(i, ctx, key)? else { return Ok(Found::NotHere) };
+            let Some(k) = g.child_id(i, ctx, key)? else {
+                return Ok(Found::NotHere);
+            };
             g.with_object(i, ctx, wrapping, |w| r.token.wrap_key(ctx, &m, w, k))
         })
     }
 
-    fn unwrap_key(&self, ctx: &Ctx, mech: &Mechanism, unwrapping: ObjectId, wrapped: &[u8], template: &[Attr]) -> Result<ObjectId> {
+    fn unwrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        unwrapping: ObjectId,
+        wrapped: &[u8],
+        template: &[Attr],
+    ) -> Result<ObjectId> {
         let g = &self.g;
         g.on_replica("C_UnwrapKey", &g.order(false), |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
-            match g.with_object(i, ctx, unwrapping, |u| r.token.unwrap_key(ctx, &m, u, wrapped, template))? {
+            match g.with_object(i, ctx, unwrapping, |u| {
+                r.token.unwrap_key(ctx, &m, u, wrapped, template)
+            })? {
                 Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),
                 Found::NotHere => Ok(Found::NotHere),
             }
         })
     }
 
-    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, template: &[Attr]) -> Result<ObjectId> {
+    fn derive_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        template: &[Attr],
+    ) -> Result<ObjectId> {
         let g = &self.g;
         g.on_replica("C_DeriveKey", &g.order(false), |i, r| {
             let m = g.mech_for(i, ctx, mech)?;

@@ -12,6 +12,11 @@ use crate::core::op::{Cipher, Signer, Verifier};
 use cryptoki_sys::*;
 use std::sync::Arc;
 
+/// Starts a replica's own operation: replica index, translated mechanism, its key id.
+type StartOn<'a, T> = dyn FnMut(usize, &Mechanism, Option<ObjectId>) -> Result<T> + 'a;
+/// The same with the group and session given (for a replay from inside an operation).
+type Reinit<'a, T> = dyn FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<T> + 'a;
+
 /// What every group operation carries: where it runs now and how to start it again.
 struct Replay {
     g: Arc<Group>,
@@ -32,7 +37,7 @@ impl Replay {
         mech: &Mechanism,
         key: Option<ObjectId>,
         what: &str,
-        init: &mut dyn FnMut(usize, &Mechanism, Option<ObjectId>) -> Result<T>,
+        init: &mut StartOn<'_, T>,
     ) -> Result<(usize, T)> {
         // Single-part work is what "balance" spreads; it rotates over the replicas.
         let order = g.order(true);
@@ -54,7 +59,7 @@ impl Replay {
         &mut self,
         op: &mut T,
         what: &str,
-        init: &mut dyn FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<T>,
+        init: &mut Reinit<'_, T>,
         call: &mut dyn FnMut(&mut T) -> Result<R>,
     ) -> Result<R> {
         let mut tries = self.g.replicas.len();
@@ -77,7 +82,10 @@ impl Replay {
                     }
                     let g = self.g.clone();
                     let ctx = self.ctx;
-                    let (at, new_op) = Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| init(&g, i, &ctx, m, k))?;
+                    let (at, new_op) =
+                        Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| {
+                            init(&g, i, &ctx, m, k)
+                        })?;
                     log::warn!(
                         "slot {}: failover from {} to {} ({what}: {e}); operation replayed",
                         g.slot,
@@ -93,7 +101,14 @@ impl Replay {
     }
 }
 
-fn cipher_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>, encrypt: bool) -> Result<Box<dyn Cipher>> {
+fn cipher_init(
+    g: &Group,
+    i: usize,
+    ctx: &Ctx,
+    m: &Mechanism,
+    k: Option<ObjectId>,
+    encrypt: bool,
+) -> Result<Box<dyn Cipher>> {
     let t = &g.replicas[i].token;
     let k = k.ok_or_else(|| err(CKR_KEY_HANDLE_INVALID))?;
     if encrypt {
@@ -110,17 +125,39 @@ pub struct GroupCipher {
 }
 
 impl GroupCipher {
-    pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId, encrypt: bool) -> Result<Self> {
-        let what = if encrypt { "C_EncryptInit" } else { "C_DecryptInit" };
-        let (at, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| cipher_init(&g, i, ctx, m, k, encrypt))?;
+    pub fn start(
+        g: Arc<Group>,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        encrypt: bool,
+    ) -> Result<Self> {
+        let what = if encrypt {
+            "C_EncryptInit"
+        } else {
+            "C_DecryptInit"
+        };
+        let (at, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
+            cipher_init(&g, i, ctx, m, k, encrypt)
+        })?;
         Ok(GroupCipher {
-            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key: Some(key), at, multipart: false },
+            r: Replay {
+                g: g.clone(),
+                ctx: *ctx,
+                mech: mech.clone(),
+                key: Some(key),
+                at,
+                multipart: false,
+            },
             op,
             encrypt,
         })
     }
 
-    fn init_fn(encrypt: bool) -> impl FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<Box<dyn Cipher>> {
+    fn init_fn(
+        encrypt: bool,
+    ) -> impl FnMut(&Group, usize, &Ctx, &Mechanism, Option<ObjectId>) -> Result<Box<dyn Cipher>>
+    {
         move |g, i, ctx, m, k| cipher_init(g, i, ctx, m, k, encrypt)
     }
 }
@@ -130,9 +167,14 @@ impl Cipher for GroupCipher {
         self.op.output_len(input_len)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        let what = if self.encrypt { "C_Encrypt" } else { "C_Decrypt" };
+        let what = if self.encrypt {
+            "C_Encrypt"
+        } else {
+            "C_Decrypt"
+        };
         let mut init = Self::init_fn(self.encrypt);
-        self.r.run(&mut self.op, what, &mut init, &mut |op| op.oneshot(input))
+        self.r
+            .run(&mut self.op, what, &mut init, &mut |op| op.oneshot(input))
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.op.update_len(input_len)
@@ -140,7 +182,10 @@ impl Cipher for GroupCipher {
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
         self.r.multipart = true;
         let mut init = Self::init_fn(self.encrypt);
-        self.r.run(&mut self.op, "C_EncryptUpdate", &mut init, &mut |op| op.update(input))
+        self.r
+            .run(&mut self.op, "C_EncryptUpdate", &mut init, &mut |op| {
+                op.update(input)
+            })
     }
     fn final_len(&self) -> usize {
         self.op.final_len()
@@ -148,11 +193,20 @@ impl Cipher for GroupCipher {
     fn finish(&mut self) -> Result<Vec<u8>> {
         self.r.multipart = true;
         let mut init = Self::init_fn(self.encrypt);
-        self.r.run(&mut self.op, "C_EncryptFinal", &mut init, &mut |op| op.finish())
+        self.r
+            .run(&mut self.op, "C_EncryptFinal", &mut init, &mut |op| {
+                op.finish()
+            })
     }
 }
 
-fn signer_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>) -> Result<Box<dyn Signer>> {
+fn signer_init(
+    g: &Group,
+    i: usize,
+    ctx: &Ctx,
+    m: &Mechanism,
+    k: Option<ObjectId>,
+) -> Result<Box<dyn Signer>> {
     let t = &g.replicas[i].token;
     match k {
         Some(k) => t.sign_init(ctx, m, k),
@@ -167,10 +221,24 @@ pub struct GroupSigner {
 
 impl GroupSigner {
     /// A signature (`key` given) or a digest.
-    pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: Option<ObjectId>) -> Result<Self> {
-        let (at, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| signer_init(&g, i, ctx, m, k))?;
+    pub fn start(
+        g: Arc<Group>,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+    ) -> Result<Self> {
+        let (at, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| {
+            signer_init(&g, i, ctx, m, k)
+        })?;
         Ok(GroupSigner {
-            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key, at, multipart: false },
+            r: Replay {
+                g: g.clone(),
+                ctx: *ctx,
+                mech: mech.clone(),
+                key,
+                at,
+                multipart: false,
+            },
             op,
         })
     }
@@ -182,19 +250,36 @@ impl Signer for GroupSigner {
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.r.multipart = true;
-        self.r.run(&mut self.op, "C_SignUpdate", &mut signer_init, &mut |op| op.update(data))
+        self.r
+            .run(&mut self.op, "C_SignUpdate", &mut signer_init, &mut |op| {
+                op.update(data)
+            })
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
         self.r.multipart = true;
-        self.r.run(&mut self.op, "C_SignFinal", &mut signer_init, &mut |op| op.finish())
+        self.r
+            .run(&mut self.op, "C_SignFinal", &mut signer_init, &mut |op| {
+                op.finish()
+            })
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.r.run(&mut self.op, "C_Sign", &mut signer_init, &mut |op| op.oneshot(data))
+        self.r
+            .run(&mut self.op, "C_Sign", &mut signer_init, &mut |op| {
+                op.oneshot(data)
+            })
     }
 }
 
-fn verifier_init(g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>) -> Result<Box<dyn Verifier>> {
-    g.replicas[i].token.verify_init(ctx, m, k.ok_or_else(|| err(CKR_KEY_HANDLE_INVALID))?)
+fn verifier_init(
+    g: &Group,
+    i: usize,
+    ctx: &Ctx,
+    m: &Mechanism,
+    k: Option<ObjectId>,
+) -> Result<Box<dyn Verifier>> {
+    g.replicas[i]
+        .token
+        .verify_init(ctx, m, k.ok_or_else(|| err(CKR_KEY_HANDLE_INVALID))?)
 }
 
 pub struct GroupVerifier {
@@ -204,9 +289,18 @@ pub struct GroupVerifier {
 
 impl GroupVerifier {
     pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Self> {
-        let (at, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| verifier_init(&g, i, ctx, m, k))?;
+        let (at, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| {
+            verifier_init(&g, i, ctx, m, k)
+        })?;
         Ok(GroupVerifier {
-            r: Replay { g: g.clone(), ctx: *ctx, mech: mech.clone(), key: Some(key), at, multipart: false },
+            r: Replay {
+                g: g.clone(),
+                ctx: *ctx,
+                mech: mech.clone(),
+                key: Some(key),
+                at,
+                multipart: false,
+            },
             op,
         })
     }
@@ -215,13 +309,26 @@ impl GroupVerifier {
 impl Verifier for GroupVerifier {
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.r.multipart = true;
-        self.r.run(&mut self.op, "C_VerifyUpdate", &mut verifier_init, &mut |op| op.update(data))
+        self.r.run(
+            &mut self.op,
+            "C_VerifyUpdate",
+            &mut verifier_init,
+            &mut |op| op.update(data),
+        )
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         self.r.multipart = true;
-        self.r.run(&mut self.op, "C_VerifyFinal", &mut verifier_init, &mut |op| op.finish(signature))
+        self.r.run(
+            &mut self.op,
+            "C_VerifyFinal",
+            &mut verifier_init,
+            &mut |op| op.finish(signature),
+        )
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.r.run(&mut self.op, "C_Verify", &mut verifier_init, &mut |op| op.oneshot(data, signature))
+        self.r
+            .run(&mut self.op, "C_Verify", &mut verifier_init, &mut |op| {
+                op.oneshot(data, signature)
+            })
     }
 }

@@ -3,6 +3,9 @@
 //! offers them, so hsmux runs each message as one single-part `CKM_AES_GCM` at the vendor,
 //! as the core does for its own tokens (`core::api::message`). A vendor with the 3.0
 //! interface gets the calls forwarded instead.
+//!
+//! As in `pass.rs`, every function is `unsafe` because its pointers are the consumer's.
+#![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
 
 use super::pass::PassSession;
 use crate::core::api::message::{generate_iv, GcmMessage};

@@ -10,10 +10,10 @@
 mod encode;
 pub mod library;
 mod message;
-pub mod token;
-mod worker;
 pub mod params;
 pub mod pass;
+pub mod token;
+mod worker;
 
 use crate::config::{ModuleConfig, PinCheck, Secret, TokenSelector};
 use crate::core::handles::HandleTable;

@@ -77,10 +77,15 @@ impl ModuleToken {
     /// Loads the replica's library (a load failure leaves a token whose every call fails,
     /// so that the replica is simply down).
     pub fn new(name: &str, cfg: &ModuleConfig) -> ModuleToken {
-        let probe = cfg.probe_init.then(|| Duration::from_millis(cfg.timeout_ms));
+        let probe = cfg
+            .probe_init
+            .then(|| Duration::from_millis(cfg.timeout_ms));
         let lib = Library::open(&cfg.library, cfg.init_args.as_deref(), probe);
         if let Err(why) = &lib {
-            log::error!("replica {name}: vendor library {}: {why}", cfg.library.display());
+            log::error!(
+                "replica {name}: vendor library {}: {why}",
+                cfg.library.display()
+            );
         }
         ModuleToken {
             inner: Arc::new(Inner {
@@ -104,7 +109,11 @@ impl ModuleToken {
 
 impl Inner {
     /// Runs `f` on a worker with the call deadline; a timeout is `TIMED_OUT` with a log line.
-    fn run<R: Send + 'static>(&self, what: &str, f: impl FnOnce(Lib) -> Result<R> + Send + 'static) -> Result<R> {
+    fn run<R: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(Lib) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let lib = match &self.lib {
             Ok(l) => Lib(l.clone()),
             Err(_) => return Err(err(CKR_DEVICE_REMOVED)),
@@ -140,7 +149,10 @@ impl Inner {
         let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
         self.run("C_OpenSession", move |lib| {
             let mut h = 0;
-            check(vcall!(lib, C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h)))?;
+            check(vcall!(
+                lib,
+                C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h)
+            ))?;
             Ok(h)
         })
     }
@@ -189,7 +201,10 @@ impl Inner {
             match self.run(what, move |lib| g(lib, vs)) {
                 Ok(r) => return Ok((vs, r)),
                 Err(e) if e.rv() == CKR_OPERATION_ACTIVE && attempt == 0 => {
-                    log::info!("replica {}: {what}: a vendor session was still busy; replaced", self.name);
+                    log::info!(
+                        "replica {}: {what}: a vendor session was still busy; replaced",
+                        self.name
+                    );
                     self.abandon(h, vs);
                 }
                 Err(e) => {
@@ -247,7 +262,11 @@ impl Token for ModuleToken {
                 free_private_memory: t.ulFreePrivateMemory,
                 hardware_version: (t.hardwareVersion.major, t.hardwareVersion.minor),
                 firmware_version: (t.firmwareVersion.major, t.firmwareVersion.minor),
-                utc_time: if t.flags & CKF_CLOCK_ON_TOKEN != 0 { s(&t.utcTime) } else { String::new() },
+                utc_time: if t.flags & CKF_CLOCK_ON_TOKEN != 0 {
+                    s(&t.utcTime)
+                } else {
+                    String::new()
+                },
             })
         })
     }
@@ -259,7 +278,10 @@ impl Token for ModuleToken {
         self.inner
             .run("C_GetMechanismList", move |lib| {
                 let mut n: CK_ULONG = 0;
-                check(vcall!(lib, C_GetMechanismList(vs, std::ptr::null_mut(), &mut n)))?;
+                check(vcall!(
+                    lib,
+                    C_GetMechanismList(vs, std::ptr::null_mut(), &mut n)
+                ))?;
                 let mut v = vec![0; n as usize];
                 check(vcall!(lib, C_GetMechanismList(vs, v.as_mut_ptr(), &mut n)))?;
                 v.truncate(n as usize);
@@ -285,7 +307,9 @@ impl Token for ModuleToken {
 
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         if let Some((_, v)) = self.inner.sessions.remove(&session) {
-            let _ = self.inner.run("C_CloseSession", move |lib| check(vcall!(lib, C_CloseSession(v))));
+            let _ = self.inner.run("C_CloseSession", move |lib| {
+                check(vcall!(lib, C_CloseSession(v)))
+            });
         }
         Vec::new()
     }
@@ -296,7 +320,10 @@ impl Token for ModuleToken {
         let pin = zeroize::Zeroizing::new(pin.to_vec());
         self.inner.run("C_Login", move |lib| {
             let mut pin = pin;
-            match vcall!(lib, C_Login(a, user, pin.as_mut_ptr(), pin.len() as CK_ULONG)) {
+            match vcall!(
+                lib,
+                C_Login(a, user, pin.as_mut_ptr(), pin.len() as CK_ULONG)
+            ) {
                 CKR_OK | CKR_USER_ALREADY_LOGGED_IN => Ok(()),
                 rv => Err(Error::new(rv)),
             }
@@ -338,15 +365,27 @@ impl Token for ModuleToken {
         })
     }
 
-    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
         let vs = self.inner.session(ctx.session)?;
         let types = types.to_vec();
         self.inner.run("C_GetAttributeValue", move |lib| {
             let mut out = Vec::with_capacity(types.len());
             // One attribute per call: the vendor's code tells sensitive from absent.
             for ty in types {
-                let mut a = CK_ATTRIBUTE { type_: ty, pValue: std::ptr::null_mut(), ulValueLen: 0 };
-                match vcall!(lib, C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)) {
+                let mut a = CK_ATTRIBUTE {
+                    type_: ty,
+                    pValue: std::ptr::null_mut(),
+                    ulValueLen: 0,
+                };
+                match vcall!(
+                    lib,
+                    C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
+                ) {
                     CKR_OK => {}
                     CKR_ATTRIBUTE_SENSITIVE => {
                         out.push(AttrValue::Sensitive);
@@ -360,7 +399,10 @@ impl Token for ModuleToken {
                 }
                 let mut v = vec![0u8; a.ulValueLen as usize];
                 a.pValue = v.as_mut_ptr() as CK_VOID_PTR;
-                check(vcall!(lib, C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)))?;
+                check(vcall!(
+                    lib,
+                    C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
+                ))?;
                 v.truncate(a.ulValueLen as usize);
                 out.push(AttrValue::Value(v));
             }
@@ -372,7 +414,10 @@ impl Token for ModuleToken {
         let vs = self.inner.session(ctx.session)?;
         let mut t = OwnedTemplate::new(template);
         self.inner.run("C_SetAttributeValue", move |lib| {
-            check(vcall!(lib, C_SetAttributeValue(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len())))
+            check(vcall!(
+                lib,
+                C_SetAttributeValue(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len())
+            ))
         })
     }
 
@@ -391,14 +436,19 @@ impl Token for ModuleToken {
         let mut t = OwnedTemplate::new(template);
         self.inner.run("C_CopyObject", move |lib| {
             let mut h = 0;
-            check(vcall!(lib, C_CopyObject(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len(), &mut h)))?;
+            check(vcall!(
+                lib,
+                C_CopyObject(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len(), &mut h)
+            ))?;
             Ok(h as ObjectId)
         })
     }
 
     fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
         let vs = self.inner.session(ctx.session)?;
-        self.inner.run("C_DestroyObject", move |lib| check(vcall!(lib, C_DestroyObject(vs, obj as CK_OBJECT_HANDLE))))
+        self.inner.run("C_DestroyObject", move |lib| {
+            check(vcall!(lib, C_DestroyObject(vs, obj as CK_OBJECT_HANDLE)))
+        })
     }
 
     fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
@@ -415,11 +465,21 @@ impl Token for ModuleToken {
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
         let mech = Arc::new(mech.clone());
-        let (vs, ()) = self.inner.init("C_VerifyInit", ctx.session, move |lib, vs| {
-            let mut m = OwnedMechanism::new(&mech);
-            check(vcall!(lib, C_VerifyInit(vs, m.as_ptr(), key as CK_OBJECT_HANDLE)))
-        })?;
-        Ok(Box::new(VendorVerifier { inner: self.inner.clone(), vs, session: ctx.session, done: false }))
+        let (vs, ()) = self
+            .inner
+            .init("C_VerifyInit", ctx.session, move |lib, vs| {
+                let mut m = OwnedMechanism::new(&mech);
+                check(vcall!(
+                    lib,
+                    C_VerifyInit(vs, m.as_ptr(), key as CK_OBJECT_HANDLE)
+                ))
+            })?;
+        Ok(Box::new(VendorVerifier {
+            inner: self.inner.clone(),
+            vs,
+            session: ctx.session,
+            done: false,
+        }))
     }
 
     fn digest_init(&self, ctx: &Ctx, mech: &Mechanism) -> Result<Box<dyn Signer>> {
@@ -432,49 +492,123 @@ impl Token for ModuleToken {
         let mut t = OwnedTemplate::new(template);
         self.inner.run("C_GenerateKey", move |lib| {
             let mut h = 0;
-            check(vcall!(lib, C_GenerateKey(vs, m.as_ptr(), t.as_ptr(), t.len(), &mut h)))?;
+            check(vcall!(
+                lib,
+                C_GenerateKey(vs, m.as_ptr(), t.as_ptr(), t.len(), &mut h)
+            ))?;
             Ok(h as ObjectId)
         })
     }
 
-    fn generate_key_pair(&self, ctx: &Ctx, mech: &Mechanism, public: &[Attr], private: &[Attr]) -> Result<(ObjectId, ObjectId)> {
+    fn generate_key_pair(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        public: &[Attr],
+        private: &[Attr],
+    ) -> Result<(ObjectId, ObjectId)> {
         let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         let (mut tp, mut ts) = (OwnedTemplate::new(public), OwnedTemplate::new(private));
         self.inner.run("C_GenerateKeyPair", move |lib| {
             let (mut p, mut s) = (0, 0);
-            check(vcall!(lib, C_GenerateKeyPair(vs, m.as_ptr(), tp.as_ptr(), tp.len(), ts.as_ptr(), ts.len(), &mut p, &mut s)))?;
+            check(vcall!(
+                lib,
+                C_GenerateKeyPair(
+                    vs,
+                    m.as_ptr(),
+                    tp.as_ptr(),
+                    tp.len(),
+                    ts.as_ptr(),
+                    ts.len(),
+                    &mut p,
+                    &mut s
+                )
+            ))?;
             Ok((p as ObjectId, s as ObjectId))
         })
     }
 
-    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+    fn wrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        wrapping: ObjectId,
+        key: ObjectId,
+    ) -> Result<Vec<u8>> {
         let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         self.inner.run("C_WrapKey", move |lib| {
-            two_call(|o, n| vcall!(lib, C_WrapKey(vs, m.as_ptr(), wrapping as CK_OBJECT_HANDLE, key as CK_OBJECT_HANDLE, o, n)))
+            two_call(|o, n| {
+                vcall!(
+                    lib,
+                    C_WrapKey(
+                        vs,
+                        m.as_ptr(),
+                        wrapping as CK_OBJECT_HANDLE,
+                        key as CK_OBJECT_HANDLE,
+                        o,
+                        n
+                    )
+                )
+            })
         })
     }
 
-    fn unwrap_key(&self, ctx: &Ctx, mech: &Mechanism, unwrapping: ObjectId, wrapped: &[u8], template: &[Attr]) -> Result<ObjectId> {
+    fn unwrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        unwrapping: ObjectId,
+        wrapped: &[u8],
+        template: &[Attr],
+    ) -> Result<ObjectId> {
         let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         let mut t = OwnedTemplate::new(template);
         let mut w = wrapped.to_vec();
         self.inner.run("C_UnwrapKey", move |lib| {
             let mut h = 0;
-            check(vcall!(lib, C_UnwrapKey(vs, m.as_ptr(), unwrapping as CK_OBJECT_HANDLE, w.as_mut_ptr(), w.len() as CK_ULONG, t.as_ptr(), t.len(), &mut h)))?;
+            check(vcall!(
+                lib,
+                C_UnwrapKey(
+                    vs,
+                    m.as_ptr(),
+                    unwrapping as CK_OBJECT_HANDLE,
+                    w.as_mut_ptr(),
+                    w.len() as CK_ULONG,
+                    t.as_ptr(),
+                    t.len(),
+                    &mut h
+                )
+            ))?;
             Ok(h as ObjectId)
         })
     }
 
-    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, template: &[Attr]) -> Result<ObjectId> {
+    fn derive_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        template: &[Attr],
+    ) -> Result<ObjectId> {
         let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         let mut t = OwnedTemplate::new(template);
         self.inner.run("C_DeriveKey", move |lib| {
             let mut h = 0;
-            check(vcall!(lib, C_DeriveKey(vs, m.as_ptr(), base as CK_OBJECT_HANDLE, t.as_ptr(), t.len(), &mut h)))?;
+            check(vcall!(
+                lib,
+                C_DeriveKey(
+                    vs,
+                    m.as_ptr(),
+                    base as CK_OBJECT_HANDLE,
+                    t.as_ptr(),
+                    t.len(),
+                    &mut h
+                )
+            ))?;
             Ok(h as ObjectId)
         })
     }
@@ -484,7 +618,10 @@ impl Token for ModuleToken {
         let n = out.len();
         let bytes = self.inner.run("C_GenerateRandom", move |lib| {
             let mut b = vec![0u8; n];
-            check(vcall!(lib, C_GenerateRandom(a, b.as_mut_ptr(), n as CK_ULONG)))?;
+            check(vcall!(
+                lib,
+                C_GenerateRandom(a, b.as_mut_ptr(), n as CK_ULONG)
+            ))?;
             Ok(b)
         })?;
         out.copy_from_slice(&bytes);
@@ -493,9 +630,19 @@ impl Token for ModuleToken {
 }
 
 impl ModuleToken {
-    fn cipher(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId, encrypt: bool) -> Result<Box<dyn Cipher>> {
+    fn cipher(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        encrypt: bool,
+    ) -> Result<Box<dyn Cipher>> {
         let mech = Arc::new(mech.clone());
-        let what = if encrypt { "C_EncryptInit" } else { "C_DecryptInit" };
+        let what = if encrypt {
+            "C_EncryptInit"
+        } else {
+            "C_DecryptInit"
+        };
         let (vs, ()) = self.inner.init(what, ctx.session, move |lib, vs| {
             let mut m = OwnedMechanism::new(&mech);
             let k = key as CK_OBJECT_HANDLE;
@@ -505,42 +652,82 @@ impl ModuleToken {
                 vcall!(lib, C_DecryptInit(vs, m.as_ptr(), k))
             })
         })?;
-        Ok(Box::new(VendorCipher { inner: self.inner.clone(), vs, session: ctx.session, encrypt, done: false }))
+        Ok(Box::new(VendorCipher {
+            inner: self.inner.clone(),
+            vs,
+            session: ctx.session,
+            encrypt,
+            done: false,
+        }))
     }
 
     /// A signature (`key` given) or a digest; its length is asked now (a length query
     /// keeps the operation), as the core needs it before the data comes.
-    fn signer(&self, ctx: &Ctx, mech: &Mechanism, key: Option<ObjectId>) -> Result<Box<dyn Signer>> {
+    fn signer(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+    ) -> Result<Box<dyn Signer>> {
         let mech = Arc::new(mech.clone());
-        let what = if key.is_some() { "C_SignInit" } else { "C_DigestInit" };
+        let what = if key.is_some() {
+            "C_SignInit"
+        } else {
+            "C_DigestInit"
+        };
         let (vs, len) = self.inner.init(what, ctx.session, move |lib, vs| {
             let mut m = OwnedMechanism::new(&mech);
             match key {
-                Some(k) => check(vcall!(lib, C_SignInit(vs, m.as_ptr(), k as CK_OBJECT_HANDLE)))?,
+                Some(k) => check(vcall!(
+                    lib,
+                    C_SignInit(vs, m.as_ptr(), k as CK_OBJECT_HANDLE)
+                ))?,
                 None => check(vcall!(lib, C_DigestInit(vs, m.as_ptr())))?,
             }
             let mut probe = [0u8; 32];
             let mut n: CK_ULONG = 0;
             let rv = match key {
-                Some(_) => vcall!(lib, C_Sign(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)),
-                None => vcall!(lib, C_Digest(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)),
+                Some(_) => vcall!(
+                    lib,
+                    C_Sign(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)
+                ),
+                None => vcall!(
+                    lib,
+                    C_Digest(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)
+                ),
             };
             // The init half succeeded: an error here leaves the operation active, which
             // the caller's abandon() clears (the code says so: OPERATION_ACTIVE next time).
-            check(rv).map(|()| Some(n as usize)).or_else(|e| if device_error(&e) { Err(e) } else { Ok(None) })
+            check(rv).map(|()| Some(n as usize)).or_else(|e| {
+                if device_error(&e) {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            })
         })?;
         let Some(len) = len else {
             self.inner.abandon(ctx.session, vs);
             return Err(err(CKR_FUNCTION_FAILED));
         };
-        Ok(Box::new(VendorSigner { inner: self.inner.clone(), vs, session: ctx.session, len, digest: key.is_none(), done: false }))
+        Ok(Box::new(VendorSigner {
+            inner: self.inner.clone(),
+            vs,
+            session: ctx.session,
+            len,
+            digest: key.is_none(),
+            done: false,
+        }))
     }
 }
 
 /// A failed call on a vendor session: a session the vendor no longer knows is forgotten,
 /// so that the next use opens a new one.
 fn note_failure(inner: &Inner, session: CK_SESSION_HANDLE, e: &Error) {
-    if matches!(e.rv(), CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | TIMED_OUT | CKR_DEVICE_REMOVED) {
+    if matches!(
+        e.rv(),
+        CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | TIMED_OUT | CKR_DEVICE_REMOVED
+    ) {
         inner.drop_session(session);
     }
 }
@@ -585,10 +772,17 @@ impl Drop for VendorVerifier {
 }
 
 impl VendorCipher {
-    fn call(&self, what: &str, input: Option<Vec<u8>>, f: fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8>> {
+    fn call(
+        &self,
+        what: &str,
+        input: Option<Vec<u8>>,
+        f: fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV,
+    ) -> Result<Vec<u8>> {
         let (vs, enc) = (self.vs, self.encrypt);
         let mut data = input.unwrap_or_default();
-        let r = self.inner.run(what, move |lib| two_call(|o, n| f(&lib, vs, enc, &mut data, o, n)));
+        let r = self.inner.run(what, move |lib| {
+            two_call(|o, n| f(&lib, vs, enc, &mut data, o, n))
+        });
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
@@ -629,12 +823,22 @@ impl Cipher for VendorCipher {
         self.query(Some(input_len), false)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        let what = if self.encrypt { "C_Encrypt" } else { "C_Decrypt" };
+        let what = if self.encrypt {
+            "C_Encrypt"
+        } else {
+            "C_Decrypt"
+        };
         let r = self.call(what, Some(input.to_vec()), |lib, vs, enc, d, o, n| {
             if enc {
-                vcall!(lib, C_Encrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
+                vcall!(
+                    lib,
+                    C_Encrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n)
+                )
             } else {
-                vcall!(lib, C_Decrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
+                vcall!(
+                    lib,
+                    C_Decrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n)
+                )
             }
         });
         self.done = ended(&r, true);
@@ -644,13 +848,23 @@ impl Cipher for VendorCipher {
         self.query(Some(input_len), true)
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        let r = self.call("C_EncryptUpdate", Some(input.to_vec()), |lib, vs, enc, d, o, n| {
-            if enc {
-                vcall!(lib, C_EncryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
-            } else {
-                vcall!(lib, C_DecryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
-            }
-        });
+        let r = self.call(
+            "C_EncryptUpdate",
+            Some(input.to_vec()),
+            |lib, vs, enc, d, o, n| {
+                if enc {
+                    vcall!(
+                        lib,
+                        C_EncryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n)
+                    )
+                } else {
+                    vcall!(
+                        lib,
+                        C_DecryptUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n)
+                    )
+                }
+            },
+        );
         self.done = ended(&r, false);
         r
     }
@@ -702,7 +916,13 @@ impl Signer for VendorSigner {
     fn finish(&mut self) -> Result<Vec<u8>> {
         let (vs, digest) = (self.vs, self.digest);
         let r = self.inner.run("C_SignFinal", move |lib| {
-            two_call(|o, n| if digest { vcall!(lib, C_DigestFinal(vs, o, n)) } else { vcall!(lib, C_SignFinal(vs, o, n)) })
+            two_call(|o, n| {
+                if digest {
+                    vcall!(lib, C_DigestFinal(vs, o, n))
+                } else {
+                    vcall!(lib, C_SignFinal(vs, o, n))
+                }
+            })
         });
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
@@ -741,7 +961,12 @@ impl Verifier for VendorVerifier {
     fn update(&mut self, data: &[u8]) -> Result<()> {
         let vs = self.vs;
         let mut d = data.to_vec();
-        let r = self.inner.run("C_VerifyUpdate", move |lib| check(vcall!(lib, C_VerifyUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG))));
+        let r = self.inner.run("C_VerifyUpdate", move |lib| {
+            check(vcall!(
+                lib,
+                C_VerifyUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG)
+            ))
+        });
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
@@ -751,7 +976,12 @@ impl Verifier for VendorVerifier {
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         let vs = self.vs;
         let mut s = signature.to_vec();
-        let r = self.inner.run("C_VerifyFinal", move |lib| check(vcall!(lib, C_VerifyFinal(vs, s.as_mut_ptr(), s.len() as CK_ULONG))));
+        let r = self.inner.run("C_VerifyFinal", move |lib| {
+            check(vcall!(
+                lib,
+                C_VerifyFinal(vs, s.as_mut_ptr(), s.len() as CK_ULONG)
+            ))
+        });
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);
         }
@@ -762,7 +992,16 @@ impl Verifier for VendorVerifier {
         let vs = self.vs;
         let (mut d, mut s) = (data.to_vec(), signature.to_vec());
         let r = self.inner.run("C_Verify", move |lib| {
-            check(vcall!(lib, C_Verify(vs, d.as_mut_ptr(), d.len() as CK_ULONG, s.as_mut_ptr(), s.len() as CK_ULONG)))
+            check(vcall!(
+                lib,
+                C_Verify(
+                    vs,
+                    d.as_mut_ptr(),
+                    d.len() as CK_ULONG,
+                    s.as_mut_ptr(),
+                    s.len() as CK_ULONG
+                )
+            ))
         });
         if let Err(e) = &r {
             note_failure(&self.inner, self.session, e);

@@ -113,7 +113,10 @@ impl Drop for Workers {
         self.tx.lock().take();
         for (h, busy) in self.threads.lock().drain(..) {
             if busy.load(Ordering::SeqCst) {
-                log::warn!("{}: a vendor call is still running; its thread is left behind", self.name);
+                log::warn!(
+                    "{}: a vendor call is still running; its thread is left behind",
+                    self.name
+                );
                 continue;
             }
             if let Err(p) = h.join() {
