@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod ffi;
 pub mod logging;
+pub mod metrics;
 pub mod replica;
 
 pub use crate::core::error::{Error, Result};

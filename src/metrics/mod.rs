@@ -1,0 +1,183 @@
+//! The module's metrics and their Prometheus listener (`[metrics] listen`).
+//!
+//! Series (DESIGN.md, "Metrics and logs"):
+//! - `hsmux_calls_total{slot,replica,function,rv}` counter: every PKCS#11 call, by the
+//!   name of its return value (`crate::core::rv::name`; vendor values: `CKR_VENDOR_DEFINED`)
+//! - `hsmux_call_duration_seconds{slot,replica,function}` histogram, 10 µs .. 10 s
+//! - `hsmux_replica_up{slot,replica}` gauge, 1/0 (once set)
+//! - `hsmux_failovers_total{slot,from,to}` counter
+//! - `hsmux_sessions{slot}` gauge
+//!
+//! Calls whose slot is unknown (`C_GetInfo`, `C_Initialize`, ...) have `slot="" replica=""`;
+//! replica `""` (index 0) is the slot itself.
+//!
+//! # Why the text encoding is hand-rolled
+//! The official `prometheus-client` crate was the first choice and is not used: its
+//! `Family` keeps series in an `RwLock<HashMap<LabelSet, _>>` (every record takes the read
+//! lock, whose shared reader count bounces between cores, and hashes the label set), its
+//! `Histogram::observe` takes a mutex per series, and its text encoder writes OpenMetrics
+//! 1.0 (`# EOF`, `_created`, `application/openmetrics-text`) rather than the 0.0.4 format
+//! asked for here. The `prometheus` crate has the same label-map lookup. Here the label
+//! sets are dense indices fixed at registration: (slot, replica) rows laid out when the
+//! replica is registered (`MAX_REPLICAS` places per slot, each a `OnceLock`), a function
+//! index from a compile-time table behind a per-call-site cache (`functions`), return
+//! values in a small lock-free map per cell; threads are spread round-robin over up to 4
+//! stripes of cells, so that two cores rarely write one cache line. A record is a few
+//! loads, a thread-local read and four relaxed atomic adds: no allocation, no lock, no
+//! shared reader count. Names become escaped label values once, at registration; `render`
+//! reads the atomics and sums the stripes. The output is checked in the tests by an
+//! independent strict parser of the text format (`openmetrics-parser`).
+//!
+//! # Wiring
+//! ```ignore
+//! // C_Initialize, after the slots are built, when `[metrics]` is configured (without it,
+//! // install nothing: each call then costs one relaxed load):
+//! let m = Arc::new(metrics::Metrics::new(&slot_labels));
+//! let r = m.add_replica(slot, "luna-a");            // 1, 2, ... per slot
+//! let listener = metrics::Listener::start(&cfg.listen, m.clone())?;  // keep it in the instance
+//! metrics::install(Some(m));
+//! // C_Finalize: metrics::install(None); listener.stop();
+//!
+//! // ffi::guard, around the call:
+//! let t = metrics::start();                  // None (one relaxed load) when disabled
+//! let rv = ...;
+//! metrics::finish(t, name, rv);              // takes the thread's context, records
+//!
+//! // deeper layers, during a call:
+//! metrics::note_slot(slot_index);  metrics::note_replica(replica_index);
+//! ```
+//! After `fork()` the listener's thread does not exist in the child: a child must neither
+//! `stop` nor drop the parent's `Listener` (leak it with the rest of the parent's state).
+
+mod functions;
+mod listener;
+mod registry;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use listener::{Listener, CONTENT_TYPE};
+pub use registry::{Metrics, MAX_REPLICAS, NO_SLOT};
+
+use arc_swap::{ArcSwapOption, Guard};
+use cryptoki_sys::CK_RV;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The instance's metrics, for the FFI guard. `ENABLED` mirrors whether one is installed,
+/// so that a module without metrics pays one relaxed load per call.
+static CURRENT: ArcSwapOption<Metrics> = ArcSwapOption::const_empty();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Installs (`Some`, at `C_Initialize`) or removes (`None`, at `C_Finalize`) the metrics
+/// that `current`, `start` and `finish` use.
+pub fn install(m: Option<Arc<Metrics>>) {
+    match m {
+        Some(m) => {
+            CURRENT.store(Some(m));
+            ENABLED.store(true, Ordering::Release);
+        }
+        None => {
+            ENABLED.store(false, Ordering::Release);
+            CURRENT.store(None);
+        }
+    }
+}
+
+/// Whether metrics are installed (one relaxed atomic load).
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The installed metrics: an ArcSwap guard (a load that writes no shared counter), to be
+/// dropped soon (do not keep it across a call).
+#[inline]
+pub fn current() -> Option<Current> {
+    if !enabled() {
+        return None;
+    }
+    let g = CURRENT.load();
+    if g.is_some() {
+        Some(Current(g))
+    } else {
+        None
+    }
+}
+
+/// A loaded reference to the installed metrics.
+pub struct Current(Guard<Option<Arc<Metrics>>>);
+
+impl std::ops::Deref for Current {
+    type Target = Metrics;
+    fn deref(&self) -> &Metrics {
+        match self.0.as_ref() {
+            Some(m) => m,
+            // `current` only builds a Current around Some.
+            None => unreachable!("Current holds metrics"),
+        }
+    }
+}
+
+thread_local! {
+    /// The thread's call context: (slot index or NO_SLOT, replica index).
+    static CONTEXT: Cell<(usize, usize)> = const { Cell::new((NO_SLOT, 0)) };
+}
+
+/// Notes the slot (its index in `Metrics::new`'s list) the current call is about.
+#[inline(always)]
+pub fn note_slot(slot: usize) {
+    if enabled() {
+        CONTEXT.with(|c| c.set((slot, c.get().1)));
+    }
+}
+
+/// Notes the replica (index from `add_replica`) that is serving the current call.
+#[inline(always)]
+pub fn note_replica(replica: usize) {
+    if enabled() {
+        CONTEXT.with(|c| c.set((c.get().0, replica)));
+    }
+}
+
+/// The context noted during this call (`(None, 0)`: none), and resets it.
+#[inline]
+pub fn take_context() -> (Option<usize>, usize) {
+    let (slot, replica) = CONTEXT.with(|c| c.replace((NO_SLOT, 0)));
+    ((slot != NO_SLOT).then_some(slot), replica)
+}
+
+/// Starts timing a call: `None` when disabled (one relaxed load); otherwise clears the
+/// thread's context and reads the clock.
+#[inline(always)]
+pub fn start() -> Option<Instant> {
+    if enabled() {
+        start_enabled()
+    } else {
+        None
+    }
+}
+
+fn start_enabled() -> Option<Instant> {
+    CONTEXT.with(|c| c.set((NO_SLOT, 0)));
+    Some(Instant::now())
+}
+
+/// Ends a call that `start` timed: records it in the installed metrics under the context
+/// noted meanwhile (and resets the context).
+#[inline(always)]
+pub fn finish(started: Option<Instant>, function: &'static str, rv: CK_RV) {
+    if let Some(t) = started {
+        finish_started(t, function, rv);
+    }
+}
+
+fn finish_started(t: Instant, function: &'static str, rv: CK_RV) {
+    let elapsed = t.elapsed();
+    let (slot, replica) = take_context();
+    if let Some(m) = current() {
+        m.record_call(slot.unwrap_or(NO_SLOT), replica, function, rv, elapsed);
+    }
+}
