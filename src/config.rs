@@ -247,7 +247,11 @@ pub fn default_soft_path() -> PathBuf {
     }
 }
 
-fn check_user_pin(s: &RawSlot, at: &dyn Fn(usize) -> String, line: usize) -> Result<(), ConfigError> {
+fn check_user_pin(
+    s: &RawSlot,
+    at: &dyn Fn(usize) -> String,
+    line: usize,
+) -> Result<(), ConfigError> {
     if let Some(p) = &s.user_pin {
         if hex::decode(&p.sha256).map(|v| v.len()) != Ok(32) {
             return Err(ConfigError(format!(
@@ -281,7 +285,11 @@ fn replica_group(
             at(line)
         )));
     }
-    let policy = match s.policy.as_ref().map(|p| (p.get_ref().as_str(), p.span().start)) {
+    let policy = match s
+        .policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span().start))
+    {
         None | Some(("failover", _)) => Policy::Failover,
         Some(("balance", _)) => Policy::Balance,
         Some((other, pos)) => {
@@ -292,15 +300,26 @@ fn replica_group(
         }
     };
     if replicas.is_empty() {
-        return Err(ConfigError(format!("{}: [[slot.replica]] is empty", at(line))));
+        return Err(ConfigError(format!(
+            "{}: [[slot.replica]] is empty",
+            at(line)
+        )));
     }
     let mut out: Vec<ReplicaConfig> = Vec::new();
     for r in replicas {
         let rline = line_of(r.span().start);
         let r = r.get_ref();
-        let rat = |l: usize| format!("{origin}: line {l}: [[slot.replica]] {:?} of slot {:?}", r.name, s.label);
+        let rat = |l: usize| {
+            format!(
+                "{origin}: line {l}: [[slot.replica]] {:?} of slot {:?}",
+                r.name, s.label
+            )
+        };
         if r.name.is_empty() || out.iter().any(|o| o.name == r.name) {
-            return Err(ConfigError(format!("{}: key `name` must be given and unique in the slot", rat(rline))));
+            return Err(ConfigError(format!(
+                "{}: key `name` must be given and unique in the slot",
+                rat(rline)
+            )));
         }
         if r.backend.get_ref() != "module" {
             return Err(ConfigError(format!(

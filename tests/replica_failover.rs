@@ -23,6 +23,7 @@ struct Setup {
     m: Module,
     dir: PathBuf,
     ec: p256::ecdsa::VerifyingKey,
+    port: u16,
 }
 unsafe impl Sync for Setup {}
 unsafe impl Send for Setup {}
@@ -167,8 +168,10 @@ fn setup() -> &'static Setup {
                 dir.display()
             )
         };
+        // A free port for the metrics listener (taken back by hsmux right after).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = format!(
-            "[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n{}{}{}\n[[slot]]\nlabel = \"pinned\"\n{}{}\n[[slot]]\nlabel = \"bal\"\npolicy = \"balance\"\n{}{}",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n{}{}{}\n[[slot]]\nlabel = \"pinned\"\n{}{}\n[[slot]]\nlabel = \"bal\"\npolicy = \"balance\"\n{}{}",
             replica("r0", "r0", ""),
             replica("r1", "r1", ""),
             replica("r2", "r2", ""),
@@ -181,7 +184,7 @@ fn setup() -> &'static Setup {
         std::env::set_var("HSMUX_CONFIG", dir.join("hsmux.toml"));
         let m = load();
         assert_eq!(initialize(&m), CKR_OK);
-        Setup { m, dir, ec: vk }
+        Setup { m, dir, ec: vk, port }
     })
 }
 
@@ -517,4 +520,96 @@ fn the_openbao_seal_keeps_working_while_a_replica_dies() {
         root_key,
         "a blob sealed on r1 unseals after fail-back to r0"
     );
+}
+
+/// GET /metrics from hsmux's listener; the text must parse as Prometheus exposition.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics listener");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    openmetrics_parser::prometheus::parse_prometheus(body)
+        .unwrap_or_else(|e| panic!("{e:?} in:\n{body}"));
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` (labels in the order hsmux writes them).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn metrics_count_calls_failovers_sessions_and_replica_health() {
+    let s = setup();
+    let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (h, k) = session(s, "ha");
+    round(s, h, &k, 1).unwrap();
+    let before = value(
+        &scrape(s.port),
+        "hsmux_failovers_total{slot=\"ha\",from=\"r0\",to=\"r1\"}",
+    )
+    .unwrap_or(0.0);
+    ctl(&s.dir, "r0", "error");
+    round(s, h, &k, 2).expect("r1 serves");
+    let text = scrape(s.port);
+    let after = value(
+        &text,
+        "hsmux_failovers_total{slot=\"ha\",from=\"r0\",to=\"r1\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        after > before,
+        "a failover r0 -> r1 is counted ({before} -> {after}):\n{text}"
+    );
+    assert_eq!(
+        value(&text, "hsmux_replica_up{slot=\"ha\",replica=\"r0\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "hsmux_replica_up{slot=\"ha\",replica=\"r1\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let signs = value(
+        &text,
+        "hsmux_calls_total{slot=\"ha\",replica=\"r1\",function=\"C_Sign\",rv=\"CKR_OK\"}",
+    );
+    assert!(
+        signs.is_some_and(|n| n >= 1.0),
+        "C_Sign served by r1 is counted:\n{text}"
+    );
+    assert!(
+        value(&text, "hsmux_sessions{slot=\"ha\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsmux_call_duration_seconds_bucket{slot=\"ha\""),
+        "{text}"
+    );
+    ctl(&s.dir, "r0", "ok");
+    let t = Instant::now();
+    while value(
+        &scrape(s.port),
+        "hsmux_replica_up{slot=\"ha\",replica=\"r0\"}",
+    ) != Some(1.0)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "r0 comes back up in the metrics"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }

@@ -198,7 +198,14 @@ fn group_slot(slot: cryptoki_sys::CK_SLOT_ID, g: &ReplicaGroup, detailed: bool) 
             }
             (_, Err(e)) => {
                 problems += 1;
-                println!("  replica {name}: PROBLEM: not reached ({e}{})", if cause.is_empty() { String::new() } else { format!("; {cause}") });
+                println!(
+                    "  replica {name}: PROBLEM: not reached ({e}{})",
+                    if cause.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {cause}")
+                    }
+                );
             }
             (State::Down, Ok(_)) => {
                 problems += 1;
@@ -213,12 +220,19 @@ fn group_slot(slot: cryptoki_sys::CK_SLOT_ID, g: &ReplicaGroup, detailed: bool) 
     every.sort();
     every.dedup();
     for key in every {
-        let on: Vec<&str> = all.iter().filter(|(_, k)| k.contains(key)).map(|(n, _)| n.as_str()).collect();
+        let on: Vec<&str> = all
+            .iter()
+            .filter(|(_, k)| k.contains(key))
+            .map(|(n, _)| n.as_str())
+            .collect();
         if on.len() == all.len() {
             println!("  key {key}: on every replica");
         } else {
             problems += 1;
-            println!("  key {key}: PROBLEM: only on {} (served from there; copy it to the others)", on.join(", "));
+            println!(
+                "  key {key}: PROBLEM: only on {} (served from there; copy it to the others)",
+                on.join(", ")
+            );
         }
     }
     problems

@@ -54,6 +54,8 @@ pub struct Instance {
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
     /// Sessions of module slots (handles from the same counter as `sessions`).
     pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
+    /// The `/metrics` listener, stopped by `C_Finalize`.
+    listener: Mutex<Option<crate::metrics::Listener>>,
     /// The replica groups among the core slots (for `hsmux check` and the metrics).
     pub groups: Vec<(CK_SLOT_ID, Arc<crate::replica::ReplicaGroup>)>,
     /// Any module slot configured? Spares the soft slots' calls a second table lookup.
@@ -82,13 +84,16 @@ impl Instance {
                     kdf_iterations,
                 } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
                 BackendConfig::Replicas { policy, replicas } => {
-                    let g = Arc::new(crate::replica::ReplicaGroup::new(&s.label, *policy, replicas));
+                    let g = Arc::new(crate::replica::ReplicaGroup::new(
+                        &s.label, *policy, replicas,
+                    ));
                     groups.push((id, g.clone()));
                     g
                 }
                 BackendConfig::Module(m) => {
                     let slot = ModuleSlot::new(
                         id,
+                        i,
                         &s.label,
                         module_base + i,
                         m,
@@ -99,12 +104,42 @@ impl Instance {
                     continue;
                 }
             };
-            let slot = Arc::new(Slot::new(id, s.label.clone(), token, s.user_pin.clone()));
+            let slot = Arc::new(Slot::new(id, i, s.label.clone(), token, s.user_pin.clone()));
             slots.push(slot.clone());
             all_slots.push((id, SlotRef::Core(slot)));
         }
+        let listener = match &config.metrics {
+            None => None,
+            Some(mc) => {
+                let labels: Vec<String> = config.slots.iter().map(|s| s.label.clone()).collect();
+                let m = Arc::new(crate::metrics::Metrics::new(&labels));
+                for (id, g) in &groups {
+                    let index = all_slots.iter().position(|(i, _)| i == id).unwrap_or(0);
+                    g.register_metrics(&m, index);
+                }
+                crate::metrics::install(Some(m.clone()));
+                match crate::metrics::Listener::start(&mc.listen, m) {
+                    Ok(l) => {
+                        log::info!(
+                            "metrics: Prometheus text at http://{}/metrics",
+                            l.local_addr()
+                        );
+                        Some(l)
+                    }
+                    Err(e) => {
+                        // The key stores work without it; the operator learns why here.
+                        log::error!(
+                            "metrics: cannot listen on {}: {e}; no /metrics this time",
+                            mc.listen
+                        );
+                        None
+                    }
+                }
+            }
+        };
         Ok(Instance {
             slots,
+            listener: Mutex::new(listener),
             has_modules: all_slots
                 .iter()
                 .any(|(_, s)| matches!(s, SlotRef::Module(_))),
@@ -124,10 +159,14 @@ impl Instance {
         if !self.has_modules {
             return None;
         }
-        self.all_slots.iter().find_map(|(i, s)| match s {
+        let m = self.all_slots.iter().find_map(|(i, s)| match s {
             SlotRef::Module(m) if *i == id => Some(m.clone()),
             _ => None,
-        })
+        });
+        if let Some(m) = &m {
+            crate::metrics::note_slot(m.index);
+        }
+        m
     }
 
     /// One round of `C_WaitForSlotEvent(CKF_DONT_BLOCK)` over the vendor libraries behind
@@ -209,7 +248,11 @@ impl Instance {
         if !self.has_modules {
             return None;
         }
-        self.pass_sessions.get(&h).map(|s| s.clone())
+        let p = self.pass_sessions.get(&h).map(|s| s.clone());
+        if let Some(p) = &p {
+            crate::metrics::note_slot(p.slot.index);
+        }
+        p
     }
 
     /// Opens a vendor session on module slot `m` and gives it an hsmux handle.
@@ -290,7 +333,9 @@ impl Instance {
     }
 
     pub fn slot(&self, id: CK_SLOT_ID) -> Result<&Arc<Slot>> {
-        Ok(&self.slots[self.slot_index(id)?])
+        let s = &self.slots[self.slot_index(id)?];
+        crate::metrics::note_slot(s.index);
+        Ok(s)
     }
 
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
@@ -320,6 +365,13 @@ impl Instance {
     }
 }
 
+/// The `hsmux_sessions` gauge of slot `index`.
+pub fn sessions_changed(index: usize, delta: i64) {
+    if let Some(m) = crate::metrics::current() {
+        m.sessions_changed(index, delta);
+    }
+}
+
 /// `C_Initialize`: loads the configuration (see `config.rs` for where from) and builds
 /// every slot; nothing is half-started on error.
 pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
@@ -332,6 +384,11 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         // Leak it rather than run its destructors.
         std::mem::forget(STATE.swap(None));
         std::mem::forget(inst);
+        // The parent's metrics (and its listener, whose thread is not in this process).
+        if let Some(m) = crate::metrics::current() {
+            std::mem::forget(m);
+        }
+        crate::metrics::install(None);
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -358,6 +415,10 @@ pub fn finalize() -> Result<()> {
         _ => return Err(err(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
     if let Some(inst) = STATE.swap(None) {
+        crate::metrics::install(None);
+        if let Some(l) = inst.listener.lock().take() {
+            l.stop();
+        }
         for s in &inst.slots {
             s.token.logout();
         }

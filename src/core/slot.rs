@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 pub struct Slot {
     pub id: u64,
+    /// Position in the configuration (the metrics' slot index).
+    pub index: usize,
     /// The label from the config (the soft token may be renamed by C_InitToken).
     pub label: String,
     pub token: Arc<dyn Token>,
@@ -44,9 +46,16 @@ impl Slot {
         );
     }
 
-    pub fn new(id: u64, label: String, token: Arc<dyn Token>, user_pin: Option<PinCheck>) -> Self {
+    pub fn new(
+        id: u64,
+        index: usize,
+        label: String,
+        token: Arc<dyn Token>,
+        user_pin: Option<PinCheck>,
+    ) -> Self {
         Slot {
             id,
+            index,
             label,
             token,
             login: Mutex::new(Login::Public),

@@ -24,6 +24,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[inline]
 pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
     log::trace!("{name}");
+    let timing = crate::metrics::start();
+    let rv = run_guarded(name, f);
+    crate::metrics::finish(timing, name, rv);
+    rv
+}
+
+fn run_guarded(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {

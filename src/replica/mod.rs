@@ -66,6 +66,8 @@ pub struct Replica {
     /// hsmux sessions opened on this replica.
     opened: DashMap<CK_SESSION_HANDLE, bool>,
     logged_in: AtomicBool,
+    /// This replica's index in the metrics (`Metrics::add_replica`), 0 before.
+    metrics_index: AtomicUsize,
 }
 
 impl Replica {
@@ -97,6 +99,8 @@ pub(crate) struct Group {
     last_info: Mutex<Option<TokenInfo>>,
     mechs: Mutex<Option<Vec<CK_MECHANISM_TYPE>>>,
     stop: AtomicBool,
+    /// The instance's metrics and this slot's index there, when `[metrics]` is on.
+    metrics: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, usize)>,
 }
 
 pub struct ReplicaGroup {
@@ -131,6 +135,7 @@ impl ReplicaGroup {
                     rev: DashMap::new(),
                     opened: DashMap::new(),
                     logged_in: AtomicBool::new(false),
+                    metrics_index: AtomicUsize::new(0),
                 }
             })
             .collect();
@@ -147,12 +152,23 @@ impl ReplicaGroup {
             last_info: Mutex::new(None),
             mechs: Mutex::new(None),
             stop: AtomicBool::new(false),
+            metrics: std::sync::OnceLock::new(),
         });
         let prober = prober::start(g.clone());
         ReplicaGroup {
             g,
             prober: Mutex::new(prober),
         }
+    }
+
+    /// Registers the replicas in the metrics (`hsmux_replica_up` from now on).
+    pub fn register_metrics(&self, m: &Arc<crate::metrics::Metrics>, slot: usize) {
+        for r in &self.g.replicas {
+            let idx = m.add_replica(slot, &r.name);
+            r.metrics_index.store(idx, Ordering::SeqCst);
+            m.set_replica_up(slot, idx, r.up.load(Ordering::SeqCst));
+        }
+        let _ = self.g.metrics.set((m.clone(), slot));
     }
 
     pub fn replicas(&self) -> &[Replica] {
@@ -250,6 +266,30 @@ fn read_identity(t: &dyn Token, ctx: &Ctx, id: ObjectId) -> Result<Identity> {
 }
 
 impl Group {
+    fn metrics_up(&self, i: usize, up: bool) {
+        if let Some((m, slot)) = self.metrics.get() {
+            m.set_replica_up(
+                *slot,
+                self.replicas[i].metrics_index.load(Ordering::Relaxed),
+                up,
+            );
+        }
+    }
+
+    /// Counts a failover and logs it (slot, from, to, cause).
+    fn failed_over(&self, from: usize, to: usize, what: &str, cause: &str) {
+        log::warn!(
+            "slot {}: failover from {} to {} ({what}: {cause})",
+            self.slot,
+            self.replicas[from].name,
+            self.replicas[to].name
+        );
+        if let Some((m, slot)) = self.metrics.get() {
+            let idx = |i: usize| self.replicas[i].metrics_index.load(Ordering::Relaxed);
+            m.failover(*slot, idx(from), idx(to));
+        }
+    }
+
     fn sha(pin: &[u8]) -> Vec<u8> {
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin)
             .as_ref()
@@ -264,6 +304,7 @@ impl Group {
         r.logged_in.store(false, Ordering::SeqCst);
         if change == Change::WentDown {
             log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
+            self.metrics_up(i, false);
         }
     }
 
@@ -280,6 +321,7 @@ impl Group {
         match change {
             Change::Readmitted => {
                 r.up.store(true, Ordering::SeqCst);
+                self.metrics_up(i, true);
                 log::warn!(
                     "slot {}: replica {} healthy again (re-admitted)",
                     self.slot,
@@ -288,6 +330,7 @@ impl Group {
             }
             Change::Degraded => {
                 r.up.store(true, Ordering::SeqCst);
+                self.metrics_up(i, true);
                 log::info!(
                     "slot {}: replica {} answers again (degraded until it passes its probes)",
                     self.slot,
@@ -431,13 +474,9 @@ impl Group {
                 match attempt {
                     Ok(Found::Yes(v)) => {
                         self.note_ok(i);
+                        crate::metrics::note_replica(r.metrics_index.load(Ordering::Relaxed));
                         if let Some((from, cause)) = failed_from {
-                            log::warn!(
-                                "slot {}: failover from {} to {} ({what}: {cause})",
-                                self.slot,
-                                self.replicas[from].name,
-                                r.name
-                            );
+                            self.failed_over(from, i, what, &cause);
                         }
                         return Ok(v);
                     }

@@ -64,6 +64,11 @@ impl Replay {
     ) -> Result<R> {
         let mut tries = self.g.replicas.len();
         loop {
+            crate::metrics::note_replica(
+                self.g.replicas[self.at]
+                    .metrics_index
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             match call(op) {
                 Err(e) if device_class(e.rv()) => {
                     let from = self.at;
@@ -86,12 +91,7 @@ impl Replay {
                         Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| {
                             init(&g, i, &ctx, m, k)
                         })?;
-                    log::warn!(
-                        "slot {}: failover from {} to {} ({what}: {e}); operation replayed",
-                        g.slot,
-                        g.replicas[from].name,
-                        g.replicas[at].name
-                    );
+                    g.failed_over(from, at, &format!("{what}, replayed"), &e.to_string());
                     self.at = at;
                     *op = new_op;
                 }

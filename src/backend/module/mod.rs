@@ -29,6 +29,8 @@ const UNRESOLVED: u64 = u64::MAX;
 pub struct ModuleSlot {
     /// hsmux's slot id and the token label consumers see.
     pub id: CK_SLOT_ID,
+    /// Position in the configuration (the metrics' slot index).
+    pub index: usize,
     pub label: String,
     /// This slot's key in the shared object handle table.
     pub key: usize,
@@ -48,6 +50,7 @@ impl ModuleSlot {
     /// A library that cannot be loaded disables this slot only, with a log line.
     pub fn new(
         id: CK_SLOT_ID,
+        index: usize,
         label: &str,
         key: usize,
         cfg: &ModuleConfig,
@@ -71,6 +74,7 @@ impl ModuleSlot {
         }
         let slot = ModuleSlot {
             id,
+            index,
             label: label.to_string(),
             key,
             objects,

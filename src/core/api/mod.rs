@@ -23,6 +23,7 @@ pub(crate) fn with_session<T>(
     let inst = instance::get()?;
     let s = inst.session(h)?;
     let mut guard = s.lock();
+    crate::metrics::note_slot(guard.slot.index);
     f(&inst, &mut guard)
 }
 
