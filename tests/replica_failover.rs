@@ -29,6 +29,14 @@ unsafe impl Sync for Setup {}
 unsafe impl Send for Setup {}
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Removes the token directories when the test process exits (the tests share one setup).
+extern "C" fn remove_dir() {
+    if let Some(d) = DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
 /// Tests that inject faults into the "ha" slot run one at a time.
 static FAULTS: Mutex<()> = Mutex::new(());
 
@@ -122,6 +130,8 @@ fn setup() -> &'static Setup {
         assert!(Path::new(SOFTHSM).exists(), "SoftHSMv2 missing (scripts/deps.sh)");
         let dir = std::env::temp_dir().join(format!("hsmux-replica-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        DIR.set(dir.clone()).unwrap();
+        unsafe { libc::atexit(remove_dir) };
         let conf = dir.join("softhsm2.conf");
         std::fs::write(
             &conf,

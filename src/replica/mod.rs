@@ -99,6 +99,9 @@ pub(crate) struct Group {
     last_info: Mutex<Option<TokenInfo>>,
     mechs: Mutex<Option<Vec<CK_MECHANISM_TYPE>>>,
     stop: AtomicBool,
+    /// Session objects (not `CKA_TOKEN`) and the replica that holds each: they do not
+    /// survive that replica, and its failure says so in the log.
+    session_objects: DashMap<ObjectId, (usize, CK_SESSION_HANDLE)>,
     /// The instance's metrics and this slot's index there, when `[metrics]` is on.
     metrics: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, usize)>,
 }
@@ -152,6 +155,7 @@ impl ReplicaGroup {
             last_info: Mutex::new(None),
             mechs: Mutex::new(None),
             stop: AtomicBool::new(false),
+            session_objects: DashMap::new(),
             metrics: std::sync::OnceLock::new(),
         });
         let prober = prober::start(g.clone());
@@ -305,6 +309,18 @@ impl Group {
         if change == Change::WentDown {
             log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
             self.metrics_up(i, false);
+            let lost = self
+                .session_objects
+                .iter()
+                .filter(|e| e.value().0 == i)
+                .count();
+            if lost > 0 {
+                log::warn!(
+                    "slot {}: {lost} session object(s) created on replica {} are not on the other replicas: they are gone with it (their handles answer CKR_OBJECT_HANDLE_INVALID elsewhere)",
+                    self.slot,
+                    r.name
+                );
+            }
         }
     }
 
@@ -513,6 +529,13 @@ impl Group {
         Ok(gid)
     }
 
+    /// Remembers a new object of replica `i` that is a session object.
+    fn note_new(&self, i: usize, ctx: &Ctx, gid: ObjectId, template: &[Attr]) {
+        if crate::core::attr::find(template, CKA_TOKEN) != Some(&[1u8][..]) {
+            self.session_objects.insert(gid, (i, ctx.session));
+        }
+    }
+
     /// Replica `i`'s object for group id `gid`: cached, else found by identity.
     fn child_id(&self, i: usize, ctx: &Ctx, gid: ObjectId) -> Result<Option<ObjectId>> {
         let r = &self.replicas[i];
@@ -667,6 +690,7 @@ impl Token for ReplicaGroup {
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         let g = &self.g;
         g.sessions.remove(&session);
+        g.session_objects.retain(|_, (_, s)| *s != session);
         for r in &g.replicas {
             if r.opened.remove(&session).is_some() {
                 r.token.close_session(session);
@@ -803,7 +827,9 @@ impl Token for ReplicaGroup {
         g.on_replica("C_CreateObject", &g.order(false), |i, r| {
             let c = r.token.create_object(ctx, template)?;
             log::info!("slot {}: object created on replica {} only", g.slot, r.name);
-            g.gid_for(i, ctx, c).map(Found::Yes)
+            let gid = g.gid_for(i, ctx, c)?;
+            g.note_new(i, ctx, gid, template);
+            Ok(Found::Yes(gid))
         })
     }
 
@@ -829,6 +855,7 @@ impl Token for ReplicaGroup {
                 Ok(Found::Yes(())) => {
                     done = true;
                     g.forget_child(i, obj);
+                    g.session_objects.remove(&obj);
                 }
                 Ok(Found::NotHere) => {}
                 Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_DestroyObject: {e}")),
@@ -872,7 +899,9 @@ impl Token for ReplicaGroup {
         g.on_replica("C_GenerateKey", &g.order(false), |i, r| {
             let c = r.token.generate_key(ctx, mech, template)?;
             log::warn!("slot {}: key generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
-            g.gid_for(i, ctx, c).map(Found::Yes)
+            let gid = g.gid_for(i, ctx, c)?;
+            g.note_new(i, ctx, gid, template);
+            Ok(Found::Yes(gid))
         })
     }
 
@@ -887,7 +916,10 @@ impl Token for ReplicaGroup {
         g.on_replica("C_GenerateKeyPair", &g.order(false), |i, r| {
             let (p, s) = r.token.generate_key_pair(ctx, mech, public, private)?;
             log::warn!("slot {}: key pair generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
-            Ok(Found::Yes((g.gid_for(i, ctx, p)?, g.gid_for(i, ctx, s)?)))
+            let (gp, gs) = (g.gid_for(i, ctx, p)?, g.gid_for(i, ctx, s)?);
+            g.note_new(i, ctx, gp, public);
+            g.note_new(i, ctx, gs, private);
+            Ok(Found::Yes((gp, gs)))
         })
     }
 
