@@ -165,7 +165,7 @@ fn setup() -> &'static Setup {
         let direct = load_from(Path::new(SOFTHSM));
         assert_eq!(initialize(&direct), CKR_OK);
         for t in tokens {
-            provision(&direct, t, &sk.to_bytes(), &point_der, t == "r2");
+            provision(&direct, t, &sk.to_bytes(), &point_der, t == "r2" || t == "p1");
         }
         std::mem::forget(direct); // the wrappers share this SoftHSM instance
         let replica = |name: &str, token: &str, extra: &str| {
@@ -622,4 +622,29 @@ fn metrics_count_calls_failovers_sessions_and_replica_health() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+}
+
+/// `hsmux check` on this configuration, in its own process: the replicas' states, the keys
+/// each holds (seen with the replicas' configured PINs), and the problems, with exit 1.
+#[test]
+fn hsmux_check_reports_down_replicas_and_keys_missing_somewhere() {
+    let s = setup();
+    let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    ctl(&s.dir, "r1", "error");
+    let out = Command::new(env!("CARGO_BIN_EXE_hsmux"))
+        .args(["check", "--config"])
+        .arg(s.dir.join("hsmux.toml"))
+        .env("HSMUX_LOG", "off")
+        .output()
+        .expect("hsmux check");
+    ctl(&s.dir, "r1", "ok");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "problems make exit status 1:\n{text}");
+    assert!(text.contains("replica r0: healthy"), "{text}");
+    assert!(text.contains("replica r1: PROBLEM"), "r1 is reported:\n{text}");
+    // The "pinned" group logs in with its replicas' PINs: every key is listed, and the one
+    // on p1 only is a problem.
+    assert!(text.contains("key private id=6563: on every replica"), "{text}");
+    assert!(text.contains("key secret id=6f6e6c792d7232: PROBLEM: only on p1"), "{text}");
+    std::thread::sleep(Duration::from_millis(2500)); // r1 re-admitted for the next test
 }

@@ -20,6 +20,14 @@ use std::sync::Arc;
 /// counter shared by all threads, so concurrent calls on different sessions do not contend.
 static STATE: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
 
+/// Set by the `hsmux` CLI: its instance serves no `/metrics` (a module in a running
+/// consumer may hold the port, and a check has nothing to show there).
+static NO_METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn without_metrics() {
+    NO_METRICS.store(true, Ordering::SeqCst);
+}
+
 /// Serializes C_Initialize and C_Finalize.
 static LIFECYCLE: Mutex<()> = Mutex::new(());
 
@@ -108,7 +116,8 @@ impl Instance {
             slots.push(slot.clone());
             all_slots.push((id, SlotRef::Core(slot)));
         }
-        let listener = match &config.metrics {
+        let metrics = config.metrics.as_ref().filter(|_| !NO_METRICS.load(Ordering::SeqCst));
+        let listener = match metrics {
             None => None,
             Some(mc) => {
                 let labels: Vec<String> = config.slots.iter().map(|s| s.label.clone()).collect();
