@@ -46,15 +46,6 @@ unsafe impl Sync for Setup {}
 unsafe impl Send for Setup {}
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// Removes the test's token directories when the test process exits (the tests share one
-/// setup and run in parallel, so no single test knows it is the last).
-extern "C" fn remove_dir() {
-    if let Some(d) = DIR.get() {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
 
 fn softhsm_conf(dir: &Path, name: &str) -> PathBuf {
     let tokens = dir.join(format!("tokens-{name}"));
@@ -93,8 +84,7 @@ fn setup() -> &'static Setup {
         );
         let dir = std::env::temp_dir().join(format!("hsmux-compat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        DIR.set(dir.clone()).unwrap();
-        unsafe { libc::atexit(remove_dir) };
+        remove_at_exit(&dir);
         let (a, b, c) = (
             softhsm_conf(&dir, "a"),
             softhsm_conf(&dir, "b"),
@@ -146,30 +136,11 @@ fn setup() -> &'static Setup {
     })
 }
 
-/// The slot whose token has `label` (trailing blanks trimmed).
-fn slot_of(m: &Module, label: &str) -> CK_SLOT_ID {
-    let mut n: CK_ULONG = 0;
-    assert_eq!(
-        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
-        CKR_OK
-    );
-    let mut slots = vec![0; n as usize];
-    assert_eq!(ck!(m, C_GetSlotList(1, slots.as_mut_ptr(), &mut n)), CKR_OK);
-    slots
-        .into_iter()
-        .find(|s| {
-            let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
-            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK
-                && String::from_utf8_lossy(&ti.label).trim_end() == label
-        })
-        .unwrap_or_else(|| panic!("no token {label}"))
-}
-
 #[test]
 fn parity_scenario_gives_identical_results() {
     let s = setup();
-    let theirs = parity::scenario(&s.direct, slot_of(&s.direct, "parity"));
-    let ours = parity::scenario(&s.hsmux, slot_of(&s.hsmux, "parity"));
+    let theirs = parity::scenario(&s.direct, slot_labelled(&s.direct, "parity", true));
+    let ours = parity::scenario(&s.hsmux, slot_labelled(&s.hsmux, "parity", true));
     assert_eq!(
         ours.0.len(),
         theirs.0.len(),
@@ -198,7 +169,10 @@ fn parity_scenario_gives_identical_results() {
 #[test]
 fn token_slot_and_mechanism_info_are_the_vendors() {
     let s = setup();
-    let (d, h) = (slot_of(&s.direct, "cross"), slot_of(&s.hsmux, "cross"));
+    let (d, h) = (
+        slot_labelled(&s.direct, "cross", true),
+        slot_labelled(&s.hsmux, "cross", true),
+    );
     let (mut td, mut th): (CK_TOKEN_INFO, CK_TOKEN_INFO) = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(s.direct, C_GetTokenInfo(d, &mut td)), CKR_OK);
     assert_eq!(ck!(s.hsmux, C_GetTokenInfo(h, &mut th)), CKR_OK);
@@ -257,8 +231,8 @@ fn token_slot_and_mechanism_info_are_the_vendors() {
 
 /// A user session on the "cross" token of each side.
 fn cross_sessions(s: &Setup) -> (CK_SESSION_HANDLE, CK_SESSION_HANDLE) {
-    let d = open(&s.direct, slot_of(&s.direct, "cross"), true);
-    let h = open(&s.hsmux, slot_of(&s.hsmux, "cross"), true);
+    let d = open(&s.direct, slot_labelled(&s.direct, "cross", true), true);
+    let h = open(&s.hsmux, slot_labelled(&s.hsmux, "cross", true), true);
     for (m, sh) in [(&s.direct, d), (&s.hsmux, h)] {
         let rv = login(m, sh, CKU_USER, PIN);
         assert!(
@@ -765,8 +739,8 @@ fn signatures_verify_both_ways() {
 fn object_handles_of_two_vendor_instances_never_clash() {
     let s = setup();
     let m = &s.hsmux;
-    let a = open(m, slot_of(m, "threads"), true);
-    let b = open(m, slot_of(m, "second"), true);
+    let a = open(m, slot_labelled(m, "threads", true), true);
+    let b = open(m, slot_labelled(m, "second", true), true);
     let data = |label: &[u8]| {
         Template::new()
             .ulong(CKA_CLASS, CKO_DATA)
@@ -805,7 +779,7 @@ fn object_handles_of_two_vendor_instances_never_clash() {
     // Session handles: the slot id in the session info is hsmux's.
     let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
     assert_rv!(ck!(m, C_GetSessionInfo(b, &mut si)), CKR_OK);
-    assert_eq!(si.slotID, slot_of(m, "second"));
+    assert_eq!(si.slotID, slot_labelled(m, "second", true));
     assert_eq!(si.state, CKS_RW_PUBLIC_SESSION);
     for h in [a, b] {
         assert_rv!(ck!(m, C_CloseSession(h)), CKR_OK);
@@ -817,9 +791,13 @@ fn object_handles_of_two_vendor_instances_never_clash() {
 fn two_softhsm_directories_and_the_soft_token_from_threads() {
     let s = setup();
     let m = &s.hsmux;
-    let soft = slot_of_any(m, "soft");
+    let soft = slot_labelled(m, "soft", false);
     init_slot(m, soft);
-    let slots = [slot_of(m, "threads"), slot_of(m, "second"), soft];
+    let slots = [
+        slot_labelled(m, "threads", true),
+        slot_labelled(m, "second", true),
+        soft,
+    ];
     std::thread::scope(|scope| {
         for (i, slot) in slots.iter().copied().enumerate() {
             for t in 0..2 {
@@ -878,23 +856,4 @@ fn two_softhsm_directories_and_the_soft_token_from_threads() {
             }
         }
     });
-}
-
-/// The slot labelled `label`, token present or not yet initialized.
-fn slot_of_any(m: &Module, label: &str) -> CK_SLOT_ID {
-    let mut n: CK_ULONG = 0;
-    assert_eq!(
-        ck!(m, C_GetSlotList(0, std::ptr::null_mut(), &mut n)),
-        CKR_OK
-    );
-    let mut slots = vec![0; n as usize];
-    assert_eq!(ck!(m, C_GetSlotList(0, slots.as_mut_ptr(), &mut n)), CKR_OK);
-    slots
-        .into_iter()
-        .find(|s| {
-            let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
-            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK
-                && String::from_utf8_lossy(&ti.label).trim_end() == label
-        })
-        .unwrap_or_else(|| panic!("no slot {label}"))
 }

@@ -29,37 +29,11 @@ unsafe impl Sync for Setup {}
 unsafe impl Send for Setup {}
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// Removes the token directories when the test process exits (the tests share one setup).
-extern "C" fn remove_dir() {
-    if let Some(d) = DIR.get() {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
 /// Tests that inject faults into the "ha" slot run one at a time.
 static FAULTS: Mutex<()> = Mutex::new(());
 
 fn ctl(dir: &Path, name: &str, mode: &str) {
     std::fs::write(dir.join(format!("ctl-{name}")), mode).unwrap();
-}
-
-fn slot_of(m: &Module, label: &str) -> CK_SLOT_ID {
-    let mut n: CK_ULONG = 0;
-    assert_eq!(
-        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
-        CKR_OK
-    );
-    let mut slots = vec![0; n as usize];
-    assert_eq!(ck!(m, C_GetSlotList(1, slots.as_mut_ptr(), &mut n)), CKR_OK);
-    slots
-        .into_iter()
-        .find(|s| {
-            let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
-            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK
-                && String::from_utf8_lossy(&ti.label).trim_end() == label
-        })
-        .unwrap_or_else(|| panic!("no slot {label}"))
 }
 
 /// The same keys on `token` of the directly loaded SoftHSM.
@@ -70,7 +44,7 @@ fn provision(
     ec_point_der: &[u8],
     extra_only_here: bool,
 ) {
-    let slot = slot_of(direct, token);
+    let slot = slot_labelled(direct, token, true);
     let h = open(direct, slot, true);
     assert_eq!(login(direct, h, CKU_USER, PIN), CKR_OK);
     let mut o = 0;
@@ -130,8 +104,7 @@ fn setup() -> &'static Setup {
         assert!(Path::new(SOFTHSM).exists(), "SoftHSMv2 missing (scripts/deps.sh)");
         let dir = std::env::temp_dir().join(format!("hsmux-replica-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        DIR.set(dir.clone()).unwrap();
-        unsafe { libc::atexit(remove_dir) };
+        remove_at_exit(&dir);
         let conf = dir.join("softhsm2.conf");
         std::fs::write(
             &conf,
@@ -284,7 +257,7 @@ fn round(s: &Setup, h: CK_SESSION_HANDLE, k: &Keys, n: u64) -> Result<(), String
 
 /// A user session on `label` with the keys found.
 fn session(s: &Setup, label: &str) -> (CK_SESSION_HANDLE, Keys) {
-    let h = open(&s.m, slot_of(&s.m, label), true);
+    let h = open(&s.m, slot_labelled(&s.m, label, true), true);
     let rv = login(&s.m, h, CKU_USER, PIN);
     assert!(
         rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
@@ -422,6 +395,7 @@ fn a_multipart_operation_cut_in_the_middle_fails_once() {
 #[test]
 fn a_replica_refusing_its_pin_is_down_and_not_asked_again() {
     let s = setup();
+    let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
     let m = &s.m;
     ctl(&s.dir, "p0", "pin");
     let (h, k) = session(s, "pinned");
@@ -481,7 +455,7 @@ fn the_openbao_seal_keeps_working_while_a_replica_dies() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
     let m = &s.m;
-    let slot = slot_of(m, "ha");
+    let slot = slot_labelled(m, "ha", true);
     let seal = |plain: Option<&[u8]>, blob: Option<&[u8]>| -> Vec<u8> {
         let p = open(m, slot, true);
         let rv = login(m, p, CKU_USER, PIN);
@@ -639,12 +613,25 @@ fn hsmux_check_reports_down_replicas_and_keys_missing_somewhere() {
         .expect("hsmux check");
     ctl(&s.dir, "r1", "ok");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "problems make exit status 1:\n{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "problems make exit status 1:\n{text}"
+    );
     assert!(text.contains("replica r0: healthy"), "{text}");
-    assert!(text.contains("replica r1: PROBLEM"), "r1 is reported:\n{text}");
+    assert!(
+        text.contains("replica r1: PROBLEM"),
+        "r1 is reported:\n{text}"
+    );
     // The "pinned" group logs in with its replicas' PINs: every key is listed, and the one
     // on p1 only is a problem.
-    assert!(text.contains("key private id=6563: on every replica"), "{text}");
-    assert!(text.contains("key secret id=6f6e6c792d7232: PROBLEM: only on p1"), "{text}");
+    assert!(
+        text.contains("key private id=6563: on every replica"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key secret id=6f6e6c792d7232: PROBLEM: only on p1"),
+        "{text}"
+    );
     std::thread::sleep(Duration::from_millis(2500)); // r1 re-admitted for the next test
 }

@@ -468,3 +468,43 @@ pub fn gcm_params(iv: &mut [u8], aad: &mut [u8], tag_bits: CK_ULONG) -> CK_GCM_P
 }
 
 pub const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// The slot whose token is labelled `label` (trailing blanks ignored); with
+/// `token_present` false the slots without a token are looked at too.
+pub fn slot_labelled(m: &Module, label: &str, token_present: bool) -> CK_SLOT_ID {
+    let mut n: CK_ULONG = 0;
+    let present = token_present as CK_BBOOL;
+    assert_eq!(
+        ck!(m, C_GetSlotList(present, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
+    let mut slots = vec![0; n as usize];
+    assert_eq!(
+        ck!(m, C_GetSlotList(present, slots.as_mut_ptr(), &mut n)),
+        CKR_OK
+    );
+    slots
+        .into_iter()
+        .find(|s| {
+            let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+            ck!(m, C_GetTokenInfo(*s, &mut ti)) == CKR_OK
+                && String::from_utf8_lossy(&ti.label).trim_end() == label
+        })
+        .unwrap_or_else(|| panic!("no slot with token {label}"))
+}
+
+static REMOVE_AT_EXIT: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_dir_at_exit() {
+    if let Some(d) = REMOVE_AT_EXIT.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes `dir` when the test process exits: for directories that tests running in
+/// parallel share, where no single test knows it is the last.
+pub fn remove_at_exit(dir: &std::path::Path) {
+    if REMOVE_AT_EXIT.set(dir.to_path_buf()).is_ok() {
+        unsafe { libc::atexit(remove_dir_at_exit) };
+    }
+}
