@@ -116,7 +116,10 @@ impl Instance {
             slots.push(slot.clone());
             all_slots.push((id, SlotRef::Core(slot)));
         }
-        let metrics = config.metrics.as_ref().filter(|_| !NO_METRICS.load(Ordering::SeqCst));
+        let metrics = config
+            .metrics
+            .as_ref()
+            .filter(|_| !NO_METRICS.load(Ordering::SeqCst));
         let listener = match metrics {
             None => None,
             Some(mc) => {
