@@ -267,45 +267,31 @@ impl Instance {
         p
     }
 
-    /// Opens a vendor session on module slot `m` and gives it an hsmux handle.
-    ///
-    /// # Safety
-    /// `ph` is the consumer's `phSession`: NULL or writable.
-    pub unsafe fn open_pass_session(
+    /// Opens a vendor session on module slot `m` and gives it an hsmux handle. With
+    /// `want_handle` false (the consumer passed a NULL `phSession`) the vendor sees the NULL
+    /// and answers it; one that still says CKR_OK gets the spec's code.
+    pub fn open_pass_session(
         &self,
         m: &Arc<ModuleSlot>,
         flags: CK_FLAGS,
-        ph: *mut CK_SESSION_HANDLE,
-    ) -> CK_RV {
-        let rv = m.open_session(flags, !ph.is_null());
-        if ph.is_null() {
-            // The vendor saw the NULL and answered it; one that still said CKR_OK gets
-            // the spec's code (there is no handle to give).
-            return match rv {
-                Err(rv) => rv,
-                Ok(vh) => {
-                    m.close_vendor_session(vh);
-                    CKR_ARGUMENTS_BAD
-                }
-            };
+        want_handle: bool,
+    ) -> std::result::Result<CK_SESSION_HANDLE, CK_RV> {
+        let vh = m.open_session(flags, want_handle)?;
+        if !want_handle {
+            m.close_vendor_session(vh);
+            return Err(CKR_ARGUMENTS_BAD);
         }
-        match rv {
-            Err(rv) => rv,
-            Ok(vh) => {
-                let h = self.new_session_handle();
-                self.pass_sessions
-                    .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
-                *ph = h;
-                CKR_OK
-            }
-        }
+        let h = self.new_session_handle();
+        self.pass_sessions
+            .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
+        sessions_changed(m.index, 1);
+        Ok(h)
     }
 
     /// `C_CloseSession` of a module session: the vendor's answer, and hsmux forgets it
     /// unless the vendor still holds it.
     pub fn close_pass_session(&self, h: CK_SESSION_HANDLE, p: &PassSession) -> CK_RV {
-        // SAFETY: a session handle the vendor gave us.
-        let rv = unsafe { p.slot.close_vendor_session(p.vh) };
+        let rv = p.slot.close_vendor_session(p.vh);
         if matches!(
             rv,
             CKR_OK
@@ -313,8 +299,9 @@ impl Instance {
                 | CKR_SESSION_CLOSED
                 | CKR_CRYPTOKI_NOT_INITIALIZED
                 | CKR_DEVICE_REMOVED
-        ) {
-            self.pass_sessions.remove(&h);
+        ) && self.pass_sessions.remove(&h).is_some()
+        {
+            sessions_changed(p.slot.index, -1);
         }
         rv
     }

@@ -9,7 +9,9 @@ use cryptoki_sys::*;
 ck_fn!(C_OpenSession(slot: CK_SLOT_ID, flags: CK_FLAGS, _app: CK_VOID_PTR, _notify: CK_NOTIFY, ph: *mut CK_SESSION_HANDLE) {
     let inst = instance::get()?;
     if let Some(m) = inst.module_slot(slot) {
-        return vendor_rv(inst.open_pass_session(&m, flags, ph));
+        let h = inst.open_pass_session(&m, flags, !ph.is_null()).map_err(err)?;
+        *ph = h;
+        return Ok(());
     }
     if ph.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));

@@ -148,7 +148,7 @@ impl ModuleSlot {
 
     /// `C_OpenSession` at the vendor; the vendor's handle on success. Notification
     /// callbacks are not passed on: the vendor would report its own session handles.
-    pub unsafe fn open_session(
+    pub fn open_session(
         &self,
         flags: CK_FLAGS,
         want_handle: bool,
@@ -160,17 +160,21 @@ impl ModuleSlot {
         } else {
             std::ptr::null_mut()
         };
-        match call!(
-            self,
-            C_OpenSession(vs, flags, std::ptr::null_mut(), None, out)
-        ) {
+        // SAFETY: our own output variable (or NULL, which the vendor must refuse).
+        match unsafe {
+            call!(
+                self,
+                C_OpenSession(vs, flags, std::ptr::null_mut(), None, out)
+            )
+        } {
             CKR_OK => Ok(vh),
             rv => Err(rv),
         }
     }
 
-    pub unsafe fn close_vendor_session(&self, vh: CK_SESSION_HANDLE) -> CK_RV {
-        call!(self, C_CloseSession(vh))
+    pub fn close_vendor_session(&self, vh: CK_SESSION_HANDLE) -> CK_RV {
+        // SAFETY: a session handle the vendor gave us; no pointer is passed.
+        unsafe { call!(self, C_CloseSession(vh)) }
     }
 }
 
