@@ -60,6 +60,8 @@ pub struct Replica {
     health: Mutex<Health>,
     /// Fast copy of `health.usable()`.
     up: AtomicBool,
+    /// Fast copy of `health.state == Healthy` (a call on a healthy replica takes no lock).
+    healthy: AtomicBool,
     /// group object id -> this replica's object id, and back.
     ids: DashMap<ObjectId, ObjectId>,
     rev: DashMap<ObjectId, ObjectId>,
@@ -94,6 +96,8 @@ pub(crate) struct Group {
     /// Sessions: whether read/write.
     sessions: DashMap<CK_SESSION_HANDLE, bool>,
     login: Mutex<Option<LoginState>>,
+    /// Fast copy of "the user is logged in" (`login` holds `Login::User`).
+    user_logged: AtomicBool,
     rr: AtomicUsize,
     /// The last token info and mechanism list seen, for when no replica answers.
     last_info: Mutex<Option<TokenInfo>>,
@@ -134,6 +138,7 @@ impl ReplicaGroup {
                     pin: r.module.pin.clone(),
                     health: Mutex::new(health),
                     up: AtomicBool::new(up),
+                    healthy: AtomicBool::new(up),
                     ids: DashMap::new(),
                     rev: DashMap::new(),
                     opened: DashMap::new(),
@@ -151,6 +156,7 @@ impl ReplicaGroup {
             next_id: AtomicU64::new(1),
             sessions: DashMap::new(),
             login: Mutex::new(None),
+            user_logged: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
             last_info: Mutex::new(None),
             mechs: Mutex::new(None),
@@ -305,6 +311,7 @@ impl Group {
         let r = &self.replicas[i];
         let change = r.health.lock().failed(cause);
         r.up.store(false, Ordering::SeqCst);
+        r.healthy.store(false, Ordering::SeqCst);
         r.logged_in.store(false, Ordering::SeqCst);
         if change == Change::WentDown {
             log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
@@ -326,10 +333,11 @@ impl Group {
 
     fn note_ok(&self, i: usize) {
         let r = &self.replicas[i];
-        if !r.up.load(Ordering::Relaxed) || r.health.lock().state != State::Healthy {
-            let change = r.health.lock().call_ok();
-            self.log_change(i, change);
+        if r.healthy.load(Ordering::Relaxed) {
+            return;
         }
+        let change = r.health.lock().call_ok();
+        self.log_change(i, change);
     }
 
     fn log_change(&self, i: usize, change: Change) {
@@ -337,6 +345,7 @@ impl Group {
         match change {
             Change::Readmitted => {
                 r.up.store(true, Ordering::SeqCst);
+                r.healthy.store(true, Ordering::SeqCst);
                 self.metrics_up(i, true);
                 log::warn!(
                     "slot {}: replica {} healthy again (re-admitted)",
@@ -346,6 +355,7 @@ impl Group {
             }
             Change::Degraded => {
                 r.up.store(true, Ordering::SeqCst);
+                r.healthy.store(false, Ordering::SeqCst);
                 self.metrics_up(i, true);
                 log::info!(
                     "slot {}: replica {} answers again (degraded until it passes its probes)",
@@ -415,7 +425,7 @@ impl Group {
     /// Logs replica `i` in as the user when the slot is logged in and it is not.
     fn ensure_login(&self, i: usize) -> Result<()> {
         let r = &self.replicas[i];
-        if r.logged_in.load(Ordering::SeqCst) {
+        if r.logged_in.load(Ordering::SeqCst) || !self.user_logged.load(Ordering::SeqCst) {
             return Ok(());
         }
         let login = self.login.lock();
@@ -711,6 +721,7 @@ impl Token for ReplicaGroup {
             who,
             pin: Zeroizing::new(pin.to_vec()),
         });
+        g.user_logged.store(true, Ordering::SeqCst);
         let mut consumer_pin_refused = None;
         let mut any = false;
         for i in g.order(false) {
@@ -727,12 +738,14 @@ impl Token for ReplicaGroup {
         if any {
             return Ok(());
         }
+        g.user_logged.store(false, Ordering::SeqCst);
         *g.login.lock() = None;
         Err(consumer_pin_refused.unwrap_or_else(|| err(CKR_DEVICE_ERROR)))
     }
 
     fn logout(&self) {
         let g = &self.g;
+        g.user_logged.store(false, Ordering::SeqCst);
         *g.login.lock() = None;
         for r in &g.replicas {
             if r.logged_in.swap(false, Ordering::SeqCst) {
