@@ -21,7 +21,11 @@ step() { # name, command...
 }
 
 step "cargo build --release" cargo build --release --quiet
-step "cargo test --release (unit + conformance)" cargo test --release --quiet
+# The test output is kept so that the summary at the end can name the failing tests (CI
+# shows the tail of the output only). --no-fail-fast: every test binary runs.
+cargo_log=$(mktemp -t hsmux-cargo-test.XXXXXX)
+cargo_test() { cargo test --release --quiet --no-fail-fast 2>&1 | tee "$cargo_log"; }
+step "cargo test --release (unit + conformance)" cargo_test
 for t in conformance/*.sh softhsm-compat/*.sh; do
   case "$t" in */lib.sh) continue ;; esac
   step "$t" bash "$t"
@@ -29,5 +33,10 @@ done
 
 echo
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
+if grep -qE '^test .* FAILED$|panicked at' "$cargo_log"; then
+  echo "failing Rust tests:"
+  grep -E '^test .* FAILED$|panicked at|^---- ' "$cargo_log" | head -40
+fi
+rm -f "$cargo_log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

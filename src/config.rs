@@ -5,6 +5,12 @@
 //! `/etc/hsmux/hsmux.toml`; none of them: the embedded default (one soft slot).
 
 use serde::Deserialize;
+
+mod remote;
+pub use remote::{
+    AwsCredentials, AwsKmsConfig, CloudHsmConfig, GcpKmsConfig, RemoteCommon, SealConfig,
+    VaultAuth, VaultConfig,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -60,12 +66,57 @@ struct RawSlot {
     init_args: Option<String>,
     probe_init: Option<bool>,
     timeout_ms: Option<u64>,
+    // remote backends (config/remote.rs)
+    address: Option<String>,
+    namespace: Option<String>,
+    auth: Option<remote::VaultAuth>,
+    transit: Option<remote::RawTransit>,
+    ca_file: Option<PathBuf>,
+    key_ring: Option<String>,
+    keys: Option<Vec<String>>,
+    credentials: Option<PathBuf>,
+    endpoint: Option<String>,
+    hsm_only: Option<bool>,
+    region: Option<String>,
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
+    session_token: Option<Secret>,
+    profile: Option<String>,
+    cluster_id: Option<String>,
+    gcm_iv: Option<String>,
+    /// `[slot.seal]` of a soft slot.
+    seal: Option<remote::RawSeal>,
     // a replica group
     policy: Option<toml::Spanned<String>>,
     replica: Option<Vec<toml::Spanned<RawReplica>>>,
 }
 
-/// One `[[slot.replica]]`: a name and a backend's keys (module only, for now).
+/// Copies the remote backends' keys out of a raw table.
+macro_rules! raw_remote {
+    ($s:expr) => {
+        remote::RawRemote {
+            address: $s.address.clone(),
+            namespace: $s.namespace.clone(),
+            auth: $s.auth.clone(),
+            transit: $s.transit.clone(),
+            ca_file: $s.ca_file.clone(),
+            key_ring: $s.key_ring.clone(),
+            keys: $s.keys.clone(),
+            credentials: $s.credentials.clone(),
+            endpoint: $s.endpoint.clone(),
+            hsm_only: $s.hsm_only,
+            region: $s.region.clone(),
+            access_key_id: $s.access_key_id.clone(),
+            secret_access_key: $s.secret_access_key.clone(),
+            session_token: $s.session_token.clone(),
+            profile: $s.profile.clone(),
+            cluster_id: $s.cluster_id.clone(),
+            gcm_iv: $s.gcm_iv.clone(),
+        }
+    };
+}
+
+/// One `[[slot.replica]]`: a name and a backend's keys.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReplica {
@@ -79,6 +130,24 @@ struct RawReplica {
     init_args: Option<String>,
     probe_init: Option<bool>,
     timeout_ms: Option<u64>,
+    // remote backends (config/remote.rs)
+    address: Option<String>,
+    namespace: Option<String>,
+    auth: Option<remote::VaultAuth>,
+    transit: Option<remote::RawTransit>,
+    ca_file: Option<PathBuf>,
+    key_ring: Option<String>,
+    keys: Option<Vec<String>>,
+    credentials: Option<PathBuf>,
+    endpoint: Option<String>,
+    hsm_only: Option<bool>,
+    region: Option<String>,
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
+    session_token: Option<Secret>,
+    profile: Option<String>,
+    cluster_id: Option<String>,
+    gcm_iv: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -150,9 +219,19 @@ pub enum BackendConfig {
         path: PathBuf,
         /// PBKDF2-HMAC-SHA256 iterations for PINs set from now on.
         kdf_iterations: Option<u32>,
+        /// `[slot.seal]`: the store key sealed by a transit key as well as the PIN.
+        seal: Option<SealConfig>,
     },
     /// A vendor PKCS#11 library, its token presented as this slot.
     Module(ModuleConfig),
+    /// Vault / OpenBao transit.
+    Vault(VaultConfig),
+    /// Google Cloud KMS / Cloud HSM.
+    GcpKms(GcpKmsConfig),
+    /// AWS KMS.
+    AwsKms(AwsKmsConfig),
+    /// AWS CloudHSM: its PKCS#11 client library, with the cluster's health.
+    CloudHsm(CloudHsmConfig),
     /// Several replicas of the same keys behind one slot (`crate::replica`).
     Replicas {
         policy: Policy,
@@ -172,9 +251,20 @@ pub enum Policy {
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     pub name: String,
-    /// The user PIN for this replica (`pin`), when the module config does not give one
-    /// the consumer's is used.
-    pub module: ModuleConfig,
+    /// The user PIN hsmux logs in to this replica with (`pin`); `None` passes the
+    /// consumer's PIN through (vendor modules) or needs none (remote services).
+    pub pin: Option<Secret>,
+    pub backend: ReplicaBackend,
+}
+
+/// The key store of one replica: any backend but a soft token or another group.
+#[derive(Debug, Clone)]
+pub enum ReplicaBackend {
+    Module(ModuleConfig),
+    Vault(VaultConfig),
+    GcpKms(GcpKmsConfig),
+    AwsKms(AwsKmsConfig),
+    CloudHsm(CloudHsmConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -278,7 +368,9 @@ fn replica_group(
         || s.serial.is_some()
         || s.slot.is_some()
         || s.pin.is_some()
-        || s.path.is_some();
+        || s.path.is_some()
+        || s.seal.is_some()
+        || !raw_remote!(s).present().is_empty();
     if own_keys {
         return Err(ConfigError(format!(
             "{}: a slot with [[slot.replica]] entries takes `backend` and its keys in each replica, not in the slot",
@@ -321,13 +413,6 @@ fn replica_group(
                 rat(rline)
             )));
         }
-        if r.backend.get_ref() != "module" {
-            return Err(ConfigError(format!(
-                "{}: key `backend`: {:?} cannot be a replica in this build (module can)",
-                rat(line_of(r.backend.span().start)),
-                r.backend.get_ref()
-            )));
-        }
         let as_slot = RawSlot {
             id: None,
             label: r.name.clone(),
@@ -343,17 +428,131 @@ fn replica_group(
             init_args: r.init_args.clone(),
             probe_init: r.probe_init,
             timeout_ms: r.timeout_ms,
+            address: r.address.clone(),
+            namespace: r.namespace.clone(),
+            auth: r.auth.clone(),
+            transit: r.transit.clone(),
+            ca_file: r.ca_file.clone(),
+            key_ring: r.key_ring.clone(),
+            keys: r.keys.clone(),
+            credentials: r.credentials.clone(),
+            endpoint: r.endpoint.clone(),
+            hsm_only: r.hsm_only,
+            region: r.region.clone(),
+            access_key_id: r.access_key_id.clone(),
+            secret_access_key: r.secret_access_key.clone(),
+            session_token: r.session_token.clone(),
+            profile: r.profile.clone(),
+            cluster_id: r.cluster_id.clone(),
+            gcm_iv: r.gcm_iv.clone(),
+            seal: None,
             policy: None,
             replica: None,
         };
+        let backend = match backend_of(&as_slot, &rat, rline, line_of)? {
+            BackendConfig::Module(m) => ReplicaBackend::Module(m),
+            BackendConfig::Vault(v) => ReplicaBackend::Vault(v),
+            BackendConfig::GcpKms(v) => ReplicaBackend::GcpKms(v),
+            BackendConfig::AwsKms(v) => ReplicaBackend::AwsKms(v),
+            BackendConfig::CloudHsm(v) => ReplicaBackend::CloudHsm(v),
+            BackendConfig::Soft { .. } | BackendConfig::Replicas { .. } => {
+                return Err(ConfigError(format!(
+                    "{}: key `backend`: {:?} cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)",
+                    rat(line_of(r.backend.span().start)),
+                    r.backend.get_ref()
+                )))
+            }
+        };
         out.push(ReplicaConfig {
             name: r.name.clone(),
-            module: module_config(&as_slot, &rat, rline, line_of)?,
+            pin: r.pin.clone(),
+            backend,
         });
     }
     Ok(BackendConfig::Replicas {
         policy,
         replicas: out,
+    })
+}
+
+/// The backend of a slot (or replica) table without `[[slot.replica]]`.
+fn backend_of(
+    s: &RawSlot,
+    at: &dyn Fn(usize) -> String,
+    line: usize,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<BackendConfig, ConfigError> {
+    let Some(backend_key) = &s.backend else {
+        return Err(ConfigError(format!(
+            "{}: key `backend` is missing (or give [[slot.replica]] entries)",
+            at(line)
+        )));
+    };
+    let backend_line = line_of(backend_key.span().start);
+    let name = backend_key.get_ref().as_str();
+    let module_keys = s.library.is_some()
+        || s.token.is_some()
+        || s.serial.is_some()
+        || s.slot.is_some()
+        || s.init_args.is_some()
+        || s.probe_init.is_some();
+    let remote = raw_remote!(s);
+    let here = at(line);
+    if matches!(name, "soft" | "vault" | "gcp-kms" | "aws-kms") && (module_keys || s.pin.is_some()) {
+        return Err(ConfigError(format!(
+            "{here}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"{}",
+            if name == "soft" { "" } else { " (a remote slot authenticates with its own credentials; `user_pin` checks the consumer's PIN)" }
+        )));
+    }
+    if name != "soft" && (s.path.is_some() || s.kdf_iterations.is_some() || s.seal.is_some()) {
+        return Err(ConfigError(format!(
+            "{here}: keys `path`, `kdf_iterations` and [slot.seal] belong to backend \"soft\""
+        )));
+    }
+    if matches!(name, "soft" | "module") {
+        if let Some(k) = remote.present().first() {
+            return Err(ConfigError(format!(
+                "{here}: key `{k}` belongs to a remote backend, not {name:?}"
+            )));
+        }
+    }
+    let timeout_ms = match s.timeout_ms {
+        Some(0) => {
+            return Err(ConfigError(format!(
+                "{here}: key `timeout_ms` must be above 0"
+            )))
+        }
+        t => t.unwrap_or(DEFAULT_TIMEOUT_MS),
+    };
+    Ok(match name {
+        "soft" => BackendConfig::Soft {
+            path: s.path.clone().ok_or_else(|| {
+                ConfigError(format!(
+                    "{here}: key `path` is missing (backend \"soft\" needs it)"
+                ))
+            })?,
+            kdf_iterations: s.kdf_iterations,
+            seal: s
+                .seal
+                .as_ref()
+                .map(|r| remote::seal(r, DEFAULT_TIMEOUT_MS, &here))
+                .transpose()?,
+        },
+        "module" => BackendConfig::Module(module_config(s, at, line, line_of)?),
+        "vault" => BackendConfig::Vault(remote::vault(&remote, timeout_ms, &here)?),
+        "gcp-kms" => BackendConfig::GcpKms(remote::gcp_kms(&remote, timeout_ms, &here)?),
+        "aws-kms" => BackendConfig::AwsKms(remote::aws_kms(&remote, timeout_ms, &here)?),
+        "cloudhsm" => BackendConfig::CloudHsm(remote::cloudhsm(
+            &remote,
+            module_config(s, at, line, line_of)?,
+            &here,
+        )?),
+        other => {
+            return Err(ConfigError(format!(
+                "{}: key `backend`: unknown backend {other:?} (this build offers: soft, module, vault, gcp-kms, aws-kms, cloudhsm)",
+                at(backend_line)
+            )))
+        }
     })
 }
 
@@ -427,6 +626,7 @@ impl Config {
                 backend: BackendConfig::Soft {
                     path: default_soft_path(),
                     kdf_iterations: None,
+                    seal: None,
                 },
                 user_pin: None,
                 line: 0,
@@ -463,44 +663,7 @@ impl Config {
                     at(line_of(p.span().start))
                 )));
             }
-            let Some(backend_key) = &s.backend else {
-                return Err(ConfigError(format!(
-                    "{}: key `backend` is missing (or give [[slot.replica]] entries)",
-                    at(line)
-                )));
-            };
-            let backend_line = line_of(backend_key.span().start);
-            let module_keys = s.library.is_some()
-                || s.token.is_some()
-                || s.serial.is_some()
-                || s.slot.is_some()
-                || s.pin.is_some()
-                || s.init_args.is_some()
-                || s.probe_init.is_some();
-            if backend_key.get_ref() == "soft" && module_keys {
-                return Err(ConfigError(format!(
-                    "{}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"",
-                    at(line)
-                )));
-            }
-            let backend = match backend_key.get_ref().as_str() {
-                "soft" => BackendConfig::Soft {
-                    path: s.path.clone().ok_or_else(|| {
-                        ConfigError(format!(
-                            "{}: key `path` is missing (backend \"soft\" needs it)",
-                            at(line)
-                        ))
-                    })?,
-                    kdf_iterations: s.kdf_iterations,
-                },
-                "module" => BackendConfig::Module(module_config(&s, &at, line, &line_of)?),
-                other => {
-                    return Err(ConfigError(format!(
-                        "{}: key `backend`: unknown backend {other:?} (this build offers: soft, module)",
-                        at(backend_line)
-                    )))
-                }
-            };
+            let backend = backend_of(&s, &at, line, &line_of)?;
             check_user_pin(&s, &at, line)?;
             slots.push(SlotConfig {
                 id: s.id,
@@ -582,10 +745,10 @@ impl Config {
                 return Err(ConfigError(format!("{at}: label is used twice")));
             }
             match &s.backend {
-                BackendConfig::Module(_) | BackendConfig::Replicas { .. } => {}
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,
+                    ..
                 } => {
                     if path.as_os_str().is_empty() {
                         return Err(ConfigError(format!("{at}: key `path` is empty")));
@@ -596,6 +759,7 @@ impl Config {
                         )));
                     }
                 }
+                _ => {}
             }
         }
         if let Some(level) = &self.log.level {

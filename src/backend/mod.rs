@@ -4,8 +4,12 @@
 //! the handles consumers see, the session table, the login state of each slot and the
 //! operation state machines, and calls the backend for everything that touches keys.
 
+pub mod aws_kms;
+pub mod gcp_kms;
 pub mod module;
+pub mod remote;
 pub mod soft;
+pub mod vault;
 
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Result};
@@ -61,6 +65,11 @@ pub trait Token: Send + Sync {
     fn token_info(&self) -> Result<TokenInfo>;
     fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE>;
     fn mechanism_info(&self, mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO>;
+    /// A cheap check that the key store answers (the health probe of a replica): the
+    /// token info for a vendor token, a read for a remote service.
+    fn probe(&self) -> Result<()> {
+        self.token_info().map(|_| ())
+    }
 
     /// `C_OpenSession` on this token: refuse when it cannot serve sessions.
     fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {

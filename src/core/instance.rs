@@ -3,6 +3,7 @@
 
 use crate::backend::module::{pass::PassSession, ModuleSlot};
 use crate::backend::{soft::SoftToken, ObjectId, Token};
+use crate::backend::remote;
 use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Error, Result};
 use crate::core::handles::HandleTable;
@@ -90,7 +91,24 @@ impl Instance {
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,
+                    seal: _,
                 } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
+                BackendConfig::Vault(c) => Arc::new(remote::token(
+                    &s.label,
+                    remote::RemoteConfig::Vault(c),
+                    s.user_pin.is_some(),
+                )),
+                BackendConfig::GcpKms(c) => Arc::new(remote::token(
+                    &s.label,
+                    remote::RemoteConfig::GcpKms(c),
+                    s.user_pin.is_some(),
+                )),
+                BackendConfig::AwsKms(c) => Arc::new(remote::token(
+                    &s.label,
+                    remote::RemoteConfig::AwsKms(c),
+                    s.user_pin.is_some(),
+                )),
+                BackendConfig::CloudHsm(c) => crate::backend::aws_kms::cloudhsm::slot_token(&s.label, c),
                 BackendConfig::Replicas { policy, replicas } => {
                     let g = Arc::new(crate::replica::ReplicaGroup::new(
                         &s.label, *policy, replicas,

@@ -18,6 +18,12 @@ pub trait Cipher: Send {
     /// Output length of the final call; may be an upper bound.
     fn final_len(&self) -> usize;
     fn finish(&mut self) -> Result<Vec<u8>>;
+    /// The IV the token chose, once the operation has ended: an AES-GCM encryption by a
+    /// service that generates IVs writes it back into the consumer's `pIv` (PKCS#11 3.0
+    /// §2.12.3; what OpenBao's seal reads after `C_Encrypt`).
+    fn produced_iv(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A signature, MAC or digest in progress.

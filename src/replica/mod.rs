@@ -13,8 +13,9 @@ mod ops;
 mod prober;
 
 use crate::backend::module::token::ModuleToken;
+use crate::backend::remote::{self, RemoteConfig};
 use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
-use crate::config::{Policy, ReplicaConfig, Secret};
+use crate::config::{Policy, ReplicaBackend, ReplicaConfig, Secret};
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
@@ -126,16 +127,34 @@ impl ReplicaGroup {
         let replicas = replicas
             .iter()
             .map(|r| {
-                let token = ModuleToken::new(&format!("{slot}/{}", r.name), &r.module);
+                let name = format!("{slot}/{}", r.name);
                 let mut health = Health::new();
-                if let Some(why) = token.load_error() {
-                    health.failed(&format!("vendor library: {why}"));
-                }
+                let token: Box<dyn Token> = match &r.backend {
+                    ReplicaBackend::Module(m) => {
+                        let token = ModuleToken::new(&name, m);
+                        if let Some(why) = token.load_error() {
+                            health.failed(&format!("vendor library: {why}"));
+                        }
+                        Box::new(token)
+                    }
+                    ReplicaBackend::Vault(c) => {
+                        Box::new(remote::token(&name, RemoteConfig::Vault(c), false))
+                    }
+                    ReplicaBackend::GcpKms(c) => {
+                        Box::new(remote::token(&name, RemoteConfig::GcpKms(c), false))
+                    }
+                    ReplicaBackend::AwsKms(c) => {
+                        Box::new(remote::token(&name, RemoteConfig::AwsKms(c), false))
+                    }
+                    ReplicaBackend::CloudHsm(c) => {
+                        crate::backend::aws_kms::cloudhsm::replica_token(&name, c)
+                    }
+                };
                 let up = health.usable();
                 Replica {
                     name: r.name.clone(),
-                    token: Box::new(token),
-                    pin: r.module.pin.clone(),
+                    token,
+                    pin: r.pin.clone(),
                     health: Mutex::new(health),
                     up: AtomicBool::new(up),
                     healthy: AtomicBool::new(up),
@@ -386,7 +405,7 @@ impl Group {
         if bad_pin && !self.pin_changed(i) {
             return false;
         }
-        match r.token.token_info() {
+        match r.token.probe() {
             Ok(_) => {
                 let change = r.health.lock().probe_ok();
                 self.log_change(i, change);

@@ -35,7 +35,7 @@ fn run(g: &Group) {
                 continue;
             }
             if state == State::Healthy {
-                if let Err(e) = r.token.token_info() {
+                if let Err(e) = r.token.probe() {
                     if super::device_class(e.rv()) {
                         g.mark_down(i, &format!("probe: {e}"));
                     }

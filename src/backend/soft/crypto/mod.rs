@@ -6,7 +6,7 @@
 //! (`CKR_KEY_TYPE_INCONSISTENT`), parameters (`CKR_MECHANISM_PARAM_INVALID`) and sizes.
 
 mod cipher;
-mod der;
+pub(crate) mod der;
 mod gcm;
 mod keys;
 mod mechs;

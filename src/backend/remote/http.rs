@@ -1,0 +1,221 @@
+//! HTTP for the REST backends: one keep-alive connection pool per backend, bounded
+//! retries with back-off where a retry cannot do harm, and the mapping of HTTP failures
+//! to PKCS#11 codes with the service's own message in the log.
+
+use crate::core::error::{Error, Result};
+use cryptoki_sys::*;
+use std::time::Duration;
+
+/// The client of one backend: its pool is kept for the life of the slot.
+pub fn client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Every request also runs under the slot's deadline (rt::call); this bounds a
+        // single attempt so that a retry still fits.
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Some(Duration::from_secs(90)))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| Error::general(format!("remote backend: cannot build an HTTP client: {e}")))
+}
+
+/// When a failed attempt may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Only when the request provably never left (the connection could not be made).
+    Never,
+    /// Also on a transport failure after sending: the operation is idempotent (a
+    /// signature, a decryption, a MAC), so doing it twice changes nothing.
+    Idempotent,
+    /// A read: also on 429 and 5xx answers.
+    Read,
+}
+
+/// An answer with its status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The body as JSON; a body that is not is a malformed answer (`CKR_DEVICE_ERROR`).
+    pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("{what}: malformed answer (HTTP {}): {e}", self.status),
+            )
+        })
+    }
+    /// The service's error message (Vault `errors`, Google `error.message`, AWS
+    /// `message`/`__type`), else the start of the body.
+    pub fn message(&self) -> String {
+        error_message(&self.body)
+    }
+}
+
+/// Attempts per request, and the first back-off (doubled each time).
+const ATTEMPTS: u32 = 3;
+const BACKOFF: Duration = Duration::from_millis(50);
+
+/// Sends the request `build` makes (called again for each attempt) and reads the answer.
+/// Transport failures that exhaust the retries are `CKR_DEVICE_ERROR`.
+pub async fn send(
+    what: &str,
+    retry: Retry,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Reply> {
+    let mut delay = BACKOFF;
+    let mut attempt = 1;
+    loop {
+        let outcome = match build().send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => Ok(Reply {
+                        status,
+                        body: b.to_vec(),
+                    }),
+                    Err(e) => Err((e.is_timeout(), format!("reading the answer: {e}"), true)),
+                }
+            }
+            Err(e) => Err((e.is_timeout(), describe(&e), !e.is_connect())),
+        };
+        let again = match &outcome {
+            Ok(r) => retry == Retry::Read && (r.status == 429 || r.status >= 500),
+            Err((_, _, sent)) => !*sent || retry != Retry::Never,
+        };
+        if !again || attempt >= ATTEMPTS {
+            return match outcome {
+                Ok(r) => Ok(r),
+                Err((timeout, why, _)) => Err(Error::logged(
+                    CKR_DEVICE_ERROR,
+                    format!(
+                        "{what}: {} after {attempt} attempt(s): {why}",
+                        if timeout { "timed out" } else { "transport failure" }
+                    ),
+                )),
+            };
+        }
+        match &outcome {
+            Ok(r) => log::debug!("{what}: HTTP {} (attempt {attempt}), retrying", r.status),
+            Err((_, why, _)) => log::debug!("{what}: {why} (attempt {attempt}), retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        attempt += 1;
+    }
+}
+
+/// A transport error with its causes (reqwest's own text stops at "error sending request").
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// The PKCS#11 code for an HTTP failure status, where the service has no better one.
+pub fn status_rv(status: u16) -> CK_RV {
+    match status {
+        401 | 403 => CKR_USER_NOT_LOGGED_IN,
+        404 => CKR_KEY_HANDLE_INVALID,
+        429 | 500..=599 => CKR_DEVICE_ERROR,
+        _ => CKR_FUNCTION_FAILED,
+    }
+}
+
+/// An unsuccessful answer as an error: the code of `status_rv` unless `rv` is given,
+/// logged with the service's message.
+pub fn failure(what: &str, reply: &Reply, rv: Option<CK_RV>) -> Error {
+    Error::logged(
+        rv.unwrap_or_else(|| status_rv(reply.status)),
+        format!("{what}: HTTP {}: {}", reply.status, reply.message()),
+    )
+}
+
+/// A malformed answer: `CKR_DEVICE_ERROR` with why.
+pub fn malformed(what: &str, why: impl std::fmt::Display) -> Error {
+    Error::logged(CKR_DEVICE_ERROR, format!("{what}: malformed answer: {why}"))
+}
+
+/// Longest service message copied into a log line.
+const MESSAGE_MAX: usize = 300;
+
+pub fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Any {
+        errors: Option<Vec<String>>,
+        error: Option<serde_json::Value>,
+        message: Option<String>,
+        #[serde(rename = "Message")]
+        message_upper: Option<String>,
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+    }
+    let text = match serde_json::from_slice::<Any>(body) {
+        Ok(a) => {
+            if let Some(e) = a.errors.filter(|e| !e.is_empty()) {
+                e.join("; ")
+            } else if let Some(e) = a.error {
+                match e.get("message").and_then(|m| m.as_str()) {
+                    Some(m) => match e.get("status").and_then(|s| s.as_str()) {
+                        Some(s) => format!("{s}: {m}"),
+                        None => m.to_string(),
+                    },
+                    None => e.to_string(),
+                }
+            } else {
+                let m = a.message.or(a.message_upper).unwrap_or_default();
+                match a.kind {
+                    Some(k) => format!("{}: {m}", k.rsplit('#').next().unwrap_or(&k)),
+                    None => m,
+                }
+            }
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut end = text.len().min(MESSAGE_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_messages_are_found_in_each_shape() {
+        assert_eq!(
+            error_message(br#"{"errors":["permission denied"]}"#),
+            "permission denied"
+        );
+        assert_eq!(
+            error_message(br#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#),
+            "NOT_FOUND: not found"
+        );
+        assert_eq!(
+            error_message(br#"{"__type":"com.amazonaws.kms#NotFoundException","message":"no key"}"#),
+            "NotFoundException: no key"
+        );
+        assert_eq!(error_message(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(error_message(b""), "(empty body)");
+        let long = "x".repeat(1000);
+        assert_eq!(error_message(long.as_bytes()).len(), MESSAGE_MAX);
+    }
+}

@@ -1,0 +1,417 @@
+//! Operations on remote keys, as the core drives them ([`Signer`], [`Verifier`],
+//! [`Cipher`]). Digests are computed here, incrementally, so multi-part signing works
+//! whatever the service offers and only the digest travels; Ed25519, HMAC and AES-GCM
+//! collect their input and make one request at the end.
+
+use super::{HashAlg, KeyService, KeyVersion, SignInput, SignScheme};
+use crate::core::error::{err, Error, Result};
+use crate::core::op::{Cipher, Signer, Verifier};
+use aws_lc_rs::digest;
+use cryptoki_sys::*;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Largest input collected for one request (Ed25519 message, HMAC data, GCM text).
+/// Services refuse far less (Cloud KMS: 64 KiB, HSM raw encryption 8 KiB, AWS 4 KiB);
+/// this only bounds what hsmux holds before the service says so.
+pub const MAX_COLLECT: usize = 1 << 20;
+
+fn digest_alg(h: HashAlg) -> &'static digest::Algorithm {
+    match h {
+        HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        HashAlg::Sha224 => &digest::SHA224,
+        HashAlg::Sha256 => &digest::SHA256,
+        HashAlg::Sha384 => &digest::SHA384,
+        HashAlg::Sha512 => &digest::SHA512,
+    }
+}
+
+/// The input of a signature as it arrives: hashed here, or collected.
+enum Input {
+    Hashing(digest::Context),
+    Collect(Zeroizing<Vec<u8>>),
+}
+
+impl Input {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Input::Hashing(c) => c.update(data),
+            Input::Collect(v) => {
+                if v.len() + data.len() > MAX_COLLECT {
+                    return Err(Error::logged(
+                        CKR_DATA_LEN_RANGE,
+                        format!("remote key: input above {MAX_COLLECT} bytes"),
+                    ));
+                }
+                v.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+    fn take(&mut self) -> Zeroizing<Vec<u8>> {
+        match std::mem::replace(self, Input::Collect(Zeroizing::new(Vec::new()))) {
+            Input::Hashing(c) => Zeroizing::new(c.finish().as_ref().to_vec()),
+            Input::Collect(v) => v,
+        }
+    }
+}
+
+/// How the consumer's mechanism is served: the scheme sent, whether the token hashes
+/// (`hash_here`) or the consumer's input is already the digest.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub scheme: SignScheme,
+    /// `Some(h)`: the consumer gives the message, hsmux hashes it with `h`.
+    pub hash_here: Option<HashAlg>,
+    /// Length of the signature or MAC.
+    pub out_len: usize,
+}
+
+/// A signature or MAC made by the service.
+pub struct RemoteSign {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub plan: Plan,
+    input: Input,
+    /// CKM_ECDSA / CKM_RSA_PKCS_PSS / CKM_RSA_PKCS take a digest the consumer computed;
+    /// the scheme's hash is then chosen from its length (ECDSA) or given.
+    digest_given: bool,
+}
+
+impl RemoteSign {
+    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, plan: Plan) -> RemoteSign {
+        let input = match plan.hash_here {
+            Some(h) => Input::Hashing(digest::Context::new(digest_alg(h))),
+            None => Input::Collect(Zeroizing::new(Vec::new())),
+        };
+        let digest_given = plan.hash_here.is_none()
+            && !matches!(plan.scheme, SignScheme::Ed25519 | SignScheme::Hmac(_));
+        RemoteSign {
+            service,
+            key,
+            plan,
+            input,
+            digest_given,
+        }
+    }
+
+    /// The request's scheme and input once everything has arrived.
+    fn request(&mut self) -> Result<(SignScheme, Zeroizing<Vec<u8>>, bool)> {
+        let data = self.input.take();
+        let mut scheme = self.plan.scheme;
+        if self.digest_given {
+            scheme = given_digest_scheme(scheme, &data, &self.key)?;
+        }
+        let is_digest = !matches!(scheme, SignScheme::Ed25519 | SignScheme::Hmac(_));
+        Ok((scheme, data, is_digest))
+    }
+}
+
+/// For a mechanism whose input is a digest: the hash it must have been made with. ECDSA
+/// (`CKM_ECDSA`) tells it by length; RSA PKCS#1 (`CKM_RSA_PKCS`) needs a DigestInfo
+/// (services sign digests, not arbitrary blocks); PSS names it in its parameter.
+fn given_digest_scheme(scheme: SignScheme, data: &[u8], key: &KeyVersion) -> Result<SignScheme> {
+    let by_len = |n: usize| match n {
+        20 => Some(HashAlg::Sha1),
+        28 => Some(HashAlg::Sha224),
+        32 => Some(HashAlg::Sha256),
+        48 => Some(HashAlg::Sha384),
+        64 => Some(HashAlg::Sha512),
+        _ => None,
+    };
+    let s = match scheme {
+        SignScheme::Ecdsa(_) => SignScheme::Ecdsa(by_len(data.len()).ok_or_else(|| {
+            Error::logged(
+                CKR_DATA_LEN_RANGE,
+                format!("CKM_ECDSA on {}: {} bytes is not a digest length", key.id, data.len()),
+            )
+        })?),
+        SignScheme::Pss(h, salt) => {
+            if data.len() != h.len() {
+                return Err(Error::logged(
+                    CKR_DATA_LEN_RANGE,
+                    format!("CKM_RSA_PKCS_PSS: {} bytes is not a {} digest", data.len(), h.name()),
+                ));
+            }
+            SignScheme::Pss(h, salt)
+        }
+        other => other,
+    };
+    if !key.usage.sign_schemes.is_empty() && !key.usage.sign_schemes.contains(&s) {
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            format!("{}: the service's key does not sign with {s:?}", key.id),
+        ));
+    }
+    Ok(s)
+}
+
+impl Signer for RemoteSign {
+    fn output_len(&self) -> usize {
+        self.plan.out_len
+    }
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        // Raw-digest mechanisms and EdDSA are single-part (SoftHSM answers the same).
+        if self.digest_given || matches!(self.plan.scheme, SignScheme::Ed25519) {
+            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
+        }
+        self.input.update(data)
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let (scheme, data, is_digest) = self.request()?;
+        let input = if is_digest {
+            SignInput::Digest(&data)
+        } else {
+            SignInput::Message(&data)
+        };
+        let sig = self.service.sign(&self.key, scheme, input)?;
+        if sig.len() != self.plan.out_len {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "{}: the service's signature has {} bytes, not {}",
+                    self.key.id,
+                    sig.len(),
+                    self.plan.out_len
+                ),
+            ));
+        }
+        Ok(sig)
+    }
+    fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.input.update(data)?;
+        self.finish()
+    }
+}
+
+/// An HMAC check made by the service (public-key verification is local: `token.rs`
+/// hands those to the soft token's code with the service's public key).
+pub struct RemoteMacVerify {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub hash: HashAlg,
+    pub out_len: usize,
+    data: Input,
+}
+
+impl RemoteMacVerify {
+    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, hash: HashAlg) -> Self {
+        RemoteMacVerify {
+            service,
+            key,
+            hash,
+            out_len: hash.len(),
+            data: Input::Collect(Zeroizing::new(Vec::new())),
+        }
+    }
+}
+
+impl Verifier for RemoteMacVerify {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.data.update(data)
+    }
+    fn finish(&mut self, tag: &[u8]) -> Result<()> {
+        if tag.len() != self.out_len {
+            return Err(err(CKR_SIGNATURE_LEN_RANGE));
+        }
+        let data = self.data.take();
+        if self.service.mac_verify(&self.key, self.hash, &data, tag)? {
+            Ok(())
+        } else {
+            Err(err(CKR_SIGNATURE_INVALID))
+        }
+    }
+}
+
+/// Tag length of the services' AES-GCM.
+pub const GCM_TAG: usize = 16;
+/// IV length of the services' AES-GCM.
+pub const GCM_IV: usize = 12;
+
+/// AES-GCM encryption by the service, which chooses the IV; the IV is handed back to
+/// the consumer's `pIv` by the FFI layer ([`Cipher::produced_iv`]).
+pub struct GcmEncrypt {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub aad: Vec<u8>,
+    data: Input,
+    iv: Option<Vec<u8>>,
+}
+
+impl GcmEncrypt {
+    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, aad: Vec<u8>) -> Self {
+        GcmEncrypt {
+            service,
+            key,
+            aad,
+            data: Input::Collect(Zeroizing::new(Vec::new())),
+            iv: None,
+        }
+    }
+    fn seal(&mut self) -> Result<Vec<u8>> {
+        let pt = self.data.take();
+        let sealed = self.service.gcm_encrypt(&self.key, &pt, &self.aad)?;
+        if sealed.iv.len() != GCM_IV || sealed.ciphertext_and_tag.len() != pt.len() + GCM_TAG {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "{}: the service's AES-GCM answer has a {}-byte IV and {} bytes for {} in",
+                    self.key.id,
+                    sealed.iv.len(),
+                    sealed.ciphertext_and_tag.len(),
+                    pt.len()
+                ),
+            ));
+        }
+        self.iv = Some(sealed.iv);
+        Ok(sealed.ciphertext_and_tag)
+    }
+}
+
+impl Cipher for GcmEncrypt {
+    fn output_len(&self, input_len: usize) -> usize {
+        input_len + GCM_TAG
+    }
+    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        self.seal()
+    }
+    fn update_len(&self, _input_len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        Ok(Vec::new())
+    }
+    fn final_len(&self) -> usize {
+        match &self.data {
+            Input::Collect(v) => v.len() + GCM_TAG,
+            Input::Hashing(_) => GCM_TAG,
+        }
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.seal()
+    }
+    fn produced_iv(&self) -> Option<Vec<u8>> {
+        self.iv.clone()
+    }
+}
+
+/// AES-GCM decryption by the service, with the IV from the consumer's parameters.
+pub struct GcmDecrypt {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub iv: Vec<u8>,
+    pub aad: Vec<u8>,
+    data: Input,
+}
+
+impl GcmDecrypt {
+    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, iv: Vec<u8>, aad: Vec<u8>) -> Self {
+        GcmDecrypt {
+            service,
+            key,
+            iv,
+            aad,
+            data: Input::Collect(Zeroizing::new(Vec::new())),
+        }
+    }
+    fn open(&mut self) -> Result<Vec<u8>> {
+        let ct = self.data.take();
+        if ct.len() < GCM_TAG {
+            return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        }
+        let pt = self.service.gcm_decrypt(&self.key, &self.iv, &ct, &self.aad)?;
+        if pt.len() != ct.len() - GCM_TAG {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("{}: the service's plaintext has the wrong length", self.key.id),
+            ));
+        }
+        Ok(pt)
+    }
+}
+
+impl Cipher for GcmDecrypt {
+    fn output_len(&self, input_len: usize) -> usize {
+        input_len.saturating_sub(GCM_TAG)
+    }
+    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        self.open()
+    }
+    fn update_len(&self, _input_len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        Ok(Vec::new())
+    }
+    fn final_len(&self) -> usize {
+        match &self.data {
+            Input::Collect(v) => v.len().saturating_sub(GCM_TAG),
+            Input::Hashing(_) => 0,
+        }
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.open()
+    }
+}
+
+/// RSA-OAEP decryption by the service.
+pub struct OaepDecrypt {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub hash: HashAlg,
+    pub modulus_len: usize,
+    data: Input,
+}
+
+impl OaepDecrypt {
+    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, hash: HashAlg, modulus_len: usize) -> Self {
+        OaepDecrypt {
+            service,
+            key,
+            hash,
+            modulus_len,
+            data: Input::Collect(Zeroizing::new(Vec::new())),
+        }
+    }
+    fn open(&mut self) -> Result<Vec<u8>> {
+        let ct = self.data.take();
+        if ct.len() != self.modulus_len {
+            return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        }
+        let pt = self.service.rsa_decrypt(&self.key, self.hash, &ct)?;
+        if pt.len() + 2 * self.hash.len() + 2 > self.modulus_len {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("{}: the service's OAEP plaintext is too long", self.key.id),
+            ));
+        }
+        Ok(pt)
+    }
+}
+
+impl Cipher for OaepDecrypt {
+    fn output_len(&self, _input_len: usize) -> usize {
+        self.modulus_len
+    }
+    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        self.open()
+    }
+    fn update_len(&self, _input_len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.data.update(input)?;
+        Ok(Vec::new())
+    }
+    fn final_len(&self) -> usize {
+        self.modulus_len
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        self.open()
+    }
+}

@@ -1,0 +1,1034 @@
+//! Any [`KeyService`] as a [`Token`]: the kmsp11-style objects of its key versions,
+//! mechanisms mapped onto its operations, verification and public-key operations done
+//! locally with the service's public key (exact, and no round trip).
+
+use super::ops::{self, GcmDecrypt, GcmEncrypt, OaepDecrypt, Plan, RemoteMacVerify, RemoteSign};
+use super::{public, EcCurve, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, SignScheme};
+use crate::backend::soft::crypto as soft;
+use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::attr::{self, Attr, AttrValue, Attrs, AttrsExt};
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::template::{self, Usage};
+use cryptoki_sys::*;
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One PKCS#11 object of a key version.
+struct Object {
+    class: CK_OBJECT_CLASS,
+    key: Arc<KeyVersion>,
+    attrs: Attrs,
+}
+
+/// The objects as last listed, in the order `C_FindObjects` gives them.
+#[derive(Default)]
+struct Catalog {
+    fetched: Option<Instant>,
+    order: Vec<ObjectId>,
+    objects: BTreeMap<ObjectId, Arc<Object>>,
+}
+
+pub struct RemoteToken {
+    slot: String,
+    service: Arc<dyn KeyService>,
+    gcm_service_iv: bool,
+    hsm_only: bool,
+    list_ttl: Duration,
+    /// `user_pin` is configured: nothing reaches the service before `C_Login`.
+    gate: bool,
+    logged_in: AtomicBool,
+    catalog: RwLock<Catalog>,
+    /// Stable object ids: (class, version id) -> id, never reused.
+    ids: DashMap<(CK_OBJECT_CLASS, String), ObjectId>,
+    next_id: AtomicU64,
+}
+
+/// Mechanisms of a remote slot, with what they do (`C_GetMechanismInfo`).
+const SIGN_EC: &[CK_MECHANISM_TYPE] = &[
+    CKM_ECDSA,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+];
+const SIGN_RSA: &[CK_MECHANISM_TYPE] = &[
+    CKM_RSA_PKCS,
+    CKM_SHA1_RSA_PKCS,
+    CKM_SHA224_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA1_RSA_PKCS_PSS,
+    CKM_SHA224_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+];
+const HMACS: &[CK_MECHANISM_TYPE] = &[
+    CKM_SHA_1_HMAC,
+    CKM_SHA224_HMAC,
+    CKM_SHA256_HMAC,
+    CKM_SHA384_HMAC,
+    CKM_SHA512_HMAC,
+];
+const KEYGEN: &[CK_MECHANISM_TYPE] = &[
+    CKM_AES_KEY_GEN,
+    CKM_GENERIC_SECRET_KEY_GEN,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+];
+
+fn info(min: CK_ULONG, max: CK_ULONG, flags: CK_FLAGS) -> CK_MECHANISM_INFO {
+    CK_MECHANISM_INFO {
+        ulMinKeySize: min,
+        ulMaxKeySize: max,
+        flags,
+    }
+}
+
+/// The hash a `CKM_SHA*_...` signature mechanism names.
+fn mech_hash(m: CK_MECHANISM_TYPE) -> Option<HashAlg> {
+    Some(match m {
+        CKM_ECDSA_SHA1 | CKM_SHA1_RSA_PKCS | CKM_SHA1_RSA_PKCS_PSS | CKM_SHA_1_HMAC => {
+            HashAlg::Sha1
+        }
+        CKM_ECDSA_SHA224 | CKM_SHA224_RSA_PKCS | CKM_SHA224_RSA_PKCS_PSS | CKM_SHA224_HMAC => {
+            HashAlg::Sha224
+        }
+        CKM_ECDSA_SHA256 | CKM_SHA256_RSA_PKCS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA256_HMAC => {
+            HashAlg::Sha256
+        }
+        CKM_ECDSA_SHA384 | CKM_SHA384_RSA_PKCS | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA384_HMAC => {
+            HashAlg::Sha384
+        }
+        CKM_ECDSA_SHA512 | CKM_SHA512_RSA_PKCS | CKM_SHA512_RSA_PKCS_PSS | CKM_SHA512_HMAC => {
+            HashAlg::Sha512
+        }
+        _ => return None,
+    })
+}
+
+fn ulong_list(ms: &[CK_MECHANISM_TYPE]) -> Vec<u8> {
+    ms.iter().flat_map(|m| attr::ulong_bytes(*m)).collect()
+}
+
+fn param_invalid(why: impl std::fmt::Display) -> Error {
+    Error::logged(CKR_MECHANISM_PARAM_INVALID, why)
+}
+
+impl RemoteToken {
+    pub fn new(
+        slot: &str,
+        service: Arc<dyn KeyService>,
+        gcm_service_iv: bool,
+        hsm_only: bool,
+        gate: bool,
+    ) -> RemoteToken {
+        RemoteToken {
+            slot: slot.to_string(),
+            service,
+            gcm_service_iv,
+            hsm_only,
+            list_ttl: Duration::from_secs(60),
+            gate,
+            logged_in: AtomicBool::new(false),
+            catalog: RwLock::new(Catalog::default()),
+            ids: DashMap::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The service behind the token (for `hsmux check`).
+    pub fn service(&self) -> &Arc<dyn KeyService> {
+        &self.service
+    }
+
+    fn id_for(&self, class: CK_OBJECT_CLASS, version: &str) -> ObjectId {
+        *self
+            .ids
+            .entry((class, version.to_string()))
+            .or_insert_with(|| self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Lists the keys again when the list is older than its time to live (or `force`).
+    /// A failed listing keeps the previous objects (logged) when there are any.
+    fn refresh(&self, force: bool) -> Result<()> {
+        if !force {
+            let c = self.catalog.read();
+            if c.fetched.is_some_and(|t| t.elapsed() < self.list_ttl) {
+                return Ok(());
+            }
+        }
+        let versions = match self.service.list_keys() {
+            Ok(v) => v,
+            Err(e) => {
+                let c = self.catalog.read();
+                if c.fetched.is_some() && !force {
+                    log::warn!(
+                        "slot {}: listing the keys failed ({e}); the last list is used",
+                        self.slot
+                    );
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        };
+        let mut order = Vec::new();
+        let mut objects = BTreeMap::new();
+        for v in versions {
+            if self.hsm_only && v.hardware != Some(true) {
+                log::debug!("slot {}: {} is not HSM-protected: hidden", self.slot, v.id);
+                continue;
+            }
+            let key = Arc::new(v);
+            match self.objects_of(&key) {
+                Ok(objs) => {
+                    for o in objs {
+                        let id = self.id_for(o.class, &key.id);
+                        order.push(id);
+                        objects.insert(id, Arc::new(o));
+                    }
+                }
+                Err(e) => log::warn!(
+                    "slot {}: key version {} is left out: {e}",
+                    self.slot,
+                    key.id
+                ),
+            }
+        }
+        *self.catalog.write() = Catalog {
+            fetched: Some(Instant::now()),
+            order,
+            objects,
+        };
+        Ok(())
+    }
+
+    /// The object(s) of a version: a secret key, or a private and a public key.
+    fn objects_of(&self, k: &Arc<KeyVersion>) -> Result<Vec<Object>> {
+        let mut base = Attrs::new();
+        base.set_flag(CKA_TOKEN, true);
+        base.set_flag(CKA_MODIFIABLE, false);
+        base.set_flag(CKA_COPYABLE, false);
+        base.set_flag(CKA_DESTROYABLE, false);
+        base.insert(CKA_LABEL, k.label.as_bytes().to_vec());
+        base.insert(CKA_ID, k.id.as_bytes().to_vec());
+        base.set_ulong(CKA_KEY_TYPE, k.alg.key_type());
+        base.set_flag(CKA_LOCAL, true);
+        base.set_ulong(CKA_KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION);
+        base.set_flag(CKA_DERIVE, false);
+        base.insert(CKA_START_DATE, Vec::new());
+        base.insert(CKA_END_DATE, Vec::new());
+        let mut secret_side = base.clone();
+        secret_side.set_flag(CKA_PRIVATE, true);
+        secret_side.set_flag(CKA_SENSITIVE, true);
+        secret_side.set_flag(CKA_ALWAYS_SENSITIVE, true);
+        secret_side.set_flag(CKA_EXTRACTABLE, false);
+        secret_side.set_flag(CKA_NEVER_EXTRACTABLE, true);
+        secret_side.set_flag(CKA_UNWRAP, false);
+        secret_side.set_flag(CKA_WRAP_WITH_TRUSTED, false);
+        // Present but never revealed: CKR_ATTRIBUTE_SENSITIVE, as for any HSM key.
+        secret_side.insert(CKA_VALUE, Vec::new());
+        let mechs = self.key_mechanisms(k);
+        secret_side.insert(CKA_ALLOWED_MECHANISMS, ulong_list(&mechs));
+        if !k.alg.is_asymmetric() {
+            let mut a = secret_side;
+            a.set_ulong(CKA_CLASS, CKO_SECRET_KEY);
+            let bits = match k.alg {
+                KeyAlg::AesGcm { bits } | KeyAlg::Hmac { bits, .. } => bits,
+                _ => 0,
+            };
+            a.set_ulong(CKA_VALUE_LEN, (bits / 8) as CK_ULONG);
+            let mac = matches!(k.alg, KeyAlg::Hmac { .. });
+            a.set_flag(CKA_ENCRYPT, !mac && k.usage.encrypt);
+            a.set_flag(CKA_DECRYPT, !mac && k.usage.decrypt);
+            a.set_flag(CKA_SIGN, mac && k.usage.sign);
+            a.set_flag(CKA_VERIFY, mac && k.usage.sign);
+            a.set_flag(CKA_WRAP, false);
+            a.set_flag(CKA_TRUSTED, false);
+            return Ok(vec![Object {
+                class: CKO_SECRET_KEY,
+                key: k.clone(),
+                attrs: a,
+            }]);
+        }
+        let spki = k
+            .public_spki
+            .as_ref()
+            .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, "asymmetric key without public key"))?;
+        let (alg, pub_attrs) = public::describe(spki)?;
+        let same = match (alg, k.alg) {
+            (KeyAlg::Rsa { bits: a }, KeyAlg::Rsa { bits: b }) => a == b,
+            (a, b) => a == b,
+        };
+        if !same {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("public key is {alg:?}, the service says {:?}", k.alg),
+            ));
+        }
+        let mut private = secret_side;
+        private.set_ulong(CKA_CLASS, CKO_PRIVATE_KEY);
+        private.set_flag(CKA_SIGN, k.usage.sign);
+        private.set_flag(CKA_DECRYPT, k.usage.decrypt);
+        private.set_flag(CKA_SIGN_RECOVER, false);
+        private.set_flag(CKA_ALWAYS_AUTHENTICATE, false);
+        private.insert(CKA_PUBLIC_KEY_INFO, spki.clone());
+        let mut public = base;
+        public.set_ulong(CKA_CLASS, CKO_PUBLIC_KEY);
+        public.set_flag(CKA_PRIVATE, false);
+        public.set_flag(CKA_VERIFY, k.usage.sign);
+        public.set_flag(CKA_ENCRYPT, k.usage.decrypt);
+        public.set_flag(CKA_WRAP, false);
+        public.set_flag(CKA_VERIFY_RECOVER, false);
+        public.set_flag(CKA_TRUSTED, false);
+        for (t, v) in pub_attrs {
+            match t {
+                CKA_MODULUS | CKA_PUBLIC_EXPONENT | CKA_MODULUS_BITS | CKA_EC_PARAMS => {
+                    private.insert(t, v.clone());
+                }
+                _ => {}
+            }
+            public.insert(t, v);
+        }
+        if matches!(k.alg, KeyAlg::Rsa { .. }) {
+            for t in [
+                CKA_PRIVATE_EXPONENT,
+                CKA_PRIME_1,
+                CKA_PRIME_2,
+                CKA_EXPONENT_1,
+                CKA_EXPONENT_2,
+                CKA_COEFFICIENT,
+            ] {
+                private.insert(t, Vec::new());
+            }
+        }
+        Ok(vec![
+            Object {
+                class: CKO_PRIVATE_KEY,
+                key: k.clone(),
+                attrs: private,
+            },
+            Object {
+                class: CKO_PUBLIC_KEY,
+                key: k.clone(),
+                attrs: public,
+            },
+        ])
+    }
+
+    /// What a version can be used with (its `CKA_ALLOWED_MECHANISMS`).
+    fn key_mechanisms(&self, k: &KeyVersion) -> Vec<CK_MECHANISM_TYPE> {
+        let offered = self.mechanisms();
+        let mut v: Vec<CK_MECHANISM_TYPE> = match k.alg {
+            KeyAlg::AesGcm { .. } => vec![CKM_AES_GCM],
+            KeyAlg::Hmac { hash: Some(h), .. } => vec![HMACS[hash_index(h)]],
+            KeyAlg::Hmac { hash: None, .. } => HMACS.to_vec(),
+            KeyAlg::Ec { .. } => SIGN_EC.to_vec(),
+            KeyAlg::Ed25519 => vec![CKM_EDDSA],
+            KeyAlg::Rsa { .. } => {
+                let mut m = Vec::new();
+                if k.usage.sign {
+                    m.extend_from_slice(SIGN_RSA);
+                }
+                if k.usage.decrypt {
+                    m.push(CKM_RSA_PKCS_OAEP);
+                }
+                m
+            }
+        };
+        if !k.usage.sign_schemes.is_empty() {
+            v.retain(|m| match mech_hash(*m) {
+                Some(h) => k.usage.sign_schemes.iter().any(|s| scheme_hash(*s) == Some(h)),
+                None => true,
+            });
+        }
+        v.retain(|m| offered.contains(m));
+        v
+    }
+
+    /// The object `obj` if it exists and the session may see it.
+    fn object(&self, ctx: &Ctx, obj: ObjectId) -> Result<Arc<Object>> {
+        let c = self.catalog.read();
+        let o = c
+            .objects
+            .get(&obj)
+            .cloned()
+            .ok_or_else(|| err(CKR_OBJECT_HANDLE_INVALID))?;
+        if o.class != CKO_PUBLIC_KEY && ctx.login != Login::User {
+            return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        }
+        Ok(o)
+    }
+
+    /// The key of an operation: the object, checked for usage and mechanism.
+    fn key(&self, ctx: &Ctx, obj: ObjectId, usage: Usage, mech: &Mechanism) -> Result<Arc<Object>> {
+        let o = self.object(ctx, obj).map_err(|e| match e.rv() {
+            CKR_OBJECT_HANDLE_INVALID => err(CKR_KEY_HANDLE_INVALID),
+            _ => e,
+        })?;
+        template::check_usage(&o.attrs, usage, mech.mech)?;
+        Ok(o)
+    }
+
+    /// A soft-token key made of the public side of `o` (for local verification and
+    /// public-key encryption).
+    fn public_key_of(&self, o: &Object) -> Result<Arc<soft::Key>> {
+        let spki = o
+            .key
+            .public_spki
+            .as_ref()
+            .ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
+        let (_, mut a) = public::describe(spki)?;
+        a.set_ulong(CKA_CLASS, CKO_PUBLIC_KEY);
+        Ok(Arc::new(soft::Key::from_attrs(&a)?))
+    }
+
+    fn sign_plan(&self, o: &Object, mech: &Mechanism) -> Result<Plan> {
+        let k = &o.key;
+        let m = mech.mech;
+        let wrong_type = || {
+            Error::logged(
+                CKR_KEY_TYPE_INCONSISTENT,
+                format!("mechanism 0x{m:x} does not fit {} ({:?})", k.id, k.alg),
+            )
+        };
+        let no_param = || match &mech.param {
+            MechParam::None => Ok(()),
+            MechParam::Bytes(b) if b.is_empty() => Ok(()),
+            _ => Err(param_invalid(format!("mechanism 0x{m:x} takes no parameter"))),
+        };
+        let plan = match k.alg {
+            KeyAlg::Ec { curve } => {
+                if !SIGN_EC.contains(&m) {
+                    return Err(wrong_type());
+                }
+                no_param()?;
+                let h = mech_hash(m);
+                Plan {
+                    scheme: SignScheme::Ecdsa(h.unwrap_or(HashAlg::Sha256)),
+                    hash_here: h,
+                    out_len: 2 * curve.field_len(),
+                }
+            }
+            KeyAlg::Ed25519 => {
+                if m != CKM_EDDSA {
+                    return Err(wrong_type());
+                }
+                no_param()?;
+                Plan {
+                    scheme: SignScheme::Ed25519,
+                    hash_here: None,
+                    out_len: 64,
+                }
+            }
+            KeyAlg::Rsa { bits } => {
+                let out_len = (bits as usize).div_ceil(8);
+                match m {
+                    CKM_RSA_PKCS => {
+                        no_param()?;
+                        Plan {
+                            scheme: SignScheme::Pkcs1(HashAlg::Sha256),
+                            hash_here: None,
+                            out_len,
+                        }
+                    }
+                    CKM_RSA_PKCS_PSS
+                    | CKM_SHA1_RSA_PKCS_PSS
+                    | CKM_SHA224_RSA_PKCS_PSS
+                    | CKM_SHA256_RSA_PKCS_PSS
+                    | CKM_SHA384_RSA_PKCS_PSS
+                    | CKM_SHA512_RSA_PKCS_PSS => {
+                        let MechParam::Pss {
+                            hash,
+                            mgf,
+                            salt_len,
+                        } = mech.param
+                        else {
+                            return Err(param_invalid("RSA-PSS needs CK_RSA_PKCS_PSS_PARAMS"));
+                        };
+                        let h = HashAlg::from_ckm(hash)
+                            .ok_or_else(|| param_invalid("RSA-PSS: unknown hash"))?;
+                        if mech_hash(m).is_some_and(|mh| mh != h) {
+                            return Err(param_invalid(
+                                "RSA-PSS: the parameter's hash differs from the mechanism's",
+                            ));
+                        }
+                        if mgf != h.mgf() {
+                            return Err(param_invalid(
+                                "RSA-PSS: services use MGF1 with the message hash",
+                            ));
+                        }
+                        Plan {
+                            scheme: SignScheme::Pss(h, salt_len as usize),
+                            hash_here: mech_hash(m),
+                            out_len,
+                        }
+                    }
+                    _ if SIGN_RSA.contains(&m) => {
+                        no_param()?;
+                        let h = mech_hash(m).ok_or_else(wrong_type)?;
+                        Plan {
+                            scheme: SignScheme::Pkcs1(h),
+                            hash_here: Some(h),
+                            out_len,
+                        }
+                    }
+                    _ => return Err(wrong_type()),
+                }
+            }
+            KeyAlg::Hmac { hash, .. } => {
+                let h = mech_hash(m)
+                    .filter(|_| HMACS.contains(&m))
+                    .ok_or_else(wrong_type)?;
+                if hash.is_some_and(|kh| kh != h) {
+                    return Err(wrong_type());
+                }
+                no_param()?;
+                Plan {
+                    scheme: SignScheme::Hmac(h),
+                    hash_here: None,
+                    out_len: h.len(),
+                }
+            }
+            KeyAlg::AesGcm { .. } => return Err(wrong_type()),
+        };
+        // A scheme the service's key cannot do is refused now, not after the data.
+        let fixed = !matches!(m, CKM_ECDSA | CKM_RSA_PKCS | CKM_RSA_PKCS_PSS);
+        if fixed
+            && !k.usage.sign_schemes.is_empty()
+            && !k.usage.sign_schemes.contains(&plan.scheme)
+        {
+            return Err(Error::logged(
+                CKR_MECHANISM_INVALID,
+                format!(
+                    "{}: the service's key signs with {:?} only, not {:?}",
+                    k.id, k.usage.sign_schemes, plan.scheme
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// The IV rule of the service-IV contract for an encryption.
+    fn check_encrypt_iv(&self, iv: &[u8], iv_bits: CK_ULONG) -> Result<()> {
+        if iv.len() != ops::GCM_IV || !(iv_bits == 96 || iv_bits == 0) {
+            return Err(param_invalid(format!(
+                "slot {}: AES-GCM here takes a 12-byte pIv (ulIvLen 12, ulIvBits 96) into which the service's IV is written",
+                self.slot
+            )));
+        }
+        if iv.iter().any(|b| *b != 0) && !self.gcm_service_iv {
+            return Err(param_invalid(format!(
+                "slot {}: the service chooses the AES-GCM IV; pass 12 zero bytes to receive it in pIv, or set gcm_iv = \"service\" to let it replace yours",
+                self.slot
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn hash_index(h: HashAlg) -> usize {
+    match h {
+        HashAlg::Sha1 => 0,
+        HashAlg::Sha224 => 1,
+        HashAlg::Sha256 => 2,
+        HashAlg::Sha384 => 3,
+        HashAlg::Sha512 => 4,
+    }
+}
+
+fn scheme_hash(s: SignScheme) -> Option<HashAlg> {
+    match s {
+        SignScheme::Ecdsa(h) | SignScheme::Pkcs1(h) | SignScheme::Pss(h, _) | SignScheme::Hmac(h) => {
+            Some(h)
+        }
+        SignScheme::Ed25519 => None,
+    }
+}
+
+/// The 16-character serial of `CK_TOKEN_INFO`.
+fn serial16(s: &str) -> String {
+    s.chars().take(16).collect()
+}
+
+impl Token for RemoteToken {
+    fn slot_description(&self) -> String {
+        let i = self.service.info();
+        format!("{} {}", i.model, i.location)
+    }
+
+    fn token_info(&self) -> Result<TokenInfo> {
+        // No request: consumers ask for this often (and before any login).
+        let i = self.service.info();
+        let mut flags = CKF_TOKEN_INITIALIZED
+            | CKF_USER_PIN_INITIALIZED
+            | CKF_LOGIN_REQUIRED
+            | CKF_RNG;
+        if !self.service.can_generate() {
+            flags |= CKF_WRITE_PROTECTED;
+        }
+        Ok(TokenInfo {
+            label: self.slot.clone(),
+            manufacturer: i.manufacturer,
+            model: i.model,
+            serial: serial16(&i.serial),
+            flags,
+            max_pin_len: 255,
+            min_pin_len: 0,
+            total_public_memory: CK_UNAVAILABLE_INFORMATION,
+            free_public_memory: CK_UNAVAILABLE_INFORMATION,
+            total_private_memory: CK_UNAVAILABLE_INFORMATION,
+            free_private_memory: CK_UNAVAILABLE_INFORMATION,
+            hardware_version: (1, 0),
+            firmware_version: (1, 0),
+            utc_time: String::new(),
+        })
+    }
+
+    fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        let mut v = vec![CKM_AES_GCM];
+        v.extend_from_slice(SIGN_EC);
+        v.push(CKM_EDDSA);
+        v.extend_from_slice(SIGN_RSA);
+        v.push(CKM_RSA_PKCS_OAEP);
+        v.extend_from_slice(HMACS);
+        if self.service.can_generate() {
+            v.extend_from_slice(KEYGEN);
+        }
+        let allowed = self.service.mechanisms();
+        if !allowed.is_empty() {
+            v.retain(|m| allowed.contains(m));
+        }
+        v
+    }
+
+    fn mechanism_info(&self, m: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        if !self.mechanisms().contains(&m) {
+            return Err(err(CKR_MECHANISM_INVALID));
+        }
+        let ec = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+        Ok(match m {
+            CKM_AES_GCM => info(32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT),
+            CKM_EDDSA => info(256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY),
+            CKM_RSA_PKCS_OAEP => info(2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT),
+            CKM_AES_KEY_GEN => info(32, 32, CKF_HW | CKF_GENERATE),
+            CKM_GENERIC_SECRET_KEY_GEN => info(16, 64, CKF_HW | CKF_GENERATE),
+            CKM_EC_KEY_PAIR_GEN => info(256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | ec),
+            CKM_EC_EDWARDS_KEY_PAIR_GEN => info(256, 256, CKF_HW | CKF_GENERATE_KEY_PAIR),
+            CKM_RSA_PKCS_KEY_PAIR_GEN => info(2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR),
+            _ if SIGN_EC.contains(&m) => info(256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | ec),
+            _ if SIGN_RSA.contains(&m) => info(2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY),
+            _ if HMACS.contains(&m) => info(16, 64, CKF_HW | CKF_SIGN | CKF_VERIFY),
+            _ => return Err(err(CKR_MECHANISM_INVALID)),
+        })
+    }
+
+    fn probe(&self) -> Result<()> {
+        self.service.probe()
+    }
+
+    fn close_session(&self, _session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
+        Vec::new()
+    }
+
+    fn login(&self, who: Login, _pin: &[u8]) -> Result<()> {
+        if who != Login::User {
+            return Err(Error::logged(
+                CKR_USER_TYPE_INVALID,
+                format!("slot {}: a remote key service has no security officer", self.slot),
+            ));
+        }
+        // The PIN itself was checked by the core against `user_pin` when one is set; the
+        // service is reached with the slot's own credentials.
+        self.service.login()?;
+        self.logged_in.store(true, Ordering::SeqCst);
+        if let Err(e) = self.refresh(true) {
+            log::warn!("slot {}: listing the keys after login failed: {e}", self.slot);
+        }
+        Ok(())
+    }
+
+    fn logout(&self) {
+        self.logged_in.store(false, Ordering::SeqCst);
+    }
+
+    fn find_objects(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<Vec<ObjectId>> {
+        if self.gate && ctx.login != Login::User {
+            return Ok(Vec::new());
+        }
+        self.refresh(false)?;
+        let c = self.catalog.read();
+        Ok(c.order
+            .iter()
+            .filter(|id| {
+                c.objects.get(id).is_some_and(|o| {
+                    (o.class == CKO_PUBLIC_KEY || ctx.login == Login::User)
+                        && attr::matches(&o.attrs, tpl)
+                })
+            })
+            .copied()
+            .collect())
+    }
+
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
+        let o = self.object(ctx, obj)?;
+        Ok(template::read(&o.attrs, types))
+    }
+
+    fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, _template: &[Attr]) -> Result<()> {
+        self.object(ctx, obj)?;
+        Err(Error::logged(
+            CKR_ATTRIBUTE_READ_ONLY,
+            format!("slot {}: remote keys are not modifiable", self.slot),
+        ))
+    }
+
+    fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
+        self.object(ctx, obj)?;
+        Err(Error::logged(
+            CKR_ACTION_PROHIBITED,
+            format!("slot {}: remote keys are destroyed in the service, not through PKCS#11", self.slot),
+        ))
+    }
+
+    fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        let o = self.key(ctx, key, Usage::Encrypt, mech)?;
+        match (o.class, o.key.alg, mech.mech) {
+            (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
+                let MechParam::Gcm {
+                    iv,
+                    iv_bits,
+                    aad,
+                    tag_bits,
+                } = &mech.param
+                else {
+                    return Err(param_invalid("CKM_AES_GCM needs CK_GCM_PARAMS"));
+                };
+                if *tag_bits != 128 {
+                    return Err(param_invalid("the services' AES-GCM tags are 128 bits"));
+                }
+                self.check_encrypt_iv(iv, *iv_bits)?;
+                Ok(Box::new(GcmEncrypt::new(
+                    self.service.clone(),
+                    o.key.clone(),
+                    aad.clone(),
+                )))
+            }
+            (CKO_PUBLIC_KEY, KeyAlg::Rsa { .. }, CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS) => {
+                // Exact in software with the service's public key.
+                soft::encrypt_init(mech, &self.public_key_of(&o)?)
+            }
+            (_, _, CKM_AES_GCM | CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS) => {
+                Err(err(CKR_KEY_TYPE_INCONSISTENT))
+            }
+            _ => Err(err(CKR_MECHANISM_INVALID)),
+        }
+    }
+
+    fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        let o = self.key(ctx, key, Usage::Decrypt, mech)?;
+        match (o.class, o.key.alg, mech.mech) {
+            (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
+                let MechParam::Gcm {
+                    iv,
+                    iv_bits,
+                    aad,
+                    tag_bits,
+                } = &mech.param
+                else {
+                    return Err(param_invalid("CKM_AES_GCM needs CK_GCM_PARAMS"));
+                };
+                if *tag_bits != 128 {
+                    return Err(param_invalid("the services' AES-GCM tags are 128 bits"));
+                }
+                if iv.len() != ops::GCM_IV || !(*iv_bits == 96 || *iv_bits == 0) {
+                    return Err(param_invalid("the services' AES-GCM IVs are 12 bytes"));
+                }
+                Ok(Box::new(GcmDecrypt::new(
+                    self.service.clone(),
+                    o.key.clone(),
+                    iv.clone(),
+                    aad.clone(),
+                )))
+            }
+            (CKO_PRIVATE_KEY, KeyAlg::Rsa { bits }, CKM_RSA_PKCS_OAEP) => {
+                let MechParam::Oaep {
+                    hash,
+                    mgf,
+                    source,
+                    source_data,
+                } = &mech.param
+                else {
+                    return Err(param_invalid("RSA-OAEP needs CK_RSA_PKCS_OAEP_PARAMS"));
+                };
+                let h = HashAlg::from_ckm(*hash).ok_or_else(|| param_invalid("OAEP: unknown hash"))?;
+                if *mgf != h.mgf() {
+                    return Err(param_invalid("OAEP: services use MGF1 with the OAEP hash"));
+                }
+                if !source_data.is_empty() || (*source != 0 && *source != CKZ_DATA_SPECIFIED) {
+                    return Err(param_invalid("OAEP: services take no label"));
+                }
+                if !o.key.usage.oaep_hashes.is_empty() && !o.key.usage.oaep_hashes.contains(&h) {
+                    return Err(param_invalid(format!(
+                        "{}: the service's key decrypts OAEP with {:?} only",
+                        o.key.id, o.key.usage.oaep_hashes
+                    )));
+                }
+                Ok(Box::new(OaepDecrypt::new(
+                    self.service.clone(),
+                    o.key.clone(),
+                    h,
+                    (bits as usize).div_ceil(8),
+                )))
+            }
+            (_, _, CKM_AES_GCM | CKM_RSA_PKCS_OAEP) => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
+            _ => Err(err(CKR_MECHANISM_INVALID)),
+        }
+    }
+
+    fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
+        let o = self.key(ctx, key, Usage::Sign, mech)?;
+        if o.class == CKO_PUBLIC_KEY {
+            return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        let plan = self.sign_plan(&o, mech)?;
+        Ok(Box::new(RemoteSign::new(
+            self.service.clone(),
+            o.key.clone(),
+            plan,
+        )))
+    }
+
+    fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
+        let o = self.key(ctx, key, Usage::Verify, mech)?;
+        if let KeyAlg::Hmac { .. } = o.key.alg {
+            let plan = self.sign_plan(&o, mech)?;
+            let SignScheme::Hmac(h) = plan.scheme else {
+                return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+            };
+            return Ok(Box::new(RemoteMacVerify::new(
+                self.service.clone(),
+                o.key.clone(),
+                h,
+            )));
+        }
+        if !o.key.alg.is_asymmetric() {
+            return Err(err(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        // Checked as the service would sign (same key type and parameter rules), then
+        // verified here with the service's public key.
+        self.sign_plan(&o, mech)?;
+        soft::verify_init(mech, &self.public_key_of(&o)?)
+    }
+
+    fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, tpl: &[Attr]) -> Result<ObjectId> {
+        if !self.service.can_generate() {
+            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
+        }
+        let label = new_key_checks(ctx, tpl, &[])?;
+        let len = attr::find(tpl, CKA_VALUE_LEN)
+            .map(attr::parse_ulong)
+            .transpose()?;
+        let alg = match mech.mech {
+            CKM_AES_KEY_GEN => {
+                match len {
+                    Some(32) => {}
+                    None => return Err(err(CKR_TEMPLATE_INCOMPLETE)),
+                    Some(_) => {
+                        return Err(Error::logged(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            "remote AES keys are 256-bit (CKA_VALUE_LEN 32)",
+                        ))
+                    }
+                }
+                KeyAlg::AesGcm { bits: 256 }
+            }
+            CKM_GENERIC_SECRET_KEY_GEN => {
+                let hash = match attr::find(tpl, CKA_KEY_TYPE).map(attr::parse_ulong).transpose()? {
+                    None | Some(CKK_GENERIC_SECRET) => None,
+                    Some(CKK_SHA_1_HMAC) => Some(HashAlg::Sha1),
+                    Some(CKK_SHA224_HMAC) => Some(HashAlg::Sha224),
+                    Some(CKK_SHA256_HMAC) => Some(HashAlg::Sha256),
+                    Some(CKK_SHA384_HMAC) => Some(HashAlg::Sha384),
+                    Some(CKK_SHA512_HMAC) => Some(HashAlg::Sha512),
+                    Some(_) => return Err(err(CKR_TEMPLATE_INCONSISTENT)),
+                };
+                let bytes = len.ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))?;
+                KeyAlg::Hmac {
+                    hash,
+                    bits: bytes as u32 * 8,
+                }
+            }
+            _ => return Err(err(CKR_MECHANISM_INVALID)),
+        };
+        let class = CKO_SECRET_KEY;
+        if let Some(c) = attr::find(tpl, CKA_CLASS) {
+            if attr::parse_ulong(c)? != class {
+                return Err(err(CKR_TEMPLATE_INCONSISTENT));
+            }
+        }
+        self.service.generate(&NewKey {
+            label: label.clone(),
+            alg,
+            sign: matches!(alg, KeyAlg::Hmac { .. }),
+            decrypt: matches!(alg, KeyAlg::AesGcm { .. }),
+        })?;
+        self.newest(&label, class)
+    }
+
+    fn generate_key_pair(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        public_tpl: &[Attr],
+        private_tpl: &[Attr],
+    ) -> Result<(ObjectId, ObjectId)> {
+        if !self.service.can_generate() {
+            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
+        }
+        let label = new_key_checks(ctx, private_tpl, public_tpl)?;
+        let alg = match mech.mech {
+            CKM_EC_KEY_PAIR_GEN => {
+                let p = attr::find(public_tpl, CKA_EC_PARAMS)
+                    .ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))?;
+                let curve = match p {
+                    crate::backend::soft::crypto::der::OID_P256 => EcCurve::P256,
+                    crate::backend::soft::crypto::der::OID_P384 => EcCurve::P384,
+                    _ => {
+                        return Err(Error::logged(
+                            CKR_CURVE_NOT_SUPPORTED,
+                            "remote EC keys are P-256 or P-384",
+                        ))
+                    }
+                };
+                KeyAlg::Ec { curve }
+            }
+            CKM_EC_EDWARDS_KEY_PAIR_GEN => KeyAlg::Ed25519,
+            CKM_RSA_PKCS_KEY_PAIR_GEN => {
+                let bits = attr::find(public_tpl, CKA_MODULUS_BITS)
+                    .map(attr::parse_ulong)
+                    .transpose()?
+                    .ok_or_else(|| err(CKR_TEMPLATE_INCOMPLETE))?;
+                if !matches!(bits, 2048 | 3072 | 4096) {
+                    return Err(Error::logged(
+                        CKR_KEY_SIZE_RANGE,
+                        "remote RSA keys are 2048, 3072 or 4096 bits",
+                    ));
+                }
+                if let Some(e) = attr::find(public_tpl, CKA_PUBLIC_EXPONENT) {
+                    if crate::backend::soft::crypto::der::trim(e) != [1, 0, 1] {
+                        return Err(Error::logged(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            "remote RSA keys have the public exponent 65537",
+                        ));
+                    }
+                }
+                KeyAlg::Rsa { bits: bits as u32 }
+            }
+            _ => return Err(err(CKR_MECHANISM_INVALID)),
+        };
+        let flag = |t| {
+            attr::find(private_tpl, t)
+                .map(attr::parse_bool)
+                .transpose()
+        };
+        let decrypt = flag(CKA_DECRYPT)?.unwrap_or(false);
+        let sign = flag(CKA_SIGN)?.unwrap_or(!decrypt);
+        if decrypt && !matches!(alg, KeyAlg::Rsa { .. }) {
+            return Err(err(CKR_TEMPLATE_INCONSISTENT));
+        }
+        self.service.generate(&NewKey {
+            label: label.clone(),
+            alg,
+            sign,
+            decrypt,
+        })?;
+        let private = self.newest(&label, CKO_PRIVATE_KEY)?;
+        let public = self.newest(&label, CKO_PUBLIC_KEY)?;
+        Ok((public, private))
+    }
+
+    fn generate_random(&self, out: &mut [u8]) -> Result<()> {
+        use aws_lc_rs::rand::SecureRandom;
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(out)
+            .map_err(|_| Error::general("random generator failed"))
+    }
+}
+
+/// Common checks of a key-generation template: a label, a token object, sensitive and
+/// not extractable (a remote key cannot be anything else). Returns the label.
+fn new_key_checks(ctx: &Ctx, main: &[Attr], other: &[Attr]) -> Result<String> {
+    if ctx.login != Login::User {
+        return Err(err(CKR_USER_NOT_LOGGED_IN));
+    }
+    if !ctx.rw {
+        return Err(err(CKR_SESSION_READ_ONLY));
+    }
+    let label = attr::find(main, CKA_LABEL)
+        .or_else(|| attr::find(other, CKA_LABEL))
+        .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "a remote key needs CKA_LABEL (its name)"))?;
+    let label = String::from_utf8(label.to_vec()).map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    let ok_name = !label.is_empty()
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok_name {
+        return Err(Error::logged(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            format!("key name {label:?}: services take letters, digits, '-' and '_'"),
+        ));
+    }
+    for t in main.iter().chain(other) {
+        let refuse = match t.ty {
+            CKA_TOKEN => t.value == [0],
+            CKA_EXTRACTABLE => t.value == [1],
+            CKA_SENSITIVE => t.value == [0],
+            _ => false,
+        };
+        if refuse {
+            return Err(Error::logged(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "remote keys are token objects, sensitive and never extractable",
+            ));
+        }
+    }
+    Ok(label)
+}
+
+impl RemoteToken {
+    /// After a generation: the primary version of `label` of `class`.
+    fn newest(&self, label: &str, class: CK_OBJECT_CLASS) -> Result<ObjectId> {
+        self.refresh(true)?;
+        let c = self.catalog.read();
+        c.order
+            .iter()
+            .find(|id| {
+                c.objects.get(id).is_some_and(|o| {
+                    o.class == class && o.key.label == label && o.key.primary
+                })
+            })
+            .copied()
+            .ok_or_else(|| {
+                Error::general(format!(
+                    "slot {}: the service created {label:?} but does not list it",
+                    self.slot
+                ))
+            })
+    }
+}

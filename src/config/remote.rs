@@ -1,0 +1,435 @@
+//! The config of the remote backends: Vault/OpenBao transit, Google Cloud KMS, AWS KMS,
+//! AWS CloudHSM (a vendor module with the cluster's health beside it), and the soft
+//! token's `[slot.seal]`.
+
+use super::{ConfigError, ModuleConfig, Secret};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// What every remote slot takes besides its service's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCommon {
+    /// Deadline of one PKCS#11 call's requests, retries included.
+    pub timeout_ms: u64,
+    /// `gcm_iv = "service"`: a caller's AES-GCM IV that the service cannot honour is
+    /// replaced by the service's (written back into `pIv`). Default `"caller"`: only an
+    /// all-zero IV is, anything else is `CKR_MECHANISM_PARAM_INVALID`.
+    pub gcm_service_iv: bool,
+}
+
+/// `auth = { method = "...", ... }` of a Vault slot.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VaultAuth {
+    /// A token given outright (`token = { env = "VAULT_TOKEN" }`), renewed while it is
+    /// renewable.
+    Token { token: Secret },
+    /// `POST /v1/auth/<path>/login {role_id, secret_id}`.
+    Approle {
+        #[serde(default = "approle")]
+        path: String,
+        role_id: Secret,
+        secret_id: Secret,
+    },
+    /// `POST /v1/auth/<path>/login {role, jwt}`; the JWT defaults to the pod's service
+    /// account token.
+    Kubernetes {
+        #[serde(default = "kubernetes")]
+        path: String,
+        role: String,
+        #[serde(default = "sa_token")]
+        jwt: Secret,
+    },
+}
+
+fn approle() -> String {
+    "approle".into()
+}
+fn kubernetes() -> String {
+    "kubernetes".into()
+}
+fn sa_token() -> Secret {
+    Secret::File {
+        file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+    }
+}
+fn transit() -> String {
+    "transit".into()
+}
+
+impl std::fmt::Debug for VaultAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VaultAuth::Token { .. } => f.write_str("VaultAuth::Token"),
+            VaultAuth::Approle { path, .. } => write!(f, "VaultAuth::Approle({path})"),
+            VaultAuth::Kubernetes { path, role, .. } => {
+                write!(f, "VaultAuth::Kubernetes({path}, {role})")
+            }
+        }
+    }
+}
+
+/// `transit = { path = "transit", keys = [..] }`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransit {
+    #[serde(default = "transit")]
+    pub path: String,
+    /// The keys the slot shows; absent = every key of the mount (needs `list` on
+    /// `<mount>/keys`). Named keys need no list permission.
+    pub keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// `http(s)://host:port`, no trailing slash.
+    pub address: String,
+    pub namespace: Option<String>,
+    pub auth: VaultAuth,
+    /// The transit mount path (`transit`).
+    pub mount: String,
+    /// Keys named in config (empty = list the mount).
+    pub keys: Vec<String>,
+    /// PEM file of the CA that signed the server's certificate (else the system's).
+    pub ca_file: Option<PathBuf>,
+    pub common: RemoteCommon,
+}
+
+#[derive(Debug, Clone)]
+pub struct GcpKmsConfig {
+    /// `projects/<p>/locations/<l>/keyRings/<r>`.
+    pub key_ring: String,
+    /// Crypto key names in the ring (empty = list the ring).
+    pub keys: Vec<String>,
+    /// A service-account JSON file; `None` = Application Default Credentials.
+    pub credentials: Option<PathBuf>,
+    /// `https://cloudkms.googleapis.com` unless overridden (tests).
+    pub endpoint: String,
+    /// Refuse (hide) key versions whose protection level is not HSM.
+    pub hsm_only: bool,
+    pub common: RemoteCommon,
+}
+
+/// AWS credentials: explicit keys, a profile, or the SDK's default chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsCredentials {
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsKmsConfig {
+    pub region: String,
+    /// Key ids, ARNs or `alias/..` names (empty = ListKeys).
+    pub keys: Vec<String>,
+    /// Overrides the regional endpoint (tests, VPC endpoints).
+    pub endpoint: Option<String>,
+    pub credentials: AwsCredentials,
+    pub common: RemoteCommon,
+}
+
+/// `backend = "cloudhsm"`: the CloudHSM PKCS#11 client library (a vendor module) whose
+/// health and HSM addresses come from `DescribeClusters` beside it.
+#[derive(Debug, Clone)]
+pub struct CloudHsmConfig {
+    pub module: ModuleConfig,
+    pub cluster_id: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub credentials: AwsCredentials,
+}
+
+/// `[slot.seal]` of a soft slot: the store key is sealed by a transit key instead of the
+/// PIN alone.
+#[derive(Debug, Clone)]
+pub struct SealConfig {
+    pub vault: VaultConfig,
+    /// The transit key (an aes256-gcm96 key) that seals the store key.
+    pub key: String,
+}
+
+/// The keys a slot table may carry for the remote backends (part of `RawSlot`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub address: Option<String>,
+    pub namespace: Option<String>,
+    pub auth: Option<VaultAuth>,
+    pub transit: Option<RawTransit>,
+    pub ca_file: Option<PathBuf>,
+    pub key_ring: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub credentials: Option<PathBuf>,
+    pub endpoint: Option<String>,
+    pub hsm_only: Option<bool>,
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub profile: Option<String>,
+    pub cluster_id: Option<String>,
+    pub gcm_iv: Option<String>,
+}
+
+impl RawRemote {
+    /// The names of the keys given, for "belongs to another backend" messages.
+    pub fn present(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! p {
+            ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* };
+        }
+        p!(
+            address,
+            namespace,
+            auth,
+            transit,
+            ca_file,
+            key_ring,
+            keys,
+            credentials,
+            endpoint,
+            hsm_only,
+            region,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            profile,
+            cluster_id,
+            gcm_iv
+        );
+        v
+    }
+}
+
+/// Which of the remote keys each backend takes.
+pub fn keys_of(backend: &str) -> &'static [&'static str] {
+    match backend {
+        "vault" => &["address", "namespace", "auth", "transit", "ca_file", "gcm_iv"],
+        "gcp-kms" => &["key_ring", "keys", "credentials", "endpoint", "hsm_only", "gcm_iv"],
+        "aws-kms" => &[
+            "region",
+            "keys",
+            "endpoint",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "profile",
+        ],
+        "cloudhsm" => &[
+            "region",
+            "endpoint",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "profile",
+            "cluster_id",
+        ],
+        _ => &[],
+    }
+}
+
+/// Refuses a key that belongs to another backend, naming it.
+pub fn check_keys(r: &RawRemote, backend: &str, at: &str) -> Result<(), ConfigError> {
+    let allowed = keys_of(backend);
+    for k in r.present() {
+        if !allowed.contains(&k) {
+            let owners: Vec<&str> = ["vault", "gcp-kms", "aws-kms", "cloudhsm"]
+                .into_iter()
+                .filter(|b| keys_of(b).contains(&k))
+                .collect();
+            return Err(ConfigError(format!(
+                "{at}: key `{k}` does not belong to backend {backend:?} (it is a key of {})",
+                owners.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn need<T: Clone>(v: &Option<T>, key: &str, backend: &str, at: &str) -> Result<T, ConfigError> {
+    v.clone().ok_or_else(|| {
+        ConfigError(format!(
+            "{at}: key `{key}` is missing (backend {backend:?} needs it)"
+        ))
+    })
+}
+
+fn common(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<RemoteCommon, ConfigError> {
+    let gcm_service_iv = match r.gcm_iv.as_deref() {
+        None | Some("caller") => false,
+        Some("service") => true,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "{at}: key `gcm_iv`: {other:?} is not \"caller\" or \"service\""
+            )))
+        }
+    };
+    Ok(RemoteCommon {
+        timeout_ms,
+        gcm_service_iv,
+    })
+}
+
+fn url(v: &str, key: &str, at: &str) -> Result<String, ConfigError> {
+    if !(v.starts_with("http://") || v.starts_with("https://")) {
+        return Err(ConfigError(format!(
+            "{at}: key `{key}`: {v:?} is not an http:// or https:// address"
+        )));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+fn names(v: &Option<Vec<String>>, key: &str, at: &str) -> Result<Vec<String>, ConfigError> {
+    let v = v.clone().unwrap_or_default();
+    if v.iter().any(|k| k.is_empty() || k.contains(char::is_whitespace)) {
+        return Err(ConfigError(format!(
+            "{at}: key `{key}`: key names must be non-empty and without blanks"
+        )));
+    }
+    Ok(v)
+}
+
+pub fn vault(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<VaultConfig, ConfigError> {
+    check_keys(r, "vault", at)?;
+    let address = url(&need(&r.address, "address", "vault", at)?, "address", at)?;
+    let auth = need(&r.auth, "auth", "vault", at)?;
+    let transit = r.transit.clone().unwrap_or(RawTransit {
+        path: transit(),
+        keys: None,
+    });
+    let mount = transit.path.trim_matches('/').to_string();
+    if mount.is_empty() {
+        return Err(ConfigError(format!("{at}: key `transit.path` is empty")));
+    }
+    Ok(VaultConfig {
+        address,
+        namespace: r.namespace.clone().filter(|n| !n.is_empty()),
+        auth,
+        mount,
+        keys: names(&transit.keys, "transit.keys", at)?,
+        ca_file: r.ca_file.clone(),
+        common: common(r, timeout_ms, at)?,
+    })
+}
+
+pub fn gcp_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<GcpKmsConfig, ConfigError> {
+    check_keys(r, "gcp-kms", at)?;
+    let key_ring = need(&r.key_ring, "key_ring", "gcp-kms", at)?;
+    let parts: Vec<&str> = key_ring.split('/').collect();
+    if parts.len() != 6
+        || parts[0] != "projects"
+        || parts[2] != "locations"
+        || parts[4] != "keyRings"
+        || parts.iter().any(|p| p.is_empty())
+    {
+        return Err(ConfigError(format!(
+            "{at}: key `key_ring`: {key_ring:?} is not projects/<p>/locations/<l>/keyRings/<r>"
+        )));
+    }
+    Ok(GcpKmsConfig {
+        key_ring,
+        keys: names(&r.keys, "keys", at)?,
+        credentials: r.credentials.clone(),
+        endpoint: url(
+            r.endpoint.as_deref().unwrap_or("https://cloudkms.googleapis.com"),
+            "endpoint",
+            at,
+        )?,
+        hsm_only: r.hsm_only.unwrap_or(false),
+        common: common(r, timeout_ms, at)?,
+    })
+}
+
+fn aws_credentials(r: &RawRemote, at: &str) -> Result<AwsCredentials, ConfigError> {
+    if r.access_key_id.is_some() != r.secret_access_key.is_some() {
+        return Err(ConfigError(format!(
+            "{at}: keys `access_key_id` and `secret_access_key` go together"
+        )));
+    }
+    if r.session_token.is_some() && r.access_key_id.is_none() {
+        return Err(ConfigError(format!(
+            "{at}: key `session_token` needs `access_key_id` and `secret_access_key`"
+        )));
+    }
+    Ok(AwsCredentials {
+        access_key_id: r.access_key_id.clone(),
+        secret_access_key: r.secret_access_key.clone(),
+        session_token: r.session_token.clone(),
+        profile: r.profile.clone(),
+    })
+}
+
+pub fn aws_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<AwsKmsConfig, ConfigError> {
+    check_keys(r, "aws-kms", at)?;
+    Ok(AwsKmsConfig {
+        region: need(&r.region, "region", "aws-kms", at)?,
+        keys: names(&r.keys, "keys", at)?,
+        endpoint: r
+            .endpoint
+            .as_deref()
+            .map(|e| url(e, "endpoint", at))
+            .transpose()?,
+        credentials: aws_credentials(r, at)?,
+        common: common(r, timeout_ms, at)?,
+    })
+}
+
+pub fn cloudhsm(
+    r: &RawRemote,
+    module: ModuleConfig,
+    at: &str,
+) -> Result<CloudHsmConfig, ConfigError> {
+    check_keys(r, "cloudhsm", at)?;
+    Ok(CloudHsmConfig {
+        module,
+        cluster_id: need(&r.cluster_id, "cluster_id", "cloudhsm", at)?,
+        region: need(&r.region, "region", "cloudhsm", at)?,
+        endpoint: r
+            .endpoint
+            .as_deref()
+            .map(|e| url(e, "endpoint", at))
+            .transpose()?,
+        credentials: aws_credentials(r, at)?,
+    })
+}
+
+/// `[slot.seal]` as written: a backend (vault), the key, and Vault's connection keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeal {
+    pub backend: String,
+    pub key: String,
+    pub timeout_ms: Option<u64>,
+    pub address: Option<String>,
+    pub namespace: Option<String>,
+    pub auth: Option<VaultAuth>,
+    pub transit: Option<RawTransit>,
+    pub ca_file: Option<PathBuf>,
+}
+
+pub fn seal(s: &RawSeal, default_timeout: u64, at: &str) -> Result<SealConfig, ConfigError> {
+    let at = format!("{at}: [slot.seal]");
+    if s.backend != "vault" {
+        return Err(ConfigError(format!(
+            "{at}: key `backend`: {:?} cannot seal a soft token (vault can)",
+            s.backend
+        )));
+    }
+    if s.key.is_empty() {
+        return Err(ConfigError(format!("{at}: key `key` is empty")));
+    }
+    let r = RawRemote {
+        address: s.address.clone(),
+        namespace: s.namespace.clone(),
+        auth: s.auth.clone(),
+        transit: s.transit.clone(),
+        ca_file: s.ca_file.clone(),
+        ..RawRemote::default()
+    };
+    Ok(SealConfig {
+        vault: vault(&r, s.timeout_ms.unwrap_or(default_timeout), &at)?,
+        key: s.key.clone(),
+    })
+}
