@@ -20,3 +20,20 @@ if [ ${#want[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
+
+# The Python side (test servers, OpenBao's `bao` binary, moto): a venv in the checkout.
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+req="$(dirname "$0")/requirements.txt"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "deps: creating $venv"
+  python3 -m venv "$venv" || {
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
+fi
+if ! cmp -s "$req" "$venv/.requirements.installed"; then
+  echo "deps: installing $req into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.requirements.installed"
+fi
