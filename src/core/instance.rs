@@ -450,6 +450,10 @@ pub fn finalize() -> Result<()> {
         for (h, p) in pass {
             inst.close_pass_session(h, &p);
         }
+        drop(inst);
+        // The remote backends' runtime goes with the slots (DESIGN: owned by the
+        // module, shut down by C_Finalize); the next C_Initialize starts a new one.
+        crate::backend::remote::rt::shutdown();
     }
     Ok(())
 }

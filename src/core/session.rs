@@ -116,6 +116,27 @@ impl Session {
     }
 }
 
+thread_local! {
+    /// The IV an encryption that just ended chose itself ([`Cipher::produced_iv`]): the
+    /// FFI layer reads it right after the same call, on the same thread, and writes it
+    /// into the consumer's `pIv`.
+    static PRODUCED_IV: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends a cipher operation that succeeded, keeping the IV it produced for the caller.
+fn done(slot: &mut Option<Active<dyn Cipher>>) {
+    if let Some(a) = slot.take() {
+        if let Some(iv) = a.op.produced_iv() {
+            PRODUCED_IV.with(|c| *c.borrow_mut() = Some(iv));
+        }
+    }
+}
+
+/// The IV produced by the operation this thread's last call ended, if any (and forgets it).
+pub fn take_produced_iv() -> Option<Vec<u8>> {
+    PRODUCED_IV.with(|c| c.borrow_mut().take())
+}
+
 /// `C_Encrypt` / `C_Decrypt`.
 pub fn cipher_single(
     slot: &mut Option<Active<dyn Cipher>>,
@@ -132,7 +153,7 @@ pub fn cipher_single(
         if *p == fp {
             let r = out.put(data);
             if r.is_ok() && !out.is_query() {
-                *slot = None;
+                done(slot);
             }
             return r;
         }
@@ -148,7 +169,7 @@ pub fn cipher_single(
         }
         Ok(data) => match out.put(&data) {
             Ok(()) => {
-                *slot = None;
+                done(slot);
                 Ok(())
             }
             Err(e) => {
@@ -202,7 +223,7 @@ pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> 
     if let Some((_, data)) = &a.pending {
         let r = out.put(data);
         if r.is_ok() && !out.is_query() {
-            *slot = None;
+            done(slot);
         }
         return r;
     }
@@ -217,7 +238,7 @@ pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> 
         }
         Ok(data) => match out.put(&data) {
             Ok(()) => {
-                *slot = None;
+                done(slot);
                 Ok(())
             }
             Err(e) => {

@@ -8,16 +8,52 @@ use crate::core::error::err;
 use crate::core::instance;
 use cryptoki_sys::*;
 
+/// The consumer's `pIv` of each session's AES-GCM encryption, kept from `C_EncryptInit`
+/// to the call that ends the operation: a remote service chooses the IV and hsmux writes
+/// it there (PKCS#11 3.0 §2.12.3; OpenBao's seal reads it after `C_Encrypt`). The
+/// consumer keeps the parameter alive for the operation, as the spec's IV generation
+/// requires.
+static GCM_IV_OUT: std::sync::LazyLock<dashmap::DashMap<CK_SESSION_HANDLE, (usize, usize)>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
+/// After a call that may have ended an encryption: the IV the token chose goes into the
+/// consumer's `pIv` when it has exactly that length.
+fn write_back_iv(h: CK_SESSION_HANDLE) {
+    let Some(iv) = crate::core::session::take_produced_iv() else {
+        return;
+    };
+    if let Some((_, (ptr, len))) = GCM_IV_OUT.remove(&h) {
+        if len == iv.len() {
+            // SAFETY: the consumer's pIv buffer of ulIvLen bytes from C_EncryptInit,
+            // which it keeps alive until the operation ends.
+            unsafe { std::ptr::copy_nonoverlapping(iv.as_ptr(), ptr as *mut u8, len) };
+        }
+    }
+}
+
+/// Forgets a closed session's `pIv`.
+pub(crate) fn forget_iv(h: CK_SESSION_HANDLE) {
+    GCM_IV_OUT.remove(&h);
+}
+
 ck_fn!(C_EncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
     route_session!(h, |p| p.encrypt_init(p_mech, key));
     instance::get()?;
-    api::encrypt_init(h, mechanism(p_mech)?.as_ref(), key)
+    api::encrypt_init(h, mechanism(p_mech)?.as_ref(), key)?;
+    match super::mech::gcm_iv_out(p_mech) {
+        Some(at) => { GCM_IV_OUT.insert(h, at); }
+        None => { GCM_IV_OUT.remove(&h); }
+    }
+    Ok(())
 });
 ck_fn!(C_Encrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     route_session!(h, |p| p.encrypt(p_data, len, p_out, p_out_len));
     instance::get()?;
     let data = in_bytes(p_data, len)?;
-    with_out(p_out, p_out_len, |o| api::encrypt(h, data, o))
+    let _ = crate::core::session::take_produced_iv();
+    let r = with_out(p_out, p_out_len, |o| api::encrypt(h, data, o));
+    write_back_iv(h);
+    r
 });
 ck_fn!(C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     route_session!(h, |p| p.encrypt_update(p_data, len, p_out, p_out_len));
@@ -28,7 +64,10 @@ ck_fn!(C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG
 ck_fn!(C_EncryptFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     route_session!(h, |p| p.encrypt_final(p_out, p_out_len));
     instance::get()?;
-    with_out(p_out, p_out_len, |o| api::encrypt_final(h, o))
+    let _ = crate::core::session::take_produced_iv();
+    let r = with_out(p_out, p_out_len, |o| api::encrypt_final(h, o));
+    write_back_iv(h);
+    r
 });
 
 ck_fn!(C_DecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {

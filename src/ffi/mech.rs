@@ -36,6 +36,28 @@ unsafe fn param<T>(m: &CK_MECHANISM) -> Result<&T> {
     Ok(&*(m.pParameter as *const T))
 }
 
+/// Where the IV of a `CKM_AES_GCM` mechanism lives in the consumer's memory (`pIv`,
+/// `ulIvLen`), for a token that chooses the IV and writes it back there.
+pub(crate) unsafe fn gcm_iv_out(p: *const CK_MECHANISM) -> Option<(usize, usize)> {
+    if p.is_null() {
+        return None;
+    }
+    let m = &*p;
+    if m.mechanism != CKM_AES_GCM || m.pParameter.is_null() {
+        return None;
+    }
+    let (iv, len) = if m.ulParameterLen as usize == size_of::<GcmParams240>() {
+        let g = &*(m.pParameter as *const GcmParams240);
+        (g.p_iv, g.ul_iv_len)
+    } else if m.ulParameterLen as usize == size_of::<CK_GCM_PARAMS>() {
+        let g = &*(m.pParameter as *const CK_GCM_PARAMS);
+        (g.pIv, g.ulIvLen)
+    } else {
+        return None;
+    };
+    (!iv.is_null() && len > 0).then_some((iv as usize, len as usize))
+}
+
 /// Decodes a mechanism; `None` for a NULL pointer (which cancels an operation in 3.0).
 pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
     if p.is_null() {

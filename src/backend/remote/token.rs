@@ -248,11 +248,12 @@ impl RemoteToken {
                 _ => 0,
             };
             a.set_ulong(CKA_VALUE_LEN, (bits / 8) as CK_ULONG);
+            // An AES key signs where the service makes HMACs with any key (Vault).
             let mac = matches!(k.alg, KeyAlg::Hmac { .. });
             a.set_flag(CKA_ENCRYPT, !mac && k.usage.encrypt);
             a.set_flag(CKA_DECRYPT, !mac && k.usage.decrypt);
-            a.set_flag(CKA_SIGN, mac && k.usage.sign);
-            a.set_flag(CKA_VERIFY, mac && k.usage.sign);
+            a.set_flag(CKA_SIGN, k.usage.sign);
+            a.set_flag(CKA_VERIFY, k.usage.sign);
             a.set_flag(CKA_WRAP, false);
             a.set_flag(CKA_TRUSTED, false);
             return Ok(vec![Object {
@@ -330,7 +331,13 @@ impl RemoteToken {
     fn key_mechanisms(&self, k: &KeyVersion) -> Vec<CK_MECHANISM_TYPE> {
         let offered = self.mechanisms();
         let mut v: Vec<CK_MECHANISM_TYPE> = match k.alg {
-            KeyAlg::AesGcm { .. } => vec![CKM_AES_GCM],
+            KeyAlg::AesGcm { .. } => {
+                let mut m = vec![CKM_AES_GCM];
+                if k.usage.sign {
+                    m.extend_from_slice(HMACS);
+                }
+                m
+            }
             KeyAlg::Hmac { hash: Some(h), .. } => vec![HMACS[hash_index(h)]],
             KeyAlg::Hmac { hash: None, .. } => HMACS.to_vec(),
             KeyAlg::Ec { .. } => SIGN_EC.to_vec(),
@@ -486,7 +493,11 @@ impl RemoteToken {
                     _ => return Err(wrong_type()),
                 }
             }
-            KeyAlg::Hmac { hash, .. } => {
+            KeyAlg::Hmac { .. } | KeyAlg::AesGcm { .. } if HMACS.contains(&m) => {
+                let hash = match k.alg {
+                    KeyAlg::Hmac { hash, .. } => hash,
+                    _ => None,
+                };
                 let h = mech_hash(m)
                     .filter(|_| HMACS.contains(&m))
                     .ok_or_else(wrong_type)?;
@@ -500,7 +511,7 @@ impl RemoteToken {
                     out_len: h.len(),
                 }
             }
-            KeyAlg::AesGcm { .. } => return Err(wrong_type()),
+            KeyAlg::Hmac { .. } | KeyAlg::AesGcm { .. } => return Err(wrong_type()),
         };
         // A scheme the service's key cannot do is refused now, not after the data.
         let fixed = !matches!(m, CKM_ECDSA | CKM_RSA_PKCS | CKM_RSA_PKCS_PSS);
@@ -816,7 +827,7 @@ impl Token for RemoteToken {
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
         let o = self.key(ctx, key, Usage::Verify, mech)?;
-        if let KeyAlg::Hmac { .. } = o.key.alg {
+        if matches!(o.key.alg, KeyAlg::Hmac { .. } | KeyAlg::AesGcm { .. }) {
             let plan = self.sign_plan(&o, mech)?;
             let SignScheme::Hmac(h) = plan.scheme else {
                 return Err(err(CKR_KEY_TYPE_INCONSISTENT));
