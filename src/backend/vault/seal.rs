@@ -1,0 +1,1 @@
+//! The soft token's `[slot.seal]` (being written).
