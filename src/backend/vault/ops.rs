@@ -98,6 +98,14 @@ impl Inner {
                     .str("signature_algorithm", "pkcs1v15");
             }
             SignScheme::Pss(h, salt) => {
+                if salt == 0 {
+                    // Transit hands the number to Go's crypto/rsa, where 0 means "auto"
+                    // (the longest salt): an empty salt cannot be asked for.
+                    return Err(Error::logged(
+                        CKR_MECHANISM_PARAM_INVALID,
+                        format!("{what}: transit cannot make RSA-PSS signatures with an empty salt"),
+                    ));
+                }
                 body = body
                     .bool("prehashed", true)
                     .str("hash_algorithm", vault_hash(h))
