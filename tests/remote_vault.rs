@@ -412,7 +412,12 @@ fn fixture() -> &'static Fixture {
             root(&dead),
             "transit = { keys = [\"ec256\"] }\ntimeout_ms = 2000",
         );
-        cfg += "[[slot]]\nlabel = \"vault-nowhere\"\nbackend = \"vault\"\naddress = \"http://10.255.255.1:8200\"\nauth = { method = \"token\", token = \"x\" }\ntimeout_ms = 3000\n\n";
+        // An address that takes connections and never answers: only deadlines end calls.
+        let silent = Box::leak(Box::new(TcpListener::bind("127.0.0.1:0").unwrap()));
+        cfg += &format!(
+            "[[slot]]\nlabel = \"vault-nowhere\"\nbackend = \"vault\"\naddress = \"http://{}\"\nauth = {{ method = \"token\", token = \"x\" }}\ntimeout_ms = 3000\n\n",
+            silent.local_addr().unwrap()
+        );
         cfg += &format!(
             "[[slot]]\nlabel = \"vault-k8s\"\nbackend = \"vault\"\naddress = \"http://127.0.0.1:{k8s_port}\"\nnamespace = \"team-a\"\nauth = {{ method = \"kubernetes\", path = \"k8s-custom\", role = \"hsmux-role\", jwt = {{ file = \"{}\" }} }}\ntransit = {{ keys = [\"none\"] }}\n\n",
             dir.join("jwt").display()
@@ -635,12 +640,12 @@ fn every_mechanism_works_and_is_verified_independently() {
     let raw = export(&f.a, "hmac-key", "hm", 1);
     for (mt, want) in [
         (CKM_SHA256_HMAC, {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&raw).unwrap();
+            let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&raw).unwrap();
             mac.update(msg);
             mac.finalize().into_bytes().to_vec()
         }),
         (CKM_SHA512_HMAC, {
-            let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(&raw).unwrap();
+            let mut mac = <hmac::Hmac<sha2::Sha512> as Mac>::new_from_slice(&raw).unwrap();
             mac.update(msg);
             mac.finalize().into_bytes().to_vec()
         }),
@@ -1057,7 +1062,9 @@ fn a_stopped_server_fails_within_the_deadline_while_the_soft_slot_works() {
     );
     let nowhere = slot_labelled(m, "vault-nowhere", true);
     let hn = open(m, nowhere, true);
+    let t = Instant::now();
     assert_rv!(login(m, hn, CKU_USER, PIN), CKR_DEVICE_ERROR);
+    assert!(t.elapsed() < Duration::from_secs(7), "a silent server held C_Login {:?}", t.elapsed());
 
     let (_, h) = session(f, "vault-dead");
     let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
@@ -1108,7 +1115,10 @@ fn pbkdf2(pin: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 fn a_sealed_soft_token_round_trips_and_refuses_another_transit_key() {
     let f = fixture();
     let m = &f.m;
+    // Both slots share the store: once initialized they show its label, so they are
+    // looked up first.
     let slot = slot_labelled(m, "sealed", true);
+    let wrong = slot_labelled(m, "sealed-wrong", true);
     let h = user_session(m, slot);
     let marker = [0x5au8; 32];
     let mut t = Template::new()
@@ -1159,7 +1169,6 @@ fn a_sealed_soft_token_round_trips_and_refuses_another_transit_key() {
     assert_eq!(unb64(r["data"]["plaintext"].as_str().unwrap()).len(), 32);
 
     // The same files under another transit key: refused at C_Login, clearly.
-    let wrong = slot_labelled(m, "sealed-wrong", true);
     let hw = open(m, wrong, true);
     assert_rv!(login(m, hw, CKU_USER, PIN), CKR_DEVICE_ERROR);
     // Under the right key again: the object is there with its value.

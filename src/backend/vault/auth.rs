@@ -131,11 +131,8 @@ impl Auth {
                     *self.current.lock() = Some(new.clone());
                     return Ok(new);
                 }
-                Ok(_) => log::info!(
-                    "slot {}: the token is near its max TTL; logging in again",
-                    v.slot
-                ),
-                Err(e) => log::info!("slot {}: token renewal failed ({e})", v.slot),
+                Ok(_) => log::info!("slot {}: the token is near its max TTL; logging in again", v.slot),
+                Err(why) => log::info!("slot {}: token renewal failed ({why}); logging in again", v.slot),
             }
         }
         if self.can_login() {
@@ -152,7 +149,9 @@ impl Auth {
         Ok(keep)
     }
 
-    async fn renew(&self, v: &Inner, s: &Session) -> Result<Session> {
+    /// `renew-self`; a failure is not an error of the call (a new login follows), so it
+    /// is only described.
+    async fn renew(&self, v: &Inner, s: &Session) -> std::result::Result<Session, String> {
         let reply = v
             .send_raw(
                 "token renewal",
@@ -162,17 +161,13 @@ impl Auth {
                 Some(s.token()),
                 Retry::Never,
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         if !reply.ok() {
-            return Err(Error::logged(
-                CKR_DEVICE_ERROR,
-                format!("slot {}: token renewal: HTTP {}: {}", v.slot, reply.status, reply.message()),
-            ));
+            return Err(format!("HTTP {}: {}", reply.status, reply.message()));
         }
-        let r: LoginReply = reply.json("token renewal")?;
-        let a = r
-            .auth
-            .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, "token renewal: no `auth` in the answer"))?;
+        let r: LoginReply = serde_json::from_slice(&reply.body).map_err(|e| format!("malformed answer: {e}"))?;
+        let a = r.auth.ok_or("no `auth` in the answer")?;
         // renew-self answers with the same token.
         Ok(Session::new(s.token.clone(), a.lease_duration, a.renewable))
     }

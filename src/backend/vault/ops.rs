@@ -242,8 +242,13 @@ impl Inner {
         let reply = self
             .send(what, Method::POST, &path, Some(&body), Retry::Idempotent)
             .await?;
-        if reply.status == 400 {
-            log::debug!("{what}: HTTP 400: {}", reply.message());
+        // 400: a wrong tag or version. Transit answers a ciphertext that fails RSA-OAEP
+        // with HTTP 500 ("failed to RSA decrypt the ciphertext: crypto/rsa: decryption
+        // error"): that is the data too, not the device (and must not fail a replica over).
+        let data_refused = reply.status == 400
+            || (reply.status == 500 && reply.message().contains("decryption error"));
+        if data_refused {
+            log::debug!("{what}: HTTP {}: {}", reply.status, reply.message());
             return Ok(None);
         }
         #[derive(serde::Deserialize)]
