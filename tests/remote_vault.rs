@@ -88,7 +88,8 @@ impl Bao {
         });
         let port = free_port();
         let token = format!("root-{}", random_hex(12));
-        let home = std::env::temp_dir().join(format!("hsmux-bao-{}-{tag}-{port}", std::process::id()));
+        let home =
+            std::env::temp_dir().join(format!("hsmux-bao-{}-{tag}-{port}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
         let log = std::fs::File::create(home.join("bao.log")).unwrap();
         let child = Command::new(bao_bin())
@@ -131,11 +132,24 @@ impl Bao {
     }
 
     /// A request with the root token (or `token`), optionally in a namespace.
-    fn try_req(&self, method: &str, path: &str, ns: Option<&str>, body: &str) -> std::io::Result<(u16, Value)> {
+    fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        ns: Option<&str>,
+        body: &str,
+    ) -> std::io::Result<(u16, Value)> {
         self.req_as(&self.token.clone(), method, path, ns, body)
     }
 
-    fn req_as(&self, token: &str, method: &str, path: &str, ns: Option<&str>, body: &str) -> std::io::Result<(u16, Value)> {
+    fn req_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        ns: Option<&str>,
+        body: &str,
+    ) -> std::io::Result<(u16, Value)> {
         let (status, text) = http(self.port, method, &format!("/v1/{path}"), token, ns, body)?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
@@ -146,7 +160,11 @@ impl Bao {
     }
 
     fn ok_ns(&self, method: &str, path: &str, ns: Option<&str>, body: Value) -> Value {
-        let b = if body.is_null() { String::new() } else { body.to_string() };
+        let b = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
         let (s, v) = self.try_req(method, path, ns, &b).unwrap();
         assert!((200..300).contains(&s), "{method} {path}: HTTP {s}: {v}");
         v
@@ -168,7 +186,14 @@ impl Drop for Bao {
 }
 
 /// A minimal HTTP/1.0 client (the dev server is plain HTTP; 1.0 keeps answers unchunked).
-fn http(port: u16, method: &str, path: &str, token: &str, ns: Option<&str>, body: &str) -> std::io::Result<(u16, String)> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    ns: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
@@ -476,7 +501,12 @@ fn session(f: &Fixture, label: &str) -> (CK_SLOT_ID, CK_SESSION_HANDLE) {
     (slot, h)
 }
 
-fn find_all(m: &Module, h: CK_SESSION_HANDLE, label: &str, class: CK_OBJECT_CLASS) -> Vec<CK_OBJECT_HANDLE> {
+fn find_all(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    label: &str,
+    class: CK_OBJECT_CLASS,
+) -> Vec<CK_OBJECT_HANDLE> {
     let mut t = Template::new()
         .bytes(CKA_LABEL, label.as_bytes())
         .ulong(CKA_CLASS, class);
@@ -496,7 +526,11 @@ fn sha256(d: &[u8]) -> Vec<u8> {
 }
 
 fn export(b: &Bao, kind: &str, name: &str, version: u32) -> Vec<u8> {
-    let v = b.ok("GET", &format!("transit/export/{kind}/{name}/{version}"), Value::Null);
+    let v = b.ok(
+        "GET",
+        &format!("transit/export/{kind}/{name}/{version}"),
+        Value::Null,
+    );
     unb64(v["data"]["keys"][version.to_string()].as_str().unwrap())
 }
 
@@ -506,13 +540,27 @@ fn rsa_public(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> rsa::Rsa
     rsa::RsaPublicKey::new(n, e).unwrap()
 }
 
-fn gcm_encrypt_iv(m: &Module, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE, iv: &mut [u8; 12], aad: &[u8], pt: &[u8]) -> Result<Vec<u8>, CK_RV> {
+fn gcm_encrypt_iv(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    iv: &mut [u8; 12],
+    aad: &[u8],
+    pt: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
     let mut aad = aad.to_vec();
     let mut p = gcm_params(iv, &mut aad, 128);
     encrypt(m, h, mech_with(CKM_AES_GCM, &mut p), key, pt)
 }
 
-fn gcm_decrypt_iv(m: &Module, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE, iv: &[u8], aad: &[u8], ct: &[u8]) -> Result<Vec<u8>, CK_RV> {
+fn gcm_decrypt_iv(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    iv: &[u8],
+    aad: &[u8],
+    ct: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
     let mut iv = iv.to_vec();
     let mut aad = aad.to_vec();
     let mut p = gcm_params(&mut iv, &mut aad, 128);
@@ -545,8 +593,11 @@ fn every_mechanism_works_and_is_verified_independently() {
     use p256::ecdsa::signature::Verifier;
     let sig = sign(m, h, mech(CKM_ECDSA), ec, &sha256(msg)).unwrap();
     assert_eq!(sig.len(), 64);
-    vk.verify_prehash(&sha256(msg), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-        .expect("CKM_ECDSA P-256 verifies");
+    vk.verify_prehash(
+        &sha256(msg),
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("CKM_ECDSA P-256 verifies");
     let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg).unwrap();
     vk.verify(msg, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
         .expect("CKM_ECDSA_SHA256 verifies");
@@ -554,9 +605,15 @@ fn every_mechanism_works_and_is_verified_independently() {
     assert_rv!(verify(m, h, mech(CKM_ECDSA_SHA256), ecp, msg, &sig), CKR_OK);
     let mut bad = sig.clone();
     bad[10] ^= 1;
-    assert_rv!(verify(m, h, mech(CKM_ECDSA_SHA256), ecp, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(m, h, mech(CKM_ECDSA_SHA256), ecp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
     // The object's CKA_ID is the version's full name.
-    assert_eq!(get_attr(m, h, ec, CKA_ID).unwrap(), b"transit/keys/ec256/v1");
+    assert_eq!(
+        get_attr(m, h, ec, CKA_ID).unwrap(),
+        b"transit/keys/ec256/v1"
+    );
 
     // ECDSA P-384.
     let ec = obj(m, h, "ec384", CKO_PRIVATE_KEY);
@@ -572,7 +629,9 @@ fn every_mechanism_works_and_is_verified_independently() {
     // Ed25519.
     let ed = obj(m, h, "ed", CKO_PRIVATE_KEY);
     let edp = obj(m, h, "ed", CKO_PUBLIC_KEY);
-    let point: [u8; 32] = ec_point(&get_attr(m, h, edp, CKA_EC_POINT).unwrap()).try_into().unwrap();
+    let point: [u8; 32] = ec_point(&get_attr(m, h, edp, CKA_EC_POINT).unwrap())
+        .try_into()
+        .unwrap();
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&point).unwrap();
     let sig = sign(m, h, mech(CKM_EDDSA), ed, msg).unwrap();
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
@@ -580,7 +639,10 @@ fn every_mechanism_works_and_is_verified_independently() {
     assert_rv!(verify(m, h, mech(CKM_EDDSA), edp, msg, &sig), CKR_OK);
     let mut bad = sig.clone();
     bad[0] ^= 1;
-    assert_rv!(verify(m, h, mech(CKM_EDDSA), edp, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(m, h, mech(CKM_EDDSA), edp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
 
     // RSA: PKCS#1 v1.5 (hashed here, and a DigestInfo given), PSS with the caller's salt.
     let rk = obj(m, h, "rsa2048", CKO_PRIVATE_KEY);
@@ -591,32 +653,64 @@ fn every_mechanism_works_and_is_verified_independently() {
     pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(msg), &sig)
         .expect("PKCS#1 v1.5 SHA-256 verifies");
     let digest_info = [
-        &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20][..],
+        &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ][..],
         &sha256(msg),
     ]
     .concat();
     let sig2 = sign(m, h, mech(CKM_RSA_PKCS), rk, &digest_info).unwrap();
-    pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(msg), &sig2)
-        .expect("CKM_RSA_PKCS over a DigestInfo verifies");
+    pk.verify(
+        rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+        &sha256(msg),
+        &sig2,
+    )
+    .expect("CKM_RSA_PKCS over a DigestInfo verifies");
     for salt in [32usize, 20] {
         let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt as CK_ULONG);
         let sig = sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), rk, msg).unwrap();
-        pk.verify(rsa::Pss::new_with_salt::<sha2::Sha256>(salt), &sha256(msg), &sig)
-            .unwrap_or_else(|e| panic!("PSS salt {salt} verifies: {e}"));
+        pk.verify(
+            rsa::Pss::new_with_salt::<sha2::Sha256>(salt),
+            &sha256(msg),
+            &sig,
+        )
+        .unwrap_or_else(|e| panic!("PSS salt {salt} verifies: {e}"));
         let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt as CK_ULONG);
-        assert_rv!(verify(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), rp, msg, &sig), CKR_OK);
+        assert_rv!(
+            verify(
+                m,
+                h,
+                mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p),
+                rp,
+                msg,
+                &sig
+            ),
+            CKR_OK
+        );
     }
     let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 32);
     let sig = sign(m, h, mech_with(CKM_RSA_PKCS_PSS, &mut p), rk, &sha256(msg)).unwrap();
-    pk.verify(rsa::Pss::new_with_salt::<sha2::Sha256>(32), &sha256(msg), &sig)
-        .expect("CKM_RSA_PKCS_PSS over a digest verifies");
+    pk.verify(
+        rsa::Pss::new_with_salt::<sha2::Sha256>(32),
+        &sha256(msg),
+        &sig,
+    )
+    .expect("CKM_RSA_PKCS_PSS over a digest verifies");
     let mut bad = sig2.clone();
     bad[5] ^= 1;
-    assert_rv!(verify(m, h, mech(CKM_SHA256_RSA_PKCS), rp, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_RSA_PKCS), rp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
 
     // RSA-OAEP (SHA-256) decryption of data encrypted with the rsa crate.
     let ct = pk
-        .encrypt(&mut rsa::rand_core::OsRng, rsa::Oaep::new::<sha2::Sha256>(), b"a sealing key of 32 bytes......!")
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha2::Sha256>(),
+            b"a sealing key of 32 bytes......!",
+        )
         .unwrap();
     let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
         hashAlg: CKM_SHA256,
@@ -659,9 +753,17 @@ fn every_mechanism_works_and_is_verified_independently() {
     }
     let ak = obj(m, h, "aes", CKO_SECRET_KEY);
     let tag = sign(m, h, mech(CKM_SHA256_HMAC), ak, msg).unwrap();
-    let rest = f.a.ok("POST", "transit/hmac/aes/sha2-256", json!({ "input": b64(msg) }));
+    let rest = f.a.ok(
+        "POST",
+        "transit/hmac/aes/sha2-256",
+        json!({ "input": b64(msg) }),
+    );
     let rest = rest["data"]["hmac"].as_str().unwrap();
-    assert_eq!(rest, format!("vault:v1:{}", b64(&tag)), "an AES key's HMAC is transit's");
+    assert_eq!(
+        rest,
+        format!("vault:v1:{}", b64(&tag)),
+        "an AES key's HMAC is transit's"
+    );
 
     // AES-GCM with AAD: the service's IV comes back in pIv; aes-gcm opens the result.
     use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -672,23 +774,47 @@ fn every_mechanism_works_and_is_verified_independently() {
     assert_eq!(ct.len(), msg.len() + 16);
     assert_ne!(iv, [0u8; 12], "the service's IV is written into pIv");
     let opened = cipher
-        .decrypt(aes_gcm::Nonce::from_slice(&iv), Payload { msg: &ct, aad: b"header" })
+        .decrypt(
+            aes_gcm::Nonce::from_slice(&iv),
+            Payload {
+                msg: &ct,
+                aad: b"header",
+            },
+        )
         .expect("aes-gcm opens what transit sealed");
     assert_eq!(opened, msg);
     assert_eq!(gcm_decrypt_iv(m, h, ak, &iv, b"header", &ct).unwrap(), msg);
     // Wrong AAD, damaged tag: CKR_ENCRYPTED_DATA_INVALID.
-    assert_rv!(gcm_decrypt_iv(m, h, ak, &iv, b"other", &ct).unwrap_err(), CKR_ENCRYPTED_DATA_INVALID);
+    assert_rv!(
+        gcm_decrypt_iv(m, h, ak, &iv, b"other", &ct).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
     let mut bad = ct.clone();
     *bad.last_mut().unwrap() ^= 1;
-    assert_rv!(gcm_decrypt_iv(m, h, ak, &iv, b"header", &bad).unwrap_err(), CKR_ENCRYPTED_DATA_INVALID);
+    assert_rv!(
+        gcm_decrypt_iv(m, h, ak, &iv, b"header", &bad).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
     // What aes-gcm seals elsewhere, hsmux opens through transit.
     let mine = cipher
-        .encrypt(aes_gcm::Nonce::from_slice(&[7u8; 12]), Payload { msg: b"outside", aad: b"" })
+        .encrypt(
+            aes_gcm::Nonce::from_slice(&[7u8; 12]),
+            Payload {
+                msg: b"outside",
+                aad: b"",
+            },
+        )
         .unwrap();
-    assert_eq!(gcm_decrypt_iv(m, h, ak, &[7u8; 12], b"", &mine).unwrap(), b"outside");
+    assert_eq!(
+        gcm_decrypt_iv(m, h, ak, &[7u8; 12], b"", &mine).unwrap(),
+        b"outside"
+    );
     // A caller IV on a slot without gcm_iv = "service" is refused.
     let mut iv = [1u8; 12];
-    assert_rv!(gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg).unwrap_err(), CKR_MECHANISM_PARAM_INVALID);
+    assert_rv!(
+        gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg).unwrap_err(),
+        CKR_MECHANISM_PARAM_INVALID
+    );
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -696,7 +822,12 @@ fn every_mechanism_works_and_is_verified_independently() {
 
 /// The seal's sequence (CONSUMERS.md): login on P, find by label on S1 (max 2, the first
 /// is used), class and key type, then the operation on S2, logout, close all.
-fn seal_sequence<T>(m: &Module, slot: CK_SLOT_ID, label: &str, f: impl FnOnce(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> T) -> T {
+fn seal_sequence<T>(
+    m: &Module,
+    slot: CK_SLOT_ID,
+    label: &str,
+    f: impl FnOnce(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> T,
+) -> T {
     let p = open(m, slot, true);
     assert_rv!(login(m, p, CKU_USER, PIN), CKR_OK);
     let s1 = open(m, slot, true);
@@ -704,20 +835,37 @@ fn seal_sequence<T>(m: &Module, slot: CK_SLOT_ID, label: &str, f: impl FnOnce(CK
     assert_eq!(ck!(m, C_FindObjectsInit(s1, t.ptr(), t.len())), CKR_OK);
     let mut found = [0 as CK_OBJECT_HANDLE; 2];
     let mut n = 0;
-    assert_eq!(ck!(m, C_FindObjects(s1, found.as_mut_ptr(), 2, &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_FindObjects(s1, found.as_mut_ptr(), 2, &mut n)),
+        CKR_OK
+    );
     assert_eq!(ck!(m, C_FindObjectsFinal(s1)), CKR_OK);
     assert!(n >= 1, "{label} is found");
     let key = found[0];
     let mut class: CK_ULONG = 0;
     let mut kt: CK_ULONG = 0;
     let mut attrs = [
-        CK_ATTRIBUTE { type_: CKA_CLASS, pValue: std::ptr::null_mut(), ulValueLen: 0 },
-        CK_ATTRIBUTE { type_: CKA_KEY_TYPE, pValue: std::ptr::null_mut(), ulValueLen: 0 },
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_KEY_TYPE,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
     ];
-    assert_eq!(ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
     attrs[0].pValue = &mut class as *mut _ as *mut _;
     attrs[1].pValue = &mut kt as *mut _ as *mut _;
-    assert_eq!(ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
     assert_eq!((class, kt), (CKO_SECRET_KEY, CKK_AES));
     assert_eq!(ck!(m, C_CloseSession(s1)), CKR_OK);
     let s2 = open(m, slot, true);
@@ -795,7 +943,10 @@ fn the_openbao_seal_sequence_works_on_transit_with_zero_and_service_ivs() {
     // A damaged blob is CKR_ENCRYPTED_DATA_INVALID.
     let mut bad = blob.clone();
     bad[20] ^= 1;
-    assert_rv!(seal_decrypt(m, slot, "seal-aes", &bad).unwrap_err(), CKR_ENCRYPTED_DATA_INVALID);
+    assert_rv!(
+        seal_decrypt(m, slot, "seal-aes", &bad).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
 }
 
 #[test]
@@ -810,17 +961,33 @@ fn after_a_rotation_the_primary_is_found_first_and_old_blobs_still_decrypt() {
     assert_rv!(login(m, p, CKU_USER, PIN), CKR_OK);
     let found = find_all(m, p, "rot", CKO_SECRET_KEY);
     assert_eq!(found.len(), 2, "one object per version");
-    assert_eq!(get_attr(m, p, found[0], CKA_ID).unwrap(), b"transit/keys/rot/v2", "primary first");
-    assert_eq!(get_attr(m, p, found[1], CKA_ID).unwrap(), b"transit/keys/rot/v1");
+    assert_eq!(
+        get_attr(m, p, found[0], CKA_ID).unwrap(),
+        b"transit/keys/rot/v2",
+        "primary first"
+    );
+    assert_eq!(
+        get_attr(m, p, found[1], CKA_ID).unwrap(),
+        b"transit/keys/rot/v1"
+    );
     // The old version's own object opens the old blob too.
-    assert_eq!(gcm_decrypt_iv(m, p, found[1], &old[..12], b"", &old[12..]).unwrap(), b"before the rotation");
+    assert_eq!(
+        gcm_decrypt_iv(m, p, found[1], &old[..12], b"", &old[12..]).unwrap(),
+        b"before the rotation"
+    );
     assert_eq!(ck!(m, C_Logout(p)), CKR_OK);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
     // Through the primary (what the seal uses): the old blob, and a new one made with v2.
-    assert_eq!(seal_decrypt(m, slot, "rot", &old).unwrap(), b"before the rotation");
+    assert_eq!(
+        seal_decrypt(m, slot, "rot", &old).unwrap(),
+        b"before the rotation"
+    );
     let new = seal_encrypt(m, slot, "rot", b"after the rotation", false);
     assert_eq!(rest_decrypt(&f.a, "rot", 2, &new), b"after the rotation");
-    assert_eq!(seal_decrypt(m, slot, "rot", &new).unwrap(), b"after the rotation");
+    assert_eq!(
+        seal_decrypt(m, slot, "rot", &new).unwrap(),
+        b"after the rotation"
+    );
 }
 
 #[test]
@@ -829,24 +996,43 @@ fn the_least_privilege_policy_serves_a_named_key() {
     let m = &f.m;
     let slot = slot_labelled(m, "vault-lp", true);
     let blob = seal_encrypt(m, slot, "seal-lp", b"least privilege", false);
-    assert_eq!(seal_decrypt(m, slot, "seal-lp", &blob).unwrap(), b"least privilege");
+    assert_eq!(
+        seal_decrypt(m, slot, "seal-lp", &blob).unwrap(),
+        b"least privilege"
+    );
     assert_eq!(rest_decrypt(&f.a, "seal-lp", 1, &blob), b"least privilege");
     // The key, presented as AES without a read: its version from the encryption.
     let (_, h) = session(f, "vault-lp");
     let k = obj(m, h, "seal-lp", CKO_SECRET_KEY);
-    assert_eq!(get_attr(m, h, k, CKA_ID).unwrap(), b"transit/keys/seal-lp/v1");
+    assert_eq!(
+        get_attr(m, h, k, CKA_ID).unwrap(),
+        b"transit/keys/seal-lp/v1"
+    );
     // HMAC is allowed by the policy: it equals transit's.
     let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, b"data").unwrap();
-    let rest = f.a.ok("POST", "transit/hmac/seal-lp/sha2-256", json!({ "input": b64(b"data") }));
-    assert_eq!(rest["data"]["hmac"].as_str().unwrap(), format!("vault:v1:{}", b64(&tag)));
+    let rest = f.a.ok(
+        "POST",
+        "transit/hmac/seal-lp/sha2-256",
+        json!({ "input": b64(b"data") }),
+    );
+    assert_eq!(
+        rest["data"]["hmac"].as_str().unwrap(),
+        format!("vault:v1:{}", b64(&tag))
+    );
     // Creating keys is not: the slot is write-protected and has no key generation.
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
     assert_ne!(ti.flags & CKF_WRITE_PROTECTED, 0);
     let mut k2 = 0;
-    let mut t = Template::new().ulong(CKA_VALUE_LEN, 32).bytes(CKA_LABEL, b"nope").bool(CKA_TOKEN, true);
+    let mut t = Template::new()
+        .ulong(CKA_VALUE_LEN, 32)
+        .bytes(CKA_LABEL, b"nope")
+        .bool(CKA_TOKEN, true);
     let mut mc = mech(CKM_AES_KEY_GEN);
-    assert_ne!(ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k2)), CKR_OK);
+    assert_ne!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k2)),
+        CKR_OK
+    );
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
 }
@@ -872,12 +1058,18 @@ fn approle_with_short_ttls_keeps_working_across_renewals_and_relogins() {
         let msg = format!("message {n}");
         let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
             .unwrap_or_else(|rv| panic!("sign #{n}: {}", rv_name(rv)));
-        vk.verify(msg.as_bytes(), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-            .unwrap();
+        vk.verify(
+            msg.as_bytes(),
+            &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+        )
+        .unwrap();
         let mut iv = [0u8; 12];
         let ct = gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg.as_bytes())
             .unwrap_or_else(|rv| panic!("encrypt #{n}: {}", rv_name(rv)));
-        assert_eq!(gcm_decrypt_iv(m, h, ak, &iv, b"", &ct).unwrap(), msg.as_bytes());
+        assert_eq!(
+            gcm_decrypt_iv(m, h, ak, &iv, b"", &ct).unwrap(),
+            msg.as_bytes()
+        );
         n += 1;
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -921,13 +1113,20 @@ fn a_namespace_is_sent_in_x_vault_namespace() {
     let point = ec_point(&get_attr(m, h, kp, CKA_EC_POINT).unwrap());
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
     use p256::ecdsa::signature::Verifier;
-    vk.verify(b"in a namespace", &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-        .unwrap();
+    vk.verify(
+        b"in a namespace",
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
     // And it is the namespace's key.
-    let rest = f.a.ok_ns("GET", "transit/keys/nsk", Some("ns1"), Value::Null);
+    let rest =
+        f.a.ok_ns("GET", "transit/keys/nsk", Some("ns1"), Value::Null);
     let pem = rest["data"]["keys"]["1"]["public_key"].as_str().unwrap();
     use p256::pkcs8::DecodePublicKey;
-    assert_eq!(p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap(), vk);
+    assert_eq!(
+        p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap(),
+        vk
+    );
 }
 
 #[test]
@@ -943,16 +1142,27 @@ fn kubernetes_login_request_has_the_documented_shape() {
         .iter()
         .find(|r| r.contains("/login"))
         .expect("a login request was sent");
-    assert!(req.starts_with("POST /v1/auth/k8s-custom/login HTTP/1.1\r\n"), "{req}");
+    assert!(
+        req.starts_with("POST /v1/auth/k8s-custom/login HTTP/1.1\r\n"),
+        "{req}"
+    );
     let lower = req.to_lowercase();
     assert!(lower.contains("\r\nx-vault-namespace: team-a\r\n"), "{req}");
-    assert!(!lower.contains("x-vault-token"), "a login carries no token: {req}");
+    assert!(
+        !lower.contains("x-vault-token"),
+        "a login carries no token: {req}"
+    );
     let body: Value = serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
-    assert_eq!(body, json!({"role": "hsmux-role", "jwt": "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"}));
+    assert_eq!(
+        body,
+        json!({"role": "hsmux-role", "jwt": "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"})
+    );
     // Later requests carry the token the login gave.
     let later: Vec<&String> = seen.iter().filter(|r| !r.contains("/login")).collect();
     assert!(!later.is_empty());
-    assert!(later.iter().all(|r| r.to_lowercase().contains("x-vault-token: s.from-login")));
+    assert!(later
+        .iter()
+        .all(|r| r.to_lowercase().contains("x-vault-token: s.from-login")));
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
 }
 
@@ -965,7 +1175,11 @@ fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
     let (slot, h) = session(f, "vault-gen");
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
-    assert_eq!(ti.flags & CKF_WRITE_PROTECTED, 0, "the root token may create keys");
+    assert_eq!(
+        ti.flags & CKF_WRITE_PROTECTED,
+        0,
+        "the root token may create keys"
+    );
     let name = format!("gen-aes-{}", random_hex(3));
     let k = secret(
         m,
@@ -982,7 +1196,10 @@ fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
     assert_eq!(rest["data"]["type"], "aes256-gcm96");
     let mut iv = [0u8; 12];
     let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"", b"new key").unwrap();
-    assert_eq!(rest_decrypt(&f.a, &name, 1, &[iv.to_vec(), ct].concat()), b"new key");
+    assert_eq!(
+        rest_decrypt(&f.a, &name, 1, &[iv.to_vec(), ct].concat()),
+        b"new key"
+    );
 
     let ec_name = format!("gen-ec-{}", random_hex(3));
     let gen_ec = || {
@@ -990,39 +1207,58 @@ fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
             m,
             h,
             CKM_EC_KEY_PAIR_GEN,
-            Template::new().bytes(CKA_EC_PARAMS, P256_PARAMS).bytes(CKA_LABEL, ec_name.as_bytes()),
-            Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, ec_name.as_bytes()),
+            Template::new()
+                .bytes(CKA_EC_PARAMS, P256_PARAMS)
+                .bytes(CKA_LABEL, ec_name.as_bytes()),
+            Template::new()
+                .bool(CKA_SIGN, true)
+                .bytes(CKA_LABEL, ec_name.as_bytes()),
             ec_name.as_bytes(),
         )
     };
     let (pubk, _privk) = gen_ec();
-    let rest = f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
+    let rest =
+        f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
     assert_eq!(rest["data"]["type"], "ecdsa-p256");
     use p256::pkcs8::DecodePublicKey;
     let pem = rest["data"]["keys"]["1"]["public_key"].as_str().unwrap();
     let vk = p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap();
     let point = ec_point(&get_attr(m, h, pubk, CKA_EC_POINT).unwrap());
-    assert_eq!(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap(), vk);
+    assert_eq!(
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap(),
+        vk
+    );
     // Again with the same name and type: a new version, which is the new primary.
     let (pub2, priv2) = gen_ec();
-    let rest = f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
+    let rest =
+        f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
     assert_eq!(rest["data"]["latest_version"], 2);
     let id = format!("transit/keys/{ec_name}/v2");
     assert_eq!(get_attr(m, h, priv2, CKA_ID).unwrap(), id.as_bytes());
     assert_eq!(get_attr(m, h, pub2, CKA_ID).unwrap(), id.as_bytes());
     let sig = sign(m, h, mech(CKM_ECDSA_SHA256), priv2, b"v2").unwrap();
-    assert_rv!(verify(m, h, mech(CKM_ECDSA_SHA256), pub2, b"v2", &sig), CKR_OK);
+    assert_rv!(
+        verify(m, h, mech(CKM_ECDSA_SHA256), pub2, b"v2", &sig),
+        CKR_OK
+    );
 
     let ed_name = format!("gen-ed-{}", random_hex(3));
     let (edp, eds) = keypair(
         m,
         h,
         CKM_EC_EDWARDS_KEY_PAIR_GEN,
-        Template::new().bytes(CKA_EC_PARAMS, ED25519_PARAMS).bytes(CKA_LABEL, ed_name.as_bytes()),
-        Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, ed_name.as_bytes()),
+        Template::new()
+            .bytes(CKA_EC_PARAMS, ED25519_PARAMS)
+            .bytes(CKA_LABEL, ed_name.as_bytes()),
+        Template::new()
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_LABEL, ed_name.as_bytes()),
         ed_name.as_bytes(),
     );
-    assert_eq!(f.a.ok("GET", &format!("transit/keys/{ed_name}"), Value::Null)["data"]["type"], "ed25519");
+    assert_eq!(
+        f.a.ok("GET", &format!("transit/keys/{ed_name}"), Value::Null)["data"]["type"],
+        "ed25519"
+    );
     let sig = sign(m, h, mech(CKM_EDDSA), eds, b"ed").unwrap();
     assert_rv!(verify(m, h, mech(CKM_EDDSA), edp, b"ed", &sig), CKR_OK);
 
@@ -1031,20 +1267,37 @@ fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
         m,
         h,
         CKM_RSA_PKCS_KEY_PAIR_GEN,
-        Template::new().ulong(CKA_MODULUS_BITS, 2048).bytes(CKA_LABEL, rsa_name.as_bytes()),
-        Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, rsa_name.as_bytes()),
+        Template::new()
+            .ulong(CKA_MODULUS_BITS, 2048)
+            .bytes(CKA_LABEL, rsa_name.as_bytes()),
+        Template::new()
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_LABEL, rsa_name.as_bytes()),
         rsa_name.as_bytes(),
     );
-    assert_eq!(f.a.ok("GET", &format!("transit/keys/{rsa_name}"), Value::Null)["data"]["type"], "rsa-2048");
+    assert_eq!(
+        f.a.ok("GET", &format!("transit/keys/{rsa_name}"), Value::Null)["data"]["type"],
+        "rsa-2048"
+    );
     let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), rs, b"rsa").unwrap();
     rsa_public(m, h, rp)
-        .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(b"rsa"), &sig)
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha256(b"rsa"),
+            &sig,
+        )
         .unwrap();
     // Another type under an existing name is refused, not rotated.
     let mut o = 0;
-    let mut t = Template::new().ulong(CKA_VALUE_LEN, 32).bytes(CKA_LABEL, ec_name.as_bytes()).bool(CKA_TOKEN, true);
+    let mut t = Template::new()
+        .ulong(CKA_VALUE_LEN, 32)
+        .bytes(CKA_LABEL, ec_name.as_bytes())
+        .bool(CKA_TOKEN, true);
     let mut mc = mech(CKM_AES_KEY_GEN);
-    assert_rv!(ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut o)), CKR_TEMPLATE_INCONSISTENT);
+    assert_rv!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut o)),
+        CKR_TEMPLATE_INCONSISTENT
+    );
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -1064,27 +1317,44 @@ fn a_stopped_server_fails_within_the_deadline_while_the_soft_slot_works() {
     let hn = open(m, nowhere, true);
     let t = Instant::now();
     assert_rv!(login(m, hn, CKU_USER, PIN), CKR_DEVICE_ERROR);
-    assert!(t.elapsed() < Duration::from_secs(7), "a silent server held C_Login {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(7),
+        "a silent server held C_Login {:?}",
+        t.elapsed()
+    );
 
     let (_, h) = session(f, "vault-dead");
     let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
     assert!(sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"up").is_ok());
     f.dead.stop();
     let t = Instant::now();
-    assert_rv!(sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"down").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"down").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     // The slot's deadline is 2 s; the margin is for a loaded machine, not a speed check.
-    assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
     let (sslot, _) = (slot_labelled(m, "soft", true), ());
     let hs = user_session(m, sslot);
     let k = secret(
         m,
         hs,
         CKM_AES_KEY_GEN,
-        Template::new().ulong(CKA_VALUE_LEN, 32).bool(CKA_ENCRYPT, true).bool(CKA_DECRYPT, true),
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_ENCRYPT, true)
+            .bool(CKA_DECRYPT, true),
     );
     let mut iv = [3u8; 12];
     let ct = gcm_encrypt_iv(m, hs, k, &mut iv, b"", b"soft still works").unwrap();
-    assert_eq!(gcm_decrypt_iv(m, hs, k, &iv, b"", &ct).unwrap(), b"soft still works");
+    assert_eq!(
+        gcm_decrypt_iv(m, hs, k, &iv, b"", &ct).unwrap(),
+        b"soft still works"
+    );
 }
 
 // ---------------------------------------------------------------- [slot.seal]
@@ -1141,21 +1411,36 @@ fn a_sealed_soft_token_round_trips_and_refuses_another_transit_key() {
     }
     for p in &files {
         let b = std::fs::read(p).unwrap();
-        assert!(!b.windows(32).any(|w| w == marker), "{} holds the key value", p.display());
+        assert!(
+            !b.windows(32).any(|w| w == marker),
+            "{} holds the key value",
+            p.display()
+        );
     }
-    let meta: Value = serde_json::from_slice(&std::fs::read(f.soft_dir.join("token.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(f.soft_dir.join("token.json")).unwrap()).unwrap();
     assert_eq!(meta["seal"]["key"], "store-seal");
-    assert!(meta["seal"]["check"].as_str().unwrap().starts_with("vault:v1:"));
+    assert!(meta["seal"]["check"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v1:"));
     let user = &meta["user"];
     assert_eq!(user["sealed"], true);
-    let kek = pbkdf2(PIN, &hex::decode(user["salt"].as_str().unwrap()).unwrap(), user["iterations"].as_u64().unwrap() as u32);
+    let kek = pbkdf2(
+        PIN,
+        &hex::decode(user["salt"].as_str().unwrap()).unwrap(),
+        user["iterations"].as_u64().unwrap() as u32,
+    );
     let wrapped = hex::decode(user["wrapped"].as_str().unwrap()).unwrap();
     use aes_gcm::aead::{Aead, KeyInit, Payload};
     let layer = aes_gcm::Aes256Gcm::new_from_slice(&kek)
         .unwrap()
         .decrypt(
             aes_gcm::Nonce::from_slice(&wrapped[..12]),
-            Payload { msg: &wrapped[12..], aad: b"hsmux-soft master key" },
+            Payload {
+                msg: &wrapped[12..],
+                aad: b"hsmux-soft master key",
+            },
         )
         .expect("the PIN opens its layer");
     let layer = String::from_utf8(layer).expect("the PIN layer is transit's ciphertext, not a key");
@@ -1187,7 +1472,8 @@ fn a_sealed_soft_token_round_trips_and_refuses_another_transit_key() {
 
 fn metrics(port: u16) -> String {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("the metrics listener");
-    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();
     s
@@ -1201,7 +1487,10 @@ fn a_replica_killed_under_load_fails_no_single_part_operation() {
     let ecp = obj(m, h, "ha-ec", CKO_PUBLIC_KEY);
     let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
-    assert_eq!(get_attr(m, h, ecp, CKA_ID).unwrap(), b"transit/keys/ha-ec/v1");
+    assert_eq!(
+        get_attr(m, h, ecp, CKA_ID).unwrap(),
+        b"transit/keys/ha-ec/v1"
+    );
     let aes_raw = export(&f.r2, "encryption-key", "ha-aes", 1);
     let done = std::sync::atomic::AtomicU64::new(0);
     let stop_at = std::sync::atomic::AtomicBool::new(false);
@@ -1220,13 +1509,18 @@ fn a_replica_killed_under_load_fails_no_single_part_operation() {
                     let msg = format!("thread {t} op {i}");
                     let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
                         .unwrap_or_else(|rv| panic!("thread {t}: sign {i}: {}", rv_name(rv)));
-                    vk.verify(msg.as_bytes(), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-                        .unwrap();
+                    vk.verify(
+                        msg.as_bytes(),
+                        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+                    )
+                    .unwrap();
                     let mut iv = [0u8; 12];
                     let ct = gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg.as_bytes())
                         .unwrap_or_else(|rv| panic!("thread {t}: encrypt {i}: {}", rv_name(rv)));
                     assert_eq!(
-                        cipher.decrypt(aes_gcm::Nonce::from_slice(&iv), &ct[..]).unwrap(),
+                        cipher
+                            .decrypt(aes_gcm::Nonce::from_slice(&iv), &ct[..])
+                            .unwrap(),
                         msg.as_bytes()
                     );
                     let pt = gcm_decrypt_iv(m, h, ak, &iv, b"", &ct)
@@ -1239,13 +1533,17 @@ fn a_replica_killed_under_load_fails_no_single_part_operation() {
         }
         // Let the load run on r1, kill it, keep the load on r2 for a while.
         let t = Instant::now();
-        while done.load(std::sync::atomic::Ordering::Relaxed) < 40 && t.elapsed() < Duration::from_secs(30) {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 40
+            && t.elapsed() < Duration::from_secs(30)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         f.r1.stop();
         let before = done.load(std::sync::atomic::Ordering::Relaxed);
         let t = Instant::now();
-        while done.load(std::sync::atomic::Ordering::Relaxed) < before + 80 && t.elapsed() < Duration::from_secs(60) {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < before + 80
+            && t.elapsed() < Duration::from_secs(60)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         stop_at.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1261,7 +1559,11 @@ fn a_replica_killed_under_load_fails_no_single_part_operation() {
     assert!(failovers >= 1.0, "no failover counted:\n{text}");
     let r1_up = text
         .lines()
-        .find(|l| l.starts_with("hsmux_replica_up{") && l.contains("slot=\"ha\"") && l.contains("replica=\"r1\""))
+        .find(|l| {
+            l.starts_with("hsmux_replica_up{")
+                && l.contains("slot=\"ha\"")
+                && l.contains("replica=\"r1\"")
+        })
         .unwrap_or_else(|| panic!("no hsmux_replica_up for r1:\n{text}"));
     assert!(r1_up.ends_with(" 0"), "{r1_up}");
 }

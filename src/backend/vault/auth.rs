@@ -131,8 +131,14 @@ impl Auth {
                     *self.current.lock() = Some(new.clone());
                     return Ok(new);
                 }
-                Ok(_) => log::info!("slot {}: the token is near its max TTL; logging in again", v.slot),
-                Err(why) => log::info!("slot {}: token renewal failed ({why}); logging in again", v.slot),
+                Ok(_) => log::info!(
+                    "slot {}: the token is near its max TTL; logging in again",
+                    v.slot
+                ),
+                Err(why) => log::info!(
+                    "slot {}: token renewal failed ({why}); logging in again",
+                    v.slot
+                ),
             }
         }
         if self.can_login() {
@@ -166,7 +172,8 @@ impl Auth {
         if !reply.ok() {
             return Err(format!("HTTP {}: {}", reply.status, reply.message()));
         }
-        let r: LoginReply = serde_json::from_slice(&reply.body).map_err(|e| format!("malformed answer: {e}"))?;
+        let r: LoginReply =
+            serde_json::from_slice(&reply.body).map_err(|e| format!("malformed answer: {e}"))?;
         let a = r.auth.ok_or("no `auth` in the answer")?;
         // renew-self answers with the same token.
         Ok(Session::new(s.token.clone(), a.lease_duration, a.renewable))
@@ -260,23 +267,35 @@ impl Auth {
             _ => {
                 return Err(Error::logged(
                     CKR_DEVICE_ERROR,
-                    format!("slot {}: login at {at}: HTTP {}: {}", v.slot, reply.status, reply.message()),
+                    format!(
+                        "slot {}: login at {at}: HTTP {}: {}",
+                        v.slot,
+                        reply.status,
+                        reply.message()
+                    ),
                 ))
             }
         }
         let mut reply = reply;
         let r: Result<LoginReply> = reply.json("login");
         zeroize::Zeroize::zeroize(&mut reply.body);
-        let a = r?
-            .auth
-            .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("slot {}: login: no `auth` in the answer", v.slot)))?;
+        let a = r?.auth.ok_or_else(|| {
+            Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("slot {}: login: no `auth` in the answer", v.slot),
+            )
+        })?;
         log::debug!(
             "slot {}: logged in at {at} (lease {} s, renewable {})",
             v.slot,
             a.lease_duration,
             a.renewable
         );
-        Ok(Session::new(Zeroizing::new(a.client_token), a.lease_duration, a.renewable))
+        Ok(Session::new(
+            Zeroizing::new(a.client_token),
+            a.lease_duration,
+            a.renewable,
+        ))
     }
 }
 

@@ -75,7 +75,10 @@ impl Body {
                 '"' => self.0.push_str("\\\""),
                 '\\' => self.0.push_str("\\\\"),
                 c if (c as u32) < 0x20 => {
-                    let _ = std::fmt::Write::write_fmt(&mut *self.0, format_args!("\\u{:04x}", c as u32));
+                    let _ = std::fmt::Write::write_fmt(
+                        &mut *self.0,
+                        format_args!("\\u{:04x}", c as u32),
+                    );
                 }
                 c => self.0.push(c),
             }
@@ -209,7 +212,14 @@ impl Inner {
     ) -> Result<Reply> {
         let session = self.auth.token(self).await?;
         let reply = self
-            .send_raw(what, method.clone(), path, body, Some(session.token()), retry)
+            .send_raw(
+                what,
+                method.clone(),
+                path,
+                body,
+                Some(session.token()),
+                retry,
+            )
             .await?;
         if reply.status != 403 {
             return Ok(reply);
@@ -294,7 +304,13 @@ impl Inner {
     /// A cheap authenticated read: the token's own lookup.
     pub async fn probe(&self) -> Result<()> {
         let reply = self
-            .send("probe", Method::GET, "auth/token/lookup-self", None, Retry::Read)
+            .send(
+                "probe",
+                Method::GET,
+                "auth/token/lookup-self",
+                None,
+                Retry::Read,
+            )
             .await?;
         if reply.ok() {
             Ok(())
@@ -380,9 +396,23 @@ mod tests {
 
     #[test]
     fn versioned_strings_parse_and_bad_ones_are_malformed() {
-        assert_eq!(parse_versioned("t", "vault:v2:aGk=").unwrap(), (2, b"hi".to_vec()));
-        for bad in ["vault:v:aGk=", "vault:v0:aGk=", "vault:2:aGk=", "vault:v2aGk=", "vault:v2:a*k=", "x"] {
-            assert_eq!(parse_versioned("t", bad).unwrap_err().rv(), CKR_DEVICE_ERROR, "{bad}");
+        assert_eq!(
+            parse_versioned("t", "vault:v2:aGk=").unwrap(),
+            (2, b"hi".to_vec())
+        );
+        for bad in [
+            "vault:v:aGk=",
+            "vault:v0:aGk=",
+            "vault:2:aGk=",
+            "vault:v2aGk=",
+            "vault:v2:a*k=",
+            "x",
+        ] {
+            assert_eq!(
+                parse_versioned("t", bad).unwrap_err().rv(),
+                CKR_DEVICE_ERROR,
+                "{bad}"
+            );
         }
     }
 }

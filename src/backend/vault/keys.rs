@@ -110,7 +110,10 @@ pub fn versions(mount: &str, name: &str, k: &KeyRead) -> Result<Vec<KeyVersion>>
     if k.latest_version < min {
         return Err(crate::backend::remote::http::malformed(
             &what,
-            format!("latest_version {} below min_decryption_version {min}", k.latest_version),
+            format!(
+                "latest_version {} below min_decryption_version {min}",
+                k.latest_version
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -132,7 +135,10 @@ pub fn versions(mount: &str, name: &str, k: &KeyRead) -> Result<Vec<KeyVersion>>
                     let raw = base64::engine::general_purpose::STANDARD
                         .decode(pk.trim().as_bytes())
                         .map_err(|e| {
-                            crate::backend::remote::http::malformed(&what, format!("Ed25519 public key: {e}"))
+                            crate::backend::remote::http::malformed(
+                                &what,
+                                format!("Ed25519 public key: {e}"),
+                            )
                         })?;
                     public::ed25519_spki(&raw)?
                 }
@@ -166,7 +172,9 @@ impl Inner {
     async fn read_key(&self, name: &str) -> Result<Read> {
         let what = format!("reading key {name}");
         let path = self.mount_path(&format!("keys/{name}"));
-        let reply = self.send(&what, Method::GET, &path, None, Retry::Read).await?;
+        let reply = self
+            .send(&what, Method::GET, &path, None, Retry::Read)
+            .await?;
         match reply.status {
             404 => Ok(Read::Missing),
             403 => Ok(Read::Forbidden),
@@ -225,7 +233,11 @@ impl Inner {
                     vs
                 }
                 Read::Missing => {
-                    log::warn!("slot {}: key {name} does not exist in {}", self.slot, self.cfg.mount);
+                    log::warn!(
+                        "slot {}: key {name} does not exist in {}",
+                        self.slot,
+                        self.cfg.mount
+                    );
                     continue;
                 }
                 Read::Forbidden => match self.learned_key(&name).await {
@@ -338,10 +350,15 @@ mod tests {
 
     #[test]
     fn versions_run_from_min_decryption_to_latest_newest_first() {
-        let k = read(r#"{"type":"aes256-gcm96","keys":{"1":1,"2":2,"3":3},"latest_version":3,"min_decryption_version":2}"#);
+        let k = read(
+            r#"{"type":"aes256-gcm96","keys":{"1":1,"2":2,"3":3},"latest_version":3,"min_decryption_version":2}"#,
+        );
         let v = versions("transit", "k", &k).unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!((v[0].id.as_str(), v[0].primary), ("transit/keys/k/v3", true));
+        assert_eq!(
+            (v[0].id.as_str(), v[0].primary),
+            ("transit/keys/k/v3", true)
+        );
         assert_eq!((v[1].locator.as_str(), v[1].primary), ("2", false));
         assert!(v[0].usage.sign && v[0].usage.encrypt);
     }
@@ -355,7 +372,9 @@ mod tests {
         ));
         let v = versions("transit", "e", &k).unwrap();
         assert_eq!(v[0].public_spki.as_ref().unwrap().len(), 44);
-        let bad = read(r#"{"type":"ed25519","keys":{"1":{"public_key":"AAAA"}},"latest_version":1,"min_decryption_version":1}"#);
+        let bad = read(
+            r#"{"type":"ed25519","keys":{"1":{"public_key":"AAAA"}},"latest_version":1,"min_decryption_version":1}"#,
+        );
         assert!(versions("transit", "e", &bad).is_err());
         let unknown = read(r#"{"type":"chacha20-poly1305","latest_version":1}"#);
         assert!(versions("transit", "c", &unknown).is_err());

@@ -121,7 +121,10 @@ impl KeyService for Vault {
 
     fn generate(&self, key: &NewKey) -> Result<()> {
         let key = key.clone();
-        self.run("key creation", move |i| async move { i.generate(&key).await })
+        self.run(
+            "key creation",
+            move |i| async move { i.generate(&key).await },
+        )
     }
 
     fn can_generate(&self) -> bool {

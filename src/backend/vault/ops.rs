@@ -26,23 +26,38 @@ fn vault_hash(h: HashAlg) -> &'static str {
 const DIGEST_INFO: &[(HashAlg, &[u8])] = &[
     (
         HashAlg::Sha1,
-        &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14],
+        &[
+            0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+            0x14,
+        ],
     ),
     (
         HashAlg::Sha224,
-        &[0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c],
+        &[
+            0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x04, 0x05, 0x00, 0x04, 0x1c,
+        ],
     ),
     (
         HashAlg::Sha256,
-        &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20],
+        &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ],
     ),
     (
         HashAlg::Sha384,
-        &[0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30],
+        &[
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x02, 0x05, 0x00, 0x04, 0x30,
+        ],
     ),
     (
         HashAlg::Sha512,
-        &[0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40],
+        &[
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x03, 0x05, 0x00, 0x04, 0x40,
+        ],
     ),
 ];
 
@@ -77,7 +92,9 @@ impl Inner {
         let mut input = data;
         match scheme {
             SignScheme::Ecdsa(h) => {
-                body = body.bool("prehashed", true).str("hash_algorithm", vault_hash(h));
+                body = body
+                    .bool("prehashed", true)
+                    .str("hash_algorithm", vault_hash(h));
             }
             SignScheme::Pkcs1(h) => {
                 let h = if data.len() == h.len() {
@@ -103,7 +120,9 @@ impl Inner {
                     // (the longest salt): an empty salt cannot be asked for.
                     return Err(Error::logged(
                         CKR_MECHANISM_PARAM_INVALID,
-                        format!("{what}: transit cannot make RSA-PSS signatures with an empty salt"),
+                        format!(
+                            "{what}: transit cannot make RSA-PSS signatures with an empty salt"
+                        ),
                     ));
                 }
                 body = body
@@ -127,7 +146,14 @@ impl Inner {
         }
         let path = self.mount_path(&format!("sign/{name}"));
         let s: Signed = self
-            .data(&what, Method::POST, &path, Some(&body), Retry::Idempotent, On400(CKR_FUNCTION_FAILED))
+            .data(
+                &what,
+                Method::POST,
+                &path,
+                Some(&body),
+                Retry::Idempotent,
+                On400(CKR_FUNCTION_FAILED),
+            )
             .await?;
         let (_, sig) = parse_versioned(&what, &s.signature)?;
         match (scheme, key.alg) {
@@ -149,7 +175,14 @@ impl Inner {
         }
         let path = self.mount_path(&format!("hmac/{}/{}", key.label, vault_hash(h)));
         let m: Mac = self
-            .data(&what, Method::POST, &path, Some(&body), Retry::Idempotent, On400(CKR_FUNCTION_FAILED))
+            .data(
+                &what,
+                Method::POST,
+                &path,
+                Some(&body),
+                Retry::Idempotent,
+                On400(CKR_FUNCTION_FAILED),
+            )
             .await?;
         let (_, mac) = parse_versioned(&what, &m.hmac)?;
         if mac.len() != h.len() {
@@ -186,16 +219,30 @@ impl Inner {
         // Not retried after sending: an encryption is not a read (a repeat would only
         // cost a nonce, but the rule for non-idempotent calls holds).
         let s: Sealed = self
-            .data(&what, Method::POST, &path, Some(&body), Retry::Never, On400(CKR_FUNCTION_FAILED))
+            .data(
+                &what,
+                Method::POST,
+                &path,
+                Some(&body),
+                Retry::Never,
+                On400(CKR_FUNCTION_FAILED),
+            )
             .await?;
         let (v, blob) = parse_versioned(&what, &s.ciphertext)?;
         if s.key_version.is_some_and(|kv| kv != v) {
-            return Err(http::malformed(&what, "key_version differs from the ciphertext's"));
+            return Err(http::malformed(
+                &what,
+                "key_version differs from the ciphertext's",
+            ));
         }
         if blob.len() != GCM_IV + plaintext.len() + GCM_TAG {
             return Err(http::malformed(
                 &what,
-                format!("{} bytes of ciphertext for {} of plaintext", blob.len(), plaintext.len()),
+                format!(
+                    "{} bytes of ciphertext for {} of plaintext",
+                    blob.len(),
+                    plaintext.len()
+                ),
             ));
         }
         if let Some(m) = self.keys.lock().get_mut(name) {
@@ -232,7 +279,13 @@ impl Inner {
     }
 
     /// Sends one `decrypt/<name>`; `Ok(None)` for a 400 (wrong tag, wrong version).
-    async fn decrypt_once(&self, what: &str, name: &str, ciphertext: &str, aad: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    async fn decrypt_once(
+        &self,
+        what: &str,
+        name: &str,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let mut body = Body::new().str("ciphertext", ciphertext);
         if !aad.is_empty() {
             body = body.b64("associated_data", aad);
@@ -283,7 +336,10 @@ impl Inner {
         }
         Err(Error::logged(
             CKR_ENCRYPTED_DATA_INVALID,
-            format!("slot {}: {what}: no decryptable version of the key opens the data", self.slot),
+            format!(
+                "slot {}: {what}: no decryptable version of the key opens the data",
+                self.slot
+            ),
         ))
     }
 
@@ -294,7 +350,10 @@ impl Inner {
         use base64::Engine as _;
         let what = format!("RSA-OAEP decrypting with {}", key.id);
         let v = version_of(key).unwrap_or(1);
-        let s = format!("vault:v{v}:{}", base64::engine::general_purpose::STANDARD.encode(ct));
+        let s = format!(
+            "vault:v{v}:{}",
+            base64::engine::general_purpose::STANDARD.encode(ct)
+        );
         match self.decrypt_once(&what, &key.label, &s, b"").await? {
             Some(pt) => Ok(pt.to_vec()),
             None => Err(Error::logged(

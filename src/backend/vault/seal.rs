@@ -40,7 +40,11 @@ impl VaultSeal {
         T: Send + 'static,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        rt::call(&format!("slot {}: {what}", self.inner.slot), self.inner.timeout, fut)
+        rt::call(
+            &format!("slot {}: {what}", self.inner.slot),
+            self.inner.timeout,
+            fut,
+        )
     }
 }
 
@@ -67,7 +71,10 @@ pub struct UnusableSeal {
 
 impl UnusableSeal {
     fn fail<T>(&self) -> Result<T> {
-        Err(Error::logged(CKR_DEVICE_ERROR, format!("[slot.seal]: unusable: {}", self.why)))
+        Err(Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("[slot.seal]: unusable: {}", self.why),
+        ))
     }
 }
 
@@ -92,7 +99,11 @@ impl StoreSeal for VaultSeal {
     }
 
     fn seal(&self, mk: &[u8]) -> Result<String> {
-        let (i, key, mk) = (self.inner.clone(), self.key.clone(), Zeroizing::new(mk.to_vec()));
+        let (i, key, mk) = (
+            self.inner.clone(),
+            self.key.clone(),
+            Zeroizing::new(mk.to_vec()),
+        );
         self.run("sealing the store key", async move {
             use base64::Engine as _;
             let (v, blob) = i.encrypt_raw(&key, &mk, AAD, None).await?;
@@ -118,7 +129,14 @@ impl StoreSeal for VaultSeal {
                 plaintext: String,
             }
             let mut o: Opened = i
-                .data(&what, Method::POST, &path, Some(&body), Retry::Idempotent, On400(CKR_DEVICE_ERROR))
+                .data(
+                    &what,
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    Retry::Idempotent,
+                    On400(CKR_DEVICE_ERROR),
+                )
                 .await?;
             use base64::Engine as _;
             let pt = base64::engine::general_purpose::STANDARD
@@ -150,7 +168,14 @@ impl StoreSeal for VaultSeal {
             let path = i.mount_path(&format!("hmac/{key}/sha2-256"));
             // A 400 (a version this key does not have) means "not the sealing key".
             let m: Mac = i
-                .data(&what, Method::POST, &path, Some(&body), Retry::Idempotent, On400(CKR_FUNCTION_FAILED))
+                .data(
+                    &what,
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    Retry::Idempotent,
+                    On400(CKR_FUNCTION_FAILED),
+                )
                 .await?;
             parse_versioned(&what, &m.hmac)?;
             Ok(m.hmac)
