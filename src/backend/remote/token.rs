@@ -161,7 +161,7 @@ impl RemoteToken {
 
     /// Lists the keys again when the list is older than its time to live (or `force`).
     /// A failed listing keeps the previous objects (logged) when there are any.
-    fn refresh(&self, force: bool) -> Result<()> {
+    pub(crate) fn refresh(&self, force: bool) -> Result<()> {
         if !force {
             let c = self.catalog.read();
             if c.fetched.is_some_and(|t| t.elapsed() < self.list_ttl) {
