@@ -648,6 +648,41 @@ impl Token for RemoteToken {
         self.service.probe()
     }
 
+    fn needs_pin(&self) -> bool {
+        false
+    }
+
+    fn describe_keys(&self) -> Option<Result<Vec<String>>> {
+        let run = || {
+            self.service.login()?;
+            self.refresh(true)?;
+            let c = self.catalog.read();
+            let mut lines = Vec::new();
+            for id in &c.order {
+                let o = &c.objects[id];
+                if o.class == CKO_PUBLIC_KEY {
+                    continue;
+                }
+                let k = &o.key;
+                lines.push(format!(
+                    "key {:?} {} {:?}{}{} mechanisms: {}",
+                    k.label,
+                    k.id,
+                    k.alg,
+                    if k.primary { " primary" } else { "" },
+                    match k.hardware {
+                        Some(true) => " HSM",
+                        Some(false) => " software",
+                        None => "",
+                    },
+                    crate::core::mechname::names(&self.key_mechanisms(k)),
+                ));
+            }
+            Ok(lines)
+        };
+        Some(run())
+    }
+
     fn close_session(&self, _session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         Vec::new()
     }
