@@ -698,7 +698,9 @@ impl Token for RemoteToken {
         // service is reached with the slot's own credentials.
         self.service.login()?;
         self.logged_in.store(true, Ordering::SeqCst);
-        if let Err(e) = self.refresh(true) {
+        // Not forced: OpenBao's seal logs in for every encryption; the list's own time
+        // to live decides.
+        if let Err(e) = self.refresh(false) {
             log::warn!("slot {}: listing the keys after login failed: {e}", self.slot);
         }
         Ok(())
