@@ -715,17 +715,24 @@ impl Token for RemoteToken {
             return Ok(Vec::new());
         }
         self.refresh(false)?;
-        let c = self.catalog.read();
-        Ok(c.order
-            .iter()
-            .filter(|id| {
-                c.objects.get(id).is_some_and(|o| {
-                    (o.class == CKO_PUBLIC_KEY || ctx.login == Login::User)
-                        && attr::matches(&o.attrs, tpl)
-                })
-            })
-            .copied()
-            .collect())
+        let found = self.matching(ctx, tpl);
+        // A key the operator made a moment ago: a search that names something and finds
+        // nothing lists again (at most once a second) instead of waiting out the cache.
+        let stale = self
+            .catalog
+            .read()
+            .fetched
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        // (Certificates and data objects are never here: a consumer looking for those on
+        // each operation, as libp11 does, costs no listing.)
+        let wants_key = attr::find(tpl, CKA_CLASS)
+            .map(attr::parse_ulong)
+            .is_none_or(|c| matches!(c, Ok(CKO_PRIVATE_KEY | CKO_PUBLIC_KEY | CKO_SECRET_KEY)));
+        if found.is_empty() && !tpl.is_empty() && wants_key && stale {
+            self.refresh(true)?;
+            return Ok(self.matching(ctx, tpl));
+        }
+        Ok(found)
     }
 
     fn get_attributes(
@@ -1060,6 +1067,21 @@ fn new_key_checks(ctx: &Ctx, main: &[Attr], other: &[Attr]) -> Result<String> {
 }
 
 impl RemoteToken {
+    /// The listed objects that match `tpl` and that the session may see, in order.
+    fn matching(&self, ctx: &Ctx, tpl: &[Attr]) -> Vec<ObjectId> {
+        let c = self.catalog.read();
+        c.order
+            .iter()
+            .filter(|id| {
+                c.objects.get(id).is_some_and(|o| {
+                    (o.class == CKO_PUBLIC_KEY || ctx.login == Login::User)
+                        && attr::matches(&o.attrs, tpl)
+                })
+            })
+            .copied()
+            .collect()
+    }
+
     /// After a generation: the primary version of `label` of `class`.
     fn newest(&self, label: &str, class: CK_OBJECT_CLASS) -> Result<ObjectId> {
         self.refresh(true)?;
