@@ -46,9 +46,16 @@ fn main() {
         return;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let module = std::env::var("BENCH_HSMUX").unwrap_or_else(|_| format!("{root}/target/release/libhsmux.so"));
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
-    let samples: usize = std::env::var("BENCH_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let module = std::env::var("BENCH_HSMUX")
+        .unwrap_or_else(|_| format!("{root}/target/release/libhsmux.so"));
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let samples: usize = std::env::var("BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     let tmp = std::env::temp_dir().join(format!("hsmux-bench-remote-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
@@ -70,7 +77,9 @@ fn main() {
     println!("hsmux = {module}");
     println!(
         "{} cores, {samples} latency samples per side (interleaved), {secs} s per throughput cell",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     for s in &sections {
         let slot = find_slot(m, &s.label);
@@ -121,7 +130,9 @@ fn main() {
             );
         }
     }
-    println!("\nratio = hsmux p50 / direct p50 (target <= 1.10); throughput in operations per second.");
+    println!(
+        "\nratio = hsmux p50 / direct p50 (target <= 1.10); throughput in operations per second."
+    );
     ck!(m, C_Finalize(std::ptr::null_mut()));
     drop(sections);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -171,9 +182,15 @@ where
 fn find_slot(m: &Module, label: &str) -> CK_SLOT_ID {
     let want = padded_label(label);
     let mut n = 0;
-    ok(ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)), "C_GetSlotList");
+    ok(
+        ck!(m, C_GetSlotList(1, std::ptr::null_mut(), &mut n)),
+        "C_GetSlotList",
+    );
     let mut v = vec![0; n as usize];
-    ok(ck!(m, C_GetSlotList(1, v.as_mut_ptr(), &mut n)), "C_GetSlotList");
+    ok(
+        ck!(m, C_GetSlotList(1, v.as_mut_ptr(), &mut n)),
+        "C_GetSlotList",
+    );
     v.into_iter()
         .find(|s| {
             let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
@@ -186,21 +203,41 @@ fn find_slot(m: &Module, label: &str) -> CK_SLOT_ID {
 fn session(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
     let mut h = 0;
     ok(
-        ck!(m, C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, std::ptr::null_mut(), None, &mut h)),
+        ck!(
+            m,
+            C_OpenSession(
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                std::ptr::null_mut(),
+                None,
+                &mut h
+            )
+        ),
         "C_OpenSession",
     );
     let rv = ck!(m, C_Login(h, CKU_USER, b"0000".as_ptr() as *mut _, 4));
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "C_Login: 0x{rv:x}");
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login: 0x{rv:x}"
+    );
     h
 }
 
 /// The first object labelled `label` of `class`.
-fn object(m: &Module, h: CK_SESSION_HANDLE, label: &str, class: CK_OBJECT_CLASS) -> CK_OBJECT_HANDLE {
+fn object(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    label: &str,
+    class: CK_OBJECT_CLASS,
+) -> CK_OBJECT_HANDLE {
     let mut t = [
         common::attr_bytes(CKA_LABEL, label.as_bytes()),
         common::attr(CKA_CLASS, &class),
     ];
-    ok(ck!(m, C_FindObjectsInit(h, t.as_mut_ptr(), 2)), "C_FindObjectsInit");
+    ok(
+        ck!(m, C_FindObjectsInit(h, t.as_mut_ptr(), 2)),
+        "C_FindObjectsInit",
+    );
     let mut o = 0;
     let mut n = 0;
     ok(ck!(m, C_FindObjects(h, &mut o, 1, &mut n)), "C_FindObjects");
@@ -236,8 +273,17 @@ fn bao_bin() -> PathBuf {
         return venv;
     }
     std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("bao")).find(|b| b.is_file()))
-        .unwrap_or_else(|| panic!("`bao` is missing ({} or PATH): run scripts/deps.sh", venv.display()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("bao"))
+                .find(|b| b.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`bao` is missing ({} or PATH): run scripts/deps.sh",
+                venv.display()
+            )
+        })
 }
 
 /// The direct client: one keep-alive reqwest client, called from the bench threads
@@ -271,7 +317,9 @@ impl Direct {
         let s = v["data"][field].as_str().unwrap();
         let b64 = s.splitn(3, ':').nth(2).unwrap();
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
     }
 }
 
@@ -281,20 +329,30 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn sha256(d: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d).as_ref().to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d)
+        .as_ref()
+        .to_vec()
 }
 
 /// A bao dev server with transit keys, the slot's TOML, and the four operations.
 fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Section, String) {
     let port = free_port();
     let mut tok = [0u8; 12];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut tok).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut tok)
+        .unwrap();
     let token = format!("root-{}", hex::encode(tok));
     let home = tmp.join("bao-home");
     std::fs::create_dir_all(&home).unwrap();
     let log = std::fs::File::create(tmp.join("bao.log")).unwrap();
     let child = Command::new(bao_bin())
-        .args(["server", "-dev", &format!("-dev-root-token-id={token}"), &format!("-dev-listen-address=127.0.0.1:{port}")])
+        .args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={token}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
         .env("HOME", &home)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -329,8 +387,19 @@ fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Se
         assert!(t.elapsed() < Duration::from_secs(60), "bao did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(admin(reqwest::Method::POST, "sys/mounts/transit", r#"{"type":"transit"}"#) < 300);
-    for (k, ty) in [("aes", "aes256-gcm96"), ("hm", "hmac"), ("ec", "ecdsa-p256"), ("rsa", "rsa-2048")] {
+    assert!(
+        admin(
+            reqwest::Method::POST,
+            "sys/mounts/transit",
+            r#"{"type":"transit"}"#
+        ) < 300
+    );
+    for (k, ty) in [
+        ("aes", "aes256-gcm96"),
+        ("hm", "hmac"),
+        ("ec", "ecdsa-p256"),
+        ("rsa", "rsa-2048"),
+    ] {
         let body = if ty == "hmac" {
             format!(r#"{{"type":"{ty}","key_size":32}}"#)
         } else {
@@ -372,17 +441,37 @@ fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Se
                 let mut out = vec![0u8; kib2.len() + 16];
                 let mut n = out.len() as CK_ULONG;
                 ok(
-                    ck!(m, C_Encrypt(h, kib2.as_ptr() as *mut _, kib2.len() as CK_ULONG, out.as_mut_ptr(), &mut n)),
+                    ck!(
+                        m,
+                        C_Encrypt(
+                            h,
+                            kib2.as_ptr() as *mut _,
+                            kib2.len() as CK_ULONG,
+                            out.as_mut_ptr(),
+                            &mut n
+                        )
+                    ),
                     "C_Encrypt",
                 );
             }),
             direct: Box::new(move || {
-                let ct = d.call("transit/encrypt/aes", format!(r#"{{"plaintext":"{}"}}"#, b64(&kib)), "ciphertext");
+                let ct = d.call(
+                    "transit/encrypt/aes",
+                    format!(r#"{{"plaintext":"{}"}}"#, b64(&kib)),
+                    "ciphertext",
+                );
                 assert_eq!(ct.len(), 1024 + 28);
             }),
         });
     }
-    let sign_case = |name: &'static str, label: &'static str, class: CK_OBJECT_CLASS, mt: CK_MECHANISM_TYPE, out_len: usize, path: &'static str, body: Box<dyn Fn(&[u8]) -> String + Send + Sync>, field: &'static str| {
+    let sign_case = |name: &'static str,
+                     label: &'static str,
+                     class: CK_OBJECT_CLASS,
+                     mt: CK_MECHANISM_TYPE,
+                     out_len: usize,
+                     path: &'static str,
+                     body: Box<dyn Fn(&[u8]) -> String + Send + Sync>,
+                     field: &'static str| {
         let (d, msg, msg2) = (d.clone(), msg.clone(), msg.clone());
         let key = std::sync::OnceLock::new();
         Case {
@@ -394,7 +483,16 @@ fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Se
                 let mut out = vec![0u8; out_len];
                 let mut n = out.len() as CK_ULONG;
                 ok(
-                    ck!(m, C_Sign(h, msg2.as_ptr() as *mut _, msg2.len() as CK_ULONG, out.as_mut_ptr(), &mut n)),
+                    ck!(
+                        m,
+                        C_Sign(
+                            h,
+                            msg2.as_ptr() as *mut _,
+                            msg2.len() as CK_ULONG,
+                            out.as_mut_ptr(),
+                            &mut n
+                        )
+                    ),
                     "C_Sign",
                 );
             }),
@@ -420,7 +518,12 @@ fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Se
         CKM_ECDSA_SHA256,
         64,
         "transit/sign/ec",
-        Box::new(|m| format!(r#"{{"input":"{}","prehashed":true,"hash_algorithm":"sha2-256"}}"#, b64(&sha256(m)))),
+        Box::new(|m| {
+            format!(
+                r#"{{"input":"{}","prehashed":true,"hash_algorithm":"sha2-256"}}"#,
+                b64(&sha256(m))
+            )
+        }),
         "signature",
     ));
     cases.push(sign_case(
