@@ -66,15 +66,6 @@ export_pubkey "$EC_ID" "$WORK/ec.pem"
 export_pubkey "$RSA_ID" "$WORK/rsa.pem"
 head -c 3000 /dev/urandom > "$WORK/msg"
 
-# verified DESC CMD...: plain OpenSSL must print a success line.
-verified() {
-  local desc=$1 out; shift
-  if out=$("$@" 2>&1) && grep -Eq 'Verified OK|Signature Verified Successfully|: OK$' <<<"$out"; then
-    ok "$desc"
-  else
-    not_ok "$desc" "$out"
-  fi
-}
 signed() { # desc pkcs11-tool-args...
   local desc=$1 out; shift
   if out=$("${PL[@]}" --sign "$@" 2>&1); then ok "$desc"; return 0; fi
