@@ -10,6 +10,29 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The servers started by this test process, killed at exit: the tests keep theirs in
+/// statics, which are never dropped.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn kill_children() {
+    if let Ok(pids) = CHILDREN.lock() {
+        for pid in pids.iter() {
+            unsafe {
+                libc::kill(*pid as i32, libc::SIGCONT);
+                libc::kill(*pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn adopt(child: &Child) {
+    let mut c = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    if c.is_empty() {
+        unsafe { libc::atexit(kill_children) };
+    }
+    c.push(child.id());
+}
+
 pub struct Server {
     pub child: Child,
     pub port: u16,
@@ -28,12 +51,15 @@ impl Server {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.child.id());
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.pause(false);
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        }
         self.stop();
     }
 }
@@ -59,6 +85,7 @@ pub fn python_server(script: &str, args: &[&str]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+    adopt(&child);
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -95,6 +122,7 @@ pub fn moto() -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start moto_server");
+    adopt(&child);
     let s = Server { child, port };
     let start = Instant::now();
     loop {
