@@ -48,7 +48,12 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn make_key(port: u16, spec: &str, usage: &str, alias: Option<&str>) -> String {
-    let (st, v) = api(port, "TrentService.CreateKey", AK, json!({"KeySpec": spec, "KeyUsage": usage}));
+    let (st, v) = api(
+        port,
+        "TrentService.CreateKey",
+        AK,
+        json!({"KeySpec": spec, "KeyUsage": usage}),
+    );
     assert_eq!(st, 200, "CreateKey {spec}: {v}");
     let id = v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
     if let Some(a) = alias {
@@ -197,15 +202,26 @@ fn user(s: &Setup, label: &str) -> CK_SESSION_HANDLE {
     let h = open(&s.m, slot_labelled(&s.m, label, true), true);
     let rv = login(&s.m, h, CKU_USER, b"any");
     // A test that failed before closing its sessions leaves the slot logged in.
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "C_Login on {label}: {}", rv_name(rv));
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login on {label}: {}",
+        rv_name(rv)
+    );
     h
 }
 
-fn find_key(s: &Setup, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, label: &str) -> CK_OBJECT_HANDLE {
+fn find_key(
+    s: &Setup,
+    h: CK_SESSION_HANDLE,
+    class: CK_OBJECT_CLASS,
+    label: &str,
+) -> CK_OBJECT_HANDLE {
     let found = find(
         &s.m,
         h,
-        &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_LABEL, label.as_bytes()),
+        &mut Template::new()
+            .ulong(CKA_CLASS, class)
+            .bytes(CKA_LABEL, label.as_bytes()),
     );
     assert_eq!(found.len(), 1, "one object {label} of class {class}");
     found[0]
@@ -223,7 +239,12 @@ fn labels(s: &Setup, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS) -> Vec<String
 /// The public key the server gives for `key_id` (SubjectPublicKeyInfo DER), asked here
 /// directly: the reference the module's signatures are checked against.
 fn server_spki(port: u16, key_id: &str) -> Vec<u8> {
-    let (st, v) = api(port, "TrentService.GetPublicKey", AK, json!({"KeyId": key_id}));
+    let (st, v) = api(
+        port,
+        "TrentService.GetPublicKey",
+        AK,
+        json!({"KeyId": key_id}),
+    );
     assert_eq!(st, 200, "GetPublicKey: {v}");
     B64.decode(v["PublicKey"].as_str().unwrap()).unwrap()
 }
@@ -275,15 +296,32 @@ fn token_info_and_mechanisms_say_aws_kms_without_aes_gcm() {
     let slot = slot_labelled(&s.m, "aws-f", true);
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_rv!(ck!(s.m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
-    assert_eq!(String::from_utf8_lossy(&ti.manufacturerID).trim_end(), "Amazon Web Services");
+    assert_eq!(
+        String::from_utf8_lossy(&ti.manufacturerID).trim_end(),
+        "Amazon Web Services"
+    );
     assert_eq!(String::from_utf8_lossy(&ti.model).trim_end(), "AWS KMS");
-    let serial = String::from_utf8_lossy(&ti.serialNumber).trim_end().to_string();
+    let serial = String::from_utf8_lossy(&ti.serialNumber)
+        .trim_end()
+        .to_string();
     assert!(!serial.is_empty());
     let mut n = 0;
-    assert_rv!(ck!(s.m, C_GetMechanismList(slot, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_rv!(
+        ck!(s.m, C_GetMechanismList(slot, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut mechs = vec![0; n as usize];
-    assert_rv!(ck!(s.m, C_GetMechanismList(slot, mechs.as_mut_ptr(), &mut n)), CKR_OK);
-    for m in [CKM_ECDSA_SHA256, CKM_SHA256_RSA_PKCS_PSS, CKM_RSA_PKCS_OAEP, CKM_SHA256_HMAC, CKM_EC_KEY_PAIR_GEN] {
+    assert_rv!(
+        ck!(s.m, C_GetMechanismList(slot, mechs.as_mut_ptr(), &mut n)),
+        CKR_OK
+    );
+    for m in [
+        CKM_ECDSA_SHA256,
+        CKM_SHA256_RSA_PKCS_PSS,
+        CKM_RSA_PKCS_OAEP,
+        CKM_SHA256_HMAC,
+        CKM_EC_KEY_PAIR_GEN,
+    ] {
         assert!(mechs.contains(&m), "0x{m:x} offered");
     }
     for m in [CKM_AES_GCM, CKM_EDDSA, CKM_SHA1_RSA_PKCS, CKM_SHA_1_HMAC] {
@@ -299,34 +337,62 @@ fn listing_shows_usable_keys_and_hides_disabled_pending_and_kms_symmetric() {
     // (Keys made by the generation test may be listed too.)
     let private = labels(s, h, CKO_PRIVATE_KEY);
     let noalias = s.f_keys["noalias"].clone();
-    for want in ["ec256", "ec384", "later-disabled", "rsa-dec", "rsa-sign", noalias.as_str()] {
-        assert!(private.iter().any(|l| l == want), "{want} listed: {private:?}");
+    for want in [
+        "ec256",
+        "ec384",
+        "later-disabled",
+        "rsa-dec",
+        "rsa-sign",
+        noalias.as_str(),
+    ] {
+        assert!(
+            private.iter().any(|l| l == want),
+            "{want} listed: {private:?}"
+        );
     }
     for hidden in ["disabled", "pending", "sym"] {
-        assert!(!private.iter().any(|l| l == hidden), "{hidden} hidden: {private:?}");
+        assert!(
+            !private.iter().any(|l| l == hidden),
+            "{hidden} hidden: {private:?}"
+        );
     }
     let secret = labels(s, h, CKO_SECRET_KEY);
     for want in ["mac256", "mac512"] {
-        assert!(secret.iter().any(|l| l == want), "{want} listed: {secret:?}");
+        assert!(
+            secret.iter().any(|l| l == want),
+            "{want} listed: {secret:?}"
+        );
     }
-    assert!(!secret.iter().any(|l| l == "sym"), "KMS's own symmetric keys are not shown");
+    assert!(
+        !secret.iter().any(|l| l == "sym"),
+        "KMS's own symmetric keys are not shown"
+    );
     // CKA_ID is the key ARN; the public key is the server's.
     let k = find_key(s, h, CKO_PUBLIC_KEY, "ec256");
     let id = String::from_utf8(get_attr(&s.m, h, k, CKA_ID).unwrap()).unwrap();
-    assert_eq!(id, format!("arn:aws:kms:us-east-1:111122223333:key/{}", s.f_keys["ec256"]));
+    assert_eq!(
+        id,
+        format!(
+            "arn:aws:kms:us-east-1:111122223333:key/{}",
+            s.f_keys["ec256"]
+        )
+    );
     let spki = server_spki(s.faithful.port, &s.f_keys["ec256"]);
-    assert_eq!(ec_point(&get_attr(&s.m, h, k, CKA_EC_POINT).unwrap()), spki[spki.len() - 65..].to_vec());
-    assert_rv!(get_attr(&s.m, h, find_key(s, h, CKO_PRIVATE_KEY, "ec256"), CKA_VALUE).unwrap_err(), CKR_ATTRIBUTE_SENSITIVE);
+    assert_eq!(
+        ec_point(&get_attr(&s.m, h, k, CKA_EC_POINT).unwrap()),
+        spki[spki.len() - 65..].to_vec()
+    );
+    assert_rv!(
+        get_attr(&s.m, h, find_key(s, h, CKO_PRIVATE_KEY, "ec256"), CKA_VALUE).unwrap_err(),
+        CKR_ATTRIBUTE_SENSITIVE
+    );
     // Named keys (profile credentials): a missing one is left out, an ARN is labelled by id.
     let h2 = user(s, "aws-named");
-    assert_eq!(
-        labels(s, h2, CKO_PRIVATE_KEY),
-        {
-            let mut v = vec!["ec256".to_string(), s.f_keys["rsa-dec"].clone()];
-            v.sort();
-            v
-        }
-    );
+    assert_eq!(labels(s, h2, CKO_PRIVATE_KEY), {
+        let mut v = vec!["ec256".to_string(), s.f_keys["rsa-dec"].clone()];
+        v.sort();
+        v
+    });
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
     assert_rv!(ck!(s.m, C_CloseSession(h2)), CKR_OK);
 }
@@ -347,26 +413,43 @@ fn ecdsa_p256_and_p384_sign_digests_verified_with_p256_and_p384() {
     let last = last_request(s.faithful.port, "Sign");
     assert_eq!(last["MessageType"], "DIGEST");
     assert_eq!(last["SigningAlgorithm"], "ECDSA_SHA_256");
-    assert_eq!(B64.decode(last["Message"].as_str().unwrap()).unwrap(), digest.to_vec());
+    assert_eq!(
+        B64.decode(last["Message"].as_str().unwrap()).unwrap(),
+        digest.to_vec()
+    );
     let vk = p256_key(&server_spki(s.faithful.port, &s.f_keys["ec256"]));
-    vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig).unwrap()).unwrap();
+    vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+        .unwrap();
     // CKM_ECDSA over a digest made here; verification through the module is local.
     let sig2 = sign(&s.m, h, mech(CKM_ECDSA), k, &digest).unwrap();
-    vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig2).unwrap()).unwrap();
+    vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig2).unwrap())
+        .unwrap();
     let pubk = find_key(s, h, CKO_PUBLIC_KEY, "ec256");
-    assert_rv!(verify(&s.m, h, mech(CKM_ECDSA_SHA256), pubk, msg, &sig), CKR_OK);
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_ECDSA_SHA256), pubk, msg, &sig),
+        CKR_OK
+    );
     let mut bad = sig.clone();
     bad[10] ^= 1;
-    assert_rv!(verify(&s.m, h, mech(CKM_ECDSA_SHA256), pubk, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_ECDSA_SHA256), pubk, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
     // P-384 signs with SHA-384 only (its SigningAlgorithms).
     let k384 = find_key(s, h, CKO_PRIVATE_KEY, "ec384");
     let sig = sign(&s.m, h, mech(CKM_ECDSA_SHA384), k384, msg).unwrap();
     assert_eq!(sig.len(), 96);
     let vk = p384_key(&server_spki(s.faithful.port, &s.f_keys["ec384"]));
-    vk.verify_prehash(&sha2::Sha384::digest(msg), &p384::ecdsa::Signature::from_slice(&sig).unwrap())
-        .unwrap();
+    vk.verify_prehash(
+        &sha2::Sha384::digest(msg),
+        &p384::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
     let mut mc = mech(CKM_ECDSA_SHA256);
-    assert_rv!(ck!(s.m, C_SignInit(h, &mut mc, k384)), CKR_MECHANISM_INVALID);
+    assert_rv!(
+        ck!(s.m, C_SignInit(h, &mut mc, k384)),
+        CKR_MECHANISM_INVALID
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -383,18 +466,37 @@ fn rsa_pkcs1_and_pss_with_digest_length_salt_verified_with_rsa() {
     let sig = sign(&s.m, h, mech(CKM_SHA256_RSA_PKCS), k, msg).unwrap();
     assert_eq!(sig.len(), 256);
     rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk.clone())
-        .verify_prehash(&sha2::Sha256::digest(msg), &rsa::pkcs1v15::Signature::try_from(&sig[..]).unwrap())
+        .verify_prehash(
+            &sha2::Sha256::digest(msg),
+            &rsa::pkcs1v15::Signature::try_from(&sig[..]).unwrap(),
+        )
         .unwrap();
     // PSS-SHA384, salt 48 = the digest length (what AWS uses).
     let mut p = pss(CKM_SHA384, CKG_MGF1_SHA384, 48);
     let sig = sign(&s.m, h, mech_with(CKM_SHA384_RSA_PKCS_PSS, &mut p), k, msg).unwrap();
-    assert_eq!(last_request(s.faithful.port, "Sign")["SigningAlgorithm"], "RSASSA_PSS_SHA_384");
+    assert_eq!(
+        last_request(s.faithful.port, "Sign")["SigningAlgorithm"],
+        "RSASSA_PSS_SHA_384"
+    );
     rsa::pss::VerifyingKey::<sha2::Sha384>::new(pk.clone())
-        .verify_prehash(&sha2::Sha384::digest(msg), &rsa::pss::Signature::try_from(&sig[..]).unwrap())
+        .verify_prehash(
+            &sha2::Sha384::digest(msg),
+            &rsa::pss::Signature::try_from(&sig[..]).unwrap(),
+        )
         .unwrap();
     let pubk = find_key(s, h, CKO_PUBLIC_KEY, "rsa-sign");
     let mut p = pss(CKM_SHA384, CKG_MGF1_SHA384, 48);
-    assert_rv!(verify(&s.m, h, mech_with(CKM_SHA384_RSA_PKCS_PSS, &mut p), pubk, msg, &sig), CKR_OK);
+    assert_rv!(
+        verify(
+            &s.m,
+            h,
+            mech_with(CKM_SHA384_RSA_PKCS_PSS, &mut p),
+            pubk,
+            msg,
+            &sig
+        ),
+        CKR_OK
+    );
     // A salt AWS does not use is refused before any request.
     let before = requests(s.faithful.port, "Sign");
     let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 20);
@@ -404,16 +506,22 @@ fn rsa_pkcs1_and_pss_with_digest_length_salt_verified_with_rsa() {
     // CKM_RSA_PKCS over a SHA-512 DigestInfo: signed as RSASSA_PKCS1_V1_5_SHA_512.
     let d = sha2::Sha512::digest(msg);
     let mut di = vec![
-        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00,
-        0x04, 0x40,
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
     ];
     di.extend_from_slice(&d);
     let sig = sign(&s.m, h, mech(CKM_RSA_PKCS), k, &di).unwrap();
-    assert_eq!(last_request(s.faithful.port, "Sign")["SigningAlgorithm"], "RSASSA_PKCS1_V1_5_SHA_512");
+    assert_eq!(
+        last_request(s.faithful.port, "Sign")["SigningAlgorithm"],
+        "RSASSA_PKCS1_V1_5_SHA_512"
+    );
     rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(pk)
         .verify_prehash(&d, &rsa::pkcs1v15::Signature::try_from(&sig[..]).unwrap())
         .unwrap();
-    assert_rv!(sign(&s.m, h, mech(CKM_RSA_PKCS), k, b"not a DigestInfo").unwrap_err(), CKR_DATA_INVALID);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_RSA_PKCS), k, b"not a DigestInfo").unwrap_err(),
+        CKR_DATA_INVALID
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -425,29 +533,62 @@ fn rsa_oaep_sha1_and_sha256_decrypt_what_rsa_encrypted() {
     let k = find_key(s, h, CKO_PRIVATE_KEY, "rsa-dec");
     let pk = rsa_key(&server_spki(s.faithful.port, &s.f_keys["rsa-dec"]));
     let mut rng = rand_core();
-    let ct = pk.encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), b"seal key").unwrap();
+    let ct = pk
+        .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), b"seal key")
+        .unwrap();
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
-    assert_eq!(decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(), b"seal key");
-    assert_eq!(last_request(s.faithful.port, "Decrypt")["EncryptionAlgorithm"], "RSAES_OAEP_SHA_256");
-    let ct = pk.encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), b"legacy").unwrap();
+    assert_eq!(
+        decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(),
+        b"seal key"
+    );
+    assert_eq!(
+        last_request(s.faithful.port, "Decrypt")["EncryptionAlgorithm"],
+        "RSAES_OAEP_SHA_256"
+    );
+    let ct = pk
+        .encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), b"legacy")
+        .unwrap();
     let mut p = oaep(CKM_SHA_1, CKG_MGF1_SHA1);
-    assert_eq!(decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(), b"legacy");
+    assert_eq!(
+        decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(),
+        b"legacy"
+    );
     // Encryption with the public key is local and the service decrypts it.
     let pubk = find_key(s, h, CKO_PUBLIC_KEY, "rsa-dec");
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
-    let ct = encrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), pubk, b"round trip").unwrap();
+    let ct = encrypt(
+        &s.m,
+        h,
+        mech_with(CKM_RSA_PKCS_OAEP, &mut p),
+        pubk,
+        b"round trip",
+    )
+    .unwrap();
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
-    assert_eq!(decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(), b"round trip");
+    assert_eq!(
+        decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(),
+        b"round trip"
+    );
     // A ciphertext that is not one: InvalidCiphertextException.
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
     assert_rv!(
-        decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &vec![0x17; 384]).unwrap_err(),
+        decrypt(
+            &s.m,
+            h,
+            mech_with(CKM_RSA_PKCS_OAEP, &mut p),
+            k,
+            &vec![0x17; 384]
+        )
+        .unwrap_err(),
         CKR_ENCRYPTED_DATA_INVALID
     );
     // SHA-384 OAEP is not among the key's EncryptionAlgorithms.
     let mut p = oaep(CKM_SHA384, CKG_MGF1_SHA384);
     let mut mc = mech_with(CKM_RSA_PKCS_OAEP, &mut p);
-    assert_rv!(ck!(s.m, C_DecryptInit(h, &mut mc, k)), CKR_MECHANISM_PARAM_INVALID);
+    assert_rv!(
+        ck!(s.m, C_DecryptInit(h, &mut mc, k)),
+        CKR_MECHANISM_PARAM_INVALID
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -472,7 +613,10 @@ fn hmac_sha256_and_sha512_match_hmac_and_wrong_tags_fail() {
     assert!(requests(s.faithful.port, "VerifyMac") > 0);
     let mut bad = tag.clone();
     bad[0] ^= 0x80;
-    assert_rv!(verify(&s.m, h, mech(CKM_SHA256_HMAC), k, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_SHA256_HMAC), k, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
     let k512 = find_key(s, h, CKO_SECRET_KEY, "mac512");
     let tag = sign(&s.m, h, mech(CKM_SHA512_HMAC), k512, msg).unwrap();
     let mut want = <hmac::Hmac<sha2::Sha512> as Mac>::new_from_slice(&MAC512).unwrap();
@@ -491,10 +635,23 @@ fn a_key_disabled_after_listing_fails_with_key_handle_invalid() {
     let h = user(s, "aws-f");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "later-disabled");
     assert!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"x").is_ok());
-    let (st, _) = api(s.faithful.port, "TrentService.DisableKey", AK, json!({"KeyId": s.f_keys["later-disabled"]}));
+    let (st, _) = api(
+        s.faithful.port,
+        "TrentService.DisableKey",
+        AK,
+        json!({"KeyId": s.f_keys["later-disabled"]}),
+    );
     assert_eq!(st, 200);
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"x").unwrap_err(), CKR_KEY_HANDLE_INVALID);
-    let (st, _) = api(s.faithful.port, "TrentService.EnableKey", AK, json!({"KeyId": s.f_keys["later-disabled"]}));
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"x").unwrap_err(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    let (st, _) = api(
+        s.faithful.port,
+        "TrentService.EnableKey",
+        AK,
+        json!({"KeyId": s.f_keys["later-disabled"]}),
+    );
     assert_eq!(st, 200);
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
@@ -508,7 +665,10 @@ fn wrong_credentials_are_a_wrong_pin_at_login() {
     // Listing (public keys need no login) is refused by the service the same way:
     // "not logged in", not a device error (a replica group would fail over for that).
     let mut t = Template::new().ulong(CKA_CLASS, CKO_PUBLIC_KEY);
-    assert_rv!(ck!(s.m, C_FindObjectsInit(h, t.ptr(), t.len())), CKR_USER_NOT_LOGGED_IN);
+    assert_rv!(
+        ck!(s.m, C_FindObjectsInit(h, t.ptr(), t.len())),
+        CKR_USER_NOT_LOGGED_IN
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -519,10 +679,19 @@ fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
     let s = setup();
     let _g = serial();
     let h = user(s, "aws-f");
-    let public = Template::new().bytes(CKA_EC_PARAMS, P384_PARAMS).bytes(CKA_LABEL, b"gen-p384");
-    let private = Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, b"gen-p384");
+    let public = Template::new()
+        .bytes(CKA_EC_PARAMS, P384_PARAMS)
+        .bytes(CKA_LABEL, b"gen-p384");
+    let private = Template::new()
+        .bool(CKA_SIGN, true)
+        .bytes(CKA_LABEL, b"gen-p384");
     let (pubk, k) = keypair(&s.m, h, CKM_EC_KEY_PAIR_GEN, public, private, b"ignored");
-    let (st, v) = api(s.faithful.port, "TrentService.DescribeKey", AK, json!({"KeyId": "alias/gen-p384"}));
+    let (st, v) = api(
+        s.faithful.port,
+        "TrentService.DescribeKey",
+        AK,
+        json!({"KeyId": "alias/gen-p384"}),
+    );
     assert_eq!(st, 200, "alias made: {v}");
     assert_eq!(v["KeyMetadata"]["KeySpec"], "ECC_NIST_P384");
     let key_id = v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
@@ -531,16 +700,35 @@ fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
     assert_eq!(point, spki[spki.len() - 97..].to_vec());
     let sig = sign(&s.m, h, mech(CKM_ECDSA_SHA384), k, b"fresh").unwrap();
     p384_key(&spki)
-        .verify_prehash(&sha2::Sha384::digest(b"fresh"), &p384::ecdsa::Signature::from_slice(&sig).unwrap())
+        .verify_prehash(
+            &sha2::Sha384::digest(b"fresh"),
+            &p384::ecdsa::Signature::from_slice(&sig).unwrap(),
+        )
         .unwrap();
     // The name is taken now: AWS keys have no versions.
-    let public = Template::new().bytes(CKA_EC_PARAMS, P384_PARAMS).bytes(CKA_LABEL, b"gen-p384");
-    let private = Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, b"gen-p384");
+    let public = Template::new()
+        .bytes(CKA_EC_PARAMS, P384_PARAMS)
+        .bytes(CKA_LABEL, b"gen-p384");
+    let private = Template::new()
+        .bool(CKA_SIGN, true)
+        .bytes(CKA_LABEL, b"gen-p384");
     let (mut pt, mut st_) = (public, private);
     let (mut o1, mut o2) = (0, 0);
     let mut mc = mech(CKM_EC_KEY_PAIR_GEN);
     assert_rv!(
-        ck!(s.m, C_GenerateKeyPair(h, &mut mc, pt.ptr(), pt.len(), st_.ptr(), st_.len(), &mut o1, &mut o2)),
+        ck!(
+            s.m,
+            C_GenerateKeyPair(
+                h,
+                &mut mc,
+                pt.ptr(),
+                pt.len(),
+                st_.ptr(),
+                st_.len(),
+                &mut o1,
+                &mut o2
+            )
+        ),
         CKR_ATTRIBUTE_VALUE_INVALID
     );
     // An HMAC-SHA256 key: CreateKey HMAC_256.
@@ -552,8 +740,16 @@ fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
     let mk = secret(&s.m, h, CKM_GENERIC_SECRET_KEY_GEN, t);
     let tag = sign(&s.m, h, mech(CKM_SHA256_HMAC), mk, b"m").unwrap();
     assert_eq!(tag.len(), 32);
-    assert_rv!(verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, b"m", &tag), CKR_OK);
-    let (_, v) = api(s.faithful.port, "TrentService.DescribeKey", AK, json!({"KeyId": "alias/gen-mac"}));
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, b"m", &tag),
+        CKR_OK
+    );
+    let (_, v) = api(
+        s.faithful.port,
+        "TrentService.DescribeKey",
+        AK,
+        json!({"KeyId": "alias/gen-mac"}),
+    );
     assert_eq!(v["KeyMetadata"]["KeySpec"], "HMAC_256");
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
@@ -575,8 +771,11 @@ fn faults_retried_where_transient_and_device_errors_otherwise() {
     let mac = find_key(s, h, CKO_SECRET_KEY, "mac");
     let vk = p256_key(&server_spki(port, &s.x_keys["ec"]));
     let check = |sig: &[u8]| {
-        vk.verify_prehash(&sha2::Sha256::digest(b"m"), &p256::ecdsa::Signature::from_slice(sig).unwrap())
-            .unwrap()
+        vk.verify_prehash(
+            &sha2::Sha256::digest(b"m"),
+            &p256::ecdsa::Signature::from_slice(sig).unwrap(),
+        )
+        .unwrap()
     };
     // One 500 and one throttling answer: retried, the consumer sees a good signature.
     for kind in ["500", "throttle"] {
@@ -588,18 +787,38 @@ fn faults_retried_where_transient_and_device_errors_otherwise() {
     // 500 on every attempt: a device error after the retries.
     let before = requests(port, "Sign");
     fault(json!({"fault": "500", "count": -1, "ops": ["Sign"]}));
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     assert_eq!(requests(port, "Sign"), before + 3, "three attempts");
     // A body that is not JSON, and answers of the wrong shape.
     fault(json!({"fault": "malformed", "count": -1}));
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     fault(json!({"fault": "bad-answer", "count": -1}));
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(), CKR_DEVICE_ERROR, "ECDSA not DER");
-    assert_rv!(sign(&s.m, h, mech(CKM_SHA256_RSA_PKCS), rsa, b"m").unwrap_err(), CKR_DEVICE_ERROR, "RSA short");
-    assert_rv!(sign(&s.m, h, mech(CKM_SHA256_HMAC), mac, b"m").unwrap_err(), CKR_DEVICE_ERROR, "MAC short");
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR,
+        "ECDSA not DER"
+    );
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_SHA256_RSA_PKCS), rsa, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR,
+        "RSA short"
+    );
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_SHA256_HMAC), mac, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR,
+        "MAC short"
+    );
     fault(json!({"fault": "none"}));
     let pk = rsa_key(&server_spki(port, &s.x_keys["dec"]));
-    let ct = pk.encrypt(&mut rand_core(), rsa::Oaep::new::<sha2::Sha256>(), b"k").unwrap();
+    let ct = pk
+        .encrypt(&mut rand_core(), rsa::Oaep::new::<sha2::Sha256>(), b"k")
+        .unwrap();
     fault(json!({"fault": "bad-answer", "count": -1}));
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
     assert_rv!(
@@ -609,11 +828,17 @@ fn faults_retried_where_transient_and_device_errors_otherwise() {
     );
     // Answers slower than the slot's deadline (2 s).
     fault(json!({"fault": "delay", "delay_ms": 5000, "count": -1}));
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     fault(json!({"fault": "none"}));
     check(&sign(&s.m, h, mech(CKM_ECDSA_SHA256), ec, b"m").unwrap());
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
-    assert_eq!(decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), dec, &ct).unwrap(), b"k");
+    assert_eq!(
+        decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), dec, &ct).unwrap(),
+        b"k"
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -629,12 +854,18 @@ fn a_stopped_server_fails_calls_with_device_error_while_another_slot_works() {
     // Stopped (SIGSTOP): connections are accepted by the kernel, nothing answers; the
     // slot's deadline (1.5 s) ends the call.
     s.dead.lock().unwrap().pause(true);
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     assert!(sign(&s.m, other, mech(CKM_ECDSA_SHA256), ok, b"m").is_ok());
     // Gone: refused connections.
     s.dead.lock().unwrap().pause(false);
     s.dead.lock().unwrap().stop();
-    assert_rv!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").unwrap_err(), CKR_DEVICE_ERROR);
+    assert_rv!(
+        sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
     assert!(sign(&s.m, other, mech(CKM_ECDSA_SHA256), ok, b"m").is_ok());
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
     assert_rv!(ck!(s.m, C_CloseSession(other)), CKR_OK);
@@ -646,16 +877,28 @@ fn moto_lists_keys_with_its_public_keys_and_hides_disabled_ones() {
     let _g = serial();
     let h = user(s, "aws-moto");
     let private = labels(s, h, CKO_PRIVATE_KEY);
-    assert!(private.contains(&"m-ec".to_string()) && private.contains(&"m-rsa".to_string()), "{private:?}");
-    assert!(!private.contains(&"m-disabled".to_string()), "a disabled key is hidden: {private:?}");
+    assert!(
+        private.contains(&"m-ec".to_string()) && private.contains(&"m-rsa".to_string()),
+        "{private:?}"
+    );
+    assert!(
+        !private.contains(&"m-disabled".to_string()),
+        "a disabled key is hidden: {private:?}"
+    );
     assert_eq!(labels(s, h, CKO_SECRET_KEY), vec!["m-mac"]);
     let k = find_key(s, h, CKO_PUBLIC_KEY, "m-ec");
     let spki = server_spki(s.moto.port, &s.m_keys["m-ec"]);
-    assert_eq!(ec_point(&get_attr(&s.m, h, k, CKA_EC_POINT).unwrap()), spki[spki.len() - 65..].to_vec());
+    assert_eq!(
+        ec_point(&get_attr(&s.m, h, k, CKA_EC_POINT).unwrap()),
+        spki[spki.len() - 65..].to_vec()
+    );
     let k = find_key(s, h, CKO_PUBLIC_KEY, "m-rsa");
     let pk = rsa_key(&server_spki(s.moto.port, &s.m_keys["m-rsa"]));
     use rsa::traits::PublicKeyParts;
-    assert_eq!(get_attr(&s.m, h, k, CKA_MODULUS).unwrap(), pk.n().to_bytes_be());
+    assert_eq!(
+        get_attr(&s.m, h, k, CKA_MODULUS).unwrap(),
+        pk.n().to_bytes_be()
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -673,8 +916,11 @@ fn moto_signs_what_hsmux_sends_and_its_macs_match_a_direct_request() {
     // signature is over SHA-256(SHA-256(msg)), which shows hsmux sent the digest.
     let digest = sha2::Sha256::digest(msg);
     let vk = p256_key(&server_spki(s.moto.port, &s.m_keys["m-ec"]));
-    vk.verify_prehash(&sha2::Sha256::digest(digest), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
-        .unwrap();
+    vk.verify_prehash(
+        &sha2::Sha256::digest(digest),
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
     // HMAC: moto is faithful; the module's tag equals moto's GenerateMac asked directly.
     let mk = find_key(s, h, CKO_SECRET_KEY, "m-mac");
     let tag = sign(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg).unwrap();
@@ -686,10 +932,16 @@ fn moto_signs_what_hsmux_sends_and_its_macs_match_a_direct_request() {
     );
     assert_eq!(st, 200, "{v}");
     assert_eq!(tag, B64.decode(v["Mac"].as_str().unwrap()).unwrap());
-    assert_rv!(verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg, &tag), CKR_OK);
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg, &tag),
+        CKR_OK
+    );
     let mut bad = tag.clone();
     bad[3] ^= 1;
-    assert_rv!(verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg, &bad), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }
 
@@ -698,8 +950,12 @@ fn moto_creates_keys_for_generate_key_pair_with_an_alias() {
     let s = setup();
     let _g = serial();
     let h = user(s, "aws-moto");
-    let public = Template::new().bytes(CKA_EC_PARAMS, P256_PARAMS).bytes(CKA_LABEL, b"moto-gen");
-    let private = Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, b"moto-gen");
+    let public = Template::new()
+        .bytes(CKA_EC_PARAMS, P256_PARAMS)
+        .bytes(CKA_LABEL, b"moto-gen");
+    let private = Template::new()
+        .bool(CKA_SIGN, true)
+        .bytes(CKA_LABEL, b"moto-gen");
     let (pubk, _k) = keypair(&s.m, h, CKM_EC_KEY_PAIR_GEN, public, private, b"x");
     let (st, v) = api(s.moto.port, "TrentService.ListAliases", AK, json!({}));
     assert_eq!(st, 200);
@@ -711,6 +967,9 @@ fn moto_creates_keys_for_generate_key_pair_with_an_alias() {
         .map(|a| a["TargetKeyId"].as_str().unwrap().to_string())
         .expect("alias/moto-gen in moto");
     let spki = server_spki(s.moto.port, &target);
-    assert_eq!(ec_point(&get_attr(&s.m, h, pubk, CKA_EC_POINT).unwrap()), spki[spki.len() - 65..].to_vec());
+    assert_eq!(
+        ec_point(&get_attr(&s.m, h, pubk, CKA_EC_POINT).unwrap()),
+        spki[spki.len() - 65..].to_vec()
+    );
     assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
 }

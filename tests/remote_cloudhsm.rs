@@ -43,7 +43,13 @@ fn provision(direct: &Module, token: &str, scalar: [u8; 32]) -> p256::ecdsa::Ver
         .bytes(CKA_VALUE, &sk.to_bytes())
         .bytes(CKA_ID, b"sig")
         .bytes(CKA_LABEL, b"sig");
-    assert_rv!(ck!(direct, C_CreateObject(h, private.ptr(), private.len(), &mut o)), CKR_OK);
+    assert_rv!(
+        ck!(
+            direct,
+            C_CreateObject(h, private.ptr(), private.len(), &mut o)
+        ),
+        CKR_OK
+    );
     let mut public = Template::new()
         .ulong(CKA_CLASS, CKO_PUBLIC_KEY)
         .ulong(CKA_KEY_TYPE, CKK_EC)
@@ -53,7 +59,13 @@ fn provision(direct: &Module, token: &str, scalar: [u8; 32]) -> p256::ecdsa::Ver
         .bytes(CKA_EC_POINT, &point_der)
         .bytes(CKA_ID, b"sig")
         .bytes(CKA_LABEL, b"sig");
-    assert_rv!(ck!(direct, C_CreateObject(h, public.ptr(), public.len(), &mut o)), CKR_OK);
+    assert_rv!(
+        ck!(
+            direct,
+            C_CreateObject(h, public.ptr(), public.len(), &mut o)
+        ),
+        CKR_OK
+    );
     assert_eq!(ck!(direct, C_CloseSession(h)), CKR_OK);
     vk
 }
@@ -89,28 +101,50 @@ fn hsmux_check(config: &Path, softhsm_conf: &Path) -> (bool, String) {
 #[test]
 fn a_cluster_without_active_hsms_takes_its_replica_down_and_back() {
     use sha2::Digest;
-    assert!(Path::new(SOFTHSM).exists(), "SoftHSMv2 missing (scripts/deps.sh)");
+    assert!(
+        Path::new(SOFTHSM).exists(),
+        "SoftHSMv2 missing (scripts/deps.sh)"
+    );
     let dir: PathBuf = std::env::temp_dir().join(format!("hsmux-cloudhsm-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("tokens")).unwrap();
     remove_at_exit(&dir);
     let conf = dir.join("softhsm2.conf");
     std::fs::write(
         &conf,
-        format!("directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", dir.display()),
+        format!(
+            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.display()
+        ),
     )
     .unwrap();
     std::env::set_var("SOFTHSM2_CONF", &conf);
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     for t in ["ch-a", "ch-b"] {
         let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", t, "--so-pin", "12345678", "--pin", "1234"])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                t,
+                "--so-pin",
+                "12345678",
+                "--pin",
+                "1234",
+            ])
             .output()
             .expect("softhsm2-util");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let direct = load_from(Path::new(SOFTHSM));
     assert_eq!(initialize(&direct), CKR_OK);
-    let keys = [("a", provision(&direct, "ch-a", [0x31; 32])), ("b", provision(&direct, "ch-b", [0x42; 32]))];
+    let keys = [
+        ("a", provision(&direct, "ch-a", [0x31; 32])),
+        ("b", provision(&direct, "ch-b", [0x42; 32])),
+    ];
     std::mem::forget(direct); // hsmux shares this SoftHSM instance (same library)
     let server = python_server(
         "cloudhsm_server.py",
@@ -148,7 +182,13 @@ fn a_cluster_without_active_hsms_takes_its_replica_down_and_back() {
     assert_eq!(initialize(&m), CKR_OK);
     let h = open(&m, slot_labelled(&m, "chsm", true), true);
     assert_rv!(login(&m, h, CKU_USER, PIN), CKR_OK);
-    let found = find(&m, h, &mut Template::new().ulong(CKA_CLASS, CKO_PRIVATE_KEY).bytes(CKA_ID, b"sig"));
+    let found = find(
+        &m,
+        h,
+        &mut Template::new()
+            .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+            .bytes(CKA_ID, b"sig"),
+    );
     assert_eq!(found.len(), 1);
     let key = found[0];
     let mut n = 0u32;
@@ -157,31 +197,53 @@ fn a_cluster_without_active_hsms_takes_its_replica_down_and_back() {
         let digest = sha2::Sha256::digest(format!("message {n}"));
         let sig = sign(&m, h, mech(CKM_ECDSA), key, &digest)
             .unwrap_or_else(|rv| panic!("signature {n} failed: {}", rv_name(rv)));
-        signer(&keys, &digest, &sig).unwrap_or_else(|| panic!("signature {n} verifies with neither key"))
+        signer(&keys, &digest, &sig)
+            .unwrap_or_else(|| panic!("signature {n} verifies with neither key"))
     };
     assert_eq!(sign_once(), "a", "replica a serves first");
 
     // Cluster A's HSMs are no longer ACTIVE: the prober (every 5 s for a healthy replica)
     // takes a down; signing goes on, on b, without a failed call.
-    control(server.port, "/__hsms", json!({"cluster": CLUSTER_A, "state": "DEGRADED"}));
+    control(
+        server.port,
+        "/__hsms",
+        json!({"cluster": CLUSTER_A, "state": "DEGRADED"}),
+    );
     let start = Instant::now();
     while sign_once() == "a" {
-        assert!(start.elapsed() < Duration::from_secs(60), "replica a still serves 60 s after its cluster degraded");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "replica a still serves 60 s after its cluster degraded"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for _ in 0..5 {
-        assert_eq!(sign_once(), "b", "replica b serves while cluster A has no ACTIVE HSM");
+        assert_eq!(
+            sign_once(),
+            "b",
+            "replica b serves while cluster A has no ACTIVE HSM"
+        );
     }
     let (ok, out) = hsmux_check(&cfg_path, &conf);
-    assert!(!ok, "hsmux check reports the cluster without ACTIVE HSM: {out}");
+    assert!(
+        !ok,
+        "hsmux check reports the cluster without ACTIVE HSM: {out}"
+    );
     assert!(out.contains("EniIp 10.0.0.11 State DEGRADED"), "{out}");
     assert!(out.contains("no ACTIVE HSM"), "{out}");
 
     // ACTIVE again: a passes its probes and serves again (fail-back).
-    control(server.port, "/__hsms", json!({"cluster": CLUSTER_A, "state": "ACTIVE"}));
+    control(
+        server.port,
+        "/__hsms",
+        json!({"cluster": CLUSTER_A, "state": "ACTIVE"}),
+    );
     let start = Instant::now();
     while sign_once() == "b" {
-        assert!(start.elapsed() < Duration::from_secs(90), "replica a not back 90 s after its cluster recovered");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "replica a not back 90 s after its cluster recovered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(sign_once(), "a");

@@ -51,7 +51,10 @@ impl Server {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.child.id());
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.child.id());
     }
 }
 
@@ -65,7 +68,9 @@ impl Drop for Server {
 }
 
 fn venv_tool(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
     assert!(
         p.exists(),
         "{} is missing: run scripts/deps.sh (it creates .venv from scripts/requirements.txt)",
@@ -76,7 +81,9 @@ fn venv_tool(name: &str) -> PathBuf {
 
 /// A conformance/aws/ server: it binds 127.0.0.1:0 and prints `listening <port>`.
 pub fn python_server(script: &str, args: &[&str]) -> Server {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/aws").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance/aws")
+        .join(script);
     let mut child = Command::new(venv_tool("python"))
         .arg(&script)
         .args(["--port", "0"])
@@ -129,13 +136,22 @@ pub fn moto() -> Server {
         if let Ok((200..=499, _)) = raw(port, "GET", "/moto-api/", &[], b"") {
             return s;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not answer on port {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server did not answer on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
-pub fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
@@ -165,7 +181,12 @@ pub fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
 
 /// A KMS (`TrentService`) or CloudHSM (`BaldrApiService`) request with a SigV4-shaped
 /// Authorization header for `access_key` (the servers check the key id only).
-pub fn api(port: u16, target: &str, access_key: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+pub fn api(
+    port: u16,
+    target: &str,
+    access_key: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={access_key}/20260101/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
     );
@@ -188,7 +209,14 @@ pub fn api(port: u16, target: &str, access_key: &str, body: serde_json::Value) -
 
 /// A control request of a conformance/aws/ server (`/__ctl`, `/__import`, `/__hsms`).
 pub fn control(port: u16, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let (status, b) = raw(port, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes()).unwrap();
+    let (status, b) = raw(
+        port,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&b));
     serde_json::from_slice(&b).unwrap()
 }

@@ -92,7 +92,12 @@ impl Token for CloudHsmToken {
     fn find_objects(&self, ctx: &Ctx, template: &[Attr]) -> Result<Vec<ObjectId>> {
         self.module.find_objects(ctx, template)
     }
-    fn get_attributes(&self, ctx: &Ctx, obj: ObjectId, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+    fn get_attributes(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
         self.module.get_attributes(ctx, obj, types)
     }
     fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, template: &[Attr]) -> Result<()> {
@@ -137,7 +142,13 @@ impl Token for CloudHsmToken {
     ) -> Result<(ObjectId, ObjectId)> {
         self.module.generate_key_pair(ctx, mech, public, private)
     }
-    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, wrapping: ObjectId, key: ObjectId) -> Result<Vec<u8>> {
+    fn wrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        wrapping: ObjectId,
+        key: ObjectId,
+    ) -> Result<Vec<u8>> {
         self.module.wrap_key(ctx, mech, wrapping, key)
     }
     fn unwrap_key(
@@ -148,9 +159,16 @@ impl Token for CloudHsmToken {
         wrapped: &[u8],
         template: &[Attr],
     ) -> Result<ObjectId> {
-        self.module.unwrap_key(ctx, mech, unwrapping, wrapped, template)
+        self.module
+            .unwrap_key(ctx, mech, unwrapping, wrapped, template)
     }
-    fn derive_key(&self, ctx: &Ctx, mech: &Mechanism, base: ObjectId, template: &[Attr]) -> Result<ObjectId> {
+    fn derive_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        template: &[Attr],
+    ) -> Result<ObjectId> {
         self.module.derive_key(ctx, mech, base, template)
     }
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {

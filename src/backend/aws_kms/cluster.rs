@@ -92,7 +92,11 @@ impl ClusterWatch {
                 .await
                 .map_err(|e| errors::map(&w2, e, During::Call))?;
             // A cluster the service does not list (deleted, another region) has no HSM.
-            let Some(cluster) = out.clusters().iter().find(|c| c.cluster_id() == Some(id.as_str())) else {
+            let Some(cluster) = out
+                .clusters()
+                .iter()
+                .find(|c| c.cluster_id() == Some(id.as_str()))
+            else {
                 log::warn!("{w2}: the cluster is not listed");
                 return Ok(Vec::new());
             };
@@ -103,7 +107,10 @@ impl ClusterWatch {
                     id: h.hsm_id().to_string(),
                     availability_zone: h.availability_zone().unwrap_or("").to_string(),
                     eni_ip: h.eni_ip().unwrap_or("").to_string(),
-                    state: h.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    state: h
+                        .state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
                 })
                 .collect::<Vec<Hsm>>())
         })?;
@@ -149,12 +156,18 @@ impl ClusterWatch {
                     if hsms.is_empty() {
                         "no HSM".to_string()
                     } else {
-                        hsms.iter().map(|h| format!("{} {}", h.id, h.state)).collect::<Vec<_>>().join(", ")
+                        hsms.iter()
+                            .map(|h| format!("{} {}", h.id, h.state))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
             )),
             Err(e) => {
-                log::warn!("{}: cluster health unknown ({e}); the vendor library's probe decides", self.name);
+                log::warn!(
+                    "{}: cluster health unknown ({e}); the vendor library's probe decides",
+                    self.name
+                );
                 Ok(())
             }
         }

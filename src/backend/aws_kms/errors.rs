@@ -79,7 +79,11 @@ pub fn service_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<St
 }
 
 /// Any SDK failure of the request `what` as an [`Error`], logged.
-pub fn map<E>(what: &str, e: SdkError<E, aws_sdk_kms::config::http::HttpResponse>, during: During) -> Error
+pub fn map<E>(
+    what: &str,
+    e: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+    during: During,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -92,7 +96,10 @@ where
                 // A success status whose body did not parse.
                 return Error::logged(
                     CKR_DEVICE_ERROR,
-                    format!("{what}: malformed answer (HTTP {status}): {}", DisplayErrorContext(&e)),
+                    format!(
+                        "{what}: malformed answer (HTTP {status}): {}",
+                        DisplayErrorContext(&e)
+                    ),
                 );
             }
             let rv = code_rv(code, status, during);
@@ -147,9 +154,18 @@ mod tests {
 
     #[test]
     fn service_codes_map_as_documented() {
-        assert_eq!(code_rv("NotFoundException", 400, During::Call), CKR_KEY_HANDLE_INVALID);
-        assert_eq!(code_rv("KMSInvalidStateException", 400, During::Call), CKR_KEY_HANDLE_INVALID);
-        assert_eq!(code_rv("DisabledException", 400, During::Call), CKR_KEY_HANDLE_INVALID);
+        assert_eq!(
+            code_rv("NotFoundException", 400, During::Call),
+            CKR_KEY_HANDLE_INVALID
+        );
+        assert_eq!(
+            code_rv("KMSInvalidStateException", 400, During::Call),
+            CKR_KEY_HANDLE_INVALID
+        );
+        assert_eq!(
+            code_rv("DisabledException", 400, During::Call),
+            CKR_KEY_HANDLE_INVALID
+        );
         assert_eq!(
             code_rv("AccessDeniedException", 400, During::Call),
             CKR_KEY_FUNCTION_NOT_PERMITTED
@@ -158,11 +174,23 @@ mod tests {
             code_rv("InvalidCiphertextException", 400, During::Call),
             CKR_ENCRYPTED_DATA_INVALID
         );
-        assert_eq!(code_rv("ThrottlingException", 400, During::Call), CKR_DEVICE_ERROR);
-        assert_eq!(code_rv("KMSInternalException", 500, During::Call), CKR_DEVICE_ERROR);
+        assert_eq!(
+            code_rv("ThrottlingException", 400, During::Call),
+            CKR_DEVICE_ERROR
+        );
+        assert_eq!(
+            code_rv("KMSInternalException", 500, During::Call),
+            CKR_DEVICE_ERROR
+        );
         assert_eq!(code_rv("Whatever", 503, During::Call), CKR_DEVICE_ERROR);
-        assert_eq!(code_rv("ValidationException", 400, During::Call), CKR_FUNCTION_FAILED);
-        assert_eq!(code_rv("UnrecognizedClientException", 400, During::Login), CKR_PIN_INCORRECT);
+        assert_eq!(
+            code_rv("ValidationException", 400, During::Call),
+            CKR_FUNCTION_FAILED
+        );
+        assert_eq!(
+            code_rv("UnrecognizedClientException", 400, During::Login),
+            CKR_PIN_INCORRECT
+        );
         assert_eq!(
             code_rv("UnrecognizedClientException", 400, During::Call),
             CKR_USER_NOT_LOGGED_IN

@@ -24,7 +24,11 @@ pub enum Skip {
 pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
     let state = m.key_state().map(|s| s.as_str()).unwrap_or("");
     if state != "Enabled" || !m.enabled() {
-        return Err(Skip::State(if state.is_empty() { "not enabled".into() } else { state.to_string() }));
+        return Err(Skip::State(if state.is_empty() {
+            "not enabled".into()
+        } else {
+            state.to_string()
+        }));
     }
     let spec = m.key_spec().map(|s| s.as_str()).unwrap_or("");
     let usage = m.key_usage().map(|u| u.as_str()).unwrap_or("");
@@ -32,8 +36,12 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
         "RSA_2048" => KeyAlg::Rsa { bits: 2048 },
         "RSA_3072" => KeyAlg::Rsa { bits: 3072 },
         "RSA_4096" => KeyAlg::Rsa { bits: 4096 },
-        "ECC_NIST_P256" => KeyAlg::Ec { curve: EcCurve::P256 },
-        "ECC_NIST_P384" => KeyAlg::Ec { curve: EcCurve::P384 },
+        "ECC_NIST_P256" => KeyAlg::Ec {
+            curve: EcCurve::P256,
+        },
+        "ECC_NIST_P384" => KeyAlg::Ec {
+            curve: EcCurve::P384,
+        },
         "HMAC_224" => hmac(HashAlg::Sha224, 224),
         "HMAC_256" => hmac(HashAlg::Sha256, 256),
         "HMAC_384" => hmac(HashAlg::Sha384, 384),
@@ -44,7 +52,11 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
     match (alg, usage) {
         (KeyAlg::Rsa { .. } | KeyAlg::Ec { .. }, "SIGN_VERIFY") => {
             u.sign = true;
-            u.sign_schemes = m.signing_algorithms().iter().filter_map(|a| scheme(a.as_str())).collect();
+            u.sign_schemes = m
+                .signing_algorithms()
+                .iter()
+                .filter_map(|a| scheme(a.as_str()))
+                .collect();
             if u.sign_schemes.is_empty() {
                 return Err(Skip::Unsupported("no signing algorithm hsmux knows".into()));
             }
@@ -62,21 +74,33 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
         }
         (KeyAlg::Hmac { hash: Some(h), .. }, "GENERATE_VERIFY_MAC") => {
             // The key spec binds the hash; MacAlgorithms lists exactly that one.
-            let listed: Vec<HashAlg> =
-                m.mac_algorithms().iter().filter_map(|a| mac_hash(a.as_str())).collect();
+            let listed: Vec<HashAlg> = m
+                .mac_algorithms()
+                .iter()
+                .filter_map(|a| mac_hash(a.as_str()))
+                .collect();
             if !listed.is_empty() && !listed.contains(&h) {
-                return Err(Skip::Unsupported(format!("{spec} with MacAlgorithms {listed:?}")));
+                return Err(Skip::Unsupported(format!(
+                    "{spec} with MacAlgorithms {listed:?}"
+                )));
             }
             u.sign = true;
             u.sign_schemes = vec![SignScheme::Hmac(h)];
         }
-        (_, other) => return Err(Skip::Unsupported(format!("{spec} with key usage {other:?}"))),
+        (_, other) => {
+            return Err(Skip::Unsupported(format!(
+                "{spec} with key usage {other:?}"
+            )))
+        }
     }
     Ok((alg, u))
 }
 
 fn hmac(h: HashAlg, bits: u32) -> KeyAlg {
-    KeyAlg::Hmac { hash: Some(h), bits }
+    KeyAlg::Hmac {
+        hash: Some(h),
+        bits,
+    }
 }
 
 /// Whether the key's material lives in HSMs: AWS KMS keeps keys of origin `AWS_KMS` and
@@ -168,13 +192,32 @@ pub fn create_spec(alg: KeyAlg, decrypt: bool) -> Result<(&'static str, &'static
                 2048 => "RSA_2048",
                 3072 => "RSA_3072",
                 4096 => "RSA_4096",
-                _ => return Err(Error::logged(CKR_KEY_SIZE_RANGE, "AWS KMS: RSA keys are 2048, 3072 or 4096 bits")),
+                _ => {
+                    return Err(Error::logged(
+                        CKR_KEY_SIZE_RANGE,
+                        "AWS KMS: RSA keys are 2048, 3072 or 4096 bits",
+                    ))
+                }
             };
-            (spec, if decrypt { "ENCRYPT_DECRYPT" } else { "SIGN_VERIFY" })
+            (
+                spec,
+                if decrypt {
+                    "ENCRYPT_DECRYPT"
+                } else {
+                    "SIGN_VERIFY"
+                },
+            )
         }
-        KeyAlg::Ec { curve: EcCurve::P256 } => ("ECC_NIST_P256", "SIGN_VERIFY"),
-        KeyAlg::Ec { curve: EcCurve::P384 } => ("ECC_NIST_P384", "SIGN_VERIFY"),
-        KeyAlg::Hmac { hash: Some(h), bits } => {
+        KeyAlg::Ec {
+            curve: EcCurve::P256,
+        } => ("ECC_NIST_P256", "SIGN_VERIFY"),
+        KeyAlg::Ec {
+            curve: EcCurve::P384,
+        } => ("ECC_NIST_P384", "SIGN_VERIFY"),
+        KeyAlg::Hmac {
+            hash: Some(h),
+            bits,
+        } => {
             let (spec, want) = match h {
                 HashAlg::Sha224 => ("HMAC_224", 224),
                 HashAlg::Sha256 => ("HMAC_256", 256),
@@ -185,15 +228,22 @@ pub fn create_spec(alg: KeyAlg, decrypt: bool) -> Result<(&'static str, &'static
             if bits != want {
                 return Err(Error::logged(
                     CKR_KEY_SIZE_RANGE,
-                    format!("AWS KMS: an {spec} key has {} bytes (CKA_VALUE_LEN)", want / 8),
+                    format!(
+                        "AWS KMS: an {spec} key has {} bytes (CKA_VALUE_LEN)",
+                        want / 8
+                    ),
                 ));
             }
             (spec, "GENERATE_VERIFY_MAC")
         }
-        KeyAlg::Hmac { hash: None, .. } => {
-            return Err(refuse("HMAC keys are bound to one hash: give CKA_KEY_TYPE CKK_SHA256_HMAC (or 224/384/512)"))
+        KeyAlg::Hmac { hash: None, .. } => return Err(refuse(
+            "HMAC keys are bound to one hash: give CKA_KEY_TYPE CKK_SHA256_HMAC (or 224/384/512)",
+        )),
+        KeyAlg::AesGcm { .. } => {
+            return Err(refuse(
+                "no raw AES-GCM keys (CreateKey's SYMMETRIC_DEFAULT is KMS's own format)",
+            ))
         }
-        KeyAlg::AesGcm { .. } => return Err(refuse("no raw AES-GCM keys (CreateKey's SYMMETRIC_DEFAULT is KMS's own format)")),
         KeyAlg::Ed25519 => return Err(refuse("no Ed25519 keys here")),
     })
 }
@@ -208,7 +258,10 @@ pub fn version(
     usage: Usage,
     spki: Option<Vec<u8>>,
 ) -> Result<KeyVersion> {
-    let arn = m.arn().map(str::to_string).unwrap_or_else(|| m.key_id().to_string());
+    let arn = m
+        .arn()
+        .map(str::to_string)
+        .unwrap_or_else(|| m.key_id().to_string());
     if let Some(spki) = &spki {
         let (got, _) = public::describe(spki)?;
         if got != alg {
@@ -218,7 +271,10 @@ pub fn version(
             ));
         }
     } else if alg.is_asymmetric() {
-        return Err(Error::logged(CKR_DEVICE_ERROR, format!("{arn}: no public key")));
+        return Err(Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("{arn}: no public key"),
+        ));
     }
     Ok(KeyVersion {
         label,
@@ -262,8 +318,14 @@ mod tests {
         ] {
             assert_eq!(signing_algorithm(scheme(n).unwrap()), Some(n));
         }
-        assert_eq!(scheme("RSASSA_PSS_SHA_384"), Some(SignScheme::Pss(HashAlg::Sha384, 48)));
-        assert_eq!(signing_algorithm(SignScheme::Pss(HashAlg::Sha256, 20)), None);
+        assert_eq!(
+            scheme("RSASSA_PSS_SHA_384"),
+            Some(SignScheme::Pss(HashAlg::Sha384, 48))
+        );
+        assert_eq!(
+            signing_algorithm(SignScheme::Pss(HashAlg::Sha256, 20)),
+            None
+        );
         assert_eq!(signing_algorithm(SignScheme::Pkcs1(HashAlg::Sha1)), None);
     }
 

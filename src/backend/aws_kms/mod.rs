@@ -100,14 +100,26 @@ impl AwsKms {
         let slot = self.slot.clone();
         self.run("credentials check", move |c| async move {
             let r = match first {
-                Some(k) => c.describe_key().key_id(k).send().await.map(|_| ()).map_err(|e| {
-                    let code = errors::service_code(&e);
-                    (code, errors::map("DescribeKey", e, during))
-                }),
-                None => c.list_keys().limit(1).send().await.map(|_| ()).map_err(|e| {
-                    let code = errors::service_code(&e);
-                    (code, errors::map("ListKeys", e, during))
-                }),
+                Some(k) => c
+                    .describe_key()
+                    .key_id(k)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let code = errors::service_code(&e);
+                        (code, errors::map("DescribeKey", e, during))
+                    }),
+                None => c
+                    .list_keys()
+                    .limit(1)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let code = errors::service_code(&e);
+                        (code, errors::map("ListKeys", e, during))
+                    }),
             };
             match r {
                 Ok(()) => Ok(()),
@@ -117,7 +129,9 @@ impl AwsKms {
                         "NotFoundException" | "AccessDeniedException" | "KMSInvalidStateException"
                     ) =>
                 {
-                    log::debug!("slot {slot}: the service answered {code} ({e}): credentials accepted");
+                    log::debug!(
+                        "slot {slot}: the service answered {code} ({e}): credentials accepted"
+                    );
                     Ok(())
                 }
                 Err((_, e)) => Err(e),
@@ -148,7 +162,11 @@ fn serial(cfg: &AwsKmsConfig) -> String {
     };
     if cfg.endpoint.is_none() {
         if let Some(acct) = cfg.keys.iter().find_map(|k| keys::arn_account(k)) {
-            return format!("{}{}", acct.chars().take(12).collect::<String>(), region_tag(&cfg.region));
+            return format!(
+                "{}{}",
+                acct.chars().take(12).collect::<String>(),
+                region_tag(&cfg.region)
+            );
         }
     }
     let mut what = format!("{}|{}", cfg.endpoint.as_deref().unwrap_or(""), cfg.region);
@@ -191,9 +209,12 @@ async fn describe(c: Client, slot: String, e: Entry) -> Result<Option<KeyVersion
             };
         }
     };
-    let m = out
-        .key_metadata()
-        .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("DescribeKey {}: no KeyMetadata", e.name)))?;
+    let m = out.key_metadata().ok_or_else(|| {
+        Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("DescribeKey {}: no KeyMetadata", e.name),
+        )
+    })?;
     let (alg, usage) = match keys::kind(m) {
         Ok(k) => k,
         Err(keys::Skip::State(s)) => {
@@ -221,7 +242,12 @@ async fn describe(c: Client, slot: String, e: Entry) -> Result<Option<KeyVersion
             .map_err(|err| errors::map(&format!("GetPublicKey {}", e.name), err, During::Call))?;
         Some(
             p.public_key()
-                .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("GetPublicKey {}: no PublicKey", e.name)))?
+                .ok_or_else(|| {
+                    Error::logged(
+                        CKR_DEVICE_ERROR,
+                        format!("GetPublicKey {}: no PublicKey", e.name),
+                    )
+                })?
                 .as_ref()
                 .to_vec(),
         )
@@ -244,7 +270,11 @@ async fn every_key(c: &Client) -> Result<Vec<Entry>> {
             .send()
             .await
             .map_err(|e| errors::map("ListKeys", e, During::Call))?;
-        ids.extend(out.keys().iter().filter_map(|k| k.key_id().map(str::to_string)));
+        ids.extend(
+            out.keys()
+                .iter()
+                .filter_map(|k| k.key_id().map(str::to_string)),
+        );
         match (out.truncated(), out.next_marker()) {
             (true, Some(m)) => marker = Some(m.to_string()),
             _ => break,
@@ -265,10 +295,15 @@ async fn every_key(c: &Client) -> Result<Vec<Entry>> {
                 continue;
             };
             // AWS-managed aliases (alias/aws/...) name service keys, never PKCS#11 keys.
-            let Some(label) = name.strip_prefix("alias/").filter(|l| !l.starts_with("aws/")) else {
+            let Some(label) = name
+                .strip_prefix("alias/")
+                .filter(|l| !l.starts_with("aws/"))
+            else {
                 continue;
             };
-            let e = aliases.entry(target.to_string()).or_insert_with(|| label.to_string());
+            let e = aliases
+                .entry(target.to_string())
+                .or_insert_with(|| label.to_string());
             if label < e.as_str() {
                 *e = label.to_string();
             }
@@ -309,7 +344,8 @@ async fn list(c: Client, slot: String, named: Vec<String>) -> Result<Vec<KeyVers
         }
         let mut batch = Vec::new();
         while let Some(r) = set.join_next().await {
-            let (i, v) = r.map_err(|e| Error::general(format!("listing keys: task failed: {e}")))?;
+            let (i, v) =
+                r.map_err(|e| Error::general(format!("listing keys: task failed: {e}")))?;
             batch.push((i, v?));
         }
         batch.sort_by_key(|(i, _)| *i);
@@ -326,13 +362,20 @@ async fn list(c: Client, slot: String, named: Vec<String>) -> Result<Vec<KeyVers
 
 /// A digest and the scheme it is signed with. `CKM_RSA_PKCS` hands over a DigestInfo
 /// (the service signs digests, not arbitrary blocks): its hash picks the algorithm.
-fn digest_and_scheme<'a>(key: &KeyVersion, scheme: SignScheme, d: &'a [u8]) -> Result<(SignScheme, &'a [u8])> {
+fn digest_and_scheme<'a>(
+    key: &KeyVersion,
+    scheme: SignScheme,
+    d: &'a [u8],
+) -> Result<(SignScheme, &'a [u8])> {
     let (scheme, digest) = match scheme {
         SignScheme::Pkcs1(h) if d.len() != h.len() => {
             let (m, inner) = sder::split_digest_info(d).ok_or_else(|| {
                 Error::logged(
                     CKR_DATA_INVALID,
-                    format!("{}: CKM_RSA_PKCS signs a DigestInfo here (AWS KMS signs digests only)", key.id),
+                    format!(
+                        "{}: CKM_RSA_PKCS signs a DigestInfo here (AWS KMS signs digests only)",
+                        key.id
+                    ),
                 )
             })?;
             let h = HashAlg::from_ckm(m).ok_or_else(|| err(CKR_DATA_INVALID))?;
@@ -350,7 +393,10 @@ fn digest_and_scheme<'a>(key: &KeyVersion, scheme: SignScheme, d: &'a [u8]) -> R
     if !key.usage.sign_schemes.is_empty() && !key.usage.sign_schemes.contains(&scheme) {
         return Err(Error::logged(
             CKR_MECHANISM_INVALID,
-            format!("{}: the key signs with {:?} only, not {scheme:?}", key.id, key.usage.sign_schemes),
+            format!(
+                "{}: the key signs with {:?} only, not {scheme:?}",
+                key.id, key.usage.sign_schemes
+            ),
         ));
     }
     Ok((scheme, digest))
@@ -394,15 +440,16 @@ impl KeyService for AwsKms {
                         .send()
                         .await
                         .map_err(|e| errors::map(&format!("GenerateMac {id}"), e, During::Call))?;
-                    let mac = out
-                        .mac()
-                        .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("GenerateMac {id}: no Mac")))?;
+                    let mac = out.mac().ok_or_else(|| {
+                        Error::logged(CKR_DEVICE_ERROR, format!("GenerateMac {id}: no Mac"))
+                    })?;
                     Ok(mac.as_ref().to_vec())
                 })
             }
             (s, SignInput::Digest(d)) => {
                 let (scheme, digest) = digest_and_scheme(key, s, d)?;
-                let alg = keys::signing_algorithm(scheme).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
+                let alg =
+                    keys::signing_algorithm(scheme).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
                 let curve = match key.alg {
                     KeyAlg::Ec { curve } => Some(curve),
                     _ => None,
@@ -418,12 +465,14 @@ impl KeyService for AwsKms {
                         .send()
                         .await
                         .map_err(|e| errors::map(&format!("Sign {id}"), e, During::Call))?;
-                    let sig = out
-                        .signature()
-                        .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("Sign {id}: no Signature")))?;
+                    let sig = out.signature().ok_or_else(|| {
+                        Error::logged(CKR_DEVICE_ERROR, format!("Sign {id}: no Signature"))
+                    })?;
                     match curve {
                         // KMS answers ECDSA as DER; PKCS#11 wants r || s.
-                        Some(curve) => crate::backend::remote::public::ecdsa_der_to_raw(sig.as_ref(), curve),
+                        Some(curve) => {
+                            crate::backend::remote::public::ecdsa_der_to_raw(sig.as_ref(), curve)
+                        }
                         None => Ok(sig.as_ref().to_vec()),
                     }
                 })
@@ -448,7 +497,9 @@ impl KeyService for AwsKms {
             {
                 Ok(out) => Ok(out.mac_valid()),
                 // A wrong MAC is an error answer in KMS, not MacValid = false.
-                Err(e) if errors::service_code(&e).as_deref() == Some("KMSInvalidMacException") => Ok(false),
+                Err(e) if errors::service_code(&e).as_deref() == Some("KMSInvalidMacException") => {
+                    Ok(false)
+                }
                 Err(e) => Err(errors::map(&format!("VerifyMac {id}"), e, During::Call)),
             }
         })
@@ -467,9 +518,9 @@ impl KeyService for AwsKms {
                 .send()
                 .await
                 .map_err(|e| errors::map(&format!("Decrypt {id}"), e, During::Call))?;
-            let pt = out
-                .plaintext()
-                .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("Decrypt {id}: no Plaintext")))?;
+            let pt = out.plaintext().ok_or_else(|| {
+                Error::logged(CKR_DEVICE_ERROR, format!("Decrypt {id}: no Plaintext"))
+            })?;
             Ok(pt.as_ref().to_vec())
         })
     }
@@ -572,7 +623,10 @@ mod tests {
 
     #[test]
     fn labels_come_from_aliases() {
-        assert_eq!(alias_label("alias/app-signing").as_deref(), Some("app-signing"));
+        assert_eq!(
+            alias_label("alias/app-signing").as_deref(),
+            Some("app-signing")
+        );
         assert_eq!(
             alias_label("arn:aws:kms:us-east-1:111122223333:alias/x").as_deref(),
             Some("x")
