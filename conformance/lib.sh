@@ -210,6 +210,16 @@ write_openssl_cnf() {
   export OPENSSL_CONF="$WORK/openssl.cnf"
 }
 
+# verified DESC CMD...: a plain-OpenSSL verification must print its success line.
+verified() {
+  local desc=$1 out; shift
+  if out=$("$@" 2>&1) && grep -Eq 'Verified OK|Signature Verified Successfully|: OK$' <<<"$out"; then
+    ok "$desc"
+  else
+    not_ok "$desc" "$out"
+  fi
+}
+
 # Plain OpenSSL, with no engine and no config.
 openssl_plain() { OPENSSL_CONF=/dev/null openssl "$@"; }
 

@@ -30,15 +30,6 @@ engine_sign() {
   if out=$("$@" 2>&1); then ok "$desc"; return 0; fi
   not_ok "$desc" "$out"; return 1
 }
-# verified DESC CMD...: a plain-OpenSSL verification must print a success line.
-verified() {
-  local desc=$1 out; shift
-  if out=$("$@" 2>&1) && grep -Eq 'Signature Verified Successfully|Verified OK' <<<"$out"; then
-    ok "$desc"
-  else
-    not_ok "$desc" "$out"
-  fi
-}
 
 # EC P-256
 engine_sign "ECDSA: openssl pkeyutl -sign over a SHA-256 digest (engine, pkcs11: URI)" \

@@ -264,10 +264,9 @@ fn a_fresh_process_initializes_once_then_works() {
             "no PIN in clear in token.json"
         );
     }
-    assert!(
-        slow > fast,
-        "the default KDF costs more than 1,000 rounds ({slow:?} vs {fast:?})"
-    );
+    // (How long each took is printed, not asserted: a timing comparison fails on a busy
+    // machine; the recorded iteration counts above are what matters.)
+    println!("PIN set-up: default KDF {slow:?}, 1,000 rounds {fast:?}");
     let h = open(m, 1, true);
     assert_rv!(login(m, h, CKU_USER, b"0000"), CKR_PIN_INCORRECT);
     assert_rv!(login(m, h, CKU_USER, PIN), CKR_OK);

@@ -272,6 +272,7 @@ fn session(s: &Setup, label: &str) -> (CK_SESSION_HANDLE, Keys) {
 fn replicas_die_and_return_under_load_with_no_failed_operation() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let failures = Mutex::new(Vec::<String>::new());
@@ -352,6 +353,7 @@ fn replicas_die_and_return_under_load_with_no_failed_operation() {
 fn a_multipart_operation_cut_in_the_middle_fails_once() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let m = &s.m;
     let (h, k) = session(s, "ha");
     // Which replica serves now: the first healthy one in file order.
@@ -389,13 +391,13 @@ fn a_multipart_operation_cut_in_the_middle_fails_once() {
         ctl(&s.dir, r, "ok");
     }
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
-    std::thread::sleep(Duration::from_millis(2500)); // re-admission for the next test
 }
 
 #[test]
 fn a_replica_refusing_its_pin_is_down_and_not_asked_again() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let m = &s.m;
     ctl(&s.dir, "p0", "pin");
     let (h, k) = session(s, "pinned");
@@ -419,6 +421,7 @@ fn a_replica_refusing_its_pin_is_down_and_not_asked_again() {
 fn a_key_on_one_replica_only_is_served_from_that_one() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let m = &s.m;
     let (h, _) = session(s, "ha");
     let only = find_one(m, h, CKO_SECRET_KEY, b"only-r2");
@@ -454,6 +457,7 @@ fn balance_uses_both_replicas_and_survives_one() {
 fn the_openbao_seal_keeps_working_while_a_replica_dies() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let m = &s.m;
     let slot = slot_labelled(m, "ha", true);
     let seal = |plain: Option<&[u8]>, blob: Option<&[u8]>| -> Vec<u8> {
@@ -498,12 +502,46 @@ fn the_openbao_seal_keeps_working_while_a_replica_dies() {
     assert_eq!(seal(None, Some(&blob)), root_key);
     let blob2 = seal(Some(root_key), None);
     ctl(&s.dir, "r0", "ok");
-    std::thread::sleep(Duration::from_millis(2500));
+    all_up(s);
     assert_eq!(
         seal(None, Some(&blob2)),
         root_key,
         "a blob sealed on r1 unseals after fail-back to r0"
     );
+}
+
+/// Waits until every replica is up again (the prober re-admits a recovered replica after
+/// two passed probes, and its back-off may have grown under load), so that each test
+/// starts from a healthy group whatever the one before it left.
+fn all_up(s: &Setup) {
+    let series = [
+        ("ha", "r0"),
+        ("ha", "r1"),
+        ("ha", "r2"),
+        // p0, once its PIN was refused, stays down by design (its test).
+        ("pinned", "p1"),
+        ("bal", "b0"),
+        ("bal", "b1"),
+    ];
+    let t = Instant::now();
+    loop {
+        let text = scrape(s.port);
+        let down: Vec<_> = series
+            .iter()
+            .filter(|(slot, r)| {
+                value(&text, &format!("hsmux_replica_up{{slot=\"{slot}\",replica=\"{r}\"}}"))
+                    != Some(1.0)
+            })
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "replicas {down:?} did not come back within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// GET /metrics from hsmux's listener; the text must parse as Prometheus exposition.
@@ -537,6 +575,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 fn metrics_count_calls_failovers_sessions_and_replica_health() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     let (h, k) = session(s, "ha");
     round(s, h, &k, 1).unwrap();
     let before = value(
@@ -604,6 +643,7 @@ fn metrics_count_calls_failovers_sessions_and_replica_health() {
 fn hsmux_check_reports_down_replicas_and_keys_missing_somewhere() {
     let s = setup();
     let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
     ctl(&s.dir, "r1", "error");
     let out = Command::new(env!("CARGO_BIN_EXE_hsmux"))
         .args(["check", "--config"])
@@ -633,5 +673,4 @@ fn hsmux_check_reports_down_replicas_and_keys_missing_somewhere() {
         text.contains("key secret id=6f6e6c792d7232: PROBLEM: only on p1"),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(2500)); // r1 re-admitted for the next test
 }

@@ -70,6 +70,17 @@ pub trait Token: Send + Sync {
     fn probe(&self) -> Result<()> {
         self.token_info().map(|_| ())
     }
+    /// Does `C_Login` check a PIN here? A remote service authenticates with the slot's
+    /// own credentials, so hsmux may log in to it without one (`hsmux check`).
+    fn needs_pin(&self) -> bool {
+        true
+    }
+    /// For `hsmux check`: reaches the key store (logging in with the slot's own
+    /// credentials) and lists its keys, one line each; `None` where the core's object
+    /// listing says it all (soft and module tokens).
+    fn describe_keys(&self) -> Option<Result<Vec<String>>> {
+        None
+    }
 
     /// `C_OpenSession` on this token: refuse when it cannot serve sessions.
     fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {

@@ -72,13 +72,33 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             problems += group_slot(slot, g, detailed);
             continue;
         }
-        let (line, mechs) = match kind {
+        let (line, mechs) = match &kind {
             SlotRef::Core(_) => core_slot(slot),
-            SlotRef::Module(m) => module_slot(&m),
+            SlotRef::Module(m) => module_slot(m),
+        };
+        // A remote service is reached now (C_Initialize never waits on one).
+        let keys = match &kind {
+            SlotRef::Core(s) => s.token.describe_keys(),
+            SlotRef::Module(_) => None,
+        };
+        let line = match (line, &keys) {
+            (Ok(_), Some(Err(e))) => Err(format!(
+                "{} not reached ({e}; see the log line above)",
+                s_desc(&kind)
+            )),
+            (l, _) => l,
         };
         match line {
             Ok(text) => {
                 println!("slot {slot}: {text}");
+                if let Some(Ok(lines)) = &keys {
+                    if lines.is_empty() {
+                        println!("  no usable keys");
+                    }
+                    for l in lines {
+                        println!("  {l}");
+                    }
+                }
                 if detailed {
                     let mechs = mechs.unwrap_or_default();
                     println!("  {} mechanisms: {}", mechs.len(), mech_names(&mechs));
@@ -96,6 +116,14 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// What a core slot's token says it is (the slot description).
+fn s_desc(kind: &SlotRef) -> String {
+    match kind {
+        SlotRef::Core(s) => s.token.slot_description(),
+        SlotRef::Module(m) => m.library_path().to_string(),
     }
 }
 
@@ -175,14 +203,7 @@ fn module_slot(m: &ModuleSlot) -> SlotReport {
 }
 
 fn mech_names(mechs: &[cryptoki_sys::CK_MECHANISM_TYPE]) -> String {
-    mechs
-        .iter()
-        .map(|m| match hsmux::core::mechname::name(*m) {
-            Some(n) => n.trim_start_matches("CKM_").to_string(),
-            None => format!("0x{m:x}"),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    hsmux::core::mechname::names(mechs)
 }
 
 /// A replica group: each replica's health, and with `detailed` the keys each holds and the

@@ -433,3 +433,158 @@ pub fn seal(s: &RawSeal, default_timeout: u64, at: &str) -> Result<SealConfig, C
         key: s.key.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{BackendConfig, Config, Policy, ReplicaBackend, Secret, VaultAuth};
+
+    fn parse(t: &str) -> Result<Config, String> {
+        Config::parse(t, "t.toml").map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_design_examples_parse() {
+        let c = parse(
+            r#"
+[[slot]]
+label = "transit"
+backend = "vault"
+address = "https://vault.example.net:8200/"
+namespace = "ns-1"
+auth = { method = "approle", path = "approle", role_id = { env = "ROLE_ID" }, secret_id = { env = "SECRET_ID" } }
+transit = { path = "transit", keys = ["minkms-sealing-key"] }
+gcm_iv = "service"
+
+[[slot]]
+label = "gcp"
+backend = "gcp-kms"
+key_ring = "projects/p/locations/us-east1/keyRings/ring"
+credentials = "/etc/hsmux/sa.json"
+endpoint = "https://cloudkms.googleapis.com"
+hsm_only = true
+
+[[slot]]
+label = "aws"
+backend = "aws-kms"
+region = "us-east-1"
+keys = ["alias/app-signing"]
+endpoint = "https://kms.us-east-1.amazonaws.com"
+timeout_ms = 2500
+"#,
+        )
+        .unwrap();
+        let BackendConfig::Vault(v) = &c.slots[0].backend else {
+            panic!()
+        };
+        assert_eq!(v.address, "https://vault.example.net:8200");
+        assert_eq!(v.mount, "transit");
+        assert_eq!(v.keys, ["minkms-sealing-key"]);
+        assert!(v.common.gcm_service_iv);
+        assert!(matches!(&v.auth, VaultAuth::Approle { path, .. } if path == "approle"));
+        let BackendConfig::GcpKms(g) = &c.slots[1].backend else {
+            panic!()
+        };
+        assert!(g.hsm_only && g.keys.is_empty() && !g.common.gcm_service_iv);
+        let BackendConfig::AwsKms(a) = &c.slots[2].backend else {
+            panic!()
+        };
+        assert_eq!(a.common.timeout_ms, 2500);
+        assert_eq!(a.keys, ["alias/app-signing"]);
+    }
+
+    #[test]
+    fn remote_replicas_and_the_soft_seal_parse() {
+        let c = parse(
+            r#"
+[[slot]]
+label = "ha"
+policy = "balance"
+  [[slot.replica]]
+  name = "a"
+  backend = "vault"
+  address = "http://127.0.0.1:8200"
+  auth = { method = "token", token = "root" }
+  [[slot.replica]]
+  name = "b"
+  backend = "vault"
+  address = "http://127.0.0.1:8201"
+  auth = { method = "kubernetes", role = "hsmux" }
+
+[[slot]]
+label = "dev"
+backend = "soft"
+path = "/tmp/x"
+  [slot.seal]
+  backend = "vault"
+  key = "store-key"
+  address = "http://127.0.0.1:8200"
+  auth = { method = "token", token = { env = "T" } }
+"#,
+        )
+        .unwrap();
+        let BackendConfig::Replicas { policy, replicas } = &c.slots[0].backend else {
+            panic!()
+        };
+        assert_eq!(*policy, Policy::Balance);
+        assert!(matches!(&replicas[1].backend, ReplicaBackend::Vault(v)
+            if matches!(&v.auth, VaultAuth::Kubernetes { path, jwt: Secret::File { .. }, .. } if path == "kubernetes")));
+        let BackendConfig::Soft { seal: Some(s), .. } = &c.slots[1].backend else {
+            panic!()
+        };
+        assert_eq!(s.key, "store-key");
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_key() {
+        for (text, want) in [
+            (
+                "[[slot]]\nlabel='v'\nbackend='vault'\nauth={method='token',token='t'}\n",
+                "key `address` is missing",
+            ),
+            (
+                "[[slot]]\nlabel='v'\nbackend='vault'\naddress='vault:8200'\nauth={method='token',token='t'}\n",
+                "not an http:// or https:// address",
+            ),
+            (
+                "[[slot]]\nlabel='v'\nbackend='vault'\naddress='http://a'\nauth={method='ldap'}\n",
+                "unknown variant `ldap`",
+            ),
+            (
+                "[[slot]]\nlabel='v'\nbackend='vault'\naddress='http://a'\nauth={method='token',token='t'}\nregion='x'\n",
+                "key `region` does not belong to backend \"vault\"",
+            ),
+            (
+                "[[slot]]\nlabel='g'\nbackend='gcp-kms'\nkey_ring='projects/p/keyRings/r'\n",
+                "is not projects/<p>/locations/<l>/keyRings/<r>",
+            ),
+            (
+                "[[slot]]\nlabel='g'\nbackend='gcp-kms'\nkey_ring='projects/p/locations/l/keyRings/r'\ngcm_iv='random'\n",
+                "key `gcm_iv`",
+            ),
+            (
+                "[[slot]]\nlabel='a'\nbackend='aws-kms'\nregion='r'\naccess_key_id='x'\n",
+                "go together",
+            ),
+            (
+                "[[slot]]\nlabel='a'\nbackend='aws-kms'\nregion='r'\npin='1234'\n",
+                "belong to backend \"module\"",
+            ),
+            (
+                "[[slot]]\nlabel='s'\nbackend='soft'\npath='/x'\naddress='http://a'\n",
+                "key `address` belongs to a remote backend",
+            ),
+            (
+                "[[slot]]\nlabel='s'\nbackend='soft'\npath='/x'\n[slot.seal]\nbackend='gcp-kms'\nkey='k'\n",
+                "cannot seal a soft token",
+            ),
+            (
+                "[[slot]]\nlabel='a'\nbackend='aws-kms'\nregion='r'\ntimeout_ms=0\n",
+                "must be above 0",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("t.toml"), "{e}");
+        }
+    }
+}

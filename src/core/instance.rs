@@ -91,8 +91,14 @@ impl Instance {
                 BackendConfig::Soft {
                     path,
                     kdf_iterations,
-                    seal: _,
-                } => Arc::new(SoftToken::new(path, &s.label, *kdf_iterations)),
+                    seal,
+                } => {
+                    let t = SoftToken::new(path, &s.label, *kdf_iterations);
+                    match seal {
+                        None => Arc::new(t),
+                        Some(sc) => Arc::new(t.with_seal(crate::backend::vault::seal::store_seal(&s.label, sc))),
+                    }
+                }
                 BackendConfig::Vault(c) => Arc::new(remote::token(
                     &s.label,
                     remote::RemoteConfig::Vault(c),

@@ -3,6 +3,17 @@
 use cryptoki_sys::*;
 
 /// The spec name of a mechanism (`CKM_AES_GCM`, ...), or `None` for an unknown one.
+/// Mechanism names without the `CKM_` prefix, separated by blanks (unknown ones in hex).
+pub fn names(ms: &[CK_MECHANISM_TYPE]) -> String {
+    ms.iter()
+        .map(|m| match name(*m) {
+            Some(n) => n.trim_start_matches("CKM_").to_string(),
+            None => format!("0x{m:x}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn name(m: CK_MECHANISM_TYPE) -> Option<&'static str> {
     Some(match m {
         CKM_RSA_PKCS_KEY_PAIR_GEN => "CKM_RSA_PKCS_KEY_PAIR_GEN",

@@ -699,7 +699,8 @@ fn listener_serves_metrics_and_stops() {
     let (status, _, _) = http(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let waited = t.elapsed();
-    assert!(waited < Duration::from_millis(3000), "{waited:?}");
+    // (Bounds here catch a hang, not slowness: generous for a loaded CI machine.)
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
 
     // A second listener on the same address fails, naming it.
     let err = Listener::start(&addr.to_string(), m.clone())
@@ -712,7 +713,7 @@ fn listener_serves_metrics_and_stops() {
     std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     l.stop();
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     drop((silent, silent2));
     assert!(
         TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
@@ -742,7 +743,7 @@ fn listener_drop_joins_and_bad_addresses_fail() {
     let port = l.local_addr().port();
     let t = Instant::now();
     l.stop();
-    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(t.elapsed() < Duration::from_secs(10));
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 

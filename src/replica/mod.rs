@@ -207,21 +207,26 @@ impl ReplicaGroup {
     /// For `hsmux check`: each replica's state and the identities of the keys it holds
     /// (as seen with its configured PIN, else public objects only).
     pub fn inventory(&self) -> Vec<(String, State, String, Result<Vec<String>>)> {
-        let ctx = Ctx {
-            session: u64::MAX - 1,
-            rw: false,
-            login: Login::Public,
-        };
         self.g
             .replicas
             .iter()
             .map(|r| {
                 let keys = (|| {
-                    r.token.token_info()?;
+                    r.token.probe()?;
+                    let mut login = Login::Public;
                     if let Some(p) = &r.pin {
                         let pin = p.resolve().map_err(Error::general)?;
                         r.token.login(Login::User, &pin)?;
+                        login = Login::User;
+                    } else if !r.token.needs_pin() {
+                        r.token.login(Login::User, b"")?;
+                        login = Login::User;
                     }
+                    let ctx = Ctx {
+                        session: u64::MAX - 1,
+                        rw: false,
+                        login,
+                    };
                     let ids = r.token.find_objects(&ctx, &[])?;
                     let mut names = Vec::new();
                     for id in ids {

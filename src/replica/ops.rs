@@ -198,6 +198,10 @@ impl Cipher for GroupCipher {
                 op.finish()
             })
     }
+    // The IV a remote replica's service chose (AES-GCM), for the consumer's pIv.
+    fn produced_iv(&self) -> Option<Vec<u8>> {
+        self.op.produced_iv()
+    }
 }
 
 fn signer_init(

@@ -401,3 +401,6 @@ impl Default for RemoteOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,7 +113,8 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.rv(), CKR_DEVICE_ERROR);
-        assert!(t.elapsed() < Duration::from_secs(2));
+        // A hang detector, not a speed test (the sleep is 5 s).
+        assert!(t.elapsed() < Duration::from_millis(4500));
     }
 
     #[test]

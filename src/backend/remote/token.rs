@@ -161,7 +161,7 @@ impl RemoteToken {
 
     /// Lists the keys again when the list is older than its time to live (or `force`).
     /// A failed listing keeps the previous objects (logged) when there are any.
-    fn refresh(&self, force: bool) -> Result<()> {
+    pub(crate) fn refresh(&self, force: bool) -> Result<()> {
         if !force {
             let c = self.catalog.read();
             if c.fetched.is_some_and(|t| t.elapsed() < self.list_ttl) {
@@ -648,6 +648,41 @@ impl Token for RemoteToken {
         self.service.probe()
     }
 
+    fn needs_pin(&self) -> bool {
+        false
+    }
+
+    fn describe_keys(&self) -> Option<Result<Vec<String>>> {
+        let run = || {
+            self.service.login()?;
+            self.refresh(true)?;
+            let c = self.catalog.read();
+            let mut lines = Vec::new();
+            for id in &c.order {
+                let o = &c.objects[id];
+                if o.class == CKO_PUBLIC_KEY {
+                    continue;
+                }
+                let k = &o.key;
+                lines.push(format!(
+                    "key {:?} {} {:?}{}{} mechanisms: {}",
+                    k.label,
+                    k.id,
+                    k.alg,
+                    if k.primary { " primary" } else { "" },
+                    match k.hardware {
+                        Some(true) => " HSM",
+                        Some(false) => " software",
+                        None => "",
+                    },
+                    crate::core::mechname::names(&self.key_mechanisms(k)),
+                ));
+            }
+            Ok(lines)
+        };
+        Some(run())
+    }
+
     fn close_session(&self, _session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         Vec::new()
     }
@@ -663,7 +698,9 @@ impl Token for RemoteToken {
         // service is reached with the slot's own credentials.
         self.service.login()?;
         self.logged_in.store(true, Ordering::SeqCst);
-        if let Err(e) = self.refresh(true) {
+        // Not forced: OpenBao's seal logs in for every encryption; the list's own time
+        // to live decides.
+        if let Err(e) = self.refresh(false) {
             log::warn!("slot {}: listing the keys after login failed: {e}", self.slot);
         }
         Ok(())
@@ -678,17 +715,24 @@ impl Token for RemoteToken {
             return Ok(Vec::new());
         }
         self.refresh(false)?;
-        let c = self.catalog.read();
-        Ok(c.order
-            .iter()
-            .filter(|id| {
-                c.objects.get(id).is_some_and(|o| {
-                    (o.class == CKO_PUBLIC_KEY || ctx.login == Login::User)
-                        && attr::matches(&o.attrs, tpl)
-                })
-            })
-            .copied()
-            .collect())
+        let found = self.matching(ctx, tpl);
+        // A key the operator made a moment ago: a search that names something and finds
+        // nothing lists again (at most once a second) instead of waiting out the cache.
+        let stale = self
+            .catalog
+            .read()
+            .fetched
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        // (Certificates and data objects are never here: a consumer looking for those on
+        // each operation, as libp11 does, costs no listing.)
+        let wants_key = attr::find(tpl, CKA_CLASS)
+            .map(attr::parse_ulong)
+            .is_none_or(|c| matches!(c, Ok(CKO_PRIVATE_KEY | CKO_PUBLIC_KEY | CKO_SECRET_KEY)));
+        if found.is_empty() && !tpl.is_empty() && wants_key && stale {
+            self.refresh(true)?;
+            return Ok(self.matching(ctx, tpl));
+        }
+        Ok(found)
     }
 
     fn get_attributes(
@@ -1023,6 +1067,21 @@ fn new_key_checks(ctx: &Ctx, main: &[Attr], other: &[Attr]) -> Result<String> {
 }
 
 impl RemoteToken {
+    /// The listed objects that match `tpl` and that the session may see, in order.
+    fn matching(&self, ctx: &Ctx, tpl: &[Attr]) -> Vec<ObjectId> {
+        let c = self.catalog.read();
+        c.order
+            .iter()
+            .filter(|id| {
+                c.objects.get(id).is_some_and(|o| {
+                    (o.class == CKO_PUBLIC_KEY || ctx.login == Login::User)
+                        && attr::matches(&o.attrs, tpl)
+                })
+            })
+            .copied()
+            .collect()
+    }
+
     /// After a generation: the primary version of `label` of `class`.
     fn newest(&self, label: &str, class: CK_OBJECT_CLASS) -> Result<ObjectId> {
         self.refresh(true)?;

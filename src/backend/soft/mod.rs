@@ -13,6 +13,7 @@ mod store;
 
 use self::crypto::Key;
 use self::pin::MasterKey;
+pub use self::pin::StoreSeal;
 use self::store::{Decoded, Loaded, TokenMeta};
 use super::{Ctx, Login, ObjectId, Token, TokenInfo};
 use crate::core::attr::{Attr, AttrValue, Attrs, AttrsExt};
@@ -107,6 +108,13 @@ pub struct SoftToken {
     kdf_iterations: u32,
     next_id: AtomicU64,
     state: RwLock<State>,
+    /// `[slot.seal]`: the master key is also sealed by a transit key.
+    seal: Option<Arc<dyn StoreSeal>>,
+}
+
+/// What the seal's check HMAC is computed over: fixed per token.
+fn seal_context(serial: &str) -> Vec<u8> {
+    [&b"hsmux-soft seal check\0"[..], serial.as_bytes()].concat()
 }
 
 fn pad_id(s: &str) -> String {
@@ -120,6 +128,7 @@ impl SoftToken {
             config_label: label.to_string(),
             kdf_iterations: kdf_iterations.unwrap_or(pin::DEFAULT_ITERATIONS),
             next_id: AtomicU64::new(1),
+            seal: None,
             state: RwLock::new(State {
                 meta: MetaState::Empty,
                 meta_stamp: None,
@@ -133,6 +142,93 @@ impl SoftToken {
         };
         t.reload_meta(&mut t.state.write(), true);
         t
+    }
+
+    /// The token with its master key sealed by `seal` (`[slot.seal]`).
+    pub fn with_seal(mut self, seal: Arc<dyn StoreSeal>) -> Self {
+        self.seal = Some(seal);
+        self
+    }
+
+    fn make_record(&self, pin: &[u8], mk: &MasterKey) -> Result<store::PinRecord> {
+        pin::make_record_sealed(pin, mk, self.kdf_iterations, self.seal.as_deref())
+    }
+
+    /// Adds the seal's record (its key and check HMAC) to a token that lacks it.
+    fn add_seal_record(&self, meta: &mut TokenMeta) -> Result<()> {
+        if let (Some(s), None) = (&self.seal, &meta.seal) {
+            meta.seal = Some(store::SealRecord {
+                backend: "vault".into(),
+                key: s.key_name(),
+                check: s.check(&seal_context(&meta.serial), None)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// The master key from a PIN record's opened layer: checks that the configured seal
+    /// is the one that sealed the token, then has it open the key.
+    fn unseal(&self, meta: &TokenMeta, rec: &store::PinRecord, layer: &[u8]) -> Result<MasterKey> {
+        match (&self.seal, &meta.seal) {
+            (Some(s), Some(r)) => {
+                if r.key != s.key_name() {
+                    return Err(Error::logged(
+                        CKR_DEVICE_ERROR,
+                        format!(
+                            "soft token {:?}: sealed by transit key {:?}, but [slot.seal] names {:?}",
+                            self.config_label,
+                            r.key,
+                            s.key_name()
+                        ),
+                    ));
+                }
+                let same = s
+                    .check(&seal_context(&meta.serial), Some(&r.check))
+                    .map(|c| {
+                        aws_lc_rs::constant_time::verify_slices_are_equal(c.as_bytes(), r.check.as_bytes())
+                            .is_ok()
+                    });
+                match same {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Error::logged(
+                            CKR_DEVICE_ERROR,
+                            format!(
+                                "soft token {:?}: transit key {:?} is not the key that sealed this token (its check HMAC differs)",
+                                self.config_label, r.key
+                            ),
+                        ))
+                    }
+                    Err(e) if e.rv() == CKR_DEVICE_ERROR => return Err(e),
+                    Err(_) => {
+                        return Err(Error::logged(
+                            CKR_DEVICE_ERROR,
+                            format!(
+                                "soft token {:?}: transit key {:?} cannot make this token's check HMAC: not the key that sealed it",
+                                self.config_label, r.key
+                            ),
+                        ))
+                    }
+                }
+            }
+            (None, Some(r)) => {
+                return Err(Error::logged(
+                    CKR_DEVICE_ERROR,
+                    format!(
+                        "soft token {:?}: its key is sealed by transit key {:?}; the slot needs its [slot.seal]",
+                        self.config_label, r.key
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        if self.seal.is_some() && !rec.sealed {
+            log::warn!(
+                "soft token {:?}: this PIN's record is not sealed by transit yet (made before [slot.seal]); C_SetPIN or C_InitToken seals it",
+                self.config_label
+            );
+        }
+        pin::master_key(rec, layer, self.seal.as_deref())
     }
 
     fn new_id(&self) -> ObjectId {
@@ -414,7 +510,7 @@ impl SoftToken {
                 format!("{who:?} PIN is locked after {failures} wrong entries"),
             ));
         }
-        let result = pin::unwrap(rec, pin);
+        let result = pin::unwrap_pin_layer(rec, pin);
         let mut m = meta.clone();
         match (&result, who) {
             (Ok(_), Login::So) => m.so_failures = 0,
@@ -428,7 +524,8 @@ impl SoftToken {
         if result.is_err() {
             log::warn!("soft token {:?}: wrong {who:?} PIN", self.config_label);
         }
-        result
+        // The PIN was right (or the error is returned): the seal, if any, opens the key.
+        self.unseal(&meta, rec, &result?)
     }
 
     fn save_meta(&self, st: &mut State, m: TokenMeta) -> Result<()> {
@@ -594,6 +691,20 @@ impl Token for SoftToken {
                 hex::encode(s)
             }
         };
+        let mk = pin::new_master_key()?;
+        let mut meta = TokenMeta {
+            format: store::FORMAT.into(),
+            label: label.trim_end().to_string(),
+            serial,
+            so: self.make_record(so_pin, &mk)?,
+            user: None,
+            so_failures: 0,
+            user_failures: 0,
+            seal: None,
+        };
+        self.add_seal_record(&mut meta)?;
+        // The new records are made (and sealed, which needs the service) before anything
+        // is removed, so that a seal that cannot be reached leaves the old token whole.
         // Remove the old objects first: if we crash before token.json is rewritten, the old
         // PINs still open what is left; after, the new master key cannot open stragglers.
         let objdir = store::objects_dir(&self.dir);
@@ -605,16 +716,6 @@ impl Token for SoftToken {
                 }
             }
         }
-        let mk = pin::new_master_key()?;
-        let meta = TokenMeta {
-            format: store::FORMAT.into(),
-            label: label.trim_end().to_string(),
-            serial,
-            so: pin::make_record(so_pin, &mk, self.kdf_iterations)?,
-            user: None,
-            so_failures: 0,
-            user_failures: 0,
-        };
         std::fs::create_dir_all(&objdir).map_err(|e| {
             Error::logged(
                 CKR_DEVICE_ERROR,
@@ -680,8 +781,9 @@ impl Token for SoftToken {
         let mut st = self.state.write();
         let mut meta = Self::meta(&st)?.clone();
         let mk = st.mk.clone().ok_or_else(|| err(CKR_USER_NOT_LOGGED_IN))?;
-        meta.user = Some(pin::make_record(new_pin, &mk, self.kdf_iterations)?);
+        meta.user = Some(self.make_record(new_pin, &mk)?);
         meta.user_failures = 0;
+        self.add_seal_record(&mut meta)?;
         self.save_meta(&mut st, meta)
     }
 
@@ -690,11 +792,12 @@ impl Token for SoftToken {
         let mut st = self.state.write();
         let mk = self.verify_pin(&mut st, who, old)?;
         let mut meta = Self::meta(&st)?.clone();
-        let rec = pin::make_record(new, &mk, self.kdf_iterations)?;
+        let rec = self.make_record(new, &mk)?;
         match who {
             Login::So => meta.so = rec,
             _ => meta.user = Some(rec),
         }
+        self.add_seal_record(&mut meta)?;
         self.save_meta(&mut st, meta)
     }
 

@@ -29,25 +29,81 @@ pub fn new_master_key() -> Result<MasterKey> {
 }
 
 /// A record that lets `pin` unwrap `mk`.
+#[cfg(test)]
 pub fn make_record(pin: &[u8], mk: &MasterKey, iterations: u32) -> Result<PinRecord> {
+    make_record_sealed(pin, mk, iterations, None)
+}
+
+/// A record that lets `pin` unwrap `mk`; with a seal, what the PIN wraps is the seal's
+/// ciphertext of `mk`, so the files and the PIN alone do not give the key.
+pub fn make_record_sealed(
+    pin: &[u8],
+    mk: &MasterKey,
+    iterations: u32,
+    seal: Option<&dyn StoreSeal>,
+) -> Result<PinRecord> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+    let inner: Zeroizing<Vec<u8>> = match seal {
+        Some(s) => Zeroizing::new(s.seal(&mk[..])?.into_bytes()),
+        None => Zeroizing::new(mk.to_vec()),
+    };
     let k = kek(pin, &salt, iterations);
     Ok(PinRecord {
         salt: hex::encode(salt),
         iterations,
-        wrapped: hex::encode(store::seal(&k, WRAP_AAD, &mk[..])?),
+        wrapped: hex::encode(store::seal(&k, WRAP_AAD, &inner)?),
+        sealed: seal.is_some(),
     })
 }
 
-/// The master key if `pin` is right; `CKR_PIN_INCORRECT` otherwise.
-pub fn unwrap(rec: &PinRecord, pin: &[u8]) -> Result<MasterKey> {
+/// What seals a soft token's master key outside the token (`[slot.seal]`: a transit
+/// key). Each call reaches the service with its own deadline.
+pub trait StoreSeal: Send + Sync {
+    /// The key's name as written into `token.json`.
+    fn key_name(&self) -> String;
+    /// Encrypts the master key: a printable ciphertext (`vault:v<N>:...`).
+    fn seal(&self, mk: &[u8]) -> Result<String>;
+    /// Decrypts what `seal` made.
+    fn open(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>>;
+    /// A MAC of `context` under the seal key, with the key version of `like` when given
+    /// (so that a rotation does not change the check), printable.
+    fn check(&self, context: &[u8], like: Option<&str>) -> Result<String>;
+}
+
+/// The PIN layer of a record: the master key, or with `rec.sealed` its seal ciphertext.
+/// `CKR_PIN_INCORRECT` when `pin` is wrong.
+pub fn unwrap_pin_layer(rec: &PinRecord, pin: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let salt = hex::decode(&rec.salt).map_err(|_| err(CKR_DEVICE_ERROR))?;
     let sealed = hex::decode(&rec.wrapped).map_err(|_| err(CKR_DEVICE_ERROR))?;
     let k = kek(pin, &salt, rec.iterations);
-    let plain = store::open(&k, WRAP_AAD, &sealed).ok_or_else(|| err(CKR_PIN_INCORRECT))?;
-    let arr: [u8; 32] = plain[..].try_into().map_err(|_| err(CKR_DEVICE_ERROR))?;
+    store::open(&k, WRAP_AAD, &sealed).ok_or_else(|| err(CKR_PIN_INCORRECT))
+}
+
+/// The master key from a record's PIN layer (opened by the seal when it is sealed).
+pub fn master_key(rec: &PinRecord, layer: &[u8], seal: Option<&dyn StoreSeal>) -> Result<MasterKey> {
+    let plain = if rec.sealed {
+        let s = seal.ok_or_else(|| {
+            crate::core::error::Error::logged(
+                CKR_DEVICE_ERROR,
+                "this soft token's key is sealed by transit: its slot needs its [slot.seal]",
+            )
+        })?;
+        let text = std::str::from_utf8(layer).map_err(|_| err(CKR_DEVICE_ERROR))?;
+        s.open(text)?
+    } else {
+        Zeroizing::new(layer.to_vec())
+    };
+    let arr: [u8; 32] = plain[..].try_into().map_err(|_| {
+        crate::core::error::Error::logged(CKR_DEVICE_ERROR, "unsealed master key is not 32 bytes")
+    })?;
     Ok(Zeroizing::new(arr))
+}
+
+/// The master key if `pin` is right; `CKR_PIN_INCORRECT` otherwise.
+#[cfg(test)]
+pub fn unwrap(rec: &PinRecord, pin: &[u8]) -> Result<MasterKey> {
+    master_key(rec, &unwrap_pin_layer(rec, pin)?, None)
 }
 
 #[cfg(test)]

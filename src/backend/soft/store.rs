@@ -27,8 +27,25 @@ const KIND_PRIVATE: u8 = 1;
 pub struct PinRecord {
     pub salt: String,
     pub iterations: u32,
-    /// hex(nonce || AES-256-GCM(kek, master key))
+    /// hex(nonce || AES-256-GCM(kek, master key)); with `sealed`, the master key in it
+    /// is itself the transit ciphertext of the master key (`[slot.seal]`).
     pub wrapped: String,
+    /// The PIN wraps the transit-sealed master key rather than the key itself.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sealed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `[slot.seal]` facts kept with the token: which transit key sealed it, and a transit
+/// HMAC (`vault:v<N>:..`) of the token's seal context that tells a different key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Debug)]
+pub struct SealRecord {
+    pub backend: String,
+    pub key: String,
+    pub check: String,
 }
 
 /// `token.json`.
@@ -43,6 +60,8 @@ pub struct TokenMeta {
     pub so_failures: u32,
     #[serde(default)]
     pub user_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealRecord>,
 }
 
 /// What is on disk at a token path.

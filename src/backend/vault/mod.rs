@@ -1,32 +1,135 @@
-//! PLACEHOLDER: being written.
+//! Vault / OpenBao transit (`backend = "vault"`) as a [`KeyService`].
+//!
+//! - `client.rs`: the requests (token and namespace headers, one re-login on 403, the
+//!   mapping of Vault's answers to PKCS#11 codes);
+//! - `auth.rs`: token, AppRole and Kubernetes logins, renewal before expiry;
+//! - `keys.rs`: key reads, listing, the version model, key creation and rotation;
+//! - `ops.rs`: sign, HMAC, AES-GCM and RSA-OAEP through transit;
+//! - `seal.rs`: the soft token's `[slot.seal]` (its store key sealed by a transit key).
+//!
+//! Nothing here touches the network before the first PKCS#11 call that needs the service:
+//! `C_Initialize` never waits on Vault.
 
-use crate::backend::remote::{KeyService, KeyVersion, ServiceInfo, SignInput, SignScheme};
+mod auth;
+mod client;
+mod keys;
+mod ops;
+pub mod seal;
+
+use crate::backend::remote::{
+    rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput, SignScheme,
+};
 use crate::config::VaultConfig;
-use crate::core::error::{err, Result};
-use cryptoki_sys::*;
+use crate::core::error::Result;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub struct Vault;
+pub use client::Inner;
+
+/// One transit mount of one Vault/OpenBao server, as a slot (or a replica) sees it.
+pub struct Vault {
+    inner: Arc<Inner>,
+}
 
 impl Vault {
-    pub fn new(_slot: &str, _cfg: &VaultConfig) -> std::result::Result<Vault, String> {
-        Err("not built yet".into())
+    /// Builds the client (no request is sent here).
+    pub fn new(slot: &str, cfg: &VaultConfig) -> std::result::Result<Vault, String> {
+        Ok(Vault {
+            inner: Arc::new(Inner::new(slot, cfg)?),
+        })
+    }
+
+    fn deadline(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Runs `f` on the module's runtime with the slot's deadline.
+    fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let what_owned = format!("slot {}: {what}", self.inner.slot);
+        rt::call(&what_owned, self.deadline(), f(self.inner.clone()))
     }
 }
 
 impl KeyService for Vault {
     fn info(&self) -> ServiceInfo {
-        ServiceInfo::default()
+        self.inner.info()
     }
+
     fn login(&self) -> Result<()> {
-        Err(err(CKR_DEVICE_ERROR))
+        self.run("login", |i| async move {
+            i.auth.login_now(&i).await?;
+            i.learn_can_generate().await;
+            Ok(())
+        })
     }
+
     fn probe(&self) -> Result<()> {
-        Err(err(CKR_DEVICE_ERROR))
+        self.run("probe", |i| async move { i.probe().await })
     }
+
     fn list_keys(&self) -> Result<Vec<KeyVersion>> {
-        Err(err(CKR_DEVICE_ERROR))
+        self.run("listing keys", |i| async move { i.list_keys().await })
     }
-    fn sign(&self, _: &KeyVersion, _: SignScheme, _: SignInput<'_>) -> Result<Vec<u8>> {
-        Err(err(CKR_DEVICE_ERROR))
+
+    fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
+        let key = key.clone();
+        let (data, digest) = match input {
+            SignInput::Digest(d) => (zeroize::Zeroizing::new(d.to_vec()), true),
+            SignInput::Message(m) => (zeroize::Zeroizing::new(m.to_vec()), false),
+        };
+        self.run("sign", move |i| async move {
+            i.sign(&key, scheme, &data, digest).await
+        })
+    }
+
+    fn rsa_decrypt(&self, key: &KeyVersion, hash: HashAlg, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let key = key.clone();
+        let ct = ciphertext.to_vec();
+        self.run("RSA-OAEP decrypt", move |i| async move {
+            i.rsa_decrypt(&key, hash, &ct).await
+        })
+    }
+
+    fn gcm_encrypt(&self, key: &KeyVersion, plaintext: &[u8], aad: &[u8]) -> Result<GcmSealed> {
+        let key = key.clone();
+        let pt = zeroize::Zeroizing::new(plaintext.to_vec());
+        let aad = aad.to_vec();
+        self.run("AES-GCM encrypt", move |i| async move {
+            i.gcm_encrypt(&key, &pt, &aad).await
+        })
+    }
+
+    fn gcm_decrypt(
+        &self,
+        key: &KeyVersion,
+        iv: &[u8],
+        ciphertext_and_tag: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
+        let key = key.clone();
+        let blob = [iv, ciphertext_and_tag].concat();
+        let aad = aad.to_vec();
+        self.run("AES-GCM decrypt", move |i| async move {
+            i.gcm_decrypt(&key, &blob, &aad).await
+        })
+    }
+
+    fn generate(&self, key: &NewKey) -> Result<()> {
+        let key = key.clone();
+        self.run(
+            "key creation",
+            move |i| async move { i.generate(&key).await },
+        )
+    }
+
+    fn can_generate(&self) -> bool {
+        self.inner
+            .can_generate
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }

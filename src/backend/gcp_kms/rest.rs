@@ -1,0 +1,262 @@
+//! Requests to Cloud KMS: the bearer token on each, one new token after an UNAUTHENTICATED
+//! answer, retries where repeating cannot do harm, and the service's error statuses mapped
+//! to PKCS#11 codes (its message in the log).
+
+use super::api::ErrorBody;
+use super::auth::Auth;
+use crate::backend::remote::http::{self, Reply, Retry};
+use crate::core::error::{Error, Result};
+use cryptoki_sys::*;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+/// What a request does, which decides its retries and how its errors read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A GET.
+    Read,
+    /// A signature, MAC or encryption: changes nothing in the service, so a 5xx/429
+    /// answer is retried like a read (Google's client libraries retry UNAVAILABLE on
+    /// these methods too).
+    Crypto,
+    /// A decryption: as `Crypto`, and INVALID_ARGUMENT means the ciphertext (or its IV,
+    /// tag or AAD) is not one the key made.
+    Decrypt,
+    /// A create: never sent twice (a second one would make a second version).
+    Create,
+}
+
+pub struct Rest {
+    http: reqwest::Client,
+    /// `https://cloudkms.googleapis.com`, no trailing slash.
+    endpoint: String,
+    pub auth: Auth,
+}
+
+impl Rest {
+    pub fn new(http: reqwest::Client, endpoint: &str, auth: Auth) -> Rest {
+        Rest {
+            http,
+            endpoint: endpoint.to_string(),
+            auth,
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
+        let reply = self.send(what, Method::GET, path, None, Call::Read).await?;
+        reply.json(what)
+    }
+
+    /// A POST whose answer is parsed as `T`. The answer's bytes are zeroized once parsed
+    /// (a decryption's plaintext is in them).
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+        call: Call,
+    ) -> Result<T> {
+        let body = Zeroizing::new(
+            serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
+        );
+        let mut reply = self
+            .send(what, Method::POST, path, Some(body), call)
+            .await?;
+        let parsed = reply.json(what);
+        zeroize::Zeroize::zeroize(&mut reply.body);
+        parsed
+    }
+
+    /// A GET of a resource that may not exist: `None` for NOT_FOUND.
+    pub async fn get_maybe<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+    ) -> Result<Option<T>> {
+        let reply = self
+            .send_raw(what, Method::GET, path, None, Call::Read)
+            .await?;
+        if reply.ok() {
+            return reply.json(what).map(Some);
+        }
+        let e = error_of(&reply);
+        if e.status == "NOT_FOUND" {
+            return Ok(None);
+        }
+        Err(http::failure(
+            what,
+            &reply,
+            Some(rv_of(&e, reply.status, Call::Read)),
+        ))
+    }
+
+    /// Sends the request; an unsuccessful answer is an error with its PKCS#11 code.
+    async fn send(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        call: Call,
+    ) -> Result<Reply> {
+        let reply = self.send_raw(what, method, path, body, call).await?;
+        if reply.ok() {
+            return Ok(reply);
+        }
+        let e = error_of(&reply);
+        Err(http::failure(
+            what,
+            &reply,
+            Some(rv_of(&e, reply.status, call)),
+        ))
+    }
+
+    /// Sends the request and returns the service's answer, successful or not; only a
+    /// transport failure (after the retries) or a missing token is an error here.
+    async fn send_raw(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        call: Call,
+    ) -> Result<Reply> {
+        let url = format!("{}/v1/{}", self.endpoint, path);
+        let retry = match call {
+            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
+            Call::Create => Retry::Never,
+        };
+        let mut renewed = false;
+        loop {
+            let bearer = self.auth.bearer().await?;
+            let mut auth = HeaderValue::from_str(&bearer).map_err(|_| {
+                Error::logged(
+                    CKR_DEVICE_ERROR,
+                    format!("{what}: the access token is not a header value"),
+                )
+            })?;
+            auth.set_sensitive(true);
+            drop(bearer);
+            let reply = http::send(what, retry, || {
+                let mut b = self
+                    .http
+                    .request(method.clone(), &url)
+                    .header(AUTHORIZATION, auth.clone());
+                if let Some(body) = &body {
+                    b = b
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.to_vec());
+                }
+                b
+            })
+            .await?;
+            if !reply.ok() && !renewed && error_of(&reply).status == "UNAUTHENTICATED" {
+                // A token the service no longer takes (revoked, or expired early): one new
+                // grant, then the request once more.
+                log::info!(
+                    "{what}: the access token was refused ({}); getting a new one",
+                    reply.message()
+                );
+                self.auth.reset().await;
+                renewed = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+}
+
+/// The `error` object of an answer (empty fields when the body is not one).
+pub struct ServiceError {
+    pub status: String,
+}
+
+pub fn error_of(reply: &Reply) -> ServiceError {
+    let b: ErrorBody = serde_json::from_slice(&reply.body).unwrap_or_default();
+    let status = if b.error.status.is_empty() {
+        // A proxy's or load balancer's answer: the canonical status of its HTTP code.
+        match reply.status {
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            503 => "UNAVAILABLE",
+            _ => "",
+        }
+        .to_string()
+    } else {
+        b.error.status
+    };
+    ServiceError { status }
+}
+
+/// The PKCS#11 code of a Cloud KMS error.
+pub fn rv_of(e: &ServiceError, http_status: u16, call: Call) -> CK_RV {
+    match e.status.as_str() {
+        "NOT_FOUND" => CKR_KEY_HANDLE_INVALID,
+        "PERMISSION_DENIED" => CKR_KEY_FUNCTION_NOT_PERMITTED,
+        "UNAUTHENTICATED" => CKR_USER_NOT_LOGGED_IN,
+        // A version that is disabled, destroyed or not yet generated.
+        "FAILED_PRECONDITION" => CKR_KEY_HANDLE_INVALID,
+        "INVALID_ARGUMENT" if call == Call::Decrypt => CKR_ENCRYPTED_DATA_INVALID,
+        "INVALID_ARGUMENT" | "OUT_OF_RANGE" => CKR_FUNCTION_FAILED,
+        "ALREADY_EXISTS" => CKR_FUNCTION_FAILED,
+        "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" | "UNKNOWN"
+        | "ABORTED" | "DATA_LOSS" | "CANCELLED" => CKR_DEVICE_ERROR,
+        _ => http::status_rv(http_status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn service_statuses_map_to_pkcs11_codes() {
+        let r = reply(
+            400,
+            r#"{"error":{"code":400,"message":"Decryption failed","status":"INVALID_ARGUMENT"}}"#,
+        );
+        let e = error_of(&r);
+        assert_eq!(rv_of(&e, 400, Call::Decrypt), CKR_ENCRYPTED_DATA_INVALID);
+        assert_eq!(rv_of(&e, 400, Call::Crypto), CKR_FUNCTION_FAILED);
+        let r = reply(
+            400,
+            r#"{"error":{"code":400,"message":"disabled","status":"FAILED_PRECONDITION"}}"#,
+        );
+        assert_eq!(
+            rv_of(&error_of(&r), 400, Call::Crypto),
+            CKR_KEY_HANDLE_INVALID
+        );
+        let r = reply(
+            403,
+            r#"{"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}}"#,
+        );
+        assert_eq!(
+            rv_of(&error_of(&r), 403, Call::Crypto),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        // Not Google's JSON (a proxy): the HTTP status decides.
+        let r = reply(503, "<html>unavailable</html>");
+        assert_eq!(rv_of(&error_of(&r), 503, Call::Read), CKR_DEVICE_ERROR);
+        let r = reply(404, "");
+        assert_eq!(
+            rv_of(&error_of(&r), 404, Call::Read),
+            CKR_KEY_HANDLE_INVALID
+        );
+        let r = reply(
+            429,
+            r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert_eq!(rv_of(&error_of(&r), 429, Call::Crypto), CKR_DEVICE_ERROR);
+    }
+}

@@ -1,0 +1,1363 @@
+//! The gcp-kms backend through the built module, against conformance/gcpkms_server.py (the
+//! Cloud KMS REST v1 API and Google's token endpoint, with real cryptography): every
+//! mechanism checked by independent crates, the OpenBao seal's sequence on raw AES-GCM,
+//! key listing and creation, the error mapping, injected faults, token refresh, and a dead
+//! endpoint that neither blocks `C_Initialize` nor the other slots.
+//!
+//! One module instance serves every test (PKCS#11 allows one `C_Initialize` per process);
+//! each group of tests has its own slot so that logins and listings do not interfere, and
+//! the tests that inject faults share one server and take turns (`FAULTS`).
+
+#![allow(clippy::macro_metavars_in_unsafe)]
+mod common;
+use common::*;
+use cryptoki_sys::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const RING_MAIN: &str = "projects/p/locations/us-east1/keyRings/main";
+const RING_FAULTS: &str = "projects/p/locations/us-east1/keyRings/faults";
+const RING_REFRESH: &str = "projects/p/locations/us-east1/keyRings/refresh";
+
+/// The keys of the main ring: (name, algorithm, protection, versions, disabled versions).
+const MAIN_KEYS: &[(&str, &str, &str, u32, &[u32])] = &[
+    ("ec256", "EC_SIGN_P256_SHA256", "HSM", 2, &[]),
+    ("ec384", "EC_SIGN_P384_SHA384", "HSM", 1, &[]),
+    ("rsa-pkcs1", "RSA_SIGN_PKCS1_2048_SHA256", "HSM", 1, &[]),
+    ("rsa-pss", "RSA_SIGN_PSS_2048_SHA256", "HSM", 1, &[]),
+    ("rsa-oaep", "RSA_DECRYPT_OAEP_2048_SHA256", "HSM", 1, &[]),
+    (
+        "rsa-oaep-sha1",
+        "RSA_DECRYPT_OAEP_2048_SHA1",
+        "SOFTWARE",
+        1,
+        &[],
+    ),
+    ("ed25519", "EC_SIGN_ED25519", "SOFTWARE", 1, &[]),
+    ("hmac", "HMAC_SHA256", "HSM", 1, &[]),
+    ("aes-hsm", "AES_256_GCM", "HSM", 3, &[2]),
+    ("aes-soft", "AES_256_GCM", "SOFTWARE", 1, &[]),
+    ("aes-limit", "AES_256_GCM", "HSM", 1, &[]),
+    ("seal-aes", "AES_256_GCM", "HSM", 1, &[]),
+    (
+        "google-sym",
+        "GOOGLE_SYMMETRIC_ENCRYPTION",
+        "SOFTWARE",
+        1,
+        &[],
+    ),
+    ("cbc", "AES_256_CBC", "HSM", 1, &[]),
+    ("doomed", "HMAC_SHA256", "HSM", 1, &[]),
+    ("disabled-later", "HMAC_SHA256", "HSM", 1, &[]),
+    ("denied", "HMAC_SHA256", "HSM", 1, &[]),
+];
+
+/// Keys that `service_errors_map_to_pkcs11_codes` deletes, disables or denies while other
+/// tests may list the ring.
+const CHANGED_BY_TESTS: &[&str] = &["doomed", "disabled-later", "denied"];
+
+// ---- the test server ---------------------------------------------------------------------
+
+/// PIDs of the servers this process started, killed at exit (the statics holding them are
+/// never dropped).
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+extern "C" fn kill_children() {
+    if let Ok(pids) = CHILDREN.lock() {
+        for pid in pids.iter() {
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/deps.sh (the Cloud KMS test server needs the venv's cryptography and google-crc32c)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts the server with the keys of `keys` in `ring` and waits until it answers.
+    fn start(
+        dir: &Path,
+        name: &str,
+        ring: &str,
+        keys: &[(&str, &str, &str, u32, &[u32])],
+        extra: &[&str],
+    ) -> Server {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|(k, alg, prot, n, disabled)| {
+                serde_json::json!({
+                    "name": format!("{ring}/cryptoKeys/{k}"),
+                    "algorithm": alg,
+                    "protectionLevel": prot,
+                    "versions": n,
+                    "disabled": disabled,
+                })
+            })
+            .collect();
+        let seed_file = dir.join("seed.json");
+        std::fs::write(
+            &seed_file,
+            serde_json::json!({ "keys": seed, "keyRings": [ring] }).to_string(),
+        )
+        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/gcpkms_server.py");
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(&script)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--sa-out")
+            .arg(dir.join("sa.json"))
+            .arg("--rogue-sa-out")
+            .arg(dir.join("rogue.json"))
+            .arg("--seed")
+            .arg(&seed_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+        CHILDREN.lock().unwrap().push(child.id() as i32);
+        let mut s = Server { child, port, dir };
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("gcpkms_server.py exited at start: {status}");
+            }
+            if s.dir.join("sa.json").exists() && s.try_ctl("GET", "stats", "").is_some() {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "gcpkms_server.py did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One request to a control endpoint (HTTP/1.1, connection closed after it).
+    fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            c,
+            "{method} /__control/{what} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        serde_json::from_str(body).ok()
+    }
+
+    fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
+        self.try_ctl("POST", what, &body.to_string())
+            .unwrap_or_else(|| panic!("control {what} {body} failed"))
+    }
+
+    fn fault(&self, kind: &str, count: u32, verb: &str) {
+        self.ctl(
+            "fault",
+            serde_json::json!({"kind": kind, "count": count, "match": verb}),
+        );
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        self.try_ctl("GET", "stats", "").expect("stats")
+    }
+
+    /// How many requests reached `path` (under /v1/).
+    fn calls(&self, path: &str) -> u64 {
+        self.stats()["calls"][path].as_u64().unwrap_or(0)
+    }
+
+    fn token_grants(&self) -> u64 {
+        self.stats()["token_grants"].as_u64().unwrap()
+    }
+
+    /// The key bytes of a symmetric version (to check with independent crates).
+    fn material(&self, version: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let v = self.ctl("material", serde_json::json!({ "name": version }));
+        base64::engine::general_purpose::STANDARD
+            .decode(v["key"].as_str().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP endpoint that takes connections and never answers: a service that hangs.
+struct Dead {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+fn dead_endpoint() -> Dead {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            n.fetch_add(1, Ordering::SeqCst);
+            held.push(c);
+        }
+    });
+    Dead { port, accepted }
+}
+
+// ---- the module and its slots ------------------------------------------------------------
+
+struct Env {
+    m: Module,
+    main: Server,
+    faults: Server,
+    refresh: Server,
+    dead: Dead,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+/// The fault tests take turns on the fault server.
+static FAULTS: Mutex<()> = Mutex::new(());
+
+fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hsmux-gcp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        remove_at_exit(&dir);
+        unsafe { libc::atexit(kill_children) };
+        let main = Server::start(&dir, "main", RING_MAIN, MAIN_KEYS, &[]);
+        let faults = Server::start(
+            &dir,
+            "faults",
+            RING_FAULTS,
+            &[
+                ("ec256", "EC_SIGN_P256_SHA256", "HSM", 1, &[]),
+                ("aes", "AES_256_GCM", "HSM", 1, &[]),
+                ("rsa-oaep", "RSA_DECRYPT_OAEP_2048_SHA256", "HSM", 1, &[]),
+                ("hmac", "HMAC_SHA256", "HSM", 1, &[]),
+            ],
+            &[],
+        );
+        // Tokens live 25 s: gcp_auth renews 20 s before the end, so after 5 s.
+        let refresh = Server::start(
+            &dir,
+            "refresh",
+            RING_REFRESH,
+            &[("hmac", "HMAC_SHA256", "HSM", 1, &[])],
+            &["--expires-in", "25"],
+        );
+        let dead = dead_endpoint();
+        let slot = |label: &str, s: &Server, ring: &str, extra: &str| {
+            format!(
+                "[[slot]]\nlabel = \"{label}\"\nbackend = \"gcp-kms\"\nkey_ring = \"{ring}\"\ncredentials = \"{}\"\nendpoint = \"{}\"\n{extra}\n",
+                s.dir.join("sa.json").display(),
+                s.url()
+            )
+        };
+        let mut cfg = String::new();
+        cfg += &slot("gcp", &main, RING_MAIN, "timeout_ms = 10000");
+        cfg += &slot("gcp-named", &main, RING_MAIN, "keys = [\"ec256\", \"aes-hsm\"]");
+        cfg += &slot("gcp-hsm", &main, RING_MAIN, "hsm_only = true");
+        cfg += &slot("gcp-seal", &main, RING_MAIN, "keys = [\"seal-aes\"]");
+        cfg += &slot("gcp-siv", &main, RING_MAIN, "keys = [\"seal-aes\"]\ngcm_iv = \"service\"");
+        cfg += &slot("gcp-errors", &main, RING_MAIN, "keys = [\"doomed\", \"disabled-later\", \"denied\"]");
+        cfg += &slot("gcp-gen", &main, RING_MAIN, "keys = [\"gen-ec\", \"gen-aes\", \"gen-rsa\"]");
+        cfg += &format!(
+            "[[slot]]\nlabel = \"gcp-rogue\"\nbackend = \"gcp-kms\"\nkey_ring = \"{RING_MAIN}\"\ncredentials = \"{}\"\nendpoint = \"{}\"\n",
+            main.dir.join("rogue.json").display(),
+            main.url()
+        );
+        cfg += &slot("gcp-faults", &faults, RING_FAULTS, "timeout_ms = 1500");
+        cfg += &slot("gcp-refresh", &refresh, RING_REFRESH, "");
+        cfg += &format!(
+            "[[slot]]\nlabel = \"gcp-dead\"\nbackend = \"gcp-kms\"\nkey_ring = \"{RING_MAIN}\"\ncredentials = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\ntimeout_ms = 1000\n",
+            main.dir.join("sa.json").display(),
+            dead.port
+        );
+        std::fs::write(dir.join("hsmux.toml"), cfg).unwrap();
+        std::env::set_var("HSMUX_CONFIG", dir.join("hsmux.toml"));
+        let m = load();
+        assert_rv!(initialize(&m), CKR_OK);
+        Env {
+            m,
+            main,
+            faults,
+            refresh,
+            dead,
+        }
+    })
+}
+
+/// A read/write session on the slot labelled `label`, logged in (the login is the slot's,
+/// shared with the other tests on it).
+fn session(label: &str) -> CK_SESSION_HANDLE {
+    let m = &env().m;
+    let h = open(m, slot_labelled(m, label, true), true);
+    let rv = login(m, h, CKU_USER, b"any");
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login on {label}: {}",
+        rv_name(rv)
+    );
+    h
+}
+
+/// The objects of `class` labelled `label`, in the order C_FindObjects gives them.
+fn objects(h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, label: &str) -> Vec<CK_OBJECT_HANDLE> {
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, class)
+        .bytes(CKA_LABEL, label.as_bytes());
+    find(&env().m, h, &mut t)
+}
+
+/// The primary (first found) private or secret key labelled `label`.
+fn key(h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, label: &str) -> CK_OBJECT_HANDLE {
+    *objects(h, class, label)
+        .first()
+        .unwrap_or_else(|| panic!("no object labelled {label}"))
+}
+
+/// The public key with the same CKA_ID as `private`.
+fn public_of(h: CK_SESSION_HANDLE, private: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+    let m = &env().m;
+    let id = get_attr(m, h, private, CKA_ID).unwrap();
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+        .bytes(CKA_ID, &id);
+    let found = find(m, h, &mut t);
+    assert_eq!(found.len(), 1, "one public key per version");
+    found[0]
+}
+
+fn id_of(h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
+    String::from_utf8(get_attr(&env().m, h, o, CKA_ID).unwrap()).unwrap()
+}
+
+fn rsa_public(h: CK_SESSION_HANDLE, public: CK_OBJECT_HANDLE) -> rsa::RsaPublicKey {
+    let m = &env().m;
+    let n = rsa::BigUint::from_bytes_be(&get_attr(m, h, public, CKA_MODULUS).unwrap());
+    let e = rsa::BigUint::from_bytes_be(&get_attr(m, h, public, CKA_PUBLIC_EXPONENT).unwrap());
+    rsa::RsaPublicKey::new(n, e).unwrap()
+}
+
+fn sha256(d: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(d).to_vec()
+}
+
+fn gcm_encrypt(
+    h: CK_SESSION_HANDLE,
+    k: CK_OBJECT_HANDLE,
+    iv: &mut [u8; 12],
+    aad: &mut [u8],
+    pt: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut p = gcm_params(iv, aad, 128);
+    encrypt(&env().m, h, mech_with(CKM_AES_GCM, &mut p), k, pt)
+}
+
+fn gcm_decrypt(
+    h: CK_SESSION_HANDLE,
+    k: CK_OBJECT_HANDLE,
+    iv: &mut [u8; 12],
+    aad: &mut [u8],
+    ct: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut p = gcm_params(iv, aad, 128);
+    decrypt(&env().m, h, mech_with(CKM_AES_GCM, &mut p), k, ct)
+}
+
+fn oaep(hash: CK_MECHANISM_TYPE, mgf: CK_ULONG) -> CK_RSA_PKCS_OAEP_PARAMS {
+    CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: hash,
+        mgf,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: std::ptr::null_mut(),
+        ulSourceDataLen: 0,
+    }
+}
+
+// ---- mechanisms ---------------------------------------------------------------------------
+
+#[test]
+fn ecdsa_p256_and_p384_signatures_verify_with_independent_crates() {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::ecdsa::signature::Verifier;
+    let m = &env().m;
+    let h = session("gcp");
+    let msg = b"a message signed by Cloud HSM";
+
+    let k = key(h, CKO_PRIVATE_KEY, "ec256");
+    let point = ec_point(&get_attr(m, h, public_of(h, k), CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), k, msg).unwrap();
+    assert_eq!(sig.len(), 64, "raw r || s");
+    vk.verify(msg, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("P-256 signature verifies with p256");
+    // CKM_ECDSA on a digest the consumer made.
+    let sig = sign(m, h, mech(CKM_ECDSA), k, &sha256(msg)).unwrap();
+    vk.verify_prehash(
+        &sha256(msg),
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("prehashed P-256 signature verifies");
+    assert_rv!(
+        verify(m, h, mech(CKM_ECDSA_SHA256), public_of(h, k), msg, &sig),
+        CKR_OK
+    );
+    // The key's algorithm is EC_SIGN_P256_SHA256: SHA-384 is refused before any request.
+    assert_eq!(
+        sign(m, h, mech(CKM_ECDSA_SHA384), k, msg),
+        Err(CKR_MECHANISM_INVALID)
+    );
+
+    let k = key(h, CKO_PRIVATE_KEY, "ec384");
+    let point = ec_point(&get_attr(m, h, public_of(h, k), CKA_EC_POINT).unwrap());
+    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA384), k, msg).unwrap();
+    assert_eq!(sig.len(), 96);
+    vk.verify(msg, &p384::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("P-384 signature verifies with p384");
+}
+
+#[test]
+fn rsa_pkcs1_and_pss_signatures_verify_with_the_rsa_crate() {
+    let m = &env().m;
+    let h = session("gcp");
+    let msg = b"RSA over a digest";
+    let k = key(h, CKO_PRIVATE_KEY, "rsa-pkcs1");
+    let pk = rsa_public(h, public_of(h, k));
+    let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), k, msg).unwrap();
+    assert_eq!(sig.len(), 256);
+    pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(msg), &sig)
+        .expect("PKCS#1 v1.5 signature verifies with rsa");
+    // A PKCS#1 key does not do PSS (its algorithm fixes the padding).
+    let mut pss = CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        sLen: 32,
+    };
+    assert_eq!(
+        sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss), k, msg),
+        Err(CKR_MECHANISM_INVALID)
+    );
+
+    let k = key(h, CKO_PRIVATE_KEY, "rsa-pss");
+    let pk = rsa_public(h, public_of(h, k));
+    let sig = sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss), k, msg).unwrap();
+    pk.verify(rsa::Pss::new::<sha2::Sha256>(), &sha256(msg), &sig)
+        .expect("PSS signature (salt 32) verifies with rsa");
+    assert_rv!(
+        verify(
+            m,
+            h,
+            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut pss),
+            public_of(h, k),
+            msg,
+            &sig
+        ),
+        CKR_OK
+    );
+    // Cloud KMS's PSS salt is the digest length: another salt is refused.
+    let mut salt20 = CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        sLen: 20,
+    };
+    assert_eq!(
+        sign(
+            m,
+            h,
+            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut salt20),
+            k,
+            msg
+        ),
+        Err(CKR_MECHANISM_INVALID)
+    );
+}
+
+#[test]
+fn rsa_oaep_decrypts_what_the_rsa_crate_encrypted() {
+    let m = &env().m;
+    let h = session("gcp");
+    let secret = b"a 32-byte OpenBao root key......";
+    let k = key(h, CKO_PRIVATE_KEY, "rsa-oaep");
+    let pk = rsa_public(h, public_of(h, k));
+    let ct = pk
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha2::Sha256>(),
+            secret,
+        )
+        .unwrap();
+    let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &ct).unwrap(),
+        secret
+    );
+    // Another hash than the key's algorithm: refused before any request.
+    let mut p1 = oaep(CKM_SHA_1, CKG_MGF1_SHA1);
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p1), k, &ct),
+        Err(CKR_MECHANISM_PARAM_INVALID)
+    );
+    // A ciphertext the key did not make: the service's INVALID_ARGUMENT.
+    let mut bad = ct.clone();
+    bad[100] ^= 0x40;
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k, &bad),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+
+    let k = key(h, CKO_PRIVATE_KEY, "rsa-oaep-sha1");
+    let pk = rsa_public(h, public_of(h, k));
+    let ct = pk
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha1::Sha1>(),
+            secret,
+        )
+        .unwrap();
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p1), k, &ct).unwrap(),
+        secret
+    );
+}
+
+#[test]
+fn ed25519_signature_verifies_with_dalek() {
+    let m = &env().m;
+    let h = session("gcp");
+    let k = key(h, CKO_PRIVATE_KEY, "ed25519");
+    let raw = ec_point(&get_attr(m, h, public_of(h, k), CKA_EC_POINT).unwrap());
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw.try_into().unwrap()).unwrap();
+    let msg = b"Ed25519 signs the message itself";
+    let sig = sign(m, h, mech(CKM_EDDSA), k, msg).unwrap();
+    let sig = ed25519_dalek::Signature::from_bytes(&sig.try_into().unwrap());
+    vk.verify_strict(msg, &sig)
+        .expect("Ed25519 signature verifies with ed25519-dalek");
+}
+
+#[test]
+fn hmac_tags_match_the_hmac_crate_and_verify_in_the_service() {
+    use hmac::Mac;
+    let e = env();
+    let m = &e.m;
+    let h = session("gcp");
+    let k = key(h, CKO_SECRET_KEY, "hmac");
+    assert_eq!(
+        get_attr(m, h, k, CKA_KEY_TYPE).unwrap(),
+        (CKK_SHA256_HMAC as CK_ULONG).to_ne_bytes()
+    );
+    let data = b"data to authenticate";
+    let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, data).unwrap();
+    let material = e.main.material(&id_of(h, k));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&material).unwrap();
+    mac.update(data);
+    assert_eq!(
+        tag,
+        mac.finalize().into_bytes().to_vec(),
+        "the tag the hmac crate computes"
+    );
+    assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), k, data, &tag), CKR_OK);
+    let mut wrong = tag.clone();
+    wrong[0] ^= 1;
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_HMAC), k, data, &wrong),
+        CKR_SIGNATURE_INVALID
+    );
+    // The key is HMAC_SHA256: SHA-512 is not its mechanism.
+    assert!(sign(m, h, mech(CKM_SHA512_HMAC), k, data).is_err());
+}
+
+#[test]
+fn aes_gcm_raw_encryption_with_aad_checked_by_aes_gcm() {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let e = env();
+    let h = session("gcp");
+    let k = key(h, CKO_SECRET_KEY, "aes-soft");
+    let pt = b"plaintext under a Cloud KMS raw AES-256-GCM key";
+    let mut aad = *b"header";
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt(h, k, &mut iv, &mut aad, pt).unwrap();
+    assert_eq!(ct.len(), pt.len() + 16, "ct || tag");
+    assert_ne!(iv, [0u8; 12], "the service's IV is written back into pIv");
+    let material = e.main.material(&id_of(h, k));
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&material).unwrap();
+    let opened = cipher
+        .decrypt(
+            aes_gcm::Nonce::from_slice(&iv),
+            Payload {
+                msg: &ct,
+                aad: &aad,
+            },
+        )
+        .expect("aes-gcm opens the service's ciphertext with the IV from pIv");
+    assert_eq!(opened, pt);
+    assert_eq!(gcm_decrypt(h, k, &mut iv, &mut aad, &ct).unwrap(), pt);
+    // What aes-gcm sealed, the service opens.
+    let mine = cipher
+        .encrypt(
+            aes_gcm::Nonce::from_slice(&[7u8; 12]),
+            Payload {
+                msg: b"sealed outside",
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        gcm_decrypt(h, k, &mut [7u8; 12], &mut aad, &mine).unwrap(),
+        b"sealed outside"
+    );
+    // Wrong AAD or a flipped bit: the service's INVALID_ARGUMENT.
+    assert_eq!(
+        gcm_decrypt(h, k, &mut iv, &mut b"other!".to_owned(), &ct),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+    let mut bad = ct.clone();
+    bad[3] ^= 1;
+    assert_eq!(
+        gcm_decrypt(h, k, &mut iv, &mut aad, &bad),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+    // A caller IV on a slot with gcm_iv = "caller": refused.
+    assert_eq!(
+        gcm_encrypt(h, k, &mut [1u8; 12], &mut aad, pt),
+        Err(CKR_MECHANISM_PARAM_INVALID)
+    );
+    // An empty plaintext works too (proto3 JSON leaves empty fields out).
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt(h, k, &mut iv, &mut aad, b"").unwrap();
+    assert_eq!(gcm_decrypt(h, k, &mut iv, &mut aad, &ct).unwrap(), b"");
+}
+
+#[test]
+fn hsm_raw_encryption_above_8_kib_is_refused_before_any_request() {
+    let e = env();
+    let h = session("gcp");
+    let k = key(h, CKO_SECRET_KEY, "aes-limit");
+    let path = format!("{}:rawEncrypt", id_of(h, k));
+    let mut aad = vec![0x61u8; 192];
+    let ct = gcm_encrypt(h, k, &mut [0u8; 12], &mut aad, &[0x41u8; 8000])
+        .expect("8000 + 192 = 8 KiB fits");
+    assert_eq!(ct.len(), 8016);
+    let before = e.main.calls(&path);
+    assert_eq!(
+        gcm_encrypt(h, k, &mut [0u8; 12], &mut aad, &[0x41u8; 8001]),
+        Err(CKR_DATA_LEN_RANGE)
+    );
+    assert_eq!(e.main.calls(&path), before, "no request was sent");
+    // A software key takes more (up to 64 KiB).
+    let soft = key(h, CKO_SECRET_KEY, "aes-soft");
+    assert!(gcm_encrypt(h, soft, &mut [0u8; 12], &mut aad, &[0x41u8; 9000]).is_ok());
+}
+
+// ---- the OpenBao seal -----------------------------------------------------------------------
+
+/// The seal's find step: login on P, find by label on S1 (max 2, no class), read class and
+/// key type (length first), close S1; the operation on S2. Returns P and S2 and the key.
+fn seal_round(
+    label: &str,
+    f: impl FnOnce(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> Vec<u8>,
+) -> Vec<u8> {
+    let m = &env().m;
+    let slot = slot_labelled(m, label, true);
+    let p = open(m, slot, true);
+    assert_rv!(login(m, p, CKU_USER, b"seal pin"), CKR_OK);
+    let s1 = open(m, slot, true);
+    let mut t = Template::new().bytes(CKA_LABEL, b"seal-aes");
+    assert_rv!(ck!(m, C_FindObjectsInit(s1, t.ptr(), t.len())), CKR_OK);
+    let mut found = [0 as CK_OBJECT_HANDLE; 2];
+    let mut n = 0;
+    assert_rv!(
+        ck!(m, C_FindObjects(s1, found.as_mut_ptr(), 2, &mut n)),
+        CKR_OK
+    );
+    assert_rv!(ck!(m, C_FindObjectsFinal(s1)), CKR_OK);
+    assert_eq!(n, 1, "exactly one key labelled seal-aes");
+    let k = found[0];
+    let (mut class, mut kt): (CK_ULONG, CK_ULONG) = (0, 0);
+    let mut attrs = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_KEY_TYPE,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
+    ];
+    assert_rv!(
+        ck!(m, C_GetAttributeValue(s1, k, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
+    attrs[0].pValue = &mut class as *mut _ as *mut _;
+    attrs[1].pValue = &mut kt as *mut _ as *mut _;
+    assert_rv!(
+        ck!(m, C_GetAttributeValue(s1, k, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
+    assert_eq!((class, kt), (CKO_SECRET_KEY, CKK_AES));
+    assert_rv!(ck!(m, C_CloseSession(s1)), CKR_OK);
+    let s2 = open(m, slot, true);
+    let out = f(s2, k);
+    assert_rv!(ck!(m, C_CloseSession(s2)), CKR_OK);
+    assert_rv!(ck!(m, C_Logout(p)), CKR_OK);
+    assert_rv!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    out
+}
+
+/// One seal write: the IV the seal passes (`drawn`: random from C_GenerateRandom, or
+/// zeros), C_Encrypt twice, and the blob it stores: pIv as found after C_Encrypt || ct.
+fn seal(label: &str, random_iv: bool, plaintext: &[u8]) -> Vec<u8> {
+    let m = &env().m;
+    seal_round(label, |s, k| {
+        let mut iv = [0u8; 12];
+        if random_iv {
+            assert_rv!(ck!(m, C_GenerateRandom(s, iv.as_mut_ptr(), 12)), CKR_OK);
+        }
+        let drawn = iv;
+        let mut gcm = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: std::ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let ct = encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), k, plaintext).unwrap();
+        assert_eq!(ct.len(), plaintext.len() + 16);
+        assert_eq!((gcm.ulIvLen, gcm.ulIvBits), (12, 96));
+        assert_ne!(iv, drawn, "pIv holds the IV the service chose");
+        [iv.to_vec(), ct].concat()
+    })
+}
+
+fn unseal(label: &str, blob: &[u8]) -> Vec<u8> {
+    let m = &env().m;
+    seal_round(label, |s, k| {
+        let mut iv: [u8; 12] = blob[..12].try_into().unwrap();
+        let mut gcm = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: std::ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        decrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), k, &blob[12..]).unwrap()
+    })
+}
+
+#[test]
+fn openbao_seal_sequence_on_raw_aes_gcm() {
+    let m = &env().m;
+    let root_key = b"a 32-byte OpenBao root key......";
+    // A seal that passes 12 zero bytes gets the service's IV in pIv.
+    let blob = seal("gcp-seal", false, root_key);
+    assert_eq!(unseal("gcp-seal", &blob), root_key);
+    // OpenBao's own sequence draws a random IV: with gcm_iv = "service" it is replaced.
+    let mut ivs = std::collections::HashSet::new();
+    for i in 0..10 {
+        let msg = format!("seal write {i}");
+        let blob = seal("gcp-siv", true, msg.as_bytes());
+        assert!(ivs.insert(blob[..12].to_vec()), "IV reused");
+        assert_eq!(unseal("gcp-siv", &blob), msg.as_bytes());
+        let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+        assert_rv!(
+            ck!(
+                m,
+                C_GetTokenInfo(slot_labelled(m, "gcp-siv", true), &mut ti)
+            ),
+            CKR_OK
+        );
+        assert_eq!(ti.ulSessionCount, 0, "round {i} left a session open");
+    }
+    // The same key behind both slots: a blob from one unseals on the other.
+    assert_eq!(
+        unseal("gcp-seal", &seal("gcp-siv", true, root_key)),
+        root_key
+    );
+    // Without gcm_iv = "service" a random IV is refused, as the contract says.
+    seal_round("gcp-seal", |s, k| {
+        let mut iv = [9u8; 12];
+        let mut gcm = gcm_params(&mut iv, &mut [], 128);
+        assert_eq!(
+            encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), k, root_key),
+            Err(CKR_MECHANISM_PARAM_INVALID)
+        );
+        Vec::new()
+    });
+}
+
+// ---- keys ----------------------------------------------------------------------------------
+
+fn labels(h: CK_SESSION_HANDLE) -> std::collections::BTreeSet<String> {
+    let m = &env().m;
+    let mut t = Template::new();
+    find(m, h, &mut t)
+        .into_iter()
+        .map(|o| String::from_utf8(get_attr(m, h, o, CKA_LABEL).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_ring_or_the_named_keys_are_listed_with_primaries_first() {
+    let m = &env().m;
+    let h = session("gcp");
+    let all = labels(h);
+    for (name, alg, ..) in MAIN_KEYS
+        .iter()
+        .filter(|k| !CHANGED_BY_TESTS.contains(&k.0))
+    {
+        let mapped = !matches!(*alg, "GOOGLE_SYMMETRIC_ENCRYPTION" | "AES_256_CBC");
+        assert_eq!(all.contains(*name), mapped, "{name} ({alg})");
+    }
+    // aes-hsm: versions 1 and 3 (2 is DISABLED), the newest first.
+    let aes = objects(h, CKO_SECRET_KEY, "aes-hsm");
+    let ids: Vec<String> = aes.iter().map(|o| id_of(h, *o)).collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("{RING_MAIN}/cryptoKeys/aes-hsm/cryptoKeyVersions/3"),
+            format!("{RING_MAIN}/cryptoKeys/aes-hsm/cryptoKeyVersions/1"),
+        ]
+    );
+    // An older version still works (decrypt what it encrypted).
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt(h, aes[1], &mut iv, &mut [], b"old version").unwrap();
+    assert_eq!(
+        gcm_decrypt(h, aes[1], &mut iv, &mut [], &ct).unwrap(),
+        b"old version"
+    );
+    assert_eq!(
+        gcm_decrypt(h, aes[0], &mut iv, &mut [], &ct),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+    let ec = objects(h, CKO_PRIVATE_KEY, "ec256");
+    assert_eq!(ec.len(), 2);
+    assert!(id_of(h, ec[0]).ends_with("/cryptoKeyVersions/2"));
+    // Attributes of a remote key.
+    assert_eq!(get_attr(m, h, ec[0], CKA_SENSITIVE).unwrap(), [1]);
+    assert_eq!(get_attr(m, h, ec[0], CKA_EXTRACTABLE).unwrap(), [0]);
+    assert_eq!(get_attr(m, h, ec[0], CKA_EC_PARAMS).unwrap(), P256_PARAMS);
+
+    let named = labels(session("gcp-named"));
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        vec!["aes-hsm".to_string(), "ec256".to_string()]
+    );
+
+    // Token info: no request needed, stable serial per endpoint and ring.
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(
+        ck!(m, C_GetTokenInfo(slot_labelled(m, "gcp", true), &mut ti)),
+        CKR_OK
+    );
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_string();
+    assert_eq!(text(&ti.manufacturerID), "Google");
+    assert_eq!(text(&ti.model), "Cloud KMS");
+    let serial = text(&ti.serialNumber);
+    assert_eq!(serial.len(), 16);
+    assert!(serial.chars().all(|c| c.is_ascii_hexdigit()));
+    let mut ti2: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(
+        ck!(
+            m,
+            C_GetTokenInfo(slot_labelled(m, "gcp-named", true), &mut ti2)
+        ),
+        CKR_OK
+    );
+    assert_eq!(
+        text(&ti2.serialNumber),
+        serial,
+        "same endpoint and ring, same serial"
+    );
+    let mut ti3: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(
+        ck!(
+            m,
+            C_GetTokenInfo(slot_labelled(m, "gcp-faults", true), &mut ti3)
+        ),
+        CKR_OK
+    );
+    assert_ne!(text(&ti3.serialNumber), serial);
+}
+
+#[test]
+fn hsm_only_hides_software_versions() {
+    let hsm = labels(session("gcp-hsm"));
+    for (name, alg, prot, ..) in MAIN_KEYS
+        .iter()
+        .filter(|k| !CHANGED_BY_TESTS.contains(&k.0))
+    {
+        let mapped = !matches!(*alg, "GOOGLE_SYMMETRIC_ENCRYPTION" | "AES_256_CBC");
+        assert_eq!(
+            hsm.contains(*name),
+            mapped && *prot == "HSM",
+            "{name} ({prot})"
+        );
+    }
+    assert!(
+        labels(session("gcp")).contains("aes-soft"),
+        "shown where hsm_only is off"
+    );
+}
+
+#[test]
+fn generate_creates_keys_then_new_versions() {
+    use p256::ecdsa::signature::Verifier;
+    let m = &env().m;
+    let h = session("gcp-gen");
+    let pair = |label: &str| {
+        keypair(
+            m,
+            h,
+            CKM_EC_KEY_PAIR_GEN,
+            Template::new()
+                .bytes(CKA_EC_PARAMS, P256_PARAMS)
+                .bytes(CKA_LABEL, label.as_bytes()),
+            Template::new()
+                .bytes(CKA_LABEL, label.as_bytes())
+                .bool(CKA_SIGN, true),
+            label.as_bytes(),
+        )
+    };
+    let (public, private) = pair("gen-ec");
+    assert!(id_of(h, private).ends_with("/cryptoKeys/gen-ec/cryptoKeyVersions/1"));
+    let point = ec_point(&get_attr(m, h, public, CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), private, b"new key").unwrap();
+    vk.verify(
+        b"new key",
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
+    // The same label again: a new version, which becomes the one found first.
+    let (_, second) = pair("gen-ec");
+    assert!(id_of(h, second).ends_with("/cryptoKeys/gen-ec/cryptoKeyVersions/2"));
+    let found = objects(h, CKO_PRIVATE_KEY, "gen-ec");
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0], second);
+
+    let aes = secret(
+        m,
+        h,
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bytes(CKA_LABEL, b"gen-aes")
+            .bool(CKA_TOKEN, true),
+    );
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt(h, aes, &mut iv, &mut [], b"with a new key").unwrap();
+    assert_eq!(
+        gcm_decrypt(h, aes, &mut iv, &mut [], &ct).unwrap(),
+        b"with a new key"
+    );
+
+    let (rpub, rpriv) = keypair(
+        m,
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        Template::new()
+            .ulong(CKA_MODULUS_BITS, 2048)
+            .bytes(CKA_LABEL, b"gen-rsa"),
+        Template::new()
+            .bytes(CKA_LABEL, b"gen-rsa")
+            .bool(CKA_DECRYPT, true),
+        b"gen-rsa",
+    );
+    let ct = rsa_public(h, rpub)
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha2::Sha256>(),
+            b"to the new key",
+        )
+        .unwrap();
+    let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), rpriv, &ct).unwrap(),
+        b"to the new key"
+    );
+
+    // An AES key under the name of the EC key: refused, nothing created.
+    let mut k = 0;
+    let mut mc = mech(CKM_AES_KEY_GEN);
+    let mut t = Template::new()
+        .ulong(CKA_VALUE_LEN, 32)
+        .bytes(CKA_LABEL, b"gen-ec");
+    assert_rv!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k)),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+#[test]
+fn service_errors_map_to_pkcs11_codes() {
+    let e = env();
+    let m = &e.m;
+    let h = session("gcp-errors");
+    let doomed = key(h, CKO_SECRET_KEY, "doomed");
+    let disabled = key(h, CKO_SECRET_KEY, "disabled-later");
+    let denied = key(h, CKO_SECRET_KEY, "denied");
+    for k in [doomed, disabled, denied] {
+        assert!(sign(m, h, mech(CKM_SHA256_HMAC), k, b"x").is_ok());
+    }
+    // NOT_FOUND (the key was deleted after the listing).
+    e.main.ctl(
+        "delete",
+        serde_json::json!({ "name": format!("{RING_MAIN}/cryptoKeys/doomed") }),
+    );
+    assert_eq!(
+        sign(m, h, mech(CKM_SHA256_HMAC), doomed, b"x"),
+        Err(CKR_KEY_HANDLE_INVALID)
+    );
+    // FAILED_PRECONDITION (the version was disabled).
+    e.main.ctl(
+        "state",
+        serde_json::json!({ "name": id_of(h, disabled), "state": "DISABLED" }),
+    );
+    assert_eq!(
+        sign(m, h, mech(CKM_SHA256_HMAC), disabled, b"x"),
+        Err(CKR_KEY_HANDLE_INVALID)
+    );
+    // PERMISSION_DENIED.
+    e.main
+        .ctl("deny", serde_json::json!({ "name": id_of(h, denied) }));
+    assert_eq!(
+        sign(m, h, mech(CKM_SHA256_HMAC), denied, b"x"),
+        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_HMAC), denied, b"x", &[0u8; 32]),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+}
+
+#[test]
+fn refused_credentials_are_pin_incorrect() {
+    let m = &env().m;
+    let h = open(m, slot_labelled(m, "gcp-rogue", true), true);
+    assert_rv!(login(m, h, CKU_USER, b"any"), CKR_PIN_INCORRECT);
+}
+
+// ---- faults ---------------------------------------------------------------------------------
+
+fn faults() -> std::sync::MutexGuard<'static, ()> {
+    let g = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    env().faults.ctl("clear", serde_json::json!({}));
+    g
+}
+
+/// The fault slot's keys: (session, EC private key, its verifying key, AES key, RSA key, HMAC key).
+struct FaultKeys {
+    h: CK_SESSION_HANDLE,
+    ec: CK_OBJECT_HANDLE,
+    vk: p256::ecdsa::VerifyingKey,
+    aes: CK_OBJECT_HANDLE,
+    rsa: CK_OBJECT_HANDLE,
+    rsa_pub: rsa::RsaPublicKey,
+    hmac: CK_OBJECT_HANDLE,
+}
+
+fn fault_keys() -> FaultKeys {
+    let m = &env().m;
+    let h = session("gcp-faults");
+    let ec = key(h, CKO_PRIVATE_KEY, "ec256");
+    let point = ec_point(&get_attr(m, h, public_of(h, ec), CKA_EC_POINT).unwrap());
+    let rsa = key(h, CKO_PRIVATE_KEY, "rsa-oaep");
+    FaultKeys {
+        h,
+        ec,
+        vk: p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap(),
+        aes: key(h, CKO_SECRET_KEY, "aes"),
+        rsa_pub: rsa_public(h, public_of(h, rsa)),
+        rsa,
+        hmac: key(h, CKO_SECRET_KEY, "hmac"),
+    }
+}
+
+fn ec_sign_ok(k: &FaultKeys) -> Result<(), CK_RV> {
+    use p256::ecdsa::signature::Verifier;
+    let sig = sign(&env().m, k.h, mech(CKM_ECDSA_SHA256), k.ec, b"under faults")?;
+    k.vk.verify(
+        b"under faults",
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("a signature that is returned verifies");
+    Ok(())
+}
+
+#[test]
+fn unavailable_is_retried_and_persistent_unavailable_is_device_error() {
+    let _g = faults();
+    let e = env();
+    let k = fault_keys();
+    let path = format!("{}:asymmetricSign", id_of(k.h, k.ec));
+    let before = e.faults.calls(&path);
+    e.faults.fault("unavailable", 2, ":asymmetricSign");
+    ec_sign_ok(&k).expect("two 503s, then the third attempt succeeds");
+    assert_eq!(e.faults.calls(&path), before + 3);
+
+    e.faults.fault("unavailable", 1000, ":asymmetricSign");
+    assert_eq!(ec_sign_ok(&k), Err(CKR_DEVICE_ERROR));
+    e.faults.fault("internal", 1000, ":rawEncrypt");
+    assert_eq!(
+        gcm_encrypt(k.h, k.aes, &mut [0u8; 12], &mut [], b"x"),
+        Err(CKR_DEVICE_ERROR)
+    );
+    e.faults.ctl("clear", serde_json::json!({}));
+    ec_sign_ok(&k).expect("the service is back");
+}
+
+#[test]
+fn malformed_or_tampered_answers_are_device_errors_never_results() {
+    let _g = faults();
+    let e = env();
+    let m = &e.m;
+    let k = fault_keys();
+    let pt = b"a secret the answers must not corrupt";
+    let mut iv = [0u8; 12];
+    let sealed = gcm_encrypt(k.h, k.aes, &mut iv, &mut [], pt).unwrap();
+    let rsa_ct = k
+        .rsa_pub
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha2::Sha256>(),
+            pt,
+        )
+        .unwrap();
+    let kinds = [
+        "corrupt_data",
+        "corrupt_crc",
+        "unverified",
+        "bad_json",
+        "wrong_length",
+        "wrong_name",
+    ];
+    for kind in kinds {
+        e.faults.fault(kind, 1, ":asymmetricSign");
+        assert_eq!(
+            ec_sign_ok(&k),
+            Err(CKR_DEVICE_ERROR),
+            "asymmetricSign with {kind}"
+        );
+
+        e.faults.fault(kind, 1, ":macSign");
+        assert_eq!(
+            sign(m, k.h, mech(CKM_SHA256_HMAC), k.hmac, b"data"),
+            Err(CKR_DEVICE_ERROR),
+            "macSign with {kind}"
+        );
+
+        e.faults.fault(kind, 1, ":rawEncrypt");
+        let mut out_iv = [0u8; 12];
+        assert_eq!(
+            gcm_encrypt(k.h, k.aes, &mut out_iv, &mut [], pt),
+            Err(CKR_DEVICE_ERROR),
+            "rawEncrypt with {kind}"
+        );
+        assert_eq!(
+            out_iv, [0u8; 12],
+            "no IV handed out from a refused answer ({kind})"
+        );
+
+        if kind != "wrong_name" {
+            // rawDecrypt and asymmetricDecrypt answers carry no name.
+            e.faults.fault(kind, 1, ":rawDecrypt");
+            assert_eq!(
+                gcm_decrypt(k.h, k.aes, &mut iv.clone(), &mut [], &sealed),
+                Err(CKR_DEVICE_ERROR),
+                "rawDecrypt with {kind}"
+            );
+            e.faults.fault(kind, 1, ":asymmetricDecrypt");
+            let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
+            assert_eq!(
+                decrypt(m, k.h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k.rsa, &rsa_ct),
+                Err(CKR_DEVICE_ERROR),
+                "asymmetricDecrypt with {kind}"
+            );
+        }
+    }
+    // macVerify answers carry no bytes, only flags: dropped flags, broken JSON, another
+    // version's name, and a verdict flipped on the way (verifiedSuccessIntegrity disagrees),
+    // for a good tag and for a bad one.
+    let tag = sign(m, k.h, mech(CKM_SHA256_HMAC), k.hmac, b"data").unwrap();
+    let mut bad_tag = tag.clone();
+    bad_tag[0] ^= 1;
+    for kind in ["unverified", "bad_json", "wrong_name", "flip_success"] {
+        for t in [&tag, &bad_tag] {
+            e.faults.fault(kind, 1, ":macVerify");
+            assert_rv!(
+                verify(m, k.h, mech(CKM_SHA256_HMAC), k.hmac, b"data", t),
+                CKR_DEVICE_ERROR,
+                "macVerify with {kind}"
+            );
+        }
+    }
+    assert_rv!(
+        verify(m, k.h, mech(CKM_SHA256_HMAC), k.hmac, b"data", &tag),
+        CKR_OK
+    );
+    assert_rv!(
+        verify(m, k.h, mech(CKM_SHA256_HMAC), k.hmac, b"data", &bad_tag),
+        CKR_SIGNATURE_INVALID
+    );
+    // Nothing stuck: every operation works again with the right results.
+    ec_sign_ok(&k).unwrap();
+    assert_eq!(
+        gcm_decrypt(k.h, k.aes, &mut iv, &mut [], &sealed).unwrap(),
+        pt
+    );
+    let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
+    assert_eq!(
+        decrypt(m, k.h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k.rsa, &rsa_ct).unwrap(),
+        pt
+    );
+}
+
+#[test]
+fn an_answer_later_than_the_deadline_is_device_error() {
+    let _g = faults();
+    let e = env();
+    let k = fault_keys();
+    // The slot's timeout_ms is 1500; the server holds the answer 20 s.
+    e.faults.ctl(
+        "fault",
+        serde_json::json!({"kind": "delay", "count": 1, "match": ":asymmetricSign", "delay_ms": 20000}),
+    );
+    let t0 = Instant::now();
+    assert_eq!(ec_sign_ok(&k), Err(CKR_DEVICE_ERROR));
+    // Not a speed claim: the call ended at its deadline instead of waiting for the answer.
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        t0.elapsed()
+    );
+    ec_sign_ok(&k).expect("the next call is answered");
+}
+
+#[test]
+fn a_refused_token_is_renewed_once_then_not_logged_in() {
+    let _g = faults();
+    let e = env();
+    let k = fault_keys();
+    ec_sign_ok(&k).unwrap();
+    let grants = e.faults.token_grants();
+    // Revoked tokens: the service answers UNAUTHENTICATED, hsmux gets a new token once.
+    e.faults.ctl("revoke", serde_json::json!({}));
+    ec_sign_ok(&k).expect("a new token, and the call succeeds");
+    assert_eq!(e.faults.token_grants(), grants + 1);
+    // UNAUTHENTICATED even with a new token: not logged in.
+    e.faults.fault("unauthenticated", 2, ":asymmetricSign");
+    assert_eq!(ec_sign_ok(&k), Err(CKR_USER_NOT_LOGGED_IN));
+    ec_sign_ok(&k).unwrap();
+}
+
+#[test]
+fn tokens_are_refreshed_before_they_expire() {
+    let e = env();
+    let m = &e.m;
+    let h = session("gcp-refresh");
+    let k = key(h, CKO_SECRET_KEY, "hmac");
+    sign(m, h, mech(CKM_SHA256_HMAC), k, b"first").unwrap();
+    let first = e.refresh.token_grants();
+    assert!(first >= 1);
+    // Tokens of this server live 25 s and are renewed 20 s before they end.
+    std::thread::sleep(Duration::from_secs(6));
+    sign(m, h, mech(CKM_SHA256_HMAC), k, b"after renewal").unwrap();
+    assert!(
+        e.refresh.token_grants() > first,
+        "a new token was fetched before the old one expired"
+    );
+    let again = e.refresh.token_grants();
+    sign(m, h, mech(CKM_SHA256_HMAC), k, b"cached").unwrap();
+    assert_eq!(
+        e.refresh.token_grants(),
+        again,
+        "a fresh token is reused, not fetched per call"
+    );
+}
+
+#[test]
+fn a_dead_endpoint_blocks_neither_initialize_nor_other_slots() {
+    let e = env();
+    let m = &e.m;
+    // C_Initialize (in env()) and the token info made no connection to it.
+    let dead = slot_labelled(m, "gcp-dead", true);
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_rv!(ck!(m, C_GetTokenInfo(dead, &mut ti)), CKR_OK);
+    assert_eq!(
+        e.dead.accepted.load(Ordering::SeqCst),
+        0,
+        "no connection before a login"
+    );
+    let waiting = std::thread::spawn(move || {
+        let m = &env().m;
+        let h = open(m, dead, true);
+        login(m, h, CKU_USER, b"any")
+    });
+    // While that login waits on the dead service, another slot works.
+    let h = session("gcp");
+    let k = key(h, CKO_SECRET_KEY, "hmac");
+    assert_eq!(
+        sign(m, h, mech(CKM_SHA256_HMAC), k, b"meanwhile")
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_rv!(waiting.join().unwrap(), CKR_DEVICE_ERROR);
+    assert!(
+        e.dead.accepted.load(Ordering::SeqCst) >= 1,
+        "the login did reach the endpoint"
+    );
+}

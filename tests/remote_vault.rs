@@ -1,0 +1,1573 @@
+//! The Vault/OpenBao transit backend against real `bao server -dev` processes started
+//! here (OpenBao from `.venv/bin/bao`, made by scripts/deps.sh), through the built module
+//! as a consumer loads it. Signatures are verified with p256/p384/ed25519-dalek/rsa,
+//! ciphertexts opened with aes-gcm and with transit's own REST API, MACs recomputed with
+//! hmac from exported key material.
+//!
+//! One module instance serves every test (PKCS#11 state is per process); each test has
+//! its own slot so that one test's C_Logout does not log another out.
+//! Kubernetes auth needs a Kubernetes TokenReview API, which cannot run here: its test
+//! checks the login request's shape against a listener that answers like Vault's login
+//! endpoint (it is not a fake Kubernetes).
+
+#![allow(clippy::macro_metavars_in_unsafe)]
+mod common;
+use common::*;
+use cryptoki_sys::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- bao dev servers
+
+/// The `bao` binary: the venv's (scripts/deps.sh), else PATH. Missing is a failure.
+fn bao_bin() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/bao");
+    if venv.exists() {
+        return venv;
+    }
+    if let Some(p) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&p) {
+            if d.join("bao").is_file() {
+                return d.join("bao");
+            }
+        }
+    }
+    panic!(
+        "OpenBao's `bao` is missing: neither {} nor `bao` on PATH; run scripts/deps.sh",
+        venv.display()
+    );
+}
+
+/// A port whose successor is free too (a dev server also listens on port + 1).
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    hex::encode(b)
+}
+
+/// Children to kill when the test process exits (the fixture is a static: no Drop).
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+extern "C" fn kill_children() {
+    if let Ok(c) = CHILDREN.lock() {
+        for pid in c.iter() {
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+struct Bao {
+    child: Mutex<Option<Child>>,
+    port: u16,
+    token: String,
+}
+
+impl Bao {
+    fn start(tag: &str) -> Bao {
+        static AT_EXIT: OnceLock<()> = OnceLock::new();
+        AT_EXIT.get_or_init(|| unsafe {
+            libc::atexit(kill_children);
+        });
+        let port = free_port();
+        let token = format!("root-{}", random_hex(12));
+        let home =
+            std::env::temp_dir().join(format!("hsmux-bao-{}-{tag}-{port}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        let log = std::fs::File::create(home.join("bao.log")).unwrap();
+        let child = Command::new(bao_bin())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            // The dev server writes its token helper file into $HOME: keep it ours.
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao server -dev");
+        CHILDREN.lock().unwrap().push(child.id());
+        let b = Bao {
+            child: Mutex::new(Some(child)),
+            port,
+            token,
+        };
+        let t = Instant::now();
+        loop {
+            if let Ok((200, _)) = b.try_req("GET", "sys/health", None, "") {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "bao dev server {tag} did not answer on {port}; see {}",
+                home.join("bao.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A request with the root token (or `token`), optionally in a namespace.
+    fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        ns: Option<&str>,
+        body: &str,
+    ) -> std::io::Result<(u16, Value)> {
+        self.req_as(&self.token.clone(), method, path, ns, body)
+    }
+
+    fn req_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        ns: Option<&str>,
+        body: &str,
+    ) -> std::io::Result<(u16, Value)> {
+        let (status, text) = http(self.port, method, &format!("/v1/{path}"), token, ns, body)?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A request that must succeed; its JSON answer.
+    fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        self.ok_ns(method, path, None, body)
+    }
+
+    fn ok_ns(&self, method: &str, path: &str, ns: Option<&str>, body: Value) -> Value {
+        let b = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (s, v) = self.try_req(method, path, ns, &b).unwrap();
+        assert!((200..300).contains(&s), "{method} {path}: HTTP {s}: {v}");
+        v
+    }
+
+    fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            CHILDREN.lock().unwrap().retain(|p| *p != c.id());
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal HTTP/1.0 client (the dev server is plain HTTP; 1.0 keeps answers unchunked).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    ns: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(n) = ns {
+        req += &format!("X-Vault-Namespace: {n}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+// ---------------------------------------------------------------- the fixture
+
+struct Fixture {
+    m: Module,
+    a: Bao,
+    dead: Bao,
+    r1: Bao,
+    r2: Bao,
+    metrics_port: u16,
+    soft_dir: PathBuf,
+    init_took: Duration,
+    k8s_seen: &'static Mutex<Vec<String>>,
+}
+unsafe impl Sync for Fixture {}
+unsafe impl Send for Fixture {}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+const LP_POLICY: &str = r#"
+path "transit/encrypt/seal-lp" { capabilities = ["update"] }
+path "transit/decrypt/seal-lp" { capabilities = ["update"] }
+path "transit/hmac/seal-lp" { capabilities = ["update"] }
+path "transit/hmac/seal-lp/*" { capabilities = ["update"] }
+"#;
+
+const TRANSIT_POLICY: &str = r#"
+path "transit/*" { capabilities = ["create", "read", "update", "list"] }
+"#;
+
+fn key(b: &Bao, name: &str, kind: &str) {
+    let mut body = json!({"type": kind, "exportable": true, "allow_plaintext_backup": true});
+    if kind == "hmac" {
+        body["key_size"] = json!(32);
+    }
+    b.ok("POST", &format!("transit/keys/{name}"), body);
+}
+
+/// A listener that records each request and answers like Vault's login endpoint (for
+/// the shape of the Kubernetes login only).
+fn vault_login_listener() -> (u16, &'static Mutex<Vec<String>>) {
+    let seen: &'static Mutex<Vec<String>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head_end + len {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let first = text.lines().next().unwrap_or("").to_string();
+            seen.lock().unwrap().push(text);
+            let body = if first.contains("/login") {
+                r#"{"auth":{"client_token":"s.from-login","lease_duration":3600,"renewable":false}}"#
+            } else {
+                r#"{"data":{"capabilities":["deny"]}}"#
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hsmux-vault-{}-{}", std::process::id(), random_hex(4)));
+        std::fs::create_dir_all(&dir).unwrap();
+        remove_at_exit(&dir);
+        // Four servers, started side by side.
+        let tags = ["a", "dead", "r1", "r2"];
+        let mut servers: Vec<Bao> = std::thread::scope(|s| {
+            let hs: Vec<_> = tags.iter().map(|t| s.spawn(move || Bao::start(t))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let r2 = servers.pop().unwrap();
+        let r1 = servers.pop().unwrap();
+        let dead = servers.pop().unwrap();
+        let a = servers.pop().unwrap();
+        for b in [&a, &dead, &r1, &r2] {
+            b.ok("POST", "sys/mounts/transit", json!({"type": "transit"}));
+        }
+        for (n, k) in [
+            ("ec256", "ecdsa-p256"),
+            ("ec384", "ecdsa-p384"),
+            ("ed", "ed25519"),
+            ("rsa2048", "rsa-2048"),
+            ("hm", "hmac"),
+            ("aes", "aes256-gcm96"),
+            ("seal-aes", "aes256-gcm96"),
+            ("rot", "aes256-gcm96"),
+            ("seal-lp", "aes256-gcm96"),
+            ("store-seal", "aes256-gcm96"),
+            ("other-seal", "aes256-gcm96"),
+        ] {
+            key(&a, n, k);
+        }
+        key(&dead, "ec256", "ecdsa-p256");
+        // The replicas hold the same keys: made on r1, restored on r2 from its backup.
+        for (n, k) in [("ha-ec", "ecdsa-p256"), ("ha-aes", "aes256-gcm96")] {
+            key(&r1, n, k);
+            let backup = r1.ok("GET", &format!("transit/backup/{n}"), Value::Null);
+            let backup = backup["data"]["backup"].as_str().unwrap().to_string();
+            r2.ok("POST", &format!("transit/restore/{n}"), json!({ "backup": backup }));
+        }
+        // Policies, a least-privilege token, a short-lived token, AppRole at a custom path.
+        a.ok("PUT", "sys/policies/acl/lp", json!({ "policy": LP_POLICY }));
+        a.ok("PUT", "sys/policies/acl/transit-all", json!({ "policy": TRANSIT_POLICY }));
+        let lp = a.ok("POST", "auth/token/create", json!({"policies": ["lp"], "ttl": "1h"}));
+        let lp_token = lp["auth"]["client_token"].as_str().unwrap().to_string();
+        a.ok("POST", "sys/auth/ar-custom", json!({"type": "approle"}));
+        a.ok(
+            "POST",
+            "auth/ar-custom/role/hsmux",
+            json!({"token_policies": ["transit-all"], "token_ttl": "2s", "token_max_ttl": "4s"}),
+        );
+        let role_id = a.ok("GET", "auth/ar-custom/role/hsmux/role-id", Value::Null)["data"]["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let secret_id = a.ok("POST", "auth/ar-custom/role/hsmux/secret-id", json!({}))["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // A namespace with its own transit mount and key.
+        a.ok("POST", "sys/namespaces/ns1", json!({}));
+        a.ok_ns("POST", "sys/mounts/transit", Some("ns1"), json!({"type": "transit"}));
+        a.ok_ns("POST", "transit/keys/nsk", Some("ns1"), json!({"type": "ecdsa-p256"}));
+
+        // The short-lived token is made by its test (its 3 s start then); read at login.
+        std::fs::write(dir.join("short-token"), "not-yet").unwrap();
+        key(&r2, "store-seal", "aes256-gcm96");
+        let (k8s_port, k8s_seen) = vault_login_listener();
+        std::fs::write(dir.join("jwt"), "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl\n").unwrap();
+        let metrics_port = free_port();
+        let soft_dir = dir.join("sealed");
+        let root = |b: &Bao| format!("auth = {{ method = \"token\", token = \"{}\" }}", b.token);
+        let vault = |label: &str, b: &Bao, auth: String, extra: &str| {
+            format!(
+                "[[slot]]\nlabel = \"{label}\"\nbackend = \"vault\"\naddress = \"{}\"\n{auth}\n{extra}\n\n",
+                b.addr()
+            )
+        };
+        let mut cfg = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n");
+        cfg += &vault(
+            "vault",
+            &a,
+            root(&a),
+            "transit = { path = \"transit\", keys = [\"ec256\", \"ec384\", \"ed\", \"rsa2048\", \"hm\", \"aes\"] }",
+        );
+        cfg += &vault("vault-gen", &a, root(&a), "");
+        cfg += &vault("vault-seal", &a, root(&a), "transit = { keys = [\"seal-aes\"] }");
+        cfg += &vault(
+            "vault-svc",
+            &a,
+            root(&a),
+            "transit = { keys = [\"seal-aes\"] }\ngcm_iv = \"service\"",
+        );
+        cfg += &vault("vault-rot", &a, root(&a), "transit = { keys = [\"rot\"] }");
+        cfg += &vault(
+            "vault-lp",
+            &a,
+            format!("auth = {{ method = \"token\", token = \"{lp_token}\" }}"),
+            "transit = { keys = [\"seal-lp\"] }",
+        );
+        cfg += &vault(
+            "vault-short",
+            &a,
+            format!("auth = {{ method = \"token\", token = {{ file = \"{}\" }} }}", dir.join("short-token").display()),
+            "transit = { keys = [\"ec256\"] }",
+        );
+        cfg += &vault(
+            "vault-approle",
+            &a,
+            format!("auth = {{ method = \"approle\", path = \"ar-custom\", role_id = \"{role_id}\", secret_id = \"{secret_id}\" }}"),
+            "transit = { keys = [\"ec256\", \"aes\"] }",
+        );
+        cfg += &vault("vault-ns", &a, root(&a), "namespace = \"ns1\"\ntransit = { keys = [\"nsk\"] }");
+        cfg += &vault(
+            "vault-dead",
+            &dead,
+            root(&dead),
+            "transit = { keys = [\"ec256\"] }\ntimeout_ms = 2000",
+        );
+        // An address that takes connections and never answers: only deadlines end calls.
+        let silent = Box::leak(Box::new(TcpListener::bind("127.0.0.1:0").unwrap()));
+        cfg += &format!(
+            "[[slot]]\nlabel = \"vault-nowhere\"\nbackend = \"vault\"\naddress = \"http://{}\"\nauth = {{ method = \"token\", token = \"x\" }}\ntimeout_ms = 3000\n\n",
+            silent.local_addr().unwrap()
+        );
+        cfg += &format!(
+            "[[slot]]\nlabel = \"vault-k8s\"\nbackend = \"vault\"\naddress = \"http://127.0.0.1:{k8s_port}\"\nnamespace = \"team-a\"\nauth = {{ method = \"kubernetes\", path = \"k8s-custom\", role = \"hsmux-role\", jwt = {{ file = \"{}\" }} }}\ntransit = {{ keys = [\"none\"] }}\n\n",
+            dir.join("jwt").display()
+        );
+        cfg += &format!(
+            "[[slot]]\nlabel = \"soft\"\nbackend = \"soft\"\npath = \"{}/soft\"\nkdf_iterations = 1000\n\n",
+            dir.display()
+        );
+        // "sealed-wrong": a transit key of the same name on another server.
+        for (label, b) in [("sealed", &a), ("sealed-wrong", &r2)] {
+            let k = "store-seal";
+            cfg += &format!(
+                "[[slot]]\nlabel = \"{label}\"\nbackend = \"soft\"\npath = \"{}\"\nkdf_iterations = 1000\n  [slot.seal]\n  backend = \"vault\"\n  key = \"{k}\"\n  address = \"{}\"\n  {}\n\n",
+                soft_dir.display(),
+                b.addr(),
+                root(b)
+            );
+        }
+        cfg += "[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n";
+        for (n, b) in [("r1", &r1), ("r2", &r2)] {
+            cfg += &format!(
+                "  [[slot.replica]]\n  name = \"{n}\"\n  backend = \"vault\"\n  address = \"{}\"\n  {}\n  transit = {{ keys = [\"ha-ec\", \"ha-aes\"] }}\n  timeout_ms = 1500\n",
+                b.addr(),
+                root(b)
+            );
+        }
+        let path = dir.join("hsmux.toml");
+        std::fs::write(&path, cfg).unwrap();
+        std::env::set_var("HSMUX_CONFIG", &path);
+        let mut m = load();
+        m.dir = dir.clone();
+        let t = Instant::now();
+        assert_rv!(initialize(&m), CKR_OK);
+        let init_took = t.elapsed();
+        Fixture {
+            m,
+            a,
+            dead,
+            r1,
+            r2,
+            metrics_port,
+            soft_dir,
+            init_took,
+            k8s_seen,
+        }
+    })
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A user session on slot `label`.
+fn session(f: &Fixture, label: &str) -> (CK_SLOT_ID, CK_SESSION_HANDLE) {
+    let slot = slot_labelled(&f.m, label, true);
+    let h = open(&f.m, slot, true);
+    assert_rv!(login(&f.m, h, CKU_USER, PIN), CKR_OK, "C_Login on {label}");
+    (slot, h)
+}
+
+fn find_all(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    label: &str,
+    class: CK_OBJECT_CLASS,
+) -> Vec<CK_OBJECT_HANDLE> {
+    let mut t = Template::new()
+        .bytes(CKA_LABEL, label.as_bytes())
+        .ulong(CKA_CLASS, class);
+    find(m, h, &mut t)
+}
+
+/// The first (primary) object labelled `label` of `class`.
+fn obj(m: &Module, h: CK_SESSION_HANDLE, label: &str, class: CK_OBJECT_CLASS) -> CK_OBJECT_HANDLE {
+    *find_all(m, h, label, class)
+        .first()
+        .unwrap_or_else(|| panic!("no {label} of class {class}"))
+}
+
+fn sha256(d: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(d).to_vec()
+}
+
+fn export(b: &Bao, kind: &str, name: &str, version: u32) -> Vec<u8> {
+    let v = b.ok(
+        "GET",
+        &format!("transit/export/{kind}/{name}/{version}"),
+        Value::Null,
+    );
+    unb64(v["data"]["keys"][version.to_string()].as_str().unwrap())
+}
+
+fn rsa_public(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> rsa::RsaPublicKey {
+    let n = rsa::BigUint::from_bytes_be(&get_attr(m, h, o, CKA_MODULUS).unwrap());
+    let e = rsa::BigUint::from_bytes_be(&get_attr(m, h, o, CKA_PUBLIC_EXPONENT).unwrap());
+    rsa::RsaPublicKey::new(n, e).unwrap()
+}
+
+fn gcm_encrypt_iv(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    iv: &mut [u8; 12],
+    aad: &[u8],
+    pt: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut aad = aad.to_vec();
+    let mut p = gcm_params(iv, &mut aad, 128);
+    encrypt(m, h, mech_with(CKM_AES_GCM, &mut p), key, pt)
+}
+
+fn gcm_decrypt_iv(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    iv: &[u8],
+    aad: &[u8],
+    ct: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut iv = iv.to_vec();
+    let mut aad = aad.to_vec();
+    let mut p = gcm_params(&mut iv, &mut aad, 128);
+    decrypt(m, h, mech_with(CKM_AES_GCM, &mut p), key, ct)
+}
+
+fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_ULONG, salt: CK_ULONG) -> CK_RSA_PKCS_PSS_PARAMS {
+    CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: hash,
+        mgf,
+        sLen: salt,
+    }
+}
+
+// ---------------------------------------------------------------- mechanisms
+
+#[test]
+fn every_mechanism_works_and_is_verified_independently() {
+    let f = fixture();
+    let m = &f.m;
+    let (_, h) = session(f, "vault");
+    let msg = b"the quick brown fox jumps over the lazy dog";
+
+    // ECDSA P-256: raw digest and hashed here.
+    let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
+    let ecp = obj(m, h, "ec256", CKO_PUBLIC_KEY);
+    let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::ecdsa::signature::Verifier;
+    let sig = sign(m, h, mech(CKM_ECDSA), ec, &sha256(msg)).unwrap();
+    assert_eq!(sig.len(), 64);
+    vk.verify_prehash(
+        &sha256(msg),
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("CKM_ECDSA P-256 verifies");
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg).unwrap();
+    vk.verify(msg, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA_SHA256 verifies");
+    // C_Verify (local, with the service's public key) accepts it and rejects a bad one.
+    assert_rv!(verify(m, h, mech(CKM_ECDSA_SHA256), ecp, msg, &sig), CKR_OK);
+    let mut bad = sig.clone();
+    bad[10] ^= 1;
+    assert_rv!(
+        verify(m, h, mech(CKM_ECDSA_SHA256), ecp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+    // The object's CKA_ID is the version's full name.
+    assert_eq!(
+        get_attr(m, h, ec, CKA_ID).unwrap(),
+        b"transit/keys/ec256/v1"
+    );
+
+    // ECDSA P-384.
+    let ec = obj(m, h, "ec384", CKO_PRIVATE_KEY);
+    let ecp = obj(m, h, "ec384", CKO_PUBLIC_KEY);
+    let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
+    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA384), ec, msg).unwrap();
+    assert_eq!(sig.len(), 96);
+    vk.verify(msg, &p384::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA_SHA384 P-384 verifies");
+    assert_rv!(verify(m, h, mech(CKM_ECDSA_SHA384), ecp, msg, &sig), CKR_OK);
+
+    // Ed25519.
+    let ed = obj(m, h, "ed", CKO_PRIVATE_KEY);
+    let edp = obj(m, h, "ed", CKO_PUBLIC_KEY);
+    let point: [u8; 32] = ec_point(&get_attr(m, h, edp, CKA_EC_POINT).unwrap())
+        .try_into()
+        .unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&point).unwrap();
+    let sig = sign(m, h, mech(CKM_EDDSA), ed, msg).unwrap();
+    vk.verify_strict(msg, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
+        .expect("Ed25519 verifies");
+    assert_rv!(verify(m, h, mech(CKM_EDDSA), edp, msg, &sig), CKR_OK);
+    let mut bad = sig.clone();
+    bad[0] ^= 1;
+    assert_rv!(
+        verify(m, h, mech(CKM_EDDSA), edp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+
+    // RSA: PKCS#1 v1.5 (hashed here, and a DigestInfo given), PSS with the caller's salt.
+    let rk = obj(m, h, "rsa2048", CKO_PRIVATE_KEY);
+    let rp = obj(m, h, "rsa2048", CKO_PUBLIC_KEY);
+    let pk = rsa_public(m, h, rp);
+    let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), rk, msg).unwrap();
+    assert_eq!(sig.len(), 256);
+    pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(msg), &sig)
+        .expect("PKCS#1 v1.5 SHA-256 verifies");
+    let digest_info = [
+        &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ][..],
+        &sha256(msg),
+    ]
+    .concat();
+    let sig2 = sign(m, h, mech(CKM_RSA_PKCS), rk, &digest_info).unwrap();
+    pk.verify(
+        rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+        &sha256(msg),
+        &sig2,
+    )
+    .expect("CKM_RSA_PKCS over a DigestInfo verifies");
+    for salt in [32usize, 20] {
+        let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt as CK_ULONG);
+        let sig = sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), rk, msg).unwrap();
+        pk.verify(
+            rsa::Pss::new_with_salt::<sha2::Sha256>(salt),
+            &sha256(msg),
+            &sig,
+        )
+        .unwrap_or_else(|e| panic!("PSS salt {salt} verifies: {e}"));
+        let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt as CK_ULONG);
+        assert_rv!(
+            verify(
+                m,
+                h,
+                mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p),
+                rp,
+                msg,
+                &sig
+            ),
+            CKR_OK
+        );
+    }
+    let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 32);
+    let sig = sign(m, h, mech_with(CKM_RSA_PKCS_PSS, &mut p), rk, &sha256(msg)).unwrap();
+    pk.verify(
+        rsa::Pss::new_with_salt::<sha2::Sha256>(32),
+        &sha256(msg),
+        &sig,
+    )
+    .expect("CKM_RSA_PKCS_PSS over a digest verifies");
+    let mut bad = sig2.clone();
+    bad[5] ^= 1;
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_RSA_PKCS), rp, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+
+    // RSA-OAEP (SHA-256) decryption of data encrypted with the rsa crate.
+    let ct = pk
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha2::Sha256>(),
+            b"a sealing key of 32 bytes......!",
+        )
+        .unwrap();
+    let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: std::ptr::null_mut(),
+        ulSourceDataLen: 0,
+    };
+    let pt = decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), rk, &ct).unwrap();
+    assert_eq!(pt, b"a sealing key of 32 bytes......!");
+    let mut wrong = ct.clone();
+    wrong[100] ^= 1;
+    assert_rv!(
+        decrypt(m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut oaep), rk, &wrong).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+
+    // HMAC: an hmac key (checked with its exported value) and an AES key.
+    use hmac::Mac;
+    let hk = obj(m, h, "hm", CKO_SECRET_KEY);
+    let raw = export(&f.a, "hmac-key", "hm", 1);
+    for (mt, want) in [
+        (CKM_SHA256_HMAC, {
+            let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&raw).unwrap();
+            mac.update(msg);
+            mac.finalize().into_bytes().to_vec()
+        }),
+        (CKM_SHA512_HMAC, {
+            let mut mac = <hmac::Hmac<sha2::Sha512> as Mac>::new_from_slice(&raw).unwrap();
+            mac.update(msg);
+            mac.finalize().into_bytes().to_vec()
+        }),
+    ] {
+        let tag = sign(m, h, mech(mt), hk, msg).unwrap();
+        assert_eq!(tag, want, "HMAC 0x{mt:x} matches the exported key's");
+        assert_rv!(verify(m, h, mech(mt), hk, msg, &tag), CKR_OK);
+        let mut bad = tag.clone();
+        bad[0] ^= 1;
+        assert_rv!(verify(m, h, mech(mt), hk, msg, &bad), CKR_SIGNATURE_INVALID);
+    }
+    let ak = obj(m, h, "aes", CKO_SECRET_KEY);
+    let tag = sign(m, h, mech(CKM_SHA256_HMAC), ak, msg).unwrap();
+    let rest = f.a.ok(
+        "POST",
+        "transit/hmac/aes/sha2-256",
+        json!({ "input": b64(msg) }),
+    );
+    let rest = rest["data"]["hmac"].as_str().unwrap();
+    assert_eq!(
+        rest,
+        format!("vault:v1:{}", b64(&tag)),
+        "an AES key's HMAC is transit's"
+    );
+
+    // AES-GCM with AAD: the service's IV comes back in pIv; aes-gcm opens the result.
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let aes_raw = export(&f.a, "encryption-key", "aes", 1);
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&aes_raw).unwrap();
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt_iv(m, h, ak, &mut iv, b"header", msg).unwrap();
+    assert_eq!(ct.len(), msg.len() + 16);
+    assert_ne!(iv, [0u8; 12], "the service's IV is written into pIv");
+    let opened = cipher
+        .decrypt(
+            aes_gcm::Nonce::from_slice(&iv),
+            Payload {
+                msg: &ct,
+                aad: b"header",
+            },
+        )
+        .expect("aes-gcm opens what transit sealed");
+    assert_eq!(opened, msg);
+    assert_eq!(gcm_decrypt_iv(m, h, ak, &iv, b"header", &ct).unwrap(), msg);
+    // Wrong AAD, damaged tag: CKR_ENCRYPTED_DATA_INVALID.
+    assert_rv!(
+        gcm_decrypt_iv(m, h, ak, &iv, b"other", &ct).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+    let mut bad = ct.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert_rv!(
+        gcm_decrypt_iv(m, h, ak, &iv, b"header", &bad).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+    // What aes-gcm seals elsewhere, hsmux opens through transit.
+    let mine = cipher
+        .encrypt(
+            aes_gcm::Nonce::from_slice(&[7u8; 12]),
+            Payload {
+                msg: b"outside",
+                aad: b"",
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        gcm_decrypt_iv(m, h, ak, &[7u8; 12], b"", &mine).unwrap(),
+        b"outside"
+    );
+    // A caller IV on a slot without gcm_iv = "service" is refused.
+    let mut iv = [1u8; 12];
+    assert_rv!(
+        gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg).unwrap_err(),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+}
+
+// ---------------------------------------------------------------- the OpenBao seal
+
+/// The seal's sequence (CONSUMERS.md): login on P, find by label on S1 (max 2, the first
+/// is used), class and key type, then the operation on S2, logout, close all.
+fn seal_sequence<T>(
+    m: &Module,
+    slot: CK_SLOT_ID,
+    label: &str,
+    f: impl FnOnce(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> T,
+) -> T {
+    let p = open(m, slot, true);
+    assert_rv!(login(m, p, CKU_USER, PIN), CKR_OK);
+    let s1 = open(m, slot, true);
+    let mut t = Template::new().bytes(CKA_LABEL, label.as_bytes());
+    assert_eq!(ck!(m, C_FindObjectsInit(s1, t.ptr(), t.len())), CKR_OK);
+    let mut found = [0 as CK_OBJECT_HANDLE; 2];
+    let mut n = 0;
+    assert_eq!(
+        ck!(m, C_FindObjects(s1, found.as_mut_ptr(), 2, &mut n)),
+        CKR_OK
+    );
+    assert_eq!(ck!(m, C_FindObjectsFinal(s1)), CKR_OK);
+    assert!(n >= 1, "{label} is found");
+    let key = found[0];
+    let mut class: CK_ULONG = 0;
+    let mut kt: CK_ULONG = 0;
+    let mut attrs = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_KEY_TYPE,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        },
+    ];
+    assert_eq!(
+        ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
+    attrs[0].pValue = &mut class as *mut _ as *mut _;
+    attrs[1].pValue = &mut kt as *mut _ as *mut _;
+    assert_eq!(
+        ck!(m, C_GetAttributeValue(s1, key, attrs.as_mut_ptr(), 2)),
+        CKR_OK
+    );
+    assert_eq!((class, kt), (CKO_SECRET_KEY, CKK_AES));
+    assert_eq!(ck!(m, C_CloseSession(s1)), CKR_OK);
+    let s2 = open(m, slot, true);
+    let out = f(s2, key);
+    assert_eq!(ck!(m, C_CloseSession(s2)), CKR_OK);
+    assert_eq!(ck!(m, C_Logout(p)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    out
+}
+
+/// Seal: `random_iv` = what OpenBao does (a drawn IV, needs gcm_iv = "service"); else
+/// 12 zero bytes. Returns the stored blob pIv || ct || tag.
+fn seal_encrypt(m: &Module, slot: CK_SLOT_ID, label: &str, pt: &[u8], random_iv: bool) -> Vec<u8> {
+    seal_sequence(m, slot, label, |s, key| {
+        let mut iv = [0u8; 12];
+        if random_iv {
+            assert_eq!(ck!(m, C_GenerateRandom(s, iv.as_mut_ptr(), 12)), CKR_OK);
+        }
+        let drawn = iv;
+        let mut gcm = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: std::ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let ct = encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, pt).unwrap();
+        assert_eq!(ct.len(), pt.len() + 16, "ct || tag, no IV appended");
+        assert_ne!(iv, drawn, "the service's IV replaced the one passed");
+        [iv.to_vec(), ct].concat()
+    })
+}
+
+fn seal_decrypt(m: &Module, slot: CK_SLOT_ID, label: &str, blob: &[u8]) -> Result<Vec<u8>, CK_RV> {
+    seal_sequence(m, slot, label, |s, key| {
+        let mut iv: [u8; 12] = blob[..12].try_into().unwrap();
+        let mut gcm = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: std::ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        decrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, &blob[12..])
+    })
+}
+
+/// transit's own decryption of a seal blob made with key version `v`.
+fn rest_decrypt(b: &Bao, key: &str, v: u32, blob: &[u8]) -> Vec<u8> {
+    let r = b.ok(
+        "POST",
+        &format!("transit/decrypt/{key}"),
+        json!({ "ciphertext": format!("vault:v{v}:{}", b64(blob)) }),
+    );
+    unb64(r["data"]["plaintext"].as_str().unwrap())
+}
+
+#[test]
+fn the_openbao_seal_sequence_works_on_transit_with_zero_and_service_ivs() {
+    let f = fixture();
+    let m = &f.m;
+    let root_key = b"0123456789abcdef0123456789abcdef";
+    let slot = slot_labelled(m, "vault-seal", true);
+    let blob = seal_encrypt(m, slot, "seal-aes", root_key, false);
+    assert_eq!(seal_decrypt(m, slot, "seal-aes", &blob).unwrap(), root_key);
+    assert_eq!(rest_decrypt(&f.a, "seal-aes", 1, &blob), root_key);
+    // OpenBao's own way: a drawn IV, replaced by the service's on a gcm_iv = "service" slot.
+    let svc = slot_labelled(m, "vault-svc", true);
+    let blob2 = seal_encrypt(m, svc, "seal-aes", root_key, true);
+    assert_eq!(seal_decrypt(m, svc, "seal-aes", &blob2).unwrap(), root_key);
+    assert_eq!(seal_decrypt(m, slot, "seal-aes", &blob2).unwrap(), root_key);
+    assert_eq!(rest_decrypt(&f.a, "seal-aes", 1, &blob2), root_key);
+    // A damaged blob is CKR_ENCRYPTED_DATA_INVALID.
+    let mut bad = blob.clone();
+    bad[20] ^= 1;
+    assert_rv!(
+        seal_decrypt(m, slot, "seal-aes", &bad).unwrap_err(),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+}
+
+#[test]
+fn after_a_rotation_the_primary_is_found_first_and_old_blobs_still_decrypt() {
+    let f = fixture();
+    let m = &f.m;
+    let slot = slot_labelled(m, "vault-rot", true);
+    let old = seal_encrypt(m, slot, "rot", b"before the rotation", false);
+    f.a.ok("POST", "transit/keys/rot/rotate", json!({}));
+    // The key list is cached (list_ttl); a search by the new version's CKA_ID that finds
+    // nothing lists again (once a second at most).
+    std::thread::sleep(Duration::from_millis(1100));
+    let p = open(m, slot, true);
+    assert_rv!(login(m, p, CKU_USER, PIN), CKR_OK);
+    let mut t = Template::new().bytes(CKA_ID, b"transit/keys/rot/v2");
+    assert_eq!(find(m, p, &mut t).len(), 1, "the new version is listed");
+    let found = find_all(m, p, "rot", CKO_SECRET_KEY);
+    assert_eq!(found.len(), 2, "one object per version");
+    assert_eq!(
+        get_attr(m, p, found[0], CKA_ID).unwrap(),
+        b"transit/keys/rot/v2",
+        "primary first"
+    );
+    assert_eq!(
+        get_attr(m, p, found[1], CKA_ID).unwrap(),
+        b"transit/keys/rot/v1"
+    );
+    // The old version's own object opens the old blob too.
+    assert_eq!(
+        gcm_decrypt_iv(m, p, found[1], &old[..12], b"", &old[12..]).unwrap(),
+        b"before the rotation"
+    );
+    assert_eq!(ck!(m, C_Logout(p)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    // Through the primary (what the seal uses): the old blob, and a new one made with v2.
+    assert_eq!(
+        seal_decrypt(m, slot, "rot", &old).unwrap(),
+        b"before the rotation"
+    );
+    let new = seal_encrypt(m, slot, "rot", b"after the rotation", false);
+    assert_eq!(rest_decrypt(&f.a, "rot", 2, &new), b"after the rotation");
+    assert_eq!(
+        seal_decrypt(m, slot, "rot", &new).unwrap(),
+        b"after the rotation"
+    );
+}
+
+#[test]
+fn the_least_privilege_policy_serves_a_named_key() {
+    let f = fixture();
+    let m = &f.m;
+    let slot = slot_labelled(m, "vault-lp", true);
+    let blob = seal_encrypt(m, slot, "seal-lp", b"least privilege", false);
+    assert_eq!(
+        seal_decrypt(m, slot, "seal-lp", &blob).unwrap(),
+        b"least privilege"
+    );
+    assert_eq!(rest_decrypt(&f.a, "seal-lp", 1, &blob), b"least privilege");
+    // The key, presented as AES without a read: its version from the encryption.
+    let (_, h) = session(f, "vault-lp");
+    let k = obj(m, h, "seal-lp", CKO_SECRET_KEY);
+    assert_eq!(
+        get_attr(m, h, k, CKA_ID).unwrap(),
+        b"transit/keys/seal-lp/v1"
+    );
+    // HMAC is allowed by the policy: it equals transit's.
+    let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, b"data").unwrap();
+    let rest = f.a.ok(
+        "POST",
+        "transit/hmac/seal-lp/sha2-256",
+        json!({ "input": b64(b"data") }),
+    );
+    assert_eq!(
+        rest["data"]["hmac"].as_str().unwrap(),
+        format!("vault:v1:{}", b64(&tag))
+    );
+    // Creating keys is not: the slot is write-protected and has no key generation.
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
+    assert_ne!(ti.flags & CKF_WRITE_PROTECTED, 0);
+    let mut k2 = 0;
+    let mut t = Template::new()
+        .ulong(CKA_VALUE_LEN, 32)
+        .bytes(CKA_LABEL, b"nope")
+        .bool(CKA_TOKEN, true);
+    let mut mc = mech(CKM_AES_KEY_GEN);
+    assert_ne!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k2)),
+        CKR_OK
+    );
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+// ---------------------------------------------------------------- auth
+
+#[test]
+fn approle_with_short_ttls_keeps_working_across_renewals_and_relogins() {
+    let f = fixture();
+    let m = &f.m;
+    let (_, h) = session(f, "vault-approle");
+    let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
+    let ecp = obj(m, h, "ec256", CKO_PUBLIC_KEY);
+    let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    use p256::ecdsa::signature::Verifier;
+    let ak = obj(m, h, "aes", CKO_SECRET_KEY);
+    // token_ttl 2 s, token_max_ttl 4 s: 10 s of calls cross several renewals and
+    // several expiries at max TTL (403, then a new login).
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while Instant::now() < until {
+        let msg = format!("message {n}");
+        let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
+            .unwrap_or_else(|rv| panic!("sign #{n}: {}", rv_name(rv)));
+        vk.verify(
+            msg.as_bytes(),
+            &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+        )
+        .unwrap();
+        let mut iv = [0u8; 12];
+        let ct = gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg.as_bytes())
+            .unwrap_or_else(|rv| panic!("encrypt #{n}: {}", rv_name(rv)));
+        assert_eq!(
+            gcm_decrypt_iv(m, h, ak, &iv, b"", &ct).unwrap(),
+            msg.as_bytes()
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn a_token_given_outright_fails_clearly_once_expired() {
+    let f = fixture();
+    let m = &f.m;
+    let short = f.a.ok(
+        "POST",
+        "auth/token/create",
+        json!({"policies": ["transit-all"], "ttl": "3s", "explicit_max_ttl": "3s", "renewable": false}),
+    );
+    let token = short["auth"]["client_token"].as_str().unwrap();
+    std::fs::write(f.m.dir.join("short-token"), token).unwrap();
+    let (slot, h) = session(f, "vault-short");
+    let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
+    assert!(sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"while valid").is_ok());
+    // Past its TTL (3 s) Vault answers 403; the token cannot log in again.
+    std::thread::sleep(Duration::from_secs(4));
+    let rv = sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"expired").unwrap_err();
+    assert_rv!(rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_rv!(login(m, h, CKU_USER, PIN), CKR_PIN_INCORRECT);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+#[test]
+fn a_namespace_is_sent_in_x_vault_namespace() {
+    let f = fixture();
+    let m = &f.m;
+    // The key exists only inside ns1.
+    let (s, _) = f.a.try_req("GET", "transit/keys/nsk", None, "").unwrap();
+    assert_eq!(s, 404);
+    let (_, h) = session(f, "vault-ns");
+    let k = obj(m, h, "nsk", CKO_PRIVATE_KEY);
+    let kp = obj(m, h, "nsk", CKO_PUBLIC_KEY);
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), k, b"in a namespace").unwrap();
+    let point = ec_point(&get_attr(m, h, kp, CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    use p256::ecdsa::signature::Verifier;
+    vk.verify(
+        b"in a namespace",
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
+    // And it is the namespace's key.
+    let rest =
+        f.a.ok_ns("GET", "transit/keys/nsk", Some("ns1"), Value::Null);
+    let pem = rest["data"]["keys"]["1"]["public_key"].as_str().unwrap();
+    use p256::pkcs8::DecodePublicKey;
+    assert_eq!(
+        p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap(),
+        vk
+    );
+}
+
+#[test]
+fn kubernetes_login_request_has_the_documented_shape() {
+    // No Kubernetes TokenReview API here: this checks what hsmux sends to Vault only.
+    let f = fixture();
+    let m = &f.m;
+    let slot = slot_labelled(m, "vault-k8s", true);
+    let h = open(m, slot, true);
+    assert_rv!(login(m, h, CKU_USER, PIN), CKR_OK);
+    let seen = f.k8s_seen.lock().unwrap().clone();
+    let req = seen
+        .iter()
+        .find(|r| r.contains("/login"))
+        .expect("a login request was sent");
+    assert!(
+        req.starts_with("POST /v1/auth/k8s-custom/login HTTP/1.1\r\n"),
+        "{req}"
+    );
+    let lower = req.to_lowercase();
+    assert!(lower.contains("\r\nx-vault-namespace: team-a\r\n"), "{req}");
+    assert!(
+        !lower.contains("x-vault-token"),
+        "a login carries no token: {req}"
+    );
+    let body: Value = serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(
+        body,
+        json!({"role": "hsmux-role", "jwt": "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"})
+    );
+    // Later requests carry the token the login gave.
+    let later: Vec<&String> = seen.iter().filter(|r| !r.contains("/login")).collect();
+    assert!(!later.is_empty());
+    assert!(later
+        .iter()
+        .all(|r| r.to_lowercase().contains("x-vault-token: s.from-login")));
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+// ---------------------------------------------------------------- key creation
+
+#[test]
+fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "vault-gen");
+    let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
+    assert_eq!(
+        ti.flags & CKF_WRITE_PROTECTED,
+        0,
+        "the root token may create keys"
+    );
+    let name = format!("gen-aes-{}", random_hex(3));
+    let k = secret(
+        m,
+        h,
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bytes(CKA_LABEL, name.as_bytes())
+            .bool(CKA_TOKEN, true)
+            .bool(CKA_ENCRYPT, true)
+            .bool(CKA_DECRYPT, true),
+    );
+    let rest = f.a.ok("GET", &format!("transit/keys/{name}"), Value::Null);
+    assert_eq!(rest["data"]["type"], "aes256-gcm96");
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"", b"new key").unwrap();
+    assert_eq!(
+        rest_decrypt(&f.a, &name, 1, &[iv.to_vec(), ct].concat()),
+        b"new key"
+    );
+
+    let ec_name = format!("gen-ec-{}", random_hex(3));
+    let gen_ec = || {
+        keypair(
+            m,
+            h,
+            CKM_EC_KEY_PAIR_GEN,
+            Template::new()
+                .bytes(CKA_EC_PARAMS, P256_PARAMS)
+                .bytes(CKA_LABEL, ec_name.as_bytes()),
+            Template::new()
+                .bool(CKA_SIGN, true)
+                .bytes(CKA_LABEL, ec_name.as_bytes()),
+            ec_name.as_bytes(),
+        )
+    };
+    let (pubk, _privk) = gen_ec();
+    let rest =
+        f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
+    assert_eq!(rest["data"]["type"], "ecdsa-p256");
+    use p256::pkcs8::DecodePublicKey;
+    let pem = rest["data"]["keys"]["1"]["public_key"].as_str().unwrap();
+    let vk = p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap();
+    let point = ec_point(&get_attr(m, h, pubk, CKA_EC_POINT).unwrap());
+    assert_eq!(
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap(),
+        vk
+    );
+    // Again with the same name and type: a new version, which is the new primary.
+    let (pub2, priv2) = gen_ec();
+    let rest =
+        f.a.ok("GET", &format!("transit/keys/{ec_name}"), Value::Null);
+    assert_eq!(rest["data"]["latest_version"], 2);
+    let id = format!("transit/keys/{ec_name}/v2");
+    assert_eq!(get_attr(m, h, priv2, CKA_ID).unwrap(), id.as_bytes());
+    assert_eq!(get_attr(m, h, pub2, CKA_ID).unwrap(), id.as_bytes());
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), priv2, b"v2").unwrap();
+    assert_rv!(
+        verify(m, h, mech(CKM_ECDSA_SHA256), pub2, b"v2", &sig),
+        CKR_OK
+    );
+
+    let ed_name = format!("gen-ed-{}", random_hex(3));
+    let (edp, eds) = keypair(
+        m,
+        h,
+        CKM_EC_EDWARDS_KEY_PAIR_GEN,
+        Template::new()
+            .bytes(CKA_EC_PARAMS, ED25519_PARAMS)
+            .bytes(CKA_LABEL, ed_name.as_bytes()),
+        Template::new()
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_LABEL, ed_name.as_bytes()),
+        ed_name.as_bytes(),
+    );
+    assert_eq!(
+        f.a.ok("GET", &format!("transit/keys/{ed_name}"), Value::Null)["data"]["type"],
+        "ed25519"
+    );
+    let sig = sign(m, h, mech(CKM_EDDSA), eds, b"ed").unwrap();
+    assert_rv!(verify(m, h, mech(CKM_EDDSA), edp, b"ed", &sig), CKR_OK);
+
+    let rsa_name = format!("gen-rsa-{}", random_hex(3));
+    let (rp, rs) = keypair(
+        m,
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        Template::new()
+            .ulong(CKA_MODULUS_BITS, 2048)
+            .bytes(CKA_LABEL, rsa_name.as_bytes()),
+        Template::new()
+            .bool(CKA_SIGN, true)
+            .bytes(CKA_LABEL, rsa_name.as_bytes()),
+        rsa_name.as_bytes(),
+    );
+    assert_eq!(
+        f.a.ok("GET", &format!("transit/keys/{rsa_name}"), Value::Null)["data"]["type"],
+        "rsa-2048"
+    );
+    let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), rs, b"rsa").unwrap();
+    rsa_public(m, h, rp)
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha256(b"rsa"),
+            &sig,
+        )
+        .unwrap();
+    // Another type under an existing name is refused, not rotated.
+    let mut o = 0;
+    let mut t = Template::new()
+        .ulong(CKA_VALUE_LEN, 32)
+        .bytes(CKA_LABEL, ec_name.as_bytes())
+        .bool(CKA_TOKEN, true);
+    let mut mc = mech(CKM_AES_KEY_GEN);
+    assert_rv!(
+        ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut o)),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+}
+
+// ---------------------------------------------------------------- failures
+
+#[test]
+fn a_stopped_server_fails_within_the_deadline_while_the_soft_slot_works() {
+    let f = fixture();
+    let m = &f.m;
+    // C_Initialize built every slot, the unreachable one included, without a request.
+    assert!(
+        f.init_took < Duration::from_secs(3),
+        "C_Initialize waited {:?} (the unreachable slot's deadline is 3 s)",
+        f.init_took
+    );
+    let nowhere = slot_labelled(m, "vault-nowhere", true);
+    let hn = open(m, nowhere, true);
+    let t = Instant::now();
+    assert_rv!(login(m, hn, CKU_USER, PIN), CKR_DEVICE_ERROR);
+    assert!(
+        t.elapsed() < Duration::from_secs(7),
+        "a silent server held C_Login {:?}",
+        t.elapsed()
+    );
+
+    let (_, h) = session(f, "vault-dead");
+    let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
+    assert!(sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"up").is_ok());
+    f.dead.stop();
+    let t = Instant::now();
+    assert_rv!(
+        sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"down").unwrap_err(),
+        CKR_DEVICE_ERROR
+    );
+    // The slot's deadline is 2 s; the margin is for a loaded machine, not a speed check.
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
+    let (sslot, _) = (slot_labelled(m, "soft", true), ());
+    let hs = user_session(m, sslot);
+    let k = secret(
+        m,
+        hs,
+        CKM_AES_KEY_GEN,
+        Template::new()
+            .ulong(CKA_VALUE_LEN, 32)
+            .bool(CKA_ENCRYPT, true)
+            .bool(CKA_DECRYPT, true),
+    );
+    let mut iv = [3u8; 12];
+    let ct = gcm_encrypt_iv(m, hs, k, &mut iv, b"", b"soft still works").unwrap();
+    assert_eq!(
+        gcm_decrypt_iv(m, hs, k, &iv, b"", &ct).unwrap(),
+        b"soft still works"
+    );
+}
+
+// ---------------------------------------------------------------- [slot.seal]
+
+/// PBKDF2-HMAC-SHA256, here so that the test reads the store's PIN layer itself.
+fn pbkdf2(pin: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    use hmac::Mac;
+    let prf = || hmac::Hmac::<sha2::Sha256>::new_from_slice(pin).unwrap();
+    let mut u = {
+        let mut p = prf();
+        p.update(salt);
+        p.update(&1u32.to_be_bytes());
+        p.finalize().into_bytes()
+    };
+    let mut t = u;
+    for _ in 1..iterations {
+        let mut p = prf();
+        p.update(&u);
+        u = p.finalize().into_bytes();
+        for (a, b) in t.iter_mut().zip(u.iter()) {
+            *a ^= b;
+        }
+    }
+    t.into()
+}
+
+#[test]
+fn a_sealed_soft_token_round_trips_and_refuses_another_transit_key() {
+    let f = fixture();
+    let m = &f.m;
+    // Both slots share the store: once initialized they show its label, so they are
+    // looked up first.
+    let slot = slot_labelled(m, "sealed", true);
+    let wrong = slot_labelled(m, "sealed-wrong", true);
+    let h = user_session(m, slot);
+    let marker = [0x5au8; 32];
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_AES)
+        .bool(CKA_TOKEN, true)
+        .bool(CKA_PRIVATE, true)
+        .bool(CKA_SENSITIVE, false)
+        .bool(CKA_EXTRACTABLE, true)
+        .bytes(CKA_LABEL, b"kept")
+        .bytes(CKA_VALUE, &marker);
+    let mut o = 0;
+    assert_rv!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+
+    // The files: no key value in clear, and the PIN opens only transit's ciphertext.
+    let mut files = vec![f.soft_dir.join("token.json")];
+    for e in std::fs::read_dir(f.soft_dir.join("objects")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for p in &files {
+        let b = std::fs::read(p).unwrap();
+        assert!(
+            !b.windows(32).any(|w| w == marker),
+            "{} holds the key value",
+            p.display()
+        );
+    }
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(f.soft_dir.join("token.json")).unwrap()).unwrap();
+    assert_eq!(meta["seal"]["key"], "store-seal");
+    assert!(meta["seal"]["check"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v1:"));
+    let user = &meta["user"];
+    assert_eq!(user["sealed"], true);
+    let kek = pbkdf2(
+        PIN,
+        &hex::decode(user["salt"].as_str().unwrap()).unwrap(),
+        user["iterations"].as_u64().unwrap() as u32,
+    );
+    let wrapped = hex::decode(user["wrapped"].as_str().unwrap()).unwrap();
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let layer = aes_gcm::Aes256Gcm::new_from_slice(&kek)
+        .unwrap()
+        .decrypt(
+            aes_gcm::Nonce::from_slice(&wrapped[..12]),
+            Payload {
+                msg: &wrapped[12..],
+                aad: b"hsmux-soft master key",
+            },
+        )
+        .expect("the PIN opens its layer");
+    let layer = String::from_utf8(layer).expect("the PIN layer is transit's ciphertext, not a key");
+    assert!(layer.starts_with("vault:v1:"), "{layer}");
+    // transit (with the seal's associated data) gives the 32-byte master key.
+    let r = f.a.ok(
+        "POST",
+        "transit/decrypt/store-seal",
+        json!({ "ciphertext": layer, "associated_data": b64(b"hsmux-soft master key seal") }),
+    );
+    assert_eq!(unb64(r["data"]["plaintext"].as_str().unwrap()).len(), 32);
+
+    // The same files under another transit key: refused at C_Login, clearly.
+    let hw = open(m, wrong, true);
+    assert_rv!(login(m, hw, CKU_USER, PIN), CKR_DEVICE_ERROR);
+    // Under the right key again: the object is there with its value.
+    let h = open(m, slot, true);
+    assert_rv!(login(m, h, CKU_USER, PIN), CKR_OK);
+    let found = find_all(m, h, "kept", CKO_SECRET_KEY);
+    assert_eq!(found.len(), 1);
+    assert_eq!(get_attr(m, h, found[0], CKA_VALUE).unwrap(), marker);
+    // A wrong PIN is still a wrong PIN.
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_rv!(login(m, h, CKU_USER, b"9999"), CKR_PIN_INCORRECT);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+// ---------------------------------------------------------------- replicas
+
+fn metrics(port: u16) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("the metrics listener");
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_replica_killed_under_load_fails_no_single_part_operation() {
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "ha");
+    let ecp = obj(m, h, "ha-ec", CKO_PUBLIC_KEY);
+    let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    assert_eq!(
+        get_attr(m, h, ecp, CKA_ID).unwrap(),
+        b"transit/keys/ha-ec/v1"
+    );
+    let aes_raw = export(&f.r2, "encryption-key", "ha-aes", 1);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let stop_at = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (done, stop_at, vk, aes_raw) = (&done, &stop_at, &vk, &aes_raw);
+            s.spawn(move || {
+                let h = open(m, slot, true);
+                let ec = obj(m, h, "ha-ec", CKO_PRIVATE_KEY);
+                let ak = obj(m, h, "ha-aes", CKO_SECRET_KEY);
+                use aes_gcm::aead::{Aead, KeyInit};
+                use p256::ecdsa::signature::Verifier;
+                let cipher = aes_gcm::Aes256Gcm::new_from_slice(aes_raw).unwrap();
+                let mut i = 0;
+                while !stop_at.load(std::sync::atomic::Ordering::Relaxed) {
+                    let msg = format!("thread {t} op {i}");
+                    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
+                        .unwrap_or_else(|rv| panic!("thread {t}: sign {i}: {}", rv_name(rv)));
+                    vk.verify(
+                        msg.as_bytes(),
+                        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+                    )
+                    .unwrap();
+                    let mut iv = [0u8; 12];
+                    let ct = gcm_encrypt_iv(m, h, ak, &mut iv, b"", msg.as_bytes())
+                        .unwrap_or_else(|rv| panic!("thread {t}: encrypt {i}: {}", rv_name(rv)));
+                    assert_eq!(
+                        cipher
+                            .decrypt(aes_gcm::Nonce::from_slice(&iv), &ct[..])
+                            .unwrap(),
+                        msg.as_bytes()
+                    );
+                    let pt = gcm_decrypt_iv(m, h, ak, &iv, b"", &ct)
+                        .unwrap_or_else(|rv| panic!("thread {t}: decrypt {i}: {}", rv_name(rv)));
+                    assert_eq!(pt, msg.as_bytes());
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+        // Let the load run on r1, kill it, keep the load on r2 for a while.
+        let t = Instant::now();
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 40
+            && t.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f.r1.stop();
+        let before = done.load(std::sync::atomic::Ordering::Relaxed);
+        let t = Instant::now();
+        while done.load(std::sync::atomic::Ordering::Relaxed) < before + 80
+            && t.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_at.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(n >= 120, "only {n} rounds");
+    let text = metrics(f.metrics_port);
+    let failovers: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("hsmux_failovers_total{") && l.contains("slot=\"ha\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failovers >= 1.0, "no failover counted:\n{text}");
+    let r1_up = text
+        .lines()
+        .find(|l| {
+            l.starts_with("hsmux_replica_up{")
+                && l.contains("slot=\"ha\"")
+                && l.contains("replica=\"r1\"")
+        })
+        .unwrap_or_else(|| panic!("no hsmux_replica_up for r1:\n{text}"));
+    assert!(r1_up.ends_with(" 0"), "{r1_up}");
+}
