@@ -52,7 +52,13 @@ impl Hsmux {
         let digest = [7u8; 32];
         let r = match op {
             Op::EcdsaSign => sign(&self.m, h, mech(CKM_ECDSA), self.ec, &digest),
-            Op::Hmac => sign(&self.m, h, mech(CKM_SHA256_HMAC), self.mac, b"bench message"),
+            Op::Hmac => sign(
+                &self.m,
+                h,
+                mech(CKM_SHA256_HMAC),
+                self.mac,
+                b"bench message",
+            ),
         };
         assert!(r.is_ok(), "{}: {:?}", op.name(), r.err().map(rv_name));
     }
@@ -135,10 +141,18 @@ fn throughput(threads: usize, secs: f64, f: Arc<dyn Fn() + Send + Sync>) -> f64 
 }
 
 fn main() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
     let moto = moto();
     let key = |spec: &str, usage: &str| {
-        let (st, v) = api(moto.port, "TrentService.CreateKey", "AKIDTEST", json!({"KeySpec": spec, "KeyUsage": usage}));
+        let (st, v) = api(
+            moto.port,
+            "TrentService.CreateKey",
+            "AKIDTEST",
+            json!({"KeySpec": spec, "KeyUsage": usage}),
+        );
         assert_eq!(st, 200, "{v}");
         v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
     };
@@ -162,21 +176,41 @@ fn main() {
     let h = open(&m, slot, false);
     assert_eq!(login(&m, h, CKU_USER, b"x"), CKR_OK);
     let by_label = |label: &str, class| {
-        let f = find(&m, h, &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_LABEL, label.as_bytes()));
+        let f = find(
+            &m,
+            h,
+            &mut Template::new()
+                .ulong(CKA_CLASS, class)
+                .bytes(CKA_LABEL, label.as_bytes()),
+        );
         assert_eq!(f.len(), 1, "{label}");
         f[0]
     };
-    let (ec, mac) = (by_label(&ec_id, CKO_PRIVATE_KEY), by_label(&mac_id, CKO_SECRET_KEY));
+    let (ec, mac) = (
+        by_label(&ec_id, CKO_PRIVATE_KEY),
+        by_label(&mac_id, CKO_SECRET_KEY),
+    );
     let hs = Arc::new(Hsmux { m, slot, ec, mac });
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let conf = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "bench"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "testing", "testing", None, None, "bench",
+            ))
             .load(),
     );
-    let direct = Arc::new(Direct { c: aws_sdk_kms::Client::new(&conf), rt, ec: ec_id, mac: mac_id });
+    let direct = Arc::new(Direct {
+        c: aws_sdk_kms::Client::new(&conf),
+        rt,
+        ec: ec_id,
+        mac: mac_id,
+    });
 
     println!("AWS KMS on moto_server, 127.0.0.1; p50 of {SEQUENTIAL} sequential calls, throughput over {secs} s");
     println!("| operation | p50 hsmux | p50 direct | ratio | 1 thread hsmux/direct (ops/s) | 8 threads hsmux/direct (ops/s) | ratio 8 thr |");
@@ -199,7 +233,10 @@ fn main() {
             });
             let d = direct.clone();
             let dir: Arc<dyn Fn() + Send + Sync> = Arc::new(move || d.once(op));
-            (throughput(threads, secs, via), throughput(threads, secs, dir))
+            (
+                throughput(threads, secs, via),
+                throughput(threads, secs, dir),
+            )
         };
         let (h1, d1) = cell(1);
         let (h8, d8) = cell(8);

@@ -24,10 +24,8 @@ pub struct CloudHsmToken {
 
 impl CloudHsmToken {
     pub fn new(name: &str, cfg: &CloudHsmConfig) -> CloudHsmToken {
+        // A library that does not load is logged by the module token itself.
         let module = ModuleToken::new(name, &cfg.module);
-        if let Some(why) = module.load_error() {
-            log::error!("{name}: the CloudHSM client library: {why}");
-        }
         CloudHsmToken {
             module,
             cluster: ClusterWatch::new(name, cfg),

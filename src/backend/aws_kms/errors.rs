@@ -9,7 +9,7 @@
 //! that does not parse is a device error too.
 
 use crate::core::error::Error;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use cryptoki_sys::*;
 
 /// Where the failed request was sent from: `C_Login` maps refused credentials to
@@ -96,15 +96,12 @@ where
                 // A success status whose body did not parse.
                 return Error::logged(
                     CKR_DEVICE_ERROR,
-                    format!(
-                        "{what}: malformed answer (HTTP {status}): {}",
-                        DisplayErrorContext(&e)
-                    ),
+                    format!("{what}: malformed answer (HTTP {status}): {}", chain(&e)),
                 );
             }
             let rv = code_rv(code, status, during);
             let shown = if code.is_empty() {
-                format!("{}", DisplayErrorContext(&e))
+                format!("{}", chain(&e))
             } else {
                 format!("{code}: {}", clip(message))
             };
@@ -121,20 +118,31 @@ where
             } else {
                 "not sent"
             };
-            Error::logged(
-                CKR_DEVICE_ERROR,
-                format!("{what}: {kind}: {}", DisplayErrorContext(&e)),
-            )
+            Error::logged(CKR_DEVICE_ERROR, format!("{what}: {kind}: {}", chain(&e)))
         }
         SdkError::ResponseError(_) => Error::logged(
             CKR_DEVICE_ERROR,
-            format!("{what}: malformed answer: {}", DisplayErrorContext(&e)),
+            format!("{what}: malformed answer: {}", chain(&e)),
         ),
         _ => Error::logged(
             CKR_DEVICE_ERROR,
-            format!("{what}: request not made: {}", DisplayErrorContext(&e)),
+            format!("{what}: request not made: {}", chain(&e)),
         ),
     }
+}
+
+/// An error and its causes, by their `Display` texts only: the SDK's `Debug` (and its
+/// `DisplayErrorContext`, which appends it) prints the raw response, body included, and a
+/// body can hold a plaintext.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    clip(&s).to_string()
 }
 
 /// Longest service message copied into a log line.
