@@ -110,6 +110,7 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             }
         }
     }
+    problems += cloudhsm_clusters();
     let _ = instance::finalize();
     if problems == 0 {
         ExitCode::SUCCESS
@@ -255,6 +256,43 @@ fn group_slot(slot: cryptoki_sys::CK_SLOT_ID, g: &ReplicaGroup, detailed: bool) 
                 "  key {key}: PROBLEM: only on {} (served from there; copy it to the others)",
                 on.join(", ")
             );
+        }
+    }
+    problems
+}
+
+/// The CloudHSM clusters of `backend = "cloudhsm"` slots and replicas, as DescribeClusters
+/// shows them now: each HSM with its ENI address and state. A cluster without an ACTIVE
+/// HSM, or that cannot be described, is a problem.
+fn cloudhsm_clusters() -> usize {
+    let mut problems = 0;
+    for w in hsmux::backend::aws_kms::cluster::watches() {
+        match w.describe() {
+            Ok(hsms) => {
+                let active = hsms.iter().filter(|h| h.active()).count();
+                let note = if active == 0 { "PROBLEM: no ACTIVE HSM" } else { "ok" };
+                problems += (active == 0) as usize;
+                println!(
+                    "cloudhsm {}: cluster {} at {}: {} HSM(s), {active} ACTIVE: {note}",
+                    w.name,
+                    w.cluster_id,
+                    w.location(),
+                    hsms.len()
+                );
+                for h in hsms {
+                    println!(
+                        "  hsm {} zone {} EniIp {} State {}",
+                        h.id, h.availability_zone, h.eni_ip, h.state
+                    );
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                println!(
+                    "cloudhsm {}: cluster {}: PROBLEM: DescribeClusters failed ({e}, see the log line above)",
+                    w.name, w.cluster_id
+                );
+            }
         }
     }
     problems
