@@ -53,6 +53,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -289,6 +290,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet: the tests read stats instead
         pass
+
+    def setup(self):
+        super().setup()
+        # The headers and the body go out in two writes; without this, Nagle holds the
+        # body until the client's delayed ACK (40 ms) on every keep-alive request.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # ---- plumbing -----------------------------------------------------------------------
     def reply(self, code, body, raw=None):

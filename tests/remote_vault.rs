@@ -81,7 +81,9 @@ struct Bao {
 }
 
 impl Bao {
-    fn start(tag: &str) -> Bao {
+    /// A dev server; `audit`: a file audit device writing there (OpenBao takes audit
+    /// devices from its config file only).
+    fn start(tag: &str, audit: Option<&std::path::Path>) -> Bao {
         static AT_EXIT: OnceLock<()> = OnceLock::new();
         AT_EXIT.get_or_init(|| unsafe {
             libc::atexit(kill_children);
@@ -92,13 +94,26 @@ impl Bao {
             std::env::temp_dir().join(format!("hsmux-bao-{}-{tag}-{port}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
         let log = std::fs::File::create(home.join("bao.log")).unwrap();
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            format!("-dev-root-token-id={token}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        if let Some(file) = audit {
+            let hcl = home.join("audit.hcl");
+            std::fs::write(
+                &hcl,
+                format!(
+                    "audit \"file\" \"log\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    file.display()
+                ),
+            )
+            .unwrap();
+            args.push(format!("-config={}", hcl.display()));
+        }
         let child = Command::new(bao_bin())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+            .args(&args)
             // The dev server writes its token helper file into $HOME: keep it ours.
             .env("HOME", &home)
             .stdin(Stdio::null())
@@ -325,7 +340,14 @@ fn fixture() -> &'static Fixture {
         // Four servers, started side by side.
         let tags = ["a", "dead", "r1", "r2"];
         let mut servers: Vec<Bao> = std::thread::scope(|s| {
-            let hs: Vec<_> = tags.iter().map(|t| s.spawn(move || Bao::start(t))).collect();
+            let audit = dir.join("audit-a.log");
+            let hs: Vec<_> = tags
+                .iter()
+                .map(|t| {
+                    let audit = (*t == "a").then(|| audit.clone());
+                    s.spawn(move || Bao::start(t, audit.as_deref()))
+                })
+                .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let r2 = servers.pop().unwrap();
@@ -992,6 +1014,20 @@ fn after_a_rotation_the_primary_is_found_first_and_old_blobs_still_decrypt() {
         seal_decrypt(m, slot, "rot", &new).unwrap(),
         b"after the rotation"
     );
+    // Another rotation hsmux has not listed yet, and a blob made elsewhere with it: the
+    // decryption asks transit for the newer version.
+    f.a.ok("POST", "transit/keys/rot/rotate", json!({}));
+    let r = f.a.ok(
+        "POST",
+        "transit/encrypt/rot",
+        json!({ "plaintext": b64(b"made elsewhere") }),
+    );
+    let ct = r["data"]["ciphertext"].as_str().unwrap();
+    let blob = unb64(ct.strip_prefix("vault:v3:").expect("made with v3"));
+    assert_eq!(
+        seal_decrypt(m, slot, "rot", &blob).unwrap(),
+        b"made elsewhere"
+    );
 }
 
 #[test]
@@ -1078,6 +1114,23 @@ fn approle_with_short_ttls_keeps_working_across_renewals_and_relogins() {
         std::thread::sleep(Duration::from_millis(700));
     }
     assert!(n >= 5);
+    // Vault's audit log: the token was renewed and, at max TTL, replaced by new logins.
+    let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
+    let requests = |path: &str| {
+        audit
+            .lines()
+            .filter(|l| {
+                l.contains("\"type\":\"request\"") && l.contains(&format!("\"path\":\"{path}\""))
+            })
+            .count()
+    };
+    let logins = requests("auth/ar-custom/login");
+    let renewals = requests("auth/token/renew-self");
+    assert!(
+        logins >= 3,
+        "{logins} AppRole logins in 10 s of 4 s max TTL"
+    );
+    assert!(renewals >= 1, "no renew-self");
 }
 
 #[test]

@@ -55,6 +55,20 @@ where
     F: Future<Output = Result<T>> + Send + 'static,
 {
     let rt = runtime()?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        // The usual caller, a plain thread: it drives the future itself (the runtime's
+        // workers still run the I/O and the timer), which spares a hand-over to a worker
+        // and a wake-up back per request. Inside some runtime (an async consumer) that
+        // would panic, so those callers take the spawned path below.
+        // (The timer is made inside block_on: it needs the runtime's context.)
+        return match rt.block_on(async move { tokio::time::timeout(deadline, fut).await }) {
+            Ok(r) => r,
+            Err(_) => Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!("{what}: no answer within {} ms", deadline.as_millis()),
+            )),
+        };
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let task = rt.spawn(async move {
         let r = match tokio::time::timeout(deadline, fut).await {

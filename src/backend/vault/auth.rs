@@ -94,11 +94,16 @@ impl Auth {
         }
         let _g = self.refreshing.lock().await;
         let cur = self.current.lock().clone();
-        match cur {
+        let r = match cur {
             Some(s) if !s.due() => Ok(s),
             Some(s) => self.refresh(v, &s).await,
             None => self.obtain(v).await,
-        }
+        };
+        // Credentials refused in the middle of an operation: the consumer must log in.
+        r.map_err(|e| match e.rv() {
+            CKR_PIN_INCORRECT => Error::new(CKR_USER_NOT_LOGGED_IN),
+            _ => e,
+        })
     }
 
     /// A request answered 403 with `stale`: log in again (once, whoever comes first).
@@ -117,9 +122,25 @@ impl Auth {
     }
 
     /// `C_Login`: credentials checked now (a fresh login, or the given token's lookup).
-    pub async fn login_now(&self, v: &Inner) -> Result<()> {
+    /// `C_Login`: a valid cached token is kept (the OpenBao seal logs in for every
+    /// operation: a login each time would mint a token each time); otherwise the
+    /// credentials are used now, so that refused ones are `CKR_PIN_INCORRECT` here.
+    /// Returns whether a new session was made.
+    pub async fn login_now(&self, v: &Inner) -> Result<bool> {
         let _g = self.refreshing.lock().await;
-        self.obtain(v).await.map(|_| ())
+        if self.current.lock().as_ref().is_some_and(|s| !s.due()) {
+            return Ok(false);
+        }
+        self.obtain(v).await.map(|_| true)
+    }
+
+    /// A token given outright was refused (403): forget it, so that the next use (and
+    /// `C_Login`) asks Vault about it again instead of sending it blindly.
+    pub fn forget(&self, stale: &Arc<Session>) {
+        let mut cur = self.current.lock();
+        if cur.as_ref().is_some_and(|s| Arc::ptr_eq(s, stale)) {
+            *cur = None;
+        }
     }
 
     /// Renews `s`, or logs in again when renewal fails or no longer extends the lease.

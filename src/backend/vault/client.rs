@@ -226,6 +226,7 @@ impl Inner {
         }
         if !self.auth.can_login() {
             log::debug!("{what}: HTTP 403 and the configured token cannot log in again");
+            self.auth.forget(&session);
             return Ok(reply);
         }
         log::info!(

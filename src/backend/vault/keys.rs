@@ -290,6 +290,32 @@ impl Inner {
         })
     }
 
+    /// Asks the service for `name`'s latest version again (a read, or for a key whose
+    /// read is refused an empty encryption); whether it is newer than the known one.
+    pub async fn newer_versions(&self, name: &str) -> bool {
+        let Some(before) = self.keys.lock().get(name).copied() else {
+            return false;
+        };
+        let latest = if before.learned {
+            match self.encrypt_raw(name, b"", b"", None).await {
+                Ok((v, _)) => v,
+                Err(_) => return false,
+            }
+        } else {
+            match self.read_key(name).await {
+                Ok(Read::Found(k)) => {
+                    if let Some(m) = self.keys.lock().get_mut(name) {
+                        m.min_decryption = k.min_decryption_version.max(1);
+                        m.latest = m.latest.max(k.latest_version);
+                    }
+                    k.latest_version
+                }
+                _ => return false,
+            }
+        };
+        latest > before.latest
+    }
+
     /// `C_GenerateKey*`: a new key, or a new version of an existing key of that type.
     pub async fn generate(&self, k: &NewKey) -> Result<()> {
         let kind = type_of(k.alg)?;

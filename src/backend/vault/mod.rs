@@ -62,8 +62,10 @@ impl KeyService for Vault {
 
     fn login(&self) -> Result<()> {
         self.run("login", |i| async move {
-            i.auth.login_now(&i).await?;
-            i.learn_can_generate().await;
+            // What the credentials may do is asked once per new token.
+            if i.auth.login_now(&i).await? {
+                i.learn_can_generate().await;
+            }
             Ok(())
         })
     }

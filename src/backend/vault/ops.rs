@@ -322,16 +322,30 @@ impl Inner {
         use base64::Engine as _;
         let what = format!("decrypting with {}", key.label);
         let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(blob));
-        for v in self.decrypt_candidates(key) {
-            let ct = Zeroizing::new(format!("vault:v{v}:{}", b64.as_str()));
-            if let Some(pt) = self.decrypt_once(&what, &key.label, &ct, aad).await? {
-                if pt.len() + GCM_IV + GCM_TAG != blob.len() {
-                    return Err(http::malformed(&what, "plaintext of the wrong length"));
+        let mut tried: Vec<u32> = Vec::new();
+        for round in 0..2 {
+            let fresh: Vec<u32> = self
+                .decrypt_candidates(key)
+                .into_iter()
+                .filter(|v| !tried.contains(v))
+                .collect();
+            for v in fresh {
+                tried.push(v);
+                let ct = Zeroizing::new(format!("vault:v{v}:{}", b64.as_str()));
+                if let Some(pt) = self.decrypt_once(&what, &key.label, &ct, aad).await? {
+                    if pt.len() + GCM_IV + GCM_TAG != blob.len() {
+                        return Err(http::malformed(&what, "plaintext of the wrong length"));
+                    }
+                    if v.to_string() != key.locator {
+                        log::debug!("{what}: opened with version {v}, not {}", key.locator);
+                    }
+                    return Ok(pt.to_vec());
                 }
-                if v.to_string() != key.locator {
-                    log::debug!("{what}: opened with version {v}, not {}", key.locator);
-                }
-                return Ok(pt.to_vec());
+            }
+            // None opened it: the key may have versions newer than the cached list (a
+            // rotation another process already encrypts with). Asked once.
+            if round == 0 && !self.newer_versions(&key.label).await {
+                break;
             }
         }
         Err(Error::logged(
