@@ -490,6 +490,15 @@ fn backend_of(
     };
     let backend_line = line_of(backend_key.span().start);
     let name = backend_key.get_ref().as_str();
+    if !matches!(
+        name,
+        "soft" | "module" | "vault" | "gcp-kms" | "aws-kms" | "cloudhsm"
+    ) {
+        return Err(ConfigError(format!(
+            "{}: key `backend`: unknown backend {name:?} (this build offers: soft, module, vault, gcp-kms, aws-kms, cloudhsm)",
+            at(backend_line)
+        )));
+    }
     let module_keys = s.library.is_some()
         || s.token.is_some()
         || s.serial.is_some()
