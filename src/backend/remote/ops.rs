@@ -97,9 +97,27 @@ impl RemoteSign {
 
     /// The request's scheme and input once everything has arrived.
     fn request(&mut self) -> Result<(SignScheme, Zeroizing<Vec<u8>>, bool)> {
-        let data = self.input.take();
+        let mut data = self.input.take();
         let mut scheme = self.plan.scheme;
         if self.digest_given {
+            if let SignScheme::Pkcs1(_) = scheme {
+                // CKM_RSA_PKCS: services sign digests, so the input must be a DigestInfo;
+                // its hash names the scheme and only the digest is sent. (Raw bytes
+                // signed as a digest would give a different signature than PKCS#11 means.)
+                let (h, digest) = crate::backend::soft::crypto::der::split_digest_info(&data)
+                    .and_then(|(m, d)| Some((HashAlg::from_ckm(m)?, d.to_vec())))
+                    .ok_or_else(|| {
+                        Error::logged(
+                            CKR_DATA_INVALID,
+                            format!(
+                                "CKM_RSA_PKCS on {}: the input is not a DigestInfo (the service signs digests only)",
+                                self.key.id
+                            ),
+                        )
+                    })?;
+                scheme = SignScheme::Pkcs1(h);
+                data = Zeroizing::new(digest);
+            }
             scheme = given_digest_scheme(scheme, &data, &self.key)?;
         }
         let is_digest = !matches!(scheme, SignScheme::Ed25519 | SignScheme::Hmac(_));
