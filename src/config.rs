@@ -644,8 +644,15 @@ impl Config {
         }
     }
 
-    /// Parses and validates a config text; `origin` names it in errors.
+    /// Parses and validates a config text that comes from no file; `origin` names it in
+    /// errors. Relative paths are refused: there is no directory to resolve them against.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_at(text, origin, None)
+    }
+
+    /// Parses and validates a config text; relative paths are resolved against `base` (the
+    /// config file's directory) or, without one, refused.
+    pub fn parse_at(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
@@ -688,15 +695,57 @@ impl Config {
             slots,
             source: origin.to_string(),
         };
+        cfg.resolve_paths(base)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Reads and validates the file at `path`.
+    /// Makes the soft stores' `path` and `[log] file` absolute (see [`Config::parse_at`]).
+    fn resolve_paths(&mut self, base: Option<&Path>) -> Result<(), ConfigError> {
+        let origin = self.source.clone();
+        let resolve = |p: &mut PathBuf, what: &str| -> Result<(), ConfigError> {
+            if p.as_os_str().is_empty() || p.is_absolute() {
+                return Ok(());
+            }
+            match base {
+                Some(b) => {
+                    *p = b.join(&*p);
+                    Ok(())
+                }
+                None => Err(ConfigError(format!(
+                    "{origin}: {what} {:?} is relative and this configuration has no file to resolve it against; give an absolute path",
+                    p.display()
+                ))),
+            }
+        };
+        if let Some(f) = &mut self.log.file {
+            resolve(f, "[log] file")?;
+        }
+        for s in &mut self.slots {
+            if let BackendConfig::Soft { path, .. } = &mut s.backend {
+                let what = format!("line {}: [[slot]] {:?}: key `path`", s.line, s.label);
+                resolve(path, &what)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and validates the file at `path`. Relative paths in it (a soft store's `path`,
+    /// `[log] file`) are taken relative to the file's own directory, never to the working
+    /// directory of whichever program loads the module.
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", path.display())))?;
-        Config::parse(&text, &path.display().to_string())
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "{}: cannot tell the config file's directory",
+                    path.display()
+                ))
+            })?;
+        Config::parse_at(&text, &path.display().to_string(), Some(&base))
     }
 
     /// Finds and loads the configuration by the order of precedence (module doc).
@@ -783,6 +832,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_files_directory() {
+        let dir = std::env::temp_dir().join(format!("hsmux-cfg-rel-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf")).unwrap();
+        let file = dir.join("conf/hsmux.toml");
+        std::fs::write(
+            &file,
+            "[log]\nfile='logs/h.log'\n[[slot]]\nlabel='a'\nbackend='soft'\npath='store/a'\n",
+        )
+        .unwrap();
+        let c = Config::load_file(&file).unwrap();
+        match &c.slots[0].backend {
+            BackendConfig::Soft { path, .. } => assert_eq!(path, &dir.join("conf/store/a")),
+            _ => panic!("backend"),
+        }
+        assert_eq!(c.log.file.as_deref(), Some(dir.join("conf/logs/h.log").as_path()));
+        // Without a file there is nothing to resolve against: refused, naming the key.
+        let e = Config::parse("[[slot]]\nlabel='a'\nbackend='soft'\npath='store/a'\n", "t")
+            .unwrap_err();
+        assert!(e.0.contains("relative") && e.0.contains("`path`"), "{}", e.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn slots_are_numbered_in_file_order() {

@@ -82,6 +82,11 @@ pub trait Token: Send + Sync {
         None
     }
 
+    /// Problems an operator should fix that do not stop the token, one line each, each
+    /// naming the fix (`hsmux check` prints them): e.g. a soft store others can read.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// `C_OpenSession` on this token: refuse when it cannot serve sessions.
     fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {
         Ok(())

@@ -13,8 +13,15 @@ use hsmux::replica::{ReplicaGroup, State};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+const USAGE: &str = "usage: hsmux check [--config FILE]   load the config as the module does, reach every slot, list keys and mechanisms
+       hsmux status [--config FILE]  the state of every slot and replica
+       hsmux version
+       hsmux help
+Exit status: 0 all well, 1 a problem was found (each is printed with PROBLEM), 2 usage error.";
+
+/// A usage error: the usage on stderr, exit 2.
 fn usage() -> ExitCode {
-    eprintln!("usage: hsmux check [--config FILE]\n       hsmux status [--config FILE]\n       hsmux version");
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -23,6 +30,11 @@ fn main() -> ExitCode {
     let Some(verb) = args.first() else {
         return usage();
     };
+    // Asking for help is a success: stdout, exit 0.
+    if args.iter().any(|a| matches!(a.as_str(), "--help" | "-h" | "help")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let mut config: Option<PathBuf> = None;
     let mut i = 1;
     while i < args.len() {
@@ -60,6 +72,10 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut problems = 0;
+    if let Some(why) = hsmux::logging::file_problem() {
+        problems += 1;
+        println!("log: PROBLEM: {why} (the module logs to stderr instead)");
+    }
     let (slots, groups) = match instance::get() {
         Ok(inst) => (inst.all_slots.clone(), inst.groups.clone()),
         Err(e) => {
@@ -88,9 +104,17 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             )),
             (l, _) => l,
         };
+        let warnings = match &kind {
+            SlotRef::Core(s) => s.token.warnings(),
+            SlotRef::Module(_) => Vec::new(),
+        };
         match line {
-            Ok(text) => {
+            Ok((text, trouble)) => {
+                problems += trouble as usize;
                 println!("slot {slot}: {text}");
+                for w in &warnings {
+                    println!("  WARNING: {w}");
+                }
                 if let Some(Ok(lines)) = &keys {
                     if lines.is_empty() {
                         println!("  no usable keys");
@@ -107,6 +131,9 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             Err(text) => {
                 problems += 1;
                 println!("slot {slot}: PROBLEM: {text}");
+                for w in &warnings {
+                    println!("  {w}");
+                }
             }
         }
     }
@@ -127,30 +154,70 @@ fn s_desc(kind: &SlotRef) -> String {
     }
 }
 
+/// A slot's line and whether it shows a problem (a locked PIN), or why it cannot be used;
+/// and its mechanisms.
 type SlotReport = (
-    Result<String, String>,
+    Result<(String, bool), String>,
     Option<Vec<cryptoki_sys::CK_MECHANISM_TYPE>>,
 );
 
-fn initialized_note(flags: cryptoki_sys::CK_FLAGS) -> &'static str {
-    if flags & cryptoki_sys::CKF_TOKEN_INITIALIZED != 0 {
-        "initialized"
-    } else {
-        "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)"
+/// The token's state from its flags: initialized or not, and each PIN's state (count low,
+/// final try, locked). `true` when a PIN is locked: the token cannot be used as it is.
+fn token_state(flags: cryptoki_sys::CK_FLAGS) -> (String, bool) {
+    use cryptoki_sys::*;
+    if flags & CKF_TOKEN_INITIALIZED == 0 {
+        return (
+            "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)".into(),
+            false,
+        );
     }
+    let mut parts = vec!["initialized".to_string()];
+    let mut locked = false;
+    let mut pin = |who: &str, set: bool, low: CK_FLAGS, last: CK_FLAGS, lock: CK_FLAGS| {
+        if !set {
+            parts.push(format!("{who} PIN not set (C_InitPIN)"));
+        } else if flags & lock != 0 {
+            locked = true;
+            parts.push(format!("PROBLEM: {who} PIN LOCKED after too many wrong entries"));
+        } else if flags & last != 0 {
+            parts.push(format!(
+                "{who} PIN: FINAL TRY (one more wrong entry locks it)"
+            ));
+        } else if flags & low != 0 {
+            parts.push(format!("{who} PIN: count low (wrong entries since the last login)"));
+        } else {
+            parts.push(format!("{who} PIN ok"));
+        }
+    };
+    pin(
+        "user",
+        flags & CKF_USER_PIN_INITIALIZED != 0,
+        CKF_USER_PIN_COUNT_LOW,
+        CKF_USER_PIN_FINAL_TRY,
+        CKF_USER_PIN_LOCKED,
+    );
+    pin(
+        "SO",
+        true,
+        CKF_SO_PIN_COUNT_LOW,
+        CKF_SO_PIN_FINAL_TRY,
+        CKF_SO_PIN_LOCKED,
+    );
+    (parts.join(", "), locked)
 }
 
 fn core_slot(slot: cryptoki_sys::CK_SLOT_ID) -> SlotReport {
     match general::token_info(slot) {
-        Ok((t, _, _)) => (
-            Ok(format!(
-                "token {:?} serial {} {}",
-                t.label,
-                t.serial,
-                initialized_note(t.flags)
-            )),
-            general::mechanism_list(slot).ok(),
-        ),
+        Ok((t, _, _)) => {
+            let (state, locked) = token_state(t.flags);
+            (
+                Ok((
+                    format!("token {:?} serial {} {state}", t.label, t.serial),
+                    locked,
+                )),
+                general::mechanism_list(slot).ok(),
+            )
+        }
         Err(e) => (Err(format!("{e} (see the log line above)")), None),
     }
 }
@@ -176,20 +243,25 @@ fn module_slot(m: &ModuleSlot) -> SlotReport {
         TokenSelector::Slot(n) => format!("vendor slot {n}"),
     };
     match m.vendor_token_info() {
-        Ok(t) => (
-            Ok(format!(
-                "{:?} = {} of {} (vendor slot {}): token {:?} serial {} model {:?} {}",
-                m.label,
-                select,
-                m.library_path(),
-                m.vendor_slot().unwrap_or_default(),
-                field(&t.label),
-                field(&t.serialNumber),
-                field(&t.model),
-                initialized_note(t.flags)
-            )),
-            m.vendor_mechanisms().ok(),
-        ),
+        Ok(t) => {
+            let (state, locked) = token_state(t.flags);
+            (
+                Ok((
+                    format!(
+                        "{:?} = {} of {} (vendor slot {}): token {:?} serial {} model {:?} {state}",
+                        m.label,
+                        select,
+                        m.library_path(),
+                        m.vendor_slot().unwrap_or_default(),
+                        field(&t.label),
+                        field(&t.serialNumber),
+                        field(&t.model),
+                    ),
+                    locked,
+                )),
+                m.vendor_mechanisms().ok(),
+            )
+        }
         Err(e) => (
             Err(format!(
                 "{:?}: no {select} in {} ({})",

@@ -5,13 +5,18 @@
 //!
 //! Several processes may use one token directory: each re-reads the directory when its
 //! modification time changes (on `C_FindObjectsInit` and `C_Login`) and `token.json` when
-//! it changes (on `C_GetTokenInfo` and `C_Login`).
+//! it changes (on `C_GetTokenInfo` and `C_Login`). Every update of the store (PIN checks
+//! with their failure counters, PIN records, object files) is made under the store's
+//! cross-process lock (`lock.rs`), after re-reading what it changes.
 
 pub mod crypto;
+mod lock;
+mod perms;
 mod pin;
 mod store;
 
 use self::crypto::Key;
+use self::lock::StoreLock;
 use self::pin::MasterKey;
 pub use self::pin::StoreSeal;
 use self::store::{Decoded, Loaded, TokenMeta};
@@ -100,6 +105,8 @@ struct State {
     /// Private files read but not yet opened (no master key).
     sealed: HashMap<String, Vec<u8>>,
     dir_stamp: Option<SystemTime>,
+    /// Mode warnings already logged (each once per process).
+    warned: std::collections::HashSet<String>,
 }
 
 pub struct SoftToken {
@@ -138,11 +145,37 @@ impl SoftToken {
                 files: HashMap::new(),
                 sealed: HashMap::new(),
                 dir_stamp: None,
+                warned: Default::default(),
             }),
         };
+        t.remove_stale_temps();
         t.reload_meta(&mut t.state.write(), true);
         t
     }
+
+    /// Takes the store's cross-process lock for one update.
+    fn lock(&self) -> Result<StoreLock> {
+        StoreLock::acquire(&self.dir)
+    }
+
+    /// At open: removes what writers that died mid-write left behind (under the lock, so
+    /// that no live writer's file is taken). A store that does not exist yet is not made.
+    fn remove_stale_temps(&self) {
+        if !self.dir.is_dir() {
+            return;
+        }
+        match self.lock() {
+            Ok(lock) => {
+                lock.remove_stale_temps(&self.dir);
+                lock.remove_stale_temps(&store::objects_dir(&self.dir));
+            }
+            Err(e) => log::warn!(
+                "soft token {:?}: stale temporary files not checked: {e}",
+                self.config_label
+            ),
+        }
+    }
+
 
     /// The token with its master key sealed by `seal` (`[slot.seal]`).
     pub fn with_seal(mut self, seal: Arc<dyn StoreSeal>) -> Self {
@@ -248,6 +281,18 @@ impl SoftToken {
             return;
         }
         st.meta_stamp = stamp;
+        let modes = perms::audit(&self.dir);
+        for w in modes.warnings {
+            if st.warned.insert(w.clone()) {
+                log::warn!("{w}");
+            }
+        }
+        if !modes.refused.is_empty() {
+            let why = modes.refused.join("; ");
+            log::error!("soft token {:?}: {why}", self.config_label);
+            st.meta = MetaState::Broken(why);
+            return;
+        }
         st.meta = match store::load_meta(&self.dir) {
             Ok(Loaded::Empty) => MetaState::Empty,
             Ok(Loaded::Meta(m)) => MetaState::Ready(m),
@@ -458,8 +503,14 @@ impl SoftToken {
     fn write_object(&self, name: &str, attrs: &Attrs) -> Result<()> {
         let private = attrs.flag_or(CKA_PRIVATE, true);
         let mk = self.state.read().mk.clone();
-        let bytes = store::encode_object(name, attrs, private, mk.as_deref())?;
-        store::write_atomic(&store::objects_dir(&self.dir), name, &bytes)
+        let bytes = zeroize::Zeroizing::new(store::encode_object(
+            name,
+            attrs,
+            private,
+            mk.as_deref(),
+        )?);
+        let lock = self.lock()?;
+        store::write_atomic(&lock, &store::objects_dir(&self.dir), name, &bytes)
     }
 
     /// Replaces an object's attributes (C_SetAttributeValue).
@@ -491,8 +542,27 @@ impl SoftToken {
         Ok(())
     }
 
-    /// Checks `pin` against a record, counting failures in token.json.
+    /// Checks `pin` against a record, counting failures in token.json; the master key when
+    /// it is right. Takes the store's lock for the check (the seal, a network call, is
+    /// asked after it is released).
     fn verify_pin(&self, st: &mut State, who: Login, pin: &[u8]) -> Result<MasterKey> {
+        let lock = self.lock()?;
+        let (meta, rec, layer) = self.check_pin(&lock, st, who, pin)?;
+        drop(lock);
+        self.unseal(&meta, &rec, &layer)
+    }
+
+    /// The PIN check proper, with the lock held: token.json is re-read first, so that the
+    /// failure count is the one every process shares and each guess is counted once.
+    /// Returns the token's meta, the PIN's record and its opened PIN layer.
+    fn check_pin(
+        &self,
+        lock: &StoreLock,
+        st: &mut State,
+        who: Login,
+        pin: &[u8],
+    ) -> Result<(TokenMeta, store::PinRecord, zeroize::Zeroizing<Vec<u8>>)> {
+        self.reload_meta(st, true);
         let meta = Self::meta(st)?.clone();
         let (rec, failures) = match who {
             Login::So => (Some(&meta.so), meta.so_failures),
@@ -519,17 +589,17 @@ impl SoftToken {
             (Err(_), _) => m.user_failures += 1,
         }
         if (m.so_failures, m.user_failures) != (meta.so_failures, meta.user_failures) {
-            self.save_meta(st, m)?;
+            self.save_meta(lock, st, m)?;
         }
         if result.is_err() {
             log::warn!("soft token {:?}: wrong {who:?} PIN", self.config_label);
         }
-        // The PIN was right (or the error is returned): the seal, if any, opens the key.
-        self.unseal(&meta, rec, &result?)
+        let rec = rec.clone();
+        Ok((meta, rec, result?))
     }
 
-    fn save_meta(&self, st: &mut State, m: TokenMeta) -> Result<()> {
-        store::save_meta(&self.dir, &m)?;
+    fn save_meta(&self, lock: &StoreLock, st: &mut State, m: TokenMeta) -> Result<()> {
+        store::save_meta(lock, &self.dir, &m)?;
         st.meta = MetaState::Ready(m);
         st.meta_stamp = self.meta_stamp();
         Ok(())
@@ -579,6 +649,13 @@ impl SoftToken {
 impl Token for SoftToken {
     fn slot_description(&self) -> String {
         format!("hsmux soft token at {}", self.dir.display())
+    }
+
+    /// Loose modes of the store: what makes it refused (others can write it), then what
+    /// is only warned about (others can read it).
+    fn warnings(&self) -> Vec<String> {
+        let a = perms::audit(&self.dir);
+        a.refused.into_iter().chain(a.warnings).collect()
     }
 
     fn token_info(&self) -> Result<TokenInfo> {
@@ -669,6 +746,8 @@ impl Token for SoftToken {
 
     fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
         let mut st = self.state.write();
+        // The whole re-initialisation is one update of the store.
+        let lock = self.lock()?;
         self.reload_meta(&mut st, true);
         let serial = match &st.meta {
             MetaState::Broken(why) => {
@@ -679,7 +758,8 @@ impl Token for SoftToken {
             }
             MetaState::Ready(m) => {
                 let serial = m.serial.clone();
-                self.verify_pin(&mut st, Login::So, so_pin)?;
+                let (meta, rec, layer) = self.check_pin(&lock, &mut st, Login::So, so_pin)?;
+                self.unseal(&meta, &rec, &layer)?;
                 serial
             }
             MetaState::Empty => {
@@ -712,17 +792,14 @@ impl Token for SoftToken {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".obj") {
-                    store::remove(&objdir, &name)?;
+                    store::remove(&lock, &objdir, &name)?;
                 }
             }
         }
-        std::fs::create_dir_all(&objdir).map_err(|e| {
-            Error::logged(
-                CKR_DEVICE_ERROR,
-                format!("cannot create {}: {e}", objdir.display()),
-            )
-        })?;
-        self.save_meta(&mut st, meta)?;
+        perms::create_private_dir(&objdir)?;
+        lock.remove_stale_temps(&self.dir);
+        lock.remove_stale_temps(&objdir);
+        self.save_meta(&lock, &mut st, meta)?;
         let token_ids: Vec<ObjectId> = st.files.drain().map(|(_, (_, id))| id).collect();
         for id in token_ids {
             st.objects.remove(&id);
@@ -779,18 +856,24 @@ impl Token for SoftToken {
     fn init_pin(&self, new_pin: &[u8]) -> Result<()> {
         Self::check_pin_len(new_pin)?;
         let mut st = self.state.write();
+        let lock = self.lock()?;
+        self.reload_meta(&mut st, true);
         let mut meta = Self::meta(&st)?.clone();
         let mk = st.mk.clone().ok_or_else(|| err(CKR_USER_NOT_LOGGED_IN))?;
         meta.user = Some(self.make_record(new_pin, &mk)?);
         meta.user_failures = 0;
         self.add_seal_record(&mut meta)?;
-        self.save_meta(&mut st, meta)
+        // A writer that died mid-write may have left a copy of the old records.
+        lock.remove_stale_temps(&self.dir);
+        self.save_meta(&lock, &mut st, meta)
     }
 
     fn set_pin(&self, who: Login, old: &[u8], new: &[u8]) -> Result<()> {
         Self::check_pin_len(new)?;
         let mut st = self.state.write();
-        let mk = self.verify_pin(&mut st, who, old)?;
+        let lock = self.lock()?;
+        let (meta, rec, layer) = self.check_pin(&lock, &mut st, who, old)?;
+        let mk = self.unseal(&meta, &rec, &layer)?;
         let mut meta = Self::meta(&st)?.clone();
         let rec = self.make_record(new, &mk)?;
         match who {
@@ -798,7 +881,10 @@ impl Token for SoftToken {
             _ => meta.user = Some(rec),
         }
         self.add_seal_record(&mut meta)?;
-        self.save_meta(&mut st, meta)
+        // The old PIN's record must not survive the change anywhere in the store: a copy
+        // in a temporary file left by a writer that died would still open the master key.
+        lock.remove_stale_temps(&self.dir);
+        self.save_meta(&lock, &mut st, meta)
     }
 
     fn find_objects(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<Vec<ObjectId>> {
@@ -869,7 +955,8 @@ impl Token for SoftToken {
             ));
         }
         if let Some(name) = &o.file {
-            store::remove(&store::objects_dir(&self.dir), name)?;
+            let lock = self.lock()?;
+            store::remove(&lock, &store::objects_dir(&self.dir), name)?;
         }
         let mut st = self.state.write();
         st.objects.remove(&obj);

@@ -6,8 +6,13 @@
 //! clear with a SHA-256 checksum so that damage is detected. Every write goes to a temporary
 //! file in the same directory, is fsync'ed, then renamed over the old one, and the
 //! directory is fsync'ed: a crash leaves either the old or the new file, never half of one.
-//! A file that fails its checks is reported and left untouched.
+//! Writes happen only under the store's cross-process lock (`lock.rs`), which is also what
+//! lets a later holder remove the temporary files of a writer that died. Files are created
+//! 0600 and directories 0700 (`perms.rs`). A file that fails its checks is reported and
+//! left untouched.
 
+use super::lock::{StoreLock, LOCK_FILE, TMP_PREFIX};
+use super::perms;
 use crate::core::attr::Attrs;
 use crate::core::error::{err, Error, Result};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -91,9 +96,13 @@ pub fn load_meta(dir: &Path) -> std::result::Result<Loaded, String> {
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A directory that holds something else is not ours to initialize over.
-            if let Ok(mut entries) = fs::read_dir(dir) {
-                if let Some(Ok(e)) = entries.next() {
+            // A directory that holds something else is not ours to initialize over (the
+            // store's own lock file aside: a lock may be taken before the first write).
+            if let Ok(entries) = fs::read_dir(dir) {
+                let mut others = entries
+                    .flatten()
+                    .filter(|e| e.file_name() != std::ffi::OsStr::new(LOCK_FILE));
+                if let Some(e) = others.next() {
                     return Err(format!(
                         "soft token path {} is not empty but has no token.json (found {:?}); refusing to use it",
                         dir.display(),
@@ -117,27 +126,28 @@ pub fn load_meta(dir: &Path) -> std::result::Result<Loaded, String> {
     Ok(Loaded::Meta(meta))
 }
 
-pub fn save_meta(dir: &Path, meta: &TokenMeta) -> Result<()> {
-    let text = serde_json::to_vec_pretty(meta).map_err(Error::general)?;
-    write_atomic(dir, "token.json", &text)
+pub fn save_meta(lock: &StoreLock, dir: &Path, meta: &TokenMeta) -> Result<()> {
+    let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(meta).map_err(Error::general)?);
+    write_atomic(lock, dir, "token.json", &text)
 }
 
-/// Writes `name` in `dir` so that a crash leaves the old or the new content.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+/// Writes `name` in `dir` so that a crash leaves the old or the new content. The caller
+/// holds the store's lock.
+pub fn write_atomic(_lock: &StoreLock, dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     let io = |what: &str, e: std::io::Error| {
         Error::logged(
             CKR_DEVICE_ERROR,
             format!("soft token {}: {what}: {e}", dir.display()),
         )
     };
-    fs::create_dir_all(dir).map_err(|e| io("cannot create directory", e))?;
-    let tmp = dir.join(format!(".tmp-{name}-{}-{}", std::process::id(), rand_u64()));
+    perms::create_private_dir(dir)?;
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{name}-{}-{}",
+        std::process::id(),
+        rand_u64()
+    ));
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io("create", e))?;
+        let mut f = perms::open_private_file(&tmp, true).map_err(|e| io("create", e))?;
         f.write_all(data).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("fsync", e))?;
         fs::rename(&tmp, dir.join(name)).map_err(|e| io("rename", e))?;
@@ -150,7 +160,8 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     result
 }
 
-pub fn remove(dir: &Path, name: &str) -> Result<()> {
+/// Removes `name` from `dir`; the caller holds the store's lock.
+pub fn remove(_lock: &StoreLock, dir: &Path, name: &str) -> Result<()> {
     match fs::remove_file(dir.join(name)) {
         Ok(()) => {
             sync_dir(dir);
