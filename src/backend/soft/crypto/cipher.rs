@@ -1,8 +1,11 @@
 //! Encryption and decryption: AES-GCM, AES-CBC (with and without PKCS#7 padding),
 //! AES-ECB, AES-CTR, RSA-OAEP and RSA PKCS#1 v1.5.
 //!
-//! Multi-part operations collect their input and produce everything at the final call,
-//! which PKCS#11 allows (an update may output nothing); GCM must do so anyway.
+//! Multi-part AES-ECB, -CBC, -CBC-PAD and -CTR stream: each update returns every whole
+//! block it can (CBC-PAD decryption holds the last block back, since it carries the
+//! padding), so that a consumer that sizes its buffers from the update length query gets
+//! its data as it goes and large inputs are not kept. GCM (which must see the whole input
+//! before it releases plaintext) and RSA collect their input for the final call.
 
 use super::keys::Key;
 use crate::core::error::{err, Error, Result};
@@ -39,6 +42,18 @@ pub struct Op {
     encrypt: bool,
     mode: Mode,
     buf: Zeroizing<Vec<u8>>,
+    /// The multi-part state of a `Mode::Block` operation.
+    stream: BlockStream,
+}
+
+/// Where a multi-part block-mode operation stands between updates.
+struct BlockStream {
+    /// Input not yet processed: less than a block, or for CBC-PAD decryption the last
+    /// whole block (held back for the final call).
+    pending: Zeroizing<Vec<u8>>,
+    /// CBC: the IV of the next block (the last ciphertext block); CTR: the next counter
+    /// block; ECB: none.
+    chain: Option<[u8; 16]>,
 }
 
 enum Mode {
@@ -211,10 +226,18 @@ fn init(mech: &Mechanism, key: &Arc<Key>, encrypt: bool) -> Result<Box<dyn Ciphe
         }
         _ => return Err(err(CKR_MECHANISM_INVALID)),
     };
+    let chain = match &mode {
+        Mode::Block { iv, .. } => *iv,
+        _ => None,
+    };
     Ok(Box::new(Op {
         encrypt,
         mode,
         buf: Zeroizing::new(Vec::new()),
+        stream: BlockStream {
+            pending: Zeroizing::new(Vec::new()),
+            chain,
+        },
     }))
 }
 
@@ -426,6 +449,77 @@ fn block_run(
     Ok(buf)
 }
 
+/// Adds `blocks` to a 128-bit big-endian counter block (AES-CTR as aws-lc counts).
+fn ctr_add(counter: [u8; 16], blocks: usize) -> [u8; 16] {
+    u128::from_be_bytes(counter)
+        .wrapping_add(blocks as u128)
+        .to_be_bytes()
+}
+
+impl Op {
+    /// How many of `available` buffered bytes a block-mode update processes now.
+    fn stream_take(&self, available: usize) -> usize {
+        let Mode::Block { padded, .. } = &self.mode else {
+            return 0;
+        };
+        let keep = match available % 16 {
+            // CBC-PAD decryption: the last whole block may be all padding.
+            0 if *padded && !self.encrypt => available.min(16),
+            r => r,
+        };
+        available - keep
+    }
+
+    /// A block-mode update: whole blocks out, the rest kept.
+    fn stream_update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        let Mode::Block { key, ctr, iv, .. } = &self.mode else {
+            return Err(err(CKR_GENERAL_ERROR));
+        };
+        let (ctr, has_iv) = (*ctr, iv.is_some());
+        let mut data = std::mem::take(&mut self.stream.pending);
+        data.try_reserve(input.len())
+            .map_err(|_| err(CKR_HOST_MEMORY))?;
+        data.extend_from_slice(input);
+        let take = self.stream_take(data.len());
+        let out = block_run(key, self.stream.chain, false, ctr, self.encrypt, &data[..take])?;
+        if take > 0 {
+            self.stream.chain = match (ctr, has_iv) {
+                (true, _) => self.stream.chain.map(|c| ctr_add(c, take / 16)),
+                (false, true) => {
+                    let cipher_text = if self.encrypt { &out[..] } else { &data[..take] };
+                    cipher_text[take - 16..take].try_into().ok()
+                }
+                (false, false) => None,
+            };
+        }
+        self.stream.pending = Zeroizing::new(data[take..].to_vec());
+        Ok(out)
+    }
+
+    /// A block-mode final call: the padding, a CTR tail, or a length error.
+    fn stream_finish(&mut self) -> Result<Vec<u8>> {
+        let Mode::Block {
+            key, padded, ctr, ..
+        } = &self.mode
+        else {
+            return Err(err(CKR_GENERAL_ERROR));
+        };
+        let rest = std::mem::take(&mut self.stream.pending);
+        if *padded || *ctr {
+            // CBC-PAD pads (or unpads) what is left under the chained IV; CTR takes a tail.
+            return block_run(key, self.stream.chain, *padded, *ctr, self.encrypt, &rest);
+        }
+        if !rest.is_empty() {
+            return Err(err(if self.encrypt {
+                CKR_DATA_LEN_RANGE
+            } else {
+                CKR_ENCRYPTED_DATA_LEN_RANGE
+            }));
+        }
+        Ok(Vec::new())
+    }
+}
+
 impl Cipher for Op {
     fn output_len(&self, n: usize) -> usize {
         self.len_for(n)
@@ -433,21 +527,37 @@ impl Cipher for Op {
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
         self.run(input)
     }
-    fn update_len(&self, _n: usize) -> usize {
-        0
+    fn update_len(&self, n: usize) -> usize {
+        match self.mode {
+            Mode::Block { .. } => self.stream_take(self.stream.pending.len() + n),
+            _ => 0,
+        }
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        if matches!(self.mode, Mode::Oaep { .. } | Mode::Pkcs1 { .. }) {
+        match self.mode {
             // RSA encryption is single-part only (PKCS#11 §2.1.6).
-            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
+            Mode::Oaep { .. } | Mode::Pkcs1 { .. } => Err(err(CKR_FUNCTION_NOT_SUPPORTED)),
+            Mode::Block { .. } => self.stream_update(input),
+            _ => {
+                self.buf
+                    .try_reserve(input.len())
+                    .map_err(|_| err(CKR_HOST_MEMORY))?;
+                self.buf.extend_from_slice(input);
+                Ok(Vec::new())
+            }
         }
-        self.buf.extend_from_slice(input);
-        Ok(Vec::new())
     }
     fn final_len(&self) -> usize {
-        self.len_for(self.buf.len())
+        match (&self.mode, self.encrypt) {
+            (Mode::Block { padded: true, .. }, true) => 16,
+            (Mode::Block { .. }, _) => self.stream.pending.len(),
+            _ => self.len_for(self.buf.len()),
+        }
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
+        if let Mode::Block { .. } = self.mode {
+            return self.stream_finish();
+        }
         let data = std::mem::take(&mut *self.buf);
         let data = Zeroizing::new(data);
         self.run(&data)

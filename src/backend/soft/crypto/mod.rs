@@ -136,3 +136,6 @@ pub fn generate_key_pair(
 pub fn random(out: &mut [u8]) -> Result<()> {
     aws_lc_rs::rand::fill(out).map_err(|_| err(CKR_FUNCTION_FAILED))
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,6 +107,44 @@ fn ctr_counter_carries_across_32_bits_in_pieces() {
     }
 }
 
+/// Multi-part block modes stream (PKCS#11 3.0 §5.8/5.9 and the AES mechanism tables): each
+/// update returns every whole block it can, exactly as many bytes as its length query
+/// announced, and CBC-PAD decryption holds back only the last block.
+#[test]
+fn block_modes_return_whole_blocks_at_each_update() {
+    let k = aes(K128);
+    let data = hex(PT); // 64 bytes
+    let cases: [(Mechanism, usize); 4] = [
+        (mech(CKM_AES_ECB), 0),
+        (cbc(CKM_AES_CBC), 0),
+        (cbc(CKM_AES_CBC_PAD), 0),
+        (ctr(128, &hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")), 0),
+    ];
+    for (m, _) in cases {
+        let mut e = super::super::encrypt_init(&m, &k).unwrap();
+        // 20 bytes in: one whole block out now, 4 bytes kept.
+        assert_eq!(e.update_len(20), 16, "{:#x}: length query", m.mech);
+        let first = e.update(&data[..20]).unwrap();
+        assert_eq!(first.len(), 16, "{:#x}: first update streams", m.mech);
+        // 44 more: 64 in all, 48 more out.
+        assert_eq!(e.update_len(44), 48, "{:#x}", m.mech);
+        let second = e.update(&data[20..]).unwrap();
+        assert_eq!(second.len(), 48, "{:#x}", m.mech);
+        let last = e.finish().unwrap();
+        let mut ct = first;
+        ct.extend_from_slice(&second);
+        ct.extend_from_slice(&last);
+        assert_eq!(ct, encrypt(&m, &k, &data).unwrap(), "{:#x}: same as one-shot", m.mech);
+
+        let mut d = super::super::decrypt_init(&m, &k).unwrap();
+        let held = if m.mech == CKM_AES_CBC_PAD { 16 } else { 0 };
+        assert_eq!(d.update_len(64), 64 - held, "{:#x}: decrypt query", m.mech);
+        let got = d.update(&ct[..64]).unwrap();
+        assert_eq!(got.len(), 64 - held, "{:#x}: decrypt streams", m.mech);
+        assert_eq!(&got[..], &data[..64 - held]);
+    }
+}
+
 #[test]
 fn unpadded_modes_refuse_partial_blocks() {
     let k = aes(K128);

@@ -6,8 +6,6 @@
 mod aes;
 mod ec;
 mod hash;
-mod rsa;
-mod wrap;
 
 use super::Key;
 use crate::core::attr::{Attrs, AttrsExt};
