@@ -238,6 +238,36 @@ fn loose_store_modes_are_refused_or_warned_about() {
             && out.contains(&format!("chmod 700 {}", store.display())),
         "{out}"
     );
+
+    // An object file others can write is not used: it may not be the token's own.
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_rv!(initialize_with(m, &file), CKR_OK);
+    let h = open(m, 0, true);
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_DATA)
+        .bool(CKA_TOKEN, true)
+        .bool(CKA_PRIVATE, false)
+        .bytes(CKA_LABEL, b"planted");
+    let mut o = 0;
+    assert_rv!(ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)), CKR_OK);
+    finalize(m);
+    let objects: Vec<PathBuf> = std::fs::read_dir(store.join("objects"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(objects.len(), 1);
+    std::fs::set_permissions(&objects[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_rv!(initialize_with(m, &file), CKR_OK);
+    let h = open(m, 0, false);
+    assert!(
+        find(m, h, &mut Template::new().bytes(CKA_LABEL, b"planted")).is_empty(),
+        "a world-writable object file is not served"
+    );
+    finalize(m);
+    let (code, out, _) = cli(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("chmod 600 {}", objects[0].display())), "{out}");
 }
 
 /// Temporary files left by a writer that died are removed when the store is opened, and

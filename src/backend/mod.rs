@@ -87,6 +87,11 @@ pub trait Token: Send + Sync {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Problems that stop part or all of the token, one line each with its fix (`hsmux
+    /// check` prints them and exits non-zero): e.g. a store file others can write.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// `C_OpenSession` on this token: refuse when it cannot serve sessions.
     fn open_session(&self, _session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {
         Ok(())

@@ -104,14 +104,18 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             )),
             (l, _) => l,
         };
-        let warnings = match &kind {
-            SlotRef::Core(s) => s.token.warnings(),
-            SlotRef::Module(_) => Vec::new(),
+        let (warnings, trouble) = match &kind {
+            SlotRef::Core(s) => (s.token.warnings(), s.token.problems()),
+            SlotRef::Module(_) => (Vec::new(), Vec::new()),
         };
         match line {
-            Ok((text, trouble)) => {
-                problems += trouble as usize;
+            Ok((text, locked)) => {
+                problems += locked as usize;
                 println!("slot {slot}: {text}");
+                problems += trouble.len();
+                for p in &trouble {
+                    println!("  PROBLEM: {p}");
+                }
                 for w in &warnings {
                     println!("  WARNING: {w}");
                 }
@@ -131,7 +135,7 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
             Err(text) => {
                 problems += 1;
                 println!("slot {slot}: PROBLEM: {text}");
-                for w in &warnings {
+                for w in trouble.iter().chain(&warnings) {
                     println!("  {w}");
                 }
             }

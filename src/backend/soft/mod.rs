@@ -281,7 +281,7 @@ impl SoftToken {
             return;
         }
         st.meta_stamp = stamp;
-        let modes = perms::audit(&self.dir);
+        let modes = perms::audit(&self.dir, false);
         for w in modes.warnings {
             if st.warned.insert(w.clone()) {
                 log::warn!("{w}");
@@ -328,6 +328,25 @@ impl SoftToken {
                 }
                 let Ok(meta) = e.metadata() else { continue };
                 seen.insert(name.clone());
+                match perms::check(&e.path(), &meta) {
+                    perms::Finding::Private => {}
+                    perms::Finding::Readable(why) => {
+                        if st.warned.insert(why.clone()) {
+                            log::warn!("{why}");
+                        }
+                    }
+                    perms::Finding::Writable(why) => {
+                        // Someone else may have put this object here: it is not used.
+                        if st.warned.insert(why.clone()) {
+                            log::error!("{why}");
+                        }
+                        if let Some((_, id)) = st.files.remove(&name) {
+                            st.objects.remove(&id);
+                        }
+                        st.sealed.remove(&name);
+                        continue;
+                    }
+                }
                 if st
                     .files
                     .get(&name)
@@ -651,11 +670,14 @@ impl Token for SoftToken {
         format!("hsmux soft token at {}", self.dir.display())
     }
 
-    /// Loose modes of the store: what makes it refused (others can write it), then what
-    /// is only warned about (others can read it).
+    /// Store paths others can read.
     fn warnings(&self) -> Vec<String> {
-        let a = perms::audit(&self.dir);
-        a.refused.into_iter().chain(a.warnings).collect()
+        perms::audit(&self.dir, true).warnings
+    }
+
+    /// Store paths others can write: the store, or that object, is not used.
+    fn problems(&self) -> Vec<String> {
+        perms::audit(&self.dir, true).refused
     }
 
     fn token_info(&self) -> Result<TokenInfo> {

@@ -77,43 +77,66 @@ pub struct Audit {
     pub warnings: Vec<String>,
 }
 
-/// Checks the modes of the store at `dir`: the directory, `objects/`, `token.json`, and each
-/// object file. Each finding names the path and the `chmod` that fixes it.
-pub fn audit(dir: &Path) -> Audit {
+/// Checks the modes of the store at `dir`: the directory, `objects/`, `token.json`, and
+/// with `objects` each object file too (the token checks those one by one as it reads
+/// them, see [`check`]). Each finding names the path and the `chmod` that fixes it.
+pub fn audit(dir: &Path, objects: bool) -> Audit {
     let mut out = Audit::default();
-    let objects = dir.join("objects");
-    let mut paths = vec![dir.to_path_buf(), objects.clone(), dir.join("token.json")];
-    if let Ok(entries) = fs::read_dir(&objects) {
-        paths.extend(
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "obj")),
-        );
+    let objdir = dir.join("objects");
+    let mut paths = vec![dir.to_path_buf(), objdir.clone(), dir.join("token.json")];
+    if objects {
+        if let Ok(entries) = fs::read_dir(&objdir) {
+            paths.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "obj")),
+            );
+        }
     }
     for p in paths {
         let Ok(meta) = fs::metadata(&p) else { continue };
-        let mode = meta.permissions().mode() & 0o777;
-        let (want, what) = if meta.is_dir() {
-            (DIR_MODE, "directory")
-        } else {
-            (FILE_MODE, "file")
-        };
-        if mode & 0o022 != 0 {
-            out.refused.push(format!(
-                "soft store {what} {} is writable by group or others (mode {mode:04o}): another user could replace its keys; refusing to use it. Fix: chmod {want:o} {}",
-                p.display(),
-                p.display()
-            ));
-        } else if mode & 0o044 != 0 {
-            out.warnings.push(format!(
-                "soft store {what} {} is readable by group or others (mode {mode:04o}): its public objects and PIN records are exposed. Fix: chmod {want:o} {}",
-                p.display(),
-                p.display()
-            ));
+        match check(&p, &meta) {
+            Finding::Writable(why) => out.refused.push(why),
+            Finding::Readable(why) => out.warnings.push(why),
+            Finding::Private => {}
         }
     }
     out
+}
+
+/// What the mode of one store path allows others.
+pub enum Finding {
+    Private,
+    /// Group or others can read it: the text says so and how to fix it.
+    Readable(String),
+    /// Group or others can change it.
+    Writable(String),
+}
+
+/// The finding for one path of the store, from its metadata.
+pub fn check(p: &Path, meta: &fs::Metadata) -> Finding {
+    let mode = meta.permissions().mode() & 0o777;
+    let (want, what) = if meta.is_dir() {
+        (DIR_MODE, "directory")
+    } else {
+        (FILE_MODE, "file")
+    };
+    if mode & 0o022 != 0 {
+        Finding::Writable(format!(
+            "soft store {what} {} is writable by group or others (mode {mode:04o}): another user could replace its keys; refusing to use it. Fix: chmod {want:o} {}",
+            p.display(),
+            p.display()
+        ))
+    } else if mode & 0o044 != 0 {
+        Finding::Readable(format!(
+            "soft store {what} {} is readable by group or others (mode {mode:04o}): its public objects and PIN records are exposed. Fix: chmod {want:o} {}",
+            p.display(),
+            p.display()
+        ))
+    } else {
+        Finding::Private
+    }
 }
 
 #[cfg(test)]
@@ -136,11 +159,11 @@ mod tests {
         drop(open_private_file(&f, true).unwrap());
         assert_eq!(mode(&f), 0o600);
         assert!(open_private_file(&f, true).is_err(), "new means new");
-        let a = audit(&store);
+        let a = audit(&store, true);
         assert!(a.refused.is_empty() && a.warnings.is_empty(), "{a:?}");
 
         fs::set_permissions(&f, Permissions::from_mode(0o644)).unwrap();
-        let a = audit(&store);
+        let a = audit(&store, true);
         assert!(a.refused.is_empty());
         assert_eq!(a.warnings.len(), 1);
         assert!(
@@ -150,7 +173,7 @@ mod tests {
         );
 
         fs::set_permissions(&store, Permissions::from_mode(0o777)).unwrap();
-        let a = audit(&store);
+        let a = audit(&store, true);
         assert_eq!(a.refused.len(), 1);
         assert!(
             a.refused[0].contains(&format!("chmod 700 {}", store.display())),
