@@ -862,6 +862,7 @@ impl Token for RemoteToken {
             return Err(err(CKR_KEY_TYPE_INCONSISTENT));
         }
         let plan = self.sign_plan(&o, mech)?;
+        self.service.check_sign_scheme(&o.key, plan.scheme)?;
         Ok(Box::new(RemoteSign::new(
             self.service.clone(),
             o.key.clone(),
