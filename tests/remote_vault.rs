@@ -343,8 +343,50 @@ fn vault_login_listener() -> (u16, &'static Mutex<Vec<String>>) {
     (port, seen)
 }
 
+/// What the module logged (to stderr, which is copied here and still shown).
+static STDERR: Mutex<String> = Mutex::new(String::new());
+
+/// Copies this process's stderr (where hsmux logs) into [`STDERR`] while still writing
+/// it to the original stderr.
+fn tee_stderr() {
+    unsafe {
+        let mut fds = [0i32; 2];
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let original = libc::dup(2);
+        assert!(original >= 0);
+        assert!(libc::dup2(fds[1], 2) >= 0);
+        libc::close(fds[1]);
+        let (read_end, original) = (fds[0], original);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(read_end, buf.as_mut_ptr() as *mut _, buf.len());
+                if n <= 0 {
+                    break;
+                }
+                let chunk = &buf[..n as usize];
+                libc::write(original, chunk.as_ptr() as *const _, chunk.len());
+                STDERR.lock().unwrap().push_str(&String::from_utf8_lossy(chunk));
+            }
+        });
+    }
+}
+
+/// The module's log so far (lines reach the pipe at once; the copy may lag a moment).
+fn module_log(until: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let log = STDERR.lock().unwrap().clone();
+        if until(&log) || t.elapsed() > Duration::from_secs(5) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
+        tee_stderr();
         let dir = std::env::temp_dir().join(format!("hsmux-vault-{}-{}", std::process::id(), random_hex(4)));
         std::fs::create_dir_all(&dir).unwrap();
         remove_at_exit(&dir);
@@ -478,10 +520,7 @@ fn fixture() -> &'static Fixture {
                 b.addr()
             )
         };
-        let mut cfg = format!(
-            "[log]\nfile = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n",
-            dir.join("hsmux.log").display()
-        );
+        let mut cfg = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n");
         cfg += &vault(
             "vault",
             &a,
@@ -1264,7 +1303,7 @@ fn a_refusal_at_call_time_is_a_code_each_function_may_return() {
     let tag = sign(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed").unwrap();
     assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed", &tag), CKR_OK);
     // The service's own message is in the log, with the code the consumer got.
-    let log = std::fs::read_to_string(f.m.dir.join("hsmux.log")).unwrap();
+    let log = module_log(|l| l.contains("signing with transit/keys/ec256"));
     let line = log
         .lines()
         .find(|l| l.contains("vault-partial") && l.contains("signing with transit/keys/ec256"))
