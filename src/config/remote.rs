@@ -601,10 +601,7 @@ path = "/tmp/x"
             (v.auth_namespace.clone(), v.transit_namespace.clone())
         };
         let s = |v: &str| Some(v.to_string());
-        assert_eq!(
-            slot("auth={method='token',token='t'}"),
-            (None, None)
-        );
+        assert_eq!(slot("auth={method='token',token='t'}"), (None, None));
         assert_eq!(
             slot("namespace='org/'\nauth={method='token',token='t'}"),
             (s("org"), s("org"))
@@ -632,7 +629,10 @@ path = "/tmp/x"
             "[[slot]]\nlabel='s'\nbackend='soft'\npath='/x'\n[slot.seal]\nbackend='vault'\nkey='k'\naddress='http://a'\nauth={method='token',token='t',namespace='org'}\ntransit={namespace='org/kms'}\n",
         )
         .unwrap();
-        let BackendConfig::Soft { seal: Some(seal), .. } = &c.slots[0].backend else {
+        let BackendConfig::Soft {
+            seal: Some(seal), ..
+        } = &c.slots[0].backend
+        else {
             panic!()
         };
         assert_eq!(seal.vault.auth_namespace.as_deref(), Some("org"));

@@ -134,6 +134,11 @@ impl Auth {
         self.obtain(v).await.map(|_| true)
     }
 
+    /// Whether a token is held (a given token that Vault no longer takes is forgotten).
+    pub fn has_session(&self) -> bool {
+        self.current.lock().is_some()
+    }
+
     /// A token given outright was refused (403): forget it, so that the next use (and
     /// `C_Login`) asks Vault about it again instead of sending it blindly.
     pub fn forget(&self, stale: &Arc<Session>) {

@@ -356,7 +356,9 @@ impl Inner {
             429 | 500..=599 => CKR_DEVICE_ERROR,
             _ => CKR_FUNCTION_FAILED,
         };
-        let hint = if reply.status == 403 && !self.auth.can_login() {
+        // A 403 with a working token is the policy's (see `send_in`); the hint is for a
+        // given token that Vault no longer takes (forgotten then).
+        let hint = if reply.status == 403 && !self.auth.can_login() && !self.auth.has_session() {
             " (the configured token may have expired: a token given outright cannot log in again)"
         } else if reply.status == 503 {
             " (sealed or standby)"

@@ -165,7 +165,14 @@ impl Inner {
     async fn hmac(&self, key: &KeyVersion, h: HashAlg, data: &[u8]) -> Result<Vec<u8>> {
         let what = format!("HMAC-{} with {}", h.name(), key.id);
         let mac = self
-            .hmac_raw(&what, &key.label, h, data, version_of(key), On400(CKR_FUNCTION_FAILED))
+            .hmac_raw(
+                &what,
+                &key.label,
+                h,
+                data,
+                version_of(key),
+                On400(CKR_FUNCTION_FAILED),
+            )
             .await?;
         let (_, mac) = parse_versioned(&what, &mac)?;
         if mac.len() != h.len() {
