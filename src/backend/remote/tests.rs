@@ -86,6 +86,7 @@ impl KeyService for Fake {
         Ok(())
     }
     fn list_keys(&self) -> Result<Vec<KeyVersion>> {
+        self.refused()?;
         let ec = KeyAlg::Ec {
             curve: EcCurve::P256,
         };
@@ -452,4 +453,16 @@ fn a_service_refusal_reaches_the_consumer_as_the_function_allows() {
     *fake.fault.lock() = Fault::None;
     let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig).unwrap();
     assert!(s.oneshot(b"x").is_ok());
+}
+
+#[test]
+fn a_refused_listing_is_a_code_c_find_objects_init_may_return() {
+    let (fake, t) = setup(false, false, false);
+    *fake.fault.lock() = Fault::Refused(CKR_KEY_FUNCTION_NOT_PERMITTED);
+    let e = t.find_objects(&user(), &[]).unwrap_err();
+    assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
+    *fake.fault.lock() = Fault::Refused(CKR_DEVICE_ERROR);
+    assert_eq!(t.find_objects(&user(), &[]).unwrap_err().rv(), CKR_DEVICE_ERROR);
+    *fake.fault.lock() = Fault::None;
+    assert!(!t.find_objects(&user(), &[]).unwrap().is_empty());
 }
