@@ -443,10 +443,16 @@ fn fixture() -> &'static Fixture {
         a.ok("PUT", "sys/policies/acl/lp", json!({ "policy": lp_policy }));
         a.ok("PUT", "sys/policies/acl/seal-store", json!({ "policy": three_path_policy("", "store-seal") }));
         a.ok("PUT", "sys/policies/acl/partial", json!({ "policy": PARTIAL_POLICY }));
+        a.ok(
+            "PUT",
+            "sys/policies/acl/mac-only",
+            json!({ "policy": "path \"transit/hmac/hm\" { capabilities = [\"update\"] }\n" }),
+        );
         a.ok("PUT", "sys/policies/acl/transit-all", json!({ "policy": TRANSIT_POLICY }));
         let lp_token = token_with("lp");
         let seal_token = token_with("seal-store");
         let partial_token = token_with("partial");
+        let mac_token = token_with("mac-only");
         // The least-privilege policy through AppRole (its own mount: its logins are
         // counted in the audit log).
         a.ok("POST", "sys/auth/ar-lp", json!({"type": "approle"}));
@@ -553,6 +559,12 @@ fn fixture() -> &'static Fixture {
             &a,
             format!("auth = {{ method = \"token\", token = \"{partial_token}\" }}"),
             "transit = { keys = [\"ec256\", \"aes\", \"hm\"] }",
+        );
+        cfg += &vault(
+            "vault-mac-only",
+            &a,
+            format!("auth = {{ method = \"token\", token = \"{mac_token}\" }}"),
+            "transit = { keys = [\"hm\"] }",
         );
         // The two namespaces: the slot's `namespace` for one, overridden for the other.
         let km_auth = |ns: &str| {
@@ -1260,6 +1272,31 @@ fn the_least_privilege_policy_through_approle_logs_in_once() {
     let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
     assert!(!audit.contains("\"path\":\"transit/hmac/seal-lp/"));
     assert!(!audit.contains("\"path\":\"transit/hmac/store-seal/"));
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+#[test]
+fn a_key_the_policy_only_lets_mac_is_an_hmac_key() {
+    // `update` on `transit/hmac/hm` and nothing else: no read, no encryption.
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "vault-mac-only");
+    let k = obj(m, h, "hm", CKO_SECRET_KEY);
+    assert_eq!(get_attr(m, h, k, CKA_ID).unwrap(), b"transit/keys/hm/v1");
+    assert_eq!(
+        get_attr(m, h, k, CKA_KEY_TYPE).unwrap(),
+        CKK_GENERIC_SECRET.to_ne_bytes()
+    );
+    use hmac::Mac;
+    let raw = export(&f.a, "hmac-key", "hm", 1);
+    let mut want = <hmac::Hmac<sha2::Sha512> as Mac>::new_from_slice(&raw).unwrap();
+    want.update(b"only a mac");
+    let tag = sign(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac").unwrap();
+    assert_eq!(tag, want.finalize().into_bytes().to_vec());
+    assert_rv!(verify(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac", &tag), CKR_OK);
+    let mut iv = [0u8; 12];
+    assert!(gcm_encrypt_iv(m, h, k, &mut iv, b"", b"no").is_err());
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
 }

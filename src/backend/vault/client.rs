@@ -23,6 +23,9 @@ pub struct KeyMeta {
     pub latest: u32,
     /// Read was forbidden: the versions are what encryptions answered.
     pub learned: bool,
+    /// Read and encryption were forbidden (a policy with `hmac/<k>` only): an HMAC key
+    /// whose versions HMACs answer.
+    pub mac_only: bool,
 }
 
 /// The state shared by every call of one slot.
