@@ -1052,6 +1052,8 @@ fn service_errors_map_to_pkcs11_codes() {
     for k in [doomed, disabled, denied] {
         assert!(sign(m, h, mech(CKM_SHA256_HMAC), k, b"x").is_ok());
     }
+    // Only codes C_Sign and C_Verify may return (CKR_KEY_HANDLE_INVALID and
+    // CKR_KEY_FUNCTION_NOT_PERMITTED are their Init's, not theirs).
     // NOT_FOUND (the key was deleted after the listing).
     e.main.ctl(
         "delete",
@@ -1059,7 +1061,7 @@ fn service_errors_map_to_pkcs11_codes() {
     );
     assert_eq!(
         sign(m, h, mech(CKM_SHA256_HMAC), doomed, b"x"),
-        Err(CKR_KEY_HANDLE_INVALID)
+        Err(CKR_FUNCTION_FAILED)
     );
     // FAILED_PRECONDITION (the version was disabled).
     e.main.ctl(
@@ -1068,18 +1070,18 @@ fn service_errors_map_to_pkcs11_codes() {
     );
     assert_eq!(
         sign(m, h, mech(CKM_SHA256_HMAC), disabled, b"x"),
-        Err(CKR_KEY_HANDLE_INVALID)
+        Err(CKR_FUNCTION_FAILED)
     );
-    // PERMISSION_DENIED.
+    // PERMISSION_DENIED: the signature request is rejected.
     e.main
         .ctl("deny", serde_json::json!({ "name": id_of(h, denied) }));
     assert_eq!(
         sign(m, h, mech(CKM_SHA256_HMAC), denied, b"x"),
-        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+        Err(CKR_FUNCTION_REJECTED)
     );
     assert_rv!(
         verify(m, h, mech(CKM_SHA256_HMAC), denied, b"x", &[0u8; 32]),
-        CKR_KEY_FUNCTION_NOT_PERMITTED
+        CKR_FUNCTION_FAILED
     );
 }
 

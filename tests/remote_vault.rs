@@ -261,11 +261,22 @@ unsafe impl Send for Fixture {}
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
-const LP_POLICY: &str = r#"
-path "transit/encrypt/seal-lp" { capabilities = ["update"] }
-path "transit/decrypt/seal-lp" { capabilities = ["update"] }
-path "transit/hmac/seal-lp" { capabilities = ["update"] }
-path "transit/hmac/seal-lp/*" { capabilities = ["update"] }
+/// The transit policy a key manager is given for a sealing key: exactly `update` on
+/// encrypt, decrypt and hmac of the key, no glob, no read, no list.
+fn three_path_policy(prefix: &str, key: &str) -> String {
+    ["encrypt", "decrypt", "hmac"]
+        .iter()
+        .map(|op| format!("path \"{prefix}transit/{op}/{key}\" {{ capabilities = [\"update\"] }}\n"))
+        .collect()
+}
+
+/// Reads the keys and MACs with them, but neither signs, encrypts nor decrypts: every
+/// refusal hsmux can meet at C_Sign, C_Encrypt, C_Decrypt and C_Verify time.
+const PARTIAL_POLICY: &str = r#"
+path "transit/keys/ec256" { capabilities = ["read"] }
+path "transit/keys/aes" { capabilities = ["read"] }
+path "transit/keys/hm" { capabilities = ["read"] }
+path "transit/hmac/aes" { capabilities = ["update"] }
 "#;
 
 const TRANSIT_POLICY: &str = r#"
@@ -332,8 +343,50 @@ fn vault_login_listener() -> (u16, &'static Mutex<Vec<String>>) {
     (port, seen)
 }
 
+/// What the module logged (to stderr, which is copied here and still shown).
+static STDERR: Mutex<String> = Mutex::new(String::new());
+
+/// Copies this process's stderr (where hsmux logs) into [`STDERR`] while still writing
+/// it to the original stderr.
+fn tee_stderr() {
+    unsafe {
+        let mut fds = [0i32; 2];
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let original = libc::dup(2);
+        assert!(original >= 0);
+        assert!(libc::dup2(fds[1], 2) >= 0);
+        libc::close(fds[1]);
+        let (read_end, original) = (fds[0], original);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(read_end, buf.as_mut_ptr() as *mut _, buf.len());
+                if n <= 0 {
+                    break;
+                }
+                let chunk = &buf[..n as usize];
+                libc::write(original, chunk.as_ptr() as *const _, chunk.len());
+                STDERR.lock().unwrap().push_str(&String::from_utf8_lossy(chunk));
+            }
+        });
+    }
+}
+
+/// The module's log so far (lines reach the pipe at once; the copy may lag a moment).
+fn module_log(until: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let log = STDERR.lock().unwrap().clone();
+        if until(&log) || t.elapsed() > Duration::from_secs(5) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
+        tee_stderr();
         let dir = std::env::temp_dir().join(format!("hsmux-vault-{}-{}", std::process::id(), random_hex(4)));
         std::fs::create_dir_all(&dir).unwrap();
         remove_at_exit(&dir);
@@ -381,10 +434,37 @@ fn fixture() -> &'static Fixture {
             r2.ok("POST", &format!("transit/restore/{n}"), json!({ "backup": backup }));
         }
         // Policies, a least-privilege token, a short-lived token, AppRole at a custom path.
-        a.ok("PUT", "sys/policies/acl/lp", json!({ "policy": LP_POLICY }));
+        let token_with = |policy: &str| {
+            let t = a.ok("POST", "auth/token/create", json!({"policies": [policy], "ttl": "1h"}));
+            t["auth"]["client_token"].as_str().unwrap().to_string()
+        };
+        let lp_policy = three_path_policy("", "seal-lp");
+        assert!(!lp_policy.contains('*') && lp_policy.lines().count() == 3);
+        a.ok("PUT", "sys/policies/acl/lp", json!({ "policy": lp_policy }));
+        a.ok("PUT", "sys/policies/acl/seal-store", json!({ "policy": three_path_policy("", "store-seal") }));
+        a.ok("PUT", "sys/policies/acl/partial", json!({ "policy": PARTIAL_POLICY }));
+        a.ok(
+            "PUT",
+            "sys/policies/acl/mac-only",
+            json!({ "policy": "path \"transit/hmac/hm\" { capabilities = [\"update\"] }\n" }),
+        );
         a.ok("PUT", "sys/policies/acl/transit-all", json!({ "policy": TRANSIT_POLICY }));
-        let lp = a.ok("POST", "auth/token/create", json!({"policies": ["lp"], "ttl": "1h"}));
-        let lp_token = lp["auth"]["client_token"].as_str().unwrap().to_string();
+        let lp_token = token_with("lp");
+        let seal_token = token_with("seal-store");
+        let partial_token = token_with("partial");
+        let mac_token = token_with("mac-only");
+        // The least-privilege policy through AppRole (its own mount: its logins are
+        // counted in the audit log).
+        a.ok("POST", "sys/auth/ar-lp", json!({"type": "approle"}));
+        a.ok("POST", "auth/ar-lp/role/lp", json!({"token_policies": ["lp"], "token_ttl": "1h"}));
+        let lp_role = a.ok("GET", "auth/ar-lp/role/lp/role-id", Value::Null)["data"]["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let lp_secret = a.ok("POST", "auth/ar-lp/role/lp/secret-id", json!({}))["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         a.ok("POST", "sys/auth/ar-custom", json!({"type": "approle"}));
         a.ok(
             "POST",
@@ -403,6 +483,34 @@ fn fixture() -> &'static Fixture {
         a.ok("POST", "sys/namespaces/ns1", json!({}));
         a.ok_ns("POST", "sys/mounts/transit", Some("ns1"), json!({"type": "transit"}));
         a.ok_ns("POST", "transit/keys/nsk", Some("ns1"), json!({"type": "ecdsa-p256"}));
+        // Two namespaces as a key manager keeps them: AppRole in `org`, the transit
+        // mount in its child `org/kms`, the three-path policy written in `org` (where
+        // the token lives) for the child's paths.
+        a.ok("POST", "sys/namespaces/org", json!({}));
+        a.ok_ns("POST", "sys/namespaces/kms", Some("org"), json!({}));
+        a.ok_ns("POST", "sys/mounts/transit", Some("org/kms"), json!({"type": "transit"}));
+        a.ok_ns("POST", "transit/keys/nk", Some("org/kms"), json!({"type": "aes256-gcm96"}));
+        a.ok_ns("POST", "sys/auth/approle", Some("org"), json!({"type": "approle"}));
+        a.ok_ns(
+            "PUT",
+            "sys/policies/acl/km",
+            Some("org"),
+            json!({ "policy": three_path_policy("kms/", "nk") }),
+        );
+        a.ok_ns(
+            "POST",
+            "auth/approle/role/km",
+            Some("org"),
+            json!({"token_policies": ["km"], "token_ttl": "1h"}),
+        );
+        let km_role = a.ok_ns("GET", "auth/approle/role/km/role-id", Some("org"), Value::Null)["data"]["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let km_secret = a.ok_ns("POST", "auth/approle/role/km/secret-id", Some("org"), json!({}))["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
 
         // The short-lived token is made by its test (its 3 s start then); read at login.
         std::fs::write(dir.join("short-token"), "not-yet").unwrap();
@@ -441,6 +549,40 @@ fn fixture() -> &'static Fixture {
             "transit = { keys = [\"seal-lp\"] }",
         );
         cfg += &vault(
+            "vault-lp-approle",
+            &a,
+            format!("auth = {{ method = \"approle\", path = \"ar-lp\", role_id = \"{lp_role}\", secret_id = \"{lp_secret}\" }}"),
+            "transit = { keys = [\"seal-lp\"] }",
+        );
+        cfg += &vault(
+            "vault-partial",
+            &a,
+            format!("auth = {{ method = \"token\", token = \"{partial_token}\" }}"),
+            "transit = { keys = [\"ec256\", \"aes\", \"hm\"] }",
+        );
+        cfg += &vault(
+            "vault-mac-only",
+            &a,
+            format!("auth = {{ method = \"token\", token = \"{mac_token}\" }}"),
+            "transit = { keys = [\"hm\"] }",
+        );
+        // The two namespaces: the slot's `namespace` for one, overridden for the other.
+        let km_auth = |ns: &str| {
+            format!("auth = {{ method = \"approle\", role_id = \"{km_role}\", secret_id = \"{km_secret}\"{ns} }}")
+        };
+        cfg += &vault(
+            "vault-ns-transit",
+            &a,
+            km_auth(""),
+            "namespace = \"org\"\ntransit = { keys = [\"nk\"], namespace = \"org/kms\" }",
+        );
+        cfg += &vault(
+            "vault-ns-auth",
+            &a,
+            km_auth(", namespace = \"org\""),
+            "namespace = \"org/kms\"\ntransit = { keys = [\"nk\"] }",
+        );
+        cfg += &vault(
             "vault-short",
             &a,
             format!("auth = {{ method = \"token\", token = {{ file = \"{}\" }} }}", dir.join("short-token").display()),
@@ -474,13 +616,15 @@ fn fixture() -> &'static Fixture {
             dir.display()
         );
         // "sealed-wrong": a transit key of the same name on another server.
-        for (label, b) in [("sealed", &a), ("sealed-wrong", &r2)] {
+        // "sealed" with the three-path policy on its key, nothing more.
+        let seal_auth = format!("auth = {{ method = \"token\", token = \"{seal_token}\" }}");
+        for (label, b, auth) in [("sealed", &a, seal_auth), ("sealed-wrong", &r2, root(&r2))] {
             let k = "store-seal";
             cfg += &format!(
                 "[[slot]]\nlabel = \"{label}\"\nbackend = \"soft\"\npath = \"{}\"\nkdf_iterations = 1000\n  [slot.seal]\n  backend = \"vault\"\n  key = \"{k}\"\n  address = \"{}\"\n  {}\n\n",
                 soft_dir.display(),
                 b.addr(),
-                root(b)
+                auth
             );
         }
         cfg += "[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n";
@@ -711,6 +855,11 @@ fn every_mechanism_works_and_is_verified_independently() {
             CKR_OK
         );
     }
+    // An empty salt transit cannot make (it reads 0 as "auto"): refused at C_SignInit,
+    // since C_Sign cannot return CKR_MECHANISM_PARAM_INVALID.
+    let mut p0 = pss(CKM_SHA256, CKG_MGF1_SHA256, 0);
+    let mut mc = mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p0);
+    assert_rv!(ck!(m, C_SignInit(h, &mut mc, rk)), CKR_MECHANISM_PARAM_INVALID);
     let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 32);
     let sig = sign(m, h, mech_with(CKM_RSA_PKCS_PSS, &mut p), rk, &sha256(msg)).unwrap();
     pk.verify(
@@ -1048,17 +1197,27 @@ fn the_least_privilege_policy_serves_a_named_key() {
         get_attr(m, h, k, CKA_ID).unwrap(),
         b"transit/keys/seal-lp/v1"
     );
-    // HMAC is allowed by the policy: it equals transit's.
-    let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, b"data").unwrap();
-    let rest = f.a.ok(
-        "POST",
-        "transit/hmac/seal-lp/sha2-256",
-        json!({ "input": b64(b"data") }),
-    );
-    assert_eq!(
-        rest["data"]["hmac"].as_str().unwrap(),
-        format!("vault:v1:{}", b64(&tag))
-    );
+    // HMAC (any hash) is allowed by the policy, which has no `hmac/seal-lp/*`: the
+    // hash travels in the body. The tags equal transit's, and C_Verify (an HMAC made
+    // again and compared: `verify/seal-lp` is not granted either) takes them.
+    for (mt, alg) in [(CKM_SHA256_HMAC, "sha2-256"), (CKM_SHA512_HMAC, "sha2-512")] {
+        let tag = sign(m, h, mech(mt), k, b"data")
+            .unwrap_or_else(|rv| panic!("HMAC {alg} under the three-path policy: {}", rv_name(rv)));
+        let rest = f.a.ok(
+            "POST",
+            "transit/hmac/seal-lp",
+            json!({ "input": b64(b"data"), "algorithm": alg }),
+        );
+        assert_eq!(
+            rest["data"]["hmac"].as_str().unwrap(),
+            format!("vault:v1:{}", b64(&tag)),
+            "{alg}"
+        );
+        assert_rv!(verify(m, h, mech(mt), k, b"data", &tag), CKR_OK);
+        let mut bad = tag.clone();
+        bad[3] ^= 1;
+        assert_rv!(verify(m, h, mech(mt), k, b"data", &bad), CKR_SIGNATURE_INVALID);
+    }
     // Creating keys is not: the slot is write-protected and has no key generation.
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
@@ -1073,6 +1232,121 @@ fn the_least_privilege_policy_serves_a_named_key() {
         ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k2)),
         CKR_OK
     );
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+/// Requests to `path` in the audit log of server `a` (request entries only).
+fn audited(f: &Fixture, path: &str) -> usize {
+    let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
+    audit
+        .lines()
+        .filter(|l| l.contains("\"type\":\"request\"") && l.contains(&format!("\"path\":\"{path}\"")))
+        .count()
+}
+
+#[test]
+fn the_least_privilege_policy_through_approle_logs_in_once() {
+    // The same three-path policy, on a token AppRole gives: the key's read is refused
+    // (403) at every listing, which is the policy's answer, not an expired token's, so
+    // it must not cost a new login (a token minted per refused read).
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "vault-lp-approle");
+    let k = obj(m, h, "seal-lp", CKO_SECRET_KEY);
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"aad", b"under approle").unwrap();
+    assert_eq!(gcm_decrypt_iv(m, h, k, &iv, b"aad", &ct).unwrap(), b"under approle");
+    let tag = sign(m, h, mech(CKM_SHA384_HMAC), k, b"mac me").unwrap();
+    assert_rv!(verify(m, h, mech(CKM_SHA384_HMAC), k, b"mac me", &tag), CKR_OK);
+    // A search for a key that is not there lists again (at most once a second), and
+    // each listing reads the key again: refused each time.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(find_all(m, h, "not-there", CKO_SECRET_KEY).is_empty());
+    }
+    assert!(sign(m, h, mech(CKM_SHA256_HMAC), k, b"still").is_ok());
+    assert_eq!(audited(f, "auth/ar-lp/login"), 1, "one AppRole login");
+    assert!(audited(f, "transit/keys/seal-lp") >= 3, "the key's read was asked (and refused)");
+    // hsmux never names the hash in the path (`hmac/<key>/<alg>`, refused by the policy).
+    let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
+    assert!(!audit.contains("\"path\":\"transit/hmac/seal-lp/"));
+    assert!(!audit.contains("\"path\":\"transit/hmac/store-seal/"));
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+#[test]
+fn a_key_the_policy_only_lets_mac_is_an_hmac_key() {
+    // `update` on `transit/hmac/hm` and nothing else: no read, no encryption.
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "vault-mac-only");
+    let k = obj(m, h, "hm", CKO_SECRET_KEY);
+    assert_eq!(get_attr(m, h, k, CKA_ID).unwrap(), b"transit/keys/hm/v1");
+    assert_eq!(
+        get_attr(m, h, k, CKA_KEY_TYPE).unwrap(),
+        CKK_GENERIC_SECRET.to_ne_bytes()
+    );
+    use hmac::Mac;
+    let raw = export(&f.a, "hmac-key", "hm", 1);
+    let mut want = <hmac::Hmac<sha2::Sha512> as Mac>::new_from_slice(&raw).unwrap();
+    want.update(b"only a mac");
+    let tag = sign(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac").unwrap();
+    assert_eq!(tag, want.finalize().into_bytes().to_vec());
+    assert_rv!(verify(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac", &tag), CKR_OK);
+    let mut iv = [0u8; 12];
+    assert!(gcm_encrypt_iv(m, h, k, &mut iv, b"", b"no").is_err());
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+#[test]
+fn a_refusal_at_call_time_is_a_code_each_function_may_return() {
+    // The policy reads the keys and lets the AES key MAC, nothing else.
+    let f = fixture();
+    let m = &f.m;
+    let (slot, h) = session(f, "vault-partial");
+    let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
+    let ak = obj(m, h, "aes", CKO_SECRET_KEY);
+    let hk = obj(m, h, "hm", CKO_SECRET_KEY);
+    // C_Sign: CKR_FUNCTION_REJECTED (never CKR_KEY_FUNCTION_NOT_PERMITTED, which C_Sign
+    // cannot return), for a signature and for an HMAC.
+    assert_rv!(
+        sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"refused").unwrap_err(),
+        CKR_FUNCTION_REJECTED
+    );
+    assert_rv!(
+        sign(m, h, mech(CKM_SHA256_HMAC), hk, b"refused").unwrap_err(),
+        CKR_FUNCTION_REJECTED
+    );
+    // C_Verify of an HMAC (made by transit): CKR_FUNCTION_FAILED.
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_HMAC), hk, b"refused", &[0u8; 32]),
+        CKR_FUNCTION_FAILED
+    );
+    // C_Encrypt and C_Decrypt: CKR_FUNCTION_FAILED.
+    let mut iv = [0u8; 12];
+    assert_rv!(
+        gcm_encrypt_iv(m, h, ak, &mut iv, b"", b"refused").unwrap_err(),
+        CKR_FUNCTION_FAILED
+    );
+    assert_rv!(
+        gcm_decrypt_iv(m, h, ak, &[1u8; 12], b"", &[2u8; 32]).unwrap_err(),
+        CKR_FUNCTION_FAILED
+    );
+    // What the policy grants still works with the same token: a refusal is final and
+    // does not throw the token away.
+    let tag = sign(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed").unwrap();
+    assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed", &tag), CKR_OK);
+    // The service's own message is in the log, with the code the consumer got.
+    let log = module_log(|l| l.contains("signing with transit/keys/ec256"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("vault-partial") && l.contains("signing with transit/keys/ec256"))
+        .unwrap_or_else(|| panic!("no log line for the refused signature:\n{log}"));
+    assert!(line.contains("HTTP 403") && line.contains("permission denied"), "{line}");
+    assert!(log.contains("CKR_FUNCTION_REJECTED"), "{log}");
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
 }
@@ -1150,7 +1424,7 @@ fn a_token_given_outright_fails_clearly_once_expired() {
     // Past its TTL (3 s) Vault answers 403; the token cannot log in again.
     std::thread::sleep(Duration::from_secs(4));
     let rv = sign(m, h, mech(CKM_ECDSA_SHA256), ec, b"expired").unwrap_err();
-    assert_rv!(rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
+    assert_rv!(rv, CKR_FUNCTION_REJECTED);
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
     assert_rv!(login(m, h, CKU_USER, PIN), CKR_PIN_INCORRECT);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
@@ -1184,6 +1458,67 @@ fn a_namespace_is_sent_in_x_vault_namespace() {
         p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap(),
         vk
     );
+}
+
+#[test]
+fn login_and_transit_in_two_namespaces() {
+    // AppRole lives in `org`, the key in `org/kms` only; the token's policy is `org`'s
+    // three paths for `kms/transit/...`. Configured with `transit.namespace` under a
+    // slot `namespace`, and with `auth.namespace` under a slot `namespace`.
+    let f = fixture();
+    let m = &f.m;
+    for ns in [None, Some("org")] {
+        let (st, _) = f.a.try_req("GET", "transit/keys/nk", ns, "").unwrap();
+        assert_ne!(st, 200, "nk exists only in org/kms, not in {ns:?}");
+    }
+    for label in ["vault-ns-transit", "vault-ns-auth"] {
+        let (slot, h) = session(f, label);
+        let k = obj(m, h, "nk", CKO_SECRET_KEY);
+        let msg = format!("two namespaces via {label}");
+        let mut iv = [0u8; 12];
+        let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"", msg.as_bytes())
+            .unwrap_or_else(|rv| panic!("{label}: encrypt: {}", rv_name(rv)));
+        assert_eq!(gcm_decrypt_iv(m, h, k, &iv, b"", &ct).unwrap(), msg.as_bytes());
+        // transit in org/kms opens it.
+        let blob = [&iv[..], &ct].concat();
+        let r = f.a.ok_ns(
+            "POST",
+            "transit/decrypt/nk",
+            Some("org/kms"),
+            json!({ "ciphertext": format!("vault:v1:{}", b64(&blob)) }),
+        );
+        assert_eq!(unb64(r["data"]["plaintext"].as_str().unwrap()), msg.as_bytes());
+        let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, msg.as_bytes()).unwrap();
+        let r = f.a.ok_ns(
+            "POST",
+            "transit/hmac/nk",
+            Some("org/kms"),
+            json!({ "input": b64(msg.as_bytes()), "algorithm": "sha2-256" }),
+        );
+        assert_eq!(r["data"]["hmac"].as_str().unwrap(), format!("vault:v1:{}", b64(&tag)));
+        assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), k, msg.as_bytes(), &tag), CKR_OK);
+        assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+        assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    }
+    // Each request went to its namespace: the logins to org, transit to org/kms.
+    let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
+    let reqs: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "request")
+        .collect();
+    let ns_of = |path: &str| -> Vec<String> {
+        reqs.iter()
+            .filter(|v| v["request"]["path"] == path)
+            .map(|v| v["request"]["namespace"]["path"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let logins = ns_of("auth/approle/login");
+    assert!(!logins.is_empty() && logins.iter().all(|n| n == "org/"), "{logins:?}");
+    for p in ["transit/encrypt/nk", "transit/decrypt/nk", "transit/hmac/nk"] {
+        let ns = ns_of(p);
+        assert!(!ns.is_empty() && ns.iter().all(|n| n == "org/kms/"), "{p}: {ns:?}");
+    }
 }
 
 #[test]

@@ -17,19 +17,25 @@ pub struct RemoteCommon {
     pub gcm_service_iv: bool,
 }
 
-/// `auth = { method = "...", ... }` of a Vault slot.
+/// `auth = { method = "...", ... }` of a Vault slot. Each method takes `namespace`: the
+/// Vault namespace of the auth mount (and of the token it gives), when it is not the
+/// slot's `namespace`; `""` is the root namespace.
 #[derive(Clone, Deserialize)]
 #[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
 pub enum VaultAuth {
     /// A token given outright (`token = { env = "VAULT_TOKEN" }`), renewed while it is
     /// renewable.
-    Token { token: Secret },
+    Token {
+        token: Secret,
+        namespace: Option<String>,
+    },
     /// `POST /v1/auth/<path>/login {role_id, secret_id}`.
     Approle {
         #[serde(default = "approle")]
         path: String,
         role_id: Secret,
         secret_id: Secret,
+        namespace: Option<String>,
     },
     /// `POST /v1/auth/<path>/login {role, jwt}`; the JWT defaults to the pod's service
     /// account token.
@@ -39,7 +45,19 @@ pub enum VaultAuth {
         role: String,
         #[serde(default = "sa_token")]
         jwt: Secret,
+        namespace: Option<String>,
     },
+}
+
+impl VaultAuth {
+    /// `auth.namespace` as written (`None`: the slot's `namespace` applies).
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            VaultAuth::Token { namespace, .. }
+            | VaultAuth::Approle { namespace, .. }
+            | VaultAuth::Kubernetes { namespace, .. } => namespace.as_deref(),
+        }
+    }
 }
 
 fn approle() -> String {
@@ -69,7 +87,7 @@ impl std::fmt::Debug for VaultAuth {
     }
 }
 
-/// `transit = { path = "transit", keys = [..] }`.
+/// `transit = { path = "transit", keys = [..], namespace = ".." }`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawTransit {
@@ -78,13 +96,22 @@ pub struct RawTransit {
     /// The keys the slot shows; absent = every key of the mount (needs `list` on
     /// `<mount>/keys`). Named keys need no list permission.
     pub keys: Option<Vec<String>>,
+    /// The Vault namespace of the transit mount, when it is not the slot's `namespace`;
+    /// `""` is the root namespace.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
     /// `http(s)://host:port`, no trailing slash.
     pub address: String,
+    /// The slot's `namespace` (the default of the two below).
     pub namespace: Option<String>,
+    /// Where logins and the token's own requests go (`X-Vault-Namespace`; `None`: the
+    /// root namespace): `auth.namespace`, else `namespace`.
+    pub auth_namespace: Option<String>,
+    /// Where the transit requests go: `transit.namespace`, else `namespace`.
+    pub transit_namespace: Option<String>,
     pub auth: VaultAuth,
     /// The transit mount path (`transit`).
     pub mount: String,
@@ -291,6 +318,21 @@ fn names(v: &Option<Vec<String>>, key: &str, at: &str) -> Result<Vec<String>, Co
     Ok(v)
 }
 
+/// A namespace as Vault takes it in `X-Vault-Namespace`: `a/b` (slashes around are
+/// dropped); empty = the root namespace (no header).
+fn namespace(v: Option<&str>, key: &str, at: &str) -> Result<Option<String>, ConfigError> {
+    let Some(v) = v.map(|v| v.trim_matches('/')) else {
+        return Ok(None);
+    };
+    let bad_part = !v.is_empty() && v.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+    if bad_part || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(format!(
+            "{at}: key `{key}`: {v:?} is not a Vault namespace path (`a/b`)"
+        )));
+    }
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
 pub fn vault(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<VaultConfig, ConfigError> {
     check_keys(r, "vault", at)?;
     let address = url(&need(&r.address, "address", "vault", at)?, "address", at)?;
@@ -298,14 +340,26 @@ pub fn vault(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<VaultConfig, Co
     let transit = r.transit.clone().unwrap_or(RawTransit {
         path: transit(),
         keys: None,
+        namespace: None,
     });
     let mount = transit.path.trim_matches('/').to_string();
     if mount.is_empty() {
         return Err(ConfigError(format!("{at}: key `transit.path` is empty")));
     }
+    let slot_ns = namespace(r.namespace.as_deref(), "namespace", at)?;
+    let auth_namespace = match auth.namespace() {
+        Some(n) => namespace(Some(n), "auth.namespace", at)?,
+        None => slot_ns.clone(),
+    };
+    let transit_namespace = match transit.namespace.as_deref() {
+        Some(n) => namespace(Some(n), "transit.namespace", at)?,
+        None => slot_ns.clone(),
+    };
     Ok(VaultConfig {
         address,
-        namespace: r.namespace.clone().filter(|n| !n.is_empty()),
+        namespace: slot_ns,
+        auth_namespace,
+        transit_namespace,
         auth,
         mount,
         keys: names(&transit.keys, "transit.keys", at)?,
@@ -532,6 +586,73 @@ path = "/tmp/x"
             panic!()
         };
         assert_eq!(s.key, "store-key");
+    }
+
+    #[test]
+    fn auth_and_transit_namespaces_default_to_the_slot_namespace() {
+        let slot = |extra: &str| {
+            let c = parse(&format!(
+                "[[slot]]\nlabel='v'\nbackend='vault'\naddress='http://a'\n{extra}\n"
+            ))
+            .unwrap();
+            let BackendConfig::Vault(v) = &c.slots[0].backend else {
+                panic!()
+            };
+            (v.auth_namespace.clone(), v.transit_namespace.clone())
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(slot("auth={method='token',token='t'}"), (None, None));
+        assert_eq!(
+            slot("namespace='org/'\nauth={method='token',token='t'}"),
+            (s("org"), s("org"))
+        );
+        // A key manager's config: approle.namespace and transit.namespace apart.
+        assert_eq!(
+            slot("auth={method='approle',role_id='r',secret_id='s',namespace='org'}\ntransit={keys=['k'],namespace='/org/kms/'}"),
+            (s("org"), s("org/kms"))
+        );
+        assert_eq!(
+            slot("namespace='org/kms'\nauth={method='kubernetes',role='x',namespace='org'}"),
+            (s("org"), s("org/kms"))
+        );
+        assert_eq!(
+            slot("namespace='org'\nauth={method='token',token='t'}\ntransit={namespace='org/kms'}"),
+            (s("org"), s("org/kms"))
+        );
+        // "" is the root namespace, whatever the slot's default.
+        assert_eq!(
+            slot("namespace='org/kms'\nauth={method='approle',role_id='r',secret_id='s',namespace=''}"),
+            (None, s("org/kms"))
+        );
+        // The [slot.seal] takes them too.
+        let c = parse(
+            "[[slot]]\nlabel='s'\nbackend='soft'\npath='/x'\n[slot.seal]\nbackend='vault'\nkey='k'\naddress='http://a'\nauth={method='token',token='t',namespace='org'}\ntransit={namespace='org/kms'}\n",
+        )
+        .unwrap();
+        let BackendConfig::Soft {
+            seal: Some(seal), ..
+        } = &c.slots[0].backend
+        else {
+            panic!()
+        };
+        assert_eq!(seal.vault.auth_namespace.as_deref(), Some("org"));
+        assert_eq!(seal.vault.transit_namespace.as_deref(), Some("org/kms"));
+        for bad in [
+            "auth={method='token',token='t',namespace='a//b'}",
+            "auth={method='token',token='t'}\ntransit={namespace='a/../b'}",
+            "namespace='a b'\nauth={method='token',token='t'}",
+        ] {
+            let e = parse(&format!(
+                "[[slot]]\nlabel='v'\nbackend='vault'\naddress='http://a'\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("is not a Vault namespace path"), "{bad}: {e}");
+        }
+        let e = parse(
+            "[[slot]]\nlabel='v'\nbackend='vault'\naddress='http://a'\nauth={method='token',token='t',nmspace='x'}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `nmspace`"), "{e}");
     }
 
     #[test]

@@ -184,7 +184,9 @@ pub fn error_message(body: &[u8]) -> String {
         }
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
-    let text = text.trim();
+    // One log line: Vault's texts are multi-line ("1 error occurred:\n\t* permission
+    // denied\n\n"), and a body must not start lines of its own in the log.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.is_empty() {
         return "(empty body)".into();
     }
@@ -215,6 +217,11 @@ mod tests {
         );
         assert_eq!(error_message(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
         assert_eq!(error_message(b""), "(empty body)");
+        assert_eq!(
+            error_message(br#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#),
+            "1 error occurred: * permission denied"
+        );
+        assert_eq!(error_message(b"a\r\nforged log line"), "a forged log line");
         let long = "x".repeat(1000);
         assert_eq!(error_message(long.as_bytes()).len(), MESSAGE_MAX);
     }

@@ -252,6 +252,9 @@ pub struct ServiceInfo {
 /// for a key that vanished, `CKR_USER_NOT_LOGGED_IN`/`CKR_PIN_INCORRECT` for refused
 /// credentials, `CKR_KEY_FUNCTION_NOT_PERMITTED` for a policy refusal, and
 /// `CKR_DEVICE_ERROR` for a malformed answer (bad JSON, wrong lengths, bad checksum).
+/// These are the services' codes; what a consumer's `C_Sign`, `C_Encrypt`, ... returns
+/// for them is decided in `ops` ([`ops::CryptoCall`]), since not every function may
+/// return each (`C_Sign` answers a refusal `CKR_FUNCTION_REJECTED`).
 pub trait KeyService: Send + Sync {
     fn info(&self) -> ServiceInfo;
     /// Obtains (or checks) the credentials; called by `C_Login`. A refusal is
@@ -264,6 +267,11 @@ pub trait KeyService: Send + Sync {
     /// A signature or MAC in PKCS#11 form (ECDSA raw r||s, RSA as the modulus length,
     /// HMAC the full tag).
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>>;
+    /// Refuses, at `C_SignInit`, a scheme the key type allows but the service cannot
+    /// make (`CKR_MECHANISM_PARAM_INVALID`): `C_Sign` cannot return that code.
+    fn check_sign_scheme(&self, _key: &KeyVersion, _scheme: SignScheme) -> Result<()> {
+        Ok(())
+    }
     /// Verifies an HMAC tag (ECDSA/RSA/Ed25519 verification is local, see `ops`). The
     /// default asks for the tag and compares in constant time.
     fn mac_verify(&self, key: &KeyVersion, hash: HashAlg, data: &[u8], tag: &[u8]) -> Result<bool> {

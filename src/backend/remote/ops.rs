@@ -26,6 +26,122 @@ fn digest_alg(h: HashAlg) -> &'static digest::Algorithm {
     }
 }
 
+/// The PKCS#11 function family a service request is made for (`C_Sign` with
+/// `C_SignFinal`, and so on). A service's failure is answered with a code that family
+/// may return: the services' own codes are shared by every call (a policy refusal is
+/// `CKR_KEY_FUNCTION_NOT_PERMITTED` for them, a vanished key `CKR_KEY_HANDLE_INVALID`),
+/// and not every function may return each of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CryptoCall {
+    Encrypt,
+    Decrypt,
+    Sign,
+    Verify,
+}
+
+impl CryptoCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            CryptoCall::Encrypt => "C_Encrypt",
+            CryptoCall::Decrypt => "C_Decrypt",
+            CryptoCall::Sign => "C_Sign",
+            CryptoCall::Verify => "C_Verify",
+        }
+    }
+
+    /// Whether the spec (PKCS#11 3.0, 5.8-5.11) lists `rv` among the return values of
+    /// this function and of its `Final` (the calls that reach a service).
+    pub fn allows(self, rv: CK_RV) -> bool {
+        // Every one of them.
+        if matches!(
+            rv,
+            CKR_OK
+                | CKR_ARGUMENTS_BAD
+                | CKR_CRYPTOKI_NOT_INITIALIZED
+                | CKR_DEVICE_ERROR
+                | CKR_DEVICE_MEMORY
+                | CKR_DEVICE_REMOVED
+                | CKR_FUNCTION_CANCELED
+                | CKR_FUNCTION_FAILED
+                | CKR_GENERAL_ERROR
+                | CKR_HOST_MEMORY
+                | CKR_OPERATION_NOT_INITIALIZED
+                | CKR_SESSION_CLOSED
+                | CKR_SESSION_HANDLE_INVALID
+        ) {
+            return true;
+        }
+        match self {
+            CryptoCall::Encrypt => {
+                matches!(rv, CKR_BUFFER_TOO_SMALL | CKR_DATA_INVALID | CKR_DATA_LEN_RANGE)
+            }
+            CryptoCall::Decrypt => matches!(
+                rv,
+                CKR_BUFFER_TOO_SMALL
+                    | CKR_ENCRYPTED_DATA_INVALID
+                    | CKR_ENCRYPTED_DATA_LEN_RANGE
+                    | CKR_USER_NOT_LOGGED_IN
+            ),
+            CryptoCall::Sign => matches!(
+                rv,
+                CKR_BUFFER_TOO_SMALL
+                    | CKR_DATA_INVALID
+                    | CKR_DATA_LEN_RANGE
+                    | CKR_USER_NOT_LOGGED_IN
+                    | CKR_FUNCTION_REJECTED
+                    | CKR_TOKEN_RESOURCE_EXCEEDED
+            ),
+            CryptoCall::Verify => matches!(
+                rv,
+                CKR_DATA_INVALID
+                    | CKR_DATA_LEN_RANGE
+                    | CKR_SIGNATURE_INVALID
+                    | CKR_SIGNATURE_LEN_RANGE
+                    | CKR_TOKEN_RESOURCE_EXCEEDED
+            ),
+        }
+    }
+
+    /// The code this function answers for a service's `rv`: `rv` itself when the
+    /// function may return it, else the nearest code it may return:
+    /// - a refusal (`CKR_KEY_FUNCTION_NOT_PERMITTED`: HTTP 403, PERMISSION_DENIED,
+    ///   AccessDenied) is `CKR_FUNCTION_REJECTED` at `C_Sign` (the spec's "the signature
+    ///   request is rejected") and `CKR_FUNCTION_FAILED` elsewhere;
+    /// - the decryption's data codes for `C_Decrypt` (`CKR_DATA_*` -> `CKR_ENCRYPTED_DATA_*`);
+    /// - anything else (a key that vanished, credentials refused where the function cannot
+    ///   say "not logged in") `CKR_FUNCTION_FAILED`, never a device error: that would fail
+    ///   a replica group over for what is not an outage.
+    pub fn answer(self, rv: CK_RV) -> CK_RV {
+        if self.allows(rv) {
+            return rv;
+        }
+        match (self, rv) {
+            (CryptoCall::Sign, CKR_KEY_FUNCTION_NOT_PERMITTED) => CKR_FUNCTION_REJECTED,
+            (CryptoCall::Decrypt, CKR_DATA_INVALID) => CKR_ENCRYPTED_DATA_INVALID,
+            (CryptoCall::Decrypt, CKR_DATA_LEN_RANGE) => CKR_ENCRYPTED_DATA_LEN_RANGE,
+            _ => CKR_FUNCTION_FAILED,
+        }
+    }
+
+    /// `e` as this function answers it (logged when the code changes; the service's
+    /// own message was logged where the error was made).
+    pub fn map_err(self, key: &KeyVersion, e: Error) -> Error {
+        let rv = self.answer(e.rv());
+        if rv == e.rv() {
+            return e;
+        }
+        log::warn!(
+            "{} with {}: the service's {} is answered {} ({} cannot return the former)",
+            self.name(),
+            key.id,
+            crate::core::rv::name(e.rv()),
+            crate::core::rv::name(rv),
+            self.name()
+        );
+        Error::new(rv)
+    }
+}
+
 /// The input of a signature as it arrives: hashed here, or collected.
 enum Input {
     Hashing(digest::Context),
@@ -47,6 +163,13 @@ impl Input {
             }
         }
         Ok(())
+    }
+    /// `update` for a ciphertext (`C_Decrypt*`, which says `CKR_ENCRYPTED_DATA_LEN_RANGE`).
+    fn update_ciphertext(&mut self, data: &[u8]) -> Result<()> {
+        self.update(data).map_err(|e| match e.rv() {
+            CKR_DATA_LEN_RANGE => err(CKR_ENCRYPTED_DATA_LEN_RANGE),
+            _ => e,
+        })
     }
     fn take(&mut self) -> Zeroizing<Vec<u8>> {
         match std::mem::replace(self, Input::Collect(Zeroizing::new(Vec::new()))) {
@@ -176,6 +299,16 @@ impl Signer for RemoteSign {
         self.input.update(data)
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
+        self.sign().map_err(|e| CryptoCall::Sign.map_err(&self.key, e))
+    }
+    fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.input.update(data)?;
+        self.finish()
+    }
+}
+
+impl RemoteSign {
+    fn sign(&mut self) -> Result<Vec<u8>> {
         let (scheme, data, is_digest) = self.request()?;
         let input = if is_digest {
             SignInput::Digest(&data)
@@ -195,10 +328,6 @@ impl Signer for RemoteSign {
             ));
         }
         Ok(sig)
-    }
-    fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.input.update(data)?;
-        self.finish()
     }
 }
 
@@ -233,7 +362,11 @@ impl Verifier for RemoteMacVerify {
             return Err(err(CKR_SIGNATURE_LEN_RANGE));
         }
         let data = self.data.take();
-        if self.service.mac_verify(&self.key, self.hash, &data, tag)? {
+        let valid = self
+            .service
+            .mac_verify(&self.key, self.hash, &data, tag)
+            .map_err(|e| CryptoCall::Verify.map_err(&self.key, e))?;
+        if valid {
             Ok(())
         } else {
             Err(err(CKR_SIGNATURE_INVALID))
@@ -268,7 +401,10 @@ impl GcmEncrypt {
     }
     fn seal(&mut self) -> Result<Vec<u8>> {
         let pt = self.data.take();
-        let sealed = self.service.gcm_encrypt(&self.key, &pt, &self.aad)?;
+        let sealed = self
+            .service
+            .gcm_encrypt(&self.key, &pt, &self.aad)
+            .map_err(|e| CryptoCall::Encrypt.map_err(&self.key, e))?;
         if sealed.iv.len() != GCM_IV || sealed.ciphertext_and_tag.len() != pt.len() + GCM_TAG {
             return Err(Error::logged(
                 CKR_DEVICE_ERROR,
@@ -339,7 +475,10 @@ impl GcmDecrypt {
         if ct.len() < GCM_TAG {
             return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
-        let pt = self.service.gcm_decrypt(&self.key, &self.iv, &ct, &self.aad)?;
+        let pt = self
+            .service
+            .gcm_decrypt(&self.key, &self.iv, &ct, &self.aad)
+            .map_err(|e| CryptoCall::Decrypt.map_err(&self.key, e))?;
         if pt.len() != ct.len() - GCM_TAG {
             return Err(Error::logged(
                 CKR_DEVICE_ERROR,
@@ -355,14 +494,14 @@ impl Cipher for GcmDecrypt {
         input_len.saturating_sub(GCM_TAG)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
+        self.data.update_ciphertext(input)?;
         self.open()
     }
     fn update_len(&self, _input_len: usize) -> usize {
         0
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
+        self.data.update_ciphertext(input)?;
         Ok(Vec::new())
     }
     fn final_len(&self) -> usize {
@@ -400,7 +539,10 @@ impl OaepDecrypt {
         if ct.len() != self.modulus_len {
             return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
-        let pt = self.service.rsa_decrypt(&self.key, self.hash, &ct)?;
+        let pt = self
+            .service
+            .rsa_decrypt(&self.key, self.hash, &ct)
+            .map_err(|e| CryptoCall::Decrypt.map_err(&self.key, e))?;
         if pt.len() + 2 * self.hash.len() + 2 > self.modulus_len {
             return Err(Error::logged(
                 CKR_DEVICE_ERROR,
@@ -416,14 +558,14 @@ impl Cipher for OaepDecrypt {
         self.modulus_len
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
+        self.data.update_ciphertext(input)?;
         self.open()
     }
     fn update_len(&self, _input_len: usize) -> usize {
         0
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
+        self.data.update_ciphertext(input)?;
         Ok(Vec::new())
     }
     fn final_len(&self) -> usize {

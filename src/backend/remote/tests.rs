@@ -16,6 +16,8 @@ enum Fault {
     None,
     ShortSignature,
     ShortIv,
+    /// Every crypto request fails with this service code.
+    Refused(CK_RV),
 }
 
 struct Fake {
@@ -55,6 +57,12 @@ impl Fake {
             logins: Mutex::new(0),
         }
     }
+    fn refused(&self) -> Result<()> {
+        match *self.fault.lock() {
+            Fault::Refused(rv) => Err(err(rv)),
+            _ => Ok(()),
+        }
+    }
     fn spki(&self) -> Vec<u8> {
         use p256::pkcs8::EncodePublicKey;
         self.ec.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec()
@@ -78,6 +86,7 @@ impl KeyService for Fake {
         Ok(())
     }
     fn list_keys(&self) -> Result<Vec<KeyVersion>> {
+        self.refused()?;
         let ec = KeyAlg::Ec {
             curve: EcCurve::P256,
         };
@@ -100,6 +109,7 @@ impl KeyService for Fake {
         ])
     }
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
+        self.refused()?;
         match (scheme, input) {
             (SignScheme::Ecdsa(_), SignInput::Digest(d)) => {
                 assert!(key.label == "sig");
@@ -118,6 +128,7 @@ impl KeyService for Fake {
         }
     }
     fn gcm_encrypt(&self, _key: &KeyVersion, pt: &[u8], aad: &[u8]) -> Result<GcmSealed> {
+        self.refused()?;
         let iv = [0xA5u8; 12];
         let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.aes).unwrap());
         let mut buf = pt.to_vec();
@@ -130,6 +141,7 @@ impl KeyService for Fake {
         })
     }
     fn gcm_decrypt(&self, _key: &KeyVersion, iv: &[u8], ct: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        self.refused()?;
         let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.aes).unwrap());
         let mut buf = ct.to_vec();
         let nonce = Nonce::try_assume_unique_for_key(iv).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
@@ -354,4 +366,103 @@ fn hsm_only_hides_software_keys_and_the_gate_waits_for_login() {
     let info = t.token_info().unwrap();
     assert_eq!(info.serial, "0123456789abcdef");
     assert!(info.flags & CKF_WRITE_PROTECTED != 0, "the fake cannot generate");
+}
+
+#[test]
+fn each_function_answers_a_service_failure_with_a_code_it_may_return() {
+    use ops::CryptoCall::*;
+    // The services' codes, as they make them.
+    let service = [
+        CKR_KEY_FUNCTION_NOT_PERMITTED,
+        CKR_KEY_HANDLE_INVALID,
+        CKR_USER_NOT_LOGGED_IN,
+        CKR_PIN_INCORRECT,
+        CKR_DEVICE_ERROR,
+        CKR_FUNCTION_FAILED,
+        CKR_ENCRYPTED_DATA_INVALID,
+        CKR_SIGNATURE_INVALID,
+        CKR_DATA_LEN_RANGE,
+        CKR_DATA_INVALID,
+        CKR_MECHANISM_PARAM_INVALID,
+        CKR_ATTRIBUTE_VALUE_INVALID,
+    ];
+    for call in [Encrypt, Decrypt, Sign, Verify] {
+        for rv in service {
+            let a = call.answer(rv);
+            assert!(call.allows(a), "{call:?}: {rv:#x} -> {a:#x}");
+            assert!(a != CKR_KEY_FUNCTION_NOT_PERMITTED && a != CKR_KEY_HANDLE_INVALID);
+        }
+    }
+    // A refusal (403, PERMISSION_DENIED, AccessDenied).
+    assert_eq!(Sign.answer(CKR_KEY_FUNCTION_NOT_PERMITTED), CKR_FUNCTION_REJECTED);
+    for call in [Encrypt, Decrypt, Verify] {
+        assert_eq!(call.answer(CKR_KEY_FUNCTION_NOT_PERMITTED), CKR_FUNCTION_FAILED);
+        assert!(!call.allows(CKR_FUNCTION_REJECTED), "{call:?}");
+    }
+    // Kept where the spec lists them.
+    assert_eq!(Sign.answer(CKR_USER_NOT_LOGGED_IN), CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(Decrypt.answer(CKR_USER_NOT_LOGGED_IN), CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(Encrypt.answer(CKR_USER_NOT_LOGGED_IN), CKR_FUNCTION_FAILED);
+    assert_eq!(Verify.answer(CKR_USER_NOT_LOGGED_IN), CKR_FUNCTION_FAILED);
+    assert_eq!(Decrypt.answer(CKR_ENCRYPTED_DATA_INVALID), CKR_ENCRYPTED_DATA_INVALID);
+    assert_eq!(Decrypt.answer(CKR_DATA_LEN_RANGE), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    assert_eq!(Verify.answer(CKR_SIGNATURE_INVALID), CKR_SIGNATURE_INVALID);
+    for call in [Encrypt, Decrypt, Sign, Verify] {
+        // An outage stays one (a replica group fails over on it); a vanished key does not
+        // become one.
+        assert_eq!(call.answer(CKR_DEVICE_ERROR), CKR_DEVICE_ERROR);
+        assert_eq!(call.answer(CKR_KEY_HANDLE_INVALID), CKR_FUNCTION_FAILED);
+    }
+}
+
+#[test]
+fn a_service_refusal_reaches_the_consumer_as_the_function_allows() {
+    let (fake, t) = setup(false, false, false);
+    let sig = label(&t, &user(), "sig")[0];
+    let mac = label(&t, &user(), "mac")[0];
+    let seal = label(&t, &user(), "seal")[0];
+    let failed = CKR_FUNCTION_FAILED;
+    // The service's code, then what C_Sign, C_Verify, C_Encrypt and C_Decrypt answer.
+    let cases = [
+        (
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            [CKR_FUNCTION_REJECTED, failed, failed, failed],
+        ),
+        (
+            CKR_USER_NOT_LOGGED_IN,
+            [CKR_USER_NOT_LOGGED_IN, failed, failed, CKR_USER_NOT_LOGGED_IN],
+        ),
+        (CKR_KEY_HANDLE_INVALID, [failed; 4]),
+        (CKR_DEVICE_ERROR, [CKR_DEVICE_ERROR; 4]),
+    ];
+    for (service, [sign, verify, encrypt, decrypt]) in cases {
+        *fake.fault.lock() = Fault::Refused(service);
+        let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig).unwrap();
+        assert_eq!(s.oneshot(b"x").unwrap_err().rv(), sign, "C_Sign, {service:#x}");
+        // Multi-part: C_SignFinal answers the same.
+        let mut s = t.sign_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac).unwrap();
+        s.update(b"x").unwrap();
+        assert_eq!(s.finish().unwrap_err().rv(), sign, "C_SignFinal, {service:#x}");
+        let mut v = t.verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac).unwrap();
+        assert_eq!(v.oneshot(b"x", &[0; 32]).unwrap_err().rv(), verify, "C_Verify, {service:#x}");
+        let mut c = t.encrypt_init(&user(), &gcm([0; 12], 128), seal).unwrap();
+        assert_eq!(c.oneshot(b"x").unwrap_err().rv(), encrypt, "C_Encrypt, {service:#x}");
+        let mut d = t.decrypt_init(&user(), &gcm([1; 12], 128), seal).unwrap();
+        assert_eq!(d.oneshot(&[0; 20]).unwrap_err().rv(), decrypt, "C_Decrypt, {service:#x}");
+    }
+    *fake.fault.lock() = Fault::None;
+    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig).unwrap();
+    assert!(s.oneshot(b"x").is_ok());
+}
+
+#[test]
+fn a_refused_listing_is_a_code_c_find_objects_init_may_return() {
+    let (fake, t) = setup(false, false, false);
+    *fake.fault.lock() = Fault::Refused(CKR_KEY_FUNCTION_NOT_PERMITTED);
+    let e = t.find_objects(&user(), &[]).unwrap_err();
+    assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
+    *fake.fault.lock() = Fault::Refused(CKR_DEVICE_ERROR);
+    assert_eq!(t.find_objects(&user(), &[]).unwrap_err().rv(), CKR_DEVICE_ERROR);
+    *fake.fault.lock() = Fault::None;
+    assert!(!t.find_objects(&user(), &[]).unwrap().is_empty());
 }

@@ -159,6 +159,25 @@ impl RemoteToken {
             .or_insert_with(|| self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A listing's failure as `C_FindObjectsInit` answers it: a refused listing
+    /// (`CKR_KEY_FUNCTION_NOT_PERMITTED`) or a vanished key container
+    /// (`CKR_KEY_HANDLE_INVALID`) are not among its codes, and become
+    /// `CKR_FUNCTION_FAILED` (not a device error: no failover). Refused credentials stay
+    /// `CKR_USER_NOT_LOGGED_IN`, which tells the consumer what to do.
+    fn find_failed(&self, e: Error) -> Error {
+        match e.rv() {
+            rv @ (CKR_KEY_FUNCTION_NOT_PERMITTED | CKR_KEY_HANDLE_INVALID) => {
+                log::warn!(
+                    "slot {}: listing the keys: the service's {} is answered CKR_FUNCTION_FAILED (C_FindObjectsInit cannot return the former)",
+                    self.slot,
+                    crate::core::rv::name(rv)
+                );
+                err(CKR_FUNCTION_FAILED)
+            }
+            _ => e,
+        }
+    }
+
     /// Lists the keys again when the list is older than its time to live (or `force`).
     /// A failed listing keeps the previous objects (logged) when there are any.
     pub(crate) fn refresh(&self, force: bool) -> Result<()> {
@@ -714,7 +733,7 @@ impl Token for RemoteToken {
         if self.gate && ctx.login != Login::User {
             return Ok(Vec::new());
         }
-        self.refresh(false)?;
+        self.refresh(false).map_err(|e| self.find_failed(e))?;
         let found = self.matching(ctx, tpl);
         // A key the operator made a moment ago: a search that names something and finds
         // nothing lists again (at most once a second) instead of waiting out the cache.
@@ -729,7 +748,7 @@ impl Token for RemoteToken {
             .map(attr::parse_ulong)
             .is_none_or(|c| matches!(c, Ok(CKO_PRIVATE_KEY | CKO_PUBLIC_KEY | CKO_SECRET_KEY)));
         if found.is_empty() && !tpl.is_empty() && wants_key && stale {
-            self.refresh(true)?;
+            self.refresh(true).map_err(|e| self.find_failed(e))?;
             return Ok(self.matching(ctx, tpl));
         }
         Ok(found)
@@ -862,6 +881,7 @@ impl Token for RemoteToken {
             return Err(err(CKR_KEY_TYPE_INCONSISTENT));
         }
         let plan = self.sign_plan(&o, mech)?;
+        self.service.check_sign_scheme(&o.key, plan.scheme)?;
         Ok(Box::new(RemoteSign::new(
             self.service.clone(),
             o.key.clone(),

@@ -3,7 +3,7 @@
 //! `renew-self` once two thirds of its lease have passed, and replaced by a new login when
 //! renewal can no longer extend it (max TTL) or a request answers 403.
 
-use super::client::{Body, Inner};
+use super::client::{Body, Inner, Ns};
 use crate::backend::remote::http::Retry;
 use crate::config::VaultAuth;
 use crate::core::error::{Error, Result};
@@ -134,6 +134,11 @@ impl Auth {
         self.obtain(v).await.map(|_| true)
     }
 
+    /// Whether a token is held (a given token that Vault no longer takes is forgotten).
+    pub fn has_session(&self) -> bool {
+        self.current.lock().is_some()
+    }
+
     /// A token given outright was refused (403): forget it, so that the next use (and
     /// `C_Login`) asks Vault about it again instead of sending it blindly.
     pub fn forget(&self, stale: &Arc<Session>) {
@@ -186,6 +191,7 @@ impl Auth {
                 "auth/token/renew-self",
                 Some(b"{}"),
                 Some(s.token()),
+                Ns::Auth,
                 Retry::Never,
             )
             .await
@@ -203,7 +209,7 @@ impl Auth {
     /// A new session: a login, or the configured token checked by a lookup.
     async fn obtain(&self, v: &Inner) -> Result<Arc<Session>> {
         let session = match &self.method {
-            VaultAuth::Token { token } => {
+            VaultAuth::Token { token, .. } => {
                 let t = resolve(v, token)?;
                 let t = Zeroizing::new(
                     String::from_utf8(t.to_vec())
@@ -218,6 +224,7 @@ impl Auth {
                         "auth/token/lookup-self",
                         None,
                         Some(&t),
+                        Ns::Auth,
                         Retry::Read,
                     )
                     .await?;
@@ -251,6 +258,7 @@ impl Auth {
                 path,
                 role_id,
                 secret_id,
+                ..
             } => {
                 let body = Body::new()
                     .secret("role_id", &resolve(v, role_id)?)
@@ -258,7 +266,9 @@ impl Auth {
                     .finish();
                 self.login(v, path, &body).await?
             }
-            VaultAuth::Kubernetes { path, role, jwt } => {
+            VaultAuth::Kubernetes {
+                path, role, jwt, ..
+            } => {
                 let jwt = resolve(v, jwt)?;
                 let body = Body::new()
                     .str("role", role)
@@ -275,7 +285,15 @@ impl Auth {
     async fn login(&self, v: &Inner, path: &str, body: &[u8]) -> Result<Session> {
         let at = format!("auth/{}/login", path.trim_matches('/'));
         let reply = v
-            .send_raw("login", Method::POST, &at, Some(body), None, Retry::Never)
+            .send_raw(
+                "login",
+                Method::POST,
+                &at,
+                Some(body),
+                None,
+                Ns::Auth,
+                Retry::Never,
+            )
             .await?;
         match reply.status {
             200 => {}

@@ -23,6 +23,9 @@ pub struct KeyMeta {
     pub latest: u32,
     /// Read was forbidden: the versions are what encryptions answered.
     pub learned: bool,
+    /// Read and encryption were forbidden (a policy with `hmac/<k>` only): an HMAC key
+    /// whose versions HMACs answer.
+    pub mac_only: bool,
 }
 
 /// The state shared by every call of one slot.
@@ -109,6 +112,14 @@ impl Body {
 #[derive(Clone, Copy)]
 pub struct On400(pub CK_RV);
 
+/// Which namespace a request goes to: the auth method's (logins, and the token's own
+/// `auth/token/*` and `sys/capabilities-self` requests) or the transit mount's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ns {
+    Auth,
+    Transit,
+}
+
 impl Inner {
     pub fn new(slot: &str, cfg: &VaultConfig) -> std::result::Result<Inner, String> {
         let timeout = Duration::from_millis(cfg.common.timeout_ms.max(1));
@@ -146,7 +157,9 @@ impl Inner {
     }
 
     pub fn info(&self) -> ServiceInfo {
-        let ns = self.cfg.namespace.as_deref().unwrap_or("");
+        // The keys' namespace (the slot's `namespace` unless `transit.namespace` says
+        // otherwise): the serial stays what it was for a config without the latter.
+        let ns = self.cfg.transit_namespace.as_deref().unwrap_or("");
         let id = format!("{}\0{ns}\0{}", self.cfg.address, self.cfg.mount);
         let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
         let mut location = format!("{}/{}", self.cfg.address, self.cfg.mount);
@@ -171,7 +184,16 @@ impl Inner {
         format!("{}/{rest}", self.cfg.mount)
     }
 
-    /// One request without a token (logins): namespace header only.
+    /// The `X-Vault-Namespace` of a request (`None`: the root namespace, no header).
+    pub fn namespace(&self, ns: Ns) -> Option<&str> {
+        match ns {
+            Ns::Auth => self.cfg.auth_namespace.as_deref(),
+            Ns::Transit => self.cfg.transit_namespace.as_deref(),
+        }
+    }
+
+    /// One request with `token` (none for a login) in namespace `ns`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_raw(
         &self,
         what: &str,
@@ -179,12 +201,14 @@ impl Inner {
         path: &str,
         body: Option<&[u8]>,
         token: Option<&str>,
+        ns: Ns,
         retry: Retry,
     ) -> Result<Reply> {
         let url = self.url(path);
+        let ns = self.namespace(ns);
         http::send(what, retry, || {
             let mut r = self.http.request(method.clone(), &url);
-            if let Some(ns) = &self.cfg.namespace {
+            if let Some(ns) = ns {
                 r = r.header("X-Vault-Namespace", ns);
             }
             if let Some(t) = token {
@@ -200,10 +224,29 @@ impl Inner {
         .await
     }
 
-    /// An authenticated request. A 403 is answered by logging in again once (the token
-    /// may have passed its max TTL) and sending again; what comes back then is final.
+    /// An authenticated request to the transit namespace (see [`Inner::send_in`]).
     pub async fn send(
         &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        retry: Retry,
+    ) -> Result<Reply> {
+        self.send_in(Ns::Transit, what, method, path, body, retry)
+            .await
+    }
+
+    /// An authenticated request in namespace `ns`. Vault answers 403 both for a token
+    /// past its max TTL and for a path the policy does not grant: the token's own lookup
+    /// (which every token's `default` policy allows) tells them apart. A policy refusal
+    /// is final at once (no new login: a least-privilege policy refuses key reads, and a
+    /// login per refused read would mint a token each time); a token that no longer
+    /// works is replaced by one new login and the request sent again, and what comes
+    /// back then is final.
+    pub async fn send_in(
+        &self,
+        ns: Ns,
         what: &str,
         method: Method,
         path: &str,
@@ -218,10 +261,18 @@ impl Inner {
                 path,
                 body,
                 Some(session.token()),
+                ns,
                 retry,
             )
             .await?;
         if reply.status != 403 {
+            return Ok(reply);
+        }
+        if self.token_works(session.token()).await {
+            log::debug!(
+                "slot {}: {what}: HTTP 403 with a working token: the policy refuses it",
+                self.slot
+            );
             return Ok(reply);
         }
         if !self.auth.can_login() {
@@ -235,8 +286,32 @@ impl Inner {
             reply.message()
         );
         let fresh = self.auth.relogin(self, &session).await?;
-        self.send_raw(what, method, path, body, Some(fresh.token()), retry)
+        self.send_raw(what, method, path, body, Some(fresh.token()), ns, retry)
             .await
+    }
+
+    /// Whether Vault still takes `token` (`auth/token/lookup-self` answers 200). Any
+    /// other answer, or none, is "no": the caller then logs in again as before.
+    async fn token_works(&self, token: &str) -> bool {
+        let r = self
+            .send_raw(
+                "token check",
+                Method::GET,
+                "auth/token/lookup-self",
+                None,
+                Some(token),
+                Ns::Auth,
+                Retry::Never,
+            )
+            .await;
+        match r {
+            Ok(mut reply) => {
+                // The lookup's answer describes the token (its accessor): not kept.
+                zeroize::Zeroize::zeroize(&mut reply.body);
+                reply.status == 200
+            }
+            Err(_) => false,
+        }
     }
 
     /// The `data` of a successful answer, else the mapped failure.
@@ -284,7 +359,9 @@ impl Inner {
             429 | 500..=599 => CKR_DEVICE_ERROR,
             _ => CKR_FUNCTION_FAILED,
         };
-        let hint = if reply.status == 403 && !self.auth.can_login() {
+        // A 403 with a working token is the policy's (see `send_in`); the hint is for a
+        // given token that Vault no longer takes (forgotten then).
+        let hint = if reply.status == 403 && !self.auth.can_login() && !self.auth.has_session() {
             " (the configured token may have expired: a token given outright cannot log in again)"
         } else if reply.status == 503 {
             " (sealed or standby)"
@@ -302,10 +379,11 @@ impl Inner {
         )
     }
 
-    /// A cheap authenticated read: the token's own lookup.
+    /// A cheap authenticated read: the token's own lookup (in the token's namespace).
     pub async fn probe(&self) -> Result<()> {
         let reply = self
-            .send(
+            .send_in(
+                Ns::Auth,
                 "probe",
                 Method::GET,
                 "auth/token/lookup-self",
@@ -320,6 +398,14 @@ impl Inner {
         }
     }
 
+    fn capability_path(&self, path: &str) -> (Ns, String) {
+        capability_path(
+            self.cfg.auth_namespace.as_deref(),
+            self.cfg.transit_namespace.as_deref(),
+            path,
+        )
+    }
+
     /// Whether this token may create keys in the mount (for `CKF_WRITE_PROTECTED` and the
     /// key-generation mechanisms); a policy that does not say, or an error, is "no".
     pub async fn learn_can_generate(&self) {
@@ -327,20 +413,24 @@ impl Inner {
         struct Caps {
             capabilities: Vec<String>,
         }
-        let path = self.mount_path("keys/hsmux-capability-probe");
+        let (ns, path) = self.capability_path(&self.mount_path("keys/hsmux-capability-probe"));
         let mut b = String::from("{\"paths\":[");
         b.push_str(&serde_json::to_string(&path).unwrap_or_default());
         b.push_str("]}");
-        let r = self
-            .data::<Caps>(
+        let r = match self
+            .send_in(
+                ns,
                 "capabilities",
                 Method::POST,
                 "sys/capabilities-self",
                 Some(b.as_bytes()),
                 Retry::Read,
-                On400(CKR_FUNCTION_FAILED),
             )
-            .await;
+            .await
+        {
+            Ok(reply) => self.parse::<Caps>("capabilities", reply, On400(CKR_FUNCTION_FAILED)),
+            Err(e) => Err(e),
+        };
         let yes = match r {
             Ok(c) => c
                 .capabilities
@@ -351,6 +441,24 @@ impl Inner {
         log::debug!("slot {}: key creation allowed: {yes}", self.slot);
         self.can_generate
             .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Where to ask `sys/capabilities-self` about `path` (a path of the transit namespace):
+/// in the token's own namespace, whose policies are the token's, with the transit
+/// namespace's part below it in front (`kms/transit/keys/x` from namespace `org` for
+/// `org/kms`); a transit namespace that is not below the token's is asked directly.
+fn capability_path(auth: Option<&str>, transit: Option<&str>, path: &str) -> (Ns, String) {
+    let below = match (auth, transit) {
+        (a, t) if a == t => Some(""),
+        (None, t) => t,
+        (Some(a), Some(t)) => t.strip_prefix(a).and_then(|r| r.strip_prefix('/')),
+        (Some(_), None) => None,
+    };
+    match below {
+        Some("") => (Ns::Auth, path.to_string()),
+        Some(rel) => (Ns::Auth, format!("{rel}/{path}")),
+        None => (Ns::Transit, path.to_string()),
     }
 }
 
@@ -393,6 +501,28 @@ mod tests {
         assert_eq!(v["key_version"], 3);
         assert_eq!(v["prehashed"], true);
         assert_eq!(&Body::new().finish()[..], b"{}");
+    }
+
+    #[test]
+    fn capabilities_are_asked_in_the_token_namespace_with_the_path_below_it() {
+        let p = "transit/keys/x";
+        assert_eq!(capability_path(None, None, p), (Ns::Auth, p.to_string()));
+        assert_eq!(
+            capability_path(Some("org"), Some("org"), p),
+            (Ns::Auth, p.to_string())
+        );
+        assert_eq!(
+            capability_path(None, Some("org/kms"), p),
+            (Ns::Auth, format!("org/kms/{p}"))
+        );
+        assert_eq!(
+            capability_path(Some("org"), Some("org/kms"), p),
+            (Ns::Auth, format!("kms/{p}"))
+        );
+        // Not below the token's namespace: asked where the keys are.
+        for (a, t) in [(Some("org"), None), (Some("org"), Some("orgx/kms"))] {
+            assert_eq!(capability_path(a, t, p), (Ns::Transit, p.to_string()));
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! `latest_version` is an object, the latest is the primary; public keys come from the
 //! key read. A named key whose read the policy forbids (the least-privilege sealing
 //! policy: encrypt/decrypt/hmac only) is taken as an aes256-gcm96 key whose latest
-//! version an encryption tells.
+//! version an encryption tells, or, when encryption is refused too (hmac only), as an
+//! HMAC key whose latest version an HMAC tells.
 
-use super::client::{Body, Inner, KeyMeta, On400};
+use super::client::{parse_versioned, Body, Inner, KeyMeta, On400};
 use crate::backend::remote::http::Retry;
 use crate::backend::remote::{public, EcCurve, HashAlg, KeyAlg, KeyVersion, NewKey, Usage};
 use crate::core::error::{Error, Result};
@@ -228,6 +229,7 @@ impl Inner {
                             min_decryption: k.min_decryption_version.max(1),
                             latest: k.latest_version,
                             learned: false,
+                            mac_only: false,
                         },
                     );
                     vs
@@ -258,7 +260,9 @@ impl Inner {
     }
 
     /// A named key the policy does not let us read: an aes256-gcm96 key (what such
-    /// policies are written for) whose latest version an empty encryption tells.
+    /// policies are written for) whose latest version an empty encryption tells; when
+    /// encryption is refused too (a policy with `hmac/<k>` only), an HMAC key
+    /// (`CKK_GENERIC_SECRET`, 256 bits assumed) whose latest version an empty HMAC tells.
     async fn learned_key(&self, name: &str) -> Result<KeyVersion> {
         if self.read_refused_logged.lock().insert(name.to_string()) {
             log::info!(
@@ -266,18 +270,43 @@ impl Inner {
                 self.slot
             );
         }
-        let sealed = self.encrypt_raw(name, b"", b"", None).await?;
-        let latest = sealed.0;
+        let known_mac_only = self.keys.lock().get(name).is_some_and(|m| m.mac_only);
+        let (latest, mac_only) = if known_mac_only {
+            (self.mac_version(name).await?, true)
+        } else {
+            match self.encrypt_raw(name, b"", b"", None).await {
+                Ok((v, _)) => (v, false),
+                Err(refused) => match self.mac_version(name).await {
+                    Ok(v) => {
+                        log::info!(
+                            "slot {}: key {name} may not encrypt here but may MAC: it is presented as an HMAC key (CKK_GENERIC_SECRET) whose version HMACs tell",
+                            self.slot
+                        );
+                        (v, true)
+                    }
+                    Err(_) => return Err(refused),
+                },
+            }
+        };
         {
             let mut keys = self.keys.lock();
             let e = keys.entry(name.to_string()).or_insert(KeyMeta {
                 min_decryption: 1,
                 latest,
                 learned: true,
+                mac_only,
             });
             e.latest = e.latest.max(latest);
+            e.mac_only = mac_only;
         }
-        let alg = KeyAlg::AesGcm { bits: 256 };
+        let alg = if mac_only {
+            KeyAlg::Hmac {
+                hash: None,
+                bits: 256,
+            }
+        } else {
+            KeyAlg::AesGcm { bits: 256 }
+        };
         Ok(KeyVersion {
             label: name.to_string(),
             id: format!("{}/keys/{name}/v{latest}", self.cfg.mount),
@@ -290,13 +319,34 @@ impl Inner {
         })
     }
 
+    /// The latest version of `name` as an HMAC of nothing tells it.
+    async fn mac_version(&self, name: &str) -> Result<u32> {
+        let what = format!("HMAC with {name} (its version)");
+        let mac = self
+            .hmac_raw(
+                &what,
+                name,
+                HashAlg::Sha256,
+                b"",
+                None,
+                On400(CKR_FUNCTION_FAILED),
+            )
+            .await?;
+        Ok(parse_versioned(&what, &mac)?.0)
+    }
+
     /// Asks the service for `name`'s latest version again (a read, or for a key whose
     /// read is refused an empty encryption); whether it is newer than the known one.
     pub async fn newer_versions(&self, name: &str) -> bool {
         let Some(before) = self.keys.lock().get(name).copied() else {
             return false;
         };
-        let latest = if before.learned {
+        let latest = if before.mac_only {
+            match self.mac_version(name).await {
+                Ok(v) => v,
+                Err(_) => return false,
+            }
+        } else if before.learned {
             match self.encrypt_raw(name, b"", b"", None).await {
                 Ok((v, _)) => v,
                 Err(_) => return false,

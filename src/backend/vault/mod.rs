@@ -89,6 +89,21 @@ impl KeyService for Vault {
         })
     }
 
+    fn check_sign_scheme(&self, key: &KeyVersion, scheme: SignScheme) -> Result<()> {
+        if let SignScheme::Pss(_, 0) = scheme {
+            // Transit hands the number to Go's crypto/rsa, where 0 means "auto" (the
+            // longest salt): an empty salt cannot be asked for.
+            return Err(crate::core::error::Error::logged(
+                cryptoki_sys::CKR_MECHANISM_PARAM_INVALID,
+                format!(
+                    "slot {}: {}: transit cannot make RSA-PSS signatures with an empty salt",
+                    self.inner.slot, key.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn rsa_decrypt(&self, key: &KeyVersion, hash: HashAlg, ciphertext: &[u8]) -> Result<Vec<u8>> {
         let key = key.clone();
         let ct = ciphertext.to_vec();

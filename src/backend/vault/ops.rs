@@ -11,8 +11,8 @@ use cryptoki_sys::*;
 use reqwest::Method;
 use zeroize::Zeroizing;
 
-/// Vault's name of a hash (`hash_algorithm`, the HMAC path's algorithm).
-fn vault_hash(h: HashAlg) -> &'static str {
+/// Vault's name of a hash (`hash_algorithm` of a signature, `algorithm` of an HMAC).
+pub fn vault_hash(h: HashAlg) -> &'static str {
     match h {
         HashAlg::Sha1 => "sha1",
         HashAlg::Sha224 => "sha2-224",
@@ -164,8 +164,40 @@ impl Inner {
 
     async fn hmac(&self, key: &KeyVersion, h: HashAlg, data: &[u8]) -> Result<Vec<u8>> {
         let what = format!("HMAC-{} with {}", h.name(), key.id);
-        let mut body = Body::new().b64("input", data);
-        if let Some(v) = version_of(key) {
+        let mac = self
+            .hmac_raw(
+                &what,
+                &key.label,
+                h,
+                data,
+                version_of(key),
+                On400(CKR_FUNCTION_FAILED),
+            )
+            .await?;
+        let (_, mac) = parse_versioned(&what, &mac)?;
+        if mac.len() != h.len() {
+            return Err(http::malformed(&what, format!("{}-byte HMAC", mac.len())));
+        }
+        Ok(mac)
+    }
+
+    /// `hmac/<name>` with the hash in the body (`algorithm`), never in the path: the
+    /// least-privilege policy grants `update` on `<mount>/hmac/<name>` only, and
+    /// `hmac/<name>/<algorithm>` is another path it refuses. Transit's answer as it came
+    /// (`vault:v<N>:<base64>`), checked to be of that form.
+    pub async fn hmac_raw(
+        &self,
+        what: &str,
+        name: &str,
+        h: HashAlg,
+        data: &[u8],
+        version: Option<u64>,
+        on400: On400,
+    ) -> Result<String> {
+        let mut body = Body::new()
+            .b64("input", data)
+            .str("algorithm", vault_hash(h));
+        if let Some(v) = version {
             body = body.num("key_version", v);
         }
         let body = body.finish();
@@ -173,22 +205,19 @@ impl Inner {
         struct Mac {
             hmac: String,
         }
-        let path = self.mount_path(&format!("hmac/{}/{}", key.label, vault_hash(h)));
+        let path = self.mount_path(&format!("hmac/{name}"));
         let m: Mac = self
             .data(
-                &what,
+                what,
                 Method::POST,
                 &path,
                 Some(&body),
                 Retry::Idempotent,
-                On400(CKR_FUNCTION_FAILED),
+                on400,
             )
             .await?;
-        let (_, mac) = parse_versioned(&what, &m.hmac)?;
-        if mac.len() != h.len() {
-            return Err(http::malformed(&what, format!("{}-byte HMAC", mac.len())));
-        }
-        Ok(mac)
+        parse_versioned(what, &m.hmac)?;
+        Ok(m.hmac)
     }
 
     /// `encrypt/<name>`: (key version, nonce || ciphertext || tag). `version` None = the

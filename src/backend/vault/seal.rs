@@ -6,7 +6,7 @@
 
 use super::client::{parse_versioned, Body, Inner, On400};
 use crate::backend::remote::http::Retry;
-use crate::backend::remote::rt;
+use crate::backend::remote::{rt, HashAlg};
 use crate::backend::soft::StoreSeal;
 use crate::config::SealConfig;
 use crate::core::error::{Error, Result};
@@ -156,29 +156,16 @@ impl StoreSeal for VaultSeal {
         let (i, key, context) = (self.inner.clone(), self.key.clone(), context.to_vec());
         self.run("the seal's check HMAC", async move {
             let what = format!("the seal's check HMAC with {key}");
-            let mut body = Body::new().b64("input", &context);
-            if let Some(v) = version {
-                body = body.num("key_version", v as u64);
-            }
-            let body = body.finish();
-            #[derive(serde::Deserialize)]
-            struct Mac {
-                hmac: String,
-            }
-            let path = i.mount_path(&format!("hmac/{key}/sha2-256"));
             // A 400 (a version this key does not have) means "not the sealing key".
-            let m: Mac = i
-                .data(
-                    &what,
-                    Method::POST,
-                    &path,
-                    Some(&body),
-                    Retry::Idempotent,
-                    On400(CKR_FUNCTION_FAILED),
-                )
-                .await?;
-            parse_versioned(&what, &m.hmac)?;
-            Ok(m.hmac)
+            i.hmac_raw(
+                &what,
+                &key,
+                HashAlg::Sha256,
+                &context,
+                version.map(u64::from),
+                On400(CKR_FUNCTION_FAILED),
+            )
+            .await
         })
     }
 }
