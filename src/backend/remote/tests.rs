@@ -26,6 +26,8 @@ struct Fake {
     hmac: [u8; 32],
     fault: Mutex<Fault>,
     logins: Mutex<u32>,
+    /// Offers key creation (which then answers the fault, if any).
+    creates: bool,
 }
 
 fn version(label: &str, n: u32, primary: bool, alg: KeyAlg, spki: Option<Vec<u8>>) -> KeyVersion {
@@ -55,6 +57,7 @@ impl Fake {
             hmac: [9; 32],
             fault: Mutex::new(Fault::None),
             logins: Mutex::new(0),
+            creates: false,
         }
     }
     fn refused(&self) -> Result<()> {
@@ -70,6 +73,13 @@ impl Fake {
 }
 
 impl KeyService for Fake {
+    fn can_generate(&self) -> bool {
+        self.creates
+    }
+    fn generate(&self, _key: &NewKey) -> Result<()> {
+        self.refused()?;
+        Err(err(CKR_DEVICE_ERROR))
+    }
     fn info(&self) -> ServiceInfo {
         ServiceInfo {
             manufacturer: "test".into(),
@@ -465,4 +475,35 @@ fn a_refused_listing_is_a_code_c_find_objects_init_may_return() {
     assert_eq!(t.find_objects(&user(), &[]).unwrap_err().rv(), CKR_DEVICE_ERROR);
     *fake.fault.lock() = Fault::None;
     assert!(!t.find_objects(&user(), &[]).unwrap().is_empty());
+}
+
+/// A policy without the create permission: `C_GenerateKey`/`C_GenerateKeyPair` cannot
+/// return `CKR_KEY_FUNCTION_NOT_PERMITTED`; they answer `CKR_FUNCTION_FAILED`.
+#[test]
+fn a_refused_key_creation_is_a_code_c_generate_key_may_return() {
+    let mut f = Fake::new();
+    f.creates = true;
+    let fake = Arc::new(f);
+    let t = RemoteToken::new("t", fake.clone(), false, false, false);
+    *fake.fault.lock() = Fault::Refused(CKR_KEY_FUNCTION_NOT_PERMITTED);
+    let ctx = user();
+    let tpl = [
+        Attr::new(CKA_LABEL, &b"new"[..]),
+        Attr::new(CKA_TOKEN, &[1u8]),
+        Attr::new(CKA_VALUE_LEN, &32u64.to_ne_bytes()),
+    ];
+    let e = t
+        .generate_key(&ctx, &Mechanism::new(CKM_AES_KEY_GEN), &tpl)
+        .unwrap_err();
+    assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
+    let public = [
+        Attr::new(CKA_LABEL, &b"new"[..]),
+        Attr::new(CKA_TOKEN, &[1u8]),
+        Attr::new(CKA_EC_PARAMS, crate::backend::soft::crypto::der::OID_P256),
+    ];
+    let private = [Attr::new(CKA_LABEL, &b"new"[..]), Attr::new(CKA_TOKEN, &[1u8])];
+    let e = t
+        .generate_key_pair(&ctx, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &public, &private)
+        .unwrap_err();
+    assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
 }

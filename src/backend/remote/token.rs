@@ -962,7 +962,8 @@ impl Token for RemoteToken {
             alg,
             sign: matches!(alg, KeyAlg::Hmac { .. }),
             decrypt: matches!(alg, KeyAlg::AesGcm { .. }),
-        })?;
+        })
+        .map_err(generate_refusal)?;
         self.newest(&label, class)
     }
 
@@ -1032,7 +1033,8 @@ impl Token for RemoteToken {
             alg,
             sign,
             decrypt,
-        })?;
+        })
+        .map_err(generate_refusal)?;
         let private = self.newest(&label, CKO_PRIVATE_KEY)?;
         let public = self.newest(&label, CKO_PUBLIC_KEY)?;
         Ok((public, private))
@@ -1120,5 +1122,18 @@ impl RemoteToken {
                     self.slot
                 ))
             })
+    }
+}
+
+/// A service's refusal to create a key (a policy without the create permission), as
+/// `C_GenerateKey`/`C_GenerateKeyPair` may answer it: they cannot return
+/// `CKR_KEY_FUNCTION_NOT_PERMITTED` or `CKR_KEY_HANDLE_INVALID`.
+fn generate_refusal(e: Error) -> Error {
+    match e.rv() {
+        CKR_KEY_FUNCTION_NOT_PERMITTED | CKR_KEY_HANDLE_INVALID => Error::logged(
+            CKR_FUNCTION_FAILED,
+            "the service refused to create the key (see the line above); the slot's credentials need the create permission",
+        ),
+        _ => e,
     }
 }
