@@ -489,8 +489,8 @@ fn a_refused_key_creation_is_a_code_c_generate_key_may_return() {
     let ctx = user();
     let tpl = [
         Attr::new(CKA_LABEL, &b"new"[..]),
-        Attr::new(CKA_TOKEN, &[1u8]),
-        Attr::new(CKA_VALUE_LEN, &32u64.to_ne_bytes()),
+        Attr::new(CKA_TOKEN, [1u8]),
+        Attr::new(CKA_VALUE_LEN, 32u64.to_ne_bytes()),
     ];
     let e = t
         .generate_key(&ctx, &Mechanism::new(CKM_AES_KEY_GEN), &tpl)
@@ -498,10 +498,10 @@ fn a_refused_key_creation_is_a_code_c_generate_key_may_return() {
     assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
     let public = [
         Attr::new(CKA_LABEL, &b"new"[..]),
-        Attr::new(CKA_TOKEN, &[1u8]),
+        Attr::new(CKA_TOKEN, [1u8]),
         Attr::new(CKA_EC_PARAMS, crate::backend::soft::crypto::der::OID_P256),
     ];
-    let private = [Attr::new(CKA_LABEL, &b"new"[..]), Attr::new(CKA_TOKEN, &[1u8])];
+    let private = [Attr::new(CKA_LABEL, &b"new"[..]), Attr::new(CKA_TOKEN, [1u8])];
     let e = t
         .generate_key_pair(&ctx, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &public, &private)
         .unwrap_err();
