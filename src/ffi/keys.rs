@@ -2,6 +2,7 @@
 
 use super::attr::template;
 use super::mech::required;
+use super::bounds::{data_len, mechanism as check_mech, template as check_template};
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::keys as api;
 use crate::core::error::err;
@@ -9,6 +10,8 @@ use crate::core::instance;
 use cryptoki_sys::*;
 
 ck_fn!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    check_mech(p_mech)?;
+    check_template(p_t, n)?;
     route_session!(h, |p| p.generate_key(p_mech, p_t, n, ph));
     instance::get()?;
     if ph.is_null() {
@@ -30,6 +33,9 @@ ck_fn!(C_GenerateKeyPair(
     ph_pub: *mut CK_OBJECT_HANDLE,
     ph_priv: *mut CK_OBJECT_HANDLE,
 ) {
+    check_mech(p_mech)?;
+    check_template(p_pub, n_pub)?;
+    check_template(p_priv, n_priv)?;
     route_session!(h, |p| p.generate_key_pair(p_mech, p_pub, n_pub, p_priv, n_priv, ph_pub, ph_priv));
     instance::get()?;
     if ph_pub.is_null() || ph_priv.is_null() {
@@ -51,6 +57,7 @@ ck_fn!(C_WrapKey(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
+    check_mech(p_mech)?;
     route_session!(h, |p| p.wrap_key(p_mech, wrapping, key, p_out, p_out_len));
     instance::get()?;
     let m = required(p_mech)?;
@@ -67,6 +74,9 @@ ck_fn!(C_UnwrapKey(
     n: CK_ULONG,
     ph: *mut CK_OBJECT_HANDLE,
 ) {
+    check_mech(p_mech)?;
+    check_template(p_t, n)?;
+    data_len(wrapped_len, "ulWrappedKeyLen")?;
     route_session!(h, |p| p.unwrap_key(p_mech, unwrapping, p_wrapped, wrapped_len, p_t, n, ph));
     instance::get()?;
     if ph.is_null() || p_wrapped.is_null() {
@@ -79,6 +89,8 @@ ck_fn!(C_UnwrapKey(
 });
 
 ck_fn!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    check_mech(p_mech)?;
+    check_template(p_t, n)?;
     route_session!(h, |p| p.derive_key(p_mech, base, p_t, n, ph));
     instance::get()?;
     if ph.is_null() {
@@ -91,6 +103,7 @@ ck_fn!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJ
 });
 
 ck_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
+    data_len(len, "ulSeedLen")?;
     route_session!(h, |p| p.seed_random(p_seed, len));
     instance::get()?;
     if p_seed.is_null() {
@@ -100,6 +113,7 @@ ck_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
 });
 
 ck_fn!(C_GenerateRandom(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, len: CK_ULONG) {
+    data_len(len, "ulRandomLen")?;
     route_session!(h, |p| p.generate_random(p_out, len));
     instance::get()?;
     if p_out.is_null() && len > 0 {

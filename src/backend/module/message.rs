@@ -203,6 +203,7 @@ impl PassSession {
             || g.ulTagBits % 8 != 0
             || g.ulTagBits > 128
             || (g.pIv.is_null() && g.ulIvLen > 0)
+            || g.ulIvLen as u128 > crate::ffi::bounds::MAX_PARAM_LEN as u128
         {
             return CKR_MECHANISM_PARAM_INVALID;
         }
