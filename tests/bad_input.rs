@@ -1375,6 +1375,9 @@ fn setup() -> &'static Setup {
 
 /// How a row ended against SoftHSM loaded directly.
 fn direct(conf: &Path, kind: &str, name: &str) -> String {
+    if std::env::var_os("HSMUX_BAD_INPUT_NO_DIRECT").is_some() {
+        return "(not run: HSMUX_BAD_INPUT_NO_DIRECT)".into();
+    }
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     // SoftHSM may try to copy a lying length: no core file, and at most 4 GiB of address
