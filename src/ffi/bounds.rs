@@ -147,6 +147,22 @@ pub fn fixed_param_len(mech: CK_MECHANISM_TYPE) -> Option<usize> {
 /// `p` is NULL or points to a `CK_MECHANISM`; a parameter that passes the length checks
 /// is read as the structure its mechanism names.
 pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
+    check_mechanism(p, true)
+}
+
+/// The same for a mechanism going to a vendor library (module slots): only what a vendor
+/// could read past the consumer's buffers is refused (a NULL parameter with a length,
+/// lengths over [`MAX_PARAM_LEN`], the same inside the structures hsmux knows). A
+/// parameter of the wrong size but within the cap goes to the vendor, which answers it
+/// as it would if loaded directly (SoftHSM checks those itself).
+///
+/// # Safety
+/// As [`mechanism`].
+pub unsafe fn vendor_mechanism(p: *const CK_MECHANISM) -> Result<()> {
+    check_mechanism(p, false)
+}
+
+unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
     if p.is_null() {
         return Ok(());
     }
@@ -166,7 +182,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
     }
     let len = len as usize;
     if let Some(want) = fixed_param_len(mt) {
-        if len != want {
+        if len != want && exact {
             return Err(param_invalid(
                 mt,
                 format!("the parameter must be {want} bytes, not {len}"),
@@ -187,7 +203,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
             inner(mt, "pIv", g.p_iv, g.ul_iv_len)?;
             inner(mt, "pAAD", g.p_aad, g.ul_aad_len)?;
         }
-        CKM_AES_GCM => {
+        CKM_AES_GCM if exact => {
             return Err(param_invalid(
                 mt,
                 format!("the parameter must be a CK_GCM_PARAMS, not {len} bytes"),
@@ -198,7 +214,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
             inner(mt, "pNonce", c.pNonce, c.ulNonceLen)?;
             inner(mt, "pAAD", c.pAAD, c.ulAADLen)?;
         }
-        CKM_RSA_PKCS_OAEP => {
+        CKM_RSA_PKCS_OAEP if Some(len) == fixed_param_len(mt) => {
             let o: CK_RSA_PKCS_OAEP_PARAMS = read(pp);
             inner(
                 mt,
@@ -207,20 +223,22 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
                 o.ulSourceDataLen,
             )?;
         }
-        CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => {
+        CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE if Some(len) == fixed_param_len(mt) => {
             let e: CK_ECDH1_DERIVE_PARAMS = read(pp);
             inner(mt, "pSharedData", e.pSharedData, e.ulSharedDataLen)?;
             inner(mt, "pPublicData", e.pPublicData, e.ulPublicDataLen)?;
         }
-        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
+        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA
+            if Some(len) == fixed_param_len(mt) =>
+        {
             let d: CK_KEY_DERIVATION_STRING_DATA = read(pp);
             inner(mt, "pData", d.pData, d.ulLen)?;
         }
-        CKM_AES_CBC_ENCRYPT_DATA => {
+        CKM_AES_CBC_ENCRYPT_DATA if Some(len) == fixed_param_len(mt) => {
             let d: CK_AES_CBC_ENCRYPT_DATA_PARAMS = read(pp);
             inner(mt, "pData", d.pData, d.length)?;
         }
-        CKM_EDDSA if len != 0 => {
+        CKM_EDDSA if len != 0 && (exact || len == size_of::<CK_EDDSA_PARAMS>()) => {
             if len != size_of::<CK_EDDSA_PARAMS>() {
                 return Err(param_invalid(
                     mt,

@@ -2,7 +2,7 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::bounds::{copy, data_len, mechanism as check_mech};
+use super::bounds::{copy, data_len, vendor_mechanism as vendor_mech};
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
@@ -48,8 +48,7 @@ unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage
 }
 
 ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    check_mech(p_mech)?;
-    route_session!(h, |p| p.message_encrypt_init(p_mech, key));
+    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_encrypt_init(p_mech, key));
     instance::get()?;
     // The parameter (if any) is read per message; only the type matters here.
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
@@ -57,8 +56,7 @@ ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key
 });
 
 ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    check_mech(p_mech)?;
-    route_session!(h, |p| p.message_decrypt_init(p_mech, key));
+    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_decrypt_init(p_mech, key));
     instance::get()?;
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
     api::init(h, false, m.mechanism, key)
@@ -75,10 +73,7 @@ ck_fn!(C_EncryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    data_len(param_len, "ulParameterLen")?;
-    data_len(aad_len, "ulAssociatedDataLen")?;
-    data_len(in_len, "ulDataLen")?;
-    route_session!(h, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
+    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, false)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -107,10 +102,7 @@ ck_fn!(C_DecryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    data_len(param_len, "ulParameterLen")?;
-    data_len(aad_len, "ulAssociatedDataLen")?;
-    data_len(in_len, "ulDataLen")?;
-    route_session!(h, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
+    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, true)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);

@@ -70,9 +70,19 @@ pub(crate) use ck_fn;
 
 /// Sends a call on a module session to its vendor library (`backend::module::pass`), whose
 /// return value is then the consumer's; other sessions go on to the core.
+///
+/// `check { .. }` runs first for a module session only: the bounds a vendor library may not
+/// check before it reads (`bounds.rs`). hsmux's own tokens check the same bounds where they
+/// read the argument, so that their order of checks stays the one they had.
 macro_rules! route_session {
     ($h:expr, |$p:ident| $call:expr) => {
         if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
+            return $crate::ffi::vendor_rv($call);
+        }
+    };
+    ($h:expr, check $check:block, |$p:ident| $call:expr) => {
+        if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
+            $check
             return $crate::ffi::vendor_rv($call);
         }
     };

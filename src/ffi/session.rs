@@ -62,8 +62,7 @@ ck_fn!(C_GetOperationState(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _len: *mut CK
 });
 
 ck_fn!(C_SetOperationState(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _len: CK_ULONG, _enc: CK_OBJECT_HANDLE, _auth: CK_OBJECT_HANDLE) {
-    data_len(_len, "ulOperationStateLen")?;
-    route_session!(h, |p| p.set_operation_state(_p, _len, _enc, _auth));
+    route_session!(h, check { data_len(_len, "ulOperationStateLen")?; }, |p| p.set_operation_state(_p, _len, _enc, _auth));
     api::session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
@@ -80,8 +79,7 @@ ck_fn!(C_Login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, p_pin: *mut CK_UTF
 });
 
 ck_fn!(C_LoginUser(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULONG, _p_user: *mut CK_UTF8CHAR, _ul_user_len: CK_ULONG) {
-    data_len(_ul_user_len, "ulUsernameLen")?;
-    route_session!(h, |p| p.login_user(user_type, p_pin, ul_pin_len, _p_user, _ul_user_len));
+    route_session!(h, check { data_len(_ul_user_len, "ulUsernameLen")?; }, |p| p.login_user(user_type, p_pin, ul_pin_len, _p_user, _ul_user_len));
     instance::get()?;
     if p_pin.is_null() {
         api::session_info(h)?;
