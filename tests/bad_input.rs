@@ -12,6 +12,8 @@
 //! really a few bytes long: a module that reads `ulLen` bytes before checking `ulLen`
 //! faults (or aborts on the allocation), one that checks first answers.
 
+#![allow(clippy::macro_metavars_in_unsafe)]
+
 mod common;
 
 use common::*;

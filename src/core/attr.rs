@@ -207,7 +207,7 @@ pub fn check_len(ty: CK_ATTRIBUTE_TYPE, len: usize) -> std::result::Result<(), S
         Some(Shape::Bool) => len == 1,
         Some(Shape::Ulong) => len == UL,
         Some(Shape::Date) => len == 0 || len == 8,
-        Some(Shape::UlongArray) => len % UL == 0 && len <= MAX_VALUE_LEN,
+        Some(Shape::UlongArray) => len.is_multiple_of(UL) && len <= MAX_VALUE_LEN,
         None => len <= MAX_VALUE_LEN,
     };
     if ok {
