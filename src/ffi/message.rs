@@ -27,7 +27,7 @@ unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_G
         ));
     }
     // Both directions need the tag buffer: encryption writes it, decryption reads it.
-    if g.pTag.is_null() || g.ulTagBits % 8 != 0 || g.ulTagBits > 128 {
+    if g.pTag.is_null() || !g.ulTagBits.is_multiple_of(8) || g.ulTagBits > 128 {
         return Err(err(CKR_MECHANISM_PARAM_INVALID));
     }
     Ok(g)
