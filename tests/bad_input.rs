@@ -220,7 +220,9 @@ fn get_attr_count(c: &Ctx, n: CK_ULONG) -> CK_RV {
 /// C_EncryptInit with AES-CBC whose IV claims `len` bytes of a 16-byte buffer; a
 /// started operation is ended with a NULL-mechanism-free way: one C_Encrypt.
 fn cbc_iv_len(c: &Ctx, len: CK_ULONG) -> CK_RV {
-    let mut iv = [0u8; 16];
+    // Room for the short and long IVs (a vendor may copy what the length says before it
+    // checks it); the 2^32.. lengths are lies about this buffer on purpose.
+    let mut iv = [0u8; 32];
     let mut mc = CK_MECHANISM {
         mechanism: CKM_AES_CBC,
         pParameter: iv.as_mut_ptr() as *mut _,
