@@ -47,9 +47,12 @@ run() { # sanitizer, target dir name, test names...
   local flags="-Zsanitizer=$san -Cforce-frame-pointers=yes -Cdebuginfo=1"
   local start=$(date +%s)
   echo "=== $name: building (cargo +nightly, -Zbuild-std, $dir)"
-  # The cdylib the tests dlopen and the test binaries, one instrumented build.
+  # The cdylib the tests dlopen and the test binaries, one instrumented build (with the
+  # tests, so that the dev-dependencies' features are those `cargo rustc --test` uses).
+  local tests=()
+  for t in "$@"; do tests+=(--test "$t"); done
   if ! RUSTFLAGS="$flags" RUSTDOCFLAGS="$flags" cargo +nightly build -Zbuild-std \
-      --target $target --target-dir "$dir" --lib >"$logs/build.log" 2>&1; then
+      --target $target --target-dir "$dir" --lib "${tests[@]}" >"$logs/build.log" 2>&1; then
     echo "--- $name: build FAILED (tail of $logs/build.log):"
     tail -20 "$logs/build.log"
     failed=$((failed + 1))
