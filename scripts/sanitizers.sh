@@ -69,7 +69,7 @@ run() { # sanitizer, target dir name, test names...
     exe=$(RUSTFLAGS="$flags" RUSTDOCFLAGS="$flags" cargo +nightly rustc -Zbuild-std \
       --target $target --target-dir "$dir" --test "$t" --message-format=json \
       -- -Clink-arg=-Wl,--export-dynamic 2>>"$logs/build.log" |
-      grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
+      grep '"kind":\["test"\]' | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
     if [ -z "$exe" ]; then
       echo "$name $t: build FAILED (see $logs/build.log)"
       failed=$((failed + 1))
