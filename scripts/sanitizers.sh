@@ -6,7 +6,7 @@
 # a small machine (see README); later runs only rebuild hsmux.
 #
 #   scripts/sanitizers.sh [asan|tsan|all]      (default: all)
-#   ASAN_TESTS="bad_input semantics" TSAN_TESTS="lifecycle multi_process semantics"
+#   ASAN_TESTS="bad_input semantics crypto softhsm_compat lifecycle" TSAN_TESTS="lifecycle multi_process semantics"
 #
 # Prints one line per test binary and a summary "sanitizers: N test binaries, N tests
 # passed, N failed, N sanitizer reports"; exits non-zero on a failure or a report. The full
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 which=${1:-all}
 target=x86_64-unknown-linux-gnu
-ASAN_TESTS=${ASAN_TESTS:-"bad_input semantics"}
+ASAN_TESTS=${ASAN_TESTS:-"bad_input semantics crypto softhsm_compat lifecycle"}
 TSAN_TESTS=${TSAN_TESTS:-"lifecycle multi_process semantics"}
 
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
