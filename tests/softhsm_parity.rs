@@ -36,6 +36,13 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
          inconsistent template; SoftHSM keeps the last one",
     ),
     (
+        "C_Encrypt after CKR_ARGUMENTS_BAD",
+        CKR_OPERATION_NOT_INITIALIZED,
+        "PKCS#11 3.0 §5.2: a single-part call ends the operation on every result but \
+         CKR_BUFFER_TOO_SMALL and a successful length query, a refused one too (issue 17); \
+         SoftHSM keeps the operation after its CKR_ARGUMENTS_BAD",
+    ),
+    (
         "AES-CBC with a 7-byte IV",
         CKR_MECHANISM_PARAM_INVALID,
         "the mechanism is fine, its parameter is not; SoftHSM answers CKR_MECHANISM_INVALID",

@@ -112,3 +112,115 @@ pub fn matches(attrs: &Attrs, template: &[Attr]) -> bool {
         .iter()
         .all(|a| attrs.get(&a.ty).is_some_and(|v| *v == a.value))
 }
+
+/// The layout a known attribute's value must have: the one table of fixed attribute sizes,
+/// used by the FFI edge (before a consumer's value is read), by the module passthrough
+/// (before a vendor reads it) and by template checks in the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A `CK_BBOOL`: exactly one byte.
+    Bool,
+    /// A `CK_ULONG` (`CK_OBJECT_CLASS`, `CK_KEY_TYPE`, ...): exactly `size_of::<CK_ULONG>()`.
+    Ulong,
+    /// A `CK_DATE`: eight bytes, or empty (no date).
+    Date,
+    /// A `CK_MECHANISM_TYPE_PTR` array: a multiple of `size_of::<CK_ULONG>()`.
+    UlongArray,
+}
+
+/// Largest attribute value hsmux reads from a consumer (1 MiB): far above any key,
+/// certificate or DER parameter; a longer `ulValueLen` is refused with
+/// `CKR_ATTRIBUTE_VALUE_INVALID` before a byte is read.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// The shape of `ty`'s value, `None` for variable-length (byte string) attributes.
+pub fn shape(ty: CK_ATTRIBUTE_TYPE) -> Option<Shape> {
+    Some(match ty {
+        CKA_TOKEN
+        | CKA_PRIVATE
+        | CKA_MODIFIABLE
+        | CKA_COPYABLE
+        | CKA_DESTROYABLE
+        | CKA_TRUSTED
+        | CKA_ENCRYPT
+        | CKA_DECRYPT
+        | CKA_SIGN
+        | CKA_SIGN_RECOVER
+        | CKA_VERIFY
+        | CKA_VERIFY_RECOVER
+        | CKA_WRAP
+        | CKA_UNWRAP
+        | CKA_DERIVE
+        | CKA_LOCAL
+        | CKA_SENSITIVE
+        | CKA_EXTRACTABLE
+        | CKA_ALWAYS_SENSITIVE
+        | CKA_NEVER_EXTRACTABLE
+        | CKA_WRAP_WITH_TRUSTED
+        | CKA_ALWAYS_AUTHENTICATE
+        | CKA_RESET_ON_INIT
+        | CKA_HAS_RESET
+        | CKA_COLOR
+        | CKA_OTP_USER_FRIENDLY_MODE
+        | CKA_ENCAPSULATE
+        | CKA_DECAPSULATE => Shape::Bool,
+        CKA_CLASS
+        | CKA_KEY_TYPE
+        | CKA_CERTIFICATE_TYPE
+        | CKA_CERTIFICATE_CATEGORY
+        | CKA_JAVA_MIDP_SECURITY_DOMAIN
+        | CKA_NAME_HASH_ALGORITHM
+        | CKA_KEY_GEN_MECHANISM
+        | CKA_MODULUS_BITS
+        | CKA_PRIME_BITS
+        | CKA_SUB_PRIME_BITS
+        | CKA_VALUE_BITS
+        | CKA_VALUE_LEN
+        | CKA_HW_FEATURE_TYPE
+        | CKA_PIXEL_X
+        | CKA_PIXEL_Y
+        | CKA_RESOLUTION
+        | CKA_CHAR_ROWS
+        | CKA_CHAR_COLUMNS
+        | CKA_BITS_PER_PIXEL
+        | CKA_MECHANISM_TYPE
+        | CKA_OTP_FORMAT
+        | CKA_OTP_LENGTH
+        | CKA_OTP_TIME_INTERVAL
+        | CKA_OTP_CHALLENGE_REQUIREMENT
+        | CKA_OTP_TIME_REQUIREMENT
+        | CKA_OTP_COUNTER_REQUIREMENT
+        | CKA_OTP_PIN_REQUIREMENT
+        | CKA_OTP_SERVICE_LOGO_TYPE
+        | CKA_PROFILE_ID => Shape::Ulong,
+        CKA_START_DATE | CKA_END_DATE => Shape::Date,
+        CKA_ALLOWED_MECHANISMS => Shape::UlongArray,
+        _ => return None,
+    })
+}
+
+/// Checks a value length against `ty`'s shape and [`MAX_VALUE_LEN`]; the reason when it
+/// does not fit, for the log line.
+pub fn check_len(ty: CK_ATTRIBUTE_TYPE, len: usize) -> std::result::Result<(), String> {
+    const UL: usize = std::mem::size_of::<CK_ULONG>();
+    let ok = match shape(ty) {
+        Some(Shape::Bool) => len == 1,
+        Some(Shape::Ulong) => len == UL,
+        Some(Shape::Date) => len == 0 || len == 8,
+        Some(Shape::UlongArray) => len.is_multiple_of(UL) && len <= MAX_VALUE_LEN,
+        None => len <= MAX_VALUE_LEN,
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = match shape(ty) {
+        Some(Shape::Bool) => "a 1-byte CK_BBOOL".to_string(),
+        Some(Shape::Ulong) => format!("a {UL}-byte CK_ULONG"),
+        Some(Shape::Date) => "an 8-byte CK_DATE or empty".to_string(),
+        Some(Shape::UlongArray) => format!("a multiple of {UL} bytes up to {MAX_VALUE_LEN}"),
+        None => format!("at most {MAX_VALUE_LEN} bytes"),
+    };
+    Err(format!(
+        "attribute 0x{ty:x}: value length {len} is not {want}"
+    ))
+}

@@ -141,42 +141,6 @@ const TOKEN_SET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_UNIQUE_ID,
 ];
 
-const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_TOKEN,
-    CKA_PRIVATE,
-    CKA_MODIFIABLE,
-    CKA_COPYABLE,
-    CKA_DESTROYABLE,
-    CKA_TRUSTED,
-    CKA_ENCRYPT,
-    CKA_DECRYPT,
-    CKA_SIGN,
-    CKA_SIGN_RECOVER,
-    CKA_VERIFY,
-    CKA_VERIFY_RECOVER,
-    CKA_WRAP,
-    CKA_UNWRAP,
-    CKA_DERIVE,
-    CKA_LOCAL,
-    CKA_SENSITIVE,
-    CKA_EXTRACTABLE,
-    CKA_ALWAYS_SENSITIVE,
-    CKA_NEVER_EXTRACTABLE,
-    CKA_WRAP_WITH_TRUSTED,
-    CKA_ALWAYS_AUTHENTICATE,
-];
-const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS,
-    CKA_KEY_TYPE,
-    CKA_CERTIFICATE_TYPE,
-    CKA_CERTIFICATE_CATEGORY,
-    CKA_JAVA_MIDP_SECURITY_DOMAIN,
-    CKA_NAME_HASH_ALGORITHM,
-    CKA_KEY_GEN_MECHANISM,
-    CKA_MODULUS_BITS,
-    CKA_VALUE_LEN,
-];
-
 fn is_key_class(class: CK_OBJECT_CLASS) -> bool {
     matches!(class, CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY)
 }
@@ -303,19 +267,11 @@ fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
     a
 }
 
-/// Checks the shape of a consumer's value for a known attribute.
+/// Checks the shape of a consumer's value for a known attribute (the table in
+/// [`crate::core::attr::shape`]).
 fn check_value(a: &Attr) -> Result<()> {
-    if BOOLS.contains(&a.ty) {
-        parse_bool(&a.value)?;
-    } else if ULONGS.contains(&a.ty) {
-        parse_ulong(&a.value)?;
-    } else if (matches!(a.ty, CKA_START_DATE | CKA_END_DATE)
-        && !(a.value.is_empty() || a.value.len() == 8))
-        || (a.ty == CKA_ALLOWED_MECHANISMS && a.value.len() % std::mem::size_of::<CK_ULONG>() != 0)
-    {
-        return Err(err(CKR_ATTRIBUTE_VALUE_INVALID));
-    }
-    Ok(())
+    crate::core::attr::check_len(a.ty, a.value.len())
+        .map_err(|why| Error::logged(CKR_ATTRIBUTE_VALUE_INVALID, why))
 }
 
 /// Folds a consumer template into a map; the same type twice with different values is

@@ -7,6 +7,7 @@ use cryptoki_sys::*;
 /// Copies a consumer's template. Array-valued attributes (`CKA_WRAP_TEMPLATE`, ...) hold
 /// pointers and are not supported by hsmux's own tokens.
 pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>> {
+    super::bounds::template(p, n)?;
     if p.is_null() {
         return if n == 0 {
             Ok(Vec::new())
@@ -29,7 +30,11 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec
                 }
                 Vec::new()
             } else {
-                std::slice::from_raw_parts(a.pValue as *const u8, a.ulValueLen as usize).to_vec()
+                // The length has passed `bounds::template` (shape and cap).
+                super::bounds::copy(std::slice::from_raw_parts(
+                    a.pValue as *const u8,
+                    a.ulValueLen as usize,
+                ))?
             };
             Ok(Attr { ty: a.type_, value })
         })
@@ -38,6 +43,7 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec
 
 /// The attribute types a consumer asks for.
 pub(crate) unsafe fn types(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<CK_ATTRIBUTE_TYPE>> {
+    super::bounds::count(n)?;
     if p.is_null() {
         return if n == 0 {
             Ok(Vec::new())

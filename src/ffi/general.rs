@@ -1,6 +1,6 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use super::{ck_fn, in_bytes, padded, route_session, route_slot, version, write_list};
+use super::{ck_fn, padded, route_session, route_slot, version, write_list};
 use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;
@@ -146,7 +146,8 @@ ck_fn!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULO
     if p_pin.is_null() || p_label.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
-    let pin = in_bytes(p_pin, ul_pin_len)?;
+    let n = super::bounds::pin_len(ul_pin_len, crate::core::api::session::max_pin_len_of_slot(slot)?)?;
+    let pin = std::slice::from_raw_parts(p_pin, n);
     let label = &*(p_label as *const [u8; 32]);
     api::init_token(slot, pin, label)
 });

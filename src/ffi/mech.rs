@@ -6,20 +6,11 @@ use crate::core::mechanism::{MechParam, Mechanism};
 use cryptoki_sys::*;
 use std::mem::size_of;
 
-/// The 2.40 header's `CK_GCM_PARAMS`, without `ulIvBits`; some consumers still pass it.
-#[repr(C)]
-struct GcmParams240 {
-    p_iv: *mut CK_BYTE,
-    ul_iv_len: CK_ULONG,
-    p_aad: *mut CK_BYTE,
-    ul_aad_len: CK_ULONG,
-    ul_tag_bits: CK_ULONG,
-}
+use super::bounds::GcmParams240;
 
+/// A buffer inside a parameter, whose length [`super::bounds::mechanism`] has checked.
 unsafe fn bytes(p: *const u8, len: CK_ULONG) -> Result<Vec<u8>> {
-    Ok(super::in_bytes(p, len)
-        .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?
-        .to_vec())
+    super::bounds::copy(super::in_bytes(p, len).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?)
 }
 
 unsafe fn param<T>(m: &CK_MECHANISM) -> Result<&T> {
@@ -63,6 +54,7 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
     if p.is_null() {
         return Ok(None);
     }
+    super::bounds::mechanism(p)?;
     let m = &*p;
     let no_param = m.pParameter.is_null() || m.ulParameterLen == 0;
     let param = match m.mechanism {

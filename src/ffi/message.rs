@@ -2,6 +2,7 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
+use super::bounds::{copy, data_len, vendor_mechanism as vendor_mech};
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
@@ -19,8 +20,14 @@ unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_G
         ));
     }
     let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
+    if g.ulIvLen as u128 > super::bounds::MAX_PARAM_LEN as u128 || (g.pIv.is_null() && g.ulIvLen != 0) {
+        return Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            format!("CK_GCM_MESSAGE_PARAMS: ulIvLen {} does not fit pIv", g.ulIvLen),
+        ));
+    }
     // Both directions need the tag buffer: encryption writes it, decryption reads it.
-    if g.pTag.is_null() || g.ulTagBits % 8 != 0 || g.ulTagBits > 128 {
+    if g.pTag.is_null() || !g.ulTagBits.is_multiple_of(8) || g.ulTagBits > 128 {
         return Err(err(CKR_MECHANISM_PARAM_INVALID));
     }
     Ok(g)
@@ -28,14 +35,12 @@ unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_G
 
 unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage> {
     Ok(GcmMessage {
-        iv: in_bytes(g.pIv, g.ulIvLen)
-            .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?
-            .to_vec(),
+        iv: copy(in_bytes(g.pIv, g.ulIvLen).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?)?,
         iv_fixed_bits: g.ulIvFixedBits,
         generator: g.ivGenerator,
         tag_bits: g.ulTagBits,
         tag: if read_tag {
-            in_bytes(g.pTag, g.ulTagBits / 8)?.to_vec()
+            copy(in_bytes(g.pTag, g.ulTagBits / 8)?)?
         } else {
             Vec::new()
         },
@@ -43,7 +48,7 @@ unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage
 }
 
 ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, |p| p.message_encrypt_init(p_mech, key));
+    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_encrypt_init(p_mech, key));
     instance::get()?;
     // The parameter (if any) is read per message; only the type matters here.
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
@@ -51,7 +56,7 @@ ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key
 });
 
 ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, |p| p.message_decrypt_init(p_mech, key));
+    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_decrypt_init(p_mech, key));
     instance::get()?;
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
     api::init(h, false, m.mechanism, key)
@@ -68,7 +73,7 @@ ck_fn!(C_EncryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    route_session!(h, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
+    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, false)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -97,7 +102,7 @@ ck_fn!(C_DecryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    route_session!(h, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
+    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, true)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);

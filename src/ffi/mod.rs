@@ -5,12 +5,14 @@
 
 mod attr;
 pub mod awslc;
+pub(crate) mod bounds;
 mod crypto;
 mod general;
 mod keys;
 mod mech;
 mod message;
 mod object;
+mod panic;
 mod session;
 pub mod table;
 
@@ -31,7 +33,12 @@ pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV
 }
 
 fn run_guarded(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    // A panic inside the call goes to hsmux's log, not to the consumer's stderr.
+    panic::install();
+    let inside = panic::Guarded::enter();
+    let caught = catch_unwind(AssertUnwindSafe(f));
+    drop(inside);
+    match caught {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
             log::debug!("{name} -> {e}");
@@ -63,9 +70,19 @@ pub(crate) use ck_fn;
 
 /// Sends a call on a module session to its vendor library (`backend::module::pass`), whose
 /// return value is then the consumer's; other sessions go on to the core.
+///
+/// `check { .. }` runs first for a module session only: the bounds a vendor library may not
+/// check before it reads (`bounds.rs`). hsmux's own tokens check the same bounds where they
+/// read the argument, so that their order of checks stays the one they had.
 macro_rules! route_session {
     ($h:expr, |$p:ident| $call:expr) => {
         if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
+            return $crate::ffi::vendor_rv($call);
+        }
+    };
+    ($h:expr, check $check:block, |$p:ident| $call:expr) => {
+        if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
+            $check
             return $crate::ffi::vendor_rv($call);
         }
     };
@@ -92,30 +109,40 @@ pub(crate) fn vendor_rv(rv: CK_RV) -> Result<()> {
     }
 }
 
-/// An input buffer; NULL is allowed only with length 0.
+/// An input buffer; NULL is allowed only with length 0, and the length is bounded by
+/// [`bounds::MAX_DATA_LEN`] before a slice is made of it.
 pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
         return if len == 0 {
             Ok(&[])
         } else {
-            Err(err(CKR_ARGUMENTS_BAD))
+            Err(crate::core::error::Error::logged(
+                CKR_ARGUMENTS_BAD,
+                format!("input buffer is NULL with length {len}"),
+            ))
         };
     }
-    Ok(std::slice::from_raw_parts(p, len as usize))
+    let n = bounds::data_len(len, "input buffer")?;
+    Ok(std::slice::from_raw_parts(p, n))
 }
 
-/// An output buffer with its length pointer (which must not be NULL).
+/// An output buffer with its length pointer (which must not be NULL). hsmux writes no
+/// more than its output into it; a `*len` above [`bounds::MAX_DATA_LEN`] is taken as
+/// that much (no output is larger), so that the slice stays within what Rust allows.
 pub(crate) unsafe fn out_buf<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<OutBuf<'a>> {
     if len.is_null() {
-        return Err(err(CKR_ARGUMENTS_BAD));
+        return Err(crate::core::error::Error::logged(
+            CKR_ARGUMENTS_BAD,
+            "output length pointer is NULL",
+        ));
     }
     if p.is_null() {
         Ok(OutBuf::new(None))
     } else {
-        Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(
-            p,
-            *len as usize,
-        ))))
+        let n = usize::try_from(*len)
+            .unwrap_or(usize::MAX)
+            .min(bounds::MAX_DATA_LEN);
+        Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(p, n))))
     }
 }
 

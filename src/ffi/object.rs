@@ -1,6 +1,7 @@
 //! Object management (PKCS#11 §5.7).
 
 use super::attr::{fill, template, types};
+use super::bounds::{count as check_count, template as check_template};
 use super::{ck_fn, route_session};
 use crate::core::api::object as api;
 use crate::core::error::err;
@@ -8,7 +9,7 @@ use crate::core::instance;
 use cryptoki_sys::*;
 
 ck_fn!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, |p| p.create_object(p_template, count, ph));
+    route_session!(h, check { check_template(p_template, count)?; }, |p| p.create_object(p_template, count, ph));
     instance::get()?;
     if ph.is_null() || p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -19,7 +20,7 @@ ck_fn!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count
 });
 
 ck_fn!(C_CopyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, |p| p.copy_object(obj, p_template, count, ph));
+    route_session!(h, check { check_template(p_template, count)?; }, |p| p.copy_object(obj, p_template, count, ph));
     instance::get()?;
     if ph.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -43,7 +44,7 @@ ck_fn!(C_GetObjectSize(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_size: *mut
 });
 
 ck_fn!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, |p| p.get_attribute_value(obj, p_template, count));
+    route_session!(h, check { check_count(count)?; }, |p| p.get_attribute_value(obj, p_template, count));
     instance::get()?;
     if p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -54,7 +55,7 @@ ck_fn!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
 });
 
 ck_fn!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, |p| p.set_attribute_value(obj, p_template, count));
+    route_session!(h, check { check_template(p_template, count)?; }, |p| p.set_attribute_value(obj, p_template, count));
     instance::get()?;
     if p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -64,7 +65,7 @@ ck_fn!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
 });
 
 ck_fn!(C_FindObjectsInit(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, |p| p.find_objects_init(p_template, count));
+    route_session!(h, check { check_template(p_template, count)?; }, |p| p.find_objects_init(p_template, count));
     instance::get()?;
     let t = template(p_template, count)?;
     api::find_init(h, &t)

@@ -200,9 +200,10 @@ impl PassSession {
         }
         let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
         if g.pTag.is_null()
-            || g.ulTagBits % 8 != 0
+            || !g.ulTagBits.is_multiple_of(8)
             || g.ulTagBits > 128
             || (g.pIv.is_null() && g.ulIvLen > 0)
+            || g.ulIvLen as u128 > crate::ffi::bounds::MAX_PARAM_LEN as u128
         {
             return CKR_MECHANISM_PARAM_INVALID;
         }

@@ -177,6 +177,31 @@ impl ModuleSlot {
         }
     }
 
+    /// The longest PIN the vendor's token takes (`ulMaxPinLen`; 255 when its token info
+    /// cannot be read). hsmux refuses a longer PIN itself: a vendor library may read a
+    /// lying `ulPinLen` before it checks it (SoftHSMv2 copies it in `C_Login`).
+    pub fn max_pin_len(&self) -> usize {
+        self.vendor_token_info()
+            .ok()
+            .and_then(|t| usize::try_from(t.ulMaxPinLen).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(255)
+    }
+
+    /// `CKR_PIN_LEN_RANGE` (with a log line) for a PIN longer than [`Self::max_pin_len`].
+    pub fn check_pin_len(&self, len: CK_ULONG) -> Result<(), CK_RV> {
+        let max = self.max_pin_len();
+        if len as u128 > max as u128 {
+            log::warn!(
+                "slot {} ({}): PIN length {len} is larger than the token's maximum of {max} (CKR_PIN_LEN_RANGE)",
+                self.id,
+                self.label
+            );
+            return Err(CKR_PIN_LEN_RANGE);
+        }
+        Ok(())
+    }
+
     /// The vendor's token info (label as the vendor has it), for `hsmux check`.
     pub fn vendor_token_info(&self) -> Result<CK_TOKEN_INFO, CK_RV> {
         let vs = self.vendor_slot()?;

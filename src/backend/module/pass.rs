@@ -140,6 +140,11 @@ impl ModuleSlot {
         len: CK_ULONG,
         label: *mut CK_UTF8CHAR,
     ) -> CK_RV {
+        if !pin.is_null() {
+            if let Err(rv) = self.check_pin_len(len) {
+                return rv;
+            }
+        }
         match self.vendor_slot() {
             Ok(vs) => call!(self, C_InitToken(vs, pin, len, label)),
             Err(rv) => rv,
@@ -182,8 +187,6 @@ impl PassSession {
     forward! { call:
         get_operation_state => C_GetOperationState(p: *mut CK_BYTE, n: *mut CK_ULONG);
         logout => C_Logout();
-        init_pin => C_InitPIN(p: *mut CK_UTF8CHAR, n: CK_ULONG);
-        set_pin => C_SetPIN(po: *mut CK_UTF8CHAR, no: CK_ULONG, pn: *mut CK_UTF8CHAR, nn: CK_ULONG);
         find_objects_init => C_FindObjectsInit(t: *mut CK_ATTRIBUTE, n: CK_ULONG);
         find_objects_final => C_FindObjectsFinal();
         encrypt => C_Encrypt(d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG);
@@ -269,6 +272,34 @@ impl PassSession {
         call!(self.slot, C_SetOperationState(self.vh, p, n, enc, auth))
     }
 
+    /// `C_InitPIN`, the PIN's length checked against the vendor token's maximum first.
+    pub unsafe fn init_pin(&self, p: *mut CK_UTF8CHAR, n: CK_ULONG) -> CK_RV {
+        if !p.is_null() {
+            if let Err(rv) = self.slot.check_pin_len(n) {
+                return rv;
+            }
+        }
+        call!(self.slot, C_InitPIN(self.vh, p, n))
+    }
+
+    /// `C_SetPIN`, both lengths checked first.
+    pub unsafe fn set_pin(
+        &self,
+        po: *mut CK_UTF8CHAR,
+        no: CK_ULONG,
+        pn: *mut CK_UTF8CHAR,
+        nn: CK_ULONG,
+    ) -> CK_RV {
+        for (p, n) in [(po, no), (pn, nn)] {
+            if !p.is_null() {
+                if let Err(rv) = self.slot.check_pin_len(n) {
+                    return rv;
+                }
+            }
+        }
+        call!(self.slot, C_SetPIN(self.vh, po, no, pn, nn))
+    }
+
     /// `C_Login`: with the slot's configured PIN for the user when there is one.
     pub unsafe fn login(&self, user: CK_USER_TYPE, pin: *mut CK_UTF8CHAR, n: CK_ULONG) -> CK_RV {
         match self.configured_pin(user, pin, n) {
@@ -320,6 +351,8 @@ impl PassSession {
         let given: &[u8] = if pin.is_null() {
             &[]
         } else {
+            // Bounded before the consumer's PIN is read, here and at the vendor.
+            self.slot.check_pin_len(n)?;
             std::slice::from_raw_parts(pin, n as usize)
         };
         self.slot.login_pin(user, given)

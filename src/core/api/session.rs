@@ -101,6 +101,32 @@ pub fn session_info(h: CK_SESSION_HANDLE) -> Result<SessionInfo> {
     })
 }
 
+/// PIN length limit when a token cannot tell its own (its token info failed).
+const FALLBACK_MAX_PIN_LEN: usize = 255;
+
+/// The longest PIN the session's token takes (`ulMaxPinLen`), for the FFI edge to check a
+/// PIN length against before the PIN is read.
+pub fn max_pin_len(h: CK_SESSION_HANDLE) -> Result<usize> {
+    let inst = instance::get()?;
+    let slot = inst.session(h)?.lock().slot.clone();
+    Ok(slot_max_pin_len(&slot))
+}
+
+/// The same for a slot (`C_InitToken`).
+pub fn max_pin_len_of_slot(slot: CK_SLOT_ID) -> Result<usize> {
+    let inst = instance::get()?;
+    Ok(slot_max_pin_len(inst.slot(slot)?))
+}
+
+fn slot_max_pin_len(slot: &Slot) -> usize {
+    slot.token
+        .token_info()
+        .ok()
+        .and_then(|t| usize::try_from(t.max_pin_len).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(FALLBACK_MAX_PIN_LEN)
+}
+
 pub fn login(h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
     let inst = instance::get()?;
     let slot = inst.session(h)?.lock().slot.clone();
