@@ -8,8 +8,8 @@
 //! it changes (on `C_GetTokenInfo` and `C_Login`).
 
 pub mod crypto;
-mod pin;
-mod store;
+pub(crate) mod pin;
+pub(crate) mod store;
 
 use self::crypto::Key;
 use self::pin::MasterKey;
