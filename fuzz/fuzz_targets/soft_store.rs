@@ -5,7 +5,7 @@
 //! The first byte picks the parser: 0 token.json, 1 an object file, 2 an attribute blob.
 //!
 //! `HSMUX_FUZZ_WRITE_SEEDS=DIR` writes the seed corpus (files made by the store's own
-//! writers, each with its selector byte) to DIR at the first input and exits.
+//! writers, each with its selector byte) to DIR at the first input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +29,7 @@ fn dir() -> &'static PathBuf {
     })
 }
 
-fn write_seeds(to: &std::path::Path) -> ! {
+fn write_seeds(to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("seed dir");
     for (name, bytes) in hsmux::fuzzing::soft_seeds() {
         let kind = match name {
@@ -41,13 +41,15 @@ fn write_seeds(to: &std::path::Path) -> ! {
         v.extend_from_slice(&bytes);
         std::fs::write(to.join(format!("seed-{name}")), v).expect("seed file");
     }
-    std::process::exit(0)
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(to) = std::env::var_os("HSMUX_FUZZ_WRITE_SEEDS") {
-        write_seeds(std::path::Path::new(&to));
-    }
+    static SEEDS: std::sync::Once = std::sync::Once::new();
+    SEEDS.call_once(|| {
+        if let Some(to) = std::env::var_os("HSMUX_FUZZ_WRITE_SEEDS") {
+            write_seeds(std::path::Path::new(&to));
+        }
+    });
     let Some((&kind, rest)) = data.split_first() else {
         return;
     };
