@@ -188,12 +188,16 @@ impl Arena {
     /// Returns the pointer, the claimed length and the bytes a call may read, when
     /// the claim is within the allocation.
     fn input(&mut self, data: &[u8], len: Len, null: bool) -> (*mut u8, CK_ULONG, Option<Vec<u8>>) {
+        self.input_fill(data, len, null, 0xa5)
+    }
+
+    fn input_fill(&mut self, data: &[u8], len: Len, null: bool, fill: u8) -> (*mut u8, CK_ULONG, Option<Vec<u8>>) {
         let (claimed, real) = plan(len, data.len());
         if null {
             return (null_mut(), claimed, None);
         }
         let mut v = data.to_vec();
-        v.resize(real, 0xa5);
+        v.resize(real, fill);
         let seen = ((claimed as usize) <= v.len()).then(|| v[..claimed as usize].to_vec());
         (self.keep(v), claimed, seen)
     }
@@ -667,6 +671,37 @@ const HASHES: &[CK_MECHANISM_TYPE] = &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SH
 const MGFS: &[CK_ULONG] = &[CKG_MGF1_SHA1, CKG_MGF1_SHA224, CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, 0, 99];
 const KDFS: &[CK_ULONG] = &[CKD_NULL, CKD_SHA1_KDF, CKD_SHA256_KDF, 99];
 
+/// The mechanisms whose parameter is `p`'s structure, for structures that hold pointers.
+fn pointer_mechs(p: &Param) -> Option<&'static [CK_MECHANISM_TYPE]> {
+    Some(match p {
+        Param::Gcm { .. } | Param::Gcm240 { .. } => &[CKM_AES_GCM],
+        Param::Oaep { .. } => &[CKM_RSA_PKCS_OAEP],
+        Param::Ecdh { .. } => &[CKM_ECDH1_DERIVE, CKM_ECDH1_COFACTOR_DERIVE],
+        Param::Derive(_) => &[
+            CKM_CONCATENATE_BASE_AND_DATA,
+            CKM_CONCATENATE_DATA_AND_BASE,
+            CKM_XOR_BASE_AND_DATA,
+            CKM_AES_ECB_ENCRYPT_DATA,
+        ],
+        Param::CbcData { .. } => &[CKM_AES_CBC_ENCRYPT_DATA],
+        Param::Eddsa { .. } => &[CKM_EDDSA],
+        _ => return None,
+    })
+}
+
+const POINTER_MECHS: &[CK_MECHANISM_TYPE] = &[
+    CKM_AES_GCM,
+    CKM_RSA_PKCS_OAEP,
+    CKM_ECDH1_DERIVE,
+    CKM_ECDH1_COFACTOR_DERIVE,
+    CKM_CONCATENATE_BASE_AND_DATA,
+    CKM_CONCATENATE_DATA_AND_BASE,
+    CKM_XOR_BASE_AND_DATA,
+    CKM_AES_ECB_ENCRYPT_DATA,
+    CKM_AES_CBC_ENCRYPT_DATA,
+    CKM_EDDSA,
+];
+
 fn pick<T: Copy>(list: &[T], i: u8) -> T {
     list[i as usize % list.len()]
 }
@@ -798,6 +833,7 @@ struct World {
     /// Set when the token must be rebuilt before the next input.
     rebuild: bool,
     inputs: u64,
+    rebuilds: u64,
 }
 
 static mut WORLD: Option<World> = None;
@@ -850,7 +886,8 @@ impl World {
         )
         .expect("config");
         std::env::set_var("HSMUX_CONFIG", &config);
-        std::env::remove_var("HSMUX_LOG");
+        // Logging starts before the config is read: the environment silences it.
+        std::env::set_var("HSMUX_LOG", "off");
         extern "C" fn cleanup() {
             #[allow(static_mut_refs)]
             let w = unsafe { WORLD.as_ref() };
@@ -868,6 +905,7 @@ impl World {
             refind: false,
             rebuild: true,
             inputs: 0,
+            rebuilds: 0,
         };
         w.build_token();
         w
@@ -875,6 +913,10 @@ impl World {
 
     /// A fresh token: store wiped, C_InitToken, user PIN set, fixture objects made.
     fn build_token(&mut self) {
+        self.rebuilds += 1;
+        if env().trace || self.rebuilds % 100 == 0 {
+            eprintln!("c_abi: token rebuilt ({} times in {} inputs)", self.rebuilds, self.inputs);
+        }
         unsafe {
             (F.C_Finalize.unwrap())(null_mut());
         }
@@ -1089,7 +1131,28 @@ impl Run<'_> {
         if m.null {
             return null_mut();
         }
-        let ty = m.ty.value();
+        // A structure that holds pointers goes only with a mechanism that defines it, and
+        // a mechanism whose parameter holds pointers gets no other structure (zeroes
+        // instead): otherwise the module would read numbers as pointers, which no C
+        // implementation can guard against.
+        let mut ty = m.ty.value();
+        let own = pointer_mechs(&m.param);
+        if let Some(list) = own {
+            if !list.contains(&ty) {
+                ty = list[ty as usize % list.len()];
+            }
+        }
+        if own.is_none() && POINTER_MECHS.contains(&ty) {
+            let size = match &m.param {
+                Param::None => 0,
+                Param::Bytes(b) => b.data.len(),
+                Param::Pss { .. } => std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
+                _ => std::mem::size_of::<CK_ULONG>(),
+            };
+            let null = matches!(&m.param, Param::None | Param::Bytes(BufIn { null: true, .. }));
+            let (p, l, _) = self.a.input_fill(&vec![0; size], m.len, null, 0);
+            return self.mech_ptr(ty, p, l);
+        }
         let (p, l): (*mut u8, CK_ULONG) = match &m.param {
             Param::None => (null_mut(), 0),
             Param::Bytes(b) => {
@@ -1104,27 +1167,12 @@ impl Run<'_> {
                     Raw::Zero => liv.wrapping_mul(8),
                     r => r.value(),
                 };
-                let g = CK_GCM_PARAMS {
-                    pIv: piv,
-                    ulIvLen: liv,
-                    ulIvBits: bits,
-                    pAAD: paad,
-                    ulAADLen: laad,
-                    ulTagBits: *tag_bits as CK_ULONG,
-                };
-                self.a.param(g, m.len)
+                self.gcm(piv, liv, bits, paad, laad, *tag_bits as CK_ULONG, m.len, false)
             }
             Param::Gcm240 { iv, aad, tag_bits } => {
                 let (piv, liv) = self.a.buf(iv);
                 let (paad, laad) = self.a.buf(aad);
-                let g = Gcm240 {
-                    p_iv: piv,
-                    ul_iv_len: liv,
-                    p_aad: paad,
-                    ul_aad_len: laad,
-                    ul_tag_bits: *tag_bits as CK_ULONG,
-                };
-                self.a.param(g, m.len)
+                self.gcm(piv, liv, liv.wrapping_mul(8), paad, laad, *tag_bits as CK_ULONG, m.len, true)
             }
             Param::Oaep { hash, mgf, source, data } => {
                 let (pd, ld) = self.a.buf(data);
@@ -1182,6 +1230,10 @@ impl Run<'_> {
                 self.a.param(e, m.len)
             }
         };
+        self.mech_ptr(ty, p, l)
+    }
+
+    fn mech_ptr(&mut self, ty: CK_MECHANISM_TYPE, p: *mut u8, l: CK_ULONG) -> *mut CK_MECHANISM {
         let mut b = Box::new(CK_MECHANISM {
             mechanism: ty,
             pParameter: p as *mut _,
@@ -1190,6 +1242,30 @@ impl Run<'_> {
         let ptr = &mut *b as *mut CK_MECHANISM;
         self.a.mechs.push(b);
         ptr
+    }
+
+    /// A GCM parameter in either layout (40 bytes: the 2.40 header's, 48: 3.0's). The
+    /// module picks the layout by the claimed length, so a lie that lands on the other
+    /// layout's size is moved one byte off it (else numbers would be read as pointers).
+    #[allow(clippy::too_many_arguments)]
+    fn gcm(&mut self, piv: *mut u8, liv: CK_ULONG, bits: CK_ULONG, paad: *mut u8, laad: CK_ULONG, tag: CK_ULONG, len: Len, prefer240: bool) -> (*mut u8, CK_ULONG) {
+        let use240 = prefer240;
+        if use240 {
+            let g = Gcm240 { p_iv: piv, ul_iv_len: liv, p_aad: paad, ul_aad_len: laad, ul_tag_bits: tag };
+            let (p, l) = self.a.param(g, len);
+            // A claim of 48 bytes on a 40-byte structure is read as 3.0's: not made.
+            if l as usize == std::mem::size_of::<CK_GCM_PARAMS>() {
+                return (p, l + 1);
+            }
+            (p, l)
+        } else {
+            let g = CK_GCM_PARAMS { pIv: piv, ulIvLen: liv, ulIvBits: bits, pAAD: paad, ulAADLen: laad, ulTagBits: tag };
+            let (p, l) = self.a.param(g, len);
+            if l as usize == std::mem::size_of::<Gcm240>() {
+                return (p, l - 1);
+            }
+            (p, l)
+        }
     }
 
     fn handle_out(&mut self, null: bool) -> *mut CK_OBJECT_HANDLE {
