@@ -873,7 +873,15 @@ fn ok(name: &str, rv: CK_RV) {
 
 impl World {
     fn create() -> World {
-        let dir = std::env::temp_dir().join(format!("hsmux-fuzz-cabi-{}", std::process::id()));
+        // On tmpfs when there is one: the store fsyncs every write, which on a disk makes
+        // the run wait on I/O (3-4x fewer executions).
+        let base = ["/dev/shm"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|d| d.is_dir() && std::fs::metadata(d).is_ok_and(|m| !m.permissions().readonly()))
+            .filter(|_| std::env::var_os("HSMUX_FUZZ_DISK").is_none())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("hsmux-fuzz-cabi-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("hsmux.toml");
