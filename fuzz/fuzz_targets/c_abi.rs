@@ -834,6 +834,8 @@ struct World {
     rebuild: bool,
     inputs: u64,
     rebuilds: u64,
+    /// The RSA fixture's parts, to import it instead of generating it again.
+    rsa_parts: Option<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
 }
 
 static mut WORLD: Option<World> = None;
@@ -914,6 +916,7 @@ impl World {
             rebuild: true,
             inputs: 0,
             rebuilds: 0,
+            rsa_parts: None,
         };
         w.build_token();
         w
@@ -994,6 +997,8 @@ impl World {
                 pubt.push(attr(CKA_WRAP, &t));
                 privt.push(attr(CKA_DECRYPT, &t));
                 privt.push(attr(CKA_UNWRAP, &t));
+                privt.push(attr(CKA_SENSITIVE, &f));
+                privt.push(attr(CKA_EXTRACTABLE, &t));
             } else if m == CKM_EC_KEY_PAIR_GEN {
                 privt.push(attr(CKA_DERIVE, &t));
             }
@@ -1016,6 +1021,29 @@ impl World {
         hs.extend([a, b]);
         let (a, b) = pair(CKM_EC_EDWARDS_KEY_PAIR_GEN, &[attr(CKA_EC_PARAMS, ED25519_NAME)], "fz-ed-pub", "fz-ed-priv", false);
         hs.extend([a, b]);
+        // RSA key generation costs 100+ ms: the pair is generated once per process (not
+        // sensitive, so its parts can be read) and imported on every later rebuild.
+        let (a, b) = match self.rsa_parts.clone() {
+            Some(parts) => match import_rsa(s, &parts) {
+                Some(pair) => pair,
+                None => self.generate_rsa(s, &pair),
+            },
+            None => self.generate_rsa(s, &pair),
+        };
+        hs.extend([a, b]);
+        let class = CKO_DATA.to_ne_bytes();
+        let data = [attr(CKA_CLASS, &class), attr(CKA_TOKEN, &t), attr(CKA_LABEL, b"fz-data"), attr(CKA_VALUE, b"hello")];
+        let mut h = 0;
+        ok("fz-data", call!(C_CreateObject(s, data.as_ptr() as *mut _, data.len() as CK_ULONG, &mut h)));
+        hs.push(h);
+        self.fixtures.handles = hs;
+    }
+
+    fn generate_rsa(
+        &mut self,
+        s: CK_SESSION_HANDLE,
+        pair: &dyn Fn(CK_MECHANISM_TYPE, &[CK_ATTRIBUTE], &str, &str, bool) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE),
+    ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
         let bits = (2048 as CK_ULONG).to_ne_bytes();
         let e = [1u8, 0, 1];
         let (a, b) = pair(
@@ -1025,13 +1053,22 @@ impl World {
             "fz-rsa-priv",
             true,
         );
-        hs.extend([a, b]);
-        let class = CKO_DATA.to_ne_bytes();
-        let data = [attr(CKA_CLASS, &class), attr(CKA_TOKEN, &t), attr(CKA_LABEL, b"fz-data"), attr(CKA_VALUE, b"hello")];
-        let mut h = 0;
-        ok("fz-data", call!(C_CreateObject(s, data.as_ptr() as *mut _, data.len() as CK_ULONG, &mut h)));
-        hs.push(h);
-        self.fixtures.handles = hs;
+        let mut parts = Vec::new();
+        for ty in RSA_PARTS {
+            let mut t = [CK_ATTRIBUTE { type_: ty, pValue: null_mut(), ulValueLen: 0 }];
+            if call!(C_GetAttributeValue(s, b, t.as_mut_ptr(), 1)) != CKR_OK {
+                return (a, b);
+            }
+            let mut v = vec![0u8; t[0].ulValueLen as usize];
+            t[0].pValue = v.as_mut_ptr() as *mut _;
+            if call!(C_GetAttributeValue(s, b, t.as_mut_ptr(), 1)) != CKR_OK {
+                return (a, b);
+            }
+            v.truncate(t[0].ulValueLen as usize);
+            parts.push((ty, v));
+        }
+        self.rsa_parts = Some(parts);
+        (a, b)
     }
 
     /// The fixtures' handles after the module was initialized again.
@@ -1056,6 +1093,54 @@ impl World {
         self.fixtures.handles = hs;
         self.refind = false;
     }
+}
+
+const RSA_PARTS: [CK_ATTRIBUTE_TYPE; 8] = [
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_COEFFICIENT,
+];
+
+/// The RSA fixture pair from its parts; `None` when the token refuses them.
+fn import_rsa(s: CK_SESSION_HANDLE, parts: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Option<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+    let t = [CK_TRUE];
+    let (pc, vc, k) = (CKO_PUBLIC_KEY.to_ne_bytes(), CKO_PRIVATE_KEY.to_ne_bytes(), CKK_RSA.to_ne_bytes());
+    let mut pubt = vec![
+        attr(CKA_CLASS, &pc),
+        attr(CKA_KEY_TYPE, &k),
+        attr(CKA_TOKEN, &t),
+        attr(CKA_LABEL, b"fz-rsa-pub"),
+        attr(CKA_VERIFY, &t),
+        attr(CKA_ENCRYPT, &t),
+        attr(CKA_WRAP, &t),
+    ];
+    pubt.extend(parts.iter().take(2).map(|(ty, v)| attr(*ty, v)));
+    let mut privt = vec![
+        attr(CKA_CLASS, &vc),
+        attr(CKA_KEY_TYPE, &k),
+        attr(CKA_TOKEN, &t),
+        attr(CKA_PRIVATE, &t),
+        attr(CKA_LABEL, b"fz-rsa-priv"),
+        attr(CKA_SIGN, &t),
+        attr(CKA_DECRYPT, &t),
+        attr(CKA_UNWRAP, &t),
+        attr(CKA_EXTRACTABLE, &t),
+    ];
+    privt.extend(parts.iter().map(|(ty, v)| attr(*ty, v)));
+    let (mut a, mut b) = (0, 0);
+    if call!(C_CreateObject(s, pubt.as_mut_ptr(), pubt.len() as CK_ULONG, &mut a)) != CKR_OK {
+        return None;
+    }
+    if call!(C_CreateObject(s, privt.as_mut_ptr(), privt.len() as CK_ULONG, &mut b)) != CKR_OK {
+        call!(C_DestroyObject(s, a));
+        return None;
+    }
+    Some((a, b))
 }
 
 fn open_rw() -> CK_SESSION_HANDLE {
@@ -1514,12 +1599,9 @@ impl Run<'_> {
             Op::SetAttributeValue { s, o, t } => {
                 let (tp, tn) = self.a.template(t);
                 let h = self.obj(*o);
-                if call!(C_SetAttributeValue(self.sess(*s), h, tp, tn)) == CKR_OK
-                    && self.w.fixtures.handles.contains(&h)
-                {
-                    // A fixture relabelled or made unusable: start from fresh ones.
-                    self.w.rebuild = true;
-                }
+                // A fixture changed stays in use; a relabelled one is found again (or
+                // the token rebuilt) after the next C_Initialize.
+                call!(C_SetAttributeValue(self.sess(*s), h, tp, tn));
             }
             Op::FindObjectsInit { s, t } => {
                 let (tp, tn) = self.a.template(t);
