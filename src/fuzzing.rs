@@ -45,7 +45,13 @@ pub fn soft_token_json(dir: &Path, text: &[u8]) {
     let Ok(store::Loaded::Meta(meta)) = store::load_meta(dir) else {
         return;
     };
-    let _ = (&meta.label, &meta.serial, meta.so_failures, meta.user_failures, &meta.seal);
+    let _ = (
+        &meta.label,
+        &meta.serial,
+        meta.so_failures,
+        meta.user_failures,
+        &meta.seal,
+    );
     for rec in std::iter::once(&meta.so).chain(meta.user.as_ref()) {
         if rec.iterations > STORE_MAX_TRIED_ITERATIONS {
             continue;
@@ -152,7 +158,10 @@ pub fn vault_answer(kind: u8, body: &[u8]) {
         }
         2 => {
             if let Some(s) = data::<Sealed>(body) {
-                let _ = (s.key_version, vault_client::parse_versioned("fuzz", &s.ciphertext));
+                let _ = (
+                    s.key_version,
+                    vault_client::parse_versioned("fuzz", &s.ciphertext),
+                );
             }
         }
         3 => {
@@ -331,7 +340,10 @@ pub fn soft_seeds() -> Vec<(&'static str, Vec<u8>)> {
     a.insert(CKA_LABEL, b"fz-aes".to_vec());
     a.insert(CKA_VALUE, vec![0x11; 32]);
     vec![
-        ("token.json", serde_json::to_vec_pretty(&meta).expect("json")),
+        (
+            "token.json",
+            serde_json::to_vec_pretty(&meta).expect("json"),
+        ),
         (
             "public.obj",
             store::encode_object(STORE_OBJECT_NAME, &a, false, None).expect("public object"),

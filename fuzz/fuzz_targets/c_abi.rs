@@ -191,7 +191,13 @@ impl Arena {
         self.input_fill(data, len, null, 0xa5)
     }
 
-    fn input_fill(&mut self, data: &[u8], len: Len, null: bool, fill: u8) -> (*mut u8, CK_ULONG, Option<Vec<u8>>) {
+    fn input_fill(
+        &mut self,
+        data: &[u8],
+        len: Len,
+        null: bool,
+        fill: u8,
+    ) -> (*mut u8, CK_ULONG, Option<Vec<u8>>) {
         let (claimed, real) = plan(len, data.len());
         if null {
             return (null_mut(), claimed, None);
@@ -220,7 +226,11 @@ impl Arena {
         } else {
             self.keep(vec![0x5a; alloc])
         };
-        let l = if o.null_len { null_mut() } else { self.ulong(claimed) };
+        let l = if o.null_len {
+            null_mut()
+        } else {
+            self.ulong(claimed)
+        };
         (p, l)
     }
 
@@ -496,7 +506,12 @@ impl Arena {
         self.attrs_ptr(v, claimed, t.null)
     }
 
-    fn attrs_ptr(&mut self, v: Vec<CK_ATTRIBUTE>, claimed: CK_ULONG, null: bool) -> (*mut CK_ATTRIBUTE, CK_ULONG) {
+    fn attrs_ptr(
+        &mut self,
+        v: Vec<CK_ATTRIBUTE>,
+        claimed: CK_ULONG,
+        null: bool,
+    ) -> (*mut CK_ATTRIBUTE, CK_ULONG) {
         if null {
             return (null_mut(), claimed);
         }
@@ -646,16 +661,44 @@ struct Gcm240 {
 enum Param {
     None,
     Bytes(BufIn),
-    Gcm { iv: BufIn, iv_bits: Raw, aad: BufIn, tag_bits: u8 },
-    Gcm240 { iv: BufIn, aad: BufIn, tag_bits: u8 },
-    Oaep { hash: u8, mgf: u8, source: u8, data: BufIn },
-    Pss { hash: u8, mgf: u8, salt: Raw },
-    Ecdh { kdf: u8, shared: BufIn, public: BufIn },
+    Gcm {
+        iv: BufIn,
+        iv_bits: Raw,
+        aad: BufIn,
+        tag_bits: u8,
+    },
+    Gcm240 {
+        iv: BufIn,
+        aad: BufIn,
+        tag_bits: u8,
+    },
+    Oaep {
+        hash: u8,
+        mgf: u8,
+        source: u8,
+        data: BufIn,
+    },
+    Pss {
+        hash: u8,
+        mgf: u8,
+        salt: Raw,
+    },
+    Ecdh {
+        kdf: u8,
+        shared: BufIn,
+        public: BufIn,
+    },
     Derive(BufIn),
-    CbcData { iv: [u8; 16], data: BufIn },
+    CbcData {
+        iv: [u8; 16],
+        data: BufIn,
+    },
     Ulong(Raw),
     Key(Obj),
-    Eddsa { ph: u8, ctx: BufIn },
+    Eddsa {
+        ph: u8,
+        ctx: BufIn,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -667,8 +710,18 @@ struct MechIn {
     null: bool,
 }
 
-const HASHES: &[CK_MECHANISM_TYPE] = &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_MD5, 0];
-const MGFS: &[CK_ULONG] = &[CKG_MGF1_SHA1, CKG_MGF1_SHA224, CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, 0, 99];
+const HASHES: &[CK_MECHANISM_TYPE] = &[
+    CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_MD5, 0,
+];
+const MGFS: &[CK_ULONG] = &[
+    CKG_MGF1_SHA1,
+    CKG_MGF1_SHA224,
+    CKG_MGF1_SHA256,
+    CKG_MGF1_SHA384,
+    CKG_MGF1_SHA512,
+    0,
+    99,
+];
 const KDFS: &[CK_ULONG] = &[CKD_NULL, CKD_SHA1_KDF, CKD_SHA256_KDF, 99];
 
 /// The mechanisms whose parameter is `p`'s structure, for structures that hold pointers.
@@ -725,7 +778,10 @@ enum Pin {
     So,
     Wrong(BufIn),
     /// The right PIN with a lying length.
-    Lying { so: bool, len: Len },
+    Lying {
+        so: bool,
+        len: Len,
+    },
     Null(Len),
 }
 
@@ -750,54 +806,230 @@ impl UserType {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Initialize { args: bool, os_locking: bool, reserved_config: bool },
-    Finalize { reserved: bool },
-    GetInfo { null: bool },
-    GetSlotList { present: bool, out: ListOut },
-    GetSlotInfo { slot: Slot, null: bool },
-    GetTokenInfo { slot: Slot, null: bool },
-    GetMechanismList { slot: Slot, out: ListOut },
-    GetMechanismInfo { slot: Slot, mech: MechType, null: bool },
-    InitToken { slot: Slot, pin: Pin, label: [u8; 4], null_label: bool },
-    InitPin { s: Sess, pin: Pin },
-    SetPin { s: Sess, old: Pin, new: Pin },
-    OpenSession { slot: Slot, rw: bool, serial: bool, null_handle: bool },
-    CloseSession { s: Sess },
-    CloseAllSessions { slot: Slot },
-    GetSessionInfo { s: Sess, null: bool },
-    GetOperationState { s: Sess, out: BufOut },
-    SetOperationState { s: Sess, state: BufIn, enc: Obj, auth: Obj },
-    Login { s: Sess, user: UserType, pin: Pin },
-    LoginUser { s: Sess, user: UserType, pin: Pin, name: BufIn },
-    Logout { s: Sess },
-    CreateObject { s: Sess, t: Template, null_handle: bool },
-    CopyObject { s: Sess, o: Obj, t: Template, null_handle: bool },
-    DestroyObject { s: Sess, o: Obj },
-    GetObjectSize { s: Sess, o: Obj, null: bool },
-    GetAttributeValue { s: Sess, o: Obj, t: OutTemplate },
-    SetAttributeValue { s: Sess, o: Obj, t: Template },
-    FindObjectsInit { s: Sess, t: Template },
-    FindObjects { s: Sess, out: ListOut },
-    FindObjectsFinal { s: Sess },
-    OpInit { s: Sess, family: Family, mech: MechIn, key: Obj },
-    OneShot { s: Sess, family: Family, input: BufIn, out: BufOut },
-    Update { s: Sess, family: Family, input: BufIn, out: BufOut },
-    Final { s: Sess, family: Family, out: BufOut },
-    Verify { s: Sess, data: BufIn, sig: BufIn },
-    VerifyFinal { s: Sess, sig: BufIn },
-    DigestKey { s: Sess, key: Obj },
-    Dual { s: Sess, which: u8, input: BufIn, out: BufOut },
-    GenerateKey { s: Sess, mech: MechIn, t: Template, null_handle: bool },
-    GenerateKeyPair { s: Sess, mech: MechIn, public: Template, private: Template },
-    WrapKey { s: Sess, mech: MechIn, wrapping: Obj, key: Obj, out: BufOut },
-    UnwrapKey { s: Sess, mech: MechIn, unwrapping: Obj, wrapped: BufIn, t: Template },
-    DeriveKey { s: Sess, mech: MechIn, base: Obj, t: Template, null_handle: bool },
-    SeedRandom { s: Sess, seed: BufIn },
-    GenerateRandom { s: Sess, out: BufIn },
-    GetFunctionStatus { s: Sess },
-    CancelFunction { s: Sess },
-    SessionCancel { s: Sess, flags: Raw },
-    WaitForSlotEvent { flags: Raw },
+    Initialize {
+        args: bool,
+        os_locking: bool,
+        reserved_config: bool,
+    },
+    Finalize {
+        reserved: bool,
+    },
+    GetInfo {
+        null: bool,
+    },
+    GetSlotList {
+        present: bool,
+        out: ListOut,
+    },
+    GetSlotInfo {
+        slot: Slot,
+        null: bool,
+    },
+    GetTokenInfo {
+        slot: Slot,
+        null: bool,
+    },
+    GetMechanismList {
+        slot: Slot,
+        out: ListOut,
+    },
+    GetMechanismInfo {
+        slot: Slot,
+        mech: MechType,
+        null: bool,
+    },
+    InitToken {
+        slot: Slot,
+        pin: Pin,
+        label: [u8; 4],
+        null_label: bool,
+    },
+    InitPin {
+        s: Sess,
+        pin: Pin,
+    },
+    SetPin {
+        s: Sess,
+        old: Pin,
+        new: Pin,
+    },
+    OpenSession {
+        slot: Slot,
+        rw: bool,
+        serial: bool,
+        null_handle: bool,
+    },
+    CloseSession {
+        s: Sess,
+    },
+    CloseAllSessions {
+        slot: Slot,
+    },
+    GetSessionInfo {
+        s: Sess,
+        null: bool,
+    },
+    GetOperationState {
+        s: Sess,
+        out: BufOut,
+    },
+    SetOperationState {
+        s: Sess,
+        state: BufIn,
+        enc: Obj,
+        auth: Obj,
+    },
+    Login {
+        s: Sess,
+        user: UserType,
+        pin: Pin,
+    },
+    LoginUser {
+        s: Sess,
+        user: UserType,
+        pin: Pin,
+        name: BufIn,
+    },
+    Logout {
+        s: Sess,
+    },
+    CreateObject {
+        s: Sess,
+        t: Template,
+        null_handle: bool,
+    },
+    CopyObject {
+        s: Sess,
+        o: Obj,
+        t: Template,
+        null_handle: bool,
+    },
+    DestroyObject {
+        s: Sess,
+        o: Obj,
+    },
+    GetObjectSize {
+        s: Sess,
+        o: Obj,
+        null: bool,
+    },
+    GetAttributeValue {
+        s: Sess,
+        o: Obj,
+        t: OutTemplate,
+    },
+    SetAttributeValue {
+        s: Sess,
+        o: Obj,
+        t: Template,
+    },
+    FindObjectsInit {
+        s: Sess,
+        t: Template,
+    },
+    FindObjects {
+        s: Sess,
+        out: ListOut,
+    },
+    FindObjectsFinal {
+        s: Sess,
+    },
+    OpInit {
+        s: Sess,
+        family: Family,
+        mech: MechIn,
+        key: Obj,
+    },
+    OneShot {
+        s: Sess,
+        family: Family,
+        input: BufIn,
+        out: BufOut,
+    },
+    Update {
+        s: Sess,
+        family: Family,
+        input: BufIn,
+        out: BufOut,
+    },
+    Final {
+        s: Sess,
+        family: Family,
+        out: BufOut,
+    },
+    Verify {
+        s: Sess,
+        data: BufIn,
+        sig: BufIn,
+    },
+    VerifyFinal {
+        s: Sess,
+        sig: BufIn,
+    },
+    DigestKey {
+        s: Sess,
+        key: Obj,
+    },
+    Dual {
+        s: Sess,
+        which: u8,
+        input: BufIn,
+        out: BufOut,
+    },
+    GenerateKey {
+        s: Sess,
+        mech: MechIn,
+        t: Template,
+        null_handle: bool,
+    },
+    GenerateKeyPair {
+        s: Sess,
+        mech: MechIn,
+        public: Template,
+        private: Template,
+    },
+    WrapKey {
+        s: Sess,
+        mech: MechIn,
+        wrapping: Obj,
+        key: Obj,
+        out: BufOut,
+    },
+    UnwrapKey {
+        s: Sess,
+        mech: MechIn,
+        unwrapping: Obj,
+        wrapped: BufIn,
+        t: Template,
+    },
+    DeriveKey {
+        s: Sess,
+        mech: MechIn,
+        base: Obj,
+        t: Template,
+        null_handle: bool,
+    },
+    SeedRandom {
+        s: Sess,
+        seed: BufIn,
+    },
+    GenerateRandom {
+        s: Sess,
+        out: BufIn,
+    },
+    GetFunctionStatus {
+        s: Sess,
+    },
+    CancelFunction {
+        s: Sess,
+    },
+    SessionCancel {
+        s: Sess,
+        flags: Raw,
+    },
+    WaitForSlotEvent {
+        flags: Raw,
+    },
 }
 
 /// An output list (`C_GetSlotList`, `C_GetMechanismList`, `C_FindObjects`).
@@ -849,8 +1081,15 @@ fn world() -> &'static mut World {
 }
 
 const FIXTURE_LABELS: &[&str] = &[
-    "fz-aes", "fz-hmac", "fz-ec-pub", "fz-ec-priv", "fz-ed-pub", "fz-ed-priv", "fz-rsa-pub",
-    "fz-rsa-priv", "fz-data",
+    "fz-aes",
+    "fz-hmac",
+    "fz-ec-pub",
+    "fz-ec-priv",
+    "fz-ed-pub",
+    "fz-ed-priv",
+    "fz-rsa-pub",
+    "fz-rsa-priv",
+    "fz-data",
 ];
 
 fn attr(ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
@@ -926,7 +1165,10 @@ impl World {
     fn build_token(&mut self) {
         self.rebuilds += 1;
         if env().trace || self.rebuilds % 100 == 0 {
-            eprintln!("c_abi: token rebuilt ({} times in {} inputs)", self.rebuilds, self.inputs);
+            eprintln!(
+                "c_abi: token rebuilt ({} times in {} inputs)",
+                self.rebuilds, self.inputs
+            );
         }
         unsafe {
             (F.C_Finalize.unwrap())(null_mut());
@@ -937,13 +1179,41 @@ impl World {
         label[..4].copy_from_slice(b"fuzz");
         ok(
             "C_InitToken",
-            call!(C_InitToken(SLOT, SO_PIN.as_ptr() as *mut _, SO_PIN.len() as CK_ULONG, label.as_mut_ptr())),
+            call!(C_InitToken(
+                SLOT,
+                SO_PIN.as_ptr() as *mut _,
+                SO_PIN.len() as CK_ULONG,
+                label.as_mut_ptr()
+            )),
         );
         let s = open_rw();
-        ok("C_Login(SO)", call!(C_Login(s, CKU_SO, SO_PIN.as_ptr() as *mut _, SO_PIN.len() as CK_ULONG)));
-        ok("C_InitPIN", call!(C_InitPIN(s, USER_PIN.as_ptr() as *mut _, USER_PIN.len() as CK_ULONG)));
+        ok(
+            "C_Login(SO)",
+            call!(C_Login(
+                s,
+                CKU_SO,
+                SO_PIN.as_ptr() as *mut _,
+                SO_PIN.len() as CK_ULONG
+            )),
+        );
+        ok(
+            "C_InitPIN",
+            call!(C_InitPIN(
+                s,
+                USER_PIN.as_ptr() as *mut _,
+                USER_PIN.len() as CK_ULONG
+            )),
+        );
         call!(C_Logout(s));
-        ok("C_Login(user)", call!(C_Login(s, CKU_USER, USER_PIN.as_ptr() as *mut _, USER_PIN.len() as CK_ULONG)));
+        ok(
+            "C_Login(user)",
+            call!(C_Login(
+                s,
+                CKU_USER,
+                USER_PIN.as_ptr() as *mut _,
+                USER_PIN.len() as CK_ULONG
+            )),
+        );
         self.make_fixtures(s);
         call!(C_CloseAllSessions(SLOT));
         self.rebuild = false;
@@ -972,11 +1242,27 @@ impl World {
             ];
             let mut m = mech(m);
             let mut h = 0;
-            let mut rv = call!(C_GenerateKey(s, &mut m, tmpl.as_ptr() as *mut _, tmpl.len() as CK_ULONG, &mut h));
+            let mut rv = call!(C_GenerateKey(
+                s,
+                &mut m,
+                tmpl.as_ptr() as *mut _,
+                tmpl.len() as CK_ULONG,
+                &mut h
+            ));
             if rv != CKR_OK {
                 // Not every key accepts every usage: the minimal template then.
-                let tmpl = [attr(CKA_TOKEN, &t), attr(CKA_LABEL, label.as_bytes()), attr(CKA_VALUE_LEN, &l)];
-                rv = call!(C_GenerateKey(s, &mut m, tmpl.as_ptr() as *mut _, tmpl.len() as CK_ULONG, &mut h));
+                let tmpl = [
+                    attr(CKA_TOKEN, &t),
+                    attr(CKA_LABEL, label.as_bytes()),
+                    attr(CKA_VALUE_LEN, &l),
+                ];
+                rv = call!(C_GenerateKey(
+                    s,
+                    &mut m,
+                    tmpl.as_ptr() as *mut _,
+                    tmpl.len() as CK_ULONG,
+                    &mut h
+                ));
             }
             ok(label, rv);
             h
@@ -984,7 +1270,11 @@ impl World {
         hs.push(secret(CKM_AES_KEY_GEN, "fz-aes", 32));
         hs.push(secret(CKM_GENERIC_SECRET_KEY_GEN, "fz-hmac", 32));
         let pair = |m: CK_MECHANISM_TYPE, extra: &[CK_ATTRIBUTE], pl: &str, vl: &str, enc: bool| {
-            let mut pubt = vec![attr(CKA_TOKEN, &t), attr(CKA_LABEL, pl.as_bytes()), attr(CKA_VERIFY, &t)];
+            let mut pubt = vec![
+                attr(CKA_TOKEN, &t),
+                attr(CKA_LABEL, pl.as_bytes()),
+                attr(CKA_VERIFY, &t),
+            ];
             pubt.extend_from_slice(extra);
             let mut privt = vec![
                 attr(CKA_TOKEN, &t),
@@ -1017,9 +1307,21 @@ impl World {
             ok(pl, rv);
             (a, b)
         };
-        let (a, b) = pair(CKM_EC_KEY_PAIR_GEN, &[attr(CKA_EC_PARAMS, P256_OID)], "fz-ec-pub", "fz-ec-priv", false);
+        let (a, b) = pair(
+            CKM_EC_KEY_PAIR_GEN,
+            &[attr(CKA_EC_PARAMS, P256_OID)],
+            "fz-ec-pub",
+            "fz-ec-priv",
+            false,
+        );
         hs.extend([a, b]);
-        let (a, b) = pair(CKM_EC_EDWARDS_KEY_PAIR_GEN, &[attr(CKA_EC_PARAMS, ED25519_NAME)], "fz-ed-pub", "fz-ed-priv", false);
+        let (a, b) = pair(
+            CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            &[attr(CKA_EC_PARAMS, ED25519_NAME)],
+            "fz-ed-pub",
+            "fz-ed-priv",
+            false,
+        );
         hs.extend([a, b]);
         // RSA key generation costs 100+ ms: the pair is generated once per process (not
         // sensitive, so its parts can be read) and imported on every later rebuild.
@@ -1032,9 +1334,22 @@ impl World {
         };
         hs.extend([a, b]);
         let class = CKO_DATA.to_ne_bytes();
-        let data = [attr(CKA_CLASS, &class), attr(CKA_TOKEN, &t), attr(CKA_LABEL, b"fz-data"), attr(CKA_VALUE, b"hello")];
+        let data = [
+            attr(CKA_CLASS, &class),
+            attr(CKA_TOKEN, &t),
+            attr(CKA_LABEL, b"fz-data"),
+            attr(CKA_VALUE, b"hello"),
+        ];
         let mut h = 0;
-        ok("fz-data", call!(C_CreateObject(s, data.as_ptr() as *mut _, data.len() as CK_ULONG, &mut h)));
+        ok(
+            "fz-data",
+            call!(C_CreateObject(
+                s,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                &mut h
+            )),
+        );
         hs.push(h);
         self.fixtures.handles = hs;
     }
@@ -1042,7 +1357,13 @@ impl World {
     fn generate_rsa(
         &mut self,
         s: CK_SESSION_HANDLE,
-        pair: &dyn Fn(CK_MECHANISM_TYPE, &[CK_ATTRIBUTE], &str, &str, bool) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE),
+        pair: &dyn Fn(
+            CK_MECHANISM_TYPE,
+            &[CK_ATTRIBUTE],
+            &str,
+            &str,
+            bool,
+        ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE),
     ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
         let bits = (2048 as CK_ULONG).to_ne_bytes();
         let e = [1u8, 0, 1];
@@ -1055,7 +1376,11 @@ impl World {
         );
         let mut parts = Vec::new();
         for ty in RSA_PARTS {
-            let mut t = [CK_ATTRIBUTE { type_: ty, pValue: null_mut(), ulValueLen: 0 }];
+            let mut t = [CK_ATTRIBUTE {
+                type_: ty,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            }];
             if call!(C_GetAttributeValue(s, b, t.as_mut_ptr(), 1)) != CKR_OK {
                 return (a, b);
             }
@@ -1074,7 +1399,12 @@ impl World {
     /// The fixtures' handles after the module was initialized again.
     fn find_fixtures(&mut self) {
         let s = open_rw();
-        call!(C_Login(s, CKU_USER, USER_PIN.as_ptr() as *mut _, USER_PIN.len() as CK_ULONG));
+        call!(C_Login(
+            s,
+            CKU_USER,
+            USER_PIN.as_ptr() as *mut _,
+            USER_PIN.len() as CK_ULONG
+        ));
         let mut hs = Vec::new();
         for l in &self.fixtures.labels {
             let t = [attr(CKA_LABEL, l.as_bytes())];
@@ -1107,9 +1437,16 @@ const RSA_PARTS: [CK_ATTRIBUTE_TYPE; 8] = [
 ];
 
 /// The RSA fixture pair from its parts; `None` when the token refuses them.
-fn import_rsa(s: CK_SESSION_HANDLE, parts: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Option<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+fn import_rsa(
+    s: CK_SESSION_HANDLE,
+    parts: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Option<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
     let t = [CK_TRUE];
-    let (pc, vc, k) = (CKO_PUBLIC_KEY.to_ne_bytes(), CKO_PRIVATE_KEY.to_ne_bytes(), CKK_RSA.to_ne_bytes());
+    let (pc, vc, k) = (
+        CKO_PUBLIC_KEY.to_ne_bytes(),
+        CKO_PRIVATE_KEY.to_ne_bytes(),
+        CKK_RSA.to_ne_bytes(),
+    );
     let mut pubt = vec![
         attr(CKA_CLASS, &pc),
         attr(CKA_KEY_TYPE, &k),
@@ -1133,10 +1470,22 @@ fn import_rsa(s: CK_SESSION_HANDLE, parts: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> O
     ];
     privt.extend(parts.iter().map(|(ty, v)| attr(*ty, v)));
     let (mut a, mut b) = (0, 0);
-    if call!(C_CreateObject(s, pubt.as_mut_ptr(), pubt.len() as CK_ULONG, &mut a)) != CKR_OK {
+    if call!(C_CreateObject(
+        s,
+        pubt.as_mut_ptr(),
+        pubt.len() as CK_ULONG,
+        &mut a
+    )) != CKR_OK
+    {
         return None;
     }
-    if call!(C_CreateObject(s, privt.as_mut_ptr(), privt.len() as CK_ULONG, &mut b)) != CKR_OK {
+    if call!(C_CreateObject(
+        s,
+        privt.as_mut_ptr(),
+        privt.len() as CK_ULONG,
+        &mut b
+    )) != CKR_OK
+    {
         call!(C_DestroyObject(s, a));
         return None;
     }
@@ -1147,7 +1496,13 @@ fn open_rw() -> CK_SESSION_HANDLE {
     let mut s = 0;
     ok(
         "C_OpenSession",
-        call!(C_OpenSession(SLOT, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut s)),
+        call!(C_OpenSession(
+            SLOT,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            null_mut(),
+            None,
+            &mut s
+        )),
     );
     s
 }
@@ -1167,7 +1522,9 @@ struct Run<'w> {
 impl Run<'_> {
     fn sess(&self, s: Sess) -> CK_SESSION_HANDLE {
         match s {
-            Sess::Open(i) if !self.sessions.is_empty() => self.sessions[i as usize % self.sessions.len()],
+            Sess::Open(i) if !self.sessions.is_empty() => {
+                self.sessions[i as usize % self.sessions.len()]
+            }
             Sess::Open(i) => i as CK_SESSION_HANDLE,
             Sess::Raw(r) => r.value(),
         }
@@ -1202,7 +1559,10 @@ impl Run<'_> {
             Pin::User => self.a.input(USER_PIN, Len::Exact, false),
             Pin::So => self.a.input(SO_PIN, Len::Exact, false),
             Pin::Wrong(b) => self.a.input(&b.data, b.len, b.null),
-            Pin::Lying { so, len } => self.a.input(if *so { SO_PIN } else { USER_PIN }, *len, false),
+            Pin::Lying { so, len } => {
+                self.a
+                    .input(if *so { SO_PIN } else { USER_PIN }, *len, false)
+            }
             Pin::Null(len) => self.a.input(&[], *len, true),
         }
     }
@@ -1242,7 +1602,10 @@ impl Run<'_> {
                 Param::Pss { .. } => std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
                 _ => std::mem::size_of::<CK_ULONG>(),
             };
-            let null = matches!(&m.param, Param::None | Param::Bytes(BufIn { null: true, .. }));
+            let null = matches!(
+                &m.param,
+                Param::None | Param::Bytes(BufIn { null: true, .. })
+            );
             let (p, l, _) = self.a.input_fill(&vec![0; size], m.len, null, 0);
             return self.mech_ptr(ty, p, l);
         }
@@ -1253,26 +1616,58 @@ impl Run<'_> {
                 let (p, l, _) = self.a.input(&b.data, m.len, b.null);
                 (p, l)
             }
-            Param::Gcm { iv, iv_bits, aad, tag_bits } => {
+            Param::Gcm {
+                iv,
+                iv_bits,
+                aad,
+                tag_bits,
+            } => {
                 let (piv, liv) = self.a.buf(iv);
                 let (paad, laad) = self.a.buf(aad);
                 let bits = match iv_bits {
                     Raw::Zero => liv.wrapping_mul(8),
                     r => r.value(),
                 };
-                self.gcm(piv, liv, bits, paad, laad, *tag_bits as CK_ULONG, m.len, false)
+                self.gcm(
+                    piv,
+                    liv,
+                    bits,
+                    paad,
+                    laad,
+                    *tag_bits as CK_ULONG,
+                    m.len,
+                    false,
+                )
             }
             Param::Gcm240 { iv, aad, tag_bits } => {
                 let (piv, liv) = self.a.buf(iv);
                 let (paad, laad) = self.a.buf(aad);
-                self.gcm(piv, liv, liv.wrapping_mul(8), paad, laad, *tag_bits as CK_ULONG, m.len, true)
+                self.gcm(
+                    piv,
+                    liv,
+                    liv.wrapping_mul(8),
+                    paad,
+                    laad,
+                    *tag_bits as CK_ULONG,
+                    m.len,
+                    true,
+                )
             }
-            Param::Oaep { hash, mgf, source, data } => {
+            Param::Oaep {
+                hash,
+                mgf,
+                source,
+                data,
+            } => {
                 let (pd, ld) = self.a.buf(data);
                 let o = CK_RSA_PKCS_OAEP_PARAMS {
                     hashAlg: pick(HASHES, *hash),
                     mgf: pick(MGFS, *mgf),
-                    source: if *source % 4 == 3 { *source as CK_ULONG } else { CKZ_DATA_SPECIFIED },
+                    source: if *source % 4 == 3 {
+                        *source as CK_ULONG
+                    } else {
+                        CKZ_DATA_SPECIFIED
+                    },
                     pSourceData: pd as *mut _,
                     ulSourceDataLen: ld,
                 };
@@ -1286,7 +1681,11 @@ impl Run<'_> {
                 };
                 self.a.param(s, m.len)
             }
-            Param::Ecdh { kdf, shared, public } => {
+            Param::Ecdh {
+                kdf,
+                shared,
+                public,
+            } => {
                 let (ps, ls) = self.a.buf(shared);
                 let (pp, lp) = self.a.buf(public);
                 let e = CK_ECDH1_DERIVE_PARAMS {
@@ -1300,12 +1699,19 @@ impl Run<'_> {
             }
             Param::Derive(d) => {
                 let (pd, ld) = self.a.buf(d);
-                let k = CK_KEY_DERIVATION_STRING_DATA { pData: pd, ulLen: ld };
+                let k = CK_KEY_DERIVATION_STRING_DATA {
+                    pData: pd,
+                    ulLen: ld,
+                };
                 self.a.param(k, m.len)
             }
             Param::CbcData { iv, data } => {
                 let (pd, ld) = self.a.buf(data);
-                let c = CK_AES_CBC_ENCRYPT_DATA_PARAMS { iv: *iv, pData: pd, length: ld };
+                let c = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+                    iv: *iv,
+                    pData: pd,
+                    length: ld,
+                };
                 self.a.param(c, m.len)
             }
             Param::Ulong(r) => self.a.param(r.value(), m.len),
@@ -1341,10 +1747,26 @@ impl Run<'_> {
     /// module picks the layout by the claimed length, so a lie that lands on the other
     /// layout's size is moved one byte off it (else numbers would be read as pointers).
     #[allow(clippy::too_many_arguments)]
-    fn gcm(&mut self, piv: *mut u8, liv: CK_ULONG, bits: CK_ULONG, paad: *mut u8, laad: CK_ULONG, tag: CK_ULONG, len: Len, prefer240: bool) -> (*mut u8, CK_ULONG) {
+    fn gcm(
+        &mut self,
+        piv: *mut u8,
+        liv: CK_ULONG,
+        bits: CK_ULONG,
+        paad: *mut u8,
+        laad: CK_ULONG,
+        tag: CK_ULONG,
+        len: Len,
+        prefer240: bool,
+    ) -> (*mut u8, CK_ULONG) {
         let use240 = prefer240;
         if use240 {
-            let g = Gcm240 { p_iv: piv, ul_iv_len: liv, p_aad: paad, ul_aad_len: laad, ul_tag_bits: tag };
+            let g = Gcm240 {
+                p_iv: piv,
+                ul_iv_len: liv,
+                p_aad: paad,
+                ul_aad_len: laad,
+                ul_tag_bits: tag,
+            };
             let (p, l) = self.a.param(g, len);
             // A claim of 48 bytes on a 40-byte structure is read as 3.0's: not made.
             if l as usize == std::mem::size_of::<CK_GCM_PARAMS>() {
@@ -1352,7 +1774,14 @@ impl Run<'_> {
             }
             (p, l)
         } else {
-            let g = CK_GCM_PARAMS { pIv: piv, ulIvLen: liv, ulIvBits: bits, pAAD: paad, ulAADLen: laad, ulTagBits: tag };
+            let g = CK_GCM_PARAMS {
+                pIv: piv,
+                ulIvLen: liv,
+                ulIvBits: bits,
+                pAAD: paad,
+                ulAADLen: laad,
+                ulTagBits: tag,
+            };
             let (p, l) = self.a.param(g, len);
             if l as usize == std::mem::size_of::<Gcm240>() {
                 return (p, l - 1);
@@ -1378,7 +1807,11 @@ impl Run<'_> {
     fn list<T>(&mut self, l: &ListOut) -> (*mut T, *mut CK_ULONG) {
         let real = l.cap as usize % 64;
         let (claimed, alloc) = count_plan(l.count, real);
-        let count = if l.null_count { null_mut() } else { self.a.ulong(claimed) };
+        let count = if l.null_count {
+            null_mut()
+        } else {
+            self.a.ulong(claimed)
+        };
         if l.null_list {
             return (null_mut(), count);
         }
@@ -1400,7 +1833,11 @@ impl Run<'_> {
             eprintln!("{op:?}");
         }
         match op {
-            Op::Initialize { args, os_locking, reserved_config } => {
+            Op::Initialize {
+                args,
+                os_locking,
+                reserved_config,
+            } => {
                 let mut a = CK_C_INITIALIZE_ARGS {
                     CreateMutex: None,
                     DestroyMutex: None,
@@ -1411,14 +1848,17 @@ impl Run<'_> {
                 };
                 if *reserved_config {
                     // A config path in pReserved (an hsmux extension): the same file.
-                    let p = std::ffi::CString::new(
-                        std::env::var("HSMUX_CONFIG").unwrap_or_default(),
-                    )
-                    .unwrap_or_default();
+                    let p =
+                        std::ffi::CString::new(std::env::var("HSMUX_CONFIG").unwrap_or_default())
+                            .unwrap_or_default();
                     let b = p.into_bytes_with_nul();
                     a.pReserved = self.a.keep(b) as *mut _;
                 }
-                let p = if *args { &mut a as *mut _ as *mut _ } else { null_mut() };
+                let p = if *args {
+                    &mut a as *mut _ as *mut _
+                } else {
+                    null_mut()
+                };
                 let rv = call!(C_Initialize(p));
                 if rv == CKR_OK {
                     self.initialized = true;
@@ -1427,7 +1867,11 @@ impl Run<'_> {
                 }
             }
             Op::Finalize { reserved } => {
-                let p = if *reserved { self.a.ulong(1) as *mut _ } else { null_mut() };
+                let p = if *reserved {
+                    self.a.ulong(1) as *mut _
+                } else {
+                    null_mut()
+                };
                 if call!(C_Finalize(p)) == CKR_OK {
                     self.initialized = false;
                     self.sessions.clear();
@@ -1461,11 +1905,20 @@ impl Run<'_> {
                 let p = if *null { null_mut() } else { &mut i as *mut _ };
                 call!(C_GetMechanismInfo(self.slot(*slot), mech.value(), p));
             }
-            Op::InitToken { slot, pin, label, null_label } => {
+            Op::InitToken {
+                slot,
+                pin,
+                label,
+                null_label,
+            } => {
                 let (pp, pl, _) = self.pin(pin);
                 let mut l = [b' '; 32];
                 l[..4].copy_from_slice(label);
-                let lp = if *null_label { null_mut() } else { self.a.keep(l.to_vec()) };
+                let lp = if *null_label {
+                    null_mut()
+                } else {
+                    self.a.keep(l.to_vec())
+                };
                 let rv = call!(C_InitToken(self.slot(*slot), pp, pl, lp));
                 if rv == CKR_OK {
                     self.w.rebuild = true;
@@ -1483,7 +1936,11 @@ impl Run<'_> {
                 if rv == CKR_OK && seen.as_deref() != Some(USER_PIN) {
                     // The user PIN is now something else: set it back.
                     let h = self.sess(*s);
-                    let rv = call!(C_InitPIN(h, USER_PIN.as_ptr() as *mut _, USER_PIN.len() as CK_ULONG));
+                    let rv = call!(C_InitPIN(
+                        h,
+                        USER_PIN.as_ptr() as *mut _,
+                        USER_PIN.len() as CK_ULONG
+                    ));
                     if rv != CKR_OK {
                         self.w.rebuild = true;
                     }
@@ -1519,8 +1976,14 @@ impl Run<'_> {
                     }
                 }
             }
-            Op::OpenSession { slot, rw, serial, null_handle } => {
-                let flags = if *serial { CKF_SERIAL_SESSION } else { 0 } | if *rw { CKF_RW_SESSION } else { 0 };
+            Op::OpenSession {
+                slot,
+                rw,
+                serial,
+                null_handle,
+            } => {
+                let flags = if *serial { CKF_SERIAL_SESSION } else { 0 }
+                    | if *rw { CKF_RW_SESSION } else { 0 };
                 let p = self.handle_out(*null_handle);
                 let rv = call!(C_OpenSession(self.slot(*slot), flags, null_mut(), None, p));
                 if rv == CKR_OK && !p.is_null() {
@@ -1547,9 +2010,20 @@ impl Run<'_> {
                 let (p, l) = self.a.output(out);
                 call!(C_GetOperationState(self.sess(*s), p, l));
             }
-            Op::SetOperationState { s, state, enc, auth } => {
+            Op::SetOperationState {
+                s,
+                state,
+                enc,
+                auth,
+            } => {
                 let (p, l) = self.a.buf(state);
-                call!(C_SetOperationState(self.sess(*s), p, l, self.obj(*enc), self.obj(*auth)));
+                call!(C_SetOperationState(
+                    self.sess(*s),
+                    p,
+                    l,
+                    self.obj(*enc),
+                    self.obj(*auth)
+                ));
             }
             Op::Login { s, user, pin } => {
                 let (p, l, _) = self.pin(pin);
@@ -1573,7 +2047,12 @@ impl Run<'_> {
                 let rv = call!(C_CreateObject(self.sess(*s), tp, tn, h));
                 self.made(rv, h);
             }
-            Op::CopyObject { s, o, t, null_handle } => {
+            Op::CopyObject {
+                s,
+                o,
+                t,
+                null_handle,
+            } => {
                 let (tp, tn) = self.a.template(t);
                 let h = self.handle_out(*null_handle);
                 let rv = call!(C_CopyObject(self.sess(*s), self.obj(*o), tp, tn, h));
@@ -1612,13 +2091,22 @@ impl Run<'_> {
                 // ulMaxObjectCount is an input here: the claimed count; the count
                 // found goes to a separate pointer.
                 let max = if n.is_null() { 0 } else { unsafe { *n } };
-                let found = if out.null_count { null_mut() } else { self.a.ulong(0) };
+                let found = if out.null_count {
+                    null_mut()
+                } else {
+                    self.a.ulong(0)
+                };
                 call!(C_FindObjects(self.sess(*s), p, max, found));
             }
             Op::FindObjectsFinal { s } => {
                 call!(C_FindObjectsFinal(self.sess(*s)));
             }
-            Op::OpInit { s, family, mech, key } => {
+            Op::OpInit {
+                s,
+                family,
+                mech,
+                key,
+            } => {
                 let m = self.mechanism(mech);
                 let (h, k) = (self.sess(*s), self.obj(*key));
                 match family {
@@ -1631,7 +2119,12 @@ impl Run<'_> {
                     Family::VerifyRecover => call!(C_VerifyRecoverInit(h, m, k)),
                 };
             }
-            Op::OneShot { s, family, input, out } => {
+            Op::OneShot {
+                s,
+                family,
+                input,
+                out,
+            } => {
                 let (ip, il) = self.a.buf(input);
                 let (op, ol) = self.a.output(out);
                 let h = self.sess(*s);
@@ -1648,7 +2141,12 @@ impl Run<'_> {
                     Family::VerifyRecover => call!(C_VerifyRecover(h, ip, il, op, ol)),
                 };
             }
-            Op::Update { s, family, input, out } => {
+            Op::Update {
+                s,
+                family,
+                input,
+                out,
+            } => {
                 let (ip, il) = self.a.buf(input);
                 let (op, ol) = self.a.output(out);
                 let h = self.sess(*s);
@@ -1686,7 +2184,12 @@ impl Run<'_> {
             Op::DigestKey { s, key } => {
                 call!(C_DigestKey(self.sess(*s), self.obj(*key)));
             }
-            Op::Dual { s, which, input, out } => {
+            Op::Dual {
+                s,
+                which,
+                input,
+                out,
+            } => {
                 let (ip, il) = self.a.buf(input);
                 let (op, ol) = self.a.output(out);
                 let h = self.sess(*s);
@@ -1697,14 +2200,24 @@ impl Run<'_> {
                     _ => call!(C_DecryptVerifyUpdate(h, ip, il, op, ol)),
                 };
             }
-            Op::GenerateKey { s, mech, t, null_handle } => {
+            Op::GenerateKey {
+                s,
+                mech,
+                t,
+                null_handle,
+            } => {
                 let m = self.mechanism(mech);
                 let (tp, tn) = self.a.template(t);
                 let h = self.handle_out(*null_handle);
                 let rv = call!(C_GenerateKey(self.sess(*s), m, tp, tn, h));
                 self.made(rv, h);
             }
-            Op::GenerateKeyPair { s, mech, public, private } => {
+            Op::GenerateKeyPair {
+                s,
+                mech,
+                public,
+                private,
+            } => {
                 if mech.ty.value() == CKM_RSA_PKCS_KEY_PAIR_GEN
                     || mech.ty.value() == CKM_RSA_X9_31_KEY_PAIR_GEN
                 {
@@ -1720,20 +2233,54 @@ impl Run<'_> {
                 self.made(rv, a);
                 self.made(rv, b);
             }
-            Op::WrapKey { s, mech, wrapping, key, out } => {
+            Op::WrapKey {
+                s,
+                mech,
+                wrapping,
+                key,
+                out,
+            } => {
                 let m = self.mechanism(mech);
                 let (op, ol) = self.a.output(out);
-                call!(C_WrapKey(self.sess(*s), m, self.obj(*wrapping), self.obj(*key), op, ol));
+                call!(C_WrapKey(
+                    self.sess(*s),
+                    m,
+                    self.obj(*wrapping),
+                    self.obj(*key),
+                    op,
+                    ol
+                ));
             }
-            Op::UnwrapKey { s, mech, unwrapping, wrapped, t } => {
+            Op::UnwrapKey {
+                s,
+                mech,
+                unwrapping,
+                wrapped,
+                t,
+            } => {
                 let m = self.mechanism(mech);
                 let (wp, wl) = self.a.buf(wrapped);
                 let (tp, tn) = self.a.template(t);
                 let h = self.a.ulong(0);
-                let rv = call!(C_UnwrapKey(self.sess(*s), m, self.obj(*unwrapping), wp, wl, tp, tn, h));
+                let rv = call!(C_UnwrapKey(
+                    self.sess(*s),
+                    m,
+                    self.obj(*unwrapping),
+                    wp,
+                    wl,
+                    tp,
+                    tn,
+                    h
+                ));
                 self.made(rv, h);
             }
-            Op::DeriveKey { s, mech, base, t, null_handle } => {
+            Op::DeriveKey {
+                s,
+                mech,
+                base,
+                t,
+                null_handle,
+            } => {
                 let m = self.mechanism(mech);
                 let (tp, tn) = self.a.template(t);
                 let h = self.handle_out(*null_handle);
@@ -1762,7 +2309,11 @@ impl Run<'_> {
             Op::WaitForSlotEvent { flags } => {
                 // Blocking waits would hang the run: always CKF_DONT_BLOCK.
                 let mut slot = 0;
-                call!(C_WaitForSlotEvent(flags.value() | CKF_DONT_BLOCK, &mut slot, null_mut()));
+                call!(C_WaitForSlotEvent(
+                    flags.value() | CKF_DONT_BLOCK,
+                    &mut slot,
+                    null_mut()
+                ));
             }
         }
     }
@@ -1777,9 +2328,17 @@ impl Run<'_> {
         if !self.w.rebuild && (self.wrong_user || self.wrong_so || !self.made.is_empty()) {
             let s = open_rw();
             // A right login clears the failure counter; a locked PIN needs a new token.
-            for (wrong, user, pin) in [(self.wrong_user, CKU_USER, USER_PIN), (self.wrong_so, CKU_SO, SO_PIN)] {
+            for (wrong, user, pin) in [
+                (self.wrong_user, CKU_USER, USER_PIN),
+                (self.wrong_so, CKU_SO, SO_PIN),
+            ] {
                 if wrong {
-                    let rv = call!(C_Login(s, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG));
+                    let rv = call!(C_Login(
+                        s,
+                        user,
+                        pin.as_ptr() as *mut _,
+                        pin.len() as CK_ULONG
+                    ));
                     if rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN {
                         self.w.rebuild = true;
                     }
@@ -1830,7 +2389,12 @@ fuzz_target!(|input: Input| {
         let s = open_rw();
         run.sessions.push(s);
         if input.login_user {
-            call!(C_Login(s, CKU_USER, USER_PIN.as_ptr() as *mut _, USER_PIN.len() as CK_ULONG));
+            call!(C_Login(
+                s,
+                CKU_USER,
+                USER_PIN.as_ptr() as *mut _,
+                USER_PIN.len() as CK_ULONG
+            ));
         }
     }
     for op in input.ops.iter().take(MAX_OPS) {
