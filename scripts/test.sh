@@ -26,6 +26,9 @@ step "cargo build --release" cargo build --release --quiet
 cargo_log=$(mktemp -t hsmux-cargo-test.XXXXXX)
 cargo_test() { cargo test --release --quiet --no-fail-fast 2>&1 | tee "$cargo_log"; }
 step "cargo test --release (unit + conformance)" cargo_test
+# Fuzzing: every regression reproducer once, then each target briefly (fuzz/README.md;
+# the long run is scripts/fuzz.sh long).
+step "fuzz smoke (scripts/fuzz.sh smoke)" ./scripts/fuzz.sh smoke
 for t in conformance/*.sh softhsm-compat/*.sh; do
   case "$t" in */lib.sh) continue ;; esac
   step "$t" bash "$t"

@@ -8,6 +8,8 @@ pub mod backend;
 pub mod config;
 pub mod core;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod replica;

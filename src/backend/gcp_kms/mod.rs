@@ -10,13 +10,13 @@
 //! Every [`KeyService`] method runs its requests on the module's runtime under the slot's
 //! `timeout_ms` ([`rt::call`]); nothing is sent before the first such call.
 
-mod alg;
-mod api;
+pub(crate) mod alg;
+pub(crate) mod api;
 mod auth;
-mod crc;
+pub(crate) mod crc;
 mod crypto;
 mod keys;
-mod rest;
+pub(crate) mod rest;
 
 use crate::backend::remote::{
     http, rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput,

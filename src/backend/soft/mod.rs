@@ -12,8 +12,8 @@
 pub mod crypto;
 mod lock;
 mod perms;
-mod pin;
-mod store;
+pub(crate) mod pin;
+pub(crate) mod store;
 
 use self::crypto::Key;
 use self::lock::StoreLock;

@@ -11,8 +11,8 @@
 //! `C_Initialize` never waits on Vault.
 
 mod auth;
-mod client;
-mod keys;
+pub(crate) mod client;
+pub(crate) mod keys;
 mod ops;
 pub mod seal;
 
