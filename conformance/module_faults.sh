@@ -284,10 +284,10 @@ out=$(HSMUX_CONFIG="$WORK/pinfile.toml" pkcs11-tool --module "$MODULE" --token-l
 # PROBLEM (exit status 1). It is a consumer too: with the faulty config it must not crash.
 rc=0
 out=$("$HSMUX_BIN" check --config "$CONF" 2>&1) || rc=$?
-[ "$rc" -le 1 ] && grep -q "^slot 8: token \"$LABEL\" serial [^ ]* initialized$" <<<"$out" \
+[ "$rc" -le 1 ] && grep -q "^slot 8: token \"$LABEL\" serial [^ ]* initialized, user PIN ok, SO PIN ok$" <<<"$out" \
   && ok "hsmux check with the faulty config exits $rc (no crash) and lists the soft slot" \
   || not_ok "hsmux check with the faulty config (exit $rc)" "$out"
-grep -q '^slot 0: "softhsm-a" = token label "tokA" of .*: token "tokA" serial [^ ]* model "SoftHSM v2" initialized$' <<<"$out" \
+grep -q '^slot 0: "softhsm-a" = token label "tokA" of .*: token "tokA" serial [^ ]* model "SoftHSM v2" initialized, user PIN ok, SO PIN ok$' <<<"$out" \
   && ok "hsmux check shows the SoftHSM token of module slot 0" \
   || not_ok "hsmux check does not show module slot 0's token: $(grep '^slot 0:' <<<"$out" || echo 'slot 0 missing')" "$out"
 
@@ -327,8 +327,8 @@ out=$(HSMUX_LOG=warn "$HSMUX_BIN" check --config "$WORK/module-softhsm.toml" 2>&
 [ "$rc" -le 1 ] && ! grep -qi 'configuration error' <<<"$out" && grep -q '^slot 2: token "dev"' <<<"$out" \
   && ok "hsmux check examples/module-softhsm.toml: parses, exits $rc, lists the soft slot" \
   || not_ok "hsmux check examples/module-softhsm.toml (exit $rc)" "$out"
-if [ "$rc" -eq 0 ] && grep -q '^slot 0: "signing" = .*: token "signing" serial [^ ]* model "SoftHSM v2" initialized$' <<<"$out" \
-  && grep -q '^slot 1: "sealing" = token label "seal-keys" .*: token "seal-keys" serial [^ ]* model "SoftHSM v2" initialized$' <<<"$out"; then
+if [ "$rc" -eq 0 ] && grep -q '^slot 0: "signing" = .*: token "signing" serial [^ ]* model "SoftHSM v2" initialized, user PIN ok, SO PIN ok$' <<<"$out" \
+  && grep -q '^slot 1: "sealing" = token label "seal-keys" .*: token "seal-keys" serial [^ ]* model "SoftHSM v2" initialized, user PIN ok, SO PIN ok$' <<<"$out"; then
   ok "hsmux check examples/module-softhsm.toml shows both SoftHSM tokens"
 else
   not_ok "hsmux check examples/module-softhsm.toml: $(grep -E '^slot [01]:' <<<"$out" | tr '\n' ';')" "$out"

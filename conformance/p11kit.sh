@@ -152,7 +152,9 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && [ "$TARGET" = hsmux 
   module_file "$uhome/.config/pkcs11/modules/$name.module" "$MODULE" "$WORK/user.toml"
   chmod 755 "$WORK" "$uhome" "$uhome/.config" "$uhome/.config/pkcs11" "$uhome/.config/pkcs11/modules"
   chmod 644 "$WORK/user.toml" "$uhome/.config/pkcs11/modules/$name.module"
-  chmod 777 "$WORK/user-soft"
+  # The user's own store: theirs, private (hsmux refuses a store others can write).
+  chown 65534:65534 "$WORK/user-soft"
+  chmod 700 "$WORK/user-soft"
   # The module must be reachable by nobody too.
   if setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$MODULE"; then
     out=$(env -i PATH="$PATH" HOME="$uhome" XDG_DATA_HOME="$uhome/.local/share" \

@@ -162,6 +162,36 @@ pub unsafe fn vendor_mechanism(p: *const CK_MECHANISM) -> Result<()> {
     check_mechanism(p, false)
 }
 
+/// The same for the mechanism of `C_MessageEncryptInit`/`C_MessageDecryptInit` going to a
+/// vendor library: its parameter, if any, is per-message (`CK_GCM_MESSAGE_PARAMS` for
+/// AES-GCM, which has the size of `CK_GCM_PARAMS` but not its fields), so only the outer
+/// buffer and, for AES-GCM, the IV and tag pointers are checked.
+///
+/// # Safety
+/// As [`mechanism`].
+pub unsafe fn vendor_message_mechanism(p: *const CK_MECHANISM) -> Result<()> {
+    if p.is_null() {
+        return Ok(());
+    }
+    let m = std::ptr::read_unaligned(p);
+    let (mt, pp, len) = (m.mechanism, m.pParameter as *const u8, m.ulParameterLen);
+    if pp.is_null() && len != 0 {
+        return Err(param_invalid(mt, format!("pParameter is NULL with length {len}")));
+    }
+    if len as u128 > MAX_PARAM_LEN as u128 {
+        return Err(param_invalid(
+            mt,
+            format!("ulParameterLen {len} is larger than {MAX_PARAM_LEN}"),
+        ));
+    }
+    if mt == CKM_AES_GCM && !pp.is_null() && len as usize == size_of::<CK_GCM_MESSAGE_PARAMS>() {
+        let g: CK_GCM_MESSAGE_PARAMS = std::ptr::read_unaligned(pp as *const _);
+        inner(mt, "pIv", g.pIv, g.ulIvLen)?;
+        inner(mt, "pTag", g.pTag, g.ulTagBits / 8)?;
+    }
+    Ok(())
+}
+
 unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
     if p.is_null() {
         return Ok(());

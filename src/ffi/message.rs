@@ -2,7 +2,7 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::bounds::{copy, data_len, vendor_mechanism as vendor_mech};
+use super::bounds::{copy, data_len, vendor_message_mechanism as vendor_mech};
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
