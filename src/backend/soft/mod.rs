@@ -840,7 +840,7 @@ impl Token for SoftToken {
 
     fn login(&self, who: Login, pin: &[u8]) -> Result<()> {
         let mut st = self.state.write();
-        self.reload_meta(&mut st, false);
+        // verify_pin re-reads token.json under the store's lock.
         let mk = self.verify_pin(&mut st, who, pin)?;
         st.mk = Some(mk);
         st.user_in = who == Login::User;
