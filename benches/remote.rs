@@ -23,10 +23,15 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 /// One operation: what hsmux does for it and what the direct client does.
+/// One operation through hsmux on a session.
+type HsmuxOp = Box<dyn Fn(&Module, CK_SESSION_HANDLE) + Send + Sync>;
+/// A request body made from the input.
+type BodyFn = Box<dyn Fn(&[u8]) -> String + Send + Sync>;
+
 struct Case {
     name: &'static str,
     /// One operation through hsmux on the given session.
-    hsmux: Box<dyn Fn(&Module, CK_SESSION_HANDLE) + Send + Sync>,
+    hsmux: HsmuxOp,
     /// The same operation straight to the service.
     direct: Box<dyn Fn() + Send + Sync>,
 }
@@ -470,7 +475,7 @@ fn vault_section(tmp: &std::path::Path, rt: Arc<tokio::runtime::Runtime>) -> (Se
                      mt: CK_MECHANISM_TYPE,
                      out_len: usize,
                      path: &'static str,
-                     body: Box<dyn Fn(&[u8]) -> String + Send + Sync>,
+                     body: BodyFn,
                      field: &'static str| {
         let (d, msg, msg2) = (d.clone(), msg.clone(), msg.clone());
         let key = std::sync::OnceLock::new();

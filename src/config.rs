@@ -507,7 +507,8 @@ fn backend_of(
         || s.probe_init.is_some();
     let remote = raw_remote!(s);
     let here = at(line);
-    if matches!(name, "soft" | "vault" | "gcp-kms" | "aws-kms") && (module_keys || s.pin.is_some()) {
+    if matches!(name, "soft" | "vault" | "gcp-kms" | "aws-kms") && (module_keys || s.pin.is_some())
+    {
         return Err(ConfigError(format!(
             "{here}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"{}",
             if name == "soft" { "" } else { " (a remote slot authenticates with its own credentials; `user_pin` checks the consumer's PIN)" }
@@ -802,22 +803,20 @@ impl Config {
             if !labels.insert(s.label.clone()) {
                 return Err(ConfigError(format!("{at}: label is used twice")));
             }
-            match &s.backend {
-                BackendConfig::Soft {
-                    path,
-                    kdf_iterations,
-                    ..
-                } => {
-                    if path.as_os_str().is_empty() {
-                        return Err(ConfigError(format!("{at}: key `path` is empty")));
-                    }
-                    if kdf_iterations.is_some_and(|n| n < 1000) {
-                        return Err(ConfigError(format!(
-                            "{at}: key `kdf_iterations` must be at least 1000"
-                        )));
-                    }
+            if let BackendConfig::Soft {
+                path,
+                kdf_iterations,
+                ..
+            } = &s.backend
+            {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError(format!("{at}: key `path` is empty")));
                 }
-                _ => {}
+                if kdf_iterations.is_some_and(|n| n < 1000) {
+                    return Err(ConfigError(format!(
+                        "{at}: key `kdf_iterations` must be at least 1000"
+                    )));
+                }
             }
         }
         if let Some(level) = &self.log.level {
@@ -848,11 +847,18 @@ mod tests {
             BackendConfig::Soft { path, .. } => assert_eq!(path, &dir.join("conf/store/a")),
             _ => panic!("backend"),
         }
-        assert_eq!(c.log.file.as_deref(), Some(dir.join("conf/logs/h.log").as_path()));
+        assert_eq!(
+            c.log.file.as_deref(),
+            Some(dir.join("conf/logs/h.log").as_path())
+        );
         // Without a file there is nothing to resolve against: refused, naming the key.
         let e = Config::parse("[[slot]]\nlabel='a'\nbackend='soft'\npath='store/a'\n", "t")
             .unwrap_err();
-        assert!(e.0.contains("relative") && e.0.contains("`path`"), "{}", e.0);
+        assert!(
+            e.0.contains("relative") && e.0.contains("`path`"),
+            "{}",
+            e.0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -266,7 +266,9 @@ static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 fn three_path_policy(prefix: &str, key: &str) -> String {
     ["encrypt", "decrypt", "hmac"]
         .iter()
-        .map(|op| format!("path \"{prefix}transit/{op}/{key}\" {{ capabilities = [\"update\"] }}\n"))
+        .map(|op| {
+            format!("path \"{prefix}transit/{op}/{key}\" {{ capabilities = [\"update\"] }}\n")
+        })
         .collect()
 }
 
@@ -366,7 +368,10 @@ fn tee_stderr() {
                 }
                 let chunk = &buf[..n as usize];
                 libc::write(original, chunk.as_ptr() as *const _, chunk.len());
-                STDERR.lock().unwrap().push_str(&String::from_utf8_lossy(chunk));
+                STDERR
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(chunk));
             }
         });
     }
@@ -859,7 +864,10 @@ fn every_mechanism_works_and_is_verified_independently() {
     // since C_Sign cannot return CKR_MECHANISM_PARAM_INVALID.
     let mut p0 = pss(CKM_SHA256, CKG_MGF1_SHA256, 0);
     let mut mc = mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p0);
-    assert_rv!(ck!(m, C_SignInit(h, &mut mc, rk)), CKR_MECHANISM_PARAM_INVALID);
+    assert_rv!(
+        ck!(m, C_SignInit(h, &mut mc, rk)),
+        CKR_MECHANISM_PARAM_INVALID
+    );
     let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 32);
     let sig = sign(m, h, mech_with(CKM_RSA_PKCS_PSS, &mut p), rk, &sha256(msg)).unwrap();
     pk.verify(
@@ -1216,7 +1224,10 @@ fn the_least_privilege_policy_serves_a_named_key() {
         assert_rv!(verify(m, h, mech(mt), k, b"data", &tag), CKR_OK);
         let mut bad = tag.clone();
         bad[3] ^= 1;
-        assert_rv!(verify(m, h, mech(mt), k, b"data", &bad), CKR_SIGNATURE_INVALID);
+        assert_rv!(
+            verify(m, h, mech(mt), k, b"data", &bad),
+            CKR_SIGNATURE_INVALID
+        );
     }
     // Creating keys is not: the slot is write-protected and has no key generation.
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
@@ -1241,7 +1252,9 @@ fn audited(f: &Fixture, path: &str) -> usize {
     let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
     audit
         .lines()
-        .filter(|l| l.contains("\"type\":\"request\"") && l.contains(&format!("\"path\":\"{path}\"")))
+        .filter(|l| {
+            l.contains("\"type\":\"request\"") && l.contains(&format!("\"path\":\"{path}\""))
+        })
         .count()
 }
 
@@ -1256,9 +1269,15 @@ fn the_least_privilege_policy_through_approle_logs_in_once() {
     let k = obj(m, h, "seal-lp", CKO_SECRET_KEY);
     let mut iv = [0u8; 12];
     let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"aad", b"under approle").unwrap();
-    assert_eq!(gcm_decrypt_iv(m, h, k, &iv, b"aad", &ct).unwrap(), b"under approle");
+    assert_eq!(
+        gcm_decrypt_iv(m, h, k, &iv, b"aad", &ct).unwrap(),
+        b"under approle"
+    );
     let tag = sign(m, h, mech(CKM_SHA384_HMAC), k, b"mac me").unwrap();
-    assert_rv!(verify(m, h, mech(CKM_SHA384_HMAC), k, b"mac me", &tag), CKR_OK);
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA384_HMAC), k, b"mac me", &tag),
+        CKR_OK
+    );
     // A search for a key that is not there lists again (at most once a second), and
     // each listing reads the key again: refused each time.
     for _ in 0..2 {
@@ -1267,7 +1286,10 @@ fn the_least_privilege_policy_through_approle_logs_in_once() {
     }
     assert!(sign(m, h, mech(CKM_SHA256_HMAC), k, b"still").is_ok());
     assert_eq!(audited(f, "auth/ar-lp/login"), 1, "one AppRole login");
-    assert!(audited(f, "transit/keys/seal-lp") >= 3, "the key's read was asked (and refused)");
+    assert!(
+        audited(f, "transit/keys/seal-lp") >= 3,
+        "the key's read was asked (and refused)"
+    );
     // hsmux never names the hash in the path (`hmac/<key>/<alg>`, refused by the policy).
     let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
     assert!(!audit.contains("\"path\":\"transit/hmac/seal-lp/"));
@@ -1294,7 +1316,10 @@ fn a_key_the_policy_only_lets_mac_is_an_hmac_key() {
     want.update(b"only a mac");
     let tag = sign(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac").unwrap();
     assert_eq!(tag, want.finalize().into_bytes().to_vec());
-    assert_rv!(verify(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac", &tag), CKR_OK);
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA512_HMAC), k, b"only a mac", &tag),
+        CKR_OK
+    );
     let mut iv = [0u8; 12];
     assert!(gcm_encrypt_iv(m, h, k, &mut iv, b"", b"no").is_err());
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
@@ -1338,14 +1363,20 @@ fn a_refusal_at_call_time_is_a_code_each_function_may_return() {
     // What the policy grants still works with the same token: a refusal is final and
     // does not throw the token away.
     let tag = sign(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed").unwrap();
-    assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed", &tag), CKR_OK);
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_HMAC), ak, b"allowed", &tag),
+        CKR_OK
+    );
     // The service's own message is in the log, with the code the consumer got.
     let log = module_log(|l| l.contains("signing with transit/keys/ec256"));
     let line = log
         .lines()
         .find(|l| l.contains("vault-partial") && l.contains("signing with transit/keys/ec256"))
         .unwrap_or_else(|| panic!("no log line for the refused signature:\n{log}"));
-    assert!(line.contains("HTTP 403") && line.contains("permission denied"), "{line}");
+    assert!(
+        line.contains("HTTP 403") && line.contains("permission denied"),
+        "{line}"
+    );
     assert!(log.contains("CKR_FUNCTION_REJECTED"), "{log}");
     assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
@@ -1478,7 +1509,10 @@ fn login_and_transit_in_two_namespaces() {
         let mut iv = [0u8; 12];
         let ct = gcm_encrypt_iv(m, h, k, &mut iv, b"", msg.as_bytes())
             .unwrap_or_else(|rv| panic!("{label}: encrypt: {}", rv_name(rv)));
-        assert_eq!(gcm_decrypt_iv(m, h, k, &iv, b"", &ct).unwrap(), msg.as_bytes());
+        assert_eq!(
+            gcm_decrypt_iv(m, h, k, &iv, b"", &ct).unwrap(),
+            msg.as_bytes()
+        );
         // transit in org/kms opens it.
         let blob = [&iv[..], &ct].concat();
         let r = f.a.ok_ns(
@@ -1487,7 +1521,10 @@ fn login_and_transit_in_two_namespaces() {
             Some("org/kms"),
             json!({ "ciphertext": format!("vault:v1:{}", b64(&blob)) }),
         );
-        assert_eq!(unb64(r["data"]["plaintext"].as_str().unwrap()), msg.as_bytes());
+        assert_eq!(
+            unb64(r["data"]["plaintext"].as_str().unwrap()),
+            msg.as_bytes()
+        );
         let tag = sign(m, h, mech(CKM_SHA256_HMAC), k, msg.as_bytes()).unwrap();
         let r = f.a.ok_ns(
             "POST",
@@ -1495,8 +1532,14 @@ fn login_and_transit_in_two_namespaces() {
             Some("org/kms"),
             json!({ "input": b64(msg.as_bytes()), "algorithm": "sha2-256" }),
         );
-        assert_eq!(r["data"]["hmac"].as_str().unwrap(), format!("vault:v1:{}", b64(&tag)));
-        assert_rv!(verify(m, h, mech(CKM_SHA256_HMAC), k, msg.as_bytes(), &tag), CKR_OK);
+        assert_eq!(
+            r["data"]["hmac"].as_str().unwrap(),
+            format!("vault:v1:{}", b64(&tag))
+        );
+        assert_rv!(
+            verify(m, h, mech(CKM_SHA256_HMAC), k, msg.as_bytes(), &tag),
+            CKR_OK
+        );
         assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
         assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
     }
@@ -1510,14 +1553,29 @@ fn login_and_transit_in_two_namespaces() {
     let ns_of = |path: &str| -> Vec<String> {
         reqs.iter()
             .filter(|v| v["request"]["path"] == path)
-            .map(|v| v["request"]["namespace"]["path"].as_str().unwrap_or("").to_string())
+            .map(|v| {
+                v["request"]["namespace"]["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     };
     let logins = ns_of("auth/approle/login");
-    assert!(!logins.is_empty() && logins.iter().all(|n| n == "org/"), "{logins:?}");
-    for p in ["transit/encrypt/nk", "transit/decrypt/nk", "transit/hmac/nk"] {
+    assert!(
+        !logins.is_empty() && logins.iter().all(|n| n == "org/"),
+        "{logins:?}"
+    );
+    for p in [
+        "transit/encrypt/nk",
+        "transit/decrypt/nk",
+        "transit/hmac/nk",
+    ] {
         let ns = ns_of(p);
-        assert!(!ns.is_empty() && ns.iter().all(|n| n == "org/kms/"), "{p}: {ns:?}");
+        assert!(
+            !ns.is_empty() && ns.iter().all(|n| n == "org/kms/"),
+            "{p}: {ns:?}"
+        );
     }
 }
 

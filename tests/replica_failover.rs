@@ -529,8 +529,10 @@ fn all_up(s: &Setup) {
         let down: Vec<_> = series
             .iter()
             .filter(|(slot, r)| {
-                value(&text, &format!("hsmux_replica_up{{slot=\"{slot}\",replica=\"{r}\"}}"))
-                    != Some(1.0)
+                value(
+                    &text,
+                    &format!("hsmux_replica_up{{slot=\"{slot}\",replica=\"{r}\"}}"),
+                ) != Some(1.0)
             })
             .collect();
         if down.is_empty() {

@@ -267,7 +267,10 @@ fn loose_store_modes_are_refused_or_warned_about() {
     finalize(m);
     let (code, out, _) = cli(&["check", "--config", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("chmod 600 {}", objects[0].display())), "{out}");
+    assert!(
+        out.contains(&format!("chmod 600 {}", objects[0].display())),
+        "{out}"
+    );
 }
 
 /// Temporary files left by a writer that died are removed when the store is opened, and

@@ -31,7 +31,10 @@ fn main() -> ExitCode {
         return usage();
     };
     // Asking for help is a success: stdout, exit 0.
-    if args.iter().any(|a| matches!(a.as_str(), "--help" | "-h" | "help")) {
+    if args
+        .iter()
+        .any(|a| matches!(a.as_str(), "--help" | "-h" | "help"))
+    {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
@@ -182,13 +185,17 @@ fn token_state(flags: cryptoki_sys::CK_FLAGS) -> (String, bool) {
             parts.push(format!("{who} PIN not set (C_InitPIN)"));
         } else if flags & lock != 0 {
             locked = true;
-            parts.push(format!("PROBLEM: {who} PIN LOCKED after too many wrong entries"));
+            parts.push(format!(
+                "PROBLEM: {who} PIN LOCKED after too many wrong entries"
+            ));
         } else if flags & last != 0 {
             parts.push(format!(
                 "{who} PIN: FINAL TRY (one more wrong entry locks it)"
             ));
         } else if flags & low != 0 {
-            parts.push(format!("{who} PIN: count low (wrong entries since the last login)"));
+            parts.push(format!(
+                "{who} PIN: count low (wrong entries since the last login)"
+            ));
         } else {
             parts.push(format!("{who} PIN ok"));
         }
@@ -346,7 +353,11 @@ fn cloudhsm_clusters() -> usize {
         match w.describe() {
             Ok(hsms) => {
                 let active = hsms.iter().filter(|h| h.active()).count();
-                let note = if active == 0 { "PROBLEM: no ACTIVE HSM" } else { "ok" };
+                let note = if active == 0 {
+                    "PROBLEM: no ACTIVE HSM"
+                } else {
+                    "ok"
+                };
                 problems += (active == 0) as usize;
                 println!(
                     "cloudhsm {}: cluster {} at {}: {} HSM(s), {active} ACTIVE: {note}",

@@ -233,8 +233,22 @@ impl RawRemote {
 /// Which of the remote keys each backend takes.
 pub fn keys_of(backend: &str) -> &'static [&'static str] {
     match backend {
-        "vault" => &["address", "namespace", "auth", "transit", "ca_file", "gcm_iv"],
-        "gcp-kms" => &["key_ring", "keys", "credentials", "endpoint", "hsm_only", "gcm_iv"],
+        "vault" => &[
+            "address",
+            "namespace",
+            "auth",
+            "transit",
+            "ca_file",
+            "gcm_iv",
+        ],
+        "gcp-kms" => &[
+            "key_ring",
+            "keys",
+            "credentials",
+            "endpoint",
+            "hsm_only",
+            "gcm_iv",
+        ],
         "aws-kms" => &[
             "region",
             "keys",
@@ -310,7 +324,9 @@ fn url(v: &str, key: &str, at: &str) -> Result<String, ConfigError> {
 
 fn names(v: &Option<Vec<String>>, key: &str, at: &str) -> Result<Vec<String>, ConfigError> {
     let v = v.clone().unwrap_or_default();
-    if v.iter().any(|k| k.is_empty() || k.contains(char::is_whitespace)) {
+    if v.iter()
+        .any(|k| k.is_empty() || k.contains(char::is_whitespace))
+    {
         return Err(ConfigError(format!(
             "{at}: key `{key}`: key names must be non-empty and without blanks"
         )));
@@ -387,7 +403,9 @@ pub fn gcp_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<GcpKmsConfig,
         keys: names(&r.keys, "keys", at)?,
         credentials: r.credentials.clone(),
         endpoint: url(
-            r.endpoint.as_deref().unwrap_or("https://cloudkms.googleapis.com"),
+            r.endpoint
+                .as_deref()
+                .unwrap_or("https://cloudkms.googleapis.com"),
             "endpoint",
             at,
         )?,

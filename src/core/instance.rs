@@ -2,8 +2,8 @@
 //! object handle table, plus the fork epoch that makes a forked child re-initialize.
 
 use crate::backend::module::{pass::PassSession, ModuleSlot};
-use crate::backend::{soft::SoftToken, ObjectId, Token};
 use crate::backend::remote;
+use crate::backend::{soft::SoftToken, ObjectId, Token};
 use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Error, Result};
 use crate::core::handles::HandleTable;
@@ -96,7 +96,9 @@ impl Instance {
                     let t = SoftToken::new(path, &s.label, *kdf_iterations);
                     match seal {
                         None => Arc::new(t),
-                        Some(sc) => Arc::new(t.with_seal(crate::backend::vault::seal::store_seal(&s.label, sc))),
+                        Some(sc) => Arc::new(
+                            t.with_seal(crate::backend::vault::seal::store_seal(&s.label, sc)),
+                        ),
                     }
                 }
                 BackendConfig::Vault(c) => Arc::new(remote::token(
@@ -114,7 +116,9 @@ impl Instance {
                     remote::RemoteConfig::AwsKms(c),
                     s.user_pin.is_some(),
                 )),
-                BackendConfig::CloudHsm(c) => crate::backend::aws_kms::cloudhsm::slot_token(&s.label, c),
+                BackendConfig::CloudHsm(c) => {
+                    crate::backend::aws_kms::cloudhsm::slot_token(&s.label, c)
+                }
                 BackendConfig::Replicas { policy, replicas } => {
                     let g = Arc::new(crate::replica::ReplicaGroup::new(
                         &s.label, *policy, replicas,

@@ -176,7 +176,10 @@ pub unsafe fn vendor_message_mechanism(p: *const CK_MECHANISM) -> Result<()> {
     let m = std::ptr::read_unaligned(p);
     let (mt, pp, len) = (m.mechanism, m.pParameter as *const u8, m.ulParameterLen);
     if pp.is_null() && len != 0 {
-        return Err(param_invalid(mt, format!("pParameter is NULL with length {len}")));
+        return Err(param_invalid(
+            mt,
+            format!("pParameter is NULL with length {len}"),
+        ));
     }
     if len as u128 > MAX_PARAM_LEN as u128 {
         return Err(param_invalid(

@@ -1,8 +1,8 @@
 //! Key management and random numbers (PKCS#11 §5.14, §5.15).
 
 use super::attr::template;
+use super::bounds::{data_len, template as check_template, vendor_mechanism as vendor_mech};
 use super::mech::required;
-use super::bounds::{data_len, vendor_mechanism as vendor_mech, template as check_template};
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::keys as api;
 use crate::core::error::err;

@@ -9,7 +9,11 @@ use cryptoki_sys::*;
 
 /// A PIN of a session of hsmux's own tokens, its length checked against the token's
 /// maximum (`CKR_PIN_LEN_RANGE`) before a byte is read. `p` is not NULL.
-unsafe fn pin<'a>(h: CK_SESSION_HANDLE, p: *const CK_UTF8CHAR, len: CK_ULONG) -> crate::core::error::Result<&'a [u8]> {
+unsafe fn pin<'a>(
+    h: CK_SESSION_HANDLE,
+    p: *const CK_UTF8CHAR,
+    len: CK_ULONG,
+) -> crate::core::error::Result<&'a [u8]> {
     let n = pin_len(len, api::max_pin_len(h)?)?;
     Ok(std::slice::from_raw_parts(p, n))
 }

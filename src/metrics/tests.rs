@@ -682,7 +682,7 @@ fn listener_serves_metrics_and_stops() {
         "HTTP/1.1 400 Bad Request"
     );
     let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
-    big.extend(std::iter::repeat(b'a').take(10_000));
+    big.extend(std::iter::repeat_n(b'a', 10_000));
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(&big);

@@ -101,7 +101,7 @@ where
             }
             let rv = code_rv(code, status, during);
             let shown = if code.is_empty() {
-                format!("{}", chain(&e))
+                chain(&e).to_string()
             } else {
                 format!("{code}: {}", clip(message))
             };

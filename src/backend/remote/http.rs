@@ -97,7 +97,11 @@ pub async fn send(
                     CKR_DEVICE_ERROR,
                     format!(
                         "{what}: {} after {attempt} attempt(s): {why}",
-                        if timeout { "timed out" } else { "transport failure" }
+                        if timeout {
+                            "timed out"
+                        } else {
+                            "transport failure"
+                        }
                     ),
                 )),
             };
@@ -212,10 +216,15 @@ mod tests {
             "NOT_FOUND: not found"
         );
         assert_eq!(
-            error_message(br#"{"__type":"com.amazonaws.kms#NotFoundException","message":"no key"}"#),
+            error_message(
+                br#"{"__type":"com.amazonaws.kms#NotFoundException","message":"no key"}"#
+            ),
             "NotFoundException: no key"
         );
-        assert_eq!(error_message(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(
+            error_message(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
         assert_eq!(error_message(b""), "(empty body)");
         assert_eq!(
             error_message(br#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#),

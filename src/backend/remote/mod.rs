@@ -40,6 +40,8 @@ pub enum HashAlg {
 }
 
 impl HashAlg {
+    /// The digest's length in bytes (a digest is never empty).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             HashAlg::Sha1 => 20,
@@ -124,18 +126,30 @@ impl EcCurve {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyAlg {
     /// AES-GCM with a service-chosen 96-bit IV and a 128-bit tag (`CKK_AES`).
-    AesGcm { bits: u32 },
+    AesGcm {
+        bits: u32,
+    },
     /// An HMAC key. `hash` is fixed by services that bind the hash to the key (Cloud KMS
     /// `HMAC_SHA256`, AWS `HMAC_256`); `None` where any hash may be chosen per call (Vault).
-    Hmac { hash: Option<HashAlg>, bits: u32 },
-    Ec { curve: EcCurve },
+    Hmac {
+        hash: Option<HashAlg>,
+        bits: u32,
+    },
+    Ec {
+        curve: EcCurve,
+    },
     Ed25519,
-    Rsa { bits: u32 },
+    Rsa {
+        bits: u32,
+    },
 }
 
 impl KeyAlg {
     pub fn is_asymmetric(self) -> bool {
-        matches!(self, KeyAlg::Ec { .. } | KeyAlg::Ed25519 | KeyAlg::Rsa { .. })
+        matches!(
+            self,
+            KeyAlg::Ec { .. } | KeyAlg::Ed25519 | KeyAlg::Rsa { .. }
+        )
     }
     pub fn key_type(self) -> CK_KEY_TYPE {
         match self {
@@ -280,7 +294,12 @@ pub trait KeyService: Send + Sync {
             && aws_lc_rs::constant_time::verify_slices_are_equal(&want, tag).is_ok())
     }
     /// RSA-OAEP decryption with MGF1 of the same hash and an empty label.
-    fn rsa_decrypt(&self, _key: &KeyVersion, _hash: HashAlg, _ciphertext: &[u8]) -> Result<Vec<u8>> {
+    fn rsa_decrypt(
+        &self,
+        _key: &KeyVersion,
+        _hash: HashAlg,
+        _ciphertext: &[u8],
+    ) -> Result<Vec<u8>> {
         Err(crate::core::error::err(CKR_MECHANISM_INVALID))
     }
     /// AES-GCM encryption with a service-chosen 96-bit IV and a 128-bit tag.
@@ -366,12 +385,27 @@ pub enum RemoteConfig<'a> {
 /// network: `C_Initialize` does not wait on a service.
 pub fn token(name: &str, cfg: RemoteConfig<'_>, gate: bool) -> RemoteToken {
     let built: std::result::Result<(Arc<dyn KeyService>, bool, bool), String> = match cfg {
-        RemoteConfig::Vault(c) => crate::backend::vault::Vault::new(name, c)
-            .map(|s| (Arc::new(s) as Arc<dyn KeyService>, c.common.gcm_service_iv, false)),
-        RemoteConfig::GcpKms(c) => crate::backend::gcp_kms::GcpKms::new(name, c)
-            .map(|s| (Arc::new(s) as Arc<dyn KeyService>, c.common.gcm_service_iv, c.hsm_only)),
-        RemoteConfig::AwsKms(c) => crate::backend::aws_kms::AwsKms::new(name, c)
-            .map(|s| (Arc::new(s) as Arc<dyn KeyService>, c.common.gcm_service_iv, false)),
+        RemoteConfig::Vault(c) => crate::backend::vault::Vault::new(name, c).map(|s| {
+            (
+                Arc::new(s) as Arc<dyn KeyService>,
+                c.common.gcm_service_iv,
+                false,
+            )
+        }),
+        RemoteConfig::GcpKms(c) => crate::backend::gcp_kms::GcpKms::new(name, c).map(|s| {
+            (
+                Arc::new(s) as Arc<dyn KeyService>,
+                c.common.gcm_service_iv,
+                c.hsm_only,
+            )
+        }),
+        RemoteConfig::AwsKms(c) => crate::backend::aws_kms::AwsKms::new(name, c).map(|s| {
+            (
+                Arc::new(s) as Arc<dyn KeyService>,
+                c.common.gcm_service_iv,
+                false,
+            )
+        }),
     };
     let (service, service_iv, hsm_only) = built.unwrap_or_else(|why| {
         log::error!("slot {name}: {why}; its calls fail until the config is fixed");

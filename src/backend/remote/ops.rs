@@ -73,7 +73,10 @@ impl CryptoCall {
         }
         match self {
             CryptoCall::Encrypt => {
-                matches!(rv, CKR_BUFFER_TOO_SMALL | CKR_DATA_INVALID | CKR_DATA_LEN_RANGE)
+                matches!(
+                    rv,
+                    CKR_BUFFER_TOO_SMALL | CKR_DATA_INVALID | CKR_DATA_LEN_RANGE
+                )
             }
             CryptoCall::Decrypt => matches!(
                 rv,
@@ -264,14 +267,22 @@ fn given_digest_scheme(scheme: SignScheme, data: &[u8], key: &KeyVersion) -> Res
         SignScheme::Ecdsa(_) => SignScheme::Ecdsa(by_len(data.len()).ok_or_else(|| {
             Error::logged(
                 CKR_DATA_LEN_RANGE,
-                format!("CKM_ECDSA on {}: {} bytes is not a digest length", key.id, data.len()),
+                format!(
+                    "CKM_ECDSA on {}: {} bytes is not a digest length",
+                    key.id,
+                    data.len()
+                ),
             )
         })?),
         SignScheme::Pss(h, salt) => {
             if data.len() != h.len() {
                 return Err(Error::logged(
                     CKR_DATA_LEN_RANGE,
-                    format!("CKM_RSA_PKCS_PSS: {} bytes is not a {} digest", data.len(), h.name()),
+                    format!(
+                        "CKM_RSA_PKCS_PSS: {} bytes is not a {} digest",
+                        data.len(),
+                        h.name()
+                    ),
                 ));
             }
             SignScheme::Pss(h, salt)
@@ -299,7 +310,8 @@ impl Signer for RemoteSign {
         self.input.update(data)
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
-        self.sign().map_err(|e| CryptoCall::Sign.map_err(&self.key, e))
+        self.sign()
+            .map_err(|e| CryptoCall::Sign.map_err(&self.key, e))
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         self.input.update(data)?;
@@ -461,7 +473,12 @@ pub struct GcmDecrypt {
 }
 
 impl GcmDecrypt {
-    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, iv: Vec<u8>, aad: Vec<u8>) -> Self {
+    pub fn new(
+        service: Arc<dyn KeyService>,
+        key: Arc<KeyVersion>,
+        iv: Vec<u8>,
+        aad: Vec<u8>,
+    ) -> Self {
         GcmDecrypt {
             service,
             key,
@@ -482,7 +499,10 @@ impl GcmDecrypt {
         if pt.len() != ct.len() - GCM_TAG {
             return Err(Error::logged(
                 CKR_DEVICE_ERROR,
-                format!("{}: the service's plaintext has the wrong length", self.key.id),
+                format!(
+                    "{}: the service's plaintext has the wrong length",
+                    self.key.id
+                ),
             ));
         }
         Ok(pt)
@@ -525,7 +545,12 @@ pub struct OaepDecrypt {
 }
 
 impl OaepDecrypt {
-    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, hash: HashAlg, modulus_len: usize) -> Self {
+    pub fn new(
+        service: Arc<dyn KeyService>,
+        key: Arc<KeyVersion>,
+        hash: HashAlg,
+        modulus_len: usize,
+    ) -> Self {
         OaepDecrypt {
             service,
             key,

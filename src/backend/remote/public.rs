@@ -126,7 +126,7 @@ pub fn ecdsa_der_to_raw(der: &[u8], curve: EcCurve) -> Result<Vec<u8>> {
 /// Raw `r || s` to DER (for services whose verify takes DER).
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
     use der::Encode;
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(Error::new(CKR_SIGNATURE_LEN_RANGE));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

@@ -137,9 +137,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let v = other.block_on(async {
-            call("nested", Duration::from_secs(2), async { Ok(3u8) }).unwrap()
-        });
+        let v = other
+            .block_on(async { call("nested", Duration::from_secs(2), async { Ok(3u8) }).unwrap() });
         assert_eq!(v, 3);
     }
 }

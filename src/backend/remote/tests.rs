@@ -68,7 +68,12 @@ impl Fake {
     }
     fn spki(&self) -> Vec<u8> {
         use p256::pkcs8::EncodePublicKey;
-        self.ec.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec()
+        self.ec
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -144,7 +149,11 @@ impl KeyService for Fake {
         let mut buf = pt.to_vec();
         k.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut buf)
             .unwrap();
-        let iv_len = if *self.fault.lock() == Fault::ShortIv { 11 } else { 12 };
+        let iv_len = if *self.fault.lock() == Fault::ShortIv {
+            11
+        } else {
+            12
+        };
         Ok(GcmSealed {
             iv: iv[..iv_len].to_vec(),
             ciphertext_and_tag: buf,
@@ -154,7 +163,8 @@ impl KeyService for Fake {
         self.refused()?;
         let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.aes).unwrap());
         let mut buf = ct.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(iv).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(iv).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
         let pt = k
             .open_in_place(nonce, Aad::from(aad), &mut buf)
             .map_err(|_| err(CKR_ENCRYPTED_DATA_INVALID))?;
@@ -187,7 +197,8 @@ fn setup(service_iv: bool, hsm_only: bool, gate: bool) -> (Arc<Fake>, RemoteToke
 }
 
 fn label(t: &RemoteToken, ctx: &Ctx, l: &str) -> Vec<u64> {
-    t.find_objects(ctx, &[Attr::new(CKA_LABEL, l.as_bytes())]).unwrap()
+    t.find_objects(ctx, &[Attr::new(CKA_LABEL, l.as_bytes())])
+        .unwrap()
 }
 
 fn value(t: &RemoteToken, ctx: &Ctx, id: u64, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
@@ -213,15 +224,27 @@ fn versions_are_objects_primary_first_private_before_public() {
     assert_eq!(ids.len(), 4, "two versions, a key pair each");
     let class = |id| value(&t, &user(), id, CKA_CLASS);
     let id_of = |id| value(&t, &user(), id, CKA_ID);
-    assert_eq!(class(ids[0]), AttrValue::Value(attr::ulong_bytes(CKO_PRIVATE_KEY)));
-    assert_eq!(class(ids[1]), AttrValue::Value(attr::ulong_bytes(CKO_PUBLIC_KEY)));
+    assert_eq!(
+        class(ids[0]),
+        AttrValue::Value(attr::ulong_bytes(CKO_PRIVATE_KEY))
+    );
+    assert_eq!(
+        class(ids[1]),
+        AttrValue::Value(attr::ulong_bytes(CKO_PUBLIC_KEY))
+    );
     assert_eq!(id_of(ids[0]), AttrValue::Value(b"fake/sig/v2".to_vec()));
     assert_eq!(id_of(ids[1]), id_of(ids[0]), "a pair shares CKA_ID");
     assert_eq!(id_of(ids[2]), AttrValue::Value(b"fake/sig/v1".to_vec()));
     // Private side: sensitive, never extractable, its value hidden.
     assert_eq!(value(&t, &user(), ids[0], CKA_VALUE), AttrValue::Sensitive);
-    assert_eq!(value(&t, &user(), ids[0], CKA_EXTRACTABLE), AttrValue::Value(vec![0]));
-    assert_eq!(value(&t, &user(), ids[0], CKA_SENSITIVE), AttrValue::Value(vec![1]));
+    assert_eq!(
+        value(&t, &user(), ids[0], CKA_EXTRACTABLE),
+        AttrValue::Value(vec![0])
+    );
+    assert_eq!(
+        value(&t, &user(), ids[0], CKA_SENSITIVE),
+        AttrValue::Value(vec![1])
+    );
     // Public side: the service's point, as an OCTET STRING.
     let AttrValue::Value(point) = value(&t, &user(), ids[1], CKA_EC_POINT) else {
         panic!("no EC point")
@@ -235,7 +258,9 @@ fn versions_are_objects_primary_first_private_before_public() {
     let seen = label(&t, &public(), "sig");
     assert_eq!(seen, vec![ids[1], ids[3]]);
     assert_eq!(
-        t.get_attributes(&public(), ids[0], &[CKA_CLASS]).unwrap_err().rv(),
+        t.get_attributes(&public(), ids[0], &[CKA_CLASS])
+            .unwrap_err()
+            .rv(),
         CKR_OBJECT_HANDLE_INVALID
     );
 }
@@ -254,7 +279,9 @@ fn ecdsa_signs_remotely_and_verifies_locally() {
     let vk = *fake.ec.verifying_key();
     let msg = b"message to sign";
     // Hashed here, signed by the service, in several parts.
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[0]).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[0])
+        .unwrap();
     assert_eq!(s.output_len(), 64);
     s.update(&msg[..5]).unwrap();
     s.update(&msg[5..]).unwrap();
@@ -263,19 +290,30 @@ fn ecdsa_signs_remotely_and_verifies_locally() {
     let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
     vk.verify_prehash(&digest, &parsed).unwrap();
     // CKM_ECDSA takes the digest; its length picks the hash; other lengths are refused.
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA), ids[0]).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_ECDSA), ids[0])
+        .unwrap();
     let sig2 = s.oneshot(&digest).unwrap();
     vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&sig2).unwrap())
         .unwrap();
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA), ids[0]).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_ECDSA), ids[0])
+        .unwrap();
     assert_eq!(s.oneshot(&[1u8; 33]).unwrap_err().rv(), CKR_DATA_LEN_RANGE);
     // Verification with the public key, locally: good and bad.
-    let mut v = t.verify_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[1]).unwrap();
+    let mut v = t
+        .verify_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[1])
+        .unwrap();
     v.oneshot(msg, &sig).unwrap();
     let mut bad = sig.clone();
     bad[10] ^= 1;
-    let mut v = t.verify_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[1]).unwrap();
-    assert_eq!(v.oneshot(msg, &bad).unwrap_err().rv(), CKR_SIGNATURE_INVALID);
+    let mut v = t
+        .verify_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[1])
+        .unwrap();
+    assert_eq!(
+        v.oneshot(msg, &bad).unwrap_err().rv(),
+        CKR_SIGNATURE_INVALID
+    );
     // Wrong key type / usage.
     assert_eq!(
         t.sign_init(&user(), &Mechanism::new(CKM_SHA256_RSA_PKCS), ids[0])
@@ -300,7 +338,9 @@ fn a_service_answer_of_the_wrong_shape_is_a_device_error() {
     let (fake, t) = setup(false, false, false);
     let ids = label(&t, &user(), "sig");
     *fake.fault.lock() = Fault::ShortSignature;
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[0]).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), ids[0])
+        .unwrap();
     assert_eq!(s.oneshot(b"x").unwrap_err().rv(), CKR_DEVICE_ERROR);
     *fake.fault.lock() = Fault::ShortIv;
     let k = label(&t, &user(), "seal")[0];
@@ -325,7 +365,10 @@ fn gcm_follows_the_service_iv_contract() {
     let mut d = t.decrypt_init(&user(), &gcm([1; 12], 128), k).unwrap();
     assert_eq!(d.oneshot(&ct).unwrap_err().rv(), CKR_ENCRYPTED_DATA_INVALID);
     // A caller IV is not silently replaced; 96-bit tags are not what services make.
-    for (m, why) in [(gcm([3; 12], 128), "caller IV"), (gcm([0; 12], 96), "tag bits")] {
+    for (m, why) in [
+        (gcm([3; 12], 128), "caller IV"),
+        (gcm([0; 12], 96), "tag bits"),
+    ] {
         assert_eq!(
             t.encrypt_init(&user(), &m, k).err().unwrap().rv(),
             CKR_MECHANISM_PARAM_INVALID,
@@ -344,16 +387,27 @@ fn gcm_follows_the_service_iv_contract() {
 fn hmac_is_made_by_the_service_and_checked_in_constant_time() {
     let (fake, t) = setup(false, false, false);
     let k = label(&t, &user(), "mac")[0];
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k)
+        .unwrap();
     let tag = s.oneshot(b"data").unwrap();
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &fake.hmac);
     assert_eq!(tag, aws_lc_rs::hmac::sign(&key, b"data").as_ref());
-    let mut v = t.verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k).unwrap();
+    let mut v = t
+        .verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k)
+        .unwrap();
     v.oneshot(b"data", &tag).unwrap();
-    let mut v = t.verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k).unwrap();
-    assert_eq!(v.oneshot(b"datA", &tag).unwrap_err().rv(), CKR_SIGNATURE_INVALID);
+    let mut v = t
+        .verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), k)
+        .unwrap();
+    assert_eq!(
+        v.oneshot(b"datA", &tag).unwrap_err().rv(),
+        CKR_SIGNATURE_INVALID
+    );
     // The key is bound to SHA-256.
-    assert!(t.sign_init(&user(), &Mechanism::new(CKM_SHA384_HMAC), k).is_err());
+    assert!(t
+        .sign_init(&user(), &Mechanism::new(CKM_SHA384_HMAC), k)
+        .is_err());
 }
 
 #[test]
@@ -363,7 +417,10 @@ fn hsm_only_hides_software_keys_and_the_gate_waits_for_login() {
     let (_, t) = setup(false, true, false);
     assert!(label(&t, &user(), "soft").is_empty());
     let (fake, t) = setup(false, false, true);
-    assert!(label(&t, &public(), "sig").is_empty(), "nothing before login");
+    assert!(
+        label(&t, &public(), "sig").is_empty(),
+        "nothing before login"
+    );
     assert_eq!(*fake.logins.lock(), 0);
     t.login(Login::User, b"any").unwrap();
     assert_eq!(*fake.logins.lock(), 1);
@@ -375,7 +432,10 @@ fn hsm_only_hides_software_keys_and_the_gate_waits_for_login() {
     // Token info needs no request and keeps to the 16-character serial.
     let info = t.token_info().unwrap();
     assert_eq!(info.serial, "0123456789abcdef");
-    assert!(info.flags & CKF_WRITE_PROTECTED != 0, "the fake cannot generate");
+    assert!(
+        info.flags & CKF_WRITE_PROTECTED != 0,
+        "the fake cannot generate"
+    );
 }
 
 #[test]
@@ -404,18 +464,33 @@ fn each_function_answers_a_service_failure_with_a_code_it_may_return() {
         }
     }
     // A refusal (403, PERMISSION_DENIED, AccessDenied).
-    assert_eq!(Sign.answer(CKR_KEY_FUNCTION_NOT_PERMITTED), CKR_FUNCTION_REJECTED);
+    assert_eq!(
+        Sign.answer(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        CKR_FUNCTION_REJECTED
+    );
     for call in [Encrypt, Decrypt, Verify] {
-        assert_eq!(call.answer(CKR_KEY_FUNCTION_NOT_PERMITTED), CKR_FUNCTION_FAILED);
+        assert_eq!(
+            call.answer(CKR_KEY_FUNCTION_NOT_PERMITTED),
+            CKR_FUNCTION_FAILED
+        );
         assert!(!call.allows(CKR_FUNCTION_REJECTED), "{call:?}");
     }
     // Kept where the spec lists them.
     assert_eq!(Sign.answer(CKR_USER_NOT_LOGGED_IN), CKR_USER_NOT_LOGGED_IN);
-    assert_eq!(Decrypt.answer(CKR_USER_NOT_LOGGED_IN), CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(
+        Decrypt.answer(CKR_USER_NOT_LOGGED_IN),
+        CKR_USER_NOT_LOGGED_IN
+    );
     assert_eq!(Encrypt.answer(CKR_USER_NOT_LOGGED_IN), CKR_FUNCTION_FAILED);
     assert_eq!(Verify.answer(CKR_USER_NOT_LOGGED_IN), CKR_FUNCTION_FAILED);
-    assert_eq!(Decrypt.answer(CKR_ENCRYPTED_DATA_INVALID), CKR_ENCRYPTED_DATA_INVALID);
-    assert_eq!(Decrypt.answer(CKR_DATA_LEN_RANGE), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    assert_eq!(
+        Decrypt.answer(CKR_ENCRYPTED_DATA_INVALID),
+        CKR_ENCRYPTED_DATA_INVALID
+    );
+    assert_eq!(
+        Decrypt.answer(CKR_DATA_LEN_RANGE),
+        CKR_ENCRYPTED_DATA_LEN_RANGE
+    );
     assert_eq!(Verify.answer(CKR_SIGNATURE_INVALID), CKR_SIGNATURE_INVALID);
     for call in [Encrypt, Decrypt, Sign, Verify] {
         // An outage stays one (a replica group fails over on it); a vanished key does not
@@ -440,28 +515,61 @@ fn a_service_refusal_reaches_the_consumer_as_the_function_allows() {
         ),
         (
             CKR_USER_NOT_LOGGED_IN,
-            [CKR_USER_NOT_LOGGED_IN, failed, failed, CKR_USER_NOT_LOGGED_IN],
+            [
+                CKR_USER_NOT_LOGGED_IN,
+                failed,
+                failed,
+                CKR_USER_NOT_LOGGED_IN,
+            ],
         ),
         (CKR_KEY_HANDLE_INVALID, [failed; 4]),
         (CKR_DEVICE_ERROR, [CKR_DEVICE_ERROR; 4]),
     ];
     for (service, [sign, verify, encrypt, decrypt]) in cases {
         *fake.fault.lock() = Fault::Refused(service);
-        let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig).unwrap();
-        assert_eq!(s.oneshot(b"x").unwrap_err().rv(), sign, "C_Sign, {service:#x}");
+        let mut s = t
+            .sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig)
+            .unwrap();
+        assert_eq!(
+            s.oneshot(b"x").unwrap_err().rv(),
+            sign,
+            "C_Sign, {service:#x}"
+        );
         // Multi-part: C_SignFinal answers the same.
-        let mut s = t.sign_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac).unwrap();
+        let mut s = t
+            .sign_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac)
+            .unwrap();
         s.update(b"x").unwrap();
-        assert_eq!(s.finish().unwrap_err().rv(), sign, "C_SignFinal, {service:#x}");
-        let mut v = t.verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac).unwrap();
-        assert_eq!(v.oneshot(b"x", &[0; 32]).unwrap_err().rv(), verify, "C_Verify, {service:#x}");
+        assert_eq!(
+            s.finish().unwrap_err().rv(),
+            sign,
+            "C_SignFinal, {service:#x}"
+        );
+        let mut v = t
+            .verify_init(&user(), &Mechanism::new(CKM_SHA256_HMAC), mac)
+            .unwrap();
+        assert_eq!(
+            v.oneshot(b"x", &[0; 32]).unwrap_err().rv(),
+            verify,
+            "C_Verify, {service:#x}"
+        );
         let mut c = t.encrypt_init(&user(), &gcm([0; 12], 128), seal).unwrap();
-        assert_eq!(c.oneshot(b"x").unwrap_err().rv(), encrypt, "C_Encrypt, {service:#x}");
+        assert_eq!(
+            c.oneshot(b"x").unwrap_err().rv(),
+            encrypt,
+            "C_Encrypt, {service:#x}"
+        );
         let mut d = t.decrypt_init(&user(), &gcm([1; 12], 128), seal).unwrap();
-        assert_eq!(d.oneshot(&[0; 20]).unwrap_err().rv(), decrypt, "C_Decrypt, {service:#x}");
+        assert_eq!(
+            d.oneshot(&[0; 20]).unwrap_err().rv(),
+            decrypt,
+            "C_Decrypt, {service:#x}"
+        );
     }
     *fake.fault.lock() = Fault::None;
-    let mut s = t.sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig).unwrap();
+    let mut s = t
+        .sign_init(&user(), &Mechanism::new(CKM_ECDSA_SHA256), sig)
+        .unwrap();
     assert!(s.oneshot(b"x").is_ok());
 }
 
@@ -472,7 +580,10 @@ fn a_refused_listing_is_a_code_c_find_objects_init_may_return() {
     let e = t.find_objects(&user(), &[]).unwrap_err();
     assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
     *fake.fault.lock() = Fault::Refused(CKR_DEVICE_ERROR);
-    assert_eq!(t.find_objects(&user(), &[]).unwrap_err().rv(), CKR_DEVICE_ERROR);
+    assert_eq!(
+        t.find_objects(&user(), &[]).unwrap_err().rv(),
+        CKR_DEVICE_ERROR
+    );
     *fake.fault.lock() = Fault::None;
     assert!(!t.find_objects(&user(), &[]).unwrap().is_empty());
 }
@@ -501,9 +612,17 @@ fn a_refused_key_creation_is_a_code_c_generate_key_may_return() {
         Attr::new(CKA_TOKEN, [1u8]),
         Attr::new(CKA_EC_PARAMS, crate::backend::soft::crypto::der::OID_P256),
     ];
-    let private = [Attr::new(CKA_LABEL, &b"new"[..]), Attr::new(CKA_TOKEN, [1u8])];
+    let private = [
+        Attr::new(CKA_LABEL, &b"new"[..]),
+        Attr::new(CKA_TOKEN, [1u8]),
+    ];
     let e = t
-        .generate_key_pair(&ctx, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &public, &private)
+        .generate_key_pair(
+            &ctx,
+            &Mechanism::new(CKM_EC_KEY_PAIR_GEN),
+            &public,
+            &private,
+        )
         .unwrap_err();
     assert_eq!(e.rv(), CKR_FUNCTION_FAILED);
 }

@@ -374,7 +374,11 @@ impl RemoteToken {
         };
         if !k.usage.sign_schemes.is_empty() {
             v.retain(|m| match mech_hash(*m) {
-                Some(h) => k.usage.sign_schemes.iter().any(|s| scheme_hash(*s) == Some(h)),
+                Some(h) => k
+                    .usage
+                    .sign_schemes
+                    .iter()
+                    .any(|s| scheme_hash(*s) == Some(h)),
                 None => true,
             });
         }
@@ -431,7 +435,9 @@ impl RemoteToken {
         let no_param = || match &mech.param {
             MechParam::None => Ok(()),
             MechParam::Bytes(b) if b.is_empty() => Ok(()),
-            _ => Err(param_invalid(format!("mechanism 0x{m:x} takes no parameter"))),
+            _ => Err(param_invalid(format!(
+                "mechanism 0x{m:x} takes no parameter"
+            ))),
         };
         let plan = match k.alg {
             KeyAlg::Ec { curve } => {
@@ -534,9 +540,7 @@ impl RemoteToken {
         };
         // A scheme the service's key cannot do is refused now, not after the data.
         let fixed = !matches!(m, CKM_ECDSA | CKM_RSA_PKCS | CKM_RSA_PKCS_PSS);
-        if fixed
-            && !k.usage.sign_schemes.is_empty()
-            && !k.usage.sign_schemes.contains(&plan.scheme)
+        if fixed && !k.usage.sign_schemes.is_empty() && !k.usage.sign_schemes.contains(&plan.scheme)
         {
             return Err(Error::logged(
                 CKR_MECHANISM_INVALID,
@@ -579,9 +583,10 @@ fn hash_index(h: HashAlg) -> usize {
 
 fn scheme_hash(s: SignScheme) -> Option<HashAlg> {
     match s {
-        SignScheme::Ecdsa(h) | SignScheme::Pkcs1(h) | SignScheme::Pss(h, _) | SignScheme::Hmac(h) => {
-            Some(h)
-        }
+        SignScheme::Ecdsa(h)
+        | SignScheme::Pkcs1(h)
+        | SignScheme::Pss(h, _)
+        | SignScheme::Hmac(h) => Some(h),
         SignScheme::Ed25519 => None,
     }
 }
@@ -600,10 +605,8 @@ impl Token for RemoteToken {
     fn token_info(&self) -> Result<TokenInfo> {
         // No request: consumers ask for this often (and before any login).
         let i = self.service.info();
-        let mut flags = CKF_TOKEN_INITIALIZED
-            | CKF_USER_PIN_INITIALIZED
-            | CKF_LOGIN_REQUIRED
-            | CKF_RNG;
+        let mut flags =
+            CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_LOGIN_REQUIRED | CKF_RNG;
         if !self.service.can_generate() {
             flags |= CKF_WRITE_PROTECTED;
         }
@@ -710,7 +713,10 @@ impl Token for RemoteToken {
         if who != Login::User {
             return Err(Error::logged(
                 CKR_USER_TYPE_INVALID,
-                format!("slot {}: a remote key service has no security officer", self.slot),
+                format!(
+                    "slot {}: a remote key service has no security officer",
+                    self.slot
+                ),
             ));
         }
         // The PIN itself was checked by the core against `user_pin` when one is set; the
@@ -720,7 +726,10 @@ impl Token for RemoteToken {
         // Not forced: OpenBao's seal logs in for every encryption; the list's own time
         // to live decides.
         if let Err(e) = self.refresh(false) {
-            log::warn!("slot {}: listing the keys after login failed: {e}", self.slot);
+            log::warn!(
+                "slot {}: listing the keys after login failed: {e}",
+                self.slot
+            );
         }
         Ok(())
     }
@@ -776,7 +785,10 @@ impl Token for RemoteToken {
         self.object(ctx, obj)?;
         Err(Error::logged(
             CKR_ACTION_PROHIBITED,
-            format!("slot {}: remote keys are destroyed in the service, not through PKCS#11", self.slot),
+            format!(
+                "slot {}: remote keys are destroyed in the service, not through PKCS#11",
+                self.slot
+            ),
         ))
     }
 
@@ -850,7 +862,8 @@ impl Token for RemoteToken {
                 else {
                     return Err(param_invalid("RSA-OAEP needs CK_RSA_PKCS_OAEP_PARAMS"));
                 };
-                let h = HashAlg::from_ckm(*hash).ok_or_else(|| param_invalid("OAEP: unknown hash"))?;
+                let h =
+                    HashAlg::from_ckm(*hash).ok_or_else(|| param_invalid("OAEP: unknown hash"))?;
                 if *mgf != h.mgf() {
                     return Err(param_invalid("OAEP: services use MGF1 with the OAEP hash"));
                 }
@@ -934,7 +947,10 @@ impl Token for RemoteToken {
                 KeyAlg::AesGcm { bits: 256 }
             }
             CKM_GENERIC_SECRET_KEY_GEN => {
-                let hash = match attr::find(tpl, CKA_KEY_TYPE).map(attr::parse_ulong).transpose()? {
+                let hash = match attr::find(tpl, CKA_KEY_TYPE)
+                    .map(attr::parse_ulong)
+                    .transpose()?
+                {
                     None | Some(CKK_GENERIC_SECRET) => None,
                     Some(CKK_SHA_1_HMAC) => Some(HashAlg::Sha1),
                     Some(CKK_SHA224_HMAC) => Some(HashAlg::Sha224),
@@ -957,13 +973,14 @@ impl Token for RemoteToken {
                 return Err(err(CKR_TEMPLATE_INCONSISTENT));
             }
         }
-        self.service.generate(&NewKey {
-            label: label.clone(),
-            alg,
-            sign: matches!(alg, KeyAlg::Hmac { .. }),
-            decrypt: matches!(alg, KeyAlg::AesGcm { .. }),
-        })
-        .map_err(generate_refusal)?;
+        self.service
+            .generate(&NewKey {
+                label: label.clone(),
+                alg,
+                sign: matches!(alg, KeyAlg::Hmac { .. }),
+                decrypt: matches!(alg, KeyAlg::AesGcm { .. }),
+            })
+            .map_err(generate_refusal)?;
         self.newest(&label, class)
     }
 
@@ -1018,23 +1035,20 @@ impl Token for RemoteToken {
             }
             _ => return Err(err(CKR_MECHANISM_INVALID)),
         };
-        let flag = |t| {
-            attr::find(private_tpl, t)
-                .map(attr::parse_bool)
-                .transpose()
-        };
+        let flag = |t| attr::find(private_tpl, t).map(attr::parse_bool).transpose();
         let decrypt = flag(CKA_DECRYPT)?.unwrap_or(false);
         let sign = flag(CKA_SIGN)?.unwrap_or(!decrypt);
         if decrypt && !matches!(alg, KeyAlg::Rsa { .. }) {
             return Err(err(CKR_TEMPLATE_INCONSISTENT));
         }
-        self.service.generate(&NewKey {
-            label: label.clone(),
-            alg,
-            sign,
-            decrypt,
-        })
-        .map_err(generate_refusal)?;
+        self.service
+            .generate(&NewKey {
+                label: label.clone(),
+                alg,
+                sign,
+                decrypt,
+            })
+            .map_err(generate_refusal)?;
         let private = self.newest(&label, CKO_PRIVATE_KEY)?;
         let public = self.newest(&label, CKO_PUBLIC_KEY)?;
         Ok((public, private))
@@ -1059,7 +1073,12 @@ fn new_key_checks(ctx: &Ctx, main: &[Attr], other: &[Attr]) -> Result<String> {
     }
     let label = attr::find(main, CKA_LABEL)
         .or_else(|| attr::find(other, CKA_LABEL))
-        .ok_or_else(|| Error::logged(CKR_TEMPLATE_INCOMPLETE, "a remote key needs CKA_LABEL (its name)"))?;
+        .ok_or_else(|| {
+            Error::logged(
+                CKR_TEMPLATE_INCOMPLETE,
+                "a remote key needs CKA_LABEL (its name)",
+            )
+        })?;
     let label = String::from_utf8(label.to_vec()).map_err(|_| err(CKR_ATTRIBUTE_VALUE_INVALID))?;
     let ok_name = !label.is_empty()
         && label
@@ -1111,9 +1130,9 @@ impl RemoteToken {
         c.order
             .iter()
             .find(|id| {
-                c.objects.get(id).is_some_and(|o| {
-                    o.class == class && o.key.label == label && o.key.primary
-                })
+                c.objects
+                    .get(id)
+                    .is_some_and(|o| o.class == class && o.key.label == label && o.key.primary)
             })
             .copied()
             .ok_or_else(|| {

@@ -87,6 +87,8 @@ impl Drop for SoftObject {
     }
 }
 
+/// One per token: the size of `Ready` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum MetaState {
     Empty,
     Ready(TokenMeta),
@@ -175,7 +177,6 @@ impl SoftToken {
             ),
         }
     }
-
 
     /// The token with its master key sealed by `seal` (`[slot.seal]`).
     pub fn with_seal(mut self, seal: Arc<dyn StoreSeal>) -> Self {
@@ -522,12 +523,8 @@ impl SoftToken {
     fn write_object(&self, name: &str, attrs: &Attrs) -> Result<()> {
         let private = attrs.flag_or(CKA_PRIVATE, true);
         let mk = self.state.read().mk.clone();
-        let bytes = zeroize::Zeroizing::new(store::encode_object(
-            name,
-            attrs,
-            private,
-            mk.as_deref(),
-        )?);
+        let bytes =
+            zeroize::Zeroizing::new(store::encode_object(name, attrs, private, mk.as_deref())?);
         let lock = self.lock()?;
         store::write_atomic(&lock, &store::objects_dir(&self.dir), name, &bytes)
     }

@@ -81,7 +81,11 @@ pub fn unwrap_pin_layer(rec: &PinRecord, pin: &[u8]) -> Result<Zeroizing<Vec<u8>
 }
 
 /// The master key from a record's PIN layer (opened by the seal when it is sealed).
-pub fn master_key(rec: &PinRecord, layer: &[u8], seal: Option<&dyn StoreSeal>) -> Result<MasterKey> {
+pub fn master_key(
+    rec: &PinRecord,
+    layer: &[u8],
+    seal: Option<&dyn StoreSeal>,
+) -> Result<MasterKey> {
     let plain = if rec.sealed {
         let s = seal.ok_or_else(|| {
             crate::core::error::Error::logged(

@@ -69,7 +69,9 @@ pub struct TokenMeta {
     pub seal: Option<SealRecord>,
 }
 
-/// What is on disk at a token path.
+/// What is on disk at a token path. One per read of `token.json`: the size of the
+/// `Meta` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     /// Nothing yet: the token is not initialized.
     Empty,

@@ -403,7 +403,7 @@ fn block_run(
                 .map_err(|_| err(CKR_FUNCTION_FAILED))?;
             return Ok(out);
         }
-        if input.is_empty() || input.len() % 16 != 0 {
+        if input.is_empty() || !input.len().is_multiple_of(16) {
             return Err(err(len_err));
         }
         let k = cipher::PaddedBlockDecryptingKey::cbc_pkcs7(ukey()?)
@@ -416,7 +416,7 @@ fn block_run(
         buf.truncate(n);
         return Ok(buf);
     }
-    if !ctr && input.len() % 16 != 0 {
+    if !ctr && !input.len().is_multiple_of(16) {
         return Err(err(len_err));
     }
     let mut buf = input.to_vec();
@@ -481,12 +481,23 @@ impl Op {
             .map_err(|_| err(CKR_HOST_MEMORY))?;
         data.extend_from_slice(input);
         let take = self.stream_take(data.len());
-        let out = block_run(key, self.stream.chain, false, ctr, self.encrypt, &data[..take])?;
+        let out = block_run(
+            key,
+            self.stream.chain,
+            false,
+            ctr,
+            self.encrypt,
+            &data[..take],
+        )?;
         if take > 0 {
             self.stream.chain = match (ctr, has_iv) {
                 (true, _) => self.stream.chain.map(|c| ctr_add(c, take / 16)),
                 (false, true) => {
-                    let cipher_text = if self.encrypt { &out[..] } else { &data[..take] };
+                    let cipher_text = if self.encrypt {
+                        &out[..]
+                    } else {
+                        &data[..take]
+                    };
                     cipher_text[take - 16..take].try_into().ok()
                 }
                 (false, false) => None,

@@ -168,7 +168,7 @@ pub fn unwrap(
                 _ => return Err(err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
             };
             let pad = is_kwp(mech.mech);
-            if !pad && (wrapped.len() % 8 != 0 || wrapped.len() < 24) {
+            if !pad && (!wrapped.len().is_multiple_of(8) || wrapped.len() < 24) {
                 return Err(err(CKR_WRAPPED_KEY_LEN_RANGE));
             }
             k.unwrap(wrapped, pad)?

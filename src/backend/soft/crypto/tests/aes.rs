@@ -44,18 +44,24 @@ fn known_answer(m: &Mechanism, k: &Arc<Key>, pt: &[u8], expected: &[u8]) {
 
 #[test]
 fn ecb_sp800_38a() {
-    let expected = hex("3ad77bb40d7a3660a89ecaf32466ef97f5d3d58503b9699de785895a96fdbaaf\
-                        43b1cd7f598ece23881b00e3ed0306887b0c785e27e8ad3f8223207104725dd4");
+    let expected = hex(
+        "3ad77bb40d7a3660a89ecaf32466ef97f5d3d58503b9699de785895a96fdbaaf\
+                        43b1cd7f598ece23881b00e3ed0306887b0c785e27e8ad3f8223207104725dd4",
+    );
     known_answer(&mech(CKM_AES_ECB), &aes(K128), &hex(PT), &expected);
 }
 
 #[test]
 fn cbc_sp800_38a() {
-    let e128 = hex("7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2\
-                    73bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7");
+    let e128 = hex(
+        "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2\
+                    73bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7",
+    );
     known_answer(&cbc(CKM_AES_CBC), &aes(K128), &hex(PT), &e128);
-    let e256 = hex("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d\
-                    39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b");
+    let e256 = hex(
+        "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d\
+                    39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b",
+    );
     known_answer(&cbc(CKM_AES_CBC), &aes(K256), &hex(PT), &e256);
 }
 
@@ -79,16 +85,24 @@ fn cbc_pad_is_cbc_plus_one_pkcs7_block() {
         let e = super::super::encrypt_init(&cbc(CKM_AES_CBC_PAD), &k).unwrap();
         assert_eq!(e.output_len(n), ct.len(), "exact encrypt length");
         for chunk in [1, 7, 16] {
-            assert_eq!(multipart(&cbc(CKM_AES_CBC_PAD), &k, true, &data, chunk).unwrap(), ct);
-            assert_eq!(multipart(&cbc(CKM_AES_CBC_PAD), &k, false, &ct, chunk).unwrap(), data);
+            assert_eq!(
+                multipart(&cbc(CKM_AES_CBC_PAD), &k, true, &data, chunk).unwrap(),
+                ct
+            );
+            assert_eq!(
+                multipart(&cbc(CKM_AES_CBC_PAD), &k, false, &ct, chunk).unwrap(),
+                data
+            );
         }
     }
 }
 
 #[test]
 fn ctr_sp800_38a() {
-    let expected = hex("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff\
-                        5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee");
+    let expected = hex(
+        "874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff\
+                        5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee",
+    );
     let m = ctr(128, &hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"));
     known_answer(&m, &aes(K128), &hex(PT), &expected);
     // Not a whole number of blocks: the keystream is cut, in one piece or many.
@@ -134,7 +148,12 @@ fn block_modes_return_whole_blocks_at_each_update() {
         let mut ct = first;
         ct.extend_from_slice(&second);
         ct.extend_from_slice(&last);
-        assert_eq!(ct, encrypt(&m, &k, &data).unwrap(), "{:#x}: same as one-shot", m.mech);
+        assert_eq!(
+            ct,
+            encrypt(&m, &k, &data).unwrap(),
+            "{:#x}: same as one-shot",
+            m.mech
+        );
 
         let mut d = super::super::decrypt_init(&m, &k).unwrap();
         let held = if m.mech == CKM_AES_CBC_PAD { 16 } else { 0 };
@@ -150,8 +169,14 @@ fn unpadded_modes_refuse_partial_blocks() {
     let k = aes(K128);
     for m in [mech(CKM_AES_ECB), cbc(CKM_AES_CBC)] {
         assert_eq!(rv(encrypt(&m, &k, &[0u8; 15])), CKR_DATA_LEN_RANGE);
-        assert_eq!(rv(decrypt(&m, &k, &[0u8; 17])), CKR_ENCRYPTED_DATA_LEN_RANGE);
-        assert_eq!(rv(multipart(&m, &k, true, &[0u8; 33], 16)), CKR_DATA_LEN_RANGE);
+        assert_eq!(
+            rv(decrypt(&m, &k, &[0u8; 17])),
+            CKR_ENCRYPTED_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            rv(multipart(&m, &k, true, &[0u8; 33], 16)),
+            CKR_DATA_LEN_RANGE
+        );
         assert_eq!(
             rv(multipart(&m, &k, false, &[0u8; 33], 16)),
             CKR_ENCRYPTED_DATA_LEN_RANGE
@@ -205,8 +230,10 @@ fn gcm(iv: &[u8], aad: &[u8], tag_bits: CK_ULONG) -> Mechanism {
 #[test]
 fn gcm_spec_test_cases_4_and_16() {
     // McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 4 and 16.
-    let pt = hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
-                  1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+    let pt = hex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+                  1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    );
     let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
     let iv = hex("cafebabefacedbaddecaf888");
     let cases = [
@@ -275,7 +302,10 @@ fn gcm_agrees_with_rustcrypto_and_checks_lengths() {
     assert_eq!(e.output_len(10), 26, "ciphertext + tag");
     let d = super::super::decrypt_init(&m, &k).unwrap();
     assert_eq!(d.output_len(26), 10, "ciphertext - tag");
-    assert_eq!(rv(decrypt(&m, &k, &[0u8; 15])), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    assert_eq!(
+        rv(decrypt(&m, &k, &[0u8; 15])),
+        CKR_ENCRYPTED_DATA_LEN_RANGE
+    );
     let mut bad = ct.clone();
     bad[0] ^= 1;
     assert_eq!(rv(decrypt(&m, &k, &bad)), CKR_ENCRYPTED_DATA_INVALID);

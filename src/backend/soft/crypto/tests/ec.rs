@@ -43,7 +43,11 @@ fn p256_signatures_verify_with_rustcrypto() {
     use p256::ecdsa::signature::Verifier;
     use sha2::Digest;
     let (public, private) = pair(CKM_EC_KEY_PAIR_GEN, CKK_EC, params(P256));
-    assert_eq!(private.bytes(CKA_VALUE).unwrap().len(), 32, "scalar, field length");
+    assert_eq!(
+        private.bytes(CKA_VALUE).unwrap().len(),
+        32,
+        "scalar, field length"
+    );
     let raw = point(&public);
     assert_eq!(raw.len(), 65);
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&raw).unwrap();
@@ -96,7 +100,12 @@ fn p256_signatures_verify_with_rustcrypto() {
         CKR_SIGNATURE_LEN_RANGE
     );
     assert_eq!(
-        verify(&mech(CKM_ECDSA_SHA256), &pk, msg, &[sig.clone(), vec![0]].concat()),
+        verify(
+            &mech(CKM_ECDSA_SHA256),
+            &pk,
+            msg,
+            &[sig.clone(), vec![0]].concat()
+        ),
         CKR_SIGNATURE_LEN_RANGE
     );
     // Keys used the wrong way round.
@@ -155,7 +164,11 @@ fn rfc6979_signatures_verify() {
         ),
     ] {
         let sig = [hex(r), hex(s)].concat();
-        assert_eq!(verify(&mech(m), &public, b"sample", &sig), CKR_OK, "0x{m:x}");
+        assert_eq!(
+            verify(&mech(m), &public, b"sample", &sig),
+            CKR_OK,
+            "0x{m:x}"
+        );
         assert_eq!(
             verify(&mech(m), &public, b"samplf", &sig),
             CKR_SIGNATURE_INVALID
@@ -179,8 +192,10 @@ fn rfc6979_signatures_verify() {
     .unwrap();
     // A short scalar is left-padded and a leading zero byte ignored (PKCS#11 big
     // integers come either way): the scalar 1 signs for the generator.
-    let g = hex("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
-                 4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+    let g = hex(
+        "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+                 4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+    );
     for one in [vec![1u8], [vec![0u8; 32], vec![1]].concat()] {
         let sig = sign(&mech(CKM_ECDSA_SHA256), &ec_private(P256, &one), b"one").unwrap();
         assert_eq!(
@@ -257,8 +272,10 @@ fn derive(m: &Mechanism, base: &Arc<Key>, t: &Attrs) -> Result<Attrs> {
 fn ecdh_rfc5903_p256() {
     // RFC 5903 §8.1: both sides reach the same x coordinate.
     let i = hex("c88f01f510d9ac3f70a292daa2316de544e9aab8afe84049c62a9c57862d1433");
-    let gr = hex("04d12dfb5289c8d4f81208b70270398c342296970a0bccb74c736fc7554494bf63\
-                  56fbf3ca366cc23e8157854c13c58d6aac23f046ada30f8353e74f33039872ab");
+    let gr = hex(
+        "04d12dfb5289c8d4f81208b70270398c342296970a0bccb74c736fc7554494bf63\
+                  56fbf3ca366cc23e8157854c13c58d6aac23f046ada30f8353e74f33039872ab",
+    );
     let gir = hex("d6840f6b42f6edafd13116e0e12565202fef8e9ece7dce03812464d04b9442de");
     let base = ec_private(P256, &i);
     let mut t = Attrs::new();
@@ -302,7 +319,10 @@ fn ecdh_generated_p384_keys_agree_with_rustcrypto() {
             .unwrap()
             .as_affine(),
     );
-    assert_eq!(a.bytes(CKA_VALUE).unwrap(), theirs.raw_secret_bytes().as_slice());
+    assert_eq!(
+        a.bytes(CKA_VALUE).unwrap(),
+        theirs.raw_secret_bytes().as_slice()
+    );
 }
 
 /// RFC 8032 §7.1, TEST 1 and TEST 2.
@@ -355,7 +375,10 @@ fn ed25519_generated_keys_verify_with_dalek() {
         let (public, private) = pair(CKM_EC_EDWARDS_KEY_PAIR_GEN, CKK_EC_EDWARDS, params(p));
         assert_eq!(private.bytes(CKA_VALUE).unwrap().len(), 32, "the seed");
         let v = public.bytes(CKA_EC_POINT).unwrap();
-        let raw: [u8; 32] = der::ec_point(v, Curve::Ed25519).unwrap().try_into().unwrap();
+        let raw: [u8; 32] = der::ec_point(v, Curve::Ed25519)
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert_eq!(der::octet_string(&raw), v, "DER OCTET STRING");
         let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw).unwrap();
         let sk = key_of(&private);

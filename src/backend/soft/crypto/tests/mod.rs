@@ -108,10 +108,7 @@ pub fn multipart(
 fn every_listed_mechanism_has_consistent_info() {
     let list = super::mechanisms();
     for (i, (m, info)) in list.iter().enumerate() {
-        assert!(
-            list[..i].iter().all(|(o, _)| o != m),
-            "0x{m:x} listed once"
-        );
+        assert!(list[..i].iter().all(|(o, _)| o != m), "0x{m:x} listed once");
         assert!(info.flags != 0, "0x{m:x} has flags");
         assert!(info.ulMinKeySize <= info.ulMaxKeySize, "0x{m:x} sizes");
     }
