@@ -2,7 +2,7 @@
 //! slot's backend (a soft-token id, a vendor module's handle). Shared by all slots, so that
 //! two backends that hand out the same number never clash.
 
-use crate::backend::ObjectId;
+use crate::core::token::ObjectId;
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,12 +3,13 @@
 
 use crate::backend::module::{pass::PassSession, ModuleSlot};
 use crate::backend::remote;
-use crate::backend::{soft::SoftToken, ObjectId, Token};
+use crate::backend::soft::SoftToken;
 use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Error, Result};
 use crate::core::handles::HandleTable;
 use crate::core::session::Session;
 use crate::core::slot::Slot;
+use crate::core::token::{ObjectId, Token};
 use arc_swap::{ArcSwapOption, Guard};
 use cryptoki_sys::*;
 use dashmap::DashMap;

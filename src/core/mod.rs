@@ -14,3 +14,4 @@ pub mod rv;
 pub mod session;
 pub mod slot;
 pub mod template;
+pub mod token;

@@ -2,11 +2,11 @@
 //! kind at a time; a length query or `CKR_BUFFER_TOO_SMALL` keeps it alive; any other
 //! error, and success, end it).
 
-use crate::backend::{Ctx, Login, ObjectId};
 use crate::core::error::{err, Result};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::out::OutBuf;
 use crate::core::slot::Slot;
+use crate::core::token::{Ctx, Login, ObjectId};
 use cryptoki_sys::*;
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! A slot: a configured key store with the application's login state on it.
 
-use crate::backend::{Login, Token};
 use crate::config::PinCheck;
+use crate::core::token::{Login, Token};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 #![allow(clippy::missing_safety_doc, non_snake_case)]
 
 mod attr;
-pub mod awslc;
 pub(crate) mod bounds;
 mod crypto;
 mod general;

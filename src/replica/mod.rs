@@ -14,12 +14,12 @@ mod prober;
 
 use crate::backend::module::token::ModuleToken;
 use crate::backend::remote::{self, RemoteConfig};
-use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
 use crate::config::{Policy, ReplicaBackend, ReplicaConfig, Secret};
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 pub use health::State;

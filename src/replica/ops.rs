@@ -5,10 +5,10 @@
 //! operation starts on a healthy replica.
 
 use super::{device_class, Found, Group};
-use crate::backend::{Ctx, ObjectId};
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::token::{Ctx, ObjectId};
 use cryptoki_sys::*;
 use std::sync::Arc;
 

@@ -7,12 +7,12 @@
 
 use super::cluster::ClusterWatch;
 use crate::backend::module::token::ModuleToken;
-use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
 use crate::config::CloudHsmConfig;
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::Result;
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use std::sync::Arc;
 

@@ -10,12 +10,12 @@
 use super::encode::{OwnedMechanism, OwnedTemplate};
 use super::library::Library;
 use super::worker::Workers;
-use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
 use crate::config::{ModuleConfig, TokenSelector};
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use parking_lot::Mutex;

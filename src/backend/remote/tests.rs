@@ -3,9 +3,9 @@
 //! what happens when a service answers with the wrong shapes.
 
 use super::*;
-use crate::backend::{Ctx, Login, Token};
 use crate::core::attr::{self, Attr, AttrValue};
 use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::token::{Ctx, Login, Token};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use parking_lot::Mutex;

@@ -5,12 +5,12 @@
 use super::ops::{self, GcmDecrypt, GcmEncrypt, OaepDecrypt, Plan, RemoteMacVerify, RemoteSign};
 use super::{public, EcCurve, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, SignScheme};
 use crate::backend::soft::crypto as soft;
-use crate::backend::{Ctx, Login, ObjectId, Token, TokenInfo};
 use crate::core::attr::{self, Attr, AttrValue, Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::template::{self, Usage};
+use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use parking_lot::RwLock;

@@ -72,8 +72,8 @@ fn uses_private_key(m: CK_MECHANISM_TYPE) -> bool {
 /// Does the key ask for a context-specific login before each use?
 fn always_authenticate(
     s: &Session,
-    ctx: &crate::backend::Ctx,
-    id: crate::backend::ObjectId,
+    ctx: &crate::core::token::Ctx,
+    id: crate::core::token::ObjectId,
 ) -> bool {
     matches!(
         s.slot.token.get_attributes(ctx, id, &[CKA_ALWAYS_AUTHENTICATE]).as_deref(),

@@ -1,8 +1,8 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use crate::backend::TokenInfo;
 use crate::core::error::{err, Error, Result};
 use crate::core::instance::{self, SlotRef};
+use crate::core::token::TokenInfo;
 use cryptoki_sys::*;
 use std::sync::atomic::Ordering;
 
@@ -73,6 +73,6 @@ pub fn init_token(slot: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<(
     let label = std::str::from_utf8(label).map_err(|_| err(CKR_ARGUMENTS_BAD))?;
     s.token.init_token(so_pin, label.trim_end())?;
     let mut login = s.login.lock();
-    s.set_login(&mut login, crate::backend::Login::Public);
+    s.set_login(&mut login, crate::core::token::Login::Public);
     Ok(())
 }

@@ -8,11 +8,11 @@ pub mod message;
 pub mod object;
 pub mod session;
 
-use crate::backend::Ctx;
 use crate::core::error::Result;
 use crate::core::instance::{self, Instance};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::session::Session;
+use crate::core::token::Ctx;
 use cryptoki_sys::*;
 
 /// Runs `f` on the session `h` (locked for the call), with the instance.

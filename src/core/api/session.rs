@@ -1,11 +1,11 @@
 //! Session management and login (PKCS#11 §5.6).
 
 use super::with_session;
-use crate::backend::Login;
 use crate::core::error::{err, Error, Result};
 use crate::core::instance::{self, Instance};
 use crate::core::session::Session;
 use crate::core::slot::Slot;
+use crate::core::token::Login;
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;

@@ -10,6 +10,7 @@ pub(crate) mod der;
 mod gcm;
 mod keys;
 mod mechs;
+mod rsa_raw;
 mod sign;
 mod wrap;
 

@@ -451,7 +451,7 @@ impl Signer for Sign {
                 if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) =>
             {
                 // Arbitrary data (or a SHA-1/224 DigestInfo): the raw PKCS#1 operation.
-                crate::ffi::awslc::rsa_pkcs1_sign_raw(&parts.to_pkcs1()?, &input)
+                super::rsa_raw::rsa_pkcs1_sign_raw(&parts.to_pkcs1()?, &input)
             }
             (Scheme::Rsa { pss }, Key::RsaPrivate { pair, .. }) => {
                 let (hash, d) = rsa_digest(&self.mech, &input)?;
@@ -553,7 +553,7 @@ impl Verifier for Verify {
                 }
                 if s.mech.mech == CKM_RSA_PKCS {
                     // Recover and compare: covers DigestInfo and arbitrary data alike.
-                    let recovered = crate::ffi::awslc::rsa_pkcs1_recover_raw(pkcs1, sig)?;
+                    let recovered = super::rsa_raw::rsa_pkcs1_recover_raw(pkcs1, sig)?;
                     return match recovered {
                         Some(r)
                             if aws_lc_rs::constant_time::verify_slices_are_equal(&r, &input)

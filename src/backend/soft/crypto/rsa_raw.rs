@@ -2,7 +2,8 @@
 //! operation with PKCS#1 v1.5 type-1 padding over arbitrary bytes, and its public inverse.
 //! PKCS#11's `CKM_RSA_PKCS` signs whatever the caller passes (pkcs11-tool and TLS 1.0-style
 //! callers pass raw data, not a DigestInfo), so the soft token needs them. This is an FFI
-//! edge like the rest of this folder; keys enter as DER and nothing outlives a call.
+//! edge, the one `unsafe` of the soft token, kept next to the RSA code that needs it; keys
+//! enter as DER and nothing outlives a call.
 
 use crate::core::error::{err, Result};
 use aws_lc_sys as sys;
