@@ -9,8 +9,8 @@
 //! - a variable length is bounded by what the operation can accept: a PIN by the token's
 //!   maximum PIN length (`CKR_PIN_LEN_RANGE`), an attribute value by
 //!   [`crate::core::attr::MAX_VALUE_LEN`], a mechanism parameter blob by
-//!   [`MAX_PARAM_LEN`], a template by [`MAX_TEMPLATE_ATTRS`] entries, and data by
-//!   [`MAX_DATA_LEN`] (`CKR_ARGUMENTS_BAD`);
+//!   [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN), a template by [`MAX_TEMPLATE_ATTRS`](crate::core::limits::MAX_TEMPLATE_ATTRS) entries, and data by
+//!   [`MAX_DATA_LEN`](crate::core::limits::MAX_DATA_LEN) (`CKR_ARGUMENTS_BAD`);
 //! - a copy that cannot be allocated is `CKR_HOST_MEMORY` ([`copy`]), never an abort.
 //!
 //! Each refusal logs one line naming the function's argument and the length (never a
@@ -18,21 +18,9 @@
 
 use crate::core::attr;
 use crate::core::error::{Error, Result};
+use crate::core::limits::{MAX_DATA_LEN, MAX_PARAM_LEN, MAX_TEMPLATE_ATTRS};
 use cryptoki_sys::*;
 use std::mem::size_of;
-
-/// Largest data buffer hsmux reads or writes in one call: `i32::MAX` bytes, the most the
-/// crypto library under the soft token takes in one call (OpenSSL/aws-lc EVP lengths are
-/// `int`) and far more than any HSM or key service accepts in one request.
-pub const MAX_DATA_LEN: usize = i32::MAX as usize;
-
-/// Largest mechanism parameter (or buffer inside one: IV, AAD, OAEP label, KDF data)
-/// hsmux reads: 1 MiB.
-pub const MAX_PARAM_LEN: usize = 1 << 20;
-
-/// Most attributes in one template: 4096, many times the number of attribute types an
-/// object can have.
-pub const MAX_TEMPLATE_ATTRS: usize = 4096;
 
 /// A data length (`ulDataLen`, `ulSignatureLen`, ...): at most [`MAX_DATA_LEN`].
 pub fn data_len(len: CK_ULONG, what: &str) -> Result<usize> {
@@ -77,7 +65,7 @@ fn param_invalid(mech: CK_MECHANISM_TYPE, why: impl std::fmt::Display) -> Error 
 }
 
 /// A buffer inside a mechanism parameter: not NULL when its length is not 0, and at
-/// most [`MAX_PARAM_LEN`].
+/// most [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN).
 fn inner(mech: CK_MECHANISM_TYPE, what: &str, p: *const u8, len: CK_ULONG) -> Result<()> {
     if p.is_null() && len != 0 {
         return Err(param_invalid(
@@ -139,7 +127,7 @@ pub fn fixed_param_len(mech: CK_MECHANISM_TYPE) -> Option<usize> {
 }
 
 /// Checks a consumer's `CK_MECHANISM` before anything reads its parameter: the
-/// parameter's length against [`fixed_param_len`] and [`MAX_PARAM_LEN`], and the lengths
+/// parameter's length against [`fixed_param_len`] and [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN), and the lengths
 /// of the buffers inside the structures hsmux knows. A NULL mechanism passes (the
 /// function decides what NULL means).
 ///
@@ -152,7 +140,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<()> {
 
 /// The same for a mechanism going to a vendor library (module slots): only what a vendor
 /// could read past the consumer's buffers is refused (a NULL parameter with a length,
-/// lengths over [`MAX_PARAM_LEN`], the same inside the structures hsmux knows). A
+/// lengths over [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN), the same inside the structures hsmux knows). A
 /// parameter of the wrong size but within the cap goes to the vendor, which answers it
 /// as it would if loaded directly (SoftHSM checks those itself).
 ///
@@ -349,7 +337,7 @@ unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: u32) -> Result
     Ok(())
 }
 
-/// A template's attribute count (`ulCount`): at most [`MAX_TEMPLATE_ATTRS`].
+/// A template's attribute count (`ulCount`): at most [`MAX_TEMPLATE_ATTRS`](crate::core::limits::MAX_TEMPLATE_ATTRS).
 pub fn count(n: CK_ULONG) -> Result<usize> {
     match usize::try_from(n) {
         Ok(c) if c <= MAX_TEMPLATE_ATTRS => Ok(c),

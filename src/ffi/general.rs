@@ -1,9 +1,10 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use super::{ck_fn, padded, route_session, route_slot, version, write_list};
+use super::{ck_fn, route_session, route_slot, version, write_list};
 use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;
+use crate::core::text::padded;
 use cryptoki_sys::*;
 use std::ffi::CStr;
 use std::path::PathBuf;

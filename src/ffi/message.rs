@@ -20,7 +20,7 @@ unsafe fn gcm_message(p: *mut c_void, len: CK_ULONG) -> Result<&'static mut CK_G
         ));
     }
     let g = &mut *(p as *mut CK_GCM_MESSAGE_PARAMS);
-    if g.ulIvLen as u128 > super::bounds::MAX_PARAM_LEN as u128
+    if g.ulIvLen as u128 > crate::core::limits::MAX_PARAM_LEN as u128
         || (g.pIv.is_null() && g.ulIvLen != 0)
     {
         return Err(Error::logged(

@@ -109,7 +109,7 @@ pub(crate) fn vendor_rv(rv: CK_RV) -> Result<()> {
 }
 
 /// An input buffer; NULL is allowed only with length 0, and the length is bounded by
-/// [`bounds::MAX_DATA_LEN`] before a slice is made of it.
+/// [`crate::core::limits::MAX_DATA_LEN`] before a slice is made of it.
 pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
         return if len == 0 {
@@ -126,7 +126,7 @@ pub(crate) unsafe fn in_bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'
 }
 
 /// An output buffer with its length pointer (which must not be NULL). hsmux writes no
-/// more than its output into it; a `*len` above [`bounds::MAX_DATA_LEN`] is taken as
+/// more than its output into it; a `*len` above [`crate::core::limits::MAX_DATA_LEN`] is taken as
 /// that much (no output is larger), so that the slice stays within what Rust allows.
 pub(crate) unsafe fn out_buf<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<OutBuf<'a>> {
     if len.is_null() {
@@ -140,7 +140,7 @@ pub(crate) unsafe fn out_buf<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<
     } else {
         let n = usize::try_from(*len)
             .unwrap_or(usize::MAX)
-            .min(bounds::MAX_DATA_LEN);
+            .min(crate::core::limits::MAX_DATA_LEN);
         Ok(OutBuf::new(Some(std::slice::from_raw_parts_mut(p, n))))
     }
 }
@@ -180,17 +180,6 @@ pub(crate) unsafe fn write_list<T: Copy>(
     }
     std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len());
     Ok(())
-}
-
-/// A blank-padded fixed-size text field.
-pub(crate) fn padded<const N: usize>(s: &str) -> [u8; N] {
-    let mut out = [b' '; N];
-    let mut n = s.len().min(N);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    out[..n].copy_from_slice(&s.as_bytes()[..n]);
-    out
 }
 
 pub(crate) fn version(major: u8, minor: u8) -> CK_VERSION {

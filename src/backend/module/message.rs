@@ -203,7 +203,7 @@ impl PassSession {
             || !g.ulTagBits.is_multiple_of(8)
             || g.ulTagBits > 128
             || (g.pIv.is_null() && g.ulIvLen > 0)
-            || g.ulIvLen as u128 > crate::ffi::bounds::MAX_PARAM_LEN as u128
+            || g.ulIvLen as u128 > crate::core::limits::MAX_PARAM_LEN as u128
         {
             return CKR_MECHANISM_PARAM_INVALID;
         }

@@ -92,8 +92,8 @@ impl ModuleSlot {
                     None => format!("hsmux {} (token not found)", self.label),
                 };
                 *p = CK_SLOT_INFO {
-                    slotDescription: crate::ffi::padded(&desc),
-                    manufacturerID: crate::ffi::padded("hsmux"),
+                    slotDescription: crate::core::text::padded(&desc),
+                    manufacturerID: crate::core::text::padded("hsmux"),
                     flags: CKF_REMOVABLE_DEVICE,
                     hardwareVersion: CK_VERSION { major: 0, minor: 0 },
                     firmwareVersion: CK_VERSION { major: 0, minor: 0 },
@@ -111,7 +111,7 @@ impl ModuleSlot {
         };
         let rv = call!(self, C_GetTokenInfo(vs, p));
         if rv == CKR_OK && !p.is_null() {
-            (*p).label = crate::ffi::padded(&self.label);
+            (*p).label = crate::core::text::padded(&self.label);
         }
         rv
     }
