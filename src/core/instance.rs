@@ -121,8 +121,16 @@ impl Instance {
                     crate::backend::aws_kms::cloudhsm::slot_token(&s.label, c)
                 }
                 BackendConfig::Replicas { policy, replicas } => {
+                    let members = replicas
+                        .iter()
+                        .map(|r| crate::replica::Member {
+                            name: r.name.clone(),
+                            pin: r.pin.clone(),
+                            token: replica_token(&format!("{}/{}", s.label, r.name), &r.backend),
+                        })
+                        .collect();
                     let g = Arc::new(crate::replica::ReplicaGroup::new(
-                        &s.label, *policy, replicas,
+                        &s.label, *policy, members,
                     ));
                     groups.push((id, g.clone()));
                     g
@@ -390,6 +398,18 @@ impl Instance {
             .iter()
             .position(|s| Arc::ptr_eq(s, slot))
             .unwrap_or(usize::MAX)
+    }
+}
+
+/// The token of one replica (named `slot/replica` in its log lines).
+fn replica_token(name: &str, backend: &crate::config::ReplicaBackend) -> Box<dyn Token> {
+    use crate::config::ReplicaBackend as B;
+    match backend {
+        B::Module(m) => Box::new(crate::backend::module::token::ModuleToken::new(name, m)),
+        B::Vault(c) => Box::new(remote::token(name, remote::RemoteConfig::Vault(c), false)),
+        B::GcpKms(c) => Box::new(remote::token(name, remote::RemoteConfig::GcpKms(c), false)),
+        B::AwsKms(c) => Box::new(remote::token(name, remote::RemoteConfig::AwsKms(c), false)),
+        B::CloudHsm(c) => crate::backend::aws_kms::cloudhsm::replica_token(name, c),
     }
 }
 

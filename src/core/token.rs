@@ -9,6 +9,22 @@ use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
 use cryptoki_sys::*;
 
+/// A return value that says the key store, not the request, failed: a replica group
+/// fails over on it (shared/DESIGN.md).
+pub fn device_class(rv: CK_RV) -> bool {
+    matches!(
+        rv,
+        CKR_DEVICE_ERROR
+            | CKR_DEVICE_REMOVED
+            | CKR_DEVICE_MEMORY
+            | CKR_TOKEN_NOT_PRESENT
+            | CKR_TOKEN_NOT_RECOGNIZED
+            | CKR_SESSION_HANDLE_INVALID
+            | CKR_SESSION_CLOSED
+            | CKR_CRYPTOKI_NOT_INITIALIZED
+    )
+}
+
 /// A backend's own number for an object; never shown to a consumer.
 pub type ObjectId = u64;
 
@@ -66,6 +82,11 @@ pub trait Token: Send + Sync {
     /// own credentials, so hsmux may log in to it without one (`hsmux check`).
     fn needs_pin(&self) -> bool {
         true
+    }
+    /// Why this token cannot serve at all, known when it was built (a vendor library that
+    /// did not load); a replica group starts such a member down.
+    fn unavailable(&self) -> Option<String> {
+        None
     }
     /// For `hsmux check`: reaches the key store (logging in with the slot's own
     /// credentials) and lists its keys, one line each; `None` where the core's object

@@ -5,21 +5,19 @@
 //! with that replica's PIN, the key found again by identity (`CKA_CLASS` + `CKA_ID`, else
 //! `CKA_LABEL`), the `*Init` replayed and a single-part operation retried (`ops.rs`).
 //!
-//! Replicas are any `Token` (vendor modules now, remote services later); health and
+//! Replicas are any `Token` (vendor modules, remote services), built by `setup`; health and
 //! probing are in `health.rs`, the background prober in `prober.rs`.
 
 mod health;
 mod ops;
 mod prober;
 
-use crate::backend::module::token::ModuleToken;
-use crate::backend::remote::{self, RemoteConfig};
-use crate::config::{Policy, ReplicaBackend, ReplicaConfig, Secret};
+use crate::config::{Policy, Secret};
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
-use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::token::{device_class, Ctx, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 pub use health::State;
@@ -30,21 +28,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use zeroize::Zeroizing;
 
-/// A return value that says the replica, not the request, failed (shared/DESIGN.md).
-pub fn device_class(rv: CK_RV) -> bool {
-    matches!(
-        rv,
-        CKR_DEVICE_ERROR
-            | CKR_DEVICE_REMOVED
-            | CKR_DEVICE_MEMORY
-            | CKR_TOKEN_NOT_PRESENT
-            | CKR_TOKEN_NOT_RECOGNIZED
-            | CKR_SESSION_HANDLE_INVALID
-            | CKR_SESSION_CLOSED
-            | CKR_CRYPTOKI_NOT_INITIALIZED
-    )
-}
-
 /// What identifies "the same key" on every replica.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Identity {
@@ -52,6 +35,14 @@ struct Identity {
     /// `CKA_ID` when the object has a non-empty one, else `CKA_LABEL`.
     by_id: bool,
     key: Vec<u8>,
+}
+
+/// One replica as the group receives it: its name in the slot, its token, and the user PIN
+/// hsmux logs in to it with (`None`: the consumer's, or none for a remote service).
+pub struct Member {
+    pub name: String,
+    pub pin: Option<Secret>,
+    pub token: Box<dyn Token>,
 }
 
 pub struct Replica {
@@ -123,38 +114,21 @@ enum Found<T> {
 }
 
 impl ReplicaGroup {
-    pub fn new(slot: &str, policy: Policy, replicas: &[ReplicaConfig]) -> ReplicaGroup {
-        let replicas = replicas
-            .iter()
-            .map(|r| {
-                let name = format!("{slot}/{}", r.name);
+    /// A group over `members`, in file order (the failover order). The tokens are built
+    /// by the caller (`setup`); a member whose token says it is unavailable starts down.
+    pub fn new(slot: &str, policy: Policy, members: Vec<Member>) -> ReplicaGroup {
+        let replicas = members
+            .into_iter()
+            .map(|m| {
                 let mut health = Health::new();
-                let token: Box<dyn Token> = match &r.backend {
-                    ReplicaBackend::Module(m) => {
-                        let token = ModuleToken::new(&name, m);
-                        if let Some(why) = token.load_error() {
-                            health.failed(&format!("vendor library: {why}"));
-                        }
-                        Box::new(token)
-                    }
-                    ReplicaBackend::Vault(c) => {
-                        Box::new(remote::token(&name, RemoteConfig::Vault(c), false))
-                    }
-                    ReplicaBackend::GcpKms(c) => {
-                        Box::new(remote::token(&name, RemoteConfig::GcpKms(c), false))
-                    }
-                    ReplicaBackend::AwsKms(c) => {
-                        Box::new(remote::token(&name, RemoteConfig::AwsKms(c), false))
-                    }
-                    ReplicaBackend::CloudHsm(c) => {
-                        crate::backend::aws_kms::cloudhsm::replica_token(&name, c)
-                    }
-                };
+                if let Some(why) = m.token.unavailable() {
+                    health.failed(&why);
+                }
                 let up = health.usable();
                 Replica {
-                    name: r.name.clone(),
-                    token,
-                    pin: r.pin.clone(),
+                    name: m.name,
+                    token: m.token,
+                    pin: m.pin,
                     health: Mutex::new(health),
                     up: AtomicBool::new(up),
                     healthy: AtomicBool::new(up),

@@ -4,10 +4,11 @@
 //! the middle answers `CKR_DEVICE_ERROR` once (the core then ends it), and the next
 //! operation starts on a healthy replica.
 
-use super::{device_class, Found, Group};
+use super::{Found, Group};
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
+use crate::core::token::device_class;
 use crate::core::token::{Ctx, ObjectId};
 use cryptoki_sys::*;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ fn run(g: &Group) {
             }
             if state == State::Healthy {
                 if let Err(e) = r.token.probe() {
-                    if super::device_class(e.rv()) {
+                    if crate::core::token::device_class(e.rv()) {
                         g.mark_down(i, &format!("probe: {e}"));
                     }
                 } else {

@@ -47,6 +47,9 @@ pub fn replica_token(name: &str, cfg: &CloudHsmConfig) -> Box<dyn Token> {
 
 /// Everything is the vendor module's, except the probe.
 impl Token for CloudHsmToken {
+    fn unavailable(&self) -> Option<String> {
+        self.module.unavailable()
+    }
     fn probe(&self) -> Result<()> {
         // The library first (cheap, local); then the cluster: no ACTIVE HSM is a device
         // error even while the library still answers from its cache.

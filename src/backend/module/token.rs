@@ -238,6 +238,10 @@ fn two_call(mut f: impl FnMut(*mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8
 }
 
 impl Token for ModuleToken {
+    fn unavailable(&self) -> Option<String> {
+        self.load_error()
+            .map(|why| format!("vendor library: {why}"))
+    }
     fn slot_description(&self) -> String {
         format!("hsmux replica {}", self.inner.name)
     }
@@ -735,7 +739,7 @@ fn note_failure(inner: &Inner, session: CK_SESSION_HANDLE, e: &Error) {
 /// A device-class failure (the replica, not the request): the vendor session may be
 /// unusable, and a failed init half is no reason to replace the session then.
 fn device_error(e: &Error) -> bool {
-    crate::replica::device_class(e.rv())
+    crate::core::token::device_class(e.rv())
 }
 
 struct VendorCipher {
