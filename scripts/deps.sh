@@ -21,6 +21,14 @@ if [ ${#want[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
 
+# rustfmt and clippy: the test command checks formatting and lints (rustup toolchains
+# do not always carry them).
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 # The Python side (test servers, OpenBao's `bao` binary, moto): a venv in the checkout.
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
 req="$(dirname "$0")/requirements.txt"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of hsmux: unit tests, the Rust conformance tests (cryptoki loading the
+# Runs every test of hsmux: formatting and clippy lints, unit tests, the Rust conformance tests (cryptoki loading the
 # built module), and the consumer tests in conformance/ (pkcs11-tool, p11-kit, OpenSSL,
 # Java, the cryptoki crate's own suite). Installs what it needs first. Ends with a line
 # "N passed, N failed" and a non-zero exit when anything failed.
@@ -20,7 +20,11 @@ step() { # name, command...
   fi
 }
 
+step "cargo fmt --check" cargo fmt --check
 step "cargo build --release" cargo build --release --quiet
+# After the release build: clippy in the release profile reuses its build-script runs
+# (aws-lc's C build) instead of starting them again.
+step "cargo clippy --all-targets -D warnings" cargo clippy --release --quiet --all-targets -- -D warnings
 # The test output is kept so that the summary at the end can name the failing tests (CI
 # shows the tail of the output only). --no-fail-fast: every test binary runs.
 cargo_log=$(mktemp -t hsmux-cargo-test.XXXXXX)
