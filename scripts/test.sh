@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of hsmux: formatting and clippy lints, unit tests, the Rust conformance
-# tests (cryptoki loading the built module), and the consumer tests in conformance/ (pkcs11-tool, p11-kit, OpenSSL,
-# Java, the cryptoki crate's own suite). Installs what it needs first. Ends with a line
-# "N passed, N failed" and a non-zero exit when anything failed.
+# tests (cryptoki loading the built module), and the consumer tests in conformance/
+# (pkcs11-tool, p11-kit, OpenSSL, Java, the cryptoki crate's own suite). Installs what it
+# needs first. Ends with a line "N passed, N failed" and a non-zero exit when anything
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || { echo "deps: installation failed"; exit 1; }
