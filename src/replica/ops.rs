@@ -39,10 +39,10 @@ impl Replay {
         key: Option<ObjectId>,
         what: &str,
         init: &mut StartOn<'_, T>,
-    ) -> Result<(usize, T)> {
+    ) -> Result<(Replay, T)> {
         // Single-part work is what "balance" spreads; it rotates over the replicas.
         let order = g.order(true);
-        g.on_replica(what, &order, |i, _| {
+        let (at, op) = g.on_replica(what, &order, |i, _| {
             let m = g.mech_for(i, ctx, mech)?;
             match key {
                 None => init(i, &m, None).map(|op| Found::Yes((i, op))),
@@ -51,7 +51,16 @@ impl Replay {
                     Found::NotHere => Ok(Found::NotHere),
                 },
             }
-        })
+        })?;
+        let replay = Replay {
+            g: g.clone(),
+            ctx: *ctx,
+            mech: mech.clone(),
+            key,
+            at,
+            multipart: false,
+        };
+        Ok((replay, op))
     }
 
     /// Runs `call` on the current replica's operation; on a device-class failure of a
@@ -88,12 +97,12 @@ impl Replay {
                     }
                     let g = self.g.clone();
                     let ctx = self.ctx;
-                    let (at, new_op) =
+                    let (again, new_op) =
                         Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| {
                             init(&g, i, &ctx, m, k)
                         })?;
-                    g.failed_over(from, at, &format!("{what}, replayed"), &e.to_string());
-                    self.at = at;
+                    g.failed_over(from, again.at, &format!("{what}, replayed"), &e.to_string());
+                    self.at = again.at;
                     *op = new_op;
                 }
                 r => return r,
@@ -138,21 +147,10 @@ impl GroupCipher {
         } else {
             "C_DecryptInit"
         };
-        let (at, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
+        let (r, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
             cipher_init(&g, i, ctx, m, k, encrypt)
         })?;
-        Ok(GroupCipher {
-            r: Replay {
-                g: g.clone(),
-                ctx: *ctx,
-                mech: mech.clone(),
-                key: Some(key),
-                at,
-                multipart: false,
-            },
-            op,
-            encrypt,
-        })
+        Ok(GroupCipher { r, op, encrypt })
     }
 
     fn init_fn(
@@ -232,20 +230,10 @@ impl GroupSigner {
         mech: &Mechanism,
         key: Option<ObjectId>,
     ) -> Result<Self> {
-        let (at, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| {
+        let (r, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| {
             signer_init(&g, i, ctx, m, k)
         })?;
-        Ok(GroupSigner {
-            r: Replay {
-                g: g.clone(),
-                ctx: *ctx,
-                mech: mech.clone(),
-                key,
-                at,
-                multipart: false,
-            },
-            op,
-        })
+        Ok(GroupSigner { r, op })
     }
 }
 
@@ -294,20 +282,10 @@ pub struct GroupVerifier {
 
 impl GroupVerifier {
     pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Self> {
-        let (at, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| {
+        let (r, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| {
             verifier_init(&g, i, ctx, m, k)
         })?;
-        Ok(GroupVerifier {
-            r: Replay {
-                g: g.clone(),
-                ctx: *ctx,
-                mech: mech.clone(),
-                key: Some(key),
-                at,
-                multipart: false,
-            },
-            op,
-        })
+        Ok(GroupVerifier { r, op })
     }
 }
 
