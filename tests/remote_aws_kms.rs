@@ -212,6 +212,28 @@ fn user(s: &Setup, label: &str) -> CK_SESSION_HANDLE {
     h
 }
 
+/// The fixture, this test's turn on the shared servers, and a user session on `label`.
+fn begin(label: &str) -> (&'static Setup, MutexGuard<'static, ()>, CK_SESSION_HANDLE) {
+    let s = setup();
+    let g = serial();
+    let h = user(s, label);
+    (s, g, h)
+}
+
+fn close(s: &Setup, h: CK_SESSION_HANDLE) {
+    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+}
+
+/// C_GenerateKeyPair templates of a labelled EC signing key on the curve `params`.
+fn ec_templates(params: &[u8], label: &[u8]) -> (Template, Template) {
+    (
+        Template::new()
+            .bytes(CKA_EC_PARAMS, params)
+            .bytes(CKA_LABEL, label),
+        Template::new().bool(CKA_SIGN, true).bytes(CKA_LABEL, label),
+    )
+}
+
 fn find_key(
     s: &Setup,
     h: CK_SESSION_HANDLE,
@@ -315,9 +337,7 @@ fn token_info_and_mechanisms_say_aws_kms_without_aes_gcm() {
 
 #[test]
 fn listing_shows_usable_keys_and_hides_disabled_pending_and_kms_symmetric() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     // (Keys made by the generation test may be listed too.)
     let private = labels(s, h, CKO_PRIVATE_KEY);
     let noalias = s.f_keys["noalias"].clone();
@@ -377,16 +397,14 @@ fn listing_shows_usable_keys_and_hides_disabled_pending_and_kms_symmetric() {
         v.sort();
         v
     });
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
     assert_rv!(ck!(s.m, C_CloseSession(h2)), CKR_OK);
 }
 
 #[test]
 fn ecdsa_p256_and_p384_sign_digests_verified_with_p256_and_p384() {
     use sha2::Digest;
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     let msg = b"hsmux signs through AWS KMS";
     // Checked against the public key the server gives, fetched here (not through hsmux).
     let k = find_key(s, h, CKO_PRIVATE_KEY, "ec256");
@@ -414,16 +432,14 @@ fn ecdsa_p256_and_p384_sign_digests_verified_with_p256_and_p384() {
         ck!(s.m, C_SignInit(h, &mut mc, k384)),
         CKR_MECHANISM_INVALID
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn rsa_pkcs1_and_pss_with_digest_length_salt_verified_with_rsa() {
     use rsa::signature::hazmat::PrehashVerifier;
     use sha2::Digest;
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "rsa-sign");
     let pk = rsa_key(&server_spki(s.faithful.port, &s.f_keys["rsa-sign"]));
     let msg = b"an RSA message";
@@ -482,14 +498,12 @@ fn rsa_pkcs1_and_pss_with_digest_length_salt_verified_with_rsa() {
         sign(&s.m, h, mech(CKM_RSA_PKCS), k, b"not a DigestInfo").unwrap_err(),
         CKR_DATA_INVALID
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn rsa_oaep_sha1_and_sha256_decrypt_what_rsa_encrypted() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "rsa-dec");
     let pk = rsa_key(&server_spki(s.faithful.port, &s.f_keys["rsa-dec"]));
     check_rsa_oaep(&s.m, h, k, &pk, CKM_SHA256, b"seal key");
@@ -534,14 +548,12 @@ fn rsa_oaep_sha1_and_sha256_decrypt_what_rsa_encrypted() {
         ck!(s.m, C_DecryptInit(h, &mut mc, k)),
         CKR_MECHANISM_PARAM_INVALID
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn hmac_sha256_and_sha512_match_hmac_and_wrong_tags_fail() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     let msg = b"mac me";
     let k = find_key(s, h, CKO_SECRET_KEY, "mac256");
     check_remote_secret(&s.m, h, k);
@@ -552,14 +564,12 @@ fn hmac_sha256_and_sha512_match_hmac_and_wrong_tags_fail() {
     // The key spec binds the hash.
     let mut mc = mech(CKM_SHA384_HMAC);
     assert_ne!(ck!(s.m, C_SignInit(h, &mut mc, k)), CKR_OK);
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn a_key_disabled_after_listing_fails_with_function_failed() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
+    let (s, _g, h) = begin("aws-f");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "later-disabled");
     assert!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"x").is_ok());
     let (st, _) = api(
@@ -581,7 +591,7 @@ fn a_key_disabled_after_listing_fails_with_function_failed() {
         json!({"KeyId": s.f_keys["later-disabled"]}),
     );
     assert_eq!(st, 200);
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
@@ -596,22 +606,15 @@ fn wrong_credentials_are_a_wrong_pin_at_login() {
         ck!(s.m, C_FindObjectsInit(h, t.ptr(), t.len())),
         CKR_USER_NOT_LOGGED_IN
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
     use p384::ecdsa::signature::hazmat::PrehashVerifier;
     use sha2::Digest;
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-f");
-    let public = Template::new()
-        .bytes(CKA_EC_PARAMS, P384_PARAMS)
-        .bytes(CKA_LABEL, b"gen-p384");
-    let private = Template::new()
-        .bool(CKA_SIGN, true)
-        .bytes(CKA_LABEL, b"gen-p384");
+    let (s, _g, h) = begin("aws-f");
+    let (public, private) = ec_templates(P384_PARAMS, b"gen-p384");
     let (pubk, k) = keypair(&s.m, h, CKM_EC_KEY_PAIR_GEN, public, private, b"ignored");
     let (st, v) = api(
         s.faithful.port,
@@ -633,13 +636,7 @@ fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
         )
         .unwrap();
     // The name is taken now: AWS keys have no versions.
-    let public = Template::new()
-        .bytes(CKA_EC_PARAMS, P384_PARAMS)
-        .bytes(CKA_LABEL, b"gen-p384");
-    let private = Template::new()
-        .bool(CKA_SIGN, true)
-        .bytes(CKA_LABEL, b"gen-p384");
-    let (mut pt, mut st_) = (public, private);
+    let (mut pt, mut st_) = ec_templates(P384_PARAMS, b"gen-p384");
     let (mut o1, mut o2) = (0, 0);
     let mut mc = mech(CKM_EC_KEY_PAIR_GEN);
     assert_rv!(
@@ -678,7 +675,7 @@ fn generated_key_pair_and_hmac_key_are_created_named_and_usable() {
         json!({"KeyId": "alias/gen-mac"}),
     );
     assert_eq!(v["KeyMetadata"]["KeySpec"], "HMAC_256");
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
@@ -764,14 +761,12 @@ fn faults_retried_where_transient_and_device_errors_otherwise() {
         decrypt(&s.m, h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), dec, &ct).unwrap(),
         b"k"
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn a_stopped_server_fails_calls_with_device_error_while_another_slot_works() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-dead");
+    let (s, _g, h) = begin("aws-dead");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "ec");
     assert!(sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").is_ok());
     let other = user(s, "aws-f");
@@ -790,15 +785,13 @@ fn a_stopped_server_fails_calls_with_device_error_while_another_slot_works() {
         sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, b"m").unwrap_err()
     });
     assert!(sign(&s.m, other, mech(CKM_ECDSA_SHA256), ok, b"m").is_ok());
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
     assert_rv!(ck!(s.m, C_CloseSession(other)), CKR_OK);
 }
 
 #[test]
 fn moto_lists_keys_with_its_public_keys_and_hides_disabled_ones() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-moto");
+    let (s, _g, h) = begin("aws-moto");
     let private = labels(s, h, CKO_PRIVATE_KEY);
     assert!(
         private.contains(&"m-ec".to_string()) && private.contains(&"m-rsa".to_string()),
@@ -822,16 +815,14 @@ fn moto_lists_keys_with_its_public_keys_and_hides_disabled_ones() {
         get_attr(&s.m, h, k, CKA_MODULUS).unwrap(),
         pk.n().to_bytes_be()
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn moto_signs_what_hsmux_sends_and_its_macs_match_a_direct_request() {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     use sha2::Digest;
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-moto");
+    let (s, _g, h) = begin("aws-moto");
     let k = find_key(s, h, CKO_PRIVATE_KEY, "m-ec");
     let msg = b"to moto";
     let sig = sign(&s.m, h, mech(CKM_ECDSA_SHA256), k, msg).unwrap();
@@ -865,20 +856,13 @@ fn moto_signs_what_hsmux_sends_and_its_macs_match_a_direct_request() {
         verify(&s.m, h, mech(CKM_SHA256_HMAC), mk, msg, &bad),
         CKR_SIGNATURE_INVALID
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }
 
 #[test]
 fn moto_creates_keys_for_generate_key_pair_with_an_alias() {
-    let s = setup();
-    let _g = serial();
-    let h = user(s, "aws-moto");
-    let public = Template::new()
-        .bytes(CKA_EC_PARAMS, P256_PARAMS)
-        .bytes(CKA_LABEL, b"moto-gen");
-    let private = Template::new()
-        .bool(CKA_SIGN, true)
-        .bytes(CKA_LABEL, b"moto-gen");
+    let (s, _g, h) = begin("aws-moto");
+    let (public, private) = ec_templates(P256_PARAMS, b"moto-gen");
     let (pubk, _k) = keypair(&s.m, h, CKM_EC_KEY_PAIR_GEN, public, private, b"x");
     let (st, v) = api(s.moto.port, "TrentService.ListAliases", AK, json!({}));
     assert_eq!(st, 200);
@@ -894,5 +878,5 @@ fn moto_creates_keys_for_generate_key_pair_with_an_alias() {
         ec_point(&get_attr(&s.m, h, pubk, CKA_EC_POINT).unwrap()),
         spki[spki.len() - 65..].to_vec()
     );
-    assert_rv!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    close(s, h);
 }

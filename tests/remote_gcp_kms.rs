@@ -25,6 +25,9 @@ const RING_MAIN: &str = "projects/p/locations/us-east1/keyRings/main";
 const RING_FAULTS: &str = "projects/p/locations/us-east1/keyRings/faults";
 const RING_REFRESH: &str = "projects/p/locations/us-east1/keyRings/refresh";
 
+/// Cloud KMS's software protection level.
+const SW: &str = "SOFTWARE";
+
 /// The keys of the main ring: (name, algorithm, protection, versions, disabled versions).
 const MAIN_KEYS: &[(&str, &str, &str, u32, &[u32])] = &[
     ("ec256", "EC_SIGN_P256_SHA256", "HSM", 2, &[]),
@@ -32,26 +35,14 @@ const MAIN_KEYS: &[(&str, &str, &str, u32, &[u32])] = &[
     ("rsa-pkcs1", "RSA_SIGN_PKCS1_2048_SHA256", "HSM", 1, &[]),
     ("rsa-pss", "RSA_SIGN_PSS_2048_SHA256", "HSM", 1, &[]),
     ("rsa-oaep", "RSA_DECRYPT_OAEP_2048_SHA256", "HSM", 1, &[]),
-    (
-        "rsa-oaep-sha1",
-        "RSA_DECRYPT_OAEP_2048_SHA1",
-        "SOFTWARE",
-        1,
-        &[],
-    ),
+    ("rsa-oaep-sha1", "RSA_DECRYPT_OAEP_2048_SHA1", SW, 1, &[]),
     ("ed25519", "EC_SIGN_ED25519", "SOFTWARE", 1, &[]),
     ("hmac", "HMAC_SHA256", "HSM", 1, &[]),
     ("aes-hsm", "AES_256_GCM", "HSM", 3, &[2]),
     ("aes-soft", "AES_256_GCM", "SOFTWARE", 1, &[]),
     ("aes-limit", "AES_256_GCM", "HSM", 1, &[]),
     ("seal-aes", "AES_256_GCM", "HSM", 1, &[]),
-    (
-        "google-sym",
-        "GOOGLE_SYMMETRIC_ENCRYPTION",
-        "SOFTWARE",
-        1,
-        &[],
-    ),
+    ("google-sym", "GOOGLE_SYMMETRIC_ENCRYPTION", SW, 1, &[]),
     ("cbc", "AES_256_CBC", "HSM", 1, &[]),
     ("doomed", "HMAC_SHA256", "HSM", 1, &[]),
     ("disabled-later", "HMAC_SHA256", "HSM", 1, &[]),
@@ -377,33 +368,17 @@ fn rsa_pkcs1_and_pss_signatures_verify_with_the_rsa_crate() {
     let k = key(h, CKO_PRIVATE_KEY, "rsa-pkcs1");
     let p = public_of(h, k);
     check_rsa_pkcs1_sha256(m, h, k, Some(p), &rsa_public(h, p), msg);
+    let pss_sign = |k, salt| {
+        let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt);
+        sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), k, msg)
+    };
     // A PKCS#1 key does not do PSS (its algorithm fixes the padding).
-    let mut salt32 = pss(CKM_SHA256, CKG_MGF1_SHA256, 32);
-    assert_eq!(
-        sign(
-            m,
-            h,
-            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut salt32),
-            k,
-            msg
-        ),
-        Err(CKR_MECHANISM_INVALID)
-    );
+    assert_eq!(pss_sign(k, 32), Err(CKR_MECHANISM_INVALID));
     let k = key(h, CKO_PRIVATE_KEY, "rsa-pss");
     let p = public_of(h, k);
     check_rsa_pss_sha256(m, h, k, p, &rsa_public(h, p), 32, msg);
     // Cloud KMS's PSS salt is the digest length: another salt is refused.
-    let mut salt20 = pss(CKM_SHA256, CKG_MGF1_SHA256, 20);
-    assert_eq!(
-        sign(
-            m,
-            h,
-            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut salt20),
-            k,
-            msg
-        ),
-        Err(CKR_MECHANISM_INVALID)
-    );
+    assert_eq!(pss_sign(k, 20), Err(CKR_MECHANISM_INVALID));
 }
 
 #[test]

@@ -659,6 +659,53 @@ fn session(f: &Fixture, label: &str) -> (CK_SLOT_ID, CK_SESSION_HANDLE) {
     (slot, h)
 }
 
+/// The fixture, its module and a user session on slot `label`.
+fn begin(
+    label: &str,
+) -> (
+    &'static Fixture,
+    &'static Module,
+    CK_SLOT_ID,
+    CK_SESSION_HANDLE,
+) {
+    let f = fixture();
+    let (slot, h) = session(f, label);
+    (f, &f.m, slot, h)
+}
+
+/// Logs the slot out and closes its sessions.
+fn end(m: &Module, slot: CK_SLOT_ID, h: CK_SESSION_HANDLE) {
+    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
+    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+}
+
+/// One round of the load tests put on a slot: an ECDSA P-256 signature by `ec` checked
+/// by p256 with `vk`, and an AES-GCM round trip with `ak` through the module. Returns the
+/// IV and ciphertext for the caller's own checks.
+fn sign_and_seal(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    (ec, vk): (CK_OBJECT_HANDLE, &p256::ecdsa::VerifyingKey),
+    ak: CK_OBJECT_HANDLE,
+    msg: &str,
+) -> ([u8; 12], Vec<u8>) {
+    use p256::ecdsa::signature::Verifier;
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
+        .unwrap_or_else(|rv| panic!("{msg}: sign: {}", rv_name(rv)));
+    vk.verify(
+        msg.as_bytes(),
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{msg}: the signature verifies: {e}"));
+    let mut iv = [0u8; 12];
+    let ct = gcm_encrypt(m, h, ak, &mut iv, b"", msg.as_bytes())
+        .unwrap_or_else(|rv| panic!("{msg}: encrypt: {}", rv_name(rv)));
+    let pt = gcm_decrypt(m, h, ak, &iv, b"", &ct)
+        .unwrap_or_else(|rv| panic!("{msg}: decrypt: {}", rv_name(rv)));
+    assert_eq!(pt, msg.as_bytes());
+    (iv, ct)
+}
+
 fn find_all(
     m: &Module,
     h: CK_SESSION_HANDLE,
@@ -691,9 +738,7 @@ fn export(b: &Bao, kind: &str, name: &str, version: u32) -> Vec<u8> {
 
 #[test]
 fn every_mechanism_works_and_is_verified_independently() {
-    let f = fixture();
-    let m = &f.m;
-    let (_, h) = session(f, "vault");
+    let (f, m, _, h) = begin("vault");
     let msg = b"the quick brown fox jumps over the lazy dog";
 
     // ECDSA P-256 (raw digest and hashed here) and P-384, key pairs of the contract's
@@ -958,8 +1003,7 @@ fn the_least_privilege_policy_serves_a_named_key() {
         ck!(m, C_GenerateKey(h, &mut mc, t.ptr(), t.len(), &mut k2)),
         CKR_OK
     );
-    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
-    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    end(m, slot, h);
 }
 
 /// Requests to `path` in the audit log of server `a` (request entries only).
@@ -978,9 +1022,7 @@ fn the_least_privilege_policy_through_approle_logs_in_once() {
     // The same three-path policy, on a token AppRole gives: the key's read is refused
     // (403) at every listing, which is the policy's answer, not an expired token's, so
     // it must not cost a new login (a token minted per refused read).
-    let f = fixture();
-    let m = &f.m;
-    let (slot, h) = session(f, "vault-lp-approle");
+    let (f, m, slot, h) = begin("vault-lp-approle");
     let k = obj(m, h, "seal-lp", CKO_SECRET_KEY);
     let mut iv = [0u8; 12];
     let ct = gcm_encrypt(m, h, k, &mut iv, b"aad", b"under approle").unwrap();
@@ -1009,16 +1051,13 @@ fn the_least_privilege_policy_through_approle_logs_in_once() {
     let audit = std::fs::read_to_string(f.m.dir.join("audit-a.log")).unwrap();
     assert!(!audit.contains("\"path\":\"transit/hmac/seal-lp/"));
     assert!(!audit.contains("\"path\":\"transit/hmac/store-seal/"));
-    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
-    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    end(m, slot, h);
 }
 
 #[test]
 fn a_key_the_policy_only_lets_mac_is_an_hmac_key() {
     // `update` on `transit/hmac/hm` and nothing else: no read, no encryption.
-    let f = fixture();
-    let m = &f.m;
-    let (slot, h) = session(f, "vault-mac-only");
+    let (f, m, slot, h) = begin("vault-mac-only");
     let k = obj(m, h, "hm", CKO_SECRET_KEY);
     assert_eq!(get_attr(m, h, k, CKA_ID).unwrap(), b"transit/keys/hm/v1");
     assert_eq!(
@@ -1037,16 +1076,13 @@ fn a_key_the_policy_only_lets_mac_is_an_hmac_key() {
     );
     let mut iv = [0u8; 12];
     assert!(gcm_encrypt(m, h, k, &mut iv, b"", b"no").is_err());
-    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
-    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    end(m, slot, h);
 }
 
 #[test]
 fn a_refusal_at_call_time_is_a_code_each_function_may_return() {
     // The policy reads the keys and lets the AES key MAC, nothing else.
-    let f = fixture();
-    let m = &f.m;
-    let (slot, h) = session(f, "vault-partial");
+    let (_, m, slot, h) = begin("vault-partial");
     let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
     let ak = obj(m, h, "aes", CKO_SECRET_KEY);
     let hk = obj(m, h, "hm", CKO_SECRET_KEY);
@@ -1093,43 +1129,25 @@ fn a_refusal_at_call_time_is_a_code_each_function_may_return() {
         "{line}"
     );
     assert!(log.contains("CKR_FUNCTION_REJECTED"), "{log}");
-    assert_eq!(ck!(m, C_Logout(h)), CKR_OK);
-    assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
+    end(m, slot, h);
 }
 
 // ---------------------------------------------------------------- auth
 
 #[test]
 fn approle_with_short_ttls_keeps_working_across_renewals_and_relogins() {
-    let f = fixture();
-    let m = &f.m;
-    let (_, h) = session(f, "vault-approle");
+    let (f, m, _, h) = begin("vault-approle");
     let ec = obj(m, h, "ec256", CKO_PRIVATE_KEY);
     let ecp = obj(m, h, "ec256", CKO_PUBLIC_KEY);
     let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
-    use p256::ecdsa::signature::Verifier;
     let ak = obj(m, h, "aes", CKO_SECRET_KEY);
     // token_ttl 2 s, token_max_ttl 4 s: 10 s of calls cross several renewals and
     // several expiries at max TTL (403, then a new login).
     let until = Instant::now() + Duration::from_secs(10);
     let mut n = 0;
     while Instant::now() < until {
-        let msg = format!("message {n}");
-        let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
-            .unwrap_or_else(|rv| panic!("sign #{n}: {}", rv_name(rv)));
-        vk.verify(
-            msg.as_bytes(),
-            &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
-        )
-        .unwrap();
-        let mut iv = [0u8; 12];
-        let ct = gcm_encrypt(m, h, ak, &mut iv, b"", msg.as_bytes())
-            .unwrap_or_else(|rv| panic!("encrypt #{n}: {}", rv_name(rv)));
-        assert_eq!(
-            gcm_decrypt(m, h, ak, &iv, b"", &ct).unwrap(),
-            msg.as_bytes()
-        );
+        sign_and_seal(m, h, (ec, &vk), ak, &format!("message {n}"));
         n += 1;
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -1332,9 +1350,7 @@ fn kubernetes_login_request_has_the_documented_shape() {
 
 #[test]
 fn generated_keys_appear_in_transit_and_a_second_generation_rotates() {
-    let f = fixture();
-    let m = &f.m;
-    let (slot, h) = session(f, "vault-gen");
+    let (f, m, slot, h) = begin("vault-gen");
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     assert_eq!(ck!(m, C_GetTokenInfo(slot, &mut ti)), CKR_OK);
     assert_eq!(
@@ -1632,9 +1648,7 @@ fn metrics(port: u16) -> String {
 
 #[test]
 fn a_replica_killed_under_load_fails_no_single_part_operation() {
-    let f = fixture();
-    let m = &f.m;
-    let (slot, h) = session(f, "ha");
+    let (f, m, slot, h) = begin("ha");
     let ecp = obj(m, h, "ha-ec", CKO_PUBLIC_KEY);
     let point = ec_point(&get_attr(m, h, ecp, CKA_EC_POINT).unwrap());
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
@@ -1652,31 +1666,14 @@ fn a_replica_killed_under_load_fails_no_single_part_operation() {
                 let h = open(m, slot, true);
                 let ec = obj(m, h, "ha-ec", CKO_PRIVATE_KEY);
                 let ak = obj(m, h, "ha-aes", CKO_SECRET_KEY);
-                use aes_gcm::aead::{Aead, KeyInit};
-                use p256::ecdsa::signature::Verifier;
-                let cipher = aes_gcm::Aes256Gcm::new_from_slice(aes_raw).unwrap();
                 let mut i = 0;
                 while !stop_at.load(std::sync::atomic::Ordering::Relaxed) {
                     let msg = format!("thread {t} op {i}");
-                    let sig = sign(m, h, mech(CKM_ECDSA_SHA256), ec, msg.as_bytes())
-                        .unwrap_or_else(|rv| panic!("thread {t}: sign {i}: {}", rv_name(rv)));
-                    vk.verify(
-                        msg.as_bytes(),
-                        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
-                    )
-                    .unwrap();
-                    let mut iv = [0u8; 12];
-                    let ct = gcm_encrypt(m, h, ak, &mut iv, b"", msg.as_bytes())
-                        .unwrap_or_else(|rv| panic!("thread {t}: encrypt {i}: {}", rv_name(rv)));
+                    let (iv, ct) = sign_and_seal(m, h, (ec, vk), ak, &msg);
                     assert_eq!(
-                        cipher
-                            .decrypt(aes_gcm::Nonce::from_slice(&iv), &ct[..])
-                            .unwrap(),
+                        gcm_open(aes_raw, &iv, b"", &ct).expect("aes-gcm opens it"),
                         msg.as_bytes()
                     );
-                    let pt = gcm_decrypt(m, h, ak, &iv, b"", &ct)
-                        .unwrap_or_else(|rv| panic!("thread {t}: decrypt {i}: {}", rv_name(rv)));
-                    assert_eq!(pt, msg.as_bytes());
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     i += 1;
                 }
