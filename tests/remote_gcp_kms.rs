@@ -524,11 +524,11 @@ fn the_ring_or_the_named_keys_are_listed_with_primaries_first() {
     let mut iv = [0u8; 12];
     let ct = gcm_encrypt(h, aes[1], &mut iv, &[], b"old version").unwrap();
     assert_eq!(
-        gcm_decrypt(h, aes[1], &mut iv, &[], &ct).unwrap(),
+        gcm_decrypt(h, aes[1], &iv, &[], &ct).unwrap(),
         b"old version"
     );
     assert_eq!(
-        gcm_decrypt(h, aes[0], &mut iv, &[], &ct),
+        gcm_decrypt(h, aes[0], &iv, &[], &ct),
         Err(CKR_ENCRYPTED_DATA_INVALID)
     );
     let ec = objects(h, CKO_PRIVATE_KEY, "ec256");
@@ -632,7 +632,7 @@ fn generate_creates_keys_then_new_versions() {
     let mut iv = [0u8; 12];
     let ct = gcm_encrypt(h, aes, &mut iv, &[], b"with a new key").unwrap();
     assert_eq!(
-        gcm_decrypt(h, aes, &mut iv, &[], &ct).unwrap(),
+        gcm_decrypt(h, aes, &iv, &[], &ct).unwrap(),
         b"with a new key"
     );
 
@@ -836,7 +836,7 @@ fn malformed_or_tampered_answers_are_device_errors_never_results() {
             // rawDecrypt and asymmetricDecrypt answers carry no name.
             e.faults.fault(kind, 1, ":rawDecrypt");
             assert_eq!(
-                gcm_decrypt(k.h, k.aes, &mut iv.clone(), &[], &sealed),
+                gcm_decrypt(k.h, k.aes, &iv, &[], &sealed),
                 Err(CKR_DEVICE_ERROR),
                 "rawDecrypt with {kind}"
             );
@@ -875,7 +875,7 @@ fn malformed_or_tampered_answers_are_device_errors_never_results() {
     );
     // Nothing stuck: every operation works again with the right results.
     ec_sign_ok(&k).unwrap();
-    assert_eq!(gcm_decrypt(k.h, k.aes, &mut iv, &[], &sealed).unwrap(), pt);
+    assert_eq!(gcm_decrypt(k.h, k.aes, &iv, &[], &sealed).unwrap(), pt);
     let mut p = oaep(CKM_SHA256, CKG_MGF1_SHA256);
     assert_eq!(
         decrypt(m, k.h, mech_with(CKM_RSA_PKCS_OAEP, &mut p), k.rsa, &rsa_ct).unwrap(),

@@ -19,13 +19,15 @@ enum Times {
     N(u32),
 }
 
+/// A scripted object: (id, class, CKA_ID, CKA_LABEL, CKA_TOKEN).
+type Object = (ObjectId, CK_OBJECT_CLASS, Vec<u8>, Vec<u8>, bool);
+
 /// One scripted key store's objects, failures and call log; shared between the token the
 /// group owns and the test that steers it.
 #[derive(Default)]
 struct Script {
     name: String,
-    /// (id, class, CKA_ID, CKA_LABEL, CKA_TOKEN)
-    objects: Vec<(ObjectId, CK_OBJECT_CLASS, Vec<u8>, Vec<u8>, bool)>,
+    objects: Vec<Object>,
     next_id: ObjectId,
     fail: HashMap<&'static str, (CK_RV, Times)>,
     log: Vec<String>,
