@@ -1058,3 +1058,93 @@ fn a_failed_non_device_probe_keeps_the_healthy_pace() {
     assert_eq!(state(&g, 1), State::Healthy);
     assert!(h[1].count("probe") <= 2, "{} probes", h[1].count("probe"));
 }
+
+#[test]
+fn a_refused_configured_pin_is_tried_again_once_it_changes() {
+    let dir = std::env::temp_dir().join(format!("hsmux-replica-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a.pin");
+    std::fs::write(&file, "stale").unwrap();
+    let h = [Handle::new("a", 100), Handle::new("b", 200)];
+    for x in &h {
+        x.key(CKO_PRIVATE_KEY, KEY_ID, b"sig");
+    }
+    let members = h
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Member {
+            name: x.0.lock().name.clone(),
+            pin: (i == 0).then(|| Secret::File { file: file.clone() }),
+            token: x.token(),
+        })
+        .collect();
+    let g = ReplicaGroup::new("scripted", Policy::Failover, members);
+    g.open_session(SESSION, false).unwrap();
+    h[0].fail("login", CKR_PIN_INCORRECT, Times::N(1));
+    g.login(Login::User, b"1234").unwrap();
+    assert_eq!(state(&g, 0), State::Down);
+    let key = the_key(&g);
+    // The operator fixes the PIN file; b dies: a is probed, logged in with the new PIN.
+    std::fs::write(&file, "fixed").unwrap();
+    h[1].fail("sign", CKR_DEVICE_ERROR, Times::Always);
+    h[1].fail("probe", CKR_DEVICE_ERROR, Times::Always);
+    assert_eq!(sign(&g, key), Ok("a".into()));
+    let logins: Vec<String> = h[0]
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("login("))
+        .collect();
+    assert_eq!(logins, ["login(User,stale)", "login(User,fixed)"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_so_logs_in_on_the_first_replica_that_answers_only() {
+    let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
+    g.open_session(SESSION, true).unwrap();
+    g.login(Login::So, b"so-pin").unwrap();
+    assert_eq!(
+        h[0].calls()
+            .iter()
+            .filter(|c| *c == "login(So,so-pin)")
+            .count(),
+        1
+    );
+    assert_eq!(h[1].count("login"), 0);
+    // a refuses as a device: the SO moves to b.
+    h[0].fail("login", CKR_DEVICE_ERROR, Times::Always);
+    g.login(Login::So, b"so-pin").unwrap();
+    assert_eq!(h[1].count("login"), 1);
+    assert_eq!(state(&g, 0), State::Down);
+}
+
+#[test]
+fn logout_forgets_the_consumers_pin() {
+    let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
+    let key = start(&g);
+    g.logout();
+    assert!(g.g.login.lock().is_none(), "no PIN kept after C_Logout");
+    // A replica reached after the logout is not logged in with the old PIN.
+    h[0].fail("sign", CKR_DEVICE_ERROR, Times::Always);
+    h[1].clear();
+    assert_eq!(sign(&g, key), Ok("b".into()));
+    assert_eq!(h[1].count("login"), 0, "{:?}", h[1].calls());
+}
+
+#[test]
+fn token_info_is_the_last_seen_when_no_replica_answers() {
+    let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
+    let first = g.token_info().unwrap();
+    assert_eq!(first.label, "scripted", "the slot's label, not a replica's");
+    assert_eq!(g.mechanisms(), vec![CKM_ECDSA, CKM_AES_GCM]);
+    for x in &h {
+        x.fail("token_info", CKR_DEVICE_ERROR, Times::Always);
+        x.fail("probe", CKR_DEVICE_ERROR, Times::Always);
+    }
+    let info = g.token_info().expect("the slot stays listed");
+    assert_eq!(info.label, "scripted");
+    assert_eq!(state(&g, 0), State::Down);
+    assert_eq!(state(&g, 1), State::Down);
+    // The mechanism list is the one seen before.
+    assert_eq!(g.mechanisms(), vec![CKM_ECDSA, CKM_AES_GCM]);
+}
