@@ -295,6 +295,26 @@ pub fn first(
 
 // ---------------------------------------------------------------- mechanisms
 
+/// C_Verify with `mechanism` (no parameter) accepts `sig` over `msg`, and rejects it with
+/// byte `at` damaged.
+pub fn check_verify(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    msg: &[u8],
+    sig: &[u8],
+    at: usize,
+) {
+    assert_rv!(verify(m, h, mech(mechanism), key, msg, sig), CKR_OK);
+    let mut bad = sig.to_vec();
+    bad[at] ^= 1;
+    assert_rv!(
+        verify(m, h, mech(mechanism), key, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+}
+
 /// ECDSA P-256: CKM_ECDSA_SHA256 and CKM_ECDSA over a digest made here, both raw r || s
 /// and verified by p256 with the service's point; C_Verify accepts the signature and
 /// rejects a damaged one.
@@ -318,23 +338,12 @@ pub fn check_ecdsa_p256(
     assert_eq!(pre.len(), 64);
     vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_slice(&pre).unwrap())
         .expect("CKM_ECDSA over a digest verifies with p256");
-    assert_rv!(
-        verify(m, h, mech(CKM_ECDSA_SHA256), public, msg, &sig),
-        CKR_OK
-    );
-    assert_rv!(
-        verify(m, h, mech(CKM_ECDSA_SHA256), public, msg, &pre),
-        CKR_OK
-    );
-    let mut bad = sig.clone();
-    bad[10] ^= 1;
-    assert_rv!(
-        verify(m, h, mech(CKM_ECDSA_SHA256), public, msg, &bad),
-        CKR_SIGNATURE_INVALID
-    );
+    check_verify(m, h, CKM_ECDSA_SHA256, public, msg, &sig, 10);
+    check_verify(m, h, CKM_ECDSA_SHA256, public, msg, &pre, 10);
 }
 
-/// ECDSA P-384 with SHA-384, verified by p384; C_Verify accepts it.
+/// ECDSA P-384 with SHA-384, verified by p384; C_Verify accepts it and rejects a damaged
+/// one.
 pub fn check_ecdsa_p384(
     m: &Module,
     h: CK_SESSION_HANDLE,
@@ -349,10 +358,7 @@ pub fn check_ecdsa_p384(
     assert_eq!(sig.len(), 96);
     vk.verify(msg, &p384::ecdsa::Signature::from_slice(&sig).unwrap())
         .expect("CKM_ECDSA_SHA384 verifies with p384");
-    assert_rv!(
-        verify(m, h, mech(CKM_ECDSA_SHA384), public, msg, &sig),
-        CKR_OK
-    );
+    check_verify(m, h, CKM_ECDSA_SHA384, public, msg, &sig, 10);
 }
 
 /// Ed25519 over the message itself, verified by ed25519-dalek (strict); C_Verify accepts
@@ -369,13 +375,7 @@ pub fn check_ed25519(
     let sig = sign(m, h, mech(CKM_EDDSA), private, msg).unwrap();
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
         .expect("Ed25519 verifies with ed25519-dalek");
-    assert_rv!(verify(m, h, mech(CKM_EDDSA), public, msg, &sig), CKR_OK);
-    let mut bad = sig.clone();
-    bad[0] ^= 1;
-    assert_rv!(
-        verify(m, h, mech(CKM_EDDSA), public, msg, &bad),
-        CKR_SIGNATURE_INVALID
-    );
+    check_verify(m, h, CKM_EDDSA, public, msg, &sig, 0);
 }
 
 /// RSA PKCS#1 v1.5 with SHA-256 (2048-bit), verified by rsa; C_Verify rejects a damaged
@@ -393,16 +393,7 @@ pub fn check_rsa_pkcs1_sha256(
     pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha256(msg), &sig)
         .expect("PKCS#1 v1.5 SHA-256 verifies with rsa");
     if let Some(public) = public {
-        assert_rv!(
-            verify(m, h, mech(CKM_SHA256_RSA_PKCS), public, msg, &sig),
-            CKR_OK
-        );
-        let mut bad = sig.clone();
-        bad[5] ^= 1;
-        assert_rv!(
-            verify(m, h, mech(CKM_SHA256_RSA_PKCS), public, msg, &bad),
-            CKR_SIGNATURE_INVALID
-        );
+        check_verify(m, h, CKM_SHA256_RSA_PKCS, public, msg, &sig, 5);
     }
     sig
 }
@@ -493,13 +484,7 @@ pub fn check_hmac(
         hmac_tag(mechanism, material, msg),
         "HMAC 0x{mechanism:x}: the tag the hmac crate computes"
     );
-    assert_rv!(verify(m, h, mech(mechanism), key, msg, &tag), CKR_OK);
-    let mut bad = tag.clone();
-    bad[0] ^= 1;
-    assert_rv!(
-        verify(m, h, mech(mechanism), key, msg, &bad),
-        CKR_SIGNATURE_INVALID
-    );
+    check_verify(m, h, mechanism, key, msg, &tag, 0);
     tag
 }
 
@@ -618,17 +603,6 @@ pub fn seal_sequence<T>(
     out
 }
 
-fn seal_gcm(iv: &mut [u8; 12]) -> CK_GCM_PARAMS {
-    CK_GCM_PARAMS {
-        pIv: iv.as_mut_ptr(),
-        ulIvLen: 12,
-        ulIvBits: 96,
-        pAAD: std::ptr::null_mut(),
-        ulAADLen: 0,
-        ulTagBits: 128,
-    }
-}
-
 /// One seal write: the IV the seal passes (`random_iv`: drawn with C_GenerateRandom, what
 /// OpenBao does, which needs gcm_iv = "service"; else 12 zero bytes), C_Encrypt, and the
 /// blob it stores: pIv as found after C_Encrypt || ct || tag. The service chose the IV.
@@ -647,7 +621,7 @@ pub fn seal_encrypt(
             assert_rv!(ck!(m, C_GenerateRandom(s, iv.as_mut_ptr(), 12)), CKR_OK);
         }
         let drawn = iv;
-        let mut gcm = seal_gcm(&mut iv);
+        let mut gcm = gcm_params(&mut iv, &mut [], 128);
         let ct = encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, pt).unwrap();
         assert_eq!(ct.len(), pt.len() + 16, "ct || tag, no IV appended");
         assert_eq!((gcm.ulIvLen, gcm.ulIvBits), (12, 96));
@@ -667,7 +641,7 @@ pub fn seal_decrypt(
 ) -> Result<Vec<u8>, CK_RV> {
     seal_sequence(m, slot, label, pin, found, |s, key| {
         let mut iv: [u8; 12] = blob[..12].try_into().unwrap();
-        let mut gcm = seal_gcm(&mut iv);
+        let mut gcm = gcm_params(&mut iv, &mut [], 128);
         decrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, &blob[12..])
     })
 }
