@@ -112,14 +112,7 @@ fn aes_seal(m: &Module, slot: CK_SLOT_ID, sel: Sel, plaintext: &[u8]) -> Vec<u8>
         let mut iv = [0u8; 12];
         assert_eq!(ck!(m, C_GenerateRandom(s, iv.as_mut_ptr(), 12)), CKR_OK);
         let drawn = iv;
-        let mut gcm = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: 12,
-            ulIvBits: 96,
-            pAAD: std::ptr::null_mut(),
-            ulAADLen: 0,
-            ulTagBits: 128,
-        };
+        let mut gcm = gcm_params(&mut iv, &mut [], 128);
         let ct = encrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, plaintext).unwrap();
         assert_eq!(
             ct.len(),
@@ -138,14 +131,7 @@ fn aes_seal(m: &Module, slot: CK_SLOT_ID, sel: Sel, plaintext: &[u8]) -> Vec<u8>
 fn aes_unseal(m: &Module, slot: CK_SLOT_ID, sel: Sel, blob: &[u8]) -> Vec<u8> {
     with_key(m, slot, sel, |s, key, _| {
         let mut iv: [u8; 12] = blob[..12].try_into().unwrap();
-        let mut gcm = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: 12,
-            ulIvBits: 96,
-            pAAD: std::ptr::null_mut(),
-            ulAADLen: 0,
-            ulTagBits: 128,
-        };
+        let mut gcm = gcm_params(&mut iv, &mut [], 128);
         decrypt(m, s, mech_with(CKM_AES_GCM, &mut gcm), key, &blob[12..]).unwrap()
     })
 }

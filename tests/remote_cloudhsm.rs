@@ -84,6 +84,15 @@ fn signer(keys: &[(&str, p256::ecdsa::VerifyingKey)], digest: &[u8], sig: &[u8])
         .map(|(n, _)| n.to_string())
 }
 
+/// Signs until replica `to` serves (every signature checked on the way), within `limit`.
+fn moves_to(sign_once: &mut impl FnMut() -> String, to: &str, limit: Duration, why: &str) {
+    let start = Instant::now();
+    while sign_once() != to {
+        assert!(start.elapsed() < limit, "{why}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn hsmux_check(config: &Path, softhsm_conf: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hsmux"))
         .args(["check", "--config"])
@@ -209,14 +218,12 @@ fn a_cluster_without_active_hsms_takes_its_replica_down_and_back() {
         "/__hsms",
         json!({"cluster": CLUSTER_A, "state": "DEGRADED"}),
     );
-    let start = Instant::now();
-    while sign_once() == "a" {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "replica a still serves 60 s after its cluster degraded"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    moves_to(
+        &mut sign_once,
+        "b",
+        Duration::from_secs(60),
+        "replica a still serves 60 s after its cluster degraded",
+    );
     for _ in 0..5 {
         assert_eq!(
             sign_once(),
@@ -238,14 +245,12 @@ fn a_cluster_without_active_hsms_takes_its_replica_down_and_back() {
         "/__hsms",
         json!({"cluster": CLUSTER_A, "state": "ACTIVE"}),
     );
-    let start = Instant::now();
-    while sign_once() == "b" {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "replica a not back 90 s after its cluster recovered"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    moves_to(
+        &mut sign_once,
+        "a",
+        Duration::from_secs(90),
+        "replica a not back 90 s after its cluster recovered",
+    );
     assert_eq!(sign_once(), "a");
     assert_rv!(ck!(m, C_CloseSession(h)), CKR_OK);
     assert_rv!(ck!(m, C_Finalize(std::ptr::null_mut())), CKR_OK);

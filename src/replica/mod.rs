@@ -11,6 +11,8 @@
 mod health;
 mod ops;
 mod prober;
+#[cfg(test)]
+mod tests;
 
 use crate::config::{Policy, Secret};
 use crate::core::attr::{Attr, AttrValue};
