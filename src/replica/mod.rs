@@ -399,7 +399,9 @@ impl Group {
                 }
             }
             Err(e) => {
-                r.health.lock().failed(&format!("probe: {e}"));
+                // Down again (a degraded replica stops serving calls, logs it and shows 0 in
+                // `hsmux_replica_up`); a down one backs off further.
+                self.mark_down(i, &format!("probe: {e}"));
                 false
             }
         }

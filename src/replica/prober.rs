@@ -35,12 +35,20 @@ fn run(g: &Group) {
                 continue;
             }
             if state == State::Healthy {
-                if let Err(e) = r.token.probe() {
-                    if crate::core::token::device_class(e.rv()) {
+                match r.token.probe() {
+                    Err(e) if crate::core::token::device_class(e.rv()) => {
                         g.mark_down(i, &format!("probe: {e}"));
                     }
-                } else {
-                    r.health.lock().probe_ok();
+                    // Any other answer (e.g. refused credentials) comes from a replica that
+                    // is there: it stays healthy and is probed again at the healthy pace,
+                    // not at every tick.
+                    Err(e) => {
+                        log::debug!("slot {}: replica {} probe: {e}", g.slot, r.name);
+                        r.health.lock().probe_ok();
+                    }
+                    Ok(()) => {
+                        r.health.lock().probe_ok();
+                    }
                 }
             } else {
                 g.probe(i);

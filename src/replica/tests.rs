@@ -677,7 +677,6 @@ fn a_call_moved_to_another_replica_opens_the_session_there_and_closes_it() {
 /// with a non-device answer leaves `next_probe` where it was, so the replica is probed at
 /// every tick (10 a second) from then on.
 #[test]
-#[ignore = "defect: a healthy replica whose probe fails with a non-device answer is probed every 100 ms"]
 fn a_failed_non_device_probe_keeps_the_healthy_pace() {
     let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
     start(&g);
@@ -781,7 +780,6 @@ fn token_info_is_the_last_seen_when_no_replica_answers() {
 /// `up` flag of a degraded replica set, logs nothing and leaves `hsmux_replica_up` at 1:
 /// calls keep going to a replica whose state says down.
 #[test]
-#[ignore = "defect: a degraded replica that fails its probe is down in its state but still used"]
 fn a_degraded_replica_that_fails_a_probe_is_not_used() {
     let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
     let key = start(&g);
