@@ -51,27 +51,9 @@ pub fn open(name: &str, cfg: &BackendConfig, gated: bool) -> Result<Box<dyn Toke
             }
         }
         BackendConfig::Module(m) => Box::new(module::token::ModuleToken::new(name, m)),
-        BackendConfig::Vault(c) => Box::new(remote::token(
-            name,
-            vault::Vault::new(name, c),
-            &c.common,
-            false,
-            gated,
-        )),
-        BackendConfig::GcpKms(c) => Box::new(remote::token(
-            name,
-            gcp_kms::GcpKms::new(name, c),
-            &c.common,
-            c.hsm_only,
-            gated,
-        )),
-        BackendConfig::AwsKms(c) => Box::new(remote::token(
-            name,
-            aws_kms::AwsKms::new(name, c),
-            &c.common,
-            false,
-            gated,
-        )),
+        BackendConfig::Vault(c) => Box::new(vault::open(name, c, gated)),
+        BackendConfig::GcpKms(c) => Box::new(gcp_kms::open(name, c, gated)),
+        BackendConfig::AwsKms(c) => Box::new(aws_kms::open(name, c, gated)),
         BackendConfig::CloudHsm(c) => Box::new(aws_kms::cloudhsm::open(name, c)),
         BackendConfig::Replicas { .. } => {
             return Err(Error::logged(

@@ -36,12 +36,19 @@ impl Here<'_> {
 /// One backend as the config names it.
 pub(super) struct Backend {
     pub name: &'static str,
-    /// The keys it takes besides `backend` and `timeout_ms` (which every backend takes).
-    keys: &'static [&'static str],
+    /// The keys it takes besides `backend` and `timeout_ms` (which every backend takes),
+    /// in groups.
+    keys: &'static [&'static [&'static str]],
     /// Can it be a `[[slot.replica]]`?
     pub replica: bool,
     /// Its keys, already known to be its own, into its config.
     parse: fn(&Keys, &Here) -> Result<BackendConfig, ConfigError>,
+}
+
+impl Backend {
+    fn takes(&self, key: &str) -> bool {
+        self.keys.iter().any(|group| group.contains(&key))
+    }
 }
 
 /// The keys of a vendor module (`backend = "module"`, and `"cloudhsm"` which is one).
@@ -56,79 +63,65 @@ const MODULE_KEYS: &[&str] = &[
 ];
 /// The keys of hsmux's own software token.
 const SOFT_KEYS: &[&str] = &["path", "kdf_iterations", "seal"];
+/// Where an AWS service is and the credentials for it.
+const AWS_KEYS: &[&str] = &[
+    "region",
+    "endpoint",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "profile",
+];
 
 /// Every backend this build offers, in the order messages list them.
 const BACKENDS: &[Backend] = &[
     Backend {
         name: "soft",
-        keys: SOFT_KEYS,
+        keys: &[SOFT_KEYS],
         replica: false,
         parse: soft,
     },
     Backend {
         name: "module",
-        keys: MODULE_KEYS,
+        keys: &[MODULE_KEYS],
         replica: true,
         parse: |k, h| Ok(BackendConfig::Module(module(k, h)?)),
     },
     Backend {
         name: "vault",
-        keys: &[
+        keys: &[&[
             "address",
             "namespace",
             "auth",
             "transit",
             "ca_file",
             "gcm_iv",
-        ],
+        ]],
         replica: true,
         parse: |k, h| Ok(BackendConfig::Vault(remote::vault(k, &h.table())?)),
     },
     Backend {
         name: "gcp-kms",
-        keys: &[
+        keys: &[&[
             "key_ring",
             "keys",
             "credentials",
             "endpoint",
             "hsm_only",
             "gcm_iv",
-        ],
+        ]],
         replica: true,
         parse: |k, h| Ok(BackendConfig::GcpKms(remote::gcp_kms(k, &h.table())?)),
     },
     Backend {
         name: "aws-kms",
-        keys: &[
-            "region",
-            "keys",
-            "endpoint",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "profile",
-        ],
+        keys: &[AWS_KEYS, &["keys"]],
         replica: true,
         parse: |k, h| Ok(BackendConfig::AwsKms(remote::aws_kms(k, &h.table())?)),
     },
     Backend {
         name: "cloudhsm",
-        keys: &[
-            "library",
-            "token",
-            "serial",
-            "slot",
-            "pin",
-            "init_args",
-            "probe_init",
-            "region",
-            "endpoint",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "profile",
-            "cluster_id",
-        ],
+        keys: &[MODULE_KEYS, AWS_KEYS, &["cluster_id"]],
         replica: true,
         parse: |k, h| {
             let module = module(k, h)?;
@@ -180,14 +173,14 @@ pub(super) fn parse(b: &Backend, k: &Keys, here: &Here) -> Result<BackendConfig,
     let foreign: Vec<&str> = k
         .given()
         .into_iter()
-        .filter(|key| *key != "timeout_ms" && !b.keys.contains(key))
+        .filter(|key| *key != "timeout_ms" && !b.takes(key))
         .collect();
     // A backend that takes none of the remote keys (soft, module) is told apart from the
     // remote ones in the messages.
     let local = b
         .keys
         .iter()
-        .all(|key| MODULE_KEYS.contains(key) || SOFT_KEYS.contains(key));
+        .all(|group| *group == MODULE_KEYS || *group == SOFT_KEYS);
     if foreign.iter().any(|key| MODULE_KEYS.contains(key)) {
         let keys: Vec<String> = MODULE_KEYS.iter().map(|k| format!("`{k}`")).collect();
         return Err(here.err(format!(
@@ -209,7 +202,7 @@ pub(super) fn parse(b: &Backend, k: &Keys, here: &Here) -> Result<BackendConfig,
         }
         let owners: Vec<&str> = BACKENDS
             .iter()
-            .filter(|o| o.keys.contains(key))
+            .filter(|o| o.takes(key))
             .map(|o| o.name)
             .collect();
         return Err(here.err(format!(

@@ -301,6 +301,14 @@ pub(super) fn gcp_kms(r: &Keys, at: &str) -> Result<GcpKmsConfig, ConfigError> {
     })
 }
 
+/// `endpoint` of an AWS service: the regional one unless given.
+fn aws_endpoint(r: &Keys, at: &str) -> Result<Option<String>, ConfigError> {
+    r.endpoint
+        .as_deref()
+        .map(|e| url(e, "endpoint", at))
+        .transpose()
+}
+
 fn aws_credentials(r: &Keys, at: &str) -> Result<AwsCredentials, ConfigError> {
     if r.access_key_id.is_some() != r.secret_access_key.is_some() {
         return Err(ConfigError(format!(
@@ -324,11 +332,7 @@ pub(super) fn aws_kms(r: &Keys, at: &str) -> Result<AwsKmsConfig, ConfigError> {
     Ok(AwsKmsConfig {
         region: need(&r.region, "region", "aws-kms", at)?,
         keys: names(&r.keys, "keys", at)?,
-        endpoint: r
-            .endpoint
-            .as_deref()
-            .map(|e| url(e, "endpoint", at))
-            .transpose()?,
+        endpoint: aws_endpoint(r, at)?,
         credentials: aws_credentials(r, at)?,
         common: common(r, at)?,
     })
@@ -343,11 +347,7 @@ pub(super) fn cloudhsm(
         module,
         cluster_id: need(&r.cluster_id, "cluster_id", "cloudhsm", at)?,
         region: need(&r.region, "region", "cloudhsm", at)?,
-        endpoint: r
-            .endpoint
-            .as_deref()
-            .map(|e| url(e, "endpoint", at))
-            .transpose()?,
+        endpoint: aws_endpoint(r, at)?,
         credentials: aws_credentials(r, at)?,
     })
 }

@@ -17,7 +17,8 @@ pub mod keys;
 pub mod sdk;
 
 use crate::backend::remote::{
-    rt, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput, SignScheme,
+    self, rt, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, RemoteToken, ServiceInfo, SignInput,
+    SignScheme,
 };
 use crate::backend::soft::crypto::der as sder;
 use crate::config::AwsKmsConfig;
@@ -34,6 +35,11 @@ use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The token of an AWS KMS slot or replica named `name` ([`remote::token`]).
+pub fn open(name: &str, cfg: &AwsKmsConfig, gated: bool) -> RemoteToken {
+    remote::token(name, AwsKms::new(name, cfg), &cfg.common, false, gated)
+}
 
 pub struct AwsKms {
     slot: String,
