@@ -32,9 +32,11 @@ pub fn without_metrics() {
     NO_METRICS.store(true, Ordering::SeqCst);
 }
 
+/// The replica groups among the slots, by slot id (`hsmux check`, the metrics).
+pub type Groups = Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)>;
+
 struct Running {
-    /// The replica groups among the slots, by slot id (`hsmux check`, the metrics).
-    groups: Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)>,
+    groups: Groups,
     /// The `/metrics` listener.
     listener: Option<Listener>,
 }
@@ -88,7 +90,7 @@ pub fn finalize() -> Result<()> {
 }
 
 /// The replica groups of the live instance, by slot id (for `hsmux check`).
-pub fn groups() -> Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)> {
+pub fn groups() -> Groups {
     LIFECYCLE
         .lock()
         .as_ref()
@@ -97,7 +99,7 @@ pub fn groups() -> Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)> {
 }
 
 /// Every configured slot, in configuration order, and the replica groups among them.
-fn build(config: Config) -> Result<(Instance, Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)>)> {
+fn build(config: Config) -> Result<(Instance, Groups)> {
     library::forget_failures();
     let objects = Arc::new(HandleTable::default());
     let mut all_slots = Vec::new();
@@ -164,7 +166,7 @@ fn module_slot(
 
 /// `[metrics]`: the registry every slot and replica group counts in, and its listener.
 /// The key stores work without it: a listener that cannot start is logged, not fatal.
-fn metrics(inst: &Instance, groups: &[(CK_SLOT_ID, Arc<ReplicaGroup>)]) -> Option<Listener> {
+fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
     let mc = inst.config.metrics.as_ref()?;
     if NO_METRICS.load(Ordering::SeqCst) {
         return None;
