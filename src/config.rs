@@ -481,6 +481,46 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_takes_the_backend_keys_of_a_slot_but_is_never_soft() {
+        let c = Config::parse(
+            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='module'\nlibrary='/x.so'\ntoken='t'\npin='1'\n",
+            "t",
+        )
+        .unwrap();
+        let BackendConfig::Replicas { replicas, .. } = &c.slots[0].backend else {
+            panic!("backend")
+        };
+        assert!(
+            matches!(&replicas[0].backend, BackendConfig::Module(m) if m.library == Path::new("/x.so"))
+        );
+        assert!(replicas[0].pin.is_some());
+        let e = Config::parse(
+            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='soft'\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("line 5")
+                && e.0.contains(
+                    "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)"
+                ),
+            "{}",
+            e.0
+        );
+        // A soft token's keys are a slot's only: the parser names the line.
+        let e = Config::parse(
+            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='vault'\npath='/x'\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("line 6") && e.0.contains("unknown field `path`"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
     fn secrets_resolve_without_showing_values() {
         std::env::set_var("HSMUX_TEST_SECRET", "s3cret");
         let s: Secret = toml::from_str::<toml::Value>("x = { env = 'HSMUX_TEST_SECRET' }").unwrap()

@@ -6,7 +6,7 @@
 //! builds nothing, the backends and replica groups know nothing of each other.
 
 use crate::backend::module::{library, ModuleSlot};
-use crate::config::{BackendConfig, Config, SlotConfig};
+use crate::config::{BackendConfig, Config, ModuleConfig, SlotConfig};
 use crate::core::error::{err, Result};
 use crate::core::handles::HandleTable;
 use crate::core::instance::{self, Instance, SlotRef};
@@ -107,8 +107,8 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
     for (i, s) in config.slots.iter().enumerate() {
         let id = s.id.unwrap_or(i as u64) as CK_SLOT_ID;
         let token: Arc<dyn Token> = match &s.backend {
-            BackendConfig::Module(_) => {
-                let m = module_slot(id, i, s, config.slots.len(), &objects);
+            BackendConfig::Module(m) => {
+                let m = module_slot(id, i, s, m, config.slots.len(), &objects);
                 all_slots.push((id, SlotRef::Module(m)));
                 continue;
             }
@@ -147,12 +147,10 @@ fn module_slot(
     id: CK_SLOT_ID,
     index: usize,
     s: &SlotConfig,
+    m: &ModuleConfig,
     configured: usize,
     objects: &Arc<HandleTable>,
 ) -> Arc<ModuleSlot> {
-    let BackendConfig::Module(m) = &s.backend else {
-        unreachable!("called for module slots only")
-    };
     Arc::new(ModuleSlot::new(
         id,
         index,

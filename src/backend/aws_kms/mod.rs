@@ -93,7 +93,7 @@ impl AwsKms {
         let target = self.target.clone();
         let what_owned = format!("slot {}: {what}", self.slot);
         rt::call(&what_owned, self.target.deadline, async move {
-            let c = client(&cell, &target).await?;
+            let c = cached_client(&cell, &target, Client::new).await?;
             f(c).await
         })
     }
@@ -146,13 +146,18 @@ impl AwsKms {
     }
 }
 
-/// The slot's client, built once (a race builds two, one of which is dropped).
-async fn client(cell: &Mutex<Option<Client>>, target: &sdk::Target) -> Result<Client> {
+/// The slot's client of an AWS service (KMS here, CloudHSM's in `cluster.rs`), built once
+/// by `new` (a race builds two, one of which is dropped).
+pub(crate) async fn cached_client<C: Clone>(
+    cell: &Mutex<Option<C>>,
+    target: &sdk::Target,
+    new: fn(&aws_config::SdkConfig) -> C,
+) -> Result<C> {
     if let Some(c) = cell.lock().clone() {
         return Ok(c);
     }
     let conf = sdk::load(target).await?;
-    let c = Client::new(&conf);
+    let c = new(&conf);
     *cell.lock() = Some(c.clone());
     Ok(c)
 }
