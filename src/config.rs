@@ -482,11 +482,13 @@ mod tests {
 
     #[test]
     fn a_replica_takes_the_backend_keys_of_a_slot_but_is_never_soft() {
-        let c = Config::parse(
-            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='module'\nlibrary='/x.so'\ntoken='t'\npin='1'\n",
-            "t",
-        )
-        .unwrap();
+        let group = |replica: &str| {
+            Config::parse(
+                &format!("[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\n{replica}"),
+                "t",
+            )
+        };
+        let c = group("backend='module'\nlibrary='/x.so'\ntoken='t'\npin='1'\n").unwrap();
         let BackendConfig::Replicas { replicas, .. } = &c.slots[0].backend else {
             panic!("backend")
         };
@@ -494,29 +496,15 @@ mod tests {
             matches!(&replicas[0].backend, BackendConfig::Module(m) if m.library == Path::new("/x.so"))
         );
         assert!(replicas[0].pin.is_some());
-        let e = Config::parse(
-            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='soft'\n",
-            "t",
-        )
-        .unwrap_err();
-        assert!(
-            e.0.contains("line 5")
-                && e.0.contains(
-                    "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)"
-                ),
-            "{}",
-            e.0
-        );
+        let e = group("backend='soft'\n").unwrap_err().0;
+        let want =
+            "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)";
+        assert!(e.contains("line 5") && e.contains(want), "{e}");
         // A soft token's keys are a slot's only: the parser names the line.
-        let e = Config::parse(
-            "[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\nbackend='vault'\npath='/x'\n",
-            "t",
-        )
-        .unwrap_err();
+        let e = group("backend='vault'\npath='/x'\n").unwrap_err().0;
         assert!(
-            e.0.contains("line 6") && e.0.contains("unknown field `path`"),
-            "{}",
-            e.0
+            e.contains("line 6") && e.contains("unknown field `path`"),
+            "{e}"
         );
     }
 
