@@ -1,12 +1,22 @@
 //! The TOML configuration: where it is found, its schema, and its validation.
 //!
+//! - here: the checked configuration ([`Config`], [`SlotConfig`], one [`BackendConfig`] per
+//!   slot or replica) and where the file is found;
+//! - `table.rs`: the `[[slot]]` and `[[slot.replica]]` tables as written, which share
+//!   every backend key, and their checks;
+//! - `backends.rs`: the backends, the keys each takes and its parse function (adding a
+//!   backend: one row there, one [`BackendConfig`] arm, and its keys in `table.rs`);
+//! - `remote.rs`: the remote services' config types and checks.
+//!
 //! Order of precedence for the file: a path passed in `CK_C_INITIALIZE_ARGS.pReserved`,
 //! then `HSMUX_CONFIG`, then `$XDG_CONFIG_HOME/hsmux/hsmux.toml` (`~/.config/...`), then
 //! `/etc/hsmux/hsmux.toml`; none of them: the embedded default (one soft slot).
 
 use serde::Deserialize;
 
+mod backends;
 mod remote;
+mod table;
 pub use remote::{
     AwsCredentials, AwsKmsConfig, CloudHsmConfig, GcpKmsConfig, RemoteCommon, SealConfig,
     VaultAuth, VaultConfig,
@@ -31,123 +41,6 @@ pub struct Config {
     pub slots: Vec<SlotConfig>,
     /// Where this configuration came from (not part of the file).
     pub source: String,
-}
-
-/// The file as written. Slot tables are flat (every backend's keys in one struct) so that
-/// the TOML parser itself reports an unknown or mistyped key with its line; what depends
-/// on the backend is checked afterwards with the positions kept in `Spanned`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    log: LogConfig,
-    #[serde(default)]
-    metrics: Option<MetricsConfig>,
-    #[serde(default, rename = "slot")]
-    slots: Vec<toml::Spanned<RawSlot>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSlot {
-    id: Option<u64>,
-    label: String,
-    /// Absent for a replica group (the backends are the replicas').
-    backend: Option<toml::Spanned<String>>,
-    path: Option<PathBuf>,
-    kdf_iterations: Option<u32>,
-    user_pin: Option<PinCheck>,
-    // backend = "module"
-    library: Option<toml::Spanned<PathBuf>>,
-    token: Option<String>,
-    serial: Option<String>,
-    slot: Option<u64>,
-    pin: Option<Secret>,
-    init_args: Option<String>,
-    probe_init: Option<bool>,
-    timeout_ms: Option<u64>,
-    // remote backends (config/remote.rs)
-    address: Option<String>,
-    namespace: Option<String>,
-    auth: Option<remote::VaultAuth>,
-    transit: Option<remote::RawTransit>,
-    ca_file: Option<PathBuf>,
-    key_ring: Option<String>,
-    keys: Option<Vec<String>>,
-    credentials: Option<PathBuf>,
-    endpoint: Option<String>,
-    hsm_only: Option<bool>,
-    region: Option<String>,
-    access_key_id: Option<Secret>,
-    secret_access_key: Option<Secret>,
-    session_token: Option<Secret>,
-    profile: Option<String>,
-    cluster_id: Option<String>,
-    gcm_iv: Option<String>,
-    /// `[slot.seal]` of a soft slot.
-    seal: Option<remote::RawSeal>,
-    // a replica group
-    policy: Option<toml::Spanned<String>>,
-    replica: Option<Vec<toml::Spanned<RawReplica>>>,
-}
-
-/// Copies the remote backends' keys out of a raw table.
-macro_rules! raw_remote {
-    ($s:expr) => {
-        remote::RawRemote {
-            address: $s.address.clone(),
-            namespace: $s.namespace.clone(),
-            auth: $s.auth.clone(),
-            transit: $s.transit.clone(),
-            ca_file: $s.ca_file.clone(),
-            key_ring: $s.key_ring.clone(),
-            keys: $s.keys.clone(),
-            credentials: $s.credentials.clone(),
-            endpoint: $s.endpoint.clone(),
-            hsm_only: $s.hsm_only,
-            region: $s.region.clone(),
-            access_key_id: $s.access_key_id.clone(),
-            secret_access_key: $s.secret_access_key.clone(),
-            session_token: $s.session_token.clone(),
-            profile: $s.profile.clone(),
-            cluster_id: $s.cluster_id.clone(),
-            gcm_iv: $s.gcm_iv.clone(),
-        }
-    };
-}
-
-/// One `[[slot.replica]]`: a name and a backend's keys.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReplica {
-    name: String,
-    backend: toml::Spanned<String>,
-    library: Option<toml::Spanned<PathBuf>>,
-    token: Option<String>,
-    serial: Option<String>,
-    slot: Option<u64>,
-    pin: Option<Secret>,
-    init_args: Option<String>,
-    probe_init: Option<bool>,
-    timeout_ms: Option<u64>,
-    // remote backends (config/remote.rs)
-    address: Option<String>,
-    namespace: Option<String>,
-    auth: Option<remote::VaultAuth>,
-    transit: Option<remote::RawTransit>,
-    ca_file: Option<PathBuf>,
-    key_ring: Option<String>,
-    keys: Option<Vec<String>>,
-    credentials: Option<PathBuf>,
-    endpoint: Option<String>,
-    hsm_only: Option<bool>,
-    region: Option<String>,
-    access_key_id: Option<Secret>,
-    secret_access_key: Option<Secret>,
-    session_token: Option<Secret>,
-    profile: Option<String>,
-    cluster_id: Option<String>,
-    gcm_iv: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -211,7 +104,8 @@ pub enum TokenSelector {
     Slot(u64),
 }
 
-/// The key store behind a slot, chosen by `backend = "..."`.
+/// The key store behind a slot or a replica, chosen by `backend = "..."` (a replica is
+/// never `Soft` nor `Replicas`).
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
     /// hsmux's own software token.
@@ -254,17 +148,8 @@ pub struct ReplicaConfig {
     /// The user PIN hsmux logs in to this replica with (`pin`); `None` passes the
     /// consumer's PIN through (vendor modules) or needs none (remote services).
     pub pin: Option<Secret>,
-    pub backend: ReplicaBackend,
-}
-
-/// The key store of one replica: any backend but a soft token or another group.
-#[derive(Debug, Clone)]
-pub enum ReplicaBackend {
-    Module(ModuleConfig),
-    Vault(VaultConfig),
-    GcpKms(GcpKmsConfig),
-    AwsKms(AwsKmsConfig),
-    CloudHsm(CloudHsmConfig),
+    /// Any backend but a soft token or another group.
+    pub backend: BackendConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -337,293 +222,6 @@ pub fn default_soft_path() -> PathBuf {
     }
 }
 
-fn check_user_pin(
-    s: &RawSlot,
-    at: &dyn Fn(usize) -> String,
-    line: usize,
-) -> Result<(), ConfigError> {
-    if let Some(p) = &s.user_pin {
-        if hex::decode(&p.sha256).map(|v| v.len()) != Ok(32) {
-            return Err(ConfigError(format!(
-                "{}: key `user_pin.sha256` must be 64 hex digits",
-                at(line)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A slot with `[[slot.replica]]` entries: the policy and each replica's backend.
-fn replica_group(
-    s: &RawSlot,
-    replicas: &[toml::Spanned<RawReplica>],
-    at: &dyn Fn(usize) -> String,
-    line: usize,
-    line_of: &dyn Fn(usize) -> usize,
-    origin: &str,
-) -> Result<BackendConfig, ConfigError> {
-    let own_keys = s.backend.is_some()
-        || s.library.is_some()
-        || s.token.is_some()
-        || s.serial.is_some()
-        || s.slot.is_some()
-        || s.pin.is_some()
-        || s.path.is_some()
-        || s.seal.is_some()
-        || !raw_remote!(s).present().is_empty();
-    if own_keys {
-        return Err(ConfigError(format!(
-            "{}: a slot with [[slot.replica]] entries takes `backend` and its keys in each replica, not in the slot",
-            at(line)
-        )));
-    }
-    let policy = match s
-        .policy
-        .as_ref()
-        .map(|p| (p.get_ref().as_str(), p.span().start))
-    {
-        None | Some(("failover", _)) => Policy::Failover,
-        Some(("balance", _)) => Policy::Balance,
-        Some((other, pos)) => {
-            return Err(ConfigError(format!(
-                "{}: key `policy`: {other:?} is not \"failover\" or \"balance\"",
-                at(line_of(pos))
-            )))
-        }
-    };
-    if replicas.is_empty() {
-        return Err(ConfigError(format!(
-            "{}: [[slot.replica]] is empty",
-            at(line)
-        )));
-    }
-    let mut out: Vec<ReplicaConfig> = Vec::new();
-    for r in replicas {
-        let rline = line_of(r.span().start);
-        let r = r.get_ref();
-        let rat = |l: usize| {
-            format!(
-                "{origin}: line {l}: [[slot.replica]] {:?} of slot {:?}",
-                r.name, s.label
-            )
-        };
-        if r.name.is_empty() || out.iter().any(|o| o.name == r.name) {
-            return Err(ConfigError(format!(
-                "{}: key `name` must be given and unique in the slot",
-                rat(rline)
-            )));
-        }
-        let as_slot = RawSlot {
-            id: None,
-            label: r.name.clone(),
-            backend: Some(r.backend.clone()),
-            path: None,
-            kdf_iterations: None,
-            user_pin: None,
-            library: r.library.clone(),
-            token: r.token.clone(),
-            serial: r.serial.clone(),
-            slot: r.slot,
-            pin: r.pin.clone(),
-            init_args: r.init_args.clone(),
-            probe_init: r.probe_init,
-            timeout_ms: r.timeout_ms,
-            address: r.address.clone(),
-            namespace: r.namespace.clone(),
-            auth: r.auth.clone(),
-            transit: r.transit.clone(),
-            ca_file: r.ca_file.clone(),
-            key_ring: r.key_ring.clone(),
-            keys: r.keys.clone(),
-            credentials: r.credentials.clone(),
-            endpoint: r.endpoint.clone(),
-            hsm_only: r.hsm_only,
-            region: r.region.clone(),
-            access_key_id: r.access_key_id.clone(),
-            secret_access_key: r.secret_access_key.clone(),
-            session_token: r.session_token.clone(),
-            profile: r.profile.clone(),
-            cluster_id: r.cluster_id.clone(),
-            gcm_iv: r.gcm_iv.clone(),
-            seal: None,
-            policy: None,
-            replica: None,
-        };
-        let backend = match backend_of(&as_slot, &rat, rline, line_of)? {
-            BackendConfig::Module(m) => ReplicaBackend::Module(m),
-            BackendConfig::Vault(v) => ReplicaBackend::Vault(v),
-            BackendConfig::GcpKms(v) => ReplicaBackend::GcpKms(v),
-            BackendConfig::AwsKms(v) => ReplicaBackend::AwsKms(v),
-            BackendConfig::CloudHsm(v) => ReplicaBackend::CloudHsm(v),
-            BackendConfig::Soft { .. } | BackendConfig::Replicas { .. } => {
-                return Err(ConfigError(format!(
-                    "{}: key `backend`: {:?} cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)",
-                    rat(line_of(r.backend.span().start)),
-                    r.backend.get_ref()
-                )))
-            }
-        };
-        out.push(ReplicaConfig {
-            name: r.name.clone(),
-            pin: r.pin.clone(),
-            backend,
-        });
-    }
-    Ok(BackendConfig::Replicas {
-        policy,
-        replicas: out,
-    })
-}
-
-/// The backend of a slot (or replica) table without `[[slot.replica]]`.
-fn backend_of(
-    s: &RawSlot,
-    at: &dyn Fn(usize) -> String,
-    line: usize,
-    line_of: &dyn Fn(usize) -> usize,
-) -> Result<BackendConfig, ConfigError> {
-    let Some(backend_key) = &s.backend else {
-        return Err(ConfigError(format!(
-            "{}: key `backend` is missing (or give [[slot.replica]] entries)",
-            at(line)
-        )));
-    };
-    let backend_line = line_of(backend_key.span().start);
-    let name = backend_key.get_ref().as_str();
-    if !matches!(
-        name,
-        "soft" | "module" | "vault" | "gcp-kms" | "aws-kms" | "cloudhsm"
-    ) {
-        return Err(ConfigError(format!(
-            "{}: key `backend`: unknown backend {name:?} (this build offers: soft, module, vault, gcp-kms, aws-kms, cloudhsm)",
-            at(backend_line)
-        )));
-    }
-    let module_keys = s.library.is_some()
-        || s.token.is_some()
-        || s.serial.is_some()
-        || s.slot.is_some()
-        || s.init_args.is_some()
-        || s.probe_init.is_some();
-    let remote = raw_remote!(s);
-    let here = at(line);
-    if matches!(name, "soft" | "vault" | "gcp-kms" | "aws-kms") && (module_keys || s.pin.is_some())
-    {
-        return Err(ConfigError(format!(
-            "{here}: keys `library`, `token`, `serial`, `slot`, `pin`, `init_args`, `probe_init` belong to backend \"module\"{}",
-            if name == "soft" { "" } else { " (a remote slot authenticates with its own credentials; `user_pin` checks the consumer's PIN)" }
-        )));
-    }
-    if name != "soft" && (s.path.is_some() || s.kdf_iterations.is_some() || s.seal.is_some()) {
-        return Err(ConfigError(format!(
-            "{here}: keys `path`, `kdf_iterations` and [slot.seal] belong to backend \"soft\""
-        )));
-    }
-    if matches!(name, "soft" | "module") {
-        if let Some(k) = remote.present().first() {
-            return Err(ConfigError(format!(
-                "{here}: key `{k}` belongs to a remote backend, not {name:?}"
-            )));
-        }
-    }
-    let timeout_ms = match s.timeout_ms {
-        Some(0) => {
-            return Err(ConfigError(format!(
-                "{here}: key `timeout_ms` must be above 0"
-            )))
-        }
-        t => t.unwrap_or(DEFAULT_TIMEOUT_MS),
-    };
-    Ok(match name {
-        "soft" => BackendConfig::Soft {
-            path: s.path.clone().ok_or_else(|| {
-                ConfigError(format!(
-                    "{here}: key `path` is missing (backend \"soft\" needs it)"
-                ))
-            })?,
-            kdf_iterations: s.kdf_iterations,
-            seal: s
-                .seal
-                .as_ref()
-                .map(|r| remote::seal(r, DEFAULT_TIMEOUT_MS, &here))
-                .transpose()?,
-        },
-        "module" => BackendConfig::Module(module_config(s, at, line, line_of)?),
-        "vault" => BackendConfig::Vault(remote::vault(&remote, timeout_ms, &here)?),
-        "gcp-kms" => BackendConfig::GcpKms(remote::gcp_kms(&remote, timeout_ms, &here)?),
-        "aws-kms" => BackendConfig::AwsKms(remote::aws_kms(&remote, timeout_ms, &here)?),
-        "cloudhsm" => BackendConfig::CloudHsm(remote::cloudhsm(
-            &remote,
-            module_config(s, at, line, line_of)?,
-            &here,
-        )?),
-        other => {
-            return Err(ConfigError(format!(
-                "{}: key `backend`: unknown backend {other:?} (this build offers: soft, module, vault, gcp-kms, aws-kms, cloudhsm)",
-                at(backend_line)
-            )))
-        }
-    })
-}
-
-/// The keys of a `backend = "module"` slot, checked with the line of the offending key.
-fn module_config(
-    s: &RawSlot,
-    at: &dyn Fn(usize) -> String,
-    line: usize,
-    line_of: &dyn Fn(usize) -> usize,
-) -> Result<ModuleConfig, ConfigError> {
-    let library = s.library.as_ref().ok_or_else(|| {
-        ConfigError(format!(
-            "{}: key `library` is missing (backend \"module\" needs the vendor library's absolute path)",
-            at(line)
-        ))
-    })?;
-    if !library.get_ref().is_absolute() {
-        return Err(ConfigError(format!(
-            "{}: key `library`: {:?} is not an absolute path",
-            at(line_of(library.span().start)),
-            library.get_ref()
-        )));
-    }
-    let mut chosen = Vec::new();
-    if let Some(t) = &s.token {
-        chosen.push(TokenSelector::Label(t.trim_end().to_string()));
-    }
-    if let Some(t) = &s.serial {
-        chosen.push(TokenSelector::Serial(t.trim_end().to_string()));
-    }
-    if let Some(n) = s.slot {
-        chosen.push(TokenSelector::Slot(n));
-    }
-    if chosen.len() != 1 {
-        return Err(ConfigError(format!(
-            "{}: give exactly one of the keys `token` (label), `serial` or `slot` to choose the vendor's token",
-            at(line)
-        )));
-    }
-    if s.path.is_some() || s.kdf_iterations.is_some() {
-        return Err(ConfigError(format!(
-            "{}: keys `path` and `kdf_iterations` belong to backend \"soft\"",
-            at(line)
-        )));
-    }
-    if s.timeout_ms == Some(0) {
-        return Err(ConfigError(format!(
-            "{}: key `timeout_ms` must be above 0",
-            at(line)
-        )));
-    }
-    Ok(ModuleConfig {
-        library: library.get_ref().clone(),
-        select: chosen.remove(0),
-        pin: s.pin.clone(),
-        init_args: s.init_args.clone(),
-        probe_init: s.probe_init.unwrap_or(true),
-        timeout_ms: s.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-    })
-}
-
 impl Config {
     /// The embedded default: one soft slot, id 0, label `hsmux-soft`.
     pub fn embedded_default() -> Config {
@@ -654,42 +252,14 @@ impl Config {
     /// Parses and validates a config text; relative paths are resolved against `base` (the
     /// config file's directory) or, without one, refused.
     pub fn parse_at(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
+        let raw: table::RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let mut slots = Vec::new();
-        for spanned in raw.slots {
-            let line = line_of(spanned.span().start);
-            let s = spanned.into_inner();
-            let at = |l: usize| format!("{origin}: line {l}: [[slot]] {:?}", s.label);
-            if let Some(replicas) = &s.replica {
-                let backend = replica_group(&s, replicas, &at, line, &line_of, origin)?;
-                check_user_pin(&s, &at, line)?;
-                slots.push(SlotConfig {
-                    id: s.id,
-                    label: s.label,
-                    backend,
-                    user_pin: s.user_pin,
-                    line,
-                });
-                continue;
-            }
-            if let Some(p) = &s.policy {
-                return Err(ConfigError(format!(
-                    "{}: key `policy` needs [[slot.replica]] entries",
-                    at(line_of(p.span().start))
-                )));
-            }
-            let backend = backend_of(&s, &at, line, &line_of)?;
-            check_user_pin(&s, &at, line)?;
-            slots.push(SlotConfig {
-                id: s.id,
-                label: s.label,
-                backend,
-                user_pin: s.user_pin,
-                line,
-            });
-        }
+        let slots = raw
+            .slots
+            .into_iter()
+            .map(|s| table::slot(s, origin, &line_of))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut cfg = Config {
             log: raw.log,
             metrics: raw.metrics,
@@ -908,6 +478,34 @@ mod tests {
     fn unknown_backend_is_refused() {
         let e = Config::parse("[[slot]]\nlabel='a'\nbackend='floppy'\n", "t").unwrap_err();
         assert!(e.0.contains("floppy"), "{}", e.0);
+    }
+
+    #[test]
+    fn a_replica_takes_the_backend_keys_of_a_slot_but_is_never_soft() {
+        let group = |replica: &str| {
+            Config::parse(
+                &format!("[[slot]]\nlabel='g'\n[[slot.replica]]\nname='a'\n{replica}"),
+                "t",
+            )
+        };
+        let c = group("backend='module'\nlibrary='/x.so'\ntoken='t'\npin='1'\n").unwrap();
+        let BackendConfig::Replicas { replicas, .. } = &c.slots[0].backend else {
+            panic!("backend")
+        };
+        assert!(
+            matches!(&replicas[0].backend, BackendConfig::Module(m) if m.library == Path::new("/x.so"))
+        );
+        assert!(replicas[0].pin.is_some());
+        let e = group("backend='soft'\n").unwrap_err().0;
+        let want =
+            "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)";
+        assert!(e.contains("line 5") && e.contains(want), "{e}");
+        // A soft token's keys are a slot's only: the parser names the line.
+        let e = group("backend='vault'\npath='/x'\n").unwrap_err().0;
+        assert!(
+            e.contains("line 6") && e.contains("unknown field `path`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! of slots.
 //!
 //! Data flows one way: [`ffi`] (the C ABI, unsafe and thin) -> [`core`] (PKCS#11 rules in
-//! safe Rust) -> [`backend`] (the key stores). See `shared/DESIGN.md` in the project.
+//! safe Rust, the running state and the [`core::token::Token`] contract) -> the tokens:
+//! [`backend`] (the key stores) and [`replica`] (groups of them). [`setup`] is the
+//! composition root that builds them from the [`config`] at `C_Initialize`; [`metrics`]
+//! counts and serves `/metrics`. Each layer imports only those below it (nothing imports
+//! `ffi`). See `shared/DESIGN.md` in the project.
 
 pub mod backend;
 pub mod config;
@@ -13,5 +17,6 @@ pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod replica;
+pub mod setup;
 
 pub use crate::core::error::{Error, Result};

@@ -10,6 +10,7 @@ use hsmux::core::api::general;
 use hsmux::core::instance::{self, SlotRef};
 use hsmux::core::rv;
 use hsmux::replica::{ReplicaGroup, State};
+use hsmux::setup;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,8 +70,8 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         }
     };
     println!("config: {}", cfg.source);
-    instance::without_metrics();
-    if let Err(e) = instance::initialize(config.as_deref()) {
+    setup::without_metrics();
+    if let Err(e) = setup::initialize(config.as_deref()) {
         eprintln!("hsmux: cannot initialize: {e}");
         return ExitCode::from(1);
     }
@@ -80,7 +81,7 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         println!("log: PROBLEM: {why} (the module logs to stderr instead)");
     }
     let (slots, groups) = match instance::get() {
-        Ok(inst) => (inst.all_slots.clone(), inst.groups.clone()),
+        Ok(inst) => (inst.all_slots.clone(), setup::groups()),
         Err(e) => {
             eprintln!("hsmux: cannot initialize: {e}");
             return ExitCode::from(1);
@@ -145,7 +146,7 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         }
     }
     problems += cloudhsm_clusters();
-    let _ = instance::finalize();
+    let _ = setup::finalize();
     if problems == 0 {
         ExitCode::SUCCESS
     } else {

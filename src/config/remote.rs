@@ -2,7 +2,8 @@
 //! AWS CloudHSM (a vendor module with the cluster's health beside it), and the soft
 //! token's `[slot.seal]`.
 
-use super::{ConfigError, ModuleConfig, Secret};
+use super::table::Keys;
+use super::{ConfigError, ModuleConfig, Secret, DEFAULT_TIMEOUT_MS};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -90,7 +91,7 @@ impl std::fmt::Debug for VaultAuth {
 /// `transit = { path = "transit", keys = [..], namespace = ".." }`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RawTransit {
+pub(super) struct RawTransit {
     #[serde(default = "transit")]
     pub path: String,
     /// The keys the slot shows; absent = every key of the mount (needs `list` on
@@ -177,118 +178,6 @@ pub struct SealConfig {
     pub key: String,
 }
 
-/// The keys a slot table may carry for the remote backends (part of `RawSlot`).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawRemote {
-    pub address: Option<String>,
-    pub namespace: Option<String>,
-    pub auth: Option<VaultAuth>,
-    pub transit: Option<RawTransit>,
-    pub ca_file: Option<PathBuf>,
-    pub key_ring: Option<String>,
-    pub keys: Option<Vec<String>>,
-    pub credentials: Option<PathBuf>,
-    pub endpoint: Option<String>,
-    pub hsm_only: Option<bool>,
-    pub region: Option<String>,
-    pub access_key_id: Option<Secret>,
-    pub secret_access_key: Option<Secret>,
-    pub session_token: Option<Secret>,
-    pub profile: Option<String>,
-    pub cluster_id: Option<String>,
-    pub gcm_iv: Option<String>,
-}
-
-impl RawRemote {
-    /// The names of the keys given, for "belongs to another backend" messages.
-    pub fn present(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        macro_rules! p {
-            ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* };
-        }
-        p!(
-            address,
-            namespace,
-            auth,
-            transit,
-            ca_file,
-            key_ring,
-            keys,
-            credentials,
-            endpoint,
-            hsm_only,
-            region,
-            access_key_id,
-            secret_access_key,
-            session_token,
-            profile,
-            cluster_id,
-            gcm_iv
-        );
-        v
-    }
-}
-
-/// Which of the remote keys each backend takes.
-pub fn keys_of(backend: &str) -> &'static [&'static str] {
-    match backend {
-        "vault" => &[
-            "address",
-            "namespace",
-            "auth",
-            "transit",
-            "ca_file",
-            "gcm_iv",
-        ],
-        "gcp-kms" => &[
-            "key_ring",
-            "keys",
-            "credentials",
-            "endpoint",
-            "hsm_only",
-            "gcm_iv",
-        ],
-        "aws-kms" => &[
-            "region",
-            "keys",
-            "endpoint",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "profile",
-        ],
-        "cloudhsm" => &[
-            "region",
-            "endpoint",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "profile",
-            "cluster_id",
-        ],
-        _ => &[],
-    }
-}
-
-/// Refuses a key that belongs to another backend, naming it.
-pub fn check_keys(r: &RawRemote, backend: &str, at: &str) -> Result<(), ConfigError> {
-    let allowed = keys_of(backend);
-    for k in r.present() {
-        if !allowed.contains(&k) {
-            let owners: Vec<&str> = ["vault", "gcp-kms", "aws-kms", "cloudhsm"]
-                .into_iter()
-                .filter(|b| keys_of(b).contains(&k))
-                .collect();
-            return Err(ConfigError(format!(
-                "{at}: key `{k}` does not belong to backend {backend:?} (it is a key of {})",
-                owners.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn need<T: Clone>(v: &Option<T>, key: &str, backend: &str, at: &str) -> Result<T, ConfigError> {
     v.clone().ok_or_else(|| {
         ConfigError(format!(
@@ -297,7 +186,7 @@ fn need<T: Clone>(v: &Option<T>, key: &str, backend: &str, at: &str) -> Result<T
     })
 }
 
-fn common(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<RemoteCommon, ConfigError> {
+fn common(r: &Keys, at: &str) -> Result<RemoteCommon, ConfigError> {
     let gcm_service_iv = match r.gcm_iv.as_deref() {
         None | Some("caller") => false,
         Some("service") => true,
@@ -308,7 +197,7 @@ fn common(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<RemoteCommon, Conf
         }
     };
     Ok(RemoteCommon {
-        timeout_ms,
+        timeout_ms: r.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
         gcm_service_iv,
     })
 }
@@ -349,8 +238,7 @@ fn namespace(v: Option<&str>, key: &str, at: &str) -> Result<Option<String>, Con
     Ok((!v.is_empty()).then(|| v.to_string()))
 }
 
-pub fn vault(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<VaultConfig, ConfigError> {
-    check_keys(r, "vault", at)?;
+pub(super) fn vault(r: &Keys, at: &str) -> Result<VaultConfig, ConfigError> {
     let address = url(&need(&r.address, "address", "vault", at)?, "address", at)?;
     let auth = need(&r.auth, "auth", "vault", at)?;
     let transit = r.transit.clone().unwrap_or(RawTransit {
@@ -380,12 +268,11 @@ pub fn vault(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<VaultConfig, Co
         mount,
         keys: names(&transit.keys, "transit.keys", at)?,
         ca_file: r.ca_file.clone(),
-        common: common(r, timeout_ms, at)?,
+        common: common(r, at)?,
     })
 }
 
-pub fn gcp_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<GcpKmsConfig, ConfigError> {
-    check_keys(r, "gcp-kms", at)?;
+pub(super) fn gcp_kms(r: &Keys, at: &str) -> Result<GcpKmsConfig, ConfigError> {
     let key_ring = need(&r.key_ring, "key_ring", "gcp-kms", at)?;
     let parts: Vec<&str> = key_ring.split('/').collect();
     if parts.len() != 6
@@ -410,11 +297,19 @@ pub fn gcp_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<GcpKmsConfig,
             at,
         )?,
         hsm_only: r.hsm_only.unwrap_or(false),
-        common: common(r, timeout_ms, at)?,
+        common: common(r, at)?,
     })
 }
 
-fn aws_credentials(r: &RawRemote, at: &str) -> Result<AwsCredentials, ConfigError> {
+/// `endpoint` of an AWS service: the regional one unless given.
+fn aws_endpoint(r: &Keys, at: &str) -> Result<Option<String>, ConfigError> {
+    r.endpoint
+        .as_deref()
+        .map(|e| url(e, "endpoint", at))
+        .transpose()
+}
+
+fn aws_credentials(r: &Keys, at: &str) -> Result<AwsCredentials, ConfigError> {
     if r.access_key_id.is_some() != r.secret_access_key.is_some() {
         return Err(ConfigError(format!(
             "{at}: keys `access_key_id` and `secret_access_key` go together"
@@ -433,44 +328,34 @@ fn aws_credentials(r: &RawRemote, at: &str) -> Result<AwsCredentials, ConfigErro
     })
 }
 
-pub fn aws_kms(r: &RawRemote, timeout_ms: u64, at: &str) -> Result<AwsKmsConfig, ConfigError> {
-    check_keys(r, "aws-kms", at)?;
+pub(super) fn aws_kms(r: &Keys, at: &str) -> Result<AwsKmsConfig, ConfigError> {
     Ok(AwsKmsConfig {
         region: need(&r.region, "region", "aws-kms", at)?,
         keys: names(&r.keys, "keys", at)?,
-        endpoint: r
-            .endpoint
-            .as_deref()
-            .map(|e| url(e, "endpoint", at))
-            .transpose()?,
+        endpoint: aws_endpoint(r, at)?,
         credentials: aws_credentials(r, at)?,
-        common: common(r, timeout_ms, at)?,
+        common: common(r, at)?,
     })
 }
 
-pub fn cloudhsm(
-    r: &RawRemote,
+pub(super) fn cloudhsm(
+    r: &Keys,
     module: ModuleConfig,
     at: &str,
 ) -> Result<CloudHsmConfig, ConfigError> {
-    check_keys(r, "cloudhsm", at)?;
     Ok(CloudHsmConfig {
         module,
         cluster_id: need(&r.cluster_id, "cluster_id", "cloudhsm", at)?,
         region: need(&r.region, "region", "cloudhsm", at)?,
-        endpoint: r
-            .endpoint
-            .as_deref()
-            .map(|e| url(e, "endpoint", at))
-            .transpose()?,
+        endpoint: aws_endpoint(r, at)?,
         credentials: aws_credentials(r, at)?,
     })
 }
 
 /// `[slot.seal]` as written: a backend (vault), the key, and Vault's connection keys.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSeal {
+pub(super) struct RawSeal {
     pub backend: String,
     pub key: String,
     pub timeout_ms: Option<u64>,
@@ -481,7 +366,7 @@ pub struct RawSeal {
     pub ca_file: Option<PathBuf>,
 }
 
-pub fn seal(s: &RawSeal, default_timeout: u64, at: &str) -> Result<SealConfig, ConfigError> {
+pub(super) fn seal(s: &RawSeal, at: &str) -> Result<SealConfig, ConfigError> {
     let at = format!("{at}: [slot.seal]");
     if s.backend != "vault" {
         return Err(ConfigError(format!(
@@ -492,23 +377,24 @@ pub fn seal(s: &RawSeal, default_timeout: u64, at: &str) -> Result<SealConfig, C
     if s.key.is_empty() {
         return Err(ConfigError(format!("{at}: key `key` is empty")));
     }
-    let r = RawRemote {
+    let r = Keys {
+        timeout_ms: s.timeout_ms,
         address: s.address.clone(),
         namespace: s.namespace.clone(),
         auth: s.auth.clone(),
         transit: s.transit.clone(),
         ca_file: s.ca_file.clone(),
-        ..RawRemote::default()
+        ..Keys::default()
     };
     Ok(SealConfig {
-        vault: vault(&r, s.timeout_ms.unwrap_or(default_timeout), &at)?,
+        vault: vault(&r, &at)?,
         key: s.key.clone(),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{BackendConfig, Config, Policy, ReplicaBackend, Secret, VaultAuth};
+    use crate::config::{BackendConfig, Config, Policy, Secret, VaultAuth};
 
     fn parse(t: &str) -> Result<Config, String> {
         Config::parse(t, "t.toml").map_err(|e| e.0)
@@ -598,7 +484,7 @@ path = "/tmp/x"
             panic!()
         };
         assert_eq!(*policy, Policy::Balance);
-        assert!(matches!(&replicas[1].backend, ReplicaBackend::Vault(v)
+        assert!(matches!(&replicas[1].backend, BackendConfig::Vault(v)
             if matches!(&v.auth, VaultAuth::Kubernetes { path, jwt: Secret::File { .. }, .. } if path == "kubernetes")));
         let BackendConfig::Soft { seal: Some(s), .. } = &c.slots[1].backend else {
             panic!()

@@ -1,37 +1,26 @@
 //! The module's state between `C_Initialize` and `C_Finalize`: slots, sessions and the
 //! object handle table, plus the fork epoch that makes a forked child re-initialize.
+//!
+//! The core builds nothing: the composition root (`crate::setup`) makes the slots from the
+//! configuration, then [`install`]s the instance; `C_Finalize` [`uninstall`]s it.
 
 use crate::backend::module::{pass::PassSession, ModuleSlot};
-use crate::backend::remote;
-use crate::backend::soft::SoftToken;
-use crate::config::{BackendConfig, Config};
+use crate::config::Config;
 use crate::core::error::{err, Error, Result};
 use crate::core::handles::HandleTable;
 use crate::core::session::Session;
 use crate::core::slot::Slot;
-use crate::core::token::{ObjectId, Token};
+use crate::core::token::ObjectId;
 use arc_swap::{ArcSwapOption, Guard};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The live instance. Read on every PKCS#11 call: `ArcSwap` loads without writing to a
 /// counter shared by all threads, so concurrent calls on different sessions do not contend.
 static STATE: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
-
-/// Set by the `hsmux` CLI: its instance serves no `/metrics` (a module in a running
-/// consumer may hold the port, and a check has nothing to show there).
-static NO_METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn without_metrics() {
-    NO_METRICS.store(true, Ordering::SeqCst);
-}
-
-/// Serializes C_Initialize and C_Finalize.
-static LIFECYCLE: Mutex<()> = Mutex::new(());
 
 /// Bumped in the child after `fork()` (by the FFI layer's atfork handler); an instance made
 /// in another epoch belongs to the parent and answers `CKR_CRYPTOKI_NOT_INITIALIZED`.
@@ -64,10 +53,6 @@ pub struct Instance {
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
     /// Sessions of module slots (handles from the same counter as `sessions`).
     pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
-    /// The `/metrics` listener, stopped by `C_Finalize`.
-    listener: Mutex<Option<crate::metrics::Listener>>,
-    /// The replica groups among the core slots (for `hsmux check` and the metrics).
-    pub groups: Vec<(CK_SLOT_ID, Arc<crate::replica::ReplicaGroup>)>,
     /// Any module slot configured? Spares the soft slots' calls a second table lookup.
     has_modules: bool,
     next_session: AtomicU64,
@@ -77,130 +62,50 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn build(config: Config) -> Result<Instance> {
-        crate::backend::module::library::forget_failures();
-        let objects = Arc::new(HandleTable::default());
-        let mut slots = Vec::new();
-        let mut all_slots = Vec::new();
-        let mut groups = Vec::new();
-        // Keys in the handle table: core slots by their index in `slots`, module slots
-        // after them (offset by the number of configured slots, so none collide).
-        let module_base = config.slots.len();
-        for (i, s) in config.slots.iter().enumerate() {
-            let id = s.id.unwrap_or(i as u64) as CK_SLOT_ID;
-            let token: Arc<dyn Token> = match &s.backend {
-                BackendConfig::Soft {
-                    path,
-                    kdf_iterations,
-                    seal,
-                } => {
-                    let t = SoftToken::new(path, &s.label, *kdf_iterations);
-                    match seal {
-                        None => Arc::new(t),
-                        Some(sc) => Arc::new(
-                            t.with_seal(crate::backend::vault::seal::store_seal(&s.label, sc)),
-                        ),
-                    }
-                }
-                BackendConfig::Vault(c) => Arc::new(remote::token(
-                    &s.label,
-                    remote::RemoteConfig::Vault(c),
-                    s.user_pin.is_some(),
-                )),
-                BackendConfig::GcpKms(c) => Arc::new(remote::token(
-                    &s.label,
-                    remote::RemoteConfig::GcpKms(c),
-                    s.user_pin.is_some(),
-                )),
-                BackendConfig::AwsKms(c) => Arc::new(remote::token(
-                    &s.label,
-                    remote::RemoteConfig::AwsKms(c),
-                    s.user_pin.is_some(),
-                )),
-                BackendConfig::CloudHsm(c) => {
-                    crate::backend::aws_kms::cloudhsm::slot_token(&s.label, c)
-                }
-                BackendConfig::Replicas { policy, replicas } => {
-                    let members = replicas
-                        .iter()
-                        .map(|r| crate::replica::Member {
-                            name: r.name.clone(),
-                            pin: r.pin.clone(),
-                            token: replica_token(&format!("{}/{}", s.label, r.name), &r.backend),
-                        })
-                        .collect();
-                    let g = Arc::new(crate::replica::ReplicaGroup::new(
-                        &s.label, *policy, members,
-                    ));
-                    groups.push((id, g.clone()));
-                    g
-                }
-                BackendConfig::Module(m) => {
-                    let slot = ModuleSlot::new(
-                        id,
-                        i,
-                        &s.label,
-                        module_base + i,
-                        m,
-                        s.user_pin.clone(),
-                        objects.clone(),
-                    );
-                    all_slots.push((id, SlotRef::Module(Arc::new(slot))));
-                    continue;
-                }
-            };
-            let slot = Arc::new(Slot::new(id, i, s.label.clone(), token, s.user_pin.clone()));
-            slots.push(slot.clone());
-            all_slots.push((id, SlotRef::Core(slot)));
-        }
-        let metrics = config
-            .metrics
-            .as_ref()
-            .filter(|_| !NO_METRICS.load(Ordering::SeqCst));
-        let listener = match metrics {
-            None => None,
-            Some(mc) => {
-                let labels: Vec<String> = config.slots.iter().map(|s| s.label.clone()).collect();
-                let m = Arc::new(crate::metrics::Metrics::new(&labels));
-                for (id, g) in &groups {
-                    let index = all_slots.iter().position(|(i, _)| i == id).unwrap_or(0);
-                    g.register_metrics(&m, index);
-                }
-                crate::metrics::install(Some(m.clone()));
-                match crate::metrics::Listener::start(&mc.listen, m) {
-                    Ok(l) => {
-                        log::info!(
-                            "metrics: Prometheus text at http://{}/metrics",
-                            l.local_addr()
-                        );
-                        Some(l)
-                    }
-                    Err(e) => {
-                        // The key stores work without it; the operator learns why here.
-                        log::error!(
-                            "metrics: cannot listen on {}: {e}; no /metrics this time",
-                            mc.listen
-                        );
-                        None
-                    }
-                }
-            }
-        };
-        Ok(Instance {
-            slots,
-            listener: Mutex::new(listener),
+    /// An instance of `all_slots` (in configuration order) whose objects are numbered in
+    /// `objects`; made in this process's fork epoch.
+    pub fn new(
+        all_slots: Vec<(CK_SLOT_ID, SlotRef)>,
+        objects: Arc<HandleTable>,
+        config: Config,
+    ) -> Instance {
+        Instance {
+            slots: all_slots
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    SlotRef::Core(s) => Some(s.clone()),
+                    SlotRef::Module(_) => None,
+                })
+                .collect(),
             has_modules: all_slots
                 .iter()
                 .any(|(_, s)| matches!(s, SlotRef::Module(_))),
             all_slots,
-            groups,
             sessions: DashMap::new(),
             pass_sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
             objects,
-            epoch: FORK_EPOCH.load(Ordering::SeqCst),
+            epoch: fork_epoch(),
             config,
-        })
+        }
+    }
+
+    /// What `C_Finalize` ends here: every token logged out, every session closed (a vendor
+    /// library shared with another user in the process is not finalized by hsmux, so the
+    /// module slots' sessions are closed there explicitly).
+    pub fn close(&self) {
+        for s in &self.slots {
+            s.token.logout();
+        }
+        self.sessions.clear();
+        let pass: Vec<_> = self
+            .pass_sessions
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (h, p) in pass {
+            self.close_pass_session(h, &p);
+        }
     }
 
     /// The module slot with id `id`, if it is one.
@@ -401,18 +306,6 @@ impl Instance {
     }
 }
 
-/// The token of one replica (named `slot/replica` in its log lines).
-fn replica_token(name: &str, backend: &crate::config::ReplicaBackend) -> Box<dyn Token> {
-    use crate::config::ReplicaBackend as B;
-    match backend {
-        B::Module(m) => Box::new(crate::backend::module::token::ModuleToken::new(name, m)),
-        B::Vault(c) => Box::new(remote::token(name, remote::RemoteConfig::Vault(c), false)),
-        B::GcpKms(c) => Box::new(remote::token(name, remote::RemoteConfig::GcpKms(c), false)),
-        B::AwsKms(c) => Box::new(remote::token(name, remote::RemoteConfig::AwsKms(c), false)),
-        B::CloudHsm(c) => crate::backend::aws_kms::cloudhsm::replica_token(name, c),
-    }
-}
-
 /// The `hsmux_sessions` gauge of slot `index`.
 pub fn sessions_changed(index: usize, delta: i64) {
     if let Some(m) = crate::metrics::current() {
@@ -420,73 +313,38 @@ pub fn sessions_changed(index: usize, delta: i64) {
     }
 }
 
-/// `C_Initialize`: loads the configuration (see `config.rs` for where from) and builds
-/// every slot; nothing is half-started on error.
-pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
-    let _g = LIFECYCLE.lock();
-    if let Some(inst) = STATE.load_full() {
-        if inst.epoch == FORK_EPOCH.load(Ordering::SeqCst) {
-            return Err(err(CKR_CRYPTOKI_ALREADY_INITIALIZED));
-        }
-        // The parent's state, inherited through fork(): its threads and locks are not ours.
-        // Leak it rather than run its destructors.
-        std::mem::forget(STATE.swap(None));
-        std::mem::forget(inst);
-        // The parent's metrics (and its listener, whose thread is not in this process).
-        if let Some(m) = crate::metrics::current() {
-            std::mem::forget(m);
-        }
-        crate::metrics::install(None);
+/// Before a `C_Initialize` (under the caller's lifecycle lock): an instance of this process
+/// is `CKR_CRYPTOKI_ALREADY_INITIALIZED`. One inherited through `fork()` belongs to the
+/// parent: its threads and locks are not ours, so it is leaked rather than dropped, and
+/// `Ok(true)` tells the caller to leak its own share of the parent's state too.
+pub fn vacate() -> Result<bool> {
+    let Some(inst) = STATE.load_full() else {
+        return Ok(false);
+    };
+    if inst.epoch == fork_epoch() {
+        return Err(err(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
-    crate::logging::init_early();
-    let config = Config::locate(explicit_config).map_err(|e| {
-        log::error!("hsmux: configuration error: {e}");
-        err(CKR_GENERAL_ERROR)
-    })?;
-    crate::logging::init(&config.log);
-    let inst = Instance::build(config)?;
-    log::info!(
-        "hsmux {} initialized from {} with {} slot(s)",
-        env!("CARGO_PKG_VERSION"),
-        inst.config.source,
-        inst.all_slots.len()
-    );
-    STATE.store(Some(Arc::new(inst)));
-    Ok(())
+    std::mem::forget(STATE.swap(None));
+    std::mem::forget(inst);
+    Ok(true)
 }
 
-/// `C_Finalize`.
-pub fn finalize() -> Result<()> {
-    let _g = LIFECYCLE.lock();
+/// Makes `inst` the live instance (after [`vacate`], under the same lock).
+pub fn install(inst: Instance) {
+    STATE.store(Some(Arc::new(inst)));
+}
+
+/// `C_Finalize` (under the caller's lifecycle lock): takes the live instance out, or
+/// `CKR_CRYPTOKI_NOT_INITIALIZED` when this process has none. Calls in flight keep their
+/// reference until they return.
+pub fn uninstall() -> Result<Arc<Instance>> {
     match STATE.load().as_ref() {
-        Some(inst) if inst.epoch == FORK_EPOCH.load(Ordering::SeqCst) => {}
+        Some(inst) if inst.epoch == fork_epoch() => {}
         _ => return Err(err(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
-    if let Some(inst) = STATE.swap(None) {
-        crate::metrics::install(None);
-        if let Some(l) = inst.listener.lock().take() {
-            l.stop();
-        }
-        for s in &inst.slots {
-            s.token.logout();
-        }
-        inst.sessions.clear();
-        // A vendor library shared with another user in the process is not finalized by
-        // us: close our sessions there explicitly.
-        let pass: Vec<_> = inst
-            .pass_sessions
-            .iter()
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        for (h, p) in pass {
-            inst.close_pass_session(h, &p);
-        }
-        drop(inst);
-        // The remote backends' runtime goes with the slots (DESIGN: owned by the
-        // module, shut down by C_Finalize); the next C_Initialize starts a new one.
-        crate::backend::remote::rt::shutdown();
-    }
-    Ok(())
+    STATE
+        .swap(None)
+        .ok_or_else(|| err(CKR_CRYPTOKI_NOT_INITIALIZED))
 }
 
 /// The live instance, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The guard keeps it alive for the

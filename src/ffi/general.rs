@@ -47,14 +47,14 @@ ck_fn!(C_Initialize(p_init_args: CK_VOID_PTR) {
     ATFORK.call_once(|| {
         libc::pthread_atfork(None, None, Some(child_after_fork));
     });
-    instance::initialize(config.as_deref())
+    crate::setup::initialize(config.as_deref())
 });
 
 ck_fn!(C_Finalize(p_reserved: CK_VOID_PTR) {
     if !p_reserved.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
-    instance::finalize()
+    crate::setup::finalize()
 });
 
 ck_fn!(C_GetInfo(p_info: *mut CK_INFO) {

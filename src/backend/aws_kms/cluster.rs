@@ -84,7 +84,7 @@ impl ClusterWatch {
         let what = format!("{}: DescribeClusters {}", self.name, self.cluster_id);
         let w2 = what.clone();
         let hsms = rt::call(&what, self.target.deadline, async move {
-            let c = client(&cell, &target).await?;
+            let c = super::cached_client(&cell, &target, Client::new).await?;
             let out = c
                 .describe_clusters()
                 .filters("clusterIds", vec![id.clone()])
@@ -172,14 +172,4 @@ impl ClusterWatch {
             }
         }
     }
-}
-
-async fn client(cell: &Mutex<Option<Client>>, target: &sdk::Target) -> Result<Client> {
-    if let Some(c) = cell.lock().clone() {
-        return Ok(c);
-    }
-    let conf = sdk::load(target).await?;
-    let c = Client::new(&conf);
-    *cell.lock() = Some(c.clone());
-    Ok(c)
 }

@@ -17,7 +17,8 @@ pub mod keys;
 pub mod sdk;
 
 use crate::backend::remote::{
-    rt, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput, SignScheme,
+    self, rt, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, RemoteToken, ServiceInfo, SignInput,
+    SignScheme,
 };
 use crate::backend::soft::crypto::der as sder;
 use crate::config::AwsKmsConfig;
@@ -34,6 +35,11 @@ use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The token of an AWS KMS slot or replica named `name` ([`remote::token`]).
+pub fn open(name: &str, cfg: &AwsKmsConfig, gated: bool) -> RemoteToken {
+    remote::token(name, AwsKms::new(name, cfg), &cfg.common, false, gated)
+}
 
 pub struct AwsKms {
     slot: String,
@@ -87,7 +93,7 @@ impl AwsKms {
         let target = self.target.clone();
         let what_owned = format!("slot {}: {what}", self.slot);
         rt::call(&what_owned, self.target.deadline, async move {
-            let c = client(&cell, &target).await?;
+            let c = cached_client(&cell, &target, Client::new).await?;
             f(c).await
         })
     }
@@ -140,13 +146,18 @@ impl AwsKms {
     }
 }
 
-/// The slot's client, built once (a race builds two, one of which is dropped).
-async fn client(cell: &Mutex<Option<Client>>, target: &sdk::Target) -> Result<Client> {
+/// The slot's client of an AWS service (KMS here, CloudHSM's in `cluster.rs`), built once
+/// by `new` (a race builds two, one of which is dropped).
+pub(crate) async fn cached_client<C: Clone>(
+    cell: &Mutex<Option<C>>,
+    target: &sdk::Target,
+    new: fn(&aws_config::SdkConfig) -> C,
+) -> Result<C> {
     if let Some(c) = cell.lock().clone() {
         return Ok(c);
     }
     let conf = sdk::load(target).await?;
-    let c = Client::new(&conf);
+    let c = new(&conf);
     *cell.lock() = Some(c.clone());
     Ok(c)
 }

@@ -19,8 +19,8 @@ mod keys;
 pub(crate) mod rest;
 
 use crate::backend::remote::{
-    http, rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput,
-    SignScheme,
+    self, http, rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, RemoteToken, ServiceInfo,
+    SignInput, SignScheme,
 };
 use crate::config::GcpKmsConfig;
 use crate::core::error::{Error, Result};
@@ -34,6 +34,17 @@ use zeroize::Zeroizing;
 /// A key creation waits for the service to generate the version (RSA keys in an HSM take
 /// seconds), so it gets at least this long whatever `timeout_ms` says.
 const GENERATE_MIN: Duration = Duration::from_secs(60);
+
+/// The token of a Cloud KMS slot or replica named `name` ([`remote::token`]).
+pub fn open(name: &str, cfg: &GcpKmsConfig, gated: bool) -> RemoteToken {
+    remote::token(
+        name,
+        GcpKms::new(name, cfg),
+        &cfg.common,
+        cfg.hsm_only,
+        gated,
+    )
+}
 
 /// What the async calls share.
 struct Inner {

@@ -1,4 +1,5 @@
-//! A vendor token as a [`Token`]: what a replica of a replica group is (`crate::replica`).
+//! A vendor token as a [`Token`]: what a module replica of a replica group is
+//! (`crate::replica`), and a `backend = "cloudhsm"` slot or replica (with a health hook).
 //! Unlike the passthrough of a plain module slot (`pass.rs`), every call here works on
 //! owned data and runs with a deadline on the replica's worker threads (`worker.rs`), so
 //! that a vendor that hangs costs the consumer at most `timeout` and a failover.
@@ -31,7 +32,13 @@ pub const TIMED_OUT: CK_RV = CKR_DEVICE_ERROR;
 
 pub struct ModuleToken {
     inner: Arc<Inner>,
+    /// What the key store knows beside the library (CloudHSM: whether its cluster has an
+    /// ACTIVE HSM), checked by `probe` after the library answered.
+    health: Option<Health>,
 }
+
+/// A key store's own health check (see [`ModuleToken::with_health`]).
+pub type Health = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 struct Inner {
     name: String,
@@ -98,6 +105,17 @@ impl ModuleToken {
                 sessions: DashMap::new(),
                 anchor: Mutex::new(None),
             }),
+            health: None,
+        }
+    }
+
+    /// The same token whose `probe` also asks `health` once the library answered: a
+    /// failure there is a device failure even while the library still answers (from its
+    /// cache).
+    pub fn with_health(self, health: Health) -> ModuleToken {
+        ModuleToken {
+            health: Some(health),
+            ..self
         }
     }
 
@@ -241,6 +259,14 @@ impl Token for ModuleToken {
     fn unavailable(&self) -> Option<String> {
         self.load_error()
             .map(|why| format!("vendor library: {why}"))
+    }
+    fn probe(&self) -> Result<()> {
+        // The library first (cheap, local); then what the key store adds.
+        self.token_info()?;
+        match &self.health {
+            Some(health) => health(),
+            None => Ok(()),
+        }
     }
     fn slot_description(&self) -> String {
         format!("hsmux replica {}", self.inner.name)

@@ -5,8 +5,11 @@
 //!
 //! A service implements [`KeyService`]: plain blocking calls on owned data, each of which
 //! runs its requests on the module's runtime ([`rt`]) with the slot's deadline.
-//! [`token::RemoteToken`] turns any `KeyService` into a [`crate::backend::Token`], so a
-//! remote slot and a remote replica of a replica group are the same thing.
+//! [`token::RemoteToken`] turns any `KeyService` into a [`crate::core::token::Token`], so
+//! a remote slot and a remote replica of a replica group are the same thing. The services
+//! themselves live in their own folders (`backend/vault`, `backend/gcp_kms`,
+//! `backend/aws_kms`), which depend on this one and never the reverse; `backend::open`
+//! builds their tokens with [`token`].
 //!
 //! Object model (what a consumer sees):
 //! - every usable key version is one object (a secret key), or two for an asymmetric key
@@ -373,73 +376,33 @@ impl KeyService for Unusable {
     }
 }
 
-/// The config of one remote slot or replica.
-#[derive(Clone, Copy)]
-pub enum RemoteConfig<'a> {
-    Vault(&'a crate::config::VaultConfig),
-    GcpKms(&'a crate::config::GcpKmsConfig),
-    AwsKms(&'a crate::config::AwsKmsConfig),
-}
-
-/// The token of a remote slot (or replica) named `name`. Nothing here touches the
-/// network: `C_Initialize` does not wait on a service.
-pub fn token(name: &str, cfg: RemoteConfig<'_>, gate: bool) -> RemoteToken {
-    let built: std::result::Result<(Arc<dyn KeyService>, bool, bool), String> = match cfg {
-        RemoteConfig::Vault(c) => crate::backend::vault::Vault::new(name, c).map(|s| {
-            (
-                Arc::new(s) as Arc<dyn KeyService>,
-                c.common.gcm_service_iv,
-                false,
-            )
-        }),
-        RemoteConfig::GcpKms(c) => crate::backend::gcp_kms::GcpKms::new(name, c).map(|s| {
-            (
-                Arc::new(s) as Arc<dyn KeyService>,
-                c.common.gcm_service_iv,
-                c.hsm_only,
-            )
-        }),
-        RemoteConfig::AwsKms(c) => crate::backend::aws_kms::AwsKms::new(name, c).map(|s| {
-            (
-                Arc::new(s) as Arc<dyn KeyService>,
-                c.common.gcm_service_iv,
-                false,
-            )
-        }),
-    };
-    let (service, service_iv, hsm_only) = built.unwrap_or_else(|why| {
-        log::error!("slot {name}: {why}; its calls fail until the config is fixed");
-        (
-            Arc::new(Unusable {
+/// The token of a remote slot or replica named `name`, over the service its folder built
+/// (`Err`: why it could not be built, e.g. a credentials file that does not parse; the token
+/// is then [`Unusable`]). `gate`: the slot checks a `user_pin`, so nothing reaches the
+/// service before `C_Login`. Nothing here touches the network: `C_Initialize` does not wait
+/// on a service.
+pub fn token<S: KeyService + 'static>(
+    name: &str,
+    built: std::result::Result<S, String>,
+    common: &crate::config::RemoteCommon,
+    hsm_only: bool,
+    gate: bool,
+) -> RemoteToken {
+    match built {
+        Ok(service) => RemoteToken::new(
+            name,
+            Arc::new(service),
+            common.gcm_service_iv,
+            hsm_only,
+            gate,
+        ),
+        Err(why) => {
+            log::error!("slot {name}: {why}; its calls fail until the config is fixed");
+            let service = Arc::new(Unusable {
                 slot: name.to_string(),
                 why,
-            }) as Arc<dyn KeyService>,
-            false,
-            false,
-        )
-    });
-    RemoteToken::new(name, service, service_iv, hsm_only, gate)
-}
-
-/// Options every remote slot takes (config keys of the same names).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteOptions {
-    /// `gcm_iv = "service"`: a caller IV that the service cannot honour is replaced by the
-    /// service's (and written back into `pIv`); default `"caller"`: only an all-zero IV
-    /// (= "token, choose") is replaced, any other is `CKR_MECHANISM_PARAM_INVALID`.
-    pub gcm_service_iv: bool,
-    /// `hsm_only = true`: versions whose protection level is not HSM are not shown.
-    pub hsm_only: bool,
-    /// How long the key list is reused before it is fetched again (`C_FindObjects`).
-    pub list_ttl: std::time::Duration,
-}
-
-impl Default for RemoteOptions {
-    fn default() -> Self {
-        RemoteOptions {
-            gcm_service_iv: false,
-            hsm_only: false,
-            list_ttl: std::time::Duration::from_secs(60),
+            });
+            RemoteToken::new(name, service, false, false, gate)
         }
     }
 }

@@ -17,7 +17,8 @@ mod ops;
 pub mod seal;
 
 use crate::backend::remote::{
-    rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, ServiceInfo, SignInput, SignScheme,
+    self, rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, RemoteToken, ServiceInfo,
+    SignInput, SignScheme,
 };
 use crate::config::VaultConfig;
 use crate::core::error::Result;
@@ -25,6 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::Inner;
+
+/// The token of a Vault slot or replica named `name` ([`remote::token`]).
+pub fn open(name: &str, cfg: &VaultConfig, gated: bool) -> RemoteToken {
+    remote::token(name, Vault::new(name, cfg), &cfg.common, false, gated)
+}
 
 /// One transit mount of one Vault/OpenBao server, as a slot (or a replica) sees it.
 pub struct Vault {

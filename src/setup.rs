@@ -1,0 +1,199 @@
+//! The composition root: `C_Initialize` and `C_Finalize`. The configuration becomes tokens
+//! ([`crate::backend::open`]), replica groups of tokens, slots and the core's instance,
+//! plus the `/metrics` listener; `C_Finalize` takes them down in the reverse order.
+//!
+//! This is the one place that knows every layer: the core keeps the running state and
+//! builds nothing, the backends and replica groups know nothing of each other.
+
+use crate::backend::module::{library, ModuleSlot};
+use crate::config::{BackendConfig, Config, ModuleConfig, SlotConfig};
+use crate::core::error::{err, Result};
+use crate::core::handles::HandleTable;
+use crate::core::instance::{self, Instance, SlotRef};
+use crate::core::slot::Slot;
+use crate::core::token::Token;
+use crate::metrics::{Listener, Metrics};
+use crate::replica::{Member, ReplicaGroup};
+use cryptoki_sys::*;
+use parking_lot::Mutex;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What runs beside the core's instance, from `C_Initialize` to `C_Finalize`. The mutex
+/// also serializes the two calls.
+static LIFECYCLE: Mutex<Option<Running>> = Mutex::new(None);
+
+/// Set by the `hsmux` CLI: its instance serves no `/metrics` (a module in a running
+/// consumer may hold the port, and a check has nothing to show there).
+static NO_METRICS: AtomicBool = AtomicBool::new(false);
+
+pub fn without_metrics() {
+    NO_METRICS.store(true, Ordering::SeqCst);
+}
+
+/// The replica groups among the slots, by slot id (`hsmux check`, the metrics).
+pub type Groups = Vec<(CK_SLOT_ID, Arc<ReplicaGroup>)>;
+
+struct Running {
+    groups: Groups,
+    /// The `/metrics` listener.
+    listener: Option<Listener>,
+}
+
+/// `C_Initialize`: loads the configuration (see `config.rs` for where from) and builds
+/// every slot; nothing is half-started on error.
+pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
+    let mut running = LIFECYCLE.lock();
+    if instance::vacate()? {
+        // The parent's metrics and listener (whose thread is not in this process) go with
+        // its instance: leaked, not dropped.
+        std::mem::forget(running.take());
+        if let Some(m) = crate::metrics::current() {
+            std::mem::forget(m);
+        }
+        crate::metrics::install(None);
+    }
+    crate::logging::init_early();
+    let config = Config::locate(explicit_config).map_err(|e| {
+        log::error!("hsmux: configuration error: {e}");
+        err(CKR_GENERAL_ERROR)
+    })?;
+    crate::logging::init(&config.log);
+    let (inst, groups) = build(config)?;
+    let listener = metrics(&inst, &groups);
+    log::info!(
+        "hsmux {} initialized from {} with {} slot(s)",
+        env!("CARGO_PKG_VERSION"),
+        inst.config.source,
+        inst.all_slots.len()
+    );
+    instance::install(inst);
+    *running = Some(Running { groups, listener });
+    Ok(())
+}
+
+/// `C_Finalize`.
+pub fn finalize() -> Result<()> {
+    let mut running = LIFECYCLE.lock();
+    let inst = instance::uninstall()?;
+    crate::metrics::install(None);
+    if let Some(l) = running.take().and_then(|r| r.listener) {
+        l.stop();
+    }
+    inst.close();
+    drop(inst);
+    // The remote backends' runtime goes with the slots (DESIGN: owned by the module, shut
+    // down by C_Finalize); the next C_Initialize starts a new one.
+    crate::backend::remote::rt::shutdown();
+    Ok(())
+}
+
+/// The replica groups of the live instance, by slot id (for `hsmux check`).
+pub fn groups() -> Groups {
+    LIFECYCLE
+        .lock()
+        .as_ref()
+        .map(|r| r.groups.clone())
+        .unwrap_or_default()
+}
+
+/// Every configured slot, in configuration order, and the replica groups among them.
+fn build(config: Config) -> Result<(Instance, Groups)> {
+    library::forget_failures();
+    let objects = Arc::new(HandleTable::default());
+    let mut all_slots = Vec::new();
+    let mut groups = Vec::new();
+    for (i, s) in config.slots.iter().enumerate() {
+        let id = s.id.unwrap_or(i as u64) as CK_SLOT_ID;
+        let token: Arc<dyn Token> = match &s.backend {
+            BackendConfig::Module(m) => {
+                let m = module_slot(id, i, s, m, config.slots.len(), &objects);
+                all_slots.push((id, SlotRef::Module(m)));
+                continue;
+            }
+            BackendConfig::Replicas { policy, replicas } => {
+                let members = replicas
+                    .iter()
+                    .map(|r| {
+                        let name = format!("{}/{}", s.label, r.name);
+                        Ok(Member {
+                            token: crate::backend::open(&name, &r.backend, false)?,
+                            name: r.name.clone(),
+                            pin: r.pin.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let g = Arc::new(ReplicaGroup::new(&s.label, *policy, members));
+                groups.push((id, g.clone()));
+                g
+            }
+            backend => Arc::from(crate::backend::open(
+                &s.label,
+                backend,
+                s.user_pin.is_some(),
+            )?),
+        };
+        let slot = Slot::new(id, i, s.label.clone(), token, s.user_pin.clone());
+        all_slots.push((id, SlotRef::Core(Arc::new(slot))));
+    }
+    Ok((Instance::new(all_slots, objects, config), groups))
+}
+
+/// A `backend = "module"` slot: the vendor's pointers passed through (`backend/module/
+/// pass.rs`), not a `Token`. Its handle-table keys follow the configured slots' (the
+/// core slots are keyed by their index), so none collide.
+fn module_slot(
+    id: CK_SLOT_ID,
+    index: usize,
+    s: &SlotConfig,
+    m: &ModuleConfig,
+    configured: usize,
+    objects: &Arc<HandleTable>,
+) -> Arc<ModuleSlot> {
+    Arc::new(ModuleSlot::new(
+        id,
+        index,
+        &s.label,
+        configured + index,
+        m,
+        s.user_pin.clone(),
+        objects.clone(),
+    ))
+}
+
+/// `[metrics]`: the registry every slot and replica group counts in, and its listener.
+/// The key stores work without it: a listener that cannot start is logged, not fatal.
+fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
+    let mc = inst.config.metrics.as_ref()?;
+    if NO_METRICS.load(Ordering::SeqCst) {
+        return None;
+    }
+    let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
+    let m = Arc::new(Metrics::new(&labels));
+    for (id, g) in groups {
+        let index = inst
+            .all_slots
+            .iter()
+            .position(|(i, _)| i == id)
+            .unwrap_or(0);
+        g.register_metrics(&m, index);
+    }
+    crate::metrics::install(Some(m.clone()));
+    match Listener::start(&mc.listen, m) {
+        Ok(l) => {
+            log::info!(
+                "metrics: Prometheus text at http://{}/metrics",
+                l.local_addr()
+            );
+            Some(l)
+        }
+        Err(e) => {
+            log::error!(
+                "metrics: cannot listen on {}: {e}; no /metrics this time",
+                mc.listen
+            );
+            None
+        }
+    }
+}
