@@ -69,7 +69,6 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         }
     };
     println!("config: {}", cfg.source);
-    instance::without_metrics();
     if let Err(e) = instance::initialize(config.as_deref()) {
         eprintln!("hsmux: cannot initialize: {e}");
         return ExitCode::from(1);

@@ -22,14 +22,6 @@ use std::sync::Arc;
 /// counter shared by all threads, so concurrent calls on different sessions do not contend.
 static STATE: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
 
-/// Set by the `hsmux` CLI: its instance serves no `/metrics` (a module in a running
-/// consumer may hold the port, and a check has nothing to show there).
-static NO_METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn without_metrics() {
-    NO_METRICS.store(true, Ordering::SeqCst);
-}
-
 /// Serializes C_Initialize and C_Finalize.
 static LIFECYCLE: Mutex<()> = Mutex::new(());
 
@@ -64,8 +56,6 @@ pub struct Instance {
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
     /// Sessions of module slots (handles from the same counter as `sessions`).
     pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
-    /// The `/metrics` listener, stopped by `C_Finalize`.
-    listener: Mutex<Option<crate::metrics::Listener>>,
     /// The replica groups among the core slots (for `hsmux check` and the metrics).
     pub groups: Vec<(CK_SLOT_ID, Arc<crate::replica::ReplicaGroup>)>,
     /// Any module slot configured? Spares the soft slots' calls a second table lookup.
@@ -153,42 +143,8 @@ impl Instance {
             slots.push(slot.clone());
             all_slots.push((id, SlotRef::Core(slot)));
         }
-        let metrics = config
-            .metrics
-            .as_ref()
-            .filter(|_| !NO_METRICS.load(Ordering::SeqCst));
-        let listener = match metrics {
-            None => None,
-            Some(mc) => {
-                let labels: Vec<String> = config.slots.iter().map(|s| s.label.clone()).collect();
-                let m = Arc::new(crate::metrics::Metrics::new(&labels));
-                for (id, g) in &groups {
-                    let index = all_slots.iter().position(|(i, _)| i == id).unwrap_or(0);
-                    g.register_metrics(&m, index);
-                }
-                crate::metrics::install(Some(m.clone()));
-                match crate::metrics::Listener::start(&mc.listen, m) {
-                    Ok(l) => {
-                        log::info!(
-                            "metrics: Prometheus text at http://{}/metrics",
-                            l.local_addr()
-                        );
-                        Some(l)
-                    }
-                    Err(e) => {
-                        // The key stores work without it; the operator learns why here.
-                        log::error!(
-                            "metrics: cannot listen on {}: {e}; no /metrics this time",
-                            mc.listen
-                        );
-                        None
-                    }
-                }
-            }
-        };
         Ok(Instance {
             slots,
-            listener: Mutex::new(listener),
             has_modules: all_slots
                 .iter()
                 .any(|(_, s)| matches!(s, SlotRef::Module(_))),
@@ -212,9 +168,6 @@ impl Instance {
             SlotRef::Module(m) if *i == id => Some(m.clone()),
             _ => None,
         });
-        if let Some(m) = &m {
-            crate::metrics::note_slot(m.index);
-        }
         m
     }
 
@@ -297,11 +250,7 @@ impl Instance {
         if !self.has_modules {
             return None;
         }
-        let p = self.pass_sessions.get(&h).map(|s| s.clone());
-        if let Some(p) = &p {
-            crate::metrics::note_slot(p.slot.index);
-        }
-        p
+        self.pass_sessions.get(&h).map(|s| s.clone())
     }
 
     /// Opens a vendor session on module slot `m` and gives it an hsmux handle. With
@@ -321,7 +270,6 @@ impl Instance {
         let h = self.new_session_handle();
         self.pass_sessions
             .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
-        sessions_changed(m.index, 1);
         Ok(h)
     }
 
@@ -336,9 +284,8 @@ impl Instance {
                 | CKR_SESSION_CLOSED
                 | CKR_CRYPTOKI_NOT_INITIALIZED
                 | CKR_DEVICE_REMOVED
-        ) && self.pass_sessions.remove(&h).is_some()
-        {
-            sessions_changed(p.slot.index, -1);
+        ) {
+            self.pass_sessions.remove(&h);
         }
         rv
     }
@@ -369,9 +316,7 @@ impl Instance {
     }
 
     pub fn slot(&self, id: CK_SLOT_ID) -> Result<&Arc<Slot>> {
-        let s = &self.slots[self.slot_index(id)?];
-        crate::metrics::note_slot(s.index);
-        Ok(s)
+        Ok(&self.slots[self.slot_index(id)?])
     }
 
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
@@ -413,13 +358,6 @@ fn replica_token(name: &str, backend: &crate::config::ReplicaBackend) -> Box<dyn
     }
 }
 
-/// The `hsmux_sessions` gauge of slot `index`.
-pub fn sessions_changed(index: usize, delta: i64) {
-    if let Some(m) = crate::metrics::current() {
-        m.sessions_changed(index, delta);
-    }
-}
-
 /// `C_Initialize`: loads the configuration (see `config.rs` for where from) and builds
 /// every slot; nothing is half-started on error.
 pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
@@ -432,11 +370,6 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         // Leak it rather than run its destructors.
         std::mem::forget(STATE.swap(None));
         std::mem::forget(inst);
-        // The parent's metrics (and its listener, whose thread is not in this process).
-        if let Some(m) = crate::metrics::current() {
-            std::mem::forget(m);
-        }
-        crate::metrics::install(None);
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -463,10 +396,6 @@ pub fn finalize() -> Result<()> {
         _ => return Err(err(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
     if let Some(inst) = STATE.swap(None) {
-        crate::metrics::install(None);
-        if let Some(l) = inst.listener.lock().take() {
-            l.stop();
-        }
         for s in &inst.slots {
             s.token.logout();
         }

@@ -5,6 +5,7 @@ use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;
 use crate::core::text::padded;
+use crate::metrics;
 use cryptoki_sys::*;
 use std::ffi::CStr;
 use std::path::PathBuf;
@@ -47,15 +48,84 @@ ck_fn!(C_Initialize(p_init_args: CK_VOID_PTR) {
     ATFORK.call_once(|| {
         libc::pthread_atfork(None, None, Some(child_after_fork));
     });
-    instance::initialize(config.as_deref())
+    let mut wired = METRICS.lock();
+    if let Some((epoch, listener)) = wired.take() {
+        if epoch == instance::fork_epoch() {
+            *wired = Some((epoch, listener));
+        } else {
+            // The parent's metrics (and its listener, whose thread is not in this process):
+            // leaked like the rest of the parent's state.
+            std::mem::forget(listener);
+            if let Some(m) = metrics::current() {
+                std::mem::forget(m);
+            }
+            metrics::install(None);
+        }
+    }
+    instance::initialize(config.as_deref())?;
+    *wired = start_metrics();
+    Ok(())
 });
 
 ck_fn!(C_Finalize(p_reserved: CK_VOID_PTR) {
     if !p_reserved.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
-    instance::finalize()
+    let mut wired = METRICS.lock();
+    instance::finalize()?;
+    if let Some((_, listener)) = wired.take() {
+        metrics::install(None);
+        if let Some(l) = listener {
+            l.stop();
+        }
+    }
+    Ok(())
 });
+
+/// The instance's metrics, when `[metrics]` is configured: the fork epoch they were
+/// started in and the `/metrics` listener, stopped by `C_Finalize`. Locked across
+/// `C_Initialize` and `C_Finalize` so that they start and stop with the instance. (This
+/// is the composition root's part of the lifecycle; the `hsmux` CLI, which calls the
+/// core's `initialize` directly, serves no `/metrics`.)
+type Wired = (u64, Option<metrics::Listener>);
+static METRICS: parking_lot::Mutex<Option<Wired>> = parking_lot::Mutex::new(None);
+
+/// Builds and installs the live instance's metrics: its slots' labels, the session gauge
+/// read from the core when scraped, its replica groups registered, the listener started.
+fn start_metrics() -> Option<Wired> {
+    let inst = instance::get().ok()?;
+    let mc = inst.config.metrics.as_ref()?;
+    let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
+    let m = std::sync::Arc::new(metrics::Metrics::new(&labels));
+    m.set_sessions_source(Box::new(crate::core::api::open_sessions));
+    for (id, g) in &inst.groups {
+        let index = inst
+            .all_slots
+            .iter()
+            .position(|(i, _)| i == id)
+            .unwrap_or(0);
+        g.register_metrics(&m, index);
+    }
+    metrics::install(Some(m.clone()));
+    let listener = match metrics::Listener::start(&mc.listen, m) {
+        Ok(l) => {
+            log::info!(
+                "metrics: Prometheus text at http://{}/metrics",
+                l.local_addr()
+            );
+            Some(l)
+        }
+        Err(e) => {
+            // The key stores work without it; the operator learns why here.
+            log::error!(
+                "metrics: cannot listen on {}: {e}; no /metrics this time",
+                mc.listen
+            );
+            None
+        }
+    };
+    Some((instance::fork_epoch(), listener))
+}
 
 ck_fn!(C_GetInfo(p_info: *mut CK_INFO) {
     instance::get()?;

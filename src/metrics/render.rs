@@ -64,7 +64,14 @@ fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-pub(crate) fn render(m: &Metrics) -> String {
+impl Metrics {
+    /// The Prometheus text exposition (format 0.0.4) of everything recorded.
+    pub fn render(&self) -> String {
+        render(self)
+    }
+}
+
+fn render(m: &Metrics) -> String {
     // The rows registered now (one acquire load each: no lock, recorders never wait).
     let slots = m.snapshot_rows();
 
