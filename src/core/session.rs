@@ -167,18 +167,30 @@ pub fn cipher_single(
         out.report(a.op.output_len(input.len()));
         return Ok(None);
     }
-    match a.op.oneshot(input) {
+    let computed = a.op.oneshot(input);
+    deliver(slot, computed, fp, out, true)
+}
+
+/// Hands a cipher call's output to the caller: an error ends the operation; output that
+/// does not fit is kept for the retry (with the input's fingerprint `fp`); output that
+/// fits ends the operation when the call is one that `ends` it.
+fn deliver(
+    slot: &mut Option<Active<dyn Cipher>>,
+    computed: Result<Vec<u8>>,
+    fp: u64,
+    out: &mut OutBuf,
+    ends: bool,
+) -> Result<Option<ProducedIv>> {
+    let data = computed.inspect_err(|_| *slot = None)?;
+    match out.put(&data) {
+        Ok(()) if ends => Ok(done(slot)),
+        Ok(()) => Ok(None),
         Err(e) => {
-            *slot = None;
+            if let Some(a) = slot {
+                a.pending = Some((fp, data));
+            }
             Err(e)
         }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => Ok(done(slot)),
-            Err(e) => {
-                a.pending = Some((fp, data));
-                Err(e)
-            }
-        },
     }
 }
 
@@ -204,19 +216,8 @@ pub fn cipher_update(
         return Ok(());
     }
     a.multipart = true;
-    match a.op.update(input) {
-        Err(e) => {
-            *slot = None;
-            Err(e)
-        }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                a.pending = Some((fp, data));
-                Err(e)
-            }
-        },
-    }
+    let computed = a.op.update(input);
+    deliver(slot, computed, fp, out, false).map(drop)
 }
 
 /// `C_EncryptFinal` / `C_DecryptFinal`.
@@ -233,19 +234,22 @@ pub fn cipher_final(
         out.report(a.op.final_len());
         return Ok(None);
     }
-    match a.op.finish() {
-        Err(e) => {
-            *slot = None;
-            Err(e)
-        }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => Ok(done(slot)),
-            Err(e) => {
-                a.pending = Some((0, data));
-                Err(e)
-            }
-        },
+    let computed = a.op.finish();
+    deliver(slot, computed, 0, out, true)
+}
+
+/// When `need` bytes do not fit in `out`: the answer (the length reported; success for a
+/// length query, `CKR_BUFFER_TOO_SMALL` otherwise), the operation staying alive.
+fn no_room(out: &mut OutBuf, need: usize) -> Option<Result<()>> {
+    if out.fits(need) {
+        return None;
     }
+    out.report(need);
+    Some(if out.is_query() {
+        Ok(())
+    } else {
+        Err(err(CKR_BUFFER_TOO_SMALL))
+    })
 }
 
 /// `C_Sign` / `C_Digest`: the output length is known up front.
@@ -259,14 +263,8 @@ pub fn signer_single(
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
     }
-    let need = a.op.output_len();
-    if !out.fits(need) {
-        out.report(need);
-        return if out.is_query() {
-            Ok(())
-        } else {
-            Err(err(CKR_BUFFER_TOO_SMALL))
-        };
+    if let Some(r) = no_room(out, a.op.output_len()) {
+        return r;
     }
     let r = a.op.oneshot(data).and_then(|sig| out.put(&sig));
     *slot = None;
@@ -287,14 +285,8 @@ pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Resu
 /// `C_SignFinal` / `C_DigestFinal`.
 pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> Result<()> {
     let a = active(slot)?;
-    let need = a.op.output_len();
-    if !out.fits(need) {
-        out.report(need);
-        return if out.is_query() {
-            Ok(())
-        } else {
-            Err(err(CKR_BUFFER_TOO_SMALL))
-        };
+    if let Some(r) = no_room(out, a.op.output_len()) {
+        return r;
     }
     let r = a.op.finish().and_then(|sig| out.put(&sig));
     *slot = None;
