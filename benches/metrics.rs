@@ -1,6 +1,6 @@
 //! `cargo bench --bench metrics`: the cost of recording one PKCS#11 call in hsmux's
 //! metrics, per call, with 1 and 2 threads: `Metrics::record_call` directly, the FFI guard's
-//! path (`start` + `note_slot` + `finish`: clock, thread context, current-instance load,
+//! path (`start` + `note_replica` + `finish`: clock, thread context, current-instance load,
 //! record), the same path with metrics not installed, and `record_call` on a disabled
 //! registry. The 2-thread rows record the same series from both threads (the worst case
 //! for sharing). `BENCH_CALLS` sets the calls per thread (default 5,000,000).
@@ -99,20 +99,18 @@ fn main() {
     for threads in [1, 2] {
         let ns = per_call(threads, calls, |_, i| {
             let t = metrics::start();
-            metrics::note_slot(1);
             metrics::note_replica(replica);
             black_box(i);
-            metrics::finish(t, FUNCTIONS[i & 3], CKR_OK);
+            metrics::finish(t, FUNCTIONS[i & 3], CKR_OK, || black_box(Some(1)));
         });
-        println!("| guard path: start + note_slot/replica + finish | {threads} | {ns:.1} |");
+        println!("| guard path: start + note_replica + finish(slot) | {threads} | {ns:.1} |");
     }
     metrics::install(None);
     for threads in [1, 2] {
         let ns = per_call(threads, calls, |_, i| {
             let t = metrics::start();
-            metrics::note_slot(1);
             black_box(i);
-            metrics::finish(t, FUNCTIONS[i & 3], CKR_OK);
+            metrics::finish(t, FUNCTIONS[i & 3], CKR_OK, || black_box(Some(1)));
         });
         println!("| guard path, no metrics installed | {threads} | {ns:.1} |");
     }

@@ -171,6 +171,8 @@ fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
     }
     let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
     let m = Arc::new(Metrics::new(&labels));
+    // The sessions gauge is read from the core's state when scraped.
+    m.set_sessions_source(Box::new(crate::core::api::open_sessions));
     for (id, g) in groups {
         let index = inst
             .all_slots

@@ -117,9 +117,6 @@ impl Instance {
             SlotRef::Module(m) if *i == id => Some(m.clone()),
             _ => None,
         });
-        if let Some(m) = &m {
-            crate::metrics::note_slot(m.index);
-        }
         m
     }
 
@@ -202,11 +199,7 @@ impl Instance {
         if !self.has_modules {
             return None;
         }
-        let p = self.pass_sessions.get(&h).map(|s| s.clone());
-        if let Some(p) = &p {
-            crate::metrics::note_slot(p.slot.index);
-        }
-        p
+        self.pass_sessions.get(&h).map(|s| s.clone())
     }
 
     /// Opens a vendor session on module slot `m` and gives it an hsmux handle. With
@@ -226,7 +219,6 @@ impl Instance {
         let h = self.new_session_handle();
         self.pass_sessions
             .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
-        sessions_changed(m.index, 1);
         Ok(h)
     }
 
@@ -241,9 +233,8 @@ impl Instance {
                 | CKR_SESSION_CLOSED
                 | CKR_CRYPTOKI_NOT_INITIALIZED
                 | CKR_DEVICE_REMOVED
-        ) && self.pass_sessions.remove(&h).is_some()
-        {
-            sessions_changed(p.slot.index, -1);
+        ) {
+            self.pass_sessions.remove(&h);
         }
         rv
     }
@@ -274,9 +265,7 @@ impl Instance {
     }
 
     pub fn slot(&self, id: CK_SLOT_ID) -> Result<&Arc<Slot>> {
-        let s = &self.slots[self.slot_index(id)?];
-        crate::metrics::note_slot(s.index);
-        Ok(s)
+        Ok(&self.slots[self.slot_index(id)?])
     }
 
     pub fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
@@ -303,13 +292,6 @@ impl Instance {
             .iter()
             .position(|s| Arc::ptr_eq(s, slot))
             .unwrap_or(usize::MAX)
-    }
-}
-
-/// The `hsmux_sessions` gauge of slot `index`.
-pub fn sessions_changed(index: usize, delta: i64) {
-    if let Some(m) = crate::metrics::current() {
-        m.sessions_changed(index, delta);
     }
 }
 

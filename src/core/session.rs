@@ -21,6 +21,26 @@ pub struct Active<T: ?Sized> {
     /// The key has CKA_ALWAYS_AUTHENTICATE and the user has not yet logged in with
     /// CKU_CONTEXT_SPECIFIC for this operation.
     pub needs_auth: bool,
+    /// Where the caller wants an IV the token chooses (an encryption only).
+    pub iv_out: Option<IvOut>,
+}
+
+/// Where the caller wants an IV that the token chooses during an encryption (PKCS#11 3.0
+/// §2.12.3: the consumer's `pIv` of `CK_GCM_PARAMS`). Opaque to the core: the FFI layer's
+/// address and length of that buffer. It is kept with the operation, so that it ends
+/// (succeeds, fails, is cancelled, its session closes) with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvOut {
+    pub addr: usize,
+    pub len: usize,
+}
+
+/// An IV the token chose ([`Cipher::produced_iv`]), with where the caller asked for it:
+/// what an encryption that ended returns to the caller, who writes it there.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProducedIv {
+    pub iv: Vec<u8>,
+    pub to: IvOut,
 }
 
 impl<T: ?Sized> Active<T> {
@@ -30,6 +50,7 @@ impl<T: ?Sized> Active<T> {
             multipart: false,
             pending: None,
             needs_auth: false,
+            iv_out: None,
         }
     }
 }
@@ -116,25 +137,12 @@ impl Session {
     }
 }
 
-thread_local! {
-    /// The IV an encryption that just ended chose itself ([`Cipher::produced_iv`]): the
-    /// FFI layer reads it right after the same call, on the same thread, and writes it
-    /// into the consumer's `pIv`.
-    static PRODUCED_IV: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Ends a cipher operation that succeeded, keeping the IV it produced for the caller.
-fn done(slot: &mut Option<Active<dyn Cipher>>) {
-    if let Some(a) = slot.take() {
-        if let Some(iv) = a.op.produced_iv() {
-            PRODUCED_IV.with(|c| *c.borrow_mut() = Some(iv));
-        }
-    }
-}
-
-/// The IV produced by the operation this thread's last call ended, if any (and forgets it).
-pub fn take_produced_iv() -> Option<Vec<u8>> {
-    PRODUCED_IV.with(|c| c.borrow_mut().take())
+/// Ends a cipher operation that succeeded, giving back the IV it produced (if the caller
+/// asked for one).
+fn done(slot: &mut Option<Active<dyn Cipher>>) -> Option<ProducedIv> {
+    let a = slot.take()?;
+    let to = a.iv_out?;
+    a.op.produced_iv().map(|iv| ProducedIv { iv, to })
 }
 
 /// `C_Encrypt` / `C_Decrypt`.
@@ -142,7 +150,7 @@ pub fn cipher_single(
     slot: &mut Option<Active<dyn Cipher>>,
     input: &[u8],
     out: &mut OutBuf,
-) -> Result<()> {
+) -> Result<Option<ProducedIv>> {
     let a = active(slot)?;
     if a.multipart {
         *slot = None;
@@ -151,32 +159,38 @@ pub fn cipher_single(
     let fp = fingerprint(input);
     if let Some((p, data)) = &a.pending {
         if *p == fp {
-            let r = out.put(data);
-            if r.is_ok() && !out.is_query() {
-                done(slot);
-            }
-            return r;
+            out.put(data)?;
+            return Ok(if out.is_query() { None } else { done(slot) });
         }
     }
     if out.is_query() {
         out.report(a.op.output_len(input.len()));
-        return Ok(());
+        return Ok(None);
     }
-    match a.op.oneshot(input) {
+    let computed = a.op.oneshot(input);
+    deliver(slot, computed, fp, out, true)
+}
+
+/// Hands a cipher call's output to the caller: an error ends the operation; output that
+/// does not fit is kept for the retry (with the input's fingerprint `fp`); output that
+/// fits ends the operation when the call is one that `ends` it.
+fn deliver(
+    slot: &mut Option<Active<dyn Cipher>>,
+    computed: Result<Vec<u8>>,
+    fp: u64,
+    out: &mut OutBuf,
+    ends: bool,
+) -> Result<Option<ProducedIv>> {
+    let data = computed.inspect_err(|_| *slot = None)?;
+    match out.put(&data) {
+        Ok(()) if ends => Ok(done(slot)),
+        Ok(()) => Ok(None),
         Err(e) => {
-            *slot = None;
+            if let Some(a) = slot {
+                a.pending = Some((fp, data));
+            }
             Err(e)
         }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => {
-                done(slot);
-                Ok(())
-            }
-            Err(e) => {
-                a.pending = Some((fp, data));
-                Err(e)
-            }
-        },
     }
 }
 
@@ -202,51 +216,40 @@ pub fn cipher_update(
         return Ok(());
     }
     a.multipart = true;
-    match a.op.update(input) {
-        Err(e) => {
-            *slot = None;
-            Err(e)
-        }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                a.pending = Some((fp, data));
-                Err(e)
-            }
-        },
-    }
+    let computed = a.op.update(input);
+    deliver(slot, computed, fp, out, false).map(drop)
 }
 
 /// `C_EncryptFinal` / `C_DecryptFinal`.
-pub fn cipher_final(slot: &mut Option<Active<dyn Cipher>>, out: &mut OutBuf) -> Result<()> {
+pub fn cipher_final(
+    slot: &mut Option<Active<dyn Cipher>>,
+    out: &mut OutBuf,
+) -> Result<Option<ProducedIv>> {
     let a = active(slot)?;
     if let Some((_, data)) = &a.pending {
-        let r = out.put(data);
-        if r.is_ok() && !out.is_query() {
-            done(slot);
-        }
-        return r;
+        out.put(data)?;
+        return Ok(if out.is_query() { None } else { done(slot) });
     }
     if out.is_query() {
         out.report(a.op.final_len());
-        return Ok(());
+        return Ok(None);
     }
-    match a.op.finish() {
-        Err(e) => {
-            *slot = None;
-            Err(e)
-        }
-        Ok(data) => match out.put(&data) {
-            Ok(()) => {
-                done(slot);
-                Ok(())
-            }
-            Err(e) => {
-                a.pending = Some((0, data));
-                Err(e)
-            }
-        },
+    let computed = a.op.finish();
+    deliver(slot, computed, 0, out, true)
+}
+
+/// When `need` bytes do not fit in `out`: the answer (the length reported; success for a
+/// length query, `CKR_BUFFER_TOO_SMALL` otherwise), the operation staying alive.
+fn no_room(out: &mut OutBuf, need: usize) -> Option<Result<()>> {
+    if out.fits(need) {
+        return None;
     }
+    out.report(need);
+    Some(if out.is_query() {
+        Ok(())
+    } else {
+        Err(err(CKR_BUFFER_TOO_SMALL))
+    })
 }
 
 /// `C_Sign` / `C_Digest`: the output length is known up front.
@@ -260,14 +263,8 @@ pub fn signer_single(
         *slot = None;
         return Err(err(CKR_OPERATION_ACTIVE));
     }
-    let need = a.op.output_len();
-    if !out.fits(need) {
-        out.report(need);
-        return if out.is_query() {
-            Ok(())
-        } else {
-            Err(err(CKR_BUFFER_TOO_SMALL))
-        };
+    if let Some(r) = no_room(out, a.op.output_len()) {
+        return r;
     }
     let r = a.op.oneshot(data).and_then(|sig| out.put(&sig));
     *slot = None;
@@ -288,14 +285,8 @@ pub fn signer_update(slot: &mut Option<Active<dyn Signer>>, data: &[u8]) -> Resu
 /// `C_SignFinal` / `C_DigestFinal`.
 pub fn signer_final(slot: &mut Option<Active<dyn Signer>>, out: &mut OutBuf) -> Result<()> {
     let a = active(slot)?;
-    let need = a.op.output_len();
-    if !out.fits(need) {
-        out.report(need);
-        return if out.is_query() {
-            Ok(())
-        } else {
-            Err(err(CKR_BUFFER_TOO_SMALL))
-        };
+    if let Some(r) = no_room(out, a.op.output_len()) {
+        return r;
     }
     let r = a.op.finish().and_then(|sig| out.put(&sig));
     *slot = None;
@@ -452,5 +443,63 @@ mod tests {
             cipher_single(&mut slot, b"a", &mut out).unwrap_err().rv(),
             CKR_OPERATION_ACTIVE
         );
+    }
+
+    /// Encrypts to nothing and says it chose the IV `[7; 12]`.
+    struct ChoosesIv;
+    impl Cipher for ChoosesIv {
+        fn output_len(&self, _: usize) -> usize {
+            0
+        }
+        fn oneshot(&mut self, _: &[u8]) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn update_len(&self, _: usize) -> usize {
+            0
+        }
+        fn update(&mut self, _: &[u8]) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn final_len(&self) -> usize {
+            0
+        }
+        fn finish(&mut self) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn produced_iv(&self) -> Option<Vec<u8>> {
+            Some(vec![7; 12])
+        }
+    }
+
+    #[test]
+    fn the_ended_operation_returns_the_chosen_iv_to_where_the_caller_asked() {
+        let to = IvOut {
+            addr: 0x1000,
+            len: 12,
+        };
+        let mut slot: Option<Active<dyn Cipher>> = Some(Active::new(Box::new(ChoosesIv)));
+        slot.as_mut().unwrap().iv_out = Some(to);
+        let mut out = OutBuf::new(None);
+        assert_eq!(
+            cipher_single(&mut slot, b"", &mut out).unwrap(),
+            None,
+            "query"
+        );
+        let mut buf = [0u8; 0];
+        let mut out = OutBuf::new(Some(&mut buf));
+        let produced = cipher_single(&mut slot, b"", &mut out).unwrap();
+        assert_eq!(
+            produced,
+            Some(ProducedIv {
+                iv: vec![7; 12],
+                to
+            })
+        );
+
+        // Nobody asked: nothing to give back.
+        let mut slot: Option<Active<dyn Cipher>> = Some(Active::new(Box::new(ChoosesIv)));
+        let mut out = OutBuf::new(Some(&mut buf));
+        assert_eq!(cipher_final(&mut slot, &mut out).unwrap(), None);
+        assert!(slot.is_none());
     }
 }

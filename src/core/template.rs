@@ -1,7 +1,7 @@
-//! The object model of PKCS#11 §4 for tokens whose objects hsmux itself holds (the soft
-//! token now, remote key services later): which attributes each class has, their defaults,
-//! which are sensitive, and the rules of C_CreateObject, C_CopyObject and
-//! C_SetAttributeValue.
+//! The object model of PKCS#11 §4 for tokens whose objects hsmux itself presents (the soft
+//! token, and the remote key services through `backend::remote`): which attributes each
+//! class has, their defaults, which are sensitive, and the rules of C_CreateObject,
+//! C_CopyObject and C_SetAttributeValue.
 //!
 //! Defaults follow SoftHSMv2 (usage flags TRUE, CKA_SENSITIVE and CKA_EXTRACTABLE FALSE)
 //! except CKA_PRIVATE, which defaults to TRUE only for private and secret keys, so that

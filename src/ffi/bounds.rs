@@ -158,24 +158,10 @@ pub unsafe fn vendor_mechanism(p: *const CK_MECHANISM) -> Result<()> {
 /// # Safety
 /// As [`mechanism`].
 pub unsafe fn vendor_message_mechanism(p: *const CK_MECHANISM) -> Result<()> {
-    if p.is_null() {
+    let Some((mt, pp, len)) = outer(p)? else {
         return Ok(());
-    }
-    let m = std::ptr::read_unaligned(p);
-    let (mt, pp, len) = (m.mechanism, m.pParameter as *const u8, m.ulParameterLen);
-    if pp.is_null() && len != 0 {
-        return Err(param_invalid(
-            mt,
-            format!("pParameter is NULL with length {len}"),
-        ));
-    }
-    if len as u128 > MAX_PARAM_LEN as u128 {
-        return Err(param_invalid(
-            mt,
-            format!("ulParameterLen {len} is larger than {MAX_PARAM_LEN}"),
-        ));
-    }
-    if mt == CKM_AES_GCM && !pp.is_null() && len as usize == size_of::<CK_GCM_MESSAGE_PARAMS>() {
+    };
+    if mt == CKM_AES_GCM && !pp.is_null() && len == size_of::<CK_GCM_MESSAGE_PARAMS>() {
         let g: CK_GCM_MESSAGE_PARAMS = std::ptr::read_unaligned(pp as *const _);
         inner(mt, "pIv", g.pIv, g.ulIvLen)?;
         inner(mt, "pTag", g.pTag, g.ulTagBits / 8)?;
@@ -183,9 +169,12 @@ pub unsafe fn vendor_message_mechanism(p: *const CK_MECHANISM) -> Result<()> {
     Ok(())
 }
 
-unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
+/// A consumer's mechanism as (type, parameter, parameter length), once the parameter is
+/// not NULL with a length and its length is at most [`MAX_PARAM_LEN`]; `None` for a NULL
+/// mechanism.
+unsafe fn outer(p: *const CK_MECHANISM) -> Result<Option<(CK_MECHANISM_TYPE, *const u8, usize)>> {
     if p.is_null() {
-        return Ok(());
+        return Ok(None);
     }
     let m = std::ptr::read_unaligned(p);
     let (mt, pp, len) = (m.mechanism, m.pParameter as *const u8, m.ulParameterLen);
@@ -201,7 +190,13 @@ unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
             format!("ulParameterLen {len} is larger than {MAX_PARAM_LEN}"),
         ));
     }
-    let len = len as usize;
+    Ok(Some((mt, pp, len as usize)))
+}
+
+unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
+    let Some((mt, pp, len)) = outer(p)? else {
+        return Ok(());
+    };
     if let Some(want) = fixed_param_len(mt) {
         if len != want && exact {
             return Err(param_invalid(

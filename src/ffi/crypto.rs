@@ -7,6 +7,7 @@ use crate::core::api::crypto as api;
 use crate::core::api::session::session_info;
 use crate::core::error::{err, Result};
 use crate::core::instance;
+use crate::core::session::ProducedIv;
 use cryptoki_sys::*;
 
 /// Runs a call that ends its operation when it fails (PKCS#11 3.0 §5.2 and each
@@ -32,61 +33,40 @@ fn end_operation(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
             // A handle that is not a session (or not this kind's operation) leaves
             // nothing to end.
             let _ = api::session_cancel(h, flags);
-            if flags & CKF_ENCRYPT != 0 {
-                forget_iv(h);
-            }
         }
         _ => {}
     }
 }
 
-/// The consumer's `pIv` of each session's AES-GCM encryption, kept from `C_EncryptInit`
-/// to the call that ends the operation: a remote service chooses the IV and hsmux writes
-/// it there (PKCS#11 3.0 §2.12.3; OpenBao's seal reads it after `C_Encrypt`). The
-/// consumer keeps the parameter alive for the operation, as the spec's IV generation
-/// requires.
-static GCM_IV_OUT: std::sync::LazyLock<dashmap::DashMap<CK_SESSION_HANDLE, (usize, usize)>> =
-    std::sync::LazyLock::new(dashmap::DashMap::new);
-
-/// After a call that may have ended an encryption: the IV the token chose goes into the
-/// consumer's `pIv` when it has exactly that length.
-fn write_back_iv(h: CK_SESSION_HANDLE) {
-    let Some(iv) = crate::core::session::take_produced_iv() else {
-        return;
-    };
-    if let Some((_, (ptr, len))) = GCM_IV_OUT.remove(&h) {
-        if len == iv.len() {
-            // SAFETY: the consumer's pIv buffer of ulIvLen bytes from C_EncryptInit,
-            // which it keeps alive until the operation ends.
-            unsafe { std::ptr::copy_nonoverlapping(iv.as_ptr(), ptr as *mut u8, len) };
-        }
+/// Writes the IV a token chose for an AES-GCM encryption into the consumer's `pIv`, given
+/// at `C_EncryptInit` (PKCS#11 3.0 §2.12.3; OpenBao's seal reads it after `C_Encrypt`),
+/// when that buffer has exactly the IV's length. The core returns it from the call that
+/// ended the operation.
+unsafe fn write_back_iv(produced: Option<ProducedIv>) {
+    if let Some(p) = produced.filter(|p| p.iv.len() == p.to.len) {
+        // SAFETY: the consumer's pIv buffer of ulIvLen bytes from C_EncryptInit, which the
+        // spec's IV generation requires it to keep alive until the operation ends.
+        std::ptr::copy_nonoverlapping(p.iv.as_ptr(), p.to.addr as *mut u8, p.to.len);
     }
-}
-
-/// Forgets a closed session's `pIv`.
-pub(crate) fn forget_iv(h: CK_SESSION_HANDLE) {
-    GCM_IV_OUT.remove(&h);
 }
 
 ck_fn!(C_EncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
     route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.encrypt_init(p_mech, key));
     instance::get()?;
-    api::encrypt_init(h, mechanism(p_mech)?.as_ref(), key)?;
-    match super::mech::gcm_iv_out(p_mech) {
-        Some(at) => { GCM_IV_OUT.insert(h, at); }
-        None => { GCM_IV_OUT.remove(&h); }
-    }
-    Ok(())
+    api::encrypt_init(h, mechanism(p_mech)?.as_ref(), key, super::mech::gcm_iv_out(p_mech))
 });
 ck_fn!(C_Encrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_ENCRYPT, || {
         route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.encrypt(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
-        let _ = crate::core::session::take_produced_iv();
-        let r = with_out(p_out, p_out_len, |o| api::encrypt(h, data, o));
-        write_back_iv(h);
-        r
+        let mut produced = None;
+        with_out(p_out, p_out_len, |o| {
+            produced = api::encrypt(h, data, o)?;
+            Ok(())
+        })?;
+        write_back_iv(produced);
+        Ok(())
     })
 });
 ck_fn!(C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
@@ -101,10 +81,13 @@ ck_fn!(C_EncryptFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut
     ending(h, CKF_ENCRYPT, || {
         route_session!(h, |p| p.encrypt_final(p_out, p_out_len));
         instance::get()?;
-        let _ = crate::core::session::take_produced_iv();
-        let r = with_out(p_out, p_out_len, |o| api::encrypt_final(h, o));
-        write_back_iv(h);
-        r
+        let mut produced = None;
+        with_out(p_out, p_out_len, |o| {
+            produced = api::encrypt_final(h, o)?;
+            Ok(())
+        })?;
+        write_back_iv(produced);
+        Ok(())
     })
 });
 

@@ -5,18 +5,30 @@ use super::bounds::{data_len, template as check_template, vendor_mechanism as ve
 use super::mech::required;
 use super::{ck_fn, in_bytes, route_session, with_out};
 use crate::core::api::keys as api;
-use crate::core::error::err;
+use crate::core::attr::Attr;
+use crate::core::error::{err, Result};
 use crate::core::instance;
+use crate::core::mechanism::Mechanism;
 use cryptoki_sys::*;
 
-ck_fn!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; }, |p| p.generate_key(p_mech, p_t, n, ph));
+/// The arguments of a call that makes one key (`C_GenerateKey`, `C_DeriveKey`), checked
+/// in the order hsmux's tokens answer them: initialized, `phKey`, mechanism, template.
+unsafe fn new_key_args(
+    p_mech: *mut CK_MECHANISM,
+    p_t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+    ph: *mut CK_OBJECT_HANDLE,
+) -> Result<(Mechanism, Vec<Attr>)> {
     instance::get()?;
     if ph.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
-    let m = required(p_mech)?;
-    let t = template(p_t, n)?;
+    Ok((required(p_mech)?, template(p_t, n)?))
+}
+
+ck_fn!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; }, |p| p.generate_key(p_mech, p_t, n, ph));
+    let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
     *ph = api::generate_key(h, &m, &t)?;
     Ok(())
 });
@@ -81,12 +93,7 @@ ck_fn!(C_UnwrapKey(
 
 ck_fn!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
     route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; }, |p| p.derive_key(p_mech, base, p_t, n, ph));
-    instance::get()?;
-    if ph.is_null() {
-        return Err(err(CKR_ARGUMENTS_BAD));
-    }
-    let m = required(p_mech)?;
-    let t = template(p_t, n)?;
+    let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
     *ph = api::derive_key(h, &m, base, &t)?;
     Ok(())
 });

@@ -3,6 +3,7 @@
 
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::session::IvOut;
 use cryptoki_sys::*;
 use std::mem::size_of;
 
@@ -29,7 +30,7 @@ unsafe fn param<T>(m: &CK_MECHANISM) -> Result<&T> {
 
 /// Where the IV of a `CKM_AES_GCM` mechanism lives in the consumer's memory (`pIv`,
 /// `ulIvLen`), for a token that chooses the IV and writes it back there.
-pub(crate) unsafe fn gcm_iv_out(p: *const CK_MECHANISM) -> Option<(usize, usize)> {
+pub(crate) unsafe fn gcm_iv_out(p: *const CK_MECHANISM) -> Option<IvOut> {
     if p.is_null() {
         return None;
     }
@@ -46,7 +47,10 @@ pub(crate) unsafe fn gcm_iv_out(p: *const CK_MECHANISM) -> Option<(usize, usize)
     } else {
         return None;
     };
-    (!iv.is_null() && len > 0).then_some((iv as usize, len as usize))
+    (!iv.is_null() && len > 0).then_some(IvOut {
+        addr: iv as usize,
+        len: len as usize,
+    })
 }
 
 /// Decodes a mechanism; `None` for a NULL pointer (which cancels an operation in 3.0).

@@ -20,14 +20,37 @@ use crate::core::out::OutBuf;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// What a PKCS#11 call is about, from its first argument: the metrics' slot label.
+#[derive(Clone, Copy)]
+pub(crate) enum Subject {
+    None,
+    Session(CK_SESSION_HANDLE),
+    Slot(CK_SLOT_ID),
+}
+
+impl Subject {
+    /// The configuration index of the slot the call was about, asked of the core after
+    /// the call (so a closed session's `C_CloseSession` names none), only when metrics
+    /// are recorded.
+    fn slot_index(self) -> Option<usize> {
+        match self {
+            Subject::None => None,
+            Subject::Session(h) => crate::core::api::slot_of_session(h),
+            Subject::Slot(id) => crate::core::api::slot_of_id(id),
+        }
+    }
+}
+
 /// Runs the body of a PKCS#11 function: turns `Err` into its return value and a panic
-/// into `CKR_GENERAL_ERROR` with a log line, so that neither crosses the C boundary.
+/// into `CKR_GENERAL_ERROR` with a log line, so that neither crosses the C boundary; and
+/// records the call in the metrics under the slot of `subject` (without metrics installed
+/// that costs one relaxed load).
 #[inline]
-pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
+pub(crate) fn guard(name: &'static str, subject: Subject, f: impl FnOnce() -> Result<()>) -> CK_RV {
     log::trace!("{name}");
     let timing = crate::metrics::start();
     let rv = run_guarded(name, f);
-    crate::metrics::finish(timing, name, rv);
+    crate::metrics::finish(timing, name, rv, || subject.slot_index());
     rv
 }
 
@@ -55,14 +78,24 @@ fn run_guarded(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
     }
 }
 
-/// Declares an exported PKCS#11 function whose body returns `Result<()>`.
+/// Declares an exported PKCS#11 function whose body returns `Result<()>`. A first
+/// argument of type `CK_SESSION_HANDLE` or `CK_SLOT_ID` is the call's [`Subject`].
 macro_rules! ck_fn {
-    ($name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $body:block) => {
+    (@emit $name:ident, $subject:expr, ( $($arg:ident : $ty:ty),* ) $body:block) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
             #[allow(unused_unsafe)]
-            $crate::ffi::guard(stringify!($name), || unsafe { $body })
+            $crate::ffi::guard(stringify!($name), $subject, || unsafe { $body })
         }
+    };
+    ($name:ident ( $h:ident : CK_SESSION_HANDLE $(, $arg:ident : $ty:ty)* $(,)? ) $body:block) => {
+        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::Session($h), ($h: CK_SESSION_HANDLE $(, $arg: $ty)*) $body);
+    };
+    ($name:ident ( $id:ident : CK_SLOT_ID $(, $arg:ident : $ty:ty)* $(,)? ) $body:block) => {
+        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::Slot($id), ($id: CK_SLOT_ID $(, $arg: $ty)*) $body);
+    };
+    ($name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $body:block) => {
+        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::None, ($($arg: $ty),*) $body);
     };
 }
 pub(crate) use ck_fn;

@@ -122,13 +122,17 @@ mod tests {
                 info.payload().downcast_ref::<&str>().unwrap()
             );
         }));
-        let rv = crate::ffi::guard("C_TestPanic", || panic!("boom inside hsmux"));
+        let rv = crate::ffi::guard("C_TestPanic", crate::ffi::Subject::None, || {
+            panic!("boom inside hsmux")
+        });
         eprintln!("GUARDED CALL ANSWERED 0x{rv:x}");
         // The host's own panic, outside any hsmux call, after the hook was installed.
         let caught = std::panic::catch_unwind(|| panic!("the host's own panic"));
         assert!(caught.is_err());
         // A second guarded panic after the host's: still logged, not printed.
-        let rv2 = crate::ffi::guard("C_TestPanic", || panic!("boom again"));
+        let rv2 = crate::ffi::guard("C_TestPanic", crate::ffi::Subject::None, || {
+            panic!("boom again")
+        });
         eprintln!("SECOND GUARDED CALL ANSWERED 0x{rv2:x}");
     }
 

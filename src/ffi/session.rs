@@ -37,7 +37,6 @@ ck_fn!(C_CloseSession(h: CK_SESSION_HANDLE) {
     if let Some(p) = inst.pass_session(h) {
         return vendor_rv(inst.close_pass_session(h, &p));
     }
-    super::crypto::forget_iv(h);
     api::close_session(h)
 });
 

@@ -133,27 +133,29 @@ fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
 /// Reads one request head and answers it; any I/O failure just ends the connection.
 fn handle(mut stream: TcpStream, metrics: &Metrics, stop: &AtomicBool) {
     let mut buf = [0u8; MAX_HEAD];
-    let len = match read_head(&mut stream, &mut buf, stop) {
-        Head::Complete(len) => len,
-        Head::TooLarge => {
-            let r = response(
-                431,
-                "Request Header Fields Too Large",
-                "text/plain",
-                b"request too large\n",
-                false,
-                "",
-            );
-            if write_all(&mut stream, &r, stop) {
-                let _ = stream.shutdown(Shutdown::Write);
-                drain(&mut stream);
-            }
-            return;
-        }
+    let response = match read_head(&mut stream, &mut buf, stop) {
+        Head::Complete(len) => answer(buf.get(..len).unwrap_or(&[]), metrics),
+        Head::TooLarge => response(
+            431,
+            "Request Header Fields Too Large",
+            "text/plain",
+            b"request too large\n",
+            false,
+            "",
+        ),
         Head::Gone => return,
     };
-    let head = buf.get(..len).unwrap_or(&[]);
-    let response = match parse_request_line(head) {
+    if write_all(&mut stream, &response, stop) {
+        // Let the client read everything before the socket closes: closing with unread
+        // input would reset the connection and could cut the answer short.
+        let _ = stream.shutdown(Shutdown::Write);
+        drain(&mut stream);
+    }
+}
+
+/// The answer to a request head: the metrics at `GET /metrics` (headers only for `HEAD`).
+fn answer(head: &[u8], metrics: &Metrics) -> Vec<u8> {
+    match parse_request_line(head) {
         Some((method @ ("GET" | "HEAD"), path)) => {
             let head_only = method == "HEAD";
             if path == "/metrics" {
@@ -192,12 +194,6 @@ fn handle(mut stream: TcpStream, metrics: &Metrics, stop: &AtomicBool) {
             false,
             "",
         ),
-    };
-    if write_all(&mut stream, &response, stop) {
-        // Let the client read everything before the socket closes: closing with unread
-        // input would reset the connection and could cut the answer short.
-        let _ = stream.shutdown(Shutdown::Write);
-        drain(&mut stream);
     }
 }
 

@@ -30,22 +30,26 @@
 //!
 //! # Wiring
 //! ```ignore
-//! // C_Initialize, after the slots are built, when `[metrics]` is configured (without it,
-//! // install nothing: each call then costs one relaxed load):
+//! // C_Initialize (the composition root), after the slots are built, when `[metrics]` is
+//! // configured (without it, install nothing: each call then costs one relaxed load):
 //! let m = Arc::new(metrics::Metrics::new(&slot_labels));
+//! m.set_sessions_source(Box::new(|slot| open_sessions(slot)));  // read at scrape time
 //! let r = m.add_replica(slot, "luna-a");            // 1, 2, ... per slot
-//! let listener = metrics::Listener::start(&cfg.listen, m.clone())?;  // keep it in the instance
+//! let listener = metrics::Listener::start(&cfg.listen, m.clone())?;  // keep it
 //! metrics::install(Some(m));
 //! // C_Finalize: metrics::install(None); listener.stop();
 //!
 //! // ffi::guard, around the call:
 //! let t = metrics::start();                  // None (one relaxed load) when disabled
 //! let rv = ...;
-//! metrics::finish(t, name, rv);              // takes the thread's context, records
+//! metrics::finish(t, name, rv, || slot);     // the slot the call's handle names
 //!
-//! // deeper layers, during a call:
-//! metrics::note_slot(slot_index);  metrics::note_replica(replica_index);
+//! // a replica group, during a call, for the replica label:
+//! metrics::note_replica(replica_index);
 //! ```
+//! The core knows nothing of the metrics: the slot comes from the call's handle (the FFI
+//! layer asks the core which slot it is), the session gauge from the core's state when
+//! scraped.
 //! After `fork()` the listener's thread does not exist in the child: a child must neither
 //! `stop` nor drop the parent's `Listener` (leak it with the rest of the parent's state).
 
@@ -57,7 +61,7 @@ mod render;
 mod tests;
 
 pub use listener::{Listener, CONTENT_TYPE};
-pub use registry::{Metrics, MAX_REPLICAS, NO_SLOT};
+pub use registry::{Metrics, SessionsSource, MAX_REPLICAS, NO_SLOT};
 
 use arc_swap::{ArcSwapOption, Guard};
 use cryptoki_sys::CK_RV;
@@ -122,35 +126,27 @@ impl std::ops::Deref for Current {
 }
 
 thread_local! {
-    /// The thread's call context: (slot index or NO_SLOT, replica index).
-    static CONTEXT: Cell<(usize, usize)> = const { Cell::new((NO_SLOT, 0)) };
-}
-
-/// Notes the slot (its index in `Metrics::new`'s list) the current call is about.
-#[inline(always)]
-pub fn note_slot(slot: usize) {
-    if enabled() {
-        CONTEXT.with(|c| c.set((slot, c.get().1)));
-    }
+    /// The replica that served the thread's current call, noted by the replica group
+    /// (`replica` records into the metrics itself; 0: the slot itself).
+    static REPLICA: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Notes the replica (index from `add_replica`) that is serving the current call.
 #[inline(always)]
 pub fn note_replica(replica: usize) {
     if enabled() {
-        CONTEXT.with(|c| c.set((c.get().0, replica)));
+        REPLICA.with(|c| c.set(replica));
     }
 }
 
-/// The context noted during this call (`(None, 0)`: none), and resets it.
+/// The replica noted during this call (0: none), and resets it.
 #[inline]
-pub fn take_context() -> (Option<usize>, usize) {
-    let (slot, replica) = CONTEXT.with(|c| c.replace((NO_SLOT, 0)));
-    ((slot != NO_SLOT).then_some(slot), replica)
+pub fn take_replica() -> usize {
+    REPLICA.with(|c| c.replace(0))
 }
 
 /// Starts timing a call: `None` when disabled (one relaxed load); otherwise clears the
-/// thread's context and reads the clock.
+/// thread's noted replica and reads the clock.
 #[inline(always)]
 pub fn start() -> Option<Instant> {
     if enabled() {
@@ -161,22 +157,28 @@ pub fn start() -> Option<Instant> {
 }
 
 fn start_enabled() -> Option<Instant> {
-    CONTEXT.with(|c| c.set((NO_SLOT, 0)));
+    REPLICA.with(|c| c.set(0));
     Some(Instant::now())
 }
 
-/// Ends a call that `start` timed: records it in the installed metrics under the context
-/// noted meanwhile (and resets the context).
+/// Ends a call that `start` timed: records it in the installed metrics under the slot
+/// that `slot` names (asked only now, after the clock is read; `None`: no slot) and the
+/// replica noted meanwhile (which it resets).
 #[inline(always)]
-pub fn finish(started: Option<Instant>, function: &'static str, rv: CK_RV) {
+pub fn finish(
+    started: Option<Instant>,
+    function: &'static str,
+    rv: CK_RV,
+    slot: impl FnOnce() -> Option<usize>,
+) {
     if let Some(t) = started {
-        finish_started(t, function, rv);
+        let elapsed = t.elapsed();
+        record(elapsed, function, rv, slot());
     }
 }
 
-fn finish_started(t: Instant, function: &'static str, rv: CK_RV) {
-    let elapsed = t.elapsed();
-    let (slot, replica) = take_context();
+fn record(elapsed: std::time::Duration, function: &'static str, rv: CK_RV, slot: Option<usize>) {
+    let replica = take_replica();
     if let Some(m) = current() {
         m.record_call(slot.unwrap_or(NO_SLOT), replica, function, rv, elapsed);
     }

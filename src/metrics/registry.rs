@@ -7,7 +7,7 @@ use crate::core::rv;
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::cell::Cell as TlsCell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -201,11 +201,6 @@ impl Row {
     }
 }
 
-/// Padding so that a slot's session gauge does not share a cache line with what the
-/// recording path reads.
-#[repr(align(64))]
-struct Padded<T>(T);
-
 /// Most replicas one slot can have, the slot itself (index 0) included.
 pub const MAX_REPLICAS: usize = 64;
 
@@ -241,9 +236,12 @@ impl Rows {
 
 struct SlotMetrics {
     label: String,
-    sessions: Padded<AtomicI64>,
     rows: Rows,
 }
+
+/// Where `hsmux_sessions` comes from: the open sessions of the slot at an index, read at
+/// scrape time from the state that holds them (the composition root gives it).
+pub type SessionsSource = Box<dyn Fn(usize) -> usize + Send + Sync>;
 
 /// The metrics of one module instance. Recording methods never allocate (but once per
 /// cell, for its 7th distinct return value), never lock, and never wait for `render`.
@@ -257,6 +255,7 @@ pub struct Metrics {
     none: Row,
     /// Serializes `add_replica` (registration only; recording never takes it).
     registration: Mutex<()>,
+    sessions: OnceLock<SessionsSource>,
 }
 
 /// Threads are spread over stripes round-robin, so that two threads recording the same
@@ -316,12 +315,12 @@ impl Metrics {
                 .iter()
                 .map(|label| SlotMetrics {
                     label: escape_label(label),
-                    sessions: Padded(AtomicI64::new(0)),
                     rows: Rows::new(stripes),
                 })
                 .collect(),
             none: Row::new("", stripes),
             registration: Mutex::new(()),
+            sessions: OnceLock::new(),
         }
     }
 
@@ -437,19 +436,9 @@ impl Metrics {
         }
     }
 
-    /// Moves `hsmux_sessions{slot}` by `delta` (+1 on open, -1 on close, -n when all close).
-    pub fn sessions_changed(&self, slot: usize, delta: i64) {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(s) = self.slots.get(slot) {
-            s.sessions.0.fetch_add(delta, Ordering::Relaxed);
-        }
-    }
-
-    /// The Prometheus text exposition (format 0.0.4) of everything recorded.
-    pub fn render(&self) -> String {
-        super::render::render(self)
+    /// Sets where `hsmux_sessions{slot}` is read from (once; 0 for every slot without).
+    pub fn set_sessions_source(&self, source: SessionsSource) {
+        let _ = self.sessions.set(source);
     }
 
     /// `(slot label, its rows)` for each slot, in order (the no-slot row: `none_row`).
@@ -464,10 +453,12 @@ impl Metrics {
         &self.none
     }
 
-    pub(crate) fn sessions(&self) -> impl Iterator<Item = (&str, i64)> {
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = (&str, usize)> {
+        let source = self.sessions.get();
         self.slots
             .iter()
-            .map(|s| (s.label.as_str(), s.sessions.0.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(move |(i, s)| (s.label.as_str(), source.map_or(0, |f| f(i))))
     }
 }
 

@@ -12,6 +12,9 @@ pub(crate) const DURATION: &str = "hsmux_call_duration_seconds";
 pub(crate) const REPLICA_UP: &str = "hsmux_replica_up";
 pub(crate) const FAILOVERS: &str = "hsmux_failovers_total";
 pub(crate) const SESSIONS: &str = "hsmux_sessions";
+const BUCKET: &str = "hsmux_call_duration_seconds_bucket";
+const SUM: &str = "hsmux_call_duration_seconds_sum";
+const COUNT: &str = "hsmux_call_duration_seconds_count";
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -48,7 +51,10 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
-fn call_labels(out: &mut String, s: &Series) {
+/// Starts a sample line of a call series: `name{slot="..",replica="..",function=".."`.
+fn open_sample(out: &mut String, name: &str, s: &Series) {
+    out.push_str(name);
+    out.push('{');
     out.push_str("slot=\"");
     out.push_str(s.slot);
     out.push_str("\",replica=\"");
@@ -64,7 +70,14 @@ fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-pub(crate) fn render(m: &Metrics) -> String {
+impl Metrics {
+    /// The Prometheus text exposition (format 0.0.4) of everything recorded.
+    pub fn render(&self) -> String {
+        render(self)
+    }
+}
+
+fn render(m: &Metrics) -> String {
     // The rows registered now (one acquire load each: no lock, recorders never wait).
     let slots = m.snapshot_rows();
 
@@ -86,9 +99,7 @@ pub(crate) fn render(m: &Metrics) -> String {
     );
     for s in &series {
         for (rv, n) in &s.totals.by_rv {
-            out.push_str(CALLS);
-            out.push('{');
-            call_labels(&mut out, s);
+            open_sample(&mut out, CALLS, s);
             let _ = writeln!(out, ",rv=\"{rv}\"}} {n}");
         }
     }
@@ -103,23 +114,15 @@ pub(crate) fn render(m: &Metrics) -> String {
         let mut cumulative = 0u64;
         for (le, n) in BOUNDS_LE.iter().zip(&s.totals.buckets) {
             cumulative += n;
-            out.push_str(DURATION);
-            out.push_str("_bucket{");
-            call_labels(&mut out, s);
+            open_sample(&mut out, BUCKET, s);
             let _ = writeln!(out, ",le=\"{le}\"}} {cumulative}");
         }
         let count: u64 = s.totals.buckets.iter().sum();
-        out.push_str(DURATION);
-        out.push_str("_bucket{");
-        call_labels(&mut out, s);
+        open_sample(&mut out, BUCKET, s);
         let _ = writeln!(out, ",le=\"+Inf\"}} {count}");
-        out.push_str(DURATION);
-        out.push_str("_sum{");
-        call_labels(&mut out, s);
+        open_sample(&mut out, SUM, s);
         let _ = writeln!(out, "}} {}", seconds(s.totals.sum_ns));
-        out.push_str(DURATION);
-        out.push_str("_count{");
-        call_labels(&mut out, s);
+        open_sample(&mut out, COUNT, s);
         let _ = writeln!(out, "}} {count}");
     }
 

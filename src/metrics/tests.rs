@@ -88,8 +88,8 @@ fn small_example() -> Metrics {
     m.failover(1, 1, 2);
     m.failover(1, 1, 2);
     m.failover(1, 2, 9); // unregistered target: ignored
-    m.sessions_changed(0, 2);
-    m.sessions_changed(0, -1);
+                         // One open session on "dev", none on "ha".
+    m.set_sessions_source(Box::new(|slot| usize::from(slot == 0)));
     m
 }
 
@@ -436,7 +436,6 @@ fn a_disabled_registry_records_nothing() {
     assert!(!m.is_enabled());
     m.record_call(0, 0, "C_Sign", CKR_OK, Duration::ZERO);
     m.set_replica_up(0, 0, true);
-    m.sessions_changed(0, 3);
     m.failover(0, 0, 0);
     let text = m.render();
     assert!(!text.contains("C_Sign"));
@@ -456,8 +455,8 @@ fn current_instance_and_call_context() {
     assert!(!enabled());
     assert!(current().is_none());
     assert!(start().is_none());
-    note_slot(3); // disabled: not kept
-    assert_eq!(take_context(), (None, 0));
+    note_replica(3); // disabled: not kept
+    assert_eq!(take_replica(), 0);
 
     let m = Arc::new(Metrics::new(&labels(&["a", "b"])));
     let r = m.add_replica(1, "r1");
@@ -465,35 +464,40 @@ fn current_instance_and_call_context() {
     assert!(enabled());
     assert!(current().is_some());
 
-    // A call that notes its slot and replica.
+    // A call on slot 1 that a replica served.
     let t = start();
     assert!(t.is_some());
-    note_slot(1);
     note_replica(r);
-    finish(t, "C_Sign", CKR_OK);
-    assert_eq!(take_context(), (None, 0), "finish resets the context");
+    finish(t, "C_Sign", CKR_OK, || Some(1));
+    assert_eq!(take_replica(), 0, "finish resets the replica");
 
     // A call that names no slot.
     let t = start();
-    finish(t, "C_GetInfo", CKR_OK);
+    finish(t, "C_GetInfo", CKR_OK, || None);
 
     // start clears what an earlier call left behind.
-    note_slot(0);
+    note_replica(r);
     let t = start();
-    finish(t, "C_GetSlotList", CKR_OK);
+    finish(t, "C_GetSlotList", CKR_OK, || None);
 
-    // take_context by hand.
+    // take_replica by hand.
     note_replica(2);
-    note_slot(0);
-    assert_eq!(take_context(), (Some(0), 2));
-    assert_eq!(take_context(), (None, 0));
+    assert_eq!(take_replica(), 2);
+    assert_eq!(take_replica(), 0);
 
-    // Another thread's context is its own.
-    note_slot(1);
-    std::thread::spawn(|| assert_eq!(take_context(), (None, 0)))
+    // Another thread's replica is its own.
+    note_replica(1);
+    std::thread::spawn(|| assert_eq!(take_replica(), 0))
         .join()
         .unwrap();
-    assert_eq!(take_context(), (Some(1), 0));
+    assert_eq!(take_replica(), 1);
+
+    // The slot is asked only when the call is recorded.
+    install(None);
+    finish(start(), "C_Sign", CKR_OK, || {
+        unreachable!("metrics are off")
+    });
+    install(Some(m.clone()));
 
     let text = m.render();
     assert!(
@@ -514,7 +518,7 @@ fn current_instance_and_call_context() {
     install(Some(m.clone()));
     let t = start();
     install(None);
-    finish(t, "C_Sign", CKR_OK);
+    finish(t, "C_Sign", CKR_OK, || Some(1));
     assert!(m.render().contains(r#"function="C_Sign",rv="CKR_OK"} 1"#));
 }
 

@@ -162,46 +162,65 @@ mod tests {
 
     #[test]
     fn service_codes_map_as_documented() {
-        assert_eq!(
-            code_rv("NotFoundException", 400, During::Call),
-            CKR_KEY_HANDLE_INVALID
-        );
-        assert_eq!(
-            code_rv("KMSInvalidStateException", 400, During::Call),
-            CKR_KEY_HANDLE_INVALID
-        );
-        assert_eq!(
-            code_rv("DisabledException", 400, During::Call),
-            CKR_KEY_HANDLE_INVALID
-        );
-        assert_eq!(
-            code_rv("AccessDeniedException", 400, During::Call),
-            CKR_KEY_FUNCTION_NOT_PERMITTED
-        );
-        assert_eq!(
-            code_rv("InvalidCiphertextException", 400, During::Call),
-            CKR_ENCRYPTED_DATA_INVALID
-        );
-        assert_eq!(
-            code_rv("ThrottlingException", 400, During::Call),
-            CKR_DEVICE_ERROR
-        );
-        assert_eq!(
-            code_rv("KMSInternalException", 500, During::Call),
-            CKR_DEVICE_ERROR
-        );
-        assert_eq!(code_rv("Whatever", 503, During::Call), CKR_DEVICE_ERROR);
-        assert_eq!(
-            code_rv("ValidationException", 400, During::Call),
-            CKR_FUNCTION_FAILED
-        );
-        assert_eq!(
-            code_rv("UnrecognizedClientException", 400, During::Login),
-            CKR_PIN_INCORRECT
-        );
-        assert_eq!(
-            code_rv("UnrecognizedClientException", 400, During::Call),
-            CKR_USER_NOT_LOGGED_IN
-        );
+        let cases = [
+            (
+                "NotFoundException",
+                400,
+                During::Call,
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (
+                "KMSInvalidStateException",
+                400,
+                During::Call,
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (
+                "DisabledException",
+                400,
+                During::Call,
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (
+                "AccessDeniedException",
+                400,
+                During::Call,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            ),
+            (
+                "InvalidCiphertextException",
+                400,
+                During::Call,
+                CKR_ENCRYPTED_DATA_INVALID,
+            ),
+            ("ThrottlingException", 400, During::Call, CKR_DEVICE_ERROR),
+            ("KMSInternalException", 500, During::Call, CKR_DEVICE_ERROR),
+            ("Whatever", 503, During::Call, CKR_DEVICE_ERROR),
+            (
+                "ValidationException",
+                400,
+                During::Call,
+                CKR_FUNCTION_FAILED,
+            ),
+            (
+                "UnrecognizedClientException",
+                400,
+                During::Login,
+                CKR_PIN_INCORRECT,
+            ),
+            (
+                "UnrecognizedClientException",
+                400,
+                During::Call,
+                CKR_USER_NOT_LOGGED_IN,
+            ),
+        ];
+        for (code, status, during, rv) in cases {
+            assert_eq!(
+                code_rv(code, status, during),
+                rv,
+                "{code} {status} {during:?}"
+            );
+        }
     }
 }

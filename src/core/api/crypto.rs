@@ -6,16 +6,18 @@ use crate::core::attr::AttrValue;
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::out::OutBuf;
-use crate::core::session::{self, Active, Session};
+use crate::core::session::{self, Active, IvOut, ProducedIv, Session};
 use cryptoki_sys::*;
 
-/// What an `*Init` needs: the mechanism (`None` cancels) and the key handle.
+/// What an `*Init` needs: the mechanism (`None` cancels) and the key handle; an encryption
+/// also where the caller wants an IV the token chooses (see [`IvOut`]).
 macro_rules! init_fn {
-    ($name:ident, $field:ident, $backend:ident, $private_key_op:expr) => {
+    ($name:ident, $field:ident, $backend:ident, $private_key_op:expr $(, $iv_out:ident)?) => {
         pub fn $name(
             h: CK_SESSION_HANDLE,
             mech: Option<&Mechanism>,
             key: CK_OBJECT_HANDLE,
+            $($iv_out: Option<IvOut>,)?
         ) -> Result<()> {
             with_session(h, |inst, s| {
                 let Some(mech) = mech else {
@@ -32,6 +34,7 @@ macro_rules! init_fn {
                 if $private_key_op && uses_private_key(mech.mech) {
                     active.needs_auth = always_authenticate(s, &ctx, id);
                 }
+                $(active.iv_out = $iv_out;)?
                 s.$field = Some(active);
                 Ok(())
             })
@@ -39,7 +42,7 @@ macro_rules! init_fn {
     };
 }
 
-init_fn!(encrypt_init, encrypt, encrypt_init, false);
+init_fn!(encrypt_init, encrypt, encrypt_init, false, iv_out);
 init_fn!(decrypt_init, decrypt, decrypt_init, true);
 init_fn!(sign_init, sign, sign_init, true);
 init_fn!(verify_init, verify, verify_init, false);
@@ -96,23 +99,29 @@ pub fn digest_init(h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()>
     })
 }
 
-pub fn encrypt(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<()> {
+/// `C_Encrypt`: also the IV the token chose, when the operation ended with one.
+pub fn encrypt(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<Option<ProducedIv>> {
     with_session(h, |_, s| session::cipher_single(&mut s.encrypt, data, out))
 }
 pub fn encrypt_update(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<()> {
     with_session(h, |_, s| session::cipher_update(&mut s.encrypt, data, out))
 }
-pub fn encrypt_final(h: CK_SESSION_HANDLE, out: &mut OutBuf) -> Result<()> {
+/// `C_EncryptFinal`: also the IV the token chose, as [`encrypt`].
+pub fn encrypt_final(h: CK_SESSION_HANDLE, out: &mut OutBuf) -> Result<Option<ProducedIv>> {
     with_session(h, |_, s| session::cipher_final(&mut s.encrypt, out))
 }
 pub fn decrypt(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<()> {
-    with_session(h, |_, s| session::cipher_single(&mut s.decrypt, data, out))
+    with_session(h, |_, s| {
+        session::cipher_single(&mut s.decrypt, data, out).map(drop)
+    })
 }
 pub fn decrypt_update(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<()> {
     with_session(h, |_, s| session::cipher_update(&mut s.decrypt, data, out))
 }
 pub fn decrypt_final(h: CK_SESSION_HANDLE, out: &mut OutBuf) -> Result<()> {
-    with_session(h, |_, s| session::cipher_final(&mut s.decrypt, out))
+    with_session(h, |_, s| {
+        session::cipher_final(&mut s.decrypt, out).map(drop)
+    })
 }
 pub fn digest(h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf) -> Result<()> {
     with_session(h, |_, s| session::signer_single(&mut s.digest, data, out))

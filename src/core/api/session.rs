@@ -27,7 +27,6 @@ pub fn open_session(slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HAND
     if !rw {
         s.ro_sessions.fetch_add(1, Ordering::SeqCst);
     }
-    crate::core::instance::sessions_changed(s.index, 1);
     inst.sessions
         .insert(h, Arc::new(Mutex::new(Session::new(h, s, rw))));
     Ok(h)
@@ -50,7 +49,6 @@ fn end_session(inst: &Instance, h: CK_SESSION_HANDLE) -> Result<()> {
     if !rw {
         slot.ro_sessions.fetch_sub(1, Ordering::SeqCst);
     }
-    crate::core::instance::sessions_changed(slot.index, -1);
     if slot.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
         logout_slot(&slot);
     }
