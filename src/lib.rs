@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod replica;
 
 pub use crate::core::error::{Error, Result};

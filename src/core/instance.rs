@@ -1,7 +1,6 @@
 //! The module's state between `C_Initialize` and `C_Finalize`: slots, sessions and the
 //! object handle table, plus the fork epoch that makes a forked child re-initialize.
 
-use crate::backend::module::{pass::PassSession, ModuleSlot};
 use crate::backend::remote;
 use crate::backend::soft::SoftToken;
 use crate::config::{BackendConfig, Config};
@@ -48,29 +47,17 @@ pub fn fork_epoch() -> u64 {
     FORK_EPOCH.load(Ordering::SeqCst)
 }
 
-/// Where a configured slot lives: the core's slots (soft and the other `Token` backends)
-/// or the module slots, which forward to a vendor library.
-#[derive(Clone)]
-pub enum SlotRef {
-    Core(Arc<Slot>),
-    Module(Arc<ModuleSlot>),
-}
-
 pub struct Instance {
     /// The slots the core runs (PKCS#11 rules in hsmux, keys in a `Token`).
     pub slots: Vec<Arc<Slot>>,
-    /// Every slot in configuration order, with its id.
-    pub all_slots: Vec<(CK_SLOT_ID, SlotRef)>,
+    /// Every configured slot id in configuration order: the core's and the module slots
+    /// (which `crate::proxy` runs).
+    pub all_slots: Vec<CK_SLOT_ID>,
     pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
-    /// Sessions of module slots (handles from the same counter as `sessions`).
-    pub pass_sessions: DashMap<CK_SESSION_HANDLE, Arc<PassSession>>,
     /// The `/metrics` listener, stopped by `C_Finalize`.
     listener: Mutex<Option<crate::metrics::Listener>>,
     /// The replica groups among the core slots (for `hsmux check` and the metrics).
     pub groups: Vec<(CK_SLOT_ID, Arc<crate::replica::ReplicaGroup>)>,
-    /// Any module slot configured? Spares the soft slots' calls a second table lookup.
-    has_modules: bool,
-    next_session: AtomicU64,
     pub objects: Arc<HandleTable>,
     epoch: u64,
     pub config: Config,
@@ -79,6 +66,8 @@ pub struct Instance {
 impl Instance {
     fn build(config: Config) -> Result<Instance> {
         crate::backend::module::library::forget_failures();
+        crate::core::handles::reset_session_handles();
+        let mut module_slots = Vec::new();
         let objects = Arc::new(HandleTable::default());
         let mut slots = Vec::new();
         let mut all_slots = Vec::new();
@@ -136,23 +125,25 @@ impl Instance {
                     g
                 }
                 BackendConfig::Module(m) => {
-                    let slot = ModuleSlot::new(
+                    module_slots.push(crate::proxy::ModuleSlotSpec {
                         id,
-                        i,
-                        &s.label,
-                        module_base + i,
-                        m,
-                        s.user_pin.clone(),
-                        objects.clone(),
-                    );
-                    all_slots.push((id, SlotRef::Module(Arc::new(slot))));
+                        index: i,
+                        label: s.label.clone(),
+                        key: module_base + i,
+                        config: m.clone(),
+                        user_pin: s.user_pin.clone(),
+                    });
+                    all_slots.push(id);
                     continue;
                 }
             };
             let slot = Arc::new(Slot::new(id, i, s.label.clone(), token, s.user_pin.clone()));
             slots.push(slot.clone());
-            all_slots.push((id, SlotRef::Core(slot)));
+            all_slots.push(id);
         }
+        // ---- module slots: the passthrough layer (the composition root's call) ----
+        crate::proxy::start(module_slots, objects.clone());
+        // ----
         let metrics = config
             .metrics
             .as_ref()
@@ -163,7 +154,7 @@ impl Instance {
                 let labels: Vec<String> = config.slots.iter().map(|s| s.label.clone()).collect();
                 let m = Arc::new(crate::metrics::Metrics::new(&labels));
                 for (id, g) in &groups {
-                    let index = all_slots.iter().position(|(i, _)| i == id).unwrap_or(0);
+                    let index = all_slots.iter().position(|i| i == id).unwrap_or(0);
                     g.register_metrics(&m, index);
                 }
                 crate::metrics::install(Some(m.clone()));
@@ -189,176 +180,13 @@ impl Instance {
         Ok(Instance {
             slots,
             listener: Mutex::new(listener),
-            has_modules: all_slots
-                .iter()
-                .any(|(_, s)| matches!(s, SlotRef::Module(_))),
             all_slots,
             groups,
             sessions: DashMap::new(),
-            pass_sessions: DashMap::new(),
-            next_session: AtomicU64::new(1),
             objects,
             epoch: FORK_EPOCH.load(Ordering::SeqCst),
             config,
         })
-    }
-
-    /// The module slot with id `id`, if it is one.
-    pub fn module_slot(&self, id: CK_SLOT_ID) -> Option<Arc<ModuleSlot>> {
-        if !self.has_modules {
-            return None;
-        }
-        let m = self.all_slots.iter().find_map(|(i, s)| match s {
-            SlotRef::Module(m) if *i == id => Some(m.clone()),
-            _ => None,
-        });
-        if let Some(m) = &m {
-            crate::metrics::note_slot(m.index);
-        }
-        m
-    }
-
-    /// One round of `C_WaitForSlotEvent(CKF_DONT_BLOCK)` over the vendor libraries behind
-    /// module slots (hsmux's own slots never change): `Ok(Some(id))` for an event on one of
-    /// our slots, `Ok(None)` when some vendor could tell there was none, else the error.
-    pub fn poll_slot_events(&self) -> Result<Option<CK_SLOT_ID>> {
-        let modules: Vec<&Arc<ModuleSlot>> = self
-            .all_slots
-            .iter()
-            .filter_map(|(_, s)| match s {
-                SlotRef::Module(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        let mut libraries: Vec<&Arc<crate::backend::module::library::Library>> = Vec::new();
-        for m in &modules {
-            if let Some(l) = m.shared_library() {
-                if !libraries.iter().any(|x| Arc::ptr_eq(x, l)) {
-                    libraries.push(l);
-                }
-            }
-        }
-        let mut supported = false;
-        for lib in libraries {
-            match lib.poll_slot_event() {
-                Ok(None) => supported = true,
-                Ok(Some(vs)) => {
-                    supported = true;
-                    let mine = modules.iter().find(|m| {
-                        m.shared_library().is_some_and(|l| Arc::ptr_eq(l, lib))
-                            && m.vendor_slot() == Ok(vs)
-                    });
-                    if let Some(m) = mine {
-                        return Ok(Some(m.id));
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        if supported {
-            Ok(None)
-        } else {
-            Err(err(CKR_FUNCTION_NOT_SUPPORTED))
-        }
-    }
-
-    /// A blocking `C_WaitForSlotEvent`: the one vendor library behind the module slots
-    /// waits (its own answer, e.g. SoftHSM's CKR_FUNCTION_NOT_SUPPORTED); hsmux cannot
-    /// block on several libraries at once, nor on its own fixed slots.
-    pub fn wait_slot_event(&self) -> Result<CK_SLOT_ID> {
-        let mut libraries: Vec<&Arc<crate::backend::module::library::Library>> = Vec::new();
-        for (_, s) in &self.all_slots {
-            if let SlotRef::Module(m) = s {
-                if let Some(l) = m.shared_library() {
-                    if !libraries.iter().any(|x| Arc::ptr_eq(x, l)) {
-                        libraries.push(l);
-                    }
-                }
-            }
-        }
-        let [lib] = libraries.as_slice() else {
-            return Err(err(CKR_FUNCTION_NOT_SUPPORTED));
-        };
-        loop {
-            let vs = lib.wait_slot_event().map_err(err)?;
-            let mine = self.all_slots.iter().find_map(|(id, s)| match s {
-                SlotRef::Module(m) if m.vendor_slot() == Ok(vs) => Some(*id),
-                _ => None,
-            });
-            if let Some(id) = mine {
-                return Ok(id);
-            }
-        }
-    }
-
-    /// The module session behind handle `h`, if it is one.
-    #[inline]
-    pub fn pass_session(&self, h: CK_SESSION_HANDLE) -> Option<Arc<PassSession>> {
-        if !self.has_modules {
-            return None;
-        }
-        let p = self.pass_sessions.get(&h).map(|s| s.clone());
-        if let Some(p) = &p {
-            crate::metrics::note_slot(p.slot.index);
-        }
-        p
-    }
-
-    /// Opens a vendor session on module slot `m` and gives it an hsmux handle. With
-    /// `want_handle` false (the consumer passed a NULL `phSession`) the vendor sees the NULL
-    /// and answers it; one that still says CKR_OK gets the spec's code.
-    pub fn open_pass_session(
-        &self,
-        m: &Arc<ModuleSlot>,
-        flags: CK_FLAGS,
-        want_handle: bool,
-    ) -> std::result::Result<CK_SESSION_HANDLE, CK_RV> {
-        let vh = m.open_session(flags, want_handle)?;
-        if !want_handle {
-            m.close_vendor_session(vh);
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        let h = self.new_session_handle();
-        self.pass_sessions
-            .insert(h, Arc::new(PassSession::new(m.clone(), vh)));
-        sessions_changed(m.index, 1);
-        Ok(h)
-    }
-
-    /// `C_CloseSession` of a module session: the vendor's answer, and hsmux forgets it
-    /// unless the vendor still holds it.
-    pub fn close_pass_session(&self, h: CK_SESSION_HANDLE, p: &PassSession) -> CK_RV {
-        let rv = p.slot.close_vendor_session(p.vh);
-        if matches!(
-            rv,
-            CKR_OK
-                | CKR_SESSION_HANDLE_INVALID
-                | CKR_SESSION_CLOSED
-                | CKR_CRYPTOKI_NOT_INITIALIZED
-                | CKR_DEVICE_REMOVED
-        ) && self.pass_sessions.remove(&h).is_some()
-        {
-            sessions_changed(p.slot.index, -1);
-        }
-        rv
-    }
-
-    /// `C_CloseAllSessions` of a module slot: each of hsmux's sessions there is closed at
-    /// the vendor (other users of the vendor's slot keep theirs).
-    pub fn close_all_pass_sessions(&self, m: &Arc<ModuleSlot>) -> CK_RV {
-        if let Err(rv) = m.vendor_slot() {
-            return rv;
-        }
-        let mine: Vec<(CK_SESSION_HANDLE, Arc<PassSession>)> = self
-            .pass_sessions
-            .iter()
-            .filter(|e| Arc::ptr_eq(&e.value().slot, m))
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        for (h, p) in mine {
-            self.close_pass_session(h, &p);
-        }
-        CKR_OK
     }
 
     pub fn slot_index(&self, id: CK_SLOT_ID) -> Result<usize> {
@@ -382,7 +210,7 @@ impl Instance {
     }
 
     pub fn new_session_handle(&self) -> CK_SESSION_HANDLE {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
+        crate::core::handles::new_session_handle()
     }
 
     /// The backend object behind handle `h`, which must belong to slot `slot`.
@@ -437,6 +265,8 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
             std::mem::forget(m);
         }
         crate::metrics::install(None);
+        // ---- module slots: the passthrough layer (the composition root's call) ----
+        crate::proxy::forget_parent();
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -471,16 +301,9 @@ pub fn finalize() -> Result<()> {
             s.token.logout();
         }
         inst.sessions.clear();
-        // A vendor library shared with another user in the process is not finalized by
-        // us: close our sessions there explicitly.
-        let pass: Vec<_> = inst
-            .pass_sessions
-            .iter()
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        for (h, p) in pass {
-            inst.close_pass_session(h, &p);
-        }
+        // ---- module slots: the passthrough layer (the composition root's call) ----
+        crate::proxy::stop();
+        // ----
         drop(inst);
         // The remote backends' runtime goes with the slots (DESIGN: owned by the
         // module, shut down by C_Finalize); the next C_Initialize starts a new one.
