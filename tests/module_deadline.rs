@@ -38,7 +38,10 @@ fn session_info(m: &Module, h: CK_SESSION_HANDLE) -> CK_RV {
 
 #[test]
 fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keeps_working() {
-    assert!(Path::new(SOFTHSM).exists(), "SoftHSMv2 missing (scripts/deps.sh)");
+    assert!(
+        Path::new(SOFTHSM).exists(),
+        "SoftHSMv2 missing (scripts/deps.sh)"
+    );
     let dir = std::env::temp_dir().join(format!("hsmux-deadline-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("tokens")).unwrap();
     remove_at_exit(&dir);
@@ -54,10 +57,23 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
     std::env::set_var("SOFTHSM2_CONF", &conf);
     for t in ["hung", "fine"] {
         let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", t, "--so-pin", "12345678", "--pin", "1234"])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                t,
+                "--so-pin",
+                "12345678",
+                "--pin",
+                "1234",
+            ])
             .output()
             .expect("softhsm2-util");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
@@ -65,7 +81,11 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
         .arg(&dir)
         .output()
         .expect("build the fault wrapper");
-    assert!(out.status.success(), "faultwrap build: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "faultwrap build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ctl = dir.join("ctl");
     std::fs::write(&ctl, "ok").unwrap();
     let cfg = format!(
@@ -105,7 +125,13 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
     let t = Instant::now();
     let rv = ck!(
         m,
-        C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, sig.as_mut_ptr(), &mut n)
+        C_Sign(
+            h,
+            data.as_ptr() as *mut _,
+            data.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut n
+        )
     );
     let took = t.elapsed();
     assert_eq!(rv_name(rv), rv_name(CKR_DEVICE_ERROR));
@@ -113,7 +139,10 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
         took < Duration::from_millis(TIMEOUT_MS) + SLACK,
         "C_Sign on the hung slot took {took:?} (timeout_ms = {TIMEOUT_MS})"
     );
-    assert_eq!(n, 64, "the length word is not touched by a call that timed out");
+    assert_eq!(
+        n, 64,
+        "the length word is not touched by a call that timed out"
+    );
     assert!(sig.iter().all(|b| *b == 0), "nor the buffer");
     drop(sig); // the abandoned call can never write here: it has its own copy
 
@@ -126,21 +155,33 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
     let f = open(&m, fine_slot, true);
     assert_eq!(login(&m, f, CKU_USER, PIN), CKR_OK);
     let fkey = hmac_key(&m, f);
-    assert_eq!(sign(&m, f, mech(CKM_SHA256_HMAC), fkey, data).map(|s| s.len()), Ok(32));
+    assert_eq!(
+        sign(&m, f, mech(CKM_SHA256_HMAC), fkey, data).map(|s| s.len()),
+        Ok(32)
+    );
     assert_eq!(session_info(&m, f), CKR_OK);
     // ... and a soft slot.
     let s = user_session(&m, soft_slot);
     let skey = hmac_key(&m, s);
-    assert_eq!(sign(&m, s, mech(CKM_SHA256_HMAC), skey, data).map(|s| s.len()), Ok(32));
+    assert_eq!(
+        sign(&m, s, mech(CKM_SHA256_HMAC), skey, data).map(|s| s.len()),
+        Ok(32)
+    );
 
     // The vendor answers again: the stuck call returns and the slot serves again.
     std::fs::write(&ctl, "ok").unwrap();
     let t = Instant::now();
     while session_info(&m, h) != CKR_OK {
-        assert!(t.elapsed() < Duration::from_secs(20), "the slot does not come back");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the slot does not come back"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(sign(&m, h, mech(CKM_SHA256_HMAC), key, data).map(|s| s.len()), Ok(32));
+    assert_eq!(
+        sign(&m, h, mech(CKM_SHA256_HMAC), key, data).map(|s| s.len()),
+        Ok(32)
+    );
 
     // Hung again, then C_Finalize: it returns although a vendor call is stuck.
     assert_eq!(ck!(m, C_SignInit(h, &mut mc, key)), CKR_OK);
@@ -149,7 +190,13 @@ fn a_hung_vendor_call_answers_device_error_within_the_deadline_and_the_rest_keep
     let mut n = sig.len() as CK_ULONG;
     let rv = ck!(
         m,
-        C_Sign(h, data.as_ptr() as *mut _, data.len() as CK_ULONG, sig.as_mut_ptr(), &mut n)
+        C_Sign(
+            h,
+            data.as_ptr() as *mut _,
+            data.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut n
+        )
     );
     assert_eq!(rv_name(rv), rv_name(CKR_DEVICE_ERROR));
     let t = Instant::now();

@@ -3,12 +3,12 @@
 //! the state of every slot. Exit status 0 when all is well, 1 when a problem was found, 2
 //! for a usage error.
 
-use hsmux::proxy::ModuleSlot;
 use hsmux::config::Config;
 use hsmux::config::TokenSelector;
 use hsmux::core::api::general;
 use hsmux::core::instance;
 use hsmux::core::rv;
+use hsmux::proxy::ModuleSlot;
 use hsmux::replica::{ReplicaGroup, State};
 use std::path::PathBuf;
 use std::process::ExitCode;

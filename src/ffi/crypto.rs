@@ -26,16 +26,14 @@ fn ending(h: CK_SESSION_HANDLE, flags: CK_FLAGS, f: impl FnOnce() -> Result<()>)
 }
 
 fn end_operation(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
-    match instance::get() {
-        Ok(_) => {
-            // A handle that is not a session (or not this kind's operation) leaves
-            // nothing to end.
-            let _ = api::session_cancel(h, flags);
-            if flags & CKF_ENCRYPT != 0 {
-                forget_iv(h);
-            }
+    // Module sessions never get here (ffi/exports.rs sends them to the proxy).
+    if instance::get().is_ok() {
+        // A handle that is not a session (or not this kind's operation) leaves
+        // nothing to end.
+        let _ = api::session_cancel(h, flags);
+        if flags & CKF_ENCRYPT != 0 {
+            forget_iv(h);
         }
-        _ => {}
     }
 }
 

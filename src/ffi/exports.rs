@@ -14,8 +14,8 @@
 //! per-call metrics are `guard`'s, as for the core path.
 
 use super::bounds::{
-    count as check_count, data_len, template as check_template,
-    vendor_message_mechanism, vendor_mechanism as vendor_mech,
+    count as check_count, data_len, template as check_template, vendor_mechanism as vendor_mech,
+    vendor_message_mechanism,
 };
 use super::{crypto, general, keys, message, object, session, table, vendor_rv};
 use crate::proxy::{ModuleSlot, PassSession};

@@ -139,7 +139,7 @@ fn work(lane: Arc<Lane>) {
             }
             spins += 1;
             if spins < WORKER_SPINS {
-                if spins % YIELD_EVERY == 0 {
+                if spins.is_multiple_of(YIELD_EVERY) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
@@ -252,12 +252,10 @@ fn wait(lane: &Lane, timeout: Duration, on_late: impl FnOnce() -> Hook) -> bool 
         if now >= deadline {
             lane.consumer_sleeping.store(false, Ordering::SeqCst);
             *lane.late.lock() = Some(on_late());
-            match lane.state.compare_exchange(
-                POSTED,
-                ABANDONED,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
+            match lane
+                .state
+                .compare_exchange(POSTED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return false,
                 Err(_) => {
                     // It finished just now after all.
@@ -300,7 +298,10 @@ mod tests {
         assert_eq!(hung, None);
         assert!(t.elapsed() < Duration::from_secs(3));
         // The next call on this thread gets a new lane.
-        assert_eq!(run(Duration::from_secs(5), || "free", no_hook), Some("free"));
+        assert_eq!(
+            run(Duration::from_secs(5), || "free", no_hook),
+            Some("free")
+        );
         release.send(()).unwrap();
         late_rx
             .recv_timeout(Duration::from_secs(5))

@@ -244,7 +244,9 @@ impl ModuleSlot {
         };
         let f = vf!(self, C_GetMechanismInfo);
         let mut out = Val::new(p);
-        match self.call("C_GetMechanismInfo", move || (unsafe { f(vs, m, out.ptr()) }, out)) {
+        match self.call("C_GetMechanismInfo", move || {
+            (unsafe { f(vs, m, out.ptr()) }, out)
+        }) {
             Ok((rv, out)) => {
                 out.back(p);
                 rv
@@ -376,7 +378,13 @@ impl PassSession {
         message_verify_init => C_MessageVerifyInit;
     }
 
-    pub unsafe fn verify(&self, d: *mut CK_BYTE, n: CK_ULONG, s: *mut CK_BYTE, sn: CK_ULONG) -> CK_RV {
+    pub unsafe fn verify(
+        &self,
+        d: *mut CK_BYTE,
+        n: CK_ULONG,
+        s: *mut CK_BYTE,
+        sn: CK_ULONG,
+    ) -> CK_RV {
         let f = vf!(self.slot, C_Verify);
         let mut i = staged!(In::new(d, n));
         let mut sig = staged!(In::new(s, sn));
@@ -450,9 +458,10 @@ impl PassSession {
         let f = vf!(self.slot, C_InitPIN);
         let mut pin = staged!(In::new(p, n));
         let vh = self.vh;
-        rv_of(self.slot.call("C_InitPIN", move || unsafe {
-            f(vh, pin.ptr(), pin.len())
-        }))
+        rv_of(
+            self.slot
+                .call("C_InitPIN", move || unsafe { f(vh, pin.ptr(), pin.len()) }),
+        )
     }
 
     /// `C_SetPIN`, both lengths checked first.
@@ -563,7 +572,10 @@ impl PassSession {
         let mut out = Val::new(ph);
         let vh = self.vh;
         let r = self.slot.call("C_CopyObject", move || {
-            (unsafe { f(vh, obj, tpl.ptr(), tpl.count(), out.ptr()) }, out)
+            (
+                unsafe { f(vh, obj, tpl.ptr(), tpl.count(), out.ptr()) },
+                out,
+            )
         });
         self.handle_back(r, ph)
     }
@@ -572,7 +584,10 @@ impl PassSession {
         let f = vf!(self.slot, C_DestroyObject);
         let vobj = self.slot.to_vendor(obj);
         let vh = self.vh;
-        let rv = rv_of(self.slot.call("C_DestroyObject", move || unsafe { f(vh, vobj) }));
+        let rv = rv_of(
+            self.slot
+                .call("C_DestroyObject", move || unsafe { f(vh, vobj) }),
+        );
         if rv == CKR_OK {
             self.slot.objects.forget(self.slot.key, vobj);
         }
@@ -672,9 +687,10 @@ impl PassSession {
         let f = vf!(self.slot, C_DigestInit);
         let mut m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
         let vh = self.vh;
-        match self.slot.call("C_DigestInit", move || {
-            (unsafe { f(vh, m.ptr()) }, m)
-        }) {
+        match self
+            .slot
+            .call("C_DigestInit", move || (unsafe { f(vh, m.ptr()) }, m))
+        {
             Ok((rv, m)) => {
                 m.back(&*self.slot, mech, rv);
                 rv
@@ -1004,7 +1020,10 @@ impl PassSession {
         let vh = self.vh;
         match self.slot.call(name, move || {
             let pp = param.as_mut().map_or(std::ptr::null_mut(), |x| x.ptr());
-            (unsafe { f(vh, pp as CK_VOID_PTR, pn, aad.ptr(), aad.len()) }, param)
+            (
+                unsafe { f(vh, pp as CK_VOID_PTR, pn, aad.ptr(), aad.len()) },
+                param,
+            )
         }) {
             Ok((rv, param)) => {
                 if let Some(x) = &param {

@@ -255,7 +255,11 @@ impl PassSession {
             std::slice::from_raw_parts(data, n as usize).to_vec()
         };
         // One single-part AES-GCM at the vendor, as one job: its init and the operation.
-        let gcm = move |init: unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV,
+        let gcm = move |init: unsafe extern "C" fn(
+            CK_SESSION_HANDLE,
+            *mut CK_MECHANISM,
+            CK_OBJECT_HANDLE,
+        ) -> CK_RV,
                         mut iv: Vec<u8>,
                         mut aad: Vec<u8>|
               -> CK_RV {
@@ -263,7 +267,11 @@ impl PassSession {
                 pIv: iv.as_mut_ptr(),
                 ulIvLen: iv.len() as CK_ULONG,
                 ulIvBits: (iv.len() * 8) as CK_ULONG,
-                pAAD: if aad_null { std::ptr::null_mut() } else { aad.as_mut_ptr() },
+                pAAD: if aad_null {
+                    std::ptr::null_mut()
+                } else {
+                    aad.as_mut_ptr()
+                },
                 ulAADLen: aad.len() as CK_ULONG,
                 ulTagBits: tag_bits,
             };

@@ -23,7 +23,7 @@
 mod deadline;
 mod forward;
 mod message;
-pub mod params;
+mod params;
 mod session;
 mod slot;
 mod stage;

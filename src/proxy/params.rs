@@ -27,10 +27,12 @@ impl HandleMap for ModuleSlot {
     }
 }
 
-/// Calls `f` with the mechanism the vendor must see, then fixes handles it returned.
+/// Calls `f` with the mechanism the vendor must see, then fixes handles it returned (the
+/// staging in one step, for the tests of the translations below).
 ///
 /// # Safety
 /// `p` is NULL or the consumer's `CK_MECHANISM`, valid for the call.
+#[cfg(test)]
 pub unsafe fn with_vendor_mechanism(
     slot: &impl HandleMap,
     p: *mut CK_MECHANISM,
@@ -67,7 +69,7 @@ enum Output {
     /// KBKDF: the data parameters with vendor handles (boxed: their addresses stay put),
     /// and the additional derived keys with our handle words. The first two are only held
     /// for the vendor, which reads them through our copy of the parameter.
-    #[allow(dead_code)]
+    #[allow(dead_code, clippy::vec_box)]
     Kbkdf(
         Vec<CK_PRF_DATA_PARAM>,
         Vec<Box<CK_OBJECT_HANDLE>>,
@@ -151,9 +153,7 @@ impl VendorMech {
                 v.ssl3::<CK_SSL3_KEY_MAT_PARAMS>()
             }
             CKM_TLS12_KEY_AND_MAC_DERIVE => v.ssl3::<CK_TLS12_KEY_MAT_PARAMS>(),
-            CKM_WTLS_SERVER_KEY_AND_MAC_DERIVE | CKM_WTLS_CLIENT_KEY_AND_MAC_DERIVE => {
-                v.wtls()
-            }
+            CKM_WTLS_SERVER_KEY_AND_MAC_DERIVE | CKM_WTLS_CLIENT_KEY_AND_MAC_DERIVE => v.wtls(),
             _ => {}
         }
         v.translated = t;
@@ -511,7 +511,10 @@ mod tests {
         unsafe {
             with_vendor_mechanism(&Offset, &mut m, |v| {
                 // Staged (a copy the call owns), with the consumer's bytes unchanged.
-                assert_eq!((*v).ulParameterLen as usize, size_of::<[CK_OBJECT_HANDLE; 2]>());
+                assert_eq!(
+                    (*v).ulParameterLen as usize,
+                    size_of::<[CK_OBJECT_HANDLE; 2]>()
+                );
                 assert_eq!(*((*v).pParameter as *const [CK_OBJECT_HANDLE; 2]), [7, 8]);
                 CKR_MECHANISM_PARAM_INVALID
             });

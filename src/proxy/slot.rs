@@ -147,7 +147,9 @@ impl ModuleSlot {
         }
         let lib = self.shared_library().ok_or(CKR_TOKEN_NOT_PRESENT)?.clone();
         let select = self.select.clone();
-        let found = self.call("C_GetSlotList/C_GetTokenInfo", move || find_token(&lib, &select))??;
+        let found = self.call("C_GetSlotList/C_GetTokenInfo", move || {
+            find_token(&lib, &select)
+        })??;
         self.vendor_slot.store(found, Ordering::Release);
         log::info!(
             "slot {} ({}): token {:?} is vendor slot {found} of {}",
@@ -284,7 +286,6 @@ impl ModuleSlot {
     }
 }
 
-
 impl ModuleSlot {
     /// Runs vendor call `name` with the slot's deadline: its result, or `CKR_DEVICE_ERROR`
     /// when the slot is down or the call overran (the slot is then down).
@@ -348,10 +349,8 @@ impl ModuleSlot {
             }
             *next = Some(now + self.timeout);
         }
-        let (Some(lib), Ok(vs)) = (
-            self.shared_library(),
-            Ok::<_, CK_RV>(self.vendor_slot.load(Ordering::Acquire)),
-        ) else {
+        let vs = self.vendor_slot.load(Ordering::Acquire);
+        let Some(lib) = self.shared_library().filter(|_| vs != UNRESOLVED) else {
             return false;
         };
         let Some(f) = lib.fl.C_GetSlotInfo else {

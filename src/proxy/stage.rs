@@ -74,7 +74,11 @@ impl In {
         let mut buf = Vec::new();
         buf.try_reserve_exact(n).map_err(|_| CKR_HOST_MEMORY)?;
         buf.extend_from_slice(std::slice::from_raw_parts(p, n));
-        Ok(In { buf, null: false, len })
+        Ok(In {
+            buf,
+            null: false,
+            len,
+        })
     }
     pub fn ptr(&mut self) -> *mut u8 {
         if self.null {
@@ -113,7 +117,11 @@ impl Out {
         };
         Ok(Out {
             buf: capacity(cap)?,
-            len: if null_buf { given } else { given.min(cap as CK_ULONG) },
+            len: if null_buf {
+                given
+            } else {
+                given.min(cap as CK_ULONG)
+            },
             null_buf,
             null_len,
         })
@@ -208,7 +216,9 @@ impl<T: Copy + Default> List<T> {
         let n = if p.is_null() {
             0
         } else {
-            usize::try_from(max).unwrap_or(usize::MAX).min(MAX_OUT / size_of::<T>())
+            usize::try_from(max)
+                .unwrap_or(usize::MAX)
+                .min(MAX_OUT / size_of::<T>())
         };
         Ok(List {
             buf: alloc(n)?,
@@ -298,7 +308,11 @@ impl Template {
             }
             let mut v: Vec<u64> = alloc(len.div_ceil(8))?;
             if read {
-                std::ptr::copy_nonoverlapping(a.pValue as *const u8, v.as_mut_ptr() as *mut u8, len);
+                std::ptr::copy_nonoverlapping(
+                    a.pValue as *const u8,
+                    v.as_mut_ptr() as *mut u8,
+                    len,
+                );
             }
             t.attrs[i].pValue = v.as_mut_ptr() as CK_VOID_PTR;
             t.attrs[i].ulValueLen = len as CK_ULONG;
