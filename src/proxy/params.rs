@@ -63,9 +63,15 @@ pub struct VendorMech {
 
 enum Output {
     None,
-    /// `CK_SSL3_KEY_MAT_OUT` (SSL3, TLS, TLS 1.2) with its two IV buffers.
-    Ssl3(Box<CK_SSL3_KEY_MAT_OUT>, Vec<u8>, Vec<u8>),
-    Wtls(Box<CK_WTLS_KEY_MAT_OUT>, Vec<u8>),
+    /// `CK_SSL3_KEY_MAT_OUT` (SSL3, TLS, TLS 1.2) with its two IV buffers, and the
+    /// consumer's structure they go back to.
+    Ssl3(
+        Box<CK_SSL3_KEY_MAT_OUT>,
+        Vec<u8>,
+        Vec<u8>,
+        *mut CK_SSL3_KEY_MAT_OUT,
+    ),
+    Wtls(Box<CK_WTLS_KEY_MAT_OUT>, Vec<u8>, *mut CK_WTLS_KEY_MAT_OUT),
     /// KBKDF: the data parameters with vendor handles (boxed: their addresses stay put),
     /// and the additional derived keys with our handle words. The first two are only held
     /// for the vendor, which reads them through our copy of the parameter.
@@ -189,15 +195,8 @@ impl VendorMech {
         }
         match &self.out {
             Output::None => {}
-            Output::Ssl3(o, civ, siv) => {
-                let Some(q) = param_of::<CK_SSL3_KEY_MAT_PARAMS>(&orig) else {
-                    return;
-                };
-                let out = q.pReturnedKeyMaterial;
-                if out.is_null() {
-                    return;
-                }
-                let c = &mut *out;
+            Output::Ssl3(o, civ, siv, out) => {
+                let c = &mut **out;
                 c.hClientMacSecret = slot.to_hsmux(o.hClientMacSecret);
                 c.hServerMacSecret = slot.to_hsmux(o.hServerMacSecret);
                 c.hClientKey = slot.to_hsmux(o.hClientKey);
@@ -205,14 +204,8 @@ impl VendorMech {
                 copy_iv(civ, c.pIVClient);
                 copy_iv(siv, c.pIVServer);
             }
-            Output::Wtls(o, iv) => {
-                let Some(q) = param_of::<CK_WTLS_KEY_MAT_PARAMS>(&orig) else {
-                    return;
-                };
-                let out = q.pReturnedKeyMaterial;
-                if out.is_null() {
-                    return;
-                }
+            Output::Wtls(o, iv, out) => {
+                let out = *out;
                 (*out).hMacSecret = slot.to_hsmux(o.hMacSecret);
                 (*out).hKey = slot.to_hsmux(o.hKey);
                 copy_iv(iv, (*out).pIV);
@@ -251,7 +244,7 @@ impl VendorMech {
             ours.pIVServer = siv.as_mut_ptr();
         }
         q.set_returned(&mut *ours);
-        self.out = Output::Ssl3(ours, civ, siv);
+        self.out = Output::Ssl3(ours, civ, siv, out);
     }
 
     unsafe fn wtls(&mut self) {
@@ -263,14 +256,14 @@ impl VendorMech {
         if q.pReturnedKeyMaterial.is_null() {
             return;
         }
-        let mut ours: Box<CK_WTLS_KEY_MAT_OUT> =
-            Box::new(std::ptr::read_unaligned(q.pReturnedKeyMaterial));
+        let theirs = q.pReturnedKeyMaterial;
+        let mut ours: Box<CK_WTLS_KEY_MAT_OUT> = Box::new(std::ptr::read_unaligned(theirs));
         let mut iv = vec![0u8; (q.ulIVSizeInBits / 8).min(1024) as usize];
         if !ours.pIV.is_null() {
             ours.pIV = iv.as_mut_ptr();
         }
         q.pReturnedKeyMaterial = &mut *ours;
-        self.out = Output::Wtls(ours, iv);
+        self.out = Output::Wtls(ours, iv, theirs);
     }
 
     /// KBKDF: data parameters of type `CK_SP800_108_KEY_HANDLE` name a key (input); each
