@@ -3,13 +3,18 @@
 //!
 //! A channel and a futex per call would cost several microseconds; instead each consumer
 //! thread gets its own worker thread (its "lane") and the two hand a call over through one
-//! atomic state word, each spinning briefly before it parks. A call that overruns is
-//! abandoned with its lane: the worker stays inside the vendor until it returns, then runs
-//! the abandonment hook (the slot comes back up) and exits; the consumer thread gets a new
-//! lane on its next call. Everything the vendor writes into is owned by the job
-//! (`stage.rs`), so a late return writes into nothing of the consumer's.
+//! cache line (the state word and the job pointer), each spinning briefly before it parks:
+//! two cache-line transfers per call when both threads are on a core. A call that overruns
+//! is abandoned with its lane: the worker stays inside the vendor until it returns, then
+//! frees the job, runs the abandonment hook (the slot comes back up) and exits; the consumer
+//! thread gets a new lane on its next call. Everything the vendor writes into is owned by
+//! the job (`stage.rs`), so a late return writes into nothing of the consumer's.
+//!
+//! The job is one heap cell that exactly one side frees: the consumer when the call
+//! finished in time, the worker when it was abandoned (whichever side's atomic exchange
+//! saw the other's state decides).
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell as StdCell, RefCell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
@@ -17,50 +22,54 @@ use std::time::{Duration, Instant};
 
 const IDLE: u32 = 0;
 const POSTED: u32 = 1;
-const DONE: u32 = 2;
-const ABANDONED: u32 = 3;
-const CLOSED: u32 = 4;
+const RUNNING: u32 = 2;
+const DONE: u32 = 3;
+const ABANDONED: u32 = 4;
+const CLOSED: u32 = 5;
 
-/// Spin rounds before parking: the consumer's covers a cheap vendor call (well under a
-/// millisecond costs nothing but a core that would otherwise idle), the worker's the gap
-/// between two calls of a busy consumer. Every `YIELD_EVERY` rounds the spinner yields, so
-/// that on a machine with fewer cores than spinning threads the thread it waits for runs.
-const CONSUMER_SPINS: u32 = 20_000;
-const WORKER_SPINS: u32 = 40_000;
-const YIELD_EVERY: u32 = 256;
+/// Spin rounds before parking. The consumer's covers a cheap vendor call; the worker's the
+/// gap between two calls of a busy consumer. A consumer whose job has not been picked up
+/// yet yields instead of spinning (its worker may be waiting for a core: this one), and a
+/// waiting worker yields every `YIELD_EVERY` rounds for the same reason.
+const CONSUMER_SPINS: u32 = 4_000;
+const WORKER_SPINS: u32 = 4_000;
+const YIELD_EVERY: u32 = 128;
+/// Spins before a consumer whose job is still unclaimed starts yielding.
+const CLAIM_SPINS: u32 = 64;
 
-/// A job: the call and its result, shared by the consumer and the worker.
-trait Task: Send + Sync {
-    fn run(&self);
+/// A job: the call and its result.
+trait Task {
+    fn run(&mut self);
 }
 
-struct Cell<F, R> {
-    f: UnsafeCell<Option<F>>,
-    r: UnsafeCell<Option<R>>,
+struct Job<F, R> {
+    f: Option<F>,
+    r: Option<R>,
 }
 
-// SAFETY: `f` is touched by the worker only (between POSTED and DONE), `r` by the worker
-// before DONE and by the consumer after it has seen DONE (Acquire); F and R are Send.
-unsafe impl<F: Send, R: Send> Sync for Cell<F, R> {}
-
-impl<F: FnOnce() -> R + Send, R: Send> Task for Cell<F, R> {
-    fn run(&self) {
-        // SAFETY: see the Sync impl: only the worker is here.
-        unsafe {
-            if let Some(f) = (*self.f.get()).take() {
-                *self.r.get() = Some(f());
-            }
+impl<F: FnOnce() -> R, R> Task for Job<F, R> {
+    fn run(&mut self) {
+        if let Some(f) = self.f.take() {
+            self.r = Some(f());
         }
     }
 }
 
 type Hook = Box<dyn FnOnce() + Send>;
 
-struct Lane {
+/// What both threads touch on every call, in one cache line.
+#[repr(C, align(64))]
+struct Hot {
     state: AtomicU32,
-    job: UnsafeCell<Option<Arc<dyn Task>>>,
     worker_sleeping: AtomicBool,
     consumer_sleeping: AtomicBool,
+    /// The posted job (a `Box<dyn Task + Send>` turned raw), valid from POSTED until the
+    /// side that owns it frees it.
+    job: UnsafeCell<Option<*mut (dyn Task + Send)>>,
+}
+
+struct Lane {
+    hot: Hot,
     worker: std::sync::OnceLock<Thread>,
     consumer: Thread,
     /// Run by the worker when its abandoned call finally returns.
@@ -69,8 +78,9 @@ struct Lane {
     epoch: u64,
 }
 
-// SAFETY: `job` is written by the consumer before POSTED (Release) and taken by the worker
-// after it saw POSTED (Acquire); nobody else touches it.
+// SAFETY: `job` is written by the consumer before POSTED (Release) and read by the worker
+// after it saw POSTED (Acquire); the job it points to is used by one thread at a time (see
+// the module header), and every job is Send.
 unsafe impl Sync for Lane {}
 unsafe impl Send for Lane {}
 
@@ -79,17 +89,12 @@ struct Mine(Arc<Lane>);
 
 impl Drop for Mine {
     fn drop(&mut self) {
-        if self
-            .0
-            .state
-            .compare_exchange(DONE, CLOSED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-            || self
-                .0
-                .state
-                .compare_exchange(IDLE, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+        let st = &self.0.hot.state;
+        let closed = [IDLE, DONE].iter().any(|from| {
+            st.compare_exchange(*from, CLOSED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        {
+        });
+        if closed {
             if let Some(w) = self.0.worker.get() {
                 w.unpark();
             }
@@ -99,14 +104,18 @@ impl Drop for Mine {
 
 thread_local! {
     static LANE: RefCell<Option<Mine>> = const { RefCell::new(None) };
+    /// The lane's address for the fast path (no RefCell borrow, no refcount traffic).
+    static FAST: StdCell<(*const Lane, u64)> = const { StdCell::new((std::ptr::null(), u64::MAX)) };
 }
 
 fn new_lane(epoch: u64) -> Option<Arc<Lane>> {
     let lane = Arc::new(Lane {
-        state: AtomicU32::new(IDLE),
-        job: UnsafeCell::new(None),
-        worker_sleeping: AtomicBool::new(false),
-        consumer_sleeping: AtomicBool::new(false),
+        hot: Hot {
+            state: AtomicU32::new(IDLE),
+            worker_sleeping: AtomicBool::new(false),
+            consumer_sleeping: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+        },
         worker: std::sync::OnceLock::new(),
         consumer: std::thread::current(),
         late: parking_lot::Mutex::new(None),
@@ -129,10 +138,11 @@ fn new_lane(epoch: u64) -> Option<Arc<Lane>> {
 }
 
 fn work(lane: Arc<Lane>) {
+    let hot = &lane.hot;
     loop {
         let mut spins = 0u32;
         loop {
-            match lane.state.load(Ordering::Acquire) {
+            match hot.state.load(Ordering::Acquire) {
                 POSTED => break,
                 CLOSED => return,
                 _ => {}
@@ -146,33 +156,69 @@ fn work(lane: Arc<Lane>) {
                 }
                 continue;
             }
-            lane.worker_sleeping.store(true, Ordering::SeqCst);
-            if !matches!(lane.state.load(Ordering::SeqCst), POSTED | CLOSED) {
+            hot.worker_sleeping.store(true, Ordering::SeqCst);
+            if !matches!(hot.state.load(Ordering::SeqCst), POSTED | CLOSED) {
                 std::thread::park();
             }
-            lane.worker_sleeping.store(false, Ordering::SeqCst);
+            hot.worker_sleeping.store(false, Ordering::SeqCst);
             spins = 0;
         }
-        // SAFETY: POSTED seen with Acquire: the consumer's write of `job` is visible and
-        // it does not touch `job` again until DONE.
-        let job = unsafe { (*lane.job.get()).take() };
-        if let Some(job) = &job {
-            job.run();
-        }
-        let prev = lane.state.swap(DONE, Ordering::SeqCst);
+        // SAFETY: POSTED seen with Acquire: the consumer's write of `job` is visible.
+        let job = unsafe { *hot.job.get() };
+        let claimed = hot
+            .state
+            .compare_exchange(POSTED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        let prev = if claimed {
+            if let Some(j) = job {
+                // SAFETY: the job is ours to run until DONE.
+                unsafe { (*j).run() };
+            }
+            hot.state.swap(DONE, Ordering::SeqCst)
+        } else {
+            ABANDONED // abandoned before it started
+        };
         if prev == ABANDONED {
-            // The consumer has long returned; the job's staged memory goes with `job`.
-            drop(job);
+            // The consumer has long returned: the job (and its staged memory) is ours.
+            if let Some(j) = job {
+                // SAFETY: made by Box::into_raw in `run`, freed only here on this path.
+                drop(unsafe { Box::from_raw(j) });
+            }
             if let Some(hook) = lane.late.lock().take() {
                 hook();
             }
             return;
         }
-        drop(job);
-        if lane.consumer_sleeping.load(Ordering::SeqCst) {
+        if hot.consumer_sleeping.load(Ordering::SeqCst) {
             lane.consumer.unpark();
         }
     }
+}
+
+/// The calling thread's lane (made on first use, and again after an abandoned call or a
+/// fork).
+fn lane() -> Option<*const Lane> {
+    let epoch = crate::core::instance::fork_epoch();
+    let (p, e) = FAST.with(|f| f.get());
+    if !p.is_null() && e == epoch {
+        return Some(p);
+    }
+    LANE.with(|l| {
+        let mut l = l.borrow_mut();
+        if let Some(old) = l.take() {
+            if old.0.epoch != epoch {
+                // The parent's lane (its worker is not in this process): never touched.
+                std::mem::forget(old);
+            } else {
+                drop(old);
+            }
+        }
+        let lane = new_lane(epoch)?;
+        let p = Arc::as_ptr(&lane);
+        *l = Some(Mine(lane));
+        FAST.with(|f| f.set((p, epoch)));
+        Some(p)
+    })
 }
 
 /// Runs `f` on the calling thread's lane and waits at most `timeout`. `None` when it did
@@ -183,89 +229,81 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let epoch = crate::core::instance::fork_epoch();
-    let lane = LANE.with(|l| {
-        let mut l = l.borrow_mut();
-        match l.as_ref() {
-            Some(m) if m.0.epoch == epoch => Some(m.0.clone()),
-            _ => {
-                if let Some(old) = l.take() {
-                    // The parent's lane (its worker is not in this process): never touched.
-                    std::mem::forget(old);
-                }
-                let lane = new_lane(epoch)?;
-                *l = Some(Mine(lane.clone()));
-                Some(lane)
-            }
-        }
-    });
-    let Some(lane) = lane else {
+    let Some(lane) = lane() else {
         // No thread for it: the call runs here, without a deadline, rather than not at all.
         return Some(f());
     };
-    let cell: Arc<Cell<F, R>> = Arc::new(Cell {
-        f: UnsafeCell::new(Some(f)),
-        r: UnsafeCell::new(None),
-    });
-    // SAFETY: the lane is IDLE or DONE: the worker does not touch `job` now.
-    unsafe { *lane.job.get() = Some(cell.clone() as Arc<dyn Task>) };
-    lane.state.store(POSTED, Ordering::SeqCst);
-    if lane.worker_sleeping.load(Ordering::SeqCst) {
+    // SAFETY: the thread-local `LANE` keeps the lane alive while this thread uses it.
+    let lane = unsafe { &*lane };
+    let hot = &lane.hot;
+    let job: *mut Job<F, R> = Box::into_raw(Box::new(Job {
+        f: Some(f),
+        r: None,
+    }));
+    // SAFETY: the lane is IDLE or DONE: the worker does not read `job` now.
+    unsafe { *hot.job.get() = Some(job as *mut (dyn Task + Send)) };
+    hot.state.store(POSTED, Ordering::SeqCst);
+    if hot.worker_sleeping.load(Ordering::SeqCst) {
         if let Some(w) = lane.worker.get() {
             w.unpark();
         }
     }
-    let done = wait(&lane, timeout, on_late);
-    if !done {
-        LANE.with(|l| {
-            // This lane's worker is stuck in the vendor: the next call gets a new one.
-            if let Some(m) = l.borrow_mut().take() {
-                std::mem::forget(m);
-            }
-        });
-        return None;
+    if wait(lane, timeout, on_late) {
+        // SAFETY: DONE seen (Acquire): the worker is done with the job, which is ours.
+        let mut job = unsafe { Box::from_raw(job) };
+        return job.r.take();
     }
-    // SAFETY: DONE seen (Acquire): the worker has written `r` and no longer touches it.
-    unsafe { (*cell.r.get()).take() }
+    // The worker owns the job now, and this lane is stuck in the vendor: the next call
+    // gets a new one (the worker ends itself once the vendor returns).
+    FAST.with(|f| f.set((std::ptr::null(), u64::MAX)));
+    LANE.with(|l| {
+        if let Some(m) = l.borrow_mut().take() {
+            std::mem::forget(m);
+        }
+    });
+    None
 }
 
 /// Waits for DONE; false when the deadline passed and the call was abandoned.
 fn wait(lane: &Lane, timeout: Duration, on_late: impl FnOnce() -> Hook) -> bool {
+    let hot = &lane.hot;
     for i in 0..CONSUMER_SPINS {
-        if lane.state.load(Ordering::Acquire) == DONE {
-            return true;
-        }
-        if i % YIELD_EVERY == YIELD_EVERY - 1 {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
+        match hot.state.load(Ordering::Acquire) {
+            DONE => return true,
+            POSTED if i >= CLAIM_SPINS && i.is_multiple_of(8) => std::thread::yield_now(),
+            _ if i.is_multiple_of(YIELD_EVERY) && i > 0 => std::thread::yield_now(),
+            _ => std::hint::spin_loop(),
         }
     }
     let deadline = Instant::now() + timeout;
     loop {
-        lane.consumer_sleeping.store(true, Ordering::SeqCst);
-        if lane.state.load(Ordering::SeqCst) == DONE {
-            lane.consumer_sleeping.store(false, Ordering::SeqCst);
+        hot.consumer_sleeping.store(true, Ordering::SeqCst);
+        if hot.state.load(Ordering::SeqCst) == DONE {
+            hot.consumer_sleeping.store(false, Ordering::SeqCst);
             return true;
         }
         let now = Instant::now();
         if now >= deadline {
-            lane.consumer_sleeping.store(false, Ordering::SeqCst);
+            hot.consumer_sleeping.store(false, Ordering::SeqCst);
             *lane.late.lock() = Some(on_late());
-            match lane
-                .state
-                .compare_exchange(POSTED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return false,
-                Err(_) => {
+            loop {
+                let s = hot.state.load(Ordering::SeqCst);
+                if s == DONE {
                     // It finished just now after all.
                     lane.late.lock().take();
                     return true;
                 }
+                if hot
+                    .state
+                    .compare_exchange(s, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return false;
+                }
             }
         }
         std::thread::park_timeout(deadline - now);
-        lane.consumer_sleeping.store(false, Ordering::SeqCst);
+        hot.consumer_sleeping.store(false, Ordering::SeqCst);
     }
 }
 
