@@ -47,11 +47,21 @@ fn alloc<T: Default + Clone>(n: usize) -> Staged<Vec<T>> {
 }
 
 /// Uninitialized capacity for the vendor to write into (zeroing a large output buffer
-/// on every call would cost more than the call).
+/// on every call would cost more than the call). The thread's last output buffer is
+/// reused: consumers pass large buffers (64 KiB for a 1 KiB result), whose allocation and
+/// release each call would cost more than the call itself.
 fn capacity(n: usize) -> Staged<Vec<u8>> {
-    let mut v = Vec::new();
+    let mut v = SCRATCH.with(|s| s.take());
+    v.clear();
     v.try_reserve_exact(n).map_err(|_| CKR_HOST_MEMORY)?;
     Ok(v)
+}
+
+/// Output buffers kept for reuse up to this size.
+const KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// An input byte buffer (`pData`, `ulDataLen`).
@@ -100,6 +110,8 @@ impl In {
 /// An output byte buffer with its length word (`pOut`, `pulOutLen`).
 pub struct Out {
     buf: Vec<u8>,
+    /// What the consumer's buffer holds (the most ever copied back).
+    cap: usize,
     len: CK_ULONG,
     null_buf: bool,
     null_len: bool,
@@ -117,6 +129,7 @@ impl Out {
         };
         Ok(Out {
             buf: capacity(cap)?,
+            cap,
             len: if null_buf {
                 given
             } else {
@@ -129,8 +142,10 @@ impl Out {
     /// A buffer of exactly `n` bytes without a length word (`C_GenerateRandom`).
     pub unsafe fn exact(p: *mut u8, n: CK_ULONG) -> Staged<Out> {
         let cap = usize::try_from(n).unwrap_or(usize::MAX).min(MAX_OUT);
+        let cap = if p.is_null() { 0 } else { cap };
         Ok(Out {
-            buf: capacity(if p.is_null() { 0 } else { cap })?,
+            buf: capacity(cap)?,
+            cap,
             len: n,
             null_buf: p.is_null(),
             null_len: true,
@@ -158,15 +173,29 @@ impl Out {
             *len = self.len;
         }
         if rv == CKR_OK && !self.null_buf {
-            let n = (self.len as usize).min(self.buf.capacity());
+            let n = (self.len as usize).min(self.cap);
             std::ptr::copy_nonoverlapping(self.buf.as_ptr(), p, n);
         }
     }
     /// For [`Out::exact`]: all `n` bytes on success.
     pub unsafe fn back_exact(&self, rv: CK_RV, p: *mut u8) {
         if rv == CKR_OK && !self.null_buf {
-            let n = (self.len as usize).min(self.buf.capacity());
+            let n = (self.len as usize).min(self.cap);
             std::ptr::copy_nonoverlapping(self.buf.as_ptr(), p, n);
+        }
+    }
+}
+
+impl Drop for Out {
+    /// The buffer goes back to the thread for its next call (a worker's, when the call was
+    /// abandoned: that thread ends soon after).
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 && self.buf.capacity() <= KEEP {
+            let buf = std::mem::take(&mut self.buf);
+            let _ = SCRATCH.try_with(|s| {
+                let old = s.take();
+                s.set(if old.capacity() >= buf.capacity() { old } else { buf });
+            });
         }
     }
 }
