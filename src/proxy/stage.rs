@@ -194,7 +194,11 @@ impl Drop for Out {
             let buf = std::mem::take(&mut self.buf);
             let _ = SCRATCH.try_with(|s| {
                 let old = s.take();
-                s.set(if old.capacity() >= buf.capacity() { old } else { buf });
+                s.set(if old.capacity() >= buf.capacity() {
+                    old
+                } else {
+                    buf
+                });
             });
         }
     }
@@ -234,9 +238,12 @@ impl<T: Copy> Val<T> {
     }
 }
 
-/// A list the vendor fills (`C_FindObjects`, `C_GetMechanismList`): `max` entries.
+/// A list the vendor fills (`C_FindObjects`, `C_GetMechanismList`): room for `max`
+/// entries, uninitialized (a consumer may claim a huge `ulMaxObjectCount`; untouched pages
+/// of a large allocation cost nothing).
 pub struct List<T: Copy + Default> {
     buf: Vec<T>,
+    cap: usize,
     null: bool,
 }
 
@@ -249,8 +256,11 @@ impl<T: Copy + Default> List<T> {
                 .unwrap_or(usize::MAX)
                 .min(MAX_OUT / size_of::<T>())
         };
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(n).map_err(|_| CKR_HOST_MEMORY)?;
         Ok(List {
-            buf: alloc(n)?,
+            buf,
+            cap: n,
             null: p.is_null(),
         })
     }
@@ -266,9 +276,10 @@ impl<T: Copy + Default> List<T> {
         if self.null {
             return;
         }
-        let n = (n as usize).min(self.buf.len());
-        for (i, v) in self.buf[..n].iter().enumerate() {
-            std::ptr::write_unaligned(p.add(i), map(*v));
+        // The first `n` entries are the vendor's (never more than our room).
+        let n = (n as usize).min(self.cap);
+        for i in 0..n {
+            std::ptr::write_unaligned(p.add(i), map(std::ptr::read(self.buf.as_ptr().add(i))));
         }
     }
 }
@@ -335,7 +346,11 @@ impl Template {
                 t.nested.push((i, inner));
                 continue;
             }
-            let mut v: Vec<u64> = alloc(len.div_ceil(8))?;
+            // Inputs are copied; output room is left uninitialized (a consumer may claim a
+            // large buffer; untouched pages of a large allocation cost nothing).
+            let mut v: Vec<u64> = Vec::new();
+            v.try_reserve_exact(len.div_ceil(8))
+                .map_err(|_| CKR_HOST_MEMORY)?;
             if read {
                 std::ptr::copy_nonoverlapping(
                     a.pValue as *const u8,
