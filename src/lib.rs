@@ -16,6 +16,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod replica;
 pub mod setup;
 

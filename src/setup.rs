@@ -5,11 +5,11 @@
 //! This is the one place that knows every layer: the core keeps the running state and
 //! builds nothing, the backends and replica groups know nothing of each other.
 
-use crate::backend::module::{library, ModuleSlot};
-use crate::config::{BackendConfig, Config, ModuleConfig, SlotConfig};
+use crate::backend::module::library;
+use crate::config::{BackendConfig, Config};
 use crate::core::error::{err, Result};
 use crate::core::handles::HandleTable;
-use crate::core::instance::{self, Instance, SlotRef};
+use crate::core::instance::{self, Instance};
 use crate::core::slot::Slot;
 use crate::core::token::Token;
 use crate::metrics::{Listener, Metrics};
@@ -53,6 +53,7 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
             std::mem::forget(m);
         }
         crate::metrics::install(None);
+        crate::proxy::forget_parent();
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -82,6 +83,9 @@ pub fn finalize() -> Result<()> {
         l.stop();
     }
     inst.close();
+    // A vendor library shared with another user in the process is not finalized by hsmux:
+    // the module slots' sessions are closed there explicitly.
+    crate::proxy::stop();
     drop(inst);
     // The remote backends' runtime goes with the slots (DESIGN: owned by the module, shut
     // down by C_Finalize); the next C_Initialize starts a new one.
@@ -98,18 +102,32 @@ pub fn groups() -> Groups {
         .unwrap_or_default()
 }
 
-/// Every configured slot, in configuration order, and the replica groups among them.
+/// Every configured slot, in configuration order, and the replica groups among them. The
+/// module slots go to the passthrough layer (`crate::proxy`), started last, once every
+/// other slot was built: nothing is half-started on error.
 fn build(config: Config) -> Result<(Instance, Groups)> {
     library::forget_failures();
+    crate::core::handles::reset_session_handles();
     let objects = Arc::new(HandleTable::default());
+    let mut slots = Vec::new();
     let mut all_slots = Vec::new();
+    let mut module_slots = Vec::new();
     let mut groups = Vec::new();
     for (i, s) in config.slots.iter().enumerate() {
         let id = s.id.unwrap_or(i as u64) as CK_SLOT_ID;
+        all_slots.push(id);
         let token: Arc<dyn Token> = match &s.backend {
             BackendConfig::Module(m) => {
-                let m = module_slot(id, i, s, m, config.slots.len(), &objects);
-                all_slots.push((id, SlotRef::Module(m)));
+                // Handle-table keys of module slots follow the configured slots' (a core
+                // slot is keyed by its index), so none collide.
+                module_slots.push(crate::proxy::ModuleSlotSpec {
+                    id,
+                    index: i,
+                    label: s.label.clone(),
+                    key: config.slots.len() + i,
+                    config: m.clone(),
+                    user_pin: s.user_pin.clone(),
+                });
                 continue;
             }
             BackendConfig::Replicas { policy, replicas } => {
@@ -134,32 +152,16 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                 s.user_pin.is_some(),
             )?),
         };
-        let slot = Slot::new(id, i, s.label.clone(), token, s.user_pin.clone());
-        all_slots.push((id, SlotRef::Core(Arc::new(slot))));
+        slots.push(Arc::new(Slot::new(
+            id,
+            i,
+            s.label.clone(),
+            token,
+            s.user_pin.clone(),
+        )));
     }
-    Ok((Instance::new(all_slots, objects, config), groups))
-}
-
-/// A `backend = "module"` slot: the vendor's pointers passed through (`backend/module/
-/// pass.rs`), not a `Token`. Its handle-table keys follow the configured slots' (the
-/// core slots are keyed by their index), so none collide.
-fn module_slot(
-    id: CK_SLOT_ID,
-    index: usize,
-    s: &SlotConfig,
-    m: &ModuleConfig,
-    configured: usize,
-    objects: &Arc<HandleTable>,
-) -> Arc<ModuleSlot> {
-    Arc::new(ModuleSlot::new(
-        id,
-        index,
-        &s.label,
-        configured + index,
-        m,
-        s.user_pin.clone(),
-        objects.clone(),
-    ))
+    crate::proxy::start(module_slots, objects.clone());
+    Ok((Instance::new(slots, all_slots, objects, config), groups))
 }
 
 /// `[metrics]`: the registry every slot and replica group counts in, and its listener.
@@ -171,14 +173,12 @@ fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
     }
     let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
     let m = Arc::new(Metrics::new(&labels));
-    // The sessions gauge is read from the core's state when scraped.
-    m.set_sessions_source(Box::new(crate::core::api::open_sessions));
+    // The sessions gauge is read from the core's and the proxy's state when scraped.
+    m.set_sessions_source(Box::new(|index| {
+        crate::core::api::open_sessions(index) + crate::proxy::open_sessions(index)
+    }));
     for (id, g) in groups {
-        let index = inst
-            .all_slots
-            .iter()
-            .position(|(i, _)| i == id)
-            .unwrap_or(0);
+        let index = inst.all_slots.iter().position(|i| i == id).unwrap_or(0);
         g.register_metrics(&m, index);
     }
     crate::metrics::install(Some(m.clone()));

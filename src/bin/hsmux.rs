@@ -3,12 +3,12 @@
 //! the state of every slot. Exit status 0 when all is well, 1 when a problem was found, 2
 //! for a usage error.
 
-use hsmux::backend::module::ModuleSlot;
 use hsmux::config::Config;
 use hsmux::config::TokenSelector;
 use hsmux::core::api::general;
-use hsmux::core::instance::{self, SlotRef};
+use hsmux::core::instance;
 use hsmux::core::rv;
+use hsmux::proxy::ModuleSlot;
 use hsmux::replica::{ReplicaGroup, State};
 use hsmux::setup;
 use std::path::PathBuf;
@@ -81,7 +81,19 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
         println!("log: PROBLEM: {why} (the module logs to stderr instead)");
     }
     let (slots, groups) = match instance::get() {
-        Ok(inst) => (inst.all_slots.clone(), setup::groups()),
+        Ok(inst) => (
+            inst.all_slots
+                .iter()
+                .map(|id| match inst.slots.iter().find(|s| s.id == *id) {
+                    Some(s) => (*id, SlotRef::Core(s.clone())),
+                    None => match hsmux::proxy::slot(*id) {
+                        Some(m) => (*id, SlotRef::Module(m)),
+                        None => unreachable!("every configured slot is a core or a module slot"),
+                    },
+                })
+                .collect::<Vec<_>>(),
+            setup::groups(),
+        ),
         Err(e) => {
             eprintln!("hsmux: cannot initialize: {e}");
             return ExitCode::from(1);
@@ -152,6 +164,12 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Where a configured slot lives: the core's slots or the module-slot passthrough.
+enum SlotRef {
+    Core(std::sync::Arc<hsmux::core::slot::Slot>),
+    Module(std::sync::Arc<ModuleSlot>),
 }
 
 /// What a core slot's token says it is (the slot description).

@@ -38,3 +38,17 @@ impl HandleTable {
         }
     }
 }
+
+/// Session handles, shared by the core's sessions and the module-slot passthrough's, so
+/// that no handle is both.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A new session handle (never 0, never one handed out since the last reset).
+pub fn new_session_handle() -> CK_SESSION_HANDLE {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `C_Initialize`: handles start again at 1.
+pub fn reset_session_handles() {
+    NEXT_SESSION.store(1, Ordering::Relaxed);
+}

@@ -1,8 +1,7 @@
 //! Encryption, decryption, digests, signatures (PKCS#11 §5.8-§5.13).
 
-use super::bounds::{data_len, vendor_mechanism as vendor_mech};
 use super::mech::{mechanism, required};
-use super::{ck_fn, in_bytes, route_session, with_out};
+use super::{ck_fn, in_bytes, with_out};
 use crate::core::api::crypto as api;
 use crate::core::api::session::session_info;
 use crate::core::error::{err, Result};
@@ -28,13 +27,11 @@ fn ending(h: CK_SESSION_HANDLE, flags: CK_FLAGS, f: impl FnOnce() -> Result<()>)
 }
 
 fn end_operation(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
-    match instance::get() {
-        Ok(inst) if inst.pass_session(h).is_none() => {
-            // A handle that is not a session (or not this kind's operation) leaves
-            // nothing to end.
-            let _ = api::session_cancel(h, flags);
-        }
-        _ => {}
+    // Module sessions never get here (ffi/exports.rs sends them to the proxy).
+    if instance::get().is_ok() {
+        // A handle that is not a session (or not this kind's operation) leaves
+        // nothing to end.
+        let _ = api::session_cancel(h, flags);
     }
 }
 
@@ -51,13 +48,11 @@ unsafe fn write_back_iv(produced: Option<ProducedIv>) {
 }
 
 ck_fn!(C_EncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.encrypt_init(p_mech, key));
     instance::get()?;
     api::encrypt_init(h, mechanism(p_mech)?.as_ref(), key, super::mech::gcm_iv_out(p_mech))
 });
 ck_fn!(C_Encrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_ENCRYPT, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.encrypt(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         let mut produced = None;
@@ -71,7 +66,6 @@ ck_fn!(C_Encrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_ou
 });
 ck_fn!(C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_ENCRYPT, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.encrypt_update(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         with_out(p_out, p_out_len, |o| api::encrypt_update(h, data, o))
@@ -79,7 +73,6 @@ ck_fn!(C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG
 });
 ck_fn!(C_EncryptFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_ENCRYPT, || {
-        route_session!(h, |p| p.encrypt_final(p_out, p_out_len));
         instance::get()?;
         let mut produced = None;
         with_out(p_out, p_out_len, |o| {
@@ -92,13 +85,11 @@ ck_fn!(C_EncryptFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut
 });
 
 ck_fn!(C_DecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.decrypt_init(p_mech, key));
     instance::get()?;
     api::decrypt_init(h, mechanism(p_mech)?.as_ref(), key)
 });
 ck_fn!(C_Decrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_DECRYPT, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.decrypt(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         with_out(p_out, p_out_len, |o| api::decrypt(h, data, o))
@@ -106,7 +97,6 @@ ck_fn!(C_Decrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_ou
 });
 ck_fn!(C_DecryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_DECRYPT, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.decrypt_update(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         with_out(p_out, p_out_len, |o| api::decrypt_update(h, data, o))
@@ -114,20 +104,17 @@ ck_fn!(C_DecryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG
 });
 ck_fn!(C_DecryptFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_DECRYPT, || {
-        route_session!(h, |p| p.decrypt_final(p_out, p_out_len));
         instance::get()?;
         with_out(p_out, p_out_len, |o| api::decrypt_final(h, o))
     })
 });
 
 ck_fn!(C_DigestInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.digest_init(p_mech));
     instance::get()?;
     api::digest_init(h, mechanism(p_mech)?.as_ref())
 });
 ck_fn!(C_Digest(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_DIGEST, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.digest(p_data, len, p_out, p_out_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         with_out(p_out, p_out_len, |o| api::digest(h, data, o))
@@ -135,32 +122,28 @@ ck_fn!(C_Digest(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out
 });
 ck_fn!(C_DigestUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) {
     ending(h, CKF_DIGEST, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.digest_update(p_data, len));
         instance::get()?;
         api::digest_update(h, in_bytes(p_data, len)?)
     })
 });
 ck_fn!(C_DigestKey(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
     ending(h, CKF_DIGEST, || {
-        route_session!(h, |p| p.digest_key(key)); api::digest_key(h, key)
+        api::digest_key(h, key)
     })
 });
 ck_fn!(C_DigestFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     ending(h, CKF_DIGEST, || {
-        route_session!(h, |p| p.digest_final(p_out, p_out_len));
         instance::get()?;
         with_out(p_out, p_out_len, |o| api::digest_final(h, o))
     })
 });
 
 ck_fn!(C_SignInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.sign_init(p_mech, key));
     instance::get()?;
     api::sign_init(h, mechanism(p_mech)?.as_ref(), key)
 });
 ck_fn!(C_Sign(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
     ending(h, CKF_SIGN, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.sign(p_data, len, p_sig, p_sig_len));
         instance::get()?;
         let data = in_bytes(p_data, len)?;
         with_out(p_sig, p_sig_len, |o| api::sign(h, data, o))
@@ -168,41 +151,35 @@ ck_fn!(C_Sign(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: 
 });
 ck_fn!(C_SignUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) {
     ending(h, CKF_SIGN, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.sign_update(p_data, len));
         instance::get()?;
         api::sign_update(h, in_bytes(p_data, len)?)
     })
 });
 ck_fn!(C_SignFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
     ending(h, CKF_SIGN, || {
-        route_session!(h, |p| p.sign_final(p_sig, p_sig_len));
         instance::get()?;
         with_out(p_sig, p_sig_len, |o| api::sign_final(h, o))
     })
 });
 
 ck_fn!(C_VerifyInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.verify_init(p_mech, key));
     instance::get()?;
     api::verify_init(h, mechanism(p_mech)?.as_ref(), key)
 });
 ck_fn!(C_Verify(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
     ending(h, CKF_VERIFY, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; data_len(sig_len, "ulSignatureLen")?; }, |p| p.verify(p_data, len, p_sig, sig_len));
         instance::get()?;
         api::verify(h, in_bytes(p_data, len)?, in_bytes(p_sig, sig_len)?)
     })
 });
 ck_fn!(C_VerifyUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) {
     ending(h, CKF_VERIFY, || {
-        route_session!(h, check { data_len(len, "ulDataLen")?; }, |p| p.verify_update(p_data, len));
         instance::get()?;
         api::verify_update(h, in_bytes(p_data, len)?)
     })
 });
 ck_fn!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
     ending(h, CKF_VERIFY, || {
-        route_session!(h, check { data_len(sig_len, "ulSignatureLen")?; }, |p| p.verify_final(p_sig, sig_len));
         instance::get()?;
         api::verify_final(h, in_bytes(p_sig, sig_len)?)
     })
@@ -212,44 +189,36 @@ ck_fn!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULON
 // PKCS#11 and offered by none of hsmux's tokens. The session is still checked first so
 // that a bad handle gets its own code.
 ck_fn!(C_SignRecoverInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, _key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.sign_recover_init(p_mech, _key));
     session_info(h)?;
     required(p_mech)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_SignRecover(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.sign_recover(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_VerifyRecoverInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, _key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.verify_recover_init(p_mech, _key));
     session_info(h)?;
     required(p_mech)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_VerifyRecover(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.verify_recover(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_DigestEncryptUpdate(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.digest_encrypt_update(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_DecryptDigestUpdate(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.decrypt_digest_update(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_SignEncryptUpdate(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.sign_encrypt_update(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });
 ck_fn!(C_DecryptVerifyUpdate(h: CK_SESSION_HANDLE, _p: *mut CK_BYTE, _l: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) {
-    route_session!(h, check { data_len(_l, "ulDataLen")?; }, |p| p.decrypt_verify_update(_p, _l, _o, _ol));
     session_info(h)?;
     Err(err(CKR_FUNCTION_NOT_SUPPORTED))
 });

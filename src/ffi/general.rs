@@ -1,6 +1,6 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
-use super::{ck_fn, route_session, route_slot, version, write_list};
+use super::{ck_fn, version, write_list};
 use crate::core::api::general as api;
 use crate::core::error::{err, Error};
 use crate::core::instance;
@@ -76,12 +76,13 @@ ck_fn!(C_GetInfo(p_info: *mut CK_INFO) {
 });
 
 ck_fn!(C_GetSlotList(token_present: CK_BBOOL, p_slot_list: *mut CK_SLOT_ID, pul_count: *mut CK_ULONG) {
-    let slots = api::slot_list(token_present != 0)?;
+    let slots = api::slot_list(token_present != 0, |id| {
+        crate::proxy::slot(id).is_some_and(|m| m.token_present())
+    })?;
     write_list(&slots, p_slot_list, pul_count)
 });
 
 ck_fn!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
-    route_slot!(slot, |m| m.get_slot_info(p_info));
     let info = api::slot_info(slot)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -97,7 +98,6 @@ ck_fn!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
 });
 
 ck_fn!(C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
-    route_slot!(slot, |m| m.get_token_info(p_info));
     let (t, sessions, rw) = api::token_info(slot)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -126,13 +126,11 @@ ck_fn!(C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
 });
 
 ck_fn!(C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) {
-    route_slot!(slot, |m| m.get_mechanism_list(p_list, pul_count));
     let mechs = api::mechanism_list(slot)?;
     write_list(&mechs, p_list, pul_count)
 });
 
 ck_fn!(C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) {
-    route_slot!(slot, |m| m.get_mechanism_info(mech, p_info));
     let info = api::mechanism_info(slot, mech)?;
     if p_info.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -142,7 +140,6 @@ ck_fn!(C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mu
 });
 
 ck_fn!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULONG, p_label: *mut CK_UTF8CHAR) {
-    route_slot!(slot, |m| m.init_token(p_pin, ul_pin_len, p_label));
     instance::get()?;
     if p_pin.is_null() || p_label.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -154,29 +151,28 @@ ck_fn!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULO
 });
 
 ck_fn!(C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: *mut CK_SLOT_ID, p_reserved: CK_VOID_PTR) {
-    let inst = instance::get()?;
+    instance::get()?;
     if p_slot.is_null() || !p_reserved.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
     // hsmux's own slots are fixed by the configuration; vendor libraries behind module
     // slots may report token events, passed on under hsmux's slot ids.
+    let proxy = crate::proxy::get().ok_or_else(|| err(CKR_FUNCTION_NOT_SUPPORTED))?;
     let event = if flags & CKF_DONT_BLOCK != 0 {
-        inst.poll_slot_events()?.ok_or_else(|| err(CKR_NO_EVENT))?
+        proxy.poll_slot_events().map_err(err)?.ok_or_else(|| err(CKR_NO_EVENT))?
     } else {
-        inst.wait_slot_event()?
+        proxy.wait_slot_event().map_err(err)?
     };
     *p_slot = event;
     Ok(())
 });
 
 ck_fn!(C_GetFunctionStatus(_h: CK_SESSION_HANDLE) {
-    route_session!(_h, |p| p.get_function_status());
     instance::get()?;
     Err(err(CKR_FUNCTION_NOT_PARALLEL))
 });
 
 ck_fn!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
-    route_session!(_h, |p| p.cancel_function());
     instance::get()?;
     Err(err(CKR_FUNCTION_NOT_PARALLEL))
 });

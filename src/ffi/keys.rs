@@ -1,9 +1,9 @@
 //! Key management and random numbers (PKCS#11 §5.14, §5.15).
 
 use super::attr::template;
-use super::bounds::{data_len, template as check_template, vendor_mechanism as vendor_mech};
+use super::bounds::data_len;
 use super::mech::required;
-use super::{ck_fn, in_bytes, route_session, with_out};
+use super::{ck_fn, in_bytes, with_out};
 use crate::core::api::keys as api;
 use crate::core::attr::Attr;
 use crate::core::error::{err, Result};
@@ -27,7 +27,6 @@ unsafe fn new_key_args(
 }
 
 ck_fn!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; }, |p| p.generate_key(p_mech, p_t, n, ph));
     let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
     *ph = api::generate_key(h, &m, &t)?;
     Ok(())
@@ -43,7 +42,6 @@ ck_fn!(C_GenerateKeyPair(
     ph_pub: *mut CK_OBJECT_HANDLE,
     ph_priv: *mut CK_OBJECT_HANDLE,
 ) {
-    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_pub, n_pub)?; check_template(p_priv, n_priv)?; }, |p| p.generate_key_pair(p_mech, p_pub, n_pub, p_priv, n_priv, ph_pub, ph_priv));
     instance::get()?;
     if ph_pub.is_null() || ph_priv.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -64,7 +62,6 @@ ck_fn!(C_WrapKey(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.wrap_key(p_mech, wrapping, key, p_out, p_out_len));
     instance::get()?;
     let m = required(p_mech)?;
     with_out(p_out, p_out_len, |o| api::wrap_key(h, &m, wrapping, key, o))
@@ -80,7 +77,6 @@ ck_fn!(C_UnwrapKey(
     n: CK_ULONG,
     ph: *mut CK_OBJECT_HANDLE,
 ) {
-    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; data_len(wrapped_len, "ulWrappedKeyLen")?; }, |p| p.unwrap_key(p_mech, unwrapping, p_wrapped, wrapped_len, p_t, n, ph));
     instance::get()?;
     if ph.is_null() || p_wrapped.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -92,14 +88,12 @@ ck_fn!(C_UnwrapKey(
 });
 
 ck_fn!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; check_template(p_t, n)?; }, |p| p.derive_key(p_mech, base, p_t, n, ph));
     let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
     *ph = api::derive_key(h, &m, base, &t)?;
     Ok(())
 });
 
 ck_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
-    route_session!(h, check { data_len(len, "ulSeedLen")?; }, |p| p.seed_random(p_seed, len));
     instance::get()?;
     if p_seed.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -108,7 +102,6 @@ ck_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
 });
 
 ck_fn!(C_GenerateRandom(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, len: CK_ULONG) {
-    route_session!(h, check { data_len(len, "ulRandomLen")?; }, |p| p.generate_random(p_out, len));
     instance::get()?;
     if p_out.is_null() && len > 0 {
         return Err(err(CKR_ARGUMENTS_BAD));

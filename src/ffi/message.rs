@@ -2,8 +2,8 @@
 //! (see `core::api::message`); messages in parts and message signing answer
 //! `CKR_FUNCTION_NOT_SUPPORTED` after checking that the session exists.
 
-use super::bounds::{copy, data_len, vendor_message_mechanism as vendor_mech};
-use super::{ck_fn, in_bytes, route_session, with_out};
+use super::bounds::copy;
+use super::{ck_fn, in_bytes, with_out};
 use crate::core::api::message::{self as api, GcmMessage};
 use crate::core::api::session::session_info;
 use crate::core::error::{err, Error, Result};
@@ -53,7 +53,6 @@ unsafe fn decode(g: &CK_GCM_MESSAGE_PARAMS, read_tag: bool) -> Result<GcmMessage
 }
 
 ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_encrypt_init(p_mech, key));
     instance::get()?;
     // The parameter (if any) is read per message; only the type matters here.
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
@@ -61,7 +60,6 @@ ck_fn!(C_MessageEncryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key
 });
 
 ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
-    route_session!(h, check { vendor_mech(p_mech)?; }, |p| p.message_decrypt_init(p_mech, key));
     instance::get()?;
     let m = p_mech.as_ref().ok_or_else(|| err(CKR_ARGUMENTS_BAD))?;
     api::init(h, false, m.mechanism, key)
@@ -78,7 +76,6 @@ ck_fn!(C_EncryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.encrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, false)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -107,7 +104,6 @@ ck_fn!(C_DecryptMessage(
     p_out: *mut CK_BYTE,
     p_out_len: *mut CK_ULONG,
 ) {
-    route_session!(h, check { data_len(param_len, "ulParameterLen")?; data_len(aad_len, "ulAssociatedDataLen")?; data_len(in_len, "ulDataLen")?; }, |p| p.decrypt_message(p_param, param_len, p_aad, aad_len, p_in, in_len, p_out, p_out_len));
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, true)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -115,11 +111,9 @@ ck_fn!(C_DecryptMessage(
 });
 
 ck_fn!(C_MessageEncryptFinal(h: CK_SESSION_HANDLE) {
-    route_session!(h, |p| p.message_encrypt_final());
     api::finish(h, true)
 });
 ck_fn!(C_MessageDecryptFinal(h: CK_SESSION_HANDLE) {
-    route_session!(h, |p| p.message_decrypt_final());
     api::finish(h, false)
 });
 
@@ -127,7 +121,6 @@ macro_rules! unsupported {
     ($($name:ident => $method:ident ( $($arg:ident : $ty:ty),* );)*) => {
         $(ck_fn!($name(h: CK_SESSION_HANDLE, $($arg: $ty),*) {
             // Not offered by hsmux's own tokens; a module session's vendor may have it.
-            route_session!(h, |p| p.$method($($arg),*));
             session_info(h)?;
             Err(err(CKR_FUNCTION_NOT_SUPPORTED))
         });)*

@@ -1,11 +1,14 @@
 //! The C ABI, and nothing else: exported symbols, the function tables, pointer and length
 //! checks, panic catching, and conversion to and from the core's Rust types. Every entry
-//! point is a thin `unsafe extern "C"` wrapper around a safe function in `core::api`.
+//! point is generated in `exports.rs` from one list: a call on a module slot's handle goes
+//! to `crate::proxy`, every other to its core path here (`ck_fn!`), a thin wrapper around a
+//! safe function in `core::api`.
 #![allow(clippy::missing_safety_doc, non_snake_case)]
 
 mod attr;
 pub(crate) mod bounds;
 mod crypto;
+pub mod exports;
 mod general;
 mod keys;
 mod mech;
@@ -35,7 +38,9 @@ impl Subject {
     fn slot_index(self) -> Option<usize> {
         match self {
             Subject::None => None,
-            Subject::Session(h) => crate::core::api::slot_of_session(h),
+            Subject::Session(h) => crate::proxy::session(h)
+                .map(|p| p.slot.index)
+                .or_else(|| crate::core::api::slot_of_session(h)),
             Subject::Slot(id) => crate::core::api::slot_of_id(id),
         }
     }
@@ -78,60 +83,19 @@ fn run_guarded(name: &'static str, f: impl FnOnce() -> Result<()>) -> CK_RV {
     }
 }
 
-/// Declares an exported PKCS#11 function whose body returns `Result<()>`. A first
-/// argument of type `CK_SESSION_HANDLE` or `CK_SLOT_ID` is the call's [`Subject`].
+/// Declares the core path of a PKCS#11 function: its body returns `Result<()>`. The
+/// exported C symbol that calls it (or the proxy) is generated in `exports.rs`.
 macro_rules! ck_fn {
-    (@emit $name:ident, $subject:expr, ( $($arg:ident : $ty:ty),* ) $body:block) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
-            #[allow(unused_unsafe)]
-            $crate::ffi::guard(stringify!($name), $subject, || unsafe { $body })
-        }
-    };
-    ($name:ident ( $h:ident : CK_SESSION_HANDLE $(, $arg:ident : $ty:ty)* $(,)? ) $body:block) => {
-        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::Session($h), ($h: CK_SESSION_HANDLE $(, $arg: $ty)*) $body);
-    };
-    ($name:ident ( $id:ident : CK_SLOT_ID $(, $arg:ident : $ty:ty)* $(,)? ) $body:block) => {
-        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::Slot($id), ($id: CK_SLOT_ID $(, $arg: $ty)*) $body);
-    };
     ($name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $body:block) => {
-        $crate::ffi::ck_fn!(@emit $name, $crate::ffi::Subject::None, ($($arg: $ty),*) $body);
+        #[allow(non_snake_case, unused_unsafe, clippy::missing_safety_doc, clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name($($arg: $ty),*) -> $crate::core::error::Result<()> {
+            unsafe { $body }
+        }
     };
 }
 pub(crate) use ck_fn;
 
-/// Sends a call on a module session to its vendor library (`backend::module::pass`), whose
-/// return value is then the consumer's; other sessions go on to the core.
-///
-/// `check { .. }` runs first for a module session only: the bounds a vendor library may not
-/// check before it reads (`bounds.rs`). hsmux's own tokens check the same bounds where they
-/// read the argument, so that their order of checks stays the one they had.
-macro_rules! route_session {
-    ($h:expr, |$p:ident| $call:expr) => {
-        if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
-            return $crate::ffi::vendor_rv($call);
-        }
-    };
-    ($h:expr, check $check:block, |$p:ident| $call:expr) => {
-        if let Some($p) = $crate::core::instance::get()?.pass_session($h) {
-            $check
-            return $crate::ffi::vendor_rv($call);
-        }
-    };
-}
-pub(crate) use route_session;
-
-/// The same for calls that name a slot.
-macro_rules! route_slot {
-    ($id:expr, |$m:ident| $call:expr) => {
-        if let Some($m) = $crate::core::instance::get()?.module_slot($id) {
-            return $crate::ffi::vendor_rv($call);
-        }
-    };
-}
-pub(crate) use route_slot;
-
-/// A vendor's return value as the body of a `ck_fn`.
+/// A vendor's return value as the body of an entry point.
 #[inline]
 pub(crate) fn vendor_rv(rv: CK_RV) -> Result<()> {
     if rv == CKR_OK {

@@ -1,15 +1,13 @@
 //! Object management (PKCS#11 §5.7).
 
 use super::attr::{fill, template, types};
-use super::bounds::{count as check_count, template as check_template};
-use super::{ck_fn, route_session};
+use super::ck_fn;
 use crate::core::api::object as api;
 use crate::core::error::err;
 use crate::core::instance;
 use cryptoki_sys::*;
 
 ck_fn!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, check { check_template(p_template, count)?; }, |p| p.create_object(p_template, count, ph));
     instance::get()?;
     if ph.is_null() || p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -20,7 +18,6 @@ ck_fn!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count
 });
 
 ck_fn!(C_CopyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    route_session!(h, check { check_template(p_template, count)?; }, |p| p.copy_object(obj, p_template, count, ph));
     instance::get()?;
     if ph.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -31,10 +28,10 @@ ck_fn!(C_CopyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mu
 });
 
 ck_fn!(C_DestroyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) {
-    route_session!(h, |p| p.destroy_object(obj)); api::destroy_object(h, obj) });
+    api::destroy_object(h, obj)
+});
 
 ck_fn!(C_GetObjectSize(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_size: *mut CK_ULONG) {
-    route_session!(h, |p| p.get_object_size(obj, p_size));
     instance::get()?;
     if p_size.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -44,7 +41,6 @@ ck_fn!(C_GetObjectSize(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_size: *mut
 });
 
 ck_fn!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, check { check_count(count)?; }, |p| p.get_attribute_value(obj, p_template, count));
     instance::get()?;
     if p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -55,7 +51,6 @@ ck_fn!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
 });
 
 ck_fn!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, check { check_template(p_template, count)?; }, |p| p.set_attribute_value(obj, p_template, count));
     instance::get()?;
     if p_template.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -65,14 +60,12 @@ ck_fn!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
 });
 
 ck_fn!(C_FindObjectsInit(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
-    route_session!(h, check { check_template(p_template, count)?; }, |p| p.find_objects_init(p_template, count));
     instance::get()?;
     let t = template(p_template, count)?;
     api::find_init(h, &t)
 });
 
 ck_fn!(C_FindObjects(h: CK_SESSION_HANDLE, ph: *mut CK_OBJECT_HANDLE, max: CK_ULONG, p_count: *mut CK_ULONG) {
-    route_session!(h, |p| p.find_objects(ph, max, p_count));
     instance::get()?;
     if p_count.is_null() || (ph.is_null() && max > 0) {
         return Err(err(CKR_ARGUMENTS_BAD));
@@ -86,4 +79,5 @@ ck_fn!(C_FindObjects(h: CK_SESSION_HANDLE, ph: *mut CK_OBJECT_HANDLE, max: CK_UL
 });
 
 ck_fn!(C_FindObjectsFinal(h: CK_SESSION_HANDLE) {
-    route_session!(h, |p| p.find_objects_final()); api::find_final(h) });
+    api::find_final(h)
+});

@@ -3,12 +3,7 @@
 //! too). Every entry is filled; what hsmux cannot do answers with the spec's code.
 
 use super::ck_fn;
-use super::crypto::*;
-use super::general::*;
-use super::keys::*;
-use super::message::*;
-use super::object::*;
-use super::session::*;
+use super::exports::*;
 use crate::core::error::err;
 use cryptoki_sys::*;
 use std::ffi::c_void;
@@ -95,7 +90,7 @@ static INTERFACES: [StaticInterface; 2] = [
     }),
 ];
 
-ck_fn!(C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) {
+ck_fn!(function_list(pp: *mut *mut CK_FUNCTION_LIST) {
     if pp.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }
@@ -103,12 +98,12 @@ ck_fn!(C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) {
     Ok(())
 });
 
-ck_fn!(C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count: *mut CK_ULONG) {
+ck_fn!(interface_list(p_list: *mut CK_INTERFACE, pul_count: *mut CK_ULONG) {
     let list: Vec<CK_INTERFACE> = INTERFACES.iter().map(|i| i.0).collect();
     super::write_list(&list, p_list, pul_count)
 });
 
-ck_fn!(C_GetInterface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
+ck_fn!(interface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
     if pp.is_null() {
         return Err(err(CKR_ARGUMENTS_BAD));
     }

@@ -4,6 +4,7 @@
 //! A library is never `dlclose`d: vendor libraries leave atexit handlers and thread-local
 //! destructors behind (SoftHSM's OpenSSL among them), which would then run in unmapped code.
 
+use crate::config::TokenSelector;
 use crate::core::instance::fork_epoch;
 use cryptoki_sys::*;
 use libloading::os::unix::{Library as DlLibrary, RTLD_LOCAL, RTLD_NOW};
@@ -356,4 +357,53 @@ fn probe_in_child(path: &Path, args: Option<&CString>, timeout: Duration) -> Res
         // A clean failure is described precisely by the real load that follows.
         Some(Some(_)) => Ok(()),
     }
+}
+
+/// Walks the vendor's slots with a token and returns the one the selector names.
+pub fn find_token(lib: &Library, select: &TokenSelector) -> Result<CK_SLOT_ID, CK_RV> {
+    let get_list = lib.fl.C_GetSlotList.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+    let get_info = lib.fl.C_GetTokenInfo.ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+    let present = !matches!(select, TokenSelector::Slot(_));
+    let mut n: CK_ULONG = 0;
+    // SAFETY: the two-call slot list, into a buffer of the size the vendor gave.
+    let rv = unsafe { get_list(present as CK_BBOOL, std::ptr::null_mut(), &mut n) };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut ids = vec![0 as CK_SLOT_ID; n as usize];
+    let rv = unsafe { get_list(present as CK_BBOOL, ids.as_mut_ptr(), &mut n) };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    ids.truncate(n as usize);
+    if let TokenSelector::Slot(want) = select {
+        return ids
+            .into_iter()
+            .find(|s| s == want)
+            .ok_or(CKR_TOKEN_NOT_PRESENT);
+    }
+    for id in ids {
+        // SAFETY: CK_TOKEN_INFO is plain data the vendor fills.
+        let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+        if unsafe { get_info(id, &mut info) } != CKR_OK {
+            continue;
+        }
+        let hit = match select {
+            TokenSelector::Label(l) => trimmed(&info.label) == l.as_bytes(),
+            TokenSelector::Serial(s) => trimmed(&info.serialNumber) == s.as_bytes(),
+            TokenSelector::Slot(_) => false,
+        };
+        if hit {
+            return Ok(id);
+        }
+    }
+    Err(CKR_TOKEN_NOT_PRESENT)
+}
+
+fn trimmed(field: &[u8]) -> &[u8] {
+    let end = field
+        .iter()
+        .rposition(|b| *b != b' ' && *b != 0)
+        .map_or(0, |i| i + 1);
+    &field[..end]
 }

@@ -1,6 +1,6 @@
 //! A vendor token as a [`Token`]: what a module replica of a replica group is
 //! (`crate::replica`), and a `backend = "cloudhsm"` slot or replica (with a health hook).
-//! Unlike the passthrough of a plain module slot (`pass.rs`), every call here works on
+//! Unlike the passthrough of a plain module slot (`crate::proxy`), every call here works on
 //! owned data and runs with a deadline on the replica's worker threads (`worker.rs`), so
 //! that a vendor that hangs costs the consumer at most `timeout` and a failover.
 //!
@@ -156,7 +156,7 @@ impl Inner {
         }
         let select = self.select.clone();
         let found = self.run("C_GetSlotList", move |lib| {
-            super::find_token(&lib.0, &select).map_err(Error::new)
+            super::library::find_token(&lib.0, &select).map_err(Error::new)
         })?;
         self.vendor_slot.store(found, Ordering::Release);
         Ok(found)

@@ -1,7 +1,7 @@
 //! General-purpose, slot and token functions (PKCS#11 §5.4, §5.5).
 
 use crate::core::error::{err, Error, Result};
-use crate::core::instance::{self, SlotRef};
+use crate::core::instance;
 use crate::core::token::TokenInfo;
 use cryptoki_sys::*;
 use std::sync::atomic::Ordering;
@@ -9,18 +9,18 @@ use std::sync::atomic::Ordering;
 pub const MANUFACTURER: &str = "hsmux";
 pub const LIBRARY_DESCRIPTION: &str = "hsmux PKCS#11 multiplexer";
 
-/// Slot ids, in configuration order. Core slots always have their token; a module slot
-/// has it when the vendor library is loaded and shows the configured token.
-pub fn slot_list(token_present: bool) -> Result<Vec<CK_SLOT_ID>> {
+/// Slot ids, in configuration order. Core slots always have their token; another slot (a
+/// module slot, which the core does not run) has it when `present(id)` says so.
+pub fn slot_list(
+    token_present: bool,
+    present: impl Fn(CK_SLOT_ID) -> bool,
+) -> Result<Vec<CK_SLOT_ID>> {
     let inst = instance::get()?;
     Ok(inst
         .all_slots
         .iter()
-        .filter(|(_, s)| match s {
-            SlotRef::Core(_) => true,
-            SlotRef::Module(m) => !token_present || m.token_present(),
-        })
-        .map(|(id, _)| *id)
+        .filter(|id| !token_present || inst.slots.iter().any(|s| s.id == **id) || present(**id))
+        .copied()
         .collect())
 }
 

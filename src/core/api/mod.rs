@@ -9,7 +9,7 @@ pub mod object;
 pub mod session;
 
 use crate::core::error::Result;
-use crate::core::instance::{self, Instance, SlotRef};
+use crate::core::instance::{self, Instance};
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::session::Session;
 use crate::core::token::Ctx;
@@ -26,13 +26,10 @@ pub(crate) fn with_session<T>(
     f(&inst, &mut guard)
 }
 
-/// The configuration index of the slot that session `h` (of any kind) is on, if it is
-/// open: for the caller's bookkeeping, e.g. the metrics' slot label.
+/// The configuration index of the slot that core session `h` is on, if it is open: for
+/// the caller's bookkeeping, e.g. the metrics' slot label.
 pub fn slot_of_session(h: CK_SESSION_HANDLE) -> Option<usize> {
     let inst = instance::get().ok()?;
-    if let Some(p) = inst.pass_session(h) {
-        return Some(p.slot.index);
-    }
     let s = inst.sessions.get(&h).map(|s| s.clone())?;
     let index = s.lock().slot.index;
     Some(index)
@@ -41,33 +38,20 @@ pub fn slot_of_session(h: CK_SESSION_HANDLE) -> Option<usize> {
 /// The configuration index of slot `id` (of any kind), if it exists.
 pub fn slot_of_id(id: CK_SLOT_ID) -> Option<usize> {
     let inst = instance::get().ok()?;
-    inst.all_slots
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map(|(_, s)| match s {
-            SlotRef::Core(c) => c.index,
-            SlotRef::Module(m) => m.index,
-        })
+    inst.all_slots.iter().position(|i| *i == id)
 }
 
-/// Open sessions on the slot at configuration index `index` (any kind), now: what the
-/// metrics' `hsmux_sessions` gauge shows.
+/// Open core sessions on the slot at configuration index `index`, now: what the metrics'
+/// `hsmux_sessions` gauge shows (with the module slots' sessions, `crate::proxy`).
 pub fn open_sessions(index: usize) -> usize {
     let Ok(inst) = instance::get() else {
         return 0;
     };
-    let core: usize = inst
-        .slots
+    inst.slots
         .iter()
         .filter(|s| s.index == index)
         .map(|s| s.sessions.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
-    let module = inst
-        .pass_sessions
-        .iter()
-        .filter(|p| p.value().slot.index == index)
-        .count();
-    core + module
+        .sum()
 }
 
 /// The slot index and context of a session.

@@ -4,27 +4,14 @@
 //! as the core does for its own tokens (`core::api::message`). A vendor with the 3.0
 //! interface gets the calls forwarded instead.
 //!
-//! As in `pass.rs`, every function is `unsafe` because its pointers are the consumer's.
+//! As in `forward.rs`, every function is `unsafe` because its pointers are the consumer's,
+//! and every vendor call runs with the slot's deadline on memory the call owns.
 #![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
 
-use super::pass::PassSession;
+use super::session::{MessageKey, PassSession};
 use crate::core::api::message::{generate_iv, GcmMessage};
 use cryptoki_sys::*;
 use std::mem::size_of;
-
-/// The message operations in progress on one session.
-#[derive(Default)]
-pub struct Messages {
-    encrypt: Option<MessageKey>,
-    decrypt: Option<MessageKey>,
-}
-
-struct MessageKey {
-    /// The vendor's handle of the AES key.
-    key: CK_OBJECT_HANDLE,
-    /// Messages encrypted so far, for the counter IV generators.
-    counter: u64,
-}
 
 impl PassSession {
     fn vendor_has_messages(&self) -> bool {
@@ -140,25 +127,32 @@ impl PassSession {
         let Some(get) = lib.fl.C_GetAttributeValue else {
             return CKR_FUNCTION_NOT_SUPPORTED;
         };
-        let mut key_type: CK_KEY_TYPE = 0;
-        let mut allowed: CK_BBOOL = 0;
-        let mut t = [
-            CK_ATTRIBUTE {
-                type_: CKA_KEY_TYPE,
-                pValue: &mut key_type as *mut _ as CK_VOID_PTR,
-                ulValueLen: size_of::<CK_KEY_TYPE>() as CK_ULONG,
-            },
-            CK_ATTRIBUTE {
-                type_: if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT },
-                pValue: &mut allowed as *mut _ as CK_VOID_PTR,
-                ulValueLen: 1,
-            },
-        ];
-        match get(self.vh, vkey, t.as_mut_ptr(), 2) {
-            CKR_OK => {}
-            CKR_OBJECT_HANDLE_INVALID => return CKR_KEY_HANDLE_INVALID,
-            rv => return rv,
-        }
+        let vh = self.vh;
+        let read = self.slot.call("C_GetAttributeValue", move || {
+            let mut key_type: CK_KEY_TYPE = 0;
+            let mut allowed: CK_BBOOL = 0;
+            let mut t = [
+                CK_ATTRIBUTE {
+                    type_: CKA_KEY_TYPE,
+                    pValue: &mut key_type as *mut _ as CK_VOID_PTR,
+                    ulValueLen: size_of::<CK_KEY_TYPE>() as CK_ULONG,
+                },
+                CK_ATTRIBUTE {
+                    type_: if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT },
+                    pValue: &mut allowed as *mut _ as CK_VOID_PTR,
+                    ulValueLen: 1,
+                },
+            ];
+            // SAFETY: the job's own template and values.
+            let rv = unsafe { get(vh, vkey, t.as_mut_ptr(), 2) };
+            (rv, key_type, allowed)
+        });
+        let (key_type, allowed) = match read {
+            Err(rv) => return rv,
+            Ok((CKR_OK, k, a)) => (k, a),
+            Ok((CKR_OBJECT_HANDLE_INVALID, _, _)) => return CKR_KEY_HANDLE_INVALID,
+            Ok((rv, _, _)) => return rv,
+        };
         if key_type != CKK_AES {
             return CKR_KEY_TYPE_INCONSISTENT;
         }
@@ -226,7 +220,7 @@ impl PassSession {
             std::slice::from_raw_parts(g.pIv, g.ulIvLen as usize).to_vec()
         };
         let generated = encrypt && g.ivGenerator != CKG_NO_GENERATE;
-        let mut iv = if generated {
+        let iv = if generated {
             op.counter += 1;
             let want = GcmMessage {
                 iv: given_iv,
@@ -242,80 +236,124 @@ impl PassSession {
         } else {
             given_iv
         };
-        let mut params = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: iv.len() as CK_ULONG,
-            ulIvBits: (iv.len() * 8) as CK_ULONG,
-            pAAD: aad,
-            ulAADLen: aad_len,
-            ulTagBits: g.ulTagBits,
+        // The AAD, the IV and the data are copies the vendor calls own.
+        let aad = if aad_len == 0 || aad.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(aad, aad_len as usize).to_vec()
         };
-        let mut mech = CK_MECHANISM {
-            mechanism: CKM_AES_GCM,
-            pParameter: &mut params as *mut _ as CK_VOID_PTR,
-            ulParameterLen: size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-        };
+        let aad_null = aad_len == 0 && aad.is_empty();
+        let tag_bits = g.ulTagBits;
+        let key = op.key;
+        let vh = self.vh;
         let Ok(lib) = self.slot.library() else {
             return CKR_TOKEN_NOT_PRESENT;
         };
         let input = if n == 0 {
-            &[][..]
+            Vec::new()
         } else {
-            std::slice::from_raw_parts(data, n as usize)
+            std::slice::from_raw_parts(data, n as usize).to_vec()
+        };
+        // One single-part AES-GCM at the vendor, as one job: its init and the operation.
+        let gcm = move |init: unsafe extern "C" fn(
+            CK_SESSION_HANDLE,
+            *mut CK_MECHANISM,
+            CK_OBJECT_HANDLE,
+        ) -> CK_RV,
+                        mut iv: Vec<u8>,
+                        mut aad: Vec<u8>|
+              -> CK_RV {
+            let mut params = CK_GCM_PARAMS {
+                pIv: iv.as_mut_ptr(),
+                ulIvLen: iv.len() as CK_ULONG,
+                ulIvBits: (iv.len() * 8) as CK_ULONG,
+                pAAD: if aad_null {
+                    std::ptr::null_mut()
+                } else {
+                    aad.as_mut_ptr()
+                },
+                ulAADLen: aad.len() as CK_ULONG,
+                ulTagBits: tag_bits,
+            };
+            let mut mech = CK_MECHANISM {
+                mechanism: CKM_AES_GCM,
+                pParameter: &mut params as *mut _ as CK_VOID_PTR,
+                ulParameterLen: size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+            };
+            // SAFETY: the job's own mechanism, parameter and buffers.
+            unsafe { init(vh, &mut mech, key) }
         };
         if encrypt {
             let (Some(init), Some(run)) = (lib.fl.C_EncryptInit, lib.fl.C_Encrypt) else {
                 return CKR_FUNCTION_NOT_SUPPORTED;
             };
-            let rv = init(self.vh, &mut mech, op.key);
-            if rv != CKR_OK {
-                return rv;
-            }
-            let mut sealed = vec![0u8; input.len() + tag_len];
-            let mut len = sealed.len() as CK_ULONG;
-            let rv = run(
-                self.vh,
-                input.as_ptr() as *mut _,
-                n,
-                sealed.as_mut_ptr(),
-                &mut len,
-            );
-            if rv != CKR_OK {
-                return rv;
-            }
-            if len as usize != input.len() + tag_len {
+            let job_iv = iv.clone();
+            let r = self.slot.call("C_EncryptInit/C_Encrypt", move || {
+                let rv = gcm(init, job_iv, aad);
+                if rv != CKR_OK {
+                    return (rv, Vec::new(), 0);
+                }
+                let mut sealed = vec![0u8; input.len() + tag_len];
+                let mut len = sealed.len() as CK_ULONG;
+                // SAFETY: the job's own buffers.
+                let rv = unsafe {
+                    run(
+                        vh,
+                        input.as_ptr() as *mut _,
+                        input.len() as CK_ULONG,
+                        sealed.as_mut_ptr(),
+                        &mut len,
+                    )
+                };
+                (rv, sealed, len)
+            });
+            let (sealed, len) = match r {
+                Err(rv) => return rv,
+                Ok((CKR_OK, sealed, len)) => (sealed, len),
+                Ok((rv, _, _)) => return rv,
+            };
+            if len as usize != n as usize + tag_len {
                 log::error!("vendor AES-GCM returned {len} bytes for {n} bytes of data and a {tag_len}-byte tag");
                 return CKR_DEVICE_ERROR;
             }
-            std::ptr::copy_nonoverlapping(sealed.as_ptr(), out, input.len());
-            std::ptr::copy_nonoverlapping(sealed[input.len()..].as_ptr(), g.pTag, tag_len);
+            let n = n as usize;
+            std::ptr::copy_nonoverlapping(sealed.as_ptr(), out, n);
+            std::ptr::copy_nonoverlapping(sealed[n..].as_ptr(), g.pTag, tag_len);
             if generated {
                 std::ptr::copy_nonoverlapping(iv.as_ptr(), g.pIv, iv.len().min(g.ulIvLen as usize));
             }
-            *out_len = n;
+            *out_len = n as CK_ULONG;
             CKR_OK
         } else {
             let (Some(init), Some(run)) = (lib.fl.C_DecryptInit, lib.fl.C_Decrypt) else {
                 return CKR_FUNCTION_NOT_SUPPORTED;
             };
-            let rv = init(self.vh, &mut mech, op.key);
-            if rv != CKR_OK {
-                return rv;
-            }
-            let mut sealed = input.to_vec();
+            let mut sealed = input;
             sealed.extend_from_slice(std::slice::from_raw_parts(g.pTag, tag_len));
-            let mut plain = zeroize::Zeroizing::new(vec![0u8; sealed.len()]);
-            let mut len = plain.len() as CK_ULONG;
-            let rv = run(
-                self.vh,
-                sealed.as_mut_ptr(),
-                sealed.len() as CK_ULONG,
-                plain.as_mut_ptr(),
-                &mut len,
-            );
-            if rv != CKR_OK {
-                return rv;
-            }
+            let r = self.slot.call("C_DecryptInit/C_Decrypt", move || {
+                let rv = gcm(init, iv, aad);
+                if rv != CKR_OK {
+                    return (rv, zeroize::Zeroizing::new(Vec::new()), 0);
+                }
+                let mut plain = zeroize::Zeroizing::new(vec![0u8; sealed.len()]);
+                let mut len = plain.len() as CK_ULONG;
+                // SAFETY: the job's own buffers.
+                let rv = unsafe {
+                    run(
+                        vh,
+                        sealed.as_mut_ptr(),
+                        sealed.len() as CK_ULONG,
+                        plain.as_mut_ptr(),
+                        &mut len,
+                    )
+                };
+                (rv, plain, len)
+            });
+            let (plain, len) = match r {
+                Err(rv) => return rv,
+                Ok((CKR_OK, plain, len)) => (plain, len),
+                Ok((rv, _, _)) => return rv,
+            };
             if len > n {
                 return CKR_DEVICE_ERROR;
             }
