@@ -18,6 +18,8 @@
 
 pub mod aws_kms;
 pub mod gcp_kms;
+// Vendor PKCS#11 libraries are C: loading them and calling into them is `unsafe`.
+#[allow(unsafe_code)]
 pub mod module;
 pub mod remote;
 pub mod soft;
