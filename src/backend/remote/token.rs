@@ -796,23 +796,12 @@ impl Token for RemoteToken {
         let o = self.key(ctx, key, Usage::Encrypt, mech)?;
         match (o.class, o.key.alg, mech.mech) {
             (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
-                let MechParam::Gcm {
-                    iv,
-                    iv_bits,
-                    aad,
-                    tag_bits,
-                } = &mech.param
-                else {
-                    return Err(param_invalid("CKM_AES_GCM needs CK_GCM_PARAMS"));
-                };
-                if *tag_bits != 128 {
-                    return Err(param_invalid("the services' AES-GCM tags are 128 bits"));
-                }
-                self.check_encrypt_iv(iv, *iv_bits)?;
+                let (iv, iv_bits, aad) = gcm_param(mech)?;
+                self.check_encrypt_iv(iv, iv_bits)?;
                 Ok(Box::new(GcmEncrypt::new(
                     self.service.clone(),
                     o.key.clone(),
-                    aad.clone(),
+                    aad.to_vec(),
                 )))
             }
             (CKO_PUBLIC_KEY, KeyAlg::Rsa { .. }, CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS) => {
@@ -830,26 +819,15 @@ impl Token for RemoteToken {
         let o = self.key(ctx, key, Usage::Decrypt, mech)?;
         match (o.class, o.key.alg, mech.mech) {
             (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
-                let MechParam::Gcm {
-                    iv,
-                    iv_bits,
-                    aad,
-                    tag_bits,
-                } = &mech.param
-                else {
-                    return Err(param_invalid("CKM_AES_GCM needs CK_GCM_PARAMS"));
-                };
-                if *tag_bits != 128 {
-                    return Err(param_invalid("the services' AES-GCM tags are 128 bits"));
-                }
-                if iv.len() != ops::GCM_IV || !(*iv_bits == 96 || *iv_bits == 0) {
+                let (iv, iv_bits, aad) = gcm_param(mech)?;
+                if iv.len() != ops::GCM_IV || !(iv_bits == 96 || iv_bits == 0) {
                     return Err(param_invalid("the services' AES-GCM IVs are 12 bytes"));
                 }
                 Ok(Box::new(GcmDecrypt::new(
                     self.service.clone(),
                     o.key.clone(),
-                    iv.clone(),
-                    aad.clone(),
+                    iv.to_vec(),
+                    aad.to_vec(),
                 )))
             }
             (CKO_PRIVATE_KEY, KeyAlg::Rsa { bits }, CKM_RSA_PKCS_OAEP) => {
@@ -1155,4 +1133,22 @@ fn generate_refusal(e: Error) -> Error {
         ),
         _ => e,
     }
+}
+
+/// The IV, its bit length and the AAD of a `CKM_AES_GCM` parameter the services can run:
+/// 128-bit tags only.
+fn gcm_param(mech: &Mechanism) -> Result<(&[u8], CK_ULONG, &[u8])> {
+    let MechParam::Gcm {
+        iv,
+        iv_bits,
+        aad,
+        tag_bits,
+    } = &mech.param
+    else {
+        return Err(param_invalid("CKM_AES_GCM needs CK_GCM_PARAMS"));
+    };
+    if *tag_bits != 128 {
+        return Err(param_invalid("the services' AES-GCM tags are 128 bits"));
+    }
+    Ok((iv, *iv_bits, aad))
 }
