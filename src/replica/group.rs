@@ -1,0 +1,353 @@
+//! What a replica group decides, below its `Token` methods (`mod.rs`): which replicas to
+//! try and in which order, marking them down and back up, logging in on a replica that
+//! (re)joins, running a call on the first replica that can, and mapping the group's object
+//! ids to each replica's.
+
+use super::*;
+
+impl Group {
+    pub(super) fn metrics_up(&self, i: usize, up: bool) {
+        if let Some((m, slot)) = self.metrics.get() {
+            m.set_replica_up(
+                *slot,
+                self.replicas[i].metrics_index.load(Ordering::Relaxed),
+                up,
+            );
+        }
+    }
+
+    /// Counts a failover and logs it (slot, from, to, cause).
+    pub(super) fn failed_over(&self, from: usize, to: usize, what: &str, cause: &str) {
+        log::warn!(
+            "slot {}: failover from {} to {} ({what}: {cause})",
+            self.slot,
+            self.replicas[from].name,
+            self.replicas[to].name
+        );
+        if let Some((m, slot)) = self.metrics.get() {
+            let idx = |i: usize| self.replicas[i].metrics_index.load(Ordering::Relaxed);
+            m.failover(*slot, idx(from), idx(to));
+        }
+    }
+
+    pub(super) fn sha(pin: &[u8]) -> Vec<u8> {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin)
+            .as_ref()
+            .to_vec()
+    }
+
+    /// Records a device-class failure of replica `i`.
+    pub(super) fn mark_down(&self, i: usize, cause: &str) {
+        let r = &self.replicas[i];
+        let change = r.health.lock().failed(cause);
+        r.up.store(false, Ordering::SeqCst);
+        r.healthy.store(false, Ordering::SeqCst);
+        r.logged_in.store(false, Ordering::SeqCst);
+        if change == Change::WentDown {
+            log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
+            self.metrics_up(i, false);
+            let lost = self
+                .session_objects
+                .iter()
+                .filter(|e| e.value().0 == i)
+                .count();
+            if lost > 0 {
+                log::warn!(
+                    "slot {}: {lost} session object(s) created on replica {} are not on the other replicas: they are gone with it (their handles answer CKR_OBJECT_HANDLE_INVALID elsewhere)",
+                    self.slot,
+                    r.name
+                );
+            }
+        }
+    }
+
+    pub(super) fn note_ok(&self, i: usize) {
+        let r = &self.replicas[i];
+        if r.healthy.load(Ordering::Relaxed) {
+            return;
+        }
+        let change = r.health.lock().call_ok();
+        self.log_change(i, change);
+    }
+
+    pub(super) fn log_change(&self, i: usize, change: Change) {
+        let r = &self.replicas[i];
+        match change {
+            Change::Readmitted => {
+                r.up.store(true, Ordering::SeqCst);
+                r.healthy.store(true, Ordering::SeqCst);
+                self.metrics_up(i, true);
+                log::warn!(
+                    "slot {}: replica {} healthy again (re-admitted)",
+                    self.slot,
+                    r.name
+                );
+            }
+            Change::Degraded => {
+                r.up.store(true, Ordering::SeqCst);
+                r.healthy.store(false, Ordering::SeqCst);
+                self.metrics_up(i, true);
+                log::info!(
+                    "slot {}: replica {} answers again (degraded until it passes its probes)",
+                    self.slot,
+                    r.name
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The replicas in the order a call tries them: file order for "failover" (so that a
+    /// re-admitted preferred replica takes over again), rotating for "balance".
+    pub(super) fn order(&self, rotate: bool) -> Vec<usize> {
+        let n = self.replicas.len();
+        let start = if rotate && self.policy == Policy::Balance {
+            self.rr.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
+        (0..n).map(|k| (start + k) % n).collect()
+    }
+
+    /// Probes replica `i` now (probe-before-reuse): usable afterwards?
+    pub(super) fn probe(&self, i: usize) -> bool {
+        let r = &self.replicas[i];
+        let bad_pin = r.health.lock().bad_pin.is_some();
+        if bad_pin && !self.pin_changed(i) {
+            return false;
+        }
+        match r.token.probe() {
+            Ok(_) => {
+                let change = r.health.lock().probe_ok();
+                self.log_change(i, change);
+                r.up.load(Ordering::SeqCst) || {
+                    // Degraded replicas are usable; probe_ok set `up` through log_change
+                    // only on a state change.
+                    let usable = r.health.lock().usable();
+                    r.up.store(usable, Ordering::SeqCst);
+                    usable
+                }
+            }
+            Err(e) => {
+                // Down again (a degraded replica stops serving calls, logs it and shows 0 in
+                // `hsmux_replica_up`); a down one backs off further.
+                self.mark_down(i, &format!("probe: {e}"));
+                false
+            }
+        }
+    }
+
+    pub(super) fn pin_changed(&self, i: usize) -> bool {
+        let r = &self.replicas[i];
+        let Some(p) = &r.pin else { return false };
+        let Ok(pin) = p.resolve() else { return false };
+        let bad = r.health.lock().bad_pin.clone();
+        if bad.as_deref() != Some(&Self::sha(&pin)[..]) {
+            r.health.lock().bad_pin = None;
+            log::info!(
+                "slot {}: replica {}: its configured PIN changed; trying it",
+                self.slot,
+                r.name
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Logs replica `i` in as the user when the slot is logged in and it is not.
+    pub(super) fn ensure_login(&self, i: usize) -> Result<()> {
+        let r = &self.replicas[i];
+        if r.logged_in.load(Ordering::SeqCst) || !self.user_logged.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let login = self.login.lock();
+        let Some(l) = login.as_ref() else {
+            return Ok(());
+        };
+        if l.who != Login::User {
+            return Ok(());
+        }
+        let pin = match &r.pin {
+            Some(p) => p.resolve().map_err(|e| {
+                log::error!("slot {}: replica {}: its pin: {e}", self.slot, r.name);
+                err(CKR_DEVICE_ERROR)
+            })?,
+            None => l.pin.clone(),
+        };
+        drop(login);
+        if let Some(bad) = r.health.lock().bad_pin.as_ref() {
+            if *bad == Self::sha(&pin) {
+                return Err(err(CKR_DEVICE_ERROR));
+            }
+        }
+        match r.token.login(Login::User, &pin) {
+            Ok(()) => {
+                r.logged_in.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e)
+                if matches!(e.rv(), CKR_PIN_INCORRECT | CKR_PIN_LOCKED | CKR_PIN_EXPIRED)
+                    && r.pin.is_some() =>
+            {
+                r.health.lock().bad_pin = Some(Self::sha(&pin));
+                self.mark_down(
+                    i,
+                    &format!(
+                        "its configured PIN is refused ({e}); not tried again until it changes"
+                    ),
+                );
+                log::error!(
+                    "slot {}: replica {}: C_Login with its configured pin answered {e}: the replica is down and the PIN is not retried (it would lock the token) until the configured pin changes",
+                    self.slot,
+                    r.name
+                );
+                Err(err(CKR_DEVICE_ERROR))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `f` on the first replica (in `order`) that is usable and can serve it; a
+    /// device-class failure marks that replica down and moves on; when none is usable the
+    /// down ones are probed and the first that answers serves (probe-before-reuse).
+    pub(super) fn on_replica<T>(
+        &self,
+        what: &str,
+        order: &[usize],
+        mut f: impl FnMut(usize, &Replica) -> Result<Found<T>>,
+    ) -> Result<T> {
+        let mut failed_from: Option<(usize, String)> = None;
+        let mut not_here = false;
+        for pass in 0..2 {
+            for &i in order {
+                let r = &self.replicas[i];
+                let usable = r.up.load(Ordering::SeqCst);
+                if pass == 0 && !usable {
+                    continue;
+                }
+                if pass == 1 && (usable || !self.probe(i)) {
+                    continue;
+                }
+                let attempt = self.ensure_login(i).and_then(|()| f(i, r));
+                match attempt {
+                    Ok(Found::Yes(v)) => {
+                        self.note_ok(i);
+                        crate::metrics::note_replica(r.metrics_index.load(Ordering::Relaxed));
+                        if let Some((from, cause)) = failed_from {
+                            self.failed_over(from, i, what, &cause);
+                        }
+                        return Ok(v);
+                    }
+                    Ok(Found::NotHere) => not_here = true,
+                    Err(e) if device_class(e.rv()) => {
+                        self.mark_down(i, &format!("{what}: {e}"));
+                        failed_from.get_or_insert((i, e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if not_here && failed_from.is_none() {
+            return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        }
+        log::error!("slot {}: {what}: no replica could serve it", self.slot);
+        Err(err(CKR_DEVICE_ERROR))
+    }
+
+    /// The group id of replica `i`'s object `child`, registering its identity.
+    pub(super) fn gid_for(&self, i: usize, ctx: &Ctx, child: ObjectId) -> Result<ObjectId> {
+        let r = &self.replicas[i];
+        if let Some(g) = r.rev.get(&child) {
+            return Ok(*g);
+        }
+        let ident = read_identity(&*r.token, ctx, child)?;
+        let gid = *self.by_identity.entry(ident.clone()).or_insert_with(|| {
+            let g = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.ids.insert(g, ident);
+            g
+        });
+        r.ids.insert(gid, child);
+        r.rev.insert(child, gid);
+        Ok(gid)
+    }
+
+    /// Remembers a new object of replica `i` that is a session object.
+    pub(super) fn note_new(&self, i: usize, ctx: &Ctx, gid: ObjectId, template: &[Attr]) {
+        if crate::core::attr::find(template, CKA_TOKEN) != Some(&[1u8][..]) {
+            self.session_objects.insert(gid, (i, ctx.session));
+        }
+    }
+
+    /// Replica `i`'s object for group id `gid`: cached, else found by identity.
+    pub(super) fn child_id(&self, i: usize, ctx: &Ctx, gid: ObjectId) -> Result<Option<ObjectId>> {
+        let r = &self.replicas[i];
+        if let Some(c) = r.ids.get(&gid) {
+            return Ok(Some(*c));
+        }
+        let Some(ident) = self.ids.get(&gid).map(|v| v.clone()) else {
+            return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        };
+        let t = [
+            Attr::ulong(CKA_CLASS, ident.class),
+            Attr::new(
+                if ident.by_id { CKA_ID } else { CKA_LABEL },
+                ident.key.clone(),
+            ),
+        ];
+        let found = r.token.find_objects(ctx, &t)?;
+        // An object with a label but no CKA_ID must not match one that has an id.
+        for c in found {
+            if read_identity(&*r.token, ctx, c)? == ident {
+                r.ids.insert(gid, c);
+                r.rev.insert(c, gid);
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets replica `i`'s id for `gid` (the vendor no longer knows it).
+    pub(super) fn forget_child(&self, i: usize, gid: ObjectId) {
+        let r = &self.replicas[i];
+        if let Some((_, c)) = r.ids.remove(&gid) {
+            r.rev.remove(&c);
+        }
+    }
+
+    /// `mech` with an object handle parameter translated for replica `i`.
+    pub(super) fn mech_for(&self, i: usize, ctx: &Ctx, mech: &Mechanism) -> Result<Mechanism> {
+        match mech.param {
+            MechParam::Key(g) => match self.child_id(i, ctx, g)? {
+                Some(c) => Ok(Mechanism::with(mech.mech, MechParam::Key(c))),
+                None => Err(err(CKR_MECHANISM_PARAM_INVALID)),
+            },
+            _ => Ok(mech.clone()),
+        }
+    }
+
+    /// Runs `f` with replica `i`'s id of `gid`; `NotHere` when the replica lacks it, and a
+    /// stale id (the vendor restarted) is looked up once more.
+    pub(super) fn with_object<T>(
+        &self,
+        i: usize,
+        ctx: &Ctx,
+        gid: ObjectId,
+        mut f: impl FnMut(ObjectId) -> Result<T>,
+    ) -> Result<Found<T>> {
+        for attempt in 0..2 {
+            let Some(c) = self.child_id(i, ctx, gid)? else {
+                return Ok(Found::NotHere);
+            };
+            match f(c) {
+                Err(e)
+                    if attempt == 0
+                        && matches!(e.rv(), CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID) =>
+                {
+                    self.forget_child(i, gid);
+                }
+                r => return r.map(Found::Yes),
+            }
+        }
+        Ok(Found::NotHere)
+    }
+}
