@@ -65,17 +65,7 @@ ck_fn!(C_MessageDecryptInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key
     api::init(h, false, m.mechanism, key)
 });
 
-ck_fn!(C_EncryptMessage(
-    h: CK_SESSION_HANDLE,
-    p_param: *mut c_void,
-    param_len: CK_ULONG,
-    p_aad: *mut CK_BYTE,
-    aad_len: CK_ULONG,
-    p_in: *mut CK_BYTE,
-    in_len: CK_ULONG,
-    p_out: *mut CK_BYTE,
-    p_out_len: *mut CK_ULONG,
-) {
+ck_fn!(C_EncryptMessage(h: CK_SESSION_HANDLE, p_param: *mut c_void, param_len: CK_ULONG, p_aad: *mut CK_BYTE, aad_len: CK_ULONG, p_in: *mut CK_BYTE, in_len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, false)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
@@ -93,17 +83,7 @@ ck_fn!(C_EncryptMessage(
     Ok(())
 });
 
-ck_fn!(C_DecryptMessage(
-    h: CK_SESSION_HANDLE,
-    p_param: *mut c_void,
-    param_len: CK_ULONG,
-    p_aad: *mut CK_BYTE,
-    aad_len: CK_ULONG,
-    p_in: *mut CK_BYTE,
-    in_len: CK_ULONG,
-    p_out: *mut CK_BYTE,
-    p_out_len: *mut CK_ULONG,
-) {
+ck_fn!(C_DecryptMessage(h: CK_SESSION_HANDLE, p_param: *mut c_void, param_len: CK_ULONG, p_aad: *mut CK_BYTE, aad_len: CK_ULONG, p_in: *mut CK_BYTE, in_len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     let g = gcm_message(p_param, param_len)?;
     let params = decode(g, true)?;
     let (aad, input) = (in_bytes(p_aad, aad_len)?, in_bytes(p_in, in_len)?);
