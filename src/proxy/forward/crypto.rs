@@ -48,7 +48,7 @@ impl PassSession {
 
     pub unsafe fn digest_init(&self, mech: *mut CK_MECHANISM) -> CK_RV {
         let f = vf!(self.slot, C_DigestInit);
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
         self.forward_out(
             "C_DigestInit",
             m,
@@ -71,8 +71,8 @@ impl PassSession {
         sn: CK_ULONG,
     ) -> CK_RV {
         let f = vf!(self.slot, C_Verify);
-        let i = staged!(In::new(d, n));
-        let sig = staged!(In::new(s, sn));
+        let i = try_rv!(In::new(d, n));
+        let sig = try_rv!(In::new(s, sn));
         self.forward_in("C_Verify", (i, sig), move |vh, (i, sig)| unsafe {
             f(vh, i.ptr(), i.len(), sig.ptr(), sig.len())
         })
@@ -81,7 +81,7 @@ impl PassSession {
     /// `C_GenerateRandom`: the vendor fills exactly `n` bytes.
     pub unsafe fn generate_random(&self, d: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
         let f = vf!(self.slot, C_GenerateRandom);
-        let out = staged!(Out::exact(d, n));
+        let out = try_rv!(Out::exact(d, n));
         self.forward_out(
             "C_GenerateRandom",
             out,

@@ -15,8 +15,8 @@ impl PassSession {
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
         let f = vf!(self.slot, C_GenerateKey);
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_out(
             "C_GenerateKey",
             (m, tpl, Val::new(ph)),
@@ -39,9 +39,9 @@ impl PassSession {
         hs: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
         let f = vf!(self.slot, C_GenerateKeyPair);
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
-        let pt = Owned(staged!(Template::new(tp, np, true)));
-        let st = Owned(staged!(Template::new(ts, ns, true)));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
+        let pt = Owned(try_rv!(Template::new(tp, np, true)));
+        let st = Owned(try_rv!(Template::new(ts, ns, true)));
         self.forward_out(
             "C_GenerateKeyPair",
             (m, pt, st, Val::new(hp), Val::new(hs)),
@@ -75,8 +75,8 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_WrapKey);
         let (w, k) = (self.slot.to_vendor(wrapping), self.slot.to_vendor(key));
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
-        let out = staged!(Out::new(o, on));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
+        let out = try_rv!(Out::new(o, on));
         self.forward_out(
             "C_WrapKey",
             (m, out),
@@ -100,9 +100,9 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_UnwrapKey);
         let u = self.slot.to_vendor(unwrapping);
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
-        let wrapped = staged!(In::new(d, dn));
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
+        let wrapped = try_rv!(In::new(d, dn));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_out(
             "C_UnwrapKey",
             (m, wrapped, tpl, Val::new(ph)),
@@ -135,8 +135,8 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_DeriveKey);
         let b = self.slot.to_vendor(base);
-        let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_out(
             "C_DeriveKey",
             (m, tpl, Val::new(ph)),

@@ -25,8 +25,8 @@ macro_rules! message {
     }) => {
         pub unsafe fn $name(&self, $p: CK_VOID_PTR, $pn: CK_ULONG $(, $a: $t)*) -> CK_RV {
             let f = vf3!(self.slot, $f);
-            let param = staged!(Param::new($p as *const u8, $pn));
-            $( let $s = staged!($stage); )*
+            let param = try_rv!(Param::new($p as *const u8, $pn));
+            $( let $s = try_rv!($stage); )*
             self.forward_out(
                 stringify!($f),
                 (param, ($($s,)*)),

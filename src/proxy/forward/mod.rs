@@ -52,8 +52,9 @@ macro_rules! vf3 {
     };
 }
 
-/// A staged value, or the call answers the staging's error (`CKR_HOST_MEMORY`).
-macro_rules! staged {
+/// The value, or the call answers the error: a staging's (`CKR_HOST_MEMORY`), or why our
+/// token has no vendor slot.
+macro_rules! try_rv {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
@@ -80,7 +81,7 @@ macro_rules! data_in {
         $(
             pub unsafe fn $name(&self, d: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
                 let f = $tbl!(self.slot, $f);
-                let i = staged!(In::new(d, n));
+                let i = try_rv!(In::new(d, n));
                 self.forward_in(stringify!($f), i, move |vh, i| unsafe { f(vh, i.ptr(), i.len()) })
             }
         )*
@@ -93,7 +94,7 @@ macro_rules! data_out {
         $(
             pub unsafe fn $name(&self, o: *mut CK_BYTE, on: *mut CK_ULONG) -> CK_RV {
                 let f = $tbl!(self.slot, $f);
-                let out = staged!(Out::new(o, on));
+                let out = try_rv!(Out::new(o, on));
                 self.forward_out(
                     stringify!($f),
                     out,
@@ -111,8 +112,8 @@ macro_rules! data_in_out {
         $(
             pub unsafe fn $name(&self, d: *mut CK_BYTE, n: CK_ULONG, o: *mut CK_BYTE, on: *mut CK_ULONG) -> CK_RV {
                 let f = $tbl!(self.slot, $f);
-                let i = staged!(In::new(d, n));
-                let out = staged!(Out::new(o, on));
+                let i = try_rv!(In::new(d, n));
+                let out = try_rv!(Out::new(o, on));
                 self.forward_out(
                     stringify!($f),
                     (i, out),
@@ -131,7 +132,7 @@ macro_rules! init_with_key {
             pub unsafe fn $name(&self, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
                 let f = $tbl!(self.slot, $f);
                 let key = self.slot.to_vendor(key);
-                let m = Owned(staged!(VendorMech::new(&*self.slot, mech)));
+                let m = Owned(try_rv!(VendorMech::new(&*self.slot, mech)));
                 self.forward_out(
                     stringify!($f),
                     m,

@@ -17,7 +17,7 @@ impl PassSession {
         ph: *mut CK_OBJECT_HANDLE,
     ) -> CK_RV {
         let f = vf!(self.slot, C_CreateObject);
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_out(
             "C_CreateObject",
             (tpl, Val::new(ph)),
@@ -35,7 +35,7 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_CopyObject);
         let obj = self.slot.to_vendor(obj);
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_out(
             "C_CopyObject",
             (tpl, Val::new(ph)),
@@ -74,7 +74,7 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_GetAttributeValue);
         let obj = self.slot.to_vendor(obj);
-        let tpl = Owned(staged!(Template::new(t, n, false)));
+        let tpl = Owned(try_rv!(Template::new(t, n, false)));
         self.forward_out(
             "C_GetAttributeValue",
             tpl,
@@ -91,7 +91,7 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_SetAttributeValue);
         let obj = self.slot.to_vendor(obj);
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_in("C_SetAttributeValue", tpl, move |vh, tpl| unsafe {
             f(vh, obj, tpl.ptr(), tpl.count())
         })
@@ -99,7 +99,7 @@ impl PassSession {
 
     pub unsafe fn find_objects_init(&self, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
         let f = vf!(self.slot, C_FindObjectsInit);
-        let tpl = Owned(staged!(Template::new(t, n, true)));
+        let tpl = Owned(try_rv!(Template::new(t, n, true)));
         self.forward_in("C_FindObjectsInit", tpl, move |vh, tpl| unsafe {
             f(vh, tpl.ptr(), tpl.count())
         })
@@ -113,7 +113,7 @@ impl PassSession {
         count: *mut CK_ULONG,
     ) -> CK_RV {
         let f = vf!(self.slot, C_FindObjects);
-        let list = staged!(List::new(ph, max));
+        let list = try_rv!(List::new(ph, max));
         self.forward_out(
             "C_FindObjects",
             (list, Val::new(count)),

@@ -48,7 +48,7 @@ impl PassSession {
     ) -> CK_RV {
         let f = vf!(self.slot, C_SetOperationState);
         let (enc, auth) = (self.slot.to_vendor(enc), self.slot.to_vendor(auth));
-        let state = staged!(In::new(p, n));
+        let state = try_rv!(In::new(p, n));
         self.forward_in("C_SetOperationState", state, move |vh, state| unsafe {
             f(vh, state.ptr(), state.len(), enc, auth)
         })
@@ -62,7 +62,7 @@ impl PassSession {
             }
         }
         let f = vf!(self.slot, C_InitPIN);
-        let pin = staged!(In::new(p, n));
+        let pin = try_rv!(In::new(p, n));
         self.forward_in("C_InitPIN", pin, move |vh, pin| unsafe {
             f(vh, pin.ptr(), pin.len())
         })
@@ -84,8 +84,8 @@ impl PassSession {
             }
         }
         let f = vf!(self.slot, C_SetPIN);
-        let old = staged!(In::new(po, no));
-        let new = staged!(In::new(pn, nn));
+        let old = try_rv!(In::new(po, no));
+        let new = try_rv!(In::new(pn, nn));
         self.forward_in("C_SetPIN", (old, new), move |vh, (old, new)| unsafe {
             f(vh, old.ptr(), old.len(), new.ptr(), new.len())
         })
@@ -94,7 +94,7 @@ impl PassSession {
     /// `C_Login`: with the slot's configured PIN for the user when there is one.
     pub unsafe fn login(&self, user: CK_USER_TYPE, pin: *mut CK_UTF8CHAR, n: CK_ULONG) -> CK_RV {
         let f = vf!(self.slot, C_Login);
-        let pin = staged!(self.pin_for(user, pin, n));
+        let pin = try_rv!(self.pin_for(user, pin, n));
         self.forward_in("C_Login", pin, move |vh, pin| {
             let rv = unsafe { f(vh, user, pin.ptr(), pin.len()) };
             pin.wipe();
@@ -111,8 +111,8 @@ impl PassSession {
         name_len: CK_ULONG,
     ) -> CK_RV {
         let f = vf3!(self.slot, C_LoginUser);
-        let pin = staged!(self.pin_for(user, pin, n));
-        let name = staged!(In::new(name, name_len));
+        let pin = try_rv!(self.pin_for(user, pin, n));
+        let name = try_rv!(In::new(name, name_len));
         self.forward_in("C_LoginUser", (pin, name), move |vh, (pin, name)| {
             let rv = unsafe { f(vh, user, pin.ptr(), pin.len(), name.ptr(), name.len()) };
             pin.wipe();

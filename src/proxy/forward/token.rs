@@ -40,10 +40,7 @@ impl ModuleSlot {
 
     /// The vendor's token info under hsmux's label.
     pub unsafe fn get_token_info(&self, p: *mut CK_TOKEN_INFO) -> CK_RV {
-        let vs = match self.vendor_slot() {
-            Ok(vs) => vs,
-            Err(rv) => return rv,
-        };
+        let vs = try_rv!(self.vendor_slot());
         let f = vf!(self, C_GetTokenInfo);
         self.forward_out(
             "C_GetTokenInfo",
@@ -63,14 +60,11 @@ impl ModuleSlot {
     }
 
     pub unsafe fn get_mechanism_list(&self, p: *mut CK_MECHANISM_TYPE, n: *mut CK_ULONG) -> CK_RV {
-        let vs = match self.vendor_slot() {
-            Ok(vs) => vs,
-            Err(rv) => return rv,
-        };
+        let vs = try_rv!(self.vendor_slot());
         let f = vf!(self, C_GetMechanismList);
         let count = Val::new(n);
         let max = count.get().unwrap_or(0);
-        let list = staged!(List::new(p, max));
+        let list = try_rv!(List::new(p, max));
         self.forward_out(
             "C_GetMechanismList",
             vs,
@@ -90,10 +84,7 @@ impl ModuleSlot {
         m: CK_MECHANISM_TYPE,
         p: *mut CK_MECHANISM_INFO,
     ) -> CK_RV {
-        let vs = match self.vendor_slot() {
-            Ok(vs) => vs,
-            Err(rv) => return rv,
-        };
+        let vs = try_rv!(self.vendor_slot());
         let f = vf!(self, C_GetMechanismInfo);
         self.forward_out(
             "C_GetMechanismInfo",
@@ -115,13 +106,10 @@ impl ModuleSlot {
                 return rv;
             }
         }
-        let vs = match self.vendor_slot() {
-            Ok(vs) => vs,
-            Err(rv) => return rv,
-        };
+        let vs = try_rv!(self.vendor_slot());
         let f = vf!(self, C_InitToken);
-        let pin = staged!(In::new(pin, len));
-        let label = staged!(In::new(label, if label.is_null() { 0 } else { 32 }));
+        let pin = try_rv!(In::new(pin, len));
+        let label = try_rv!(In::new(label, if label.is_null() { 0 } else { 32 }));
         self.forward_in(
             "C_InitToken",
             vs,
