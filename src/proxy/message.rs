@@ -4,7 +4,7 @@
 //! as the core does for its own tokens (`core::api::message`). A vendor with the 3.0
 //! interface gets the calls forwarded instead.
 //!
-//! As in `forward.rs`, every function is `unsafe` because its pointers are the consumer's,
+//! As in `forward/`, every function is `unsafe` because its pointers are the consumer's,
 //! and every vendor call runs with the slot's deadline on memory the call owns.
 #![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
 
@@ -13,6 +13,22 @@ use crate::core::api::message::{generate_iv, GcmMessage};
 use cryptoki_sys::*;
 use std::mem::size_of;
 
+/// Each direction's message function: the vendor's own (`$vendor`, `forward/message.rs`)
+/// when it has the 3.0 interface, else hsmux's `$emulated`, told the direction.
+macro_rules! by_vendor {
+    ($emulated:ident $args:tt: $( $name:ident => $vendor:ident, $encrypt:literal; )*) => {
+        $( by_vendor!(@one $name $vendor $encrypt $emulated $args); )*
+    };
+    (@one $name:ident $vendor:ident $encrypt:literal $emulated:ident ($($a:ident : $t:ty),*)) => {
+        pub unsafe fn $name(&self, $($a: $t),*) -> CK_RV {
+            if self.vendor_has_messages() {
+                return self.$vendor($($a),*);
+            }
+            self.$emulated($encrypt $(, $a)*)
+        }
+    };
+}
+
 impl PassSession {
     fn vendor_has_messages(&self) -> bool {
         self.slot
@@ -20,50 +36,17 @@ impl PassSession {
             .is_ok_and(|l| l.fl3.is_some_and(|t| t.C_MessageEncryptInit.is_some()))
     }
 
-    pub unsafe fn message_encrypt_init(
-        &self,
-        mech: *mut CK_MECHANISM,
-        key: CK_OBJECT_HANDLE,
-    ) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_message_encrypt_init(mech, key);
-        }
-        self.emulated_init(true, mech, key)
+    by_vendor! { emulated_init(mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE):
+        message_encrypt_init => vendor_message_encrypt_init, true;
+        message_decrypt_init => vendor_message_decrypt_init, false;
     }
 
-    pub unsafe fn message_decrypt_init(
-        &self,
-        mech: *mut CK_MECHANISM,
-        key: CK_OBJECT_HANDLE,
-    ) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_message_decrypt_init(mech, key);
-        }
-        self.emulated_init(false, mech, key)
+    by_vendor! { emulated_final():
+        message_encrypt_final => vendor_message_encrypt_final, true;
+        message_decrypt_final => vendor_message_decrypt_final, false;
     }
 
-    pub unsafe fn message_encrypt_final(&self) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_message_encrypt_final();
-        }
-        match self.messages.lock().encrypt.take() {
-            Some(_) => CKR_OK,
-            None => CKR_OPERATION_NOT_INITIALIZED,
-        }
-    }
-
-    pub unsafe fn message_decrypt_final(&self) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_message_decrypt_final();
-        }
-        match self.messages.lock().decrypt.take() {
-            Some(_) => CKR_OK,
-            None => CKR_OPERATION_NOT_INITIALIZED,
-        }
-    }
-
-    pub unsafe fn encrypt_message(
-        &self,
+    by_vendor! { emulated_message(
         p: CK_VOID_PTR,
         pn: CK_ULONG,
         a: *mut CK_BYTE,
@@ -71,29 +54,24 @@ impl PassSession {
         d: *mut CK_BYTE,
         n: CK_ULONG,
         o: *mut CK_BYTE,
-        on: *mut CK_ULONG,
-    ) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_encrypt_message(p, pn, a, an, d, n, o, on);
-        }
-        self.emulated_message(true, p, pn, a, an, d, n, o, on)
+        on: *mut CK_ULONG
+    ):
+        encrypt_message => vendor_encrypt_message, true;
+        decrypt_message => vendor_decrypt_message, false;
     }
 
-    pub unsafe fn decrypt_message(
-        &self,
-        p: CK_VOID_PTR,
-        pn: CK_ULONG,
-        a: *mut CK_BYTE,
-        an: CK_ULONG,
-        d: *mut CK_BYTE,
-        n: CK_ULONG,
-        o: *mut CK_BYTE,
-        on: *mut CK_ULONG,
-    ) -> CK_RV {
-        if self.vendor_has_messages() {
-            return self.vendor_decrypt_message(p, pn, a, an, d, n, o, on);
+    /// Ends a message operation in progress.
+    fn emulated_final(&self, encrypt: bool) -> CK_RV {
+        let mut ops = self.messages.lock();
+        let op = if encrypt {
+            ops.encrypt.take()
+        } else {
+            ops.decrypt.take()
+        };
+        match op {
+            Some(_) => CKR_OK,
+            None => CKR_OPERATION_NOT_INITIALIZED,
         }
-        self.emulated_message(false, p, pn, a, an, d, n, o, on)
     }
 
     /// Checks the key as an `*Init` must (through its attributes: a trial operation could

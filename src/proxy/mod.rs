@@ -11,8 +11,10 @@
 //!   root with `C_Initialize` / `C_Finalize`, and `ffi`'s one dispatch point asks
 //!   [`session`] / [`slot`] whether a handle is ours;
 //! - `slot.rs`: [`ModuleSlot`] (library, token selector, PIN options, health);
-//! - `forward.rs`: the forwarded calls; `message.rs`: message-based AES-GCM for a 2.40
-//!   vendor; `params.rs`: handles inside mechanism parameters;
+//! - `forward/`: the forwarded calls, one file per family (token, session, objects,
+//!   crypto, keys, 3.0 messages), all through one staged-call shape; `message.rs`:
+//!   message-based AES-GCM for a 2.40 vendor; `params.rs`: handles inside mechanism
+//!   parameters;
 //! - `deadline.rs`: each vendor call on the consumer thread's worker, with `timeout_ms`;
 //!   `stage.rs`: the memory the vendor reads and writes, owned by the call.
 //!

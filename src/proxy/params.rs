@@ -367,28 +367,23 @@ trait Ssl3Params {
     fn set_returned(&mut self, p: *mut CK_SSL3_KEY_MAT_OUT);
     fn iv_bits(&self) -> CK_ULONG;
 }
-impl Ssl3Params for CK_SSL3_KEY_MAT_PARAMS {
-    fn returned(&self) -> *mut CK_SSL3_KEY_MAT_OUT {
-        self.pReturnedKeyMaterial
-    }
-    fn set_returned(&mut self, p: *mut CK_SSL3_KEY_MAT_OUT) {
-        self.pReturnedKeyMaterial = p;
-    }
-    fn iv_bits(&self) -> CK_ULONG {
-        self.ulIVSizeInBits
-    }
+// Both layouts name the fields alike.
+macro_rules! ssl3_params {
+    ($($t:ty),*) => {$(
+        impl Ssl3Params for $t {
+            fn returned(&self) -> *mut CK_SSL3_KEY_MAT_OUT {
+                self.pReturnedKeyMaterial
+            }
+            fn set_returned(&mut self, p: *mut CK_SSL3_KEY_MAT_OUT) {
+                self.pReturnedKeyMaterial = p;
+            }
+            fn iv_bits(&self) -> CK_ULONG {
+                self.ulIVSizeInBits
+            }
+        }
+    )*};
 }
-impl Ssl3Params for CK_TLS12_KEY_MAT_PARAMS {
-    fn returned(&self) -> *mut CK_SSL3_KEY_MAT_OUT {
-        self.pReturnedKeyMaterial
-    }
-    fn set_returned(&mut self, p: *mut CK_SSL3_KEY_MAT_OUT) {
-        self.pReturnedKeyMaterial = p;
-    }
-    fn iv_bits(&self) -> CK_ULONG {
-        self.ulIVSizeInBits
-    }
-}
+ssl3_params!(CK_SSL3_KEY_MAT_PARAMS, CK_TLS12_KEY_MAT_PARAMS);
 
 /// The two SP 800-108 parameter layouts share the fields that matter here.
 trait Kbkdf: Copy {
@@ -396,28 +391,23 @@ trait Kbkdf: Copy {
     fn derived(&self) -> (*mut CK_DERIVED_KEY, CK_ULONG);
     fn set_derived(&mut self, p: *mut CK_DERIVED_KEY);
 }
-impl Kbkdf for CK_SP800_108_KDF_PARAMS {
-    fn data(&mut self) -> (&mut *mut CK_PRF_DATA_PARAM, CK_ULONG) {
-        (&mut self.pDataParams, self.ulNumberOfDataParams)
-    }
-    fn derived(&self) -> (*mut CK_DERIVED_KEY, CK_ULONG) {
-        (self.pAdditionalDerivedKeys, self.ulAdditionalDerivedKeys)
-    }
-    fn set_derived(&mut self, p: *mut CK_DERIVED_KEY) {
-        self.pAdditionalDerivedKeys = p;
-    }
+// Both layouts name the fields alike.
+macro_rules! kbkdf {
+    ($($t:ty),*) => {$(
+        impl Kbkdf for $t {
+            fn data(&mut self) -> (&mut *mut CK_PRF_DATA_PARAM, CK_ULONG) {
+                (&mut self.pDataParams, self.ulNumberOfDataParams)
+            }
+            fn derived(&self) -> (*mut CK_DERIVED_KEY, CK_ULONG) {
+                (self.pAdditionalDerivedKeys, self.ulAdditionalDerivedKeys)
+            }
+            fn set_derived(&mut self, p: *mut CK_DERIVED_KEY) {
+                self.pAdditionalDerivedKeys = p;
+            }
+        }
+    )*};
 }
-impl Kbkdf for CK_SP800_108_FEEDBACK_KDF_PARAMS {
-    fn data(&mut self) -> (&mut *mut CK_PRF_DATA_PARAM, CK_ULONG) {
-        (&mut self.pDataParams, self.ulNumberOfDataParams)
-    }
-    fn derived(&self) -> (*mut CK_DERIVED_KEY, CK_ULONG) {
-        (self.pAdditionalDerivedKeys, self.ulAdditionalDerivedKeys)
-    }
-    fn set_derived(&mut self, p: *mut CK_DERIVED_KEY) {
-        self.pAdditionalDerivedKeys = p;
-    }
-}
+kbkdf!(CK_SP800_108_KDF_PARAMS, CK_SP800_108_FEEDBACK_KDF_PARAMS);
 
 #[cfg(test)]
 mod tests {

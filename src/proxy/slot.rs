@@ -74,10 +74,7 @@ impl ModuleSlot {
             user_pin,
         } = spec;
         let (cfg, label) = (&config, label.as_str());
-        let probe = cfg
-            .probe_init
-            .then(|| Duration::from_millis(cfg.timeout_ms));
-        let lib = Library::open(&cfg.library, cfg.init_args.as_deref(), probe);
+        let lib = Library::open_configured(cfg);
         if let Err(why) = &lib {
             log::error!(
                 "slot {id} ({label}): vendor library {}: {why}; the slot is disabled (token not present), the other slots work",

@@ -4,7 +4,7 @@
 //! A library is never `dlclose`d: vendor libraries leave atexit handlers and thread-local
 //! destructors behind (SoftHSM's OpenSSL among them), which would then run in unmapped code.
 
-use crate::config::TokenSelector;
+use crate::config::{ModuleConfig, TokenSelector};
 use crate::core::instance::fork_epoch;
 use cryptoki_sys::*;
 use libloading::os::unix::{Library as DlLibrary, RTLD_LOCAL, RTLD_NOW};
@@ -62,6 +62,15 @@ impl Drop for Library {
 }
 
 impl Library {
+    /// The library a module configuration names, opened as [`Library::open`] does (in a
+    /// child process first when `probe_init` asks for it, within `timeout_ms`).
+    pub fn open_configured(cfg: &ModuleConfig) -> Result<Arc<Library>, String> {
+        let probe = cfg
+            .probe_init
+            .then(|| Duration::from_millis(cfg.timeout_ms));
+        Library::open(&cfg.library, cfg.init_args.as_deref(), probe)
+    }
+
     /// The library at `path`, initialized: shared with the other slots that use it.
     pub fn open(
         path: &Path,

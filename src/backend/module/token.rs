@@ -84,10 +84,7 @@ impl ModuleToken {
     /// Loads the replica's library (a load failure leaves a token whose every call fails,
     /// so that the replica is simply down).
     pub fn new(name: &str, cfg: &ModuleConfig) -> ModuleToken {
-        let probe = cfg
-            .probe_init
-            .then(|| Duration::from_millis(cfg.timeout_ms));
-        let lib = Library::open(&cfg.library, cfg.init_args.as_deref(), probe);
+        let lib = Library::open_configured(cfg);
         if let Err(why) = &lib {
             log::error!(
                 "replica {name}: vendor library {}: {why}",
