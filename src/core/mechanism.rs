@@ -26,20 +26,10 @@ pub enum MechParam {
         aad: Vec<u8>,
         tag_bits: CK_ULONG,
     },
-    /// `CK_RSA_PKCS_OAEP_PARAMS` (the source data is the label when `source` is
-    /// `CKZ_DATA_SPECIFIED`).
-    Oaep {
-        hash: CK_MECHANISM_TYPE,
-        mgf: CK_ULONG,
-        source: CK_ULONG,
-        source_data: Vec<u8>,
-    },
+    /// `CK_RSA_PKCS_OAEP_PARAMS`.
+    Oaep(OaepParams),
     /// `CK_RSA_PKCS_PSS_PARAMS`.
-    Pss {
-        hash: CK_MECHANISM_TYPE,
-        mgf: CK_ULONG,
-        salt_len: CK_ULONG,
-    },
+    Pss(PssParams),
     /// `CK_ECDH1_DERIVE_PARAMS`.
     Ecdh1 {
         kdf: CK_ULONG,
@@ -58,6 +48,50 @@ pub enum MechParam {
     Key(u64),
 }
 
+/// `CK_RSA_PKCS_OAEP_PARAMS` (the source data is the label when `source` is
+/// `CKZ_DATA_SPECIFIED`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OaepParams {
+    pub hash: CK_MECHANISM_TYPE,
+    pub mgf: CK_ULONG,
+    pub source: CK_ULONG,
+    pub source_data: Vec<u8>,
+}
+
+/// `CK_RSA_PKCS_PSS_PARAMS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PssParams {
+    pub hash: CK_MECHANISM_TYPE,
+    pub mgf: CK_ULONG,
+    pub salt_len: CK_ULONG,
+}
+
+/// The RSA signature mechanisms: PKCS#1 v1.5, then PSS; each the raw one (a digest or
+/// DigestInfo in) and the hash-and-sign ones.
+pub const RSA_SIGN: [CK_MECHANISM_TYPE; 12] = [
+    CKM_RSA_PKCS,
+    CKM_SHA1_RSA_PKCS,
+    CKM_SHA224_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA1_RSA_PKCS_PSS,
+    CKM_SHA224_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+];
+
+/// The RSA-PSS signature mechanisms (the second half of [`RSA_SIGN`]); all take a
+/// `CK_RSA_PKCS_PSS_PARAMS`.
+pub const RSA_PSS: &[CK_MECHANISM_TYPE] = RSA_SIGN.split_at(6).1;
+
+/// Is `mech` one of [`RSA_PSS`]?
+pub fn is_rsa_pss(mech: CK_MECHANISM_TYPE) -> bool {
+    RSA_PSS.contains(&mech)
+}
+
 impl Mechanism {
     pub fn new(mech: CK_MECHANISM_TYPE) -> Self {
         Mechanism {
@@ -67,5 +101,19 @@ impl Mechanism {
     }
     pub fn with(mech: CK_MECHANISM_TYPE, param: MechParam) -> Self {
         Mechanism { mech, param }
+    }
+    /// The OAEP parameter, `None` when the consumer gave another (or none).
+    pub fn oaep(&self) -> Option<&OaepParams> {
+        match &self.param {
+            MechParam::Oaep(p) => Some(p),
+            _ => None,
+        }
+    }
+    /// The PSS parameter, `None` when the consumer gave another (or none).
+    pub fn pss(&self) -> Option<PssParams> {
+        match self.param {
+            MechParam::Pss(p) => Some(p),
+            _ => None,
+        }
     }
 }

@@ -86,14 +86,17 @@ const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_ALWAYS_AUTHENTICATE,
     CKA_PUBLIC_KEY_INFO,
 ];
-const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_SENSITIVE,
+/// The usage flags of a secret key (all TRUE by default).
+const SECRET_USAGE: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_ENCRYPT,
     CKA_DECRYPT,
     CKA_SIGN,
     CKA_VERIFY,
     CKA_WRAP,
     CKA_UNWRAP,
+];
+const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_SENSITIVE,
     CKA_EXTRACTABLE,
     CKA_ALWAYS_SENSITIVE,
     CKA_NEVER_EXTRACTABLE,
@@ -104,9 +107,8 @@ const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_VALUE_LEN,
 ];
 const RSA_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_MODULUS, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT];
-const RSA_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_MODULUS,
-    CKA_PUBLIC_EXPONENT,
+/// The secret parts of an RSA private key (next to its modulus and public exponent).
+pub const RSA_SECRETS: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_PRIVATE_EXPONENT,
     CKA_PRIME_1,
     CKA_PRIME_2,
@@ -114,23 +116,17 @@ const RSA_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_EXPONENT_2,
     CKA_COEFFICIENT,
 ];
+const RSA_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[CKA_MODULUS, CKA_PUBLIC_EXPONENT];
 const EC_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_EC_POINT];
 const EC_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_VALUE];
 
 /// Attributes that hold a key's value: fixed at creation.
-const KEY_VALUES: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_VALUE,
-    CKA_MODULUS,
-    CKA_PUBLIC_EXPONENT,
-    CKA_PRIVATE_EXPONENT,
-    CKA_PRIME_1,
-    CKA_PRIME_2,
-    CKA_EXPONENT_1,
-    CKA_EXPONENT_2,
-    CKA_COEFFICIENT,
-    CKA_EC_PARAMS,
-    CKA_EC_POINT,
-];
+fn is_key_value(ty: CK_ATTRIBUTE_TYPE) -> bool {
+    matches!(
+        ty,
+        CKA_VALUE | CKA_MODULUS | CKA_PUBLIC_EXPONENT | CKA_EC_PARAMS | CKA_EC_POINT
+    ) || RSA_SECRETS.contains(&ty)
+}
 
 /// Attributes only the token sets.
 const TOKEN_SET: &[CK_ATTRIBUTE_TYPE] = &[
@@ -160,10 +156,10 @@ pub fn valid_for(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, ty: CK_ATTRIBUTE
         CKO_PUBLIC_KEY if key_type == CKK_RSA => &[KEY, PUBLIC, RSA_PUBLIC],
         CKO_PUBLIC_KEY if is_ec(key_type) => &[KEY, PUBLIC, EC_PUBLIC],
         CKO_PUBLIC_KEY => &[KEY, PUBLIC, &[CKA_VALUE]],
-        CKO_PRIVATE_KEY if key_type == CKK_RSA => &[KEY, PRIVATE, RSA_PRIVATE],
+        CKO_PRIVATE_KEY if key_type == CKK_RSA => &[KEY, PRIVATE, RSA_PRIVATE, RSA_SECRETS],
         CKO_PRIVATE_KEY if is_ec(key_type) => &[KEY, PRIVATE, EC_PRIVATE],
         CKO_PRIVATE_KEY => &[KEY, PRIVATE, &[CKA_VALUE]],
-        CKO_SECRET_KEY => &[KEY, SECRET],
+        CKO_SECRET_KEY => &[KEY, SECRET_USAGE, SECRET],
         _ => &[DATA, CERT, KEY],
     };
     specific.iter().any(|s| s.contains(&ty))
@@ -173,16 +169,7 @@ pub fn valid_for(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, ty: CK_ATTRIBUTE
 /// unextractable.
 pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool {
     match class {
-        CKO_PRIVATE_KEY => matches!(
-            ty,
-            CKA_VALUE
-                | CKA_PRIVATE_EXPONENT
-                | CKA_PRIME_1
-                | CKA_PRIME_2
-                | CKA_EXPONENT_1
-                | CKA_EXPONENT_2
-                | CKA_COEFFICIENT
-        ),
+        CKO_PRIVATE_KEY => ty == CKA_VALUE || RSA_SECRETS.contains(&ty),
         CKO_SECRET_KEY => ty == CKA_VALUE,
         _ => false,
     }
@@ -247,15 +234,8 @@ fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
         a.set_flag(CKA_ALWAYS_AUTHENTICATE, false);
     }
     if matches!(class, CKO_SECRET_KEY) {
-        for t in [
-            CKA_ENCRYPT,
-            CKA_DECRYPT,
-            CKA_SIGN,
-            CKA_VERIFY,
-            CKA_WRAP,
-            CKA_UNWRAP,
-        ] {
-            a.set_flag(t, true);
+        for t in SECRET_USAGE {
+            a.set_flag(*t, true);
         }
         a.set_flag(CKA_WRAP_WITH_TRUSTED, false);
         a.set_flag(CKA_TRUSTED, false);
@@ -366,7 +346,7 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
             ));
         }
         if matches!(op, Op::Generate | Op::Unwrap | Op::Derive)
-            && KEY_VALUES.contains(ty)
+            && is_key_value(*ty)
             && !(*ty == CKA_EC_PARAMS || *ty == CKA_PUBLIC_EXPONENT)
         {
             return Err(Error::logged(
@@ -454,7 +434,7 @@ pub fn apply_changes(op: Op, attrs: &mut Attrs, template: &[Attr], so: bool) -> 
             CKA_TOKEN | CKA_PRIVATE | CKA_MODIFIABLE => op == Op::Set && !same,
             CKA_MODULUS_BITS | CKA_VALUE_LEN => !same,
             t if TOKEN_SET.contains(&t) => true,
-            t if KEY_VALUES.contains(&t) && class != CKO_DATA && class != CKO_CERTIFICATE => !same,
+            t if is_key_value(t) && class != CKO_DATA && class != CKO_CERTIFICATE => !same,
             CKA_SENSITIVE => attrs.flag_or(CKA_SENSITIVE, false) && !parse_bool(v)?,
             CKA_EXTRACTABLE => !attrs.flag_or(CKA_EXTRACTABLE, false) && parse_bool(v)?,
             CKA_COPYABLE => !attrs.flag_or(CKA_COPYABLE, true) && parse_bool(v)?,
@@ -558,56 +538,39 @@ mod tests {
         Attr::new(ty, v)
     }
 
+    /// Templates `C_CreateObject` refuses, with the code it must give.
     #[test]
-    fn create_needs_class_and_key_type() {
-        assert_eq!(
-            new_object(Op::Create, &[], &Attrs::new()).unwrap_err().rv(),
-            CKR_TEMPLATE_INCOMPLETE
-        );
-        let tpl = [Attr::ulong(CKA_CLASS, CKO_SECRET_KEY)];
-        assert_eq!(
-            new_object(Op::Create, &tpl, &Attrs::new())
-                .unwrap_err()
-                .rv(),
-            CKR_TEMPLATE_INCOMPLETE
-        );
-    }
-
-    #[test]
-    fn token_set_attributes_are_read_only() {
-        let tpl = [
-            Attr::ulong(CKA_CLASS, CKO_SECRET_KEY),
-            Attr::ulong(CKA_KEY_TYPE, CKK_AES),
-            Attr::bool(CKA_LOCAL, true),
+    fn create_refuses_bad_templates() {
+        let secret = Attr::ulong(CKA_CLASS, CKO_SECRET_KEY);
+        let aes = Attr::ulong(CKA_KEY_TYPE, CKK_AES);
+        let data = Attr::ulong(CKA_CLASS, CKO_DATA);
+        let cases: [(&str, Vec<Attr>, CK_RV); 5] = [
+            ("no class", vec![], CKR_TEMPLATE_INCOMPLETE),
+            (
+                "a key needs its key type",
+                vec![secret.clone()],
+                CKR_TEMPLATE_INCOMPLETE,
+            ),
+            (
+                "token-set attributes are read-only",
+                vec![secret, aes, Attr::bool(CKA_LOCAL, true)],
+                CKR_ATTRIBUTE_READ_ONLY,
+            ),
+            (
+                "a wrong-sized bool is a value error",
+                vec![data.clone(), t(CKA_TOKEN, vec![1, 0])],
+                CKR_ATTRIBUTE_VALUE_INVALID,
+            ),
+            (
+                "an attribute of another class is a type error",
+                vec![data, t(CKA_MODULUS, vec![1])],
+                CKR_ATTRIBUTE_TYPE_INVALID,
+            ),
         ];
-        assert_eq!(
-            new_object(Op::Create, &tpl, &Attrs::new())
-                .unwrap_err()
-                .rv(),
-            CKR_ATTRIBUTE_READ_ONLY
-        );
-    }
-
-    #[test]
-    fn wrong_sized_bool_is_value_invalid() {
-        let tpl = [Attr::ulong(CKA_CLASS, CKO_DATA), t(CKA_TOKEN, vec![1, 0])];
-        assert_eq!(
-            new_object(Op::Create, &tpl, &Attrs::new())
-                .unwrap_err()
-                .rv(),
-            CKR_ATTRIBUTE_VALUE_INVALID
-        );
-    }
-
-    #[test]
-    fn foreign_attribute_is_type_invalid() {
-        let tpl = [Attr::ulong(CKA_CLASS, CKO_DATA), t(CKA_MODULUS, vec![1])];
-        assert_eq!(
-            new_object(Op::Create, &tpl, &Attrs::new())
-                .unwrap_err()
-                .rv(),
-            CKR_ATTRIBUTE_TYPE_INVALID
-        );
+        for (what, tpl, rv) in cases {
+            let got = new_object(Op::Create, &tpl, &Attrs::new()).map(|_| ());
+            assert_eq!(got.map_err(|e| e.rv()), Err(rv), "{what}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 use crate::core::attr;
 use crate::core::error::{Error, Result};
 use crate::core::limits::{MAX_DATA_LEN, MAX_PARAM_LEN, MAX_TEMPLATE_ATTRS};
+use crate::core::mechanism::is_rsa_pss;
 use cryptoki_sys::*;
 use std::mem::size_of;
 
@@ -102,12 +103,7 @@ pub fn fixed_param_len(mech: CK_MECHANISM_TYPE) -> Option<usize> {
         CKM_DES_CBC | CKM_DES_CBC_PAD | CKM_DES3_CBC | CKM_DES3_CBC_PAD => 8,
         CKM_AES_CTR => size_of::<CK_AES_CTR_PARAMS>(),
         CKM_RSA_PKCS_OAEP => size_of::<CK_RSA_PKCS_OAEP_PARAMS>(),
-        CKM_RSA_PKCS_PSS
-        | CKM_SHA1_RSA_PKCS_PSS
-        | CKM_SHA224_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
+        t if is_rsa_pss(t) => size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
         CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => size_of::<CK_ECDH1_DERIVE_PARAMS>(),
         CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
             size_of::<CK_KEY_DERIVATION_STRING_DATA>()

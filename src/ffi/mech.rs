@@ -2,7 +2,7 @@
 //! decoded (their size checked), any other parameter is passed on as bytes.
 
 use crate::core::error::{err, Error, Result};
-use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::mechanism::{is_rsa_pss, MechParam, Mechanism, OaepParams, PssParams};
 use crate::core::session::IvOut;
 use cryptoki_sys::*;
 use std::mem::size_of;
@@ -83,25 +83,20 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         }
         CKM_RSA_PKCS_OAEP => {
             let o = param::<CK_RSA_PKCS_OAEP_PARAMS>(m)?;
-            MechParam::Oaep {
+            MechParam::Oaep(OaepParams {
                 hash: o.hashAlg,
                 mgf: o.mgf,
                 source: o.source,
                 source_data: bytes(o.pSourceData as *const u8, o.ulSourceDataLen)?,
-            }
+            })
         }
-        CKM_RSA_PKCS_PSS
-        | CKM_SHA1_RSA_PKCS_PSS
-        | CKM_SHA224_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => {
+        t if is_rsa_pss(t) => {
             let s = param::<CK_RSA_PKCS_PSS_PARAMS>(m)?;
-            MechParam::Pss {
+            MechParam::Pss(PssParams {
                 hash: s.hashAlg,
                 mgf: s.mgf,
                 salt_len: s.sLen,
-            }
+            })
         }
         CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => {
             let e = param::<CK_ECDH1_DERIVE_PARAMS>(m)?;

@@ -76,29 +76,20 @@ impl OwnedMechanism {
                 };
                 Some(struct_bytes(&p))
             }
-            MechParam::Oaep {
-                hash,
-                mgf,
-                source,
-                source_data,
-            } => {
+            MechParam::Oaep(o) => {
                 let p = CK_RSA_PKCS_OAEP_PARAMS {
-                    hashAlg: *hash,
-                    mgf: *mgf,
-                    source: *source,
-                    pSourceData: keep(source_data) as CK_VOID_PTR,
-                    ulSourceDataLen: source_data.len() as CK_ULONG,
+                    hashAlg: o.hash,
+                    mgf: o.mgf,
+                    source: o.source,
+                    pSourceData: keep(&o.source_data) as CK_VOID_PTR,
+                    ulSourceDataLen: o.source_data.len() as CK_ULONG,
                 };
                 Some(struct_bytes(&p))
             }
-            MechParam::Pss {
-                hash,
-                mgf,
-                salt_len,
-            } => Some(struct_bytes(&CK_RSA_PKCS_PSS_PARAMS {
-                hashAlg: *hash,
-                mgf: *mgf,
-                sLen: *salt_len,
+            MechParam::Pss(p) => Some(struct_bytes(&CK_RSA_PKCS_PSS_PARAMS {
+                hashAlg: p.hash,
+                mgf: p.mgf,
+                sLen: p.salt_len,
             })),
             MechParam::Ecdh1 {
                 kdf,

@@ -64,6 +64,12 @@ impl HashAlg {
             HashAlg::Sha512 => CKM_SHA512,
         }
     }
+    /// Splits a PKCS#1 v1.5 DigestInfo (what `CKM_RSA_PKCS` signs) into its hash and
+    /// digest; services sign digests, so only these two travel.
+    pub fn split_digest_info(data: &[u8]) -> Option<(HashAlg, &[u8])> {
+        let (m, digest) = crate::backend::soft::crypto::der::split_digest_info(data)?;
+        Some((HashAlg::from_ckm(m)?, digest))
+    }
     pub fn from_ckm(m: CK_MECHANISM_TYPE) -> Option<HashAlg> {
         Some(match m {
             CKM_SHA_1 => HashAlg::Sha1,

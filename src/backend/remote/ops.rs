@@ -230,8 +230,8 @@ impl RemoteSign {
                 // CKM_RSA_PKCS: services sign digests, so the input must be a DigestInfo;
                 // its hash names the scheme and only the digest is sent. (Raw bytes
                 // signed as a digest would give a different signature than PKCS#11 means.)
-                let (h, digest) = crate::backend::soft::crypto::der::split_digest_info(&data)
-                    .and_then(|(m, d)| Some((HashAlg::from_ckm(m)?, d.to_vec())))
+                let (h, digest) = HashAlg::split_digest_info(&data)
+                    .map(|(h, d)| (h, d.to_vec()))
                     .ok_or_else(|| {
                         Error::logged(
                             CKR_DATA_INVALID,

@@ -7,7 +7,7 @@ use super::{public, EcCurve, HashAlg, KeyAlg, KeyService, KeyVersion, NewKey, Si
 use crate::backend::soft::crypto as soft;
 use crate::core::attr::{self, Attr, AttrValue, Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
-use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::mechanism::{is_rsa_pss, MechParam, Mechanism, RSA_SIGN};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::template::{self, Usage};
 use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
@@ -60,20 +60,7 @@ const SIGN_EC: &[CK_MECHANISM_TYPE] = &[
     CKM_ECDSA_SHA384,
     CKM_ECDSA_SHA512,
 ];
-const SIGN_RSA: &[CK_MECHANISM_TYPE] = &[
-    CKM_RSA_PKCS,
-    CKM_SHA1_RSA_PKCS,
-    CKM_SHA224_RSA_PKCS,
-    CKM_SHA256_RSA_PKCS,
-    CKM_SHA384_RSA_PKCS,
-    CKM_SHA512_RSA_PKCS,
-    CKM_RSA_PKCS_PSS,
-    CKM_SHA1_RSA_PKCS_PSS,
-    CKM_SHA224_RSA_PKCS_PSS,
-    CKM_SHA256_RSA_PKCS_PSS,
-    CKM_SHA384_RSA_PKCS_PSS,
-    CKM_SHA512_RSA_PKCS_PSS,
-];
+const SIGN_RSA: &[CK_MECHANISM_TYPE] = &RSA_SIGN;
 const HMACS: &[CK_MECHANISM_TYPE] = &[
     CKM_SHA_1_HMAC,
     CKM_SHA224_HMAC,
@@ -387,21 +374,15 @@ impl Token for RemoteToken {
                 )))
             }
             (CKO_PRIVATE_KEY, KeyAlg::Rsa { bits }, CKM_RSA_PKCS_OAEP) => {
-                let MechParam::Oaep {
-                    hash,
-                    mgf,
-                    source,
-                    source_data,
-                } = &mech.param
-                else {
+                let Some(p) = mech.oaep() else {
                     return Err(param_invalid("RSA-OAEP needs CK_RSA_PKCS_OAEP_PARAMS"));
                 };
                 let h =
-                    HashAlg::from_ckm(*hash).ok_or_else(|| param_invalid("OAEP: unknown hash"))?;
-                if *mgf != h.mgf() {
+                    HashAlg::from_ckm(p.hash).ok_or_else(|| param_invalid("OAEP: unknown hash"))?;
+                if p.mgf != h.mgf() {
                     return Err(param_invalid("OAEP: services use MGF1 with the OAEP hash"));
                 }
-                if !source_data.is_empty() || (*source != 0 && *source != CKZ_DATA_SPECIFIED) {
+                if !p.source_data.is_empty() || (p.source != 0 && p.source != CKZ_DATA_SPECIFIED) {
                     return Err(param_invalid("OAEP: services take no label"));
                 }
                 if !o.key.usage.oaep_hashes.is_empty() && !o.key.usage.oaep_hashes.contains(&h) {

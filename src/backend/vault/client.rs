@@ -314,17 +314,19 @@ impl Inner {
         }
     }
 
-    /// The `data` of a successful answer, else the mapped failure.
-    pub async fn data<T: serde::de::DeserializeOwned>(
+    /// A POST of `body` to the transit namespace: the `data` of a successful answer, else
+    /// the mapped failure.
+    pub async fn post<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
-        method: Method,
         path: &str,
-        body: Option<&[u8]>,
+        body: &[u8],
         retry: Retry,
         on400: On400,
     ) -> Result<T> {
-        let reply = self.send(what, method, path, body, retry).await?;
+        let reply = self
+            .send(what, Method::POST, path, Some(body), retry)
+            .await?;
         self.parse(what, reply, on400)
     }
 

@@ -22,54 +22,6 @@ pub fn vault_hash(h: HashAlg) -> &'static str {
     }
 }
 
-/// The DER prefix of a PKCS#1 v1.5 DigestInfo for each hash.
-const DIGEST_INFO: &[(HashAlg, &[u8])] = &[
-    (
-        HashAlg::Sha1,
-        &[
-            0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
-            0x14,
-        ],
-    ),
-    (
-        HashAlg::Sha224,
-        &[
-            0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x04, 0x05, 0x00, 0x04, 0x1c,
-        ],
-    ),
-    (
-        HashAlg::Sha256,
-        &[
-            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x01, 0x05, 0x00, 0x04, 0x20,
-        ],
-    ),
-    (
-        HashAlg::Sha384,
-        &[
-            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x02, 0x05, 0x00, 0x04, 0x30,
-        ],
-    ),
-    (
-        HashAlg::Sha512,
-        &[
-            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x03, 0x05, 0x00, 0x04, 0x40,
-        ],
-    ),
-];
-
-/// `CKM_RSA_PKCS` hands a DigestInfo: transit signs digests, so the hash and digest are
-/// taken out of it (transit adds the same DigestInfo back).
-fn split_digest_info(data: &[u8]) -> Option<(HashAlg, &[u8])> {
-    DIGEST_INFO.iter().find_map(|(h, prefix)| {
-        (data.len() == prefix.len() + h.len() && data.starts_with(prefix))
-            .then(|| (*h, &data[prefix.len()..]))
-    })
-}
-
 fn version_of(key: &KeyVersion) -> Option<u64> {
     key.locator.parse().ok()
 }
@@ -100,7 +52,7 @@ impl Inner {
                 let h = if data.len() == h.len() {
                     h
                 } else {
-                    let (dh, digest) = split_digest_info(data).ok_or_else(|| {
+                    let (dh, digest) = HashAlg::split_digest_info(data).ok_or_else(|| {
                         Error::logged(
                             CKR_DATA_INVALID,
                             format!("{what}: CKM_RSA_PKCS input is not a DigestInfo (transit signs digests only)"),
@@ -146,11 +98,10 @@ impl Inner {
         }
         let path = self.mount_path(&format!("sign/{name}"));
         let s: Signed = self
-            .data(
+            .post(
                 &what,
-                Method::POST,
                 &path,
-                Some(&body),
+                &body,
                 Retry::Idempotent,
                 On400(CKR_FUNCTION_FAILED),
             )
@@ -207,14 +158,7 @@ impl Inner {
         }
         let path = self.mount_path(&format!("hmac/{name}"));
         let m: Mac = self
-            .data(
-                what,
-                Method::POST,
-                &path,
-                Some(&body),
-                Retry::Idempotent,
-                on400,
-            )
+            .post(what, &path, &body, Retry::Idempotent, on400)
             .await?;
         parse_versioned(what, &m.hmac)?;
         Ok(m.hmac)
@@ -248,11 +192,10 @@ impl Inner {
         // Not retried after sending: an encryption is not a read (a repeat would only
         // cost a nonce, but the rule for non-idempotent calls holds).
         let s: Sealed = self
-            .data(
+            .post(
                 &what,
-                Method::POST,
                 &path,
-                Some(&body),
+                &body,
                 Retry::Never,
                 On400(CKR_FUNCTION_FAILED),
             )
@@ -413,11 +356,11 @@ mod tests {
 
     #[test]
     fn digest_infos_are_split_and_others_are_not() {
-        let mut di = DIGEST_INFO[2].1.to_vec();
+        let split = HashAlg::split_digest_info;
+        let mut di = crate::backend::soft::crypto::der::DIGEST_INFO[2].1.to_vec();
         di.extend_from_slice(&[5u8; 32]);
-        let (h, d) = split_digest_info(&di).unwrap();
-        assert_eq!((h, d), (HashAlg::Sha256, &[5u8; 32][..]));
-        assert!(split_digest_info(&di[..di.len() - 1]).is_none());
-        assert!(split_digest_info(&[0u8; 51]).is_none());
+        assert_eq!(split(&di), Some((HashAlg::Sha256, &[5u8; 32][..])));
+        assert!(split(&di[..di.len() - 1]).is_none());
+        assert!(split(&[0u8; 51]).is_none());
     }
 }

@@ -11,7 +11,6 @@ use crate::backend::soft::StoreSeal;
 use crate::config::SealConfig;
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
-use reqwest::Method;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -129,11 +128,10 @@ impl StoreSeal for VaultSeal {
                 plaintext: String,
             }
             let mut o: Opened = i
-                .data(
+                .post(
                     &what,
-                    Method::POST,
                     &path,
-                    Some(&body),
+                    &body,
                     Retry::Idempotent,
                     On400(CKR_DEVICE_ERROR),
                 )

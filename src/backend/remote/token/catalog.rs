@@ -200,15 +200,8 @@ impl RemoteToken {
             public.insert(t, v);
         }
         if matches!(k.alg, KeyAlg::Rsa { .. }) {
-            for t in [
-                CKA_PRIVATE_EXPONENT,
-                CKA_PRIME_1,
-                CKA_PRIME_2,
-                CKA_EXPONENT_1,
-                CKA_EXPONENT_2,
-                CKA_COEFFICIENT,
-            ] {
-                private.insert(t, Vec::new());
+            for t in template::RSA_SECRETS {
+                private.insert(*t, Vec::new());
             }
         }
         Ok(vec![
@@ -359,34 +352,24 @@ impl RemoteToken {
                             out_len,
                         }
                     }
-                    CKM_RSA_PKCS_PSS
-                    | CKM_SHA1_RSA_PKCS_PSS
-                    | CKM_SHA224_RSA_PKCS_PSS
-                    | CKM_SHA256_RSA_PKCS_PSS
-                    | CKM_SHA384_RSA_PKCS_PSS
-                    | CKM_SHA512_RSA_PKCS_PSS => {
-                        let MechParam::Pss {
-                            hash,
-                            mgf,
-                            salt_len,
-                        } = mech.param
-                        else {
+                    _ if is_rsa_pss(m) => {
+                        let Some(p) = mech.pss() else {
                             return Err(param_invalid("RSA-PSS needs CK_RSA_PKCS_PSS_PARAMS"));
                         };
-                        let h = HashAlg::from_ckm(hash)
+                        let h = HashAlg::from_ckm(p.hash)
                             .ok_or_else(|| param_invalid("RSA-PSS: unknown hash"))?;
                         if mech_hash(m).is_some_and(|mh| mh != h) {
                             return Err(param_invalid(
                                 "RSA-PSS: the parameter's hash differs from the mechanism's",
                             ));
                         }
-                        if mgf != h.mgf() {
+                        if p.mgf != h.mgf() {
                             return Err(param_invalid(
                                 "RSA-PSS: services use MGF1 with the message hash",
                             ));
                         }
                         Plan {
-                            scheme: SignScheme::Pss(h, salt_len as usize),
+                            scheme: SignScheme::Pss(h, p.salt_len as usize),
                             hash_here: mech_hash(m),
                             out_len,
                         }

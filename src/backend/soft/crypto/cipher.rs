@@ -169,19 +169,13 @@ fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
 }
 
 fn oaep(mech: &Mechanism, key: &Arc<Key>) -> Result<Mode> {
-    let MechParam::Oaep {
-        hash,
-        mgf,
-        source,
-        source_data,
-    } = &mech.param
-    else {
+    let Some(p) = mech.oaep() else {
         return Err(Error::logged(
             CKR_MECHANISM_PARAM_INVALID,
             "CKM_RSA_PKCS_OAEP needs CK_RSA_PKCS_OAEP_PARAMS",
         ));
     };
-    let (alg, want_mgf) = match *hash {
+    let (alg, want_mgf) = match p.hash {
         CKM_SHA_1 => (&rsa::OAEP_SHA1_MGF1SHA1, CKG_MGF1_SHA1),
         CKM_SHA256 => (&rsa::OAEP_SHA256_MGF1SHA256, CKG_MGF1_SHA256),
         CKM_SHA384 => (&rsa::OAEP_SHA384_MGF1SHA384, CKG_MGF1_SHA384),
@@ -193,19 +187,19 @@ fn oaep(mech: &Mechanism, key: &Arc<Key>) -> Result<Mode> {
             ))
         }
     };
-    if *mgf != want_mgf {
+    if p.mgf != want_mgf {
         return Err(Error::logged(
             CKR_MECHANISM_PARAM_INVALID,
             "OAEP needs MGF1 with the same hash as hashAlg",
         ));
     }
-    if *source != CKZ_DATA_SPECIFIED && !(*source == 0 && source_data.is_empty()) {
+    if p.source != CKZ_DATA_SPECIFIED && !(p.source == 0 && p.source_data.is_empty()) {
         return Err(err(CKR_MECHANISM_PARAM_INVALID));
     }
     Ok(Mode::Oaep {
         key: key.clone(),
         alg,
-        label: source_data.clone(),
+        label: p.source_data.clone(),
     })
 }
 

@@ -117,6 +117,19 @@ pub fn ec_point(v: &[u8], curve: Curve) -> Result<Vec<u8>> {
     Ok(inner.to_vec())
 }
 
+/// The DigestInfo prefix of a SHA-2 hash (RFC 8017 §9.2 note 1): SEQUENCE { SEQUENCE {
+/// OID 2.16.840.1.101.3.4.2.`n`, NULL }, OCTET STRING } for a digest of `len` bytes.
+const fn sha2_prefix(n: u8, len: u8) -> [u8; 19] {
+    let mut p = [
+        0x30, 0, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0, 0x05,
+        0x00, 0x04, 0,
+    ];
+    p[1] = 0x11 + len; // 15 bytes of AlgorithmIdentifier, the OCTET STRING header, the digest
+    p[14] = n;
+    p[18] = len;
+    p
+}
+
 /// DigestInfo prefixes (RFC 8017 §9.2 note 1), for CKM_RSA_PKCS signatures.
 pub const DIGEST_INFO: &[(CK_MECHANISM_TYPE, &[u8])] = &[
     (
@@ -126,34 +139,10 @@ pub const DIGEST_INFO: &[(CK_MECHANISM_TYPE, &[u8])] = &[
             0x14,
         ],
     ),
-    (
-        CKM_SHA224,
-        &[
-            0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x04, 0x05, 0x00, 0x04, 0x1c,
-        ],
-    ),
-    (
-        CKM_SHA256,
-        &[
-            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x01, 0x05, 0x00, 0x04, 0x20,
-        ],
-    ),
-    (
-        CKM_SHA384,
-        &[
-            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x02, 0x05, 0x00, 0x04, 0x30,
-        ],
-    ),
-    (
-        CKM_SHA512,
-        &[
-            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-            0x03, 0x05, 0x00, 0x04, 0x40,
-        ],
-    ),
+    (CKM_SHA224, &sha2_prefix(4, 28)),
+    (CKM_SHA256, &sha2_prefix(1, 32)),
+    (CKM_SHA384, &sha2_prefix(2, 48)),
+    (CKM_SHA512, &sha2_prefix(3, 64)),
 ];
 
 /// Splits a DigestInfo into (hash mechanism, digest).
@@ -317,6 +306,15 @@ mod tests {
 
     #[test]
     fn digest_info_is_recognized() {
+        // RFC 8017 §9.2 note 1, as printed there.
+        let sha256 =
+            b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20";
+        let sha512 =
+            b"\x30\x51\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x03\x05\x00\x04\x40";
+        assert_eq!(
+            (DIGEST_INFO[2].1, DIGEST_INFO[4].1),
+            (&sha256[..], &sha512[..])
+        );
         let mut di = DIGEST_INFO[2].1.to_vec();
         di.extend_from_slice(&[7u8; 32]);
         assert_eq!(split_digest_info(&di), Some((CKM_SHA256, &[7u8; 32][..])));

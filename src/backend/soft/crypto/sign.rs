@@ -4,7 +4,7 @@
 use super::der::{self, Curve};
 use super::keys::Key;
 use crate::core::error::{err, Error, Result};
-use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::mechanism::{is_rsa_pss, MechParam, Mechanism, RSA_SIGN};
 use crate::core::op::{Signer, Verifier};
 use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::{cmac, hmac, signature};
@@ -88,36 +88,22 @@ fn rsa_scheme(
     data_hash: Option<CK_MECHANISM_TYPE>,
     em_len: usize,
 ) -> Result<Option<u16>> {
-    let pss = matches!(
-        mech.mech,
-        CKM_RSA_PKCS_PSS
-            | CKM_SHA1_RSA_PKCS_PSS
-            | CKM_SHA224_RSA_PKCS_PSS
-            | CKM_SHA256_RSA_PKCS_PSS
-            | CKM_SHA384_RSA_PKCS_PSS
-            | CKM_SHA512_RSA_PKCS_PSS
-    );
-    if pss {
-        let MechParam::Pss {
-            hash,
-            mgf,
-            salt_len,
-        } = mech.param
-        else {
+    if is_rsa_pss(mech.mech) {
+        let Some(p) = mech.pss() else {
             return Err(Error::logged(
                 CKR_MECHANISM_PARAM_INVALID,
                 "PSS needs CK_RSA_PKCS_PSS_PARAMS",
             ));
         };
         if let Some(h) = data_hash {
-            if h != hash {
+            if h != p.hash {
                 return Err(Error::logged(
                     CKR_MECHANISM_PARAM_INVALID,
                     "PSS hashAlg differs from the mechanism's hash",
                 ));
             }
         }
-        let (want_mgf, hlen) = match hash {
+        let (want_mgf, hlen) = match p.hash {
             CKM_SHA256 => (CKG_MGF1_SHA256, 32usize),
             CKM_SHA384 => (CKG_MGF1_SHA384, 48),
             CKM_SHA512 => (CKG_MGF1_SHA512, 64),
@@ -128,20 +114,20 @@ fn rsa_scheme(
                 ))
             }
         };
-        if mgf != want_mgf {
+        if p.mgf != want_mgf {
             return Err(Error::logged(
                 CKR_MECHANISM_PARAM_INVALID,
                 "PSS needs MGF1 with the same hash as the signature",
             ));
         }
         // RFC 8017 §9.1.1: emLen >= hLen + sLen + 2.
-        if salt_len as usize + hlen + 2 > em_len {
+        if p.salt_len as usize + hlen + 2 > em_len {
             return Err(Error::logged(
                 CKR_MECHANISM_PARAM_INVALID,
                 "PSS salt too long for this modulus",
             ));
         }
-        return Ok(Some(salt_len as u16));
+        return Ok(Some(p.salt_len as u16));
     }
     Ok(None)
 }
@@ -243,7 +229,7 @@ fn rsa_digest(mech: &Mechanism, input: &[u8]) -> Result<(CK_MECHANISM_TYPE, Dige
                 "CKM_RSA_PKCS signs a DigestInfo of SHA-1/224/256/384/512",
             )
         })?,
-        (None, _, MechParam::Pss { hash, .. }) => (*hash, input),
+        (None, _, MechParam::Pss(p)) => (p.hash, input),
         _ => return Err(err(CKR_MECHANISM_INVALID)),
     };
     let alg = digest_alg(hash).ok_or_else(|| err(CKR_MECHANISM_PARAM_INVALID))?;
@@ -374,18 +360,7 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
             (Key::EdPrivate { .. }, true) | (Key::EdPublic { .. }, false) => Ok(Scheme::Eddsa),
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
-        CKM_RSA_PKCS
-        | CKM_SHA1_RSA_PKCS
-        | CKM_SHA224_RSA_PKCS
-        | CKM_SHA256_RSA_PKCS
-        | CKM_SHA384_RSA_PKCS
-        | CKM_SHA512_RSA_PKCS
-        | CKM_RSA_PKCS_PSS
-        | CKM_SHA1_RSA_PKCS_PSS
-        | CKM_SHA224_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => {
+        m if RSA_SIGN.contains(&m) => {
             match (key, signing) {
                 (Key::RsaPrivate { .. }, true) | (Key::RsaPublic { .. }, false) => {}
                 _ => return Err(err(CKR_KEY_TYPE_INCONSISTENT)),
