@@ -207,42 +207,41 @@ pub fn gcp_answer(kind: u8, body: &[u8]) {
         0 => {
             if let Ok(s) = r.json::<gcp_api::SignResponse>(what) {
                 let _ = gcp_crc::verified(what, "verifiedDigestCrc32c", s.verified_digest_crc32c);
-                if let Ok(sig) = gcp_api::unb64(what, "signature", &s.signature) {
-                    let _ = gcp_crc::check(what, "signatureCrc32c", s.signature_crc32c, &sig);
+                let sig =
+                    gcp_api::checked_bytes(what, "signature", &s.signature, s.signature_crc32c);
+                if let Ok(sig) = sig {
                     let _ = public::ecdsa_der_to_raw(&sig, curve(s.name.len() as u8));
                 }
             }
         }
         1 => {
             if let Ok(m) = r.json::<gcp_api::MacSignResponse>(what) {
-                if let Ok(mac) = gcp_api::unb64(what, "mac", &m.mac) {
-                    let _ = gcp_crc::check(what, "macCrc32c", m.mac_crc32c, &mac);
-                }
+                let _ = gcp_api::checked_bytes(what, "mac", &m.mac, m.mac_crc32c);
             }
         }
         2 => {
             if let Ok(d) = r.json::<gcp_api::DecryptResponse>(what) {
-                if let Ok(pt) = gcp_api::unb64(what, "plaintext", &d.plaintext) {
-                    let _ = gcp_crc::check(what, "plaintextCrc32c", d.plaintext_crc32c, &pt);
-                }
+                let _ = gcp_api::checked_bytes(what, "plaintext", &d.plaintext, d.plaintext_crc32c);
             }
         }
         3 => {
             if let Ok(e) = r.json::<gcp_api::RawEncryptResponse>(what) {
-                let ct = gcp_api::unb64(what, "ciphertext", &e.ciphertext);
-                let iv = gcp_api::unb64(what, "initializationVector", &e.initialization_vector);
+                let ct =
+                    gcp_api::checked_bytes(what, "ciphertext", &e.ciphertext, e.ciphertext_crc32c);
+                let iv = gcp_api::checked_bytes(
+                    what,
+                    "initializationVector",
+                    &e.initialization_vector,
+                    e.initialization_vector_crc32c,
+                );
                 if let (Ok(ct), Ok(iv)) = (ct, iv) {
-                    let _ = gcp_crc::check(what, "c", e.ciphertext_crc32c, &ct);
-                    let _ = gcp_crc::check(what, "i", e.initialization_vector_crc32c, &iv);
-                    let _ = e.tag_length == 16 && iv.len() == 12;
+                    let _ = e.tag_length == 16 && iv.len() == 12 && ct.len() >= 16;
                 }
             }
         }
         4 => {
             if let Ok(d) = r.json::<gcp_api::RawDecryptResponse>(what) {
-                if let Ok(pt) = gcp_api::unb64(what, "plaintext", &d.plaintext) {
-                    let _ = gcp_crc::check(what, "plaintextCrc32c", d.plaintext_crc32c, &pt);
-                }
+                let _ = gcp_api::checked_bytes(what, "plaintext", &d.plaintext, d.plaintext_crc32c);
             }
         }
         5 => {

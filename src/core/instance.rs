@@ -151,24 +151,38 @@ pub fn uninstall() -> Result<Arc<Instance>> {
 
 /// The live instance, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The guard keeps it alive for the
 /// call even if another thread finalizes meanwhile.
-pub fn get() -> Result<Live> {
-    let g = STATE.load();
-    match g.as_ref() {
-        Some(inst) if inst.epoch == FORK_EPOCH.load(Ordering::Relaxed) => Ok(Live(g)),
-        _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
+pub fn get() -> Result<Live<Instance>> {
+    Live::load(&STATE, |inst| {
+        inst.epoch == FORK_EPOCH.load(Ordering::Relaxed)
+    })
+    .ok_or_else(|| Error::new(CKR_CRYPTOKI_NOT_INITIALIZED))
+}
+
+/// What a process-wide slot (the instance, the module proxy) holds, kept alive for the
+/// call even if another thread finalizes meanwhile.
+pub struct Live<T>(Guard<Option<Arc<T>>>);
+
+impl<T> Live<T> {
+    /// The value in `state`, when there is one and `current` takes it (it was made in
+    /// this process, not inherited through a fork).
+    #[inline]
+    pub fn load(state: &ArcSwapOption<T>, current: impl FnOnce(&T) -> bool) -> Option<Self> {
+        let g = state.load();
+        match g.as_ref() {
+            Some(v) if current(v) => Some(Live(g)),
+            _ => None,
+        }
     }
 }
 
-/// A loaded, initialized instance.
-pub struct Live(Guard<Option<Arc<Instance>>>);
-
-impl std::ops::Deref for Live {
-    type Target = Instance;
-    fn deref(&self) -> &Instance {
-        // `get` only builds a Live around Some.
+impl<T> std::ops::Deref for Live<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // `load` only builds a Live around Some.
         self.0
             .as_ref()
             .map(|a| &**a)
-            .unwrap_or_else(|| unreachable!("Live holds an instance"))
+            .unwrap_or_else(|| unreachable!("Live holds a value"))
     }
 }

@@ -332,6 +332,11 @@ mod tests {
     use super::*;
     use crate::core::error::Error;
 
+    /// The code of a call that must fail.
+    fn refused<T: std::fmt::Debug>(r: Result<T>) -> CK_RV {
+        r.unwrap_err().rv()
+    }
+
     /// Doubles its input; counts how often it really ran.
     struct Twice {
         runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -399,7 +404,7 @@ mod tests {
         let mut small = [0u8; 2];
         let mut out = OutBuf::new(Some(&mut small));
         assert_eq!(
-            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            refused(cipher_single(&mut slot, b"abc", &mut out)),
             CKR_BUFFER_TOO_SMALL
         );
         assert_eq!(out.written, 6);
@@ -421,13 +426,13 @@ mod tests {
         let mut buf = [0u8; 8];
         let mut out = OutBuf::new(Some(&mut buf));
         assert_eq!(
-            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            refused(cipher_single(&mut slot, b"abc", &mut out)),
             CKR_DATA_INVALID
         );
         assert!(slot.is_none());
         let mut out = OutBuf::new(Some(&mut buf));
         assert_eq!(
-            cipher_single(&mut slot, b"abc", &mut out).unwrap_err().rv(),
+            refused(cipher_single(&mut slot, b"abc", &mut out)),
             CKR_OPERATION_NOT_INITIALIZED
         );
     }
@@ -440,7 +445,7 @@ mod tests {
         cipher_update(&mut slot, b"a", &mut out).unwrap();
         let mut out = OutBuf::new(Some(&mut buf));
         assert_eq!(
-            cipher_single(&mut slot, b"a", &mut out).unwrap_err().rv(),
+            refused(cipher_single(&mut slot, b"a", &mut out)),
             CKR_OPERATION_ACTIVE
         );
     }

@@ -65,8 +65,8 @@ fn param_invalid(mech: CK_MECHANISM_TYPE, why: impl std::fmt::Display) -> Error 
     )
 }
 
-/// A buffer inside a mechanism parameter: not NULL when its length is not 0, and at
-/// most [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN).
+/// A mechanism's parameter, or a buffer inside it: not NULL when its length is not 0, and
+/// at most [`MAX_PARAM_LEN`](crate::core::limits::MAX_PARAM_LEN).
 fn inner(mech: CK_MECHANISM_TYPE, what: &str, p: *const u8, len: CK_ULONG) -> Result<()> {
     if p.is_null() && len != 0 {
         return Err(param_invalid(
@@ -174,18 +174,7 @@ unsafe fn outer(p: *const CK_MECHANISM) -> Result<Option<(CK_MECHANISM_TYPE, *co
     }
     let m = std::ptr::read_unaligned(p);
     let (mt, pp, len) = (m.mechanism, m.pParameter as *const u8, m.ulParameterLen);
-    if pp.is_null() && len != 0 {
-        return Err(param_invalid(
-            mt,
-            format!("pParameter is NULL with length {len}"),
-        ));
-    }
-    if len as u128 > MAX_PARAM_LEN as u128 {
-        return Err(param_invalid(
-            mt,
-            format!("ulParameterLen {len} is larger than {MAX_PARAM_LEN}"),
-        ));
-    }
+    inner(mt, "pParameter", pp, len)?;
     Ok(Some((mt, pp, len as usize)))
 }
 

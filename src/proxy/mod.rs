@@ -35,7 +35,8 @@ pub use slot::{ModuleSlot, ModuleSlotSpec};
 
 use crate::backend::module::library::Library;
 use crate::core::handles::HandleTable;
-use arc_swap::{ArcSwapOption, Guard};
+use crate::core::instance::Live;
+use arc_swap::ArcSwapOption;
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -102,12 +103,8 @@ pub fn forget_parent() {
 /// The live proxy, if any module slot is configured (and we are initialized, in this
 /// process).
 #[inline]
-pub fn get() -> Option<Live> {
-    let g = PROXY.load();
-    match g.as_ref() {
-        Some(p) if p.epoch == crate::core::instance::fork_epoch() => Some(Live(g)),
-        _ => None,
-    }
+pub fn get() -> Option<Live<Proxy>> {
+    Live::load(&PROXY, |p| p.epoch == crate::core::instance::fork_epoch())
 }
 
 /// The module session behind handle `h`, if it is one.
@@ -131,19 +128,6 @@ pub fn open_sessions(index: usize) -> usize {
             .filter(|s| s.value().slot.index == index)
             .count()
     })
-}
-
-/// A loaded proxy, kept alive for the call even if another thread finalizes meanwhile.
-pub struct Live(Guard<Option<Arc<Proxy>>>);
-
-impl std::ops::Deref for Live {
-    type Target = Proxy;
-    fn deref(&self) -> &Proxy {
-        self.0
-            .as_ref()
-            .map(|a| &**a)
-            .unwrap_or_else(|| unreachable!("Live holds a proxy"))
-    }
 }
 
 impl Proxy {

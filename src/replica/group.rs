@@ -72,29 +72,19 @@ impl Group {
 
     pub(super) fn log_change(&self, i: usize, change: Change) {
         let r = &self.replicas[i];
-        match change {
-            Change::Readmitted => {
-                r.up.store(true, Ordering::SeqCst);
-                r.healthy.store(true, Ordering::SeqCst);
-                self.metrics_up(i, true);
-                log::warn!(
-                    "slot {}: replica {} healthy again (re-admitted)",
-                    self.slot,
-                    r.name
-                );
-            }
-            Change::Degraded => {
-                r.up.store(true, Ordering::SeqCst);
-                r.healthy.store(false, Ordering::SeqCst);
-                self.metrics_up(i, true);
-                log::info!(
-                    "slot {}: replica {} answers again (degraded until it passes its probes)",
-                    self.slot,
-                    r.name
-                );
-            }
-            _ => {}
-        }
+        let (healthy, level, how) = match change {
+            Change::Readmitted => (true, log::Level::Warn, "healthy again (re-admitted)"),
+            Change::Degraded => (
+                false,
+                log::Level::Info,
+                "answers again (degraded until it passes its probes)",
+            ),
+            _ => return,
+        };
+        r.up.store(true, Ordering::SeqCst);
+        r.healthy.store(healthy, Ordering::SeqCst);
+        self.metrics_up(i, true);
+        log::log!(level, "slot {}: replica {} {how}", self.slot, r.name);
     }
 
     /// The replicas in the order a call tries them: file order for "failover" (so that a

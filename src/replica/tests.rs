@@ -603,30 +603,22 @@ fn the_prober_notices_a_healthy_replica_that_died_while_idle() {
 
 // ---------------------------------------------------------------- session objects
 
+/// A data object made through the group: a token object or a session object.
+fn data_object(g: &ReplicaGroup, label: &[u8], token: bool) -> ObjectId {
+    let template = [
+        Attr::ulong(CKA_CLASS, CKO_DATA),
+        Attr::new(CKA_LABEL, label.to_vec()),
+        Attr::new(CKA_TOKEN, vec![token as u8]),
+    ];
+    g.create_object(&CTX, &template).unwrap()
+}
+
 #[test]
 fn session_objects_are_lost_with_their_replica() {
     let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
     start(&g);
-    let session_obj = g
-        .create_object(
-            &CTX,
-            &[
-                Attr::ulong(CKA_CLASS, CKO_DATA),
-                Attr::new(CKA_LABEL, b"scratch".to_vec()),
-                Attr::new(CKA_TOKEN, vec![0u8]),
-            ],
-        )
-        .unwrap();
-    let token_obj = g
-        .create_object(
-            &CTX,
-            &[
-                Attr::ulong(CKA_CLASS, CKO_DATA),
-                Attr::new(CKA_LABEL, b"kept".to_vec()),
-                Attr::new(CKA_TOKEN, vec![1u8]),
-            ],
-        )
-        .unwrap();
+    let session_obj = data_object(&g, b"scratch", false);
+    let token_obj = data_object(&g, b"kept", true);
     assert_eq!(h[1].count("create_object"), 0, "created on a only");
     assert!(g.g.session_objects.contains_key(&session_obj));
     assert!(!g.g.session_objects.contains_key(&token_obj));

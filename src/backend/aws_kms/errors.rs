@@ -135,14 +135,7 @@ where
 /// `DisplayErrorContext`, which appends it) prints the raw response, body included, and a
 /// body can hold a plaintext.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    clip(&s).to_string()
+    clip(&crate::backend::remote::http::describe(e)).to_string()
 }
 
 /// Longest service message copied into a log line.

@@ -7,6 +7,7 @@ use crate::backend::remote::http::malformed;
 use crate::core::error::Result;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// Bytes as proto3 JSON writes them (standard base64; the URL-safe alphabet is accepted
 /// too, as Google's own parsers do).
@@ -20,6 +21,29 @@ pub fn unb64(what: &str, field: &str, s: &str) -> Result<Vec<u8>> {
         .decode(s)
         .or_else(|_| URL_SAFE.decode(s))
         .map_err(|e| malformed(what, format!("{field} is not base64: {e}")))
+}
+
+/// A bytes field of an answer (`field`, base64) with its CRC32C (`<field>Crc32c`), checked.
+/// Zeroized when dropped (a decryption's plaintext is one).
+pub fn checked_bytes(
+    what: &str,
+    field: &str,
+    b64: &str,
+    crc32c: Option<u32>,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let data = Zeroizing::new(unb64(what, field, b64)?);
+    crc::check(what, &format!("{field}Crc32c"), crc32c, &data)?;
+    Ok(data)
+}
+
+impl Aad {
+    /// `None` for no AAD (the field is then left out).
+    pub fn of(aad: &[u8]) -> Option<Aad> {
+        (!aad.is_empty()).then(|| Aad {
+            additional_authenticated_data: b64(aad),
+            additional_authenticated_data_crc32c: crc::field(aad),
+        })
+    }
 }
 
 // ---- resources -------------------------------------------------------------------------
@@ -99,28 +123,26 @@ pub struct NewTemplate<'a> {
 // ---- crypto calls ------------------------------------------------------------------------
 
 /// `asymmetricSign`: a digest (ECDSA, RSA) or the data itself (Ed25519).
-#[derive(Serialize, Debug, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SignRequest {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<Digest>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest_crc32c: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_crc32c: Option<String>,
+#[derive(Serialize, Debug)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+pub enum SignRequest {
+    Digest {
+        digest: Digest,
+        digest_crc32c: String,
+    },
+    Data {
+        data: String,
+        data_crc32c: String,
+    },
 }
 
-/// A `Digest`: exactly one of the three is set.
-#[derive(Serialize, Debug, Default)]
-pub struct Digest {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha384: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha512: Option<String>,
+/// A `Digest`: `{"sha256": <base64>}` and so on, exactly one hash.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    Sha256(String),
+    Sha384(String),
+    Sha512(String),
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -194,10 +216,17 @@ pub struct MacVerifyResponse {
 pub struct RawEncryptRequest {
     pub plaintext: String,
     pub plaintext_crc32c: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub additional_authenticated_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub additional_authenticated_data_crc32c: Option<String>,
+    /// Absent when there is none.
+    #[serde(flatten)]
+    pub aad: Option<Aad>,
+}
+
+/// The additional authenticated data of a raw AES-GCM call, with its checksum.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Aad {
+    pub additional_authenticated_data: String,
+    pub additional_authenticated_data_crc32c: String,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -224,10 +253,8 @@ pub struct RawDecryptRequest {
     pub initialization_vector: String,
     pub initialization_vector_crc32c: String,
     pub tag_length: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub additional_authenticated_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub additional_authenticated_data_crc32c: Option<String>,
+    #[serde(flatten)]
+    pub aad: Option<Aad>,
 }
 
 #[derive(Deserialize, Debug, Default)]

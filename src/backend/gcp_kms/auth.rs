@@ -101,13 +101,7 @@ fn refused(what: &str, e: &gcp_auth::Error) -> Error {
             e,
             gcp_auth::Error::NoAuthMethod(..) | gcp_auth::Error::Io(..)
         );
-    let mut why = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        why.push_str(": ");
-        why.push_str(&c.to_string());
-        src = c.source();
-    }
+    let why = crate::backend::remote::http::describe(e);
     let rv = if transport {
         CKR_DEVICE_ERROR
     } else {

@@ -4,7 +4,7 @@
 //! named in the answer and the lengths; any mismatch is `CKR_DEVICE_ERROR` and the answer
 //! is not used.
 
-use super::api::{self, b64, unb64};
+use super::api::{self, b64, checked_bytes};
 use super::rest::Call;
 use super::{crc, Inner};
 use crate::backend::remote::http::malformed;
@@ -43,12 +43,11 @@ impl Inner {
             return self.mac_sign(&key, &data).await;
         }
         let what = format!("Cloud KMS asymmetricSign {}", key.locator);
-        let mut req = api::SignRequest::default();
-        match scheme {
-            SignScheme::Ed25519 => {
-                req.data = Some(b64(&data));
-                req.data_crc32c = Some(crc::field(&data));
-            }
+        let req = match scheme {
+            SignScheme::Ed25519 => api::SignRequest::Data {
+                data: b64(&data),
+                data_crc32c: crc::field(&data),
+            },
             SignScheme::Ecdsa(h) | SignScheme::Pkcs1(h) | SignScheme::Pss(h, _) => {
                 if data.len() != h.len() {
                     return Err(Error::logged(
@@ -56,12 +55,10 @@ impl Inner {
                         format!("{what}: a {}-byte digest for {}", data.len(), h.name()),
                     ));
                 }
-                let mut d = api::Digest::default();
-                let v = Some(b64(&data));
-                match h {
-                    HashAlg::Sha256 => d.sha256 = v,
-                    HashAlg::Sha384 => d.sha384 = v,
-                    HashAlg::Sha512 => d.sha512 = v,
+                let digest = match h {
+                    HashAlg::Sha256 => api::Digest::Sha256(b64(&data)),
+                    HashAlg::Sha384 => api::Digest::Sha384(b64(&data)),
+                    HashAlg::Sha512 => api::Digest::Sha512(b64(&data)),
                     other => {
                         return Err(Error::logged(
                             CKR_MECHANISM_INVALID,
@@ -71,22 +68,23 @@ impl Inner {
                             ),
                         ))
                     }
+                };
+                api::SignRequest::Digest {
+                    digest,
+                    digest_crc32c: crc::field(&data),
                 }
-                req.digest = Some(d);
-                req.digest_crc32c = Some(crc::field(&data));
             }
             SignScheme::Hmac(_) => unreachable!("handled above"),
-        }
+        };
         let path = format!("{}:asymmetricSign", key.locator);
         let r: api::SignResponse = self.rest.post(&what, &path, &req, Call::Crypto).await?;
         same_name(&what, &r.name, &key.locator)?;
-        if req.digest.is_some() {
+        if let api::SignRequest::Digest { .. } = req {
             crc::verified(&what, "verifiedDigestCrc32c", r.verified_digest_crc32c)?;
         } else {
             crc::verified(&what, "verifiedDataCrc32c", r.verified_data_crc32c)?;
         }
-        let sig = unb64(&what, "signature", &r.signature)?;
-        crc::check(&what, "signatureCrc32c", r.signature_crc32c, &sig)?;
+        let sig = checked_bytes(&what, "signature", &r.signature, r.signature_crc32c)?.to_vec();
         match key.alg {
             KeyAlg::Ec { curve } => public::ecdsa_der_to_raw(&sig, curve),
             KeyAlg::Ed25519 if sig.len() != 64 => Err(malformed(
@@ -114,8 +112,7 @@ impl Inner {
         let r: api::MacSignResponse = self.rest.post(&what, &path, &req, Call::Crypto).await?;
         same_name(&what, &r.name, &key.locator)?;
         crc::verified(&what, "verifiedDataCrc32c", r.verified_data_crc32c)?;
-        let mac = unb64(&what, "mac", &r.mac)?;
-        crc::check(&what, "macCrc32c", r.mac_crc32c, &mac)?;
+        let mac = checked_bytes(&what, "mac", &r.mac, r.mac_crc32c)?.to_vec();
         if let KeyAlg::Hmac { hash: Some(h), .. } = key.alg {
             if mac.len() != h.len() {
                 return Err(malformed(
@@ -170,9 +167,9 @@ impl Inner {
             "verifiedCiphertextCrc32c",
             r.verified_ciphertext_crc32c,
         )?;
-        let pt = Zeroizing::new(unb64(&what, "plaintext", &r.plaintext)?);
+        let pt = checked_bytes(&what, "plaintext", &r.plaintext, r.plaintext_crc32c);
         drop(Zeroizing::new(r.plaintext));
-        crc::check(&what, "plaintextCrc32c", r.plaintext_crc32c, &pt)?;
+        let pt = pt?;
         Ok(pt.to_vec())
     }
 
@@ -205,8 +202,7 @@ impl Inner {
         let req = api::RawEncryptRequest {
             plaintext: b64(&plaintext),
             plaintext_crc32c: crc::field(&plaintext),
-            additional_authenticated_data: with_aad.then(|| b64(&aad)),
-            additional_authenticated_data_crc32c: with_aad.then(|| crc::field(&aad)),
+            aad: api::Aad::of(&aad),
         };
         let path = format!("{}:rawEncrypt", key.locator);
         let r: api::RawEncryptResponse = {
@@ -227,15 +223,14 @@ impl Inner {
                 r.verified_additional_authenticated_data_crc32c,
             )?;
         }
-        let ct = unb64(&what, "ciphertext", &r.ciphertext)?;
-        crc::check(&what, "ciphertextCrc32c", r.ciphertext_crc32c, &ct)?;
-        let iv = unb64(&what, "initializationVector", &r.initialization_vector)?;
-        crc::check(
+        let ct = checked_bytes(&what, "ciphertext", &r.ciphertext, r.ciphertext_crc32c)?.to_vec();
+        let iv = checked_bytes(
             &what,
-            "initializationVectorCrc32c",
+            "initializationVector",
+            &r.initialization_vector,
             r.initialization_vector_crc32c,
-            &iv,
-        )?;
+        )?
+        .to_vec();
         if r.tag_length != GCM_TAG as i64
             || iv.len() != GCM_IV
             || ct.len() != plaintext.len() + GCM_TAG
@@ -272,8 +267,7 @@ impl Inner {
             initialization_vector: b64(&iv),
             initialization_vector_crc32c: crc::field(&iv),
             tag_length: GCM_TAG as i64,
-            additional_authenticated_data: with_aad.then(|| b64(&aad)),
-            additional_authenticated_data_crc32c: with_aad.then(|| crc::field(&aad)),
+            aad: api::Aad::of(&aad),
         };
         let path = format!("{}:rawDecrypt", key.locator);
         let r: api::RawDecryptResponse = self.rest.post(&what, &path, &req, Call::Decrypt).await?;
@@ -294,9 +288,9 @@ impl Inner {
                 r.verified_additional_authenticated_data_crc32c,
             )?;
         }
-        let pt = Zeroizing::new(unb64(&what, "plaintext", &r.plaintext)?);
+        let pt = checked_bytes(&what, "plaintext", &r.plaintext, r.plaintext_crc32c);
         drop(Zeroizing::new(r.plaintext));
-        crc::check(&what, "plaintextCrc32c", r.plaintext_crc32c, &pt)?;
+        let pt = pt?;
         if pt.len() + GCM_TAG != ct.len() {
             return Err(malformed(
                 &what,

@@ -116,10 +116,11 @@ pub async fn send(
     }
 }
 
-/// A transport error with its causes (reqwest's own text stops at "error sending request").
-fn describe(e: &reqwest::Error) -> String {
+/// An error with its causes, `: `-separated, by their `Display` texts only (reqwest's own
+/// text stops at "error sending request").
+pub fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(c) = src {
         s.push_str(": ");
         s.push_str(&c.to_string());

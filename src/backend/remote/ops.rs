@@ -145,6 +145,18 @@ impl CryptoCall {
     }
 }
 
+/// Adds `data` to the input collected for one request, up to [`MAX_COLLECT`] bytes.
+fn collect(v: &mut Zeroizing<Vec<u8>>, data: &[u8]) -> Result<()> {
+    if v.len() + data.len() > MAX_COLLECT {
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            format!("remote key: input above {MAX_COLLECT} bytes"),
+        ));
+    }
+    v.extend_from_slice(data);
+    Ok(())
+}
+
 /// The input of a signature as it arrives: hashed here, or collected.
 enum Input {
     Hashing(digest::Context),
@@ -155,24 +167,9 @@ impl Input {
     fn update(&mut self, data: &[u8]) -> Result<()> {
         match self {
             Input::Hashing(c) => c.update(data),
-            Input::Collect(v) => {
-                if v.len() + data.len() > MAX_COLLECT {
-                    return Err(Error::logged(
-                        CKR_DATA_LEN_RANGE,
-                        format!("remote key: input above {MAX_COLLECT} bytes"),
-                    ));
-                }
-                v.extend_from_slice(data);
-            }
+            Input::Collect(v) => collect(v, data)?,
         }
         Ok(())
-    }
-    /// `update` for a ciphertext (`C_Decrypt*`, which says `CKR_ENCRYPTED_DATA_LEN_RANGE`).
-    fn update_ciphertext(&mut self, data: &[u8]) -> Result<()> {
-        self.update(data).map_err(|e| match e.rv() {
-            CKR_DATA_LEN_RANGE => err(CKR_ENCRYPTED_DATA_LEN_RANGE),
-            _ => e,
-        })
     }
     fn take(&mut self) -> Zeroizing<Vec<u8>> {
         match std::mem::replace(self, Input::Collect(Zeroizing::new(Vec::new()))) {
@@ -391,28 +388,97 @@ pub const GCM_TAG: usize = 16;
 /// IV length of the services' AES-GCM.
 pub const GCM_IV: usize = 12;
 
+/// A service call that needs the whole input (AES-GCM both ways, RSA-OAEP decryption):
+/// [`Collected`] gathers what `C_Encrypt*`/`C_Decrypt*` hand over and makes the call at
+/// the end.
+pub trait OneRequest: Send {
+    /// The input is ciphertext: too much of it is `CKR_ENCRYPTED_DATA_LEN_RANGE`.
+    const DECRYPTS: bool;
+    /// The output length for `input_len` bytes of input.
+    fn output_len(&self, input_len: usize) -> usize;
+    /// The call, with all the input.
+    fn send(&mut self, input: Zeroizing<Vec<u8>>) -> Result<Vec<u8>>;
+    /// See [`Cipher::produced_iv`].
+    fn produced_iv(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A [`Cipher`] over a [`OneRequest`]: updates collect the input and give no output.
+pub struct Collected<R> {
+    request: R,
+    data: Zeroizing<Vec<u8>>,
+}
+
+impl<R: OneRequest> Collected<R> {
+    fn new(request: R) -> Self {
+        Collected {
+            request,
+            data: Zeroizing::new(Vec::new()),
+        }
+    }
+}
+
+impl<R: OneRequest> Cipher for Collected<R> {
+    fn output_len(&self, input_len: usize) -> usize {
+        self.request.output_len(input_len)
+    }
+    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        self.update(input)?;
+        self.finish()
+    }
+    fn update_len(&self, _input_len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        collect(&mut self.data, input).map_err(|e| match e.rv() {
+            CKR_DATA_LEN_RANGE if R::DECRYPTS => err(CKR_ENCRYPTED_DATA_LEN_RANGE),
+            _ => e,
+        })?;
+        Ok(Vec::new())
+    }
+    fn final_len(&self) -> usize {
+        self.request.output_len(self.data.len())
+    }
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let input = std::mem::replace(&mut self.data, Zeroizing::new(Vec::new()));
+        self.request.send(input)
+    }
+    fn produced_iv(&self) -> Option<Vec<u8>> {
+        self.request.produced_iv()
+    }
+}
+
 /// AES-GCM encryption by the service, which chooses the IV; the IV is handed back to
 /// the consumer's `pIv` by the FFI layer ([`Cipher::produced_iv`]).
 pub struct GcmEncrypt {
     pub service: Arc<dyn KeyService>,
     pub key: Arc<KeyVersion>,
     pub aad: Vec<u8>,
-    data: Input,
     iv: Option<Vec<u8>>,
 }
 
 impl GcmEncrypt {
-    pub fn new(service: Arc<dyn KeyService>, key: Arc<KeyVersion>, aad: Vec<u8>) -> Self {
-        GcmEncrypt {
+    pub fn new(
+        service: Arc<dyn KeyService>,
+        key: Arc<KeyVersion>,
+        aad: Vec<u8>,
+    ) -> Collected<Self> {
+        Collected::new(GcmEncrypt {
             service,
             key,
             aad,
-            data: Input::Collect(Zeroizing::new(Vec::new())),
             iv: None,
-        }
+        })
     }
-    fn seal(&mut self) -> Result<Vec<u8>> {
-        let pt = self.data.take();
+}
+
+impl OneRequest for GcmEncrypt {
+    const DECRYPTS: bool = false;
+    fn output_len(&self, input_len: usize) -> usize {
+        input_len + GCM_TAG
+    }
+    fn send(&mut self, pt: Zeroizing<Vec<u8>>) -> Result<Vec<u8>> {
         let sealed = self
             .service
             .gcm_encrypt(&self.key, &pt, &self.aad)
@@ -432,32 +498,6 @@ impl GcmEncrypt {
         self.iv = Some(sealed.iv);
         Ok(sealed.ciphertext_and_tag)
     }
-}
-
-impl Cipher for GcmEncrypt {
-    fn output_len(&self, input_len: usize) -> usize {
-        input_len + GCM_TAG
-    }
-    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
-        self.seal()
-    }
-    fn update_len(&self, _input_len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update(input)?;
-        Ok(Vec::new())
-    }
-    fn final_len(&self) -> usize {
-        match &self.data {
-            Input::Collect(v) => v.len() + GCM_TAG,
-            Input::Hashing(_) => GCM_TAG,
-        }
-    }
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        self.seal()
-    }
     fn produced_iv(&self) -> Option<Vec<u8>> {
         self.iv.clone()
     }
@@ -469,7 +509,6 @@ pub struct GcmDecrypt {
     pub key: Arc<KeyVersion>,
     pub iv: Vec<u8>,
     pub aad: Vec<u8>,
-    data: Input,
 }
 
 impl GcmDecrypt {
@@ -478,17 +517,22 @@ impl GcmDecrypt {
         key: Arc<KeyVersion>,
         iv: Vec<u8>,
         aad: Vec<u8>,
-    ) -> Self {
-        GcmDecrypt {
+    ) -> Collected<Self> {
+        Collected::new(GcmDecrypt {
             service,
             key,
             iv,
             aad,
-            data: Input::Collect(Zeroizing::new(Vec::new())),
-        }
+        })
     }
-    fn open(&mut self) -> Result<Vec<u8>> {
-        let ct = self.data.take();
+}
+
+impl OneRequest for GcmDecrypt {
+    const DECRYPTS: bool = true;
+    fn output_len(&self, input_len: usize) -> usize {
+        input_len.saturating_sub(GCM_TAG)
+    }
+    fn send(&mut self, ct: Zeroizing<Vec<u8>>) -> Result<Vec<u8>> {
         if ct.len() < GCM_TAG {
             return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
@@ -509,39 +553,12 @@ impl GcmDecrypt {
     }
 }
 
-impl Cipher for GcmDecrypt {
-    fn output_len(&self, input_len: usize) -> usize {
-        input_len.saturating_sub(GCM_TAG)
-    }
-    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update_ciphertext(input)?;
-        self.open()
-    }
-    fn update_len(&self, _input_len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update_ciphertext(input)?;
-        Ok(Vec::new())
-    }
-    fn final_len(&self) -> usize {
-        match &self.data {
-            Input::Collect(v) => v.len().saturating_sub(GCM_TAG),
-            Input::Hashing(_) => 0,
-        }
-    }
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        self.open()
-    }
-}
-
 /// RSA-OAEP decryption by the service.
 pub struct OaepDecrypt {
     pub service: Arc<dyn KeyService>,
     pub key: Arc<KeyVersion>,
     pub hash: HashAlg,
     pub modulus_len: usize,
-    data: Input,
 }
 
 impl OaepDecrypt {
@@ -550,17 +567,22 @@ impl OaepDecrypt {
         key: Arc<KeyVersion>,
         hash: HashAlg,
         modulus_len: usize,
-    ) -> Self {
-        OaepDecrypt {
+    ) -> Collected<Self> {
+        Collected::new(OaepDecrypt {
             service,
             key,
             hash,
             modulus_len,
-            data: Input::Collect(Zeroizing::new(Vec::new())),
-        }
+        })
     }
-    fn open(&mut self) -> Result<Vec<u8>> {
-        let ct = self.data.take();
+}
+
+impl OneRequest for OaepDecrypt {
+    const DECRYPTS: bool = true;
+    fn output_len(&self, _input_len: usize) -> usize {
+        self.modulus_len
+    }
+    fn send(&mut self, ct: Zeroizing<Vec<u8>>) -> Result<Vec<u8>> {
         if ct.len() != self.modulus_len {
             return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
@@ -575,28 +597,5 @@ impl OaepDecrypt {
             ));
         }
         Ok(pt)
-    }
-}
-
-impl Cipher for OaepDecrypt {
-    fn output_len(&self, _input_len: usize) -> usize {
-        self.modulus_len
-    }
-    fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update_ciphertext(input)?;
-        self.open()
-    }
-    fn update_len(&self, _input_len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        self.data.update_ciphertext(input)?;
-        Ok(Vec::new())
-    }
-    fn final_len(&self) -> usize {
-        self.modulus_len
-    }
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        self.open()
     }
 }

@@ -207,6 +207,11 @@ impl Cipher for FakeCipher {
 }
 
 impl Fake {
+    /// Records the init call `op` (which fails when a fault is set) and checks its key.
+    fn op_init(&self, op: &'static str, detail: String, key: ObjectId) -> Result<()> {
+        enter(&self.0, op, detail)?;
+        self.check_key(key)
+    }
     fn check_key(&self, key: ObjectId) -> Result<()> {
         if self.0.lock().objects.iter().any(|o| o.0 == key) {
             Ok(())
@@ -333,12 +338,11 @@ impl Token for Fake {
         Ok(())
     }
     fn encrypt_init(&self, ctx: &Ctx, _mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        enter(
-            &self.0,
+        self.op_init(
             "encrypt_init",
             format!("session={},key={key}", ctx.session),
+            key,
         )?;
-        self.check_key(key)?;
         Ok(Box::new(FakeCipher {
             s: self.0.clone(),
             key,
@@ -348,12 +352,11 @@ impl Token for Fake {
         self.encrypt_init(ctx, mech, key)
     }
     fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
-        enter(
-            &self.0,
+        self.op_init(
             "sign_init",
             format!("session={},key={key},mech={:#x}", ctx.session, mech.mech),
+            key,
         )?;
-        self.check_key(key)?;
         Ok(Box::new(FakeSigner {
             s: self.0.clone(),
             key,
@@ -366,12 +369,11 @@ impl Token for Fake {
         _mech: &Mechanism,
         key: ObjectId,
     ) -> Result<Box<dyn Verifier>> {
-        enter(
-            &self.0,
+        self.op_init(
             "verify_init",
             format!("session={},key={key}", ctx.session),
+            key,
         )?;
-        self.check_key(key)?;
         Ok(Box::new(FakeVerifier {
             s: self.0.clone(),
             key,

@@ -360,21 +360,14 @@ fn cmac_rfc4493() {
 #[test]
 fn aes_key_generation() {
     for n in [16, 24, 32] {
-        let mut t = Attrs::new();
-        t.set_ulong(CKA_VALUE_LEN, n);
-        let a = super::super::generate_key(&mech(CKM_AES_KEY_GEN), &t).unwrap();
+        let a = generate(CKM_AES_KEY_GEN, n).unwrap();
         assert_eq!(a.bytes(CKA_VALUE).unwrap().len(), n as usize);
         let k = key_of(&object(CKO_SECRET_KEY, CKK_AES, a));
         let m = gcm(&[1u8; 12], b"", 128);
         let ct = encrypt(&m, &k, b"round trip").unwrap();
         assert_eq!(decrypt(&m, &k, &ct).unwrap(), b"round trip");
     }
-    let mut t = Attrs::new();
-    t.set_ulong(CKA_VALUE_LEN, 20);
-    assert_eq!(
-        rv(super::super::generate_key(&mech(CKM_AES_KEY_GEN), &t)),
-        CKR_KEY_SIZE_RANGE
-    );
+    assert_eq!(rv(generate(CKM_AES_KEY_GEN, 20)), CKR_KEY_SIZE_RANGE);
     assert_eq!(
         rv(super::super::generate_key(
             &mech(CKM_AES_KEY_GEN),

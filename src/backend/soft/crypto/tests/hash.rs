@@ -148,9 +148,7 @@ fn hmac_agrees_with_rustcrypto_and_checks_key_types() {
 #[test]
 fn generic_secret_generation() {
     for n in [1, 32, 512] {
-        let mut t = Attrs::new();
-        t.set_ulong(CKA_VALUE_LEN, n);
-        let a = super::super::generate_key(&mech(CKM_GENERIC_SECRET_KEY_GEN), &t).unwrap();
+        let a = generate(CKM_GENERIC_SECRET_KEY_GEN, n).unwrap();
         assert_eq!(a.bytes(CKA_VALUE).unwrap().len(), n as usize);
         assert_eq!(a.ulong(CKA_VALUE_LEN), Some(n));
         let k = key_of(&object(CKO_SECRET_KEY, CKK_GENERIC_SECRET, a));
@@ -158,20 +156,13 @@ fn generic_secret_generation() {
         assert_eq!(verify(&mech(CKM_SHA256_HMAC), &k, b"x", &mac), CKR_OK);
     }
     for n in [0, 513] {
-        let mut t = Attrs::new();
-        t.set_ulong(CKA_VALUE_LEN, n);
         assert_eq!(
-            rv(super::super::generate_key(
-                &mech(CKM_GENERIC_SECRET_KEY_GEN),
-                &t
-            )),
+            rv(generate(CKM_GENERIC_SECRET_KEY_GEN, n)),
             CKR_KEY_SIZE_RANGE
         );
     }
     // Two generated keys differ (the generator is not stuck).
-    let mut t = Attrs::new();
-    t.set_ulong(CKA_VALUE_LEN, 32);
-    let a = super::super::generate_key(&mech(CKM_GENERIC_SECRET_KEY_GEN), &t).unwrap();
-    let b = super::super::generate_key(&mech(CKM_GENERIC_SECRET_KEY_GEN), &t).unwrap();
+    let a = generate(CKM_GENERIC_SECRET_KEY_GEN, 32).unwrap();
+    let b = generate(CKM_GENERIC_SECRET_KEY_GEN, 32).unwrap();
     assert_ne!(a.bytes(CKA_VALUE), b.bytes(CKA_VALUE));
 }

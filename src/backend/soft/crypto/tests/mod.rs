@@ -60,6 +60,13 @@ pub fn pair(gen: CK_MECHANISM_TYPE, kt: CK_KEY_TYPE, public: Attrs) -> (Attrs, A
     )
 }
 
+/// A secret key of `len` bytes (`CKA_VALUE_LEN`) generated with `gen`.
+pub fn generate(gen: CK_MECHANISM_TYPE, len: CK_ULONG) -> Result<Attrs> {
+    let mut t = Attrs::new();
+    t.set_ulong(CKA_VALUE_LEN, len);
+    super::generate_key(&mech(gen), &t)
+}
+
 pub fn encrypt(m: &Mechanism, k: &Arc<Key>, data: &[u8]) -> Result<Vec<u8>> {
     super::encrypt_init(m, k)?.oneshot(data)
 }
