@@ -93,7 +93,25 @@ fn small_example() -> Metrics {
     m
 }
 
-const SMALL_EXAMPLE: &str = r#"# HELP hsmux_calls_total PKCS#11 calls by slot, replica, function and return value name.
+/// The lines of one `hsmux_call_duration_seconds` series: `labels` as rendered, the
+/// cumulative count of each bucket (`le` as the renderer writes the bounds) and the sum.
+fn histogram(labels: &str, cumulative: [u64; 13], sum: &str) -> String {
+    const LE: [&str; 13] = [
+        "0.00001", "0.0001", "0.0005", "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5",
+        "10", "+Inf",
+    ];
+    let name = "hsmux_call_duration_seconds";
+    let mut s = String::new();
+    for (le, n) in LE.iter().zip(cumulative) {
+        s += &format!("{name}_bucket{{{labels},le=\"{le}\"}} {n}\n");
+    }
+    s += &format!("{name}_sum{{{labels}}} {sum}\n");
+    s + &format!("{name}_count{{{labels}}} {}\n", cumulative[12])
+}
+
+/// What `small_example` renders, exactly.
+fn small_example_text() -> String {
+    let calls = r#"# HELP hsmux_calls_total PKCS#11 calls by slot, replica, function and return value name.
 # TYPE hsmux_calls_total counter
 hsmux_calls_total{slot="dev",replica="",function="C_Sign",rv="CKR_BUFFER_TOO_SMALL"} 1
 hsmux_calls_total{slot="dev",replica="",function="C_Sign",rv="CKR_OK"} 2
@@ -101,52 +119,8 @@ hsmux_calls_total{slot="ha",replica="b",function="C_Login",rv="CKR_PIN_INCORRECT
 hsmux_calls_total{slot="",replica="",function="C_GetInfo",rv="CKR_OK"} 1
 # HELP hsmux_call_duration_seconds Duration of PKCS#11 calls in seconds.
 # TYPE hsmux_call_duration_seconds histogram
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.00001"} 1
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.0001"} 1
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.0005"} 1
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.001"} 1
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.005"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.01"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.05"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.1"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="0.5"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="1"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="5"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="10"} 3
-hsmux_call_duration_seconds_bucket{slot="dev",replica="",function="C_Sign",le="+Inf"} 3
-hsmux_call_duration_seconds_sum{slot="dev",replica="",function="C_Sign"} 0.004005
-hsmux_call_duration_seconds_count{slot="dev",replica="",function="C_Sign"} 3
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.00001"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.0001"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.0005"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.001"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.005"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.01"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.05"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.1"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="0.5"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="1"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="5"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="10"} 0
-hsmux_call_duration_seconds_bucket{slot="ha",replica="b",function="C_Login",le="+Inf"} 1
-hsmux_call_duration_seconds_sum{slot="ha",replica="b",function="C_Login"} 20
-hsmux_call_duration_seconds_count{slot="ha",replica="b",function="C_Login"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.00001"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.0001"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.0005"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.001"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.005"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.01"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.05"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.1"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="0.5"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="1"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="5"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="10"} 1
-hsmux_call_duration_seconds_bucket{slot="",replica="",function="C_GetInfo",le="+Inf"} 1
-hsmux_call_duration_seconds_sum{slot="",replica="",function="C_GetInfo"} 0.000001
-hsmux_call_duration_seconds_count{slot="",replica="",function="C_GetInfo"} 1
-# HELP hsmux_replica_up Whether a replica of a slot is healthy (1) or not (0).
+"#;
+    let rest = r#"# HELP hsmux_replica_up Whether a replica of a slot is healthy (1) or not (0).
 # TYPE hsmux_replica_up gauge
 hsmux_replica_up{slot="ha",replica="a"} 1
 hsmux_replica_up{slot="ha",replica="b"} 0
@@ -158,18 +132,40 @@ hsmux_failovers_total{slot="ha",from="a",to="b"} 2
 hsmux_sessions{slot="dev"} 1
 hsmux_sessions{slot="ha"} 0
 "#;
+    [
+        calls.to_string(),
+        histogram(
+            r#"slot="dev",replica="",function="C_Sign""#,
+            [1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3],
+            "0.004005",
+        ),
+        histogram(
+            r#"slot="ha",replica="b",function="C_Login""#,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            "20",
+        ),
+        histogram(
+            r#"slot="",replica="",function="C_GetInfo""#,
+            [1; 13],
+            "0.000001",
+        ),
+        rest.to_string(),
+    ]
+    .concat()
+}
 
 #[test]
 fn renders_a_small_example_exactly() {
     let m = small_example();
     let text = m.render();
-    if text != SMALL_EXAMPLE {
-        for (i, (a, b)) in text.lines().zip(SMALL_EXAMPLE.lines()).enumerate() {
+    let want = small_example_text();
+    if text != want {
+        for (i, (a, b)) in text.lines().zip(want.lines()).enumerate() {
             assert_eq!(a, b, "line {}", i + 1);
         }
-        assert_eq!(text.lines().count(), SMALL_EXAMPLE.lines().count());
+        assert_eq!(text.lines().count(), want.lines().count());
     }
-    assert_eq!(text, SMALL_EXAMPLE);
+    assert_eq!(text, want);
 }
 
 #[test]
@@ -657,7 +653,7 @@ fn listener_serves_metrics_and_stops() {
         "{headers}"
     );
     assert!(headers.contains(&format!("Content-Length: {}", body.len())));
-    assert_eq!(body, SMALL_EXAMPLE);
+    assert_eq!(body, small_example_text());
     parse(&body);
 
     let (status, _, body) = http(addr, b"GET /metrics?x=1 HTTP/1.0\n\n");
@@ -666,25 +662,22 @@ fn listener_serves_metrics_and_stops() {
 
     let (status, headers, body) = http(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(headers.contains(&format!("Content-Length: {}", SMALL_EXAMPLE.len())));
+    assert!(headers.contains(&format!("Content-Length: {}", small_example_text().len())));
     assert!(body.is_empty());
 
-    assert_eq!(
-        http(addr, b"GET / HTTP/1.1\r\n\r\n").0,
-        "HTTP/1.1 404 Not Found"
-    );
-    assert_eq!(
-        http(addr, b"GET /metricsx HTTP/1.1\r\n\r\n").0,
-        "HTTP/1.1 404 Not Found"
-    );
-    assert_eq!(
-        http(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0,
-        "HTTP/1.1 405 Method Not Allowed"
-    );
-    assert_eq!(
-        http(addr, b"\x00\xff garbage\r\n\r\n").0,
-        "HTTP/1.1 400 Bad Request"
-    );
+    // Requests refused, with the status each gets.
+    let refused: [(&[u8], &str); 4] = [
+        (b"GET / HTTP/1.1\r\n\r\n", "404 Not Found"),
+        (b"GET /metricsx HTTP/1.1\r\n\r\n", "404 Not Found"),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "405 Method Not Allowed",
+        ),
+        (b"\x00\xff garbage\r\n\r\n", "400 Bad Request"),
+    ];
+    for (request, status) in refused {
+        assert_eq!(http(addr, request).0, format!("HTTP/1.1 {status}"));
+    }
     let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
     big.extend(std::iter::repeat_n(b'a', 10_000));
     let mut s = TcpStream::connect(addr).unwrap();

@@ -124,6 +124,14 @@ impl ModuleSlot {
         self.lib.as_deref().map_err(|_| CKR_TOKEN_NOT_PRESENT)
     }
 
+    /// A function of the vendor's table, or `CKR_FUNCTION_NOT_SUPPORTED` where it has none.
+    pub fn vendor_fn<F>(
+        &self,
+        pick: impl FnOnce(&CK_FUNCTION_LIST) -> Option<F>,
+    ) -> Result<F, CK_RV> {
+        pick(self.library()?.fl).ok_or(CKR_FUNCTION_NOT_SUPPORTED)
+    }
+
     pub fn disabled_reason(&self) -> Option<&str> {
         self.lib.as_ref().err().map(|s| s.as_str())
     }
@@ -224,11 +232,7 @@ impl ModuleSlot {
     /// The vendor's token info (label as the vendor has it), for `hsmux check`.
     pub fn vendor_token_info(&self) -> Result<CK_TOKEN_INFO, CK_RV> {
         let vs = self.vendor_slot()?;
-        let f = self
-            .library()?
-            .fl
-            .C_GetTokenInfo
-            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let f = self.vendor_fn(|fl| fl.C_GetTokenInfo)?;
         self.call("C_GetTokenInfo", move || {
             // SAFETY: CK_TOKEN_INFO is plain data the vendor fills, owned by the job.
             let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
@@ -242,11 +246,7 @@ impl ModuleSlot {
     /// The vendor's mechanism list for our token, for `hsmux check`.
     pub fn vendor_mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>, CK_RV> {
         let vs = self.vendor_slot()?;
-        let f = self
-            .library()?
-            .fl
-            .C_GetMechanismList
-            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let f = self.vendor_fn(|fl| fl.C_GetMechanismList)?;
         self.call("C_GetMechanismList", move || {
             let mut n: CK_ULONG = 0;
             // SAFETY: the two-call list into a buffer of the size the vendor gave.

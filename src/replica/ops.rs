@@ -289,24 +289,24 @@ impl GroupVerifier {
     }
 }
 
+impl GroupVerifier {
+    /// A call of a multi-part verification (a failover replays the parts before it).
+    fn part(
+        &mut self,
+        what: &str,
+        call: &mut dyn FnMut(&mut Box<dyn Verifier>) -> Result<()>,
+    ) -> Result<()> {
+        self.r.multipart = true;
+        self.r.run(&mut self.op, what, &mut verifier_init, call)
+    }
+}
+
 impl Verifier for GroupVerifier {
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.r.multipart = true;
-        self.r.run(
-            &mut self.op,
-            "C_VerifyUpdate",
-            &mut verifier_init,
-            &mut |op| op.update(data),
-        )
+        self.part("C_VerifyUpdate", &mut |op| op.update(data))
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        self.r.multipart = true;
-        self.r.run(
-            &mut self.op,
-            "C_VerifyFinal",
-            &mut verifier_init,
-            &mut |op| op.finish(signature),
-        )
+        self.part("C_VerifyFinal", &mut |op| op.finish(signature))
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
         self.r

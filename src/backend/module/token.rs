@@ -514,16 +514,8 @@ impl Token for ModuleToken {
     }
 
     fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, template: &[Attr]) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
-        let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_GenerateKey", move |lib| {
-            let mut h = 0;
-            check(vcall!(
-                lib,
-                C_GenerateKey(vs, m.as_ptr(), t.as_ptr(), t.len(), &mut h)
-            ))?;
-            Ok(h as ObjectId)
+        self.new_object(ctx, "C_GenerateKey", mech, template, |lib, vs, m, t, h| {
+            vcall!(lib, C_GenerateKey(vs, m, t.as_ptr(), t.len(), h))
         })
     }
 
@@ -590,27 +582,18 @@ impl Token for ModuleToken {
         wrapped: &[u8],
         template: &[Attr],
     ) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
-        let mut t = OwnedTemplate::new(template);
         let mut w = wrapped.to_vec();
-        self.inner.run("C_UnwrapKey", move |lib| {
-            let mut h = 0;
-            check(vcall!(
-                lib,
-                C_UnwrapKey(
-                    vs,
-                    m.as_ptr(),
-                    unwrapping as CK_OBJECT_HANDLE,
-                    w.as_mut_ptr(),
-                    w.len() as CK_ULONG,
-                    t.as_ptr(),
-                    t.len(),
-                    &mut h
-                )
-            ))?;
-            Ok(h as ObjectId)
-        })
+        let u = unwrapping as CK_OBJECT_HANDLE;
+        self.new_object(
+            ctx,
+            "C_UnwrapKey",
+            mech,
+            template,
+            move |lib, vs, m, t, h| {
+                let (wp, wn) = (w.as_mut_ptr(), w.len() as CK_ULONG);
+                vcall!(lib, C_UnwrapKey(vs, m, u, wp, wn, t.as_ptr(), t.len(), h))
+            },
+        )
     }
 
     fn derive_key(
@@ -620,24 +603,14 @@ impl Token for ModuleToken {
         base: ObjectId,
         template: &[Attr],
     ) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
-        let mut m = OwnedMechanism::new(mech);
-        let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_DeriveKey", move |lib| {
-            let mut h = 0;
-            check(vcall!(
-                lib,
-                C_DeriveKey(
-                    vs,
-                    m.as_ptr(),
-                    base as CK_OBJECT_HANDLE,
-                    t.as_ptr(),
-                    t.len(),
-                    &mut h
-                )
-            ))?;
-            Ok(h as ObjectId)
-        })
+        let b = base as CK_OBJECT_HANDLE;
+        self.new_object(
+            ctx,
+            "C_DeriveKey",
+            mech,
+            template,
+            move |lib, vs, m, t, h| vcall!(lib, C_DeriveKey(vs, m, b, t.as_ptr(), t.len(), h)),
+        )
     }
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {
@@ -657,6 +630,34 @@ impl Token for ModuleToken {
 }
 
 impl ModuleToken {
+    /// A call that makes one object from `mech` and `template` on the calling session's
+    /// vendor session (`C_GenerateKey`, `C_UnwrapKey`, `C_DeriveKey`): its new handle.
+    fn new_object(
+        &self,
+        ctx: &Ctx,
+        what: &'static str,
+        mech: &Mechanism,
+        template: &[Attr],
+        call: impl FnOnce(
+                &Lib,
+                CK_SESSION_HANDLE,
+                *mut CK_MECHANISM,
+                &mut OwnedTemplate,
+                &mut CK_OBJECT_HANDLE,
+            ) -> CK_RV
+            + Send
+            + 'static,
+    ) -> Result<ObjectId> {
+        let vs = self.inner.session(ctx.session)?;
+        let mut m = OwnedMechanism::new(mech);
+        let mut t = OwnedTemplate::new(template);
+        self.inner.run(what, move |lib| {
+            let mut h = 0;
+            check(call(&lib, vs, m.as_ptr(), &mut t, &mut h))?;
+            Ok(h as ObjectId)
+        })
+    }
+
     fn cipher(
         &self,
         ctx: &Ctx,

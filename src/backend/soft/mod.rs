@@ -460,22 +460,18 @@ impl Token for SoftToken {
     }
 
     fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        Self::mechanism_known(mech.mech)?;
         crypto::encrypt_init(mech, &self.key_for(ctx, key, Usage::Encrypt, mech)?)
     }
 
     fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        Self::mechanism_known(mech.mech)?;
         crypto::decrypt_init(mech, &self.key_for(ctx, key, Usage::Decrypt, mech)?)
     }
 
     fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
-        Self::mechanism_known(mech.mech)?;
         crypto::sign_init(mech, &self.key_for(ctx, key, Usage::Sign, mech)?)
     }
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
-        Self::mechanism_known(mech.mech)?;
         crypto::verify_init(mech, &self.key_for(ctx, key, Usage::Verify, mech)?)
     }
 

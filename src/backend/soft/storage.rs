@@ -345,6 +345,8 @@ impl SoftToken {
         }
     }
 
+    /// The key `id` for `usage` with `mech`: a mechanism this token knows, a key the
+    /// session sees whose attributes allow the use.
     pub(super) fn key_for(
         &self,
         ctx: &Ctx,
@@ -352,6 +354,7 @@ impl SoftToken {
         usage: Usage,
         mech: &Mechanism,
     ) -> Result<Arc<Key>> {
+        Self::mechanism_known(mech.mech)?;
         let o = self
             .object(ctx, id)
             .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;

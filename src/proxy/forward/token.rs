@@ -126,11 +126,7 @@ impl ModuleSlot {
         want_handle: bool,
     ) -> Result<CK_SESSION_HANDLE, CK_RV> {
         let vs = self.vendor_slot()?;
-        let f = self
-            .library()?
-            .fl
-            .C_OpenSession
-            .ok_or(CKR_FUNCTION_NOT_SUPPORTED)?;
+        let f = self.vendor_fn(|fl| fl.C_OpenSession)?;
         let (rv, vh) = self.call("C_OpenSession", move || {
             let mut vh: CK_SESSION_HANDLE = 0;
             let out = if want_handle {

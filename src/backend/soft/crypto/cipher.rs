@@ -170,8 +170,7 @@ fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
 
 fn oaep(mech: &Mechanism, key: &Arc<Key>) -> Result<Mode> {
     let Some(p) = mech.oaep() else {
-        return Err(Error::logged(
-            CKR_MECHANISM_PARAM_INVALID,
+        return Err(super::param_invalid(
             "CKM_RSA_PKCS_OAEP needs CK_RSA_PKCS_OAEP_PARAMS",
         ));
     };
@@ -180,16 +179,10 @@ fn oaep(mech: &Mechanism, key: &Arc<Key>) -> Result<Mode> {
         CKM_SHA256 => (&rsa::OAEP_SHA256_MGF1SHA256, CKG_MGF1_SHA256),
         CKM_SHA384 => (&rsa::OAEP_SHA384_MGF1SHA384, CKG_MGF1_SHA384),
         CKM_SHA512 => (&rsa::OAEP_SHA512_MGF1SHA512, CKG_MGF1_SHA512),
-        _ => {
-            return Err(Error::logged(
-                CKR_MECHANISM_PARAM_INVALID,
-                "OAEP supports SHA-1/256/384/512",
-            ))
-        }
+        _ => return Err(super::param_invalid("OAEP supports SHA-1/256/384/512")),
     };
     if p.mgf != want_mgf {
-        return Err(Error::logged(
-            CKR_MECHANISM_PARAM_INVALID,
+        return Err(super::param_invalid(
             "OAEP needs MGF1 with the same hash as hashAlg",
         ));
     }

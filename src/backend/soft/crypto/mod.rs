@@ -33,6 +33,11 @@ pub fn mechanisms() -> &'static [(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] {
     mechs::MECHANISMS
 }
 
+/// `CKR_MECHANISM_PARAM_INVALID`, with the reason in the log.
+fn param_invalid(why: &'static str) -> Error {
+    Error::logged(CKR_MECHANISM_PARAM_INVALID, why)
+}
+
 fn no_param(mech: &Mechanism) -> Result<()> {
     match mech.param {
         MechParam::None => Ok(()),

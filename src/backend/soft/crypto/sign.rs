@@ -90,15 +90,11 @@ fn rsa_scheme(
 ) -> Result<Option<u16>> {
     if is_rsa_pss(mech.mech) {
         let Some(p) = mech.pss() else {
-            return Err(Error::logged(
-                CKR_MECHANISM_PARAM_INVALID,
-                "PSS needs CK_RSA_PKCS_PSS_PARAMS",
-            ));
+            return Err(super::param_invalid("PSS needs CK_RSA_PKCS_PSS_PARAMS"));
         };
         if let Some(h) = data_hash {
             if h != p.hash {
-                return Err(Error::logged(
-                    CKR_MECHANISM_PARAM_INVALID,
+                return Err(super::param_invalid(
                     "PSS hashAlg differs from the mechanism's hash",
                 ));
             }
@@ -107,25 +103,16 @@ fn rsa_scheme(
             CKM_SHA256 => (CKG_MGF1_SHA256, 32usize),
             CKM_SHA384 => (CKG_MGF1_SHA384, 48),
             CKM_SHA512 => (CKG_MGF1_SHA512, 64),
-            _ => {
-                return Err(Error::logged(
-                    CKR_MECHANISM_PARAM_INVALID,
-                    "PSS supports SHA-256/384/512",
-                ))
-            }
+            _ => return Err(super::param_invalid("PSS supports SHA-256/384/512")),
         };
         if p.mgf != want_mgf {
-            return Err(Error::logged(
-                CKR_MECHANISM_PARAM_INVALID,
+            return Err(super::param_invalid(
                 "PSS needs MGF1 with the same hash as the signature",
             ));
         }
         // RFC 8017 §9.1.1: emLen >= hLen + sLen + 2.
         if p.salt_len as usize + hlen + 2 > em_len {
-            return Err(Error::logged(
-                CKR_MECHANISM_PARAM_INVALID,
-                "PSS salt too long for this modulus",
-            ));
+            return Err(super::param_invalid("PSS salt too long for this modulus"));
         }
         return Ok(Some(p.salt_len as u16));
     }
