@@ -57,10 +57,25 @@ fn group_of(policy: Policy, hs: &[Handle], pins: &[Option<&str>]) -> ReplicaGrou
 }
 
 /// A consumer session, logged in with PIN "1234", and its key `k1`.
-fn start(g: &ReplicaGroup) -> ObjectId {
+/// A session on the group, the user logged in.
+fn log_in(g: &ReplicaGroup) {
     g.open_session(SESSION, false).expect("C_OpenSession");
     g.login(Login::User, b"1234").expect("C_Login");
+}
+
+fn start(g: &ReplicaGroup) -> ObjectId {
+    log_in(g);
     the_key(g)
+}
+
+/// Replicas "a" and "b", empty until `provision` gives them objects, in a failover group
+/// with a session and the user logged in.
+fn a_and_b(provision: impl FnOnce(&Handle, &Handle)) -> (ReplicaGroup, Handle, Handle) {
+    let (a, b) = (Handle::new("a", 100), Handle::new("b", 200));
+    provision(&a, &b);
+    let g = group_of(Policy::Failover, &[a.clone(), b.clone()], &[]);
+    log_in(&g);
+    (g, a, b)
 }
 
 fn the_key(g: &ReplicaGroup) -> ObjectId {
@@ -346,12 +361,9 @@ fn a_refused_configured_pin_takes_the_replica_down_and_is_not_tried_again() {
 
 #[test]
 fn a_key_without_cka_id_is_found_again_by_label_and_never_matches_one_with_an_id() {
-    let a = Handle::new("a", 100);
-    let b = Handle::new("b", 200);
-    a.key(CKO_SECRET_KEY, b"", b"mac");
-    let g = group_of(Policy::Failover, &[a.clone(), b.clone()], &[]);
-    g.open_session(SESSION, false).unwrap();
-    g.login(Login::User, b"1234").unwrap();
+    let (g, a, b) = a_and_b(|a, _| {
+        a.key(CKO_SECRET_KEY, b"", b"mac");
+    });
     let t = [
         Attr::ulong(CKA_CLASS, CKO_SECRET_KEY),
         Attr::new(CKA_LABEL, b"mac".to_vec()),
@@ -378,12 +390,9 @@ fn a_key_without_cka_id_is_found_again_by_label_and_never_matches_one_with_an_id
 
 #[test]
 fn a_key_on_one_replica_only_is_found_and_served_there() {
-    let a = Handle::new("a", 100);
-    let b = Handle::new("b", 200);
-    b.key(CKO_PRIVATE_KEY, b"new", b"rotated");
-    let g = group_of(Policy::Failover, &[a.clone(), b.clone()], &[]);
-    g.open_session(SESSION, false).unwrap();
-    g.login(Login::User, b"1234").unwrap();
+    let (g, _, _) = a_and_b(|_, b| {
+        b.key(CKO_PRIVATE_KEY, b"new", b"rotated");
+    });
     let t = [Attr::ulong(CKA_CLASS, CKO_PRIVATE_KEY)];
     let found = g.find_objects(&CTX, &t).unwrap();
     assert_eq!(found.len(), 1);

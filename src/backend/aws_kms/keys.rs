@@ -52,33 +52,21 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
     match (alg, usage) {
         (KeyAlg::Rsa { .. } | KeyAlg::Ec { .. }, "SIGN_VERIFY") => {
             u.sign = true;
-            u.sign_schemes = m
-                .signing_algorithms()
-                .iter()
-                .filter_map(|a| scheme(a.as_str()))
-                .collect();
+            u.sign_schemes = known(m.signing_algorithms(), scheme);
             if u.sign_schemes.is_empty() {
                 return Err(Skip::Unsupported("no signing algorithm hsmux knows".into()));
             }
         }
         (KeyAlg::Rsa { .. }, "ENCRYPT_DECRYPT") => {
             u.decrypt = true;
-            u.oaep_hashes = m
-                .encryption_algorithms()
-                .iter()
-                .filter_map(|a| oaep_hash(a.as_str()))
-                .collect();
+            u.oaep_hashes = known(m.encryption_algorithms(), oaep_hash);
             if u.oaep_hashes.is_empty() {
                 return Err(Skip::Unsupported("no RSAES_OAEP algorithm".into()));
             }
         }
         (KeyAlg::Hmac { hash: Some(h), .. }, "GENERATE_VERIFY_MAC") => {
             // The key spec binds the hash; MacAlgorithms lists exactly that one.
-            let listed: Vec<HashAlg> = m
-                .mac_algorithms()
-                .iter()
-                .filter_map(|a| mac_hash(a.as_str()))
-                .collect();
+            let listed: Vec<HashAlg> = known(m.mac_algorithms(), mac_hash);
             if !listed.is_empty() && !listed.contains(&h) {
                 return Err(Skip::Unsupported(format!(
                     "{spec} with MacAlgorithms {listed:?}"
@@ -94,6 +82,11 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
         }
     }
     Ok((alg, u))
+}
+
+/// The algorithms in `listed` that hsmux knows (`read` takes a name), in their order.
+fn known<A: AsRef<str>, T>(listed: &[A], read: fn(&str) -> Option<T>) -> Vec<T> {
+    listed.iter().filter_map(|a| read(a.as_ref())).collect()
 }
 
 fn hmac(h: HashAlg, bits: u32) -> KeyAlg {

@@ -5,6 +5,7 @@ use crate::core::attr::Attr;
 use crate::core::error::Result;
 use crate::core::mechanism::Mechanism;
 use crate::core::out::OutBuf;
+use crate::core::token::{Ctx, ObjectId, Token};
 use cryptoki_sys::*;
 
 pub fn generate_key(
@@ -62,12 +63,9 @@ pub fn unwrap_key(
     wrapped: &[u8],
     template: &[Attr],
 ) -> Result<CK_OBJECT_HANDLE> {
-    with_session(h, |inst, s| {
-        let (slot, ctx) = ctx_of(inst, s);
-        let u = inst.object(slot, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID)?;
-        let mech = translate_mech(inst, slot, mech)?;
-        let id = s.slot.token.unwrap_key(&ctx, &mech, u, wrapped, template)?;
-        Ok(inst.objects.handle_for(slot, id))
+    let bad = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+    with_key(h, mech, unwrapping, bad, |token, ctx, mech, u| {
+        token.unwrap_key(ctx, mech, u, wrapped, template)
     })
 }
 
@@ -77,11 +75,31 @@ pub fn derive_key(
     base: CK_OBJECT_HANDLE,
     template: &[Attr],
 ) -> Result<CK_OBJECT_HANDLE> {
+    with_key(
+        h,
+        mech,
+        base,
+        CKR_KEY_HANDLE_INVALID,
+        |token, ctx, mech, b| token.derive_key(ctx, mech, b, template),
+    )
+}
+
+/// A call that makes one object with a key (`C_UnwrapKey` with the unwrapping key,
+/// `C_DeriveKey` with the base key): `key` is looked up (`bad_key` when the session does
+/// not see it), handles in the mechanism's parameter translated, and the new object's
+/// handle returned.
+fn with_key(
+    h: CK_SESSION_HANDLE,
+    mech: &Mechanism,
+    key: CK_OBJECT_HANDLE,
+    bad_key: CK_RV,
+    make: impl FnOnce(&dyn Token, &Ctx, &Mechanism, ObjectId) -> Result<ObjectId>,
+) -> Result<CK_OBJECT_HANDLE> {
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
-        let b = inst.object(slot, base, CKR_KEY_HANDLE_INVALID)?;
+        let k = inst.object(slot, key, bad_key)?;
         let mech = translate_mech(inst, slot, mech)?;
-        let id = s.slot.token.derive_key(&ctx, &mech, b, template)?;
+        let id = make(&*s.slot.token, &ctx, &mech, k)?;
         Ok(inst.objects.handle_for(slot, id))
     })
 }

@@ -207,9 +207,14 @@ impl Cipher for FakeCipher {
 }
 
 impl Fake {
-    /// Records the init call `op` (which fails when a fault is set) and checks its key.
-    fn op_init(&self, op: &'static str, detail: String, key: ObjectId) -> Result<()> {
-        enter(&self.0, op, detail)?;
+    /// Records the init call `op` on `key` (with `more` detail; the call fails when a
+    /// fault is set) and checks the key.
+    fn op_init(&self, op: &'static str, ctx: &Ctx, key: ObjectId, more: &str) -> Result<()> {
+        enter(
+            &self.0,
+            op,
+            format!("session={},key={key}{more}", ctx.session),
+        )?;
         self.check_key(key)
     }
     fn check_key(&self, key: ObjectId) -> Result<()> {
@@ -338,11 +343,7 @@ impl Token for Fake {
         Ok(())
     }
     fn encrypt_init(&self, ctx: &Ctx, _mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
-        self.op_init(
-            "encrypt_init",
-            format!("session={},key={key}", ctx.session),
-            key,
-        )?;
+        self.op_init("encrypt_init", ctx, key, "")?;
         Ok(Box::new(FakeCipher {
             s: self.0.clone(),
             key,
@@ -352,11 +353,8 @@ impl Token for Fake {
         self.encrypt_init(ctx, mech, key)
     }
     fn sign_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Signer>> {
-        self.op_init(
-            "sign_init",
-            format!("session={},key={key},mech={:#x}", ctx.session, mech.mech),
-            key,
-        )?;
+        let mech = format!(",mech={:#x}", mech.mech);
+        self.op_init("sign_init", ctx, key, &mech)?;
         Ok(Box::new(FakeSigner {
             s: self.0.clone(),
             key,
@@ -369,11 +367,7 @@ impl Token for Fake {
         _mech: &Mechanism,
         key: ObjectId,
     ) -> Result<Box<dyn Verifier>> {
-        self.op_init(
-            "verify_init",
-            format!("session={},key={key}", ctx.session),
-            key,
-        )?;
+        self.op_init("verify_init", ctx, key, "")?;
         Ok(Box::new(FakeVerifier {
             s: self.0.clone(),
             key,

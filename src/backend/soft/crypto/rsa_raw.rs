@@ -33,61 +33,66 @@ fn parse(der: &[u8], private: bool) -> Result<Rsa> {
     Ok(Rsa(p))
 }
 
+/// `RSA_sign_raw` or `RSA_verify_raw`: the private operation or its public inverse, with
+/// the same C signature.
+type RawOp = unsafe extern "C" fn(
+    *mut sys::RSA,
+    *mut usize,
+    *mut u8,
+    usize,
+    *const u8,
+    usize,
+    std::os::raw::c_int,
+) -> std::os::raw::c_int;
+
+impl Rsa {
+    /// The modulus length in bytes.
+    fn size(&self) -> usize {
+        // SAFETY: the key is valid; RSA_size reads it.
+        unsafe { sys::RSA_size(self.0) as usize }
+    }
+
+    /// `op` on `input` with PKCS#1 v1.5 (type-1) padding: its output, `None` when aws-lc
+    /// refuses (a bad signature or padding).
+    fn raw(&self, op: RawOp, input: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; self.size()];
+        let mut n = 0usize;
+        // SAFETY: out has the modulus' length, input is read within its length.
+        let ok = unsafe {
+            op(
+                self.0,
+                &mut n,
+                out.as_mut_ptr(),
+                out.len(),
+                input.as_ptr(),
+                input.len(),
+                sys::RSA_PKCS1_PADDING,
+            )
+        };
+        if ok != 1 || n > out.len() {
+            return None;
+        }
+        out.truncate(n);
+        Some(out)
+    }
+}
+
 /// PKCS#1 v1.5 signature (type-1 padding) of `data` with a PKCS#1 RSAPrivateKey.
 pub fn rsa_pkcs1_sign_raw(private_der: &[u8], data: &[u8]) -> Result<Vec<u8>> {
     let rsa = parse(private_der, true)?;
-    // SAFETY: rsa is valid; RSA_size reads it.
-    let size = unsafe { sys::RSA_size(rsa.0) } as usize;
-    if data.len() + 11 > size {
+    if data.len() + 11 > rsa.size() {
         return Err(err(CKR_DATA_LEN_RANGE));
     }
-    let mut out = vec![0u8; size];
-    let mut n = 0usize;
-    // SAFETY: out has `size` bytes, data is read within its length.
-    let ok = unsafe {
-        sys::RSA_sign_raw(
-            rsa.0,
-            &mut n,
-            out.as_mut_ptr(),
-            out.len(),
-            data.as_ptr(),
-            data.len(),
-            sys::RSA_PKCS1_PADDING,
-        )
-    };
-    if ok != 1 || n > out.len() {
-        return Err(err(CKR_FUNCTION_FAILED));
-    }
-    out.truncate(n);
-    Ok(out)
+    rsa.raw(sys::RSA_sign_raw, data)
+        .ok_or_else(|| err(CKR_FUNCTION_FAILED))
 }
 
 /// Recovers the data of a PKCS#1 v1.5 signature with a PKCS#1 RSAPublicKey; `None` when the
 /// signature or its padding is invalid.
 pub fn rsa_pkcs1_recover_raw(public_der: &[u8], sig: &[u8]) -> Result<Option<Vec<u8>>> {
     let rsa = parse(public_der, false)?;
-    // SAFETY: as above.
-    let size = unsafe { sys::RSA_size(rsa.0) } as usize;
-    if sig.len() != size {
+    if sig.len() != rsa.size() {
         return Err(err(CKR_SIGNATURE_LEN_RANGE));
     }
-    let mut out = vec![0u8; size];
-    let mut n = 0usize;
-    // SAFETY: out has `size` bytes, sig is read within its length.
-    let ok = unsafe {
-        sys::RSA_verify_raw(
-            rsa.0,
-            &mut n,
-            out.as_mut_ptr(),
-            out.len(),
-            sig.as_ptr(),
-            sig.len(),
-            sys::RSA_PKCS1_PADDING,
-        )
-    };
-    if ok != 1 || n > out.len() {
-        return Ok(None);
-    }
-    out.truncate(n);
-    Ok(Some(out))
+    Ok(rsa.raw(sys::RSA_verify_raw, sig))
 }

@@ -67,6 +67,13 @@ pub fn generate(gen: CK_MECHANISM_TYPE, len: CK_ULONG) -> Result<Attrs> {
     super::generate_key(&mech(gen), &t)
 }
 
+/// [`generate`] that must succeed, with a value of the length asked for.
+pub fn generated(gen: CK_MECHANISM_TYPE, len: CK_ULONG) -> Attrs {
+    let a = generate(gen, len).unwrap();
+    assert_eq!(a.bytes(CKA_VALUE).map(|v| v.len()), Some(len as usize));
+    a
+}
+
 pub fn encrypt(m: &Mechanism, k: &Arc<Key>, data: &[u8]) -> Result<Vec<u8>> {
     super::encrypt_init(m, k)?.oneshot(data)
 }
