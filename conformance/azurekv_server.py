@@ -119,6 +119,16 @@ def now():
     return int(time.time())
 
 
+_last_created = [0]
+
+
+def created_stamp():
+    """Creation times in seconds, strictly increasing here so that versions made within one
+    second still have an order (the service's clock does the same in practice)."""
+    _last_created[0] = max(now(), _last_created[0] + 1)
+    return _last_created[0]
+
+
 class Version:
     def __init__(self, name, kty, size, crv, ops):
         self.name, self.kty, self.crv = name, kty, crv
@@ -134,7 +144,7 @@ class Version:
             raise ApiError(400, "BadParameter", f"kty {kty} is not supported")
         self.ops = ops or (OCT_OPS if base == "oct" else
                            ["sign", "verify"] if base == "EC" else RSA_OPS)
-        t = now()
+        t = created_stamp()
         self.attrs = {"enabled": True, "created": t, "updated": t,
                       "recoveryLevel": "Recoverable+Purgeable", "exportable": False}
 
@@ -716,6 +726,15 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that refuses the certificate (the no-CA test) or hangs up: not an error
+        # of the server's, and no traceback on the test's stderr.
+        pass
+
+
 def make_ca(d):
     """A CA and a server certificate for 127.0.0.1/localhost; ca.pem for the client."""
     t = datetime.datetime.now(datetime.timezone.utc)
@@ -777,8 +796,7 @@ def main():
 
     servers = []
     for port, plain in ((a.port, False), (a.imds_port, True)):
-        s = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        s.daemon_threads = True
+        s = Server(("127.0.0.1", port), Handler)
         s.plain, s.vault, s.identity, s.base = plain, vault, identity, base
         s.mi_client_id = a.mi_client_id
         if not plain:

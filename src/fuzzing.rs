@@ -96,6 +96,7 @@ fn reply(status: u16, body: &[u8]) -> Reply {
     Reply {
         status,
         body: body.to_vec(),
+        headers: Default::default(),
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
         Reply {
             status,
             body: body.as_bytes().to_vec(),
+            headers: Default::default(),
         }
     }
 

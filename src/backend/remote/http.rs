@@ -20,6 +20,33 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client> {
         .map_err(|e| Error::general(format!("remote backend: cannot build an HTTP client: {e}")))
 }
 
+/// A client like [`client`]'s that also trusts the CA certificates of `ca_file` (PEM), for
+/// services behind a private CA: verification stays on, with more roots.
+pub fn client_with_ca(
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> std::result::Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Some(Duration::from_secs(90)))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no certificate in it", ca.display()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// When a failed attempt may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -37,6 +64,8 @@ pub enum Retry {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The answer's headers (Azure's 401 challenge is in `WWW-Authenticate`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -76,10 +105,12 @@ pub async fn send(
         let outcome = match build().send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
                 match resp.bytes().await {
                     Ok(b) => Ok(Reply {
                         status,
                         body: b.to_vec(),
+                        headers,
                     }),
                     Err(e) => Err((e.is_timeout(), format!("reading the answer: {e}"), true)),
                 }
@@ -110,10 +141,24 @@ pub async fn send(
             Ok(r) => log::debug!("{what}: HTTP {} (attempt {attempt}), retrying", r.status),
             Err((_, why, _)) => log::debug!("{what}: {why} (attempt {attempt}), retrying"),
         }
-        tokio::time::sleep(delay).await;
+        // A service that says when to come back (429/503 `Retry-After`, in seconds) is
+        // waited for; the slot's deadline (rt::call) still ends the call.
+        let wait = match &outcome {
+            Ok(r) => retry_after(r).map_or(delay, |ra| ra.max(delay)),
+            Err(_) => delay,
+        };
+        tokio::time::sleep(wait).await;
         delay *= 2;
         attempt += 1;
     }
+}
+
+/// The `Retry-After` of an answer, in seconds (the HTTP-date form is not used by the
+/// services hsmux talks to), at most a minute.
+fn retry_after(r: &Reply) -> Option<Duration> {
+    let s = r.headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = s.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// A transport error with its causes (reqwest's own text stops at "error sending request").
