@@ -10,15 +10,13 @@
 //! tests that inject faults share one server and take turns (`FAULTS`).
 
 #![allow(clippy::macro_metavars_in_unsafe)]
+mod azure_server;
 mod common;
 mod contract;
+use azure_server::{Seed, Server};
 use common::*;
 use contract::*;
 use cryptoki_sys::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,9 +24,6 @@ const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
 const CLIENT: &str = "11111111-1111-1111-1111-1111111111bb";
 const MI_CLIENT: &str = "22222222-2222-2222-2222-2222222222cc";
 const SECRET: &str = "test-client-secret";
-
-/// A seeded key: (name, kty, size or curve, versions, disabled versions).
-type Seed<'a> = (&'a str, &'a str, &'a str, u32, &'a [u32]);
 
 /// The Managed HSM's keys.
 const MHSM_KEYS: &[Seed] = &[
@@ -50,182 +45,6 @@ const KV_KEYS: &[Seed] = &[
     ("rsa-soft", "RSA", "2048", 1, &[]),
     ("ec-hsm", "EC-HSM", "P-256", 2, &[2]),
 ];
-
-// ---- the test server ---------------------------------------------------------------------
-
-struct Server {
-    child: Child,
-    port: u16,
-    imds_port: u16,
-    dir: PathBuf,
-}
-
-fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/deps.sh (the Key Vault test server needs the venv's cryptography)",
-        p.display()
-    );
-    p
-}
-
-impl Server {
-    fn start(dir: &Path, name: &str, kind: &str, keys: &[Seed], extra: &[&str]) -> Server {
-        let dir = dir.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let seed: Vec<serde_json::Value> = keys
-            .iter()
-            .map(|(k, kty, size, n, disabled)| {
-                let mut v = serde_json::json!({
-                    "name": k, "kty": kty, "versions": n, "disabled": disabled,
-                });
-                if kty.starts_with("EC") {
-                    v["crv"] = (*size).into();
-                } else {
-                    v["size"] = size.parse::<u32>().unwrap().into();
-                }
-                v
-            })
-            .collect();
-        let seed_file = dir.join("seed.json");
-        std::fs::write(&seed_file, serde_json::json!({ "keys": seed }).to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/azurekv_server.py");
-        let (port, imds_port) = (free_port(), free_port());
-        let child = Command::new(python())
-            .arg(&script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--imds-port",
-                &imds_port.to_string(),
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--kind", kind])
-            .arg("--seed")
-            .arg(&seed_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
-        kill_at_exit(child.id());
-        let mut s = Server {
-            child,
-            port,
-            imds_port,
-            dir,
-        };
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = s.child.try_wait().unwrap() {
-                panic!("azurekv_server.py exited at start: {status}");
-            }
-            if s.dir.join("ready").exists() && s.try_ctl("GET", "stats", "").is_some() {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "azurekv_server.py did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn imds(&self) -> String {
-        format!("http://127.0.0.1:{}", self.imds_port)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// One request to a control endpoint (plain HTTP/1.1, connection closed after it).
-    fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.imds_port)).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            c,
-            "{method} /__control/{what} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut out = String::new();
-        let mut buf = [0u8; 65536];
-        // The server keeps HTTP/1.1 connections open: read until the body is complete.
-        loop {
-            let n = c.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if let Some((head, body)) = out.split_once("\r\n\r\n") {
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    break;
-                }
-            }
-        }
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        serde_json::from_str(body).ok()
-    }
-
-    fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
-        self.try_ctl("POST", what, &body.to_string())
-            .unwrap_or_else(|| panic!("control {what} {body} failed"))
-    }
-
-    fn fault(&self, kind: &str, count: u32, path: &str) {
-        self.ctl(
-            "fault",
-            serde_json::json!({"kind": kind, "count": count, "match": path, "delay_ms": 5000, "retry_after": 1}),
-        );
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        self.try_ctl("GET", "stats", "").expect("stats")
-    }
-
-    fn calls(&self, op: &str) -> u64 {
-        self.stats()["calls"][op].as_u64().unwrap_or(0)
-    }
-
-    fn grants(&self) -> u64 {
-        let s = self.stats();
-        s["token_grants"].as_u64().unwrap() + s["imds_grants"].as_u64().unwrap()
-    }
-
-    /// An oct-HSM version's key bytes (CKA_ID `name/version`).
-    fn material(&self, id: &str) -> Vec<u8> {
-        use base64::Engine as _;
-        let v = self.ctl(
-            "material",
-            serde_json::json!({ "kid": format!("x/keys/{id}") }),
-        );
-        base64::engine::general_purpose::STANDARD
-            .decode(v["key"].as_str().unwrap())
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---- the module and its slots ------------------------------------------------------------
 
@@ -362,15 +181,7 @@ fn env() -> &'static Env {
 }
 
 fn session(label: &str) -> CK_SESSION_HANDLE {
-    let m = &env().m;
-    let h = open(m, slot_labelled(m, label, true), true);
-    let rv = login(m, h, CKU_USER, b"any");
-    assert!(
-        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
-        "C_Login on {label}: {}",
-        rv_name(rv)
-    );
-    h
+    logged_in(&env().m, label)
 }
 
 fn objects(h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, label: &str) -> Vec<CK_OBJECT_HANDLE> {
@@ -386,7 +197,7 @@ fn public_of(h: CK_SESSION_HANDLE, private: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDL
 }
 
 fn id_of(h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
-    String::from_utf8(get_attr(&env().m, h, o, CKA_ID).unwrap()).unwrap()
+    id_text(&env().m, h, o)
 }
 
 fn p256_key(h: CK_SESSION_HANDLE, private: CK_OBJECT_HANDLE) -> p256::ecdsa::VerifyingKey {
@@ -750,9 +561,6 @@ fn service_errors_map_to_pkcs11_codes() {
         sign(m, h, mech(CKM_ECDSA_SHA256), denied, b"x"),
         Err(CKR_FUNCTION_REJECTED)
     );
-    // A new listing no longer shows the disabled one.
-    let h2 = session("mhsm-errors");
-    assert!(objects(h2, CKO_PRIVATE_KEY, "disabled-later").is_empty());
 }
 
 // ---- faults ---------------------------------------------------------------------------------

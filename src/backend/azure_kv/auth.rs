@@ -494,11 +494,7 @@ mod tests {
     }
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.as_bytes().to_vec(),
-            headers: Default::default(),
-        }
+        Reply::new(status, body.as_bytes())
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use super::keys::{bad, unb64, B64URL};
 use super::rest::Call;
 use super::Inner;
-use crate::backend::remote::{EcCurve, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme};
+use crate::backend::remote::{
+    EcCurve, GcmCall, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme,
+};
 use crate::core::error::{Error, Result};
 use base64::Engine as _;
 use cryptoki_sys::*;
@@ -183,15 +185,10 @@ impl Inner {
         Err(last.unwrap_or_else(|| Error::new(CKR_DEVICE_ERROR)))
     }
 
-    pub async fn gcm_encrypt(
-        &self,
-        key: KeyVersion,
-        pt: Zeroizing<Vec<u8>>,
-        aad: Vec<u8>,
-    ) -> Result<GcmSealed> {
-        let what = format!("Key Vault encrypt AES-GCM with {}", key.locator);
-        self.with_gcm_alg(&key, |alg| {
-            let (what, key, pt, aad) = (&what, &key, &pt, &aad);
+    pub async fn gcm_encrypt(&self, c: GcmCall) -> Result<GcmSealed> {
+        let what = format!("Key Vault encrypt AES-GCM with {}", c.key.locator);
+        self.with_gcm_alg(&c.key, |alg| {
+            let (what, key, pt, aad) = (&what, &c.key, &c.text, &c.aad);
             async move {
                 let mut body =
                     serde_json::json!({"alg": alg, "value": B64URL.encode(pt.as_slice())});
@@ -223,13 +220,13 @@ impl Inner {
         .await
     }
 
-    pub async fn gcm_decrypt(
-        &self,
-        key: KeyVersion,
-        iv: Vec<u8>,
-        ct: Vec<u8>,
-        aad: Vec<u8>,
-    ) -> Result<Vec<u8>> {
+    pub async fn gcm_decrypt(&self, c: GcmCall) -> Result<Vec<u8>> {
+        let GcmCall {
+            key,
+            iv,
+            text: ct,
+            aad,
+        } = c;
         let what = format!("Key Vault decrypt AES-GCM with {}", key.locator);
         if ct.len() < 16 {
             return Err(Error::logged(

@@ -180,6 +180,11 @@ impl Inner {
                 Ok(i) => i,
                 // A named key that does not exist (yet): nothing to show.
                 Err(e) if e.rv() == CKR_KEY_HANDLE_INVALID => continue,
+                // A key the credentials may not read: the others are still shown.
+                Err(e) if e.rv() == CKR_KEY_FUNCTION_NOT_PERMITTED => {
+                    log::warn!("slot {}: {name} may not be read: not shown", self.slot);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             // The current version (what `GET /keys/{name}` answers) first, then newest

@@ -19,9 +19,10 @@ mod crypto;
 mod keys;
 mod rest;
 
+use crate::backend::remote::token::{SIGN_EC, SIGN_RSA};
 use crate::backend::remote::{
-    self, http, rt, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, RemoteToken, ServiceInfo,
-    SignInput, SignScheme,
+    self, http, rt, GcmCall, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, RemoteToken,
+    ServiceInfo, SignInput, SignScheme,
 };
 use crate::config::{AzureKind, AzureKvConfig};
 use crate::core::error::{Error, Result};
@@ -107,18 +108,12 @@ impl AzureKv {
     }
 
     /// Runs `f` on the runtime under the slot's deadline.
-    fn run<T, F>(
-        &self,
-        what: &str,
-        deadline: Duration,
-        f: impl FnOnce(Arc<Inner>) -> F,
-    ) -> Result<T>
+    fn run<T, F>(&self, what: &str, f: impl FnOnce(Arc<Inner>) -> F) -> Result<T>
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        let what = format!("slot {}: {what}", self.inner.slot);
-        rt::call(&what, deadline, f(self.inner.clone()))
+        rt::run_for(&self.inner.slot, what, self.deadline, &self.inner, f)
     }
 
     /// Which service this is, as far as known.
@@ -133,7 +128,7 @@ impl AzureKv {
 
     /// A cheap read that needs a token: one key (or the first page of the list).
     fn read_one(&self, what: &str) -> Result<()> {
-        self.run(what, self.deadline, |me| async move {
+        self.run(what, |me| async move {
             let url = match me.keys.first() {
                 Some(k) => me.rest.url(&format!("keys/{k}")),
                 None => format!("{}&maxresults=1", me.rest.url("keys")),
@@ -187,7 +182,7 @@ impl KeyService for AzureKv {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyVersion>> {
-        self.run("Key Vault key listing", self.deadline, |me| me.list())
+        self.run("Key Vault key listing", |me| me.list())
     }
 
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
@@ -208,7 +203,7 @@ impl KeyService for AzureKv {
             }
         }
         let key = key.clone();
-        self.run("Key Vault sign", self.deadline, move |me| async move {
+        self.run("Key Vault sign", move |me| async move {
             me.sign(key, scheme, data).await
         })
     }
@@ -219,19 +214,15 @@ impl KeyService for AzureKv {
 
     fn rsa_decrypt(&self, key: &KeyVersion, hash: HashAlg, ciphertext: &[u8]) -> Result<Vec<u8>> {
         let (key, ct) = (key.clone(), ciphertext.to_vec());
-        self.run("Key Vault decrypt", self.deadline, move |me| async move {
+        self.run("Key Vault decrypt", move |me| async move {
             me.rsa_decrypt(key, hash, ct).await
         })
     }
 
     fn gcm_encrypt(&self, key: &KeyVersion, plaintext: &[u8], aad: &[u8]) -> Result<GcmSealed> {
-        let (key, pt, aad) = (
-            key.clone(),
-            Zeroizing::new(plaintext.to_vec()),
-            aad.to_vec(),
-        );
-        self.run("Key Vault encrypt", self.deadline, move |me| async move {
-            me.gcm_encrypt(key, pt, aad).await
+        let c = GcmCall::new(key, &[], plaintext, aad);
+        self.run("Key Vault encrypt", move |me| async move {
+            me.gcm_encrypt(c).await
         })
     }
 
@@ -242,26 +233,22 @@ impl KeyService for AzureKv {
         ciphertext_and_tag: &[u8],
         aad: &[u8],
     ) -> Result<Vec<u8>> {
-        let (key, iv, ct, aad) = (
-            key.clone(),
-            iv.to_vec(),
-            ciphertext_and_tag.to_vec(),
-            aad.to_vec(),
-        );
-        self.run("Key Vault decrypt", self.deadline, move |me| async move {
-            me.gcm_decrypt(key, iv, ct, aad).await
+        let c = GcmCall::new(key, iv, ciphertext_and_tag, aad);
+        self.run("Key Vault decrypt", move |me| async move {
+            me.gcm_decrypt(c).await
         })
     }
 
     fn generate(&self, key: &NewKey) -> Result<()> {
         let key = key.clone();
-        self.run(
+        rt::run_for(
+            &self.inner.slot,
             "Key Vault key creation",
             self.deadline.max(GENERATE_MIN),
+            &self.inner,
             move |me| me.generate(key),
         )
     }
-
     fn can_generate(&self) -> bool {
         true
     }
@@ -269,25 +256,19 @@ impl KeyService for AzureKv {
     fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
         // Key Vault's JWA algorithms: ES256/384 (any ECDSA digest fits, see crypto.rs),
         // RS/PS 256/384/512, RSA-OAEP(-256); A*GCM on Managed HSM; no EdDSA, no HMAC.
-        let mut v = vec![
-            CKM_ECDSA,
-            CKM_ECDSA_SHA1,
-            CKM_ECDSA_SHA224,
-            CKM_ECDSA_SHA256,
-            CKM_ECDSA_SHA384,
-            CKM_ECDSA_SHA512,
-            CKM_RSA_PKCS,
-            CKM_SHA256_RSA_PKCS,
-            CKM_SHA384_RSA_PKCS,
-            CKM_SHA512_RSA_PKCS,
-            CKM_RSA_PKCS_PSS,
-            CKM_SHA256_RSA_PKCS_PSS,
-            CKM_SHA384_RSA_PKCS_PSS,
-            CKM_SHA512_RSA_PKCS_PSS,
+        let sha1_or_224 = [
+            CKM_SHA1_RSA_PKCS,
+            CKM_SHA224_RSA_PKCS,
+            CKM_SHA1_RSA_PKCS_PSS,
+            CKM_SHA224_RSA_PKCS_PSS,
+        ];
+        let mut v: Vec<CK_MECHANISM_TYPE> = SIGN_EC.to_vec();
+        v.extend(SIGN_RSA.iter().filter(|m| !sha1_or_224.contains(m)));
+        v.extend([
             CKM_RSA_PKCS_OAEP,
             CKM_EC_KEY_PAIR_GEN,
             CKM_RSA_PKCS_KEY_PAIR_GEN,
-        ];
+        ]);
         if self.kind() != Some(AzureKind::KeyVault) {
             v.extend_from_slice(&[CKM_AES_GCM, CKM_AES_KEY_GEN]);
         }

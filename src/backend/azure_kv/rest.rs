@@ -5,29 +5,16 @@
 //! with the service's code and message in the log.
 
 use super::auth::Auth;
-use crate::backend::remote::http::{self, Reply, Retry};
+use crate::backend::remote::http::{self, Reply};
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub const API_VERSION: &str = "7.5";
 
-/// What a request does, which decides its retries and how its errors read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    /// A GET.
-    Read,
-    /// A signature or encryption: changes nothing in the vault, retried like a read.
-    Crypto,
-    /// A decryption: as `Crypto`, and BadParameter means the ciphertext (or its IV, tag
-    /// or AAD) is not one the key made.
-    Decrypt,
-    /// A create: never sent twice (a second one would make a second version).
-    Create,
-}
+pub use crate::backend::remote::http::Call;
 
 pub struct Rest {
     pub http: reqwest::Client,
@@ -57,13 +44,9 @@ impl Rest {
         body: &impl serde::Serialize,
         call: Call,
     ) -> Result<T> {
-        let body = Zeroizing::new(
-            serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
-        );
-        let mut reply = self.send(what, Method::POST, url, Some(body), call).await?;
-        let parsed = reply.json(what);
-        zeroize::Zeroize::zeroize(&mut reply.body);
-        parsed
+        let body = http::json_body(what, body)?;
+        let reply = self.send(what, Method::POST, url, Some(body), call).await?;
+        http::parse_wiped(what, reply)
     }
 
     /// Sends the request; an unsuccessful answer is an error with its PKCS#11 code.
@@ -75,36 +58,21 @@ impl Rest {
         body: Option<Zeroizing<Vec<u8>>>,
         call: Call,
     ) -> Result<Reply> {
-        let retry = match call {
-            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
-            Call::Create => Retry::Never,
-        };
+        let retry = call.retry();
         let mut challenged = false;
         loop {
             let auth = match self.auth.bearer(&self.http).await? {
-                Some(b) => {
-                    let mut v = HeaderValue::from_str(&b).map_err(|_| {
-                        Error::logged(
-                            CKR_DEVICE_ERROR,
-                            format!("{what}: the access token is not a header value"),
-                        )
-                    })?;
-                    v.set_sensitive(true);
-                    Some(v)
-                }
+                Some(b) => Some(http::bearer_value(what, &b)?),
                 None => None,
             };
             let reply = http::send(what, retry, || {
-                let mut b = self.http.request(method.clone(), url);
-                if let Some(a) = &auth {
-                    b = b.header(AUTHORIZATION, a.clone());
-                }
-                if let Some(body) = &body {
-                    b = b
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.to_vec());
-                }
-                b
+                http::json_request(
+                    &self.http,
+                    method.clone(),
+                    url,
+                    auth.as_ref(),
+                    body.as_deref().map(|b| b.as_slice()),
+                )
             })
             .await?;
             if reply.status == 401 && !challenged {
@@ -194,11 +162,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.as_bytes().to_vec(),
-            headers: Default::default(),
-        }
+        Reply::new(status, body.as_bytes())
     }
 
     #[test]

@@ -4,29 +4,14 @@
 
 use super::api::ErrorBody;
 use super::auth::Auth;
-use crate::backend::remote::http::{self, Reply, Retry};
-use crate::core::error::{Error, Result};
+use crate::backend::remote::http::{self, Reply};
+use crate::core::error::Result;
 use cryptoki_sys::*;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-/// What a request does, which decides its retries and how its errors read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    /// A GET.
-    Read,
-    /// A signature, MAC or encryption: changes nothing in the service, so a 5xx/429
-    /// answer is retried like a read (Google's client libraries retry UNAVAILABLE on
-    /// these methods too).
-    Crypto,
-    /// A decryption: as `Crypto`, and INVALID_ARGUMENT means the ciphertext (or its IV,
-    /// tag or AAD) is not one the key made.
-    Decrypt,
-    /// A create: never sent twice (a second one would make a second version).
-    Create,
-}
+pub use crate::backend::remote::http::Call;
 
 pub struct Rest {
     http: reqwest::Client,
@@ -58,15 +43,11 @@ impl Rest {
         body: &impl serde::Serialize,
         call: Call,
     ) -> Result<T> {
-        let body = Zeroizing::new(
-            serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
-        );
-        let mut reply = self
+        let body = http::json_body(what, body)?;
+        let reply = self
             .send(what, Method::POST, path, Some(body), call)
             .await?;
-        let parsed = reply.json(what);
-        zeroize::Zeroize::zeroize(&mut reply.body);
-        parsed
+        http::parse_wiped(what, reply)
     }
 
     /// A GET of a resource that may not exist: `None` for NOT_FOUND.
@@ -124,32 +105,20 @@ impl Rest {
         call: Call,
     ) -> Result<Reply> {
         let url = format!("{}/v1/{}", self.endpoint, path);
-        let retry = match call {
-            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
-            Call::Create => Retry::Never,
-        };
+        let retry = call.retry();
         let mut renewed = false;
         loop {
             let bearer = self.auth.bearer().await?;
-            let mut auth = HeaderValue::from_str(&bearer).map_err(|_| {
-                Error::logged(
-                    CKR_DEVICE_ERROR,
-                    format!("{what}: the access token is not a header value"),
-                )
-            })?;
-            auth.set_sensitive(true);
+            let auth = http::bearer_value(what, &bearer)?;
             drop(bearer);
             let reply = http::send(what, retry, || {
-                let mut b = self
-                    .http
-                    .request(method.clone(), &url)
-                    .header(AUTHORIZATION, auth.clone());
-                if let Some(body) = &body {
-                    b = b
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.to_vec());
-                }
-                b
+                http::json_request(
+                    &self.http,
+                    method.clone(),
+                    &url,
+                    Some(&auth),
+                    body.as_deref().map(|b| b.as_slice()),
+                )
             })
             .await?;
             if !reply.ok() && !renewed && error_of(&reply).status == "UNAUTHENTICATED" {
@@ -214,11 +183,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.as_bytes().to_vec(),
-            headers: Default::default(),
-        }
+        Reply::new(status, body.as_bytes())
     }
 
     #[test]

@@ -47,6 +47,80 @@ pub fn client_with_ca(
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
+/// `Bearer <token>` as a header value marked sensitive (kept out of the HTTP stack's
+/// debug output); a token that is not a header value is a malformed grant.
+pub fn bearer_value(what: &str, bearer: &str) -> Result<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(bearer).map_err(|_| {
+        Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("{what}: the access token is not a header value"),
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A request with an optional `Authorization` and an optional JSON body (what the REST
+/// services' calls are).
+pub fn json_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    auth: Option<&reqwest::header::HeaderValue>,
+    body: Option<&[u8]>,
+) -> reqwest::RequestBuilder {
+    let mut b = client.request(method, url);
+    if let Some(a) = auth {
+        b = b.header(reqwest::header::AUTHORIZATION, a.clone());
+    }
+    if let Some(body) = body {
+        b = b
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+    }
+    b
+}
+
+/// What a REST service request does, which decides its retries and how its errors read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A GET.
+    Read,
+    /// A signature, MAC or encryption: changes nothing in the service, so a 5xx/429
+    /// answer is retried like a read (Google's and Azure's client libraries retry these
+    /// methods too).
+    Crypto,
+    /// A decryption: as `Crypto`, and a bad-argument answer means the ciphertext (or its
+    /// IV, tag or AAD) is not one the key made.
+    Decrypt,
+    /// A create: never sent twice (a second one would make a second version).
+    Create,
+}
+
+impl Call {
+    pub fn retry(self) -> Retry {
+        match self {
+            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
+            Call::Create => Retry::Never,
+        }
+    }
+}
+
+/// A request body as JSON, zeroized when dropped (a plaintext may be in it).
+pub fn json_body(what: &str, body: &impl serde::Serialize) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    Ok(zeroize::Zeroizing::new(
+        serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
+    ))
+}
+
+/// The answer parsed as `T`, its bytes zeroized after (a decryption's plaintext is in
+/// them).
+pub fn parse_wiped<T: serde::de::DeserializeOwned>(what: &str, mut reply: Reply) -> Result<T> {
+    let parsed = reply.json(what);
+    zeroize::Zeroize::zeroize(&mut reply.body);
+    parsed
+}
+
 /// When a failed attempt may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -69,6 +143,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An answer with no headers (tests, fuzzing).
+    pub fn new(status: u16, body: &[u8]) -> Reply {
+        Reply {
+            status,
+            body: body.to_vec(),
+            headers: Default::default(),
+        }
+    }
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
