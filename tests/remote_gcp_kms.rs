@@ -14,12 +14,10 @@ mod contract;
 use common::*;
 use contract::*;
 use cryptoki_sys::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RING_MAIN: &str = "projects/p/locations/us-east1/keyRings/main";
 const RING_FAULTS: &str = "projects/p/locations/us-east1/keyRings/faults";
@@ -115,7 +113,7 @@ impl Server {
         let mut child = child;
         let ctl_port = port;
         wait_ready(&mut child, "gcpkms_server.py", || {
-            dir.join("sa.json").exists() && control(ctl_port, "GET", "stats", "").is_some()
+            dir.join("sa.json").exists() && control_request(ctl_port, "GET", "stats", "").is_some()
         });
         Server { child, port, dir }
     }
@@ -125,7 +123,7 @@ impl Server {
     }
 
     fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        control(self.port, method, what, body)
+        control_request(self.port, method, what, body)
     }
 
     fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {

@@ -3,7 +3,7 @@
 //! certificate, federated tokens) and its controls (faults, attributes, backup/restore).
 #![allow(dead_code)]
 
-use crate::contract::{control, free_port, kill_at_exit, wait_ready};
+use crate::contract::{control_request, free_port, kill_at_exit, wait_ready};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -64,7 +64,7 @@ impl Server {
         kill_at_exit(child.id());
         let mut child = child;
         wait_ready(&mut child, "azurekv_server.py", || {
-            dir.join("ready").exists() && control(imds_port, "GET", "stats", "").is_some()
+            dir.join("ready").exists() && control_request(imds_port, "GET", "stats", "").is_some()
         });
         Server {
             child,
@@ -88,7 +88,7 @@ impl Server {
 
     /// The controls are on the plain port (with IMDS).
     pub fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        control(self.imds_port, method, what, body)
+        control_request(self.imds_port, method, what, body)
     }
 
     pub fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {

@@ -102,7 +102,12 @@ impl Silent {
 /// One request to a test server's control endpoint `/__control/<what>` on `port` (plain
 /// HTTP/1.1; the body read to its Content-Length, as servers may keep the connection
 /// open): the JSON of a 200 answer.
-pub fn control(port: u16, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
+pub fn control_request(
+    port: u16,
+    method: &str,
+    what: &str,
+    body: &str,
+) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
