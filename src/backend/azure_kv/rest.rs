@@ -65,14 +65,12 @@ impl Rest {
                 Some(b) => Some(http::bearer_value(what, &b)?),
                 None => None,
             };
+            // Without a token (the vault's resource not known yet) the request only asks
+            // for the challenge: its body (a plaintext, perhaps) is kept for the request
+            // that carries the token, as Azure's clients do.
+            let sent_body = auth.as_ref().and(body.as_deref()).map(|b| b.as_slice());
             let reply = http::send(what, retry, || {
-                http::json_request(
-                    &self.http,
-                    method.clone(),
-                    url,
-                    auth.as_ref(),
-                    body.as_deref().map(|b| b.as_slice()),
-                )
+                http::json_request(&self.http, method.clone(), url, auth.as_ref(), sent_body)
             })
             .await?;
             if reply.status == 401 && !challenged {
