@@ -235,3 +235,57 @@ make_cert() {
   out=$("${PL[@]}" --write-object "$WORK/$label.crt.der" --type cert --id "$id" --label "$label" 2>&1) \
     || die "write certificate $label" "$out"
 }
+
+# ---- what the remote-slot consumer tests share (remote_transit.sh, remote_azure.sh); they
+# set P/PL (pkcs11-tool on the slot, logged in) and LABEL first.
+
+# signed DESC pkcs11-tool-args...: a pkcs11-tool --sign that must succeed.
+signed() {
+  local desc=$1 out; shift
+  if out=$("${PL[@]}" --sign "$@" 2>&1); then ok "$desc"; return 0; fi
+  not_ok "$desc" "$out"; return 1
+}
+
+# check_oaep_decrypt DESC RSA_ID PEM: plain OpenSSL encrypts 48 random bytes with
+# OAEP-SHA256 to PEM; pkcs11-tool decrypts them with key RSA_ID.
+check_oaep_decrypt() {
+  local desc=$1 id=$2 pem=$3 out
+  head -c 48 /dev/urandom > "$WORK/secret"
+  openssl_plain pkeyutl -encrypt -pubin -inkey "$pem" -pkeyopt rsa_padding_mode:oaep \
+    -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in "$WORK/secret" -out "$WORK/secret.enc"
+  if out=$("${PL[@]}" --decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256 --mgf MGF1-SHA256 \
+    --id "$id" -i "$WORK/secret.enc" -o "$WORK/secret.dec" 2>&1) && cmp -s "$WORK/secret" "$WORK/secret.dec"; then
+    ok "$desc"
+  else
+    not_ok "$desc" "$out"
+  fi
+}
+
+# check_engine_sign DESC URI PEM: OpenSSL with the libp11 engine (write_openssl_cnf first)
+# signs $WORK/hash with the key at URI; plain OpenSSL verifies it with PEM.
+check_engine_sign() {
+  local desc=$1 uri=$2 pem=$3 out
+  if out=$(openssl pkeyutl -engine pkcs11 -keyform engine -inkey "$uri" -sign -in "$WORK/hash" \
+    -out "$WORK/e.sig" 2>&1); then
+    ok "$desc"
+    verified "that signature verifies with plain OpenSSL" \
+      openssl_plain pkeyutl -verify -pubin -inkey "$pem" -in "$WORK/hash" -sigfile "$WORK/e.sig"
+  else
+    not_ok "$desc" "$out"
+  fi
+}
+
+# check_server_gone PID ID: the service stopped, an ECDSA signature with key ID fails
+# (a device error within the deadline, no hang).
+check_server_gone() {
+  local pid=$1 id=$2 out rc start took
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start=$(date +%s)
+  out=$("${PL[@]}" --sign -m ECDSA-SHA256 --id "$id" -i "$WORK/msg" -o "$WORK/x.sig" 2>&1) && rc=0 || rc=$?
+  took=$(( $(date +%s) - start ))
+  if [ "$rc" -ne 0 ] && [ "$took" -lt 60 ]; then
+    ok "with the server stopped, signing fails (no hang: ${took}s)"
+  else
+    not_ok "with the server stopped, signing fails (rc $rc, ${took}s)" "$out"
+  fi
+}

@@ -66,12 +66,6 @@ export_pubkey "$EC_ID" "$WORK/ec.pem"
 export_pubkey "$RSA_ID" "$WORK/rsa.pem"
 head -c 3000 /dev/urandom > "$WORK/msg"
 
-signed() { # desc pkcs11-tool-args...
-  local desc=$1 out; shift
-  if out=$("${PL[@]}" --sign "$@" 2>&1); then ok "$desc"; return 0; fi
-  not_ok "$desc" "$out"; return 1
-}
-
 signed "pkcs11-tool signs ECDSA-SHA256 with the transit key" -m ECDSA-SHA256 --id "$EC_ID" \
   --signature-format openssl -i "$WORK/msg" -o "$WORK/ec.sig" \
   && verified "the transit ECDSA signature verifies with plain OpenSSL" \
@@ -87,28 +81,15 @@ signed "pkcs11-tool signs SHA256-RSA-PKCS-PSS (salt 32) with the transit key" -m
     -verify "$WORK/rsa.pem" -signature "$WORK/pss.sig" "$WORK/msg"
 
 # OAEP-SHA256: encrypted by plain OpenSSL with the exported key, decrypted by transit.
-head -c 48 /dev/urandom > "$WORK/secret"
-openssl_plain pkeyutl -encrypt -pubin -inkey "$WORK/rsa.pem" -pkeyopt rsa_padding_mode:oaep \
-  -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in "$WORK/secret" -out "$WORK/secret.enc"
-if out=$("${PL[@]}" --decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256 --mgf MGF1-SHA256 \
-  --id "$RSA_ID" -i "$WORK/secret.enc" -o "$WORK/secret.dec" 2>&1) && cmp -s "$WORK/secret" "$WORK/secret.dec"; then
-  ok "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit"
-else
-  not_ok "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit" "$out"
-fi
+check_oaep_decrypt "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit" "$RSA_ID" "$WORK/rsa.pem"
 
 # OpenSSL with the libp11 engine, keys by URI.
 write_openssl_cnf
 openssl_plain dgst -sha256 -binary -out "$WORK/hash" "$WORK/msg"
 uri() { echo "pkcs11:token=$LABEL;object=$1;type=private"; }
 E=(-engine pkcs11 -keyform engine)
-if out=$(openssl pkeyutl "${E[@]}" -inkey "$(uri ec1)" -sign -in "$WORK/hash" -out "$WORK/e.sig" 2>&1); then
-  ok "openssl pkeyutl -sign through the libp11 engine with the transit EC key"
-  verified "that signature verifies with plain OpenSSL" \
-    openssl_plain pkeyutl -verify -pubin -inkey "$WORK/ec.pem" -in "$WORK/hash" -sigfile "$WORK/e.sig"
-else
-  not_ok "openssl pkeyutl -sign through the libp11 engine with the transit EC key" "$out"
-fi
+check_engine_sign "openssl pkeyutl -sign through the libp11 engine with the transit EC key" \
+  "$(uri ec1)" "$WORK/ec.pem"
 if out=$(openssl req -new -x509 "${E[@]}" -key "$(uri rsa1)" -subj "/CN=transit" -days 2 -sha256 \
   -out "$WORK/rsa.crt" 2>&1); then
   ok "openssl req -x509 makes a certificate with the transit RSA key (engine)"
@@ -119,12 +100,4 @@ else
 fi
 
 # The server gone: calls fail within the deadline, with a device error, no hang.
-kill "$BAO_PID"; wait "$BAO_PID" 2>/dev/null || true
-start=$(date +%s)
-out=$("${PL[@]}" --sign -m ECDSA-SHA256 --id "$EC_ID" -i "$WORK/msg" -o "$WORK/x.sig" 2>&1) && rc=0 || rc=$?
-took=$(( $(date +%s) - start ))
-if [ "$rc" -ne 0 ] && [ "$took" -lt 60 ]; then
-  ok "with the server stopped, signing fails (no hang: ${took}s)"
-else
-  not_ok "with the server stopped, signing fails (rc $rc, ${took}s)" "$out"
-fi
+check_server_gone "$BAO_PID" "$EC_ID"

@@ -6,7 +6,8 @@
 //!   every backend key, and their checks;
 //! - `backends.rs`: the backends, the keys each takes and its parse function (adding a
 //!   backend: one row there, one [`BackendConfig`] arm, and its keys in `table.rs`);
-//! - `remote.rs`: the remote services' config types and checks.
+//! - `remote.rs`: the remote services' config types and checks; `azure.rs`: Azure Key
+//!   Vault's.
 //!
 //! Order of precedence for the file: a path passed in `CK_C_INITIALIZE_ARGS.pReserved`,
 //! then `HSMUX_CONFIG`, then `$XDG_CONFIG_HOME/hsmux/hsmux.toml` (`~/.config/...`), then
@@ -14,9 +15,11 @@
 
 use serde::Deserialize;
 
+mod azure;
 mod backends;
 mod remote;
 mod table;
+pub use azure::{kind_of as azure_kind_of, AzureAuth, AzureKind, AzureKvConfig};
 pub use remote::{
     AwsCredentials, AwsKmsConfig, CloudHsmConfig, GcpKmsConfig, RemoteCommon, SealConfig,
     VaultAuth, VaultConfig,
@@ -126,6 +129,8 @@ pub enum BackendConfig {
     AwsKms(AwsKmsConfig),
     /// AWS CloudHSM: its PKCS#11 client library, with the cluster's health.
     CloudHsm(CloudHsmConfig),
+    /// Azure Key Vault / Azure Managed HSM.
+    AzureKv(AzureKvConfig),
     /// Several replicas of the same keys behind one slot (`crate::replica`).
     Replicas {
         policy: Policy,
@@ -498,7 +503,7 @@ mod tests {
         assert!(replicas[0].pin.is_some());
         let e = group("backend='soft'\n").unwrap_err().0;
         let want =
-            "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms and cloudhsm can)";
+            "\"soft\" cannot be a replica (module, vault, gcp-kms, aws-kms, cloudhsm and azure-kv can)";
         assert!(e.contains("line 5") && e.contains(want), "{e}");
         // A soft token's keys are a slot's only: the parser names the line.
         let e = group("backend='vault'\npath='/x'\n").unwrap_err().0;

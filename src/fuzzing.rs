@@ -93,10 +93,7 @@ pub fn soft_attrs(bytes: &[u8]) {
 }
 
 fn reply(status: u16, body: &[u8]) -> Reply {
-    Reply {
-        status,
-        body: body.to_vec(),
-    }
+    Reply::new(status, body)
 }
 
 fn curve(b: u8) -> EcCurve {

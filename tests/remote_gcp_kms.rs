@@ -14,12 +14,10 @@ mod contract;
 use common::*;
 use contract::*;
 use cryptoki_sys::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RING_MAIN: &str = "projects/p/locations/us-east1/keyRings/main";
 const RING_FAULTS: &str = "projects/p/locations/us-east1/keyRings/faults";
@@ -62,13 +60,7 @@ struct Server {
 }
 
 fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/deps.sh (the Cloud KMS test server needs the venv's cryptography and google-crc32c)",
-        p.display()
-    );
-    p
+    venv_python("cryptography and google-crc32c")
 }
 
 impl Server {
@@ -118,44 +110,20 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
         kill_at_exit(child.id());
-        let mut s = Server { child, port, dir };
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = s.child.try_wait().unwrap() {
-                panic!("gcpkms_server.py exited at start: {status}");
-            }
-            if s.dir.join("sa.json").exists() && s.try_ctl("GET", "stats", "").is_some() {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "gcpkms_server.py did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut child = child;
+        let ctl_port = port;
+        wait_ready(&mut child, "gcpkms_server.py", || {
+            dir.join("sa.json").exists() && control_request(ctl_port, "GET", "stats", "").is_some()
+        });
+        Server { child, port, dir }
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// One request to a control endpoint (HTTP/1.1, connection closed after it).
     fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            c,
-            "{method} /__control/{what} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        serde_json::from_str(body).ok()
+        control_request(self.port, method, what, body)
     }
 
     fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
@@ -285,15 +253,7 @@ fn env() -> &'static Env {
 /// A read/write session on the slot labelled `label`, logged in (the login is the slot's,
 /// shared with the other tests on it).
 fn session(label: &str) -> CK_SESSION_HANDLE {
-    let m = &env().m;
-    let h = open(m, slot_labelled(m, label, true), true);
-    let rv = login(m, h, CKU_USER, b"any");
-    assert!(
-        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
-        "C_Login on {label}: {}",
-        rv_name(rv)
-    );
-    h
+    logged_in(&env().m, label)
 }
 
 /// The objects of `class` labelled `label`, in the order C_FindObjects gives them.
@@ -311,7 +271,7 @@ fn public_of(h: CK_SESSION_HANDLE, private: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDL
 }
 
 fn id_of(h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
-    String::from_utf8(get_attr(&env().m, h, o, CKA_ID).unwrap()).unwrap()
+    id_text(&env().m, h, o)
 }
 
 fn rsa_public(h: CK_SESSION_HANDLE, public: CK_OBJECT_HANDLE) -> rsa::RsaPublicKey {

@@ -8,7 +8,7 @@
 //!   `backend = "module"` slot;
 //! - `remote/`: what every remote key service shares ([`remote::KeyService`], the
 //!   [`remote::RemoteToken`] adapter, the runtime and HTTP helpers);
-//! - `vault/`, `gcp_kms/`, `aws_kms/`: one key service each (`aws_kms/cloudhsm.rs`: a
+//! - `vault/`, `gcp_kms/`, `aws_kms/`, `azure_kv/`: one key service each (`aws_kms/cloudhsm.rs`: a
 //!   CloudHSM client library, a vendor module with the cluster's health).
 //!
 //! A backend sees Rust types only (no FFI pointers) and its own object ids; the core owns
@@ -17,6 +17,7 @@
 //! Adding a backend: a folder here, its arm in [`open`], and its config (`config/`).
 
 pub mod aws_kms;
+pub mod azure_kv;
 pub mod gcp_kms;
 // Vendor PKCS#11 libraries are C: loading them and calling into them is `unsafe`.
 #[allow(unsafe_code)]
@@ -57,6 +58,7 @@ pub fn open(name: &str, cfg: &BackendConfig, gated: bool) -> Result<Box<dyn Toke
         BackendConfig::GcpKms(c) => Box::new(gcp_kms::open(name, c, gated)),
         BackendConfig::AwsKms(c) => Box::new(aws_kms::open(name, c, gated)),
         BackendConfig::CloudHsm(c) => Box::new(aws_kms::cloudhsm::open(name, c)),
+        BackendConfig::AzureKv(c) => Box::new(azure_kv::open(name, c, gated)),
         BackendConfig::Replicas { .. } => {
             return Err(Error::logged(
                 CKR_GENERAL_ERROR,

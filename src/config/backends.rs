@@ -132,6 +132,17 @@ const BACKENDS: &[Backend] = &[
             )?))
         },
     },
+    Backend {
+        name: "azure-kv",
+        keys: &[&["vault", "keys", "auth", "hsm_only", "ca_file", "gcm_iv"]],
+        replica: true,
+        parse: |k, h| {
+            Ok(BackendConfig::AzureKv(super::azure::azure_kv(
+                k,
+                &h.table(),
+            )?))
+        },
+    },
 ];
 
 /// `a, b and c`.

@@ -2,6 +2,7 @@
 //! AWS CloudHSM (a vendor module with the cluster's health beside it), and the soft
 //! token's `[slot.seal]`.
 
+use super::azure::AnyAuth;
 use super::table::Keys;
 use super::{ConfigError, ModuleConfig, Secret, DEFAULT_TIMEOUT_MS};
 use serde::Deserialize;
@@ -178,7 +179,12 @@ pub struct SealConfig {
     pub key: String,
 }
 
-fn need<T: Clone>(v: &Option<T>, key: &str, backend: &str, at: &str) -> Result<T, ConfigError> {
+pub(super) fn need<T: Clone>(
+    v: &Option<T>,
+    key: &str,
+    backend: &str,
+    at: &str,
+) -> Result<T, ConfigError> {
     v.clone().ok_or_else(|| {
         ConfigError(format!(
             "{at}: key `{key}` is missing (backend {backend:?} needs it)"
@@ -186,7 +192,7 @@ fn need<T: Clone>(v: &Option<T>, key: &str, backend: &str, at: &str) -> Result<T
     })
 }
 
-fn common(r: &Keys, at: &str) -> Result<RemoteCommon, ConfigError> {
+pub(super) fn common(r: &Keys, at: &str) -> Result<RemoteCommon, ConfigError> {
     let gcm_service_iv = match r.gcm_iv.as_deref() {
         None | Some("caller") => false,
         Some("service") => true,
@@ -202,7 +208,7 @@ fn common(r: &Keys, at: &str) -> Result<RemoteCommon, ConfigError> {
     })
 }
 
-fn url(v: &str, key: &str, at: &str) -> Result<String, ConfigError> {
+pub(super) fn url(v: &str, key: &str, at: &str) -> Result<String, ConfigError> {
     if !(v.starts_with("http://") || v.starts_with("https://")) {
         return Err(ConfigError(format!(
             "{at}: key `{key}`: {v:?} is not an http:// or https:// address"
@@ -211,7 +217,11 @@ fn url(v: &str, key: &str, at: &str) -> Result<String, ConfigError> {
     Ok(v.trim_end_matches('/').to_string())
 }
 
-fn names(v: &Option<Vec<String>>, key: &str, at: &str) -> Result<Vec<String>, ConfigError> {
+pub(super) fn names(
+    v: &Option<Vec<String>>,
+    key: &str,
+    at: &str,
+) -> Result<Vec<String>, ConfigError> {
     let v = v.clone().unwrap_or_default();
     if v.iter()
         .any(|k| k.is_empty() || k.contains(char::is_whitespace))
@@ -240,7 +250,14 @@ fn namespace(v: Option<&str>, key: &str, at: &str) -> Result<Option<String>, Con
 
 pub(super) fn vault(r: &Keys, at: &str) -> Result<VaultConfig, ConfigError> {
     let address = url(&need(&r.address, "address", "vault", at)?, "address", at)?;
-    let auth = need(&r.auth, "auth", "vault", at)?;
+    let auth = match need(&r.auth, "auth", "vault", at)? {
+        AnyAuth::Vault(a) => a,
+        AnyAuth::Azure(a) => {
+            return Err(ConfigError(format!(
+                "{at}: key `auth`: {a:?} is a method of backend \"azure-kv\", not \"vault\""
+            )))
+        }
+    };
     let transit = r.transit.clone().unwrap_or(RawTransit {
         path: transit(),
         keys: None,
@@ -381,7 +398,7 @@ pub(super) fn seal(s: &RawSeal, at: &str) -> Result<SealConfig, ConfigError> {
         timeout_ms: s.timeout_ms,
         address: s.address.clone(),
         namespace: s.namespace.clone(),
-        auth: s.auth.clone(),
+        auth: s.auth.clone().map(AnyAuth::Vault),
         transit: s.transit.clone(),
         ca_file: s.ca_file.clone(),
         ..Keys::default()

@@ -8,8 +8,9 @@
 //! not deserialize at all. The backend keys are therefore written once, in [`tables!`],
 //! which gives them to both tables and to [`Keys`], the one view the checks read.
 
+use super::azure::AnyAuth;
 use super::backends::{self, Here};
-use super::remote::{RawSeal, RawTransit, VaultAuth};
+use super::remote::{RawSeal, RawTransit};
 use super::{
     BackendConfig, ConfigError, LogConfig, MetricsConfig, PinCheck, Policy, ReplicaConfig, Secret,
     SlotConfig,
@@ -115,7 +116,7 @@ tables! {
         // the remote backends (config/remote.rs)
         address: Option<String>,
         namespace: Option<String>,
-        auth: Option<VaultAuth>,
+        auth: Option<AnyAuth>,
         transit: Option<RawTransit>,
         ca_file: Option<PathBuf>,
         key_ring: Option<String>,
@@ -130,6 +131,8 @@ tables! {
         profile: Option<String>,
         cluster_id: Option<String>,
         gcm_iv: Option<String>,
+        // backend = "azure-kv" (config/azure.rs)
+        vault: Option<String>,
     }
     slot_keys {
         path: Option<PathBuf>,

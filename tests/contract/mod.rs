@@ -99,6 +99,101 @@ impl Silent {
     }
 }
 
+/// One request to a test server's control endpoint `/__control/<what>` on `port` (plain
+/// HTTP/1.1; the body read to its Content-Length, as servers may keep the connection
+/// open): the JSON of a 200 answer.
+pub fn control_request(
+    port: u16,
+    method: &str,
+    what: &str,
+    body: &str,
+) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        c,
+        "{method} /__control/{what} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = c.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(usize::MAX);
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+/// The venv's python (scripts/deps.sh makes it), which the Python test servers need for
+/// `needs` (their packages).
+pub fn venv_python(needs: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/deps.sh (the test server needs the venv's {needs})",
+        p.display()
+    );
+    p
+}
+
+/// Waits until a test server started as `child` is `ready()`; panics if it exits or does
+/// not come up within a minute.
+pub fn wait_ready(child: &mut std::process::Child, name: &str, ready: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{name} exited at start: {status}");
+        }
+        if ready() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{name} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A read/write session on the slot labelled `label`, logged in (the login is the slot's,
+/// shared with the other tests on it).
+pub fn logged_in(m: &Module, label: &str) -> CK_SESSION_HANDLE {
+    let h = open(m, slot_labelled(m, label, true), true);
+    let rv = login(m, h, CKU_USER, b"any");
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login on {label}: {}",
+        rv_name(rv)
+    );
+    h
+}
+
+/// CKA_ID of an object, as text (the remote services' ids are names).
+pub fn id_text(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
+    String::from_utf8(get_attr(m, h, o, CKA_ID).unwrap()).unwrap()
+}
+
 // ---------------------------------------------------------------- independent crypto
 
 pub fn sha256(d: &[u8]) -> Vec<u8> {

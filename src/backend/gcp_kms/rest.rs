@@ -4,29 +4,14 @@
 
 use super::api::ErrorBody;
 use super::auth::Auth;
-use crate::backend::remote::http::{self, Reply, Retry};
-use crate::core::error::{Error, Result};
+use crate::backend::remote::http::{self, Reply};
+use crate::core::error::Result;
 use cryptoki_sys::*;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-/// What a request does, which decides its retries and how its errors read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    /// A GET.
-    Read,
-    /// A signature, MAC or encryption: changes nothing in the service, so a 5xx/429
-    /// answer is retried like a read (Google's client libraries retry UNAVAILABLE on
-    /// these methods too).
-    Crypto,
-    /// A decryption: as `Crypto`, and INVALID_ARGUMENT means the ciphertext (or its IV,
-    /// tag or AAD) is not one the key made.
-    Decrypt,
-    /// A create: never sent twice (a second one would make a second version).
-    Create,
-}
+pub use crate::backend::remote::http::Call;
 
 pub struct Rest {
     http: reqwest::Client,
@@ -46,7 +31,7 @@ impl Rest {
 
     pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
         let reply = self.send(what, Method::GET, path, None, Call::Read).await?;
-        success(what, reply, Call::Read)?.json(what)
+        reply.json(what)
     }
 
     /// A POST whose answer is parsed as `T`. The answer's bytes are zeroized once parsed
@@ -58,16 +43,11 @@ impl Rest {
         body: &impl serde::Serialize,
         call: Call,
     ) -> Result<T> {
-        let body = Zeroizing::new(
-            serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
-        );
+        let body = http::json_body(what, body)?;
         let reply = self
             .send(what, Method::POST, path, Some(body), call)
             .await?;
-        let mut reply = success(what, reply, call)?;
-        let parsed = reply.json(what);
-        zeroize::Zeroize::zeroize(&mut reply.body);
-        parsed
+        http::parse_wiped(what, reply)
     }
 
     /// A GET of a resource that may not exist: `None` for NOT_FOUND.
@@ -76,15 +56,24 @@ impl Rest {
         what: &str,
         path: &str,
     ) -> Result<Option<T>> {
-        let reply = self.send(what, Method::GET, path, None, Call::Read).await?;
-        if !reply.ok() && error_of(&reply).status == "NOT_FOUND" {
+        let reply = self
+            .send_raw(what, Method::GET, path, None, Call::Read)
+            .await?;
+        if reply.ok() {
+            return reply.json(what).map(Some);
+        }
+        let e = error_of(&reply);
+        if e.status == "NOT_FOUND" {
             return Ok(None);
         }
-        success(what, reply, Call::Read)?.json(what).map(Some)
+        Err(http::failure(
+            what,
+            &reply,
+            Some(rv_of(&e, reply.status, Call::Read)),
+        ))
     }
 
-    /// Sends the request and returns the service's answer, successful or not; only a
-    /// transport failure (after the retries) or a missing token is an error here.
+    /// Sends the request; an unsuccessful answer is an error with its PKCS#11 code.
     async fn send(
         &self,
         what: &str,
@@ -93,33 +82,43 @@ impl Rest {
         body: Option<Zeroizing<Vec<u8>>>,
         call: Call,
     ) -> Result<Reply> {
+        let reply = self.send_raw(what, method, path, body, call).await?;
+        if reply.ok() {
+            return Ok(reply);
+        }
+        let e = error_of(&reply);
+        Err(http::failure(
+            what,
+            &reply,
+            Some(rv_of(&e, reply.status, call)),
+        ))
+    }
+
+    /// Sends the request and returns the service's answer, successful or not; only a
+    /// transport failure (after the retries) or a missing token is an error here.
+    async fn send_raw(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        call: Call,
+    ) -> Result<Reply> {
         let url = format!("{}/v1/{}", self.endpoint, path);
-        let retry = match call {
-            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
-            Call::Create => Retry::Never,
-        };
+        let retry = call.retry();
         let mut renewed = false;
         loop {
             let bearer = self.auth.bearer().await?;
-            let mut auth = HeaderValue::from_str(&bearer).map_err(|_| {
-                Error::logged(
-                    CKR_DEVICE_ERROR,
-                    format!("{what}: the access token is not a header value"),
-                )
-            })?;
-            auth.set_sensitive(true);
+            let auth = http::bearer_value(what, &bearer)?;
             drop(bearer);
             let reply = http::send(what, retry, || {
-                let mut b = self
-                    .http
-                    .request(method.clone(), &url)
-                    .header(AUTHORIZATION, auth.clone());
-                if let Some(body) = &body {
-                    b = b
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.to_vec());
-                }
-                b
+                http::json_request(
+                    &self.http,
+                    method.clone(),
+                    &url,
+                    Some(&auth),
+                    body.as_deref().map(|b| b.as_slice()),
+                )
             })
             .await?;
             if !reply.ok() && !renewed && error_of(&reply).status == "UNAUTHENTICATED" {
@@ -136,15 +135,6 @@ impl Rest {
             return Ok(reply);
         }
     }
-}
-
-/// `reply` when it is a success, else its error with its PKCS#11 code.
-fn success(what: &str, reply: Reply, call: Call) -> Result<Reply> {
-    if reply.ok() {
-        return Ok(reply);
-    }
-    let rv = rv_of(&error_of(&reply), reply.status, call);
-    Err(http::failure(what, &reply, Some(rv)))
 }
 
 /// The `error` object of an answer (empty fields when the body is not one).
@@ -192,44 +182,47 @@ pub fn rv_of(e: &ServiceError, http_status: u16, call: Call) -> CK_RV {
 mod tests {
     use super::*;
 
-    /// The code for an answer of HTTP `status` with `body`, to a request of kind `call`.
-    fn rv(status: u16, body: &str, call: Call) -> CK_RV {
-        let reply = Reply {
-            status,
-            body: body.as_bytes().to_vec(),
-        };
-        rv_of(&error_of(&reply), status, call)
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply::new(status, body.as_bytes())
     }
 
     #[test]
     fn service_statuses_map_to_pkcs11_codes() {
-        let invalid =
-            r#"{"error":{"code":400,"message":"Decryption failed","status":"INVALID_ARGUMENT"}}"#;
-        let disabled =
-            r#"{"error":{"code":400,"message":"disabled","status":"FAILED_PRECONDITION"}}"#;
-        let denied = r#"{"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}}"#;
-        let quota = r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#;
-        let cases = [
-            (400, invalid, Call::Decrypt, CKR_ENCRYPTED_DATA_INVALID),
-            (400, invalid, Call::Crypto, CKR_FUNCTION_FAILED),
-            (400, disabled, Call::Crypto, CKR_KEY_HANDLE_INVALID),
-            (403, denied, Call::Crypto, CKR_KEY_FUNCTION_NOT_PERMITTED),
-            // Not Google's JSON (a proxy): the HTTP status decides.
-            (
-                503,
-                "<html>unavailable</html>",
-                Call::Read,
-                CKR_DEVICE_ERROR,
-            ),
-            (404, "", Call::Read, CKR_KEY_HANDLE_INVALID),
-            (429, quota, Call::Crypto, CKR_DEVICE_ERROR),
-        ];
-        for (status, body, call, want) in cases {
-            assert_eq!(
-                rv(status, body, call),
-                want,
-                "HTTP {status} {body} on {call:?}"
-            );
-        }
+        let r = reply(
+            400,
+            r#"{"error":{"code":400,"message":"Decryption failed","status":"INVALID_ARGUMENT"}}"#,
+        );
+        let e = error_of(&r);
+        assert_eq!(rv_of(&e, 400, Call::Decrypt), CKR_ENCRYPTED_DATA_INVALID);
+        assert_eq!(rv_of(&e, 400, Call::Crypto), CKR_FUNCTION_FAILED);
+        let r = reply(
+            400,
+            r#"{"error":{"code":400,"message":"disabled","status":"FAILED_PRECONDITION"}}"#,
+        );
+        assert_eq!(
+            rv_of(&error_of(&r), 400, Call::Crypto),
+            CKR_KEY_HANDLE_INVALID
+        );
+        let r = reply(
+            403,
+            r#"{"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}}"#,
+        );
+        assert_eq!(
+            rv_of(&error_of(&r), 403, Call::Crypto),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        // Not Google's JSON (a proxy): the HTTP status decides.
+        let r = reply(503, "<html>unavailable</html>");
+        assert_eq!(rv_of(&error_of(&r), 503, Call::Read), CKR_DEVICE_ERROR);
+        let r = reply(404, "");
+        assert_eq!(
+            rv_of(&error_of(&r), 404, Call::Read),
+            CKR_KEY_HANDLE_INVALID
+        );
+        let r = reply(
+            429,
+            r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert_eq!(rv_of(&error_of(&r), 429, Call::Crypto), CKR_DEVICE_ERROR);
     }
 }

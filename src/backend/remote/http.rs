@@ -20,6 +20,107 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client> {
         .map_err(|e| Error::general(format!("remote backend: cannot build an HTTP client: {e}")))
 }
 
+/// A client like [`client`]'s that also trusts the CA certificates of `ca_file` (PEM), for
+/// services behind a private CA: verification stays on, with more roots.
+pub fn client_with_ca(
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> std::result::Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Some(Duration::from_secs(90)))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no certificate in it", ca.display()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// `Bearer <token>` as a header value marked sensitive (kept out of the HTTP stack's
+/// debug output); a token that is not a header value is a malformed grant.
+pub fn bearer_value(what: &str, bearer: &str) -> Result<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(bearer).map_err(|_| {
+        Error::logged(
+            CKR_DEVICE_ERROR,
+            format!("{what}: the access token is not a header value"),
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A request with an optional `Authorization` and an optional JSON body (what the REST
+/// services' calls are).
+pub fn json_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    auth: Option<&reqwest::header::HeaderValue>,
+    body: Option<&[u8]>,
+) -> reqwest::RequestBuilder {
+    let mut b = client.request(method, url);
+    if let Some(a) = auth {
+        b = b.header(reqwest::header::AUTHORIZATION, a.clone());
+    }
+    if let Some(body) = body {
+        b = b
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+    }
+    b
+}
+
+/// What a REST service request does, which decides its retries and how its errors read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A GET.
+    Read,
+    /// A signature, MAC or encryption: changes nothing in the service, so a 5xx/429
+    /// answer is retried like a read (Google's and Azure's client libraries retry these
+    /// methods too).
+    Crypto,
+    /// A decryption: as `Crypto`, and a bad-argument answer means the ciphertext (or its
+    /// IV, tag or AAD) is not one the key made.
+    Decrypt,
+    /// A create: never sent twice (a second one would make a second version).
+    Create,
+}
+
+impl Call {
+    pub fn retry(self) -> Retry {
+        match self {
+            Call::Read | Call::Crypto | Call::Decrypt => Retry::Read,
+            Call::Create => Retry::Never,
+        }
+    }
+}
+
+/// A request body as JSON, zeroized when dropped (a plaintext may be in it).
+pub fn json_body(what: &str, body: &impl serde::Serialize) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    Ok(zeroize::Zeroizing::new(
+        serde_json::to_vec(body).map_err(|e| Error::general(format!("{what}: {e}")))?,
+    ))
+}
+
+/// The answer parsed as `T`, its bytes zeroized after (a decryption's plaintext is in
+/// them).
+pub fn parse_wiped<T: serde::de::DeserializeOwned>(what: &str, mut reply: Reply) -> Result<T> {
+    let parsed = reply.json(what);
+    zeroize::Zeroize::zeroize(&mut reply.body);
+    parsed
+}
+
 /// When a failed attempt may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -37,9 +138,19 @@ pub enum Retry {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The answer's headers (Azure's 401 challenge is in `WWW-Authenticate`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
+    /// An answer with no headers (tests, fuzzing).
+    pub fn new(status: u16, body: &[u8]) -> Reply {
+        Reply {
+            status,
+            body: body.to_vec(),
+            headers: Default::default(),
+        }
+    }
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -76,10 +187,12 @@ pub async fn send(
         let outcome = match build().send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
                 match resp.bytes().await {
                     Ok(b) => Ok(Reply {
                         status,
                         body: b.to_vec(),
+                        headers,
                     }),
                     Err(e) => Err((e.is_timeout(), format!("reading the answer: {e}"), true)),
                 }
@@ -110,10 +223,24 @@ pub async fn send(
             Ok(r) => log::debug!("{what}: HTTP {} (attempt {attempt}), retrying", r.status),
             Err((_, why, _)) => log::debug!("{what}: {why} (attempt {attempt}), retrying"),
         }
-        tokio::time::sleep(delay).await;
+        // A service that says when to come back (429/503 `Retry-After`, in seconds) is
+        // waited for; the slot's deadline (rt::call) still ends the call.
+        let wait = match &outcome {
+            Ok(r) => retry_after(r).map_or(delay, |ra| ra.max(delay)),
+            Err(_) => delay,
+        };
+        tokio::time::sleep(wait).await;
         delay *= 2;
         attempt += 1;
     }
+}
+
+/// The `Retry-After` of an answer, in seconds (the HTTP-date form is not used by the
+/// services hsmux talks to), at most a minute.
+fn retry_after(r: &Reply) -> Option<Duration> {
+    let s = r.headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = s.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// An error with its causes, `: `-separated, by their `Display` texts only (reqwest's own

@@ -244,6 +244,28 @@ pub struct GcmSealed {
     pub ciphertext_and_tag: Vec<u8>,
 }
 
+/// The owned arguments of an AES-GCM call, for a future that outlives the caller's
+/// borrows (the text zeroized when dropped).
+pub struct GcmCall {
+    pub key: KeyVersion,
+    /// Empty for an encryption (the service chooses).
+    pub iv: Vec<u8>,
+    /// The plaintext, or `ciphertext || tag`.
+    pub text: zeroize::Zeroizing<Vec<u8>>,
+    pub aad: Vec<u8>,
+}
+
+impl GcmCall {
+    pub fn new(key: &KeyVersion, iv: &[u8], text: &[u8], aad: &[u8]) -> GcmCall {
+        GcmCall {
+            key: key.clone(),
+            iv: iv.to_vec(),
+            text: zeroize::Zeroizing::new(text.to_vec()),
+            aad: aad.to_vec(),
+        }
+    }
+}
+
 /// A key to create with `C_GenerateKey` / `C_GenerateKeyPair` (a new key, or a new
 /// version of an existing key of the same name where the service has versions).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -95,6 +95,22 @@ where
     }
 }
 
+/// [`call`] of `f(inner)` for the service of slot `slot` (a service keeps what its requests
+/// share behind an `Arc`, which each call's future holds), its log lines naming the slot.
+pub fn run_for<I, T, F>(
+    slot: &str,
+    what: &str,
+    deadline: Duration,
+    inner: &Arc<I>,
+    f: impl FnOnce(Arc<I>) -> F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    call(&format!("slot {slot}: {what}"), deadline, f(inner.clone()))
+}
+
 /// `C_Finalize`: stops the runtime (its idle connections close with it). Tasks still
 /// running are abandoned; a new `C_Initialize` starts a new runtime.
 pub fn shutdown() {

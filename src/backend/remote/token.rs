@@ -52,7 +52,7 @@ pub struct RemoteToken {
 }
 
 /// Mechanisms of a remote slot, with what they do (`C_GetMechanismInfo`).
-const SIGN_EC: &[CK_MECHANISM_TYPE] = &[
+pub(crate) const SIGN_EC: &[CK_MECHANISM_TYPE] = &[
     CKM_ECDSA,
     CKM_ECDSA_SHA1,
     CKM_ECDSA_SHA224,
@@ -60,7 +60,7 @@ const SIGN_EC: &[CK_MECHANISM_TYPE] = &[
     CKM_ECDSA_SHA384,
     CKM_ECDSA_SHA512,
 ];
-const SIGN_RSA: &[CK_MECHANISM_TYPE] = &RSA_SIGN;
+pub(crate) const SIGN_RSA: &[CK_MECHANISM_TYPE] = &RSA_SIGN;
 const HMACS: &[CK_MECHANISM_TYPE] = &[
     CKM_SHA_1_HMAC,
     CKM_SHA224_HMAC,
@@ -222,7 +222,10 @@ impl Token for RemoteToken {
             self.service.login()?;
             self.refresh(true)?;
             let c = self.catalog.read();
-            let mut lines = Vec::new();
+            // What the service turned out to be (Azure: Key Vault or Managed HSM, which a
+            // private endpoint's address does not tell before the first answer).
+            let i = self.service.info();
+            let mut lines = vec![format!("service: {} {}", i.model, i.location)];
             for id in &c.order {
                 let o = &c.objects[id];
                 if o.class == CKO_PUBLIC_KEY {

@@ -123,26 +123,7 @@ pub enum Ns {
 impl Inner {
     pub fn new(slot: &str, cfg: &VaultConfig) -> std::result::Result<Inner, String> {
         let timeout = Duration::from_millis(cfg.common.timeout_ms.max(1));
-        let mut b = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Some(Duration::from_secs(90)))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true);
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("ca_file {}: no certificate in it", ca.display()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        let http = b
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = crate::backend::remote::http::client_with_ca(timeout, cfg.ca_file.as_deref())?;
         Ok(Inner {
             slot: slot.to_string(),
             cfg: cfg.clone(),

@@ -1,0 +1,137 @@
+//! conformance/azurekv_server.py as the Azure tests start it: a Key Vault or Managed HSM
+//! stand-in seeded with keys, its plain control port (with IMDS), its files (CA, client
+//! certificate, federated tokens) and its controls (faults, attributes, backup/restore).
+#![allow(dead_code)]
+
+use crate::contract::{control_request, free_port, kill_at_exit, wait_ready};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A seeded key: (name, kty, size or curve, versions, disabled versions).
+pub type Seed<'a> = (&'a str, &'a str, &'a str, u32, &'a [u32]);
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub imds_port: u16,
+    pub dir: PathBuf,
+}
+
+fn python() -> PathBuf {
+    crate::contract::venv_python("cryptography")
+}
+
+impl Server {
+    pub fn start(dir: &Path, name: &str, kind: &str, keys: &[Seed], extra: &[&str]) -> Server {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|(k, kty, size, n, disabled)| {
+                let mut v = serde_json::json!({
+                    "name": k, "kty": kty, "versions": n, "disabled": disabled,
+                });
+                if kty.starts_with("EC") {
+                    v["crv"] = (*size).into();
+                } else {
+                    v["size"] = size.parse::<u32>().unwrap().into();
+                }
+                v
+            })
+            .collect();
+        let seed_file = dir.join("seed.json");
+        std::fs::write(&seed_file, serde_json::json!({ "keys": seed }).to_string()).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/azurekv_server.py");
+        let (port, imds_port) = (free_port(), free_port());
+        let child = Command::new(python())
+            .arg(&script)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--imds-port",
+                &imds_port.to_string(),
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--kind", kind])
+            .arg("--seed")
+            .arg(&seed_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+        kill_at_exit(child.id());
+        let mut child = child;
+        wait_ready(&mut child, "azurekv_server.py", || {
+            dir.join("ready").exists() && control_request(imds_port, "GET", "stats", "").is_some()
+        });
+        Server {
+            child,
+            port,
+            imds_port,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn imds(&self) -> String {
+        format!("http://127.0.0.1:{}", self.imds_port)
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The controls are on the plain port (with IMDS).
+    pub fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
+        control_request(self.imds_port, method, what, body)
+    }
+
+    pub fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
+        self.try_ctl("POST", what, &body.to_string())
+            .unwrap_or_else(|| panic!("control {what} {body} failed"))
+    }
+
+    pub fn fault(&self, kind: &str, count: u32, path: &str) {
+        self.ctl(
+            "fault",
+            serde_json::json!({"kind": kind, "count": count, "match": path, "delay_ms": 5000, "retry_after": 1}),
+        );
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.try_ctl("GET", "stats", "").expect("stats")
+    }
+
+    pub fn calls(&self, op: &str) -> u64 {
+        self.stats()["calls"][op].as_u64().unwrap_or(0)
+    }
+
+    pub fn grants(&self) -> u64 {
+        let s = self.stats();
+        s["token_grants"].as_u64().unwrap() + s["imds_grants"].as_u64().unwrap()
+    }
+
+    /// An oct-HSM version's key bytes (CKA_ID `name/version`).
+    pub fn material(&self, id: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let v = self.ctl(
+            "material",
+            serde_json::json!({ "kid": format!("x/keys/{id}") }),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(v["key"].as_str().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
