@@ -31,7 +31,7 @@ impl Rest {
 
     pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
         let reply = self.send(what, Method::GET, path, None, Call::Read).await?;
-        reply.json(what)
+        success(what, reply, Call::Read)?.json(what)
     }
 
     /// A POST whose answer is parsed as `T`. The answer's bytes are zeroized once parsed
@@ -47,7 +47,7 @@ impl Rest {
         let reply = self
             .send(what, Method::POST, path, Some(body), call)
             .await?;
-        http::parse_wiped(what, reply)
+        http::parse_wiped(what, success(what, reply, call)?)
     }
 
     /// A GET of a resource that may not exist: `None` for NOT_FOUND.
@@ -56,47 +56,16 @@ impl Rest {
         what: &str,
         path: &str,
     ) -> Result<Option<T>> {
-        let reply = self
-            .send_raw(what, Method::GET, path, None, Call::Read)
-            .await?;
-        if reply.ok() {
-            return reply.json(what).map(Some);
-        }
-        let e = error_of(&reply);
-        if e.status == "NOT_FOUND" {
+        let reply = self.send(what, Method::GET, path, None, Call::Read).await?;
+        if !reply.ok() && error_of(&reply).status == "NOT_FOUND" {
             return Ok(None);
         }
-        Err(http::failure(
-            what,
-            &reply,
-            Some(rv_of(&e, reply.status, Call::Read)),
-        ))
-    }
-
-    /// Sends the request; an unsuccessful answer is an error with its PKCS#11 code.
-    async fn send(
-        &self,
-        what: &str,
-        method: Method,
-        path: &str,
-        body: Option<Zeroizing<Vec<u8>>>,
-        call: Call,
-    ) -> Result<Reply> {
-        let reply = self.send_raw(what, method, path, body, call).await?;
-        if reply.ok() {
-            return Ok(reply);
-        }
-        let e = error_of(&reply);
-        Err(http::failure(
-            what,
-            &reply,
-            Some(rv_of(&e, reply.status, call)),
-        ))
+        success(what, reply, Call::Read)?.json(what).map(Some)
     }
 
     /// Sends the request and returns the service's answer, successful or not; only a
     /// transport failure (after the retries) or a missing token is an error here.
-    async fn send_raw(
+    async fn send(
         &self,
         what: &str,
         method: Method,
@@ -135,6 +104,15 @@ impl Rest {
             return Ok(reply);
         }
     }
+}
+
+/// `reply` when it is a success, else its error with its PKCS#11 code.
+fn success(what: &str, reply: Reply, call: Call) -> Result<Reply> {
+    if reply.ok() {
+        return Ok(reply);
+    }
+    let rv = rv_of(&error_of(&reply), reply.status, call);
+    Err(http::failure(what, &reply, Some(rv)))
 }
 
 /// The `error` object of an answer (empty fields when the body is not one).
@@ -182,47 +160,41 @@ pub fn rv_of(e: &ServiceError, http_status: u16, call: Call) -> CK_RV {
 mod tests {
     use super::*;
 
-    fn reply(status: u16, body: &str) -> Reply {
-        Reply::new(status, body.as_bytes())
+    /// The code for an answer of HTTP `status` with `body`, to a request of kind `call`.
+    fn rv(status: u16, body: &str, call: Call) -> CK_RV {
+        let reply = Reply::new(status, body.as_bytes());
+        rv_of(&error_of(&reply), status, call)
     }
 
     #[test]
     fn service_statuses_map_to_pkcs11_codes() {
-        let r = reply(
-            400,
-            r#"{"error":{"code":400,"message":"Decryption failed","status":"INVALID_ARGUMENT"}}"#,
-        );
-        let e = error_of(&r);
-        assert_eq!(rv_of(&e, 400, Call::Decrypt), CKR_ENCRYPTED_DATA_INVALID);
-        assert_eq!(rv_of(&e, 400, Call::Crypto), CKR_FUNCTION_FAILED);
-        let r = reply(
-            400,
-            r#"{"error":{"code":400,"message":"disabled","status":"FAILED_PRECONDITION"}}"#,
-        );
-        assert_eq!(
-            rv_of(&error_of(&r), 400, Call::Crypto),
-            CKR_KEY_HANDLE_INVALID
-        );
-        let r = reply(
-            403,
-            r#"{"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}}"#,
-        );
-        assert_eq!(
-            rv_of(&error_of(&r), 403, Call::Crypto),
-            CKR_KEY_FUNCTION_NOT_PERMITTED
-        );
-        // Not Google's JSON (a proxy): the HTTP status decides.
-        let r = reply(503, "<html>unavailable</html>");
-        assert_eq!(rv_of(&error_of(&r), 503, Call::Read), CKR_DEVICE_ERROR);
-        let r = reply(404, "");
-        assert_eq!(
-            rv_of(&error_of(&r), 404, Call::Read),
-            CKR_KEY_HANDLE_INVALID
-        );
-        let r = reply(
-            429,
-            r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
-        );
-        assert_eq!(rv_of(&error_of(&r), 429, Call::Crypto), CKR_DEVICE_ERROR);
+        let invalid =
+            r#"{"error":{"code":400,"message":"Decryption failed","status":"INVALID_ARGUMENT"}}"#;
+        let disabled =
+            r#"{"error":{"code":400,"message":"disabled","status":"FAILED_PRECONDITION"}}"#;
+        let denied = r#"{"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}}"#;
+        let quota = r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#;
+        let cases = [
+            (400, invalid, Call::Decrypt, CKR_ENCRYPTED_DATA_INVALID),
+            (400, invalid, Call::Crypto, CKR_FUNCTION_FAILED),
+            (400, disabled, Call::Crypto, CKR_KEY_HANDLE_INVALID),
+            (403, denied, Call::Crypto, CKR_KEY_FUNCTION_NOT_PERMITTED),
+            // Not Google's JSON (a proxy): the HTTP status decides.
+            (
+                503,
+                "<html>unavailable</html>",
+                Call::Read,
+                CKR_DEVICE_ERROR,
+            ),
+            (404, "", Call::Read, CKR_KEY_HANDLE_INVALID),
+            (429, quota, Call::Crypto, CKR_DEVICE_ERROR),
+        ];
+        for (status, body, call, want) in cases {
+            assert_eq!(
+                rv(status, body, call),
+                want,
+                "HTTP {status} {body} on {call:?}"
+            );
+        }
     }
 }
