@@ -34,7 +34,18 @@ fi
 export HSMUX_CONFIG="$WORK/hsmux.toml"
 write_hsmux_config "$HSMUX_CONFIG" "$LABEL" "$WORK/soft"
 export HSMUX_TEST_SO_PIN=$SO_PIN HSMUX_TEST_PIN=$PIN
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+mport=$(free_port)
+# s_server's own config: the same token plus the /metrics listener, scraped while it serves
+# (the other consumers' processes have no listener, so none fights for the port).
+{ cat "$HSMUX_CONFIG"; printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$mport"; } > "$WORK/server.toml"
+# promtool from Debian's prometheus package, unpacked (not installed: no service starts).
+promtool=$REPO/target/tools/usr/bin/promtool
+if [ ! -x "$promtool" ]; then
+  (cd "$WORK" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb "$REPO/target/tools") \
+    || note "promtool not obtainable (apt-get download prometheus failed): the metrics check is skipped"
+fi
 
 if dpkg -s hsmux >/dev/null 2>&1; then die "a hsmux package is installed already: not touching it"; fi
 out=$($SUDO dpkg -i "$deb" 2>&1) || { $SUDO dpkg --purge hsmux >/dev/null 2>&1; die "dpkg -i" "$out"; }
@@ -91,7 +102,7 @@ check "openssl x509 -req: the leaf signed by the CA key in hsmux" ossl x509 -req
   -out "$WORK/leaf.crt"
 verified "openssl verify (plain OpenSSL): leaf against the CA" openssl_plain verify -CAfile "$WORK/ca.crt" "$WORK/leaf.crt"
 
-ossl s_server -accept "127.0.0.1:$port" -cert "$WORK/leaf.crt" -key "$(uri leaf)" -www -naccept 20 \
+HSMUX_CONFIG="$WORK/server.toml" ossl s_server -accept "127.0.0.1:$port" -cert "$WORK/leaf.crt" -key "$(uri leaf)" -www -naccept 20 \
   > "$WORK/s_server.log" 2>&1 &
 server=$!
 on_exit "kill $server 2>/dev/null; wait $server 2>/dev/null"
@@ -106,6 +117,15 @@ if grep -q 'Verify return code: 0 (ok)' <<<"$tls" && grep -q '^HTTP/1.0 200 ok' 
   ok "TLS: s_server's key in hsmux, plain s_client verifies ($(grep -m1 -o 'Peer signature type: .*' <<<"$tls"))"
 else
   not_ok "TLS handshake with the key in hsmux" "$tls$(cat "$WORK/s_server.log")"
+fi
+# /metrics of the module inside s_server (hyper), checked by promtool
+metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode(), end="")' \
+  "http://127.0.0.1:$mport/metrics" 2>&1) || true
+grep -Eq '^hsmux_calls_total\{.*function="C_Sign(Final)?".*\} [1-9]' <<<"$metrics" \
+  && ok "/metrics of the served module counts the handshake's signature (C_Sign/C_SignFinal)" || not_ok "/metrics counts C_Sign" "$metrics"
+if [ -x "$promtool" ]; then
+  out=$("$promtool" check metrics <<<"$metrics" 2>&1) && ok "promtool check metrics accepts /metrics" \
+    || not_ok "promtool check metrics" "$out"
 fi
 kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true
 
@@ -147,3 +167,4 @@ unset P11_KIT_SERVER_ADDRESS
 openssl_plain x509 -in "$WORK/leaf.crt" -pubkey -noout > "$WORK/leaf.pub"
 verified "the remote signature verifies (plain OpenSSL, the leaf certificate's key)" openssl_plain pkeyutl \
   -verify -pubin -inkey "$WORK/leaf.pub" -sigfile "$WORK/remote.sig" -in "$WORK/data.sha256"
+
