@@ -7,6 +7,12 @@
 
 use cryptoki_sys::{CKR_BUFFER_TOO_SMALL, CKR_OK};
 use hsmux::metrics::{self, Metrics};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -128,6 +134,7 @@ fn main() {
         println!("| record_call, registry disabled | {threads} | {ns:.1} |");
     }
     m.set_enabled(true);
+    prometheus_client_rows(calls);
     let empty = per_call(1, calls, |_, i| {
         black_box(i);
     });
@@ -139,6 +146,71 @@ fn main() {
         "render: {} bytes, {} lines in {:?}",
         text.len(),
         text.lines().count(),
+        t.elapsed()
+    );
+}
+
+/// The labels of a call series in prometheus-client (what hsmux's rows hold).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    slot: &'static str,
+    replica: &'static str,
+    function: &'static str,
+    rv: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    slot: &'static str,
+    replica: &'static str,
+    function: &'static str,
+}
+
+/// The same recording as `record_call` (a counter by return value, a duration histogram
+/// with hsmux's buckets) through prometheus-client's families.
+fn prometheus_client_rows(calls: usize) {
+    let mut registry = Registry::default();
+    let total = Family::<CallLabels, Counter>::default();
+    let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new([
+            1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0, 10.0,
+        ])
+    });
+    registry.register("hsmux_calls", "calls", total.clone());
+    registry.register("hsmux_call_duration_seconds", "durations", duration.clone());
+    for threads in [1, 2] {
+        let ns = per_call(threads, calls, |_, i| {
+            let function = FUNCTIONS[i & 3];
+            let rv = if i & 15 == 0 {
+                "CKR_BUFFER_TOO_SMALL"
+            } else {
+                "CKR_OK"
+            };
+            let (slot, replica) = ("ha", "a");
+            total
+                .get_or_create(&CallLabels {
+                    slot,
+                    replica,
+                    function,
+                    rv,
+                })
+                .inc();
+            duration
+                .get_or_create(&DurationLabels {
+                    slot,
+                    replica,
+                    function,
+                })
+                .observe((300 + (i & 1023)) as f64 / 1e9);
+        });
+        println!("| prometheus-client: counter + histogram families | {threads} | {ns:.1} |");
+    }
+    let t = Instant::now();
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encode");
+    println!(
+        "prometheus-client render: {} bytes in {:?}",
+        text.len(),
         t.elapsed()
     );
 }

@@ -45,3 +45,23 @@ if ! cmp -s "$req" "$venv/.requirements.installed"; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   cp "$req" "$venv/.requirements.installed"
 fi
+
+# The packaged-consumer tests (conformance/package.sh): GnuTLS's p11tool/certtool, and
+# OpenSSL 3's pkcs11-provider, which bookworm has only in bookworm-backports (added as an
+# apt source when the package cannot be found otherwise).
+want=()
+command -v p11tool >/dev/null || want+=(gnutls-bin)
+[ -e /usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so ] || want+=(pkcs11-provider)
+if [ ${#want[@]} -gt 0 ]; then
+  echo "deps: installing ${want[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  if ! apt-cache policy pkcs11-provider 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" \
+      | $sudo tee /etc/apt/sources.list.d/hsmux-bookworm-backports.list >/dev/null
+    $sudo apt-get update -qq
+  fi
+  $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi

@@ -51,6 +51,10 @@ pub struct Config {
 pub struct LogConfig {
     pub level: Option<String>,
     pub file: Option<PathBuf>,
+    /// Log to the local syslog socket instead (wins over `file`).
+    pub syslog: Option<bool>,
+    /// The syslog socket (default /dev/log).
+    pub syslog_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

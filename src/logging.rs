@@ -1,11 +1,13 @@
 //! Logging set-up: `HSMUX_LOG` (env_logger syntax) wins over `[log] level`; lines go to
-//! stderr unless `[log] file` is set.
+//! stderr unless `[log] file` is set, or to syslog with `[log] syslog = true` (syslog.rs).
 //!
 //! The `log` crate takes one logger per process, for good, while hsmux learns its settings
 //! only when a config is read (at each `C_Initialize`, and the config may differ after a
 //! `C_Finalize`). So hsmux registers a forwarding logger once and swaps the configured
 //! `env_logger` behind it each time the settings are applied. If the host program already
 //! installed a logger of its own, hsmux leaves it alone.
+
+mod syslog;
 
 use crate::config::LogConfig;
 use arc_swap::ArcSwapOption;
@@ -78,6 +80,28 @@ pub fn init(cfg: &LogConfig) {
             Err(e) => {
                 let why = format!("cannot open log file {}: {e}", path.display());
                 // The log itself is what failed: say it where the operator will see it.
+                eprintln!("hsmux: {why}; logging to stderr");
+                problem = Some(why);
+            }
+        }
+    }
+    if cfg.syslog == Some(true) {
+        let path = cfg
+            .syslog_socket
+            .clone()
+            .unwrap_or_else(|| syslog::DEFAULT_SOCKET.into());
+        match syslog::Syslog::connect(&path) {
+            Ok(s) => {
+                let pid = std::process::id();
+                b.format(move |buf, r| {
+                    use std::io::Write;
+                    let pri = syslog::priority(r.level());
+                    writeln!(buf, "<{pri}>hsmux[{pid}]: {}: {}", r.level(), r.args())
+                });
+                b.target(env_logger::Target::Pipe(Box::new(s)));
+            }
+            Err(e) => {
+                let why = format!("cannot reach syslog at {}: {e}", path.display());
                 eprintln!("hsmux: {why}; logging to stderr");
                 problem = Some(why);
             }

@@ -34,9 +34,10 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["kdf_iterations", "line 15"],
     ),
     (
-        "missing-path.toml",
-        "[log]\nlevel = \"warn\"\n\n[[slot]]\nlabel = \"x\"\nbackend = \"soft\"\n",
-        &["path", "line 4"],
+        // (a soft slot without `path` is valid: the per-user default store)
+        "soft-with-module-key.toml",
+        "[log]\nlevel = \"warn\"\n\n[[slot]]\nlabel = \"x\"\nbackend = \"soft\"\nlibrary = \"/x.so\"\n",
+        &["library", "line 4"],
     ),
     (
         "syntax.toml",

@@ -227,13 +227,11 @@ pub(super) fn parse(b: &Backend, k: &Keys, here: &Here) -> Result<BackendConfig,
     (b.parse)(k, here)
 }
 
-/// `backend = "soft"`.
+/// `backend = "soft"`. Without `path`, the store is where the embedded default keeps it
+/// (per user, `$XDG_DATA_HOME/hsmux/soft`): the packaged /etc/hsmux/hsmux.toml relies on it.
 fn soft(k: &Keys, here: &Here) -> Result<BackendConfig, ConfigError> {
     Ok(BackendConfig::Soft {
-        path: k
-            .path
-            .clone()
-            .ok_or_else(|| here.err("key `path` is missing (backend \"soft\" needs it)"))?,
+        path: k.path.clone().unwrap_or_else(super::default_soft_path),
         kdf_iterations: k.kdf_iterations,
         seal: k
             .seal

@@ -656,8 +656,9 @@ fn listener_serves_metrics_and_stops() {
     assert_eq!(body, small_example_text());
     parse(&body);
 
+    // An HTTP/1.0 request is answered in HTTP/1.0 (hyper), bare LFs accepted.
     let (status, _, body) = http(addr, b"GET /metrics?x=1 HTTP/1.0\n\n");
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(status, "HTTP/1.0 200 OK");
     assert_eq!(body, m.render());
 
     let (status, headers, body) = http(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");

@@ -1,7 +1,6 @@
-//! The hsmux command line: `hsmux check [--config FILE]` loads the configuration exactly as
-//! the module does, opens every slot and lists tokens and mechanisms; `hsmux status` prints
-//! the state of every slot. Exit status 0 when all is well, 1 when a problem was found, 2
-//! for a usage error.
+//! `hsmux check` and `hsmux status`: load the configuration exactly as the module does,
+//! open every slot and print its state (with `detailed`, also keys and mechanisms). Every
+//! problem found is a line with PROBLEM; the exit status is 1 when there is one.
 
 use hsmux::config::Config;
 use hsmux::config::TokenSelector;
@@ -11,58 +10,11 @@ use hsmux::core::rv;
 use hsmux::proxy::ModuleSlot;
 use hsmux::replica::{ReplicaGroup, State};
 use hsmux::setup;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: hsmux check [--config FILE]   load the config as the module does, reach every slot, list keys and mechanisms
-       hsmux status [--config FILE]  the state of every slot and replica
-       hsmux version
-       hsmux help
-Exit status: 0 all well, 1 a problem was found (each is printed with PROBLEM), 2 usage error.";
-
-/// A usage error: the usage on stderr, exit 2.
-fn usage() -> ExitCode {
-    eprintln!("{USAGE}");
-    ExitCode::from(2)
-}
-
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(verb) = args.first() else {
-        return usage();
-    };
-    // Asking for help is a success: stdout, exit 0.
-    if args
-        .iter()
-        .any(|a| matches!(a.as_str(), "--help" | "-h" | "help"))
-    {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let mut config: Option<PathBuf> = None;
-    let mut i = 1;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--config" | "-c" if i + 1 < args.len() => {
-                config = Some(PathBuf::from(&args[i + 1]));
-                i += 2;
-            }
-            _ => return usage(),
-        }
-    }
-    match verb.as_str() {
-        "check" => check(config, true),
-        "status" => check(config, false),
-        "version" | "--version" => {
-            println!("hsmux {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        _ => usage(),
-    }
-}
-
-fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
-    let cfg = match Config::locate(config.as_deref()) {
+pub fn check(config: Option<&Path>, detailed: bool) -> ExitCode {
+    let cfg = match Config::locate(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hsmux: configuration error: {e}");
@@ -71,7 +23,7 @@ fn check(config: Option<PathBuf>, detailed: bool) -> ExitCode {
     };
     println!("config: {}", cfg.source);
     setup::without_metrics();
-    if let Err(e) = setup::initialize(config.as_deref()) {
+    if let Err(e) = setup::initialize(config) {
         eprintln!("hsmux: cannot initialize: {e}");
         return ExitCode::from(1);
     }
@@ -193,7 +145,7 @@ fn token_state(flags: cryptoki_sys::CK_FLAGS) -> (String, bool) {
     use cryptoki_sys::*;
     if flags & CKF_TOKEN_INITIALIZED == 0 {
         return (
-            "NOT initialized (C_InitToken, e.g. pkcs11-tool --init-token)".into(),
+            "NOT initialized (hsmux init, or C_InitToken: pkcs11-tool --init-token)".into(),
             false,
         );
     }
