@@ -14,6 +14,7 @@
 
 use serde::Deserialize;
 
+pub mod audit;
 mod backends;
 mod remote;
 mod table;
@@ -41,6 +42,8 @@ pub struct Config {
     pub slots: Vec<SlotConfig>,
     /// Where this configuration came from (not part of the file).
     pub source: String,
+    /// `[audit]`: the audit trail (`crate::audit`).
+    pub audit: Option<audit::AuditConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,6 +243,7 @@ impl Config {
                 line: 0,
             }],
             source: "embedded default".into(),
+            audit: None,
         }
     }
 
@@ -265,6 +269,7 @@ impl Config {
             metrics: raw.metrics,
             slots,
             source: origin.to_string(),
+            audit: raw.audit,
         };
         cfg.resolve_paths(base)?;
         cfg.validate()?;
@@ -291,6 +296,9 @@ impl Config {
         };
         if let Some(f) = &mut self.log.file {
             resolve(f, "[log] file")?;
+        }
+        if let Some(a) = &mut self.audit {
+            resolve(&mut a.file, "[audit] file")?;
         }
         for s in &mut self.slots {
             if let BackendConfig::Soft { path, .. } = &mut s.backend {

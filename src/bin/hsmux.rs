@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     let Some(verb) = args.first() else {
         return usage();
     };
+    if verb == "audit" {
+        return ExitCode::from(hsmux::audit::cli(&args[1..]));
+    }
     // Asking for help is a success: stdout, exit 0.
     if args
         .iter()
