@@ -112,15 +112,16 @@ fn class_name(c: CK_OBJECT_CLASS) -> &'static str {
 }
 
 fn key_fields(out: &mut String, prefix: &str, k: &KeyIdentity) {
-    field_num(out, &format!("{prefix}Handle"), k.handle as u64);
+    let _ = write!(out, ",\"{prefix}Handle\":{}", k.handle);
     if let Some(l) = &k.label {
-        field_str(out, &format!("{prefix}Label"), l);
+        let _ = write!(out, ",\"{prefix}Label\":");
+        out.push_str(&serde_json::to_string(l).unwrap_or_else(|_| "\"\"".into()));
     }
     if let Some(id) = &k.id {
-        field_str(out, &format!("{prefix}Id"), &hex::encode(id));
+        let _ = write!(out, ",\"{prefix}Id\":\"{}\"", hex::encode(id));
     }
     if let Some(c) = k.class {
-        field_str(out, &format!("{prefix}Class"), class_name(c));
+        let _ = write!(out, ",\"{prefix}Class\":\"{}\"", class_name(c));
     }
 }
 

@@ -26,6 +26,10 @@ use std::time::{Duration, SystemTime};
 
 /// Lines written with one `write` at most.
 const MAX_BATCH: usize = 512;
+/// How long the writer lets events gather after the first of a batch, unless a caller
+/// waits for its line (`on_failure = "refuse"`): the callers then queue without waking it,
+/// and one `write` takes them all.
+const LINGER: Duration = Duration::from_millis(1);
 /// How often a writer whose last write failed tries again without new events.
 const RETRY: Duration = Duration::from_millis(500);
 /// syslog priority: facility authpriv (10), severity info (6).
@@ -175,6 +179,8 @@ pub struct Writer {
     level: &'static str,
     /// Whether the chain's start record is in the file.
     started: bool,
+    /// Whether to let a batch gather ([`LINGER`]).
+    linger: bool,
 }
 
 impl Writer {
@@ -227,6 +233,7 @@ impl Writer {
                 crate::config::audit::AuditLevel::All => "all",
             },
             started: false,
+            linger: cfg.on_failure != crate::config::audit::OnFailure::Refuse,
         };
         let r = w.write_batch(&mut Vec::new());
         (w, r)
@@ -386,6 +393,9 @@ impl Writer {
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.linger && !matches!(batch[0], Msg::Stop) {
+                std::thread::sleep(LINGER);
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
