@@ -916,3 +916,34 @@ fn env_with_pair(env: &[(&'static str, String)]) -> Vec<(&'static str, String)> 
     v.push(("AUDIT_MAKE_PAIR", "1".into()));
     v
 }
+
+#[test]
+fn syslog_gets_every_line_as_written() {
+    let Some(dir) = parent_dir() else {
+        return;
+    };
+    let sock_path = dir.join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    config(
+        &dir,
+        &format!("syslog = true\nsyslog_socket = \"{}\"", sock_path.display()),
+        "",
+    );
+    run_child(&dir, "init");
+    let file = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let pid = records(&dir.join("audit.jsonl"))[0]["pid"]
+        .as_u64()
+        .unwrap();
+    for line in file.lines() {
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).expect("a syslog datagram per line");
+        // facility authpriv (10), severity info (6)
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("<86>hsmux[{pid}]: {line}")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
