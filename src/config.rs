@@ -15,6 +15,7 @@
 
 use serde::Deserialize;
 
+pub mod audit;
 mod azure;
 mod backends;
 mod remote;
@@ -44,6 +45,8 @@ pub struct Config {
     pub slots: Vec<SlotConfig>,
     /// Where this configuration came from (not part of the file).
     pub source: String,
+    /// `[audit]`: the audit trail (`crate::audit`).
+    pub audit: Option<audit::AuditConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -249,6 +252,7 @@ impl Config {
                 line: 0,
             }],
             source: "embedded default".into(),
+            audit: None,
         }
     }
 
@@ -274,6 +278,7 @@ impl Config {
             metrics: raw.metrics,
             slots,
             source: origin.to_string(),
+            audit: raw.audit,
         };
         cfg.resolve_paths(base)?;
         cfg.validate()?;
@@ -300,6 +305,9 @@ impl Config {
         };
         if let Some(f) = &mut self.log.file {
             resolve(f, "[log] file")?;
+        }
+        if let Some(a) = &mut self.audit {
+            resolve(&mut a.file, "[audit] file")?;
         }
         for s in &mut self.slots {
             if let BackendConfig::Soft { path, .. } = &mut s.backend {

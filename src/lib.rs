@@ -15,6 +15,7 @@
 //! aws-lc's raw RSA operation in the soft token.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod core;

@@ -54,6 +54,7 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         }
         crate::metrics::install(None);
         crate::proxy::forget_parent();
+        crate::audit::forget_parent();
     }
     crate::logging::init_early();
     let config = Config::locate(explicit_config).map_err(|e| {
@@ -61,8 +62,10 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
         err(CKR_GENERAL_ERROR)
     })?;
     crate::logging::init(&config.log);
-    let (inst, groups) = build(config)?;
+    audit(&config)?;
+    let (inst, groups) = build(config).inspect_err(|_| crate::audit::uninstall())?;
     let listener = metrics(&inst, &groups);
+    audit_replicas(&inst, &groups);
     log::info!(
         "hsmux {} initialized from {} with {} slot(s)",
         env!("CARGO_PKG_VERSION"),
@@ -83,6 +86,7 @@ pub fn finalize() -> Result<()> {
         l.stop();
     }
     inst.close();
+    crate::audit::uninstall();
     // A vendor library shared with another user in the process is not finalized by hsmux:
     // the module slots' sessions are closed there explicitly.
     crate::proxy::stop();
@@ -171,16 +175,11 @@ fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
     if NO_METRICS.load(Ordering::SeqCst) {
         return None;
     }
-    let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
-    let m = Arc::new(Metrics::new(&labels));
+    let m = registry(inst, groups);
     // The sessions gauge is read from the core's and the proxy's state when scraped.
     m.set_sessions_source(Box::new(|index| {
         crate::core::api::open_sessions(index) + crate::proxy::open_sessions(index)
     }));
-    for (id, g) in groups {
-        let index = inst.all_slots.iter().position(|i| i == id).unwrap_or(0);
-        g.register_metrics(&m, index);
-    }
     crate::metrics::install(Some(m.clone()));
     match Listener::start(&mc.listen, m) {
         Ok(l) => {
@@ -198,4 +197,49 @@ fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
             None
         }
     }
+}
+
+/// `[audit]`: the trail starts before the slots (its chain's start record is written, or
+/// with `on_failure = "refuse"` the module does not start), and its counters join the
+/// metrics. The CLI's instance writes none (`without_metrics`).
+fn audit(config: &Config) -> Result<()> {
+    if NO_METRICS.load(Ordering::SeqCst) || config.audit.is_none() {
+        crate::audit::uninstall();
+        return Ok(());
+    }
+    crate::audit::install(config).map_err(|e| {
+        log::error!("hsmux: {e}");
+        err(CKR_GENERAL_ERROR)
+    })?;
+    crate::metrics::extra::register_counter(
+        "hsmux_audit_dropped_total",
+        "Audit lines dropped because the queue to the writer was full (on_full = \"drop\").",
+        crate::audit::dropped_total,
+    );
+    crate::metrics::extra::register_counter(
+        "hsmux_audit_write_errors_total",
+        "Audit lines that could not be written to the audit file (disk errors).",
+        crate::audit::write_errors_total,
+    );
+    Ok(())
+}
+
+/// The audit lines name the replica that served a call, which the replica groups note in
+/// the metrics: without `[metrics]`, a registry with no listener is installed for them.
+fn audit_replicas(inst: &Instance, groups: &Groups) {
+    if !crate::audit::enabled() || crate::metrics::current().is_some() || groups.is_empty() {
+        return;
+    }
+    crate::metrics::install(Some(registry(inst, groups)));
+}
+
+/// A metrics registry with every slot and the replica groups' replicas.
+fn registry(inst: &Instance, groups: &Groups) -> Arc<Metrics> {
+    let labels: Vec<String> = inst.config.slots.iter().map(|s| s.label.clone()).collect();
+    let m = Arc::new(Metrics::new(&labels));
+    for (id, g) in groups {
+        let index = inst.all_slots.iter().position(|i| i == id).unwrap_or(0);
+        g.register_metrics(&m, index);
+    }
+    m
 }

@@ -1270,29 +1270,7 @@ fn ended_rows() -> Vec<(&'static str, RowFn, CK_RV)> {
 // ---- set-up ------------------------------------------------------------------------------
 
 fn softhsm_conf(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "bad"])
-        .args(["--so-pin", "12345678", "--pin", "1234"])
-        .output()
-        .expect("softhsm2-util (scripts/deps.sh installs softhsm2)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    conf
+    softhsm_token(dir, "bad", "12345678", "1234")
 }
 
 /// A user session with the fixtures every row may use.

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("core", 2),
     ("backend", 3),
     ("metrics", 3),
+    ("audit", 3),
     ("replica", 4),
     ("proxy", 4),
     ("setup", 5),

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub metrics: Option<MetricsConfig>,
     #[serde(default, rename = "slot")]
     pub slots: Vec<Spanned<RawSlot>>,
+    #[serde(default)]
+    pub audit: Option<super::audit::AuditConfig>,
 }
 
 /// Declares [`RawSlot`], [`RawReplica`] and [`Keys`]: `keys` are the backend keys both

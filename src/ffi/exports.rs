@@ -31,12 +31,45 @@ macro_rules! exports {
             #[no_mangle]
             pub unsafe extern "C" fn $name($h: $hty $(, $arg: $ty)*) -> CK_RV {
                 #[allow(unused_unsafe)]
-                $crate::ffi::guard(stringify!($name), exports!(@subject $kind $h), || unsafe {
+                $crate::ffi::audit::guard(stringify!($name), exports!(@subject $kind $h), exports!(@args $($arg)*), || unsafe {
                     exports!(@route $kind $h $(check $check)? $(|$p| $call)?);
                     $module::$core($h $(, $arg)*)
                 })
             }
         )*
+    };
+    // The arguments the audit trail reads (`super::audit::Args`), picked by name.
+    (@args $($arg:ident)*) => {{
+        #[allow(unused_mut)]
+        let mut a = $crate::ffi::audit::Args::default();
+        $(exports!(@arg a $arg $arg);)*
+        a
+    }};
+    (@arg $a:ident p_mech $v:ident) => { $a.mech = $v as *const CK_MECHANISM; };
+    (@arg $a:ident _m $v:ident) => { $a.mech = $v as *const CK_MECHANISM; };
+    (@arg $a:ident key $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident _key $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident _k $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident base $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident wrapping $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident unwrapping $v:ident) => { exports!(@key $a $v); };
+    (@arg $a:ident obj $v:ident) => { $a.obj = Some($v); };
+    (@arg $a:ident len $v:ident) => { $a.len = Some($v); };
+    (@arg $a:ident in_len $v:ident) => { $a.len = Some($v); };
+    (@arg $a:ident _l $v:ident) => { $a.len = Some($v); };
+    (@arg $a:ident _dl $v:ident) => { $a.len = Some($v); };
+    (@arg $a:ident wrapped_len $v:ident) => { $a.len = Some($v); };
+    (@arg $a:ident p_out $v:ident) => { $a.out = Some($v as *const u8); };
+    (@arg $a:ident p_sig $v:ident) => { $a.out = Some($v as *const u8); };
+    (@arg $a:ident _o $v:ident) => { $a.out = Some($v as *const u8); };
+    (@arg $a:ident _s $v:ident) => { $a.out = Some($v as *const u8); };
+    (@arg $a:ident ph $v:ident) => { $a.new = $v as *const CK_ULONG; };
+    (@arg $a:ident ph_priv $v:ident) => { $a.new = $v as *const CK_ULONG; };
+    (@arg $a:ident user_type $v:ident) => { $a.user = Some($v); };
+    (@arg $a:ident $other:ident $v:ident) => {};
+    // The first key argument is the key used; a second (`C_WrapKey`'s) the object.
+    (@key $a:ident $k:ident) => {
+        if $a.key.is_none() { $a.key = Some($k); } else { $a.obj = Some($k); }
     };
     (@subject none $h:ident) => { $crate::ffi::Subject::None };
     (@subject slot $h:ident) => { $crate::ffi::Subject::Slot($h) };

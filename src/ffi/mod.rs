@@ -6,6 +6,7 @@
 #![allow(clippy::missing_safety_doc, non_snake_case)]
 
 mod attr;
+pub(crate) mod audit;
 pub(crate) mod bounds;
 mod crypto;
 pub mod exports;

@@ -53,6 +53,7 @@
 //! After `fork()` the listener's thread does not exist in the child: a child must neither
 //! `stop` nor drop the parent's `Listener` (leak it with the rest of the parent's state).
 
+pub mod extra;
 mod functions;
 mod listener;
 mod registry;
@@ -136,7 +137,23 @@ thread_local! {
 pub fn note_replica(replica: usize) {
     if enabled() {
         REPLICA.with(|c| c.set(replica));
+        SERVED.with(|c| c.set(replica));
     }
+}
+
+thread_local! {
+    /// The same for the audit trail, which reads it after `finish` took `REPLICA`.
+    static SERVED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Forgets the replica noted for the audit trail (before a call).
+pub fn clear_served() {
+    SERVED.with(|c| c.set(0));
+}
+
+/// The replica noted during this call for the audit trail (0: the slot itself, or none).
+pub fn served() -> usize {
+    SERVED.with(|c| c.get())
 }
 
 /// The replica noted during this call (0: none), and resets it.

@@ -168,5 +168,6 @@ fn render(m: &Metrics) -> String {
     for (slot, n) in m.sessions() {
         let _ = writeln!(out, "{SESSIONS}{{slot=\"{slot}\"}} {n}");
     }
+    super::extra::render(&mut out);
     out
 }

@@ -28,6 +28,8 @@ impl Group {
             let idx = |i: usize| self.replicas[i].metrics_index.load(Ordering::Relaxed);
             m.failover(*slot, idx(from), idx(to));
         }
+        let (a, b) = (&self.replicas[from].name, &self.replicas[to].name);
+        crate::audit::failover(&self.slot, a, b, &format!("{what}: {cause}"));
     }
 
     pub(super) fn sha(pin: &[u8]) -> Vec<u8> {

@@ -158,6 +158,11 @@ impl Template {
 
 /// C_InitToken + C_InitPIN on `slot`.
 pub fn init_slot(m: &Module, slot: CK_SLOT_ID) {
+    init_slot_with(m, slot, SO_PIN, PIN);
+}
+
+/// The same with other PINs.
+pub fn init_slot_with(m: &Module, slot: CK_SLOT_ID, so_pin: &[u8], pin: &[u8]) {
     let mut label = [b' '; 32];
     label[..4].copy_from_slice(b"test");
     assert_eq!(
@@ -165,19 +170,19 @@ pub fn init_slot(m: &Module, slot: CK_SLOT_ID) {
             m,
             C_InitToken(
                 slot,
-                SO_PIN.as_ptr() as *mut _,
-                SO_PIN.len() as CK_ULONG,
+                so_pin.as_ptr() as *mut _,
+                so_pin.len() as CK_ULONG,
                 label.as_mut_ptr()
             )
         ),
         CKR_OK
     );
     let h = open(m, slot, true);
-    assert_eq!(login(m, h, CKU_SO, SO_PIN), CKR_OK);
+    assert_eq!(login(m, h, CKU_SO, so_pin), CKR_OK);
     assert_eq!(
         ck!(
             m,
-            C_InitPIN(h, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+            C_InitPIN(h, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
         ),
         CKR_OK
     );
@@ -507,4 +512,32 @@ pub fn remove_at_exit(dir: &std::path::Path) {
     if REMOVE_AT_EXIT.set(dir.to_path_buf()).is_ok() {
         unsafe { libc::atexit(remove_dir_at_exit) };
     }
+}
+
+/// A SoftHSMv2 configuration under `dir` with one token `label` initialized with these
+/// PINs; returns the configuration file (for `SOFTHSM2_CONF`).
+pub fn softhsm_token(dir: &std::path::Path, label: &str, so_pin: &str, pin: &str) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", so_pin, "--pin", pin])
+        .output()
+        .expect("softhsm2-util (scripts/deps.sh installs softhsm2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    conf
 }

@@ -52,6 +52,9 @@ pub enum Verb {
     /// anew: its keys are erased.
     #[command(after_help = EXIT_STATUS)]
     Init(InitArgs),
+    /// Check or read the audit trail that `[audit] file` writes
+    #[command(subcommand)]
+    Audit(AuditVerb),
     /// Print the version
     Version,
     /// Print a shell completion script on stdout
@@ -66,6 +69,37 @@ pub enum Verb {
         /// The directory (created if missing)
         #[arg(value_name = "DIR")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditVerb {
+    /// Check the hash chains of audit trail files and name the first broken line
+    ///
+    /// Every line carries `prev`, the SHA-256 of the previous line of its process's chain;
+    /// an edited, deleted or reordered line breaks it. Give the rotated files too (oldest
+    /// first) to check across a rotation.
+    #[command(after_help = EXIT_STATUS)]
+    Verify {
+        /// The audit trail files, oldest first
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print an audit trail readably, a line per record
+    #[command(after_help = EXIT_STATUS)]
+    Tail {
+        /// Keep printing what is appended (follows a rename or truncation by logrotate)
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the records of this slot (its label or id)
+        #[arg(long, value_name = "SLOT")]
+        slot: Option<String>,
+        /// Only the records of this key (its label or CKA_ID)
+        #[arg(long, value_name = "LABEL")]
+        key: Option<String>,
+        /// The audit trail file
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

@@ -3,6 +3,7 @@
 //! or in its own module. Exit status 0 when all is well, 1 when a problem was found or the
 //! verb failed, 2 for a usage error (clap's own exit status for one).
 
+mod audit;
 mod cli;
 mod init;
 mod man;
@@ -23,6 +24,7 @@ fn run(cli: Cli) -> ExitCode {
         Verb::Check(c) => report::check(c.config.as_deref(), true),
         Verb::Status(c) => report::check(c.config.as_deref(), false),
         Verb::Init(args) => init::init(&args),
+        Verb::Audit(verb) => audit::run(verb),
         Verb::Version => {
             println!("hsmux {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -1,0 +1,303 @@
+//! The audit trail (`[audit]`): one JSON line per security-relevant PKCS#11 call, chained
+//! per process by SHA-256 so that an edited, deleted or reordered line shows
+//! (`hsmux audit verify`, [`verify`]).
+//!
+//! - [`calls`]: which calls get a line (`level = "keys" | "all"`), what each is to the trail.
+//! - [`event`]: one call's fields and their JSON (no key material, PIN or data, ever).
+//! - [`writer`]: the writer thread behind a bounded queue; the chain; rotation; disk errors.
+//! - [`verify`], [`tail`]: reading a trail back (the CLI's `hsmux audit verify | tail`).
+//!
+//! The FFI layer calls in (`ffi::audit`): it classifies each call, remembers per session
+//! the mechanism and key of each operation from its `*Init`, times the call and hands an
+//! [`Event`] to [`Trail::submit`]. Module slots go through the same entry points, so the
+//! passthrough is audited like every other slot. Without `[audit]` a call costs one
+//! relaxed load.
+
+pub mod calls;
+pub mod event;
+mod process;
+pub mod tail;
+pub mod verify;
+mod writer;
+
+pub use event::{Event, KeyIdentity};
+
+use crate::config::audit::{AuditConfig, AuditLevel, OnFailure, OnFull};
+use crate::config::Config;
+use arc_swap::{ArcSwapOption, Guard};
+use calls::Op;
+use cryptoki_sys::*;
+use dashmap::DashMap;
+use event::{Names, SlotName};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use writer::{Ack, Msg, Writer};
+
+/// Lines dropped because the queue was full (`on_full = "drop"`), since the process began.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines that could not be written to the file (disk errors), since the process began.
+pub static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// The queue's default length, in lines.
+const DEFAULT_QUEUE: usize = 4096;
+/// How long a call waits for its line under `on_failure = "refuse"`.
+const ACK_LIMIT: Duration = Duration::from_secs(10);
+
+static CURRENT: ArcSwapOption<Trail> = ArcSwapOption::const_empty();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// An operation in progress on a session, as its `*Init` set it up.
+#[derive(Clone, Default)]
+pub struct Running {
+    pub mechanism: Option<CK_MECHANISM_TYPE>,
+    pub key: Option<Arc<KeyIdentity>>,
+    /// Bytes fed by `*Update` calls so far.
+    pub data_len: u64,
+}
+
+#[derive(Default)]
+struct SessionOps {
+    slot: Option<usize>,
+    ops: [Option<Running>; Op::COUNT],
+}
+
+/// The running trail of this process (from `C_Initialize` to `C_Finalize`).
+pub struct Trail {
+    level: AuditLevel,
+    on_full: OnFull,
+    on_failure: OnFailure,
+    tx: SyncSender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    failed: Arc<AtomicBool>,
+    names: Arc<Names>,
+    epoch: u64,
+    sessions: DashMap<CK_SESSION_HANDLE, SessionOps>,
+    /// Key identities by hsmux object handle (handles are not reused while initialized).
+    keys: DashMap<CK_OBJECT_HANDLE, Arc<KeyIdentity>>,
+}
+
+/// Whether a trail is installed (one relaxed load).
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The installed trail of this process (not a forked parent's).
+#[inline]
+pub fn current() -> Option<Guard<Option<Arc<Trail>>>> {
+    if !enabled() {
+        return None;
+    }
+    let g = CURRENT.load();
+    match g.as_ref() {
+        Some(t) if t.epoch == crate::core::instance::fork_epoch() => Some(g),
+        _ => None,
+    }
+}
+
+fn names_of(config: &Config) -> Names {
+    let slots = config
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SlotName {
+            label: s.label.clone(),
+            id: s.id.unwrap_or(i as u64) as CK_SLOT_ID,
+            replicas: match &s.backend {
+                crate::config::BackendConfig::Replicas { replicas, .. } => {
+                    replicas.iter().map(|r| r.name.clone()).collect()
+                }
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    Names { slots }
+}
+
+/// `C_Initialize`: starts the trail `config` asks for (or none). The chain's start record
+/// is written before this returns; if it cannot be and `on_failure = "refuse"`, this
+/// fails (the module does not start without its trail).
+pub fn install(config: &Config) -> Result<(), String> {
+    uninstall();
+    let Some(cfg) = &config.audit else {
+        return Ok(());
+    };
+    let trail = start(cfg, names_of(config))?;
+    CURRENT.store(Some(Arc::new(trail)));
+    ENABLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn start(cfg: &AuditConfig, names: Names) -> Result<Trail, String> {
+    let failed = Arc::new(AtomicBool::new(false));
+    let names = Arc::new(names);
+    let (w, opened) = Writer::open(cfg, names.clone(), failed.clone());
+    if let Err(e) = opened {
+        let msg = format!("audit: cannot write {}: {e}", cfg.file.display());
+        if cfg.on_failure == OnFailure::Refuse {
+            return Err(format!("{msg} (on_failure = \"refuse\")"));
+        }
+        log::error!("{msg}; the calls go on without their lines until it can be");
+        failed.store(true, Ordering::SeqCst);
+        WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+    }
+    let (tx, rx) = sync_channel(cfg.queue.unwrap_or(DEFAULT_QUEUE).max(1));
+    let thread = std::thread::Builder::new()
+        .name("hsmux-audit".into())
+        .spawn(move || w.run(rx))
+        .map_err(|e| format!("audit: cannot start the writer thread: {e}"))?;
+    Ok(Trail {
+        level: cfg.level,
+        on_full: cfg.on_full,
+        on_failure: cfg.on_failure,
+        tx,
+        thread: Mutex::new(Some(thread)),
+        failed,
+        names,
+        epoch: crate::core::instance::fork_epoch(),
+        sessions: DashMap::new(),
+        keys: DashMap::new(),
+    })
+}
+
+/// `C_Finalize`: writes what is queued and the chain's stop record, and ends the thread.
+pub fn uninstall() {
+    ENABLED.store(false, Ordering::Release);
+    if let Some(t) = CURRENT.swap(None) {
+        let _ = t.tx.send(Msg::Stop);
+        if let Some(h) = t.thread.lock().take() {
+            if h.join().is_err() {
+                log::error!("audit: the writer thread panicked");
+            }
+        }
+    }
+}
+
+/// In a forked child: the parent's trail (whose thread is not in this process) is left
+/// alone, neither written to nor stopped.
+pub fn forget_parent() {
+    ENABLED.store(false, Ordering::Release);
+    if let Some(t) = CURRENT.swap(None) {
+        std::mem::forget(t);
+    }
+}
+
+/// A replica group moved a slot's calls from replica `from` to `to`: a line of its own.
+pub fn failover(slot_label: &str, from: &str, to: &str, cause: &str) {
+    let Some(t) = current() else { return };
+    let Some(t) = t.as_ref() else { return };
+    let slot = t.names.slots.iter().position(|s| s.label == slot_label);
+    let mut e = Event::new("failover", slot);
+    e.replica = slot
+        .and_then(|i| t.names.slots[i].replicas.iter().position(|r| r == to))
+        .map_or(0, |i| i + 1);
+    e.detail = Some(format!("from replica {from}: {cause}"));
+    e.rv = CKR_DEVICE_ERROR;
+    t.submit(e);
+}
+
+impl Trail {
+    pub fn level(&self) -> AuditLevel {
+        self.level
+    }
+
+    /// Whether calls that touch keys are refused now: `on_failure = "refuse"` and the
+    /// last write failed.
+    pub fn refusing(&self) -> bool {
+        self.on_failure == OnFailure::Refuse && self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call's result may stand only once its line is written.
+    pub fn strict(&self) -> bool {
+        self.on_failure == OnFailure::Refuse
+    }
+
+    /// Hands the event to the writer. Returns whether the line is (under `refuse`: was
+    /// written; otherwise: will be) in the trail.
+    pub fn submit(&self, e: Event) -> bool {
+        let ack = self.strict().then(|| Arc::new(Ack::default()));
+        let msg = Msg::Event(Box::new(e), ack.clone());
+        let queued = match self.on_full {
+            OnFull::Block => self.tx.send(msg).is_ok(),
+            OnFull::Drop => match self.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        match ack {
+            Some(a) if queued => a.wait(ACK_LIMIT),
+            _ => queued,
+        }
+    }
+
+    /// Remembers (or, without a mechanism, cancels) session `h`'s operation `op`.
+    pub fn set_op(&self, h: CK_SESSION_HANDLE, slot: Option<usize>, op: Op, r: Option<Running>) {
+        let mut s = self.sessions.entry(h).or_default();
+        s.slot = s.slot.or(slot);
+        s.ops[op.index()] = r;
+    }
+
+    /// Session `h`'s operation `op`, as its `*Init` set it up.
+    pub fn op(&self, h: CK_SESSION_HANDLE, op: Op) -> Option<Running> {
+        self.sessions.get(&h)?.ops[op.index()].clone()
+    }
+
+    pub fn add_len(&self, h: CK_SESSION_HANDLE, op: Op, n: u64) {
+        if let Some(mut s) = self.sessions.get_mut(&h) {
+            if let Some(r) = &mut s.ops[op.index()] {
+                r.data_len += n;
+            }
+        }
+    }
+
+    pub fn end_op(&self, h: CK_SESSION_HANDLE, op: Op) {
+        if let Some(mut s) = self.sessions.get_mut(&h) {
+            s.ops[op.index()] = None;
+        }
+    }
+
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) {
+        self.sessions.remove(&h);
+    }
+
+    pub fn close_slot(&self, slot: usize) {
+        self.sessions.retain(|_, s| s.slot != Some(slot));
+    }
+
+    /// The identity of key `obj`, read by `resolve` the first time only.
+    pub fn key(
+        &self,
+        obj: CK_OBJECT_HANDLE,
+        resolve: impl FnOnce() -> KeyIdentity,
+    ) -> Arc<KeyIdentity> {
+        if let Some(k) = self.keys.get(&obj) {
+            return k.clone();
+        }
+        let k = Arc::new(resolve());
+        self.keys.insert(obj, k.clone());
+        k
+    }
+
+    /// Forgets `obj`'s identity (destroyed, or its label or id may have changed).
+    pub fn forget_key(&self, obj: CK_OBJECT_HANDLE) {
+        self.keys.remove(&obj);
+    }
+}
+
+/// `hsmux_audit_dropped_total`.
+pub fn dropped_total() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// `hsmux_audit_write_errors_total`.
+pub fn write_errors_total() -> u64 {
+    WRITE_ERRORS.load(Ordering::Relaxed)
+}

@@ -1,0 +1,271 @@
+//! The audit trail at the C boundary (`crate::audit`): every exported function's body
+//! runs through [`guard`], which, with a trail installed, classifies the call, remembers
+//! each operation's mechanism and key from its `*Init` (read from the consumer's
+//! arguments, for core and module slots alike), times the call and hands its line to the
+//! trail. Without a trail it is `super::guard` after one relaxed load.
+//!
+//! Under `on_failure = "refuse"` a call that touches a key or the token is refused with
+//! `CKR_DEVICE_ERROR` while the trail cannot be written, and a logged call answers
+//! `CKR_DEVICE_ERROR` unless its line reached the file.
+
+#![allow(clippy::unnecessary_cast)] // CK_ULONG is u32 on some targets
+
+use super::Subject;
+use crate::audit::calls::{self, Op, Role};
+use crate::audit::{Event, KeyIdentity, Running, Trail};
+use crate::config::audit::AuditLevel;
+use crate::core::attr::AttrValue;
+use crate::core::error::Result;
+use cryptoki_sys::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The arguments of a call the trail reads, by their names in `exports.rs` (filled by
+/// `exports!(@args ..)`; pointers are read only with a trail installed).
+pub(crate) struct Args {
+    pub mech: *const CK_MECHANISM,
+    /// The key the call uses (`hKey`, `hWrappingKey`, `hBaseKey`, ...).
+    pub key: Option<CK_OBJECT_HANDLE>,
+    /// The object the call is about (`C_DestroyObject`, the key `C_WrapKey` wraps).
+    pub obj: Option<CK_OBJECT_HANDLE>,
+    pub len: Option<CK_ULONG>,
+    /// The output buffer, when the call has one (NULL: a length query).
+    pub out: Option<*const u8>,
+    /// Where the call writes the handle of an object it makes.
+    pub new: *const CK_ULONG,
+    pub user: Option<CK_USER_TYPE>,
+}
+
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            mech: std::ptr::null(),
+            key: None,
+            obj: None,
+            len: None,
+            out: None,
+            new: std::ptr::null(),
+            user: None,
+        }
+    }
+}
+
+/// Runs an exported function's body under `super::guard`, and under the audit trail when
+/// one is installed.
+#[inline(always)]
+pub(crate) fn guard(
+    name: &'static str,
+    subject: Subject,
+    args: Args,
+    f: impl FnOnce() -> Result<()>,
+) -> CK_RV {
+    if !crate::audit::enabled() {
+        return super::guard(name, subject, f);
+    }
+    audited(name, subject, args, f)
+}
+
+#[inline(never)]
+fn audited(
+    name: &'static str,
+    subject: Subject,
+    args: Args,
+    f: impl FnOnce() -> Result<()>,
+) -> CK_RV {
+    let Some(g) = crate::audit::current() else {
+        return super::guard(name, subject, f);
+    };
+    let Some(t) = g.as_ref() else {
+        return super::guard(name, subject, f);
+    };
+    let role = calls::role(name);
+    let level = t.level();
+    let bookkeeping = matches!(role, Role::Init(_) | Role::Update(_) | Role::Close);
+    if !bookkeeping && !role.logged(level, true) {
+        return super::guard(name, subject, f);
+    }
+    let session = match subject {
+        Subject::Session(h) => Some(h),
+        _ => None,
+    };
+    let slot = subject.slot_index();
+    if role.guarded() && t.refusing() {
+        log::error!(
+            "{name}: refused with CKR_DEVICE_ERROR: the audit trail cannot be written (on_failure = \"refuse\")"
+        );
+        return CKR_DEVICE_ERROR;
+    }
+    let mut ev = Event::new(name, slot);
+    // What the call is about, read before it runs (an object it destroys is gone after).
+    let running = match (role, session) {
+        (Role::Use(op), Some(h)) => t.op(h, op),
+        _ => None,
+    };
+    if role == Role::Change {
+        ev.key = args.obj.map(|o| identity(t, session, o));
+    }
+    crate::metrics::clear_served();
+    let started = Instant::now();
+    let rv = super::guard(name, subject, f);
+    ev.duration = started.elapsed();
+    ev.replica = crate::metrics::served();
+    ev.rv = rv;
+    let ok = rv == CKR_OK;
+    let mech = || unsafe { args.mech.as_ref() }.map(|m| m.mechanism);
+    let mut query = false;
+    match role {
+        Role::Init(op) => {
+            ev.mechanism = mech();
+            ev.key = args.key.map(|k| identity(t, session, k));
+            if let Some(h) = session.filter(|_| ok) {
+                let r = ev.mechanism.map(|m| Running {
+                    mechanism: Some(m),
+                    key: ev.key.clone(),
+                    data_len: 0,
+                });
+                t.set_op(h, slot, op, r);
+            }
+        }
+        Role::Update(op) => {
+            if let Some(h) = session {
+                match rv {
+                    CKR_OK => t.add_len(h, op, args.len.unwrap_or(0) as u64),
+                    CKR_BUFFER_TOO_SMALL => {}
+                    _ => t.end_op(h, op),
+                }
+            }
+            ev.data_len = args.len.map(|n| n as u64);
+        }
+        Role::Use(op) => {
+            query = !matches!(op, Op::Verify | Op::MessageVerify)
+                && args.out.is_some_and(|p| p.is_null());
+            if let Some(h) = session.filter(|_| calls::ends_op(op, rv, query)) {
+                t.end_op(h, op);
+            }
+            let r = running.unwrap_or_default();
+            ev.mechanism = r.mechanism;
+            ev.key = r.key;
+            ev.data_len = Some(r.data_len + args.len.unwrap_or(0) as u64);
+        }
+        Role::UseKey | Role::UseKeyCreating | Role::Create => {
+            query = args.out.is_some_and(|p| p.is_null());
+            ev.mechanism = mech();
+            ev.key = args.key.or(args.obj).map(|k| identity(t, session, k));
+            ev.data_len = args.len.map(|n| n as u64);
+            if args.key.is_some() {
+                ev.target = args.obj.map(|o| identity(t, session, o)); // what C_WrapKey wraps
+            }
+            if ok && !args.new.is_null() {
+                let h = unsafe { *args.new };
+                ev.new_key = Some(identity(t, session, h));
+            }
+        }
+        Role::Change => {
+            if let Some(o) = args.obj {
+                t.forget_key(o);
+            }
+        }
+        Role::Auth => ev.user = args.user,
+        Role::Close => match subject {
+            Subject::Session(h) => t.close_session(h),
+            Subject::Slot(_) => {
+                if let Some(i) = slot {
+                    t.close_slot(i);
+                }
+            }
+            Subject::None => {}
+        },
+        Role::Read => {}
+    }
+    let skipped = level == AuditLevel::Keys && (query || rv == CKR_BUFFER_TOO_SMALL);
+    if skipped || !role.logged(level, ok) {
+        return rv;
+    }
+    if !t.submit(ev) && t.strict() && role.guarded() {
+        log::error!(
+            "{name}: answered CKR_DEVICE_ERROR: its audit line could not be written (on_failure = \"refuse\")"
+        );
+        return CKR_DEVICE_ERROR;
+    }
+    rv
+}
+
+/// The label, `CKA_ID` and class of `obj` as session `session` sees it (cached per handle).
+fn identity(
+    t: &Trail,
+    session: Option<CK_SESSION_HANDLE>,
+    obj: CK_OBJECT_HANDLE,
+) -> Arc<KeyIdentity> {
+    t.key(obj, || {
+        let mut k = KeyIdentity {
+            handle: obj,
+            ..KeyIdentity::default()
+        };
+        let Some(h) = session else { return k };
+        let values = match crate::proxy::session(h) {
+            Some(p) => unsafe { vendor_attributes(&p, obj) },
+            None => {
+                crate::core::api::object::get_attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS])
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| match v {
+                        AttrValue::Value(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        };
+        let mut it = values.into_iter();
+        k.label = it
+            .next()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        k.id = it.next().flatten();
+        k.class = it
+            .next()
+            .flatten()
+            .and_then(|v| <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v.as_slice()).ok())
+            .map(CK_ULONG::from_ne_bytes);
+        k
+    })
+}
+
+/// `CKA_LABEL`, `CKA_ID` and `CKA_CLASS` of a module slot's object, asked of the vendor
+/// library the usual two-call way.
+unsafe fn vendor_attributes(
+    p: &crate::proxy::PassSession,
+    obj: CK_OBJECT_HANDLE,
+) -> Vec<Option<Vec<u8>>> {
+    let types = [CKA_LABEL, CKA_ID, CKA_CLASS];
+    let mut t: Vec<CK_ATTRIBUTE> = types
+        .iter()
+        .map(|ty| CK_ATTRIBUTE {
+            type_: *ty,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        })
+        .collect();
+    let _ = p.get_attribute_value(obj, t.as_mut_ptr(), t.len() as CK_ULONG);
+    let mut bufs: Vec<Vec<u8>> = t
+        .iter()
+        .map(|a| match a.ulValueLen {
+            CK_UNAVAILABLE_INFORMATION => Vec::new(),
+            n => vec![0; (n as usize).min(crate::core::limits::MAX_DATA_LEN)],
+        })
+        .collect();
+    for (a, b) in t.iter_mut().zip(bufs.iter_mut()) {
+        a.pValue = b.as_mut_ptr() as *mut _;
+        a.ulValueLen = b.len() as CK_ULONG;
+    }
+    let _ = p.get_attribute_value(obj, t.as_mut_ptr(), t.len() as CK_ULONG);
+    t.iter()
+        .zip(bufs)
+        .map(|(a, mut b)| match a.ulValueLen {
+            CK_UNAVAILABLE_INFORMATION => None,
+            n => {
+                b.truncate(n as usize);
+                Some(b)
+            }
+        })
+        .collect()
+}
