@@ -111,13 +111,26 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
                 public_data: bytes(e.pPublicData, e.ulPublicDataLen)?,
             }
         }
-        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
+        // CK_KEY_DERIVATION_STRING_DATA: the data it points to, not its own bytes.
+        CKM_CONCATENATE_BASE_AND_DATA
+        | CKM_CONCATENATE_DATA_AND_BASE
+        | CKM_XOR_BASE_AND_DATA
+        | CKM_AES_ECB_ENCRYPT_DATA
+        | CKM_DES_ECB_ENCRYPT_DATA
+        | CKM_DES3_ECB_ENCRYPT_DATA => {
             let d = param::<CK_KEY_DERIVATION_STRING_DATA>(m)?;
             MechParam::Data(bytes(d.pData, d.ulLen)?)
         }
         CKM_AES_CBC_ENCRYPT_DATA => {
             let d = param::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>(m)?;
             MechParam::AesCbcData {
+                iv: d.iv,
+                data: bytes(d.pData, d.length)?,
+            }
+        }
+        CKM_DES_CBC_ENCRYPT_DATA | CKM_DES3_CBC_ENCRYPT_DATA => {
+            let d = param::<CK_DES_CBC_ENCRYPT_DATA_PARAMS>(m)?;
+            MechParam::DesCbcData {
                 iv: d.iv,
                 data: bytes(d.pData, d.length)?,
             }

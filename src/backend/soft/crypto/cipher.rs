@@ -73,7 +73,8 @@ enum Mode {
         key: Zeroizing<Vec<u8>>,
         iv: Option<[u8; 16]>,
         padded: bool,
-        ctr: bool,
+        /// AES-CTR: the bits of the counter block that count (`ulCounterBits`).
+        ctr: Option<u32>,
     },
     Oaep {
         key: Arc<Key>,
@@ -136,17 +137,30 @@ fn gcm(mech: &Mechanism, key: &Key) -> Result<Mode> {
     })
 }
 
+const UL: usize = std::mem::size_of::<CK_ULONG>();
+
 fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
     let v = aes_value(key)?;
     block_alg(v)?;
+    let mut counter_bits = None;
     let iv = match (mech.mech, &mech.param) {
         (CKM_AES_ECB, _) => None,
-        (CKM_AES_CTR, MechParam::Bytes(b)) if b.len() == 16 + std::mem::size_of::<CK_ULONG>() => {
+        (CKM_AES_CTR, MechParam::Bytes(b)) if b.len() == 16 + UL => {
             // CK_AES_CTR_PARAMS { ulCounterBits, cb[16] }: the counter block follows.
-            let cb: [u8; 16] = b[std::mem::size_of::<CK_ULONG>()..]
-                .try_into()
-                .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            Some(cb)
+            let (bits, cb) = b.split_at(UL);
+            let bits =
+                CK_ULONG::from_ne_bytes(bits.try_into().map_err(|_| err(CKR_GENERAL_ERROR))?);
+            if !(1..=128).contains(&bits) {
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    format!("AES-CTR ulCounterBits is 1..128, not {bits}"),
+                ));
+            }
+            counter_bits = Some(bits as u32);
+            Some(
+                cb.try_into()
+                    .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?,
+            )
         }
         (_, MechParam::Bytes(b)) if b.len() == 16 && mech.mech != CKM_AES_CTR => Some(
             b.as_slice()
@@ -164,7 +178,7 @@ fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
         key: Zeroizing::new(v.to_vec()),
         iv,
         padded: mech.mech == CKM_AES_CBC_PAD,
-        ctr: mech.mech == CKM_AES_CTR,
+        ctr: counter_bits,
     })
 }
 
@@ -375,10 +389,13 @@ fn block_run(
     key: &[u8],
     iv: Option<[u8; 16]>,
     padded: bool,
-    ctr: bool,
+    ctr: Option<u32>,
     encrypt: bool,
     input: &[u8],
 ) -> Result<Vec<u8>> {
+    if let Some(bits) = ctr {
+        return ctr_run(key, iv.unwrap_or_default(), bits, input);
+    }
     let alg = block_alg(key)?;
     let ukey = || UnboundCipherKey::new(alg, key).map_err(|_| err(CKR_KEY_SIZE_RANGE));
     let ctx_e = || {
@@ -416,28 +433,24 @@ fn block_run(
         buf.truncate(n);
         return Ok(buf);
     }
-    if !ctr && !input.len().is_multiple_of(16) {
+    if !input.len().is_multiple_of(16) {
         return Err(err(len_err));
     }
     let mut buf = input.to_vec();
     if buf.is_empty() {
         return Ok(buf);
     }
-    let (ek, dk) = match (ctr, iv) {
-        (true, _) => (
-            cipher::EncryptingKey::ctr(ukey()?),
-            cipher::DecryptingKey::ctr(ukey()?),
-        ),
-        (false, Some(_)) => (
+    let (ek, dk) = match iv {
+        Some(_) => (
             cipher::EncryptingKey::cbc(ukey()?),
             cipher::DecryptingKey::cbc(ukey()?),
         ),
-        (false, None) => (
+        None => (
             cipher::EncryptingKey::ecb(ukey()?),
             cipher::DecryptingKey::ecb(ukey()?),
         ),
     };
-    if encrypt || ctr {
+    if encrypt {
         ek.map_err(|_| err(CKR_GENERAL_ERROR))?
             .less_safe_encrypt(&mut buf, ctx_e())
             .map_err(|_| err(CKR_FUNCTION_FAILED))?;
@@ -449,11 +462,44 @@ fn block_run(
     Ok(buf)
 }
 
-/// Adds `blocks` to a 128-bit big-endian counter block (AES-CTR as aws-lc counts).
-fn ctr_add(counter: [u8; 16], blocks: usize) -> [u8; 16] {
-    u128::from_be_bytes(counter)
-        .wrapping_add(blocks as u128)
-        .to_be_bytes()
+/// The counter of a counter block: its low `bits` bits.
+fn ctr_mask(bits: u32) -> u128 {
+    u128::MAX >> (128 - bits)
+}
+
+/// Adds `blocks` to the counter (the low `bits` bits of the block, wrapping within them:
+/// SP 800-38A B.1's standard incrementing function); the other bits stay.
+fn ctr_add(counter: [u8; 16], bits: u32, blocks: usize) -> [u8; 16] {
+    let (c, mask) = (u128::from_be_bytes(counter), ctr_mask(bits));
+    ((c & !mask) | (c.wrapping_add(blocks as u128) & mask)).to_be_bytes()
+}
+
+/// AES-CTR with a `bits`-bit counter. aws-lc counts with all 128 bits, which is the same
+/// until the counter wraps: the input is cut where it wraps and each piece started anew.
+fn ctr_run(key: &[u8], mut counter: [u8; 16], bits: u32, input: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve(input.len())
+        .map_err(|_| err(CKR_HOST_MEMORY))?;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let mask = ctr_mask(bits);
+        let before_wrap = (mask - (u128::from_be_bytes(counter) & mask)).saturating_add(1);
+        let take = match usize::try_from(before_wrap.saturating_mul(16)) {
+            Ok(n) if n < rest.len() => n,
+            _ => rest.len(),
+        };
+        let mut piece = rest[..take].to_vec();
+        let k = cipher::EncryptingKey::ctr(
+            UnboundCipherKey::new(block_alg(key)?, key).map_err(|_| err(CKR_KEY_SIZE_RANGE))?,
+        )
+        .map_err(|_| err(CKR_GENERAL_ERROR))?;
+        k.less_safe_encrypt(&mut piece, EncryptionContext::Iv128(counter.into()))
+            .map_err(|_| err(CKR_FUNCTION_FAILED))?;
+        out.extend_from_slice(&piece);
+        counter = ctr_add(counter, bits, take.div_ceil(16));
+        rest = &rest[take..];
+    }
+    Ok(out)
 }
 
 impl Op {
@@ -491,8 +537,8 @@ impl Op {
         )?;
         if take > 0 {
             self.stream.chain = match (ctr, has_iv) {
-                (true, _) => self.stream.chain.map(|c| ctr_add(c, take / 16)),
-                (false, true) => {
+                (Some(bits), _) => self.stream.chain.map(|c| ctr_add(c, bits, take / 16)),
+                (None, true) => {
                     let cipher_text = if self.encrypt {
                         &out[..]
                     } else {
@@ -500,7 +546,7 @@ impl Op {
                     };
                     cipher_text[take - 16..take].try_into().ok()
                 }
-                (false, false) => None,
+                (None, false) => None,
             };
         }
         self.stream.pending = Zeroizing::new(data[take..].to_vec());
@@ -516,7 +562,7 @@ impl Op {
             return Err(err(CKR_GENERAL_ERROR));
         };
         let rest = std::mem::take(&mut self.stream.pending);
-        if *padded || *ctr {
+        if *padded || ctr.is_some() {
             // CBC-PAD pads (or unpads) what is left under the chained IV; CTR takes a tail.
             return block_run(key, self.stream.chain, *padded, *ctr, self.encrypt, &rest);
         }

@@ -582,6 +582,8 @@ pub struct DigestOp {
 
 pub fn digest_init(mech: &Mechanism) -> Result<Box<dyn Signer>> {
     let alg = digest_alg(mech.mech).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
+    // The SHA-1 and SHA-2 digest mechanisms have no parameter (PKCS#11 3.0).
+    super::no_param(mech)?;
     Ok(Box::new(DigestOp {
         ctx: Some(digest::Context::new(alg)),
         len: alg.output_len(),

@@ -276,6 +276,18 @@ fn secret_value(k: &Key) -> Result<&[u8]> {
     }
 }
 
+/// The "encrypt data" derivations: `data` (non-empty whole blocks) encrypted with `m`.
+fn encrypt_data(base: &Arc<Key>, m: Mechanism, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    if data.is_empty() || !data.len().is_multiple_of(16) {
+        return Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            "encrypt-data derivation: the data must be whole cipher blocks",
+        ));
+    }
+    let mut op = super::cipher::encrypt_init(&m, base)?;
+    Ok(Zeroizing::new(op.oneshot(data)?))
+}
+
 /// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384, and the simple secret-key derivations of
 /// PKCS#11 §2.43 (concatenation, XOR, extraction) and §2.13 (AES ECB/CBC encrypt data).
 /// `other` is the second key of CKM_CONCATENATE_BASE_AND_KEY.
@@ -352,15 +364,14 @@ pub fn derive(
                     .collect(),
             )
         }
-        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d))
-        | (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
-            let mut op = super::cipher::encrypt_init(&Mechanism::new(CKM_AES_ECB), base)?;
-            Zeroizing::new(op.oneshot(d)?)
+        // The data a CK_KEY_DERIVATION_STRING_DATA / CK_AES_CBC_ENCRYPT_DATA_PARAMS points
+        // to, whole blocks, encrypted under the base key.
+        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d)) => {
+            encrypt_data(base, Mechanism::new(CKM_AES_ECB), d)?
         }
         (CKM_AES_CBC_ENCRYPT_DATA, MechParam::AesCbcData { iv, data }) => {
             let m = Mechanism::with(CKM_AES_CBC, MechParam::Bytes(iv.to_vec()));
-            let mut op = super::cipher::encrypt_init(&m, base)?;
-            Zeroizing::new(op.oneshot(data)?)
+            encrypt_data(base, m, data)?
         }
         (
             CKM_ECDH1_DERIVE
