@@ -488,3 +488,58 @@ fn aes_key_wrap_and_ecdh_derive() {
     assert_eq!(ab.len(), 32);
     assert_eq!(ab, ba);
 }
+
+/// secp521r1 (issue 19): CKM_ECDSA_SHA512 signatures verified by RustCrypto's p521, a
+/// p521 signature verified inside, and CKM_ECDSA on a SHA-512 hash.
+#[test]
+fn ecdsa_p521_signatures_verify_with_rustcrypto() {
+    use p521::ecdsa::signature::{hazmat::PrehashVerifier, Signer, Verifier};
+    const P521_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+    let m = shared();
+    let h = user_session(m, 6);
+    let (pubk, privk) = keypair(
+        m,
+        h,
+        CKM_EC_KEY_PAIR_GEN,
+        Template::new().bytes(CKA_EC_PARAMS, P521_PARAMS),
+        Template::new(),
+        b"p521",
+    );
+    let der = get_attr(m, h, pubk, CKA_EC_POINT).unwrap();
+    assert_eq!(
+        der[..3],
+        [0x04, 0x81, 133],
+        "DER OCTET STRING of a 133-byte point"
+    );
+    let vk = p521::ecdsa::VerifyingKey::from_sec1_bytes(&der[3..]).unwrap();
+    let msg = b"message signed by hsmux on P-521";
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA512), privk, msg).unwrap();
+    assert_eq!(sig.len(), 132, "raw r||s of 66 bytes each");
+    vk.verify(msg, &p521::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA_SHA512 on P-521 verifies");
+    let digest = sha2::Sha512::digest(msg);
+    let sig = sign(m, h, mech(CKM_ECDSA), privk, &digest).unwrap();
+    vk.verify_prehash(&digest, &p521::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA on P-521 verifies");
+    let sk = p521::ecdsa::SigningKey::random(&mut rand_core());
+    let outside: p521::ecdsa::Signature = sk.sign(msg);
+    let vk_out = p521::ecdsa::VerifyingKey::from(&sk);
+    let mut imp = Template::new()
+        .ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_EC)
+        .bytes(CKA_EC_PARAMS, P521_PARAMS)
+        .bytes(CKA_EC_POINT, vk_out.to_encoded_point(false).as_bytes());
+    let mut ik = 0;
+    assert_eq!(
+        ck!(m, C_CreateObject(h, imp.ptr(), imp.len(), &mut ik)),
+        CKR_OK
+    );
+    let out = outside.to_bytes();
+    assert_eq!(verify(m, h, mech(CKM_ECDSA_SHA512), ik, msg, &out), CKR_OK);
+    let mut bad = out.to_vec();
+    bad[70] ^= 1;
+    assert_eq!(
+        verify(m, h, mech(CKM_ECDSA_SHA512), ik, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+}

@@ -73,7 +73,7 @@ const DEVIATIONS: &[(&str, CK_RV, &str)] = &[
     (
         "EC key pair gen on secp256k1",
         CKR_CURVE_NOT_SUPPORTED,
-        "the soft token offers P-256 and P-384 only (3.0 code for an unsupported curve)",
+        "the soft token offers P-256, P-384 and P-521 (3.0 code for an unsupported curve)",
     ),
     (
         "EC key pair gen with garbage CKA_EC_PARAMS",

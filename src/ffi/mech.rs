@@ -141,7 +141,8 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         | CKM_SHA224_HMAC_GENERAL
         | CKM_SHA256_HMAC_GENERAL
         | CKM_SHA384_HMAC_GENERAL
-        | CKM_SHA512_HMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
+        | CKM_SHA512_HMAC_GENERAL
+        | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
             let e = param::<CK_EDDSA_PARAMS>(m)?;
             if e.phFlag != 0 || e.ulContextDataLen != 0 {

@@ -48,13 +48,15 @@ pub enum Key {
 pub fn ecdsa_alg(c: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match c {
         Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
         _ => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
     }
 }
 
-fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
+pub fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
     match c {
         Curve::P384 => &agreement::ECDH_P384,
+        Curve::P521 => &agreement::ECDH_P521,
         _ => &agreement::ECDH_P256,
     }
 }

@@ -315,11 +315,7 @@ pub fn derive(
             };
             let peer =
                 der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            let alg = if *curve == Curve::P384 {
-                &agreement::ECDH_P384
-            } else {
-                &agreement::ECDH_P256
-            };
+            let alg = keys::ecdh_alg(*curve);
             let me = agreement::PrivateKey::from_private_key(alg, scalar)
                 .map_err(|_| err(CKR_GENERAL_ERROR))?;
             agreement::agree(
