@@ -421,6 +421,21 @@ fn aes_ctr_counter_bits_are_checked_and_honoured() {
             "{bits}-bit counter"
         );
     }
+    // The counter may wrap within its bits but not come back to where it started (the
+    // key stream would repeat): 2^8 blocks of an 8-bit counter, not one more.
+    let mut p = ctr_params(8, cb);
+    assert!(encrypt(m, h, mech_with(CKM_AES_CTR, &mut p), key, &[0u8; 256 * 16]).is_ok());
+    assert_eq!(
+        encrypt(
+            m,
+            h,
+            mech_with(CKM_AES_CTR, &mut p),
+            key,
+            &[0u8; 256 * 16 + 1]
+        ),
+        Err(CKR_DATA_LEN_RANGE),
+        "257 blocks of an 8-bit counter"
+    );
     // Multi-part, split inside the wrap.
     let mut p = ctr_params(8, cb);
     let mut mc = mech_with(CKM_AES_CTR, &mut p);

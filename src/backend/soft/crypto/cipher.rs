@@ -54,6 +54,8 @@ struct BlockStream {
     /// CBC: the IV of the next block (the last ciphertext block); CTR: the next counter
     /// block; ECB: none.
     chain: Option<[u8; 16]>,
+    /// AES-CTR: counter blocks used so far (see [`ctr_count`]).
+    ctr_used: u128,
 }
 
 enum Mode {
@@ -251,6 +253,7 @@ fn init(mech: &Mechanism, key: &Arc<Key>, encrypt: bool) -> Result<Box<dyn Ciphe
         stream: BlockStream {
             pending: Zeroizing::new(Vec::new()),
             chain,
+            ctr_used: 0,
         },
     }))
 }
@@ -474,6 +477,20 @@ fn ctr_add(counter: [u8; 16], bits: u32, blocks: usize) -> [u8; 16] {
     ((c & !mask) | (c.wrapping_add(blocks as u128) & mask)).to_be_bytes()
 }
 
+/// Counter blocks used after `bytes` more, when `used` were: a `bits`-bit counter may wrap
+/// within its bits, but not come back to where it started, which would repeat the key
+/// stream (`CKR_DATA_LEN_RANGE`; NSS draws the same line, SoftHSM refuses any wrap).
+fn ctr_count(bits: u32, used: u128, bytes: usize) -> Result<u128> {
+    let total = used.saturating_add((bytes as u128).div_ceil(16));
+    if bits < 128 && total > 1u128 << bits {
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            format!("AES-CTR: more than 2^{bits} blocks would repeat the counter"),
+        ));
+    }
+    Ok(total)
+}
+
 /// AES-CTR with a `bits`-bit counter. aws-lc counts with all 128 bits, which is the same
 /// until the counter wraps: the input is cut where it wraps and each piece started anew.
 fn ctr_run(key: &[u8], mut counter: [u8; 16], bits: u32, input: &[u8]) -> Result<Vec<u8>> {
@@ -527,6 +544,9 @@ impl Op {
             .map_err(|_| err(CKR_HOST_MEMORY))?;
         data.extend_from_slice(input);
         let take = self.stream_take(data.len());
+        if let Some(bits) = ctr {
+            self.stream.ctr_used = ctr_count(bits, self.stream.ctr_used, take)?;
+        }
         let out = block_run(
             key,
             self.stream.chain,
@@ -562,6 +582,9 @@ impl Op {
             return Err(err(CKR_GENERAL_ERROR));
         };
         let rest = std::mem::take(&mut self.stream.pending);
+        if let Some(bits) = *ctr {
+            ctr_count(bits, self.stream.ctr_used, rest.len())?;
+        }
         if *padded || ctr.is_some() {
             // CBC-PAD pads (or unpads) what is left under the chained IV; CTR takes a tail.
             return block_run(key, self.stream.chain, *padded, *ctr, self.encrypt, &rest);
@@ -582,6 +605,12 @@ impl Cipher for Op {
         self.len_for(n)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        if let Mode::Block {
+            ctr: Some(bits), ..
+        } = self.mode
+        {
+            ctr_count(bits, 0, input.len())?;
+        }
         self.run(input)
     }
     fn update_len(&self, n: usize) -> usize {
