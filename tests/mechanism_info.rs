@@ -49,6 +49,8 @@ fn keys_of(mt: CK_MECHANISM_TYPE) -> Keys {
     let name = rv_free_name(mt);
     match name.as_str() {
         n if n.starts_with("CKM_AES") => Keys::Secret(CKK_AES),
+        n if n.starts_with("CKM_DES3") => Keys::Secret(CKK_DES3),
+        n if n.starts_with("CKM_DES_") => Keys::Secret(CKK_DES),
         n if n.contains("RSA") => Keys::Rsa,
         n if n.starts_with("CKM_ECDSA")
             || n == "CKM_EC_KEY_PAIR_GEN"
@@ -134,7 +136,11 @@ fn make(
             let mut t = Template::new()
                 .ulong(CKA_CLASS, CKO_SECRET_KEY)
                 .ulong(CKA_KEY_TYPE, kt)
-                .bytes(CKA_VALUE, &vec![0x42; size as usize])
+                // Distinct bytes: DES3 refuses keys whose thirds are equal.
+                .bytes(
+                    CKA_VALUE,
+                    &(0..size).map(|i| i as u8 ^ 0x42).collect::<Vec<_>>(),
+                )
                 .bool(CKA_DERIVE, true);
             let mut k = 0;
             match ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut k)) {
@@ -181,6 +187,7 @@ fn param(mt: CK_MECHANISM_TYPE, keep: &mut Vec<Vec<u8>>) -> Vec<u8> {
     };
     match mt {
         CKM_AES_CBC | CKM_AES_CBC_PAD => vec![7; 16],
+        CKM_DES3_CBC | CKM_DES3_CBC_PAD | CKM_DES_CBC | CKM_DES_CBC_PAD => vec![7; 8],
         CKM_AES_CTR => raw(&CK_AES_CTR_PARAMS {
             ulCounterBits: 128,
             cb: [1; 16],

@@ -229,6 +229,7 @@ fn init(mech: &Mechanism, key: &Arc<Key>, encrypt: bool) -> Result<Box<dyn Ciphe
     let mode = match mech.mech {
         CKM_AES_GCM => gcm(mech, key)?,
         CKM_AES_CBC | CKM_AES_CBC_PAD | CKM_AES_ECB | CKM_AES_CTR => block(mech, key)?,
+        m if super::des::is_des(m) => return super::des::init(mech, key, encrypt),
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             match (&**key, encrypt) {
                 (Key::RsaPublic { .. }, true) | (Key::RsaPrivate { .. }, false) => {}

@@ -127,6 +127,14 @@ pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec
             }
             k.wrap(&data, pad)
         }
+        CKM_DES3_ECB | CKM_DES3_CBC | CKM_DES3_CBC_PAD => {
+            // A DES3 wrapping key encrypts the payload (ECB and CBC: whole 8-byte blocks).
+            let mut op = super::cipher::encrypt_init(mech, wrapping).map_err(wrapping_code)?;
+            op.oneshot(&data).map_err(|e| match e.rv() {
+                CKR_DATA_LEN_RANGE => err(CKR_KEY_SIZE_RANGE),
+                _ => e,
+            })
+        }
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             if target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
                 return Err(err(CKR_KEY_NOT_WRAPPABLE));
@@ -173,7 +181,7 @@ pub fn unwrap(
             }
             k.unwrap(wrapped, pad)?
         }
-        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
+        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS | CKM_DES3_ECB | CKM_DES3_CBC | CKM_DES3_CBC_PAD => {
             let mut op = super::cipher::decrypt_init(mech, unwrapping).map_err(unwrapping_code)?;
             Zeroizing::new(op.oneshot(wrapped).map_err(unwrapping_code)?)
         }
