@@ -488,3 +488,184 @@ fn aes_key_wrap_and_ecdh_derive() {
     assert_eq!(ab.len(), 32);
     assert_eq!(ab, ba);
 }
+
+/// secp521r1 (issue 19): CKM_ECDSA_SHA512 signatures verified by RustCrypto's p521, a
+/// p521 signature verified inside, and CKM_ECDSA on a SHA-512 hash.
+#[test]
+fn ecdsa_p521_signatures_verify_with_rustcrypto() {
+    use p521::ecdsa::signature::{hazmat::PrehashVerifier, Signer, Verifier};
+    const P521_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+    let m = shared();
+    let h = user_session(m, 6);
+    let (pubk, privk) = keypair(
+        m,
+        h,
+        CKM_EC_KEY_PAIR_GEN,
+        Template::new().bytes(CKA_EC_PARAMS, P521_PARAMS),
+        Template::new(),
+        b"p521",
+    );
+    let der = get_attr(m, h, pubk, CKA_EC_POINT).unwrap();
+    assert_eq!(
+        der[..3],
+        [0x04, 0x81, 133],
+        "DER OCTET STRING of a 133-byte point"
+    );
+    let vk = p521::ecdsa::VerifyingKey::from_sec1_bytes(&der[3..]).unwrap();
+    let msg = b"message signed by hsmux on P-521";
+    let sig = sign(m, h, mech(CKM_ECDSA_SHA512), privk, msg).unwrap();
+    assert_eq!(sig.len(), 132, "raw r||s of 66 bytes each");
+    vk.verify(msg, &p521::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA_SHA512 on P-521 verifies");
+    let digest = sha2::Sha512::digest(msg);
+    let sig = sign(m, h, mech(CKM_ECDSA), privk, &digest).unwrap();
+    vk.verify_prehash(&digest, &p521::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("CKM_ECDSA on P-521 verifies");
+    let sk = p521::ecdsa::SigningKey::random(&mut rand_core());
+    let outside: p521::ecdsa::Signature = sk.sign(msg);
+    let vk_out = p521::ecdsa::VerifyingKey::from(&sk);
+    let mut imp = Template::new()
+        .ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_EC)
+        .bytes(CKA_EC_PARAMS, P521_PARAMS)
+        .bytes(CKA_EC_POINT, vk_out.to_encoded_point(false).as_bytes());
+    let mut ik = 0;
+    assert_eq!(
+        ck!(m, C_CreateObject(h, imp.ptr(), imp.len(), &mut ik)),
+        CKR_OK
+    );
+    let out = outside.to_bytes();
+    assert_eq!(verify(m, h, mech(CKM_ECDSA_SHA512), ik, msg, &out), CKR_OK);
+    let mut bad = out.to_vec();
+    bad[70] ^= 1;
+    assert_eq!(
+        verify(m, h, mech(CKM_ECDSA_SHA512), ik, msg, &bad),
+        CKR_SIGNATURE_INVALID
+    );
+}
+
+/// DES3 (issue 19): CKM_DES3_ECB / _CBC / _CBC_PAD single- and multi-part against
+/// RustCrypto's `des`, key generation with odd parity, and a DES3 key wrapping an AES key.
+#[test]
+fn des3_agrees_with_rustcrypto() {
+    use des::cipher::{BlockEncrypt, KeyInit};
+    let m = shared();
+    let h = user_session(m, 7);
+    let kv: Vec<u8> = (1..=24).map(|i| i * 7).collect();
+    let tdes = des::TdesEde3::new_from_slice(&kv).unwrap();
+    let ecb = |data: &[u8]| -> Vec<u8> {
+        let mut out = data.to_vec();
+        for b in out.chunks_mut(8) {
+            tdes.encrypt_block(des::cipher::generic_array::GenericArray::from_mut_slice(b));
+        }
+        out
+    };
+    let cbc = |iv: [u8; 8], data: &[u8]| -> Vec<u8> {
+        let mut chain = iv;
+        let mut out = Vec::new();
+        for b in data.chunks(8) {
+            let x: Vec<u8> = b.iter().zip(chain).map(|(a, c)| a ^ c).collect();
+            let c = ecb(&x);
+            chain.copy_from_slice(&c);
+            out.extend(c);
+        }
+        out
+    };
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_DES3)
+        .bytes(CKA_VALUE, &kv);
+    let mut key = 0;
+    assert_eq!(
+        ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut key)),
+        CKR_OK
+    );
+    let data: Vec<u8> = (0..43).collect();
+    let mut iv = [0x3cu8; 8];
+    assert_eq!(
+        encrypt(m, h, mech(CKM_DES3_ECB), key, &data[..40]).unwrap(),
+        ecb(&data[..40])
+    );
+    assert_eq!(
+        encrypt(m, h, mech_with(CKM_DES3_CBC, &mut iv), key, &data[..40]).unwrap(),
+        cbc(iv, &data[..40])
+    );
+    let mut padded = data.clone();
+    padded.extend([5u8; 5]);
+    let ct = encrypt(m, h, mech_with(CKM_DES3_CBC_PAD, &mut iv), key, &data).unwrap();
+    assert_eq!(ct, cbc(iv, &padded));
+    assert_eq!(
+        decrypt(m, h, mech_with(CKM_DES3_CBC_PAD, &mut iv), key, &ct).unwrap(),
+        data
+    );
+    // Multi-part in odd pieces gives the same.
+    let mut mc = mech_with(CKM_DES3_CBC_PAD, &mut iv);
+    assert_eq!(ck!(m, C_EncryptInit(h, &mut mc, key)), CKR_OK);
+    let mut got = Vec::new();
+    for part in data.chunks(11) {
+        let out = two_call(|o, n| {
+            ck!(
+                m,
+                C_EncryptUpdate(h, part.as_ptr() as *mut _, part.len() as CK_ULONG, o, n)
+            )
+        })
+        .unwrap();
+        got.extend(out);
+    }
+    got.extend(two_call(|o, n| ck!(m, C_EncryptFinal(h, o, n))).unwrap());
+    assert_eq!(got, ct);
+    assert_eq!(
+        encrypt(m, h, mech(CKM_DES3_ECB), key, &data),
+        Err(CKR_DATA_LEN_RANGE),
+        "ECB of 43 bytes"
+    );
+    // Generated keys: 24 bytes, odd parity.
+    let gen = secret(
+        m,
+        h,
+        CKM_DES3_KEY_GEN,
+        Template::new().bool(CKA_EXTRACTABLE, true),
+    );
+    let v = get_attr(m, h, gen, CKA_VALUE).unwrap();
+    assert_eq!(v.len(), 24);
+    assert!(v.iter().all(|b| b.count_ones() % 2 == 1), "odd parity");
+    // A DES3 key wraps an AES key; RustCrypto's DES3 unwraps it.
+    let aes = [0x5au8; 16];
+    let mut at = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_AES)
+        .bytes(CKA_VALUE, &aes)
+        .bool(CKA_EXTRACTABLE, true);
+    let mut target = 0;
+    assert_eq!(
+        ck!(m, C_CreateObject(h, at.ptr(), at.len(), &mut target)),
+        CKR_OK
+    );
+    let mut mc = mech_with(CKM_DES3_CBC_PAD, &mut iv);
+    let wrapped = two_call(|o, n| ck!(m, C_WrapKey(h, &mut mc, key, target, o, n))).unwrap();
+    let mut want = aes.to_vec();
+    want.extend([8u8; 8]);
+    assert_eq!(wrapped, cbc(iv, &want));
+    let mut ut = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_AES)
+        .bool(CKA_EXTRACTABLE, true);
+    let mut back = 0;
+    assert_eq!(
+        ck!(
+            m,
+            C_UnwrapKey(
+                h,
+                &mut mc,
+                key,
+                wrapped.as_ptr() as *mut _,
+                wrapped.len() as CK_ULONG,
+                ut.ptr(),
+                ut.len(),
+                &mut back
+            )
+        ),
+        CKR_OK
+    );
+    assert_eq!(get_attr(m, h, back, CKA_VALUE).unwrap(), aes);
+}

@@ -199,6 +199,13 @@ pub fn shape(ty: CK_ATTRIBUTE_TYPE) -> Option<Shape> {
     })
 }
 
+/// Does an attribute's value hold a template (`CK_ATTRIBUTE`s pointing further, as
+/// `CKA_WRAP_TEMPLATE`)? `CKA_ALLOWED_MECHANISMS` carries the `CKF_ARRAY_ATTRIBUTE` bit
+/// too but holds plain `CK_MECHANISM_TYPE`s (PKCS#11 3.0 §4.7), read as bytes.
+pub fn holds_template(ty: CK_ATTRIBUTE_TYPE) -> bool {
+    ty & CKF_ARRAY_ATTRIBUTE != 0 && ty != CKA_ALLOWED_MECHANISMS
+}
+
 /// Checks a value length against `ty`'s shape and [`MAX_VALUE_LEN`]; the reason when it
 /// does not fit, for the log line.
 pub fn check_len(ty: CK_ATTRIBUTE_TYPE, len: usize) -> std::result::Result<(), String> {

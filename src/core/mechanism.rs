@@ -43,6 +43,11 @@ pub enum MechParam {
         iv: [u8; 16],
         data: Vec<u8>,
     },
+    /// `CK_DES_CBC_ENCRYPT_DATA_PARAMS` (DES and DES3 CBC encrypt-data derivation).
+    DesCbcData {
+        iv: [u8; 8],
+        data: Vec<u8>,
+    },
     /// An object handle (`CKM_CONCATENATE_BASE_AND_KEY`): hsmux's handle, already
     /// translated to the backend's object id by the core.
     Key(u64),

@@ -18,7 +18,7 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec
     let raw = std::slice::from_raw_parts(p, n as usize);
     raw.iter()
         .map(|a| {
-            if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 {
+            if crate::core::attr::holds_template(a.type_) {
                 return Err(Error::logged(
                     CKR_ATTRIBUTE_TYPE_INVALID,
                     format!("array attribute 0x{:x} is not supported", a.type_),

@@ -105,10 +105,16 @@ pub fn fixed_param_len(mech: CK_MECHANISM_TYPE) -> Option<usize> {
         CKM_RSA_PKCS_OAEP => size_of::<CK_RSA_PKCS_OAEP_PARAMS>(),
         t if is_rsa_pss(t) => size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
         CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => size_of::<CK_ECDH1_DERIVE_PARAMS>(),
-        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
-            size_of::<CK_KEY_DERIVATION_STRING_DATA>()
-        }
+        CKM_CONCATENATE_BASE_AND_DATA
+        | CKM_CONCATENATE_DATA_AND_BASE
+        | CKM_XOR_BASE_AND_DATA
+        | CKM_AES_ECB_ENCRYPT_DATA
+        | CKM_DES_ECB_ENCRYPT_DATA
+        | CKM_DES3_ECB_ENCRYPT_DATA => size_of::<CK_KEY_DERIVATION_STRING_DATA>(),
         CKM_AES_CBC_ENCRYPT_DATA => size_of::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>(),
+        CKM_DES_CBC_ENCRYPT_DATA | CKM_DES3_CBC_ENCRYPT_DATA => {
+            size_of::<CK_DES_CBC_ENCRYPT_DATA_PARAMS>()
+        }
         CKM_CONCATENATE_BASE_AND_KEY => size_of::<CK_OBJECT_HANDLE>(),
         CKM_EXTRACT_KEY_FROM_KEY
         | CKM_SHA_1_HMAC_GENERAL
@@ -229,7 +235,12 @@ unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
             inner(mt, "pSharedData", e.pSharedData, e.ulSharedDataLen)?;
             inner(mt, "pPublicData", e.pPublicData, e.ulPublicDataLen)?;
         }
-        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA
+        CKM_CONCATENATE_BASE_AND_DATA
+        | CKM_CONCATENATE_DATA_AND_BASE
+        | CKM_XOR_BASE_AND_DATA
+        | CKM_AES_ECB_ENCRYPT_DATA
+        | CKM_DES_ECB_ENCRYPT_DATA
+        | CKM_DES3_ECB_ENCRYPT_DATA
             if Some(len) == fixed_param_len(mt) =>
         {
             let d: CK_KEY_DERIVATION_STRING_DATA = read(pp);
@@ -237,6 +248,12 @@ unsafe fn check_mechanism(p: *const CK_MECHANISM, exact: bool) -> Result<()> {
         }
         CKM_AES_CBC_ENCRYPT_DATA if Some(len) == fixed_param_len(mt) => {
             let d: CK_AES_CBC_ENCRYPT_DATA_PARAMS = read(pp);
+            inner(mt, "pData", d.pData, d.length)?;
+        }
+        CKM_DES_CBC_ENCRYPT_DATA | CKM_DES3_CBC_ENCRYPT_DATA
+            if Some(len) == fixed_param_len(mt) =>
+        {
+            let d: CK_DES_CBC_ENCRYPT_DATA_PARAMS = read(pp);
             inner(mt, "pData", d.pData, d.length)?;
         }
         CKM_EDDSA if len != 0 && (exact || len == size_of::<CK_EDDSA_PARAMS>()) => {
@@ -293,7 +310,7 @@ unsafe fn template_at(p: *const CK_ATTRIBUTE, n: CK_ULONG, depth: u32) -> Result
             continue;
         }
         let ulen = usize::try_from(len).unwrap_or(usize::MAX);
-        if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 {
+        if attr::holds_template(a.type_) {
             let each = size_of::<CK_ATTRIBUTE>();
             if ulen % each != 0 || ulen > MAX_TEMPLATE_ATTRS * each || depth > 0 {
                 return Err(Error::logged(

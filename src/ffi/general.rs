@@ -6,8 +6,6 @@ use crate::core::error::{err, Error};
 use crate::core::instance;
 use crate::core::text::padded;
 use cryptoki_sys::*;
-use std::ffi::CStr;
-use std::path::PathBuf;
 use std::sync::Once;
 
 static ATFORK: Once = Once::new();
@@ -35,13 +33,9 @@ ck_fn!(C_Initialize(p_init_args: CK_VOID_PTR) {
             log::info!("C_Initialize: consumer forbids OS threads; hsmux's soft token starts none");
         }
         if !args.pReserved.is_null() {
-            // p11-kit's `x-init-reserved` and other loaders pass hsmux its config path here.
-            let s = CStr::from_ptr(args.pReserved as *const std::ffi::c_char);
-            let s = s.to_str().map_err(|_| Error::logged(CKR_ARGUMENTS_BAD, "pReserved is not a UTF-8 path"))?;
-            let s = s.trim();
-            if !s.is_empty() {
-                config = Some(PathBuf::from(s.strip_prefix("config=").unwrap_or(s)));
-            }
+            // p11-kit's `x-init-reserved` and other loaders pass hsmux its config path here;
+            // read without trusting the pointer (reserved.rs).
+            config = super::reserved::config_path(args.pReserved)?;
         }
     }
     ATFORK.call_once(|| {

@@ -106,7 +106,13 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
                 public_data: bytes(e.pPublicData, e.ulPublicDataLen)?,
             }
         }
-        CKM_CONCATENATE_BASE_AND_DATA | CKM_CONCATENATE_DATA_AND_BASE | CKM_XOR_BASE_AND_DATA => {
+        // CK_KEY_DERIVATION_STRING_DATA: the data it points to, not its own bytes.
+        CKM_CONCATENATE_BASE_AND_DATA
+        | CKM_CONCATENATE_DATA_AND_BASE
+        | CKM_XOR_BASE_AND_DATA
+        | CKM_AES_ECB_ENCRYPT_DATA
+        | CKM_DES_ECB_ENCRYPT_DATA
+        | CKM_DES3_ECB_ENCRYPT_DATA => {
             let d = param::<CK_KEY_DERIVATION_STRING_DATA>(m)?;
             MechParam::Data(bytes(d.pData, d.ulLen)?)
         }
@@ -117,13 +123,21 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
                 data: bytes(d.pData, d.length)?,
             }
         }
+        CKM_DES_CBC_ENCRYPT_DATA | CKM_DES3_CBC_ENCRYPT_DATA => {
+            let d = param::<CK_DES_CBC_ENCRYPT_DATA_PARAMS>(m)?;
+            MechParam::DesCbcData {
+                iv: d.iv,
+                data: bytes(d.pData, d.length)?,
+            }
+        }
         CKM_CONCATENATE_BASE_AND_KEY => MechParam::Key(*param::<CK_OBJECT_HANDLE>(m)? as u64),
         CKM_EXTRACT_KEY_FROM_KEY
         | CKM_SHA_1_HMAC_GENERAL
         | CKM_SHA224_HMAC_GENERAL
         | CKM_SHA256_HMAC_GENERAL
         | CKM_SHA384_HMAC_GENERAL
-        | CKM_SHA512_HMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
+        | CKM_SHA512_HMAC_GENERAL
+        | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
             let e = param::<CK_EDDSA_PARAMS>(m)?;
             if e.phFlag != 0 || e.ulContextDataLen != 0 {

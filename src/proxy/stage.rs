@@ -335,7 +335,7 @@ impl Template {
                 .unwrap_or(usize::MAX)
                 .min(MAX_OUT);
             let per = size_of::<CK_ATTRIBUTE>();
-            if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 && len % per == 0 && depth < MAX_DEPTH {
+            if crate::core::attr::holds_template(a.type_) && len % per == 0 && depth < MAX_DEPTH {
                 let mut inner = Self::at_depth(
                     a.pValue as *const CK_ATTRIBUTE,
                     (len / per) as CK_ULONG,

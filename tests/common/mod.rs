@@ -101,13 +101,18 @@ pub fn shared() -> &'static Module {
 }
 
 pub fn initialize(m: &Module) -> CK_RV {
+    initialize_reserved(m, std::ptr::null_mut())
+}
+
+/// C_Initialize with OS locking and `pReserved` as given.
+pub fn initialize_reserved(m: &Module, reserved: *mut u8) -> CK_RV {
     let mut args = CK_C_INITIALIZE_ARGS {
         CreateMutex: None,
         DestroyMutex: None,
         LockMutex: None,
         UnlockMutex: None,
         flags: CKF_OS_LOCKING_OK,
-        pReserved: std::ptr::null_mut(),
+        pReserved: reserved.cast(),
     };
     unsafe { (m.f.C_Initialize.unwrap())(&mut args as *mut _ as *mut _) }
 }
@@ -165,18 +170,7 @@ pub fn init_slot(m: &Module, slot: CK_SLOT_ID) {
 pub fn init_slot_with(m: &Module, slot: CK_SLOT_ID, so_pin: &[u8], pin: &[u8]) {
     let mut label = [b' '; 32];
     label[..4].copy_from_slice(b"test");
-    assert_eq!(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so_pin.as_ptr() as *mut _,
-                so_pin.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_OK
-    );
+    assert_eq!(init_token_as(m, slot, so_pin, &mut label), CKR_OK);
     let h = open(m, slot, true);
     assert_eq!(login(m, h, CKU_SO, so_pin), CKR_OK);
     assert_eq!(
@@ -187,6 +181,24 @@ pub fn init_slot_with(m: &Module, slot: CK_SLOT_ID, so_pin: &[u8], pin: &[u8]) {
         CKR_OK
     );
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+}
+
+/// C_InitToken with the SO PIN `SO_PIN` and this label.
+pub fn init_token(m: &Module, slot: CK_SLOT_ID, label: &mut [u8; 32]) -> CK_RV {
+    init_token_as(m, slot, SO_PIN, label)
+}
+
+/// C_InitToken with another SO PIN.
+pub fn init_token_as(m: &Module, slot: CK_SLOT_ID, so_pin: &[u8], label: &mut [u8; 32]) -> CK_RV {
+    ck!(
+        m,
+        C_InitToken(
+            slot,
+            so_pin.as_ptr() as *mut _,
+            so_pin.len() as CK_ULONG,
+            label.as_mut_ptr()
+        )
+    )
 }
 
 pub fn open(m: &Module, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {

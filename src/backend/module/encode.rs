@@ -113,6 +113,14 @@ impl OwnedMechanism {
                 };
                 Some(struct_bytes(&p))
             }
+            MechParam::DesCbcData { iv, data } => {
+                let p = CK_DES_CBC_ENCRYPT_DATA_PARAMS {
+                    iv: *iv,
+                    pData: keep(data),
+                    length: data.len() as CK_ULONG,
+                };
+                Some(struct_bytes(&p))
+            }
         };
         let mut param = param;
         let (p, len) = match param.as_mut() {

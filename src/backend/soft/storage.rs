@@ -513,6 +513,8 @@ impl SoftToken {
         Ok(match mech {
             CKM_AES_KEY_GEN => CKK_AES,
             CKM_GENERIC_SECRET_KEY_GEN => CKK_GENERIC_SECRET,
+            CKM_DES_KEY_GEN => CKK_DES,
+            CKM_DES3_KEY_GEN => CKK_DES3,
             CKM_SHA_1_KEY_GEN => CKK_SHA_1_HMAC,
             CKM_SHA224_KEY_GEN => CKK_SHA224_HMAC,
             CKM_SHA256_KEY_GEN => CKK_SHA256_HMAC,

@@ -70,6 +70,9 @@ pub fn init_token(slot: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<(
             "C_InitToken: close all sessions of the slot first",
         ));
     }
+    // 32 bytes blank-padded; a consumer that NUL-terminates it (a C string) means it to
+    // end there, whatever follows (other modules read it the same way).
+    let label = &label[..label.iter().position(|b| *b == 0).unwrap_or(label.len())];
     let label = std::str::from_utf8(label).map_err(|_| err(CKR_ARGUMENTS_BAD))?;
     s.token.init_token(so_pin, label.trim_end())?;
     let mut login = s.login.lock();

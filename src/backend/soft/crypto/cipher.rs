@@ -54,6 +54,8 @@ struct BlockStream {
     /// CBC: the IV of the next block (the last ciphertext block); CTR: the next counter
     /// block; ECB: none.
     chain: Option<[u8; 16]>,
+    /// AES-CTR: counter blocks used so far (see [`ctr_count`]).
+    ctr_used: u128,
 }
 
 enum Mode {
@@ -73,7 +75,8 @@ enum Mode {
         key: Zeroizing<Vec<u8>>,
         iv: Option<[u8; 16]>,
         padded: bool,
-        ctr: bool,
+        /// AES-CTR: the bits of the counter block that count (`ulCounterBits`).
+        ctr: Option<u32>,
     },
     Oaep {
         key: Arc<Key>,
@@ -136,17 +139,30 @@ fn gcm(mech: &Mechanism, key: &Key) -> Result<Mode> {
     })
 }
 
+const UL: usize = std::mem::size_of::<CK_ULONG>();
+
 fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
     let v = aes_value(key)?;
     block_alg(v)?;
+    let mut counter_bits = None;
     let iv = match (mech.mech, &mech.param) {
         (CKM_AES_ECB, _) => None,
-        (CKM_AES_CTR, MechParam::Bytes(b)) if b.len() == 16 + std::mem::size_of::<CK_ULONG>() => {
+        (CKM_AES_CTR, MechParam::Bytes(b)) if b.len() == 16 + UL => {
             // CK_AES_CTR_PARAMS { ulCounterBits, cb[16] }: the counter block follows.
-            let cb: [u8; 16] = b[std::mem::size_of::<CK_ULONG>()..]
-                .try_into()
-                .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            Some(cb)
+            let (bits, cb) = b.split_at(UL);
+            let bits =
+                CK_ULONG::from_ne_bytes(bits.try_into().map_err(|_| err(CKR_GENERAL_ERROR))?);
+            if !(1..=128).contains(&bits) {
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    format!("AES-CTR ulCounterBits is 1..128, not {bits}"),
+                ));
+            }
+            counter_bits = Some(bits as u32);
+            Some(
+                cb.try_into()
+                    .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?,
+            )
         }
         (_, MechParam::Bytes(b)) if b.len() == 16 && mech.mech != CKM_AES_CTR => Some(
             b.as_slice()
@@ -164,7 +180,7 @@ fn block(mech: &Mechanism, key: &Key) -> Result<Mode> {
         key: Zeroizing::new(v.to_vec()),
         iv,
         padded: mech.mech == CKM_AES_CBC_PAD,
-        ctr: mech.mech == CKM_AES_CTR,
+        ctr: counter_bits,
     })
 }
 
@@ -200,6 +216,7 @@ fn init(mech: &Mechanism, key: &Arc<Key>, encrypt: bool) -> Result<Box<dyn Ciphe
     let mode = match mech.mech {
         CKM_AES_GCM => gcm(mech, key)?,
         CKM_AES_CBC | CKM_AES_CBC_PAD | CKM_AES_ECB | CKM_AES_CTR => block(mech, key)?,
+        m if super::des::is_des(m) => return super::des::init(mech, key, encrypt),
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             match (&**key, encrypt) {
                 (Key::RsaPublic { .. }, true) | (Key::RsaPrivate { .. }, false) => {}
@@ -224,6 +241,7 @@ fn init(mech: &Mechanism, key: &Arc<Key>, encrypt: bool) -> Result<Box<dyn Ciphe
         stream: BlockStream {
             pending: Zeroizing::new(Vec::new()),
             chain,
+            ctr_used: 0,
         },
     }))
 }
@@ -362,10 +380,13 @@ fn block_run(
     key: &[u8],
     iv: Option<[u8; 16]>,
     padded: bool,
-    ctr: bool,
+    ctr: Option<u32>,
     encrypt: bool,
     input: &[u8],
 ) -> Result<Vec<u8>> {
+    if let Some(bits) = ctr {
+        return ctr_run(key, iv.unwrap_or_default(), bits, input);
+    }
     let alg = block_alg(key)?;
     let ukey = || UnboundCipherKey::new(alg, key).map_err(|_| err(CKR_KEY_SIZE_RANGE));
     let ctx_e = || {
@@ -403,28 +424,24 @@ fn block_run(
         buf.truncate(n);
         return Ok(buf);
     }
-    if !ctr && !input.len().is_multiple_of(16) {
+    if !input.len().is_multiple_of(16) {
         return Err(err(len_err));
     }
     let mut buf = input.to_vec();
     if buf.is_empty() {
         return Ok(buf);
     }
-    let (ek, dk) = match (ctr, iv) {
-        (true, _) => (
-            cipher::EncryptingKey::ctr(ukey()?),
-            cipher::DecryptingKey::ctr(ukey()?),
-        ),
-        (false, Some(_)) => (
+    let (ek, dk) = match iv {
+        Some(_) => (
             cipher::EncryptingKey::cbc(ukey()?),
             cipher::DecryptingKey::cbc(ukey()?),
         ),
-        (false, None) => (
+        None => (
             cipher::EncryptingKey::ecb(ukey()?),
             cipher::DecryptingKey::ecb(ukey()?),
         ),
     };
-    if encrypt || ctr {
+    if encrypt {
         ek.map_err(|_| err(CKR_GENERAL_ERROR))?
             .less_safe_encrypt(&mut buf, ctx_e())
             .map_err(|_| err(CKR_FUNCTION_FAILED))?;
@@ -436,11 +453,58 @@ fn block_run(
     Ok(buf)
 }
 
-/// Adds `blocks` to a 128-bit big-endian counter block (AES-CTR as aws-lc counts).
-fn ctr_add(counter: [u8; 16], blocks: usize) -> [u8; 16] {
-    u128::from_be_bytes(counter)
-        .wrapping_add(blocks as u128)
-        .to_be_bytes()
+/// The counter of a counter block: its low `bits` bits.
+fn ctr_mask(bits: u32) -> u128 {
+    u128::MAX >> (128 - bits)
+}
+
+/// Adds `blocks` to the counter (the low `bits` bits of the block, wrapping within them:
+/// SP 800-38A B.1's standard incrementing function); the other bits stay.
+fn ctr_add(counter: [u8; 16], bits: u32, blocks: usize) -> [u8; 16] {
+    let (c, mask) = (u128::from_be_bytes(counter), ctr_mask(bits));
+    ((c & !mask) | (c.wrapping_add(blocks as u128) & mask)).to_be_bytes()
+}
+
+/// Counter blocks used after `bytes` more, when `used` were: a `bits`-bit counter may wrap
+/// within its bits, but not come back to where it started, which would repeat the key
+/// stream (`CKR_DATA_LEN_RANGE`; NSS draws the same line, SoftHSM refuses any wrap).
+fn ctr_count(bits: u32, used: u128, bytes: usize) -> Result<u128> {
+    let total = used.saturating_add((bytes as u128).div_ceil(16));
+    if bits < 128 && total > 1u128 << bits {
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            format!("AES-CTR: more than 2^{bits} blocks would repeat the counter"),
+        ));
+    }
+    Ok(total)
+}
+
+/// AES-CTR with a `bits`-bit counter. aws-lc counts with all 128 bits, which is the same
+/// until the counter wraps: the input is cut where it wraps and each piece started anew.
+fn ctr_run(key: &[u8], mut counter: [u8; 16], bits: u32, input: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve(input.len())
+        .map_err(|_| err(CKR_HOST_MEMORY))?;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let mask = ctr_mask(bits);
+        let before_wrap = (mask - (u128::from_be_bytes(counter) & mask)).saturating_add(1);
+        let take = match usize::try_from(before_wrap.saturating_mul(16)) {
+            Ok(n) if n < rest.len() => n,
+            _ => rest.len(),
+        };
+        let mut piece = rest[..take].to_vec();
+        let k = cipher::EncryptingKey::ctr(
+            UnboundCipherKey::new(block_alg(key)?, key).map_err(|_| err(CKR_KEY_SIZE_RANGE))?,
+        )
+        .map_err(|_| err(CKR_GENERAL_ERROR))?;
+        k.less_safe_encrypt(&mut piece, EncryptionContext::Iv128(counter.into()))
+            .map_err(|_| err(CKR_FUNCTION_FAILED))?;
+        out.extend_from_slice(&piece);
+        counter = ctr_add(counter, bits, take.div_ceil(16));
+        rest = &rest[take..];
+    }
+    Ok(out)
 }
 
 impl Op {
@@ -468,6 +532,9 @@ impl Op {
             .map_err(|_| err(CKR_HOST_MEMORY))?;
         data.extend_from_slice(input);
         let take = self.stream_take(data.len());
+        if let Some(bits) = ctr {
+            self.stream.ctr_used = ctr_count(bits, self.stream.ctr_used, take)?;
+        }
         let out = block_run(
             key,
             self.stream.chain,
@@ -478,8 +545,8 @@ impl Op {
         )?;
         if take > 0 {
             self.stream.chain = match (ctr, has_iv) {
-                (true, _) => self.stream.chain.map(|c| ctr_add(c, take / 16)),
-                (false, true) => {
+                (Some(bits), _) => self.stream.chain.map(|c| ctr_add(c, bits, take / 16)),
+                (None, true) => {
                     let cipher_text = if self.encrypt {
                         &out[..]
                     } else {
@@ -487,7 +554,7 @@ impl Op {
                     };
                     cipher_text[take - 16..take].try_into().ok()
                 }
-                (false, false) => None,
+                (None, false) => None,
             };
         }
         self.stream.pending = Zeroizing::new(data[take..].to_vec());
@@ -503,7 +570,10 @@ impl Op {
             return Err(err(CKR_GENERAL_ERROR));
         };
         let rest = std::mem::take(&mut self.stream.pending);
-        if *padded || *ctr {
+        if let Some(bits) = *ctr {
+            ctr_count(bits, self.stream.ctr_used, rest.len())?;
+        }
+        if *padded || ctr.is_some() {
             // CBC-PAD pads (or unpads) what is left under the chained IV; CTR takes a tail.
             return block_run(key, self.stream.chain, *padded, *ctr, self.encrypt, &rest);
         }
@@ -523,6 +593,12 @@ impl Cipher for Op {
         self.len_for(n)
     }
     fn oneshot(&mut self, input: &[u8]) -> Result<Vec<u8>> {
+        if let Mode::Block {
+            ctr: Some(bits), ..
+        } = self.mode
+        {
+            ctr_count(bits, 0, input.len())?;
+        }
         self.run(input)
     }
     fn update_len(&self, n: usize) -> usize {

@@ -11,11 +11,13 @@ use zeroize::Zeroizing;
 pub enum Curve {
     P256,
     P384,
+    P521,
     Ed25519,
 }
 
 pub const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+pub const OID_P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 pub const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 impl Curve {
@@ -24,10 +26,12 @@ impl Curve {
         match p {
             OID_P256 => Ok(Curve::P256),
             OID_P384 => Ok(Curve::P384),
+            OID_P521 => Ok(Curve::P521),
             OID_ED25519 => Ok(Curve::Ed25519),
             [0x13, n, rest @ ..] if *n as usize == rest.len() => match rest {
                 b"prime256v1" | b"secp256r1" => Ok(Curve::P256),
                 b"secp384r1" => Ok(Curve::P384),
+                b"secp521r1" => Ok(Curve::P521),
                 b"edwards25519" | b"Ed25519" => Ok(Curve::Ed25519),
                 _ => Err(Error::logged(
                     CKR_CURVE_NOT_SUPPORTED,
@@ -36,7 +40,7 @@ impl Curve {
             },
             _ => Err(Error::logged(
                 CKR_CURVE_NOT_SUPPORTED,
-                "unsupported CKA_EC_PARAMS (P-256, P-384, Ed25519 are supported)",
+                "unsupported CKA_EC_PARAMS (P-256, P-384, P-521, Ed25519 are supported)",
             )),
         }
     }
@@ -45,6 +49,7 @@ impl Curve {
         match self {
             Curve::P256 => OID_P256.to_vec(),
             Curve::P384 => OID_P384.to_vec(),
+            Curve::P521 => OID_P521.to_vec(),
             Curve::Ed25519 => OID_ED25519.to_vec(),
         }
     }
@@ -54,6 +59,7 @@ impl Curve {
         match self {
             Curve::P256 | Curve::Ed25519 => 32,
             Curve::P384 => 48,
+            Curve::P521 => 66,
         }
     }
 
@@ -69,6 +75,7 @@ impl Curve {
         match self {
             Curve::P256 | Curve::Ed25519 => 256,
             Curve::P384 => 384,
+            Curve::P521 => 521,
         }
     }
 }

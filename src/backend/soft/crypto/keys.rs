@@ -48,13 +48,15 @@ pub enum Key {
 pub fn ecdsa_alg(c: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match c {
         Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
         _ => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
     }
 }
 
-fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
+pub fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
     match c {
         Curve::P384 => &agreement::ECDH_P384,
+        Curve::P521 => &agreement::ECDH_P521,
         _ => &agreement::ECDH_P256,
     }
 }
@@ -310,6 +312,18 @@ pub fn generate_ec(curve: Curve) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
     }
 }
 
+/// The lengths CKA_VALUE may have for a secret key type whose length the spec fixes
+/// (PKCS#11 3.0 AES, DES, DES2 and DES3 secret key objects); `None`: any length.
+pub fn secret_lens(kt: CK_KEY_TYPE) -> Option<&'static [usize]> {
+    Some(match kt {
+        CKK_AES => &[16, 24, 32],
+        CKK_DES => &[8],
+        CKK_DES2 => &[16],
+        CKK_DES3 => &[24],
+        _ => return None,
+    })
+}
+
 /// Completes and checks the attributes of an imported key (C_CreateObject, C_UnwrapKey).
 pub fn complete_import(a: &Attrs) -> Result<Attrs> {
     let mut extra = Attrs::new();
@@ -324,10 +338,10 @@ pub fn complete_import(a: &Attrs) -> Result<Attrs> {
     })?;
     match (&key, class) {
         (Key::Secret { value, .. }, _) => {
-            if kt == CKK_AES && ![16, 24, 32].contains(&value.len()) {
+            if let Some(lens) = secret_lens(kt).filter(|l| !l.contains(&value.len())) {
                 return Err(Error::logged(
                     CKR_ATTRIBUTE_VALUE_INVALID,
-                    "AES keys are 16, 24 or 32 bytes",
+                    format!("keys of type 0x{kt:x} are {lens:?} bytes long"),
                 ));
             }
             extra.set_ulong(CKA_VALUE_LEN, value.len() as CK_ULONG);

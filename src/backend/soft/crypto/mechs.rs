@@ -12,9 +12,10 @@ const fn info(min: CK_ULONG, max: CK_ULONG, flags: CK_FLAGS) -> CK_MECHANISM_INF
 
 const EC: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
 const ED: CK_FLAGS = CKF_EC_NAMEDCURVE | CKF_EC_COMPRESS;
 
-/// Key sizes: bytes for AES and generic secrets, bits for RSA and EC (PKCS#11 §2).
+/// Key sizes: bytes for AES, DES and generic secrets, bits for RSA and EC (PKCS#11 §2).
 pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_AES_KEY_GEN, info(16, 32, CKF_GENERATE)),
     (CKM_AES_GCM, info(16, 32, CKF_ENCRYPT | CKF_DECRYPT)),
@@ -27,15 +28,15 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_AES_KEY_WRAP_KWP, info(16, 32, CKF_WRAP | CKF_UNWRAP)),
     (
         CKM_EC_KEY_PAIR_GEN,
-        info(256, 384, CKF_GENERATE_KEY_PAIR | EC),
+        info(256, 521, CKF_GENERATE_KEY_PAIR | EC),
     ),
-    (CKM_ECDSA, info(256, 384, SV | EC)),
-    (CKM_ECDSA_SHA1, info(256, 384, SV | EC)),
-    (CKM_ECDSA_SHA224, info(256, 384, SV | EC)),
-    (CKM_ECDSA_SHA256, info(256, 384, SV | EC)),
-    (CKM_ECDSA_SHA384, info(256, 384, SV | EC)),
-    (CKM_ECDSA_SHA512, info(256, 384, SV | EC)),
-    (CKM_ECDH1_DERIVE, info(256, 384, CKF_DERIVE | EC)),
+    (CKM_ECDSA, info(256, 521, SV | EC)),
+    (CKM_ECDSA_SHA1, info(256, 521, SV | EC)),
+    (CKM_ECDSA_SHA224, info(256, 521, SV | EC)),
+    (CKM_ECDSA_SHA256, info(256, 521, SV | EC)),
+    (CKM_ECDSA_SHA384, info(256, 521, SV | EC)),
+    (CKM_ECDSA_SHA512, info(256, 521, SV | EC)),
+    (CKM_ECDH1_DERIVE, info(256, 521, CKF_DERIVE | EC)),
     (
         CKM_EC_EDWARDS_KEY_PAIR_GEN,
         info(256, 256, CKF_GENERATE_KEY_PAIR | ED),
@@ -68,6 +69,17 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
             CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
         ),
     ),
+    (CKM_DES3_KEY_GEN, info(24, 24, CKF_GENERATE)),
+    (CKM_DES3_ECB, info(24, 24, CIPHER | CKF_WRAP | CKF_UNWRAP)),
+    (CKM_DES3_CBC, info(24, 24, CIPHER | CKF_WRAP | CKF_UNWRAP)),
+    (
+        CKM_DES3_CBC_PAD,
+        info(24, 24, CIPHER | CKF_WRAP | CKF_UNWRAP),
+    ),
+    (CKM_DES_KEY_GEN, info(8, 8, CKF_GENERATE)),
+    (CKM_DES_ECB, info(8, 8, CIPHER)),
+    (CKM_DES_CBC, info(8, 8, CIPHER)),
+    (CKM_DES_CBC_PAD, info(8, 8, CIPHER)),
     (CKM_GENERIC_SECRET_KEY_GEN, info(1, 512, CKF_GENERATE)),
     (CKM_SHA_1_KEY_GEN, info(1, 512, CKF_GENERATE)),
     (CKM_SHA224_KEY_GEN, info(1, 512, CKF_GENERATE)),

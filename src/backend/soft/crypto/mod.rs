@@ -7,6 +7,7 @@
 
 mod cipher;
 pub(crate) mod der;
+mod des;
 mod gcm;
 mod keys;
 mod mechs;
@@ -70,6 +71,14 @@ pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
                 "generic secret needs CKA_VALUE_LEN",
             ))
         }
+        (CKM_DES_KEY_GEN, None | Some(8)) => 8,
+        (CKM_DES3_KEY_GEN, None | Some(24)) => 24,
+        (CKM_DES_KEY_GEN | CKM_DES3_KEY_GEN, Some(_)) => {
+            return Err(Error::logged(
+                CKR_TEMPLATE_INCONSISTENT,
+                "DES keys are 8 bytes, DES3 keys 24",
+            ))
+        }
         (CKM_SHA_1_KEY_GEN, n) => n.unwrap_or(20),
         (CKM_SHA224_KEY_GEN, n) => n.unwrap_or(28),
         (CKM_SHA256_KEY_GEN, n) => n.unwrap_or(32),
@@ -82,6 +91,9 @@ pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
     }
     let mut value = Zeroizing::new(vec![0u8; len as usize]);
     random(&mut value)?;
+    if matches!(mech.mech, CKM_DES_KEY_GEN | CKM_DES3_KEY_GEN) {
+        value = des::with_odd_parity(value);
+    }
     let mut a = Attrs::new();
     a.insert(CKA_VALUE, value.to_vec());
     a.set_ulong(CKA_VALUE_LEN, len);

@@ -65,16 +65,23 @@ impl Input {
 
 /// ECDSA's input as the curve needs it: a hash shorter than the group order is left-padded,
 /// a longer one keeps its leftmost bytes (SEC 1 §4.1.3; exact for P-256 and P-384 whose
-/// orders are whole bytes long), then presented as the curve's native hash.
+/// orders are whole bytes long), then presented as the curve's native hash. P-521's
+/// native hash (SHA-512) is shorter than its order: an input of up to 64 bytes is the
+/// same number left-padded; a longer one would need a cut inside a byte and is refused.
 fn ecdsa_digest(curve: Curve, h: &[u8]) -> Result<Digest> {
-    let n = curve.field_len();
+    let (n, alg) = match curve {
+        Curve::P384 => (48, &digest::SHA384),
+        Curve::P521 => (64, &digest::SHA512),
+        _ => (32, &digest::SHA256),
+    };
+    if curve == Curve::P521 && h.len() > n {
+        return Err(Error::logged(
+            CKR_DATA_LEN_RANGE,
+            "CKM_ECDSA on P-521 signs at most 64 bytes (a hash)",
+        ));
+    }
     let mut v = vec![0u8; n.saturating_sub(h.len())];
     v.extend_from_slice(&h[..h.len().min(n)]);
-    let alg = if curve == Curve::P384 {
-        &digest::SHA384
-    } else {
-        &digest::SHA256
-    };
     Digest::import_less_safe(&v, alg).map_err(|_| err(CKR_GENERAL_ERROR))
 }
 
@@ -491,10 +498,10 @@ impl Verifier for Verify {
                 if sig.len() != 2 * curve.field_len() {
                     return Err(err(CKR_SIGNATURE_LEN_RANGE));
                 }
-                let alg = if *curve == Curve::P384 {
-                    &signature::ECDSA_P384_SHA384_FIXED
-                } else {
-                    &signature::ECDSA_P256_SHA256_FIXED
+                let alg = match curve {
+                    Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+                    Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED,
+                    _ => &signature::ECDSA_P256_SHA256_FIXED,
                 };
                 let d = ecdsa_digest(*curve, &input)?;
                 signature::UnparsedPublicKey::new(alg, point)
@@ -544,6 +551,8 @@ pub struct DigestOp {
 
 pub fn digest_init(mech: &Mechanism) -> Result<Box<dyn Signer>> {
     let alg = digest_alg(mech.mech).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
+    // The SHA-1 and SHA-2 digest mechanisms have no parameter (PKCS#11 3.0).
+    super::no_param(mech)?;
     Ok(Box::new(DigestOp {
         ctx: Some(digest::Context::new(alg)),
         len: alg.output_len(),

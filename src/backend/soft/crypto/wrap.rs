@@ -127,6 +127,14 @@ pub fn wrap(mech: &Mechanism, wrapping: &Arc<Key>, target: &Attrs) -> Result<Vec
             }
             k.wrap(&data, pad)
         }
+        CKM_DES3_ECB | CKM_DES3_CBC | CKM_DES3_CBC_PAD => {
+            // A DES3 wrapping key encrypts the payload (ECB and CBC: whole 8-byte blocks).
+            let mut op = super::cipher::encrypt_init(mech, wrapping).map_err(wrapping_code)?;
+            op.oneshot(&data).map_err(|e| match e.rv() {
+                CKR_DATA_LEN_RANGE => err(CKR_KEY_SIZE_RANGE),
+                _ => e,
+            })
+        }
         CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
             if target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
                 return Err(err(CKR_KEY_NOT_WRAPPABLE));
@@ -173,7 +181,7 @@ pub fn unwrap(
             }
             k.unwrap(wrapped, pad)?
         }
-        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS => {
+        CKM_RSA_PKCS_OAEP | CKM_RSA_PKCS | CKM_DES3_ECB | CKM_DES3_CBC | CKM_DES3_CBC_PAD => {
             let mut op = super::cipher::decrypt_init(mech, unwrapping).map_err(unwrapping_code)?;
             Zeroizing::new(op.oneshot(wrapped).map_err(unwrapping_code)?)
         }
@@ -276,6 +284,18 @@ fn secret_value(k: &Key) -> Result<&[u8]> {
     }
 }
 
+/// The "encrypt data" derivations: `data` (non-empty whole blocks) encrypted with `m`.
+fn encrypt_data(base: &Arc<Key>, m: Mechanism, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    if data.is_empty() || !data.len().is_multiple_of(16) {
+        return Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            "encrypt-data derivation: the data must be whole cipher blocks",
+        ));
+    }
+    let mut op = super::cipher::encrypt_init(&m, base)?;
+    Ok(Zeroizing::new(op.oneshot(data)?))
+}
+
 /// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384, and the simple secret-key derivations of
 /// PKCS#11 §2.43 (concatenation, XOR, extraction) and §2.13 (AES ECB/CBC encrypt data).
 /// `other` is the second key of CKM_CONCATENATE_BASE_AND_KEY.
@@ -303,11 +323,7 @@ pub fn derive(
             };
             let peer =
                 der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            let alg = if *curve == Curve::P384 {
-                &agreement::ECDH_P384
-            } else {
-                &agreement::ECDH_P256
-            };
+            let alg = keys::ecdh_alg(*curve);
             let me = agreement::PrivateKey::from_private_key(alg, scalar)
                 .map_err(|_| err(CKR_GENERAL_ERROR))?;
             agreement::agree(
@@ -352,15 +368,14 @@ pub fn derive(
                     .collect(),
             )
         }
-        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d))
-        | (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
-            let mut op = super::cipher::encrypt_init(&Mechanism::new(CKM_AES_ECB), base)?;
-            Zeroizing::new(op.oneshot(d)?)
+        // The data a CK_KEY_DERIVATION_STRING_DATA / CK_AES_CBC_ENCRYPT_DATA_PARAMS points
+        // to, whole blocks, encrypted under the base key.
+        (CKM_AES_ECB_ENCRYPT_DATA, MechParam::Data(d)) => {
+            encrypt_data(base, Mechanism::new(CKM_AES_ECB), d)?
         }
         (CKM_AES_CBC_ENCRYPT_DATA, MechParam::AesCbcData { iv, data }) => {
             let m = Mechanism::with(CKM_AES_CBC, MechParam::Bytes(iv.to_vec()));
-            let mut op = super::cipher::encrypt_init(&m, base)?;
-            Zeroizing::new(op.oneshot(data)?)
+            encrypt_data(base, m, data)?
         }
         (
             CKM_ECDH1_DERIVE
