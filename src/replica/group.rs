@@ -146,6 +146,42 @@ impl Group {
         false
     }
 
+    /// [`Group::on_replica`] for a call in the consumer's session `ctx.session`: the
+    /// session is opened on a replica the first time one of its calls lands there (after a
+    /// failover, or when `balance` moves single-part work), so that `close_session` closes
+    /// what was opened instead of leaving a vendor session behind per moved session.
+    pub(super) fn on_session<T>(
+        &self,
+        what: &str,
+        order: &[usize],
+        ctx: &Ctx,
+        mut f: impl FnMut(usize, &Replica) -> Result<Found<T>>,
+    ) -> Result<T> {
+        self.on_replica(what, order, |i, r| {
+            self.ensure_session(i, ctx)?;
+            f(i, r)
+        })
+    }
+
+    /// Opens the consumer's session `ctx.session` on replica `i` unless it is open there.
+    pub(super) fn ensure_session(&self, i: usize, ctx: &Ctx) -> Result<()> {
+        let r = &self.replicas[i];
+        if r.opened.contains_key(&ctx.session) {
+            return Ok(());
+        }
+        // Only a session the group has open (not one a racing C_CloseSession just ended).
+        let Some(rw) = self.sessions.get(&ctx.session).map(|e| *e) else {
+            return Ok(());
+        };
+        r.token.open_session(ctx.session, rw)?;
+        r.opened.insert(ctx.session, rw);
+        if !self.sessions.contains_key(&ctx.session) && r.opened.remove(&ctx.session).is_some() {
+            // Closed while it was being opened here: close_session has already passed.
+            r.token.close_session(ctx.session);
+        }
+        Ok(())
+    }
+
     /// Logs replica `i` in as the user when the slot is logged in and it is not.
     pub(super) fn ensure_login(&self, i: usize) -> Result<()> {
         let r = &self.replicas[i];

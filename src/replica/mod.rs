@@ -423,6 +423,7 @@ impl Token for ReplicaGroup {
             }
             let ids = g
                 .ensure_login(i)
+                .and_then(|()| g.ensure_session(i, ctx))
                 .and_then(|()| r.token.find_objects(ctx, template));
             match ids {
                 Ok(ids) => {
@@ -443,7 +444,7 @@ impl Token for ReplicaGroup {
             return Ok(out);
         }
         // None was usable: probe-before-reuse on one.
-        g.on_replica("C_FindObjects", &g.order(false), |i, r| {
+        g.on_session("C_FindObjects", &g.order(false), ctx, |i, r| {
             let ids = r.token.find_objects(ctx, template)?;
             ids.into_iter()
                 .map(|c| g.gid_for(i, ctx, c))
@@ -459,7 +460,7 @@ impl Token for ReplicaGroup {
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
         let g = &self.g;
-        g.on_replica("C_GetAttributeValue", &g.order(false), |i, r| {
+        g.on_session("C_GetAttributeValue", &g.order(false), ctx, |i, r| {
             g.with_object(i, ctx, obj, |c| r.token.get_attributes(ctx, c, types))
         })
     }
@@ -473,9 +474,12 @@ impl Token for ReplicaGroup {
             if !r.up.load(Ordering::SeqCst) {
                 continue;
             }
-            match g.ensure_login(i).and_then(|()| {
-                g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))
-            }) {
+            match g
+                .ensure_login(i)
+                .and_then(|()| g.ensure_session(i, ctx))
+                .and_then(|()| {
+                    g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))
+                }) {
                 Ok(Found::Yes(())) => done = true,
                 Ok(Found::NotHere) => {}
                 Err(e) if device_class(e.rv()) => {
@@ -493,7 +497,7 @@ impl Token for ReplicaGroup {
 
     fn create_object(&self, ctx: &Ctx, template: &[Attr]) -> Result<ObjectId> {
         let g = &self.g;
-        g.on_replica("C_CreateObject", &g.order(false), |i, r| {
+        g.on_session("C_CreateObject", &g.order(false), ctx, |i, r| {
             let c = r.token.create_object(ctx, template)?;
             log::info!("slot {}: object created on replica {} only", g.slot, r.name);
             let gid = g.gid_for(i, ctx, c)?;
@@ -565,7 +569,7 @@ impl Token for ReplicaGroup {
 
     fn generate_key(&self, ctx: &Ctx, mech: &Mechanism, template: &[Attr]) -> Result<ObjectId> {
         let g = &self.g;
-        g.on_replica("C_GenerateKey", &g.order(false), |i, r| {
+        g.on_session("C_GenerateKey", &g.order(false), ctx, |i, r| {
             let c = r.token.generate_key(ctx, mech, template)?;
             log::warn!("slot {}: key generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
             let gid = g.gid_for(i, ctx, c)?;
@@ -582,7 +586,7 @@ impl Token for ReplicaGroup {
         private: &[Attr],
     ) -> Result<(ObjectId, ObjectId)> {
         let g = &self.g;
-        g.on_replica("C_GenerateKeyPair", &g.order(false), |i, r| {
+        g.on_session("C_GenerateKeyPair", &g.order(false), ctx, |i, r| {
             let (p, s) = r.token.generate_key_pair(ctx, mech, public, private)?;
             log::warn!("slot {}: key pair generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
             let (gp, gs) = (g.gid_for(i, ctx, p)?, g.gid_for(i, ctx, s)?);
@@ -600,7 +604,7 @@ impl Token for ReplicaGroup {
         key: ObjectId,
     ) -> Result<Vec<u8>> {
         let g = &self.g;
-        g.on_replica("C_WrapKey", &g.order(true), |i, r| {
+        g.on_session("C_WrapKey", &g.order(true), ctx, |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
             let Some(k) = g.child_id(i, ctx, key)? else {
                 return Ok(Found::NotHere);
@@ -618,7 +622,7 @@ impl Token for ReplicaGroup {
         template: &[Attr],
     ) -> Result<ObjectId> {
         let g = &self.g;
-        g.on_replica("C_UnwrapKey", &g.order(false), |i, r| {
+        g.on_session("C_UnwrapKey", &g.order(false), ctx, |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
             match g.with_object(i, ctx, unwrapping, |u| {
                 r.token.unwrap_key(ctx, &m, u, wrapped, template)
@@ -637,7 +641,7 @@ impl Token for ReplicaGroup {
         template: &[Attr],
     ) -> Result<ObjectId> {
         let g = &self.g;
-        g.on_replica("C_DeriveKey", &g.order(false), |i, r| {
+        g.on_session("C_DeriveKey", &g.order(false), ctx, |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
             match g.with_object(i, ctx, base, |b| r.token.derive_key(ctx, &m, b, template))? {
                 Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),

@@ -42,7 +42,7 @@ impl Replay {
     ) -> Result<(Replay, T)> {
         // Single-part work is what "balance" spreads; it rotates over the replicas.
         let order = g.order(true);
-        let (at, op) = g.on_replica(what, &order, |i, _| {
+        let (at, op) = g.on_session(what, &order, ctx, |i, _| {
             let m = g.mech_for(i, ctx, mech)?;
             match key {
                 None => init(i, &m, None).map(|op| Found::Yes((i, op))),
