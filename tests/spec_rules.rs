@@ -533,3 +533,49 @@ fn init_token_label_ends_at_a_nul() {
         assert_eq!(ti.label, want);
     }
 }
+
+/// PKCS#11 3.0 §2.3.14 (CKM_EDDSA): a CK_EDDSA_PARAMS present selects Ed25519ctx (phFlag
+/// false, even with no context) or Ed25519ph; only its absence means pure Ed25519. hsmux
+/// offers pure Ed25519 only, so a parameter is refused rather than answered with a
+/// signature of another scheme.
+#[test]
+fn an_eddsa_parameter_selects_ed25519ctx_or_ph_not_pure_ed25519() {
+    let m = shared();
+    let h = user_session(m, 9);
+    let (pubk, privk) = keypair(
+        m,
+        h,
+        CKM_EC_EDWARDS_KEY_PAIR_GEN,
+        Template::new().bytes(CKA_EC_PARAMS, ED25519_PARAMS),
+        Template::new(),
+        b"ed-params",
+    );
+    for ph in [0, 1] {
+        let mut p = CK_EDDSA_PARAMS {
+            phFlag: ph,
+            ulContextDataLen: 0,
+            pContextData: NULL,
+        };
+        let mut mc = mech_with(CKM_EDDSA, &mut p);
+        assert_rv!(
+            ck!(m, C_SignInit(h, &mut mc, privk)),
+            CKR_MECHANISM_PARAM_INVALID,
+            "phFlag {ph}"
+        );
+        let mut mc = mech_with(CKM_EDDSA, &mut p);
+        assert_rv!(
+            ck!(m, C_VerifyInit(h, &mut mc, pubk)),
+            CKR_MECHANISM_PARAM_INVALID,
+            "phFlag {ph}"
+        );
+    }
+    // Without a parameter: pure Ed25519, verified by ed25519-dalek.
+    let point = ec_point(&get_attr(m, h, pubk, CKA_EC_POINT).unwrap());
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&point.try_into().unwrap()).unwrap();
+    let sig = sign(m, h, mech(CKM_EDDSA), privk, b"pure").unwrap();
+    vk.verify_strict(
+        b"pure",
+        &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("pure Ed25519 verifies");
+}

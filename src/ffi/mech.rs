@@ -139,14 +139,23 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         | CKM_SHA512_HMAC_GENERAL
         | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
+            // PKCS#11 3.0 §2.3.14: the parameter's presence alone selects Ed25519ctx (phFlag
+            // false, even with an empty context: RFC 8032's dom2 prefix is signed) or
+            // Ed25519ph; pure Ed25519 is the mechanism without one. Neither variant is
+            // offered, so signing pure Ed25519 here would answer another scheme's signature.
             let e = param::<CK_EDDSA_PARAMS>(m)?;
-            if e.phFlag != 0 || e.ulContextDataLen != 0 {
-                return Err(Error::logged(
-                    CKR_MECHANISM_PARAM_INVALID,
-                    "only pure Ed25519 (no prehash, no context) is supported",
-                ));
-            }
-            MechParam::None
+            let scheme = if e.phFlag != 0 {
+                "Ed25519ph"
+            } else {
+                "Ed25519ctx"
+            };
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                format!(
+                    "CKM_EDDSA with a CK_EDDSA_PARAMS asks for {scheme}, which is not offered \
+                     (pure Ed25519 is CKM_EDDSA without a parameter)"
+                ),
+            ));
         }
         _ if no_param => MechParam::None,
         _ => MechParam::Bytes(bytes(m.pParameter as *const u8, m.ulParameterLen)?),
