@@ -534,7 +534,7 @@ fn init_token_label_ends_at_a_nul() {
     }
 }
 
-/// PKCS#11 3.0 §2.3.14 (CKM_EDDSA): a CK_EDDSA_PARAMS present selects Ed25519ctx (phFlag
+/// PKCS#11 3.0, CKM_EDDSA (its scheme table): a CK_EDDSA_PARAMS present selects Ed25519ctx (phFlag
 /// false, even with no context) or Ed25519ph; only its absence means pure Ed25519. hsmux
 /// offers pure Ed25519 only, so a parameter is refused rather than answered with a
 /// signature of another scheme.
