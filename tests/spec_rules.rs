@@ -534,9 +534,9 @@ fn init_token_label_ends_at_a_nul() {
     }
 }
 
-/// PKCS#11 3.0, CKM_EDDSA (its scheme table): a CK_EDDSA_PARAMS present selects Ed25519ctx (phFlag
-/// false, even with no context) or Ed25519ph; only its absence means pure Ed25519. hsmux
-/// offers pure Ed25519 only, so a parameter is refused rather than answered with a
+/// PKCS#11 3.0, CKM_EDDSA's scheme table: a CK_EDDSA_PARAMS present selects Ed25519ctx
+/// (phFlag false, even with no context) or Ed25519ph; only its absence means pure Ed25519.
+/// hsmux offers pure Ed25519 only, so a parameter is refused rather than answered with a
 /// signature of another scheme.
 #[test]
 fn an_eddsa_parameter_selects_ed25519ctx_or_ph_not_pure_ed25519() {

@@ -139,10 +139,11 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         | CKM_SHA512_HMAC_GENERAL
         | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
-            // PKCS#11 3.0 (CKM_EDDSA, its scheme table): the parameter's presence alone selects Ed25519ctx (phFlag
-            // false, even with an empty context: RFC 8032's dom2 prefix is signed) or
-            // Ed25519ph; pure Ed25519 is the mechanism without one. Neither variant is
-            // offered, so signing pure Ed25519 here would answer another scheme's signature.
+            // PKCS#11 3.0, CKM_EDDSA's scheme table: the parameter's presence alone selects
+            // Ed25519ctx (phFlag false, even with an empty context: RFC 8032's dom2 prefix
+            // is signed) or Ed25519ph; pure Ed25519 is the mechanism without one. Neither
+            // variant is offered, and signing pure Ed25519 here would answer a signature of
+            // another scheme.
             let e = param::<CK_EDDSA_PARAMS>(m)?;
             let scheme = if e.phFlag != 0 {
                 "Ed25519ph"
