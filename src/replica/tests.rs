@@ -2,7 +2,7 @@
 //! return values move the group and which reach the caller unchanged, what is replayed on
 //! the next replica, the order replicas are tried in, `balance`, the health state machine
 //! and the prober that re-admits replicas, members that start unavailable, and session
-//! objects lost with their replica. The module README's "Replica groups" section and the
+//! objects lost with their replica. docs/failover.md ("Replica groups", once the README's section) and the
 //! comments of `mod.rs`, `ops.rs`, `health.rs` and `prober.rs` are what is checked.
 
 use super::health::{Change, Health, State, FIRST_BACKOFF, HEALTHY_PROBE_EVERY, MAX_BACKOFF};
@@ -658,7 +658,7 @@ fn closing_a_session_closes_it_on_the_replica_that_opened_it() {
     assert_eq!(h[1].count("close_session"), 0);
 }
 
-/// mod.rs and the README promise "a session is opened there" when a call moves; the
+/// mod.rs and docs/failover.md promise "a session is opened there" when a call moves; the
 /// group relies on the replica token opening its own session lazily (ModuleToken does)
 /// and never calls `open_session` on the replica it moved to, nor `close_session` there
 /// when the consumer closes the session: a vendor session per moved session stays open.
