@@ -3,7 +3,7 @@
 # ThreadSanitizer (issue 17), with the nightly toolchain and an instrumented standard
 # library (-Zbuild-std). Each sanitizer has its own target dir (target/asan, target/tsan):
 # the first run compiles every dependency and std with the sanitizer, which takes long on
-# a small machine (see README); later runs only rebuild hsmux.
+# a small machine (see docs/security.md); later runs only rebuild hsmux.
 #
 #   scripts/sanitizers.sh [asan|tsan|all]      (default: all)
 #   ASAN_TESTS="bad_input semantics crypto softhsm_compat lifecycle" TSAN_TESTS="lifecycle multi_process semantics"

@@ -1,4 +1,4 @@
-//! The audit trail (`[audit]`, README "Audit trail") through the C ABI: the exact fields of
+//! The audit trail (`[audit]`, docs/audit.md) through the C ABI: the exact fields of
 //! each listed call's line on the soft token and on a SoftHSMv2 module slot, chains that
 //! `hsmux audit verify` checks (and breaks it finds and names), two processes on one file,
 //! rotation by rename and by copytruncate, a full disk (a file size limit in the child)

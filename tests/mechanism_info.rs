@@ -4,8 +4,8 @@
 //! its flags name, and a key just outside the range is refused. A mechanism this walk does
 //! not know fails the test, so that a new one cannot be listed untried.
 //!
-//! `print_mechanism_table` (run with `--ignored --nocapture`) prints the README's
-//! mechanism table from the same list.
+//! `print_mechanism_table` (run with `--ignored --nocapture`) prints the mechanism table
+//! of docs/mechanisms.md from the same list.
 #![allow(clippy::macro_metavars_in_unsafe)]
 mod common;
 use common::*;
@@ -478,10 +478,10 @@ fn every_listed_mechanism_works_at_its_smallest_and_largest_key_size() {
     );
 }
 
-/// The README's "Mechanisms of the soft token" table, from C_GetMechanismList and
+/// docs/mechanisms.md's "Mechanisms of the soft token" table, from C_GetMechanismList and
 /// C_GetMechanismInfo (`cargo test --release --test mechanism_info -- --ignored --nocapture`).
 #[test]
-#[ignore = "prints the README table"]
+#[ignore = "prints the docs/mechanisms.md table"]
 fn print_mechanism_table() {
     let m = shared();
     init_slot(m, 1);

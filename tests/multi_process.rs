@@ -1,4 +1,4 @@
-//! Two processes on one soft token directory (README: "Several processes may share one
+//! Two processes on one soft token directory (docs/backends.md: "Several processes may share one
 //! token directory"): what one creates, changes or destroys, the other sees at its next
 //! search; a PIN changed by one is the PIN for the other; both writing at once loses
 //! nothing. The second process is this test binary started again in a child mode.

@@ -4,7 +4,7 @@
 //! several processes may interleave: each chain is followed on its own. Files given in
 //! order (rotated ones first) are checked as one trail.
 //!
-//! What this proves and does not: see the README ("Audit trail"). In short, any change to
+//! What this proves and does not: see docs/audit.md ("Tamper evidence"). In short, any change to
 //! a line that has a later line in its chain shows; the last lines of a chain can be cut or
 //! rewritten by whoever can write the file, unless they were also sent elsewhere.
 

@@ -2,8 +2,8 @@
 //! return values move the group and which reach the caller unchanged, what is replayed on
 //! the next replica, the order replicas are tried in, `balance`, the health state machine
 //! and the prober that re-admits replicas, members that start unavailable, and session
-//! objects lost with their replica. The module README's "Replica groups" section and the
-//! comments of `mod.rs`, `ops.rs`, `health.rs` and `prober.rs` are what is checked.
+//! objects lost with their replica. docs/failover.md ("Replica groups") and the comments
+//! of `mod.rs`, `ops.rs`, `health.rs` and `prober.rs` are what is checked.
 
 use super::health::{Change, Health, State, FIRST_BACKOFF, HEALTHY_PROBE_EVERY, MAX_BACKOFF};
 use super::*;
