@@ -432,12 +432,17 @@ fn help_is_a_success_on_stdout() {
     for arg in ["--help", "-h", "help"] {
         let (code, out, err) = cli(&[arg]);
         assert_eq!(code, 0, "{arg}");
-        assert!(out.contains("usage: hsmux check"), "{arg}: {out}");
+        // clap's help: the usage line and every verb, on stdout.
+        assert!(out.contains("Usage: hsmux <COMMAND>"), "{arg}: {out}");
+        assert!(
+            out.contains("check") && out.contains("status"),
+            "{arg}: {out}"
+        );
         assert!(err.is_empty(), "{arg}: {err}");
     }
     let (code, out, err) = cli(&["frobnicate"]);
     assert_eq!(code, 2, "a usage error stays 2");
-    assert!(out.is_empty() && err.contains("usage:"));
+    assert!(out.is_empty() && err.contains("Usage:"), "{err}");
 }
 
 /// The other processes; runs only when started by the tests above.
