@@ -7,15 +7,10 @@ use super::*;
 fn closing_a_session_closes_it_on_the_replica_that_opened_it() {
     let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
     log_in(&g);
-    assert_eq!(h[0].count("open_session"), 1);
-    assert_eq!(
-        h[1].count("open_session"),
-        0,
-        "failover opens on one replica"
-    );
+    let on_a_and_b = |op| (h[0].count(op), h[1].count(op));
+    assert_eq!(on_a_and_b("open_session"), (1, 0), "failover opens on one");
     g.close_session(SESSION);
-    assert_eq!(h[0].count("close_session"), 1);
-    assert_eq!(h[1].count("close_session"), 0);
+    assert_eq!(on_a_and_b("close_session"), (1, 0));
 }
 
 /// A call that moves to another replica opens the consumer's session there, and closing
