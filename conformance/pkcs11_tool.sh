@@ -61,9 +61,25 @@ done
 # C_GetInfo, SL = C_GetSlotList, T0 = C_GetTokenInfo of slot index 0 (pkcs11-tool 0.23's
 # command set). The main thread runs --test meanwhile, so the threads race its
 # C_Initialize and its sessions (and pkcs11-tool need not wait 30 s for late threads).
-rc=0
-OUT=$(timeout 45 "${PL[@]}" --test --allow-sw --test-threads ILGISLT0 --test-threads INGISLT0 \
-  --test-threads ILSLT0GI --test-threads INSLGIT0 2>&1) || rc=$?
+threads_run() {
+  rc=0
+  OUT=$(timeout 45 "${PL[@]}" --test --allow-sw --test-threads ILGISLT0 --test-threads INGISLT0 \
+    --test-threads ILSLT0GI --test-threads INSLGIT0 2>&1) || rc=$?
+}
+threads_run
+# Seen on hsmux in 2 of 10 runs on 2026-12-07: pkcs11-tool's main
+# thread, racing the threads' C_Initialize, finds no slot by token label and stops before
+# --test, while the threads' C_GetTokenInfo all answer the label. Not yet explained (an
+# open defect in the issue notes); the run is repeated once, and it fails if it fails again.
+FLAKED=""
+if [ "$TARGET" = hsmux ] && [ "$rc" -ne 0 ] && grep -q '^No slot with token named' <<<"$OUT"; then
+  FLAKED=$OUT
+  threads_run
+fi
+if [ -n "$FLAKED" ]; then
+  known "--test-threads: the main thread found no slot by label once (run again):"
+  grep -v '^ ' <<<"$FLAKED" | head -3 | sed 's/^/    | /'
+fi
 threads_ended_ok() {
   grep -q 'test_threads all threads have ended with CKR_OK' <<<"$OUT" \
     && [ "$(grep -c 'state:-1, rv:CKR_OK' <<<"$OUT")" -ge 4 ]
