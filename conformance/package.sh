@@ -127,6 +127,50 @@ if [ -x "$promtool" ]; then
   out=$("$promtool" check metrics <<<"$metrics" 2>&1) && ok "promtool check metrics accepts /metrics" \
     || not_ok "promtool check metrics" "$out"
 fi
+# Prometheus itself (the same Debian package, unpacked) scraping that module: it asks for
+# OpenMetrics first, which hsmux answers with prometheus-client's encoder.
+prometheus=$REPO/target/tools/usr/bin/prometheus
+om=$(python3 - "http://127.0.0.1:$mport/metrics" <<'PY' 2>&1
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    print(r.headers["Content-Type"]); print(r.read().decode(), end="")
+PY
+) || true
+if grep -q '^application/openmetrics-text; version=1.0.0' <<<"$om" && grep -q '^# EOF$' <<<"$om" \
+    && grep -q '^# TYPE hsmux_calls counter$' <<<"$om"; then
+  ok "/metrics answers OpenMetrics 1.0 to a scraper that asks for it"
+else
+  not_ok "/metrics in OpenMetrics" "$om"
+fi
+if [ -x "$prometheus" ]; then
+  pport=$(free_port)
+  printf 'global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hsmux\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' \
+    "$mport" > "$WORK/prometheus.yml"
+  "$prometheus" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+    --web.listen-address="127.0.0.1:$pport" > "$WORK/prometheus.log" 2>&1 &
+  prom=$!
+  on_exit "kill $prom 2>/dev/null; wait $prom 2>/dev/null"
+  ans=""
+  for _ in $(seq 1 60); do
+    ans=$(python3 - "http://127.0.0.1:$pport/api/v1/query" <<'PY' 2>&1
+import json, sys, urllib.parse, urllib.request
+q = urllib.parse.urlencode({"query": 'sum(hsmux_calls_total{function=~"C_Sign(Final)?"}) and on() up{job="hsmux"} == 1'})
+with urllib.request.urlopen(sys.argv[1] + "?" + q, timeout=5) as r:
+    res = json.load(r)["data"]["result"]
+print(res[0]["value"][1] if res else "none")
+PY
+) || true
+    [[ "$ans" =~ ^[1-9][0-9]*$ ]] && break
+    sleep 0.5
+  done
+  if [[ "$ans" =~ ^[1-9][0-9]*$ ]]; then
+    ok "Prometheus 2.42 scrapes the module's /metrics (target up, $ans signatures counted)"
+  else
+    not_ok "Prometheus scraping /metrics" "$ans $(tail -5 "$WORK/prometheus.log")"
+  fi
+  kill "$prom" 2>/dev/null; wait "$prom" 2>/dev/null || true
+fi
 kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true
 
 # --- GnuTLS through p11-kit's registry (no module path anywhere)

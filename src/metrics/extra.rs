@@ -15,7 +15,9 @@ pub struct Counter {
 static COUNTERS: Mutex<Vec<Counter>> = Mutex::new(Vec::new());
 
 /// Registers a counter (once per name: a second registration of a name replaces the first).
+/// Counter names end in `_total`, as both exposition formats want (the debug build checks).
 pub fn register_counter(name: &'static str, help: &'static str, read: fn() -> u64) {
+    debug_assert!(name.ends_with("_total"), "{name}");
     let mut c = COUNTERS.lock();
     c.retain(|x| x.name != name);
     c.push(Counter { name, help, read });

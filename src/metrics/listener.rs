@@ -4,6 +4,10 @@
 //! call. Each connection has [`HEAD_BUDGET`] to send its request head and [`CONN_BUDGET`]
 //! in all, and at most [`MAX_CONNECTIONS`] are served at once, so slow or silent clients
 //! cost bounded time and memory and do not hold up other scrapes.
+//!
+//! The format follows the request's `Accept` header: OpenMetrics 1.0 (`openmetrics.rs`, the
+//! official client library's encoder) when the scraper prefers it, as Prometheus does, and
+//! the 0.0.4 text otherwise (curl, `promtool check metrics`).
 
 use super::Metrics;
 use bytes::Bytes;
@@ -28,6 +32,27 @@ const MAX_CONNECTIONS: usize = 8;
 const MAX_HEAD: usize = 8192;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Whether an `Accept` header prefers OpenMetrics to the 0.0.4 text: the highest `q` of an
+/// `application/openmetrics-text` range against that of `text/plain`, `text/*` and `*/*`
+/// (ties go to OpenMetrics, which a client naming it asked for explicitly).
+pub(crate) fn wants_openmetrics(accept: &str) -> bool {
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|v| v.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om >= text
+}
 
 /// The running listener. `stop` (or dropping it) ends and joins its thread.
 pub struct Listener {
@@ -145,12 +170,24 @@ async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stopped: onesho
 
 /// The answer to a request: the metrics at `GET /metrics` (hyper leaves out the body for
 /// `HEAD`), 404 elsewhere, 405 for other methods.
-fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, metrics: &Arc<Metrics>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match *req.method() {
         Method::GET | Method::HEAD if req.uri().path() == "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(wants_openmetrics);
+            let render = || match openmetrics {
+                true => (
+                    super::openmetrics::CONTENT_TYPE,
+                    metrics.render_openmetrics(),
+                ),
+                false => (CONTENT_TYPE, metrics.render()),
+            };
             // A panic in rendering must not take the thread down: answer 500 instead.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| metrics.render())) {
-                Ok(text) => (StatusCode::OK, CONTENT_TYPE, Bytes::from(text)),
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(render)) {
+                Ok((content_type, text)) => (StatusCode::OK, content_type, Bytes::from(text)),
                 Err(_) => {
                     log::error!("metrics: internal error rendering the metrics (panic)");
                     (

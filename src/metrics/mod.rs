@@ -11,13 +11,16 @@
 //! Calls whose slot is unknown (`C_GetInfo`, `C_Initialize`, ...) have `slot="" replica=""`;
 //! replica `""` (index 0) is the slot itself.
 //!
-//! # Why the text encoding is hand-rolled
-//! The official `prometheus-client` crate was the first choice and is not used: its
-//! `Family` keeps series in an `RwLock<HashMap<LabelSet, _>>` (every record takes the read
+//! # Two text formats
+//! Scrapers that ask for OpenMetrics 1.0 (Prometheus does) get it from `prometheus-client`'s
+//! encoder over these counters (`openmetrics.rs`); others get the 0.0.4 text (`render.rs`),
+//! which bookworm's `promtool check metrics` accepts and the crate cannot write.
+//!
+//! # Why the recording is hand-rolled
+//! `prometheus-client`'s metric types were the first choice for recording and are not used
+//! (12x slower, `benches/metrics.rs`): its `Family` keeps series in an `RwLock<HashMap<LabelSet, _>>` (every record takes the read
 //! lock, whose shared reader count bounces between cores, and hashes the label set), its
-//! `Histogram::observe` takes a mutex per series, and its text encoder writes OpenMetrics
-//! 1.0 (`# EOF`, `_created`, `application/openmetrics-text`) rather than the 0.0.4 format
-//! asked for here. The `prometheus` crate has the same label-map lookup. Here the label
+//! `Histogram::observe` takes a mutex per series. The `prometheus` crate has the same label-map lookup. Here the label
 //! sets are dense indices fixed at registration: (slot, replica) rows laid out when the
 //! replica is registered (`MAX_REPLICAS` places per slot, each a `OnceLock`), a function
 //! index from a compile-time table behind a per-call-site cache (`functions`), return
@@ -56,10 +59,13 @@
 pub mod extra;
 mod functions;
 mod listener;
+mod openmetrics;
 mod registry;
 mod render;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_openmetrics;
 
 pub use listener::{Listener, CONTENT_TYPE};
 pub use registry::{Metrics, SessionsSource, MAX_REPLICAS, NO_SLOT};

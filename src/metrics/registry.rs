@@ -471,6 +471,13 @@ pub(crate) struct CallTotals {
     pub(crate) by_rv: Vec<(&'static str, u64)>,
 }
 
+impl CallTotals {
+    /// Calls recorded: every bucket, the overflow included.
+    pub(crate) fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 impl Row {
     /// The totals of function index `f` over all stripes, or None if it was never called.
     pub(crate) fn totals(&self, f: usize) -> Option<CallTotals> {

@@ -16,17 +16,27 @@ const BUCKET: &str = "hsmux_call_duration_seconds_bucket";
 const SUM: &str = "hsmux_call_duration_seconds_sum";
 const COUNT: &str = "hsmux_call_duration_seconds_count";
 
+/// The `# HELP` texts, shared by both formats.
+pub(crate) mod help {
+    pub(crate) const CALLS: &str =
+        "PKCS#11 calls by slot, replica, function and return value name.";
+    pub(crate) const DURATION: &str = "Duration of PKCS#11 calls in seconds.";
+    pub(crate) const REPLICA_UP: &str = "Whether a replica of a slot is healthy (1) or not (0).";
+    pub(crate) const FAILOVERS: &str = "Failovers of a slot from one replica to another.";
+    pub(crate) const SESSIONS: &str = "Open sessions per slot.";
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// One (slot, replica, function) with calls.
-struct Series<'a> {
-    slot: &'a str,
-    replica: &'a str,
-    function: &'static str,
-    totals: CallTotals,
+pub(crate) struct Series<'a> {
+    pub(crate) slot: &'a str,
+    pub(crate) replica: &'a str,
+    pub(crate) function: &'static str,
+    pub(crate) totals: CallTotals,
 }
 
 fn collect<'a>(slot: &'a str, row: &'a Row, out: &mut Vec<Series<'a>>) {
@@ -77,47 +87,71 @@ impl Metrics {
     }
 }
 
-fn render(m: &Metrics) -> String {
-    // The rows registered now (one acquire load each: no lock, recorders never wait).
-    let slots = m.snapshot_rows();
+/// What a scrape reads, once, for either format: the call series and each slot's rows.
+pub(crate) struct Snapshot<'a> {
+    pub(crate) series: Vec<Series<'a>>,
+    pub(crate) slots: Vec<(&'a str, Vec<&'a Row>)>,
+}
 
-    let mut series = Vec::new();
-    for (label, rows) in &slots {
-        for row in rows {
-            collect(label, row, &mut series);
+impl<'a> Snapshot<'a> {
+    pub(crate) fn of(m: &'a Metrics) -> Snapshot<'a> {
+        // The rows registered now (one acquire load each: no lock, recorders never wait).
+        let slots = m.snapshot_rows();
+        let mut series = Vec::new();
+        for (label, rows) in &slots {
+            for row in rows {
+                collect(label, row, &mut series);
+            }
         }
+        collect("", m.none_row(), &mut series);
+        Snapshot { series, slots }
     }
-    collect("", m.none_row(), &mut series);
 
-    let mut out = String::with_capacity(1024 + series.len() * 1600);
+    /// `(slot, replica, up)` of every replica whose health is known.
+    pub(crate) fn replicas_up(&self) -> impl Iterator<Item = (&'a str, &'a str, u8)> + '_ {
+        self.slots.iter().flat_map(|(slot, rows)| {
+            rows.iter()
+                .filter_map(move |row| row.up().map(|up| (*slot, row.label.as_str(), up)))
+        })
+    }
 
-    family(
-        &mut out,
-        CALLS,
-        "counter",
-        "PKCS#11 calls by slot, replica, function and return value name.",
-    );
-    for s in &series {
+    /// `(slot, from, to, count)` of every failover path taken.
+    pub(crate) fn failovers(&self) -> Vec<(&'a str, &'a str, &'a str, u64)> {
+        let mut out = Vec::new();
+        for (slot, rows) in &self.slots {
+            for row in rows {
+                for (to, n) in row.failovers() {
+                    if let Some(target) = rows.get(to) {
+                        out.push((*slot, row.label.as_str(), target.label.as_str(), n));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn render(m: &Metrics) -> String {
+    let snap = Snapshot::of(m);
+    let mut out = String::with_capacity(1024 + snap.series.len() * 1600);
+
+    family(&mut out, CALLS, "counter", help::CALLS);
+    for s in &snap.series {
         for (rv, n) in &s.totals.by_rv {
             open_sample(&mut out, CALLS, s);
             let _ = writeln!(out, ",rv=\"{rv}\"}} {n}");
         }
     }
 
-    family(
-        &mut out,
-        DURATION,
-        "histogram",
-        "Duration of PKCS#11 calls in seconds.",
-    );
-    for s in &series {
+    family(&mut out, DURATION, "histogram", help::DURATION);
+    for s in &snap.series {
         let mut cumulative = 0u64;
         for (le, n) in BOUNDS_LE.iter().zip(&s.totals.buckets) {
             cumulative += n;
             open_sample(&mut out, BUCKET, s);
             let _ = writeln!(out, ",le=\"{le}\"}} {cumulative}");
         }
-        let count: u64 = s.totals.buckets.iter().sum();
+        let count = s.totals.count();
         open_sample(&mut out, BUCKET, s);
         let _ = writeln!(out, ",le=\"+Inf\"}} {count}");
         open_sample(&mut out, SUM, s);
@@ -126,45 +160,23 @@ fn render(m: &Metrics) -> String {
         let _ = writeln!(out, "}} {count}");
     }
 
-    family(
-        &mut out,
-        REPLICA_UP,
-        "gauge",
-        "Whether a replica of a slot is healthy (1) or not (0).",
-    );
-    for (slot, rows) in &slots {
-        for row in rows {
-            if let Some(up) = row.up() {
-                let _ = writeln!(
-                    out,
-                    "{REPLICA_UP}{{slot=\"{slot}\",replica=\"{}\"}} {up}",
-                    row.label
-                );
-            }
-        }
+    family(&mut out, REPLICA_UP, "gauge", help::REPLICA_UP);
+    for (slot, replica, up) in snap.replicas_up() {
+        let _ = writeln!(
+            out,
+            "{REPLICA_UP}{{slot=\"{slot}\",replica=\"{replica}\"}} {up}"
+        );
     }
 
-    family(
-        &mut out,
-        FAILOVERS,
-        "counter",
-        "Failovers of a slot from one replica to another.",
-    );
-    for (slot, rows) in &slots {
-        for row in rows {
-            for (to, n) in row.failovers() {
-                if let Some(target) = rows.get(to) {
-                    let _ = writeln!(
-                        out,
-                        "{FAILOVERS}{{slot=\"{slot}\",from=\"{}\",to=\"{}\"}} {n}",
-                        row.label, target.label
-                    );
-                }
-            }
-        }
+    family(&mut out, FAILOVERS, "counter", help::FAILOVERS);
+    for (slot, from, to, n) in snap.failovers() {
+        let _ = writeln!(
+            out,
+            "{FAILOVERS}{{slot=\"{slot}\",from=\"{from}\",to=\"{to}\"}} {n}"
+        );
     }
 
-    family(&mut out, SESSIONS, "gauge", "Open sessions per slot.");
+    family(&mut out, SESSIONS, "gauge", help::SESSIONS);
     for (slot, n) in m.sessions() {
         let _ = writeln!(out, "{SESSIONS}{{slot=\"{slot}\"}} {n}");
     }

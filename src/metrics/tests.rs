@@ -8,14 +8,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn labels(names: &[&str]) -> Vec<String> {
+pub(super) fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
+pub(super) type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
 /// Parses with the independent parser; every family must be there with its type.
-fn parse(text: &str) -> Exposition {
+pub(super) fn parse(text: &str) -> Exposition {
     let e = parse_prometheus(text).unwrap_or_else(|err| panic!("{err:?} in:\n{text}"));
     for (name, ty) in [
         ("hsmux_calls_total", PrometheusType::Counter),
@@ -62,7 +62,7 @@ fn lbl(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn small_example() -> Metrics {
+pub(super) fn small_example() -> Metrics {
     let m = Metrics::with_stripes(&labels(&["dev", "ha"]), 2);
     assert_eq!(m.add_replica(1, "a"), 1);
     assert_eq!(m.add_replica(1, "b"), 2);
@@ -627,7 +627,7 @@ fn concurrent_recording_is_exact() {
 }
 
 /// One HTTP exchange over a raw socket: `(status line, headers, body)`.
-fn http(addr: std::net::SocketAddr, request: &[u8]) -> (String, String, String) {
+pub(super) fn http(addr: std::net::SocketAddr, request: &[u8]) -> (String, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request).unwrap();
