@@ -178,9 +178,9 @@ impl SoftToken {
         on_step(Step::PinsChecked);
 
         // The network calls (transit) run without the lock: others wait at most LOCK_WAIT.
-        let mk = self.unseal(&meta, &so_rec, &so_layer)?;
+        let mk = self.open_key(&meta, &so_rec, &so_layer)?;
         if let Some(((m, rec, layer), _)) = &user {
-            let other = self.unseal(m, rec, layer)?;
+            let other = self.open_key(m, rec, layer)?;
             if aws_lc_rs::constant_time::verify_slices_are_equal(&mk[..], &other[..]).is_err() {
                 return Err(refused(format!(
                     "soft token {:?}: the SO and user PIN records open different keys; the store is damaged",
@@ -270,6 +270,22 @@ impl SoftToken {
             records,
             old_overwritten,
         })
+    }
+
+    /// The master key from a record's PIN layer: [`SoftToken::unseal`] (which checks the
+    /// seal's key), except for a PIN-sealed record of a store that has no seal record, which
+    /// opens without transit (and without `unseal`'s "not sealed yet" warning, the very
+    /// thing a re-seal to transit corrects).
+    fn open_key(
+        &self,
+        meta: &TokenMeta,
+        rec: &store::PinRecord,
+        layer: &[u8],
+    ) -> Result<MasterKey> {
+        if meta.seal.is_none() && !rec.sealed {
+            return pin::master_key(rec, layer, None);
+        }
+        self.unseal(meta, rec, layer)
     }
 
     /// Overwrites the content of the replaced `token.json` (held open in `f`) with zeros
