@@ -316,3 +316,39 @@ impl SoftToken {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(key: Option<&str>, so: bool, user: Option<bool>) -> SealingState {
+        SealingState {
+            transit_key: key.map(String::from),
+            so_sealed: so,
+            user_sealed: user,
+        }
+    }
+
+    #[test]
+    fn one_sealing_for_the_whole_store_or_none_when_mixed() {
+        assert_eq!(
+            state(None, false, Some(false)).sealing(),
+            Some(Sealing::Pin)
+        );
+        assert_eq!(state(None, false, None).sealing(), Some(Sealing::Pin));
+        let k = Some("k");
+        assert_eq!(state(k, true, Some(true)).sealing(), Some(Sealing::Transit));
+        assert_eq!(state(k, true, None).sealing(), Some(Sealing::Transit));
+        // [slot.seal] added, then one PIN set again: a re-seal either way completes it.
+        assert_eq!(state(k, true, Some(false)).sealing(), None);
+        assert_eq!(state(k, false, Some(true)).sealing(), None);
+        assert_eq!(state(None, true, Some(true)).sealing(), None);
+        assert!(!state(None, false, None).has_user_pin());
+    }
+
+    #[test]
+    fn steps_are_numbered_in_order() {
+        let n: Vec<u32> = Step::ALL.iter().map(|s| s.number()).collect();
+        assert_eq!(n, (1..=8).collect::<Vec<_>>());
+    }
+}
