@@ -41,11 +41,8 @@ mport=$(free_port)
 # (the other consumers' processes have no listener, so none fights for the port).
 { cat "$HSMUX_CONFIG"; printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$mport"; } > "$WORK/server.toml"
 # promtool from Debian's prometheus package, unpacked (not installed: no service starts).
-promtool=$REPO/target/tools/usr/bin/promtool
-if [ ! -x "$promtool" ]; then
-  (cd "$WORK" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb "$REPO/target/tools") \
-    || note "promtool not obtainable (apt-get download prometheus failed): the metrics check is skipped"
-fi
+promtool=$("$REPO/scripts/promtool.sh" 2>&1) \
+  || { note "promtool not obtainable ($promtool): the metrics check is skipped"; promtool=""; }
 
 if dpkg -s hsmux >/dev/null 2>&1; then die "a hsmux package is installed already: not touching it"; fi
 out=$($SUDO dpkg -i "$deb" 2>&1) || { $SUDO dpkg --purge hsmux >/dev/null 2>&1; die "dpkg -i" "$out"; }
@@ -123,7 +120,7 @@ metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(s
   "http://127.0.0.1:$mport/metrics" 2>&1) || true
 grep -Eq '^hsmux_calls_total\{.*function="C_Sign(Final)?".*\} [1-9]' <<<"$metrics" \
   && ok "/metrics of the served module counts the handshake's signature (C_Sign/C_SignFinal)" || not_ok "/metrics counts C_Sign" "$metrics"
-if [ -x "$promtool" ]; then
+if [ -n "$promtool" ]; then
   out=$("$promtool" check metrics <<<"$metrics" 2>&1) && ok "promtool check metrics accepts /metrics" \
     || not_ok "promtool check metrics" "$out"
 fi

@@ -154,7 +154,8 @@ fn setup() -> &'static Setup {
         // A free port for the metrics listener (taken back by hsmux right after).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n{}{}{}\n[[slot]]\nlabel = \"pinned\"\n{}{}\n[[slot]]\nlabel = \"bal\"\npolicy = \"balance\"\n{}{}",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\nfile = \"{}/audit.jsonl\"\n\n[[slot]]\nlabel = \"ha\"\npolicy = \"failover\"\n{}{}{}\n[[slot]]\nlabel = \"pinned\"\n{}{}\n[[slot]]\nlabel = \"bal\"\npolicy = \"balance\"\n{}{}",
+            dir.display(),
             replica("r0", "r0", ""),
             replica("r1", "r1", ""),
             replica("r2", "r2", ""),
@@ -637,6 +638,132 @@ fn metrics_count_calls_failovers_sessions_and_replica_health() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+}
+
+/// The `hsmux_*` names in `text` (a query, a rules file).
+fn metric_names(text: &str) -> Vec<String> {
+    text.match_indices("hsmux_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The Grafana dashboard (examples/grafana/hsmux.json) has what Grafana's import reads,
+/// and it and the alerting rules (examples/prometheus/hsmux-rules.yml) name only series
+/// that this module's /metrics exposes: scraped after a failover, with `[audit]`, so that
+/// every family has samples.
+#[test]
+fn the_dashboard_and_the_alerts_query_only_series_metrics_exposes() {
+    let s = setup();
+    let _g = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    all_up(s);
+    let (h, k) = session(s, "ha");
+    ctl(&s.dir, "r0", "error");
+    round(s, h, &k, 2).expect("r1 serves");
+    let text = scrape(s.port);
+    ctl(&s.dir, "r0", "ok");
+    assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
+    all_up(s);
+    let exposed: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for family in [
+        "hsmux_calls_total",
+        "hsmux_call_duration_seconds_bucket",
+        "hsmux_call_duration_seconds_sum",
+        "hsmux_call_duration_seconds_count",
+        "hsmux_replica_up",
+        "hsmux_failovers_total",
+        "hsmux_sessions",
+        "hsmux_audit_dropped_total",
+        "hsmux_audit_write_errors_total",
+    ] {
+        assert!(exposed.contains(family), "{family} not scraped:\n{text}");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/hsmux.json")).unwrap())
+            .expect("the dashboard is JSON");
+    for field in ["title", "uid"] {
+        assert!(d[field].as_str().is_some_and(|v| !v.is_empty()), "{field}");
+    }
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(vars.contains(&"datasource"), "{vars:?}");
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = std::collections::HashSet::new();
+    let mut queried = std::collections::HashSet::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "{title}: id reused");
+        let g = &p["gridPos"];
+        let [x, w] = ["x", "w"].map(|k| g[k].as_u64().unwrap());
+        assert!(
+            g["h"].as_u64().unwrap() > 0 && w > 0 && x + w <= 24,
+            "{title}: {g}"
+        );
+        assert!(g["y"].is_u64(), "{title}");
+        let kind = p["type"].as_str().unwrap();
+        if kind == "row" {
+            continue;
+        }
+        assert!(
+            ["timeseries", "state-timeline", "stat"].contains(&kind),
+            "{title}: {kind}"
+        );
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            assert!(t["refId"].is_string(), "{title}");
+            let expr = t["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{title}: {expr} names no hsmux series");
+            for n in names {
+                assert!(
+                    exposed.contains(n.as_str()),
+                    "{title}: {n} is not in /metrics:\n{text}"
+                );
+                queried.insert(n);
+            }
+            for v in ["$instance", "$slot"] {
+                if expr.contains(v) {
+                    assert!(vars.contains(&&v[1..]), "{title}: {v} undefined");
+                }
+            }
+        }
+    }
+    // Calls, errors, latency quantiles, replicas, failovers, audit losses: all shown.
+    for family in [
+        "hsmux_calls_total",
+        "hsmux_call_duration_seconds_bucket",
+        "hsmux_replica_up",
+        "hsmux_failovers_total",
+        "hsmux_audit_dropped_total",
+        "hsmux_audit_write_errors_total",
+    ] {
+        assert!(queried.contains(family), "the dashboard shows no {family}");
+    }
+    let rules = std::fs::read_to_string(root.join("prometheus/hsmux-rules.yml")).unwrap();
+    let names = metric_names(&rules);
+    assert!(names.len() >= 6, "{names:?}");
+    for n in names {
+        assert!(
+            exposed.contains(n.as_str()),
+            "hsmux-rules.yml: {n} is not in /metrics"
+        );
+    }
 }
 
 /// `hsmux check` on this configuration, in its own process: the replicas' states, the keys

@@ -46,13 +46,7 @@ pub fn open(name: &str, cfg: &BackendConfig, gated: bool) -> Result<Box<dyn Toke
             path,
             kdf_iterations,
             seal,
-        } => {
-            let t = soft::SoftToken::new(path, name, *kdf_iterations);
-            match seal {
-                None => Box::new(t),
-                Some(sc) => Box::new(t.with_seal(vault::seal::store_seal(name, sc))),
-            }
-        }
+        } => Box::new(soft_token(name, path, *kdf_iterations, seal.as_ref())),
         BackendConfig::Module(m) => Box::new(module::token::ModuleToken::new(name, m)),
         BackendConfig::Vault(c) => Box::new(vault::open(name, c, gated)),
         BackendConfig::GcpKms(c) => Box::new(gcp_kms::open(name, c, gated)),
@@ -66,4 +60,19 @@ pub fn open(name: &str, cfg: &BackendConfig, gated: bool) -> Result<Box<dyn Toke
             ))
         }
     })
+}
+
+/// The soft token of slot `name` with its `[slot.seal]` (`hsmux store reseal` opens one
+/// this way, outside a module instance).
+pub fn soft_token(
+    name: &str,
+    path: &std::path::Path,
+    kdf_iterations: Option<u32>,
+    seal: Option<&crate::config::SealConfig>,
+) -> soft::SoftToken {
+    let t = soft::SoftToken::new(path, name, kdf_iterations);
+    match seal {
+        None => t,
+        Some(sc) => t.with_seal(vault::seal::store_seal(name, sc)),
+    }
 }

@@ -16,6 +16,8 @@
 //! KMS's request fields) stays in that service's file.
 #![allow(dead_code)]
 
+pub mod bao;
+
 use crate::common::*;
 use crate::{assert_rv, ck};
 use cryptoki_sys::*;

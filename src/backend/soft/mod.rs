@@ -13,6 +13,7 @@ pub mod crypto;
 mod lock;
 mod perms;
 pub(crate) mod pin;
+pub mod reseal;
 mod storage;
 pub(crate) mod store;
 

@@ -129,13 +129,46 @@ pub fn load_meta(dir: &Path) -> std::result::Result<Loaded, String> {
 }
 
 pub fn save_meta(lock: &StoreLock, dir: &Path, meta: &TokenMeta) -> Result<()> {
+    save_meta_steps(lock, dir, meta, &mut |_| {})
+}
+
+/// [`save_meta`], telling `on` each step of the write as it is done (a re-seal reports
+/// them).
+pub fn save_meta_steps(
+    lock: &StoreLock,
+    dir: &Path,
+    meta: &TokenMeta,
+    on: &mut dyn FnMut(WriteStep),
+) -> Result<()> {
     let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(meta).map_err(Error::general)?);
-    write_atomic(lock, dir, "token.json", &text)
+    write_atomic_steps(lock, dir, "token.json", &text, on)
+}
+
+/// The steps of [`write_atomic_steps`], in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStep {
+    /// The new content is in a temporary file, fsync'ed; the old file is still in place.
+    Written,
+    /// The temporary file has replaced the old one (not yet durable: the directory).
+    Renamed,
+    /// The directory is fsync'ed: the new file survives a power cut.
+    Durable,
 }
 
 /// Writes `name` in `dir` so that a crash leaves the old or the new content. The caller
 /// holds the store's lock.
-pub fn write_atomic(_lock: &StoreLock, dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+pub fn write_atomic(lock: &StoreLock, dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    write_atomic_steps(lock, dir, name, data, &mut |_| {})
+}
+
+/// [`write_atomic`], telling `on` each [`WriteStep`] as it is done.
+pub fn write_atomic_steps(
+    _lock: &StoreLock,
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    on: &mut dyn FnMut(WriteStep),
+) -> Result<()> {
     let io = |what: &str, e: std::io::Error| {
         Error::logged(
             CKR_DEVICE_ERROR,
@@ -152,8 +185,11 @@ pub fn write_atomic(_lock: &StoreLock, dir: &Path, name: &str, data: &[u8]) -> R
         let mut f = perms::open_private_file(&tmp, true).map_err(|e| io("create", e))?;
         f.write_all(data).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("fsync", e))?;
+        on(WriteStep::Written);
         fs::rename(&tmp, dir.join(name)).map_err(|e| io("rename", e))?;
+        on(WriteStep::Renamed);
         sync_dir(dir);
+        on(WriteStep::Durable);
         Ok(())
     })();
     if result.is_err() {

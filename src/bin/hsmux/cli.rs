@@ -55,6 +55,9 @@ pub enum Verb {
     /// Check or read the audit trail that `[audit] file` writes
     #[command(subcommand)]
     Audit(AuditVerb),
+    /// Operations on a soft token's store (re-sealing)
+    #[command(subcommand)]
+    Store(crate::store::StoreVerb),
     /// Print the version
     Version,
     /// Print a shell completion script on stdout

@@ -9,6 +9,7 @@ mod init;
 mod man;
 mod pins;
 mod report;
+mod store;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Verb};
@@ -25,6 +26,7 @@ fn run(cli: Cli) -> ExitCode {
         Verb::Status(c) => report::check(c.config.as_deref(), false),
         Verb::Init(args) => init::init(&args),
         Verb::Audit(verb) => audit::run(verb),
+        Verb::Store(verb) => store::run(verb),
         Verb::Version => {
             println!("hsmux {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
