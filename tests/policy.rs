@@ -552,3 +552,20 @@ fn hsmux_check_shows_each_slots_protection_and_policy() {
         assert!(text.contains(want), "hsmux check lacks {want:?}:\n{text}");
     }
 }
+
+#[test]
+fn policy_keys_are_checked_when_the_file_is_read() {
+    use hsmux::config::Config;
+    let soft = "[[slot]]\nlabel = \"s\"\nbackend = \"soft\"\npath = \"/tmp/x\"\n";
+    let err = |extra: &str| Config::parse(&format!("{soft}{extra}"), "t").unwrap_err().0;
+    assert!(err("protection = \"hardware\"\n").contains("a soft token's keys live in software"));
+    assert!(err("allow = [\"sigh\"]\n").contains("unknown variant `sigh`"));
+    assert!(err("approved_mechanisms = \"fips-ish\"\n").contains("unknown variant"));
+    let c = Config::parse(&format!("{soft}fips_extra = [\"CKM_ECDSA\"]\n"), "t").unwrap();
+    let e = hsmux::policy::build(&c).unwrap_err();
+    assert!(e.contains("\"CKM_ECDSA\" is not a conditional row"), "{e}");
+    let c = Config::parse(&format!("[policy]\nhardware_only = true\n{soft}fips_extra = [\"CKM_EDDSA\"]\napproved_mechanisms = \"fips\"\n"), "t").unwrap();
+    let r = &hsmux::policy::build(&c).unwrap()[0];
+    assert!(r.hardware_only && r.fips && r.extra == [CKM_EDDSA]);
+    assert!(fips::row(CKM_EDDSA, &r.extra).is_some() && fips::row(CKM_EDDSA, &[]).is_none());
+}

@@ -126,8 +126,8 @@ exports! {
     none general::C_GetSlotList as C_GetSlotList(token_present: CK_BBOOL, p_slot_list: *mut CK_SLOT_ID, pul_count: *mut CK_ULONG);
     slot general::C_GetSlotInfo as C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) => |m| m.get_slot_info(p_info);
     slot policy::C_GetTokenInfo as C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) => |m| policy::rv(policy::module_token_info(&m, slot, p_info));
-    slot policy::C_GetMechanismList as C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) => |m| policy::rv(policy::module_mechanism_list(&m, slot, p_list, pul_count));
-    slot policy::C_GetMechanismInfo as C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) => |m| policy::rv(policy::module_mechanism_info(&m, slot, mech, p_info));
+    slot policy::C_GetMechanismList as C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) => |m| policy::rv(policy::mechanism_list(policy::Source::Module(&m), p_list, pul_count));
+    slot policy::C_GetMechanismInfo as C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) => |m| policy::rv(policy::mechanism_info(policy::Source::Module(&m), mech, p_info));
     slot general::C_InitToken as C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULONG, p_label: *mut CK_UTF8CHAR) => |m| m.init_token(p_pin, ul_pin_len, p_label);
     none general::C_WaitForSlotEvent as C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: *mut CK_SLOT_ID, p_reserved: CK_VOID_PTR);
     session general::C_GetFunctionStatus as C_GetFunctionStatus(_h: CK_SESSION_HANDLE) => |p| p.get_function_status();

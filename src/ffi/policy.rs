@@ -214,12 +214,20 @@ fn rules(slot: CK_SLOT_ID) -> Option<Arc<Rules>> {
 
 /// Where a slot's mechanisms come from: the core, or a module slot's vendor library.
 #[derive(Clone, Copy)]
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Core(CK_SLOT_ID),
     Module(&'a ModuleSlot),
 }
 
 impl Source<'_> {
+    /// hsmux's id of the slot.
+    fn slot(self) -> CK_SLOT_ID {
+        match self {
+            Source::Core(slot) => slot,
+            Source::Module(m) => m.id,
+        }
+    }
+
     unsafe fn list(self, p: *mut CK_MECHANISM_TYPE, n: *mut CK_ULONG) -> Result<()> {
         match self {
             Source::Core(slot) => general::C_GetMechanismList(slot, p, n),
@@ -241,26 +249,16 @@ pub(crate) unsafe fn C_GetMechanismList(
     p_list: *mut CK_MECHANISM_TYPE,
     pul_count: *mut CK_ULONG,
 ) -> Result<()> {
-    mechanism_list(slot, Source::Core(slot), p_list, pul_count)
+    mechanism_list(Source::Core(slot), p_list, pul_count)
 }
 
-/// `C_GetMechanismList` of a module slot.
-pub(crate) unsafe fn module_mechanism_list(
-    m: &Arc<ModuleSlot>,
-    slot: CK_SLOT_ID,
-    p_list: *mut CK_MECHANISM_TYPE,
-    pul_count: *mut CK_ULONG,
-) -> Result<()> {
-    mechanism_list(slot, Source::Module(m), p_list, pul_count)
-}
-
-unsafe fn mechanism_list(
-    slot: CK_SLOT_ID,
+/// `C_GetMechanismList` from `src`, less what the slot's policy does not offer.
+pub(crate) unsafe fn mechanism_list(
     src: Source,
     p_list: *mut CK_MECHANISM_TYPE,
     pul_count: *mut CK_ULONG,
 ) -> Result<()> {
-    let Some(r) = rules(slot) else {
+    let Some(r) = rules(src.slot()) else {
         return src.list(p_list, pul_count);
     };
     let all = fetch_list(src)?;
@@ -299,27 +297,17 @@ pub(crate) unsafe fn C_GetMechanismInfo(
     mech: CK_MECHANISM_TYPE,
     p_info: *mut CK_MECHANISM_INFO,
 ) -> Result<()> {
-    mechanism_info(slot, Source::Core(slot), mech, p_info)
+    mechanism_info(Source::Core(slot), mech, p_info)
 }
 
-/// `C_GetMechanismInfo` of a module slot.
-pub(crate) unsafe fn module_mechanism_info(
-    m: &Arc<ModuleSlot>,
-    slot: CK_SLOT_ID,
-    mech: CK_MECHANISM_TYPE,
-    p_info: *mut CK_MECHANISM_INFO,
-) -> Result<()> {
-    mechanism_info(slot, Source::Module(m), mech, p_info)
-}
-
-unsafe fn mechanism_info(
-    slot: CK_SLOT_ID,
+/// `C_GetMechanismInfo` from `src`, as the slot's policy offers it.
+pub(crate) unsafe fn mechanism_info(
     src: Source,
     mech: CK_MECHANISM_TYPE,
     p_info: *mut CK_MECHANISM_INFO,
 ) -> Result<()> {
     src.info(mech, p_info)?;
-    let (Some(r), Some(i)) = (rules(slot), p_info.as_mut()) else {
+    let (Some(r), Some(i)) = (rules(src.slot()), p_info.as_mut()) else {
         return Ok(());
     };
     match r.mechanism_flags(mech, i.flags) {
