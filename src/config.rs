@@ -18,6 +18,7 @@ use serde::Deserialize;
 pub mod audit;
 mod azure;
 mod backends;
+pub mod policy;
 mod remote;
 mod table;
 pub use azure::{kind_of as azure_kind_of, AzureAuth, AzureKind, AzureKvConfig};
@@ -47,6 +48,8 @@ pub struct Config {
     pub source: String,
     /// `[audit]`: the audit trail (`crate::audit`).
     pub audit: Option<audit::AuditConfig>,
+    /// `[policy]`: the key-use policy's defaults (`crate::policy`).
+    pub policy: policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -76,6 +79,8 @@ pub struct SlotConfig {
     pub user_pin: Option<PinCheck>,
     /// Line of the slot's table in the file (for messages).
     pub line: usize,
+    /// The slot's own policy keys (`hardware_only`, `read_only`, `allow`, ...).
+    pub policy: policy::SlotPolicy,
 }
 
 /// A hash of the PIN consumers must give: `{ sha256 = "<64 hex digits>" }`.
@@ -250,9 +255,11 @@ impl Config {
                 },
                 user_pin: None,
                 line: 0,
+                policy: Default::default(),
             }],
             source: "embedded default".into(),
             audit: None,
+            policy: Default::default(),
         }
     }
 
@@ -279,6 +286,7 @@ impl Config {
             slots,
             source: origin.to_string(),
             audit: raw.audit,
+            policy: raw.policy,
         };
         cfg.resolve_paths(base)?;
         cfg.validate()?;

@@ -25,6 +25,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod proxy; // its own `#![allow(unsafe_code)]`
 pub mod replica;
 pub mod setup;

@@ -63,7 +63,13 @@ pub fn initialize(explicit_config: Option<&Path>) -> Result<()> {
     })?;
     crate::logging::init(&config.log);
     audit(&config)?;
+    let rules = crate::policy::build(&config).map_err(|e| {
+        crate::audit::uninstall();
+        log::error!("hsmux: configuration error: {e}");
+        err(CKR_GENERAL_ERROR)
+    })?;
     let (inst, groups) = build(config).inspect_err(|_| crate::audit::uninstall())?;
+    crate::policy::install(Some(rules));
     let listener = metrics(&inst, &groups);
     audit_replicas(&inst, &groups);
     log::info!(
@@ -87,6 +93,7 @@ pub fn finalize() -> Result<()> {
     }
     inst.close();
     crate::audit::uninstall();
+    crate::policy::install(None);
     // A vendor library shared with another user in the process is not finalized by hsmux:
     // the module slots' sessions are closed there explicitly.
     crate::proxy::stop();

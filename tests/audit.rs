@@ -136,6 +136,8 @@ fn check_trail(
 #[path = "audit/scenarios.rs"]
 mod scenarios;
 use scenarios::*;
+#[path = "audit/transit.rs"]
+mod transit;
 
 /// Runs a child scenario; only when started by a test below.
 #[test]
@@ -164,6 +166,7 @@ fn child() {
     match what.as_str() {
         "init" => init(&m, 0),
         "soft" => soft_calls(&m),
+        "transit" => transit::calls(&m),
         "module" => {
             let slot = slot_labelled(&m, "shsm", true);
             if std::env::var_os("AUDIT_MAKE_PAIR").is_some() {

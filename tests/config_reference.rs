@@ -43,6 +43,7 @@ fn every_documented_key_is_in_the_schema_and_every_schema_key_is_documented() {
         ("`[log]`", "[log]\nzz = 1\n"),
         ("`[metrics]`", "[metrics]\nzz = 1\n"),
         ("`[audit]`", "[audit]\nzz = 1\n"),
+        ("`[policy]`", "[policy]\nzz = 1\n"),
         ("`[[slot]]`", "[[slot]]\nzz = 1\n"),
         (
             "`[[slot.replica]]`",

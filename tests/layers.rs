@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("backend", 3),
     ("metrics", 3),
     ("audit", 3),
+    ("policy", 3),
     ("replica", 4),
     ("proxy", 4),
     ("setup", 5),

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub slots: Vec<Spanned<RawSlot>>,
     #[serde(default)]
     pub audit: Option<super::audit::AuditConfig>,
+    #[serde(default)]
+    pub policy: super::policy::PolicyConfig,
 }
 
 /// Declares [`RawSlot`], [`RawReplica`] and [`Keys`]: `keys` are the backend keys both
@@ -148,6 +150,13 @@ tables! {
         user_pin: Option<PinCheck>,
         policy: Option<Spanned<String>>,
         replica: Option<Vec<Spanned<RawReplica>>>,
+        // the key-use policy (config/policy.rs)
+        hardware_only: Option<bool>,
+        approved_mechanisms: Option<super::policy::Approved>,
+        read_only: Option<bool>,
+        allow: Option<Vec<super::policy::Use>>,
+        protection: Option<super::policy::Protection>,
+        fips_extra: Option<Vec<String>>,
     }
     replica {
         name: String,
@@ -186,12 +195,26 @@ pub(super) fn slot(
             return Err(here.err("key `user_pin.sha256` must be 64 hex digits"));
         }
     }
+    if s.protection == Some(super::policy::Protection::Hardware)
+        && matches!(backend, BackendConfig::Soft { .. })
+    {
+        return Err(here.err("key `protection`: a soft token's keys live in software"));
+    }
+    let policy = super::policy::SlotPolicy {
+        hardware_only: s.hardware_only,
+        approved_mechanisms: s.approved_mechanisms,
+        read_only: s.read_only.unwrap_or(false),
+        allow: s.allow,
+        protection: s.protection,
+        fips_extra: s.fips_extra.unwrap_or_default(),
+    };
     Ok(SlotConfig {
         id: s.id,
         label: s.label,
         backend,
         user_pin: s.user_pin,
         line,
+        policy,
     })
 }
 

@@ -14,7 +14,6 @@ use super::Subject;
 use crate::audit::calls::{self, Op, Role};
 use crate::audit::{Event, KeyIdentity, Running, Trail};
 use crate::config::audit::AuditLevel;
-use crate::core::attr::AttrValue;
 use crate::core::error::Result;
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use std::time::Instant;
 
 /// The arguments of a call the trail reads, by their names in `exports.rs` (filled by
 /// `exports!(@args ..)`; pointers are read only with a trail installed).
+#[derive(Clone, Copy)]
 pub(crate) struct Args {
     pub mech: *const CK_MECHANISM,
     /// The key the call uses (`hKey`, `hWrappingKey`, `hBaseKey`, ...).
@@ -34,6 +34,11 @@ pub(crate) struct Args {
     /// Where the call writes the handle of an object it makes.
     pub new: *const CK_ULONG,
     pub user: Option<CK_USER_TYPE>,
+    /// A key generation's (public) template, for the key-use policy (`super::policy`).
+    pub template: *const CK_ATTRIBUTE,
+    pub template_len: CK_ULONG,
+    /// `C_OpenSession`'s flags.
+    pub flags: CK_FLAGS,
 }
 
 impl Default for Args {
@@ -46,6 +51,9 @@ impl Default for Args {
             out: None,
             new: std::ptr::null(),
             user: None,
+            template: std::ptr::null(),
+            template_len: 0,
+            flags: 0,
         }
     }
 }
@@ -202,19 +210,7 @@ fn identity(
             ..KeyIdentity::default()
         };
         let Some(h) = session else { return k };
-        let values = match crate::proxy::session(h) {
-            Some(p) => unsafe { vendor_attributes(&p, obj) },
-            None => {
-                crate::core::api::object::get_attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS])
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| match v {
-                        AttrValue::Value(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect()
-            }
-        };
+        let values = unsafe { super::policy::attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS]) };
         let mut it = values.into_iter();
         k.label = it
             .next()
@@ -228,44 +224,4 @@ fn identity(
             .map(CK_ULONG::from_ne_bytes);
         k
     })
-}
-
-/// `CKA_LABEL`, `CKA_ID` and `CKA_CLASS` of a module slot's object, asked of the vendor
-/// library the usual two-call way.
-unsafe fn vendor_attributes(
-    p: &crate::proxy::PassSession,
-    obj: CK_OBJECT_HANDLE,
-) -> Vec<Option<Vec<u8>>> {
-    let types = [CKA_LABEL, CKA_ID, CKA_CLASS];
-    let mut t: Vec<CK_ATTRIBUTE> = types
-        .iter()
-        .map(|ty| CK_ATTRIBUTE {
-            type_: *ty,
-            pValue: std::ptr::null_mut(),
-            ulValueLen: 0,
-        })
-        .collect();
-    let _ = p.get_attribute_value(obj, t.as_mut_ptr(), t.len() as CK_ULONG);
-    let mut bufs: Vec<Vec<u8>> = t
-        .iter()
-        .map(|a| match a.ulValueLen {
-            CK_UNAVAILABLE_INFORMATION => Vec::new(),
-            n => vec![0; (n as usize).min(crate::core::limits::MAX_DATA_LEN)],
-        })
-        .collect();
-    for (a, b) in t.iter_mut().zip(bufs.iter_mut()) {
-        a.pValue = b.as_mut_ptr() as *mut _;
-        a.ulValueLen = b.len() as CK_ULONG;
-    }
-    let _ = p.get_attribute_value(obj, t.as_mut_ptr(), t.len() as CK_ULONG);
-    t.iter()
-        .zip(bufs)
-        .map(|(a, mut b)| match a.ulValueLen {
-            CK_UNAVAILABLE_INFORMATION => None,
-            n => {
-                b.truncate(n as usize);
-                Some(b)
-            }
-        })
-        .collect()
 }

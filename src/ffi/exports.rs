@@ -18,7 +18,7 @@ use super::bounds::{
     count as check_count, data_len, template as check_template, vendor_mechanism as vendor_mech,
     vendor_message_mechanism,
 };
-use super::{crypto, general, keys, message, object, session, table, vendor_rv};
+use super::{crypto, general, keys, message, object, policy, session, table, vendor_rv};
 use crate::proxy::{ModuleSlot, PassSession};
 use cryptoki_sys::*;
 use std::os::raw::c_void;
@@ -30,8 +30,12 @@ macro_rules! exports {
         $(
             #[no_mangle]
             pub unsafe extern "C" fn $name($h: $hty $(, $arg: $ty)*) -> CK_RV {
+                let args = exports!(@args $($arg)*);
+                let subject = exports!(@subject $kind $h);
                 #[allow(unused_unsafe)]
-                $crate::ffi::audit::guard(stringify!($name), exports!(@subject $kind $h), exports!(@args $($arg)*), || unsafe {
+                $crate::ffi::audit::guard(stringify!($name), subject, args, || unsafe {
+                    // The key-use policy refuses first (its refusal is audited).
+                    $crate::ffi::policy::check(stringify!($name), subject, &args)?;
                     exports!(@route $kind $h $(check $check)? $(|$p| $call)?);
                     $module::$core($h $(, $arg)*)
                 })
@@ -66,6 +70,11 @@ macro_rules! exports {
     (@arg $a:ident ph $v:ident) => { $a.new = $v as *const CK_ULONG; };
     (@arg $a:ident ph_priv $v:ident) => { $a.new = $v as *const CK_ULONG; };
     (@arg $a:ident user_type $v:ident) => { $a.user = Some($v); };
+    (@arg $a:ident p_t $v:ident) => { $a.template = $v as *const CK_ATTRIBUTE; };
+    (@arg $a:ident p_pub $v:ident) => { $a.template = $v as *const CK_ATTRIBUTE; };
+    (@arg $a:ident n $v:ident) => { $a.template_len = $v; };
+    (@arg $a:ident n_pub $v:ident) => { $a.template_len = $v; };
+    (@arg $a:ident flags $v:ident) => { $a.flags = $v; };
     (@arg $a:ident $other:ident $v:ident) => {};
     // The first key argument is the key used; a second (`C_WrapKey`'s) the object.
     (@key $a:ident $k:ident) => {
@@ -116,9 +125,9 @@ exports! {
     none general::C_GetInfo as C_GetInfo(p_info: *mut CK_INFO);
     none general::C_GetSlotList as C_GetSlotList(token_present: CK_BBOOL, p_slot_list: *mut CK_SLOT_ID, pul_count: *mut CK_ULONG);
     slot general::C_GetSlotInfo as C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) => |m| m.get_slot_info(p_info);
-    slot general::C_GetTokenInfo as C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) => |m| m.get_token_info(p_info);
-    slot general::C_GetMechanismList as C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) => |m| m.get_mechanism_list(p_list, pul_count);
-    slot general::C_GetMechanismInfo as C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) => |m| m.get_mechanism_info(mech, p_info);
+    slot policy::C_GetTokenInfo as C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) => |m| policy::rv(policy::module_token_info(&m, slot, p_info));
+    slot policy::C_GetMechanismList as C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, pul_count: *mut CK_ULONG) => |m| policy::rv(policy::mechanism_list(policy::Source::Module(&m), p_list, pul_count));
+    slot policy::C_GetMechanismInfo as C_GetMechanismInfo(slot: CK_SLOT_ID, mech: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) => |m| policy::rv(policy::mechanism_info(policy::Source::Module(&m), mech, p_info));
     slot general::C_InitToken as C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, ul_pin_len: CK_ULONG, p_label: *mut CK_UTF8CHAR) => |m| m.init_token(p_pin, ul_pin_len, p_label);
     none general::C_WaitForSlotEvent as C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: *mut CK_SLOT_ID, p_reserved: CK_VOID_PTR);
     session general::C_GetFunctionStatus as C_GetFunctionStatus(_h: CK_SESSION_HANDLE) => |p| p.get_function_status();

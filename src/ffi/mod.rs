@@ -16,6 +16,7 @@ mod mech;
 mod message;
 mod object;
 mod panic;
+mod policy;
 mod reserved;
 mod session;
 pub mod table;

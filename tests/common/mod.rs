@@ -407,6 +407,19 @@ pub fn keypair(
         .bytes(CKA_ID, id)
         .bool(CKA_TOKEN, true)
         .bool(CKA_SENSITIVE, true);
+    let (rv, p, s) = generate_key_pair(m, h, mt, &mut public, &mut private);
+    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
+    (p, s)
+}
+
+/// C_GenerateKeyPair as given: its return value and the two handles.
+pub fn generate_key_pair(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mt: CK_MECHANISM_TYPE,
+    public: &mut Template,
+    private: &mut Template,
+) -> (CK_RV, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
     let (mut p, mut s) = (0, 0);
     let mut mc = mech(mt);
     let rv = ck!(
@@ -422,8 +435,7 @@ pub fn keypair(
             &mut s
         )
     );
-    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
-    (p, s)
+    (rv, p, s)
 }
 
 pub fn secret(
@@ -553,3 +565,5 @@ pub fn softhsm_token(dir: &std::path::Path, label: &str, so_pin: &str, pin: &str
     );
     conf
 }
+
+pub mod bao;

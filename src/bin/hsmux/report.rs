@@ -51,9 +51,17 @@ pub fn check(config: Option<&Path>, detailed: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for (slot, kind) in slots {
+    // Each slot's protection level and key-use policy (docs/policy.md).
+    let rules = hsmux::policy::build(&cfg).unwrap_or_default();
+    let policy = |i: usize| {
+        if let Some(r) = rules.get(i) {
+            println!("  {}", r.describe());
+        }
+    };
+    for (i, (slot, kind)) in slots.into_iter().enumerate() {
         if let Some((_, g)) = groups.iter().find(|(id, _)| *id == slot) {
             problems += group_slot(slot, g, detailed);
+            policy(i);
             continue;
         }
         let (line, mechs) = match &kind {
@@ -80,6 +88,7 @@ pub fn check(config: Option<&Path>, detailed: bool) -> ExitCode {
             Ok((text, locked)) => {
                 problems += locked as usize;
                 println!("slot {slot}: {text}");
+                policy(i);
                 problems += trouble.len();
                 for p in &trouble {
                     println!("  PROBLEM: {p}");
@@ -103,6 +112,7 @@ pub fn check(config: Option<&Path>, detailed: bool) -> ExitCode {
             Err(text) => {
                 problems += 1;
                 println!("slot {slot}: PROBLEM: {text}");
+                policy(i);
                 for w in trouble.iter().chain(&warnings) {
                     println!("  {w}");
                 }
