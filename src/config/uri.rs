@@ -526,4 +526,28 @@ mod tests {
             .0
             .contains("unknown"));
     }
+
+    #[test]
+    fn the_configuration_takes_uris_where_it_names_keys() {
+        use crate::config::{BackendConfig, Config};
+        let vault = "address='http://a'\nauth={method='token',token='t'}";
+        let t = format!(
+            "[[slot]]\nlabel='v'\nbackend='vault'\n{vault}\n\
+             transit={{keys=['pkcs11:object=k%2D1;type=secret-key','plain']}}\n\
+             [[slot]]\nlabel='s'\nbackend='soft'\npath='/x'\n[slot.seal]\nbackend='vault'\n\
+             key='pkcs11:object=seal;id=%01'\n{vault}\n"
+        );
+        let c = Config::parse(&t, "t.toml").unwrap_or_else(|e| panic!("{}", e.0));
+        let BackendConfig::Vault(v) = &c.slots[0].backend else {
+            panic!("vault")
+        };
+        assert_eq!(v.keys, ["k-1", "plain"]);
+        let BackendConfig::Soft { seal: Some(s), .. } = &c.slots[1].backend else {
+            panic!("seal")
+        };
+        assert_eq!(s.key, "seal");
+        let bad = t.replace("object=seal;id=%01", "object=seal;colour=x");
+        let e = Config::parse(&bad, "t.toml").unwrap_err().0;
+        assert!(e.contains("[slot.seal]: key `key`") && e.contains("unknown attribute"), "{e}");
+    }
 }
