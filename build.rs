@@ -8,8 +8,5 @@
 
 fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
-    // The `hsmux` CLI's key verbs call the module's own C_* entry points in-process
-    // (cryptoki's `Pkcs11::new_from_self`, dlsym on the executable): export them.
-    println!("cargo:rustc-link-arg-bin=hsmux=-Wl,--export-dynamic-symbol=C_*");
     println!("cargo:rerun-if-changed=build.rs");
 }

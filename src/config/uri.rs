@@ -548,6 +548,9 @@ mod tests {
         assert_eq!(s.key, "seal");
         let bad = t.replace("object=seal;id=%01", "object=seal;colour=x");
         let e = Config::parse(&bad, "t.toml").unwrap_err().0;
-        assert!(e.contains("[slot.seal]: key `key`") && e.contains("unknown attribute"), "{e}");
+        assert!(
+            e.contains("[slot.seal]: key `key`") && e.contains("unknown attribute"),
+            "{e}"
+        );
     }
 }

@@ -575,9 +575,21 @@ fn sign_run(a: &SignArgs) -> Result<(), String> {
             cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
         )),
     };
-    let sig = s
-        .sign(&m, key.handle, &data)
-        .map_err(|e| format!("C_Sign with {}: {e} (see the log line above)", key.uri))?;
+    let sig = match s.sign(&m, key.handle, &data) {
+        // A token without CKM_ECDSA_SHA* (SoftHSMv2): the digest here, CKM_ECDSA there.
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _))
+            if matches!(a.mechanism, SignMech::EcdsaSha256 | SignMech::EcdsaSha384) =>
+        {
+            let alg = match a.mechanism {
+                SignMech::EcdsaSha384 => &aws_lc_rs::digest::SHA384,
+                _ => &aws_lc_rs::digest::SHA256,
+            };
+            let digest = aws_lc_rs::digest::digest(alg, &data);
+            s.sign(&Mechanism::Ecdsa, key.handle, digest.as_ref())
+        }
+        r => r,
+    }
+    .map_err(|e| format!("C_Sign with {}: {e} (see the log line above)", key.uri))?;
     let ecdsa = matches!(a.mechanism, SignMech::EcdsaSha256 | SignMech::EcdsaSha384);
     let sig = if ecdsa && !a.raw {
         ecdsa_der(&sig)?

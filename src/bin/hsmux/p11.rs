@@ -1,5 +1,5 @@
-//! How the key verbs reach the slots: hsmux's own exported PKCS#11 functions, called
-//! in-process through the cryptoki crate (`Pkcs11::new_from_self`). A soft slot, a module
+//! How the key verbs reach the slots: hsmux's PKCS#11 module (libhsmux.so), loaded
+//! in-process through the cryptoki crate. A soft slot, a module
 //! slot (forwarded to the vendor library), a remote service and a replica group are then
 //! driven by the same calls a consumer makes, with no path of the CLI's own per backend.
 //!
@@ -15,21 +15,46 @@ use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::AuthPin;
 use hsmux::config::uri::Pkcs11Uri;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// hsmux's PKCS#11 interface in this process, initialized with `config` (or the module's
-/// own search for one).
+/// Where libhsmux.so is: `HSMUX_MODULE`, else beside the executable (a build tree's
+/// target/release), else where the Debian package puts it relative to /usr/bin.
+fn module_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("HSMUX_MODULE") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join("libhsmux.so"),
+        dir.join("../lib/x86_64-linux-gnu/pkcs11/libhsmux.so"),
+        dir.join("../lib/pkcs11/libhsmux.so"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "libhsmux.so not found beside {} nor in ../lib/*/pkcs11: set HSMUX_MODULE",
+                exe.display()
+            )
+        })
+}
+
+/// hsmux's PKCS#11 interface, loaded into this process as any consumer loads it (the
+/// module, not the CLI's own copy of the library: a vendor library that libhsmux.so
+/// loads must not find hsmux's `C_*` symbols in the executable), initialized with
+/// `config` (or the module's own search for one).
 pub fn open(config: Option<&Path>) -> Result<Pkcs11, String> {
-    // The exported entry points are linked into the binary and found by dlsym on the
-    // executable itself (build.rs exports the C_* symbols dynamically).
-    std::hint::black_box(hsmux::ffi::exports::C_GetInterface as *const ());
-    std::hint::black_box(hsmux::ffi::exports::C_GetFunctionList as *const ());
+    // Before any thread is started: C_Initialize reads them.
     if let Some(c) = config {
-        // Before any thread is started: C_Initialize reads it.
         std::env::set_var("HSMUX_CONFIG", c);
     }
-    hsmux::setup::without_metrics();
-    let p = Pkcs11::new_from_self().map_err(|e| format!("hsmux's PKCS#11 interface: {e}"))?;
+    // A command serves no /metrics (a running consumer may hold the port).
+    std::env::set_var("HSMUX_NO_METRICS", "1");
+    let path = module_path()?;
+    let p = Pkcs11::new(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| format!("C_Initialize: {e} (see the log line above)"))?;
     Ok(p)
