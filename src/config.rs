@@ -21,6 +21,7 @@ mod backends;
 pub mod policy;
 mod remote;
 mod table;
+pub mod uri;
 pub use azure::{kind_of as azure_kind_of, AzureAuth, AzureKind, AzureKvConfig};
 pub use remote::{
     AwsCredentials, AwsKmsConfig, CloudHsmConfig, GcpKmsConfig, RemoteCommon, SealConfig,

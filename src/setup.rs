@@ -179,7 +179,8 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
 /// The key stores work without it: a listener that cannot start is logged, not fatal.
 fn metrics(inst: &Instance, groups: &Groups) -> Option<Listener> {
     let mc = inst.config.metrics.as_ref()?;
-    if NO_METRICS.load(Ordering::SeqCst) {
+    // HSMUX_NO_METRICS: set by the `hsmux` key verbs, which load the module itself.
+    if NO_METRICS.load(Ordering::SeqCst) || std::env::var_os("HSMUX_NO_METRICS").is_some() {
         return None;
     }
     let m = registry(inst, groups);

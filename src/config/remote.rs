@@ -222,7 +222,13 @@ pub(super) fn names(
     key: &str,
     at: &str,
 ) -> Result<Vec<String>, ConfigError> {
-    let v = v.clone().unwrap_or_default();
+    // A name may be written as a `pkcs11:object=...` URI (`uri::key_name`).
+    let v = v
+        .iter()
+        .flatten()
+        .map(|k| super::uri::key_name(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError(format!("{at}: key `{key}`: {e}")))?;
     if v.iter()
         .any(|k| k.is_empty() || k.contains(char::is_whitespace))
     {
@@ -391,7 +397,9 @@ pub(super) fn seal(s: &RawSeal, at: &str) -> Result<SealConfig, ConfigError> {
             s.backend
         )));
     }
-    if s.key.is_empty() {
+    let key =
+        super::uri::key_name(&s.key).map_err(|e| ConfigError(format!("{at}: key `key`: {e}")))?;
+    if key.is_empty() {
         return Err(ConfigError(format!("{at}: key `key` is empty")));
     }
     let r = Keys {
@@ -405,7 +413,7 @@ pub(super) fn seal(s: &RawSeal, at: &str) -> Result<SealConfig, ConfigError> {
     };
     Ok(SealConfig {
         vault: vault(&r, &at)?,
-        key: s.key.clone(),
+        key,
     })
 }
 

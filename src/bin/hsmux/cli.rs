@@ -58,6 +58,15 @@ pub enum Verb {
     /// Operations on a soft token's store (re-sealing)
     #[command(subcommand)]
     Store(crate::store::StoreVerb),
+    /// List the objects a pkcs11: URI selects, each key's versions together
+    #[command(after_help = EXIT_STATUS)]
+    Keys(crate::keys::ListArgs),
+    /// Create, rotate, destroy a key or print its public key, named by a pkcs11: URI
+    #[command(subcommand)]
+    Key(crate::keys::KeyVerb),
+    /// Sign a file with the key a pkcs11: URI names
+    #[command(after_help = EXIT_STATUS)]
+    Sign(crate::keys::SignArgs),
     /// Print the version
     Version,
     /// Print a shell completion script on stdout

@@ -6,7 +6,10 @@
 mod audit;
 mod cli;
 mod init;
+mod keyinfo;
+mod keys;
 mod man;
+mod p11;
 mod pins;
 mod report;
 mod store;
@@ -27,6 +30,9 @@ fn run(cli: Cli) -> ExitCode {
         Verb::Init(args) => init::init(&args),
         Verb::Audit(verb) => audit::run(verb),
         Verb::Store(verb) => store::run(verb),
+        Verb::Keys(a) => keys::list(&a),
+        Verb::Key(verb) => keys::key(&verb),
+        Verb::Sign(a) => keys::sign(&a),
         Verb::Version => {
             println!("hsmux {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
