@@ -628,13 +628,13 @@ impl Transformed {
     fn check_input(&self, n: usize) -> Result<()> {
         let ok = match self.op {
             // RFC 3394 wraps at least two 64-bit blocks; an unwrap has one more.
-            Transform::Wrap(WrapAlg::AesKw) => n >= 16 && n % 8 == 0,
-            Transform::Unwrap(WrapAlg::AesKw) => n >= 24 && n % 8 == 0,
+            Transform::Wrap(WrapAlg::AesKw) => n >= 16 && n.is_multiple_of(8),
+            Transform::Unwrap(WrapAlg::AesKw) => n >= 24 && n.is_multiple_of(8),
             Transform::Wrap(WrapAlg::RsaOaep(h)) => n + 2 * h.len() + 2 <= self.modulus_len,
             Transform::Wrap(WrapAlg::RsaPkcs1) => n + 11 <= self.modulus_len,
             Transform::Unwrap(_) | Transform::Pkcs1Decrypt => n == self.modulus_len,
             Transform::CbcPadEncrypt(_) => true,
-            Transform::CbcPadDecrypt(_) => n > 0 && n % 16 == 0,
+            Transform::CbcPadDecrypt(_) => n > 0 && n.is_multiple_of(16),
         };
         match (ok, self.op.decrypts()) {
             (true, _) => Ok(()),
