@@ -13,17 +13,12 @@
 mod azure_server;
 mod common;
 mod contract;
-use azure_server::{Seed, Server};
+use azure_server::{secret_auth, Seed, Server, CLIENT, MI_CLIENT, SECRET, TENANT};
 use common::*;
 use contract::*;
 use cryptoki_sys::*;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
-const CLIENT: &str = "11111111-1111-1111-1111-1111111111bb";
-const MI_CLIENT: &str = "22222222-2222-2222-2222-2222222222cc";
-const SECRET: &str = "test-client-secret";
 
 /// The Managed HSM's keys.
 const MHSM_KEYS: &[Seed] = &[
@@ -60,10 +55,6 @@ struct Env {
 static ENV: OnceLock<Env> = OnceLock::new();
 static FAULTS: Mutex<()> = Mutex::new(());
 
-fn secret_auth(secret: &str) -> String {
-    format!("auth = {{ method = \"client_secret\", tenant = \"{TENANT}\", client_id = \"{CLIENT}\", secret = \"{secret}\", authority_host = \"{{host}}\" }}")
-}
-
 fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("hsmux-azure-test-{}", std::process::id()));
@@ -86,14 +77,7 @@ fn env() -> &'static Env {
         second.ctl("restore", blob);
         let silent = Silent::start();
 
-        let slot = |label: &str, s: &Server, auth: &str, extra: &str| {
-            format!(
-                "[[slot]]\nlabel = \"{label}\"\nbackend = \"azure-kv\"\nvault = \"{}\"\nca_file = \"{}\"\n{}\n{extra}\n",
-                s.url(),
-                s.file("ca.pem"),
-                auth.replace("{host}", &s.url())
-            )
-        };
+        let slot = |label: &str, s: &Server, auth: &str, extra: &str| s.slot(label, auth, extra);
         let good = secret_auth(SECRET);
         let mut cfg = String::new();
         cfg += &slot("mhsm", &mhsm, &good, "");

@@ -10,6 +10,17 @@ use std::process::{Child, Command, Stdio};
 /// A seeded key: (name, kty, size or curve, versions, disabled versions).
 pub type Seed<'a> = (&'a str, &'a str, &'a str, u32, &'a [u32]);
 
+/// The identities the server knows.
+pub const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
+pub const CLIENT: &str = "11111111-1111-1111-1111-1111111111bb";
+pub const MI_CLIENT: &str = "22222222-2222-2222-2222-2222222222cc";
+pub const SECRET: &str = "test-client-secret";
+
+/// A client-secret `auth` line (`{host}`: the server's address, filled by [`Server::slot`]).
+pub fn secret_auth(secret: &str) -> String {
+    format!("auth = {{ method = \"client_secret\", tenant = \"{TENANT}\", client_id = \"{CLIENT}\", secret = \"{secret}\", authority_host = \"{{host}}\" }}")
+}
+
 pub struct Server {
     child: Child,
     pub port: u16,
@@ -72,6 +83,16 @@ impl Server {
             imds_port,
             dir,
         }
+    }
+
+    /// An azure-kv `[[slot]]` on this server, trusting its CA, with `auth` and `extra` lines.
+    pub fn slot(&self, label: &str, auth: &str, extra: &str) -> String {
+        format!(
+            "[[slot]]\nlabel = \"{label}\"\nbackend = \"azure-kv\"\nvault = \"{}\"\nca_file = \"{}\"\n{}\n{extra}\n",
+            self.url(),
+            self.file("ca.pem"),
+            auth.replace("{host}", &self.url())
+        )
     }
 
     pub fn url(&self) -> String {

@@ -457,7 +457,9 @@ pub fn secret(
 /// The uncompressed point inside CKA_EC_POINT's DER OCTET STRING.
 pub fn ec_point(der: &[u8]) -> Vec<u8> {
     assert_eq!(der[0], 0x04, "CKA_EC_POINT is a DER OCTET STRING");
-    der[2..].to_vec()
+    // A P-521 point (133 bytes) has a long-form length (0x81 0x85).
+    let at = if der[1] == 0x81 { 3 } else { 2 };
+    der[at..].to_vec()
 }
 
 /// The name of a return value, for assertion messages.

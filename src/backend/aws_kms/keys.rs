@@ -207,6 +207,9 @@ pub fn create_spec(alg: KeyAlg, decrypt: bool) -> Result<(&'static str, &'static
         KeyAlg::Ec {
             curve: EcCurve::P384,
         } => ("ECC_NIST_P384", "SIGN_VERIFY"),
+        KeyAlg::Ec {
+            curve: EcCurve::P521,
+        } => return Err(refuse("hsmux serves P-256 and P-384 keys of AWS KMS")),
         KeyAlg::Hmac {
             hash: Some(h),
             bits,

@@ -1,13 +1,14 @@
 //! The crypto calls on a key version: `sign` (the digest computed locally, sent as
-//! `value`), `decrypt` (RSA-OAEP / RSA-OAEP-256) and, on Managed HSM oct-HSM keys,
-//! AES-GCM `encrypt`/`decrypt` with the HSM's IV. Every answer is checked (base64url,
+//! `value`), `decrypt` (RSA-OAEP / RSA-OAEP-256 / RSA1_5), `wrapKey`/`unwrapKey` (RSA, and
+//! A*KW on oct-HSM keys) and, on Managed HSM oct-HSM keys, AES-GCM `encrypt`/`decrypt`
+//! with the HSM's IV and A*CBCPAD with the caller's. Every answer is checked (base64url,
 //! lengths, the kid it names) before it is believed.
 
 use super::keys::{bad, unb64, B64URL};
 use super::rest::Call;
 use super::Inner;
 use crate::backend::remote::{
-    EcCurve, GcmCall, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme,
+    EcCurve, GcmCall, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme, Transform, WrapAlg,
 };
 use crate::core::error::{Error, Result};
 use base64::Engine as _;
@@ -55,6 +56,12 @@ pub fn sign_alg(key: &KeyVersion, scheme: SignScheme) -> Result<&'static str> {
             },
             SignScheme::Ecdsa(_),
         ) => "ES384",
+        (
+            KeyAlg::Ec {
+                curve: EcCurve::P521,
+            },
+            SignScheme::Ecdsa(_),
+        ) => "ES512",
         (KeyAlg::Rsa { .. }, SignScheme::Pkcs1(HashAlg::Sha256)) => "RS256",
         (KeyAlg::Rsa { .. }, SignScheme::Pkcs1(HashAlg::Sha384)) => "RS384",
         (KeyAlg::Rsa { .. }, SignScheme::Pkcs1(HashAlg::Sha512)) => "RS512",
@@ -66,6 +73,15 @@ pub fn sign_alg(key: &KeyVersion, scheme: SignScheme) -> Result<&'static str> {
         },
         _ => return Err(refuse()),
     })
+}
+
+/// The digest length ES256/384/512 take: the curve's, except P-521's SHA-512 (a digest of
+/// 64 bytes is the same number as its 66-byte zero extension).
+fn es_digest_len(curve: EcCurve) -> usize {
+    match curve {
+        EcCurve::P521 => 64,
+        c => c.field_len(),
+    }
 }
 
 /// ECDSA uses the leftmost field-length bytes of any digest (or the digest as a number
@@ -81,9 +97,22 @@ fn ecdsa_input(digest: &[u8], field: usize) -> Vec<u8> {
     }
 }
 
-/// The AES-GCM algorithm names tried for an oct-HSM key, the likeliest first (the JWK does
-/// not tell the size; a wrong one is a BadParameter answer).
-const GCM_ALGS: &[(&str, u32)] = &[("A256GCM", 256), ("A128GCM", 128), ("A192GCM", 192)];
+/// The AES key sizes tried for an oct-HSM key, the likeliest first (the JWK does not tell
+/// the size; an algorithm of the wrong size is a BadParameter answer).
+const AES_BITS: &[u32] = &[256, 128, 192];
+
+/// The JWA name of an RSA wrap or decryption (`Err`: one Key Vault does not have).
+fn rsa_alg(alg: WrapAlg) -> Result<&'static str> {
+    match alg {
+        WrapAlg::RsaOaep(HashAlg::Sha1) => Ok("RSA-OAEP"),
+        WrapAlg::RsaOaep(HashAlg::Sha256) => Ok("RSA-OAEP-256"),
+        WrapAlg::RsaPkcs1 => Ok("RSA1_5"),
+        _ => Err(Error::logged(
+            CKR_MECHANISM_PARAM_INVALID,
+            "Key Vault's RSA-OAEP hashes are SHA-1 and SHA-256",
+        )),
+    }
+}
 
 impl Inner {
     fn op_url(&self, key: &KeyVersion, op: &str) -> String {
@@ -110,7 +139,7 @@ impl Inner {
         let alg = sign_alg(&key, scheme)?;
         let (value, out_len) = match key.alg {
             KeyAlg::Ec { curve } => (
-                ecdsa_input(&digest, curve.field_len()),
+                ecdsa_input(&digest, es_digest_len(curve)),
                 2 * curve.field_len(),
             ),
             KeyAlg::Rsa { bits } => (digest.to_vec(), (bits as usize).div_ceil(8)),
@@ -160,36 +189,85 @@ impl Inner {
         Ok(pt.to_vec())
     }
 
-    /// Runs an AES-GCM request with the key's algorithm: the learned one, else each size
-    /// in turn until the HSM takes one (then remembered for the version).
-    async fn with_gcm_alg<T, F, Fut>(&self, key: &KeyVersion, f: F) -> Result<T>
+    /// Runs an AES request with the key's size: the learned one, else each size in turn
+    /// until the HSM takes one (then remembered for the version). A decryption's
+    /// BadParameter may also be a wrong tag or padding, so sizes are learned by the
+    /// requests that succeed.
+    async fn with_aes_bits<T, F, Fut>(&self, key: &KeyVersion, f: F) -> Result<T>
     where
-        F: Fn(&'static str) -> Fut,
+        F: Fn(u32) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let learned = self.gcm_algs.lock().get(&key.id).copied();
-        if let Some(alg) = learned {
-            return f(alg).await;
+        let learned = self.aes_bits.lock().get(&key.id).copied();
+        if let Some(bits) = learned {
+            return f(bits).await;
         }
         let mut last = None;
-        for (alg, _) in GCM_ALGS {
-            match f(alg).await {
+        for bits in AES_BITS {
+            match f(*bits).await {
                 Ok(v) => {
-                    self.gcm_algs.lock().insert(key.id.clone(), alg);
+                    self.aes_bits.lock().insert(key.id.clone(), *bits);
                     return Ok(v);
                 }
-                Err(e) if e.rv() == CKR_DATA_INVALID => last = Some(e),
+                Err(e) if matches!(e.rv(), CKR_DATA_INVALID | CKR_ENCRYPTED_DATA_INVALID) => {
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| Error::new(CKR_DEVICE_ERROR)))
     }
 
+    /// A wrap, unwrap, AES-CBC-PAD or RSA1_5 decryption ([`Transform`]).
+    pub async fn transform(
+        &self,
+        key: KeyVersion,
+        t: Transform,
+        input: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let (op, call) = match t {
+            Transform::Wrap(_) => ("wrapkey", Call::Crypto),
+            Transform::Unwrap(_) => ("unwrapkey", Call::Decrypt),
+            Transform::CbcPadEncrypt(_) => ("encrypt", Call::Crypto),
+            Transform::CbcPadDecrypt(_) | Transform::Pkcs1Decrypt => ("decrypt", Call::Decrypt),
+        };
+        let what = format!("Key Vault {op} {t:?} with {}", key.locator);
+        let request = |alg: String| {
+            let (what, key, input) = (&what, &key, &input);
+            async move {
+                let mut body =
+                    serde_json::json!({"alg": alg, "value": B64URL.encode(input.as_slice())});
+                if let Transform::CbcPadEncrypt(iv) | Transform::CbcPadDecrypt(iv) = t {
+                    body["iv"] = B64URL.encode(iv).into();
+                }
+                let r: Result<OpResult> = self
+                    .rest
+                    .post(what, &self.op_url(key, op), &body, call)
+                    .await;
+                zeroize_json(&mut body);
+                Ok(self.value(what, key, &r?)?.to_vec())
+            }
+        };
+        match t {
+            Transform::Wrap(WrapAlg::AesKw) | Transform::Unwrap(WrapAlg::AesKw) => {
+                self.with_aes_bits(&key, |bits| request(format!("A{bits}KW")))
+                    .await
+            }
+            Transform::CbcPadEncrypt(_) | Transform::CbcPadDecrypt(_) => {
+                self.with_aes_bits(&key, |bits| request(format!("A{bits}CBCPAD")))
+                    .await
+            }
+            Transform::Wrap(a) | Transform::Unwrap(a) => request(rsa_alg(a)?.into()).await,
+            Transform::Pkcs1Decrypt => request(rsa_alg(WrapAlg::RsaPkcs1)?.into()).await,
+        }
+    }
+
     pub async fn gcm_encrypt(&self, c: GcmCall) -> Result<GcmSealed> {
         let what = format!("Key Vault encrypt AES-GCM with {}", c.key.locator);
-        self.with_gcm_alg(&c.key, |alg| {
+        self.with_aes_bits(&c.key, |bits| {
             let (what, key, pt, aad) = (&what, &c.key, &c.text, &c.aad);
             async move {
+                let alg = format!("A{bits}GCM");
                 let mut body =
                     serde_json::json!({"alg": alg, "value": B64URL.encode(pt.as_slice())});
                 if !aad.is_empty() {
@@ -235,39 +313,28 @@ impl Inner {
             ));
         }
         let (body_ct, tag) = ct.split_at(ct.len() - 16);
-        // A wrong tag and a wrong algorithm are both BadParameter: the algorithm is
-        // learned by encryptions (and tried in turn only when none was made yet).
-        let alg = self.gcm_algs.lock().get(&key.id).copied();
-        let algs: Vec<&'static str> = match alg {
-            Some(a) => vec![a],
-            None => GCM_ALGS.iter().map(|(a, _)| *a).collect(),
-        };
-        let mut last = None;
-        for alg in algs {
-            let mut body = serde_json::json!({
-                "alg": alg, "value": B64URL.encode(body_ct),
-                "iv": B64URL.encode(&iv), "tag": B64URL.encode(tag),
-            });
-            if !aad.is_empty() {
-                body["aad"] = B64URL.encode(&aad).into();
-            }
-            let r: Result<OpResult> = self
-                .rest
-                .post(&what, &self.op_url(&key, "decrypt"), &body, Call::Decrypt)
-                .await;
-            match r {
-                Ok(r) => {
-                    let pt = self.value(&what, &key, &r)?;
-                    if pt.len() != body_ct.len() {
-                        return Err(bad(&what, "a plaintext of the wrong length"));
-                    }
-                    return Ok(pt.to_vec());
+        self.with_aes_bits(&key, |bits| {
+            let (what, key, iv, aad) = (&what, &key, &iv, &aad);
+            async move {
+                let mut body = serde_json::json!({
+                    "alg": format!("A{bits}GCM"), "value": B64URL.encode(body_ct),
+                    "iv": B64URL.encode(iv), "tag": B64URL.encode(tag),
+                });
+                if !aad.is_empty() {
+                    body["aad"] = B64URL.encode(aad).into();
                 }
-                Err(e) if e.rv() == CKR_ENCRYPTED_DATA_INVALID => last = Some(e),
-                Err(e) => return Err(e),
+                let r: OpResult = self
+                    .rest
+                    .post(what, &self.op_url(key, "decrypt"), &body, Call::Decrypt)
+                    .await?;
+                let pt = self.value(what, key, &r)?;
+                if pt.len() != body_ct.len() {
+                    return Err(bad(what, "a plaintext of the wrong length"));
+                }
+                Ok(pt.to_vec())
             }
-        }
-        Err(last.unwrap_or_else(|| Error::new(CKR_DEVICE_ERROR)))
+        })
+        .await
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! `CKA_ID` of a version is its `kid` without the vault (`{name}/{version}`). The current
 //! version (the newest usable one) comes first; disabled, expired and not-yet-valid
-//! versions are left out with a log line, as are key types hsmux cannot serve (P-256K,
-//! P-521 and keys that may neither sign nor decrypt).
+//! versions are left out with a log line, as are key types hsmux cannot serve (P-256K
+//! and keys that may neither sign nor decrypt).
 
 use super::rest::Call;
 use super::Inner;
@@ -250,7 +250,11 @@ impl Inner {
         let body = match key.alg {
             KeyAlg::Ec { curve } => serde_json::json!({
                 "kty": "EC-HSM",
-                "crv": match curve { EcCurve::P256 => "P-256", EcCurve::P384 => "P-384" },
+                "crv": match curve {
+                    EcCurve::P256 => "P-256",
+                    EcCurve::P384 => "P-384",
+                    EcCurve::P521 => "P-521",
+                },
                 "key_ops": ["sign", "verify"],
             }),
             KeyAlg::Rsa { bits } => {
@@ -264,7 +268,7 @@ impl Inner {
                 return Err(Error::logged(
                     CKR_MECHANISM_INVALID,
                     format!(
-                    "slot {}: Key Vault makes RSA, EC (P-256, P-384) and AES keys, not {other:?}",
+                    "slot {}: Key Vault makes RSA, EC (P-256, P-384, P-521) and AES keys, not {other:?}",
                     self.slot
                 ),
                 ))
@@ -307,6 +311,7 @@ pub fn version_of(name: &str, version: &str, jwk: &Jwk, what: &str) -> Result<Op
             let len = match jwk.crv.as_deref() {
                 Some("P-256") => 32,
                 Some("P-384") => 48,
+                Some("P-521") => 66,
                 _ => return Ok(None),
             };
             let x = unb64(what, "x", jwk.x.as_deref())?;
@@ -325,8 +330,8 @@ pub fn version_of(name: &str, version: &str, jwk: &Jwk, what: &str) -> Result<Op
             // AES-256 (what Managed HSM creates by default and the seals use); the crypto
             // calls learn a 128/192-bit key's algorithm on first use (crypto.rs).
             let usage = Usage {
-                encrypt: op("encrypt"),
-                decrypt: op("decrypt"),
+                encrypt: op("encrypt") || op("wrapKey"),
+                decrypt: op("decrypt") || op("unwrapKey"),
                 ..Usage::default()
             };
             (Some(KeyAlg::AesGcm { bits: 256 }), usage, None)
@@ -356,9 +361,15 @@ pub fn version_of(name: &str, version: &str, jwk: &Jwk, what: &str) -> Result<Op
     }))
 }
 
-/// SubjectPublicKeyInfo of an uncompressed P-256 / P-384 point.
+/// SubjectPublicKeyInfo of an uncompressed P-256 / P-384 / P-521 point.
 fn ec_spki(len: usize, x: &[u8], y: &[u8]) -> Vec<u8> {
-    let prefix: &[u8] = if len == 32 {
+    let prefix: &[u8] = if len == 66 {
+        // SEQUENCE { SEQUENCE { id-ecPublicKey, secp521r1 }, BIT STRING (134 bytes) }
+        &[
+            0x30, 0x81, 0x9b, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+            0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23, 0x03, 0x81, 0x86, 0x00,
+        ]
+    } else if len == 32 {
         // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (66 bytes) }
         &[
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
@@ -417,12 +428,12 @@ mod tests {
         );
         assert!(v.usage.sign && !v.usage.decrypt);
         assert_eq!(v.hardware, Some(true));
-        // P-521 is not served; a bad coordinate is a malformed answer.
-        let p521 = Jwk {
-            crv: Some("P-521".into()),
+        // secp256k1 is not served; a bad coordinate is a malformed answer.
+        let k256 = Jwk {
+            crv: Some("P-256K".into()),
             ..jwk.clone()
         };
-        assert!(version_of("k", "1", &p521, "t").unwrap().is_none());
+        assert!(version_of("k", "1", &k256, "t").unwrap().is_none());
         let short = Jwk {
             x: Some("AAAA".into()),
             ..jwk.clone()

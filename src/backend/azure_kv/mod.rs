@@ -6,7 +6,7 @@
 //!   identity, IMDS managed identity), cached and renewed, and the 401 challenge;
 //! - [`rest`]: requests with the token, retries and the error mapping;
 //! - [`keys`]: key names, versions and JSON Web Keys as hsmux's key versions; creation;
-//! - [`crypto`]: sign, RSA-OAEP decrypt, AES-GCM on Managed HSM.
+//! - [`crypto`]: sign, RSA decrypt, wrap/unwrap, AES-GCM and AES-CBC-PAD on Managed HSM.
 //!
 //! Key Vault or Managed HSM is told by the vault's host name (`*.vault.azure.net`,
 //! `*.managedhsm.azure.net`), else by the resource its first challenge names; `hsmux
@@ -22,13 +22,14 @@ mod rest;
 use crate::backend::remote::token::{SIGN_EC, SIGN_RSA};
 use crate::backend::remote::{
     self, http, rt, GcmCall, GcmSealed, HashAlg, KeyService, KeyVersion, NewKey, RemoteToken,
-    ServiceInfo, SignInput, SignScheme,
+    ServiceInfo, SignInput, SignScheme, Transform,
 };
 use crate::config::{AzureKind, AzureKvConfig};
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -56,8 +57,11 @@ pub(crate) struct Inner {
     keys: Vec<String>,
     /// JSON Web Keys by `name/version`: a version's key never changes.
     jwks: Mutex<HashMap<String, keys::Jwk>>,
-    /// The AES-GCM algorithm (A256GCM, ...) each oct-HSM version took.
-    gcm_algs: Mutex<HashMap<String, &'static str>>,
+    /// A call met a key that is no longer usable (disabled, expired, deleted, refused):
+    /// the key list is read again before the next search.
+    stale: std::sync::atomic::AtomicBool,
+    /// The AES key size (A256GCM, A128KW, ...) each oct-HSM version took.
+    aes_bits: Mutex<HashMap<String, u32>>,
 }
 
 pub struct AzureKv {
@@ -100,20 +104,32 @@ impl AzureKv {
                 },
                 keys: cfg.keys.clone(),
                 jwks: Mutex::new(HashMap::new()),
-                gcm_algs: Mutex::new(HashMap::new()),
+                aes_bits: Mutex::new(HashMap::new()),
+                stale: Default::default(),
             }),
             deadline,
             serial,
         })
     }
 
-    /// Runs `f` on the runtime under the slot's deadline.
+    /// Runs `f` on the runtime under the slot's deadline. A key that turned out to be
+    /// gone or refused (403 KeyDisabled/KeyExpired, 404) marks the list stale, so the next
+    /// search no longer finds it.
     fn run<T, F>(&self, what: &str, f: impl FnOnce(Arc<Inner>) -> F) -> Result<T>
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        rt::run_for(&self.inner.slot, what, self.deadline, &self.inner, f)
+        let r = rt::run_for(&self.inner.slot, what, self.deadline, &self.inner, f);
+        if let Err(e) = &r {
+            if matches!(
+                e.rv(),
+                CKR_KEY_FUNCTION_NOT_PERMITTED | CKR_KEY_HANDLE_INVALID
+            ) {
+                self.inner.stale.store(true, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     /// Which service this is, as far as known.
@@ -181,6 +197,10 @@ impl KeyService for AzureKv {
         self.read_one("Key Vault probe")
     }
 
+    fn take_stale(&self) -> bool {
+        self.inner.stale.swap(false, Ordering::Relaxed)
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyVersion>> {
         self.run("Key Vault key listing", |me| me.list())
     }
@@ -239,6 +259,32 @@ impl KeyService for AzureKv {
         })
     }
 
+    fn transform(&self, key: &KeyVersion, t: Transform, input: &[u8]) -> Result<Vec<u8>> {
+        let (key, input) = (key.clone(), Zeroizing::new(input.to_vec()));
+        self.run("Key Vault wrap/decrypt", move |me| async move {
+            me.transform(key, t, input).await
+        })
+    }
+
+    fn transforms(&self) -> Vec<(CK_MECHANISM_TYPE, CK_FLAGS)> {
+        // RSA: wrapKey/unwrapKey with RSA-OAEP(-256) and RSA1_5, decrypt with RSA1_5 (RSA
+        // encryption runs locally, see token/wrap.rs); Managed HSM's oct-HSM keys: A*KW
+        // both as C_WrapKey and as C_Encrypt of raw key bytes, A*CBCPAD with the caller's IV.
+        let mut v = vec![
+            (CKM_RSA_PKCS_OAEP, CKF_WRAP | CKF_UNWRAP),
+            (
+                CKM_RSA_PKCS,
+                CKF_WRAP | CKF_UNWRAP | CKF_ENCRYPT | CKF_DECRYPT,
+            ),
+        ];
+        if self.kind() != Some(AzureKind::KeyVault) {
+            let both = CKF_WRAP | CKF_UNWRAP | CKF_ENCRYPT | CKF_DECRYPT;
+            v.push((CKM_AES_KEY_WRAP, both));
+            v.push((CKM_AES_CBC_PAD, CKF_ENCRYPT | CKF_DECRYPT));
+        }
+        v
+    }
+
     fn generate(&self, key: &NewKey) -> Result<()> {
         let key = key.clone();
         rt::run_for(
@@ -254,7 +300,7 @@ impl KeyService for AzureKv {
     }
 
     fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
-        // Key Vault's JWA algorithms: ES256/384 (any ECDSA digest fits, see crypto.rs),
+        // Key Vault's JWA algorithms: ES256/384/512 (any ECDSA digest fits, see crypto.rs),
         // RS/PS 256/384/512, RSA-OAEP(-256); A*GCM on Managed HSM; no EdDSA, no HMAC.
         let sha1_or_224 = [
             CKM_SHA1_RSA_PKCS,

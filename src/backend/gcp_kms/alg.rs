@@ -143,6 +143,9 @@ pub fn for_new(k: &NewKey) -> Result<(&'static str, String), String> {
         KeyAlg::Ec {
             curve: EcCurve::P384,
         } => ("ASYMMETRIC_SIGN", "EC_SIGN_P384_SHA384".into()),
+        KeyAlg::Ec {
+            curve: EcCurve::P521,
+        } => return Err("no P-521 keys".into()),
         KeyAlg::Ed25519 => ("ASYMMETRIC_SIGN", "EC_SIGN_ED25519".into()),
         KeyAlg::Rsa { bits } => {
             if !matches!(bits, 2048 | 3072 | 4096) {

@@ -120,6 +120,7 @@ impl HashAlg {
 pub enum EcCurve {
     P256,
     P384,
+    P521,
 }
 
 impl EcCurve {
@@ -127,6 +128,7 @@ impl EcCurve {
         match self {
             EcCurve::P256 => 32,
             EcCurve::P384 => 48,
+            EcCurve::P521 => 66,
         }
     }
 }
@@ -266,6 +268,43 @@ impl GcmCall {
     }
 }
 
+/// A key-wrapping algorithm of a service's wrap/unwrap operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrapAlg {
+    /// RSA-OAEP with MGF1 of the same hash and an empty label.
+    RsaOaep(HashAlg),
+    /// RSAES-PKCS1-v1_5.
+    RsaPkcs1,
+    /// AES key wrap (RFC 3394) with the default IV.
+    AesKw,
+}
+
+/// A service cipher beyond the AES-GCM and RSA-OAEP decryption every service with such
+/// keys has (see [`KeyService::transform`]): the input is the whole plaintext or
+/// ciphertext, the answer the whole output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// Wraps raw key bytes (`C_WrapKey`, or `C_Encrypt` with a wrapping mechanism).
+    Wrap(WrapAlg),
+    /// Unwraps them (`C_UnwrapKey`, or `C_Decrypt` with a wrapping mechanism).
+    Unwrap(WrapAlg),
+    /// AES-CBC with PKCS#7 padding and the caller's IV.
+    CbcPadEncrypt([u8; 16]),
+    CbcPadDecrypt([u8; 16]),
+    /// RSAES-PKCS1-v1_5 decryption (`CKM_RSA_PKCS`).
+    Pkcs1Decrypt,
+}
+
+impl Transform {
+    /// The input is ciphertext (too much of it is `CKR_ENCRYPTED_DATA_LEN_RANGE`).
+    pub fn decrypts(self) -> bool {
+        matches!(
+            self,
+            Transform::Unwrap(_) | Transform::CbcPadDecrypt(_) | Transform::Pkcs1Decrypt
+        )
+    }
+}
+
 /// A key to create with `C_GenerateKey` / `C_GenerateKeyPair` (a new key, or a new
 /// version of an existing key of the same name where the service has versions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,6 +385,23 @@ pub trait KeyService: Send + Sync {
         _aad: &[u8],
     ) -> Result<Vec<u8>> {
         Err(crate::core::error::err(CKR_MECHANISM_INVALID))
+    }
+    /// Runs a [`Transform`] on `input`. The default: none is offered (see
+    /// [`KeyService::transforms`]).
+    fn transform(&self, _key: &KeyVersion, _t: Transform, _input: &[u8]) -> Result<Vec<u8>> {
+        Err(crate::core::error::err(CKR_MECHANISM_INVALID))
+    }
+    /// The mechanisms [`KeyService::transform`] serves, each with the functions it
+    /// serves them for (`CKF_WRAP | CKF_UNWRAP | CKF_ENCRYPT | CKF_DECRYPT`): offered by
+    /// the token on top of its common set. The default: none.
+    fn transforms(&self) -> Vec<(CK_MECHANISM_TYPE, CK_FLAGS)> {
+        Vec::new()
+    }
+    /// Whether the key list is to be read again at the next search or login, whatever
+    /// its age: a call met a key disabled, expired or deleted since it was listed.
+    /// Reading it clears it. The default: never.
+    fn take_stale(&self) -> bool {
+        false
     }
     /// Creates a key (or a new version of `label`); the token lists keys afterwards to
     /// find the new version.

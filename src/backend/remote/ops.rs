@@ -3,7 +3,7 @@
 //! whatever the service offers and only the digest travels; Ed25519, HMAC and AES-GCM
 //! collect their input and make one request at the end.
 
-use super::{HashAlg, KeyService, KeyVersion, SignInput, SignScheme};
+use super::{HashAlg, KeyService, KeyVersion, SignInput, SignScheme, Transform, WrapAlg};
 use crate::core::error::{err, Error, Result};
 use crate::core::op::{Cipher, Signer, Verifier};
 use aws_lc_rs::digest;
@@ -411,7 +411,7 @@ pub struct Collected<R> {
 }
 
 impl<R: OneRequest> Collected<R> {
-    fn new(request: R) -> Self {
+    pub fn new(request: R) -> Self {
         Collected {
             request,
             data: Zeroizing::new(Vec::new()),
@@ -597,5 +597,86 @@ impl OneRequest for OaepDecrypt {
             ));
         }
         Ok(pt)
+    }
+}
+
+/// A [`Transform`] by the service as `C_Encrypt`/`C_Decrypt` see it (AES key wrap of raw
+/// key bytes, AES-CBC-PAD, RSA PKCS#1 v1.5 decryption): the whole input in one request,
+/// the answer's length checked against what the transform can give.
+pub struct Transformed {
+    pub service: Arc<dyn KeyService>,
+    pub key: Arc<KeyVersion>,
+    pub op: Transform,
+    /// The RSA modulus length (RSA transforms).
+    pub modulus_len: usize,
+}
+
+impl Transformed {
+    /// The most (and least) output `n` input bytes can give: `(min, max)`.
+    fn bounds(&self, n: usize) -> (usize, usize) {
+        match self.op {
+            Transform::Wrap(WrapAlg::AesKw) => (n + 8, n + 8),
+            Transform::Unwrap(WrapAlg::AesKw) => (n.saturating_sub(8), n.saturating_sub(8)),
+            Transform::Wrap(_) => (self.modulus_len, self.modulus_len),
+            Transform::Unwrap(_) | Transform::Pkcs1Decrypt => (0, self.modulus_len),
+            Transform::CbcPadEncrypt(_) => (n / 16 * 16 + 16, n / 16 * 16 + 16),
+            Transform::CbcPadDecrypt(_) => (n.saturating_sub(16), n),
+        }
+    }
+
+    /// Input lengths the transform cannot take, refused before any request.
+    fn check_input(&self, n: usize) -> Result<()> {
+        let ok = match self.op {
+            // RFC 3394 wraps at least two 64-bit blocks; an unwrap has one more.
+            Transform::Wrap(WrapAlg::AesKw) => n >= 16 && n.is_multiple_of(8),
+            Transform::Unwrap(WrapAlg::AesKw) => n >= 24 && n.is_multiple_of(8),
+            Transform::Wrap(WrapAlg::RsaOaep(h)) => n + 2 * h.len() + 2 <= self.modulus_len,
+            Transform::Wrap(WrapAlg::RsaPkcs1) => n + 11 <= self.modulus_len,
+            Transform::Unwrap(_) | Transform::Pkcs1Decrypt => n == self.modulus_len,
+            Transform::CbcPadEncrypt(_) => true,
+            Transform::CbcPadDecrypt(_) => n > 0 && n.is_multiple_of(16),
+        };
+        match (ok, self.op.decrypts()) {
+            (true, _) => Ok(()),
+            (false, true) => Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE)),
+            (false, false) => Err(err(CKR_DATA_LEN_RANGE)),
+        }
+    }
+
+    /// Runs the transform on the whole input (also `C_WrapKey`/`C_UnwrapKey`).
+    pub fn run(&self, input: &[u8]) -> Result<Vec<u8>> {
+        self.check_input(input.len())?;
+        let out = self.service.transform(&self.key, self.op, input)?;
+        let (min, max) = self.bounds(input.len());
+        if out.len() < min || out.len() > max {
+            return Err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "{}: the service's {:?} answer has {} bytes for {} in",
+                    self.key.id,
+                    self.op,
+                    out.len(),
+                    input.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl OneRequest for Transformed {
+    // Both directions are collected the same way; the length codes come from
+    // `check_input`.
+    const DECRYPTS: bool = false;
+    fn output_len(&self, input_len: usize) -> usize {
+        self.bounds(input_len).1
+    }
+    fn send(&mut self, input: Zeroizing<Vec<u8>>) -> Result<Vec<u8>> {
+        let call = if self.op.decrypts() {
+            CryptoCall::Decrypt
+        } else {
+            CryptoCall::Encrypt
+        };
+        self.run(&input).map_err(|e| call.map_err(&self.key, e))
     }
 }

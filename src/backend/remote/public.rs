@@ -2,7 +2,7 @@
 //! of a PKCS#11 public key object, and the ECDSA signature encodings services use.
 
 use super::{EcCurve, KeyAlg};
-use crate::backend::soft::crypto::der::{self as sder, OID_ED25519, OID_P256, OID_P384};
+use crate::backend::soft::crypto::der::{self as sder, OID_ED25519, OID_P256, OID_P384, OID_P521};
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{Error, Result};
 use base64::Engine as _;
@@ -14,6 +14,7 @@ const EC: &str = "1.2.840.10045.2.1";
 const ED25519: &str = "1.3.101.112";
 const P256: &str = "1.2.840.10045.3.1.7";
 const P384: &str = "1.3.132.0.34";
+const P521: &str = "1.3.132.0.35";
 
 fn bad(why: impl std::fmt::Display) -> Error {
     Error::logged(CKR_DEVICE_ERROR, format!("service public key: {why}"))
@@ -82,6 +83,7 @@ pub fn describe(spki: &[u8]) -> Result<(KeyAlg, Attrs)> {
             let (curve, params) = match curve_oid.to_string().as_str() {
                 P256 => (EcCurve::P256, OID_P256),
                 P384 => (EcCurve::P384, OID_P384),
+                P521 => (EcCurve::P521, OID_P521),
                 other => return Err(bad(format!("unsupported curve {other}"))),
             };
             if key.len() != 1 + 2 * curve.field_len() || key[0] != 0x04 {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod catalog;
+mod wrap;
 
 /// One PKCS#11 object of a key version.
 struct Object {
@@ -49,6 +50,8 @@ pub struct RemoteToken {
     /// Stable object ids: (class, version id) -> id, never reused.
     ids: DashMap<(CK_OBJECT_CLASS, String), ObjectId>,
     next_id: AtomicU64,
+    /// Session secret keys (what `C_WrapKey` wraps and `C_UnwrapKey` makes, `wrap.rs`).
+    session_keys: DashMap<ObjectId, wrap::SessionKey>,
 }
 
 /// Mechanisms of a remote slot, with what they do (`C_GetMechanismInfo`).
@@ -185,6 +188,11 @@ impl Token for RemoteToken {
         if !allowed.is_empty() {
             v.retain(|m| allowed.contains(m));
         }
+        for (m, _) in self.service.transforms() {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
         v
     }
 
@@ -193,20 +201,25 @@ impl Token for RemoteToken {
             return Err(err(CKR_MECHANISM_INVALID));
         }
         let ec = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
-        Ok(match m {
+        // What the service's transforms add (wrapping, RSA PKCS#1 v1.5 decryption).
+        let extra = self.transform_flags(m);
+        let mut i = match m {
             CKM_AES_GCM => info(32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT),
             CKM_EDDSA => info(256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY),
             CKM_RSA_PKCS_OAEP => info(2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT),
             CKM_AES_KEY_GEN => info(32, 32, CKF_HW | CKF_GENERATE),
             CKM_GENERIC_SECRET_KEY_GEN => info(16, 64, CKF_HW | CKF_GENERATE),
-            CKM_EC_KEY_PAIR_GEN => info(256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | ec),
+            CKM_EC_KEY_PAIR_GEN => info(256, 521, CKF_HW | CKF_GENERATE_KEY_PAIR | ec),
             CKM_EC_EDWARDS_KEY_PAIR_GEN => info(256, 256, CKF_HW | CKF_GENERATE_KEY_PAIR),
             CKM_RSA_PKCS_KEY_PAIR_GEN => info(2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR),
-            _ if SIGN_EC.contains(&m) => info(256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | ec),
+            _ if SIGN_EC.contains(&m) => info(256, 521, CKF_HW | CKF_SIGN | CKF_VERIFY | ec),
             _ if SIGN_RSA.contains(&m) => info(2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY),
             _ if HMACS.contains(&m) => info(16, 64, CKF_HW | CKF_SIGN | CKF_VERIFY),
+            CKM_AES_KEY_WRAP | CKM_AES_CBC_PAD => info(16, 32, CKF_HW),
             _ => return Err(err(CKR_MECHANISM_INVALID)),
-        })
+        };
+        i.flags |= extra;
+        Ok(i)
     }
 
     fn probe(&self) -> Result<()> {
@@ -251,8 +264,27 @@ impl Token for RemoteToken {
         Some(run())
     }
 
-    fn close_session(&self, _session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
-        Vec::new()
+    fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
+        self.drop_session_keys(session)
+    }
+
+    fn create_object(&self, ctx: &Ctx, tpl: &[Attr]) -> Result<ObjectId> {
+        self.create_session_key(ctx, tpl)
+    }
+
+    fn wrap_key(&self, ctx: &Ctx, mech: &Mechanism, w: ObjectId, k: ObjectId) -> Result<Vec<u8>> {
+        self.wrap(ctx, mech, [w, k])
+    }
+
+    fn unwrap_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        u: ObjectId,
+        wrapped: &[u8],
+        tpl: &[Attr],
+    ) -> Result<ObjectId> {
+        self.unwrap(ctx, mech, u, (wrapped, tpl))
     }
 
     fn login(&self, who: Login, _pin: &[u8]) -> Result<()> {
@@ -302,10 +334,13 @@ impl Token for RemoteToken {
         let wants_key = attr::find(tpl, CKA_CLASS)
             .map(attr::parse_ulong)
             .is_none_or(|c| matches!(c, Ok(CKO_PRIVATE_KEY | CKO_PUBLIC_KEY | CKO_SECRET_KEY)));
-        if found.is_empty() && !tpl.is_empty() && wants_key && stale {
+        let mut found = if found.is_empty() && !tpl.is_empty() && wants_key && stale {
             self.refresh(true).map_err(|e| self.find_failed(e))?;
-            return Ok(self.matching(ctx, tpl));
-        }
+            self.matching(ctx, tpl)
+        } else {
+            found
+        };
+        found.extend(self.matching_session_keys(ctx, tpl));
         Ok(found)
     }
 
@@ -315,6 +350,9 @@ impl Token for RemoteToken {
         obj: ObjectId,
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
+        if let Some(a) = self.session_key(ctx, obj) {
+            return Ok(template::read(&a, types));
+        }
         let o = self.object(ctx, obj)?;
         Ok(template::read(&o.attrs, types))
     }
@@ -328,6 +366,10 @@ impl Token for RemoteToken {
     }
 
     fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
+        if self.session_key(ctx, obj).is_some() {
+            self.session_keys.remove(&obj);
+            return Ok(());
+        }
         self.object(ctx, obj)?;
         Err(Error::logged(
             CKR_ACTION_PROHIBITED,
@@ -339,7 +381,13 @@ impl Token for RemoteToken {
     }
 
     fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        if let Some(a) = self.session_key(ctx, key) {
+            return self.session_cipher(&a, mech, Usage::Encrypt);
+        }
         let o = self.key(ctx, key, Usage::Encrypt, mech)?;
+        if let Some(c) = self.transform_cipher(&o, mech, Usage::Encrypt)? {
+            return Ok(c);
+        }
         match (o.class, o.key.alg, mech.mech) {
             (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
                 let (iv, iv_bits, aad) = gcm_param(mech)?;
@@ -362,7 +410,13 @@ impl Token for RemoteToken {
     }
 
     fn decrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
+        if let Some(a) = self.session_key(ctx, key) {
+            return self.session_cipher(&a, mech, Usage::Decrypt);
+        }
         let o = self.key(ctx, key, Usage::Decrypt, mech)?;
+        if let Some(c) = self.transform_cipher(&o, mech, Usage::Decrypt)? {
+            return Ok(c);
+        }
         match (o.class, o.key.alg, mech.mech) {
             (CKO_SECRET_KEY, KeyAlg::AesGcm { .. }, CKM_AES_GCM) => {
                 let (iv, iv_bits, aad) = gcm_param(mech)?;
@@ -520,10 +574,11 @@ impl Token for RemoteToken {
                 let curve = match p {
                     crate::backend::soft::crypto::der::OID_P256 => EcCurve::P256,
                     crate::backend::soft::crypto::der::OID_P384 => EcCurve::P384,
+                    crate::backend::soft::crypto::der::OID_P521 => EcCurve::P521,
                     _ => {
                         return Err(Error::logged(
                             CKR_CURVE_NOT_SUPPORTED,
-                            "remote EC keys are P-256 or P-384",
+                            "remote EC keys are P-256, P-384 or P-521",
                         ))
                     }
                 };

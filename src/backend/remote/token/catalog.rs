@@ -23,6 +23,7 @@ impl RemoteToken {
             catalog: RwLock::new(Catalog::default()),
             ids: DashMap::new(),
             next_id: AtomicU64::new(1),
+            session_keys: DashMap::new(),
         }
     }
 
@@ -60,6 +61,7 @@ impl RemoteToken {
     /// Lists the keys again when the list is older than its time to live (or `force`).
     /// A failed listing keeps the previous objects (logged) when there are any.
     pub(crate) fn refresh(&self, force: bool) -> Result<()> {
+        let force = self.service.take_stale() || force;
         if !force {
             let c = self.catalog.read();
             if c.fetched.is_some_and(|t| t.elapsed() < self.list_ttl) {
@@ -132,7 +134,8 @@ impl RemoteToken {
         secret_side.set_flag(CKA_ALWAYS_SENSITIVE, true);
         secret_side.set_flag(CKA_EXTRACTABLE, false);
         secret_side.set_flag(CKA_NEVER_EXTRACTABLE, true);
-        secret_side.set_flag(CKA_UNWRAP, false);
+        let (wraps, unwraps) = self.can_wrap(k);
+        secret_side.set_flag(CKA_UNWRAP, unwraps);
         secret_side.set_flag(CKA_WRAP_WITH_TRUSTED, false);
         // Present but never revealed: CKR_ATTRIBUTE_SENSITIVE, as for any HSM key.
         secret_side.insert(CKA_VALUE, Vec::new());
@@ -152,7 +155,7 @@ impl RemoteToken {
             a.set_flag(CKA_DECRYPT, !mac && k.usage.decrypt);
             a.set_flag(CKA_SIGN, k.usage.sign);
             a.set_flag(CKA_VERIFY, k.usage.sign);
-            a.set_flag(CKA_WRAP, false);
+            a.set_flag(CKA_WRAP, wraps);
             a.set_flag(CKA_TRUSTED, false);
             return Ok(vec![Object {
                 class: CKO_SECRET_KEY,
@@ -187,7 +190,7 @@ impl RemoteToken {
         public.set_flag(CKA_PRIVATE, false);
         public.set_flag(CKA_VERIFY, k.usage.sign);
         public.set_flag(CKA_ENCRYPT, k.usage.decrypt);
-        public.set_flag(CKA_WRAP, false);
+        public.set_flag(CKA_WRAP, wraps);
         public.set_flag(CKA_VERIFY_RECOVER, false);
         public.set_flag(CKA_TRUSTED, false);
         for (t, v) in pub_attrs {
@@ -255,6 +258,11 @@ impl RemoteToken {
             });
         }
         v.retain(|m| offered.contains(m));
+        for m in self.key_transforms(k) {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
         v
     }
 
