@@ -49,6 +49,28 @@ impl EdScheme {
             _ => return Err(err(CKR_MECHANISM_PARAM_INVALID)),
         })
     }
+
+    /// RFC 8032 §5.1 / §5.2: a context is at most 255 bytes, and Ed25519ctx's is not empty
+    /// (RFC 8032 §8.3: without a context, plain Ed25519 is the scheme to use). Checked at
+    /// C_SignInit / C_VerifyInit, so that a bad parameter never starts an operation.
+    pub fn check(&self, curve: Curve) -> Result<()> {
+        let (name, ctx) = match self {
+            EdScheme::Pure => return Ok(()),
+            EdScheme::Context(c) => ("ctx", c),
+            EdScheme::Prehash(c) => ("ph", c),
+        };
+        if ctx.len() > 255 || (curve == Curve::Ed25519 && name == "ctx" && ctx.is_empty()) {
+            return Err(Error::logged(
+                CKR_MECHANISM_PARAM_INVALID,
+                format!(
+                    "CKM_EDDSA ({curve:?}{name}): a context of {} bytes (Ed25519ctx takes \
+                     1..255, the others 0..255; pure Ed25519 is CKM_EDDSA without a parameter)",
+                    ctx.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn bad_value(what: &str) -> Error {
@@ -124,18 +146,14 @@ impl EdKey {
                 ed25519_raw::sign(&seed, &public, ph, c, msg)
             }
             (EdKey::Ed448(k), EdScheme::Pure) => Ok(k.sign_raw(msg).to_bytes().to_vec()),
-            (EdKey::Ed448(k), EdScheme::Context(c)) => {
-                ed448_context(c)?;
-                k.sign_ctx(c, msg)
-                    .map(|s| s.to_bytes().to_vec())
-                    .map_err(|_| err(CKR_FUNCTION_FAILED))
-            }
-            (EdKey::Ed448(k), EdScheme::Prehash(c)) => {
-                ed448_context(c)?;
-                k.sign_prehashed(Some(c), Shake64::of(msg))
-                    .map(|s| s.to_bytes().to_vec())
-                    .map_err(|_| err(CKR_FUNCTION_FAILED))
-            }
+            (EdKey::Ed448(k), EdScheme::Context(c)) => k
+                .sign_ctx(c, msg)
+                .map(|s| s.to_bytes().to_vec())
+                .map_err(|_| err(CKR_FUNCTION_FAILED)),
+            (EdKey::Ed448(k), EdScheme::Prehash(c)) => k
+                .sign_prehashed(Some(c), Shake64::of(msg))
+                .map(|s| s.to_bytes().to_vec())
+                .map_err(|_| err(CKR_FUNCTION_FAILED)),
         }
     }
 }
@@ -150,16 +168,6 @@ fn ed25519_seed(p: &Ed25519KeyPair) -> Result<Zeroizing<[u8; 32]>> {
             .try_into()
             .map_err(|_| err(CKR_GENERAL_ERROR))?,
     ))
-}
-
-fn ed448_context(c: &[u8]) -> Result<()> {
-    if c.len() > 255 {
-        return Err(Error::logged(
-            CKR_MECHANISM_PARAM_INVALID,
-            "Ed448: a context is at most 255 bytes",
-        ));
-    }
-    Ok(())
 }
 
 /// Ed448ph's prehash: SHAKE256 of the message, 64 bytes (RFC 8032 §5.2).
@@ -206,14 +214,8 @@ pub fn verify(curve: Curve, point: &[u8], scheme: &EdScheme, msg: &[u8], sig: &[
     let sig = Ed448Sig::try_from(sig).map_err(|_| err(CKR_SIGNATURE_INVALID))?;
     match scheme {
         EdScheme::Pure => key.verify_raw(&sig, msg),
-        EdScheme::Context(c) => {
-            ed448_context(c)?;
-            key.verify_ctx(&sig, c, msg)
-        }
-        EdScheme::Prehash(c) => {
-            ed448_context(c)?;
-            key.verify_prehashed(&sig, Some(c), Shake64::of(msg))
-        }
+        EdScheme::Context(c) => key.verify_ctx(&sig, c, msg),
+        EdScheme::Prehash(c) => key.verify_prehashed(&sig, Some(c), Shake64::of(msg)),
     }
     .map_err(|_| err(CKR_SIGNATURE_INVALID))
 }

@@ -352,8 +352,15 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
         CKM_EDDSA => match (key, signing) {
-            (Key::EdPrivate { .. }, true) | (Key::EdPublic { .. }, false) => {
-                Ok(Scheme::Eddsa(EdScheme::of(&mech.param)?))
+            (Key::EdPrivate(k), true) => {
+                let s = EdScheme::of(&mech.param)?;
+                s.check(k.curve())?;
+                Ok(Scheme::Eddsa(s))
+            }
+            (Key::EdPublic { curve, .. }, false) => {
+                let s = EdScheme::of(&mech.param)?;
+                s.check(*curve)?;
+                Ok(Scheme::Eddsa(s))
             }
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
