@@ -71,6 +71,19 @@ pub fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
     }
 }
 
+/// The curve of a CKK_EC key: a NIST curve (Edwards and Montgomery curves have their own
+/// key types, CKK_EC_EDWARDS and CKK_EC_MONTGOMERY).
+pub fn nist_curve(params: &[u8]) -> Result<Curve> {
+    let curve = Curve::from_params(params)?;
+    if curve.key_type() != CKK_EC {
+        return Err(Error::logged(
+            CKR_CURVE_NOT_SUPPORTED,
+            format!("{curve:?} is not a curve of CKK_EC keys"),
+        ));
+    }
+    Ok(curve)
+}
+
 fn need<'a>(a: &'a Attrs, ty: CK_ATTRIBUTE_TYPE, what: &str) -> Result<&'a [u8]> {
     a.bytes(ty)
         .filter(|v| !v.is_empty())
@@ -106,7 +119,7 @@ impl Key {
                 value: Zeroizing::new(need(a, CKA_VALUE, "CKA_VALUE")?.to_vec()),
             }),
             (CKO_PRIVATE_KEY, CKK_EC) => {
-                let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
+                let curve = nist_curve(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
                 let scalar = Zeroizing::new(left_pad(
                     der::trim(need(a, CKA_VALUE, "CKA_VALUE")?),
                     curve.field_len(),
@@ -127,7 +140,7 @@ impl Key {
                 })
             }
             (CKO_PUBLIC_KEY, CKK_EC) => {
-                let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
+                let curve = nist_curve(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
                 let point = der::ec_point(need(a, CKA_EC_POINT, "CKA_EC_POINT")?, curve)?;
                 Ok(Key::EcPublic { curve, point })
             }

@@ -216,7 +216,7 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
             CKK_RSA
         }
         "1.2.840.10045.2.1" => {
-            let curve = Curve::from_params(params.as_deref().unwrap_or_default())
+            let curve = keys::nist_curve(params.as_deref().unwrap_or_default())
                 .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
             let pair = EcdsaKeyPair::from_pkcs8(keys::ecdsa_alg(curve), der_bytes)
                 .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
