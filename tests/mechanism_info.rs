@@ -40,7 +40,9 @@ enum Keys {
     Rsa,
     /// EC key pairs on the NIST curve of this many bits.
     Ec,
-    Ed25519,
+    /// Edwards (Ed25519, Ed448) or Montgomery (X25519, X448) key pairs, by curve bits.
+    Edwards,
+    Montgomery,
     /// No key (digests) or no size (derivations from any secret).
     None,
 }
@@ -58,7 +60,8 @@ fn keys_of(mt: CK_MECHANISM_TYPE) -> Keys {
         {
             Keys::Ec
         }
-        "CKM_EDDSA" | "CKM_EC_EDWARDS_KEY_PAIR_GEN" => Keys::Ed25519,
+        "CKM_EDDSA" | "CKM_EC_EDWARDS_KEY_PAIR_GEN" => Keys::Edwards,
+        "CKM_EC_MONTGOMERY_KEY_PAIR_GEN" => Keys::Montgomery,
         n if n.ends_with("HMAC") || n.ends_with("HMAC_GENERAL") || n.ends_with("KEY_GEN") => {
             Keys::Secret(CKK_GENERIC_SECRET)
         }
@@ -164,11 +167,21 @@ fn make(
                 Template::new().bool(CKA_DERIVE, true),
             )
         }
-        Keys::Ed25519 => pair(
-            CKM_EC_EDWARDS_KEY_PAIR_GEN,
-            Template::new().bytes(CKA_EC_PARAMS, ED25519_PARAMS),
-            Template::new(),
-        ),
+        Keys::Edwards | Keys::Montgomery => {
+            // RFC 8410's OIDs: 1.3.101.110 X25519, .111 X448, .112 Ed25519, .113 Ed448.
+            let (mt, last) = match (keys, size) {
+                (Keys::Edwards, 256) => (CKM_EC_EDWARDS_KEY_PAIR_GEN, 0x70),
+                (Keys::Edwards, 448) => (CKM_EC_EDWARDS_KEY_PAIR_GEN, 0x71),
+                (Keys::Montgomery, 256) => (CKM_EC_MONTGOMERY_KEY_PAIR_GEN, 0x6e),
+                (Keys::Montgomery, 448) => (CKM_EC_MONTGOMERY_KEY_PAIR_GEN, 0x6f),
+                _ => return Err(CKR_CURVE_NOT_SUPPORTED),
+            };
+            pair(
+                mt,
+                Template::new().bytes(CKA_EC_PARAMS, &[0x06, 0x03, 0x2b, 0x65, last]),
+                Template::new().bool(CKA_DERIVE, true),
+            )
+        }
         Keys::None => Ok((0, 0)),
     }
 }
@@ -443,8 +456,8 @@ fn every_listed_mechanism_works_at_its_smallest_and_largest_key_size() {
     let mut cache = Cache::new();
     for (mt, info) in list(m, 0) {
         let name = rv_free_name(mt);
-        let sized =
-            !matches!(keys_of(mt), Keys::None | Keys::Ed25519) && info.flags & CKF_DERIVE == 0;
+        let sized = !matches!(keys_of(mt), Keys::None | Keys::Edwards | Keys::Montgomery)
+            && info.flags & CKF_DERIVE == 0;
         if info.ulMinKeySize > info.ulMaxKeySize {
             failures.push(format!("{name}: min {} > max", info.ulMinKeySize));
         }

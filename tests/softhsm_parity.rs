@@ -182,6 +182,19 @@ const RULE_DEVIATIONS: &[(&str, CK_RV, &str)] = &[
         "the SHA digest mechanisms have no parameter; SoftHSM ignores one",
     ),
     (
+        "CKM_EDDSA with phFlag 1 signs Ed25519ph",
+        1,
+        "PKCS#11 3.0 CKM_EDDSA scheme table: a CK_EDDSA_PARAMS with phFlag true selects \
+         Ed25519ph (RFC 8032 HashEdDSA); SoftHSM ignores the parameter and signs pure Ed25519, \
+         a signature of another scheme than the one asked for",
+    ),
+    (
+        "CKM_EC_MONTGOMERY_KEY_PAIR_GEN on X25519",
+        CKR_OK,
+        "PKCS#11 3.0 §2.3.7 (CKK_EC_MONTGOMERY key pair generation): hsmux offers X25519 and \
+         X448; SoftHSM 2.6.1 does not list the mechanism (CKR_MECHANISM_INVALID)",
+    ),
+    (
         "the label is read up to the NUL, blank-padded",
         1,
         "C_InitToken's label is 32 blank-padded bytes; one a consumer NUL-terminates ends at \

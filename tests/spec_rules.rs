@@ -74,25 +74,6 @@ fn aes_key(m: &Module, h: CK_SESSION_HANDLE, value: &[u8]) -> CK_OBJECT_HANDLE {
     k
 }
 
-fn derive(
-    m: &Module,
-    h: CK_SESSION_HANDLE,
-    mc: &mut CK_MECHANISM,
-    base: CK_OBJECT_HANDLE,
-    len: CK_ULONG,
-) -> Result<Vec<u8>, CK_RV> {
-    let mut t = Template::new()
-        .ulong(CKA_CLASS, CKO_SECRET_KEY)
-        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
-        .ulong(CKA_VALUE_LEN, len)
-        .bool(CKA_EXTRACTABLE, true);
-    let mut k = 0;
-    match ck!(m, C_DeriveKey(h, mc, base, t.ptr(), t.len(), &mut k)) {
-        CKR_OK => Ok(get_attr(m, h, k, CKA_VALUE).unwrap()),
-        rv => Err(rv),
-    }
-}
-
 /// PKCS#11 3.0 §5.2 and the text of each function: C_Encrypt, C_Decrypt, C_Digest,
 /// C_Sign, C_Verify, their *Final and an erroring *Update end the operation on every
 /// result except CKR_BUFFER_TOO_SMALL and a successful length query; a call refused for
@@ -535,9 +516,10 @@ fn init_token_label_ends_at_a_nul() {
 }
 
 /// PKCS#11 3.0, CKM_EDDSA's scheme table: a CK_EDDSA_PARAMS present selects Ed25519ctx
-/// (phFlag false, even with no context) or Ed25519ph; only its absence means pure Ed25519.
-/// hsmux offers pure Ed25519 only, so a parameter is refused rather than answered with a
-/// signature of another scheme.
+/// (phFlag false) or Ed25519ph; only its absence means pure Ed25519. An all-zero parameter
+/// is Ed25519ctx with an empty context, which RFC 8032 §5.1 does not allow (its context is
+/// 1..255 bytes): refused at init, never signed as pure Ed25519. phFlag 1 with an empty
+/// context is Ed25519ph, checked by ed25519-dalek's prehashed verification.
 #[test]
 fn an_eddsa_parameter_selects_ed25519ctx_or_ph_not_pure_ed25519() {
     let m = shared();
@@ -550,28 +532,35 @@ fn an_eddsa_parameter_selects_ed25519ctx_or_ph_not_pure_ed25519() {
         Template::new(),
         b"ed-params",
     );
-    for ph in [0, 1] {
-        let mut p = CK_EDDSA_PARAMS {
-            phFlag: ph,
-            ulContextDataLen: 0,
-            pContextData: NULL,
-        };
-        let mut mc = mech_with(CKM_EDDSA, &mut p);
-        assert_rv!(
-            ck!(m, C_SignInit(h, &mut mc, privk)),
-            CKR_MECHANISM_PARAM_INVALID,
-            "phFlag {ph}"
-        );
-        let mut mc = mech_with(CKM_EDDSA, &mut p);
-        assert_rv!(
-            ck!(m, C_VerifyInit(h, &mut mc, pubk)),
-            CKR_MECHANISM_PARAM_INVALID,
-            "phFlag {ph}"
-        );
-    }
-    // Without a parameter: pure Ed25519, verified by ed25519-dalek.
+    let mut p = CK_EDDSA_PARAMS {
+        phFlag: 0,
+        ulContextDataLen: 0,
+        pContextData: NULL,
+    };
+    let mut mc = mech_with(CKM_EDDSA, &mut p);
+    assert_rv!(
+        ck!(m, C_SignInit(h, &mut mc, privk)),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    let mut mc = mech_with(CKM_EDDSA, &mut p);
+    assert_rv!(
+        ck!(m, C_VerifyInit(h, &mut mc, pubk)),
+        CKR_MECHANISM_PARAM_INVALID
+    );
     let point = ec_point(&get_attr(m, h, pubk, CKA_EC_POINT).unwrap());
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&point.try_into().unwrap()).unwrap();
+    p.phFlag = 1;
+    let sig = sign(m, h, mech_with(CKM_EDDSA, &mut p), privk, b"ph").unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    let mut pre = sha2::Sha512::default();
+    sha2::Digest::update(&mut pre, b"ph");
+    vk.verify_prehashed(pre, None, &sig)
+        .expect("Ed25519ph verifies");
+    assert!(
+        vk.verify_strict(b"ph", &sig).is_err(),
+        "an Ed25519ph signature is not a pure Ed25519 one"
+    );
+    // Without a parameter: pure Ed25519, verified by ed25519-dalek.
     let sig = sign(m, h, mech(CKM_EDDSA), privk, b"pure").unwrap();
     vk.verify_strict(
         b"pure",

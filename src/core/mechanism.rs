@@ -48,6 +48,11 @@ pub enum MechParam {
         iv: [u8; 8],
         data: Vec<u8>,
     },
+    /// `CK_EDDSA_PARAMS`: its presence selects Ed25519ctx / Ed25519ph (Ed448 / Ed448ph).
+    Eddsa {
+        prehash: bool,
+        context: Vec<u8>,
+    },
     /// An object handle (`CKM_CONCATENATE_BASE_AND_KEY`): hsmux's handle, already
     /// translated to the backend's object id by the core.
     Key(u64),

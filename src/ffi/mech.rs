@@ -140,23 +140,13 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
         CKM_EDDSA if !no_param => {
             // PKCS#11 3.0, CKM_EDDSA's scheme table: the parameter's presence alone selects
-            // Ed25519ctx (phFlag false, even with an empty context: RFC 8032's dom2 prefix
-            // is signed) or Ed25519ph; pure Ed25519 is the mechanism without one. Neither
-            // variant is offered, and signing pure Ed25519 here would answer a signature of
-            // another scheme.
+            // Ed25519ctx (phFlag false) or Ed25519ph (Ed448 / Ed448ph on Ed448 keys); pure
+            // Ed25519 is the mechanism without one.
             let e = param::<CK_EDDSA_PARAMS>(m)?;
-            let scheme = if e.phFlag != 0 {
-                "Ed25519ph"
-            } else {
-                "Ed25519ctx"
-            };
-            return Err(Error::logged(
-                CKR_MECHANISM_PARAM_INVALID,
-                format!(
-                    "CKM_EDDSA with a CK_EDDSA_PARAMS asks for {scheme}, which is not offered \
-                     (pure Ed25519 is CKM_EDDSA without a parameter)"
-                ),
-            ));
+            MechParam::Eddsa {
+                prehash: e.phFlag != 0,
+                context: bytes(e.pContextData, e.ulContextDataLen)?,
+            }
         }
         _ if no_param => MechParam::None,
         _ => MechParam::Bytes(bytes(m.pParameter as *const u8, m.ulParameterLen)?),

@@ -454,6 +454,26 @@ pub fn secret(
     k
 }
 
+/// C_DeriveKey of an extractable generic secret of `len` bytes: its value.
+pub fn derive(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mc: &mut CK_MECHANISM,
+    base: CK_OBJECT_HANDLE,
+    len: CK_ULONG,
+) -> Result<Vec<u8>, CK_RV> {
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+        .ulong(CKA_VALUE_LEN, len)
+        .bool(CKA_EXTRACTABLE, true);
+    let mut k = 0;
+    match ck!(m, C_DeriveKey(h, mc, base, t.ptr(), t.len(), &mut k)) {
+        CKR_OK => Ok(get_attr(m, h, k, CKA_VALUE).unwrap()),
+        rv => Err(rv),
+    }
+}
+
 /// The uncompressed point inside CKA_EC_POINT's DER OCTET STRING.
 pub fn ec_point(der: &[u8]) -> Vec<u8> {
     assert_eq!(der[0], 0x04, "CKA_EC_POINT is a DER OCTET STRING");

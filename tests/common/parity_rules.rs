@@ -167,6 +167,9 @@ pub fn rules_scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         ck!(m, C_DigestInit(h, &mut mech_with(CKM_SHA256, &mut junk))),
     );
 
+    // A session of its own: SoftHSM keeps the digest above active (one operation at a time).
+    edwards_and_montgomery(m, open(m, slot, true), &mut r);
+
     // A NUL-terminated C_InitToken label (last: it wipes the token).
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
     let mut label = [0u8; 32];
@@ -182,4 +185,57 @@ pub fn rules_scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
         (ti.label[..6] == *b"nulled" && ti.label[6..].iter().all(|b| *b == b' ')) as u64,
     );
     r
+}
+
+/// CKM_EDDSA with a CK_EDDSA_PARAMS (phFlag 1: Ed25519ph, checked by ed25519-dalek), and
+/// the Ed448 and X25519 key pairs (PKCS#11 3.0 CKM_EDDSA scheme table, CKK_EC_MONTGOMERY).
+fn edwards_and_montgomery(m: &Module, h: CK_SESSION_HANDLE, r: &mut Rec) {
+    let gen = |mt, params: &[u8]| {
+        let mut p = Template::new().bytes(CKA_EC_PARAMS, params);
+        let mut s = Template::new().bool(CKA_SIGN, true).bool(CKA_DERIVE, true);
+        let (mut a, mut b) = (0, 0);
+        let rv = ck!(
+            m,
+            C_GenerateKeyPair(
+                h,
+                &mut mech(mt),
+                p.ptr(),
+                p.len(),
+                s.ptr(),
+                s.len(),
+                &mut a,
+                &mut b
+            )
+        );
+        (rv, a, b)
+    };
+    let (rv, pubk, privk) = gen(CKM_EC_EDWARDS_KEY_PAIR_GEN, ED25519_PARAMS);
+    assert_eq!(rv, CKR_OK, "an Ed25519 key pair");
+    let mut p = CK_EDDSA_PARAMS {
+        phFlag: 1,
+        ulContextDataLen: 0,
+        pContextData: std::ptr::null_mut(),
+    };
+    let got = sign(m, h, mech_with(CKM_EDDSA, &mut p), privk, b"prehashed");
+    r.rv("CKM_EDDSA with phFlag 1 (Ed25519ph)", rv_of(&got));
+    let point = get_attr(m, h, pubk, CKA_EC_POINT).unwrap();
+    let vk =
+        ed25519_dalek::VerifyingKey::from_bytes(&ec_point(&point).try_into().unwrap()).unwrap();
+    let ph_ok = got.ok().is_some_and(|sig| {
+        let mut pre = sha2::Sha512::default();
+        sha2::Digest::update(&mut pre, b"prehashed");
+        ed25519_dalek::Signature::from_slice(&sig)
+            .is_ok_and(|s| vk.verify_prehashed(pre, None, &s).is_ok())
+    });
+    r.val("CKM_EDDSA with phFlag 1 signs Ed25519ph", ph_ok as u64);
+    let ed448 = [0x06, 0x03, 0x2b, 0x65, 0x71];
+    r.rv(
+        "CKM_EC_EDWARDS_KEY_PAIR_GEN on Ed448",
+        gen(CKM_EC_EDWARDS_KEY_PAIR_GEN, &ed448).0,
+    );
+    let x25519 = [0x06, 0x03, 0x2b, 0x65, 0x6e];
+    r.rv(
+        "CKM_EC_MONTGOMERY_KEY_PAIR_GEN on X25519",
+        gen(CKM_EC_MONTGOMERY_KEY_PAIR_GEN, &x25519).0,
+    );
 }

@@ -105,6 +105,14 @@ impl OwnedMechanism {
                 };
                 Some(struct_bytes(&p))
             }
+            MechParam::Eddsa { prehash, context } => {
+                let p = CK_EDDSA_PARAMS {
+                    phFlag: CK_BBOOL::from(*prehash),
+                    ulContextDataLen: context.len() as CK_ULONG,
+                    pContextData: keep(context),
+                };
+                Some(struct_bytes(&p))
+            }
             MechParam::AesCbcData { iv, data } => {
                 let p = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
                     iv: *iv,

@@ -6,33 +6,48 @@ use cryptoki_sys::*;
 use pkcs1::der::{Decode, Encode};
 use zeroize::Zeroizing;
 
-/// The curves the soft token knows.
+/// The curves the soft token knows: NIST curves (CKK_EC), Edwards curves (CKK_EC_EDWARDS)
+/// and Montgomery curves (CKK_EC_MONTGOMERY).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Curve {
     P256,
     P384,
     P521,
     Ed25519,
+    Ed448,
+    X25519,
+    X448,
 }
 
 pub const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 pub const OID_P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 pub const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+// RFC 8410: id-X25519 1.3.101.110, id-X448 1.3.101.111, id-Ed448 1.3.101.113.
+pub const OID_X25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x6e];
+pub const OID_X448: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x6f];
+pub const OID_ED448: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x71];
 
 impl Curve {
-    /// Reads CKA_EC_PARAMS: a DER OID, or the printable-string curve name some consumers use.
+    /// Reads CKA_EC_PARAMS: a DER OID, or the printable-string curve name some consumers
+    /// use (PKCS#11 3.0 §2.3.10 names edwards25519/edwards448 and curve25519/curve448).
     pub fn from_params(p: &[u8]) -> Result<Curve> {
         match p {
             OID_P256 => Ok(Curve::P256),
             OID_P384 => Ok(Curve::P384),
             OID_P521 => Ok(Curve::P521),
             OID_ED25519 => Ok(Curve::Ed25519),
+            OID_ED448 => Ok(Curve::Ed448),
+            OID_X25519 => Ok(Curve::X25519),
+            OID_X448 => Ok(Curve::X448),
             [0x13, n, rest @ ..] if *n as usize == rest.len() => match rest {
                 b"prime256v1" | b"secp256r1" => Ok(Curve::P256),
                 b"secp384r1" => Ok(Curve::P384),
                 b"secp521r1" => Ok(Curve::P521),
                 b"edwards25519" | b"Ed25519" => Ok(Curve::Ed25519),
+                b"edwards448" | b"Ed448" => Ok(Curve::Ed448),
+                b"curve25519" | b"X25519" => Ok(Curve::X25519),
+                b"curve448" | b"X448" => Ok(Curve::X448),
                 _ => Err(Error::logged(
                     CKR_CURVE_NOT_SUPPORTED,
                     "unsupported curve name in CKA_EC_PARAMS",
@@ -40,42 +55,61 @@ impl Curve {
             },
             _ => Err(Error::logged(
                 CKR_CURVE_NOT_SUPPORTED,
-                "unsupported CKA_EC_PARAMS (P-256, P-384, P-521, Ed25519 are supported)",
+                "unsupported CKA_EC_PARAMS (P-256, P-384, P-521, Ed25519, Ed448, X25519, X448 \
+                 are supported)",
             )),
         }
     }
 
     pub fn params(self) -> Vec<u8> {
         match self {
-            Curve::P256 => OID_P256.to_vec(),
-            Curve::P384 => OID_P384.to_vec(),
-            Curve::P521 => OID_P521.to_vec(),
-            Curve::Ed25519 => OID_ED25519.to_vec(),
+            Curve::P256 => OID_P256,
+            Curve::P384 => OID_P384,
+            Curve::P521 => OID_P521,
+            Curve::Ed25519 => OID_ED25519,
+            Curve::Ed448 => OID_ED448,
+            Curve::X25519 => OID_X25519,
+            Curve::X448 => OID_X448,
+        }
+        .to_vec()
+    }
+
+    /// The key type of keys on this curve.
+    pub fn key_type(self) -> CK_KEY_TYPE {
+        match self {
+            Curve::Ed25519 | Curve::Ed448 => CKK_EC_EDWARDS,
+            Curve::X25519 | Curve::X448 => CKK_EC_MONTGOMERY,
+            _ => CKK_EC,
         }
     }
 
-    /// Bytes of a scalar / field element.
+    /// Bytes of a scalar / field element (of the private value for Edwards and Montgomery
+    /// curves: RFC 8032 and RFC 7748 sizes).
     pub fn field_len(self) -> usize {
         match self {
-            Curve::P256 | Curve::Ed25519 => 32,
+            Curve::P256 | Curve::Ed25519 | Curve::X25519 => 32,
             Curve::P384 => 48,
             Curve::P521 => 66,
+            Curve::Ed448 => 57,
+            Curve::X448 => 56,
         }
     }
 
-    /// Length of the public point as the token stores it (uncompressed for NIST curves).
+    /// Length of the public point as the token stores it (uncompressed for NIST curves,
+    /// the RFC 8032 / RFC 7748 encoding otherwise).
     pub fn point_len(self) -> usize {
-        match self {
-            Curve::Ed25519 => 32,
-            c => 1 + 2 * c.field_len(),
+        match self.key_type() {
+            CKK_EC => 1 + 2 * self.field_len(),
+            _ => self.field_len(),
         }
     }
 
     pub fn bits(self) -> CK_ULONG {
         match self {
-            Curve::P256 | Curve::Ed25519 => 256,
+            Curve::P256 | Curve::Ed25519 | Curve::X25519 => 256,
             Curve::P384 => 384,
             Curve::P521 => 521,
+            Curve::Ed448 | Curve::X448 => 448,
         }
     }
 }
@@ -102,7 +136,7 @@ pub fn octet_string(point: &[u8]) -> Vec<u8> {
 /// raw point itself.
 pub fn ec_point(v: &[u8], curve: Curve) -> Result<Vec<u8>> {
     let want = curve.point_len();
-    if v.len() == want && (curve == Curve::Ed25519 || v[0] == 0x04) {
+    if v.len() == want && (curve.key_type() != CKK_EC || v[0] == 0x04) {
         return Ok(v.to_vec());
     }
     let inner = match v {

@@ -2,10 +2,11 @@
 //! object), generating keys, and turning keys into attributes.
 
 use super::der::{self, Curve, RsaParts};
+use super::okp::{self, EdKey};
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use aws_lc_rs::encoding::{AsBigEndian, AsDer};
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _};
 use aws_lc_rs::{agreement, rsa, signature};
 use cryptoki_sys::*;
 use std::sync::OnceLock;
@@ -26,10 +27,19 @@ pub enum Key {
         curve: Curve,
         point: Vec<u8>,
     },
-    EdPrivate {
-        pair: Ed25519KeyPair,
-    },
+    /// Ed25519 and Ed448 private keys.
+    EdPrivate(EdKey),
     EdPublic {
+        curve: Curve,
+        point: Vec<u8>,
+    },
+    /// X25519 and X448 private keys (CKK_EC_MONTGOMERY).
+    XPrivate {
+        curve: Curve,
+        scalar: Zeroizing<Vec<u8>>,
+    },
+    XPublic {
+        curve: Curve,
         point: Vec<u8>,
     },
     RsaPrivate {
@@ -59,6 +69,19 @@ pub fn ecdh_alg(c: Curve) -> &'static agreement::Algorithm {
         Curve::P521 => &agreement::ECDH_P521,
         _ => &agreement::ECDH_P256,
     }
+}
+
+/// The curve of a CKK_EC key: a NIST curve (Edwards and Montgomery curves have their own
+/// key types, CKK_EC_EDWARDS and CKK_EC_MONTGOMERY).
+pub fn nist_curve(params: &[u8]) -> Result<Curve> {
+    let curve = Curve::from_params(params)?;
+    if curve.key_type() != CKK_EC {
+        return Err(Error::logged(
+            CKR_CURVE_NOT_SUPPORTED,
+            format!("{curve:?} is not a curve of CKK_EC keys"),
+        ));
+    }
+    Ok(curve)
 }
 
 fn need<'a>(a: &'a Attrs, ty: CK_ATTRIBUTE_TYPE, what: &str) -> Result<&'a [u8]> {
@@ -96,7 +119,7 @@ impl Key {
                 value: Zeroizing::new(need(a, CKA_VALUE, "CKA_VALUE")?.to_vec()),
             }),
             (CKO_PRIVATE_KEY, CKK_EC) => {
-                let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
+                let curve = nist_curve(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
                 let scalar = Zeroizing::new(left_pad(
                     der::trim(need(a, CKA_VALUE, "CKA_VALUE")?),
                     curve.field_len(),
@@ -117,23 +140,36 @@ impl Key {
                 })
             }
             (CKO_PUBLIC_KEY, CKK_EC) => {
-                let curve = Curve::from_params(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
+                let curve = nist_curve(need(a, CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
                 let point = der::ec_point(need(a, CKA_EC_POINT, "CKA_EC_POINT")?, curve)?;
                 Ok(Key::EcPublic { curve, point })
             }
-            (CKO_PRIVATE_KEY, CKK_EC_EDWARDS) => {
-                let seed = need(a, CKA_VALUE, "CKA_VALUE")?;
-                let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| {
-                    Error::logged(
+            (CKO_PRIVATE_KEY, CKK_EC_EDWARDS | CKK_EC_MONTGOMERY) => {
+                let value = need(a, CKA_VALUE, "CKA_VALUE")?;
+                let curve = okp::curve_of(a.bytes(CKA_EC_PARAMS), value.len(), kt)?;
+                if kt == CKK_EC_EDWARDS {
+                    return Ok(Key::EdPrivate(EdKey::from_value(curve, value)?));
+                }
+                if value.len() != curve.field_len() {
+                    return Err(Error::logged(
                         CKR_ATTRIBUTE_VALUE_INVALID,
-                        "Ed25519 private value must be a 32-byte seed",
-                    )
-                })?;
-                Ok(Key::EdPrivate { pair })
+                        format!("{curve:?} private values are {} bytes", curve.field_len()),
+                    ));
+                }
+                Ok(Key::XPrivate {
+                    curve,
+                    scalar: Zeroizing::new(value.to_vec()),
+                })
             }
-            (CKO_PUBLIC_KEY, CKK_EC_EDWARDS) => {
-                let point = der::ec_point(need(a, CKA_EC_POINT, "CKA_EC_POINT")?, Curve::Ed25519)?;
-                Ok(Key::EdPublic { point })
+            (CKO_PUBLIC_KEY, CKK_EC_EDWARDS | CKK_EC_MONTGOMERY) => {
+                let raw = need(a, CKA_EC_POINT, "CKA_EC_POINT")?;
+                let curve = okp::curve_of(a.bytes(CKA_EC_PARAMS), raw.len(), kt)?;
+                let point = der::ec_point(raw, curve)?;
+                Ok(if kt == CKK_EC_EDWARDS {
+                    Key::EdPublic { curve, point }
+                } else {
+                    Key::XPublic { curve, point }
+                })
             }
             (CKO_PRIVATE_KEY, CKK_RSA) => {
                 let z = |t, w| need(a, t, w).map(|v| Zeroizing::new(der::trim(v).to_vec()));
@@ -178,6 +214,7 @@ impl Key {
             Key::Secret { key_type, .. } => *key_type,
             Key::EcPrivate { .. } | Key::EcPublic { .. } => CKK_EC,
             Key::EdPrivate { .. } | Key::EdPublic { .. } => CKK_EC_EDWARDS,
+            Key::XPrivate { .. } | Key::XPublic { .. } => CKK_EC_MONTGOMERY,
             Key::RsaPrivate { .. } | Key::RsaPublic { .. } => CKK_RSA,
         }
     }
@@ -219,7 +256,7 @@ impl Key {
                     .as_ref()
                     .to_vec(),
             )),
-            Key::EdPrivate { pair } => Ok(Zeroizing::new(
+            Key::EdPrivate(EdKey::Ed25519(pair)) => Ok(Zeroizing::new(
                 pair.to_pkcs8v1()
                     .map_err(|_| err(CKR_GENERAL_ERROR))?
                     .as_ref()
@@ -284,32 +321,20 @@ pub fn generate_rsa(bits: CK_ULONG, exponent: Option<&[u8]>) -> Result<RsaParts>
     RsaParts::from_pkcs1(&inner)
 }
 
-/// Generates an EC or Ed25519 key pair: (private value, public point).
+/// Generates an EC, Edwards or Montgomery key pair: (private value, public point).
 pub fn generate_ec(curve: Curve) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
-    match curve {
-        Curve::Ed25519 => {
-            let pair = Ed25519KeyPair::generate().map_err(|_| err(CKR_FUNCTION_FAILED))?;
-            let seed = pair.seed().map_err(|_| err(CKR_GENERAL_ERROR))?;
-            let seed: aws_lc_rs::encoding::Curve25519SeedBin =
-                seed.as_be_bytes().map_err(|_| err(CKR_GENERAL_ERROR))?;
-            Ok((
-                Zeroizing::new(seed.as_ref().to_vec()),
-                pair.public_key().as_ref().to_vec(),
-            ))
-        }
-        c => {
-            let pair =
-                EcdsaKeyPair::generate(ecdsa_alg(c)).map_err(|_| err(CKR_FUNCTION_FAILED))?;
-            let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair
-                .private_key()
-                .as_be_bytes()
-                .map_err(|_| err(CKR_GENERAL_ERROR))?;
-            Ok((
-                Zeroizing::new(scalar.as_ref().to_vec()),
-                pair.public_key().as_ref().to_vec(),
-            ))
-        }
+    if curve.key_type() != CKK_EC {
+        return okp::generate(curve);
     }
+    let pair = EcdsaKeyPair::generate(ecdsa_alg(curve)).map_err(|_| err(CKR_FUNCTION_FAILED))?;
+    let scalar: aws_lc_rs::encoding::EcPrivateKeyBin = pair
+        .private_key()
+        .as_be_bytes()
+        .map_err(|_| err(CKR_GENERAL_ERROR))?;
+    Ok((
+        Zeroizing::new(scalar.as_ref().to_vec()),
+        pair.public_key().as_ref().to_vec(),
+    ))
 }
 
 /// The lengths CKA_VALUE may have for a secret key type whose length the spec fixes

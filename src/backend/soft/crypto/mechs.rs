@@ -39,9 +39,13 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_ECDH1_DERIVE, info(256, 521, CKF_DERIVE | EC)),
     (
         CKM_EC_EDWARDS_KEY_PAIR_GEN,
-        info(256, 256, CKF_GENERATE_KEY_PAIR | ED),
+        info(256, 448, CKF_GENERATE_KEY_PAIR | ED),
     ),
-    (CKM_EDDSA, info(256, 256, SV | ED)),
+    (CKM_EDDSA, info(256, 448, SV | ED)),
+    (
+        CKM_EC_MONTGOMERY_KEY_PAIR_GEN,
+        info(256, 448, CKF_GENERATE_KEY_PAIR | ED),
+    ),
     (
         CKM_RSA_PKCS_KEY_PAIR_GEN,
         info(2048, 4096, CKF_GENERATE_KEY_PAIR),

@@ -8,9 +8,14 @@
 mod cipher;
 pub(crate) mod der;
 mod des;
+mod ecdh;
+// aws-lc's C API for Ed25519ctx / Ed25519ph, which aws-lc-rs does not wrap.
+#[allow(unsafe_code)]
+mod ed25519_raw;
 mod gcm;
 mod keys;
 mod mechs;
+mod okp;
 // aws-lc's C API, for the one RSA operation aws-lc-rs does not wrap.
 #[allow(unsafe_code)]
 mod rsa_raw;
@@ -121,7 +126,7 @@ pub fn generate_key_pair(
             p.insert(CKA_PUBLIC_EXPONENT, parts.e.clone());
             s = keys::rsa_private_attrs(&parts);
         }
-        CKM_EC_KEY_PAIR_GEN | CKM_EC_EDWARDS_KEY_PAIR_GEN => {
+        CKM_EC_KEY_PAIR_GEN | CKM_EC_EDWARDS_KEY_PAIR_GEN | CKM_EC_MONTGOMERY_KEY_PAIR_GEN => {
             let params = public.bytes(CKA_EC_PARAMS).ok_or_else(|| {
                 Error::logged(
                     CKR_TEMPLATE_INCOMPLETE,
@@ -135,7 +140,12 @@ pub fn generate_key_pair(
                     err(CKR_ATTRIBUTE_VALUE_INVALID)
                 }
             })?;
-            if (curve == Curve::Ed25519) != (mech.mech == CKM_EC_EDWARDS_KEY_PAIR_GEN) {
+            let wanted = match curve.key_type() {
+                CKK_EC_EDWARDS => CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                CKK_EC_MONTGOMERY => CKM_EC_MONTGOMERY_KEY_PAIR_GEN,
+                _ => CKM_EC_KEY_PAIR_GEN,
+            };
+            if wanted != mech.mech {
                 return Err(Error::logged(
                     CKR_TEMPLATE_INCONSISTENT,
                     "curve does not match the key pair mechanism",

@@ -3,6 +3,7 @@
 
 use super::der::{self, Curve};
 use super::keys::Key;
+use super::okp::EdScheme;
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{is_rsa_pss, MechParam, Mechanism, RSA_SIGN};
 use crate::core::op::{Signer, Verifier};
@@ -251,7 +252,7 @@ fn fast_digest_info(input: &[u8]) -> bool {
 #[allow(clippy::large_enum_variant)]
 enum Scheme {
     Ecdsa,
-    Eddsa,
+    Eddsa(EdScheme),
     /// `pss` is the PSS salt length, `None` for PKCS#1 v1.5.
     Rsa {
         pss: Option<u16>,
@@ -351,7 +352,16 @@ fn scheme(mech: &Mechanism, key: &Key, signing: bool) -> Result<Scheme> {
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
         CKM_EDDSA => match (key, signing) {
-            (Key::EdPrivate { .. }, true) | (Key::EdPublic { .. }, false) => Ok(Scheme::Eddsa),
+            (Key::EdPrivate(k), true) => {
+                let s = EdScheme::of(&mech.param)?;
+                s.check(k.curve())?;
+                Ok(Scheme::Eddsa(s))
+            }
+            (Key::EdPublic { curve, .. }, false) => {
+                let s = EdScheme::of(&mech.param)?;
+                s.check(*curve)?;
+                Ok(Scheme::Eddsa(s))
+            }
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         },
         m if RSA_SIGN.contains(&m) => {
@@ -388,7 +398,7 @@ impl Signer for Sign {
         match (&self.scheme, &*self.key) {
             (Scheme::Hmac { len, .. } | Scheme::Cmac { len, .. }, _) => *len,
             (Scheme::Ecdsa, Key::EcPrivate { curve, .. }) => 2 * curve.field_len(),
-            (Scheme::Eddsa, _) => 64,
+            (Scheme::Eddsa(_), Key::EdPrivate(k)) => 2 * k.curve().field_len(),
             (Scheme::Rsa { .. }, k) => k.rsa_len().unwrap_or(0),
             _ => 0,
         }
@@ -415,7 +425,7 @@ impl Signer for Sign {
                     .as_ref()
                     .to_vec())
             }
-            (Scheme::Eddsa, Key::EdPrivate { pair }) => Ok(pair.sign(&input).as_ref().to_vec()),
+            (Scheme::Eddsa(scheme), Key::EdPrivate(k)) => k.sign(scheme, &input),
             (Scheme::Rsa { pss: None }, Key::RsaPrivate { parts, .. })
                 if self.mech.mech == CKM_RSA_PKCS && !fast_digest_info(&input) =>
             {
@@ -508,13 +518,8 @@ impl Verifier for Verify {
                     .verify_digest(&d, sig)
                     .map_err(bad)
             }
-            (Scheme::Eddsa, Key::EdPublic { point }) => {
-                if sig.len() != 64 {
-                    return Err(err(CKR_SIGNATURE_LEN_RANGE));
-                }
-                signature::UnparsedPublicKey::new(&signature::ED25519, point)
-                    .verify(&input, sig)
-                    .map_err(bad)
+            (Scheme::Eddsa(scheme), Key::EdPublic { curve, point }) => {
+                super::okp::verify(*curve, point, scheme, &input, sig)
             }
             (Scheme::Rsa { pss }, Key::RsaPublic { n, pkcs1, .. }) => {
                 if sig.len() != n.len() {

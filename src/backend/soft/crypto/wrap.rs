@@ -6,7 +6,6 @@ use super::keys::{self, Key};
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
-use aws_lc_rs::agreement;
 use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::key_wrap::{self, KeyWrap, KeyWrapPadded};
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
@@ -217,7 +216,7 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
             CKK_RSA
         }
         "1.2.840.10045.2.1" => {
-            let curve = Curve::from_params(params.as_deref().unwrap_or_default())
+            let curve = keys::nist_curve(params.as_deref().unwrap_or_default())
                 .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
             let pair = EcdsaKeyPair::from_pkcs8(keys::ecdsa_alg(curve), der_bytes)
                 .map_err(|_| err(CKR_WRAPPED_KEY_INVALID))?;
@@ -296,7 +295,7 @@ fn encrypt_data(base: &Arc<Key>, m: Mechanism, data: &[u8]) -> Result<Zeroizing<
     Ok(Zeroizing::new(op.oneshot(data)?))
 }
 
-/// C_DeriveKey: ECDH1 (CKD_NULL) on P-256/P-384, and the simple secret-key derivations of
+/// C_DeriveKey: ECDH1 (`ecdh`) on NIST and Montgomery curves, and the simple secret-key derivations of
 /// PKCS#11 §2.43 (concatenation, XOR, extraction) and §2.13 (AES ECB/CBC encrypt data).
 /// `other` is the second key of CKM_CONCATENATE_BASE_AND_KEY.
 pub fn derive(
@@ -309,30 +308,11 @@ pub fn derive(
         (
             CKM_ECDH1_DERIVE,
             MechParam::Ecdh1 {
-                kdf, public_data, ..
+                kdf,
+                shared_data,
+                public_data,
             },
-        ) => {
-            if *kdf != CKD_NULL {
-                return Err(Error::logged(
-                    CKR_MECHANISM_PARAM_INVALID,
-                    "ECDH1: only CKD_NULL is supported",
-                ));
-            }
-            let Key::EcPrivate { curve, scalar, .. } = &**base else {
-                return Err(err(CKR_KEY_TYPE_INCONSISTENT));
-            };
-            let peer =
-                der::ec_point(public_data, *curve).map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
-            let alg = keys::ecdh_alg(*curve);
-            let me = agreement::PrivateKey::from_private_key(alg, scalar)
-                .map_err(|_| err(CKR_GENERAL_ERROR))?;
-            agreement::agree(
-                &me,
-                agreement::UnparsedPublicKey::new(alg, &peer),
-                err(CKR_MECHANISM_PARAM_INVALID),
-                |s| Ok(Zeroizing::new(s.to_vec())),
-            )?
-        }
+        ) => super::ecdh::derive(base, *kdf, shared_data, public_data, template)?,
         (CKM_CONCATENATE_BASE_AND_KEY, MechParam::Key(_)) => {
             let other = other.ok_or_else(|| err(CKR_MECHANISM_PARAM_INVALID))?;
             Zeroizing::new([secret_value(base)?, secret_value(other)?].concat())

@@ -207,7 +207,7 @@ fn rfc6979_signatures_verify() {
 
 #[test]
 fn bad_ec_keys_are_refused() {
-    let mut a = params(&[0x06, 0x03, 0x2b, 0x65, 0x71]); // Ed448: not supported
+    let mut a = params(&[0x06, 0x03, 0x2b, 0x65, 0x71]); // Ed448: a CKK_EC_EDWARDS curve, not CKK_EC's
     a.insert(CKA_EC_POINT, vec![0x04; 57]);
     assert_eq!(
         rv(Key::from_attrs(&object(CKO_PUBLIC_KEY, CKK_EC, a))),
