@@ -19,6 +19,7 @@ mod panic;
 mod reserved;
 mod session;
 pub mod table;
+mod v32;
 
 use crate::core::error::{err, Result};
 use crate::core::out::OutBuf;

@@ -529,6 +529,8 @@ impl SoftToken {
             CKM_RSA_PKCS_KEY_PAIR_GEN | CKM_RSA_X9_31_KEY_PAIR_GEN => CKK_RSA,
             CKM_EC_KEY_PAIR_GEN => CKK_EC,
             CKM_EC_EDWARDS_KEY_PAIR_GEN => CKK_EC_EDWARDS,
+            CKM_ML_DSA_KEY_PAIR_GEN => CKK_ML_DSA,
+            CKM_ML_KEM_KEY_PAIR_GEN => CKK_ML_KEM,
             _ => return Err(err(CKR_MECHANISM_INVALID)),
         })
     }
