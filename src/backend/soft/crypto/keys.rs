@@ -44,14 +44,14 @@ pub enum Key {
         pkcs1: Vec<u8>,
         spki: Vec<u8>,
     },
-    /// ML-DSA (`pqc.rs`): the seed when kept, else the expanded private key.
+    /// ML-DSA (`pqc.rs`): made from the seed when kept, else from the expanded key.
     MlDsaPrivate {
         set: MlDsa,
-        private: Zeroizing<Vec<u8>>,
+        key: super::pqc_raw::MlDsaKey,
     },
     MlDsaPublic {
         set: MlDsa,
-        public: Vec<u8>,
+        key: super::pqc_raw::MlDsaKey,
     },
     MlKemPrivate {
         set: MlKem,

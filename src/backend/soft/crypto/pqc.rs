@@ -249,12 +249,14 @@ pub fn key_from_attrs(a: &Attrs) -> Result<Key> {
                 Some(s) => Zeroizing::new(s.to_vec()),
                 None => Zeroizing::new(value(a, p.private_len, "ML-DSA private key")?.to_vec()),
             };
-            Ok(Key::MlDsaPrivate { set: p, private })
+            let key = pqc_raw::MlDsaKey::private(p.nid, &private)?;
+            Ok(Key::MlDsaPrivate { set: p, key })
         }
         (CKO_PUBLIC_KEY, CKK_ML_DSA) => {
             let p = ml_dsa(set)?;
             let public = value(a, p.public_len, "ML-DSA public key")?.to_vec();
-            Ok(Key::MlDsaPublic { set: p, public })
+            let key = pqc_raw::MlDsaKey::public(p.nid, &public)?;
+            Ok(Key::MlDsaPublic { set: p, key })
         }
         (CKO_PRIVATE_KEY, CKK_ML_KEM) => {
             let p = ml_kem(set)?;
@@ -352,9 +354,7 @@ impl Signer for MlDsaOp {
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         match &*self.key {
-            Key::MlDsaPrivate { set, private } => {
-                pqc_raw::mldsa_sign(set.nid, private, &self.context, data)
-            }
+            Key::MlDsaPrivate { key, .. } => key.sign(&self.context, data),
             _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
         }
     }
@@ -370,13 +370,13 @@ impl Verifier for MlDsaOp {
         Verifier::oneshot(self, &message, signature)
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        let Key::MlDsaPublic { set, public } = &*self.key else {
+        let Key::MlDsaPublic { set, key } = &*self.key else {
             return Err(err(CKR_KEY_TYPE_INCONSISTENT));
         };
         if signature.len() != set.signature_len {
             return Err(err(CKR_SIGNATURE_LEN_RANGE));
         }
-        if pqc_raw::mldsa_verify(set.nid, public, &self.context, data, signature)? {
+        if key.verify(&self.context, data, signature)? {
             Ok(())
         } else {
             Err(err(CKR_SIGNATURE_INVALID))

@@ -131,50 +131,59 @@ fn start(key: &Pkey, context: &[u8], sign: bool) -> Result<MdCtx> {
     }
 }
 
-/// ML-DSA.Sign (FIPS 204, hedged) of `msg` with context string `context`; `private` is
-/// the seed or the expanded private key.
-pub fn mldsa_sign(nid: i32, private: &[u8], context: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
-    // SAFETY: aws-lc reads `private` within its length.
-    let key = Pkey::new(
-        unsafe { sys::EVP_PKEY_pqdsa_new_raw_private_key(nid, private.as_ptr(), private.len()) },
-        "ML-DSA private key rejected",
-    )?;
-    let md = start(&key, context, true)?;
-    let mut n = 0usize;
-    // SAFETY: a NULL signature asks for its length; then `sig` has that many bytes and
-    // `msg` is read within its length.
-    unsafe {
-        if sys::EVP_DigestSign(md.0, null_mut(), &mut n, msg.as_ptr(), msg.len()) != 1 {
-            return Err(err(CKR_FUNCTION_FAILED));
-        }
-        let mut sig = vec![0u8; n];
-        if sys::EVP_DigestSign(md.0, sig.as_mut_ptr(), &mut n, msg.as_ptr(), msg.len()) != 1
-            || n > sig.len()
-        {
-            return Err(err(CKR_FUNCTION_FAILED));
-        }
-        sig.truncate(n);
-        Ok(sig)
-    }
-}
+/// A parsed ML-DSA key, kept with its object so that a signature does not expand the key
+/// again.
+pub struct MlDsaKey(Pkey);
 
-/// ML-DSA.Verify of `sig` over `msg` with `context`: false when it does not verify.
-pub fn mldsa_verify(
-    nid: i32,
-    public: &[u8],
-    context: &[u8],
-    msg: &[u8],
-    sig: &[u8],
-) -> Result<bool> {
-    // SAFETY: aws-lc reads `public` within its length.
-    let key = Pkey::new(
-        unsafe { sys::EVP_PKEY_pqdsa_new_raw_public_key(nid, public.as_ptr(), public.len()) },
-        "ML-DSA public key rejected",
-    )?;
-    let md = start(&key, context, false)?;
-    // SAFETY: both buffers are read within their lengths.
-    Ok(
-        unsafe { sys::EVP_DigestVerify(md.0, sig.as_ptr(), sig.len(), msg.as_ptr(), msg.len()) }
-            == 1,
-    )
+// SAFETY: an EVP_PKEY is not changed after it is made; aws-lc allows concurrent signing and
+// verifying with one key (aws-lc-rs shares its keys across threads the same way).
+unsafe impl Send for MlDsaKey {}
+unsafe impl Sync for MlDsaKey {}
+
+impl MlDsaKey {
+    /// A private key from its seed or expanded form.
+    pub fn private(nid: i32, bytes: &[u8]) -> Result<MlDsaKey> {
+        // SAFETY: aws-lc reads `bytes` within its length.
+        let p =
+            unsafe { sys::EVP_PKEY_pqdsa_new_raw_private_key(nid, bytes.as_ptr(), bytes.len()) };
+        Ok(MlDsaKey(Pkey::new(p, "ML-DSA private key rejected")?))
+    }
+
+    pub fn public(nid: i32, bytes: &[u8]) -> Result<MlDsaKey> {
+        // SAFETY: aws-lc reads `bytes` within its length.
+        let p = unsafe { sys::EVP_PKEY_pqdsa_new_raw_public_key(nid, bytes.as_ptr(), bytes.len()) };
+        Ok(MlDsaKey(Pkey::new(p, "ML-DSA public key rejected")?))
+    }
+
+    /// ML-DSA.Sign (FIPS 204, hedged) of `msg` with context string `context`.
+    pub fn sign(&self, context: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
+        let md = start(&self.0, context, true)?;
+        let mut n = 0usize;
+        // SAFETY: a NULL signature asks for its length; then `sig` has that many bytes and
+        // `msg` is read within its length.
+        unsafe {
+            if sys::EVP_DigestSign(md.0, null_mut(), &mut n, msg.as_ptr(), msg.len()) != 1 {
+                return Err(err(CKR_FUNCTION_FAILED));
+            }
+            let mut sig = vec![0u8; n];
+            if sys::EVP_DigestSign(md.0, sig.as_mut_ptr(), &mut n, msg.as_ptr(), msg.len()) != 1
+                || n > sig.len()
+            {
+                return Err(err(CKR_FUNCTION_FAILED));
+            }
+            sig.truncate(n);
+            Ok(sig)
+        }
+    }
+
+    /// ML-DSA.Verify of `sig` over `msg` with `context`: false when it does not verify.
+    pub fn verify(&self, context: &[u8], msg: &[u8], sig: &[u8]) -> Result<bool> {
+        let md = start(&self.0, context, false)?;
+        // SAFETY: both buffers are read within their lengths.
+        Ok(
+            unsafe {
+                sys::EVP_DigestVerify(md.0, sig.as_ptr(), sig.len(), msg.as_ptr(), msg.len())
+            } == 1,
+        )
+    }
 }
