@@ -5,7 +5,6 @@
 //!
 //! Run: `cargo bench --bench pqc` (after `cargo build --release`).
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, ML_KEM_768};
