@@ -408,7 +408,7 @@ fn generate_pair(
     mut public: Template,
 ) -> CK_RV {
     let mut private = Template::new().bool(CKA_SIGN, true);
-    generate_key_pair(&w.m, h, mt, &mut public, &mut private).0
+    try_keypair(&w.m, h, mt, &mut public, &mut private).0
 }
 
 #[test]

@@ -192,7 +192,8 @@ pub fn shape(ty: CK_ATTRIBUTE_TYPE) -> Option<Shape> {
         | CKA_OTP_COUNTER_REQUIREMENT
         | CKA_OTP_PIN_REQUIREMENT
         | CKA_OTP_SERVICE_LOGO_TYPE
-        | CKA_PROFILE_ID => Shape::Ulong,
+        | CKA_PROFILE_ID
+        | CKA_PARAMETER_SET => Shape::Ulong,
         CKA_START_DATE | CKA_END_DATE => Shape::Date,
         CKA_ALLOWED_MECHANISMS => Shape::UlongArray,
         _ => return None,

@@ -56,6 +56,12 @@ pub enum MechParam {
     /// An object handle (`CKM_CONCATENATE_BASE_AND_KEY`): hsmux's handle, already
     /// translated to the backend's object id by the core.
     Key(u64),
+    /// `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2, `CKM_ML_DSA`): the hedging the caller
+    /// asks for (`CKH_*`) and the FIPS 204 context string (at most 255 bytes).
+    SignContext {
+        hedge: CK_ULONG,
+        context: Vec<u8>,
+    },
 }
 
 /// `CK_RSA_PKCS_OAEP_PARAMS` (the source data is the label when `source` is

@@ -79,6 +79,8 @@ pub struct Session {
     pub digest: Option<Active<dyn Signer>>,
     pub msg_encrypt: Option<MessageState>,
     pub msg_decrypt: Option<MessageState>,
+    /// `C_VerifySignatureInit` (PKCS#11 3.2): the signature is given first, the data after.
+    pub verify_signature: Option<Active<dyn Verifier>>,
 }
 
 /// The operation in `slot`, refusing (and ending) one whose key still waits for its
@@ -115,6 +117,7 @@ impl Session {
             digest: None,
             msg_encrypt: None,
             msg_decrypt: None,
+            verify_signature: None,
         }
     }
 

@@ -119,12 +119,26 @@ pub const RSA_SECRETS: &[CK_ATTRIBUTE_TYPE] = &[
 const RSA_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[CKA_MODULUS, CKA_PUBLIC_EXPONENT];
 const EC_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_EC_POINT];
 const EC_PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[CKA_EC_PARAMS, CKA_VALUE];
+/// PKCS#11 3.2 ML-DSA and ML-KEM keys (`CKA_ENCAPSULATE`/`CKA_DECAPSULATE` are ML-KEM's).
+const PQC_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[CKA_PARAMETER_SET, CKA_VALUE, CKA_ENCAPSULATE];
+const PQC_PRIVATE: &[CK_ATTRIBUTE_TYPE] =
+    &[CKA_PARAMETER_SET, CKA_VALUE, CKA_SEED, CKA_DECAPSULATE];
+
+fn is_pqc(key_type: CK_KEY_TYPE) -> bool {
+    matches!(key_type, CKK_ML_DSA | CKK_ML_KEM)
+}
 
 /// Attributes that hold a key's value: fixed at creation.
 fn is_key_value(ty: CK_ATTRIBUTE_TYPE) -> bool {
     matches!(
         ty,
-        CKA_VALUE | CKA_MODULUS | CKA_PUBLIC_EXPONENT | CKA_EC_PARAMS | CKA_EC_POINT
+        CKA_VALUE
+            | CKA_MODULUS
+            | CKA_PUBLIC_EXPONENT
+            | CKA_EC_PARAMS
+            | CKA_EC_POINT
+            | CKA_PARAMETER_SET
+            | CKA_SEED
     ) || RSA_SECRETS.contains(&ty)
 }
 
@@ -155,9 +169,11 @@ pub fn valid_for(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, ty: CK_ATTRIBUTE
         CKO_CERTIFICATE => &[CERT],
         CKO_PUBLIC_KEY if key_type == CKK_RSA => &[KEY, PUBLIC, RSA_PUBLIC],
         CKO_PUBLIC_KEY if is_ec(key_type) => &[KEY, PUBLIC, EC_PUBLIC],
+        CKO_PUBLIC_KEY if is_pqc(key_type) => &[KEY, PUBLIC, PQC_PUBLIC],
         CKO_PUBLIC_KEY => &[KEY, PUBLIC, &[CKA_VALUE]],
         CKO_PRIVATE_KEY if key_type == CKK_RSA => &[KEY, PRIVATE, RSA_PRIVATE, RSA_SECRETS],
         CKO_PRIVATE_KEY if is_ec(key_type) => &[KEY, PRIVATE, EC_PRIVATE],
+        CKO_PRIVATE_KEY if is_pqc(key_type) => &[KEY, PRIVATE, PQC_PRIVATE],
         CKO_PRIVATE_KEY => &[KEY, PRIVATE, &[CKA_VALUE]],
         CKO_SECRET_KEY => &[KEY, SECRET_USAGE, SECRET],
         _ => &[DATA, CERT, KEY],
@@ -169,7 +185,7 @@ pub fn valid_for(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, ty: CK_ATTRIBUTE
 /// unextractable.
 pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool {
     match class {
-        CKO_PRIVATE_KEY => ty == CKA_VALUE || RSA_SECRETS.contains(&ty),
+        CKO_PRIVATE_KEY => ty == CKA_VALUE || ty == CKA_SEED || RSA_SECRETS.contains(&ty),
         CKO_SECRET_KEY => ty == CKA_VALUE,
         _ => false,
     }
@@ -347,7 +363,7 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
         }
         if matches!(op, Op::Generate | Op::Unwrap | Op::Derive)
             && is_key_value(*ty)
-            && !(*ty == CKA_EC_PARAMS || *ty == CKA_PUBLIC_EXPONENT)
+            && !matches!(*ty, CKA_EC_PARAMS | CKA_PUBLIC_EXPONENT | CKA_PARAMETER_SET)
         {
             return Err(Error::logged(
                 CKR_TEMPLATE_INCONSISTENT,
@@ -362,6 +378,11 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
         ));
     }
     let mut attrs = defaults(class);
+    if key_type == Some(CKK_ML_KEM) {
+        // Like CKA_ENCRYPT/CKA_DECRYPT here, the KEM usage is allowed unless refused.
+        attrs.set_flag(CKA_ENCAPSULATE, class == CKO_PUBLIC_KEY);
+        attrs.set_flag(CKA_DECAPSULATE, class == CKO_PRIVATE_KEY);
+    }
     attrs.extend(fixed.iter().map(|(k, v)| (*k, v.clone())));
     attrs.extend(given);
     if let Some(kt) = key_type {
@@ -485,6 +506,8 @@ pub fn usage_attr(kind: Usage) -> CK_ATTRIBUTE_TYPE {
         Usage::Wrap => CKA_WRAP,
         Usage::Unwrap => CKA_UNWRAP,
         Usage::Derive => CKA_DERIVE,
+        Usage::Encapsulate => CKA_ENCAPSULATE,
+        Usage::Decapsulate => CKA_DECAPSULATE,
     }
 }
 
@@ -497,6 +520,8 @@ pub enum Usage {
     Wrap,
     Unwrap,
     Derive,
+    Encapsulate,
+    Decapsulate,
 }
 
 /// Checks that `attrs` (a key) may be used for `usage` with `mech`:

@@ -199,6 +199,32 @@ pub trait Token: Send + Sync {
     ) -> Result<ObjectId> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
+    /// `C_EncapsulateKey` (3.2): the ciphertext's length, answered before any key is made
+    /// (a length query, a buffer too small).
+    fn encapsulate_len(&self, _ctx: &Ctx, _mech: &Mechanism, _key: ObjectId) -> Result<usize> {
+        Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+    }
+    /// `C_EncapsulateKey` (3.2): the ciphertext and the new secret key made from `template`.
+    fn encapsulate_key(
+        &self,
+        _ctx: &Ctx,
+        _mech: &Mechanism,
+        _key: ObjectId,
+        _template: &[Attr],
+    ) -> Result<(Vec<u8>, ObjectId)> {
+        Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+    }
+    /// `C_DecapsulateKey` (3.2): the secret key recovered from `ciphertext`.
+    fn decapsulate_key(
+        &self,
+        _ctx: &Ctx,
+        _mech: &Mechanism,
+        _key: ObjectId,
+        _ciphertext: &[u8],
+        _template: &[Attr],
+    ) -> Result<ObjectId> {
+        Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+    }
     fn generate_random(&self, out: &mut [u8]) -> Result<()>;
     /// The value of a secret key for `C_DigestKey`, which never leaves the token otherwise;
     /// `CKR_KEY_INDIGESTIBLE` where a backend cannot (a remote key has no value to give).

@@ -148,6 +148,23 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
                 context: bytes(e.pContextData, e.ulContextDataLen)?,
             }
         }
+        CKM_ML_DSA if !no_param => {
+            let c = param::<CK_SIGN_ADDITIONAL_CONTEXT>(m)?;
+            // FIPS 204: a context string of at most 255 bytes; checked before it is read.
+            if c.ulContextLen > 255 {
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    format!(
+                        "CKM_ML_DSA: context of {} bytes (255 at most)",
+                        c.ulContextLen
+                    ),
+                ));
+            }
+            MechParam::SignContext {
+                hedge: c.hedgeVariant,
+                context: bytes(c.pContext, c.ulContextLen)?,
+            }
+        }
         _ if no_param => MechParam::None,
         _ => MechParam::Bytes(bytes(m.pParameter as *const u8, m.ulParameterLen)?),
     };

@@ -20,6 +20,7 @@ mod policy;
 mod reserved;
 mod session;
 pub mod table;
+mod v32;
 
 use crate::core::error::{err, Result};
 use crate::core::out::OutBuf;

@@ -1,6 +1,6 @@
 //! The function tables and interfaces a consumer fetches: `C_GetFunctionList` (2.40) and
 //! `C_GetInterfaceList` / `C_GetInterface` (the "PKCS 11" interface, 3.0 by default, 2.40
-//! too). Every entry is filled; what hsmux cannot do answers with the spec's code.
+//! and 3.2 too). Every entry is filled; what hsmux cannot do answers with the spec's code.
 
 use super::ck_fn;
 use super::exports::*;
@@ -38,34 +38,40 @@ macro_rules! function_list {
 
 pub static FUNCTION_LIST_240: CK_FUNCTION_LIST = function_list!(CK_FUNCTION_LIST, 2, 40);
 
-pub static FUNCTION_LIST_30: CK_FUNCTION_LIST_3_0 = function_list!(
-    CK_FUNCTION_LIST_3_0,
-    3,
-    0,
-    C_GetInterfaceList,
-    C_GetInterface,
-    C_LoginUser,
-    C_SessionCancel,
-    C_MessageEncryptInit,
-    C_EncryptMessage,
-    C_EncryptMessageBegin,
-    C_EncryptMessageNext,
-    C_MessageEncryptFinal,
-    C_MessageDecryptInit,
-    C_DecryptMessage,
-    C_DecryptMessageBegin,
-    C_DecryptMessageNext,
-    C_MessageDecryptFinal,
-    C_MessageSignInit,
-    C_SignMessage,
-    C_SignMessageBegin,
-    C_SignMessageNext,
-    C_MessageSignFinal,
-    C_MessageVerifyInit,
-    C_VerifyMessage,
-    C_VerifyMessageBegin,
-    C_VerifyMessageNext,
-    C_MessageVerifyFinal
+/// A 3.x table: the 2.40 functions, the ones 3.0 added, then `$extra` (what a later
+/// version added), in the spec's order.
+macro_rules! function_list_3 {
+    ($ty:ident, $minor:literal $(, $extra:ident)* $(,)?) => {
+        function_list!(
+            $ty, 3, $minor, C_GetInterfaceList, C_GetInterface, C_LoginUser, C_SessionCancel,
+            C_MessageEncryptInit, C_EncryptMessage, C_EncryptMessageBegin,
+            C_EncryptMessageNext, C_MessageEncryptFinal, C_MessageDecryptInit,
+            C_DecryptMessage, C_DecryptMessageBegin, C_DecryptMessageNext,
+            C_MessageDecryptFinal, C_MessageSignInit, C_SignMessage, C_SignMessageBegin,
+            C_SignMessageNext, C_MessageSignFinal, C_MessageVerifyInit, C_VerifyMessage,
+            C_VerifyMessageBegin, C_VerifyMessageNext, C_MessageVerifyFinal $(, $extra)*
+        )
+    };
+}
+
+pub static FUNCTION_LIST_30: CK_FUNCTION_LIST_3_0 = function_list_3!(CK_FUNCTION_LIST_3_0, 0);
+
+/// The 3.2 table: the 3.0 one, then the functions 3.2 added (`v32.rs`).
+pub static FUNCTION_LIST_32: CK_FUNCTION_LIST_3_2 = function_list_3!(
+    CK_FUNCTION_LIST_3_2,
+    2,
+    C_EncapsulateKey,
+    C_DecapsulateKey,
+    C_VerifySignatureInit,
+    C_VerifySignature,
+    C_VerifySignatureUpdate,
+    C_VerifySignatureFinal,
+    C_GetSessionValidationFlags,
+    C_AsyncComplete,
+    C_AsyncGetID,
+    C_AsyncJoin,
+    C_WrapKeyAuthenticated,
+    C_UnwrapKeyAuthenticated
 );
 
 static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
@@ -77,7 +83,9 @@ struct StaticInterface(CK_INTERFACE);
 // SAFETY: the pointers inside refer to immutable statics.
 unsafe impl Sync for StaticInterface {}
 
-static INTERFACES: [StaticInterface; 2] = [
+/// The 3.0 interface first: it is the default (a NULL version), so that a 3.0 consumer
+/// that takes the first one gets the table it was written for; 3.2 is asked for by version.
+static INTERFACES: [StaticInterface; 3] = [
     StaticInterface(CK_INTERFACE {
         pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
         pFunctionList: &FUNCTION_LIST_30 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
@@ -86,6 +94,11 @@ static INTERFACES: [StaticInterface; 2] = [
     StaticInterface(CK_INTERFACE {
         pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
         pFunctionList: &FUNCTION_LIST_240 as *const CK_FUNCTION_LIST as *mut c_void,
+        flags: 0,
+    }),
+    StaticInterface(CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST_32 as *const CK_FUNCTION_LIST_3_2 as *mut c_void,
         flags: 0,
     }),
 ];
@@ -123,6 +136,7 @@ ck_fn!(interface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut 
         match ((*p_version).major, (*p_version).minor) {
             (3, 0) => &INTERFACES[0],
             (2, 40) => &INTERFACES[1],
+            (3, 2) => &INTERFACES[2],
             _ => return Err(err(CKR_ARGUMENTS_BAD)),
         }
     };

@@ -393,27 +393,8 @@ pub fn decrypt(
 pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
-/// C_GenerateKeyPair with token objects labelled `label` and id `id`.
-pub fn keypair(
-    m: &Module,
-    h: CK_SESSION_HANDLE,
-    mt: CK_MECHANISM_TYPE,
-    mut public: Template,
-    mut private: Template,
-    id: &[u8],
-) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
-    public = public.bytes(CKA_ID, id).bool(CKA_TOKEN, true);
-    private = private
-        .bytes(CKA_ID, id)
-        .bool(CKA_TOKEN, true)
-        .bool(CKA_SENSITIVE, true);
-    let (rv, p, s) = generate_key_pair(m, h, mt, &mut public, &mut private);
-    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
-    (p, s)
-}
-
-/// C_GenerateKeyPair as given: its return value and the two handles.
-pub fn generate_key_pair(
+/// C_GenerateKeyPair with the templates as given: its return value and the two handles.
+pub fn try_keypair(
     m: &Module,
     h: CK_SESSION_HANDLE,
     mt: CK_MECHANISM_TYPE,
@@ -436,6 +417,38 @@ pub fn generate_key_pair(
         )
     );
     (rv, p, s)
+}
+
+/// C_GenerateKeyPair with token objects labelled `label` and id `id`.
+pub fn keypair(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mt: CK_MECHANISM_TYPE,
+    mut public: Template,
+    mut private: Template,
+    id: &[u8],
+) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    public = public.bytes(CKA_ID, id).bool(CKA_TOKEN, true);
+    private = private
+        .bytes(CKA_ID, id)
+        .bool(CKA_TOKEN, true)
+        .bool(CKA_SENSITIVE, true);
+    let (rv, p, s) = try_keypair(m, h, mt, &mut public, &mut private);
+    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair 0x{mt:x}");
+    (p, s)
+}
+
+/// C_CreateObject: the new handle or the return value.
+pub fn try_create(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    mut t: Template,
+) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+    let mut o = 0;
+    match ck!(m, C_CreateObject(h, t.ptr(), t.len(), &mut o)) {
+        CKR_OK => Ok(o),
+        rv => Err(rv),
+    }
 }
 
 pub fn secret(

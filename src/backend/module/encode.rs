@@ -113,6 +113,14 @@ impl OwnedMechanism {
                 };
                 Some(struct_bytes(&p))
             }
+            MechParam::SignContext { hedge, context } => {
+                let p = CK_SIGN_ADDITIONAL_CONTEXT {
+                    hedgeVariant: *hedge,
+                    pContext: keep(context),
+                    ulContextLen: context.len() as CK_ULONG,
+                };
+                Some(struct_bytes(&p))
+            }
             MechParam::AesCbcData { iv, data } => {
                 let p = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
                     iv: *iv,

@@ -10,6 +10,7 @@
 //! cross-process lock (`lock.rs`), after re-reading what it changes.
 
 pub mod crypto;
+mod kem;
 mod lock;
 mod perms;
 pub(crate) mod pin;
@@ -589,13 +590,7 @@ impl Token for SoftToken {
             .object(ctx, base)
             .map_err(|_| err(CKR_KEY_HANDLE_INVALID))?;
         template::check_usage(&bk.attrs, Usage::Derive, mech.mech)?;
-        let fixed = if crate::core::attr::find(tpl, CKA_CLASS).is_none() {
-            Self::fixed(CKO_SECRET_KEY, None)
-        } else {
-            Attrs::new()
-        };
-        let mut attrs = template::new_object(Op::Derive, tpl, &fixed)?;
-        Self::check_access(ctx, &attrs)?;
+        let mut attrs = Self::derived_template(ctx, tpl)?;
         let other = match mech.param {
             crate::core::mechanism::MechParam::Key(id) => {
                 let o = self
@@ -620,6 +615,37 @@ impl Token for SoftToken {
             bk.attrs.flag_or(CKA_NEVER_EXTRACTABLE, false) && !extractable,
         );
         self.insert(ctx, attrs)
+    }
+
+    fn encapsulate_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {
+        let k = self.key_for(ctx, key, Usage::Encapsulate, mech)?;
+        crypto::pqc::ciphertext_len(mech, &k)
+    }
+
+    fn encapsulate_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        tpl: &[Attr],
+    ) -> Result<(Vec<u8>, ObjectId)> {
+        self.kem_key(ctx, mech, (key, Usage::Encapsulate), tpl, |k, a| {
+            crypto::pqc::encapsulate(mech, k, a)
+        })
+    }
+
+    fn decapsulate_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        ciphertext: &[u8],
+        tpl: &[Attr],
+    ) -> Result<ObjectId> {
+        let make = |k: &Key, a: &Attrs| Ok(((), crypto::pqc::decapsulate(mech, k, ciphertext, a)?));
+        Ok(self
+            .kem_key(ctx, mech, (key, Usage::Decapsulate), tpl, make)?
+            .1)
     }
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {

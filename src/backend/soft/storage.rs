@@ -530,6 +530,8 @@ impl SoftToken {
             CKM_EC_KEY_PAIR_GEN => CKK_EC,
             CKM_EC_EDWARDS_KEY_PAIR_GEN => CKK_EC_EDWARDS,
             CKM_EC_MONTGOMERY_KEY_PAIR_GEN => CKK_EC_MONTGOMERY,
+            CKM_ML_DSA_KEY_PAIR_GEN => CKK_ML_DSA,
+            CKM_ML_KEM_KEY_PAIR_GEN => CKK_ML_KEM,
             _ => return Err(err(CKR_MECHANISM_INVALID)),
         })
     }

@@ -180,6 +180,7 @@ pub fn session_cancel(h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         }
         if flags & CKF_VERIFY != 0 {
             s.verify = None;
+            s.verify_signature = None;
         }
         if flags & CKF_DIGEST != 0 {
             s.digest = None;

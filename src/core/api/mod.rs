@@ -7,6 +7,7 @@ pub mod keys;
 pub mod message;
 pub mod object;
 pub mod session;
+pub mod v32;
 
 use crate::core::error::Result;
 use crate::core::instance::{self, Instance};

@@ -3,6 +3,7 @@
 
 use super::der::{self, Curve, RsaParts};
 use super::okp::{self, EdKey};
+use super::pqc::{self, MlDsa, MlKem};
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use aws_lc_rs::encoding::{AsBigEndian, AsDer};
@@ -52,6 +53,23 @@ pub enum Key {
         e: Vec<u8>,
         pkcs1: Vec<u8>,
         spki: Vec<u8>,
+    },
+    /// ML-DSA (`pqc.rs`): made from the seed when kept, else from the expanded key.
+    MlDsaPrivate {
+        set: MlDsa,
+        key: super::pqc_raw::MlDsaKey,
+    },
+    MlDsaPublic {
+        set: MlDsa,
+        key: super::pqc_raw::MlDsaKey,
+    },
+    MlKemPrivate {
+        set: MlKem,
+        key: aws_lc_rs::kem::DecapsulationKey,
+    },
+    MlKemPublic {
+        set: MlKem,
+        key: aws_lc_rs::kem::EncapsulationKey,
     },
 }
 
@@ -114,6 +132,7 @@ impl Key {
             .ulong(CKA_KEY_TYPE)
             .ok_or_else(|| err(CKR_KEY_TYPE_INCONSISTENT))?;
         match (class, kt) {
+            (CKO_PRIVATE_KEY | CKO_PUBLIC_KEY, _) if pqc::is_pqc(kt) => pqc::key_from_attrs(a),
             (CKO_SECRET_KEY, _) => Ok(Key::Secret {
                 key_type: kt,
                 value: Zeroizing::new(need(a, CKA_VALUE, "CKA_VALUE")?.to_vec()),
@@ -216,6 +235,8 @@ impl Key {
             Key::EdPrivate { .. } | Key::EdPublic { .. } => CKK_EC_EDWARDS,
             Key::XPrivate { .. } | Key::XPublic { .. } => CKK_EC_MONTGOMERY,
             Key::RsaPrivate { .. } | Key::RsaPublic { .. } => CKK_RSA,
+            Key::MlDsaPrivate { .. } | Key::MlDsaPublic { .. } => CKK_ML_DSA,
+            Key::MlKemPrivate { .. } | Key::MlKemPublic { .. } => CKK_ML_KEM,
         }
     }
 
@@ -354,6 +375,9 @@ pub fn complete_import(a: &Attrs) -> Result<Attrs> {
     let mut extra = Attrs::new();
     let class = a.ulong(CKA_CLASS).unwrap_or(CKO_DATA);
     let kt = a.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION);
+    if pqc::is_pqc(kt) && class != CKO_SECRET_KEY {
+        return pqc::complete_import(a);
+    }
     let key = Key::from_attrs(a).map_err(|e| {
         if e.rv() == CKR_TEMPLATE_INCOMPLETE {
             e

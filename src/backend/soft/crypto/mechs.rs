@@ -112,4 +112,19 @@ pub static MECHANISMS: &[(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)] = &[
     (CKM_SHA256, info(0, 0, CKF_DIGEST)),
     (CKM_SHA384, info(0, 0, CKF_DIGEST)),
     (CKM_SHA512, info(0, 0, CKF_DIGEST)),
+    // PKCS#11 3.2 post-quantum (pqc.rs). Key sizes are public key lengths in bytes (the 3.2
+    // spec's rule for these mechanisms): ML-DSA-44 to -87, ML-KEM-512 to -1024.
+    (
+        CKM_ML_DSA_KEY_PAIR_GEN,
+        info(1312, 2592, CKF_GENERATE_KEY_PAIR),
+    ),
+    (CKM_ML_DSA, info(1312, 2592, SV)),
+    (
+        CKM_ML_KEM_KEY_PAIR_GEN,
+        info(800, 1568, CKF_GENERATE_KEY_PAIR),
+    ),
+    (
+        CKM_ML_KEM,
+        info(800, 1568, CKF_ENCAPSULATE | CKF_DECAPSULATE),
+    ),
 ];

@@ -16,6 +16,11 @@ mod gcm;
 mod keys;
 mod mechs;
 mod okp;
+pub(crate) mod pqc;
+// aws-lc's C API for what aws-lc-rs does not wrap: ML-DSA with a context string, seeded
+// PQC key generation.
+#[allow(unsafe_code)]
+mod pqc_raw;
 // aws-lc's C API, for the one RSA operation aws-lc-rs does not wrap.
 #[allow(unsafe_code)]
 mod rsa_raw;
@@ -24,13 +29,14 @@ mod wrap;
 
 pub use cipher::{decrypt_init, encrypt_init};
 pub use keys::{complete_import, Key};
-pub use sign::{digest_init, sign_init, verify_init};
+pub use sign::digest_init;
 pub use wrap::{derive, unwrap, wrap};
 
 use self::der::Curve;
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::op::{Signer, Verifier};
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
@@ -49,6 +55,22 @@ fn no_param(mech: &Mechanism) -> Result<()> {
         MechParam::None => Ok(()),
         _ => Err(err(CKR_MECHANISM_PARAM_INVALID)),
     }
+}
+
+/// C_SignInit: ML-DSA (`pqc.rs`) or the classic schemes (`sign.rs`).
+pub fn sign_init(mech: &Mechanism, key: &std::sync::Arc<Key>) -> Result<Box<dyn Signer>> {
+    if mech.mech == CKM_ML_DSA {
+        return pqc::sign_init(mech, key);
+    }
+    sign::sign_init(mech, key)
+}
+
+/// C_VerifyInit: as [`sign_init`].
+pub fn verify_init(mech: &Mechanism, key: &std::sync::Arc<Key>) -> Result<Box<dyn Verifier>> {
+    if mech.mech == CKM_ML_DSA {
+        return pqc::verify_init(mech, key);
+    }
+    sign::verify_init(mech, key)
 }
 
 /// C_GenerateKey: returns the attributes the mechanism sets (CKA_VALUE, CKA_VALUE_LEN).
@@ -109,9 +131,12 @@ pub fn generate_key(mech: &Mechanism, template: &Attrs) -> Result<Attrs> {
 pub fn generate_key_pair(
     mech: &Mechanism,
     public: &Attrs,
-    _private: &Attrs,
+    private: &Attrs,
 ) -> Result<(Attrs, Attrs)> {
     no_param(mech)?;
+    if matches!(mech.mech, CKM_ML_DSA_KEY_PAIR_GEN | CKM_ML_KEM_KEY_PAIR_GEN) {
+        return pqc::generate_key_pair(mech.mech, public, private);
+    }
     let (mut p, mut s) = (Attrs::new(), Attrs::new());
     match mech.mech {
         CKM_RSA_PKCS_KEY_PAIR_GEN => {
