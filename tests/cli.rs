@@ -28,7 +28,18 @@ fn text(o: &Output) -> String {
     )
 }
 
-const VERBS: &[&str] = &["check", "status", "init", "version", "completions"];
+const VERBS: &[&str] = &[
+    "check",
+    "status",
+    "init",
+    "audit",
+    "store",
+    "keys",
+    "key",
+    "sign",
+    "version",
+    "completions",
+];
 
 #[test]
 fn help_lists_every_verb_and_exits_0() {

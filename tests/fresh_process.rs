@@ -41,9 +41,9 @@ fn interfaces(lib: &libloading::Library) {
         "a NULL entry in the 3.0 function list"
     );
     assert_eq!(n, 93, "version + 92 functions in the 3.0 table");
-    // By name and version: 3.0 and 2.40; other versions are not offered.
+    // By name and version: 3.0, 2.40 and 3.2; other versions are not offered.
     let mut name = *b"PKCS 11\0";
-    for (major, minor) in [(3u8, 0u8), (2, 40)] {
+    for (major, minor) in [(3u8, 0u8), (2, 40), (3, 2)] {
         let mut v = CK_VERSION { major, minor };
         let mut p: *mut CK_INTERFACE = std::ptr::null_mut();
         assert_rv!(
@@ -54,7 +54,7 @@ fn interfaces(lib: &libloading::Library) {
         let fl = unsafe { &*((*p).pFunctionList as *const CK_FUNCTION_LIST) };
         assert_eq!((fl.version.major, fl.version.minor), (major, minor));
     }
-    let mut v = CK_VERSION { major: 3, minor: 2 };
+    let mut v = CK_VERSION { major: 3, minor: 1 };
     let mut p: *mut CK_INTERFACE = std::ptr::null_mut();
     assert_ne!(unsafe { get(name.as_mut_ptr(), &mut v, &mut p, 0) }, CKR_OK);
     let mut other = *b"Vendor X\0";
@@ -77,15 +77,15 @@ fn interfaces(lib: &libloading::Library) {
     // The list: count first, then the entries.
     let mut count: CK_ULONG = 0;
     assert_rv!(unsafe { list(std::ptr::null_mut(), &mut count) }, CKR_OK);
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
     let mut small: [CK_INTERFACE; 1] = unsafe { std::mem::zeroed() };
     let mut one: CK_ULONG = 1;
     assert_rv!(
         unsafe { list(small.as_mut_ptr(), &mut one) },
         CKR_BUFFER_TOO_SMALL
     );
-    assert_eq!(one, 2);
-    let mut all: [CK_INTERFACE; 2] = unsafe { std::mem::zeroed() };
+    assert_eq!(one, 3);
+    let mut all: [CK_INTERFACE; 3] = unsafe { std::mem::zeroed() };
     assert_rv!(unsafe { list(all.as_mut_ptr(), &mut count) }, CKR_OK);
     let versions: Vec<(u8, u8)> = all
         .iter()
@@ -94,7 +94,7 @@ fn interfaces(lib: &libloading::Library) {
             (f.version.major, f.version.minor)
         })
         .collect();
-    assert_eq!(versions, vec![(3, 0), (2, 40)]);
+    assert_eq!(versions, vec![(3, 0), (2, 40), (3, 2)]);
 }
 
 /// Every function that needs the library initialized says so.

@@ -45,6 +45,11 @@ const SLOTS: &[(&str, &str, &str)] = &[
         "vault",
         "protection = \"hardware\"\napproved_mechanisms = \"fips\"\nallow = [\"sign\", \"verify\"]",
     ),
+    (
+        "transit-ro",
+        "vault",
+        "protection = \"hardware\"\nread_only = true",
+    ),
 ];
 
 struct World {
@@ -481,7 +486,7 @@ fn fips_refuses_unapproved_mechanisms_parameters_and_sizes() {
 #[test]
 fn read_only_and_allow_on_soft_module_and_transit_slots() {
     let w = world();
-    for label in ["soft-ro", "hsm-fips"] {
+    for label in ["soft-ro", "hsm-fips", "transit-ro"] {
         let s = w.slot[label];
         let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
         assert_rv!(ck!(w.m, C_GetTokenInfo(s, &mut ti)), CKR_OK);
@@ -512,10 +517,21 @@ fn read_only_and_allow_on_soft_module_and_transit_slots() {
             ck!(w.m, C_DestroyObject(h, public)),
             CKR_TOKEN_WRITE_PROTECTED
         );
-        // allow = ["sign", "verify"]: AES is neither.
-        let aes = object(&w.m, h, "aes", CKO_SECRET_KEY);
-        let rv = ck!(w.m, C_DecryptInit(h, &mut mech(CKM_AES_ECB), aes));
-        assert_rv!(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "{label}: decrypt");
+        let mut gen = Template::new()
+            .bytes(CKA_LABEL, b"new")
+            .ulong(CKA_VALUE_LEN, 32);
+        let mut k = 0;
+        let rv = ck!(
+            w.m,
+            C_GenerateKey(h, &mut mech(CKM_AES_KEY_GEN), gen.ptr(), gen.len(), &mut k)
+        );
+        assert_rv!(rv, CKR_TOKEN_WRITE_PROTECTED, "{label}: C_GenerateKey");
+        if label != "transit-ro" {
+            // allow = ["sign", "verify"]: AES is neither.
+            let aes = object(&w.m, h, "aes", CKO_SECRET_KEY);
+            let rv = ck!(w.m, C_DecryptInit(h, &mut mech(CKM_AES_ECB), aes));
+            assert_rv!(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "{label}: decrypt");
+        }
         let ec = object(&w.m, h, "ec", CKO_PRIVATE_KEY);
         let sig = sign(&w.m, h, mech(CKM_ECDSA), ec, MSG).unwrap();
         assert!(p256_verifies(w, h, &sig), "{label}");
