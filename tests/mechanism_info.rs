@@ -43,6 +43,8 @@ enum Keys {
     /// Edwards (Ed25519, Ed448) or Montgomery (X25519, X448) key pairs, by curve bits.
     Edwards,
     Montgomery,
+    /// ML-DSA / ML-KEM key pairs, by parameter set; sizes are the public keys' bytes.
+    ParameterSet,
     /// No key (digests) or no size (derivations from any secret).
     None,
 }
@@ -62,6 +64,7 @@ fn keys_of(mt: CK_MECHANISM_TYPE) -> Keys {
         }
         "CKM_EDDSA" | "CKM_EC_EDWARDS_KEY_PAIR_GEN" => Keys::Edwards,
         "CKM_EC_MONTGOMERY_KEY_PAIR_GEN" => Keys::Montgomery,
+        n if n.starts_with("CKM_ML_DSA") || n.starts_with("CKM_ML_KEM") => Keys::ParameterSet,
         n if n.ends_with("HMAC") || n.ends_with("HMAC_GENERAL") || n.ends_with("KEY_GEN") => {
             Keys::Secret(CKK_GENERIC_SECRET)
         }
@@ -182,7 +185,8 @@ fn make(
                 Template::new().bool(CKA_DERIVE, true),
             )
         }
-        Keys::None => Ok((0, 0)),
+        // Not made here: tests/pqc.rs walks every parameter set.
+        Keys::None | Keys::ParameterSet => Ok((0, 0)),
     }
 }
 
@@ -516,11 +520,14 @@ fn print_mechanism_table() {
         (CKF_WRAP, "wrap"),
         (CKF_UNWRAP, "unwrap"),
         (CKF_DERIVE, "derive"),
+        (CKF_ENCAPSULATE, "encapsulate"),
+        (CKF_DECAPSULATE, "decapsulate"),
     ];
     println!("| mechanism | key sizes | functions |\n|---|---|---|");
     for (mt, info) in list(m, 1) {
         let unit = match keys_of(mt) {
             Keys::Secret(_) => " bytes",
+            Keys::ParameterSet => " bytes (public key)",
             Keys::None => "",
             _ => " bits",
         };
