@@ -183,6 +183,9 @@ pub struct ModuleConfig {
     /// a library that crashes or hangs in `C_Initialize` disables its slot instead of
     /// taking the consumer down.
     pub probe_init: bool,
+    /// The most vendor sessions hsmux keeps open on the token when it pools them (a module
+    /// replica, `cloudhsm`); `None`: the token's `ulMaxSessionCount`, else 64.
+    pub max_sessions: Option<u64>,
     /// How long that probe may take.
     pub timeout_ms: u64,
 }

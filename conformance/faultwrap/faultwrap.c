@@ -5,7 +5,10 @@
  * Configuration (C_Initialize): CK_C_INITIALIZE_ARGS.pReserved is a NUL-terminated string
  *   target=/usr/lib/softhsm/libsofthsm2.so ctl=/path/to/ctlfile
  * (space-separated key=value, values without spaces, both keys optional: target defaults
- * to /usr/lib/softhsm/libsofthsm2.so, no ctl means always "ok"). With pInitArgs or its
+ * to /usr/lib/softhsm/libsofthsm2.so, no ctl means always "ok"). A third optional key,
+ * max_sessions=N, caps the sessions open through this copy: C_OpenSession answers
+ * CKR_SESSION_COUNT without calling the target while N are open (as an HSM partition
+ * does when its session limit is reached). With pInitArgs or its
  * pReserved NULL the same string is read from the environment variable FAULTWRAP_ARGS.
  * The target is dlopened RTLD_NOW|RTLD_LOCAL and initialized with CKF_OS_LOCKING_OK and
  * pReserved NULL; CKR_CRYPTOKI_ALREADY_INITIALIZED from it is accepted (several copies of
@@ -25,8 +28,17 @@
  *   pin:   C_Login returns CKR_PIN_INCORRECT without calling the target and writes the
  *          number of such attempts so far in this process to "<ctl>.logins" (decimal and a
  *          newline, replaced atomically); everything else forwards.
+ *   removed: "sticky gone", a library stuck in a bad state: once a call has seen it, every
+ *          call (C_GetSlotList too) returns CKR_DEVICE_REMOVED, whatever the ctl file says
+ *          later, until this copy is C_Finalize'd and C_Initialize'd again; after that it
+ *          forwards while the ctl file still holds that same "removed" (same mtime), and
+ *          acts on the file again once it is rewritten.
  * Any other word counts as ok, with a line on stderr when it is first seen.
  * C_GetFunctionList, C_Initialize, C_Finalize and C_GetInfo ignore the mode.
+ *
+ * The sessions opened through this copy are tracked: C_Finalize closes those still open
+ * at the target when it does not finalize the target itself (a re-initialised library
+ * has no sessions left, and the target then drops their login too).
  *
  * Slot ids, handles and all data pass through unchanged. Thread-safe: the state is the
  * target's table, the ctl fd and atomics (plus the paths, written only by C_Initialize).
@@ -40,10 +52,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "fw_list.h"
@@ -52,6 +66,9 @@
 #define CKR_DEVICE_ERROR 0x30UL
 #define CKR_DEVICE_REMOVED 0x32UL
 #define CKR_PIN_INCORRECT 0xA0UL
+#define CKR_HOST_MEMORY 0x2UL
+#define CKR_SESSION_COUNT 0xB1UL
+#define CKR_SESSION_HANDLE_INVALID 0xB3UL
 #define CKR_CRYPTOKI_NOT_INITIALIZED 0x190UL
 #define CKR_CRYPTOKI_ALREADY_INITIALIZED 0x191UL
 #define CKF_OS_LOCKING_OK 0x2UL
@@ -67,7 +84,7 @@ typedef struct {
   void *pReserved;
 } fw_init_args;
 
-enum { M_OK, M_ERROR, M_HANG, M_GONE, M_PIN, M_UNKNOWN };
+enum { M_OK, M_ERROR, M_HANG, M_GONE, M_PIN, M_REMOVED, M_UNKNOWN };
 enum { ST_UNINIT, ST_BUSY, ST_READY };
 enum { N_CALLS, N_FORWARDED, N_FAILED, N_HUNG, N_LOGINS, N_MODE_CHANGES, N_COUNTERS };
 
@@ -106,6 +123,7 @@ static int parse_mode(const char *b, ssize_t n, const char **word, size_t *wlen)
   if (IS("hang")) return M_HANG;
   if (IS("gone")) return M_GONE;
   if (IS("pin")) return M_PIN;
+  if (IS("removed")) return M_REMOVED;
 #undef IS
   return M_UNKNOWN;
 }
@@ -179,6 +197,72 @@ static void write_logins(CK_ULONG n) {
   }
 }
 
+/* ---- mode removed (sticky) ----------------------------------------------------------- */
+
+static atomic_int g_removed;           /* a call saw "removed": every call fails until re-init */
+static struct timespec g_removed_excused; /* the ctl's mtime when re-initialised under "removed" */
+
+static int ctl_mtime(struct timespec *t) {
+  struct stat st;
+  if (!g_ctl_path[0] || stat(g_ctl_path, &st) != 0) return -1;
+  *t = st.st_mtim;
+  return 0;
+}
+
+/* The mode to act on given the one the ctl file says. */
+static int removed_filter(int m) {
+  if (atomic_load(&g_removed)) return M_REMOVED;
+  if (m != M_REMOVED) return m;
+  struct timespec now;
+  if ((g_removed_excused.tv_sec | g_removed_excused.tv_nsec) && ctl_mtime(&now) == 0 &&
+      now.tv_sec == g_removed_excused.tv_sec && now.tv_nsec == g_removed_excused.tv_nsec)
+    return M_OK; /* the file this copy was re-initialised under: forward */
+  atomic_store(&g_removed, 1);
+  return M_REMOVED;
+}
+
+/* C_Initialize: the copy starts afresh; when it is initialized again (not the first time),
+ * a ctl still saying "removed" is excused. */
+static void removed_reset(int mode_now) {
+  static int initialized_before; /* written only by C_Initialize */
+  atomic_store(&g_removed, 0);
+  g_removed_excused.tv_sec = g_removed_excused.tv_nsec = 0;
+  int again = initialized_before;
+  initialized_before = 1;
+  if (again && mode_now == M_REMOVED && ctl_mtime(&g_removed_excused) != 0)
+    g_removed_excused.tv_sec = g_removed_excused.tv_nsec = 0;
+}
+
+/* ---- sessions opened through this copy (max_sessions, closed at C_Finalize) ---------- */
+
+static pthread_mutex_t g_sess_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fw_session { CK_ULONG h, slot; } *g_sess;
+static size_t g_nsess, g_sess_room;
+static CK_ULONG g_max_sessions; /* 0: no cap; written only by C_Initialize */
+
+/* Under g_sess_lock. */
+static int sess_add(CK_ULONG h, CK_ULONG slot) {
+  if (g_nsess == g_sess_room) {
+    size_t room = g_sess_room ? g_sess_room * 2 : 64;
+    struct fw_session *p = realloc(g_sess, room * sizeof *p);
+    if (!p) return -1;
+    g_sess = p;
+    g_sess_room = room;
+  }
+  g_sess[g_nsess].h = h;
+  g_sess[g_nsess].slot = slot;
+  g_nsess++;
+  return 0;
+}
+
+/* Under g_sess_lock: forgets session h (all = 0), or every session of slot (all = 1). */
+static void sess_remove(CK_ULONG key, int all) {
+  size_t k = 0;
+  for (size_t i = 0; i < g_nsess; i++)
+    if (all ? g_sess[i].slot != key : g_sess[i].h != key) g_sess[k++] = g_sess[i];
+  g_nsess = k;
+}
+
 /* ---- entering a call ---------------------------------------------------------------- */
 
 /* Functions that ignore the mode: the target's table, or NULL with *rv set. */
@@ -194,7 +278,8 @@ static const struct fw_list *fw_ready(CK_RV *rv) {
 /* Everything else: the mode to act on (a hang waited out), or -1 with *rv set. */
 static int fw_begin(const struct fw_list **t, CK_RV *rv) {
   if (!(*t = fw_ready(rv))) return -1;
-  int m = ctl_mode();
+  if (atomic_load(&g_removed)) return M_REMOVED;
+  int m = removed_filter(ctl_mode());
   if (m == M_HANG) {
     count(N_HUNG);
     do {
@@ -203,7 +288,7 @@ static int fw_begin(const struct fw_list **t, CK_RV *rv) {
         *rv = CKR_CRYPTOKI_NOT_INITIALIZED;
         return -1;
       }
-    } while ((m = ctl_mode()) == M_HANG);
+    } while ((m = removed_filter(ctl_mode())) == M_HANG);
     *t = atomic_load(&g_target);
   }
   return m;
@@ -211,7 +296,9 @@ static int fw_begin(const struct fw_list **t, CK_RV *rv) {
 
 /* The error a mode injects for an ordinary function (CKR_OK: forward). */
 static CK_RV fw_fault(int m) {
-  CK_RV rv = m == M_ERROR ? CKR_DEVICE_ERROR : m == M_GONE ? CKR_DEVICE_REMOVED : CKR_OK;
+  CK_RV rv = m == M_ERROR                  ? CKR_DEVICE_ERROR
+             : m == M_GONE || m == M_REMOVED ? CKR_DEVICE_REMOVED
+                                             : CKR_OK;
   count(rv == CKR_OK ? N_FORWARDED : N_FAILED);
   return rv;
 }
@@ -255,6 +342,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST 
 static int parse_config(const char *s) {
   snprintf(g_target_path, sizeof g_target_path, "%s", FW_DEFAULT_TARGET);
   char ctl[PATH_MAX] = "";
+  g_max_sessions = 0;
   while (s && *s) {
     while (*s == ' ' || *s == '\t' || *s == '\n') s++;
     if (!*s) break;
@@ -263,9 +351,23 @@ static int parse_config(const char *s) {
     char *dst = NULL;
     if (eq && eq - s == 6 && memcmp(s, "target", 6) == 0) dst = g_target_path;
     else if (eq && eq - s == 3 && memcmp(s, "ctl", 3) == 0) dst = ctl;
+    else if (eq && eq - s == 12 && memcmp(s, "max_sessions", 12) == 0) {
+      char *end;
+      unsigned long n = strtoul(eq + 1, &end, 10);
+      if (end != s + len || n == 0) {
+        fprintf(stderr, "faultwrap: bad max_sessions in \"%.*s\" (want a number above 0)\n",
+                (int)len, s);
+        return -1;
+      }
+      g_max_sessions = n;
+      s += len;
+      continue;
+    }
     size_t vlen = eq ? len - (size_t)(eq + 1 - s) : 0;
     if (!dst || vlen == 0 || vlen >= PATH_MAX) {
-      fprintf(stderr, "faultwrap: bad configuration item \"%.*s\" (want target=PATH ctl=PATH)\n",
+      fprintf(stderr,
+              "faultwrap: bad configuration item \"%.*s\" (want target=PATH ctl=PATH "
+              "max_sessions=N)\n",
               (int)len, s);
       return -1;
     }
@@ -330,6 +432,7 @@ static CK_RV fw_C_Initialize(CK_VOID_PTR pInitArgs) {
   if (!atomic_compare_exchange_strong(&g_state, &expect, ST_BUSY))
     return CKR_CRYPTOKI_ALREADY_INITIALIZED;
   CK_RV rv = fw_init_target(config);
+  if (rv == CKR_OK) removed_reset(ctl_mode());
   atomic_store(&g_state, rv == CKR_OK ? ST_READY : ST_UNINIT);
   return rv;
 }
@@ -341,10 +444,17 @@ static CK_RV fw_C_Finalize(CK_VOID_PTR pReserved) {
   if (!atomic_compare_exchange_strong(&g_state, &expect, ST_BUSY))
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   CK_RV rv = CKR_OK;
+  const struct fw_list *t = atomic_load(&g_target);
+  pthread_mutex_lock(&g_sess_lock);
   if (atomic_exchange(&g_owns_target, 0)) {
     count(N_FORWARDED);
-    rv = atomic_load(&g_target)->C_Finalize(NULL);
+    rv = t->C_Finalize(NULL);
+  } else if (t->C_CloseSession) {
+    /* The target lives on for other copies: this copy's sessions end here. */
+    for (size_t i = 0; i < g_nsess; i++) t->C_CloseSession(g_sess[i].h);
   }
+  g_nsess = 0;
+  pthread_mutex_unlock(&g_sess_lock);
   atomic_store(&g_state, ST_UNINIT);
   return rv;
 }
@@ -386,4 +496,56 @@ static CK_RV fw_C_Login(CK_ULONG hSession, CK_ULONG userType, CK_BYTE *pPin, CK_
   if ((rv = fw_fault(m)) != CKR_OK) return rv;
   if (!t->C_Login) return CKR_FUNCTION_NOT_SUPPORTED;
   return t->C_Login(hSession, userType, pPin, ulPinLen);
+}
+
+static CK_RV fw_C_OpenSession(CK_SLOT_ID s, CK_ULONG flags, void *app, fw_notify notify,
+                              CK_ULONG *ph) {
+  const struct fw_list *t;
+  CK_RV rv;
+  int m = fw_begin(&t, &rv);
+  if (m < 0) return rv;
+  if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (!t->C_OpenSession) return CKR_FUNCTION_NOT_SUPPORTED;
+  /* Held across the target's call, so that the cap is exact under concurrent opens. */
+  pthread_mutex_lock(&g_sess_lock);
+  if (g_max_sessions && g_nsess >= g_max_sessions) {
+    pthread_mutex_unlock(&g_sess_lock);
+    count(N_FAILED);
+    return CKR_SESSION_COUNT;
+  }
+  rv = t->C_OpenSession(s, flags, app, notify, ph);
+  if (rv == CKR_OK && ph && sess_add(*ph, s) != 0) {
+    t->C_CloseSession(*ph);
+    rv = CKR_HOST_MEMORY;
+  }
+  pthread_mutex_unlock(&g_sess_lock);
+  return rv;
+}
+
+static CK_RV fw_C_CloseSession(CK_ULONG h) {
+  const struct fw_list *t;
+  CK_RV rv;
+  int m = fw_begin(&t, &rv);
+  if (m < 0) return rv;
+  if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (!t->C_CloseSession) return CKR_FUNCTION_NOT_SUPPORTED;
+  pthread_mutex_lock(&g_sess_lock);
+  rv = t->C_CloseSession(h);
+  if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID) sess_remove(h, 0);
+  pthread_mutex_unlock(&g_sess_lock);
+  return rv;
+}
+
+static CK_RV fw_C_CloseAllSessions(CK_SLOT_ID s) {
+  const struct fw_list *t;
+  CK_RV rv;
+  int m = fw_begin(&t, &rv);
+  if (m < 0) return rv;
+  if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (!t->C_CloseAllSessions) return CKR_FUNCTION_NOT_SUPPORTED;
+  pthread_mutex_lock(&g_sess_lock);
+  rv = t->C_CloseAllSessions(s);
+  if (rv == CKR_OK) sess_remove(s, 1);
+  pthread_mutex_unlock(&g_sess_lock);
+  return rv;
 }

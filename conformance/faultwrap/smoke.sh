@@ -7,6 +7,8 @@
 #   error  -L fails with CKR_DEVICE_ERROR
 #   gone   -L fails with CKR_DEVICE_REMOVED, -T finds no slots
 #   pin    --login fails with CKR_PIN_INCORRECT, <ctl>.logins says 1
+#   removed -L fails with CKR_DEVICE_REMOVED (its stickiness until a re-initialisation, and
+#          max_sessions=N, are tested by tests/session_pool.rs: they need one process)
 #   hang   -L blocks (still running after 1 s), finishes within 2 s once ctl says ok
 #   a deleted ctl file means ok again
 # then replicas_client.c: two copies of the library in one process (pReserved config),
@@ -155,6 +157,9 @@ else
   not_ok "mode pin: $(basename "$CTL").logins" "'$logins'"
 fi
 expect "mode pin: calls other than C_Login forward (-L)" 0 'token label +: r1$' p11 -L
+mode removed
+expect "mode removed: -L fails with CKR_DEVICE_REMOVED" fail 'CKR_DEVICE_REMOVED' p11 -L
+mode ok
 
 # --- hang -------------------------------------------------------------------------------------
 mode hang

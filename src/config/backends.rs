@@ -60,6 +60,7 @@ const MODULE_KEYS: &[&str] = &[
     "pin",
     "init_args",
     "probe_init",
+    "max_sessions",
 ];
 /// The keys of hsmux's own software token.
 const SOFT_KEYS: &[&str] = &["path", "kdf_iterations", "seal"];
@@ -270,12 +271,16 @@ fn module(k: &Keys, here: &Here) -> Result<ModuleConfig, ConfigError> {
             "give exactly one of the keys `token` (label), `serial` or `slot` to choose the vendor's token",
         ));
     }
+    if k.max_sessions == Some(0) {
+        return Err(here.err("key `max_sessions` must be above 0"));
+    }
     Ok(ModuleConfig {
         library: library.get_ref().clone(),
         select: chosen.remove(0),
         pin: k.pin.clone(),
         init_args: k.init_args.clone(),
         probe_init: k.probe_init.unwrap_or(true),
+        max_sessions: k.max_sessions,
         timeout_ms: k.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
     })
 }

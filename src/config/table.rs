@@ -115,6 +115,7 @@ tables! {
         pin: Option<Secret>,
         init_args: Option<String>,
         probe_init: Option<bool>,
+        max_sessions: Option<u64>,
         // every backend
         timeout_ms: Option<u64>,
         // the remote backends (config/remote.rs)

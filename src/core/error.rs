@@ -11,13 +11,28 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     rv: CK_RV,
+    /// The key store is busy (no free session within the deadline), not failing: a
+    /// replica group tries another replica and does not mark this one down.
+    overload: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub const fn new(rv: CK_RV) -> Self {
-        Error { rv }
+        Error {
+            rv,
+            overload: false,
+        }
+    }
+
+    /// `rv` because the key store is busy, not failing (see the field).
+    pub const fn overloaded(rv: CK_RV) -> Self {
+        Error { rv, overload: true }
+    }
+
+    pub const fn is_overload(&self) -> bool {
+        self.overload
     }
 
     /// The return value handed to the consumer.

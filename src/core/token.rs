@@ -64,6 +64,17 @@ pub struct TokenInfo {
     pub utc_time: String,
 }
 
+/// A token's pool of backend sessions (module tokens), for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most sessions open at once (0: not known yet).
+    pub size: usize,
+    pub in_use: usize,
+    /// Borrowers that waited for a free session, and those that gave up at their deadline.
+    pub waits: u64,
+    pub wait_timeouts: u64,
+}
+
 /// One slot's key store. Every method has the meaning of the PKCS#11 function it is named
 /// after; the core has already checked handles, session state and argument shapes.
 /// Methods a backend cannot do keep the default, `CKR_FUNCTION_NOT_SUPPORTED`.
@@ -77,6 +88,17 @@ pub trait Token: Send + Sync {
     /// token info for a vendor token, a read for a remote service.
     fn probe(&self) -> Result<()> {
         self.token_info().map(|_| ())
+    }
+    /// The pool of backend sessions, for a token that keeps one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+    /// Restarts the key store's client after it kept failing (a vendor library's
+    /// `C_Finalize` + `C_Initialize`): `Ok(true)` when done, `Ok(false)` when this token
+    /// has none or it was not done now (the log says why). Sessions and login are then
+    /// gone; the caller logs in again.
+    fn restart(&self) -> Result<bool> {
+        Ok(false)
     }
     /// Does `C_Login` check a PIN here? A remote service authenticates with the slot's
     /// own credentials, so hsmux may log in to it without one (`hsmux check`).

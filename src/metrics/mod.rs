@@ -7,6 +7,7 @@
 //! - `hsmux_replica_up{slot,replica}` gauge, 1/0 (once set)
 //! - `hsmux_failovers_total{slot,from,to}` counter
 //! - `hsmux_sessions{slot}` gauge
+//! - the replicas' pool and re-initialisation figures (`pools.rs`)
 //!
 //! Calls whose slot is unknown (`C_GetInfo`, `C_Initialize`, ...) have `slot="" replica=""`;
 //! replica `""` (index 0) is the slot itself.
@@ -60,6 +61,7 @@ pub mod extra;
 mod functions;
 mod listener;
 mod openmetrics;
+pub mod pools;
 mod registry;
 mod render;
 #[cfg(test)]

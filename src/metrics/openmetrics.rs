@@ -18,6 +18,7 @@
 //! family's descriptors with the next family's).
 
 use super::extra;
+use super::pools;
 use super::registry::{Metrics, BOUNDS_NS};
 use super::render::{help, Series, Snapshot, CALLS, DURATION, FAILOVERS, REPLICA_UP, SESSIONS};
 use prometheus_client::collector::Collector;
@@ -115,6 +116,15 @@ impl Collector for Scrape {
 
         let sessions = m.sessions().map(|(slot, n)| ([("slot", slot)], n as u64));
         family(&mut enc, SESSIONS, help::SESSIONS, Kind::Gauge, sessions)?;
+
+        let figures = m.replica_figures();
+        for (k, (name, counter, help)) in pools::FAMILIES.iter().enumerate() {
+            let samples = figures.iter().filter_map(|(slot, replica, v)| {
+                v[k].map(|v| ([("slot", slot.as_str()), ("replica", replica.as_str())], v))
+            });
+            let kind = if *counter { Kind::Counter } else { Kind::Gauge };
+            family(&mut enc, name, help, kind, samples)?;
+        }
 
         encode_counters(&mut enc, &extra::counters())
     }

@@ -256,6 +256,8 @@ pub struct Metrics {
     /// Serializes `add_replica` (registration only; recording never takes it).
     registration: Mutex<()>,
     sessions: OnceLock<SessionsSource>,
+    /// `(slot, replica, source)` of the replicas' own figures (`pools.rs`).
+    figures: Mutex<Vec<(usize, usize, super::pools::FiguresSource)>>,
 }
 
 /// Threads are spread over stripes round-robin, so that two threads recording the same
@@ -321,6 +323,7 @@ impl Metrics {
             none: Row::new("", stripes),
             registration: Mutex::new(()),
             sessions: OnceLock::new(),
+            figures: Mutex::new(Vec::new()),
         }
     }
 
@@ -434,6 +437,23 @@ impl Metrics {
                 row.failovers.add(to as u64);
             }
         }
+    }
+
+    /// Adds where replica `replica` of `slot` reads its pool and re-initialisation figures.
+    pub fn add_replica_figures(&self, slot: usize, replica: usize, source: super::pools::FiguresSource) {
+        self.figures.lock().push((slot, replica, source));
+    }
+
+    /// Maps `f(slot, replica, read)` over the registered figure sources.
+    pub(crate) fn figure_sources<T>(
+        &self,
+        mut f: impl FnMut(usize, usize, &dyn Fn() -> Option<super::pools::ReplicaFigures>) -> Option<T>,
+    ) -> Vec<T> {
+        self.figures
+            .lock()
+            .iter()
+            .filter_map(|(s, r, read)| f(*s, *r, read))
+            .collect()
     }
 
     /// Sets where `hsmux_sessions{slot}` is read from (once; 0 for every slot without).

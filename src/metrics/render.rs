@@ -180,6 +180,7 @@ fn render(m: &Metrics) -> String {
     for (slot, n) in m.sessions() {
         let _ = writeln!(out, "{SESSIONS}{{slot=\"{slot}\"}} {n}");
     }
+    super::pools::render(m, &mut out);
     super::extra::render(&mut out);
     out
 }

@@ -83,6 +83,12 @@ impl Group {
             ),
             _ => return,
         };
+        if change == Change::Degraded {
+            // Back after being down: its key store may have restarted (or hsmux
+            // re-initialised it) and numbered its objects anew; they are found again.
+            r.ids.clear();
+            r.rev.clear();
+        }
         r.up.store(true, Ordering::SeqCst);
         r.healthy.store(healthy, Ordering::SeqCst);
         self.metrics_up(i, true);
@@ -124,8 +130,37 @@ impl Group {
                 // Down again (a degraded replica stops serving calls, logs it and shows 0 in
                 // `hsmux_replica_up`); a down one backs off further.
                 self.mark_down(i, &format!("probe: {e}"));
+                r.health.lock().probe_failed();
                 false
             }
+        }
+    }
+
+    /// Self-healing: re-initialises replica `i`'s key store client when its health says
+    /// it is time (down, probes failing, never for a refused PIN; `health.rs`), from the
+    /// prober. Its login is gone with it: `logged_in` stays false (it is down) until a
+    /// call logs it in again after its probes re-admit it.
+    pub(super) fn reinit_if_due(&self, i: usize) {
+        let r = &self.replicas[i];
+        if !r.health.lock().reinit_due(Instant::now()) {
+            return;
+        }
+        let outcome = r.token.restart();
+        let (done, what) = match &outcome {
+            Ok(true) => (true, "re-initialised".to_string()),
+            Ok(false) => (false, "not re-initialised (see the log)".to_string()),
+            Err(e) => (false, format!("re-initialisation failed: {e}")),
+        };
+        r.health.lock().reinit_attempted(done, what.clone());
+        if done {
+            r.logged_in.store(false, Ordering::SeqCst);
+            log::warn!(
+                "slot {}: replica {}: its library was re-initialised after failing probes",
+                self.slot,
+                r.name
+            );
+        } else if outcome.is_err() {
+            log::error!("slot {}: replica {}: {what}", self.slot, r.name);
         }
     }
 
@@ -246,6 +281,7 @@ impl Group {
     ) -> Result<T> {
         let mut failed_from: Option<(usize, String)> = None;
         let mut not_here = false;
+        let mut busy = None;
         for pass in 0..2 {
             for &i in order {
                 let r = &self.replicas[i];
@@ -267,6 +303,8 @@ impl Group {
                         return Ok(v);
                     }
                     Ok(Found::NotHere) => not_here = true,
+                    // Busy (no free session in time), not failing: the next replica.
+                    Err(e) if e.is_overload() => busy = Some(e),
                     Err(e) if device_class(e.rv()) => {
                         self.mark_down(i, &format!("{what}: {e}"));
                         failed_from.get_or_insert((i, e.to_string()));
@@ -277,6 +315,9 @@ impl Group {
         }
         if not_here && failed_from.is_none() {
             return Err(err(CKR_OBJECT_HANDLE_INVALID));
+        }
+        if let Some(e) = busy {
+            return Err(e);
         }
         log::error!("slot {}: {what}: no replica could serve it", self.slot);
         Err(err(CKR_DEVICE_ERROR))

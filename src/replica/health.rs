@@ -1,8 +1,9 @@
 //! The health of one replica: healthy, degraded (answering again, not yet re-admitted) or
 //! down, with the back-off of its probes (1 s doubling to `MAX_BACKOFF`), after
-//! nethsm-pkcs11's instance state machine.
+//! nethsm-pkcs11's instance state machine; and when a down replica's key store client is
+//! re-initialised (self-healing: `REINIT_AFTER` failed probes, then at growing intervals).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -10,6 +11,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const PROBES_TO_READMIT: u32 = 2;
 /// How often a healthy replica is probed (to notice one that died while idle).
 pub const HEALTHY_PROBE_EVERY: Duration = Duration::from_secs(5);
+/// Failed probes in a row of a down replica before its client is re-initialised.
+pub const REINIT_AFTER: u32 = 2;
+/// The least time between two re-initialisations of one replica, doubling after each
+/// that did not bring it back, up to `REINIT_MAX_INTERVAL`.
+pub const REINIT_FIRST_INTERVAL: Duration = Duration::from_secs(5);
+pub const REINIT_MAX_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -39,6 +46,14 @@ pub struct Health {
     /// SHA-256 of a configured PIN the replica refused: never tried again (it would lock
     /// the token) until the configured PIN changes.
     pub bad_pin: Option<Vec<u8>>,
+    /// Probes failed in a row (reset by a passed one).
+    failed_probes: u32,
+    /// Re-initialisations: none before this, the interval to the next, how many were
+    /// done, and the last attempt (when, what came of it).
+    reinit_not_before: Instant,
+    reinit_interval: Duration,
+    pub reinits: u64,
+    pub last_reinit: Option<(SystemTime, String)>,
 }
 
 /// What a state change was, for the log and the metrics.
@@ -61,7 +76,41 @@ impl Health {
             next_probe: now + HEALTHY_PROBE_EVERY,
             ok_streak: 0,
             bad_pin: None,
+            failed_probes: 0,
+            reinit_not_before: now,
+            reinit_interval: REINIT_FIRST_INTERVAL,
+            reinits: 0,
+            last_reinit: None,
         }
+    }
+
+    /// A probe failed (after `failed`, which recorded it as a failure).
+    pub fn probe_failed(&mut self) {
+        self.failed_probes = self.failed_probes.saturating_add(1);
+    }
+
+    /// Is it time to re-initialise this replica's client? Down, its probes failing
+    /// `REINIT_AFTER` times in a row, the interval since the last attempt passed, and
+    /// never for a refused PIN (re-initialising would only try it again).
+    pub fn reinit_due(&self, now: Instant) -> bool {
+        self.state == State::Down
+            && self.bad_pin.is_none()
+            && self.failed_probes >= REINIT_AFTER
+            && now >= self.reinit_not_before
+    }
+
+    /// A re-initialisation was attempted (`done`: it was carried out); `what` for
+    /// `hsmux status`. The next is not before the interval, which doubles.
+    pub fn reinit_attempted(&mut self, done: bool, what: String) {
+        let now = Instant::now();
+        if done {
+            self.reinits += 1;
+            // Probe at once: the replica may be back.
+            self.next_probe = now;
+        }
+        self.last_reinit = Some((SystemTime::now(), what));
+        self.reinit_not_before = now + self.reinit_interval;
+        self.reinit_interval = (self.reinit_interval * 2).min(REINIT_MAX_INTERVAL);
     }
 
     pub fn usable(&self) -> bool {
@@ -100,10 +149,12 @@ impl Health {
             }
             _ => {
                 self.ok_streak += 1;
+                self.failed_probes = 0;
                 if self.ok_streak >= PROBES_TO_READMIT {
                     self.state = State::Healthy;
                     self.since = now;
                     self.backoff = FIRST_BACKOFF;
+                    self.reinit_interval = REINIT_FIRST_INTERVAL;
                     self.next_probe = now + HEALTHY_PROBE_EVERY;
                     Change::Readmitted
                 } else {
@@ -156,6 +207,27 @@ mod tests {
         assert!(h.usable());
         assert_eq!(h.probe_ok(), Change::Readmitted);
         assert_eq!(h.state, State::Healthy);
+    }
+
+    #[test]
+    fn reinit_after_two_failed_probes_then_at_doubling_intervals_never_for_a_bad_pin() {
+        let mut h = Health::new();
+        h.failed("device removed");
+        let now = Instant::now();
+        assert!(!h.reinit_due(now));
+        h.probe_failed();
+        assert!(!h.reinit_due(now));
+        h.probe_failed();
+        assert!(h.reinit_due(Instant::now()));
+        h.reinit_attempted(true, "done".into());
+        assert_eq!(h.reinits, 1);
+        assert!(!h.reinit_due(Instant::now()));
+        assert!(h.reinit_due(Instant::now() + REINIT_FIRST_INTERVAL));
+        h.reinit_attempted(false, "not now".into());
+        assert!(!h.reinit_due(Instant::now() + REINIT_FIRST_INTERVAL));
+        assert!(h.reinit_due(Instant::now() + REINIT_FIRST_INTERVAL * 2));
+        h.bad_pin = Some(vec![1]);
+        assert!(!h.reinit_due(Instant::now() + REINIT_MAX_INTERVAL * 2));
     }
 
     #[test]

@@ -31,6 +31,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use zeroize::Zeroizing;
 
+/// A device-class failure of a replica (one that is only busy is not: it stays up).
+fn device_failure(e: &Error) -> bool {
+    device_class(e.rv()) && !e.is_overload()
+}
+
 /// What identifies "the same key" on every replica.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Identity {
@@ -71,6 +76,15 @@ impl Replica {
     pub fn state(&self) -> (State, String, Instant) {
         let h = self.health.lock();
         (h.state, h.cause.clone(), h.since)
+    }
+
+    /// The last re-initialisation of its client attempted by this process (when, what
+    /// came of it) and how many were carried out.
+    pub fn last_reinit(&self) -> Option<(std::time::SystemTime, String, u64)> {
+        let h = self.health.lock();
+        h.last_reinit
+            .as_ref()
+            .map(|(t, what)| (*t, what.clone(), h.reinits))
     }
 }
 
@@ -169,10 +183,25 @@ impl ReplicaGroup {
 
     /// Registers the replicas in the metrics (`hsmux_replica_up` from now on).
     pub fn register_metrics(&self, m: &Arc<crate::metrics::Metrics>, slot: usize) {
-        for r in &self.g.replicas {
+        for (i, r) in self.g.replicas.iter().enumerate() {
             let idx = m.add_replica(slot, &r.name);
             r.metrics_index.store(idx, Ordering::SeqCst);
             m.set_replica_up(slot, idx, r.up.load(Ordering::SeqCst));
+            // Weak: the metrics must not keep the group (which holds them) alive.
+            let g = Arc::downgrade(&self.g);
+            m.add_replica_figures(
+                slot,
+                idx,
+                Box::new(move || {
+                    let g = g.upgrade()?;
+                    let r = g.replicas.get(i)?;
+                    let reinits = r.health.lock().reinits;
+                    Some(crate::metrics::pools::ReplicaFigures {
+                        pool: r.token.pool_stats(),
+                        reinits,
+                    })
+                }),
+            );
         }
         let _ = self.g.metrics.set((m.clone(), slot));
     }
@@ -387,7 +416,7 @@ impl Token for ReplicaGroup {
             }
             match g.ensure_login(i) {
                 Ok(()) => any = true,
-                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_Login: {e}")),
+                Err(e) if device_failure(&e) => g.mark_down(i, &format!("C_Login: {e}")),
                 Err(e) => consumer_pin_refused = Some(e),
             }
         }
@@ -436,7 +465,7 @@ impl Token for ReplicaGroup {
                         }
                     }
                 }
-                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_FindObjects: {e}")),
+                Err(e) if device_failure(&e) => g.mark_down(i, &format!("C_FindObjects: {e}")),
                 Err(e) => return Err(e),
             }
         }
@@ -482,7 +511,7 @@ impl Token for ReplicaGroup {
                 }) {
                 Ok(Found::Yes(())) => done = true,
                 Ok(Found::NotHere) => {}
-                Err(e) if device_class(e.rv()) => {
+                Err(e) if device_failure(&e) => {
                     g.mark_down(i, &format!("C_SetAttributeValue: {e}"))
                 }
                 Err(e) => return Err(e),
@@ -531,7 +560,7 @@ impl Token for ReplicaGroup {
                     g.session_objects.remove(&obj);
                 }
                 Ok(Found::NotHere) => {}
-                Err(e) if device_class(e.rv()) => g.mark_down(i, &format!("C_DestroyObject: {e}")),
+                Err(e) if device_failure(&e) => g.mark_down(i, &format!("C_DestroyObject: {e}")),
                 Err(e) => return Err(e),
             }
         }

@@ -50,8 +50,8 @@ fn run(g: &Group) {
                         r.health.lock().probe_ok();
                     }
                 }
-            } else {
-                g.probe(i);
+            } else if !g.probe(i) {
+                g.reinit_if_due(i);
             }
         }
         std::thread::park_timeout(TICK);

@@ -40,7 +40,10 @@ pub struct Library {
     we_initialized: bool,
     epoch: u64,
     /// What the first slot gave as `init_args` (later slots share the initialized library).
-    init_args: Option<String>,
+    pub(super) init_args: Option<String>,
+    /// Re-initialisation (`reinit.rs`): who uses the library, the gate every vendor call
+    /// of a module token passes, and how many times it was re-initialised.
+    pub(super) users: super::reinit::Users,
 }
 
 // The function tables are immutable C data the vendor keeps for the library's lifetime
@@ -51,7 +54,8 @@ unsafe impl Sync for Library {}
 
 impl Drop for Library {
     fn drop(&mut self) {
-        if self.we_initialized && self.epoch == fork_epoch() {
+        let live = self.users.initialized.load(std::sync::atomic::Ordering::SeqCst);
+        if self.we_initialized && live && self.epoch == fork_epoch() {
             if let Some(f) = self.fl.C_Finalize {
                 // SAFETY: the library is initialized by us and nobody else holds it.
                 let rv = unsafe { f(std::ptr::null_mut()) };
@@ -114,6 +118,7 @@ impl Library {
         {
             Ok(mut lib) => {
                 lib.init_args = init_args.map(str::to_string);
+                lib.users.opened();
                 Arc::new(lib)
             }
             Err(why) => {
@@ -127,6 +132,11 @@ impl Library {
 }
 
 impl Library {
+    /// Did hsmux's `C_Initialize` (in this process, not a parent's) start the library?
+    pub(super) fn we_initialized(&self) -> bool {
+        self.we_initialized && self.epoch == fork_epoch()
+    }
+
     /// `C_WaitForSlotEvent(CKF_DONT_BLOCK)`: the vendor slot with an event, `None` for no
     /// event, or the vendor's error (`CKR_FUNCTION_NOT_SUPPORTED` for most).
     pub fn poll_slot_event(&self) -> Result<Option<CK_SLOT_ID>, CK_RV> {
@@ -158,7 +168,7 @@ impl Library {
     }
 }
 
-fn init_args_for(args: Option<&CString>) -> CK_C_INITIALIZE_ARGS {
+pub(super) fn init_args_for(args: Option<&CString>) -> CK_C_INITIALIZE_ARGS {
     CK_C_INITIALIZE_ARGS {
         CreateMutex: None,
         DestroyMutex: None,
@@ -252,6 +262,7 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
         we_initialized,
         epoch,
         init_args: None,
+        users: super::reinit::Users::default(),
     })
 }
 

@@ -6,5 +6,6 @@
 
 mod encode;
 pub mod library;
+pub mod reinit;
 pub mod token;
 mod worker;

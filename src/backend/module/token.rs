@@ -4,25 +4,30 @@
 //! owned data and runs with a deadline on the replica's worker threads (`worker.rs`), so
 //! that a vendor that hangs costs the consumer at most `timeout` and a failover.
 //!
-//! Object ids are the vendor's handles. Each hsmux session has its own vendor session; a
-//! separate "anchor" session holds the login, which the vendor keeps while any session of
-//! the application is open.
+//! Object ids are the vendor's handles. hsmux's sessions are its own: a vendor session
+//! comes from the token's pool (`token/pool.rs`, `token/sessions.rs`) and is lent to one
+//! only while an operation runs on it, or for one call. The pool's "anchor" session holds
+//! the login, which the vendor keeps for every session of the application.
+//! A re-initialised library (`reinit.rs`) makes all of them void: the token notices the
+//! library's new generation and starts afresh.
 
 use super::encode::{OwnedMechanism, OwnedTemplate};
 use super::library::Library;
+use super::reinit::Registration;
 use super::worker::Workers;
 use crate::config::{ModuleConfig, TokenSelector};
 use crate::core::attr::{Attr, AttrValue};
 use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
-use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::token::{Ctx, Login, ObjectId, PoolStats, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use sessions::Lease;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const UNRESOLVED: u64 = u64::MAX;
 
@@ -43,14 +48,23 @@ pub type Health = Box<dyn Fn() -> Result<()> + Send + Sync>;
 struct Inner {
     name: String,
     lib: std::result::Result<Arc<Library>, String>,
+    /// This token as a user of its library (for re-initialisations).
+    registration: Option<Arc<Registration>>,
     select: TokenSelector,
     vendor_slot: AtomicU64,
+    /// The library generation `vendor_slot` and `anchor` belong to.
+    generation: AtomicU64,
     timeout: Duration,
     workers: Workers,
-    /// hsmux session -> vendor session.
-    sessions: DashMap<CK_SESSION_HANDLE, CK_SESSION_HANDLE>,
-    /// The session the login is made on (opened by the first login).
-    anchor: Mutex<Option<CK_SESSION_HANDLE>>,
+    pool: pool::Pool,
+    /// hsmux session -> the vendor session lent to its running operation.
+    active: DashMap<CK_SESSION_HANDLE, Lease>,
+    /// hsmux sessions open on this token and the session objects each created (destroyed
+    /// when it closes: on the vendor side they belong to a pooled session, not to it).
+    consumers: DashMap<CK_SESSION_HANDLE, Vec<ObjectId>>,
+    /// The session the login is made on (a pool session never given back while it holds
+    /// the login).
+    anchor: Mutex<Option<Lease>>,
 }
 
 /// The vendor library of a call that runs on a worker.
@@ -91,15 +105,22 @@ impl ModuleToken {
                 cfg.library.display()
             );
         }
+        let registration = lib.as_ref().ok().map(|l| Arc::new(l.register(name)));
+        let generation = lib.as_ref().map_or(0, |l| l.generation());
+        let size = cfg.max_sessions.map(|n| n.min(usize::MAX as u64) as usize);
         ModuleToken {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 lib,
+                registration,
                 select: cfg.select.clone(),
                 vendor_slot: AtomicU64::new(UNRESOLVED),
+                generation: AtomicU64::new(generation),
                 timeout: Duration::from_millis(cfg.timeout_ms),
                 workers: Workers::new(name),
-                sessions: DashMap::new(),
+                pool: pool::Pool::new(size),
+                active: DashMap::new(),
+                consumers: DashMap::new(),
                 anchor: Mutex::new(None),
             }),
             health: None,
@@ -123,7 +144,8 @@ impl ModuleToken {
 }
 
 impl Inner {
-    /// Runs `f` on a worker with the call deadline; a timeout is `TIMED_OUT` with a log line.
+    /// Runs `f` on a worker with the call deadline, through the library's gate (no call
+    /// runs while it is re-initialised); a timeout is `TIMED_OUT` with a log line.
     fn run<R: Send + 'static>(
         &self,
         what: &str,
@@ -133,7 +155,12 @@ impl Inner {
             Ok(l) => Lib(l.clone()),
             Err(_) => return Err(err(CKR_DEVICE_REMOVED)),
         };
-        match self.workers.run(self.timeout, move || f(lib)) {
+        let job = move || {
+            let gate = lib.0.clone();
+            let _pass = gate.enter();
+            f(lib)
+        };
+        match self.workers.run(self.timeout, job) {
             Ok(r) => r,
             Err(_) => {
                 log::warn!(
@@ -146,7 +173,31 @@ impl Inner {
         }
     }
 
+    /// The library generation now; state of an older one (slot id, login session) is
+    /// forgotten here, the pool forgets its sessions itself.
+    fn sync(&self) -> u64 {
+        let now = self.lib.as_ref().map_or(0, |l| l.generation());
+        let seen = self.generation.load(Ordering::Acquire);
+        if now != seen
+            && self
+                .generation
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.vendor_slot.store(UNRESOLVED, Ordering::Release);
+            if self.anchor.lock().take().is_some() {
+                self.pool.gone();
+            }
+            log::info!(
+                "replica {}: its library was re-initialised: vendor sessions and login start afresh",
+                self.name
+            );
+        }
+        now
+    }
+
     fn vendor_slot(&self) -> Result<CK_SLOT_ID> {
+        self.sync();
         let v = self.vendor_slot.load(Ordering::Acquire);
         if v != UNRESOLVED {
             return Ok(v);
@@ -159,86 +210,58 @@ impl Inner {
         Ok(found)
     }
 
-    fn open_vendor_session(&self, rw: bool) -> Result<CK_SESSION_HANDLE> {
-        let vs = self.vendor_slot()?;
-        let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
-        self.run("C_OpenSession", move |lib| {
-            let mut h = 0;
-            check(vcall!(
-                lib,
-                C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h)
-            ))?;
-            Ok(h)
-        })
-    }
-
-    /// The vendor session of hsmux session `h` (opened read/write on first need: the
-    /// core has checked the consumer's session flags already).
-    fn session(&self, h: CK_SESSION_HANDLE) -> Result<CK_SESSION_HANDLE> {
-        if let Some(v) = self.sessions.get(&h) {
-            return Ok(*v);
-        }
-        let v = self.open_vendor_session(true)?;
-        self.sessions.insert(h, v);
-        Ok(v)
-    }
-
-    /// Forgets a vendor session that failed (the vendor lost it or hung in it).
-    fn drop_session(&self, h: CK_SESSION_HANDLE) {
-        self.sessions.remove(&h);
-    }
-
-    /// A vendor operation that will never be finished (the core dropped it, or its init
-    /// half failed) would keep the vendor session busy (`CKR_OPERATION_ACTIVE` at the
-    /// next init), and a 2.40 vendor cannot cancel one: the session is replaced. The old
-    /// one is closed on a worker, so that a hung vendor does not hold the caller.
-    fn abandon(&self, h: CK_SESSION_HANDLE, vs: CK_SESSION_HANDLE) {
-        self.sessions.remove_if(&h, |_, v| *v == vs);
-        if let Ok(lib) = &self.lib {
-            let lib = Lib(lib.clone());
-            self.workers.detach(move || {
-                vcall!(lib, C_CloseSession(vs));
-            });
+    /// [`Token::restart`]: re-initialises the library (`reinit.rs` says when it does) on a
+    /// worker, so that a vendor hanging in `C_Finalize` costs the prober one deadline.
+    fn restart(&self) -> Result<bool> {
+        let Some(reg) = self.registration.clone() else {
+            return Ok(false);
+        };
+        let grace = self.timeout;
+        match self.workers.run(self.timeout * 3, move || reg.restart(grace)) {
+            Ok(Ok(super::reinit::Outcome::Done)) => Ok(true),
+            Ok(Ok(super::reinit::Outcome::NotNow(_))) => Ok(false),
+            Ok(Err(rv)) => Err(Error::new(rv)),
+            Err(_) => {
+                log::error!(
+                    "replica {}: re-initialising its library did not end within {} ms",
+                    self.name,
+                    (self.timeout * 3).as_millis()
+                );
+                Err(err(TIMED_OUT))
+            }
         }
     }
 
-    /// Runs an `*Init` on hsmux session `h`'s vendor session; a session left busy by an
-    /// earlier operation is replaced once.
+    /// Runs an `*Init` on a vendor session lent to hsmux session `h` until the operation
+    /// ends; a session left busy by an earlier operation is replaced once.
     fn init<R: Send + 'static>(
         &self,
         what: &str,
         h: CK_SESSION_HANDLE,
         f: impl Fn(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + Sync + Clone + 'static,
-    ) -> Result<(CK_SESSION_HANDLE, R)> {
+    ) -> Result<(Lease, R)> {
         for attempt in 0..2 {
-            let vs = self.session(h)?;
-            let g = f.clone();
+            let lease = self.borrow()?;
+            let (vs, g) = (lease.vs, f.clone());
             match self.run(what, move |lib| g(lib, vs)) {
-                Ok(r) => return Ok((vs, r)),
+                Ok(r) => {
+                    self.active.insert(h, lease);
+                    return Ok((lease, r));
+                }
                 Err(e) if e.rv() == CKR_OPERATION_ACTIVE && attempt == 0 => {
                     log::info!(
                         "replica {}: {what}: a vendor session was still busy; replaced",
                         self.name
                     );
-                    self.abandon(h, vs);
+                    self.discard(lease);
                 }
                 Err(e) => {
-                    note_failure(self, h, &e);
+                    self.finish(lease, Some(&e));
                     return Err(e);
                 }
             }
         }
         Err(err(CKR_OPERATION_ACTIVE))
-    }
-
-    fn anchor(&self) -> Result<CK_SESSION_HANDLE> {
-        let mut a = self.anchor.lock();
-        if let Some(v) = *a {
-            return Ok(v);
-        }
-        let v = self.open_vendor_session(false)?;
-        *a = Some(v);
-        Ok(v)
     }
 }
 
@@ -260,10 +283,26 @@ impl Token for ModuleToken {
     fn probe(&self) -> Result<()> {
         // The library first (cheap, local); then what the key store adds.
         self.token_info()?;
+        if let Some(r) = &self.inner.registration {
+            r.working();
+        }
         match &self.health {
             Some(health) => health(),
             None => Ok(()),
         }
+    }
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let p = &self.inner.pool;
+        let (size, in_use) = p.figures();
+        Some(PoolStats {
+            size,
+            in_use,
+            waits: p.waits.load(Ordering::Relaxed),
+            wait_timeouts: p.timeouts.load(Ordering::Relaxed),
+        })
+    }
+    fn restart(&self) -> Result<bool> {
+        self.inner.restart()
     }
     fn slot_description(&self) -> String {
         format!("hsmux replica {}", self.inner.name)
@@ -326,26 +365,22 @@ impl Token for ModuleToken {
         })
     }
 
-    fn open_session(&self, session: CK_SESSION_HANDLE, rw: bool) -> Result<()> {
-        let v = self.inner.open_vendor_session(rw)?;
-        self.inner.sessions.insert(session, v);
+    fn open_session(&self, session: CK_SESSION_HANDLE, _rw: bool) -> Result<()> {
+        // No vendor session yet (one is lent per operation); the token must be there.
+        self.inner.vendor_slot()?;
+        self.inner.consumers.insert(session, Vec::new());
         Ok(())
     }
 
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
-        if let Some((_, v)) = self.inner.sessions.remove(&session) {
-            let _ = self.inner.run("C_CloseSession", move |lib| {
-                check(vcall!(lib, C_CloseSession(v)))
-            });
-        }
-        Vec::new()
+        self.inner.close_consumer(session)
     }
 
     fn login(&self, who: Login, pin: &[u8]) -> Result<()> {
         let a = self.inner.anchor()?;
         let user = if who == Login::So { CKU_SO } else { CKU_USER };
         let pin = zeroize::Zeroizing::new(pin.to_vec());
-        self.inner.run("C_Login", move |lib| {
+        let r = self.inner.run("C_Login", move |lib| {
             let mut pin = pin;
             match vcall!(
                 lib,
@@ -354,23 +389,26 @@ impl Token for ModuleToken {
                 CKR_OK | CKR_USER_ALREADY_LOGGED_IN => Ok(()),
                 rv => Err(Error::new(rv)),
             }
-        })
+        });
+        if let Err(e) = &r {
+            self.inner.release_anchor(Some(e));
+        }
+        r
     }
 
     fn logout(&self) {
-        let a = self.inner.anchor.lock().take();
-        if let Some(a) = a {
-            let _ = self.inner.run("C_Logout", move |lib| {
-                vcall!(lib, C_Logout(a));
-                check(vcall!(lib, C_CloseSession(a)))
-            });
-        }
+        let Ok(a) = self.inner.anchor.lock().as_ref().map(|l| l.vs).ok_or(()) else {
+            return;
+        };
+        let r = self
+            .inner
+            .run("C_Logout", move |lib| check(vcall!(lib, C_Logout(a))));
+        self.inner.release_anchor(r.as_ref().err());
     }
 
     fn find_objects(&self, ctx: &Ctx, template: &[Attr]) -> Result<Vec<ObjectId>> {
-        let vs = self.inner.session(ctx.session)?;
         let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_FindObjects", move |lib| {
+        self.inner.with_session(ctx.session, "C_FindObjects", move |lib, vs| {
             check(vcall!(lib, C_FindObjectsInit(vs, t.as_ptr(), t.len())))?;
             let mut out = Vec::new();
             let r = loop {
@@ -398,9 +436,8 @@ impl Token for ModuleToken {
         obj: ObjectId,
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
-        let vs = self.inner.session(ctx.session)?;
         let types = types.to_vec();
-        self.inner.run("C_GetAttributeValue", move |lib| {
+        self.inner.with_session(ctx.session, "C_GetAttributeValue", move |lib, vs| {
             let mut out = Vec::with_capacity(types.len());
             // One attribute per call: the vendor's code tells sensitive from absent.
             for ty in types {
@@ -438,9 +475,8 @@ impl Token for ModuleToken {
     }
 
     fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, template: &[Attr]) -> Result<()> {
-        let vs = self.inner.session(ctx.session)?;
         let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_SetAttributeValue", move |lib| {
+        self.inner.with_session(ctx.session, "C_SetAttributeValue", move |lib, vs| {
             check(vcall!(
                 lib,
                 C_SetAttributeValue(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len())
@@ -449,33 +485,53 @@ impl Token for ModuleToken {
     }
 
     fn create_object(&self, ctx: &Ctx, template: &[Attr]) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
         let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_CreateObject", move |lib| {
-            let mut h = 0;
-            check(vcall!(lib, C_CreateObject(vs, t.as_ptr(), t.len(), &mut h)))?;
-            Ok(h as ObjectId)
-        })
+        let h = self
+            .inner
+            .with_session(ctx.session, "C_CreateObject", move |lib, vs| {
+                let mut h = 0;
+                check(vcall!(lib, C_CreateObject(vs, t.as_ptr(), t.len(), &mut h)))?;
+                Ok(h as ObjectId)
+            })?;
+        self.inner.made(ctx.session, token_attr(template), &[h]);
+        Ok(h)
     }
 
     fn copy_object(&self, ctx: &Ctx, obj: ObjectId, template: &[Attr]) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
         let mut t = OwnedTemplate::new(template);
-        self.inner.run("C_CopyObject", move |lib| {
-            let mut h = 0;
-            check(vcall!(
-                lib,
-                C_CopyObject(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len(), &mut h)
-            ))?;
-            Ok(h as ObjectId)
-        })
+        let given = token_attr(template);
+        let (h, token) = self
+            .inner
+            .with_session(ctx.session, "C_CopyObject", move |lib, vs| {
+                let mut h = 0;
+                check(vcall!(
+                    lib,
+                    C_CopyObject(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len(), &mut h)
+                ))?;
+                // A copy is a token object as its source is, unless the template says.
+                let token = given.or_else(|| {
+                    let mut b: CK_BBOOL = 0;
+                    let mut a = CK_ATTRIBUTE {
+                        type_: CKA_TOKEN,
+                        pValue: &mut b as *mut CK_BBOOL as CK_VOID_PTR,
+                        ulValueLen: 1,
+                    };
+                    (vcall!(lib, C_GetAttributeValue(vs, h, &mut a, 1)) == CKR_OK)
+                        .then_some(b != 0)
+                });
+                Ok((h as ObjectId, token))
+            })?;
+        self.inner.made(ctx.session, token, &[h]);
+        Ok(h)
     }
 
     fn destroy_object(&self, ctx: &Ctx, obj: ObjectId) -> Result<()> {
-        let vs = self.inner.session(ctx.session)?;
-        self.inner.run("C_DestroyObject", move |lib| {
-            check(vcall!(lib, C_DestroyObject(vs, obj as CK_OBJECT_HANDLE)))
-        })
+        self.inner
+            .with_session(ctx.session, "C_DestroyObject", move |lib, vs| {
+                check(vcall!(lib, C_DestroyObject(vs, obj as CK_OBJECT_HANDLE)))
+            })?;
+        self.inner.destroyed(obj);
+        Ok(())
     }
 
     fn encrypt_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Cipher>> {
@@ -492,7 +548,7 @@ impl Token for ModuleToken {
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
         let mech = Arc::new(mech.clone());
-        let (vs, ()) = self
+        let (lease, ()) = self
             .inner
             .init("C_VerifyInit", ctx.session, move |lib, vs| {
                 let mut m = OwnedMechanism::new(&mech);
@@ -502,10 +558,7 @@ impl Token for ModuleToken {
                 ))
             })?;
         Ok(Box::new(VendorVerifier {
-            inner: self.inner.clone(),
-            vs,
-            session: ctx.session,
-            done: false,
+            on: OnSession::new(&self.inner, ctx.session, lease),
         }))
     }
 
@@ -526,10 +579,11 @@ impl Token for ModuleToken {
         public: &[Attr],
         private: &[Attr],
     ) -> Result<(ObjectId, ObjectId)> {
-        let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         let (mut tp, mut ts) = (OwnedTemplate::new(public), OwnedTemplate::new(private));
-        self.inner.run("C_GenerateKeyPair", move |lib| {
+        let (p, s) = self
+            .inner
+            .with_session(ctx.session, "C_GenerateKeyPair", move |lib, vs| {
             let (mut p, mut s) = (0, 0);
             check(vcall!(
                 lib,
@@ -545,7 +599,10 @@ impl Token for ModuleToken {
                 )
             ))?;
             Ok((p as ObjectId, s as ObjectId))
-        })
+        })?;
+        self.inner.made(ctx.session, token_attr(public), &[p]);
+        self.inner.made(ctx.session, token_attr(private), &[s]);
+        Ok((p, s))
     }
 
     fn wrap_key(
@@ -555,9 +612,8 @@ impl Token for ModuleToken {
         wrapping: ObjectId,
         key: ObjectId,
     ) -> Result<Vec<u8>> {
-        let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
-        self.inner.run("C_WrapKey", move |lib| {
+        self.inner.with_session(ctx.session, "C_WrapKey", move |lib, vs| {
             two_call(|o, n| {
                 vcall!(
                     lib,
@@ -614,9 +670,9 @@ impl Token for ModuleToken {
     }
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {
-        let a = self.inner.anchor()?;
         let n = out.len();
-        let bytes = self.inner.run("C_GenerateRandom", move |lib| {
+        // No hsmux session is named: any pooled session serves.
+        let bytes = self.inner.with_session(0, "C_GenerateRandom", move |lib, a| {
             let mut b = vec![0u8; n];
             check(vcall!(
                 lib,
@@ -648,14 +704,15 @@ impl ModuleToken {
             + Send
             + 'static,
     ) -> Result<ObjectId> {
-        let vs = self.inner.session(ctx.session)?;
         let mut m = OwnedMechanism::new(mech);
         let mut t = OwnedTemplate::new(template);
-        self.inner.run(what, move |lib| {
+        let h = self.inner.with_session(ctx.session, what, move |lib, vs| {
             let mut h = 0;
             check(call(&lib, vs, m.as_ptr(), &mut t, &mut h))?;
             Ok(h as ObjectId)
-        })
+        })?;
+        self.inner.made(ctx.session, token_attr(template), &[h]);
+        Ok(h)
     }
 
     fn cipher(
@@ -671,7 +728,7 @@ impl ModuleToken {
         } else {
             "C_DecryptInit"
         };
-        let (vs, ()) = self.inner.init(what, ctx.session, move |lib, vs| {
+        let (lease, ()) = self.inner.init(what, ctx.session, move |lib, vs| {
             let mut m = OwnedMechanism::new(&mech);
             let k = key as CK_OBJECT_HANDLE;
             check(if encrypt {
@@ -681,11 +738,8 @@ impl ModuleToken {
             })
         })?;
         Ok(Box::new(VendorCipher {
-            inner: self.inner.clone(),
-            vs,
-            session: ctx.session,
+            on: OnSession::new(&self.inner, ctx.session, lease),
             encrypt,
-            done: false,
         }))
     }
 
@@ -703,7 +757,7 @@ impl ModuleToken {
         } else {
             "C_DigestInit"
         };
-        let (vs, len) = self.inner.init(what, ctx.session, move |lib, vs| {
+        let (lease, len) = self.inner.init(what, ctx.session, move |lib, vs| {
             let mut m = OwnedMechanism::new(&mech);
             match key {
                 Some(k) => check(vcall!(
@@ -734,29 +788,16 @@ impl ModuleToken {
                 }
             })
         })?;
+        let on = OnSession::new(&self.inner, ctx.session, lease);
         let Some(len) = len else {
-            self.inner.abandon(ctx.session, vs);
+            // `on` is dropped unfinished: the vendor session is closed.
             return Err(err(CKR_FUNCTION_FAILED));
         };
         Ok(Box::new(VendorSigner {
-            inner: self.inner.clone(),
-            vs,
-            session: ctx.session,
+            on,
             len,
             digest: key.is_none(),
-            done: false,
         }))
-    }
-}
-
-/// A failed call on a vendor session: a session the vendor no longer knows is forgotten,
-/// so that the next use opens a new one.
-fn note_failure(inner: &Inner, session: CK_SESSION_HANDLE, e: &Error) {
-    if matches!(
-        e.rv(),
-        CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | TIMED_OUT | CKR_DEVICE_REMOVED
-    ) {
-        inner.drop_session(session);
     }
 }
 
@@ -766,6 +807,9 @@ fn device_error(e: &Error) -> bool {
     crate::core::token::device_class(e.rv())
 }
 
-// The vendor operations (after `vcall!`, which they use).
+// The vendor operations and sessions (after `vcall!`, which they use).
 mod ops;
-use ops::{VendorCipher, VendorSigner, VendorVerifier};
+mod pool;
+mod sessions;
+use ops::{OnSession, VendorCipher, VendorSigner, VendorVerifier};
+use sessions::token_attr;

@@ -1,58 +1,90 @@
 //! A vendor token's operations as the core drives them (`core::op`): a cipher, a signer
-//! and a verifier over one vendor session, each call under the replica's deadline, the
-//! vendor's operation abandoned when hsmux drops one it did not end.
+//! and a verifier over the vendor session lent to them (`OnSession`), each call under the
+//! replica's deadline. The session goes back to the pool when the vendor ends the
+//! operation; one that hsmux drops unfinished is closed (a 2.40 vendor cannot cancel it).
 
 use super::*;
 
-pub(super) struct VendorCipher {
-    pub(super) inner: Arc<Inner>,
-    pub(super) vs: CK_SESSION_HANDLE,
-    pub(super) session: CK_SESSION_HANDLE,
-    pub(super) encrypt: bool,
+/// The vendor session an operation runs on, lent by the pool until the operation ends.
+pub(super) struct OnSession {
+    inner: Arc<Inner>,
+    session: CK_SESSION_HANDLE,
+    lease: Lease,
     /// The vendor ended the operation (a single-part call or the final returned).
-    pub(super) done: bool,
+    done: bool,
 }
 
-impl Drop for VendorCipher {
+impl OnSession {
+    pub(super) fn new(inner: &Arc<Inner>, session: CK_SESSION_HANDLE, lease: Lease) -> OnSession {
+        OnSession {
+            inner: inner.clone(),
+            session,
+            lease,
+            done: false,
+        }
+    }
+
+    /// Runs `f` on the session; gives the session back when the vendor ended the
+    /// operation with this call (`final_call`, or any error but a timeout).
+    fn call<R: Send + 'static>(
+        &mut self,
+        what: &str,
+        final_call: bool,
+        f: impl FnOnce(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        if self.done {
+            return Err(err(CKR_OPERATION_NOT_INITIALIZED));
+        }
+        let vs = self.lease.vs;
+        let r = self.inner.run(what, move |lib| f(lib, vs));
+        if ended(&r, final_call) {
+            self.done = true;
+            self.inner
+                .end_operation(self.session, self.lease, r.as_ref().err(), false);
+        }
+        r
+    }
+
+    /// Runs a call that does not change the operation (a length query).
+    fn peek<R: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let vs = self.lease.vs;
+        self.inner.run(what, move |lib| f(lib, vs))
+    }
+}
+
+impl Drop for OnSession {
     fn drop(&mut self) {
         if !self.done {
-            self.inner.abandon(self.session, self.vs);
+            self.inner
+                .end_operation(self.session, self.lease, None, true);
         }
     }
 }
 
-impl Drop for VendorSigner {
-    fn drop(&mut self) {
-        if !self.done {
-            self.inner.abandon(self.session, self.vs);
-        }
-    }
+pub(super) struct VendorCipher {
+    pub(super) on: OnSession,
+    pub(super) encrypt: bool,
 }
 
-impl Drop for VendorVerifier {
-    fn drop(&mut self) {
-        if !self.done {
-            self.inner.abandon(self.session, self.vs);
-        }
-    }
-}
+type CipherCall = fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV;
 
 impl VendorCipher {
     fn call(
-        &self,
+        &mut self,
         what: &str,
         input: Option<Vec<u8>>,
-        f: fn(&Lib, CK_SESSION_HANDLE, bool, &mut [u8], *mut u8, *mut CK_ULONG) -> CK_RV,
+        final_call: bool,
+        f: CipherCall,
     ) -> Result<Vec<u8>> {
-        let (vs, enc) = (self.vs, self.encrypt);
+        let enc = self.encrypt;
         let mut data = input.unwrap_or_default();
-        let r = self.inner.run(what, move |lib| {
+        self.on.call(what, final_call, move |lib, vs| {
             two_call(|o, n| f(&lib, vs, enc, &mut data, o, n))
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        r
+        })
     }
 }
 
@@ -61,10 +93,10 @@ impl VendorCipher {
     /// bound: block ciphers and GCM add at most a block or a tag, RSA gives at most the
     /// modulus (up to 8192 bits).
     fn query(&self, input_len: Option<usize>, update: bool) -> usize {
-        let (vs, enc) = (self.vs, self.encrypt);
+        let enc = self.encrypt;
         let bound = input_len.unwrap_or(0) + 1024;
-        self.inner
-            .run("length query", move |lib| {
+        self.on
+            .peek("length query", move |lib, vs| {
                 let mut d = vec![0u8; input_len.unwrap_or(0)];
                 let (p, l) = (d.as_mut_ptr(), d.len() as CK_ULONG);
                 let mut n: CK_ULONG = 0;
@@ -94,7 +126,7 @@ impl Cipher for VendorCipher {
         } else {
             "C_Decrypt"
         };
-        let r = self.call(what, Some(input.to_vec()), |lib, vs, enc, d, o, n| {
+        self.call(what, Some(input.to_vec()), true, |lib, vs, enc, d, o, n| {
             if enc {
                 vcall!(
                     lib,
@@ -106,17 +138,16 @@ impl Cipher for VendorCipher {
                     C_Decrypt(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n)
                 )
             }
-        });
-        self.done = ended(&r, true);
-        r
+        })
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.query(Some(input_len), true)
     }
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        let r = self.call(
+        self.call(
             "C_EncryptUpdate",
             Some(input.to_vec()),
+            false,
             |lib, vs, enc, d, o, n| {
                 if enc {
                     vcall!(
@@ -130,33 +161,26 @@ impl Cipher for VendorCipher {
                     )
                 }
             },
-        );
-        self.done = ended(&r, false);
-        r
+        )
     }
     fn final_len(&self) -> usize {
         self.query(None, false)
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
-        let r = self.call("C_EncryptFinal", None, |lib, vs, enc, _, o, n| {
+        self.call("C_EncryptFinal", None, true, |lib, vs, enc, _, o, n| {
             if enc {
                 vcall!(lib, C_EncryptFinal(vs, o, n))
             } else {
                 vcall!(lib, C_DecryptFinal(vs, o, n))
             }
-        });
-        self.done = ended(&r, true);
-        r
+        })
     }
 }
 
 pub(super) struct VendorSigner {
-    pub(super) inner: Arc<Inner>,
-    pub(super) vs: CK_SESSION_HANDLE,
-    pub(super) session: CK_SESSION_HANDLE,
+    pub(super) on: OnSession,
     pub(super) len: usize,
     pub(super) digest: bool,
-    pub(super) done: bool,
 }
 
 impl Signer for VendorSigner {
@@ -164,24 +188,19 @@ impl Signer for VendorSigner {
         self.len
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        let (vs, digest) = (self.vs, self.digest);
+        let digest = self.digest;
         let mut d = data.to_vec();
-        let r = self.inner.run("C_SignUpdate", move |lib| {
+        self.on.call("C_SignUpdate", false, move |lib, vs| {
             check(if digest {
                 vcall!(lib, C_DigestUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG))
             } else {
                 vcall!(lib, C_SignUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG))
             })
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, false);
-        r
+        })
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
-        let (vs, digest) = (self.vs, self.digest);
-        let r = self.inner.run("C_SignFinal", move |lib| {
+        let digest = self.digest;
+        self.on.call("C_SignFinal", true, move |lib, vs| {
             two_call(|o, n| {
                 if digest {
                     vcall!(lib, C_DigestFinal(vs, o, n))
@@ -189,17 +208,12 @@ impl Signer for VendorSigner {
                     vcall!(lib, C_SignFinal(vs, o, n))
                 }
             })
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, true);
-        r
+        })
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        let (vs, digest) = (self.vs, self.digest);
+        let digest = self.digest;
         let mut d = data.to_vec();
-        let r = self.inner.run("C_Sign", move |lib| {
+        self.on.call("C_Sign", true, move |lib, vs| {
             two_call(|o, n| {
                 if digest {
                     vcall!(lib, C_Digest(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
@@ -207,57 +221,36 @@ impl Signer for VendorSigner {
                     vcall!(lib, C_Sign(vs, d.as_mut_ptr(), d.len() as CK_ULONG, o, n))
                 }
             })
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, true);
-        r
+        })
     }
 }
 
 pub(super) struct VendorVerifier {
-    pub(super) inner: Arc<Inner>,
-    pub(super) vs: CK_SESSION_HANDLE,
-    pub(super) session: CK_SESSION_HANDLE,
-    pub(super) done: bool,
+    pub(super) on: OnSession,
 }
 
 impl Verifier for VendorVerifier {
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        let vs = self.vs;
         let mut d = data.to_vec();
-        let r = self.inner.run("C_VerifyUpdate", move |lib| {
+        self.on.call("C_VerifyUpdate", false, move |lib, vs| {
             check(vcall!(
                 lib,
                 C_VerifyUpdate(vs, d.as_mut_ptr(), d.len() as CK_ULONG)
             ))
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, false);
-        r
+        })
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        let vs = self.vs;
         let mut s = signature.to_vec();
-        let r = self.inner.run("C_VerifyFinal", move |lib| {
+        self.on.call("C_VerifyFinal", true, move |lib, vs| {
             check(vcall!(
                 lib,
                 C_VerifyFinal(vs, s.as_mut_ptr(), s.len() as CK_ULONG)
             ))
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, true);
-        r
+        })
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        let vs = self.vs;
         let (mut d, mut s) = (data.to_vec(), signature.to_vec());
-        let r = self.inner.run("C_Verify", move |lib| {
+        self.on.call("C_Verify", true, move |lib, vs| {
             check(vcall!(
                 lib,
                 C_Verify(
@@ -268,12 +261,7 @@ impl Verifier for VendorVerifier {
                     s.len() as CK_ULONG
                 )
             ))
-        });
-        if let Err(e) = &r {
-            note_failure(&self.inner, self.session, e);
-        }
-        self.done = ended(&r, true);
-        r
+        })
     }
 }
 
