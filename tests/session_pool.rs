@@ -153,8 +153,17 @@ fn setup() -> &'static Setup {
     })
 }
 
-fn find_one(m: &Module, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, id: &[u8]) -> CK_OBJECT_HANDLE {
-    let found = find(m, h, &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_ID, id));
+fn find_one(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    class: CK_OBJECT_CLASS,
+    id: &[u8],
+) -> CK_OBJECT_HANDLE {
+    let found = find(
+        m,
+        h,
+        &mut Template::new().ulong(CKA_CLASS, class).bytes(CKA_ID, id),
+    );
     assert_eq!(found.len(), 1, "one object {}", String::from_utf8_lossy(id));
     found[0]
 }
@@ -205,7 +214,11 @@ fn value(text: &str, name: &str, slot: &str, replica: &str) -> Option<f64> {
 fn user_session(s: &Setup, label: &str) -> CK_SESSION_HANDLE {
     let h = open(&s.m, slot_labelled(&s.m, label, true), true);
     let rv = login(&s.m, h, CKU_USER, PIN);
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "{}",
+        rv_name(rv)
+    );
     h
 }
 
@@ -229,7 +242,10 @@ fn ten_thousand_sessions_sign_through_a_replica_capped_at_16_sessions() {
         assert_rv!(ck!(m, C_SignInit(h, &mut mc, hmac)), CKR_OK);
         let part = format!("held {i}");
         assert_rv!(
-            ck!(m, C_SignUpdate(h, part.as_ptr() as *mut _, part.len() as CK_ULONG)),
+            ck!(
+                m,
+                C_SignUpdate(h, part.as_ptr() as *mut _, part.len() as CK_ULONG)
+            ),
             CKR_OK
         );
     }
@@ -263,16 +279,33 @@ fn ten_thousand_sessions_sign_through_a_replica_capped_at_16_sessions() {
         let mut out = [0u8; 32];
         let mut len: CK_ULONG = 32;
         assert_rv!(ck!(m, C_SignFinal(h, out.as_mut_ptr(), &mut len)), CKR_OK);
-        assert_eq!(&out[..len as usize], hmac_of(format!("held {i}").as_bytes()));
+        assert_eq!(
+            &out[..len as usize],
+            hmac_of(format!("held {i}").as_bytes())
+        );
     }
     let text = scrape(s.port);
-    assert_eq!(value(&text, "hsmux_replica_pool_sessions", "pool", "p"), Some(16.0), "{text}");
+    assert_eq!(
+        value(&text, "hsmux_replica_pool_sessions", "pool", "p"),
+        Some(16.0),
+        "{text}"
+    );
     let waits = value(&text, "hsmux_replica_pool_waits_total", "pool", "p").unwrap_or(0.0);
     assert!(waits > 0.0, "signers waited for a vendor session:\n{text}");
-    assert_eq!(value(&text, "hsmux_replica_pool_wait_timeouts_total", "pool", "p"), Some(0.0));
+    assert_eq!(
+        value(&text, "hsmux_replica_pool_wait_timeouts_total", "pool", "p"),
+        Some(0.0)
+    );
     // Only the login's session is lent now.
-    assert_eq!(value(&text, "hsmux_replica_pool_in_use", "pool", "p"), Some(1.0), "{text}");
-    println!("{} ECDSA signatures over 10,000 sessions, {waits} waits for one of 16 vendor sessions", sessions.len() - 12);
+    assert_eq!(
+        value(&text, "hsmux_replica_pool_in_use", "pool", "p"),
+        Some(1.0),
+        "{text}"
+    );
+    println!(
+        "{} ECDSA signatures over 10,000 sessions, {waits} waits for one of 16 vendor sessions",
+        sessions.len() - 12
+    );
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
 }
 
@@ -290,12 +323,11 @@ fn a_library_stuck_answering_device_removed_is_reinitialised_and_serves_again() 
     // ends it. (The file is left saying "removed": the wrapper forwards again after its
     // C_Finalize + C_Initialize.)
     let t = Instant::now();
-    let mut last = String::new();
     loop {
-        match ecdsa(s, h, ec, b"after") {
+        let last = match ecdsa(s, h, ec, b"after") {
             Ok(()) => break,
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "the replica did not come back on its own within 60 s: {last}"
@@ -305,7 +337,11 @@ fn a_library_stuck_answering_device_removed_is_reinitialised_and_serves_again() 
     let text = scrape(s.port);
     let reinits = value(&text, "hsmux_replica_reinit_total", "heal", "h").unwrap_or(0.0);
     assert!(reinits >= 1.0, "the re-initialisation is counted:\n{text}");
-    assert_eq!(value(&text, "hsmux_replica_up", "heal", "h"), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "hsmux_replica_up", "heal", "h"),
+        Some(1.0),
+        "{text}"
+    );
     ctl(&s.dir, "h", "ok");
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
@@ -324,10 +360,22 @@ fn a_replica_refusing_its_pin_is_neither_retried_nor_reinitialised() {
         assert_rv!(login(m, h, CKU_USER, PIN), CKR_DEVICE_ERROR);
     }
     let logins = std::fs::read_to_string(s.dir.join("ctl-q.logins")).unwrap_or_default();
-    assert_eq!(logins.trim(), "1", "the refused PIN was tried {logins:?} times");
+    assert_eq!(
+        logins.trim(),
+        "1",
+        "the refused PIN was tried {logins:?} times"
+    );
     let text = scrape(s.port);
-    assert_eq!(value(&text, "hsmux_replica_reinit_total", "pin", "q"), Some(0.0), "{text}");
-    assert_eq!(value(&text, "hsmux_replica_up", "pin", "q"), Some(0.0), "{text}");
+    assert_eq!(
+        value(&text, "hsmux_replica_reinit_total", "pin", "q"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "hsmux_replica_up", "pin", "q"),
+        Some(0.0),
+        "{text}"
+    );
     ctl(&s.dir, "q", "ok");
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
 }
@@ -342,19 +390,35 @@ fn no_free_vendor_session_within_the_deadline_is_a_device_error_and_not_a_failur
     // A's operation holds the pool's only vendor session until it ends.
     let mut mc = mech(CKM_SHA256_HMAC);
     assert_rv!(ck!(m, C_SignInit(a, &mut mc, hmac)), CKR_OK);
-    let before = value(&scrape(s.port), "hsmux_replica_pool_wait_timeouts_total", "one", "o");
+    let before = value(
+        &scrape(s.port),
+        "hsmux_replica_pool_wait_timeouts_total",
+        "one",
+        "o",
+    );
     let mut mc = mech(CKM_SHA256_HMAC);
     assert_rv!(ck!(m, C_SignInit(b, &mut mc, hmac)), CKR_DEVICE_ERROR);
     let text = scrape(s.port);
     let after = value(&text, "hsmux_replica_pool_wait_timeouts_total", "one", "o");
     assert!(after > before, "{before:?} -> {after:?}:\n{text}");
-    assert_eq!(value(&text, "hsmux_replica_pool_sessions", "one", "o"), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "hsmux_replica_pool_sessions", "one", "o"),
+        Some(1.0),
+        "{text}"
+    );
     // Busy is not down: the replica stays up and A's operation goes on.
-    assert_eq!(value(&text, "hsmux_replica_up", "one", "o"), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "hsmux_replica_up", "one", "o"),
+        Some(1.0),
+        "{text}"
+    );
     let mut out = [0u8; 32];
     let mut len: CK_ULONG = 32;
     assert_rv!(
-        ck!(m, C_Sign(a, b"one".as_ptr() as *mut _, 3, out.as_mut_ptr(), &mut len)),
+        ck!(
+            m,
+            C_Sign(a, b"one".as_ptr() as *mut _, 3, out.as_mut_ptr(), &mut len)
+        ),
         CKR_OK
     );
     assert_eq!(&out[..len as usize], hmac_of(b"one"));

@@ -29,11 +29,31 @@ pub(crate) const REINITS: &str = "hsmux_replica_reinit_total";
 
 /// `(name, kind is counter, help)` of each family, in the order rendered.
 pub(crate) const FAMILIES: [(&str, bool, &str); 5] = [
-    (POOL_SIZE, false, "Most backend sessions a replica's pool keeps open."),
-    (POOL_IN_USE, false, "Backend sessions of a replica's pool lent out now."),
-    (POOL_WAITS, true, "Calls that waited for a free backend session of a replica's pool."),
-    (POOL_TIMEOUTS, true, "Calls that found no free backend session within their deadline."),
-    (REINITS, true, "Re-initialisations of a replica's vendor library after failing probes."),
+    (
+        POOL_SIZE,
+        false,
+        "Most backend sessions a replica's pool keeps open.",
+    ),
+    (
+        POOL_IN_USE,
+        false,
+        "Backend sessions of a replica's pool lent out now.",
+    ),
+    (
+        POOL_WAITS,
+        true,
+        "Calls that waited for a free backend session of a replica's pool.",
+    ),
+    (
+        POOL_TIMEOUTS,
+        true,
+        "Calls that found no free backend session within their deadline.",
+    ),
+    (
+        REINITS,
+        true,
+        "Re-initialisations of a replica's vendor library after failing probes.",
+    ),
 ];
 
 /// One sample: `(slot label, replica label, value per family; None: not this replica)`.
@@ -65,10 +85,13 @@ impl Metrics {
     }
 }
 
-/// Appends the families in the 0.0.4 text format.
+/// Appends the families that have samples in the 0.0.4 text format.
 pub(crate) fn render(m: &Metrics, out: &mut String) {
     let samples = m.replica_figures();
     for (k, (name, counter, help)) in FAMILIES.iter().enumerate() {
+        if samples.iter().all(|(_, _, v)| v[k].is_none()) {
+            continue;
+        }
         let kind = if *counter { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (slot, replica, v) in &samples {

@@ -440,7 +440,12 @@ impl Metrics {
     }
 
     /// Adds where replica `replica` of `slot` reads its pool and re-initialisation figures.
-    pub fn add_replica_figures(&self, slot: usize, replica: usize, source: super::pools::FiguresSource) {
+    pub fn add_replica_figures(
+        &self,
+        slot: usize,
+        replica: usize,
+        source: super::pools::FiguresSource,
+    ) {
         self.figures.lock().push((slot, replica, source));
     }
 

@@ -1,6 +1,7 @@
 //! The background prober of a replica group: a thread that probes each replica when its
 //! back-off says so (`C_GetTokenInfo` through the replica's deadline), re-admits replicas
-//! that pass, and notices healthy ones that died while idle. It is joined when the group
+//! that pass, notices healthy ones that died while idle, and re-initialises the client of
+//! a down one whose probes keep failing (`Group::reinit_if_due`). It is joined when the group
 //! is dropped (`C_Finalize`).
 
 use super::health::State;
@@ -27,10 +28,16 @@ fn run(g: &Group) {
             if g.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let (due, state) = {
+            let (due, state, reinit) = {
                 let h = r.health.lock();
-                (h.probe_due(now), h.state)
+                (h.probe_due(now), h.state, h.reinit_due(now))
             };
+            // Self-healing, whatever pushed the next probe back (the consumer's calls
+            // probe a down replica too when no other serves).
+            if reinit {
+                g.reinit_if_due(i);
+                continue;
+            }
             if !due {
                 continue;
             }
@@ -50,8 +57,8 @@ fn run(g: &Group) {
                         r.health.lock().probe_ok();
                     }
                 }
-            } else if !g.probe(i) {
-                g.reinit_if_due(i);
+            } else {
+                g.probe(i);
             }
         }
         std::thread::park_timeout(TICK);

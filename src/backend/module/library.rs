@@ -54,7 +54,10 @@ unsafe impl Sync for Library {}
 
 impl Drop for Library {
     fn drop(&mut self) {
-        let live = self.users.initialized.load(std::sync::atomic::Ordering::SeqCst);
+        let live = self
+            .users
+            .initialized
+            .load(std::sync::atomic::Ordering::SeqCst);
         if self.we_initialized && live && self.epoch == fork_epoch() {
             if let Some(f) = self.fl.C_Finalize {
                 // SAFETY: the library is initialized by us and nobody else holds it.

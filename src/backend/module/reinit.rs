@@ -134,10 +134,7 @@ impl Registration {
                 "{path} is also used by a plain module slot (passthrough): not re-initialised"
             )));
         }
-        if let Some((other, _)) = tokens
-            .iter()
-            .find(|(_, w)| !w.load(Ordering::SeqCst))
-        {
+        if let Some((other, _)) = tokens.iter().find(|(_, w)| !w.load(Ordering::SeqCst)) {
             return Ok(self.not_now(format!(
                 "{path} is also used by {other}, which still works: not re-initialised"
             )));

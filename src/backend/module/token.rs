@@ -217,7 +217,10 @@ impl Inner {
             return Ok(false);
         };
         let grace = self.timeout;
-        match self.workers.run(self.timeout * 3, move || reg.restart(grace)) {
+        match self
+            .workers
+            .run(self.timeout * 3, move || reg.restart(grace))
+        {
             Ok(Ok(super::reinit::Outcome::Done)) => Ok(true),
             Ok(Ok(super::reinit::Outcome::NotNow(_))) => Ok(false),
             Ok(Err(rv)) => Err(Error::new(rv)),
@@ -397,7 +400,7 @@ impl Token for ModuleToken {
     }
 
     fn logout(&self) {
-        let Ok(a) = self.inner.anchor.lock().as_ref().map(|l| l.vs).ok_or(()) else {
+        let Some(a) = self.inner.anchor.lock().map(|l| l.vs) else {
             return;
         };
         let r = self
@@ -408,26 +411,27 @@ impl Token for ModuleToken {
 
     fn find_objects(&self, ctx: &Ctx, template: &[Attr]) -> Result<Vec<ObjectId>> {
         let mut t = OwnedTemplate::new(template);
-        self.inner.with_session(ctx.session, "C_FindObjects", move |lib, vs| {
-            check(vcall!(lib, C_FindObjectsInit(vs, t.as_ptr(), t.len())))?;
-            let mut out = Vec::new();
-            let r = loop {
-                let mut buf = [0 as CK_OBJECT_HANDLE; 64];
-                let mut n: CK_ULONG = 0;
-                let rv = vcall!(lib, C_FindObjects(vs, buf.as_mut_ptr(), 64, &mut n));
-                if rv != CKR_OK {
-                    break Err(Error::new(rv));
-                }
-                if n == 0 {
-                    break Ok(());
-                }
-                out.extend(buf[..(n as usize).min(64)].iter().map(|h| *h as ObjectId));
-            };
-            let fin = vcall!(lib, C_FindObjectsFinal(vs));
-            r?;
-            check(fin)?;
-            Ok(out)
-        })
+        self.inner
+            .with_session(ctx.session, "C_FindObjects", move |lib, vs| {
+                check(vcall!(lib, C_FindObjectsInit(vs, t.as_ptr(), t.len())))?;
+                let mut out = Vec::new();
+                let r = loop {
+                    let mut buf = [0 as CK_OBJECT_HANDLE; 64];
+                    let mut n: CK_ULONG = 0;
+                    let rv = vcall!(lib, C_FindObjects(vs, buf.as_mut_ptr(), 64, &mut n));
+                    if rv != CKR_OK {
+                        break Err(Error::new(rv));
+                    }
+                    if n == 0 {
+                        break Ok(());
+                    }
+                    out.extend(buf[..(n as usize).min(64)].iter().map(|h| *h as ObjectId));
+                };
+                let fin = vcall!(lib, C_FindObjectsFinal(vs));
+                r?;
+                check(fin)?;
+                Ok(out)
+            })
     }
 
     fn get_attributes(
@@ -437,51 +441,53 @@ impl Token for ModuleToken {
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
         let types = types.to_vec();
-        self.inner.with_session(ctx.session, "C_GetAttributeValue", move |lib, vs| {
-            let mut out = Vec::with_capacity(types.len());
-            // One attribute per call: the vendor's code tells sensitive from absent.
-            for ty in types {
-                let mut a = CK_ATTRIBUTE {
-                    type_: ty,
-                    pValue: std::ptr::null_mut(),
-                    ulValueLen: 0,
-                };
-                match vcall!(
-                    lib,
-                    C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
-                ) {
-                    CKR_OK => {}
-                    CKR_ATTRIBUTE_SENSITIVE => {
-                        out.push(AttrValue::Sensitive);
-                        continue;
+        self.inner
+            .with_session(ctx.session, "C_GetAttributeValue", move |lib, vs| {
+                let mut out = Vec::with_capacity(types.len());
+                // One attribute per call: the vendor's code tells sensitive from absent.
+                for ty in types {
+                    let mut a = CK_ATTRIBUTE {
+                        type_: ty,
+                        pValue: std::ptr::null_mut(),
+                        ulValueLen: 0,
+                    };
+                    match vcall!(
+                        lib,
+                        C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
+                    ) {
+                        CKR_OK => {}
+                        CKR_ATTRIBUTE_SENSITIVE => {
+                            out.push(AttrValue::Sensitive);
+                            continue;
+                        }
+                        CKR_ATTRIBUTE_TYPE_INVALID => {
+                            out.push(AttrValue::Invalid);
+                            continue;
+                        }
+                        rv => return Err(Error::new(rv)),
                     }
-                    CKR_ATTRIBUTE_TYPE_INVALID => {
-                        out.push(AttrValue::Invalid);
-                        continue;
-                    }
-                    rv => return Err(Error::new(rv)),
+                    let mut v = vec![0u8; a.ulValueLen as usize];
+                    a.pValue = v.as_mut_ptr() as CK_VOID_PTR;
+                    check(vcall!(
+                        lib,
+                        C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
+                    ))?;
+                    v.truncate(a.ulValueLen as usize);
+                    out.push(AttrValue::Value(v));
                 }
-                let mut v = vec![0u8; a.ulValueLen as usize];
-                a.pValue = v.as_mut_ptr() as CK_VOID_PTR;
-                check(vcall!(
-                    lib,
-                    C_GetAttributeValue(vs, obj as CK_OBJECT_HANDLE, &mut a, 1)
-                ))?;
-                v.truncate(a.ulValueLen as usize);
-                out.push(AttrValue::Value(v));
-            }
-            Ok(out)
-        })
+                Ok(out)
+            })
     }
 
     fn set_attributes(&self, ctx: &Ctx, obj: ObjectId, template: &[Attr]) -> Result<()> {
         let mut t = OwnedTemplate::new(template);
-        self.inner.with_session(ctx.session, "C_SetAttributeValue", move |lib, vs| {
-            check(vcall!(
-                lib,
-                C_SetAttributeValue(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len())
-            ))
-        })
+        self.inner
+            .with_session(ctx.session, "C_SetAttributeValue", move |lib, vs| {
+                check(vcall!(
+                    lib,
+                    C_SetAttributeValue(vs, obj as CK_OBJECT_HANDLE, t.as_ptr(), t.len())
+                ))
+            })
     }
 
     fn create_object(&self, ctx: &Ctx, template: &[Attr]) -> Result<ObjectId> {
@@ -516,8 +522,7 @@ impl Token for ModuleToken {
                         pValue: &mut b as *mut CK_BBOOL as CK_VOID_PTR,
                         ulValueLen: 1,
                     };
-                    (vcall!(lib, C_GetAttributeValue(vs, h, &mut a, 1)) == CKR_OK)
-                        .then_some(b != 0)
+                    (vcall!(lib, C_GetAttributeValue(vs, h, &mut a, 1)) == CKR_OK).then_some(b != 0)
                 });
                 Ok((h as ObjectId, token))
             })?;
@@ -581,25 +586,25 @@ impl Token for ModuleToken {
     ) -> Result<(ObjectId, ObjectId)> {
         let mut m = OwnedMechanism::new(mech);
         let (mut tp, mut ts) = (OwnedTemplate::new(public), OwnedTemplate::new(private));
-        let (p, s) = self
-            .inner
-            .with_session(ctx.session, "C_GenerateKeyPair", move |lib, vs| {
-            let (mut p, mut s) = (0, 0);
-            check(vcall!(
-                lib,
-                C_GenerateKeyPair(
-                    vs,
-                    m.as_ptr(),
-                    tp.as_ptr(),
-                    tp.len(),
-                    ts.as_ptr(),
-                    ts.len(),
-                    &mut p,
-                    &mut s
-                )
-            ))?;
-            Ok((p as ObjectId, s as ObjectId))
-        })?;
+        let (p, s) =
+            self.inner
+                .with_session(ctx.session, "C_GenerateKeyPair", move |lib, vs| {
+                    let (mut p, mut s) = (0, 0);
+                    check(vcall!(
+                        lib,
+                        C_GenerateKeyPair(
+                            vs,
+                            m.as_ptr(),
+                            tp.as_ptr(),
+                            tp.len(),
+                            ts.as_ptr(),
+                            ts.len(),
+                            &mut p,
+                            &mut s
+                        )
+                    ))?;
+                    Ok((p as ObjectId, s as ObjectId))
+                })?;
         self.inner.made(ctx.session, token_attr(public), &[p]);
         self.inner.made(ctx.session, token_attr(private), &[s]);
         Ok((p, s))
@@ -613,21 +618,22 @@ impl Token for ModuleToken {
         key: ObjectId,
     ) -> Result<Vec<u8>> {
         let mut m = OwnedMechanism::new(mech);
-        self.inner.with_session(ctx.session, "C_WrapKey", move |lib, vs| {
-            two_call(|o, n| {
-                vcall!(
-                    lib,
-                    C_WrapKey(
-                        vs,
-                        m.as_ptr(),
-                        wrapping as CK_OBJECT_HANDLE,
-                        key as CK_OBJECT_HANDLE,
-                        o,
-                        n
+        self.inner
+            .with_session(ctx.session, "C_WrapKey", move |lib, vs| {
+                two_call(|o, n| {
+                    vcall!(
+                        lib,
+                        C_WrapKey(
+                            vs,
+                            m.as_ptr(),
+                            wrapping as CK_OBJECT_HANDLE,
+                            key as CK_OBJECT_HANDLE,
+                            o,
+                            n
+                        )
                     )
-                )
+                })
             })
-        })
     }
 
     fn unwrap_key(
@@ -672,14 +678,16 @@ impl Token for ModuleToken {
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {
         let n = out.len();
         // No hsmux session is named: any pooled session serves.
-        let bytes = self.inner.with_session(0, "C_GenerateRandom", move |lib, a| {
-            let mut b = vec![0u8; n];
-            check(vcall!(
-                lib,
-                C_GenerateRandom(a, b.as_mut_ptr(), n as CK_ULONG)
-            ))?;
-            Ok(b)
-        })?;
+        let bytes = self
+            .inner
+            .with_session(0, "C_GenerateRandom", move |lib, a| {
+                let mut b = vec![0u8; n];
+                check(vcall!(
+                    lib,
+                    C_GenerateRandom(a, b.as_mut_ptr(), n as CK_ULONG)
+                ))?;
+                Ok(b)
+            })?;
         out.copy_from_slice(&bytes);
         Ok(())
     }

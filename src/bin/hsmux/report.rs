@@ -302,7 +302,8 @@ fn group_slot(slot: cryptoki_sys::CK_SLOT_ID, g: &ReplicaGroup, detailed: bool) 
     }
     for r in g.replicas() {
         if let Some((at, what, n)) = r.last_reinit() {
-            let at = jiff::Timestamp::try_from(at).map_or_else(|_| "?".into(), |t| format!("{t:.0}"));
+            let at =
+                jiff::Timestamp::try_from(at).map_or_else(|_| "?".into(), |t| format!("{t:.0}"));
             println!(
                 "  replica {}: last re-initialisation of its library {at}: {what} ({n} in all)",
                 r.name

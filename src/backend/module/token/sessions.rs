@@ -103,10 +103,16 @@ impl Inner {
         self.run("C_OpenSession", move |lib| {
             let mut h = 0;
             let mut flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-            let mut rv = vcall!(lib, C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h));
+            let mut rv = vcall!(
+                lib,
+                C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h)
+            );
             if rv == CKR_TOKEN_WRITE_PROTECTED {
                 flags = CKF_SERIAL_SESSION;
-                rv = vcall!(lib, C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h));
+                rv = vcall!(
+                    lib,
+                    C_OpenSession(vs, flags, std::ptr::null_mut(), None, &mut h)
+                );
             }
             check(rv)?;
             Ok(h)
@@ -138,7 +144,10 @@ impl Inner {
     /// hold the caller; a session of an older library generation is only forgotten (its
     /// handle may be someone else's now).
     pub(super) fn discard(&self, lease: Lease) {
-        let current = self.lib.as_ref().is_ok_and(|l| l.generation() == lease.generation);
+        let current = self
+            .lib
+            .as_ref()
+            .is_ok_and(|l| l.generation() == lease.generation);
         if let (true, Ok(lib)) = (current, &self.lib) {
             let lib = Lib(lib.clone());
             let vs = lease.vs;
@@ -194,7 +203,11 @@ impl Inner {
     /// The login's session (borrowed once and kept while logged in).
     pub(super) fn anchor(&self) -> Result<CK_SESSION_HANDLE> {
         if let Some(l) = *self.anchor.lock() {
-            if self.lib.as_ref().is_ok_and(|lib| lib.generation() == l.generation) {
+            if self
+                .lib
+                .as_ref()
+                .is_ok_and(|lib| lib.generation() == l.generation)
+            {
                 return Ok(l.vs);
             }
         }
