@@ -65,6 +65,93 @@ impl Drop for OnSession {
     }
 }
 
+impl ModuleToken {
+    pub(super) fn cipher(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        encrypt: bool,
+    ) -> Result<Box<dyn Cipher>> {
+        let mech = Arc::new(mech.clone());
+        let what = if encrypt {
+            "C_EncryptInit"
+        } else {
+            "C_DecryptInit"
+        };
+        let (lease, ()) = self.inner.init(what, ctx.session, move |lib, vs| {
+            let mut m = OwnedMechanism::new(&mech);
+            let k = key as CK_OBJECT_HANDLE;
+            check(if encrypt {
+                vcall!(lib, C_EncryptInit(vs, m.as_ptr(), k))
+            } else {
+                vcall!(lib, C_DecryptInit(vs, m.as_ptr(), k))
+            })
+        })?;
+        Ok(Box::new(VendorCipher {
+            on: OnSession::new(&self.inner, ctx.session, lease),
+            encrypt,
+        }))
+    }
+
+    /// A signature (`key` given) or a digest; its length is asked now (a length query
+    /// keeps the operation), as the core needs it before the data comes.
+    pub(super) fn signer(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+    ) -> Result<Box<dyn Signer>> {
+        let mech = Arc::new(mech.clone());
+        let what = if key.is_some() {
+            "C_SignInit"
+        } else {
+            "C_DigestInit"
+        };
+        let (lease, len) = self.inner.init(what, ctx.session, move |lib, vs| {
+            let mut m = OwnedMechanism::new(&mech);
+            match key {
+                Some(k) => check(vcall!(
+                    lib,
+                    C_SignInit(vs, m.as_ptr(), k as CK_OBJECT_HANDLE)
+                ))?,
+                None => check(vcall!(lib, C_DigestInit(vs, m.as_ptr())))?,
+            }
+            let mut probe = [0u8; 32];
+            let mut n: CK_ULONG = 0;
+            let rv = match key {
+                Some(_) => vcall!(
+                    lib,
+                    C_Sign(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)
+                ),
+                None => vcall!(
+                    lib,
+                    C_Digest(vs, probe.as_mut_ptr(), 32, std::ptr::null_mut(), &mut n)
+                ),
+            };
+            // The init half succeeded: an error here leaves the operation active, which
+            // the caller's abandon() clears (the code says so: OPERATION_ACTIVE next time).
+            check(rv).map(|()| Some(n as usize)).or_else(|e| {
+                if device_error(&e) {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            })
+        })?;
+        let on = OnSession::new(&self.inner, ctx.session, lease);
+        let Some(len) = len else {
+            // `on` is dropped unfinished: the vendor session is closed.
+            return Err(err(CKR_FUNCTION_FAILED));
+        };
+        Ok(Box::new(VendorSigner {
+            on,
+            len,
+            digest: key.is_none(),
+        }))
+    }
+}
+
 pub(super) struct VendorCipher {
     pub(super) on: OnSession,
     pub(super) encrypt: bool,
