@@ -13,6 +13,7 @@ mod ecdh;
 #[allow(unsafe_code)]
 mod ed25519_raw;
 mod gcm;
+pub(crate) mod kbkdf;
 mod keys;
 mod mechs;
 mod okp;
@@ -30,7 +31,7 @@ mod wrap;
 pub use cipher::{decrypt_init, encrypt_init};
 pub use keys::{complete_import, Key};
 pub use sign::digest_init;
-pub use wrap::{derive, unwrap, wrap};
+pub use wrap::{derive, finish_derived, unwrap, wrap};
 
 use self::der::Curve;
 use crate::core::attr::{Attrs, AttrsExt};
