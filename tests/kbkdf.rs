@@ -80,12 +80,20 @@ impl Kdf {
                     });
                     let p = &mut *d as *mut _ as *mut _;
                     k.dkms.push(d);
-                    (CK_SP800_108_DKM_LENGTH, p, std::mem::size_of::<CK_SP800_108_DKM_LENGTH_FORMAT>())
+                    (
+                        CK_SP800_108_DKM_LENGTH,
+                        p,
+                        std::mem::size_of::<CK_SP800_108_DKM_LENGTH_FORMAT>(),
+                    )
                 }
                 Field::Bytes(b) => {
                     k.bytes.push(b.clone());
                     let last = k.bytes.last_mut().unwrap();
-                    (CK_SP800_108_BYTE_ARRAY, last.as_mut_ptr() as *mut _, last.len())
+                    (
+                        CK_SP800_108_BYTE_ARRAY,
+                        last.as_mut_ptr() as *mut _,
+                        last.len(),
+                    )
                 }
             };
             k.data.push(CK_PRF_DATA_PARAM {
@@ -212,13 +220,28 @@ fn counter_mode_matches_nist_cavp_vectors() {
     let m = shared();
     let h = user_session(m, 0);
     for (prf, rlen, ki, fixed, ko) in CAVP_COUNTER {
-        let kt = if *prf == CKM_AES_CMAC { CKK_AES } else { CKK_GENERIC_SECRET };
+        let kt = if *prf == CKM_AES_CMAC {
+            CKK_AES
+        } else {
+            CKK_GENERIC_SECRET
+        };
         let b = base(m, h, kt, &hex(ki));
         let fields = [Field::Iter(Some((*rlen, false))), Field::Bytes(hex(fixed))];
         let mut kdf = Kdf::new(*prf, &fields, &[], Vec::new());
         let want = hex(ko);
-        let got = run(m, h, CKM_SP800_108_COUNTER_KDF, &mut kdf, b, want.len() as CK_ULONG);
-        assert_eq!(got.map(hex::encode), Ok(hex::encode(&want)), "PRF 0x{prf:x} KI {ki}");
+        let got = run(
+            m,
+            h,
+            CKM_SP800_108_COUNTER_KDF,
+            &mut kdf,
+            b,
+            want.len() as CK_ULONG,
+        );
+        assert_eq!(
+            got.map(hex::encode),
+            Ok(hex::encode(&want)),
+            "PRF 0x{prf:x} KI {ki}"
+        );
     }
 }
 
@@ -230,7 +253,11 @@ fn feedback_mode_matches_a_nist_cavp_vector() {
     let h = user_session(m, 1);
     let b = base(m, h, CKK_AES, &hex("d7f5fa7551645de0b36aecd46565f954"));
     let fixed = hex("fb5294ed40a0e4aa70a7be13913070a4c5cfc05f89b9f7dd26a493b8c63889c7c3b0b60dd6d598ffa296a426224c727a501946");
-    let fields = [Field::Iter(None), Field::Counter(16, false), Field::Bytes(fixed)];
+    let fields = [
+        Field::Iter(None),
+        Field::Counter(16, false),
+        Field::Bytes(fixed),
+    ];
     let mut kdf = Kdf::new(CKM_AES_CMAC, &fields, &[], Vec::new());
     let got = run(m, h, CKM_SP800_108_FEEDBACK_KDF, &mut kdf, b, 64).unwrap();
     assert_eq!(
@@ -269,9 +296,21 @@ fn every_mode_with_additional_keys_matches_an_independent_hmac() {
     let b = base(m, h, CKK_GENERIC_SECRET, KEY);
     let (label, ctx, iv) = (b"label".to_vec(), b"context".to_vec(), b"an IV".to_vec());
     for (mt, method, dkm) in [
-        (CKM_SP800_108_COUNTER_KDF, CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 512u64),
-        (CKM_SP800_108_FEEDBACK_KDF, CK_SP800_108_DKM_LENGTH_SUM_OF_SEGMENTS, 768),
-        (CKM_SP800_108_DOUBLE_PIPELINE_KDF, CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 512),
+        (
+            CKM_SP800_108_COUNTER_KDF,
+            CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+            512u64,
+        ),
+        (
+            CKM_SP800_108_FEEDBACK_KDF,
+            CK_SP800_108_DKM_LENGTH_SUM_OF_SEGMENTS,
+            768,
+        ),
+        (
+            CKM_SP800_108_DOUBLE_PIPELINE_KDF,
+            CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+            512,
+        ),
     ] {
         let iter = if mt == CKM_SP800_108_COUNTER_KDF {
             Field::Iter(Some((24, true)))
@@ -283,8 +322,17 @@ fn every_mode_with_additional_keys_matches_an_independent_hmac() {
             fields.push(Field::Counter(24, true));
         }
         fields.extend([Field::Bytes(ctx.clone()), Field::Dkm(method, 16, true)]);
-        let feedback_iv = if mt == CKM_SP800_108_FEEDBACK_KDF { &iv[..] } else { &[] };
-        let mut kdf = Kdf::new(CKM_SHA256_HMAC, &fields, feedback_iv, vec![out_template(16)]);
+        let feedback_iv = if mt == CKM_SP800_108_FEEDBACK_KDF {
+            &iv[..]
+        } else {
+            &[]
+        };
+        let mut kdf = Kdf::new(
+            CKM_SHA256_HMAC,
+            &fields,
+            feedback_iv,
+            vec![out_template(16)],
+        );
         let main = run(m, h, mt, &mut kdf, b, 48).unwrap();
         let extra = kdf.handles();
         assert_eq!(extra.len(), 1);
@@ -315,8 +363,16 @@ fn every_mode_with_additional_keys_matches_an_independent_hmac() {
             }
             segments.push(k);
         }
-        assert_eq!(hex::encode(&main), hex::encode(&[&segments[0][..], &segments[1][..16]].concat()), "mode 0x{mt:x}");
-        assert_eq!(hex::encode(&second), hex::encode(&segments[2][..16]), "mode 0x{mt:x}");
+        assert_eq!(
+            hex::encode(&main),
+            hex::encode(&[&segments[0][..], &segments[1][..16]].concat()),
+            "mode 0x{mt:x}"
+        );
+        assert_eq!(
+            hex::encode(&second),
+            hex::encode(&segments[2][..16]),
+            "mode 0x{mt:x}"
+        );
     }
 }
 
@@ -332,14 +388,33 @@ fn bad_parameters_keys_and_templates_are_refused() {
     let dkm = |method, w| Field::Dkm(method, w, false);
     let counter_cases: Vec<(&str, Vec<Field>)> = vec![
         ("no iteration variable", vec![bytes()]),
-        ("iteration variable without its counter format", vec![Field::Iter(None), bytes()]),
+        (
+            "iteration variable without its counter format",
+            vec![Field::Iter(None), bytes()],
+        ),
         ("two iteration variables", vec![ctr(), ctr()]),
-        ("a counter field in counter mode", vec![ctr(), Field::Counter(16, false)]),
-        ("two DKM lengths", vec![ctr(), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 32), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 32)]),
+        (
+            "a counter field in counter mode",
+            vec![ctr(), Field::Counter(16, false)],
+        ),
+        (
+            "two DKM lengths",
+            vec![
+                ctr(),
+                dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 32),
+                dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 32),
+            ],
+        ),
         ("counter width 12", vec![Field::Iter(Some((12, false)))]),
         ("counter width 40", vec![Field::Iter(Some((40, false)))]),
-        ("DKM width 72", vec![ctr(), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 72)]),
-        ("DKM width 0", vec![ctr(), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 0)]),
+        (
+            "DKM width 72",
+            vec![ctr(), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 72)],
+        ),
+        (
+            "DKM width 0",
+            vec![ctr(), dkm(CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, 0)],
+        ),
         ("DKM method 3", vec![ctr(), dkm(3, 32)]),
         ("an empty byte array", vec![ctr(), Field::Bytes(Vec::new())]),
     ];
@@ -350,8 +425,18 @@ fn bad_parameters_keys_and_templates_are_refused() {
         assert_eq!(kdf.handles(), vec![CK_INVALID_HANDLE], "{why}: phKey");
     }
     for (why, fields) in [
-        ("a counter format on feedback's iteration variable", vec![ctr(), bytes()]),
-        ("two counters", vec![Field::Iter(None), Field::Counter(8, false), Field::Counter(8, false)]),
+        (
+            "a counter format on feedback's iteration variable",
+            vec![ctr(), bytes()],
+        ),
+        (
+            "two counters",
+            vec![
+                Field::Iter(None),
+                Field::Counter(8, false),
+                Field::Counter(8, false),
+            ],
+        ),
     ] {
         let mut kdf = Kdf::new(CKM_SHA256_HMAC, &fields, &[], Vec::new());
         let rv = run(m, h, CKM_SP800_108_FEEDBACK_KDF, &mut kdf, b, 32).unwrap_err();
@@ -369,12 +454,25 @@ fn bad_parameters_keys_and_templates_are_refused() {
     let mut kdf = Kdf::new(CKM_SHA256_HMAC, &good, &[], Vec::new());
     let mut mc = kdf.mech(CKM_SP800_108_FEEDBACK_KDF);
     mc.mechanism = CKM_SP800_108_COUNTER_KDF;
-    assert_rv!(derive(m, h, &mut mc, b, 32).unwrap_err(), CKR_MECHANISM_PARAM_INVALID);
+    assert_rv!(
+        derive(m, h, &mut mc, b, 32).unwrap_err(),
+        CKR_MECHANISM_PARAM_INVALID
+    );
     // 2^8 - 1 iterations at most with an 8-bit counter: 255 segments of 32 bytes.
     let byte_counter = [Field::Iter(Some((8, false)))];
-    let mut kdf = Kdf::new(CKM_SHA256_HMAC, &byte_counter, &[], vec![out_template(4064)]);
+    let mut kdf = Kdf::new(
+        CKM_SHA256_HMAC,
+        &byte_counter,
+        &[],
+        vec![out_template(4064)],
+    );
     assert!(run(m, h, CKM_SP800_108_COUNTER_KDF, &mut kdf, b, 4096).is_ok());
-    let mut kdf = Kdf::new(CKM_SHA256_HMAC, &byte_counter, &[], vec![out_template(4096)]);
+    let mut kdf = Kdf::new(
+        CKM_SHA256_HMAC,
+        &byte_counter,
+        &[],
+        vec![out_template(4096)],
+    );
     let rv = run(m, h, CKM_SP800_108_COUNTER_KDF, &mut kdf, b, 4096).unwrap_err();
     assert_rv!(rv, CKR_KEY_SIZE_RANGE);
 
@@ -446,8 +544,14 @@ fn derived_keys_follow_the_attribute_rules() {
         .bool(CKA_SENSITIVE, true);
     let mut gen = mech(CKM_AES_KEY_GEN);
     let mut b = 0;
-    assert_rv!(ck!(m, C_GenerateKey(h, &mut gen, aes.ptr(), aes.len(), &mut b)), CKR_OK);
-    let fields = [Field::Iter(Some((16, false))), Field::Bytes(b"label".to_vec())];
+    assert_rv!(
+        ck!(m, C_GenerateKey(h, &mut gen, aes.ptr(), aes.len(), &mut b)),
+        CKR_OK
+    );
+    let fields = [
+        Field::Iter(Some((16, false))),
+        Field::Bytes(b"label".to_vec()),
+    ];
     let mut kdf = Kdf::new(CKM_AES_CMAC, &fields, &[], Vec::new());
     let mut mc = kdf.mech(CKM_SP800_108_COUNTER_KDF);
     let mut t = Template::new()
@@ -456,19 +560,35 @@ fn derived_keys_follow_the_attribute_rules() {
         .ulong(CKA_VALUE_LEN, 16)
         .bool(CKA_ENCRYPT, true);
     let mut k = 0;
-    assert_rv!(ck!(m, C_DeriveKey(h, &mut mc, b, t.ptr(), t.len(), &mut k)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_DeriveKey(h, &mut mc, b, t.ptr(), t.len(), &mut k)),
+        CKR_OK
+    );
     assert_eq!(flag(k, CKA_ENCRYPT), Ok(true));
-    for t in [CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP, CKA_DERIVE] {
+    for t in [
+        CKA_DECRYPT,
+        CKA_SIGN,
+        CKA_VERIFY,
+        CKA_WRAP,
+        CKA_UNWRAP,
+        CKA_DERIVE,
+    ] {
         assert_eq!(flag(k, t), Ok(false), "usage 0x{t:x} not in the template");
     }
     assert_eq!(flag(k, CKA_SENSITIVE), Ok(true), "from the base key");
     assert_eq!(flag(k, CKA_ALWAYS_SENSITIVE), Ok(true));
     assert_eq!(flag(k, CKA_EXTRACTABLE), Ok(false), "from the base key");
     assert_eq!(flag(k, CKA_NEVER_EXTRACTABLE), Ok(true));
-    assert_rv!(get_attr(m, h, k, CKA_VALUE).unwrap_err(), CKR_ATTRIBUTE_SENSITIVE);
+    assert_rv!(
+        get_attr(m, h, k, CKA_VALUE).unwrap_err(),
+        CKR_ATTRIBUTE_SENSITIVE
+    );
     // A template that turns sensitivity off gets a key that was not always sensitive.
     let mut t = out_template(16).bool(CKA_SENSITIVE, false);
-    assert_rv!(ck!(m, C_DeriveKey(h, &mut mc, b, t.ptr(), t.len(), &mut k)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_DeriveKey(h, &mut mc, b, t.ptr(), t.len(), &mut k)),
+        CKR_OK
+    );
     assert_eq!(flag(k, CKA_ALWAYS_SENSITIVE), Ok(false));
     assert_eq!(flag(k, CKA_NEVER_EXTRACTABLE), Ok(false));
     assert_eq!(get_attr(m, h, k, CKA_VALUE).map(|v| v.len()), Ok(16));

@@ -451,8 +451,16 @@ fn derive_from_secret(
     let mut fields = [
         CK_PRF_DATA_PARAM {
             type_: CK_SP800_108_ITERATION_VARIABLE,
-            pValue: if counter_mode { &mut counter as *mut _ as *mut _ } else { std::ptr::null_mut() },
-            ulValueLen: if counter_mode { std::mem::size_of_val(&counter) as CK_ULONG } else { 0 },
+            pValue: if counter_mode {
+                &mut counter as *mut _ as *mut _
+            } else {
+                std::ptr::null_mut()
+            },
+            ulValueLen: if counter_mode {
+                std::mem::size_of_val(&counter) as CK_ULONG
+            } else {
+                0
+            },
         },
         CK_PRF_DATA_PARAM {
             type_: CK_SP800_108_BYTE_ARRAY,

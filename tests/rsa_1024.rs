@@ -33,7 +33,10 @@ fn signatures(m: &Module, h: CK_SESSION_HANDLE, pubk: CK_OBJECT_HANDLE, privk: C
     let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), privk, msg).unwrap();
     pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &hash, &sig)
         .expect("SHA256-RSA-PKCS verifies");
-    assert_rv!(verify(m, h, mech(CKM_SHA256_RSA_PKCS), pubk, msg, &sig), CKR_OK);
+    assert_rv!(
+        verify(m, h, mech(CKM_SHA256_RSA_PKCS), pubk, msg, &sig),
+        CKR_OK
+    );
     let mut bad = sig.clone();
     bad[9] ^= 1;
     assert_rv!(
@@ -49,12 +52,25 @@ fn signatures(m: &Module, h: CK_SESSION_HANDLE, pubk: CK_OBJECT_HANDLE, privk: C
         let sig = sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), privk, msg).unwrap();
         pk.verify(rsa::Pss::new_with_salt::<Sha256>(salt), &hash, &sig)
             .expect("PSS verifies");
-        let rv = verify(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p), pubk, msg, &sig);
+        let rv = verify(
+            m,
+            h,
+            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut p),
+            pubk,
+            msg,
+            &sig,
+        );
         assert_rv!(rv, CKR_OK, "PSS salt {salt}");
     }
     let mut too_long = pss(95);
     assert_eq!(
-        sign(m, h, mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut too_long), privk, msg),
+        sign(
+            m,
+            h,
+            mech_with(CKM_SHA256_RSA_PKCS_PSS, &mut too_long),
+            privk,
+            msg
+        ),
         Err(CKR_MECHANISM_PARAM_INVALID)
     );
 }
@@ -79,13 +95,23 @@ fn encryption(
         ulSourceDataLen: 3,
     };
     let ct = pk
-        .encrypt(&mut rng, rsa::Oaep::new_with_label::<Sha256, _>("lbl"), b"a key")
+        .encrypt(
+            &mut rng,
+            rsa::Oaep::new_with_label::<Sha256, _>("lbl"),
+            b"a key",
+        )
         .unwrap();
     let oaep_mech = |o: &mut CK_RSA_PKCS_OAEP_PARAMS| mech_with(CKM_RSA_PKCS_OAEP, o);
-    assert_eq!(decrypt(m, h, oaep_mech(&mut oaep), privk, &ct).unwrap(), b"a key");
+    assert_eq!(
+        decrypt(m, h, oaep_mech(&mut oaep), privk, &ct).unwrap(),
+        b"a key"
+    );
     let ct = encrypt(m, h, oaep_mech(&mut oaep), pubk, b"round trip").unwrap();
     assert_eq!(ct.len(), 128);
-    assert_eq!(decrypt(m, h, oaep_mech(&mut oaep), privk, &ct).unwrap(), b"round trip");
+    assert_eq!(
+        decrypt(m, h, oaep_mech(&mut oaep), privk, &ct).unwrap(),
+        b"round trip"
+    );
     if let Some(sk) = outside {
         let pt = sk
             .decrypt(rsa::Oaep::new_with_label::<Sha256, _>("lbl"), &ct)
@@ -105,11 +131,20 @@ fn encryption(
     );
     // PKCS#1 v1.5.
     let ct = pk.encrypt(&mut rng, rsa::Pkcs1v15Encrypt, b"v1.5").unwrap();
-    assert_eq!(decrypt(m, h, mech(CKM_RSA_PKCS), privk, &ct).unwrap(), b"v1.5");
+    assert_eq!(
+        decrypt(m, h, mech(CKM_RSA_PKCS), privk, &ct).unwrap(),
+        b"v1.5"
+    );
     let ct = encrypt(m, h, mech(CKM_RSA_PKCS), pubk, b"v1.5 inside").unwrap();
-    assert_eq!(decrypt(m, h, mech(CKM_RSA_PKCS), privk, &ct).unwrap(), b"v1.5 inside");
+    assert_eq!(
+        decrypt(m, h, mech(CKM_RSA_PKCS), privk, &ct).unwrap(),
+        b"v1.5 inside"
+    );
     if let Some(sk) = outside {
-        assert_eq!(sk.decrypt(rsa::Pkcs1v15Encrypt, &ct).unwrap(), b"v1.5 inside");
+        assert_eq!(
+            sk.decrypt(rsa::Pkcs1v15Encrypt, &ct).unwrap(),
+            b"v1.5 inside"
+        );
     }
     assert_eq!(
         decrypt(m, h, mech(CKM_RSA_PKCS), privk, &ct[1..]),
@@ -137,7 +172,13 @@ fn generated_1024_bit_keys_sign_and_encrypt_as_rustcrypto_checks() {
     // Sizes between the offered ones are refused.
     for bits in [512, 1023, 1536] {
         let mut p = Template::new().ulong(CKA_MODULUS_BITS, bits);
-        let (rv, _, _) = try_keypair(m, h, CKM_RSA_PKCS_KEY_PAIR_GEN, &mut p, &mut Template::new());
+        let (rv, _, _) = try_keypair(
+            m,
+            h,
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            &mut p,
+            &mut Template::new(),
+        );
         assert_rv!(rv, CKR_KEY_SIZE_RANGE, "{bits} bits");
     }
 }
@@ -193,7 +234,9 @@ fn an_imported_1024_bit_key_agrees_with_rustcrypto_both_ways() {
         .bool(CKA_SIGN, true);
     let k = try_create(m, h, wrong);
     let rv = match k {
-        Ok(k) => sign(m, h, mech(CKM_SHA256_RSA_PKCS), k, b"x").err().unwrap_or(CKR_OK),
+        Ok(k) => sign(m, h, mech(CKM_SHA256_RSA_PKCS), k, b"x")
+            .err()
+            .unwrap_or(CKR_OK),
         Err(rv) => rv,
     };
     assert_ne!(rv, CKR_OK, "an inconsistent RSA-1024 key must not sign");

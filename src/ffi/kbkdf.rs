@@ -33,7 +33,9 @@ struct Outer {
 /// pointer agrees with it (NULL exactly when `n` is 0, as §2.42 requires).
 unsafe fn array<'a, T>(p: *const T, n: CK_ULONG, what: &str) -> Result<&'a [T]> {
     if n > MAX_ENTRIES {
-        return Err(invalid(format!("{what}: {n} entries (at most {MAX_ENTRIES})")));
+        return Err(invalid(format!(
+            "{what}: {n} entries (at most {MAX_ENTRIES})"
+        )));
     }
     match (p.is_null(), n) {
         (true, 0) => Ok(&[]),
@@ -102,7 +104,11 @@ unsafe fn data_param(d: &CK_PRF_DATA_PARAM) -> Result<PrfData> {
             d.ulValueLen,
             "CK_SP800_108_BYTE_ARRAY",
         )?),
-        t => return Err(invalid(format!("PRF data field type 0x{t:x} is not supported"))),
+        t => {
+            return Err(invalid(format!(
+                "PRF data field type 0x{t:x} is not supported"
+            )))
+        }
     })
 }
 

@@ -245,7 +245,8 @@ fn edwards_and_montgomery(m: &Module, h: CK_SESSION_HANDLE, r: &mut Rec) {
 /// (HMAC-SHA256, 32-bit counter before the fixed input, COUNT=0), and an RSA-1024 key
 /// pair whose SHA256-RSA-PKCS signature RustCrypto's `rsa` verifies.
 fn kbkdf_and_rsa_1024(m: &Module, h: CK_SESSION_HANDLE, r: &mut Rec) {
-    let ki = hex::decode("dd1d91b7d90b2bd3138533ce92b272fbf8a369316aefe242e659cc0ae238afe0").unwrap();
+    let ki =
+        hex::decode("dd1d91b7d90b2bd3138533ce92b272fbf8a369316aefe242e659cc0ae238afe0").unwrap();
     let mut fixed = hex::decode(
         "01322b96b30acd197979444e468e1c5c6859bf1b1cf951b7e725303e237e46b864a145fab25e517b08f8683d0315bb2911d80a0e8aba17f3b413faac",
     )

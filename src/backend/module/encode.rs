@@ -170,7 +170,10 @@ impl OwnedMechanism {
                         data.len() * size_of::<CK_PRF_DATA_PARAM>(),
                     )
                 };
-                let (n, p_data) = (data.len() as CK_ULONG, keep(bytes) as *mut CK_PRF_DATA_PARAM);
+                let (n, p_data) = (
+                    data.len() as CK_ULONG,
+                    keep(bytes) as *mut CK_PRF_DATA_PARAM,
+                );
                 Some(if m.mech == CKM_SP800_108_FEEDBACK_KDF {
                     struct_bytes(&CK_SP800_108_FEEDBACK_KDF_PARAMS {
                         prfType: k.prf,

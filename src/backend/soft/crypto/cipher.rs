@@ -307,17 +307,16 @@ impl Op {
                 ctr,
             } => block_run(key, *iv, *padded, *ctr, self.encrypt, input),
             Mode::Oaep {
-                key,
-                hash,
-                label,
-                ..
+                key, hash, label, ..
             } if key.rsa_len().is_some_and(super::rsa_raw::legacy) => {
                 rsa_legacy(key, self.encrypt, Some((*hash, label)), input)
             }
             Mode::Pkcs1 { key } if key.rsa_len().is_some_and(super::rsa_raw::legacy) => {
                 rsa_legacy(key, self.encrypt, None, input)
             }
-            Mode::Oaep { key, alg, label, .. } => {
+            Mode::Oaep {
+                key, alg, label, ..
+            } => {
                 let label = Some(label.as_slice());
                 if self.encrypt {
                     let Key::RsaPublic { spki, n, .. } = &**key else {

@@ -22,7 +22,8 @@ pub(crate) mod pqc;
 // PQC key generation.
 #[allow(unsafe_code)]
 mod pqc_raw;
-// aws-lc's C API, for the one RSA operation aws-lc-rs does not wrap.
+// aws-lc's C API, for the RSA aws-lc-rs does not wrap: PKCS#1 v1.5 over raw data, and
+// every operation on keys under 2048 bits.
 #[allow(unsafe_code)]
 mod rsa_raw;
 mod sign;

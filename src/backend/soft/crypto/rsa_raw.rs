@@ -179,14 +179,28 @@ pub fn sign_digest(
         match pss {
             None => {
                 let mut n: std::os::raw::c_uint = 0;
-                let ok = sys::RSA_sign(nid, digest.as_ptr(), digest.len(), out.as_mut_ptr(), &mut n, rsa.0);
+                let ok = sys::RSA_sign(
+                    nid,
+                    digest.as_ptr(),
+                    digest.len(),
+                    out.as_mut_ptr(),
+                    &mut n,
+                    rsa.0,
+                );
                 (ok == 1).then_some(n as usize)
             }
             Some(salt) => {
                 let mut n = 0usize;
                 let ok = sys::RSA_sign_pss_mgf1(
-                    rsa.0, &mut n, out.as_mut_ptr(), out.len(), digest.as_ptr(), digest.len(),
-                    md, md, salt as _,
+                    rsa.0,
+                    &mut n,
+                    out.as_mut_ptr(),
+                    out.len(),
+                    digest.as_ptr(),
+                    digest.len(),
+                    md,
+                    md,
+                    salt as _,
                 );
                 (ok == 1).then_some(n)
             }
@@ -214,9 +228,23 @@ pub fn verify_digest(
     // SAFETY: digest and signature are read within their lengths.
     let ok = unsafe {
         match pss {
-            None => sys::RSA_verify(nid, digest.as_ptr(), digest.len(), sig.as_ptr(), sig.len(), rsa.0),
+            None => sys::RSA_verify(
+                nid,
+                digest.as_ptr(),
+                digest.len(),
+                sig.as_ptr(),
+                sig.len(),
+                rsa.0,
+            ),
             Some(salt) => sys::RSA_verify_pss_mgf1(
-                rsa.0, digest.as_ptr(), digest.len(), md, md, salt as _, sig.as_ptr(), sig.len(),
+                rsa.0,
+                digest.as_ptr(),
+                digest.len(),
+                md,
+                md,
+                salt as _,
+                sig.as_ptr(),
+                sig.len(),
             ),
         }
     };
@@ -249,7 +277,11 @@ pub fn crypt(
 ) -> Result<Vec<u8>> {
     let rsa = parse(der, !encrypt)?;
     let mut out = vec![0u8; rsa.size()];
-    let bad = if encrypt { CKR_DATA_LEN_RANGE } else { CKR_ENCRYPTED_DATA_INVALID };
+    let bad = if encrypt {
+        CKR_DATA_LEN_RANGE
+    } else {
+        CKR_ENCRYPTED_DATA_INVALID
+    };
     // SAFETY: the EVP_PKEY holds its own reference to the key; the label is handed to
     // aws-lc in memory it allocated (set0 takes it); out has the modulus' length.
     unsafe {
@@ -259,8 +291,16 @@ pub fn crypt(
             return Err(err(CKR_HOST_MEMORY));
         }
         c.1 = sys::EVP_PKEY_CTX_new(pk, std::ptr::null_mut());
-        let init = if encrypt { sys::EVP_PKEY_encrypt_init(c.1) } else { sys::EVP_PKEY_decrypt_init(c.1) };
-        let pad = if oaep.is_some() { sys::RSA_PKCS1_OAEP_PADDING } else { sys::RSA_PKCS1_PADDING };
+        let init = if encrypt {
+            sys::EVP_PKEY_encrypt_init(c.1)
+        } else {
+            sys::EVP_PKEY_decrypt_init(c.1)
+        };
+        let pad = if oaep.is_some() {
+            sys::RSA_PKCS1_OAEP_PADDING
+        } else {
+            sys::RSA_PKCS1_PADDING
+        };
         if c.1.is_null() || init != 1 || sys::EVP_PKEY_CTX_set_rsa_padding(c.1, pad) != 1 {
             return Err(err(CKR_FUNCTION_FAILED));
         }

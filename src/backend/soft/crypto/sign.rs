@@ -555,7 +555,8 @@ impl Verifier for Verify {
                 }
                 let (hash, d) = rsa_digest(&s.mech, &input)?;
                 if super::rsa_raw::legacy(n.len()) {
-                    return match super::rsa_raw::verify_digest(pkcs1, hash, d.as_ref(), *pss, sig)? {
+                    return match super::rsa_raw::verify_digest(pkcs1, hash, d.as_ref(), *pss, sig)?
+                    {
                         true => Ok(()),
                         false => Err(err(CKR_SIGNATURE_INVALID)),
                     };
