@@ -39,8 +39,7 @@ fn direct(op: Direct, threads: usize, secs: f64) -> f64 {
                     let mut n = 0u64;
                     match op {
                         Direct::Rsa => {
-                            let k = signature::RsaKeyPair::generate(rsa::KeySize::Rsa2048)
-                                .unwrap();
+                            let k = signature::RsaKeyPair::generate(rsa::KeySize::Rsa2048).unwrap();
                             let mut sig = vec![0u8; k.public_modulus_len()];
                             while Instant::now() < end {
                                 k.sign(&signature::RSA_PKCS1_SHA256, &rng, &data, &mut sig)
@@ -51,8 +50,8 @@ fn direct(op: Direct, threads: usize, secs: f64) -> f64 {
                         Direct::Ecdsa => {
                             let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
                             let k = signature::EcdsaKeyPair::generate(alg).unwrap();
-                            let d = digest::Digest::import_less_safe(&data, &digest::SHA256)
-                                .unwrap();
+                            let d =
+                                digest::Digest::import_less_safe(&data, &digest::SHA256).unwrap();
                             while Instant::now() < end {
                                 k.sign_digest(&d).unwrap();
                                 n += 1;

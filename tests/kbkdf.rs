@@ -27,7 +27,9 @@ enum Field {
     Bytes(Vec<u8>),
 }
 
-/// A KBKDF parameter with everything it points to, kept alive and at fixed addresses.
+/// A KBKDF parameter with everything it points to, kept alive and at fixed addresses (the
+/// boxes: the parameter holds their addresses while the vectors grow).
+#[allow(clippy::vec_box)]
 struct Kdf {
     counters: Vec<Box<CK_SP800_108_COUNTER_FORMAT>>,
     dkms: Vec<Box<CK_SP800_108_DKM_LENGTH_FORMAT>>,
@@ -365,7 +367,7 @@ fn every_mode_with_additional_keys_matches_an_independent_hmac() {
         }
         assert_eq!(
             hex::encode(&main),
-            hex::encode(&[&segments[0][..], &segments[1][..16]].concat()),
+            hex::encode([&segments[0][..], &segments[1][..16]].concat()),
             "mode 0x{mt:x}"
         );
         assert_eq!(

@@ -86,7 +86,7 @@ fn dkm_ok(f: &DkmFormat) -> bool {
     matches!(
         f.method,
         CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS | CK_SP800_108_DKM_LENGTH_SUM_OF_SEGMENTS
-    ) && f.width_bits % 8 == 0
+    ) && f.width_bits.is_multiple_of(8)
         && (8..=64).contains(&f.width_bits)
 }
 
