@@ -59,9 +59,20 @@ pub fn build(root: &str) -> Result<String, String> {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
     }
-    let so = dir.join("target/release/deps/libkryoptic_pkcs11.so");
-    if !so.exists() {
-        return Err(format!("{} is missing after the build", so.display()));
-    }
-    Ok(so.display().to_string())
+    // A dependency's cdylib keeps cargo's hash in its name: the newest one.
+    let deps = dir.join("target/release/deps");
+    let so = std::fs::read_dir(&deps)
+        .map_err(|e| format!("{}: {e}", deps.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("libkryoptic_pkcs11") && name.ends_with(".so")
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    so.map(|p| p.display().to_string()).ok_or_else(|| {
+        format!(
+            "no libkryoptic_pkcs11*.so in {} after the build",
+            deps.display()
+        )
+    })
 }
