@@ -11,6 +11,10 @@ command -v p11-kit >/dev/null || want+=(p11-kit)
 command -v openssl >/dev/null || want+=(openssl)
 command -v javac >/dev/null || want+=(openjdk-17-jdk-headless)
 command -v cc >/dev/null || want+=(gcc)
+# benches/c_abi.rs builds kryoptic against the system OpenSSL (headers, bindgen's libclang)
+dpkg -s libssl-dev >/dev/null 2>&1 || want+=(libssl-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || want+=(libclang-dev)
+command -v pkg-config >/dev/null || want+=(pkg-config)
 
 if [ ${#want[@]} -gt 0 ]; then
   echo "deps: installing ${want[*]}"

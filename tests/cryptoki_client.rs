@@ -350,7 +350,7 @@ fn mechanism_list_and_info_tell_the_truth() {
     let rsa = p
         .get_mechanism_info(s, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
         .unwrap();
-    assert_eq!((rsa.min_key_size(), rsa.max_key_size()), (2048, 4096));
+    assert_eq!((rsa.min_key_size(), rsa.max_key_size()), (1024, 4096));
     let wrap = p
         .get_mechanism_info(s, MechanismType::AES_KEY_WRAP)
         .unwrap();
@@ -575,11 +575,11 @@ fn rsa_keys_of_each_size_sign_pkcs1_and_pss() {
             .unwrap()),
         dbg(vec![AttributeInfo::Available(256)])
     );
-    // A size outside the mechanism's range.
+    // A size outside the mechanism's range (1024 to 4096 bits).
     assert_eq!(
         rv(session.generate_key_pair(
             &Mechanism::RsaPkcsKeyPairGen,
-            &[Attribute::ModulusBits(1024.into())],
+            &[Attribute::ModulusBits(512.into())],
             &[],
         )),
         RvError::KeySizeRange

@@ -36,6 +36,8 @@ fn list(m: &Module, slot: CK_SLOT_ID) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_IN
 enum Keys {
     /// Secret keys of this type, sized in bytes.
     Secret(CK_KEY_TYPE),
+    /// Generic secrets sized in bits (the SP 800-108 KDFs' base keys, §2.42).
+    SecretBits,
     /// RSA key pairs, sized in modulus bits.
     Rsa,
     /// EC key pairs on the NIST curve of this many bits.
@@ -56,6 +58,7 @@ fn keys_of(mt: CK_MECHANISM_TYPE) -> Keys {
         n if n.starts_with("CKM_DES3") => Keys::Secret(CKK_DES3),
         n if n.starts_with("CKM_DES_") => Keys::Secret(CKK_DES),
         n if n.contains("RSA") => Keys::Rsa,
+        n if n.starts_with("CKM_SP800_108") => Keys::SecretBits,
         n if n.starts_with("CKM_ECDSA")
             || n == "CKM_EC_KEY_PAIR_GEN"
             || n == "CKM_ECDH1_DERIVE" =>
@@ -154,6 +157,7 @@ fn make(
                 rv => Err(rv),
             }
         }
+        Keys::SecretBits => make(m, h, Keys::Secret(CKK_GENERIC_SECRET), size / 8),
         Keys::Rsa => pair(
             CKM_RSA_PKCS_KEY_PAIR_GEN,
             Template::new().ulong(CKA_MODULUS_BITS, size),
@@ -199,7 +203,9 @@ fn param(mt: CK_MECHANISM_TYPE, keep: &mut Vec<Vec<u8>>) -> Vec<u8> {
     }
     let hash_of = |mt| match mt {
         CKM_SHA384_RSA_PKCS_PSS => (CKM_SHA384, CKG_MGF1_SHA384, 48),
-        CKM_SHA512_RSA_PKCS_PSS => (CKM_SHA512, CKG_MGF1_SHA512, 64),
+        // A 32-byte salt: with SHA-512 it still fits a 1024-bit modulus (RFC 8017 §9.1.1:
+        // emLen 128 >= hLen 64 + sLen + 2).
+        CKM_SHA512_RSA_PKCS_PSS => (CKM_SHA512, CKG_MGF1_SHA512, 32),
         _ => (CKM_SHA256, CKG_MGF1_SHA256, 32),
     };
     match mt {
@@ -435,7 +441,52 @@ fn derive_from_secret(
         length: 16,
     };
     let mut bit: CK_ULONG = 3;
+    // SP 800-108 with HMAC-SHA256: the iteration variable (a 32-bit counter in counter
+    // mode), then a label.
+    let mut counter = CK_SP800_108_COUNTER_FORMAT {
+        bLittleEndian: 0,
+        ulWidthInBits: 32,
+    };
+    let counter_mode = mt == CKM_SP800_108_COUNTER_KDF;
+    let mut fields = [
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_ITERATION_VARIABLE,
+            pValue: if counter_mode {
+                &mut counter as *mut _ as *mut _
+            } else {
+                std::ptr::null_mut()
+            },
+            ulValueLen: if counter_mode {
+                std::mem::size_of_val(&counter) as CK_ULONG
+            } else {
+                0
+            },
+        },
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_BYTE_ARRAY,
+            pValue: data.as_mut_ptr() as *mut _,
+            ulValueLen: 16,
+        },
+    ];
+    let mut kdf = CK_SP800_108_KDF_PARAMS {
+        prfType: CKM_SHA256_HMAC,
+        ulNumberOfDataParams: 2,
+        pDataParams: fields.as_mut_ptr(),
+        ulAdditionalDerivedKeys: 0,
+        pAdditionalDerivedKeys: std::ptr::null_mut(),
+    };
+    let mut feedback = CK_SP800_108_FEEDBACK_KDF_PARAMS {
+        prfType: CKM_SHA256_HMAC,
+        ulNumberOfDataParams: 2,
+        pDataParams: fields.as_mut_ptr(),
+        ulIVLen: 0,
+        pIV: std::ptr::null_mut(),
+        ulAdditionalDerivedKeys: 0,
+        pAdditionalDerivedKeys: std::ptr::null_mut(),
+    };
     let mut mc = match mt {
+        CKM_SP800_108_COUNTER_KDF | CKM_SP800_108_DOUBLE_PIPELINE_KDF => mech_with(mt, &mut kdf),
+        CKM_SP800_108_FEEDBACK_KDF => mech_with(mt, &mut feedback),
         CKM_CONCATENATE_BASE_AND_KEY => mech_with(mt, &mut other),
         CKM_EXTRACT_KEY_FROM_KEY => mech_with(mt, &mut bit),
         CKM_AES_CBC_ENCRYPT_DATA => mech_with(mt, &mut cbc),
@@ -527,6 +578,7 @@ fn print_mechanism_table() {
     for (mt, info) in list(m, 1) {
         let unit = match keys_of(mt) {
             Keys::Secret(_) => " bytes",
+            Keys::SecretBits => " bits",
             Keys::ParameterSet => " bytes (public key)",
             Keys::None => "",
             _ => " bits",

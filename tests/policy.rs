@@ -209,7 +209,8 @@ fn world() -> &'static World {
                     h
                 }
             };
-            // The soft token makes no RSA key below 2048 bits; SoftHSM does.
+            // The soft slots' RSA key is 2048 bits (the fips rules checked below); SoftHSM's
+            // 1024, for the legacy rules.
             match *backend {
                 "soft" => make_keys(&m, h, 2048),
                 "module" => make_keys(&m, h, 1024),
@@ -447,7 +448,7 @@ fn fips_refuses_unapproved_mechanisms_parameters_and_sizes() {
         verify(&w.m, h, mech(CKM_SHA256_RSA_PKCS), rsa_pub, MSG, &s),
         CKR_OK
     );
-    // The soft token refuses RSA-1024 itself too: the log says the policy did.
+    // RSA-1024 generation (which the soft token offers) is refused by the policy.
     let small = Template::new().ulong(CKA_MODULUS_BITS, 1024);
     assert_rv!(
         generate_pair(w, h, CKM_RSA_PKCS_KEY_PAIR_GEN, small),

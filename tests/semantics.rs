@@ -114,7 +114,7 @@ fn slots_and_token_info() {
         ck!(m, C_GetMechanismInfo(1, CKM_RSA_PKCS_OAEP, &mut mi)),
         CKR_OK
     );
-    assert_eq!((mi.ulMinKeySize, mi.ulMaxKeySize), (2048, 4096));
+    assert_eq!((mi.ulMinKeySize, mi.ulMaxKeySize), (1024, 4096));
     assert_eq!(
         ck!(m, C_GetMechanismInfo(1, 0x7fff_fff0, &mut mi)),
         CKR_MECHANISM_INVALID

@@ -1,5 +1,6 @@
 //! A mechanism with its parameter, decoded from the C structures by the FFI layer.
 
+use crate::core::attr::Attr;
 use cryptoki_sys::*;
 
 /// A mechanism as passed to an `*Init`, `C_GenerateKey*`, `C_WrapKey`, ... call.
@@ -62,6 +63,54 @@ pub enum MechParam {
         hedge: CK_ULONG,
         context: Vec<u8>,
     },
+    /// `CK_SP800_108_KDF_PARAMS` / `CK_SP800_108_FEEDBACK_KDF_PARAMS` (boxed: the largest
+    /// parameter by far).
+    Kbkdf(Box<KbkdfParams>),
+}
+
+/// The parameter of the SP 800-108 KDFs (PKCS#11 3.0 §2.42), as the consumer gave it; the
+/// token checks which data fields its mode allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KbkdfParams {
+    /// The PRF (`CKM_SHA256_HMAC`, `CKM_AES_CMAC`, ...).
+    pub prf: CK_MECHANISM_TYPE,
+    /// The PRF input, in order.
+    pub data: Vec<PrfData>,
+    /// Feedback mode's IV (`pIV`), empty when absent.
+    pub iv: Vec<u8>,
+    /// The templates of the additional derived keys (`CK_DERIVED_KEY`), in order; their
+    /// handles go back into the consumer's structures.
+    pub additional: Vec<Vec<Attr>>,
+}
+
+/// One `CK_PRF_DATA_PARAM`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrfData {
+    /// `CK_SP800_108_ITERATION_VARIABLE`: with its counter format in counter mode, without
+    /// one (NULL, 0) in the chained modes.
+    Iteration(Option<CounterFormat>),
+    /// `CK_SP800_108_COUNTER`.
+    Counter(CounterFormat),
+    /// `CK_SP800_108_DKM_LENGTH`.
+    DkmLength(DkmFormat),
+    /// `CK_SP800_108_BYTE_ARRAY`.
+    Bytes(Vec<u8>),
+}
+
+/// `CK_SP800_108_COUNTER_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterFormat {
+    pub little_endian: bool,
+    pub width_bits: CK_ULONG,
+}
+
+/// `CK_SP800_108_DKM_LENGTH_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DkmFormat {
+    /// `CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS` or `..._SUM_OF_SEGMENTS`.
+    pub method: CK_ULONG,
+    pub little_endian: bool,
+    pub width_bits: CK_ULONG,
 }
 
 /// `CK_RSA_PKCS_OAEP_PARAMS` (the source data is the label when `source` is

@@ -4,8 +4,8 @@
 //! (`crate::replica`), and the core consumes it; the core never names a backend.
 
 use crate::core::attr::{Attr, AttrValue};
-use crate::core::error::{err, Result};
-use crate::core::mechanism::Mechanism;
+use crate::core::error::{err, Error, Result};
+use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
 use cryptoki_sys::*;
 
@@ -220,6 +220,26 @@ pub trait Token: Send + Sync {
         _template: &[Attr],
     ) -> Result<ObjectId> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
+    }
+    /// C_DeriveKey with the keys a mechanism's parameter adds (SP 800-108's
+    /// `CK_DERIVED_KEY`s): the ids of the key `template` describes, then of the additional
+    /// ones in order. Backends without multi-key derivation refuse such a parameter.
+    fn derive_keys(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        template: &[Attr],
+    ) -> Result<Vec<ObjectId>> {
+        if let MechParam::Kbkdf(k) = &mech.param {
+            if !k.additional.is_empty() {
+                return Err(Error::logged(
+                    CKR_MECHANISM_PARAM_INVALID,
+                    "additional derived keys are made by the soft token only",
+                ));
+            }
+        }
+        Ok(vec![self.derive_key(ctx, mech, base, template)?])
     }
     /// `C_EncapsulateKey` (3.2): the ciphertext's length, answered before any key is made
     /// (a length query, a buffer too small).

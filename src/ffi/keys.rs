@@ -88,9 +88,24 @@ ck_fn!(C_UnwrapKey(
 });
 
 ck_fn!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
-    let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
-    *ph = api::derive_key(h, &m, base, &t)?;
-    Ok(())
+    instance::get()?;
+    // The SP 800-108 KDFs make more keys than phKey names: their handles go into the
+    // parameter's CK_DERIVED_KEYs, which hold CK_INVALID_HANDLE unless all were made.
+    let derived = || {
+        let (m, t) = new_key_args(p_mech, p_t, n, ph)?;
+        api::derive_key(h, &m, base, &t)
+    };
+    match derived() {
+        Ok((key, more)) => {
+            *ph = key;
+            super::kbkdf::write_handles(p_mech, Some(&more));
+            Ok(())
+        }
+        Err(e) => {
+            super::kbkdf::write_handles(p_mech, None);
+            Err(e)
+        }
+    }
 });
 
 ck_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {

@@ -138,6 +138,9 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanis
         | CKM_SHA384_HMAC_GENERAL
         | CKM_SHA512_HMAC_GENERAL
         | CKM_AES_CMAC_GENERAL => MechParam::Ulong(*param::<CK_ULONG>(m)?),
+        CKM_SP800_108_COUNTER_KDF
+        | CKM_SP800_108_FEEDBACK_KDF
+        | CKM_SP800_108_DOUBLE_PIPELINE_KDF => MechParam::Kbkdf(Box::new(super::kbkdf::decode(m)?)),
         CKM_EDDSA if !no_param => {
             // PKCS#11 3.0, CKM_EDDSA's scheme table: the parameter's presence alone selects
             // Ed25519ctx (phFlag false) or Ed25519ph (Ed448 / Ed448ph on Ed448 keys); pure

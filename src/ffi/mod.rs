@@ -11,6 +11,7 @@ pub(crate) mod bounds;
 mod crypto;
 pub mod exports;
 mod general;
+mod kbkdf;
 mod keys;
 mod mech;
 mod message;

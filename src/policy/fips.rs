@@ -62,6 +62,7 @@ const AES_38A: &str = "SP 800-38A";
 const HMAC: &str = "FIPS 198-1; key at least 112 bits (SP 800-131A Rev 2 §10)";
 const HASH: &str = "FIPS 180-4";
 const HASH3: &str = "FIPS 202";
+const KBKDF: &str = "SP 800-108 Rev 1 §4 with an HMAC (FIPS 198-1) or CMAC (SP 800-38B) PRF";
 const KEYGEN: &str = "SP 800-133 Rev 2; HMAC keys at least 112 bits (SP 800-131A Rev 2 §10)";
 
 rows! {
@@ -138,6 +139,9 @@ rows! {
     CKM_SHA3_384 CKF_DIGEST, false, HASH3;
     CKM_SHA3_512 CKF_DIGEST, false, HASH3;
     CKM_HKDF_DERIVE CKF_DERIVE, false, "SP 800-56C Rev 2 §5 (HKDF)";
+    CKM_SP800_108_COUNTER_KDF CKF_DERIVE, false, KBKDF;
+    CKM_SP800_108_FEEDBACK_KDF CKF_DERIVE, false, KBKDF;
+    CKM_SP800_108_DOUBLE_PIPELINE_KDF CKF_DERIVE, false, KBKDF;
 }
 
 /// The row of `mech`, if it is approved on a slot whose key store is also validated for

@@ -169,6 +169,7 @@ pub fn rules_scenario(m: &Module, slot: CK_SLOT_ID) -> Rec {
 
     // A session of its own: SoftHSM keeps the digest above active (one operation at a time).
     edwards_and_montgomery(m, open(m, slot, true), &mut r);
+    kbkdf_and_rsa_1024(m, open(m, slot, true), &mut r);
 
     // A NUL-terminated C_InitToken label (last: it wipes the token).
     assert_eq!(ck!(m, C_CloseAllSessions(slot)), CKR_OK);
@@ -238,4 +239,88 @@ fn edwards_and_montgomery(m: &Module, h: CK_SESSION_HANDLE, r: &mut Rec) {
         "CKM_EC_MONTGOMERY_KEY_PAIR_GEN on X25519",
         gen(CKM_EC_MONTGOMERY_KEY_PAIR_GEN, &x25519).0,
     );
+}
+
+/// SP 800-108 in counter mode (PKCS#11 3.0 §2.42) on NIST CAVP's KDFCTR vector
+/// (HMAC-SHA256, 32-bit counter before the fixed input, COUNT=0), and an RSA-1024 key
+/// pair whose SHA256-RSA-PKCS signature RustCrypto's `rsa` verifies.
+fn kbkdf_and_rsa_1024(m: &Module, h: CK_SESSION_HANDLE, r: &mut Rec) {
+    let ki =
+        hex::decode("dd1d91b7d90b2bd3138533ce92b272fbf8a369316aefe242e659cc0ae238afe0").unwrap();
+    let mut fixed = hex::decode(
+        "01322b96b30acd197979444e468e1c5c6859bf1b1cf951b7e725303e237e46b864a145fab25e517b08f8683d0315bb2911d80a0e8aba17f3b413faac",
+    )
+    .unwrap();
+    let base = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+        .bytes(CKA_VALUE, &ki)
+        .bool(CKA_DERIVE, true);
+    let (rv, key) = create(m, h, base);
+    assert_eq!(rv, CKR_OK);
+    let mut counter = CK_SP800_108_COUNTER_FORMAT {
+        bLittleEndian: 0,
+        ulWidthInBits: 32,
+    };
+    let mut data = [
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_ITERATION_VARIABLE,
+            pValue: &mut counter as *mut _ as *mut _,
+            ulValueLen: std::mem::size_of::<CK_SP800_108_COUNTER_FORMAT>() as CK_ULONG,
+        },
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_BYTE_ARRAY,
+            pValue: fixed.as_mut_ptr() as *mut _,
+            ulValueLen: fixed.len() as CK_ULONG,
+        },
+    ];
+    let mut p = CK_SP800_108_KDF_PARAMS {
+        prfType: CKM_SHA256_HMAC,
+        ulNumberOfDataParams: 2,
+        pDataParams: data.as_mut_ptr(),
+        ulAdditionalDerivedKeys: 0,
+        pAdditionalDerivedKeys: std::ptr::null_mut(),
+    };
+    let got = derive16(m, h, &mut mech_with(CKM_SP800_108_COUNTER_KDF, &mut p), key);
+    r.rv("CKM_SP800_108_COUNTER_KDF (HMAC-SHA256)", rv_of(&got));
+    let want = hex::decode("10621342bfb0fd40046c0e29f2cfdbf0").unwrap();
+    r.val(
+        "CKM_SP800_108_COUNTER_KDF value is NIST's",
+        (got.ok() == Some(want)) as u64,
+    );
+
+    let mut pt = Template::new()
+        .ulong(CKA_MODULUS_BITS, 1024)
+        .bool(CKA_VERIFY, true);
+    let mut st = Template::new().bool(CKA_SIGN, true);
+    let (mut pubk, mut privk) = (0, 0);
+    let rv = ck!(
+        m,
+        C_GenerateKeyPair(
+            h,
+            &mut mech(CKM_RSA_PKCS_KEY_PAIR_GEN),
+            pt.ptr(),
+            pt.len(),
+            st.ptr(),
+            st.len(),
+            &mut pubk,
+            &mut privk
+        )
+    );
+    r.rv("RSA-1024 key pair", rv);
+    let sig = sign(m, h, mech(CKM_SHA256_RSA_PKCS), privk, b"legacy");
+    r.rv("RSA-1024 SHA256-RSA-PKCS signature", rv_of(&sig));
+    let verified = sig.ok().is_some_and(|sig| {
+        let n = get_attr(m, h, pubk, CKA_MODULUS).unwrap();
+        let e = get_attr(m, h, pubk, CKA_PUBLIC_EXPONENT).unwrap();
+        let k = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(&n),
+            rsa::BigUint::from_bytes_be(&e),
+        )
+        .unwrap();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(b"legacy");
+        k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig)
+            .is_ok()
+    });
+    r.val("RSA-1024 signature verified by RustCrypto", verified as u64);
 }

@@ -3,7 +3,7 @@
 //! `ffi::mech` and `ffi::attr`.
 
 use crate::core::attr::Attr;
-use crate::core::mechanism::{MechParam, Mechanism};
+use crate::core::mechanism::{CounterFormat, MechParam, Mechanism, PrfData};
 use cryptoki_sys::*;
 use std::mem::size_of;
 
@@ -37,6 +37,35 @@ fn struct_bytes<T>(v: &T) -> Box<[u8]> {
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
         .to_vec()
         .into_boxed_slice()
+}
+
+/// One SP 800-108 data field as the C structure, its value kept by `keep`.
+fn prf_data(d: &PrfData, keep: &mut impl FnMut(&[u8]) -> *mut u8) -> CK_PRF_DATA_PARAM {
+    let counter = |c: &CounterFormat| {
+        struct_bytes(&CK_SP800_108_COUNTER_FORMAT {
+            bLittleEndian: c.little_endian as CK_BBOOL,
+            ulWidthInBits: c.width_bits,
+        })
+    };
+    let (type_, value) = match d {
+        PrfData::Iteration(None) => (CK_SP800_108_ITERATION_VARIABLE, Box::default()),
+        PrfData::Iteration(Some(c)) => (CK_SP800_108_ITERATION_VARIABLE, counter(c)),
+        PrfData::Counter(c) => (CK_SP800_108_COUNTER, counter(c)),
+        PrfData::DkmLength(f) => (
+            CK_SP800_108_DKM_LENGTH,
+            struct_bytes(&CK_SP800_108_DKM_LENGTH_FORMAT {
+                dkmLengthMethod: f.method,
+                bLittleEndian: f.little_endian as CK_BBOOL,
+                ulWidthInBits: f.width_bits,
+            }),
+        ),
+        PrfData::Bytes(b) => (CK_SP800_108_BYTE_ARRAY, boxed(b)),
+    };
+    CK_PRF_DATA_PARAM {
+        type_,
+        pValue: keep(&value) as CK_VOID_PTR,
+        ulValueLen: value.len() as CK_ULONG,
+    }
 }
 
 impl OwnedMechanism {
@@ -128,6 +157,42 @@ impl OwnedMechanism {
                     length: data.len() as CK_ULONG,
                 };
                 Some(struct_bytes(&p))
+            }
+            // The additional derived keys never reach here (Token::derive_keys refuses
+            // them for every backend but the soft token).
+            MechParam::Kbkdf(k) => {
+                let data: Vec<CK_PRF_DATA_PARAM> =
+                    k.data.iter().map(|d| prf_data(d, &mut keep)).collect();
+                // SAFETY: CK_PRF_DATA_PARAM is a #[repr(C)] structure of plain fields.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        data.as_ptr() as *const u8,
+                        data.len() * size_of::<CK_PRF_DATA_PARAM>(),
+                    )
+                };
+                let (n, p_data) = (
+                    data.len() as CK_ULONG,
+                    keep(bytes) as *mut CK_PRF_DATA_PARAM,
+                );
+                Some(if m.mech == CKM_SP800_108_FEEDBACK_KDF {
+                    struct_bytes(&CK_SP800_108_FEEDBACK_KDF_PARAMS {
+                        prfType: k.prf,
+                        ulNumberOfDataParams: n,
+                        pDataParams: p_data,
+                        ulIVLen: k.iv.len() as CK_ULONG,
+                        pIV: keep(&k.iv),
+                        ulAdditionalDerivedKeys: 0,
+                        pAdditionalDerivedKeys: std::ptr::null_mut(),
+                    })
+                } else {
+                    struct_bytes(&CK_SP800_108_KDF_PARAMS {
+                        prfType: k.prf,
+                        ulNumberOfDataParams: n,
+                        pDataParams: p_data,
+                        ulAdditionalDerivedKeys: 0,
+                        pAdditionalDerivedKeys: std::ptr::null_mut(),
+                    })
+                })
             }
             MechParam::DesCbcData { iv, data } => {
                 let p = CK_DES_CBC_ENCRYPT_DATA_PARAMS {

@@ -10,6 +10,7 @@
 //! cross-process lock (`lock.rs`), after re-reading what it changes.
 
 pub mod crypto;
+mod kbkdf;
 mod kem;
 mod lock;
 mod perms;
@@ -25,7 +26,7 @@ pub use self::pin::StoreSeal;
 use self::store::{Decoded, Loaded, TokenMeta};
 use crate::core::attr::{Attr, AttrValue, Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
-use crate::core::mechanism::Mechanism;
+use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::template::{self, Op, Usage};
 use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
@@ -585,6 +586,13 @@ impl Token for SoftToken {
         base: ObjectId,
         tpl: &[Attr],
     ) -> Result<ObjectId> {
+        if let MechParam::Kbkdf(k) = &mech.param {
+            // Reached without derive_keys (through a replica group): one key only.
+            if !k.additional.is_empty() {
+                return Err(err(CKR_MECHANISM_PARAM_INVALID));
+            }
+            return Ok(self.kbkdf_keys(ctx, mech, base, tpl)?[0]);
+        }
         Self::mechanism_known(mech.mech)?;
         let bk = self
             .object(ctx, base)
@@ -592,7 +600,7 @@ impl Token for SoftToken {
         template::check_usage(&bk.attrs, Usage::Derive, mech.mech)?;
         let mut attrs = Self::derived_template(ctx, tpl)?;
         let other = match mech.param {
-            crate::core::mechanism::MechParam::Key(id) => {
+            MechParam::Key(id) => {
                 let o = self
                     .object(ctx, id)
                     .map_err(|_| err(CKR_MECHANISM_PARAM_INVALID))?;
@@ -615,6 +623,19 @@ impl Token for SoftToken {
             bk.attrs.flag_or(CKA_NEVER_EXTRACTABLE, false) && !extractable,
         );
         self.insert(ctx, attrs)
+    }
+
+    fn derive_keys(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        base: ObjectId,
+        tpl: &[Attr],
+    ) -> Result<Vec<ObjectId>> {
+        match mech.param {
+            MechParam::Kbkdf(_) => self.kbkdf_keys(ctx, mech, base, tpl),
+            _ => Ok(vec![self.derive_key(ctx, mech, base, tpl)?]),
+        }
     }
 
     fn encapsulate_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {

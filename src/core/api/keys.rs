@@ -2,7 +2,7 @@
 
 use super::{ctx_of, translate_mech, with_session};
 use crate::core::attr::Attr;
-use crate::core::error::Result;
+use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::out::OutBuf;
 use crate::core::token::{Ctx, ObjectId, Token};
@@ -69,23 +69,26 @@ pub fn unwrap_key(
     })
 }
 
+/// C_DeriveKey: the key `template` describes, and the handles of the additional keys a
+/// mechanism's parameter asks for (SP 800-108), in their order.
 pub fn derive_key(
     h: CK_SESSION_HANDLE,
     mech: &Mechanism,
     base: CK_OBJECT_HANDLE,
     template: &[Attr],
-) -> Result<CK_OBJECT_HANDLE> {
-    with_key(
-        h,
-        mech,
-        base,
-        CKR_KEY_HANDLE_INVALID,
-        |token, ctx, mech, b| token.derive_key(ctx, mech, b, template),
-    )
+) -> Result<(CK_OBJECT_HANDLE, Vec<CK_OBJECT_HANDLE>)> {
+    with_session(h, |inst, s| {
+        let (slot, ctx) = ctx_of(inst, s);
+        let b = inst.object(slot, base, CKR_KEY_HANDLE_INVALID)?;
+        let mech = translate_mech(inst, slot, mech)?;
+        let ids = s.slot.token.derive_keys(&ctx, &mech, b, template)?;
+        let mut handles = ids.into_iter().map(|id| inst.objects.handle_for(slot, id));
+        let first = handles.next().ok_or_else(|| err(CKR_GENERAL_ERROR))?;
+        Ok((first, handles.collect()))
+    })
 }
 
-/// A call that makes one object with a key (`C_UnwrapKey` with the unwrapping key,
-/// `C_DeriveKey` with the base key): `key` is looked up (`bad_key` when the session does
+/// A call that makes one object with a key (`C_UnwrapKey` with the unwrapping key): `key` is looked up (`bad_key` when the session does
 /// not see it), handles in the mechanism's parameter translated, and the new object's
 /// handle returned.
 fn with_key(

@@ -80,6 +80,8 @@ enum Mode {
     },
     Oaep {
         key: Arc<Key>,
+        /// hashAlg (MGF1 uses the same), for keys `rsa_raw` handles.
+        hash: CK_MECHANISM_TYPE,
         alg: &'static rsa::OaepAlgorithm,
         label: Vec<u8>,
     },
@@ -207,6 +209,7 @@ fn oaep(mech: &Mechanism, key: &Arc<Key>) -> Result<Mode> {
     }
     Ok(Mode::Oaep {
         key: key.clone(),
+        hash: p.hash,
         alg,
         label: p.source_data.clone(),
     })
@@ -303,7 +306,17 @@ impl Op {
                 padded,
                 ctr,
             } => block_run(key, *iv, *padded, *ctr, self.encrypt, input),
-            Mode::Oaep { key, alg, label } => {
+            Mode::Oaep {
+                key, hash, label, ..
+            } if key.rsa_len().is_some_and(super::rsa_raw::legacy) => {
+                rsa_legacy(key, self.encrypt, Some((*hash, label)), input)
+            }
+            Mode::Pkcs1 { key } if key.rsa_len().is_some_and(super::rsa_raw::legacy) => {
+                rsa_legacy(key, self.encrypt, None, input)
+            }
+            Mode::Oaep {
+                key, alg, label, ..
+            } => {
                 let label = Some(label.as_slice());
                 if self.encrypt {
                     let Key::RsaPublic { spki, n, .. } = &**key else {
@@ -373,6 +386,38 @@ impl Op {
                 }
             }
         }
+    }
+}
+
+/// RSA encryption or decryption with a key under 2048 bits (`rsa_raw.rs`), with the same
+/// length rules as aws-lc-rs's path: PKCS#1 v1.5 takes at most k - 11 bytes, OAEP
+/// k - 2 hLen - 2; a ciphertext is exactly k bytes.
+fn rsa_legacy(
+    key: &Key,
+    encrypt: bool,
+    oaep: Option<(CK_MECHANISM_TYPE, &Vec<u8>)>,
+    input: &[u8],
+) -> Result<Vec<u8>> {
+    let k = key.rsa_len().unwrap_or(0);
+    let overhead = match oaep {
+        Some((h, _)) => 2 * super::sign::hash_len(h) + 2,
+        None => 11,
+    };
+    match key {
+        Key::RsaPublic { pkcs1, .. } if encrypt => {
+            if input.len() + overhead > k {
+                return Err(err(CKR_DATA_LEN_RANGE));
+            }
+            super::rsa_raw::crypt(pkcs1, true, oaep.map(|(h, l)| (h, l.as_slice())), input)
+        }
+        Key::RsaPrivate { parts, .. } if !encrypt => {
+            if input.len() != k {
+                return Err(err(CKR_ENCRYPTED_DATA_LEN_RANGE));
+            }
+            let der = parts.to_pkcs1()?;
+            super::rsa_raw::crypt(&der, false, oaep.map(|(h, l)| (h, l.as_slice())), input)
+        }
+        _ => Err(err(CKR_KEY_TYPE_INCONSISTENT)),
     }
 }
 

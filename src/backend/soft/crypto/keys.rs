@@ -44,7 +44,8 @@ pub enum Key {
         point: Vec<u8>,
     },
     RsaPrivate {
-        pair: rsa::KeyPair,
+        /// aws-lc-rs's key, `None` for a modulus under 2048 bits (`rsa_raw::legacy`).
+        pair: Option<rsa::KeyPair>,
         parts: RsaParts,
         decrypting: OnceLock<Option<rsa::PrivateDecryptingKey>>,
     },
@@ -202,12 +203,23 @@ impl Key {
                     dq: z(CKA_EXPONENT_2, "CKA_EXPONENT_2")?,
                     qinv: z(CKA_COEFFICIENT, "CKA_COEFFICIENT")?,
                 };
-                let pair = rsa::KeyPair::from_der(&parts.to_pkcs1()?).map_err(|e| {
-                    Error::logged(
+                let pkcs1 = parts.to_pkcs1()?;
+                let pair = if !super::rsa_raw::legacy(parts.n.len()) {
+                    Some(rsa::KeyPair::from_der(&pkcs1).map_err(|e| {
+                        Error::logged(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            format!("RSA private key rejected: {e}"),
+                        )
+                    })?)
+                } else if parts.n.len() * 8 >= super::rsa_raw::MIN_BITS {
+                    super::rsa_raw::check_private(&pkcs1)?;
+                    None
+                } else {
+                    return Err(Error::logged(
                         CKR_ATTRIBUTE_VALUE_INVALID,
-                        format!("RSA private key rejected: {e}"),
-                    )
-                })?;
+                        "RSA private key rejected: modulus under 1024 bits",
+                    ));
+                };
                 Ok(Key::RsaPrivate {
                     pair,
                     parts,
@@ -326,13 +338,17 @@ pub fn generate_rsa(bits: CK_ULONG, exponent: Option<&[u8]>) -> Result<RsaParts>
         }
     }
     let size = match bits {
+        1024 => {
+            let pkcs1 = super::rsa_raw::generate(1024)?;
+            return RsaParts::from_pkcs1(&pkcs1);
+        }
         2048 => rsa::KeySize::Rsa2048,
         3072 => rsa::KeySize::Rsa3072,
         4096 => rsa::KeySize::Rsa4096,
         _ => {
             return Err(Error::logged(
                 CKR_KEY_SIZE_RANGE,
-                format!("RSA keys of {bits} bits are not supported (2048, 3072, 4096)"),
+                format!("RSA keys of {bits} bits are not supported (1024, 2048, 3072, 4096)"),
             ))
         }
     };

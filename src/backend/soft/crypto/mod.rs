@@ -13,6 +13,7 @@ mod ecdh;
 #[allow(unsafe_code)]
 mod ed25519_raw;
 mod gcm;
+pub(crate) mod kbkdf;
 mod keys;
 mod mechs;
 mod okp;
@@ -21,7 +22,8 @@ pub(crate) mod pqc;
 // PQC key generation.
 #[allow(unsafe_code)]
 mod pqc_raw;
-// aws-lc's C API, for the one RSA operation aws-lc-rs does not wrap.
+// aws-lc's C API, for the RSA aws-lc-rs does not wrap: PKCS#1 v1.5 over raw data, and
+// every operation on keys under 2048 bits.
 #[allow(unsafe_code)]
 mod rsa_raw;
 mod sign;
@@ -30,7 +32,7 @@ mod wrap;
 pub use cipher::{decrypt_init, encrypt_init};
 pub use keys::{complete_import, Key};
 pub use sign::digest_init;
-pub use wrap::{derive, unwrap, wrap};
+pub use wrap::{derive, finish_derived, unwrap, wrap};
 
 use self::der::Curve;
 use crate::core::attr::{Attrs, AttrsExt};

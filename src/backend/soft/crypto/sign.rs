@@ -148,7 +148,7 @@ static ENCODINGS: std::sync::LazyLock<SaltCache<signature::RsaSignatureEncoding>
 static PARAMS: std::sync::LazyLock<SaltCache<signature::RsaParameters>> =
     std::sync::LazyLock::new(Default::default);
 
-fn hash_len(hash: CK_MECHANISM_TYPE) -> usize {
+pub(super) fn hash_len(hash: CK_MECHANISM_TYPE) -> usize {
     digest_alg(hash).map(|a| a.output_len()).unwrap_or(0)
 }
 
@@ -432,7 +432,22 @@ impl Signer for Sign {
                 // Arbitrary data (or a SHA-1/224 DigestInfo): the raw PKCS#1 operation.
                 super::rsa_raw::rsa_pkcs1_sign_raw(&parts.to_pkcs1()?, &input)
             }
-            (Scheme::Rsa { pss }, Key::RsaPrivate { pair, .. }) => {
+            (
+                Scheme::Rsa { pss },
+                Key::RsaPrivate {
+                    pair: None, parts, ..
+                },
+            ) => {
+                // Under 2048 bits: aws-lc's own RSA (rsa_raw.rs).
+                let (hash, d) = rsa_digest(&self.mech, &input)?;
+                super::rsa_raw::sign_digest(&parts.to_pkcs1()?, hash, d.as_ref(), *pss)
+            }
+            (
+                Scheme::Rsa { pss },
+                Key::RsaPrivate {
+                    pair: Some(pair), ..
+                },
+            ) => {
                 let (hash, d) = rsa_digest(&self.mech, &input)?;
                 let mut sig = vec![0u8; pair.public_modulus_len()];
                 pair.sign_digest(rsa_encoding(hash, *pss)?, &d, &mut sig)
@@ -539,6 +554,13 @@ impl Verifier for Verify {
                     };
                 }
                 let (hash, d) = rsa_digest(&s.mech, &input)?;
+                if super::rsa_raw::legacy(n.len()) {
+                    return match super::rsa_raw::verify_digest(pkcs1, hash, d.as_ref(), *pss, sig)?
+                    {
+                        true => Ok(()),
+                        false => Err(err(CKR_SIGNATURE_INVALID)),
+                    };
+                }
                 signature::UnparsedPublicKey::new(rsa_params(hash, *pss)?, pkcs1)
                     .verify_digest(&d, sig)
                     .map_err(bad)

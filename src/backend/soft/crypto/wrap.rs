@@ -256,7 +256,7 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
 
 /// Length and type of a derived secret: CKA_VALUE_LEN from the template (at most what the
 /// mechanism yields), else all of it; the key type from the template, else generic.
-pub(super) fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
+pub fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
     let kt = template.ulong(CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
     let len = match (template.ulong(CKA_VALUE_LEN), kt) {
         (Some(n), _) => n as usize,
