@@ -368,7 +368,7 @@ impl Token for ReplicaGroup {
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         let g = &self.g;
         g.sessions.remove(&session);
-        g.session_objects.retain(|_, o| o.session != session);
+        g.forget_session_objects(session);
         for r in &g.replicas {
             if r.opened.remove(&session).is_some() {
                 r.token.close_session(session);

@@ -80,6 +80,24 @@ impl Group {
         );
     }
 
+    /// Consumer session `session` closed: its session objects are gone from every
+    /// replica that served it, and their ids there may be handed out again.
+    pub(super) fn forget_session_objects(&self, session: CK_SESSION_HANDLE) {
+        let mut gone = Vec::new();
+        self.session_objects.retain(|gid, o| {
+            let mine = o.session == session;
+            if mine {
+                gone.push(*gid);
+            }
+            !mine
+        });
+        for gid in gone {
+            for i in 0..self.replicas.len() {
+                self.forget_child(i, gid);
+            }
+        }
+    }
+
     /// After `C_SetAttributeValue` on `gid`: a re-created copy gets the new values too.
     pub(super) fn session_object_changed(&self, gid: ObjectId, changes: &[Attr]) {
         if let Some(mut o) = self.session_objects.get_mut(&gid) {
