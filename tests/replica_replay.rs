@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use cryptoki_sys::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -129,23 +128,7 @@ fn setup() -> &'static Setup {
         let dir = std::env::temp_dir().join(format!("hsmux-replay-{}", std::process::id()));
         remove_at_exit(&dir);
         let tokens = ["q0", "q1", "q2", "l0", "l1"];
-        let conf = softhsm_token(&dir, tokens[0], "12345678", "1234");
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for t in &tokens[1..] {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", t])
-                .args(["--so-pin", "12345678", "--pin", "1234"])
-                .output()
-                .expect("softhsm2-util");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/conformance/faultwrap/build.sh"))
-            .arg(&dir)
-            .output()
-            .expect("build the fault wrapper");
-        assert!(out.status.success(), "faultwrap: {}", String::from_utf8_lossy(&out.stderr));
+        let wrapper = faultwrap::tokens_behind_faultwrap(&dir, &tokens);
         let direct = load_from(Path::new(SOFTHSM));
         assert_eq!(initialize(&direct), CKR_OK);
         let rsa = rsa_parts(&direct, "q0");
@@ -155,7 +138,7 @@ fn setup() -> &'static Setup {
         std::mem::forget(direct); // the wrappers share this SoftHSM instance
         let replica = |name: &str| {
             let lib = dir.join(format!("w-{name}.so"));
-            std::fs::copy(dir.join("libfaultwrap.so"), &lib).unwrap();
+            std::fs::copy(&wrapper, &lib).unwrap();
             ctl(&dir, name, "ok");
             format!(
                 "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{name}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name}\"\n  timeout_ms = 400\n",

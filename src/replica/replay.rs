@@ -361,6 +361,19 @@ mod tests {
         assert_eq!(off.refusal(), Some("replay_limit = 0"));
     }
 
+    /// docs/failover.md: "the bytes fed so far plus about 300 bytes per operation".
+    #[test]
+    fn an_operation_costs_its_input_and_a_few_hundred_bytes() {
+        let size = std::mem::size_of::<Journal>();
+        eprintln!("a journal: {size} bytes");
+        assert!(size <= 400, "{size} bytes");
+        let mut j = Journal::new(DEFAULT_LIMIT);
+        for _ in 0..100 {
+            j.note(&[7; 1000]);
+        }
+        assert!(j.input.capacity() <= 2 * 100_000, "{}", j.input.capacity());
+    }
+
     #[test]
     fn only_modes_with_fixed_output_replay() {
         let gcm = |iv: Vec<u8>| {
