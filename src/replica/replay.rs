@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(off.refusal(), Some("replay_limit = 0"));
     }
 
-    /// docs/failover.md: "the bytes fed so far plus about 300 bytes per operation".
+    /// docs/failover.md: "the bytes fed so far (at most `replay_limit`) plus about 170 bytes".
     #[test]
     fn an_operation_costs_its_input_and_a_few_hundred_bytes() {
         let size = std::mem::size_of::<Journal>();
