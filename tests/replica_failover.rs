@@ -120,14 +120,7 @@ fn setup() -> &'static Setup {
         }
         std::mem::forget(direct); // the wrappers share this SoftHSM instance
         let replica = |name: &str, token: &str, extra: &str| {
-            let lib = dir.join(format!("w-{name}.so"));
-            std::fs::copy(&wrapper, &lib).unwrap();
-            ctl(&dir, name, "ok");
-            format!(
-                "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{token}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name}\"\n  timeout_ms = 400\n{extra}",
-                lib.display(),
-                dir.display()
-            )
+            faultwrap::replica_table(&dir, &wrapper, SOFTHSM, name, token, extra)
         };
         // A free port for the metrics listener (taken back by hsmux right after).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -136,16 +136,8 @@ fn setup() -> &'static Setup {
             provision(&direct, t, &rsa);
         }
         std::mem::forget(direct); // the wrappers share this SoftHSM instance
-        let replica = |name: &str| {
-            let lib = dir.join(format!("w-{name}.so"));
-            std::fs::copy(&wrapper, &lib).unwrap();
-            ctl(&dir, name, "ok");
-            format!(
-                "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{name}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name}\"\n  timeout_ms = 400\n",
-                lib.display(),
-                dir.display()
-            )
-        };
+        let replica =
+            |name: &str| faultwrap::replica_table(&dir, &wrapper, SOFTHSM, name, name, "");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = format!(
             "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[slot]]\nlabel = \"rp\"\npolicy = \"failover\"\n{}{}{}\n[[slot]]\nlabel = \"lim\"\nreplay_limit = {SMALL_LIMIT}\n{}{}",

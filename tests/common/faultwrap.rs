@@ -35,3 +35,24 @@ pub fn tokens_behind_faultwrap(dir: &Path, labels: &[&str]) -> PathBuf {
     );
     dir.join("libfaultwrap.so")
 }
+
+/// One `[[slot.replica]]` table: replica `name` reaching SoftHSM's token `token` (at
+/// `softhsm`) through its own copy of `wrapper`, with its ctl file `dir/ctl-<name>` set to
+/// `ok` and a 400 ms deadline; `extra`: more keys, each line indented by two blanks.
+pub fn replica_table(
+    dir: &Path,
+    wrapper: &Path,
+    softhsm: &str,
+    name: &str,
+    token: &str,
+    extra: &str,
+) -> String {
+    let lib = dir.join(format!("w-{name}.so"));
+    std::fs::copy(wrapper, &lib).unwrap();
+    std::fs::write(dir.join(format!("ctl-{name}")), "ok").unwrap();
+    format!(
+        "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{token}\"\n  init_args = \"target={softhsm} ctl={}/ctl-{name}\"\n  timeout_ms = 400\n{extra}",
+        lib.display(),
+        dir.display()
+    )
+}
