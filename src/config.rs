@@ -148,8 +148,14 @@ pub enum BackendConfig {
     Replicas {
         policy: Policy,
         replicas: Vec<ReplicaConfig>,
+        /// `replay_limit`: bytes of input a multi-part operation keeps to be replayed on
+        /// the next replica (0: no replay).
+        replay_limit: usize,
     },
 }
+
+/// `replay_limit` when absent: 1 MiB of input per multi-part operation.
+pub const DEFAULT_REPLAY_LIMIT: usize = 1 << 20;
 
 /// How a replica group uses its replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -141,7 +141,11 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                 });
                 continue;
             }
-            BackendConfig::Replicas { policy, replicas } => {
+            BackendConfig::Replicas {
+                policy,
+                replicas,
+                replay_limit,
+            } => {
                 let members = replicas
                     .iter()
                     .map(|r| {
@@ -154,6 +158,7 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let g = Arc::new(ReplicaGroup::new(&s.label, *policy, members));
+                g.set_replay_limit(*replay_limit);
                 groups.push((id, g.clone()));
                 g
             }

@@ -103,32 +103,10 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         assert!(Path::new(SOFTHSM).exists(), "SoftHSMv2 missing (scripts/deps.sh)");
         let dir = std::env::temp_dir().join(format!("hsmux-replica-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
         remove_at_exit(&dir);
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!("directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", dir.display()),
-        )
-        .unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &conf);
         let tokens = ["r0", "r1", "r2", "p0", "p1", "b0", "b1"];
-        for t in tokens {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", t, "--so-pin", "12345678", "--pin", "1234"])
-                .output()
-                .expect("softhsm2-util");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
         // The wrapper, built from source, one copy per replica (each its own instance).
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/conformance/faultwrap/build.sh"))
-            .arg(&dir)
-            .output()
-            .expect("build the fault wrapper");
-        assert!(out.status.success(), "faultwrap build: {}", String::from_utf8_lossy(&out.stderr));
-        let wrapper = dir.join("libfaultwrap.so");
+        let wrapper = faultwrap::tokens_behind_faultwrap(&dir, &tokens);
         // One EC key for every replica, made outside the tokens.
         let sk = p256::ecdsa::SigningKey::from_bytes(&[0x21u8; 32].into()).unwrap();
         let vk = *sk.verifying_key();
@@ -142,14 +120,7 @@ fn setup() -> &'static Setup {
         }
         std::mem::forget(direct); // the wrappers share this SoftHSM instance
         let replica = |name: &str, token: &str, extra: &str| {
-            let lib = dir.join(format!("w-{name}.so"));
-            std::fs::copy(&wrapper, &lib).unwrap();
-            ctl(&dir, name, "ok");
-            format!(
-                "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{token}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name}\"\n  timeout_ms = 400\n{extra}",
-                lib.display(),
-                dir.display()
-            )
+            faultwrap::replica_table(&dir, &wrapper, SOFTHSM, name, token, extra)
         };
         // A free port for the metrics listener (taken back by hsmux right after).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

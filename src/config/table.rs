@@ -151,6 +151,7 @@ tables! {
         user_pin: Option<PinCheck>,
         policy: Option<Spanned<String>>,
         replica: Option<Vec<Spanned<RawReplica>>>,
+        replay_limit: Option<u64>,
         // the key-use policy (config/policy.rs)
         hardware_only: Option<bool>,
         approved_mechanisms: Option<super::policy::Approved>,
@@ -186,6 +187,9 @@ pub(super) fn slot(
                     "{}: key `policy` needs [[slot.replica]] entries",
                     here.key(p)
                 )));
+            }
+            if s.replay_limit.is_some() {
+                return Err(here.err("key `replay_limit` needs [[slot.replica]] entries"));
             }
             let keys = s.keys();
             backends::parse(backends::kind(&keys, &here)?, &keys, &here)?
@@ -283,8 +287,13 @@ fn replica_group(
             backend: backends::parse(kind, &keys, &rhere)?,
         });
     }
+    let replay_limit = s
+        .replay_limit
+        .map_or(Ok(super::DEFAULT_REPLAY_LIMIT), usize::try_from)
+        .map_err(|_| here.err("key `replay_limit` is too large"))?;
     Ok(BackendConfig::Replicas {
         policy,
         replicas: out,
+        replay_limit,
     })
 }

@@ -48,14 +48,24 @@ impl Group {
         if change == Change::WentDown {
             log::warn!("slot {}: replica {} down: {cause}", self.slot, r.name);
             self.metrics_up(i, false);
-            let lost = self
-                .session_objects
-                .iter()
-                .filter(|e| e.value().0 == i)
-                .count();
+            let (mut again, mut lost) = (0, 0);
+            for o in self.session_objects.iter().filter(|e| e.value().at == i) {
+                if o.can_be_recreated() {
+                    again += 1;
+                } else {
+                    lost += 1;
+                }
+            }
+            if again > 0 {
+                log::warn!(
+                    "slot {}: {again} session object(s) held by replica {} are created again on the replica that serves them next",
+                    self.slot,
+                    r.name
+                );
+            }
             if lost > 0 {
                 log::warn!(
-                    "slot {}: {lost} session object(s) created on replica {} are not on the other replicas: they are gone with it (their handles answer CKR_OBJECT_HANDLE_INVALID elsewhere)",
+                    "slot {}: {lost} session key(s) generated inside replica {} are gone with it (hsmux never saw their values; their handles answer CKR_OBJECT_HANDLE_INVALID elsewhere)",
                     self.slot,
                     r.name
                 );
@@ -340,13 +350,6 @@ impl Group {
         Ok(gid)
     }
 
-    /// Remembers a new object of replica `i` that is a session object.
-    pub(super) fn note_new(&self, i: usize, ctx: &Ctx, gid: ObjectId, template: &[Attr]) {
-        if crate::core::attr::find(template, CKA_TOKEN) != Some(&[1u8][..]) {
-            self.session_objects.insert(gid, (i, ctx.session));
-        }
-    }
-
     /// Replica `i`'s object for group id `gid`: cached, else found by identity.
     pub(super) fn child_id(&self, i: usize, ctx: &Ctx, gid: ObjectId) -> Result<Option<ObjectId>> {
         let r = &self.replicas[i];
@@ -372,7 +375,8 @@ impl Group {
                 return Ok(Some(c));
             }
         }
-        Ok(None)
+        // A session object whose replica died: made again here when it can be.
+        self.recreate(i, r, gid)
     }
 
     /// Forgets replica `i`'s id for `gid` (the vendor no longer knows it).

@@ -10,8 +10,10 @@
 
 mod group;
 mod health;
+mod objects;
 mod ops;
 mod prober;
+mod replay;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +27,7 @@ use cryptoki_sys::*;
 use dashmap::DashMap;
 pub use health::State;
 use health::{Change, Health};
+use objects::Made;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -112,9 +115,11 @@ pub(crate) struct Group {
     last_info: Mutex<Option<TokenInfo>>,
     mechs: Mutex<Option<Vec<CK_MECHANISM_TYPE>>>,
     stop: AtomicBool,
-    /// Session objects (not `CKA_TOKEN`) and the replica that holds each: they do not
-    /// survive that replica, and its failure says so in the log.
-    session_objects: DashMap<ObjectId, (usize, CK_SESSION_HANDLE)>,
+    /// Session objects (not `CKA_TOKEN`), the replica that holds each and how to make it
+    /// again elsewhere when it can be (`objects.rs`).
+    session_objects: DashMap<ObjectId, objects::SessionObject>,
+    /// `replay_limit`: the input a multi-part operation keeps for a replay (`replay.rs`).
+    replay_limit: AtomicUsize,
     /// The instance's metrics and this slot's index there, when `[metrics]` is on.
     metrics: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, usize)>,
 }
@@ -172,6 +177,7 @@ impl ReplicaGroup {
             mechs: Mutex::new(None),
             stop: AtomicBool::new(false),
             session_objects: DashMap::new(),
+            replay_limit: AtomicUsize::new(replay::DEFAULT_LIMIT),
             metrics: std::sync::OnceLock::new(),
         });
         let prober = prober::start(g.clone());
@@ -204,6 +210,12 @@ impl ReplicaGroup {
             );
         }
         let _ = self.g.metrics.set((m.clone(), slot));
+    }
+
+    /// `replay_limit`: the input each multi-part operation keeps to be replayed on the
+    /// next replica (0: none, a cut operation answers `CKR_DEVICE_ERROR` once).
+    pub fn set_replay_limit(&self, bytes: usize) {
+        self.g.replay_limit.store(bytes, Ordering::Relaxed);
     }
 
     pub fn replicas(&self) -> &[Replica] {
@@ -385,7 +397,7 @@ impl Token for ReplicaGroup {
     fn close_session(&self, session: CK_SESSION_HANDLE) -> Vec<ObjectId> {
         let g = &self.g;
         g.sessions.remove(&session);
-        g.session_objects.retain(|_, (_, s)| *s != session);
+        g.forget_session_objects(session);
         for r in &g.replicas {
             if r.opened.remove(&session).is_some() {
                 r.token.close_session(session);
@@ -509,7 +521,10 @@ impl Token for ReplicaGroup {
                 .and_then(|()| {
                     g.with_object(i, ctx, obj, |c| r.token.set_attributes(ctx, c, template))
                 }) {
-                Ok(Found::Yes(())) => done = true,
+                Ok(Found::Yes(())) => {
+                    done = true;
+                    g.session_object_changed(obj, template);
+                }
                 Ok(Found::NotHere) => {}
                 Err(e) if device_failure(&e) => {
                     g.mark_down(i, &format!("C_SetAttributeValue: {e}"))
@@ -530,7 +545,7 @@ impl Token for ReplicaGroup {
             let c = r.token.create_object(ctx, template)?;
             log::info!("slot {}: object created on replica {} only", g.slot, r.name);
             let gid = g.gid_for(i, ctx, c)?;
-            g.note_new(i, ctx, gid, template);
+            g.note_new(i, ctx, gid, template, Made::Created);
             Ok(Found::Yes(gid))
         })
     }
@@ -602,7 +617,7 @@ impl Token for ReplicaGroup {
             let c = r.token.generate_key(ctx, mech, template)?;
             log::warn!("slot {}: key generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
             let gid = g.gid_for(i, ctx, c)?;
-            g.note_new(i, ctx, gid, template);
+            g.note_new(i, ctx, gid, template, Made::Generated("C_GenerateKey"));
             Ok(Found::Yes(gid))
         })
     }
@@ -619,8 +634,9 @@ impl Token for ReplicaGroup {
             let (p, s) = r.token.generate_key_pair(ctx, mech, public, private)?;
             log::warn!("slot {}: key pair generated on replica {} only (replicas of a group should hold the same keys)", g.slot, r.name);
             let (gp, gs) = (g.gid_for(i, ctx, p)?, g.gid_for(i, ctx, s)?);
-            g.note_new(i, ctx, gp, public);
-            g.note_new(i, ctx, gs, private);
+            let made = Made::Generated("C_GenerateKeyPair");
+            g.note_new(i, ctx, gp, public, made);
+            g.note_new(i, ctx, gs, private, made);
             Ok(Found::Yes((gp, gs)))
         })
     }
@@ -656,7 +672,11 @@ impl Token for ReplicaGroup {
             match g.with_object(i, ctx, unwrapping, |u| {
                 r.token.unwrap_key(ctx, &m, u, wrapped, template)
             })? {
-                Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),
+                Found::Yes(c) => {
+                    let gid = g.gid_for(i, ctx, c)?;
+                    g.note_new(i, ctx, gid, template, Made::Generated("C_UnwrapKey"));
+                    Ok(Found::Yes(gid))
+                }
                 Found::NotHere => Ok(Found::NotHere),
             }
         })
@@ -673,7 +693,11 @@ impl Token for ReplicaGroup {
         g.on_session("C_DeriveKey", &g.order(false), ctx, |i, r| {
             let m = g.mech_for(i, ctx, mech)?;
             match g.with_object(i, ctx, base, |b| r.token.derive_key(ctx, &m, b, template))? {
-                Found::Yes(c) => g.gid_for(i, ctx, c).map(Found::Yes),
+                Found::Yes(c) => {
+                    let gid = g.gid_for(i, ctx, c)?;
+                    g.note_new(i, ctx, gid, template, Made::Generated("C_DeriveKey"));
+                    Ok(Found::Yes(gid))
+                }
                 Found::NotHere => Ok(Found::NotHere),
             }
         })

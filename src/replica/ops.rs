@@ -1,9 +1,12 @@
 //! Operations of a replica group. Each remembers its mechanism and key, so that when its
 //! replica fails a single-part call is replayed on the next one (`*Init` there, then the
 //! call) and the consumer sees success; a multi-part operation that loses its replica in
-//! the middle answers `CKR_DEVICE_ERROR` once (the core then ends it), and the next
-//! operation starts on a healthy replica.
+//! the middle is replayed there from its journal (`replay.rs`: `*Init`, the Updates so
+//! far, their output checked and dropped, then the call), or, when it cannot be, answers
+//! `CKR_DEVICE_ERROR` once (the core then ends it) and the next operation starts on a
+//! healthy replica.
 
+use super::replay::{self, Feed, Journal};
 use super::{Found, Group};
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
@@ -27,6 +30,8 @@ struct Replay {
     /// The replica the operation runs on.
     at: usize,
     multipart: bool,
+    /// The Updates so far, for a replay on the next replica.
+    journal: Journal,
 }
 
 impl Replay {
@@ -59,13 +64,14 @@ impl Replay {
             key,
             at,
             multipart: false,
+            journal: Journal::new(g.replay_limit.load(std::sync::atomic::Ordering::Relaxed)),
         };
         Ok((replay, op))
     }
 
     /// Runs `call` on the current replica's operation; on a device-class failure of a
     /// single-part call, moves to the next replica (replaying the init) and runs it there.
-    fn run<T, R>(
+    fn run<T: Feed, R>(
         &mut self,
         op: &mut T,
         what: &str,
@@ -84,12 +90,7 @@ impl Replay {
                     let from = self.at;
                     self.g.mark_down(from, &format!("{what}: {e}"));
                     if self.multipart {
-                        log::warn!(
-                            "slot {}: a multi-part operation lost replica {} ({e}): answered CKR_DEVICE_ERROR once",
-                            self.g.slot,
-                            self.g.replicas[from].name
-                        );
-                        return Err(err(CKR_DEVICE_ERROR));
+                        replay::check_replayable(&self.g, from, &e, &self.journal, op)?;
                     }
                     tries -= 1;
                     if tries == 0 {
@@ -97,17 +98,36 @@ impl Replay {
                     }
                     let g = self.g.clone();
                     let ctx = self.ctx;
-                    let (again, new_op) =
+                    let (multipart, journal) = (self.multipart, &mut self.journal);
+                    let started =
                         Replay::start(&g, &ctx, &self.mech, self.key, what, &mut |i, m, k| {
-                            init(&g, i, &ctx, m, k)
-                        })?;
-                    g.failed_over(from, again.at, &format!("{what}, replayed"), &e.to_string());
+                            let mut op = init(&g, i, &ctx, m, k)?;
+                            if multipart {
+                                journal.replay(&mut op)?;
+                            }
+                            Ok(op)
+                        });
+                    let (again, new_op) = match started {
+                        Err(e2) if multipart => return Err(replay::failed(&g, from, &e2)),
+                        r => r?,
+                    };
+                    let how = replay::how(multipart, &self.journal);
+                    g.failed_over(from, again.at, &format!("{what}, {how}"), &e.to_string());
                     self.at = again.at;
                     *op = new_op;
                 }
                 r => return r,
             }
         }
+    }
+}
+
+impl Replay {
+    /// The part of a cipher call's output the consumer does not have yet (`replay.rs`).
+    fn hand_out(&mut self, out: Vec<u8>, last: bool) -> Result<Vec<u8>> {
+        self.journal
+            .hand_out(out, last)
+            .map_err(|_| replay::mismatch(&self.g, self.at))
     }
 }
 
@@ -147,9 +167,12 @@ impl GroupCipher {
         } else {
             "C_DecryptInit"
         };
-        let (r, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
+        let (mut r, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
             cipher_init(&g, i, ctx, m, k, encrypt)
         })?;
+        if let Some(why) = replay::cipher_refusal(mech) {
+            r.journal.refuse(why);
+        }
         Ok(GroupCipher { r, op, encrypt })
     }
 
@@ -181,10 +204,14 @@ impl Cipher for GroupCipher {
     fn update(&mut self, input: &[u8]) -> Result<Vec<u8>> {
         self.r.multipart = true;
         let mut init = Self::init_fn(self.encrypt);
-        self.r
+        let out = self
+            .r
             .run(&mut self.op, "C_EncryptUpdate", &mut init, &mut |op| {
                 op.update(input)
-            })
+            })?;
+        let out = self.r.hand_out(out, false)?;
+        self.r.journal.note(input);
+        Ok(out)
     }
     fn final_len(&self) -> usize {
         self.op.final_len()
@@ -192,10 +219,12 @@ impl Cipher for GroupCipher {
     fn finish(&mut self) -> Result<Vec<u8>> {
         self.r.multipart = true;
         let mut init = Self::init_fn(self.encrypt);
-        self.r
+        let out = self
+            .r
             .run(&mut self.op, "C_EncryptFinal", &mut init, &mut |op| {
                 op.finish()
-            })
+            })?;
+        self.r.hand_out(out, true)
     }
     // The IV a remote replica's service chose (AES-GCM), for the consumer's pIv.
     fn produced_iv(&self) -> Option<Vec<u8>> {
@@ -246,7 +275,9 @@ impl Signer for GroupSigner {
         self.r
             .run(&mut self.op, "C_SignUpdate", &mut signer_init, &mut |op| {
                 op.update(data)
-            })
+            })?;
+        self.r.journal.note(data);
+        Ok(())
     }
     fn finish(&mut self) -> Result<Vec<u8>> {
         self.r.multipart = true;
@@ -303,7 +334,9 @@ impl GroupVerifier {
 
 impl Verifier for GroupVerifier {
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.part("C_VerifyUpdate", &mut |op| op.update(data))
+        self.part("C_VerifyUpdate", &mut |op| op.update(data))?;
+        self.r.journal.note(data);
+        Ok(())
     }
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         self.part("C_VerifyFinal", &mut |op| op.finish(signature))

@@ -1,9 +1,10 @@
 //! The failover decisions of a replica group, against scripted in-test tokens: which
 //! return values move the group and which reach the caller unchanged, what is replayed on
 //! the next replica, the order replicas are tried in, `balance`, the health state machine
-//! and the prober that re-admits replicas, members that start unavailable, and session
-//! objects lost with their replica. docs/failover.md ("Replica groups") and the comments
-//! of `mod.rs`, `ops.rs`, `health.rs` and `prober.rs` are what is checked.
+//! and the prober that re-admits replicas, and members that start unavailable;
+//! `tests/replay.rs`: multi-part replay and session objects made again on the next
+//! replica. docs/failover.md ("Replica groups") and the comments of `mod.rs`, `ops.rs`,
+//! `health.rs` and `prober.rs` are what is checked.
 
 use super::health::{Change, Health, State, FIRST_BACKOFF, HEALTHY_PROBE_EVERY, MAX_BACKOFF};
 use super::*;
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod fake;
+mod replay;
 mod sessions;
 use fake::{Handle, Times};
 
@@ -403,26 +405,6 @@ fn a_key_on_one_replica_only_is_found_and_served_there() {
 }
 
 #[test]
-fn a_multi_part_operation_cut_in_the_middle_fails_once_then_the_next_works() {
-    let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
-    let key = start(&g);
-    let mut s = g.sign_init(&CTX, &ecdsa(), key).unwrap();
-    s.update(b"da").unwrap();
-    h[0].fail("sign_update", CKR_DEVICE_ERROR, Times::Always);
-    assert_eq!(s.update(b"ta").map_err(|e| e.rv()), Err(CKR_DEVICE_ERROR));
-    assert_eq!(
-        h[1].count("sign_update"),
-        0,
-        "no replay of a multi-part operation"
-    );
-    assert_eq!(state(&g, 0), State::Down);
-    let mut s = g.sign_init(&CTX, &ecdsa(), key).unwrap();
-    s.update(b"da").unwrap();
-    s.update(b"ta").unwrap();
-    assert!(s.finish().unwrap().starts_with(b"b:"));
-}
-
-#[test]
 fn a_single_part_encryption_is_replayed_too() {
     let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
     let key = start(&g);
@@ -615,39 +597,6 @@ fn the_prober_notices_a_healthy_replica_that_died_while_idle() {
     let limit = HEALTHY_PROBE_EVERY + Duration::from_secs(2);
     assert!(wait_state(&g, 0, State::Down, limit), "a down by its probe");
     assert_eq!(state(&g, 1), State::Healthy);
-}
-
-// ---------------------------------------------------------------- session objects
-
-/// A data object made through the group: a token object or a session object.
-fn data_object(g: &ReplicaGroup, label: &[u8], token: bool) -> ObjectId {
-    let template = [
-        Attr::ulong(CKA_CLASS, CKO_DATA),
-        Attr::new(CKA_LABEL, label.to_vec()),
-        Attr::new(CKA_TOKEN, vec![token as u8]),
-    ];
-    g.create_object(&CTX, &template).unwrap()
-}
-
-#[test]
-fn session_objects_are_lost_with_their_replica() {
-    let (g, h) = group(Policy::Failover, &["a", "b"], &[]);
-    start(&g);
-    let session_obj = data_object(&g, b"scratch", false);
-    let token_obj = data_object(&g, b"kept", true);
-    assert_eq!(h[1].count("create_object"), 0, "created on a only");
-    assert!(g.g.session_objects.contains_key(&session_obj));
-    assert!(!g.g.session_objects.contains_key(&token_obj));
-    // a dies: its objects are not on b.
-    h[0].fail("sign", CKR_DEVICE_ERROR, Times::Always);
-    h[0].fail("probe", CKR_DEVICE_ERROR, Times::Always);
-    let key = the_key(&g);
-    assert_eq!(sign(&g, key), Ok("b".into()));
-    let got = g.get_attributes(&CTX, session_obj, &[CKA_LABEL]);
-    assert_eq!(got.err().map(|e| e.rv()), Some(CKR_OBJECT_HANDLE_INVALID));
-    // Closing the session forgets its session objects.
-    g.close_session(SESSION);
-    assert!(!g.g.session_objects.contains_key(&session_obj));
 }
 
 /// The prober re-probes a healthy replica every `HEALTHY_PROBE_EVERY`; a probe that fails

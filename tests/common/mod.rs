@@ -602,3 +602,4 @@ pub fn softhsm_token(dir: &std::path::Path, label: &str, so_pin: &str, pin: &str
 }
 
 pub mod bao;
+pub mod faultwrap;
