@@ -10,6 +10,7 @@
 //! cross-process lock (`lock.rs`), after re-reading what it changes.
 
 pub mod crypto;
+mod describe;
 mod kem;
 mod lock;
 mod perms;
@@ -146,6 +147,11 @@ impl Token for SoftToken {
     /// Store paths others can write: the store, or that object, is not used.
     fn problems(&self) -> Vec<String> {
         perms::audit(&self.dir, true).refused
+    }
+
+    /// What is listed without a login (`describe.rs`).
+    fn describe_keys(&self) -> Option<Result<Vec<String>>> {
+        Some(self.key_lines())
     }
 
     fn token_info(&self) -> Result<TokenInfo> {
