@@ -138,7 +138,7 @@ def ml_kem(session):
             public_template={Attribute.PARAMETER_SET: ps},
         )
         theirs = public_type.from_public_bytes(pub[Attribute.VALUE])
-        ct, ss = theirs.encapsulate()
+        ss, ct = theirs.encapsulate()  # pyca returns (shared secret, ciphertext)
         key = priv.decapsulate_key(ct, KeyType.GENERIC_SECRET, key_length=256, template=READABLE)
         result(key[Attribute.VALUE] == ss, f"{ps.name}: hsmux decapsulates pyca's ciphertext to pyca's secret")
         aes = priv.decapsulate_key(ct, KeyType.AES, key_length=128, template=READABLE)
@@ -168,7 +168,7 @@ def ml_kem(session):
             Attribute.DECAPSULATE: True,
             Attribute.TOKEN: False,
         })
-        ct, ss = outside.public_key().encapsulate()
+        ss, ct = outside.public_key().encapsulate()
         key = imported.decapsulate_key(ct, KeyType.GENERIC_SECRET, key_length=256, template=READABLE)
         result(key[Attribute.VALUE] == ss, f"{ps.name}: a key imported by CKA_SEED decapsulates as pyca's key")
 
