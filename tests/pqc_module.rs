@@ -153,7 +153,7 @@ fn ml_dsa_through_a_module_slot_whose_vendor_offers_3_2() {
     assert!(!vk.verify_with_context(msg, b"", &s));
 
     // C_VerifySignature* of the vendor, the signature given at Init.
-    let verify_signature = |sig: &[u8], parts: &[&[u8]]| -> CK_RV {
+    let mut verify_signature = |sig: &[u8], parts: &[&[u8]]| -> CK_RV {
         let rv = ck32!(o, C_VerifySignatureInit(h, &mut mc, pubk, sig.as_ptr() as *mut _, sig.len() as CK_ULONG));
         if rv != CKR_OK {
             return rv;
