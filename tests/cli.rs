@@ -295,11 +295,19 @@ fn check_lists_pqc_keys_with_their_parameter_sets() {
     ];
     let pin = ["--pin-source", "env:HSMUX_TEST_PIN"];
     let o = hsmux(
-        &[&["init", "-c", c, "--so-pin-source", "env:HSMUX_TEST_PIN"][..], &pin].concat(),
+        &[
+            &["init", "-c", c, "--so-pin-source", "env:HSMUX_TEST_PIN"][..],
+            &pin,
+        ]
+        .concat(),
         &env,
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    for (name, kind) in [("sig", "ml-dsa:65"), ("kem", "ml-kem:768"), ("sig44", "ml-dsa:44")] {
+    for (name, kind) in [
+        ("sig", "ml-dsa:65"),
+        ("kem", "ml-kem:768"),
+        ("sig44", "ml-dsa:44"),
+    ] {
         let uri = format!("pkcs11:token=pq;object={name}");
         let o = hsmux(
             &[&["key", "create", &uri, "--type", kind, "-c", c][..], &pin].concat(),
@@ -320,8 +328,14 @@ fn check_lists_pqc_keys_with_their_parameter_sets() {
     }
     // `status` stays the slots' states.
     assert!(!status(c).contains("ML-DSA"), "{}", status(c));
-    let o = hsmux(&[&["keys", "pkcs11:token=pq", "-c", c][..], &pin].concat(), &env);
+    let o = hsmux(
+        &[&["keys", "pkcs11:token=pq", "-c", c][..], &pin].concat(),
+        &env,
+    );
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("ml-dsa:65") && out.contains("ml-kem:768"), "{out}");
+    assert!(
+        out.contains("ml-dsa:65") && out.contains("ml-kem:768"),
+        "{out}"
+    );
 }

@@ -154,15 +154,30 @@ fn ml_dsa_through_a_module_slot_whose_vendor_offers_3_2() {
 
     // C_VerifySignature* of the vendor, the signature given at Init.
     let mut verify_signature = |sig: &[u8], parts: &[&[u8]]| -> CK_RV {
-        let rv = ck32!(o, C_VerifySignatureInit(h, &mut mc, pubk, sig.as_ptr() as *mut _, sig.len() as CK_ULONG));
+        let rv = ck32!(
+            o,
+            C_VerifySignatureInit(
+                h,
+                &mut mc,
+                pubk,
+                sig.as_ptr() as *mut _,
+                sig.len() as CK_ULONG
+            )
+        );
         if rv != CKR_OK {
             return rv;
         }
         if let [one] = parts {
-            return ck32!(o, C_VerifySignature(h, one.as_ptr() as *mut _, one.len() as CK_ULONG));
+            return ck32!(
+                o,
+                C_VerifySignature(h, one.as_ptr() as *mut _, one.len() as CK_ULONG)
+            );
         }
         for p in parts {
-            let rv = ck32!(o, C_VerifySignatureUpdate(h, p.as_ptr() as *mut _, p.len() as CK_ULONG));
+            let rv = ck32!(
+                o,
+                C_VerifySignatureUpdate(h, p.as_ptr() as *mut _, p.len() as CK_ULONG)
+            );
             if rv != CKR_OK {
                 return rv;
             }
@@ -174,10 +189,16 @@ fn ml_dsa_through_a_module_slot_whose_vendor_offers_3_2() {
     let mut bad = sig.clone();
     bad[100] ^= 1;
     assert_eq!(verify_signature(&bad, &[msg]), CKR_SIGNATURE_INVALID);
-    assert_eq!(verify_signature(&sig, &[b"another message"]), CKR_SIGNATURE_INVALID);
+    assert_eq!(
+        verify_signature(&sig, &[b"another message"]),
+        CKR_SIGNATURE_INVALID
+    );
     let mut flags: CK_FLAGS = 99;
     assert_eq!(
-        ck32!(o, C_GetSessionValidationFlags(h, CKS_LAST_VALIDATION_OK, &mut flags)),
+        ck32!(
+            o,
+            C_GetSessionValidationFlags(h, CKS_LAST_VALIDATION_OK, &mut flags)
+        ),
         CKR_OK
     );
     assert_eq!(flags, 0, "the inner hsmux's answer, passed through");
@@ -201,21 +222,85 @@ fn ml_kem_through_a_module_slot_whose_vendor_offers_3_2() {
     let mut mc = mech(CKM_ML_KEM);
     let mut t = secret_template();
     let (mut len, mut key) = (0 as CK_ULONG, CK_INVALID_HANDLE);
-    let rv = ck32!(o, C_EncapsulateKey(h, &mut mc, pubk, t.ptr(), t.len(), std::ptr::null_mut(), &mut len, &mut key));
+    let rv = ck32!(
+        o,
+        C_EncapsulateKey(
+            h,
+            &mut mc,
+            pubk,
+            t.ptr(),
+            t.len(),
+            std::ptr::null_mut(),
+            &mut len,
+            &mut key
+        )
+    );
     assert_eq!((rv, len, key), (CKR_OK, 1088, CK_INVALID_HANDLE));
     let mut ct = vec![0u8; 1088];
     let mut short = 100 as CK_ULONG;
-    let rv = ck32!(o, C_EncapsulateKey(h, &mut mc, pubk, t.ptr(), t.len(), ct.as_mut_ptr(), &mut short, &mut key));
+    let rv = ck32!(
+        o,
+        C_EncapsulateKey(
+            h,
+            &mut mc,
+            pubk,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            &mut short,
+            &mut key
+        )
+    );
     assert_eq!((rv, short), (CKR_BUFFER_TOO_SMALL, 1088));
-    let rv = ck32!(o, C_EncapsulateKey(h, &mut mc, pubk, t.ptr(), t.len(), ct.as_mut_ptr(), &mut len, &mut key));
+    let rv = ck32!(
+        o,
+        C_EncapsulateKey(
+            h,
+            &mut mc,
+            pubk,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            &mut len,
+            &mut key
+        )
+    );
     assert_eq!(rv, CKR_OK);
     let sent = value(m, h, key);
     let mut opened = CK_INVALID_HANDLE;
-    let rv = ck32!(o, C_DecapsulateKey(h, &mut mc, privk, t.ptr(), t.len(), ct.as_mut_ptr(), len, &mut opened));
+    let rv = ck32!(
+        o,
+        C_DecapsulateKey(
+            h,
+            &mut mc,
+            privk,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            len,
+            &mut opened
+        )
+    );
     assert_eq!(rv, CKR_OK);
     assert_ne!(opened, key);
-    assert_eq!(value(m, h, opened), sent, "both ends of the slot's KEM agree");
-    let rv = ck32!(o, C_DecapsulateKey(h, &mut mc, privk, t.ptr(), t.len(), ct.as_mut_ptr(), 1000, &mut opened));
+    assert_eq!(
+        value(m, h, opened),
+        sent,
+        "both ends of the slot's KEM agree"
+    );
+    let rv = ck32!(
+        o,
+        C_DecapsulateKey(
+            h,
+            &mut mc,
+            privk,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            1000,
+            &mut opened
+        )
+    );
     assert_eq!(rv, CKR_ENCRYPTED_DATA_LEN_RANGE);
 
     // RustCrypto's key pair: the slot encapsulates to its public key, RustCrypto opens it.
@@ -232,10 +317,26 @@ fn ml_kem_through_a_module_slot_whose_vendor_offers_3_2() {
             .bool(CKA_ENCAPSULATE, true),
     )
     .expect("an ML-KEM public key created through the slot");
-    let rv = ck32!(o, C_EncapsulateKey(h, &mut mc, theirs, t.ptr(), t.len(), ct.as_mut_ptr(), &mut len, &mut key));
+    let rv = ck32!(
+        o,
+        C_EncapsulateKey(
+            h,
+            &mut mc,
+            theirs,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            &mut len,
+            &mut key
+        )
+    );
     assert_eq!(rv, CKR_OK);
     let ss = dk.decapsulate(ct.as_slice().try_into().unwrap());
-    assert_eq!(value(m, h, key), ss.to_vec(), "RustCrypto opens the vendor's ciphertext");
+    assert_eq!(
+        value(m, h, key),
+        ss.to_vec(),
+        "RustCrypto opens the vendor's ciphertext"
+    );
 }
 
 #[test]
@@ -249,11 +350,35 @@ fn a_vendor_without_3_2_answers_function_not_supported() {
     let (mut len, mut key) = (0 as CK_ULONG, CK_INVALID_HANDLE);
     let mut ct = [0u8; 16];
     assert_eq!(
-        ck32!(o, C_EncapsulateKey(h, &mut mc, 1, t.ptr(), t.len(), std::ptr::null_mut(), &mut len, &mut key)),
+        ck32!(
+            o,
+            C_EncapsulateKey(
+                h,
+                &mut mc,
+                1,
+                t.ptr(),
+                t.len(),
+                std::ptr::null_mut(),
+                &mut len,
+                &mut key
+            )
+        ),
         CKR_FUNCTION_NOT_SUPPORTED
     );
     assert_eq!(
-        ck32!(o, C_DecapsulateKey(h, &mut mc, 1, t.ptr(), t.len(), ct.as_mut_ptr(), 16, &mut key)),
+        ck32!(
+            o,
+            C_DecapsulateKey(
+                h,
+                &mut mc,
+                1,
+                t.ptr(),
+                t.len(),
+                ct.as_mut_ptr(),
+                16,
+                &mut key
+            )
+        ),
         CKR_FUNCTION_NOT_SUPPORTED
     );
     let mut ec = mech(CKM_ECDSA);
@@ -267,14 +392,29 @@ fn a_vendor_without_3_2_answers_function_not_supported() {
     );
     let mut flags: CK_FLAGS = 0;
     assert_eq!(
-        ck32!(o, C_GetSessionValidationFlags(h, CKS_LAST_VALIDATION_OK, &mut flags)),
+        ck32!(
+            o,
+            C_GetSessionValidationFlags(h, CKS_LAST_VALIDATION_OK, &mut flags)
+        ),
         CKR_FUNCTION_NOT_SUPPORTED
     );
     // Its mechanism list (the vendor's own) has no KEM mechanism to mislead a consumer.
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetMechanismList(SOFTHSM_SLOT, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(
+            m,
+            C_GetMechanismList(SOFTHSM_SLOT, std::ptr::null_mut(), &mut n)
+        ),
+        CKR_OK
+    );
     let mut list = vec![0 as CK_MECHANISM_TYPE; n as usize];
-    assert_eq!(ck!(m, C_GetMechanismList(SOFTHSM_SLOT, list.as_mut_ptr(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(
+            m,
+            C_GetMechanismList(SOFTHSM_SLOT, list.as_mut_ptr(), &mut n)
+        ),
+        CKR_OK
+    );
     assert!(!list.contains(&CKM_ML_KEM));
 }
 
@@ -283,14 +423,28 @@ fn the_slot_lists_the_vendors_pqc_mechanisms() {
     let o = outer();
     let m = &o.m;
     let mut n: CK_ULONG = 0;
-    assert_eq!(ck!(m, C_GetMechanismList(INNER, std::ptr::null_mut(), &mut n)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetMechanismList(INNER, std::ptr::null_mut(), &mut n)),
+        CKR_OK
+    );
     let mut list = vec![0 as CK_MECHANISM_TYPE; n as usize];
-    assert_eq!(ck!(m, C_GetMechanismList(INNER, list.as_mut_ptr(), &mut n)), CKR_OK);
-    for want in [CKM_ML_DSA, CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_KEM, CKM_ML_KEM_KEY_PAIR_GEN] {
+    assert_eq!(
+        ck!(m, C_GetMechanismList(INNER, list.as_mut_ptr(), &mut n)),
+        CKR_OK
+    );
+    for want in [
+        CKM_ML_DSA,
+        CKM_ML_DSA_KEY_PAIR_GEN,
+        CKM_ML_KEM,
+        CKM_ML_KEM_KEY_PAIR_GEN,
+    ] {
         assert!(list.contains(&want), "0x{want:x} in {list:x?}");
     }
     let mut info: CK_MECHANISM_INFO = unsafe { std::mem::zeroed() };
-    assert_eq!(ck!(m, C_GetMechanismInfo(INNER, CKM_ML_KEM, &mut info)), CKR_OK);
+    assert_eq!(
+        ck!(m, C_GetMechanismInfo(INNER, CKM_ML_KEM, &mut info)),
+        CKR_OK
+    );
     assert_eq!(
         info.flags & (CKF_ENCAPSULATE | CKF_DECAPSULATE),
         CKF_ENCAPSULATE | CKF_DECAPSULATE

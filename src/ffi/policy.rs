@@ -22,7 +22,9 @@ fn use_of(name: &str) -> Option<Use> {
         "C_EncryptInit" | "C_MessageEncryptInit" => Use::Encrypt,
         "C_DecryptInit" | "C_MessageDecryptInit" => Use::Decrypt,
         "C_SignInit" | "C_SignRecoverInit" | "C_MessageSignInit" => Use::Sign,
-        "C_VerifyInit" | "C_VerifyRecoverInit" | "C_MessageVerifyInit"
+        "C_VerifyInit"
+        | "C_VerifyRecoverInit"
+        | "C_MessageVerifyInit"
         | "C_VerifySignatureInit" => Use::Verify,
         "C_WrapKey" => Use::Wrap,
         "C_UnwrapKey" => Use::Unwrap,

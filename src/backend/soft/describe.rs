@@ -42,7 +42,10 @@ impl SoftToken {
                 Some(CKO_SECRET_KEY) => "secret",
                 _ => continue,
             };
-            let kt = o.attrs.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION);
+            let kt = o
+                .attrs
+                .ulong(CKA_KEY_TYPE)
+                .unwrap_or(CK_UNAVAILABLE_INFORMATION);
             let label = o.attrs.bytes(CKA_LABEL).unwrap_or_default();
             let id = match o.attrs.bytes(CKA_ID).unwrap_or_default() {
                 [] => String::new(),
