@@ -69,18 +69,6 @@ fn compare(name: &'static str, n: usize, mut hsmux: impl FnMut(), mut direct: im
     }
 }
 
-fn v32() -> &'static CK_FUNCTION_LIST_3_2 {
-    let lib = unsafe { libloading::Library::new(module_path()) }.unwrap();
-    let get: libloading::Symbol<CK_C_GetInterface> = unsafe { lib.get(b"C_GetInterface") }.unwrap();
-    let mut name = *b"PKCS 11\0";
-    let mut version = CK_VERSION { major: 3, minor: 2 };
-    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-    let rv = unsafe { get.unwrap()(name.as_mut_ptr(), &mut version, &mut iface, 0) };
-    assert_eq!(rv, CKR_OK);
-    std::mem::forget(lib);
-    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -90,7 +78,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let m = shared();
-    let l = v32();
+    let l = interface_32(&module_path());
     let h = user_session(m, 0);
     let msg = [0x5au8; 256];
     let mut rows = Vec::new();

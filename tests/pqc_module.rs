@@ -13,7 +13,6 @@ use common::*;
 use cryptoki_sys::*;
 use ml_dsa::MlDsa65;
 use rsa::rand_core::RngCore;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -69,21 +68,12 @@ fn outer() -> &'static Outer {
         assert_eq!(initialize(&m), CKR_OK);
         let v32 = interface_32(&module_path());
         init_slot(&m, INNER);
+        // The user's login holds for every session the tests open (PKCS#11 login state
+        // is the application's); this session keeps it.
+        let h = open(&m, INNER, true);
+        assert_eq!(login(&m, h, CKU_USER, PIN), CKR_OK);
         Outer { m, v32 }
     })
-}
-
-/// `C_GetInterface("PKCS 11", {3, 2})` of the library at `path` (already loaded).
-fn interface_32(path: &PathBuf) -> &'static CK_FUNCTION_LIST_3_2 {
-    let lib = unsafe { libloading::Library::new(path) }.unwrap();
-    let get: libloading::Symbol<CK_C_GetInterface> = unsafe { lib.get(b"C_GetInterface") }.unwrap();
-    let mut name = *b"PKCS 11\0";
-    let mut version = CK_VERSION { major: 3, minor: 2 };
-    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-    let rv = unsafe { get.unwrap()(name.as_mut_ptr(), &mut version, &mut iface, 0) };
-    assert_eq!(rv, CKR_OK);
-    std::mem::forget(lib);
-    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
 }
 
 macro_rules! ck32 {
@@ -132,7 +122,7 @@ fn sign_context(context: &[u8]) -> Box<SignContext> {
 fn ml_dsa_through_a_module_slot_whose_vendor_offers_3_2() {
     let o = outer();
     let m = &o.m;
-    let h = user_session(m, INNER);
+    let h = open(m, INNER, true);
     let (pubk, privk) = keypair(
         m,
         h,
@@ -209,7 +199,7 @@ fn ml_kem_through_a_module_slot_whose_vendor_offers_3_2() {
     use ml_kem::{Decapsulate, KeyExport};
     let o = outer();
     let m = &o.m;
-    let h = user_session(m, INNER);
+    let h = open(m, INNER, true);
     let (pubk, privk) = keypair(
         m,
         h,
