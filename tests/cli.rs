@@ -271,3 +271,71 @@ fn packaged_config_is_the_embedded_default() {
     assert!(after.contains("user PIN ok"), "{after}");
     assert_eq!(slots(&["status", "--config", shipped]), after);
 }
+
+/// `hsmux check` lists a soft token's keys with their PQC parameter sets (what it shows
+/// without the PIN: the public keys, and a count of the private objects), and `hsmux keys`
+/// shows the kind as `--type` takes it. The keys are made by `hsmux key create`.
+#[test]
+fn check_lists_pqc_keys_with_their_parameter_sets() {
+    let dir = scratch("pqc-check");
+    let cfg = dir.join("hsmux.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[slot]]\nlabel = \"pq\"\nbackend = \"soft\"\npath = \"{}\"\nkdf_iterations = 1000\n",
+            dir.join("soft").display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let module = common::module_path();
+    let env = [
+        ("HSMUX_TEST_PIN", "pq-user-1"),
+        ("HSMUX_MODULE", module.to_str().unwrap()),
+    ];
+    let pin = ["--pin-source", "env:HSMUX_TEST_PIN"];
+    let o = hsmux(
+        &[
+            &["init", "-c", c, "--so-pin-source", "env:HSMUX_TEST_PIN"][..],
+            &pin,
+        ]
+        .concat(),
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for (name, kind) in [
+        ("sig", "ml-dsa:65"),
+        ("kem", "ml-kem:768"),
+        ("sig44", "ml-dsa:44"),
+    ] {
+        let uri = format!("pkcs11:token=pq;object={name}");
+        let o = hsmux(
+            &[&["key", "create", &uri, "--type", kind, "-c", c][..], &pin].concat(),
+            &env,
+        );
+        assert_eq!(o.status.code(), Some(0), "{kind}: {}", text(&o));
+    }
+    let o = hsmux(&["check", "-c", c], &env);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for want in [
+        "key \"sig\" public ML-DSA-65 id ",
+        "key \"kem\" public ML-KEM-768 id ",
+        "key \"sig44\" public ML-DSA-44 id ",
+        "3 private object(s) not listed without the user PIN",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    // `status` stays the slots' states.
+    assert!(!status(c).contains("ML-DSA"), "{}", status(c));
+    let o = hsmux(
+        &[&["keys", "pkcs11:token=pq", "-c", c][..], &pin].concat(),
+        &env,
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("ml-dsa:65") && out.contains("ml-kem:768"),
+        "{out}"
+    );
+}

@@ -20,16 +20,7 @@ pub fn v32() -> &'static CK_FUNCTION_LIST_3_2 {
     let addr = *LIST.get_or_init(|| {
         shared();
         // The same path as the shared module: dlopen hands back the loaded library.
-        let lib = unsafe { libloading::Library::new(module_path()) }.unwrap();
-        let get: libloading::Symbol<CK_C_GetInterface> =
-            unsafe { lib.get(b"C_GetInterface") }.unwrap();
-        let mut name = *b"PKCS 11\0";
-        let mut version = CK_VERSION { major: 3, minor: 2 };
-        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-        let rv = unsafe { get.unwrap()(name.as_mut_ptr(), &mut version, &mut iface, 0) };
-        assert_eq!(rv, CKR_OK);
-        std::mem::forget(lib);
-        unsafe { (*iface).pFunctionList as usize }
+        interface_32(&module_path()) as *const CK_FUNCTION_LIST_3_2 as usize
     });
     unsafe { &*(addr as *const CK_FUNCTION_LIST_3_2) }
 }

@@ -6,6 +6,7 @@ pub mod attr;
 pub mod error;
 pub mod handles;
 pub mod instance;
+pub mod keyname;
 pub mod limits;
 pub mod mechanism;
 pub mod mechname;

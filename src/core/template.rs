@@ -192,7 +192,26 @@ pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool 
 }
 
 /// Default attributes of a new object of this class.
+/// The default attributes of a new object of `class`: built once per class and cloned
+/// (a clone copies the map's nodes in bulk, where building it searches the map for each
+/// of its ~25 entries; every object made pays this, `C_DecapsulateKey`'s included).
 fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
+    use std::sync::OnceLock;
+    const CLASSES: [CK_OBJECT_CLASS; 5] = [
+        CKO_DATA,
+        CKO_CERTIFICATE,
+        CKO_PUBLIC_KEY,
+        CKO_PRIVATE_KEY,
+        CKO_SECRET_KEY,
+    ];
+    static BUILT: OnceLock<[Attrs; 5]> = OnceLock::new();
+    match CLASSES.iter().position(|c| *c == class) {
+        Some(i) => BUILT.get_or_init(|| CLASSES.map(build_defaults))[i].clone(),
+        None => build_defaults(class),
+    }
+}
+
+fn build_defaults(class: CK_OBJECT_CLASS) -> Attrs {
     let mut a = Attrs::new();
     a.set_flag(CKA_TOKEN, false);
     a.set_flag(

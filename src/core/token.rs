@@ -111,8 +111,9 @@ pub trait Token: Send + Sync {
         None
     }
     /// For `hsmux check`: reaches the key store (logging in with the slot's own
-    /// credentials) and lists its keys, one line each; `None` where the core's object
-    /// listing says it all (soft and module tokens).
+    /// credentials, or without a login where the token has none of its own) and lists its
+    /// keys, one line each; `None` where the core's object listing says it all (module
+    /// tokens).
     fn describe_keys(&self) -> Option<Result<Vec<String>>> {
         None
     }

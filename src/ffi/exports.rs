@@ -212,15 +212,15 @@ exports! {
     session message::C_VerifyMessageBegin as C_VerifyMessageBegin(h: CK_SESSION_HANDLE, _p: *mut c_void, _pl: CK_ULONG) => |p| p.verify_message_begin(_p, _pl);
     session message::C_VerifyMessageNext as C_VerifyMessageNext(h: CK_SESSION_HANDLE, _p: *mut c_void, _pl: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG) => |p| p.verify_message_next(_p, _pl, _d, _dl, _s, _sl);
     session message::C_MessageVerifyFinal as C_MessageVerifyFinal(h: CK_SESSION_HANDLE) => |p| p.message_verify_final();
-    // PKCS#11 3.2 (the 3.2 function list only). A module slot's vendor is not asked: the
-    // passthrough has the vendor's 2.40 and 3.0 tables only.
-    session v32::C_EncapsulateKey as C_EncapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG, ph: *mut CK_OBJECT_HANDLE) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_DecapsulateKey as C_DecapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_in: *mut CK_BYTE, in_len: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_VerifySignatureInit as C_VerifySignatureInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_VerifySignature as C_VerifySignature(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_VerifySignatureUpdate as C_VerifySignatureUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_VerifySignatureFinal as C_VerifySignatureFinal(h: CK_SESSION_HANDLE) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
-    session v32::C_GetSessionValidationFlags as C_GetSessionValidationFlags(h: CK_SESSION_HANDLE, ty: CK_ULONG, p_flags: *mut CK_FLAGS) => |_p| CKR_FUNCTION_NOT_SUPPORTED;
+    // PKCS#11 3.2 (the 3.2 function list only): a module slot's vendor runs them when it
+    // offers the 3.2 interface.
+    session v32::C_EncapsulateKey as C_EncapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG, ph: *mut CK_OBJECT_HANDLE) check { vendor_mech(p_mech)?; check_template(p_t, n)?; } => |p| p.encapsulate_key(p_mech, key, p_t, n, p_out, p_out_len, ph);
+    session v32::C_DecapsulateKey as C_DecapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_in: *mut CK_BYTE, in_len: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) check { vendor_mech(p_mech)?; check_template(p_t, n)?; data_len(in_len, "ulCiphertextLen")?; } => |p| p.decapsulate_key(p_mech, key, p_t, n, p_in, in_len, ph);
+    session v32::C_VerifySignatureInit as C_VerifySignatureInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) check { vendor_mech(p_mech)?; data_len(sig_len, "ulSignatureLen")?; } => |p| p.verify_signature_init(p_mech, key, p_sig, sig_len);
+    session v32::C_VerifySignature as C_VerifySignature(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) check { data_len(len, "ulDataLen")?; } => |p| p.verify_signature(p_data, len);
+    session v32::C_VerifySignatureUpdate as C_VerifySignatureUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG) check { data_len(len, "ulDataLen")?; } => |p| p.verify_signature_update(p_data, len);
+    session v32::C_VerifySignatureFinal as C_VerifySignatureFinal(h: CK_SESSION_HANDLE) => |p| p.verify_signature_final();
+    session v32::C_GetSessionValidationFlags as C_GetSessionValidationFlags(h: CK_SESSION_HANDLE, ty: CK_ULONG, p_flags: *mut CK_FLAGS) => |p| p.get_session_validation_flags(ty, p_flags);
     none v32::C_AsyncComplete as C_AsyncComplete(_h: CK_SESSION_HANDLE, _name: *mut CK_UTF8CHAR, _result: *mut CK_ASYNC_DATA);
     none v32::C_AsyncGetID as C_AsyncGetID(_h: CK_SESSION_HANDLE, _name: *mut CK_UTF8CHAR, _id: *mut CK_ULONG);
     none v32::C_AsyncJoin as C_AsyncJoin(_h: CK_SESSION_HANDLE, _name: *mut CK_UTF8CHAR, _id: CK_ULONG, _data: *mut CK_BYTE, _len: CK_ULONG);

@@ -22,7 +22,10 @@ fn use_of(name: &str) -> Option<Use> {
         "C_EncryptInit" | "C_MessageEncryptInit" => Use::Encrypt,
         "C_DecryptInit" | "C_MessageDecryptInit" => Use::Decrypt,
         "C_SignInit" | "C_SignRecoverInit" | "C_MessageSignInit" => Use::Sign,
-        "C_VerifyInit" | "C_VerifyRecoverInit" | "C_MessageVerifyInit" => Use::Verify,
+        "C_VerifyInit"
+        | "C_VerifyRecoverInit"
+        | "C_MessageVerifyInit"
+        | "C_VerifySignatureInit" => Use::Verify,
         "C_WrapKey" => Use::Wrap,
         "C_UnwrapKey" => Use::Unwrap,
         "C_DeriveKey" => Use::Derive,
@@ -40,6 +43,8 @@ const WRITES: &[&str] = &[
     "C_GenerateKeyPair",
     "C_UnwrapKey",
     "C_DeriveKey",
+    "C_EncapsulateKey",
+    "C_DecapsulateKey",
     "C_InitToken",
     "C_InitPIN",
     "C_SetPIN",

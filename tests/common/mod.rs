@@ -603,3 +603,17 @@ pub fn softhsm_token(dir: &std::path::Path, label: &str, so_pin: &str, pin: &str
 
 pub mod bao;
 pub mod faultwrap;
+
+/// `C_GetInterface("PKCS 11", {3, 2})` of the library at `path` (loaded already, or loaded
+/// and kept): its 3.2 function list.
+pub fn interface_32(path: &std::path::Path) -> &'static CK_FUNCTION_LIST_3_2 {
+    let lib = unsafe { libloading::Library::new(path) }.unwrap();
+    let get: libloading::Symbol<CK_C_GetInterface> = unsafe { lib.get(b"C_GetInterface") }.unwrap();
+    let mut name = *b"PKCS 11\0";
+    let mut version = CK_VERSION { major: 3, minor: 2 };
+    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+    let rv = unsafe { get.unwrap()(name.as_mut_ptr(), &mut version, &mut iface, 0) };
+    assert_eq!(rv, CKR_OK);
+    std::mem::forget(lib);
+    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
+}

@@ -34,6 +34,9 @@ pub struct Library {
     pub fl: &'static CK_FUNCTION_LIST,
     /// The 3.0 table when the vendor offers the "PKCS 11" 3.x interface.
     pub fl3: Option<&'static CK_FUNCTION_LIST_3_0>,
+    /// The 3.2 table when the vendor offers the "PKCS 11" 3.2 interface (key encapsulation,
+    /// `C_VerifySignature*`); asked for by version, as a 3.0 vendor's default stays 3.0.
+    pub fl32: Option<&'static CK_FUNCTION_LIST_3_2>,
     /// Did our `C_Initialize` start the library (so that our `C_Finalize` may end it)? Not
     /// when it answered `CKR_CRYPTOKI_ALREADY_INITIALIZED`: someone else in the process uses
     /// it and will finalize it.
@@ -212,20 +215,12 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
     }
     // SAFETY: the vendor returned a table it keeps alive.
     let fl: &'static CK_FUNCTION_LIST = unsafe { &*fl };
-    let fl3 = get_interface.and_then(|f| {
-        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-        let mut name = *b"PKCS 11\0";
-        // SAFETY: a NULL version asks for the vendor's default "PKCS 11" interface.
-        let rv = unsafe { f(name.as_mut_ptr(), std::ptr::null_mut(), &mut iface, 0) };
-        if rv != CKR_OK || iface.is_null() {
-            return None;
-        }
-        let list = unsafe { (*iface).pFunctionList } as *const CK_FUNCTION_LIST_3_0;
-        if list.is_null() || unsafe { (*list).version.major } < 3 {
-            return None;
-        }
-        Some(unsafe { &*list })
-    });
+    // SAFETY: NULL asks for the vendor's default "PKCS 11" interface (3.0 or later).
+    let fl3 = unsafe { interface::<CK_FUNCTION_LIST_3_0>(get_interface, None) };
+    // SAFETY: the version asked for is the table type's (a 3.2 table begins with 3.0's).
+    let fl32 = unsafe {
+        interface::<CK_FUNCTION_LIST_3_2>(get_interface, Some(CK_VERSION { major: 3, minor: 2 }))
+    };
     let mut ia = init_args_for(args);
     let rv = match fl.C_Initialize {
         Some(f) => unsafe { f(&mut ia as *mut _ as CK_VOID_PTR) },
@@ -252,21 +247,50 @@ fn load(path: &Path, args: Option<&CString>, epoch: u64) -> Result<Library, Stri
         path.display(),
         fl.version.major,
         fl.version.minor,
-        if fl3.is_some() {
-            " (3.x interface too)"
-        } else {
-            ""
+        match (fl3.is_some(), fl32.is_some()) {
+            (_, true) => " (3.0 and 3.2 interfaces too)",
+            (true, false) => " (3.x interface too)",
+            (false, false) => "",
         }
     );
     Ok(Library {
         path: path.to_path_buf(),
         fl,
         fl3,
+        fl32,
         we_initialized,
         epoch,
         init_args: None,
         users: super::reinit::Users::default(),
     })
+}
+
+/// The vendor's "PKCS 11" interface of `version` (`None`: its default) as a table of type
+/// `T`, when it offers one: a table whose version is below the one asked for (or below 3.0
+/// for the default) is not taken.
+///
+/// # Safety
+/// `T` is the function table of `version` (or of 3.0 with `None`).
+unsafe fn interface<T>(get: CK_C_GetInterface, version: Option<CK_VERSION>) -> Option<&'static T> {
+    let f = get?;
+    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+    let mut name = *b"PKCS 11\0";
+    let mut want = version.unwrap_or(CK_VERSION { major: 3, minor: 0 });
+    let asked = match version {
+        Some(_) => &mut want as *mut CK_VERSION,
+        None => std::ptr::null_mut(),
+    };
+    let rv = f(name.as_mut_ptr(), asked, &mut iface, 0);
+    if rv != CKR_OK || iface.is_null() {
+        return None;
+    }
+    let list = (*iface).pFunctionList;
+    if list.is_null() {
+        return None;
+    }
+    // Every table begins with its CK_VERSION.
+    let got = *(list as *const CK_VERSION);
+    ((got.major, got.minor) >= (want.major, want.minor)).then(|| &*(list as *const T))
 }
 
 /// Loads and initializes the library in a child process first: a library that crashes or

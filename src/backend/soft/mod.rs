@@ -11,6 +11,7 @@
 
 pub mod crypto;
 mod kbkdf;
+mod describe;
 mod kem;
 mod lock;
 mod perms;
@@ -147,6 +148,11 @@ impl Token for SoftToken {
     /// Store paths others can write: the store, or that object, is not used.
     fn problems(&self) -> Vec<String> {
         perms::audit(&self.dir, true).refused
+    }
+
+    /// What is listed without a login (`describe.rs`).
+    fn describe_keys(&self) -> Option<Result<Vec<String>>> {
+        Some(self.key_lines())
     }
 
     fn token_info(&self) -> Result<TokenInfo> {

@@ -32,6 +32,9 @@ pub struct Object {
     pub size: Option<u64>,
     /// `p256`, `p384`, `p521`, `ed25519`.
     pub curve: Option<String>,
+    /// A post-quantum key's parameter set as FIPS names it: `ML-DSA-65`, `ML-KEM-768`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter_set: Option<String>,
     /// The object's own RFC 7512 URI.
     pub uri: String,
 }
@@ -39,6 +42,11 @@ pub struct Object {
 impl Object {
     /// `ec:p256`, `rsa:3072`, `aes:256`: the form `--type` takes.
     pub fn kind(&self) -> String {
+        if let (Some(t), Some(ps)) = (&self.key_type, &self.parameter_set) {
+            // "ML-DSA-65" -> "ml-dsa:65", the form `--type` takes.
+            let n = ps.rsplit('-').next().unwrap_or(ps);
+            return format!("{t}:{n}");
+        }
         match (&self.key_type, &self.curve, self.size) {
             (Some(t), Some(c), _) => format!("{t}:{c}"),
             (Some(t), None, Some(n)) => format!("{t}:{n}"),
@@ -88,6 +96,9 @@ fn key_type_name(kt: cryptoki_sys::CK_KEY_TYPE) -> String {
         CKK_SHA512_HMAC => "hmac-sha512",
         CKK_SHA_1_HMAC => "hmac-sha1",
         CKK_DES3 => "des3",
+        CKK_ML_DSA => "ml-dsa",
+        CKK_ML_KEM => "ml-kem",
+        CKK_SLH_DSA => "slh-dsa",
         _ => return format!("0x{kt:x}"),
     }
     .into()
@@ -114,10 +125,12 @@ pub fn describe(s: &Session, h: ObjectHandle, token: &Pkcs11Uri) -> Result<Objec
         AttributeType::Modulus,
         AttributeType::EcParams,
         AttributeType::ValueLen,
+        AttributeType::ParameterSet,
     ];
     let attrs = attributes(s, h, &want)?;
     let (mut class, mut label, mut id, mut kt) = (None, String::new(), Vec::new(), None);
     let (mut bits, mut modulus, mut params, mut len) = (None, None, None, None);
+    let mut set = None;
     for a in attrs {
         match a {
             Attribute::Class(c) => class = Some(*c),
@@ -128,6 +141,7 @@ pub fn describe(s: &Session, h: ObjectHandle, token: &Pkcs11Uri) -> Result<Objec
             Attribute::Modulus(m) => modulus = Some(m.len() as u64 * 8),
             Attribute::EcParams(p) => params = Some(p),
             Attribute::ValueLen(l) => len = Some(u64::from(l) * 8),
+            Attribute::ParameterSet(p) => set = Some(*p),
             _ => {}
         }
     }
@@ -161,6 +175,10 @@ pub fn describe(s: &Session, h: ObjectHandle, token: &Pkcs11Uri) -> Result<Objec
         curve: c
             .filter(|_| kt == Some(cryptoki_sys::CKK_EC))
             .map(|(n, _)| n.to_string()),
+        parameter_set: kt
+            .zip(set)
+            .and_then(|(k, v)| hsmux::core::keyname::parameter_set(k, *v))
+            .map(str::to_string),
         key_type,
         size,
         uri: uri.to_string(),

@@ -78,7 +78,8 @@ pub struct UriArgs {
 pub struct CreateArgs {
     #[command(flatten)]
     pub key: UriArgs,
-    /// ec:p256, ec:p384, rsa:2048, rsa:3072, rsa:4096, aes:256, hmac:256
+    /// ec:p256, ec:p384, rsa:2048, rsa:3072, rsa:4096, aes:256, hmac:256, ml-dsa:44/65/87,
+    /// ml-kem:512/768/1024
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: KeyKind,
 }
@@ -144,13 +145,16 @@ pub enum KeyKind {
     Rsa(u64),
     Aes(u64),
     Hmac(u64),
+    /// ML-DSA-44/65/87 and ML-KEM-512/768/1024 (by the number in their name).
+    MlDsa(u64),
+    MlKem(u64),
 }
 
 impl std::str::FromStr for KeyKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("{s:?}: expected ec:p256|ec:p384|rsa:2048|rsa:3072|rsa:4096|aes:256|hmac:256")
+            format!("{s:?}: expected ec:p256|ec:p384|rsa:2048|rsa:3072|rsa:4096|aes:256|hmac:256|ml-dsa:65|ml-kem:768")
         };
         let (kind, size) = s.split_once(':').ok_or_else(bad)?;
         let n = || size.parse::<u64>().map_err(|_| bad());
@@ -159,6 +163,8 @@ impl std::str::FromStr for KeyKind {
             "rsa" if matches!(n()?, 2048 | 3072 | 4096) => Ok(KeyKind::Rsa(n()?)),
             "aes" if matches!(n()?, 128 | 192 | 256) => Ok(KeyKind::Aes(n()?)),
             "hmac" if matches!(n()?, 256 | 384 | 512) => Ok(KeyKind::Hmac(n()?)),
+            "ml-dsa" if matches!(n()?, 44 | 65 | 87) => Ok(KeyKind::MlDsa(n()?)),
+            "ml-kem" if matches!(n()?, 512 | 768 | 1024) => Ok(KeyKind::MlKem(n()?)),
             _ => Err(bad()),
         }
     }
@@ -167,6 +173,9 @@ impl std::str::FromStr for KeyKind {
 impl KeyKind {
     /// The kind of an existing version (for rotation).
     fn of(o: &Object) -> Option<KeyKind> {
+        if o.parameter_set.is_some() {
+            return o.kind().parse().ok();
+        }
         match (o.key_type.as_deref()?, &o.curve, o.size) {
             ("ec", Some(c), _) => Some(KeyKind::Ec(c.clone())),
             ("rsa", _, Some(n)) => Some(KeyKind::Rsa(n)),
@@ -419,6 +428,35 @@ fn generate(
             *bits,
             vec![Attribute::Sign(true), Attribute::Verify(true)],
         ),
+        KeyKind::MlDsa(n) => {
+            use cryptoki::object::MlDsaParameterSetType as P;
+            let set = match n {
+                44 => P::ML_DSA_44,
+                65 => P::ML_DSA_65,
+                _ => P::ML_DSA_87,
+            };
+            pair(
+                Mechanism::MlDsaKeyPairGen,
+                vec![Attribute::ParameterSet(set.into()), Attribute::Verify(true)],
+                vec![Attribute::Sign(true)],
+            )
+        }
+        KeyKind::MlKem(n) => {
+            use cryptoki::object::MlKemParameterSetType as P;
+            let set = match n {
+                512 => P::ML_KEM_512,
+                768 => P::ML_KEM_768,
+                _ => P::ML_KEM_1024,
+            };
+            pair(
+                Mechanism::MlKemKeyPairGen,
+                vec![
+                    Attribute::ParameterSet(set.into()),
+                    Attribute::Encapsulate(true),
+                ],
+                vec![Attribute::Decapsulate(true)],
+            )
+        }
     }
 }
 

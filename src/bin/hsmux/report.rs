@@ -68,10 +68,12 @@ pub fn check(config: Option<&Path>, detailed: bool) -> ExitCode {
             SlotRef::Core(_) => core_slot(slot),
             SlotRef::Module(m) => module_slot(m),
         };
-        // A remote service is reached now (C_Initialize never waits on one).
+        // A remote service is reached now (C_Initialize never waits on one). A token that
+        // takes the consumer's PIN (the soft token) lists what it shows without one, in
+        // `check` only: `status` stays the slots' states.
         let keys = match &kind {
-            SlotRef::Core(s) => s.token.describe_keys(),
-            SlotRef::Module(_) => None,
+            SlotRef::Core(s) if detailed || !s.token.needs_pin() => s.token.describe_keys(),
+            _ => None,
         };
         let line = match (line, &keys) {
             (Ok(_), Some(Err(e))) => Err(format!(

@@ -15,7 +15,9 @@
 //! - `crypto.rs`: encryption, decryption, digests, signatures (single- and multi-part),
 //!   random numbers;
 //! - `keys.rs`: generating, wrapping, unwrapping and deriving keys;
-//! - `message.rs`: the 3.0 message functions a vendor with the 3.0 interface runs itself.
+//! - `message.rs`: the 3.0 message functions a vendor with the 3.0 interface runs itself;
+//! - `v32.rs`: the 3.2 functions (key encapsulation, `C_VerifySignature*`) of a vendor
+//!   with the 3.2 interface.
 //!
 //! Every function here is `unsafe`: its pointer arguments are the consumer's, valid as
 //! PKCS#11 requires of the corresponding C function.
@@ -45,6 +47,19 @@ macro_rules! vf3 {
         match $slot.library() {
             Err(rv) => return rv,
             Ok(lib) => match lib.fl3.and_then(|t| t.$f) {
+                Some(f) => f,
+                None => return CKR_FUNCTION_NOT_SUPPORTED,
+            },
+        }
+    };
+}
+
+/// The same from the 3.2 table; a vendor without the 3.2 interface does not have it.
+macro_rules! vf32 {
+    ($slot:expr, $f:ident) => {
+        match $slot.library() {
+            Err(rv) => return rv,
+            Ok(lib) => match lib.fl32.and_then(|t| t.$f) {
                 Some(f) => f,
                 None => return CKR_FUNCTION_NOT_SUPPORTED,
             },
@@ -150,6 +165,7 @@ mod message;
 mod objects;
 mod session;
 mod token;
+mod v32;
 
 impl ModuleSlot {
     /// Vendor call `name` on `h` (the vendor's slot id of our token, or a vendor session
