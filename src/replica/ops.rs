@@ -11,7 +11,6 @@ use super::{Found, Group};
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
-use crate::core::token::device_class;
 use crate::core::token::{Ctx, ObjectId};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -86,7 +85,8 @@ impl Replay {
                     .load(std::sync::atomic::Ordering::Relaxed),
             );
             match call(op) {
-                Err(e) if device_class(e.rv()) => {
+                // A pool that had no free session in time is busy, not failing.
+                Err(e) if super::device_failure(&e) => {
                     let from = self.at;
                     self.g.mark_down(from, &format!("{what}: {e}"));
                     if self.multipart {

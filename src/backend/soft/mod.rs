@@ -10,8 +10,8 @@
 //! cross-process lock (`lock.rs`), after re-reading what it changes.
 
 pub mod crypto;
-mod kbkdf;
 mod describe;
+mod kbkdf;
 mod kem;
 mod lock;
 mod perms;
