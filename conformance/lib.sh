@@ -246,6 +246,45 @@ signed() {
   not_ok "$desc" "$out"; return 1
 }
 
+# check_remote_listing WHAT KEY...: pkcs11-tool -L shows the slot's token and -O (logged
+# in) lists each KEY; the -O output is left in $LISTING.
+check_remote_listing() {
+  local what=$1 out k; shift
+  out=$(pkcs11-tool --module "$MODULE" -L 2>&1) && grep -q "token label *: $LABEL" <<<"$out" \
+    && ok "pkcs11-tool -L shows the $what slot's token" || not_ok "pkcs11-tool -L shows the $what slot's token" "$out"
+  LISTING=$("${PL[@]}" -O 2>&1) || true
+  for k in "$@"; do
+    grep -q "label: *$k\$" <<<"$LISTING" && ok "pkcs11-tool -O lists $what key $k" \
+      || not_ok "pkcs11-tool -O lists $what key $k" "$LISTING"
+  done
+}
+
+# check_remote_signatures WHAT EC_ID RSA_ID PSS_BITS: the public keys exported (to
+# $WORK/ec.pem, $WORK/rsa.pem), pkcs11-tool signs $WORK/msg (3000 random bytes) with
+# ECDSA-SHA256, SHA256-RSA-PKCS and SHA<PSS_BITS>-RSA-PKCS-PSS (salt = hash length), and
+# plain OpenSSL verifies each signature.
+check_remote_signatures() {
+  local what=$1 ec=$2 rsa=$3 bits=$4
+  local salt=$((bits / 8))
+  export_pubkey "$ec" "$WORK/ec.pem"
+  export_pubkey "$rsa" "$WORK/rsa.pem"
+  head -c 3000 /dev/urandom > "$WORK/msg"
+  signed "pkcs11-tool signs ECDSA-SHA256 with the $what EC key" -m ECDSA-SHA256 --id "$ec" \
+    --signature-format openssl -i "$WORK/msg" -o "$WORK/ec.sig" \
+    && verified "the $what ECDSA signature verifies with plain OpenSSL" \
+      openssl_plain dgst -sha256 -verify "$WORK/ec.pem" -signature "$WORK/ec.sig" "$WORK/msg"
+  signed "pkcs11-tool signs SHA256-RSA-PKCS with the $what RSA key" -m SHA256-RSA-PKCS --id "$rsa" \
+    -i "$WORK/msg" -o "$WORK/rsa.sig" \
+    && verified "the $what RSA PKCS#1 signature verifies with plain OpenSSL" \
+      openssl_plain dgst -sha256 -verify "$WORK/rsa.pem" -signature "$WORK/rsa.sig" "$WORK/msg"
+  signed "pkcs11-tool signs SHA$bits-RSA-PKCS-PSS (salt $salt) with the $what RSA key" \
+    -m "SHA$bits-RSA-PKCS-PSS" --mgf "MGF1-SHA$bits" --salt-len "$salt" --id "$rsa" \
+    -i "$WORK/msg" -o "$WORK/pss.sig" \
+    && verified "the $what RSA-PSS signature verifies with plain OpenSSL (salt $salt)" \
+      openssl_plain dgst "-sha$bits" -sigopt rsa_padding_mode:pss -sigopt "rsa_pss_saltlen:$salt" \
+      -verify "$WORK/rsa.pem" -signature "$WORK/pss.sig" "$WORK/msg"
+}
+
 # check_oaep_decrypt DESC RSA_ID PEM: plain OpenSSL encrypts 48 random bytes with
 # OAEP-SHA256 to PEM; pkcs11-tool decrypts them with key RSA_ID.
 check_oaep_decrypt() {
