@@ -28,6 +28,14 @@ pub struct Server {
     pub dir: PathBuf,
 }
 
+/// The shared controls (`ctl`, `try_ctl`, `stats`) are the server process's.
+impl std::ops::Deref for Server {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.py
+    }
+}
+
 impl Server {
     pub fn start(dir: &Path, name: &str, kind: &str, keys: &[Seed], extra: &[&str]) -> Server {
         let dir = dir.join(name);
@@ -95,24 +103,11 @@ impl Server {
         self.dir.join(name).display().to_string()
     }
 
-    /// The controls are on the plain port (with IMDS).
-    pub fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        self.py.try_ctl(method, what, body)
-    }
-
-    pub fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
-        self.py.ctl(what, body)
-    }
-
     pub fn fault(&self, kind: &str, count: u32, path: &str) {
         self.ctl(
             "fault",
             serde_json::json!({"kind": kind, "count": count, "match": path, "delay_ms": 5000, "retry_after": 1}),
         );
-    }
-
-    pub fn stats(&self) -> serde_json::Value {
-        self.py.stats()
     }
 
     pub fn calls(&self, op: &str) -> u64 {

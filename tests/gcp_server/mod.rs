@@ -48,6 +48,14 @@ pub struct Server {
     pub dir: PathBuf,
 }
 
+/// The shared controls (`ctl`, `try_ctl`, `stats`) are the server process's.
+impl std::ops::Deref for Server {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.py
+    }
+}
+
 impl Server {
     /// Starts the server with the keys of `keys` in `ring` and waits until it answers.
     pub fn start(dir: &Path, name: &str, ring: &str, keys: &[Seed], extra: &[&str]) -> Server {
@@ -96,23 +104,11 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        self.py.try_ctl(method, what, body)
-    }
-
-    pub fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
-        self.py.ctl(what, body)
-    }
-
     pub fn fault(&self, kind: &str, count: u32, verb: &str) {
         self.ctl(
             "fault",
             serde_json::json!({"kind": kind, "count": count, "match": verb}),
         );
-    }
-
-    pub fn stats(&self) -> serde_json::Value {
-        self.py.stats()
     }
 
     /// How many requests reached `path` (under /v1/).
