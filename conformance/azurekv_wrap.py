@@ -19,8 +19,8 @@ import sys
 import urllib.request
 
 import pkcs11
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
@@ -84,7 +84,8 @@ with token.open(user_pin=pin) as s:
     oaep256 = dict(mechanism=Mechanism.RSA_PKCS_OAEP,
                    mechanism_param=(Mechanism.SHA256, MGF.SHA256, None))
     try:
-        spki = serialization.load_der_public_key(pub[Attribute.PUBLIC_KEY_INFO])
+        spki = rsa.RSAPublicNumbers(int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big"),
+                                    int.from_bytes(pub[Attribute.MODULUS], "big")).public_key()
         key3 = os.urandom(32)
         ct = spki.encrypt(key3, padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None))
         result("C_UnwrapKey RSA-OAEP-256 through the HSM gives the key cryptography wrapped",
