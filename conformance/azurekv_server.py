@@ -66,9 +66,10 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from azurekv_identity import Identity, make_ca
+from fakeserver_common import FaultList, JsonHandler
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, keywrap, padding as sympad, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -179,7 +180,7 @@ class Vault:
         self.keys = {}  # name -> [Version] oldest first
         self.tokens = {}  # token -> (expiry, resource)
         self.expires_in = expires_in
-        self.faults = []
+        self.faults = FaultList()
         self.denied = set()
         self.stats = {"token_grants": 0, "imds_grants": 0, "calls": {}, "last_scope": None}
         self.lock = threading.Lock()
@@ -373,41 +374,7 @@ def cipher(v, op, body):
 
 # ---------------------------------------------------------------- HTTP
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def setup(self):
-        # Headers and body are separate writes: without TCP_NODELAY the second waits for
-        # the client's delayed ACK (40 ms per answer on a kept-alive connection).
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().setup()
-
-    def reply(self, code, body, headers=None, raw=None):
-        data = raw if raw is not None else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
-
+class Handler(JsonHandler):
     def dispatch(self, method):
         srv = self.server
         u = urllib.parse.urlsplit(self.path)
@@ -509,7 +476,7 @@ class Handler(BaseHTTPRequestHandler):
         b = json.loads(raw) if raw else {}
         with v.lock:
             if what == "fault":
-                v.faults.append(dict(b, count=b.get("count", 1)))
+                v.faults.add(b)
             elif what == "clear":
                 v.faults.clear()
             elif what == "token":
@@ -539,13 +506,7 @@ class Handler(BaseHTTPRequestHandler):
     def take_fault(self, path):
         v = self.server.vault
         with v.lock:
-            for f in v.faults:
-                if f.get("match", "") in path and f["count"] > 0:
-                    f["count"] -= 1
-                    if f["count"] == 0:
-                        v.faults.remove(f)
-                    return f
-        return None
+            return v.faults.take(path)
 
     # ---- the vault
 

@@ -57,10 +57,11 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import google_crc32c
+from fakeserver_common import FaultList, JsonHandler
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
@@ -155,7 +156,7 @@ class Kms:
         self.expires_in = expires_in
         self.token_grants = 0
         self.calls = {}
-        self.faults = []
+        self.faults = FaultList()
         self.denied = set()
 
     # ---- resources ----------------------------------------------------------------------
@@ -284,47 +285,14 @@ def put_verified(out, name, flag):
         out[name] = True
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JsonHandler):
     server_version = "ESF"
-
-    def log_message(self, fmt, *args):  # quiet: the tests read stats instead
-        pass
-
-    def setup(self):
-        super().setup()
-        # The headers and the body go out in two writes; without this, Nagle holds the
-        # body until the client's delayed ACK (40 ms) on every keep-alive request.
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    # ---- plumbing -----------------------------------------------------------------------
-    def reply(self, code, body, raw=None):
-        data = raw if raw is not None else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        if code == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')
-        self.end_headers()
-        self.wfile.write(data)
-
-    def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
+    status_headers = {401: {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}}
 
     def dispatch(self, method):
         kms = self.server.kms
         url = urlsplit(self.path)
-        raw = self.body()
+        raw = self.read_body()
         try:
             if url.path.startswith("/__control/"):
                 return self.control(method, url.path[len("/__control/"):], raw)
@@ -337,13 +305,7 @@ class Handler(BaseHTTPRequestHandler):
                 kms.calls[path] = kms.calls.get(path, 0) + 1
             self.authenticate()
             with kms.lock:
-                fault = None
-                for f in kms.faults:
-                    if f["count"] > 0 and f.get("match", "") in path:
-                        f["count"] -= 1
-                        fault = dict(f)
-                        break
-                kms.faults = [f for f in kms.faults if f["count"] > 0]
+                fault = kms.faults.take(path)
             if fault and fault["kind"] == "delay":
                 time.sleep(fault.get("delay_ms", 1000) / 1000)
             if fault and fault["kind"] in ("unavailable", "internal", "unauthenticated"):
@@ -444,11 +406,11 @@ class Handler(BaseHTTPRequestHandler):
                     return self.reply(400, {"error": "not a symmetric key"})
                 return self.reply(200, {"key": b64e(v["material"])})
             if what == "fault":
-                kms.faults.append({"kind": body["kind"], "count": int(body.get("count", 1)),
-                                   "match": body.get("match", ""),
-                                   "delay_ms": int(body.get("delay_ms", 1000))})
+                kms.faults.add({"kind": body["kind"], "count": int(body.get("count", 1)),
+                                "match": body.get("match", ""),
+                                "delay_ms": int(body.get("delay_ms", 1000))})
             elif what == "clear":
-                kms.faults = []
+                kms.faults.clear()
             elif what == "token":
                 kms.expires_in = int(body["expires_in"])
             elif what == "revoke":

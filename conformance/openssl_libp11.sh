@@ -3,8 +3,8 @@
 # signs with an EC P-256 and an RSA-2048 key of the token, addressed by RFC 7512 URIs:
 #   openssl pkeyutl -sign over a digest made by `openssl dgst`, openssl dgst -sha256 -sign,
 #   RSA-PSS through pkeyutl, and self-signed certificates from openssl req -x509.
-# The public keys are exported with pkcs11-tool --read-object --type pubkey (DER) and every
-# signature is verified by plain OpenSSL (no engine, no config).
+# The public keys are exported by export_pubkey (lib.sh: RSA with pkcs11-tool --read-object,
+# EC through the engine) and every signature is verified by plain OpenSSL (no engine, no config).
 # Usage: [MODULE=/path/to/module.so] conformance/openssl_libp11.sh
 source "$(dirname "$0")/lib.sh"
 setup

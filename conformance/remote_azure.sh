@@ -5,6 +5,8 @@
 # lists and uses them; OpenSSL with the libp11 engine signs by RFC 7512 URI and makes a
 # certificate signing request with the EC-HSM key; every signature is verified by plain
 # OpenSSL, and an OAEP ciphertext made by plain OpenSSL is decrypted through the HSM.
+# C_WrapKey/C_UnwrapKey (AES-KW with aes1, RSA-OAEP-256 with rsa1) run through
+# python-pkcs11 (conformance/azurekv_wrap.py), checked by the cryptography package.
 # Usage: conformance/remote_azure.sh   (the module must be built)
 source "$(dirname "$0")/lib.sh"
 [ "$TARGET" = hsmux ] || { note "a remote slot is hsmux's alone: nothing to run on $TARGET"; exit 0; }
@@ -46,40 +48,18 @@ TOML
 P=(pkcs11-tool --module "$MODULE" --token-label "$LABEL")
 PL=("${P[@]}" --login --pin "$PIN")
 
-out=$(pkcs11-tool --module "$MODULE" -L 2>&1) && grep -q "token label *: $LABEL" <<<"$out" \
-  && ok "pkcs11-tool -L shows the azure slot's token" || not_ok "pkcs11-tool -L shows the azure slot's token" "$out"
-out=$("${PL[@]}" -O 2>&1) || true
-for k in ec1 rsa1 aes1; do
-  grep -q "label: *$k\$" <<<"$out" && ok "pkcs11-tool -O lists key $k" \
-    || not_ok "pkcs11-tool -O lists key $k" "$out"
-done
+check_remote_listing azure ec1 rsa1 aes1
 # CKA_ID is name/version; pkcs11-tool prints it in hex.
-id_of() { awk -v k="$1" '/label:/ { l = $2 } /ID:/ && l == k { print $2; exit }' <<<"$out"; }
+id_of() { awk -v k="$1" '/label:/ { l = $2 } /ID:/ && l == k { print $2; exit }' <<<"$LISTING"; }
 EC_ID=$(id_of ec1)
 RSA_ID=$(id_of rsa1)
-[ -n "$EC_ID" ] && [ -n "$RSA_ID" ] && ok "the keys have CKA_IDs" || die "no CKA_ID for ec1/rsa1" "$out"
+[ -n "$EC_ID" ] && [ -n "$RSA_ID" ] && ok "the keys have CKA_IDs" || die "no CKA_ID for ec1/rsa1" "$LISTING"
 # The vault is at 127.0.0.1: which service it is comes from its 401 challenge.
 out2=$("$REPO/target/release/hsmux" check 2>&1) || true
 grep -q "service: Managed HSM https://127.0.0.1:$PORT" <<<"$out2" && ok "hsmux check says Managed HSM" \
   || not_ok "hsmux check says Managed HSM" "$out2"
 
-export_pubkey "$EC_ID" "$WORK/ec.pem"
-export_pubkey "$RSA_ID" "$WORK/rsa.pem"
-head -c 3000 /dev/urandom > "$WORK/msg"
-
-signed "pkcs11-tool signs ECDSA-SHA256 with the EC-HSM key" -m ECDSA-SHA256 --id "$EC_ID" \
-  --signature-format openssl -i "$WORK/msg" -o "$WORK/ec.sig" \
-  && verified "the ECDSA signature verifies with plain OpenSSL" \
-    openssl_plain dgst -sha256 -verify "$WORK/ec.pem" -signature "$WORK/ec.sig" "$WORK/msg"
-signed "pkcs11-tool signs SHA256-RSA-PKCS with the RSA-HSM key" -m SHA256-RSA-PKCS --id "$RSA_ID" \
-  -i "$WORK/msg" -o "$WORK/rsa.sig" \
-  && verified "the RSA PKCS#1 signature verifies with plain OpenSSL" \
-    openssl_plain dgst -sha256 -verify "$WORK/rsa.pem" -signature "$WORK/rsa.sig" "$WORK/msg"
-signed "pkcs11-tool signs SHA384-RSA-PKCS-PSS (salt 48) with the RSA-HSM key" -m SHA384-RSA-PKCS-PSS \
-  --mgf MGF1-SHA384 --salt-len 48 --id "$RSA_ID" -i "$WORK/msg" -o "$WORK/pss.sig" \
-  && verified "the RSA-PSS signature verifies with plain OpenSSL (salt 48)" \
-    openssl_plain dgst -sha384 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48 \
-    -verify "$WORK/rsa.pem" -signature "$WORK/pss.sig" "$WORK/msg"
+check_remote_signatures azure "$EC_ID" "$RSA_ID" 384
 
 check_oaep_decrypt "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through the HSM" "$RSA_ID" "$WORK/rsa.pem"
 
@@ -104,6 +84,22 @@ fi
 check_engine_sign "openssl pkeyutl -sign through the libp11 engine with the EC-HSM key" \
   "$(uri ec1)" "$WORK/ec.pem"
 unset OPENSSL_CONF
+
+# Wrap and unwrap: pkcs11-tool's --unwrap makes token objects (a remote slot holds only
+# session ones) and its --encrypt has no AES-KEY-WRAP, so python-pkcs11 calls them.
+if "$PY" -c 'import pkcs11' 2>/dev/null; then
+  rc=0
+  out=$("$PY" "$REPO/conformance/azurekv_wrap.py" "$MODULE" "$LABEL" "$PIN" "$IMDS" 2>&1) || rc=$?
+  while IFS= read -r line; do
+    case $line in
+      "ok - "*) ok "${line#ok - }" ;;
+      "not ok - "*) not_ok "${line#not ok - }" ;;
+    esac
+  done <<<"$out"
+  [ $rc = 0 ] || grep -q "^not ok" <<<"$out" || not_ok "azurekv_wrap.py ran" "$out"
+else
+  not_ok "python-pkcs11 in the venv for the wrap/unwrap step (scripts/deps.sh installs it)"
+fi
 
 # The server gone: calls fail within the deadline, with a device error, no hang.
 check_server_gone "$SRV_PID" "$EC_ID"

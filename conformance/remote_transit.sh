@@ -51,34 +51,12 @@ hexid() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
 EC_ID=$(hexid transit/keys/ec1/v1)
 RSA_ID=$(hexid transit/keys/rsa1/v1)
 
-out=$(pkcs11-tool --module "$MODULE" -L 2>&1) && grep -q "token label *: $LABEL" <<<"$out" \
-  && ok "pkcs11-tool -L shows the transit slot's token" || not_ok "pkcs11-tool -L shows the transit slot's token" "$out"
-out=$("${PL[@]}" -O 2>&1) || true
-for k in ec1 rsa1 aes1; do
-  grep -q "label: *$k\$" <<<"$out" && ok "pkcs11-tool -O lists transit key $k" \
-    || not_ok "pkcs11-tool -O lists transit key $k" "$out"
-done
-grep -q "ID: *$EC_ID" <<<"$out" && ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" \
-  || not_ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" "$out"
+check_remote_listing transit ec1 rsa1 aes1
+grep -q "ID: *$EC_ID" <<<"$LISTING" && ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" \
+  || not_ok "CKA_ID is the version's full name (transit/keys/ec1/v1)" "$LISTING"
 
 # (Public keys are read without logging in.)
-export_pubkey "$EC_ID" "$WORK/ec.pem"
-export_pubkey "$RSA_ID" "$WORK/rsa.pem"
-head -c 3000 /dev/urandom > "$WORK/msg"
-
-signed "pkcs11-tool signs ECDSA-SHA256 with the transit key" -m ECDSA-SHA256 --id "$EC_ID" \
-  --signature-format openssl -i "$WORK/msg" -o "$WORK/ec.sig" \
-  && verified "the transit ECDSA signature verifies with plain OpenSSL" \
-    openssl_plain dgst -sha256 -verify "$WORK/ec.pem" -signature "$WORK/ec.sig" "$WORK/msg"
-signed "pkcs11-tool signs SHA256-RSA-PKCS with the transit key" -m SHA256-RSA-PKCS --id "$RSA_ID" \
-  -i "$WORK/msg" -o "$WORK/rsa.sig" \
-  && verified "the transit RSA PKCS#1 signature verifies with plain OpenSSL" \
-    openssl_plain dgst -sha256 -verify "$WORK/rsa.pem" -signature "$WORK/rsa.sig" "$WORK/msg"
-signed "pkcs11-tool signs SHA256-RSA-PKCS-PSS (salt 32) with the transit key" -m SHA256-RSA-PKCS-PSS \
-  --mgf MGF1-SHA256 --salt-len 32 --id "$RSA_ID" -i "$WORK/msg" -o "$WORK/pss.sig" \
-  && verified "the transit RSA-PSS signature verifies with plain OpenSSL (salt 32)" \
-    openssl_plain dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 \
-    -verify "$WORK/rsa.pem" -signature "$WORK/pss.sig" "$WORK/msg"
+check_remote_signatures transit "$EC_ID" "$RSA_ID" 256
 
 # OAEP-SHA256: encrypted by plain OpenSSL with the exported key, decrypted by transit.
 check_oaep_decrypt "an OAEP-SHA256 ciphertext from plain OpenSSL decrypts through transit" "$RSA_ID" "$WORK/rsa.pem"

@@ -235,6 +235,49 @@ fn ecdsa_p256_and_p384_verify_with_independent_crates_for_every_hash() {
     }
 }
 
+/// What pkcs11-tool's public-key export asks for, the way it asks: one length query for the
+/// whole template, then buffers of exactly those lengths. Each fill must answer the length its
+/// query gave and write nothing past ulValueLen (guard bytes after each buffer); a buffer one
+/// byte short gets CKR_BUFFER_TOO_SMALL with CK_UNAVAILABLE_INFORMATION and no byte past it.
+/// (Written while chasing pkcs11-tool's "cannot create EVP_PKEY" on this slot, which turned
+/// out to be pkcs11-tool 0.23.0 reading memory it had freed; this pins the module's side.)
+#[test]
+fn ec_public_key_attributes_fill_exactly_the_length_their_query_gave() {
+    const GUARD: u8 = 0xA5;
+    const SPARE: usize = 16;
+    let m = &env().m;
+    let h = session("mhsm");
+    let public = public_of(h, key(h, CKO_PRIVATE_KEY, "ec256"));
+    let types = [CKA_KEY_TYPE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ID, CKA_LABEL];
+    let mut t: Vec<CK_ATTRIBUTE> = types
+        .iter()
+        .map(|&type_| CK_ATTRIBUTE { type_, pValue: std::ptr::null_mut(), ulValueLen: 0 })
+        .collect();
+    assert_rv!(ck!(m, C_GetAttributeValue(h, public, t.as_mut_ptr(), 5)), CKR_OK);
+    let queried: Vec<usize> = t.iter().map(|a| a.ulValueLen as usize).collect();
+    assert!(queried.iter().all(|&n| n > 0 && n < 4096), "lengths {queried:?}");
+    for short in [false, true] {
+        let mut bufs: Vec<Vec<u8>> = queried.iter().map(|&n| vec![GUARD; n + SPARE]).collect();
+        for (a, (buf, &n)) in t.iter_mut().zip(bufs.iter_mut().zip(&queried)) {
+            a.pValue = buf.as_mut_ptr() as *mut _;
+            a.ulValueLen = (n - usize::from(short)) as CK_ULONG;
+        }
+        let rv = ck!(m, C_GetAttributeValue(h, public, t.as_mut_ptr(), 5));
+        assert_rv!(rv, if short { CKR_BUFFER_TOO_SMALL } else { CKR_OK });
+        for ((a, buf), &n) in t.iter().zip(&bufs).zip(&queried) {
+            let given = n - usize::from(short);
+            let want = if short { CK_UNAVAILABLE_INFORMATION } else { n as CK_ULONG };
+            assert_eq!(a.ulValueLen, want, "0x{:x}: fill answers the queried length", a.type_);
+            assert!(buf[given..].iter().all(|&b| b == GUARD), "0x{:x}: written past", a.type_);
+        }
+        if !short {
+            assert_eq!(bufs[1][..queried[1]], [6, 8, 0x2a, 0x86, 0x48, 0xce, 0x3d, 3, 1, 7]);
+            let point = ec_point(&bufs[2][..queried[2]]);
+            p256::PublicKey::from_sec1_bytes(&point).expect("CKA_EC_POINT is a P-256 point");
+        }
+    }
+}
+
 #[test]
 fn rsa_signatures_verify_with_the_rsa_crate() {
     let m = &env().m;

@@ -3,9 +3,9 @@
 //! certificate, federated tokens) and its controls (faults, attributes, backup/restore).
 #![allow(dead_code)]
 
-use crate::contract::{control_request, free_port, kill_at_exit, wait_ready};
+use crate::contract::free_port;
+use crate::contract::pyserver::{args, write_seed, PyServer};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 /// A seeded key: (name, kty, size or curve, versions, disabled versions).
 pub type Seed<'a> = (&'a str, &'a str, &'a str, u32, &'a [u32]);
@@ -22,14 +22,18 @@ pub fn secret_auth(secret: &str) -> String {
 }
 
 pub struct Server {
-    child: Child,
+    py: PyServer,
     pub port: u16,
     pub imds_port: u16,
     pub dir: PathBuf,
 }
 
-fn python() -> PathBuf {
-    crate::contract::venv_python("cryptography")
+/// The shared controls (`ctl`, `try_ctl`, `stats`) are the server process's.
+impl std::ops::Deref for Server {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.py
+    }
 }
 
 impl Server {
@@ -50,35 +54,27 @@ impl Server {
                 v
             })
             .collect();
-        let seed_file = dir.join("seed.json");
-        std::fs::write(&seed_file, serde_json::json!({ "keys": seed }).to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/azurekv_server.py");
+        let seed_file = write_seed(&dir, serde_json::json!({ "keys": seed }));
         let (port, imds_port) = (free_port(), free_port());
-        let child = Command::new(python())
-            .arg(&script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--imds-port",
-                &imds_port.to_string(),
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--kind", kind])
-            .arg("--seed")
-            .arg(&seed_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
-        kill_at_exit(child.id());
-        let mut child = child;
-        wait_ready(&mut child, "azurekv_server.py", || {
-            dir.join("ready").exists() && control_request(imds_port, "GET", "stats", "").is_some()
+        let mut a = args(&[
+            &"--port",
+            &port.to_string(),
+            &"--imds-port",
+            &imds_port.to_string(),
+            &"--dir",
+            &dir,
+            &"--kind",
+            &kind,
+            &"--seed",
+            &seed_file,
+        ]);
+        a.extend(extra.iter().map(Into::into));
+        let ready = dir.join("ready");
+        let py = PyServer::start("azurekv_server.py", "cryptography", &a, imds_port, || {
+            ready.exists()
         });
         Server {
-            child,
+            py,
             port,
             imds_port,
             dir,
@@ -107,25 +103,11 @@ impl Server {
         self.dir.join(name).display().to_string()
     }
 
-    /// The controls are on the plain port (with IMDS).
-    pub fn try_ctl(&self, method: &str, what: &str, body: &str) -> Option<serde_json::Value> {
-        control_request(self.imds_port, method, what, body)
-    }
-
-    pub fn ctl(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
-        self.try_ctl("POST", what, &body.to_string())
-            .unwrap_or_else(|| panic!("control {what} {body} failed"))
-    }
-
     pub fn fault(&self, kind: &str, count: u32, path: &str) {
         self.ctl(
             "fault",
             serde_json::json!({"kind": kind, "count": count, "match": path, "delay_ms": 5000, "retry_after": 1}),
         );
-    }
-
-    pub fn stats(&self) -> serde_json::Value {
-        self.try_ctl("GET", "stats", "").expect("stats")
     }
 
     pub fn calls(&self, op: &str) -> u64 {
@@ -139,20 +121,7 @@ impl Server {
 
     /// An oct-HSM version's key bytes (CKA_ID `name/version`).
     pub fn material(&self, id: &str) -> Vec<u8> {
-        use base64::Engine as _;
-        let v = self.ctl(
-            "material",
-            serde_json::json!({ "kid": format!("x/keys/{id}") }),
-        );
-        base64::engine::general_purpose::STANDARD
-            .decode(v["key"].as_str().unwrap())
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.py
+            .material(serde_json::json!({ "kid": format!("x/keys/{id}") }))
     }
 }

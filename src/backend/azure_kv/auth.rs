@@ -3,12 +3,13 @@
 //! or a workload identity's federated token), or the Instance Metadata Service of a
 //! managed identity.
 //!
-//! One token is cached per slot and renewed before it expires (five minutes before, or at
-//! half its life for short ones), and at once when the vault refuses it. The scope is the
-//! vault's resource (`https://vault.azure.net` or `https://managedhsm.azure.net`), known
-//! from the vault's host name or, for any other host (private endpoints, tests), from the
-//! vault's first 401 challenge, as Azure's own clients do; a challenge may only name one of
-//! the Key Vault resources, so that a vault cannot obtain a token for another service.
+//! [`EntraCredential`] is the Azure SDK's `TokenCredential` for the slot's `KeyClient`. One
+//! token is cached per slot and renewed before it expires (five minutes before, or at half
+//! its life for short ones), and at once when the vault refuses it. The scope is the vault's
+//! resource (`https://vault.azure.net` or `https://managedhsm.azure.net`), from the vault's
+//! 401 challenge (the SDK's Key Vault authorizer sends the first request without a token,
+//! as Azure's clients do); a challenge may only name one of the Key Vault resources, so
+//! that a vault cannot obtain a token for another service.
 //! Secrets and tokens are zeroized when dropped and never logged.
 
 use crate::backend::remote::http::{self, Reply, Retry};
@@ -19,6 +20,7 @@ use base64::Engine as _;
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
@@ -54,9 +56,13 @@ enum Credential {
     },
 }
 
+#[derive(Clone)]
 struct Cached {
-    bearer: Zeroizing<String>,
+    token: Zeroizing<String>,
+    /// The resource the token is for.
+    resource: String,
     renew_at: Instant,
+    expires: SystemTime,
 }
 
 pub struct Auth {
@@ -188,42 +194,44 @@ impl Auth {
         self.resource.lock().clone()
     }
 
-    /// The `Authorization` value, from the cache while the token is good; `None` while the
-    /// vault's resource is unknown (the request then goes without one and the challenge
-    /// tells).
-    pub async fn bearer(&self, http: &reqwest::Client) -> Result<Option<Zeroizing<String>>> {
-        let Some(resource) = self.resource() else {
-            return Ok(None);
-        };
+    /// A token for `resource`, from the cache while it is good, else a new grant.
+    async fn token(&self, http: &reqwest::Client, resource: &str) -> Result<Cached> {
         let mut g = self.cached.lock().await;
-        if let Some(c) = g.as_ref().filter(|c| Instant::now() < c.renew_at) {
-            return Ok(Some(c.bearer.clone()));
+        if let Some(c) = g
+            .as_ref()
+            .filter(|c| Instant::now() < c.renew_at && c.resource == resource)
+        {
+            return Ok(c.clone());
         }
-        let (token, lifetime) = self.grant(http, &resource).await?;
+        let (token, lifetime) = self.grant(http, resource).await?;
         let early = (lifetime / 2).min(Duration::from_secs(300));
+        let now = Instant::now();
         let c = Cached {
-            bearer: Zeroizing::new(format!("Bearer {}", token.as_str())),
-            renew_at: Instant::now() + lifetime - early,
+            token,
+            resource: resource.to_string(),
+            renew_at: now + lifetime - early,
+            expires: SystemTime::now() + lifetime,
         };
-        let out = c.bearer.clone();
-        *g = Some(c);
-        Ok(Some(out))
+        *g = Some(c.clone());
+        Ok(c)
     }
 
-    /// The vault refused the token (401): forget it, and take the resource of the
-    /// challenge if it names one (an unknown resource is an error: never a token for it).
-    pub async fn refused(&self, reply: &Reply) -> Result<()> {
-        *self.cached.lock().await = None;
-        let Some(ch) = reply
-            .headers
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Ok(());
-        };
-        let Some(resource) = challenge_resource(ch) else {
-            return Ok(());
-        };
+    /// The vault refused `token` (401): it is not handed out again, so the challenge that
+    /// follows gets a new grant.
+    pub async fn refused(&self, token: &str) {
+        let mut g = self.cached.lock().await;
+        if g.as_ref().is_some_and(|c| c.token.as_str() == token) {
+            *g = None;
+        }
+    }
+
+    /// The resource of an SDK scope (`{resource}/.default`), if it is a Key Vault or Managed
+    /// HSM resource: a vault's challenge must not obtain a token for another service.
+    fn accept_scope(&self, scope: &str) -> Result<String> {
+        let resource = scope
+            .trim_end_matches("/.default")
+            .trim_end_matches('/')
+            .to_string();
         if !RESOURCES.contains(&resource.as_str()) {
             return Err(Error::logged(
                 CKR_DEVICE_ERROR,
@@ -233,9 +241,9 @@ impl Auth {
         let mut r = self.resource.lock();
         if r.as_deref() != Some(resource.as_str()) {
             log::info!("the vault's challenge names resource {resource}");
-            *r = Some(resource);
+            *r = Some(resource.clone());
         }
-        Ok(())
+        Ok(resource)
     }
 
     /// A new token and its lifetime.
@@ -325,6 +333,58 @@ impl Auth {
     }
 }
 
+/// [`Auth`] as the Azure SDK's credential: the SDK's bearer-token policy asks it for a
+/// token for the scope the vault's challenge names. The grants go through hsmux's own
+/// HTTP client (the slot's CA file, deadlines), to the configured authority host or IMDS
+/// address, which the SDK's own credentials cannot all be pointed at.
+#[derive(Clone)]
+pub struct EntraCredential {
+    pub auth: Arc<Auth>,
+    pub http: reqwest::Client,
+}
+
+impl std::fmt::Debug for EntraCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntraCredential({})", self.auth.describe())
+    }
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for EntraCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let sdk_err =
+            |e: Error| azure_core::Error::new(azure_core::error::ErrorKind::Credential, e);
+        let [scope] = scopes else {
+            return Err(sdk_err(Error::logged(
+                CKR_DEVICE_ERROR,
+                format!(
+                    "Key Vault asked for a token for {} scopes, not one",
+                    scopes.len()
+                ),
+            )));
+        };
+        let resource = self.auth.accept_scope(scope).map_err(sdk_err)?;
+        let c = self
+            .auth
+            .token(&self.http, &resource)
+            .await
+            .map_err(sdk_err)?;
+        let left = c
+            .expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        Ok(azure_core::credentials::AccessToken {
+            token: azure_core::credentials::Secret::new(c.token.as_str().to_string()),
+            expires_on: azure_core::time::OffsetDateTime::now_utc()
+                + azure_core::time::Duration::try_from(left).unwrap_or_default(),
+        })
+    }
+}
+
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The token endpoint's (or IMDS's) answer: a refusal is `CKR_USER_NOT_LOGGED_IN`
@@ -374,25 +434,6 @@ fn parse_grant(what: &str, mut reply: Reply) -> Result<(Zeroizing<String>, Durat
     .filter(|s| *s > 0)
     .ok_or_else(|| http::malformed(what, "no expires_in"))?;
     Ok((token, Duration::from_secs(secs.min(86_400))))
-}
-
-/// `resource="..."` (or `scope="<resource>/.default"`) of a `WWW-Authenticate: Bearer`
-/// challenge.
-pub fn challenge_resource(header: &str) -> Option<String> {
-    let rest = header.trim().strip_prefix("Bearer")?;
-    let mut found = None;
-    for part in rest.split(',') {
-        let Some((k, v)) = part.trim().split_once('=') else {
-            continue;
-        };
-        let v = v.trim().trim_matches('"');
-        match k.trim() {
-            "resource" => return Some(v.trim_end_matches('/').to_string()),
-            "scope" => found = Some(v.trim_end_matches("/.default").to_string()),
-            _ => {}
-        }
-    }
-    found
 }
 
 fn resolve(s: &Secret) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
@@ -475,22 +516,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn challenges_name_their_resource() {
+    fn only_key_vault_resources_get_a_token() {
+        let cfg = AzureAuth::ManagedIdentity {
+            client_id: None,
+            endpoint: Some("http://127.0.0.1:1".into()),
+        };
+        let auth = Auth::new(&cfg, None).unwrap();
+        assert_eq!(auth.resource(), None);
         assert_eq!(
-            challenge_resource(
-                r#"Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net""#
-            )
-            .as_deref(),
-            Some("https://vault.azure.net")
+            auth.accept_scope("https://managedhsm.azure.net/.default")
+                .unwrap(),
+            "https://managedhsm.azure.net"
         );
         assert_eq!(
-            challenge_resource(
-                r#"Bearer authorization="https://login.microsoftonline.com/t", scope="https://managedhsm.azure.net/.default""#
-            )
-            .as_deref(),
+            auth.resource().as_deref(),
             Some("https://managedhsm.azure.net")
         );
-        assert_eq!(challenge_resource("Basic realm=x"), None);
+        for other in [
+            "https://management.azure.com/.default",
+            "https://vault.azure.net.evil.example/.default",
+            "https://graph.microsoft.com/.default",
+        ] {
+            assert_eq!(auth.accept_scope(other).unwrap_err().rv(), CKR_DEVICE_ERROR);
+        }
     }
 
     fn reply(status: u16, body: &str) -> Reply {

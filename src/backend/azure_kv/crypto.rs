@@ -4,32 +4,52 @@
 //! with the HSM's IV and A*CBCPAD with the caller's. Every answer is checked (base64url,
 //! lengths, the kid it names) before it is believed.
 
-use super::keys::{bad, unb64, B64URL};
-use super::rest::Call;
+use super::errors::{sdk, Call};
+use super::keys::bad;
 use super::Inner;
 use crate::backend::remote::{
     EcCurve, GcmCall, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme, Transform, WrapAlg,
 };
 use crate::core::error::{Error, Result};
-use base64::Engine as _;
+use azure_core::http::{RequestContent, Response};
+use azure_security_keyvault_keys::models::{
+    KeyClientEncryptOptions, KeyClientSignOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+    KeyOperationResult, SignParameters,
+};
 use cryptoki_sys::*;
-use serde::Deserialize;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
-#[derive(Deserialize)]
-struct OpResult {
-    kid: Option<String>,
-    value: Option<String>,
-    iv: Option<String>,
-    tag: Option<String>,
+/// The key operations hsmux asks for.
+#[derive(Clone, Copy, Debug)]
+enum KeyOp {
+    Encrypt,
+    Decrypt,
+    Wrap,
+    Unwrap,
 }
 
-impl Drop for OpResult {
-    fn drop(&mut self) {
-        if let Some(v) = self.value.as_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-    }
+/// An operation's checked answer.
+struct Answer {
+    value: Zeroizing<Vec<u8>>,
+    iv: Option<Vec<u8>>,
+    tag: Option<Vec<u8>>,
+}
+
+/// A request body as JSON in a buffer that is wiped when the SDK and the transport have
+/// let go of it (a plaintext or key may be in it).
+fn content<T: serde::Serialize>(what: &str, p: &T, hint: usize) -> Result<RequestContent<T>> {
+    let mut json = Zeroizing::new(Vec::with_capacity(hint * 4 / 3 + 512));
+    serde_json::to_writer(&mut *json, p).map_err(|e| Error::general(format!("{what}: {e}")))?;
+    Ok(azure_core::http::Body::Bytes(azure_core::Bytes::from_owner(json)).into())
+}
+
+/// The parameters of an encrypt/decrypt/wrap/unwrap.
+fn params(alg: &str, value: &[u8]) -> KeyOperationParameters {
+    let mut p = KeyOperationParameters::default();
+    let Ok(a) = alg.parse();
+    p.algorithm = Some(a);
+    p.value = Some(value.to_vec());
+    p
 }
 
 /// The JWA name of a signature scheme (`Err`: one Key Vault does not make).
@@ -114,20 +134,73 @@ fn rsa_alg(alg: WrapAlg) -> Result<&'static str> {
     }
 }
 
-impl Inner {
-    fn op_url(&self, key: &KeyVersion, op: &str) -> String {
-        self.rest.url(&format!("keys/{}/{op}", key.locator))
-    }
+/// `(name, version)` of a key version's locator.
+fn name_version(key: &KeyVersion) -> (&str, &str) {
+    key.locator
+        .split_once('/')
+        .unwrap_or((key.locator.as_str(), ""))
+}
 
+impl Inner {
     /// The answer's `value`, from the version asked.
-    fn value(&self, what: &str, key: &KeyVersion, r: &OpResult) -> Result<Zeroizing<Vec<u8>>> {
+    fn answer(
+        &self,
+        what: &str,
+        key: &KeyVersion,
+        r: azure_core::Result<Response<KeyOperationResult>>,
+        call: Call,
+    ) -> Result<Answer> {
+        let mut r = sdk(what, call, r.and_then(|r| r.into_model()))?;
+        let value = Zeroizing::new(r.result.take().ok_or_else(|| bad(what, "no `value`"))?);
         if let Some(kid) = &r.kid {
-            let want = format!("{}/keys/{}", self.rest.vault, key.locator);
+            let want = format!("{}/keys/{}", self.vault, key.locator);
             if kid != &want {
                 return Err(bad(what, format!("answered for {kid:?}, not {want}")));
             }
         }
-        Ok(Zeroizing::new(unb64(what, "value", r.value.as_deref())?))
+        Ok(Answer {
+            value,
+            iv: r.iv.take(),
+            tag: r.authentication_tag.take(),
+        })
+    }
+
+    /// Sends an encrypt, decrypt, wrapKey or unwrapKey of the key version; `p.value` is
+    /// wiped once it is in the request body.
+    async fn key_op(
+        &self,
+        what: &str,
+        key: &KeyVersion,
+        op: KeyOp,
+        mut p: KeyOperationParameters,
+    ) -> Result<Answer> {
+        let hint = p.value.as_ref().map_or(0, Vec::len);
+        let body = content(what, &p, hint);
+        if let Some(v) = p.value.as_mut() {
+            v.zeroize();
+        }
+        let body = body?;
+        let (name, version) = name_version(key);
+        let c = &self.client;
+        let (r, call) = match op {
+            KeyOp::Encrypt => {
+                let o = KeyClientEncryptOptions {
+                    key_version: Some(version.to_string()),
+                    ..Default::default()
+                };
+                (c.encrypt(name, body, Some(o)).await, Call::Crypto)
+            }
+            KeyOp::Wrap => {
+                let o = KeyClientWrapKeyOptions {
+                    key_version: Some(version.to_string()),
+                    ..Default::default()
+                };
+                (c.wrap_key(name, body, Some(o)).await, Call::Crypto)
+            }
+            KeyOp::Decrypt => (c.decrypt(name, version, body, None).await, Call::Decrypt),
+            KeyOp::Unwrap => (c.unwrap_key(name, version, body, None).await, Call::Decrypt),
+        };
+        self.answer(what, key, r, call)
     }
 
     pub async fn sign(
@@ -146,12 +219,18 @@ impl Inner {
             _ => return Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
         };
         let what = format!("Key Vault sign {alg} with {}", key.locator);
-        let body = serde_json::json!({"alg": alg, "value": B64URL.encode(&value)});
-        let r: OpResult = self
-            .rest
-            .post(&what, &self.op_url(&key, "sign"), &body, Call::Crypto)
-            .await?;
-        let sig = self.value(&what, &key, &r)?;
+        let mut p = SignParameters::default();
+        let Ok(a) = alg.parse();
+        p.algorithm = Some(a);
+        p.value = Some(value);
+        let body = content(&what, &p, 64)?;
+        let (name, version) = name_version(&key);
+        let o = KeyClientSignOptions {
+            key_version: Some(version.to_string()),
+            ..Default::default()
+        };
+        let r = self.client.sign(name, body, Some(o)).await;
+        let sig = self.answer(&what, &key, r, Call::Crypto)?.value;
         if sig.len() != out_len {
             return Err(bad(
                 &what,
@@ -173,12 +252,10 @@ impl Inner {
             _ => return Err(Error::new(CKR_MECHANISM_PARAM_INVALID)),
         };
         let what = format!("Key Vault decrypt {alg} with {}", key.locator);
-        let body = serde_json::json!({"alg": alg, "value": B64URL.encode(&ct)});
-        let r: OpResult = self
-            .rest
-            .post(&what, &self.op_url(&key, "decrypt"), &body, Call::Decrypt)
-            .await?;
-        let pt = self.value(&what, &key, &r)?;
+        let pt = self
+            .key_op(&what, &key, KeyOp::Decrypt, params(alg, &ct))
+            .await?
+            .value;
         let max = match key.alg {
             KeyAlg::Rsa { bits } => (bits as usize).div_ceil(8) - 2 * hash.len() - 2,
             _ => 0,
@@ -225,27 +302,21 @@ impl Inner {
         t: Transform,
         input: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>> {
-        let (op, call) = match t {
-            Transform::Wrap(_) => ("wrapkey", Call::Crypto),
-            Transform::Unwrap(_) => ("unwrapkey", Call::Decrypt),
-            Transform::CbcPadEncrypt(_) => ("encrypt", Call::Crypto),
-            Transform::CbcPadDecrypt(_) | Transform::Pkcs1Decrypt => ("decrypt", Call::Decrypt),
+        let op = match t {
+            Transform::Wrap(_) => KeyOp::Wrap,
+            Transform::Unwrap(_) => KeyOp::Unwrap,
+            Transform::CbcPadEncrypt(_) => KeyOp::Encrypt,
+            Transform::CbcPadDecrypt(_) | Transform::Pkcs1Decrypt => KeyOp::Decrypt,
         };
-        let what = format!("Key Vault {op} {t:?} with {}", key.locator);
+        let what = format!("Key Vault {op:?} {t:?} with {}", key.locator);
         let request = |alg: String| {
             let (what, key, input) = (&what, &key, &input);
             async move {
-                let mut body =
-                    serde_json::json!({"alg": alg, "value": B64URL.encode(input.as_slice())});
+                let mut p = params(&alg, input);
                 if let Transform::CbcPadEncrypt(iv) | Transform::CbcPadDecrypt(iv) = t {
-                    body["iv"] = B64URL.encode(iv).into();
+                    p.iv = Some(iv.to_vec());
                 }
-                let r: Result<OpResult> = self
-                    .rest
-                    .post(what, &self.op_url(key, op), &body, call)
-                    .await;
-                zeroize_json(&mut body);
-                Ok(self.value(what, key, &r?)?.to_vec())
+                Ok(self.key_op(what, key, op, p).await?.value.to_vec())
             }
         };
         match t {
@@ -267,21 +338,14 @@ impl Inner {
         self.with_aes_bits(&c.key, |bits| {
             let (what, key, pt, aad) = (&what, &c.key, &c.text, &c.aad);
             async move {
-                let alg = format!("A{bits}GCM");
-                let mut body =
-                    serde_json::json!({"alg": alg, "value": B64URL.encode(pt.as_slice())});
+                let mut p = params(&format!("A{bits}GCM"), pt);
                 if !aad.is_empty() {
-                    body["aad"] = B64URL.encode(aad).into();
+                    p.additional_authenticated_data = Some(aad.to_vec());
                 }
-                let r: Result<OpResult> = self
-                    .rest
-                    .post(what, &self.op_url(key, "encrypt"), &body, Call::Crypto)
-                    .await;
-                zeroize_json(&mut body);
-                let r = r?;
-                let mut ct = self.value(what, key, &r)?.to_vec();
-                let iv = unb64(what, "iv", r.iv.as_deref())?;
-                let tag = unb64(what, "tag", r.tag.as_deref())?;
+                let a = self.key_op(what, key, KeyOp::Encrypt, p).await?;
+                let iv = a.iv.unwrap_or_default();
+                let tag = a.tag.unwrap_or_default();
+                let mut ct = a.value.to_vec();
                 if iv.len() != 12 || tag.len() != 16 || ct.len() != pt.len() {
                     return Err(bad(
                         what,
@@ -316,18 +380,13 @@ impl Inner {
         self.with_aes_bits(&key, |bits| {
             let (what, key, iv, aad) = (&what, &key, &iv, &aad);
             async move {
-                let mut body = serde_json::json!({
-                    "alg": format!("A{bits}GCM"), "value": B64URL.encode(body_ct),
-                    "iv": B64URL.encode(iv), "tag": B64URL.encode(tag),
-                });
+                let mut p = params(&format!("A{bits}GCM"), body_ct);
+                p.iv = Some(iv.to_vec());
+                p.authentication_tag = Some(tag.to_vec());
                 if !aad.is_empty() {
-                    body["aad"] = B64URL.encode(aad).into();
+                    p.additional_authenticated_data = Some(aad.to_vec());
                 }
-                let r: OpResult = self
-                    .rest
-                    .post(what, &self.op_url(key, "decrypt"), &body, Call::Decrypt)
-                    .await?;
-                let pt = self.value(what, key, &r)?;
+                let pt = self.key_op(what, key, KeyOp::Decrypt, p).await?.value;
                 if pt.len() != body_ct.len() {
                     return Err(bad(what, "a plaintext of the wrong length"));
                 }
@@ -335,17 +394,6 @@ impl Inner {
             }
         })
         .await
-    }
-}
-
-/// Overwrites the string values of a request body (a plaintext is in one).
-fn zeroize_json(v: &mut serde_json::Value) {
-    if let Some(o) = v.as_object_mut() {
-        for (_, s) in o.iter_mut() {
-            if let serde_json::Value::String(s) = s {
-                zeroize::Zeroize::zeroize(s);
-            }
-        }
     }
 }
 

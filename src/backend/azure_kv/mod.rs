@@ -1,10 +1,11 @@
-//! `backend = "azure-kv"`: the keys of an Azure Key Vault or an Azure Managed HSM, over
-//! the Key Vault REST API 7.5 with the module's shared HTTP stack (reqwest, rustls on
-//! aws-lc) and runtime.
+//! `backend = "azure-kv"`: the keys of an Azure Key Vault or an Azure Managed HSM, through
+//! the Azure SDK's `KeyClient` (REST API 7.5) over the module's shared HTTP stack (reqwest,
+//! rustls on aws-lc) and runtime.
 //!
 //! - [`auth`]: Microsoft Entra ID tokens (client secret, certificate assertion, workload
-//!   identity, IMDS managed identity), cached and renewed, and the 401 challenge;
-//! - [`rest`]: requests with the token, retries and the error mapping;
+//!   identity, IMDS managed identity), cached and renewed: the SDK's credential;
+//! - [`transport`]: the `KeyClient`, its transport over hsmux's reqwest client, retries;
+//! - [`errors`]: Key Vault's errors as PKCS#11 codes;
 //! - [`keys`]: key names, versions and JSON Web Keys as hsmux's key versions; creation;
 //! - [`crypto`]: sign, RSA decrypt, wrap/unwrap, AES-GCM and AES-CBC-PAD on Managed HSM.
 //!
@@ -16,8 +17,9 @@
 
 mod auth;
 mod crypto;
+mod errors;
 mod keys;
-mod rest;
+mod transport;
 
 use crate::backend::remote::token::{SIGN_EC, SIGN_RSA};
 use crate::backend::remote::{
@@ -52,7 +54,10 @@ pub fn open(name: &str, cfg: &AzureKvConfig, gated: bool) -> RemoteToken {
 /// What the async calls share.
 pub(crate) struct Inner {
     slot: String,
-    rest: rest::Rest,
+    client: azure_security_keyvault_keys::KeyClient,
+    /// `https://<name>.vault.azure.net`, no trailing slash.
+    vault: String,
+    auth: Arc<auth::Auth>,
     /// Named keys (empty = the whole vault).
     keys: Vec<String>,
     /// JSON Web Keys by `name/version`: a version's key never changes.
@@ -86,9 +91,10 @@ impl AzureKv {
         // challenge: only the public cloud's is assumed from the name.
         let public = cfg.vault.ends_with(".azure.net");
         let known = cfg.kind.filter(|_| public).map(resource);
-        let auth = auth::Auth::new(&cfg.auth, known)?;
+        let auth = Arc::new(auth::Auth::new(&cfg.auth, known)?);
         let deadline = Duration::from_millis(cfg.common.timeout_ms);
-        let client = http::client_with_ca(deadline, cfg.ca_file.as_deref())?;
+        let pool = http::client_with_ca(deadline, cfg.ca_file.as_deref())?;
+        let client = transport::key_client(&cfg.vault, pool, auth.clone())?;
         log::debug!("slot {slot}: Azure {} with {}", cfg.vault, auth.describe());
         let serial = {
             let d = HashAlg::Sha256.digest(cfg.vault.as_bytes());
@@ -97,11 +103,9 @@ impl AzureKv {
         Ok(AzureKv {
             inner: Arc::new(Inner {
                 slot: slot.to_string(),
-                rest: rest::Rest {
-                    http: client,
-                    vault: cfg.vault.clone(),
-                    auth,
-                },
+                client,
+                vault: cfg.vault.clone(),
+                auth,
                 keys: cfg.keys.clone(),
                 jwks: Mutex::new(HashMap::new()),
                 aes_bits: Mutex::new(HashMap::new()),
@@ -134,7 +138,7 @@ impl AzureKv {
 
     /// Which service this is, as far as known.
     fn kind(&self) -> Option<AzureKind> {
-        let r = self.inner.rest.auth.resource()?;
+        let r = self.inner.auth.resource()?;
         Some(if r.contains("managedhsm") {
             AzureKind::ManagedHsm
         } else {
@@ -145,15 +149,7 @@ impl AzureKv {
     /// A cheap read that needs a token: one key (or the first page of the list).
     fn read_one(&self, what: &str) -> Result<()> {
         self.run(what, |me| async move {
-            let url = match me.keys.first() {
-                Some(k) => me.rest.url(&format!("keys/{k}")),
-                None => format!("{}&maxresults=1", me.rest.url("keys")),
-            };
-            match me
-                .rest
-                .get::<serde_json::Value>("Key Vault read", &url)
-                .await
-            {
+            match me.read_one().await {
                 // A named key that does not exist yet: the vault and the token are fine.
                 Err(e) if e.rv() == CKR_KEY_HANDLE_INVALID => Ok(()),
                 other => other.map(|_| ()),
@@ -173,7 +169,7 @@ impl KeyService for AzureKv {
             }
             .into(),
             serial: self.serial.clone(),
-            location: self.inner.rest.vault.clone(),
+            location: self.inner.vault.clone(),
         }
     }
 
