@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod pqc;
 
 use crate::common::*;
 use crate::{assert_rv, ck};

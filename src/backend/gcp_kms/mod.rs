@@ -172,6 +172,10 @@ impl KeyService for GcpKms {
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
         let data = Zeroizing::new(match input {
             SignInput::Digest(d) | SignInput::Message(d) => d.to_vec(),
+            // Cloud KMS signs with an empty context (sign_context is false: the token
+            // refused any other).
+            SignInput::Pure { message, context } if context.is_empty() => message.to_vec(),
+            SignInput::Pure { .. } => return Err(Error::new(CKR_MECHANISM_PARAM_INVALID)),
         });
         let key = key.clone();
         self.run("Cloud KMS sign", self.deadline, move |me| async move {
@@ -257,6 +261,24 @@ impl KeyService for GcpKms {
 
     fn can_generate(&self) -> bool {
         true
+    }
+
+    fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        vec![
+            CKM_ML_DSA,
+            CKM_SLH_DSA,
+            CKM_ML_KEM,
+            CKM_ML_DSA_KEY_PAIR_GEN,
+            CKM_SLH_DSA_KEY_PAIR_GEN,
+            CKM_ML_KEM_KEY_PAIR_GEN,
+        ]
+    }
+
+    fn decapsulate(&self, key: &KeyVersion, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let (key, ct) = (key.clone(), ciphertext.to_vec());
+        self.run("Cloud KMS decapsulate", self.deadline, move |me| async move {
+            me.decapsulate(key, ct).await
+        })
     }
 }
 
