@@ -119,7 +119,11 @@ fn every_parameter_set_signs_raw_up_to_4_kib_and_external_mu_beyond() {
         ] {
             let sig = sign(m, h, mech(CKM_ML_DSA), keys.0, &msg).unwrap();
             assert_eq!(last_message_type(), kind, "{} bytes", msg.len());
-            assert!(ml_dsa_valid(set, &pk, &msg, b"", &sig), "{} bytes", msg.len());
+            assert!(
+                ml_dsa_valid(set, &pk, &msg, b"", &sig),
+                "{} bytes",
+                msg.len()
+            );
         }
     }
 }
@@ -135,7 +139,13 @@ fn context_strings_are_bound_through_external_mu() {
     let mut c = SignContext::new(CKH_HEDGE_PREFERRED, b"hsmux context");
     let sig = sign(m, h, c.mech(CKM_ML_DSA), private, msg).unwrap();
     assert_eq!(last_message_type(), "EXTERNAL_MU");
-    assert!(ml_dsa_valid(CKP_ML_DSA_65, &pk, msg, b"hsmux context", &sig));
+    assert!(ml_dsa_valid(
+        CKP_ML_DSA_65,
+        &pk,
+        msg,
+        b"hsmux context",
+        &sig
+    ));
     assert!(!ml_dsa_valid(CKP_ML_DSA_65, &pk, msg, b"", &sig));
     assert_rv!(verify(m, h, c.mech(CKM_ML_DSA), public, msg, &sig), CKR_OK);
     let mut other = SignContext::new(CKH_HEDGE_PREFERRED, b"another context");
@@ -144,7 +154,10 @@ fn context_strings_are_bound_through_external_mu() {
         CKR_SIGNATURE_INVALID
     );
     // Without its context the signature does not verify.
-    assert_rv!(verify(m, h, mech(CKM_ML_DSA), public, msg, &sig), CKR_SIGNATURE_INVALID);
+    assert_rv!(
+        verify(m, h, mech(CKM_ML_DSA), public, msg, &sig),
+        CKR_SIGNATURE_INVALID
+    );
     let mut det = SignContext::new(CKH_DETERMINISTIC_REQUIRED, b"");
     let mut mc = det.mech(CKM_ML_DSA);
     assert_rv!(
@@ -180,7 +193,10 @@ fn wrong_mechanisms_parameter_sets_and_answers_are_refused() {
     // What the slot lists: ML-DSA only (no SLH-DSA, no ML-KEM in AWS KMS).
     let slot = slot_labelled(m, "aws", true);
     let mut info: CK_MECHANISM_INFO = unsafe { std::mem::zeroed() };
-    assert_rv!(ck!(m, C_GetMechanismInfo(slot, CKM_ML_DSA, &mut info)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_GetMechanismInfo(slot, CKM_ML_DSA, &mut info)),
+        CKR_OK
+    );
     assert_eq!((info.ulMinKeySize, info.ulMaxKeySize), (1312, 2592));
     assert_eq!(info.flags & (CKF_SIGN | CKF_VERIFY), CKF_SIGN | CKF_VERIFY);
     for absent in [CKM_ML_KEM, CKM_SLH_DSA, CKM_ML_KEM_KEY_PAIR_GEN] {

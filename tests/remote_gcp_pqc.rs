@@ -52,7 +52,8 @@ fn start(dir: &Path) -> (Child, u16) {
         .collect();
     let seed = dir.join("seed.json");
     std::fs::write(&seed, serde_json::json!({ "keys": keys }).to_string()).unwrap();
-    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/gcpkms_server.py");
+    let script: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/gcpkms_server.py");
     let port = free_port();
     let mut child = Command::new(venv_python("cryptography, slh-dsa and google-crc32c"))
         .arg(&script)
@@ -115,7 +116,13 @@ fn ml_dsa_keys_of_every_parameter_set_sign_with_checksums() {
         (CKP_ML_DSA_65, "pq65"),
         (CKP_ML_DSA_87, "pq87"),
     ] {
-        check_ml_dsa(m, h, pair(h, label), set, &[b"Cloud HSM, post-quantum", &long]);
+        check_ml_dsa(
+            m,
+            h,
+            pair(h, label),
+            set,
+            &[b"Cloud HSM, post-quantum", &long],
+        );
     }
     // A signature altered on the way (its checksum kept) is caught by the CRC32C check.
     let (k, _) = pair(h, "pq65");
@@ -149,7 +156,10 @@ fn slh_dsa_signatures_verify_with_rustcrypto() {
     // Not verified here (no SLH-DSA in aws-lc): said by the mechanism info and C_VerifyInit.
     let slot = slot_labelled(m, "gcp", true);
     let mut info: CK_MECHANISM_INFO = unsafe { std::mem::zeroed() };
-    assert_rv!(ck!(m, C_GetMechanismInfo(slot, CKM_SLH_DSA, &mut info)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_GetMechanismInfo(slot, CKM_SLH_DSA, &mut info)),
+        CKR_OK
+    );
     assert_eq!(info.flags & (CKF_SIGN | CKF_VERIFY), CKF_SIGN);
     assert_eq!((info.ulMinKeySize, info.ulMaxKeySize), (32, 32));
     assert_rv!(
@@ -171,7 +181,10 @@ fn ml_kem_keys_decapsulate_in_the_service() {
     check_ml_kem(m, h, pair(h, "kem1024"), CKP_ML_KEM_1024);
     let slot = slot_labelled(m, "gcp", true);
     let mut info: CK_MECHANISM_INFO = unsafe { std::mem::zeroed() };
-    assert_rv!(ck!(m, C_GetMechanismInfo(slot, CKM_ML_KEM, &mut info)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_GetMechanismInfo(slot, CKM_ML_KEM, &mut info)),
+        CKR_OK
+    );
     assert_eq!(
         info.flags & (CKF_ENCAPSULATE | CKF_DECAPSULATE),
         CKF_ENCAPSULATE | CKF_DECAPSULATE

@@ -119,7 +119,33 @@ fn contexts_are_refused_and_keys_are_created() {
     let mut private = Template::new().bytes(CKA_LABEL, b"gen-mldsa87");
     let (rv, p, s) = try_keypair(m, h, CKM_ML_DSA_KEY_PAIR_GEN, &mut public, &mut private);
     assert_rv!(rv, CKR_OK);
-    let read = env.bao.ok("GET", "transit/keys/gen-mldsa87", serde_json::Value::Null);
+    let read = env
+        .bao
+        .ok("GET", "transit/keys/gen-mldsa87", serde_json::Value::Null);
     assert_eq!(read["data"]["type"], "mldsa-87");
     check_ml_dsa(m, h, (s, p), CKP_ML_DSA_87, &[b"made through PKCS#11"]);
+}
+
+#[test]
+fn hsmux_check_names_the_parameter_sets() {
+    env();
+    let cfg = std::env::var("HSMUX_CONFIG").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hsmux"))
+        .args(["check", "--config", &cfg])
+        .env("HSMUX_NO_METRICS", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for (name, _, set) in KEYS {
+        let fips = match set {
+            CKP_ML_DSA_44 => "ML-DSA-44",
+            CKP_ML_DSA_65 => "ML-DSA-65",
+            _ => "ML-DSA-87",
+        };
+        let line =
+            format!("key \"{name}\" transit/keys/{name}/v1 {fips} primary mechanisms: CKM_ML_DSA");
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+    }
 }

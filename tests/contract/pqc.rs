@@ -5,8 +5,8 @@
 //! functions (`C_EncapsulateKey`, `C_DecapsulateKey`) are called through the 3.2 function
 //! list, as a 3.2 consumer gets it from `C_GetInterface("PKCS 11", {3, 2})`.
 
-use crate::{assert_rv, ck};
 use crate::common::*;
+use crate::{assert_rv, ck};
 use cryptoki_sys::*;
 use ml_dsa::MlDsaParams;
 use std::sync::OnceLock;
@@ -37,7 +37,12 @@ pub const ML_DSA: [(CK_ULONG, usize); 3] = [
     (CKP_ML_DSA_87, 4627),
 ];
 
-pub fn ulong_attr(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> CK_ULONG {
+pub fn ulong_attr(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    o: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_TYPE,
+) -> CK_ULONG {
     let v = get_attr(m, h, o, t).unwrap_or_else(|rv| panic!("attribute 0x{t:x}: {}", rv_name(rv)));
     CK_ULONG::from_ne_bytes(v.try_into().expect("a CK_ULONG"))
 }
@@ -107,7 +112,9 @@ pub fn pqc_public_key(
         assert_eq!(ulong_attr(m, h, o, CKA_PARAMETER_SET), set);
     }
     assert!(
-        !get_attr(m, h, public, CKA_PUBLIC_KEY_INFO).unwrap().is_empty(),
+        !get_attr(m, h, public, CKA_PUBLIC_KEY_INFO)
+            .unwrap()
+            .is_empty(),
         "the public key has its SubjectPublicKeyInfo"
     );
     get_attr(m, h, public, CKA_VALUE).unwrap()
@@ -143,9 +150,16 @@ pub fn check_ml_dsa(
     }
     let longest = messages.iter().max_by_key(|m| m.len()).unwrap();
     let third = longest.len() / 3;
-    let parts = [&longest[..third], &longest[third..2 * third], &longest[2 * third..]];
+    let parts = [
+        &longest[..third],
+        &longest[third..2 * third],
+        &longest[2 * third..],
+    ];
     let sig = sign_parts(m, h, mech(CKM_ML_DSA), private, &parts);
-    assert!(ml_dsa_valid(set, &pk, longest, b"", &sig), "multi-part signature");
+    assert!(
+        ml_dsa_valid(set, &pk, longest, b"", &sig),
+        "multi-part signature"
+    );
 }
 
 /// Multi-part C_Sign.
@@ -159,7 +173,10 @@ pub fn sign_parts(
     assert_rv!(ck!(m, C_SignInit(h, &mut mc, key)), CKR_OK);
     for p in parts {
         assert_rv!(
-            ck!(m, C_SignUpdate(h, p.as_ptr() as *mut _, p.len() as CK_ULONG)),
+            ck!(
+                m,
+                C_SignUpdate(h, p.as_ptr() as *mut _, p.len() as CK_ULONG)
+            ),
             CKR_OK
         );
     }
@@ -214,13 +231,35 @@ pub fn encapsulate(
     let f = v32().C_EncapsulateKey.unwrap();
     let mut mc = mech(CKM_ML_KEM);
     let (mut k, mut n) = (0, 0);
-    let rv = unsafe { f(h, &mut mc, key, t.ptr(), t.len(), std::ptr::null_mut(), &mut n, &mut k) };
+    let rv = unsafe {
+        f(
+            h,
+            &mut mc,
+            key,
+            t.ptr(),
+            t.len(),
+            std::ptr::null_mut(),
+            &mut n,
+            &mut k,
+        )
+    };
     if rv != CKR_OK {
         return Err(rv);
     }
     assert_eq!(k, 0, "a length query makes no key");
     let mut ct = vec![0u8; n as usize];
-    let rv = unsafe { f(h, &mut mc, key, t.ptr(), t.len(), ct.as_mut_ptr(), &mut n, &mut k) };
+    let rv = unsafe {
+        f(
+            h,
+            &mut mc,
+            key,
+            t.ptr(),
+            t.len(),
+            ct.as_mut_ptr(),
+            &mut n,
+            &mut k,
+        )
+    };
     if rv != CKR_OK {
         return Err(rv);
     }
@@ -264,7 +303,11 @@ pub fn check_ml_kem(
     let (ct2, k2) = encapsulate(h, public, secret_template()).expect("C_EncapsulateKey");
     assert_eq!(ct2.len(), ct.len());
     let k3 = decapsulate(h, private, secret_template(), &ct2).unwrap();
-    assert_eq!(value(k2), value(k3), "encapsulated here, decapsulated by the service");
+    assert_eq!(
+        value(k2),
+        value(k3),
+        "encapsulated here, decapsulated by the service"
+    );
     assert_eq!(value(k2).len(), 32);
     let mut bad = ct.clone();
     bad[7] ^= 1;

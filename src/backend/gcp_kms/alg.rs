@@ -289,9 +289,23 @@ mod tests {
         ))
         .is_err());
         assert!(for_new(&k(KeyAlg::Rsa { bits: 2048 }, true, true)).is_err());
-        assert!(for_new(&k(KeyAlg::MlKem { set: CKP_ML_KEM_512 }, false, false)).is_err());
+        assert!(for_new(&k(
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_512
+            },
+            false,
+            false
+        ))
+        .is_err());
         assert_eq!(
-            for_new(&k(KeyAlg::MlKem { set: CKP_ML_KEM_768 }, false, false)).unwrap(),
+            for_new(&k(
+                KeyAlg::MlKem {
+                    set: CKP_ML_KEM_768
+                },
+                false,
+                false
+            ))
+            .unwrap(),
             ("KEY_ENCAPSULATION", "ML_KEM_768".into())
         );
         // Every name made is one describe() knows (a created key shows up in the slot).

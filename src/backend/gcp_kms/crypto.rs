@@ -44,10 +44,12 @@ impl Inner {
         }
         let what = format!("Cloud KMS asymmetricSign {}", key.locator);
         let req = match scheme {
-            SignScheme::Ed25519 | SignScheme::MlDsa | SignScheme::SlhDsa => api::SignRequest::Data {
-                data: b64(&data),
-                data_crc32c: crc::field(&data),
-            },
+            SignScheme::Ed25519 | SignScheme::MlDsa | SignScheme::SlhDsa => {
+                api::SignRequest::Data {
+                    data: b64(&data),
+                    data_crc32c: crc::field(&data),
+                }
+            }
             SignScheme::Ecdsa(h) | SignScheme::Pkcs1(h) | SignScheme::Pss(h, _) => {
                 if data.len() != h.len() {
                     return Err(Error::logged(
@@ -166,8 +168,7 @@ impl Inner {
             ciphertext_crc32c: crc::field(&ciphertext),
         };
         let path = format!("{}:decapsulate", key.locator);
-        let r: api::DecapsulateResponse =
-            self.rest.post(&what, &path, &req, Call::Decrypt).await?;
+        let r: api::DecapsulateResponse = self.rest.post(&what, &path, &req, Call::Decrypt).await?;
         let secret = checked_bytes(
             &what,
             "sharedSecret",

@@ -130,12 +130,8 @@ impl Inner {
                     .public_key
                     .filter(|_| pk.public_key_format == "NIST_PQC")
                     .ok_or_else(|| malformed(&what, "no NIST_PQC publicKey"))?;
-                let raw = api::checked_bytes(
-                    &what,
-                    "publicKey.data",
-                    &data.data,
-                    data.crc32c_checksum,
-                )?;
+                let raw =
+                    api::checked_bytes(&what, "publicKey.data", &data.data, data.crc32c_checksum)?;
                 pqc::spki(kind, &raw)?
             }
             None => public::pem_to_der(&pk.pem)?,

@@ -276,9 +276,11 @@ impl KeyService for GcpKms {
 
     fn decapsulate(&self, key: &KeyVersion, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let (key, ct) = (key.clone(), ciphertext.to_vec());
-        self.run("Cloud KMS decapsulate", self.deadline, move |me| async move {
-            me.decapsulate(key, ct).await
-        })
+        self.run(
+            "Cloud KMS decapsulate",
+            self.deadline,
+            move |me| async move { me.decapsulate(key, ct).await },
+        )
     }
 }
 

@@ -18,14 +18,22 @@ use shake::{ExtendableOutput, Update, XofReader};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PqSet {
     pub alg: KeyAlg,
+    /// The FIPS name (`ML-DSA-65`), as `hsmux check` shows it.
+    pub name: &'static str,
     oid: &'static str,
     pub public_len: usize,
     pub output_len: usize,
 }
 
-const fn set(alg: KeyAlg, oid: &'static str, public_len: usize, output_len: usize) -> PqSet {
+const fn set(
+    (alg, name): (KeyAlg, &'static str),
+    oid: &'static str,
+    public_len: usize,
+    output_len: usize,
+) -> PqSet {
     PqSet {
         alg,
+        name,
         oid,
         public_len,
         output_len,
@@ -35,51 +43,63 @@ const fn set(alg: KeyAlg, oid: &'static str, public_len: usize, output_len: usiz
 /// FIPS 204 table 2, FIPS 205 table 2, FIPS 203 table 3.
 pub const SETS: [PqSet; 7] = [
     set(
-        KeyAlg::MlDsa { set: CKP_ML_DSA_44 },
+        (KeyAlg::MlDsa { set: CKP_ML_DSA_44 }, "ML-DSA-44"),
         "2.16.840.1.101.3.4.3.17",
         1312,
         2420,
     ),
     set(
-        KeyAlg::MlDsa { set: CKP_ML_DSA_65 },
+        (KeyAlg::MlDsa { set: CKP_ML_DSA_65 }, "ML-DSA-65"),
         "2.16.840.1.101.3.4.3.18",
         1952,
         3309,
     ),
     set(
-        KeyAlg::MlDsa { set: CKP_ML_DSA_87 },
+        (KeyAlg::MlDsa { set: CKP_ML_DSA_87 }, "ML-DSA-87"),
         "2.16.840.1.101.3.4.3.19",
         2592,
         4627,
     ),
     set(
-        KeyAlg::SlhDsa {
-            set: CKP_SLH_DSA_SHA2_128S,
-        },
+        (
+            KeyAlg::SlhDsa {
+                set: CKP_SLH_DSA_SHA2_128S,
+            },
+            "SLH-DSA-SHA2-128s",
+        ),
         "2.16.840.1.101.3.4.3.20",
         32,
         7856,
     ),
     set(
-        KeyAlg::MlKem {
-            set: CKP_ML_KEM_512,
-        },
+        (
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_512,
+            },
+            "ML-KEM-512",
+        ),
         "2.16.840.1.101.3.4.4.1",
         800,
         768,
     ),
     set(
-        KeyAlg::MlKem {
-            set: CKP_ML_KEM_768,
-        },
+        (
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_768,
+            },
+            "ML-KEM-768",
+        ),
         "2.16.840.1.101.3.4.4.2",
         1184,
         1088,
     ),
     set(
-        KeyAlg::MlKem {
-            set: CKP_ML_KEM_1024,
-        },
+        (
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_1024,
+            },
+            "ML-KEM-1024",
+        ),
         "2.16.840.1.101.3.4.4.3",
         1568,
         1568,
@@ -92,6 +112,11 @@ pub const SHARED_SECRET_LEN: usize = 32;
 /// The parameter set of a PQC key kind (`None`: not a PQC kind, or a set no service has).
 pub fn of(alg: KeyAlg) -> Option<&'static PqSet> {
     SETS.iter().find(|s| s.alg == alg)
+}
+
+/// A key kind as `hsmux check` shows it: the FIPS name of a post-quantum parameter set.
+pub fn describe_kind(alg: KeyAlg) -> String {
+    of(alg).map_or_else(|| format!("{alg:?}"), |s| s.name.to_string())
 }
 
 /// The PQC key kind of a `CKK_*` key type and `CKA_PARAMETER_SET` value.

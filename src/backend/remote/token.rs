@@ -248,10 +248,10 @@ impl Token for RemoteToken {
                 }
                 let k = &o.key;
                 lines.push(format!(
-                    "key {:?} {} {:?}{}{} mechanisms: {}",
+                    "key {:?} {} {}{}{} mechanisms: {}",
                     k.label,
                     k.id,
-                    k.alg,
+                    super::pqc::describe_kind(k.alg),
                     if k.primary { " primary" } else { "" },
                     match k.hardware {
                         Some(true) => " HSM",
@@ -471,7 +471,9 @@ impl Token for RemoteToken {
         self.service.check_sign_scheme(&o.key, plan.scheme)?;
         let signer = RemoteSign::new(self.service.clone(), o.key.clone(), plan);
         if o.key.alg.is_pqc() {
-            return Ok(Box::new(signer.with_context(&self.pqc_context(&o.key, mech)?)));
+            return Ok(Box::new(
+                signer.with_context(&self.pqc_context(&o.key, mech)?),
+            ));
         }
         Ok(Box::new(signer))
     }

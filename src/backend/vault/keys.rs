@@ -7,9 +7,7 @@
 
 use super::client::{parse_versioned, Body, Inner, KeyMeta, On400};
 use crate::backend::remote::http::Retry;
-use crate::backend::remote::{
-    pqc, public, EcCurve, HashAlg, KeyAlg, KeyVersion, NewKey, Usage,
-};
+use crate::backend::remote::{pqc, public, EcCurve, HashAlg, KeyAlg, KeyVersion, NewKey, Usage};
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
 use reqwest::Method;

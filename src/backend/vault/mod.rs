@@ -167,6 +167,9 @@ impl KeyService for Vault {
 
     fn pqc_mechanisms(&self) -> Vec<cryptoki_sys::CK_MECHANISM_TYPE> {
         // ML-DSA keys (OpenBao 2.7's mldsa-44/65/87); transit has no SLH-DSA or ML-KEM.
-        vec![cryptoki_sys::CKM_ML_DSA, cryptoki_sys::CKM_ML_DSA_KEY_PAIR_GEN]
+        vec![
+            cryptoki_sys::CKM_ML_DSA,
+            cryptoki_sys::CKM_ML_DSA_KEY_PAIR_GEN,
+        ]
     }
 }

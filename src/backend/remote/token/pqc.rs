@@ -36,7 +36,10 @@ fn sizes(m: CK_MECHANISM_TYPE) -> (CK_ULONG, CK_ULONG) {
         CKM_SLH_DSA | CKM_SLH_DSA_KEY_PAIR_GEN => matches!(alg, KeyAlg::SlhDsa { .. }),
         _ => matches!(alg, KeyAlg::MlKem { .. }),
     };
-    let lens = pqc::SETS.iter().filter(|s| fits(s.alg)).map(|s| s.public_len);
+    let lens = pqc::SETS
+        .iter()
+        .filter(|s| fits(s.alg))
+        .map(|s| s.public_len);
     let min = lens.clone().min().unwrap_or(0);
     (min as CK_ULONG, lens.max().unwrap_or(0) as CK_ULONG)
 }
@@ -95,7 +98,10 @@ impl RemoteToken {
             _ => {
                 return Err(Error::logged(
                     CKR_KEY_TYPE_INCONSISTENT,
-                    format!("mechanism 0x{:x} does not fit {} ({:?})", mech.mech, k.id, k.alg),
+                    format!(
+                        "mechanism 0x{:x} does not fit {} ({:?})",
+                        mech.mech, k.id, k.alg
+                    ),
                 ))
             }
         };
@@ -131,7 +137,11 @@ impl RemoteToken {
                     self.slot
                 )))
             }
-            _ => return Err(param_invalid("CK_SIGN_ADDITIONAL_CONTEXT: unknown hedgeVariant")),
+            _ => {
+                return Err(param_invalid(
+                    "CK_SIGN_ADDITIONAL_CONTEXT: unknown hedgeVariant",
+                ))
+            }
         }
         if context.len() > 255 {
             return Err(param_invalid("a context string has at most 255 bytes"));
@@ -190,7 +200,13 @@ impl RemoteToken {
     }
 
     /// The ML-KEM key of an encapsulation or decapsulation, checked for usage.
-    fn kem_key(&self, ctx: &Ctx, obj: ObjectId, usage: Usage, mech: &Mechanism) -> Result<Arc<Object>> {
+    fn kem_key(
+        &self,
+        ctx: &Ctx,
+        obj: ObjectId,
+        usage: Usage,
+        mech: &Mechanism,
+    ) -> Result<Arc<Object>> {
         if mech.mech != CKM_ML_KEM || !self.pqc_mechanisms().contains(&CKM_ML_KEM) {
             return Err(err(CKR_MECHANISM_INVALID));
         }
@@ -204,7 +220,12 @@ impl RemoteToken {
         Ok(o)
     }
 
-    pub(super) fn kem_ciphertext_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {
+    pub(super) fn kem_ciphertext_len(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+    ) -> Result<usize> {
         let o = self.kem_key(ctx, key, Usage::Encapsulate, mech)?;
         Ok(pqc::of(o.key.alg).map_or(0, |s| s.output_len))
     }
@@ -238,7 +259,10 @@ impl RemoteToken {
         if ciphertext.len() != want {
             return Err(Error::logged(
                 CKR_ENCRYPTED_DATA_LEN_RANGE,
-                format!("ML-KEM ciphertext of {} bytes ({want} expected)", ciphertext.len()),
+                format!(
+                    "ML-KEM ciphertext of {} bytes ({want} expected)",
+                    ciphertext.len()
+                ),
             ));
         }
         let secret = self
@@ -271,7 +295,9 @@ fn secret_template(tpl: &[Attr]) -> Result<Attrs> {
 /// key type from the template, else a generic secret (as the soft token's KEM keys).
 fn secret_value(tpl: &Attrs, secret: &Zeroizing<Vec<u8>>) -> Result<Attrs> {
     let kt = tpl.ulong(CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
-    let len = tpl.ulong(CKA_VALUE_LEN).map_or(secret.len(), |n| n as usize);
+    let len = tpl
+        .ulong(CKA_VALUE_LEN)
+        .map_or(secret.len(), |n| n as usize);
     if len == 0 || len > secret.len() || (kt == CKK_AES && ![16, 24, 32].contains(&len)) {
         return Err(Error::logged(
             CKR_TEMPLATE_INCONSISTENT,
