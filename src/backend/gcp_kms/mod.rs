@@ -264,14 +264,8 @@ impl KeyService for GcpKms {
     }
 
     fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
-        vec![
-            CKM_ML_DSA,
-            CKM_SLH_DSA,
-            CKM_ML_KEM,
-            CKM_ML_DSA_KEY_PAIR_GEN,
-            CKM_SLH_DSA_KEY_PAIR_GEN,
-            CKM_ML_KEM_KEY_PAIR_GEN,
-        ]
+        // All of them: ML-DSA, SLH-DSA and ML-KEM keys, and their creation.
+        crate::backend::remote::pqc::MECHANISMS.to_vec()
     }
 
     fn decapsulate(&self, key: &KeyVersion, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {

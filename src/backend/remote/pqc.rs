@@ -106,6 +106,16 @@ pub const SETS: [PqSet; 7] = [
     ),
 ];
 
+/// The 3.2 mechanisms of these keys, in the order a slot lists them.
+pub const MECHANISMS: [CK_MECHANISM_TYPE; 6] = [
+    CKM_ML_DSA,
+    CKM_SLH_DSA,
+    CKM_ML_KEM,
+    CKM_ML_DSA_KEY_PAIR_GEN,
+    CKM_SLH_DSA_KEY_PAIR_GEN,
+    CKM_ML_KEM_KEY_PAIR_GEN,
+];
+
 /// ML-KEM's shared secret: 32 bytes for every parameter set.
 pub const SHARED_SECRET_LEN: usize = 32;
 

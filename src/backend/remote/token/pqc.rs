@@ -11,16 +11,6 @@ use crate::backend::remote::pqc;
 use crate::core::template::Op;
 use zeroize::Zeroizing;
 
-/// The 3.2 mechanisms a remote slot may list, in the order they are listed.
-const PQC: &[CK_MECHANISM_TYPE] = &[
-    CKM_ML_DSA,
-    CKM_SLH_DSA,
-    CKM_ML_KEM,
-    CKM_ML_DSA_KEY_PAIR_GEN,
-    CKM_SLH_DSA_KEY_PAIR_GEN,
-    CKM_ML_KEM_KEY_PAIR_GEN,
-];
-
 fn is_keygen(m: CK_MECHANISM_TYPE) -> bool {
     matches!(
         m,
@@ -49,7 +39,8 @@ impl RemoteToken {
     pub(super) fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
         let served = self.service.pqc_mechanisms();
         let generate = self.service.can_generate();
-        PQC.iter()
+        pqc::MECHANISMS
+            .iter()
             .copied()
             .filter(|m| served.contains(m) && (generate || !is_keygen(*m)))
             .collect()
