@@ -174,7 +174,10 @@ impl KeyService for GcpKms {
             SignInput::Digest(d) | SignInput::Message(d) => d.to_vec(),
             // Cloud KMS signs with an empty context (sign_context is false: the token
             // refused any other).
-            SignInput::Pure { message, context } if context.is_empty() => message.to_vec(),
+            SignInput::Pure {
+                message,
+                context: [],
+            } => message.to_vec(),
             SignInput::Pure { .. } => return Err(Error::new(CKR_MECHANISM_PARAM_INVALID)),
         });
         let key = key.clone();

@@ -90,9 +90,10 @@ impl KeyService for Vault {
             SignInput::Digest(d) => (zeroize::Zeroizing::new(d.to_vec()), true),
             SignInput::Message(m) => (zeroize::Zeroizing::new(m.to_vec()), false),
             // Empty: transit takes no context string (sign_context is false).
-            SignInput::Pure { message, context } if context.is_empty() => {
-                (zeroize::Zeroizing::new(message.to_vec()), false)
-            }
+            SignInput::Pure {
+                message,
+                context: [],
+            } => (zeroize::Zeroizing::new(message.to_vec()), false),
             SignInput::Pure { .. } => {
                 return Err(crate::core::error::err(
                     cryptoki_sys::CKR_MECHANISM_PARAM_INVALID,
