@@ -5,7 +5,8 @@ tests of hsmux's gcp-kms backend.
 What it follows from the published API:
 - paths `/v1/projects/*/locations/*/keyRings/*[/cryptoKeys/*[/cryptoKeyVersions/*]]`,
   custom verbs `:asymmetricSign`, `:asymmetricDecrypt`, `:macSign`, `:macVerify`,
-  `:rawEncrypt`, `:rawDecrypt`, and `/publicKey`; list calls with pageSize/pageToken and
+  `:rawEncrypt`, `:rawDecrypt`, `:decapsulate`, and `/publicKey`; post-quantum keys
+  (ML-DSA, SLH-DSA, ML-KEM) as gcpkms_pqc.py describes; list calls with pageSize/pageToken and
   `filter=state=ENABLED`; cryptoKeys.create with `cryptoKeyId`; cryptoKeyVersions.create;
   cryptoKeyVersions.patch with `updateMask=state`;
 - proto3 JSON: camelCase names, bytes as base64, Int64Value checksums as decimal strings,
@@ -67,6 +68,9 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gcpkms_pqc as pqc  # noqa: E402
+
 SCOPES_OK = ("https://www.googleapis.com/auth/cloudkms", "https://www.googleapis.com/auth/cloud-platform")
 HASHES = {"SHA1": hashes.SHA1, "SHA256": hashes.SHA256, "SHA384": hashes.SHA384,
           "SHA512": hashes.SHA512, "SHA224": hashes.SHA224}
@@ -120,6 +124,8 @@ def algorithm_info(alg):
     m = re.fullmatch(r"RSA_DECRYPT_OAEP_(2048|3072|4096)_(SHA1|SHA256|SHA512)", alg)
     if m:
         return "ASYMMETRIC_DECRYPT", "rsa-oaep", (int(m.group(1)), HASHES[m.group(2)])
+    if alg in pqc.ALGORITHMS:
+        return pqc.ALGORITHMS[alg]
     m = re.fullmatch(r"HMAC_(SHA1|SHA224|SHA256|SHA384|SHA512)", alg)
     if m:
         return "MAC", "hmac", HASHES[m.group(1)]
@@ -144,6 +150,8 @@ def generate_material(alg):
         return ed25519.Ed25519PrivateKey.generate()
     if kind == "hmac":
         return os.urandom(d.digest_size)
+    if kind in pqc.KINDS:
+        return pqc.generate(alg)
     return os.urandom(d)
 
 
@@ -289,6 +297,10 @@ class Handler(JsonHandler):
     server_version = "ESF"
     status_headers = {401: {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}}
 
+    @staticmethod
+    def fail(status, message):
+        raise ApiError(status, message)
+
     def dispatch(self, method):
         kms = self.server.kms
         url = urlsplit(self.path)
@@ -430,7 +442,7 @@ class Handler(JsonHandler):
         kind = fault["kind"]
         if kind == "bad_json":
             return json.dumps(out).encode()[: max(1, len(json.dumps(out)) // 2)]
-        payloads = ("signature", "mac", "plaintext", "ciphertext", "pem")
+        payloads = ("signature", "mac", "plaintext", "ciphertext", "sharedSecret", "pem")
         if kind == "corrupt_data":
             for f in payloads:
                 if out.get(f):
@@ -543,12 +555,15 @@ class Handler(JsonHandler):
             name = "/".join(segs[:10])
             with kms.lock:
                 k, v = kms.version(name)
-                if k["purpose"] not in ("ASYMMETRIC_SIGN", "ASYMMETRIC_DECRYPT"):
+                if k["purpose"] not in ("ASYMMETRIC_SIGN", "ASYMMETRIC_DECRYPT", "KEY_ENCAPSULATION"):
                     raise ApiError("FAILED_PRECONDITION", f"Key {k['name']} has no public key.")
                 if v["state"] != "ENABLED":
                     raise ApiError("FAILED_PRECONDITION",
                                    f"The request cannot be fulfilled. Resource {name} has value "
                                    f"{v['state']} in field crypto_key_version.state.")
+                kind = algorithm_info(v["algorithm"])[1]
+                if kind in pqc.KINDS:
+                    return pqc.public_key_answer(v, kind, q, self.fail, crc, b64e)
                 pem = v["material"].public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
                 return {"pem": pem, "algorithm": v["algorithm"], "pemCrc32c": str(crc(pem.encode())),
@@ -560,7 +575,7 @@ class Handler(JsonHandler):
         with kms.lock:
             purpose = {"asymmetricSign": "ASYMMETRIC_SIGN", "asymmetricDecrypt": "ASYMMETRIC_DECRYPT",
                        "macSign": "MAC", "macVerify": "MAC", "rawEncrypt": "RAW_ENCRYPT_DECRYPT",
-                       "rawDecrypt": "RAW_ENCRYPT_DECRYPT"}.get(verb)
+                       "rawDecrypt": "RAW_ENCRYPT_DECRYPT", "decapsulate": "KEY_ENCAPSULATION"}.get(verb)
             if purpose is None:
                 raise ApiError("NOT_FOUND", f"Method {verb} not found.")
             v = kms.usable(name, purpose)
@@ -569,10 +584,12 @@ class Handler(JsonHandler):
         out = {"protectionLevel": v["protectionLevel"]}
         if verb == "asymmetricSign":
             out["name"] = name
-            if kind == "ed25519":
+            if kind in ("ed25519", "ml-dsa", "slh-dsa"):
+                if body.get("digest"):
+                    raise ApiError("INVALID_ARGUMENT", f"Algorithm {v['algorithm']} signs data, not a digest.")
                 data = field_bytes(body, "data")
                 put_verified(out, "verifiedDataCrc32c", checked(body, "data", data))
-                sig = key.sign(data)
+                sig = pqc.sign(kind, key, data) if kind != "ed25519" else key.sign(data)
             else:
                 dig = body.get("digest") or {}
                 want = d[1] if kind != "ec" else d[1]
@@ -597,6 +614,11 @@ class Handler(JsonHandler):
                                                        salt_length=want.digest_size), pre)
             out["signature"] = b64e(sig)
             out["signatureCrc32c"] = str(crc(sig))
+        elif verb == "decapsulate":
+            ct = field_bytes(body, "ciphertext")
+            put_verified(out, "verifiedCiphertextCrc32c", checked(body, "ciphertext", ct))
+            secret = pqc.decapsulate(key, ct, self.fail)
+            out.update({"name": name, "sharedSecret": b64e(secret), "sharedSecretCrc32c": str(crc(secret))})
         elif verb == "asymmetricDecrypt":
             ct = field_bytes(body, "ciphertext")
             put_verified(out, "verifiedCiphertextCrc32c", checked(body, "ciphertext", ct))

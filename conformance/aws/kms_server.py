@@ -6,7 +6,12 @@ written after the KMS API reference where moto is not faithful:
 - `RSASSA_PSS_*` uses MGF1 with the same hash and a salt as long as the digest;
 - `Decrypt` with `RSAES_OAEP_SHA_1/256` is real RSA-OAEP (MGF1 of the same hash, no label);
   a ciphertext that does not decrypt is `InvalidCiphertextException`;
-- `VerifyMac` with a wrong MAC is `KMSInvalidMacException` (HTTP 400).
+- `VerifyMac` with a wrong MAC is `KMSInvalidMacException` (HTTP 400);
+- ML-DSA keys (`ML_DSA_44/65/87`, `SIGN_VERIFY`, signing algorithm `ML_DSA_SHAKE_256`):
+  `MessageType=RAW` signs 1 to 4096 bytes as pure ML-DSA with an empty context,
+  `EXTERNAL_MU` signs a 64-byte μ (FIPS 204 section 6.2: the same signature), `DIGEST` is
+  refused (`ValidationException`), as is `EXTERNAL_MU` with any other key (real ML-DSA from
+  `cryptography`'s aws-lc/OpenSSL backend).
 
 Operations: CreateKey, CreateAlias, DescribeKey, GetPublicKey, ListKeys, ListAliases, Sign,
 Verify, Encrypt (RSA only), Decrypt, GenerateMac, VerifyMac, DisableKey, EnableKey,
@@ -30,7 +35,7 @@ import uuid
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa, utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from awsjson import ApiError, args, serve  # noqa: E402
@@ -54,7 +59,16 @@ SIGNING = {
     ],
     "ECC_NIST_P256": ["ECDSA_SHA_256"],
     "ECC_NIST_P384": ["ECDSA_SHA_384"],
+    "ML_DSA_44": ["ML_DSA_SHAKE_256"],
+    "ML_DSA_65": ["ML_DSA_SHAKE_256"],
+    "ML_DSA_87": ["ML_DSA_SHAKE_256"],
 }
+ML_DSA = {
+    "ML_DSA_44": mldsa.MLDSA44PrivateKey,
+    "ML_DSA_65": mldsa.MLDSA65PrivateKey,
+    "ML_DSA_87": mldsa.MLDSA87PrivateKey,
+}
+MU_LEN = 64
 MACS = {"HMAC_224": "HMAC_SHA_224", "HMAC_256": "HMAC_SHA_256", "HMAC_384": "HMAC_SHA_384", "HMAC_512": "HMAC_SHA_512"}
 MAC_HASH = {"HMAC_SHA_224": hashlib.sha224, "HMAC_SHA_256": hashlib.sha256, "HMAC_SHA_384": hashlib.sha384, "HMAC_SHA_512": hashlib.sha512}
 
@@ -140,6 +154,10 @@ def create_key(body, state, fault):
         if usage != "SIGN_VERIFY":
             raise ApiError("ValidationException", f"KeyUsage {usage} is not compatible with KeySpec {spec}")
         priv = ec.generate_private_key(ec.SECP256R1() if spec == "ECC_NIST_P256" else ec.SECP384R1())
+    elif spec in ML_DSA:
+        if usage != "SIGN_VERIFY":
+            raise ApiError("ValidationException", f"KeyUsage {usage} is not compatible with KeySpec {spec}")
+        priv = ML_DSA[spec].generate()
     elif spec in MACS:
         if usage != "GENERATE_VERIFY_MAC":
             raise ApiError("ValidationException", f"KeyUsage {usage} is not compatible with KeySpec {spec}")
@@ -228,8 +246,25 @@ def sign_params(k, alg):
         raise ApiError("InvalidKeyUsageException", f"{arn(k['id'])} key usage is {k['usage']} which is not valid for signing.")
     if alg not in signing_algorithms(k):
         raise ApiError("InvalidKeyUsageException", f"Algorithm {alg} is incompatible with key spec {k['spec']}.")
+    if k["spec"] in ML_DSA:
+        return None
     h = HASHES[alg.rsplit("_", 2)[-2] + "_" + alg.rsplit("_", 1)[-1]]()
     return h
+
+
+def ml_dsa_message(body):
+    """(message or mu, is_mu) of an ML-DSA Sign/Verify."""
+    msg = unb64(body.get("Message", ""), "Message")
+    if not 1 <= len(msg) <= 4096:
+        raise ApiError("ValidationException", "1 validation error detected: Value at 'message' failed to satisfy constraint: Member must have length between 1 and 4096")
+    kind = body.get("MessageType", "RAW")
+    if kind == "RAW":
+        return msg, False
+    if kind == "EXTERNAL_MU":
+        if len(msg) != MU_LEN:
+            raise ApiError("ValidationException", "The message for MessageType EXTERNAL_MU must be 64 bytes.")
+        return msg, True
+    raise ApiError("ValidationException", f"MessageType {kind} is not valid for signing algorithm ML_DSA_SHAKE_256.")
 
 
 def message_and_hash(body, h):
@@ -237,6 +272,8 @@ def message_and_hash(body, h):
     if not 1 <= len(msg) <= 4096:
         raise ApiError("ValidationException", "1 validation error detected: Value at 'message' failed to satisfy constraint: Member must have length between 1 and 4096")
     kind = body.get("MessageType", "RAW")
+    if kind == "EXTERNAL_MU":
+        raise ApiError("ValidationException", "MessageType EXTERNAL_MU is valid for ML-DSA keys only.")
     if kind == "DIGEST":
         if len(msg) != h.digest_size:
             raise ApiError("ValidationException", f"Digest is invalid length for algorithm {h.name}.")
@@ -258,8 +295,12 @@ def sign(body, state, fault):
     k = find(body.get("KeyId"))
     alg = body.get("SigningAlgorithm", "")
     h = sign_params(k, alg)
-    msg, algo = message_and_hash(body, h)
-    sig = k["priv"].sign(msg, *sig_args(k, alg, h, algo))
+    if k["spec"] in ML_DSA:
+        msg, is_mu = ml_dsa_message(body)
+        sig = k["priv"].sign_mu(msg) if is_mu else k["priv"].sign(msg)
+    else:
+        msg, algo = message_and_hash(body, h)
+        sig = k["priv"].sign(msg, *sig_args(k, alg, h, algo))
     if fault and fault["fault"] == "bad-answer":
         sig = b"\x30\x05\x02\x01\x01\x02" if k["spec"].startswith("ECC") else sig[:-1]
     return {"KeyId": arn(k["id"]), "Signature": b64(sig), "SigningAlgorithm": alg}
@@ -269,10 +310,15 @@ def verify(body, state, fault):
     k = find(body.get("KeyId"))
     alg = body.get("SigningAlgorithm", "")
     h = sign_params(k, alg)
-    msg, algo = message_and_hash(body, h)
     sig = unb64(body.get("Signature", ""), "Signature")
     try:
-        k["priv"].public_key().verify(sig, msg, *sig_args(k, alg, h, algo))
+        if k["spec"] in ML_DSA:
+            msg, is_mu = ml_dsa_message(body)
+            pub = k["priv"].public_key()
+            pub.verify_mu(sig, msg) if is_mu else pub.verify(sig, msg)
+        else:
+            msg, algo = message_and_hash(body, h)
+            k["priv"].public_key().verify(sig, msg, *sig_args(k, alg, h, algo))
     except InvalidSignature:
         raise ApiError("KMSInvalidSignatureException", "")
     return {"KeyId": arn(k["id"]), "SignatureValid": True, "SigningAlgorithm": alg}

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod pqc;
 pub mod pyserver;
 
 use crate::common::*;

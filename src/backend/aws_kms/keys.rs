@@ -16,7 +16,7 @@ pub enum Skip {
     /// Disabled, pending deletion, pending import, ...: not usable now.
     State(String),
     /// A key spec or usage PKCS#11 cannot present here (SYMMETRIC_DEFAULT's KMS-own
-    /// ciphertext format, ECC_SECG_P256K1, ML-DSA, key agreement, ...).
+    /// ciphertext format, ECC_SECG_P256K1, SM2, key agreement, ...).
     Unsupported(String),
 }
 
@@ -46,11 +46,14 @@ pub fn kind(m: &KeyMetadata) -> std::result::Result<(KeyAlg, Usage), Skip> {
         "HMAC_256" => hmac(HashAlg::Sha256, 256),
         "HMAC_384" => hmac(HashAlg::Sha384, 384),
         "HMAC_512" => hmac(HashAlg::Sha512, 512),
+        "ML_DSA_44" => KeyAlg::MlDsa { set: CKP_ML_DSA_44 },
+        "ML_DSA_65" => KeyAlg::MlDsa { set: CKP_ML_DSA_65 },
+        "ML_DSA_87" => KeyAlg::MlDsa { set: CKP_ML_DSA_87 },
         other => return Err(Skip::Unsupported(format!("key spec {other:?}"))),
     };
     let mut u = Usage::default();
     match (alg, usage) {
-        (KeyAlg::Rsa { .. } | KeyAlg::Ec { .. }, "SIGN_VERIFY") => {
+        (KeyAlg::Rsa { .. } | KeyAlg::Ec { .. } | KeyAlg::MlDsa { .. }, "SIGN_VERIFY") => {
             u.sign = true;
             u.sign_schemes = known(m.signing_algorithms(), scheme);
             if u.sign_schemes.is_empty() {
@@ -120,6 +123,7 @@ pub fn scheme(name: &str) -> Option<SignScheme> {
         "RSASSA_PSS_SHA_256" => SignScheme::Pss(HashAlg::Sha256, 32),
         "RSASSA_PSS_SHA_384" => SignScheme::Pss(HashAlg::Sha384, 48),
         "RSASSA_PSS_SHA_512" => SignScheme::Pss(HashAlg::Sha512, 64),
+        "ML_DSA_SHAKE_256" => SignScheme::MlDsa,
         _ => return None,
     })
 }
@@ -136,6 +140,7 @@ pub fn signing_algorithm(s: SignScheme) -> Option<&'static str> {
         SignScheme::Pss(HashAlg::Sha256, 32) => "RSASSA_PSS_SHA_256",
         SignScheme::Pss(HashAlg::Sha384, 48) => "RSASSA_PSS_SHA_384",
         SignScheme::Pss(HashAlg::Sha512, 64) => "RSASSA_PSS_SHA_512",
+        SignScheme::MlDsa => "ML_DSA_SHAKE_256",
         _ => return None,
     })
 }
@@ -241,6 +246,18 @@ pub fn create_spec(alg: KeyAlg, decrypt: bool) -> Result<(&'static str, &'static
             ))
         }
         KeyAlg::Ed25519 => return Err(refuse("no Ed25519 keys here")),
+        KeyAlg::MlDsa { set } => (
+            match set {
+                CKP_ML_DSA_44 => "ML_DSA_44",
+                CKP_ML_DSA_65 => "ML_DSA_65",
+                CKP_ML_DSA_87 => "ML_DSA_87",
+                _ => return Err(refuse("ML-DSA keys are ML_DSA_44, 65 or 87")),
+            },
+            "SIGN_VERIFY",
+        ),
+        KeyAlg::SlhDsa { .. } | KeyAlg::MlKem { .. } => {
+            return Err(refuse("no SLH-DSA or ML-KEM keys (ML-DSA only)"))
+        }
     })
 }
 
@@ -311,6 +328,7 @@ mod tests {
             "RSASSA_PKCS1_V1_5_SHA_512",
             "RSASSA_PSS_SHA_256",
             "RSASSA_PSS_SHA_512",
+            "ML_DSA_SHAKE_256",
         ] {
             assert_eq!(signing_algorithm(scheme(n).unwrap()), Some(n));
         }

@@ -2,7 +2,9 @@
 //! (2048-4096, PKCS#1 v1.5 and PSS) signatures over digests hsmux computes (`MessageType
 //! = DIGEST`), RSA-OAEP decryption (SHA-1, SHA-256), HMAC (`GenerateMac`/`VerifyMac`),
 //! keys named in the config or listed (`ListKeys` + `ListAliases`), and new keys
-//! (`CreateKey` + `CreateAlias` named by `CKA_LABEL`).
+//! (`CreateKey` + `CreateAlias` named by `CKA_LABEL`). ML-DSA keys (`ML_DSA_44/65/87`) sign
+//! with `ML_DSA_SHAKE_256`: messages of 1 to 4096 bytes as `RAW`, anything else (and any
+//! context string) as the 64-byte μ computed here (`EXTERNAL_MU`, the same signature).
 //!
 //! No raw AES-GCM: KMS's symmetric keys encrypt into KMS's own ciphertext format, which
 //! PKCS#11 cannot present, so such keys are not shown and `CKM_AES_GCM` is not offered.
@@ -371,6 +373,30 @@ async fn list(c: Client, slot: String, named: Vec<String>) -> Result<Vec<KeyVers
     Ok(found)
 }
 
+/// The largest message KMS signs as `MessageType = RAW`.
+const RAW_MAX: usize = 4096;
+
+/// What an ML-DSA signature sends: the message itself as `RAW` when KMS takes it (1 to
+/// 4096 bytes, no context string: KMS's RAW is pure ML-DSA with an empty context), else
+/// μ as `EXTERNAL_MU` (FIPS 204's message representative, computed from the key's public
+/// key, the context and the message; KMS signs it into the same signature).
+fn ml_dsa_request(
+    key: &KeyVersion,
+    message: &[u8],
+    context: &[u8],
+) -> Result<(Vec<u8>, MessageType)> {
+    if context.is_empty() && (1..=RAW_MAX).contains(&message.len()) {
+        return Ok((message.to_vec(), MessageType::Raw));
+    }
+    let spki = key
+        .public_spki
+        .as_ref()
+        .ok_or_else(|| Error::logged(CKR_DEVICE_ERROR, format!("{}: no public key", key.id)))?;
+    let public_key = remote::pqc::raw_public_key(spki)?;
+    let mu = remote::pqc::ml_dsa_mu(&public_key, context, message)?;
+    Ok((mu.to_vec(), MessageType::ExternalMu))
+}
+
 /// A digest and the scheme it is signed with. `CKM_RSA_PKCS` hands over a DigestInfo
 /// (the service signs digests, not arbitrary blocks): its hash picks the algorithm.
 fn digest_and_scheme<'a>(
@@ -411,6 +437,36 @@ fn digest_and_scheme<'a>(
         ));
     }
     Ok((scheme, digest))
+}
+
+impl AwsKms {
+    /// `Sign` of `message` (a digest, a message or μ, as `kind` says): the signature's
+    /// bytes as KMS gives them.
+    fn kms_sign(
+        &self,
+        key: &KeyVersion,
+        message: Vec<u8>,
+        kind: MessageType,
+        alg: &'static str,
+    ) -> Result<Vec<u8>> {
+        let (locator, id) = (key.locator.clone(), key.id.clone());
+        let message = Blob::new(message);
+        self.run("Sign", move |c| async move {
+            let out = c
+                .sign()
+                .key_id(locator)
+                .message(message)
+                .message_type(kind)
+                .signing_algorithm(SigningAlgorithmSpec::from(alg))
+                .send()
+                .await
+                .map_err(|e| errors::map(&format!("Sign {id}"), e, During::Call))?;
+            let sig = out.signature().ok_or_else(|| {
+                Error::logged(CKR_DEVICE_ERROR, format!("Sign {id}: no Signature"))
+            })?;
+            Ok(sig.as_ref().to_vec())
+        })
+    }
 }
 
 impl KeyService for AwsKms {
@@ -461,32 +517,18 @@ impl KeyService for AwsKms {
                 let (scheme, digest) = digest_and_scheme(key, s, d)?;
                 let alg =
                     keys::signing_algorithm(scheme).ok_or_else(|| err(CKR_MECHANISM_INVALID))?;
-                let curve = match key.alg {
-                    KeyAlg::Ec { curve } => Some(curve),
-                    _ => None,
-                };
-                let digest = Blob::new(digest.to_vec());
-                self.run("Sign", move |c| async move {
-                    let out = c
-                        .sign()
-                        .key_id(locator)
-                        .message(digest)
-                        .message_type(MessageType::Digest)
-                        .signing_algorithm(SigningAlgorithmSpec::from(alg))
-                        .send()
-                        .await
-                        .map_err(|e| errors::map(&format!("Sign {id}"), e, During::Call))?;
-                    let sig = out.signature().ok_or_else(|| {
-                        Error::logged(CKR_DEVICE_ERROR, format!("Sign {id}: no Signature"))
-                    })?;
-                    match curve {
-                        // KMS answers ECDSA as DER; PKCS#11 wants r || s.
-                        Some(curve) => {
-                            crate::backend::remote::public::ecdsa_der_to_raw(sig.as_ref(), curve)
-                        }
-                        None => Ok(sig.as_ref().to_vec()),
+                let sig = self.kms_sign(key, digest.to_vec(), MessageType::Digest, alg)?;
+                match key.alg {
+                    // KMS answers ECDSA as DER; PKCS#11 wants r || s.
+                    KeyAlg::Ec { curve } => {
+                        crate::backend::remote::public::ecdsa_der_to_raw(&sig, curve)
                     }
-                })
+                    _ => Ok(sig),
+                }
+            }
+            (SignScheme::MlDsa, SignInput::Pure { message, context }) => {
+                let (msg, kind) = ml_dsa_request(key, message, context)?;
+                self.kms_sign(key, msg, kind, "ML_DSA_SHAKE_256")
             }
             _ => Err(err(CKR_MECHANISM_INVALID)),
         }
@@ -625,6 +667,16 @@ impl KeyService for AwsKms {
             CKM_EC_KEY_PAIR_GEN,
             CKM_RSA_PKCS_KEY_PAIR_GEN,
         ]
+    }
+
+    fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        // ML-DSA only: no SLH-DSA, no ML-KEM in AWS KMS.
+        vec![CKM_ML_DSA, CKM_ML_DSA_KEY_PAIR_GEN]
+    }
+
+    fn sign_context(&self) -> bool {
+        // Through EXTERNAL_MU: μ binds the context string.
+        true
     }
 }
 

@@ -204,6 +204,8 @@ impl KeyService for AzureKv {
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
         let data = Zeroizing::new(match input {
             SignInput::Digest(d) | SignInput::Message(d) => d.to_vec(),
+            // No post-quantum keys in Key Vault (no pqc_mechanisms).
+            SignInput::Pure { .. } => return Err(Error::new(CKR_MECHANISM_INVALID)),
         });
         if let SignScheme::Pkcs1(h) = scheme {
             // CKM_RSA_PKCS with a DigestInfo of SHA-1/224: Key Vault has no RS1/RS224.

@@ -1,10 +1,39 @@
 //! Cloud KMS's `CryptoKeyVersionAlgorithm` names and what PKCS#11 makes of them. Each
 //! algorithm fixes its padding and hash, so a version's `Usage` lists exactly the one
-//! scheme it accepts. Algorithms hsmux has no mechanism for (AES-CBC/CTR, raw PKCS#1,
-//! secp256k1, post-quantum, Google's own symmetric encryption) are not mapped: their
-//! versions are left out of the slot with a log line.
+//! scheme it accepts. Post-quantum: `PQ_SIGN_ML_DSA_44/65/87` and
+//! `PQ_SIGN_SLH_DSA_SHA2_128S` (pure, whole message) and `ML_KEM_768/1024` (purpose
+//! `KEY_ENCAPSULATION`). Algorithms hsmux has no mechanism for (AES-CBC/CTR, raw PKCS#1,
+//! secp256k1, the ML-DSA external-μ and HashSLH-DSA variants, X-Wing, Google's own
+//! symmetric encryption) are not mapped: their versions are left out of the slot with a
+//! log line.
 
 use crate::backend::remote::{EcCurve, HashAlg, KeyAlg, NewKey, SignScheme, Usage};
+use cryptoki_sys::*;
+
+/// The post-quantum algorithms and their kinds.
+const PQ: [(&str, KeyAlg); 6] = [
+    ("PQ_SIGN_ML_DSA_44", KeyAlg::MlDsa { set: CKP_ML_DSA_44 }),
+    ("PQ_SIGN_ML_DSA_65", KeyAlg::MlDsa { set: CKP_ML_DSA_65 }),
+    ("PQ_SIGN_ML_DSA_87", KeyAlg::MlDsa { set: CKP_ML_DSA_87 }),
+    (
+        "PQ_SIGN_SLH_DSA_SHA2_128S",
+        KeyAlg::SlhDsa {
+            set: CKP_SLH_DSA_SHA2_128S,
+        },
+    ),
+    (
+        "ML_KEM_768",
+        KeyAlg::MlKem {
+            set: CKP_ML_KEM_768,
+        },
+    ),
+    (
+        "ML_KEM_1024",
+        KeyAlg::MlKem {
+            set: CKP_ML_KEM_1024,
+        },
+    ),
+];
 
 fn hash_named(s: &str) -> Option<HashAlg> {
     Some(match s {
@@ -64,6 +93,15 @@ pub fn describe(name: &str) -> Option<(KeyAlg, Usage)> {
             ..Usage::default()
         };
         return Some((KeyAlg::Rsa { bits }, usage));
+    }
+    if let Some((_, alg)) = PQ.iter().find(|(n, _)| *n == name) {
+        let usage = match alg {
+            KeyAlg::MlDsa { .. } => sign(SignScheme::MlDsa),
+            KeyAlg::SlhDsa { .. } => sign(SignScheme::SlhDsa),
+            // Decapsulation is its own call (KeyService::decapsulate).
+            _ => Usage::default(),
+        };
+        return Some((*alg, usage));
     }
     if let Some(h) = name.strip_prefix("HMAC_").and_then(hash_named) {
         let bits = h.len() as u32 * 8;
@@ -147,6 +185,17 @@ pub fn for_new(k: &NewKey) -> Result<(&'static str, String), String> {
             curve: EcCurve::P521,
         } => return Err("no P-521 keys".into()),
         KeyAlg::Ed25519 => ("ASYMMETRIC_SIGN", "EC_SIGN_ED25519".into()),
+        KeyAlg::MlDsa { .. } | KeyAlg::SlhDsa { .. } | KeyAlg::MlKem { .. } => {
+            let (name, _) = PQ
+                .iter()
+                .find(|(_, a)| *a == k.alg)
+                .ok_or_else(|| format!("no {:?} keys (ML-KEM-768 and -1024 only)", k.alg))?;
+            let purpose = match k.alg {
+                KeyAlg::MlKem { .. } => "KEY_ENCAPSULATION",
+                _ => "ASYMMETRIC_SIGN",
+            };
+            (purpose, name.to_string())
+        }
         KeyAlg::Rsa { bits } => {
             if !matches!(bits, 2048 | 3072 | 4096) {
                 return Err(format!("no {bits}-bit RSA keys"));
@@ -240,6 +289,25 @@ mod tests {
         ))
         .is_err());
         assert!(for_new(&k(KeyAlg::Rsa { bits: 2048 }, true, true)).is_err());
+        assert!(for_new(&k(
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_512
+            },
+            false,
+            false
+        ))
+        .is_err());
+        assert_eq!(
+            for_new(&k(
+                KeyAlg::MlKem {
+                    set: CKP_ML_KEM_768
+                },
+                false,
+                false
+            ))
+            .unwrap(),
+            ("KEY_ENCAPSULATION", "ML_KEM_768".into())
+        );
         // Every name made is one describe() knows (a created key shows up in the slot).
         for alg in [
             KeyAlg::AesGcm { bits: 256 },
@@ -248,6 +316,13 @@ mod tests {
             },
             KeyAlg::Ed25519,
             KeyAlg::Rsa { bits: 2048 },
+            KeyAlg::MlDsa { set: CKP_ML_DSA_87 },
+            KeyAlg::SlhDsa {
+                set: CKP_SLH_DSA_SHA2_128S,
+            },
+            KeyAlg::MlKem {
+                set: CKP_ML_KEM_1024,
+            },
         ] {
             let (_, name) = for_new(&k(alg, true, false)).unwrap();
             assert_eq!(describe(&name).unwrap().0, alg);

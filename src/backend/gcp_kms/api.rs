@@ -103,6 +103,19 @@ pub struct PublicKey {
     pub pem_crc32c: Option<u32>,
     pub name: String,
     pub protection_level: String,
+    /// Asked for with `publicKeyFormat` (`NIST_PQC`: the raw FIPS 203/204/205 encoding,
+    /// which post-quantum keys need): the key is then in `public_key`, not `pem`.
+    pub public_key_format: String,
+    pub public_key: Option<ChecksummedData>,
+}
+
+/// Bytes with their CRC32C (`ChecksummedData`).
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChecksummedData {
+    pub data: String,
+    #[serde(deserialize_with = "crc::de_opt")]
+    pub crc32c_checksum: Option<u32>,
 }
 
 /// `cryptoKeys.create` body.
@@ -156,6 +169,7 @@ pub struct SignResponse {
     pub name: String,
 }
 
+/// `asymmetricDecrypt`, and `decapsulate` (the same two fields).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct DecryptRequest {
@@ -169,6 +183,16 @@ pub struct DecryptResponse {
     pub plaintext: String,
     #[serde(deserialize_with = "crc::de_opt")]
     pub plaintext_crc32c: Option<u32>,
+    pub verified_ciphertext_crc32c: bool,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DecapsulateResponse {
+    pub name: String,
+    pub shared_secret: String,
+    #[serde(deserialize_with = "crc::de_opt")]
+    pub shared_secret_crc32c: Option<u32>,
     pub verified_ciphertext_crc32c: bool,
 }
 

@@ -1,5 +1,5 @@
 //! The crypto calls on a key version: asymmetricSign, macSign/macVerify,
-//! asymmetricDecrypt, rawEncrypt/rawDecrypt. Each sends the CRC32C of what it sends and
+//! asymmetricDecrypt, decapsulate, rawEncrypt/rawDecrypt. Each sends the CRC32C of what it sends and
 //! checks the service's `verified*` flags, the checksums of what comes back, the version
 //! named in the answer and the lengths; any mismatch is `CKR_DEVICE_ERROR` and the answer
 //! is not used.
@@ -31,8 +31,8 @@ fn same_name(what: &str, got: &str, want: &str) -> Result<()> {
 }
 
 impl Inner {
-    /// A signature (ECDSA raw r||s, RSA, Ed25519) or HMAC tag. `data` is the digest for
-    /// ECDSA and RSA, the message for Ed25519 and HMAC.
+    /// A signature (ECDSA raw r||s, RSA, Ed25519, ML-DSA, SLH-DSA) or HMAC tag. `data` is
+    /// the digest for ECDSA and RSA, the message for the others.
     pub async fn sign(
         &self,
         key: KeyVersion,
@@ -44,10 +44,12 @@ impl Inner {
         }
         let what = format!("Cloud KMS asymmetricSign {}", key.locator);
         let req = match scheme {
-            SignScheme::Ed25519 => api::SignRequest::Data {
-                data: b64(&data),
-                data_crc32c: crc::field(&data),
-            },
+            SignScheme::Ed25519 | SignScheme::MlDsa | SignScheme::SlhDsa => {
+                api::SignRequest::Data {
+                    data: b64(&data),
+                    data_crc32c: crc::field(&data),
+                }
+            }
             SignScheme::Ecdsa(h) | SignScheme::Pkcs1(h) | SignScheme::Pss(h, _) => {
                 if data.len() != h.len() {
                     return Err(Error::logged(
@@ -152,6 +154,35 @@ impl Inner {
             ));
         }
         Ok(r.success)
+    }
+
+    /// ML-KEM decapsulation: the shared secret (checked against its CRC32C).
+    pub async fn decapsulate(
+        &self,
+        key: KeyVersion,
+        ciphertext: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let what = format!("Cloud KMS decapsulate {}", key.locator);
+        let req = api::DecryptRequest {
+            ciphertext: b64(&ciphertext),
+            ciphertext_crc32c: crc::field(&ciphertext),
+        };
+        let path = format!("{}:decapsulate", key.locator);
+        let r: api::DecapsulateResponse = self.rest.post(&what, &path, &req, Call::Decrypt).await?;
+        let secret = checked_bytes(
+            &what,
+            "sharedSecret",
+            &r.shared_secret,
+            r.shared_secret_crc32c,
+        );
+        drop(Zeroizing::new(r.shared_secret));
+        same_name(&what, &r.name, &key.locator)?;
+        crc::verified(
+            &what,
+            "verifiedCiphertextCrc32c",
+            r.verified_ciphertext_crc32c,
+        )?;
+        secret
     }
 
     pub async fn rsa_decrypt(&self, key: KeyVersion, ciphertext: Vec<u8>) -> Result<Vec<u8>> {

@@ -6,7 +6,7 @@ use super::api::{self, CryptoKey, CryptoKeyVersion, ListCryptoKeys, ListVersions
 use super::rest::Call;
 use super::{alg, crc, Inner};
 use crate::backend::remote::http::malformed;
-use crate::backend::remote::{public, KeyVersion, NewKey};
+use crate::backend::remote::{pqc, public, KeyVersion, NewKey};
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -100,11 +100,18 @@ impl Inner {
             return Ok(spki.clone());
         }
         let what = format!("Cloud KMS getPublicKey {}", version.name);
-        let pk: PublicKey = self
-            .rest
-            .get(&what, &format!("{}/publicKey", version.name))
-            .await?;
-        crc::check(&what, "pemCrc32c", pk.pem_crc32c, pk.pem.as_bytes())?;
+        // Post-quantum keys come in the NIST format only (no PEM).
+        let pq = alg::describe(&version.algorithm)
+            .map(|(kind, _)| kind)
+            .filter(|kind| kind.is_pqc());
+        let path = match pq {
+            Some(_) => format!("{}/publicKey?publicKeyFormat=NIST_PQC", version.name),
+            None => format!("{}/publicKey", version.name),
+        };
+        let pk: PublicKey = self.rest.get(&what, &path).await?;
+        if pq.is_none() {
+            crc::check(&what, "pemCrc32c", pk.pem_crc32c, pk.pem.as_bytes())?;
+        }
         if pk.name != version.name {
             return Err(malformed(&what, format!("the answer is for {:?}", pk.name)));
         }
@@ -117,7 +124,18 @@ impl Inner {
                 ),
             ));
         }
-        let spki = public::pem_to_der(&pk.pem)?;
+        let spki = match pq {
+            Some(kind) => {
+                let data = pk
+                    .public_key
+                    .filter(|_| pk.public_key_format == "NIST_PQC")
+                    .ok_or_else(|| malformed(&what, "no NIST_PQC publicKey"))?;
+                let raw =
+                    api::checked_bytes(&what, "publicKey.data", &data.data, data.crc32c_checksum)?;
+                pqc::spki(kind, &raw)?
+            }
+            None => public::pem_to_der(&pk.pem)?,
+        };
         self.public_keys
             .lock()
             .insert(version.name.clone(), spki.clone());

@@ -172,6 +172,13 @@ impl KeyService for GcpKms {
     fn sign(&self, key: &KeyVersion, scheme: SignScheme, input: SignInput<'_>) -> Result<Vec<u8>> {
         let data = Zeroizing::new(match input {
             SignInput::Digest(d) | SignInput::Message(d) => d.to_vec(),
+            // Cloud KMS signs with an empty context (sign_context is false: the token
+            // refused any other).
+            SignInput::Pure {
+                message,
+                context: [],
+            } => message.to_vec(),
+            SignInput::Pure { .. } => return Err(Error::new(CKR_MECHANISM_PARAM_INVALID)),
         });
         let key = key.clone();
         self.run("Cloud KMS sign", self.deadline, move |me| async move {
@@ -257,6 +264,20 @@ impl KeyService for GcpKms {
 
     fn can_generate(&self) -> bool {
         true
+    }
+
+    fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        // All of them: ML-DSA, SLH-DSA and ML-KEM keys, and their creation.
+        crate::backend::remote::pqc::MECHANISMS.to_vec()
+    }
+
+    fn decapsulate(&self, key: &KeyVersion, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let (key, ct) = (key.clone(), ciphertext.to_vec());
+        self.run(
+            "Cloud KMS decapsulate",
+            self.deadline,
+            move |me| async move { me.decapsulate(key, ct).await },
+        )
     }
 }
 

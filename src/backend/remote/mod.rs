@@ -22,6 +22,7 @@
 
 pub mod http;
 pub mod ops;
+pub mod pqc;
 pub mod public;
 pub mod rt;
 pub mod token;
@@ -153,6 +154,18 @@ pub enum KeyAlg {
     Rsa {
         bits: u32,
     },
+    /// ML-DSA (FIPS 204) with its `CKP_ML_DSA_*` parameter set (see [`pqc`]).
+    MlDsa {
+        set: CK_ULONG,
+    },
+    /// SLH-DSA (FIPS 205) with its `CKP_SLH_DSA_*` parameter set.
+    SlhDsa {
+        set: CK_ULONG,
+    },
+    /// ML-KEM (FIPS 203) with its `CKP_ML_KEM_*` parameter set.
+    MlKem {
+        set: CK_ULONG,
+    },
 }
 
 impl KeyAlg {
@@ -160,6 +173,13 @@ impl KeyAlg {
         matches!(
             self,
             KeyAlg::Ec { .. } | KeyAlg::Ed25519 | KeyAlg::Rsa { .. }
+        ) || self.is_pqc()
+    }
+    /// A post-quantum kind (PKCS#11 3.2 key types, `CKA_PARAMETER_SET`).
+    pub fn is_pqc(self) -> bool {
+        matches!(
+            self,
+            KeyAlg::MlDsa { .. } | KeyAlg::SlhDsa { .. } | KeyAlg::MlKem { .. }
         )
     }
     pub fn key_type(self) -> CK_KEY_TYPE {
@@ -176,6 +196,9 @@ impl KeyAlg {
             KeyAlg::Ec { .. } => CKK_EC,
             KeyAlg::Ed25519 => CKK_EC_EDWARDS,
             KeyAlg::Rsa { .. } => CKK_RSA,
+            KeyAlg::MlDsa { .. } => CKK_ML_DSA,
+            KeyAlg::SlhDsa { .. } => CKK_SLH_DSA,
+            KeyAlg::MlKem { .. } => CKK_ML_KEM,
         }
     }
 }
@@ -229,14 +252,23 @@ pub enum SignScheme {
     Ed25519,
     /// HMAC with this hash (the key's own where the service binds it).
     Hmac(HashAlg),
+    /// Pure ML-DSA (FIPS 204 algorithm 2) over the whole message.
+    MlDsa,
+    /// Pure SLH-DSA (FIPS 205 algorithm 22) over the whole message.
+    SlhDsa,
 }
 
-/// What to sign: a digest of the message (ECDSA, RSA) or the message itself (Ed25519,
-/// HMAC).
+/// What to sign: a digest of the message (ECDSA, RSA), the message itself (Ed25519,
+/// HMAC), or the message with its FIPS 204/205 context string (ML-DSA, SLH-DSA; the
+/// context is empty unless the service takes one, see [`KeyService::sign_context`]).
 #[derive(Clone, Copy, Debug)]
 pub enum SignInput<'a> {
     Digest(&'a [u8]),
     Message(&'a [u8]),
+    Pure {
+        message: &'a [u8],
+        context: &'a [u8],
+    },
 }
 
 /// A service's AES-GCM encryption: the IV it chose and `ciphertext || tag`.
@@ -417,6 +449,26 @@ pub trait KeyService: Send + Sync {
     /// `token.rs`; AWS KMS, for one, has no raw AES-GCM).
     fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
         Vec::new()
+    }
+    /// The post-quantum mechanisms (PKCS#11 3.2) the service serves, on top of
+    /// [`KeyService::mechanisms`]: `CKM_ML_DSA`, `CKM_SLH_DSA`, `CKM_ML_KEM` and their key
+    /// generation mechanisms. The default: none.
+    fn pqc_mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        Vec::new()
+    }
+    /// Whether an ML-DSA signature may have a context string (`CK_SIGN_ADDITIONAL_CONTEXT`);
+    /// where not, a non-empty one is refused at `C_SignInit`. The default: no.
+    fn sign_context(&self) -> bool {
+        false
+    }
+    /// ML-KEM decapsulation: the 32-byte shared secret of `ciphertext` (FIPS 203's
+    /// implicit rejection makes a pseudo-random one for a tampered ciphertext).
+    fn decapsulate(
+        &self,
+        _key: &KeyVersion,
+        _ciphertext: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Err(crate::core::error::err(CKR_MECHANISM_INVALID))
     }
 }
 

@@ -199,6 +199,16 @@ pub struct RemoteSign {
     /// CKM_ECDSA / CKM_RSA_PKCS_PSS / CKM_RSA_PKCS take a digest the consumer computed;
     /// the scheme's hash is then chosen from its length (ECDSA) or given.
     digest_given: bool,
+    /// The FIPS 204/205 context string of an ML-DSA or SLH-DSA signature.
+    context: Vec<u8>,
+}
+
+/// Schemes that sign the message itself, not a digest of it.
+fn signs_message(s: SignScheme) -> bool {
+    matches!(
+        s,
+        SignScheme::Ed25519 | SignScheme::Hmac(_) | SignScheme::MlDsa | SignScheme::SlhDsa
+    )
 }
 
 impl RemoteSign {
@@ -207,15 +217,21 @@ impl RemoteSign {
             Some(h) => Input::Hashing(digest::Context::new(digest_alg(h))),
             None => Input::Collect(Zeroizing::new(Vec::new())),
         };
-        let digest_given = plan.hash_here.is_none()
-            && !matches!(plan.scheme, SignScheme::Ed25519 | SignScheme::Hmac(_));
+        let digest_given = plan.hash_here.is_none() && !signs_message(plan.scheme);
         RemoteSign {
             service,
             key,
             plan,
             input,
             digest_given,
+            context: Vec::new(),
         }
+    }
+
+    /// An ML-DSA / SLH-DSA signature in this context (checked by the token).
+    pub fn with_context(mut self, context: &[u8]) -> RemoteSign {
+        self.context = context.to_vec();
+        self
     }
 
     /// The request's scheme and input once everything has arrived.
@@ -243,8 +259,7 @@ impl RemoteSign {
             }
             scheme = given_digest_scheme(scheme, &data, &self.key)?;
         }
-        let is_digest = !matches!(scheme, SignScheme::Ed25519 | SignScheme::Hmac(_));
-        Ok((scheme, data, is_digest))
+        Ok((scheme, data, !signs_message(scheme)))
     }
 }
 
@@ -319,10 +334,13 @@ impl Signer for RemoteSign {
 impl RemoteSign {
     fn sign(&mut self) -> Result<Vec<u8>> {
         let (scheme, data, is_digest) = self.request()?;
-        let input = if is_digest {
-            SignInput::Digest(&data)
-        } else {
-            SignInput::Message(&data)
+        let input = match scheme {
+            SignScheme::MlDsa | SignScheme::SlhDsa => SignInput::Pure {
+                message: &data,
+                context: &self.context,
+            },
+            _ if is_digest => SignInput::Digest(&data),
+            _ => SignInput::Message(&data),
         };
         let sig = self.service.sign(&self.key, scheme, input)?;
         if sig.len() != self.plan.out_len {

@@ -50,7 +50,7 @@ pub fn ed25519_spki(raw: &[u8]) -> Result<Vec<u8>> {
 /// What a public key is and the attributes that describe it: `CKA_KEY_TYPE`,
 /// `CKA_EC_PARAMS`+`CKA_EC_POINT` (EC, Ed25519, with the raw Ed25519 key also in
 /// `CKA_VALUE`), `CKA_MODULUS`+`CKA_PUBLIC_EXPONENT`+`CKA_MODULUS_BITS` (RSA),
-/// `CKA_PUBLIC_KEY_INFO`.
+/// `CKA_PARAMETER_SET`+`CKA_VALUE` (ML-DSA, SLH-DSA, ML-KEM), `CKA_PUBLIC_KEY_INFO`.
 pub fn describe(spki: &[u8]) -> Result<(KeyAlg, Attrs)> {
     let info = <pkcs8::spki::SubjectPublicKeyInfoRef as der::Decode>::from_der(spki)
         .map_err(|e| bad(format!("not a SubjectPublicKeyInfo: {e}")))?;
@@ -104,7 +104,12 @@ pub fn describe(spki: &[u8]) -> Result<(KeyAlg, Attrs)> {
             a.insert(CKA_VALUE, key.to_vec());
             KeyAlg::Ed25519
         }
-        other => return Err(bad(format!("unsupported algorithm {other}"))),
+        other => {
+            let (alg, pq) = super::pqc::describe(other, key)
+                .ok_or_else(|| bad(format!("unsupported algorithm {other}")))??;
+            a.extend(pq);
+            alg
+        }
     };
     Ok((alg, a))
 }

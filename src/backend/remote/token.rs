@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod catalog;
+mod pqc;
 mod wrap;
 
 /// One PKCS#11 object of a key version.
@@ -133,7 +134,7 @@ fn scheme_hash(s: SignScheme) -> Option<HashAlg> {
         | SignScheme::Pkcs1(h)
         | SignScheme::Pss(h, _)
         | SignScheme::Hmac(h) => Some(h),
-        SignScheme::Ed25519 => None,
+        SignScheme::Ed25519 | SignScheme::MlDsa | SignScheme::SlhDsa => None,
     }
 }
 
@@ -193,6 +194,7 @@ impl Token for RemoteToken {
                 v.push(m);
             }
         }
+        v.extend(self.pqc_mechanisms());
         v
     }
 
@@ -216,7 +218,7 @@ impl Token for RemoteToken {
             _ if SIGN_RSA.contains(&m) => info(2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY),
             _ if HMACS.contains(&m) => info(16, 64, CKF_HW | CKF_SIGN | CKF_VERIFY),
             CKM_AES_KEY_WRAP | CKM_AES_CBC_PAD => info(16, 32, CKF_HW),
-            _ => return Err(err(CKR_MECHANISM_INVALID)),
+            _ => return self.pqc_mechanism_info(m),
         };
         i.flags |= extra;
         Ok(i)
@@ -246,10 +248,10 @@ impl Token for RemoteToken {
                 }
                 let k = &o.key;
                 lines.push(format!(
-                    "key {:?} {} {:?}{}{} mechanisms: {}",
+                    "key {:?} {} {}{}{} mechanisms: {}",
                     k.label,
                     k.id,
-                    k.alg,
+                    super::pqc::describe_kind(k.alg),
                     if k.primary { " primary" } else { "" },
                     match k.hardware {
                         Some(true) => " HSM",
@@ -467,14 +469,23 @@ impl Token for RemoteToken {
         }
         let plan = self.sign_plan(&o, mech)?;
         self.service.check_sign_scheme(&o.key, plan.scheme)?;
-        Ok(Box::new(RemoteSign::new(
-            self.service.clone(),
-            o.key.clone(),
-            plan,
-        )))
+        let signer = RemoteSign::new(self.service.clone(), o.key.clone(), plan);
+        if o.key.alg.is_pqc() {
+            return Ok(Box::new(
+                signer.with_context(&self.pqc_context(&o.key, mech)?),
+            ));
+        }
+        Ok(Box::new(signer))
     }
 
     fn verify_init(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Box<dyn Verifier>> {
+        if mech.mech == CKM_SLH_DSA {
+            // Local verification needs SLH-DSA, which aws-lc does not have.
+            return Err(Error::logged(
+                CKR_MECHANISM_INVALID,
+                "SLH-DSA signatures are made by the service and not verified here",
+            ));
+        }
         let o = self.key(ctx, key, Usage::Verify, mech)?;
         if matches!(o.key.alg, KeyAlg::Hmac { .. } | KeyAlg::AesGcm { .. }) {
             let plan = self.sign_plan(&o, mech)?;
@@ -606,12 +617,16 @@ impl Token for RemoteToken {
                 }
                 KeyAlg::Rsa { bits: bits as u32 }
             }
+            CKM_ML_DSA_KEY_PAIR_GEN | CKM_SLH_DSA_KEY_PAIR_GEN | CKM_ML_KEM_KEY_PAIR_GEN => {
+                self.pqc_new_kind(mech, public_tpl, private_tpl)?
+            }
             _ => return Err(err(CKR_MECHANISM_INVALID)),
         };
         let flag = |t| attr::find(private_tpl, t).map(attr::parse_bool).transpose();
+        let kem = matches!(alg, KeyAlg::MlKem { .. });
         let decrypt = flag(CKA_DECRYPT)?.unwrap_or(false);
-        let sign = flag(CKA_SIGN)?.unwrap_or(!decrypt);
-        if decrypt && !matches!(alg, KeyAlg::Rsa { .. }) {
+        let sign = flag(CKA_SIGN)?.unwrap_or(!decrypt && !kem);
+        if (decrypt && !matches!(alg, KeyAlg::Rsa { .. })) || (sign && kem) {
             return Err(err(CKR_TEMPLATE_INCONSISTENT));
         }
         self.service
@@ -625,6 +640,31 @@ impl Token for RemoteToken {
         let private = self.newest(&label, CKO_PRIVATE_KEY)?;
         let public = self.newest(&label, CKO_PUBLIC_KEY)?;
         Ok((public, private))
+    }
+
+    fn encapsulate_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {
+        self.kem_ciphertext_len(ctx, mech, key)
+    }
+
+    fn encapsulate_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        tpl: &[Attr],
+    ) -> Result<(Vec<u8>, ObjectId)> {
+        self.kem_encapsulate(ctx, mech, key, tpl)
+    }
+
+    fn decapsulate_key(
+        &self,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: ObjectId,
+        ciphertext: &[u8],
+        tpl: &[Attr],
+    ) -> Result<ObjectId> {
+        self.kem_decapsulate(ctx, mech, key, (ciphertext, tpl))
     }
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {

@@ -7,7 +7,7 @@
 
 use super::client::{parse_versioned, Body, Inner, KeyMeta, On400};
 use crate::backend::remote::http::Retry;
-use crate::backend::remote::{public, EcCurve, HashAlg, KeyAlg, KeyVersion, NewKey, Usage};
+use crate::backend::remote::{pqc, public, EcCurve, HashAlg, KeyAlg, KeyVersion, NewKey, Usage};
 use crate::core::error::{Error, Result};
 use cryptoki_sys::*;
 use reqwest::Method;
@@ -46,6 +46,10 @@ pub fn alg_of(kind: &str, key_size: Option<u32>) -> Option<KeyAlg> {
         "rsa-2048" => KeyAlg::Rsa { bits: 2048 },
         "rsa-3072" => KeyAlg::Rsa { bits: 3072 },
         "rsa-4096" => KeyAlg::Rsa { bits: 4096 },
+        // OpenBao 2.7's post-quantum signing keys (pure ML-DSA, empty context).
+        "mldsa-44" => KeyAlg::MlDsa { set: CKP_ML_DSA_44 },
+        "mldsa-65" => KeyAlg::MlDsa { set: CKP_ML_DSA_65 },
+        "mldsa-87" => KeyAlg::MlDsa { set: CKP_ML_DSA_87 },
         _ => return None,
     })
 }
@@ -66,6 +70,9 @@ pub fn type_of(alg: KeyAlg) -> Result<&'static str> {
         KeyAlg::Rsa { bits: 2048 } => "rsa-2048",
         KeyAlg::Rsa { bits: 3072 } => "rsa-3072",
         KeyAlg::Rsa { bits: 4096 } => "rsa-4096",
+        KeyAlg::MlDsa { set: CKP_ML_DSA_44 } => "mldsa-44",
+        KeyAlg::MlDsa { set: CKP_ML_DSA_65 } => "mldsa-65",
+        KeyAlg::MlDsa { set: CKP_ML_DSA_87 } => "mldsa-87",
         other => {
             return Err(Error::logged(
                 CKR_KEY_SIZE_RANGE,
@@ -84,7 +91,7 @@ fn usage_of(alg: KeyAlg) -> Usage {
             decrypt: true,
             ..Usage::default()
         },
-        KeyAlg::Hmac { .. } | KeyAlg::Ec { .. } | KeyAlg::Ed25519 => Usage {
+        KeyAlg::Hmac { .. } | KeyAlg::Ec { .. } | KeyAlg::Ed25519 | KeyAlg::MlDsa { .. } => Usage {
             sign: true,
             ..Usage::default()
         },
@@ -95,6 +102,8 @@ fn usage_of(alg: KeyAlg) -> Usage {
             oaep_hashes: vec![HashAlg::Sha256],
             ..Usage::default()
         },
+        // Not transit key types (alg_of never gives them).
+        KeyAlg::SlhDsa { .. } | KeyAlg::MlKem { .. } => Usage::default(),
     }
 }
 
@@ -130,19 +139,21 @@ pub fn versions(mount: &str, name: &str, k: &KeyRead) -> Result<Vec<KeyVersion>>
                 log::debug!("{what}: version {v} has no public key: left out");
                 continue;
             };
+            // Ed25519 and ML-DSA public keys are the raw key in base64, the others PEM.
+            let raw = || {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(pk.trim().as_bytes())
+                    .map_err(|e| {
+                        crate::backend::remote::http::malformed(
+                            &what,
+                            format!("{alg:?} public key: {e}"),
+                        )
+                    })
+            };
             Some(match alg {
-                KeyAlg::Ed25519 => {
-                    use base64::Engine as _;
-                    let raw = base64::engine::general_purpose::STANDARD
-                        .decode(pk.trim().as_bytes())
-                        .map_err(|e| {
-                            crate::backend::remote::http::malformed(
-                                &what,
-                                format!("Ed25519 public key: {e}"),
-                            )
-                        })?;
-                    public::ed25519_spki(&raw)?
-                }
+                KeyAlg::Ed25519 => public::ed25519_spki(&raw()?)?,
+                KeyAlg::MlDsa { .. } => pqc::spki(alg, &raw()?)?,
                 _ => public::pem_to_der(pk)?,
             })
         } else {

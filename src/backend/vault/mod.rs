@@ -89,6 +89,16 @@ impl KeyService for Vault {
         let (data, digest) = match input {
             SignInput::Digest(d) => (zeroize::Zeroizing::new(d.to_vec()), true),
             SignInput::Message(m) => (zeroize::Zeroizing::new(m.to_vec()), false),
+            // Empty: transit takes no context string (sign_context is false).
+            SignInput::Pure {
+                message,
+                context: [],
+            } => (zeroize::Zeroizing::new(message.to_vec()), false),
+            SignInput::Pure { .. } => {
+                return Err(crate::core::error::err(
+                    cryptoki_sys::CKR_MECHANISM_PARAM_INVALID,
+                ))
+            }
         };
         self.run("sign", move |i| async move {
             i.sign(&key, scheme, &data, digest).await
@@ -154,5 +164,13 @@ impl KeyService for Vault {
         self.inner
             .can_generate
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn pqc_mechanisms(&self) -> Vec<cryptoki_sys::CK_MECHANISM_TYPE> {
+        // ML-DSA keys (OpenBao 2.7's mldsa-44/65/87); transit has no SLH-DSA or ML-KEM.
+        vec![
+            cryptoki_sys::CKM_ML_DSA,
+            cryptoki_sys::CKM_ML_DSA_KEY_PAIR_GEN,
+        ]
     }
 }

@@ -83,10 +83,15 @@ impl Inner {
                     .str("signature_algorithm", "pss")
                     .str("salt_length", &salt.to_string());
             }
-            SignScheme::Ed25519 => {}
+            // Transit signs the message itself: pure ML-DSA with an empty context.
+            SignScheme::Ed25519 | SignScheme::MlDsa => {}
+            SignScheme::SlhDsa => return Err(err(CKR_MECHANISM_INVALID)),
             SignScheme::Hmac(_) => unreachable!("handled above"),
         }
-        debug_assert_eq!(is_digest, !matches!(scheme, SignScheme::Ed25519));
+        debug_assert_eq!(
+            is_digest,
+            !matches!(scheme, SignScheme::Ed25519 | SignScheme::MlDsa)
+        );
         body = body.b64("input", input);
         if let Some(v) = version_of(key) {
             body = body.num("key_version", v);

@@ -202,6 +202,9 @@ impl RemoteToken {
             }
             public.insert(t, v);
         }
+        if k.alg.is_pqc() {
+            self.pqc_attrs(k, &mut private, &mut public);
+        }
         if matches!(k.alg, KeyAlg::Rsa { .. }) {
             for t in template::RSA_SECRETS {
                 private.insert(*t, Vec::new());
@@ -246,6 +249,9 @@ impl RemoteToken {
                 }
                 m
             }
+            KeyAlg::MlDsa { .. } => vec![CKM_ML_DSA],
+            KeyAlg::SlhDsa { .. } => vec![CKM_SLH_DSA],
+            KeyAlg::MlKem { .. } => vec![CKM_ML_KEM],
         };
         if !k.usage.sign_schemes.is_empty() {
             v.retain(|m| match mech_hash(*m) {
@@ -413,6 +419,9 @@ impl RemoteToken {
                 }
             }
             KeyAlg::Hmac { .. } | KeyAlg::AesGcm { .. } => return Err(wrong_type()),
+            KeyAlg::MlDsa { .. } | KeyAlg::SlhDsa { .. } | KeyAlg::MlKem { .. } => {
+                self.pqc_sign_plan(o, mech)?
+            }
         };
         // A scheme the service's key cannot do is refused now, not after the data.
         let fixed = !matches!(m, CKM_ECDSA | CKM_RSA_PKCS | CKM_RSA_PKCS_PSS);

@@ -178,7 +178,7 @@ impl RemoteToken {
     }
 
     /// Adds a session secret key made of `attrs` (completed: `CKA_VALUE_LEN`, checks).
-    fn add_session_key(&self, ctx: &Ctx, mut attrs: Attrs) -> Result<ObjectId> {
+    pub(super) fn add_session_key(&self, ctx: &Ctx, mut attrs: Attrs) -> Result<ObjectId> {
         if attrs.flag_or(CKA_TOKEN, false) {
             return Err(Error::logged(
                 CKR_ATTRIBUTE_VALUE_INVALID,
