@@ -148,6 +148,9 @@ pub enum BackendConfig {
     Replicas {
         policy: Policy,
         replicas: Vec<ReplicaConfig>,
+        /// `hedge_ms`: when a call is sent to a second replica as well (`None`:
+        /// automatic, the replica's p99 latency; `Some(0)`: never).
+        hedge_ms: Option<u64>,
     },
 }
 

@@ -141,7 +141,11 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                 });
                 continue;
             }
-            BackendConfig::Replicas { policy, replicas } => {
+            BackendConfig::Replicas {
+                policy,
+                replicas,
+                hedge_ms,
+            } => {
                 let members = replicas
                     .iter()
                     .map(|r| {
@@ -154,6 +158,7 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let g = Arc::new(ReplicaGroup::new(&s.label, *policy, members));
+                g.set_hedge(*hedge_ms);
                 groups.push((id, g.clone()));
                 g
             }

@@ -34,9 +34,8 @@ typedef CK_RV (*fw_notify)(CK_ULONG hSession, CK_ULONG event, void *pApplication
   G(C_InitPIN, (CK_ULONG h, CK_BYTE *pin, CK_ULONG pinLen), (h, pin, pinLen))              \
   G(C_SetPIN, (CK_ULONG h, CK_BYTE *old, CK_ULONG oldLen, CK_BYTE *nw, CK_ULONG newLen),   \
     (h, old, oldLen, nw, newLen))                                                          \
-  G(C_OpenSession,                                                                         \
-    (CK_SLOT_ID s, CK_ULONG flags, void *app, fw_notify notify, CK_ULONG *ph),             \
-    (s, flags, app, notify, ph))                                                           \
+  S(C_OpenSession,                                                                         \
+    (CK_SLOT_ID s, CK_ULONG flags, void *app, fw_notify notify, CK_ULONG *ph))             \
   G(C_CloseSession, (CK_ULONG h), (h))                                                     \
   G(C_CloseAllSessions, (CK_SLOT_ID s), (s))                                               \
   G(C_GetSessionInfo, (CK_ULONG h, void *info), (h, info))                                 \

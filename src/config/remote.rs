@@ -505,7 +505,10 @@ path = "/tmp/x"
 "#,
         )
         .unwrap();
-        let BackendConfig::Replicas { policy, replicas } = &c.slots[0].backend else {
+        let BackendConfig::Replicas {
+            policy, replicas, ..
+        } = &c.slots[0].backend
+        else {
             panic!()
         };
         assert_eq!(*policy, Policy::Balance);

@@ -149,6 +149,7 @@ tables! {
         label: String,
         user_pin: Option<PinCheck>,
         policy: Option<Spanned<String>>,
+        hedge_ms: Option<Spanned<u64>>,
         replica: Option<Vec<Spanned<RawReplica>>>,
         // the key-use policy (config/policy.rs)
         hardware_only: Option<bool>,
@@ -184,6 +185,12 @@ pub(super) fn slot(
                 return Err(ConfigError(format!(
                     "{}: key `policy` needs [[slot.replica]] entries",
                     here.key(p)
+                )));
+            }
+            if let Some(h) = &s.hedge_ms {
+                return Err(ConfigError(format!(
+                    "{}: key `hedge_ms` needs [[slot.replica]] entries",
+                    here.key(h)
                 )));
             }
             let keys = s.keys();
@@ -285,5 +292,6 @@ fn replica_group(
     Ok(BackendConfig::Replicas {
         policy,
         replicas: out,
+        hedge_ms: s.hedge_ms.as_ref().map(|h| *h.get_ref()),
     })
 }

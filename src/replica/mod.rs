@@ -10,6 +10,7 @@
 
 mod group;
 mod health;
+mod hedge;
 mod ops;
 mod prober;
 #[cfg(test)]
@@ -103,6 +104,8 @@ pub(crate) struct Group {
     session_objects: DashMap<ObjectId, (usize, CK_SESSION_HANDLE)>,
     /// The instance's metrics and this slot's index there, when `[metrics]` is on.
     metrics: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, usize)>,
+    /// Hedged single-part calls (`hedge.rs`).
+    hedging: hedge::Hedging,
 }
 
 pub struct ReplicaGroup {
@@ -120,6 +123,7 @@ impl ReplicaGroup {
     /// A group over `members`, in file order (the failover order). The tokens are built
     /// by the caller (`setup`); a member whose token says it is unavailable starts down.
     pub fn new(slot: &str, policy: Policy, members: Vec<Member>) -> ReplicaGroup {
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         let replicas = members
             .into_iter()
             .map(|m| {
@@ -159,6 +163,7 @@ impl ReplicaGroup {
             stop: AtomicBool::new(false),
             session_objects: DashMap::new(),
             metrics: std::sync::OnceLock::new(),
+            hedging: hedge::Hedging::new(slot, &names),
         });
         let prober = prober::start(g.clone());
         ReplicaGroup {
@@ -175,6 +180,11 @@ impl ReplicaGroup {
             m.set_replica_up(slot, idx, r.up.load(Ordering::SeqCst));
         }
         let _ = self.g.metrics.set((m.clone(), slot));
+    }
+
+    /// The slot's `hedge_ms`: `None` automatic (each replica's p99 latency), `Some(0)` off.
+    pub fn set_hedge(&self, ms: Option<u64>) {
+        self.g.hedging.set(ms);
     }
 
     pub fn replicas(&self) -> &[Replica] {

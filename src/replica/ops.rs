@@ -4,6 +4,7 @@
 //! the middle answers `CKR_DEVICE_ERROR` once (the core then ends it), and the next
 //! operation starts on a healthy replica.
 
+use super::hedge::{self, Kind};
 use super::{Found, Group};
 use crate::core::error::{err, Result};
 use crate::core::mechanism::Mechanism;
@@ -40,8 +41,9 @@ impl Replay {
         what: &str,
         init: &mut StartOn<'_, T>,
     ) -> Result<(Replay, T)> {
-        // Single-part work is what "balance" spreads; it rotates over the replicas.
-        let order = g.order(true);
+        // Single-part work is what "balance" spreads; it rotates over the replicas. One
+        // with calls left behind by a hedge (slow or hung now) comes last.
+        let order = g.hedging.prefer_answering(g.order(true));
         let (at, op) = g.on_session(what, &order, ctx, |i, _| {
             let m = g.mech_for(i, ctx, mech)?;
             match key {
@@ -111,6 +113,47 @@ impl Replay {
     }
 }
 
+impl Replay {
+    /// A single-part call: hedged on a second replica when the slot hedges and the call
+    /// may run twice (`hedge.rs`), else (and after a failure of both) as `run`.
+    fn run_single<T: hedge::Op, R: Send + 'static>(
+        &mut self,
+        op: &mut T,
+        what: &'static str,
+        kind: Kind,
+        init: impl hedge::Init<T>,
+        call: hedge::Call<T, R>,
+    ) -> Result<R> {
+        let hedged = hedge::Request {
+            g: &self.g,
+            ctx: self.ctx,
+            mech: &self.mech,
+            key: self.key,
+            kind,
+            what,
+            init,
+            call: call.clone(),
+        }
+        .run(self.at, op);
+        if let Some(h) = hedged {
+            self.at = h.at;
+            crate::metrics::note_replica(
+                self.g.replicas[h.at]
+                    .metrics_index
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            match h.result {
+                // `op` repeats the failure: `run` fails over as for any other call.
+                Err(e) if device_class(e.rv()) => {}
+                r => return r,
+            }
+        }
+        self.run(op, what, &mut |g, i, c, m, k| init(g, i, c, m, k), &mut |op| {
+            call(op)
+        })
+    }
+}
+
 fn cipher_init(
     g: &Group,
     i: usize,
@@ -171,9 +214,14 @@ impl Cipher for GroupCipher {
         } else {
             "C_Decrypt"
         };
-        let mut init = Self::init_fn(self.encrypt);
-        self.r
-            .run(&mut self.op, what, &mut init, &mut |op| op.oneshot(input))
+        let (encrypt, input) = (self.encrypt, input.to_vec());
+        let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
+            cipher_init(g, i, ctx, m, k, encrypt)
+        };
+        let kind = if encrypt { Kind::Encrypt } else { Kind::Decrypt };
+        let call: hedge::Call<Box<dyn Cipher>, Vec<u8>> =
+            Arc::new(move |op: &mut Box<dyn Cipher>| op.oneshot(&input));
+        self.r.run_single(&mut self.op, what, kind, init, call)
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.op.update_len(input_len)
@@ -256,10 +304,16 @@ impl Signer for GroupSigner {
             })
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let kind = if self.r.key.is_some() {
+            Kind::Sign
+        } else {
+            Kind::Digest
+        };
+        let data = data.to_vec();
+        let call: hedge::Call<Box<dyn Signer>, Vec<u8>> =
+            Arc::new(move |op: &mut Box<dyn Signer>| op.oneshot(&data));
         self.r
-            .run(&mut self.op, "C_Sign", &mut signer_init, &mut |op| {
-                op.oneshot(data)
-            })
+            .run_single(&mut self.op, "C_Sign", kind, signer_init, call)
     }
 }
 
@@ -309,9 +363,10 @@ impl Verifier for GroupVerifier {
         self.part("C_VerifyFinal", &mut |op| op.finish(signature))
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        let (data, signature) = (data.to_vec(), signature.to_vec());
+        let call: hedge::Call<Box<dyn Verifier>, ()> =
+            Arc::new(move |op: &mut Box<dyn Verifier>| op.oneshot(&data, &signature));
         self.r
-            .run(&mut self.op, "C_Verify", &mut verifier_init, &mut |op| {
-                op.oneshot(data, signature)
-            })
+            .run_single(&mut self.op, "C_Verify", Kind::Verify, verifier_init, call)
     }
 }

@@ -7,4 +7,4 @@
 mod encode;
 pub mod library;
 pub mod token;
-mod worker;
+pub(crate) mod worker;
