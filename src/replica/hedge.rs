@@ -14,17 +14,19 @@
 //! The automatic hedge delay is the replica's observed p99 latency (a small lock-free
 //! histogram of recent calls, decayed as it fills), never below [`FLOOR`].
 
+mod race;
+
 use super::{Found, Group};
 use crate::backend::module::worker::Workers;
-use crate::core::error::{err, Error, Result};
+use crate::core::error::{err, Result};
+use race::{Job, Race, Raced, Reply};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::token::{device_class, Ctx, ObjectId};
 use cryptoki_sys::*;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The lowest automatic hedge delay: below it a replica's ordinary jitter would hedge.
 pub const FLOOR: Duration = Duration::from_millis(5);
@@ -278,43 +280,93 @@ impl Hedging {
     }
 }
 
-/// A job's state bits: left behind by a hedge (primary only: counted in `lagging`),
-/// given up by the consumer (the job then ends its operation itself), returned.
-const LEFT_BEHIND: u8 = 1;
-const GIVEN_UP: u8 = 2;
-const RETURNED: u8 = 4;
-
-/// What a pool job sends back.
-enum Reply<T, R> {
-    /// The call ran: the operation and its result.
-    Ran(T, Result<R>),
-    /// The hedge could not start there (the key is not on that replica, its init was
-    /// refused); `Some`: a failure of the replica itself.
-    NotStarted(Option<Error>),
-}
-
-impl<T, R> Reply<T, R> {
-    /// The replica's failure in it (a device-class error), if any.
-    fn failure(&self) -> Option<Error> {
-        match self {
-            Reply::Ran(_, Err(e)) if device_class(e.rv()) => Some(e.clone()),
-            Reply::NotStarted(Some(e)) => Some(e.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// Is this an answer the consumer gets (success, or the request's own error), rather
-/// than a failure of the replica?
-fn is_answer<R>(r: &Result<R>) -> bool {
-    !matches!(r, Err(e) if device_class(e.rv()))
-}
-
 /// Where a hedged call ended.
 pub struct Hedged<R> {
     /// The replica whose answer it is (the operation now belongs to it).
     pub at: usize,
     pub result: Result<R>,
+}
+
+/// Replica `i`'s own operation for the group's `key` (`NotHere`: it lacks the key), with
+/// the login and session it needs there.
+fn init_on<T, I: Init<T>>(
+    g: &Group,
+    i: usize,
+    ctx: &Ctx,
+    mech: &Mechanism,
+    key: Option<ObjectId>,
+    init: I,
+) -> Result<Found<T>> {
+    g.ensure_login(i)?;
+    g.ensure_session(i, ctx)?;
+    let m = g.mech_for(i, ctx, mech)?;
+    match key {
+        None => init(g, i, ctx, &m, None).map(Found::Yes),
+        Some(k) => g.with_object(i, ctx, k, |c| init(g, i, ctx, &m, Some(c))),
+    }
+}
+
+/// The first healthy replica after `at` with no call left behind, else the first healthy
+/// one after it.
+fn next_healthy(g: &Group, at: usize) -> Option<usize> {
+    let n = g.replicas.len();
+    let healthy = |i: &usize| g.replicas[*i].healthy.load(Ordering::Relaxed);
+    let lagging = |i: usize| g.hedging.replicas[i].lagging.load(Ordering::Relaxed) > 0;
+    let mut candidates = (1..n).map(|k| (at + k) % n).filter(healthy);
+    let first = candidates.clone().next()?;
+    Some(candidates.find(|&i| !lagging(i)).unwrap_or(first))
+}
+
+/// The `*Init` of a new operation, hedged like a call: the replica it starts on and its
+/// operation, or the request's own error. `None` when hedging does not apply or neither
+/// replica answered: the caller starts it as before (a failed first replica is down).
+pub fn start<T: Op, I: Init<T>>(
+    g: &Arc<Group>,
+    ctx: &Ctx,
+    mech: &Mechanism,
+    key: Option<ObjectId>,
+    kind: Kind,
+    what: &'static str,
+    init: I,
+) -> Option<Result<(usize, T)>> {
+    if !safe_to_repeat(kind, mech) {
+        return None;
+    }
+    let order = g.hedging.prefer_answering(g.order(true));
+    let at = order
+        .into_iter()
+        .find(|&i| g.replicas[i].up.load(Ordering::Relaxed))?;
+    let delay = g.hedging.delay(at)?;
+    let to = next_healthy(g, at)?;
+    let job = |i: usize| -> Job<T, ()> {
+        let (ctx, mech) = (*ctx, mech.clone());
+        Box::new(move |g: &Group| match init_on(g, i, &ctx, &mech, key, init) {
+            Ok(Found::Yes(op)) => Reply::Ran(op, Ok(())),
+            Ok(Found::NotHere) => Reply::NotStarted(None),
+            Err(e) if device_class(e.rv()) => Reply::NotStarted(Some(e)),
+            // Refused for the request itself (key, mechanism): the answer.
+            Err(e) => Reply::Ran(T::failed(e.rv()), Err(e)),
+        })
+    };
+    let race = Race {
+        g,
+        what,
+        at,
+        to,
+        delay,
+    };
+    match race.run(job(at), job(to)) {
+        Raced::Answer { from, op, result } => {
+            g.note_ok(from);
+            Some(result.map(|()| (from, op)))
+        }
+        Raced::Failed(failure) => {
+            if let Some(e) = failure {
+                g.mark_down(at, &format!("{what}: {e}"));
+            }
+            None
+        }
+    }
 }
 
 /// What a single-part call needs to be run again elsewhere.
@@ -329,179 +381,23 @@ pub struct Request<'a, T, R, I> {
     pub call: Call<T, R>,
 }
 
-/// A job on a replica's pool, as the consumer follows it.
-struct Flight {
-    replica: usize,
-    state: Arc<AtomicU8>,
-    /// Its reply has been received.
-    replied: bool,
-    /// The replica failure it replied with.
-    failure: Option<Error>,
-}
-
-type Replies<T, R> = mpsc::Receiver<(usize, Reply<T, R>)>;
-type ReplyTo<T, R> = mpsc::Sender<(usize, Reply<T, R>)>;
-
 impl<T: Op, R: Send + 'static, I: Init<T>> Request<'_, T, R, I> {
     /// Runs the call of `op` (on replica `at`) hedged, when hedging applies: `None` when it
     /// does not (the caller runs it inline). A replica failure with no answer from the
     /// other leaves in `op` a stand-in that repeats the failure, for the caller's failover.
     pub fn run(&self, at: usize, op: &mut T) -> Option<Hedged<R>> {
         let g = self.g;
-        let h = &g.hedging;
-        let delay = h.delay(at)?;
+        let delay = g.hedging.delay(at)?;
         if !safe_to_repeat(self.kind, self.mech) {
             return None;
         }
-        let to = self.next_healthy(at)?;
-        let (tx, rx) = mpsc::channel();
-        let taken = std::mem::replace(op, T::failed(CKR_DEVICE_ERROR));
-        let mut primary = self.submit_primary(at, taken, &tx);
-        match rx.recv_timeout(delay) {
-            Ok((_, Reply::Ran(back, result))) => {
-                *op = if is_answer(&result) {
-                    back
-                } else {
-                    T::failed(rv_of(&result))
-                };
-                return Some(Hedged { at, result });
-            }
-            Ok((_, Reply::NotStarted(_))) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // Not sent by a primary; a pool that dropped the job is shutting down.
-                return Some(Hedged {
-                    at,
-                    result: Err(err(CKR_DEVICE_ERROR)),
-                });
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        // Late: left behind (unless it returned just now), and hedged.
-        let lagging = &h.replicas[at].lagging;
-        lagging.fetch_add(1, Ordering::SeqCst);
-        let left = primary
-            .state
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-                (s & RETURNED == 0).then_some(s | LEFT_BEHIND)
-            });
-        if left.is_err() {
-            lagging.fetch_sub(1, Ordering::SeqCst);
-        }
-        let mut hedge = self.submit_hedge(to, &tx);
-        drop(tx);
-        g.hedge_sent(to);
-        log::debug!(
-            "slot {}: {}: replica {} silent for {} ms: hedged on {}",
-            g.slot,
-            self.what,
-            g.replicas[at].name,
-            delay.as_millis(),
-            g.replicas[to].name
-        );
-        while let Ok((from, reply)) = rx.recv() {
-            let (this, other) = if from == at {
-                (&mut primary, &mut hedge)
-            } else {
-                (&mut hedge, &mut primary)
-            };
-            this.replied = true;
-            this.failure = reply.failure();
-            if let Reply::Ran(back, result) = reply {
-                if is_answer(&result) {
-                    if from == to {
-                        g.hedge_won(at, to);
-                    }
-                    *op = back;
-                    self.give_up(&rx, other);
-                    return Some(Hedged { at: from, result });
-                }
-            }
-        }
-        // No answer from either: the hedge's replica is marked down here, the primary's
-        // failure goes to the caller's failover.
-        if let Some(e) = &hedge.failure {
-            g.mark_down(to, &format!("{} (hedged): {e}", self.what));
-        }
-        let e = primary.failure.unwrap_or_else(|| err(CKR_DEVICE_ERROR));
-        *op = T::failed(e.rv());
-        Some(Hedged { at, result: Err(e) })
-    }
-
-    /// The consumer has its answer from the other flight: `loser`, still out, ends its
-    /// operation itself; a reply already on its way is received here. A failure of its
-    /// replica marks that replica down.
-    fn give_up(&self, rx: &Replies<T, R>, loser: &mut Flight) {
-        if !loser.replied && loser.state.fetch_or(GIVEN_UP, Ordering::SeqCst) & RETURNED != 0 {
-            // Returned before it saw GIVEN_UP: its reply is being sent now.
-            if let Ok((_, reply)) = rx.recv() {
-                loser.failure = reply.failure();
-            }
-        }
-        if let Some(e) = &loser.failure {
-            let r = &self.g.replicas[loser.replica];
-            self.g
-                .mark_down(loser.replica, &format!("{} (hedged): {e}", self.what));
-            log::debug!("slot {}: replica {} lost a hedge: {e}", self.g.slot, r.name);
-        }
-    }
-
-    /// The first healthy replica after `at` with no call left behind, else the first
-    /// healthy one after it.
-    fn next_healthy(&self, at: usize) -> Option<usize> {
-        let g = self.g;
-        let n = g.replicas.len();
-        let healthy = |i: &usize| g.replicas[*i].healthy.load(Ordering::Relaxed);
-        let lagging = |i: usize| g.hedging.replicas[i].lagging.load(Ordering::Relaxed) > 0;
-        let mut candidates = (1..n).map(|k| (at + k) % n).filter(healthy);
-        let first = candidates.clone().next()?;
-        Some(candidates.find(|&i| !lagging(i)).unwrap_or(first))
-    }
-
-    /// Runs `job` on replica `i`'s pool; what it yields is sent back, unless the consumer
-    /// gave it up, when it ends there (a replica failure marks the replica down).
-    fn submit(
-        &self,
-        i: usize,
-        tx: &ReplyTo<T, R>,
-        job: impl FnOnce(&Group) -> Reply<T, R> + Send + 'static,
-    ) -> Flight {
-        let state = Arc::new(AtomicU8::new(0));
-        let (g, tx, st, what) = (self.g.clone(), tx.clone(), state.clone(), self.what);
-        let started = Instant::now();
-        self.g.hedging.replicas[i].pool.detach(move || {
-            let reply = job(&g);
-            let per = &g.hedging.replicas[i];
-            if let Reply::Ran(_, Ok(_)) = &reply {
-                per.latency.record(started.elapsed());
-            }
-            let prev = st.fetch_or(RETURNED, Ordering::SeqCst);
-            if prev & LEFT_BEHIND != 0 {
-                per.lagging.fetch_sub(1, Ordering::SeqCst);
-            }
-            if prev & GIVEN_UP == 0 {
-                let _ = tx.send((i, reply));
-            } else if let Some(e) = reply.failure() {
-                g.mark_down(i, &format!("{what} (left behind by a hedge): {e}"));
-            }
-        });
-        Flight {
-            replica: i,
-            state,
-            replied: false,
-            failure: None,
-        }
-    }
-
-    /// The call of `op` on replica `at`'s pool.
-    fn submit_primary(&self, at: usize, mut op: T, tx: &ReplyTo<T, R>) -> Flight {
+        let to = next_healthy(g, at)?;
+        let mut taken = std::mem::replace(op, T::failed(CKR_DEVICE_ERROR));
         let call = self.call.clone();
-        self.submit(at, tx, move |_| {
-            let result = call(&mut op);
-            Reply::Ran(op, result)
-        })
-    }
-
-    /// The same operation on replica `to`: its `*Init` there, then the call.
-    fn submit_hedge(&self, to: usize, tx: &ReplyTo<T, R>) -> Flight {
+        let first: Job<T, R> = Box::new(move |_: &Group| {
+            let result = call(&mut taken);
+            Reply::Ran(taken, result)
+        });
         let (call, ctx, mech, key, init) = (
             self.call.clone(),
             self.ctx,
@@ -509,37 +405,39 @@ impl<T: Op, R: Send + 'static, I: Init<T>> Request<'_, T, R, I> {
             self.key,
             self.init,
         );
-        self.submit(to, tx, move |g| {
-            let started = (|| -> Result<Found<T>> {
-                g.ensure_login(to)?;
-                g.ensure_session(to, &ctx)?;
-                let m = g.mech_for(to, &ctx, &mech)?;
-                match key {
-                    None => init(g, to, &ctx, &m, None).map(Found::Yes),
-                    Some(k) => g.with_object(to, &ctx, k, |c| init(g, to, &ctx, &m, Some(c))),
-                }
-            })();
-            match started {
+        let second: Job<T, R> = Box::new(move |g: &Group| {
+            match init_on(g, to, &ctx, &mech, key, init) {
                 Ok(Found::Yes(mut op)) => {
                     let result = call(&mut op);
                     Reply::Ran(op, result)
                 }
-                // Not on that replica, or refused there: the primary decides.
-                Ok(Found::NotHere) => Reply::NotStarted(None),
                 Err(e) if device_class(e.rv()) => Reply::NotStarted(Some(e)),
-                Err(e) => {
-                    log::debug!("slot {}: hedge on {}: init answered {e}", g.slot, to);
-                    Reply::NotStarted(None)
-                }
+                // Not on that replica, or refused there: the first replica decides.
+                _ => Reply::NotStarted(None),
             }
-        })
-    }
-}
-
-fn rv_of<R>(r: &Result<R>) -> CK_RV {
-    match r {
-        Ok(_) => CKR_OK,
-        Err(e) => e.rv(),
+        });
+        let race = Race {
+            g,
+            what: self.what,
+            at,
+            to,
+            delay,
+        };
+        match race.run(first, second) {
+            Raced::Answer {
+                from,
+                op: back,
+                result,
+            } => {
+                *op = back;
+                Some(Hedged { at: from, result })
+            }
+            Raced::Failed(failure) => {
+                let e = failure.unwrap_or_else(|| err(CKR_DEVICE_ERROR));
+                *op = T::failed(e.rv());
+                Some(Hedged { at, result: Err(e) })
+            }
+        }
     }
 }
 

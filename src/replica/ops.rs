@@ -114,6 +114,35 @@ impl Replay {
 }
 
 impl Replay {
+    /// `start` for an operation that may run twice: its `*Init` hedged on a second
+    /// replica when the first does not answer in time (`hedge::start`).
+    fn start_hedged<T: hedge::Op>(
+        g: &Arc<Group>,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+        (what, kind): (&'static str, Kind),
+        init: impl hedge::Init<T>,
+    ) -> Result<(Replay, T)> {
+        match hedge::start(g, ctx, mech, key, kind, what, init) {
+            Some(Ok((at, op))) => {
+                let replay = Replay {
+                    g: g.clone(),
+                    ctx: *ctx,
+                    mech: mech.clone(),
+                    key,
+                    at,
+                    multipart: false,
+                };
+                Ok((replay, op))
+            }
+            Some(Err(e)) => Err(e),
+            None => Replay::start(g, ctx, mech, key, what, &mut |i, m, k| {
+                init(g, i, ctx, m, k)
+            }),
+        }
+    }
+
     /// A single-part call: hedged on a second replica when the slot hedges and the call
     /// may run twice (`hedge.rs`), else (and after a failure of both) as `run`.
     fn run_single<T: hedge::Op, R: Send + 'static>(
@@ -190,9 +219,11 @@ impl GroupCipher {
         } else {
             "C_DecryptInit"
         };
-        let (r, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
-            cipher_init(&g, i, ctx, m, k, encrypt)
-        })?;
+        let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
+            cipher_init(g, i, ctx, m, k, encrypt)
+        };
+        let kind = if encrypt { Kind::Encrypt } else { Kind::Decrypt };
+        let (r, op) = Replay::start_hedged(&g, ctx, mech, Some(key), (what, kind), init)?;
         Ok(GroupCipher { r, op, encrypt })
     }
 
@@ -278,9 +309,12 @@ impl GroupSigner {
         mech: &Mechanism,
         key: Option<ObjectId>,
     ) -> Result<Self> {
-        let (r, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| {
-            signer_init(&g, i, ctx, m, k)
-        })?;
+        let kind = if key.is_some() {
+            Kind::Sign
+        } else {
+            Kind::Digest
+        };
+        let (r, op) = Replay::start_hedged(&g, ctx, mech, key, ("C_SignInit", kind), signer_init)?;
         Ok(GroupSigner { r, op })
     }
 }
@@ -336,9 +370,8 @@ pub struct GroupVerifier {
 
 impl GroupVerifier {
     pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Self> {
-        let (r, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| {
-            verifier_init(&g, i, ctx, m, k)
-        })?;
+        let what = ("C_VerifyInit", Kind::Verify);
+        let (r, op) = Replay::start_hedged(&g, ctx, mech, Some(key), what, verifier_init)?;
         Ok(GroupVerifier { r, op })
     }
 }
