@@ -317,9 +317,18 @@ fn next_healthy(g: &Group, at: usize) -> Option<usize> {
     Some(candidates.find(|&i| !lagging(i)).unwrap_or(first))
 }
 
-/// The `*Init` of a new operation, hedged like a call: the replica it starts on and its
-/// operation, or the request's own error. `None` when hedging does not apply or neither
-/// replica answered: the caller starts it as before (a failed first replica is down).
+/// How a hedged `*Init` ended.
+pub enum Started<T> {
+    /// On replica `.0` (or the request's own error).
+    Answer(Result<(usize, T)>),
+    /// Hedging does not apply, or neither replica could start it: start it as before.
+    NotHedged,
+    /// Replica `.0`, the first choice, failed (now down) and no other answered: start it
+    /// as before, and count the failover from it.
+    Failed(usize, crate::core::error::Error),
+}
+
+/// The `*Init` of a new operation, hedged like a call.
 pub fn start<T: Op, I: Init<T>>(
     g: &Arc<Group>,
     ctx: &Ctx,
@@ -328,16 +337,17 @@ pub fn start<T: Op, I: Init<T>>(
     kind: Kind,
     what: &'static str,
     init: I,
-) -> Option<Result<(usize, T)>> {
-    if !safe_to_repeat(kind, mech) {
-        return None;
-    }
+) -> Started<T> {
     let order = g.hedging.prefer_answering(g.order(true));
-    let at = order
+    let first = order
         .into_iter()
-        .find(|&i| g.replicas[i].up.load(Ordering::Relaxed))?;
-    let delay = g.hedging.delay(at)?;
-    let to = next_healthy(g, at)?;
+        .find(|&i| g.replicas[i].up.load(Ordering::Relaxed));
+    let Some(at) = first.filter(|_| safe_to_repeat(kind, mech)) else {
+        return Started::NotHedged;
+    };
+    let (Some(delay), Some(to)) = (g.hedging.delay(at), next_healthy(g, at)) else {
+        return Started::NotHedged;
+    };
     let job = |i: usize| -> Job<T, ()> {
         let (ctx, mech) = (*ctx, mech.clone());
         Box::new(move |g: &Group| match init_on(g, i, &ctx, &mech, key, init) {
@@ -358,14 +368,13 @@ pub fn start<T: Op, I: Init<T>>(
     match race.run(job(at), job(to)) {
         Raced::Answer { from, op, result } => {
             g.note_ok(from);
-            Some(result.map(|()| (from, op)))
+            Started::Answer(result.map(|()| (from, op)))
         }
-        Raced::Failed(failure) => {
-            if let Some(e) = failure {
-                g.mark_down(at, &format!("{what}: {e}"));
-            }
-            None
+        Raced::Failed(Some(e)) => {
+            g.mark_down(at, &format!("{what}: {e}"));
+            Started::Failed(at, e)
         }
+        Raced::Failed(None) => Started::NotHedged,
     }
 }
 

@@ -124,8 +124,13 @@ impl Replay {
         (what, kind): (&'static str, Kind),
         init: impl hedge::Init<T>,
     ) -> Result<(Replay, T)> {
+        let unhedged = || {
+            Replay::start(g, ctx, mech, key, what, &mut |i, m, k| {
+                init(g, i, ctx, m, k)
+            })
+        };
         match hedge::start(g, ctx, mech, key, kind, what, init) {
-            Some(Ok((at, op))) => {
+            hedge::Started::Answer(Ok((at, op))) => {
                 let replay = Replay {
                     g: g.clone(),
                     ctx: *ctx,
@@ -136,10 +141,15 @@ impl Replay {
                 };
                 Ok((replay, op))
             }
-            Some(Err(e)) => Err(e),
-            None => Replay::start(g, ctx, mech, key, what, &mut |i, m, k| {
-                init(g, i, ctx, m, k)
-            }),
+            hedge::Started::Answer(Err(e)) => Err(e),
+            hedge::Started::NotHedged => unhedged(),
+            hedge::Started::Failed(from, e) => {
+                let (replay, op) = unhedged()?;
+                if replay.at != from {
+                    g.failed_over(from, replay.at, what, &e.to_string());
+                }
+                Ok((replay, op))
+            }
         }
     }
 
