@@ -35,7 +35,10 @@ const HMAC_KEY: [u8; 32] = [0x4d; 32];
 const EC_SCALAR: [u8; 32] = [0x21; 32];
 /// What hsmux's log says when an operation could not continue, and the category counted.
 const LOG_REASONS: &[(&str, &str)] = &[
-    ("a multi-part operation lost replica", "multi-part operation cut (not replayed)"),
+    (
+        "a multi-part operation lost replica",
+        "multi-part operation cut (not replayed)",
+    ),
     ("not replayable", "not replayable"),
     ("cannot be replayed", "not replayable"),
     ("no replica could serve it", "no replica could serve it"),
@@ -66,7 +69,11 @@ impl Rng {
 
 fn run_ok(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The keys every replica holds (the same values, the same CKA_IDs).
@@ -77,7 +84,10 @@ struct Material {
 
 fn create(m: &Module, h: CK_SESSION_HANDLE, t: &mut [CK_ATTRIBUTE]) {
     let mut o = 0;
-    let rv = ck!(m, C_CreateObject(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o));
+    let rv = ck!(
+        m,
+        C_CreateObject(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o)
+    );
     ok(rv, "C_CreateObject");
 }
 
@@ -102,8 +112,17 @@ fn provision(direct: &Module, rsa_key: &rsa::RsaPrivateKey) -> Material {
         let slot = direct.find_slot(t).expect("token");
         let mut h = 0;
         let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-        ok(ck!(direct, C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)), "open");
-        let rv = ck!(direct, C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG));
+        ok(
+            ck!(
+                direct,
+                C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)
+            ),
+            "open",
+        );
+        let rv = ck!(
+            direct,
+            C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+        );
         ok(rv, "login");
         for (kt, value, id) in [(aes, &AES_KEY, &b"aes"[..]), (gen, &HMAC_KEY, b"hmac")] {
             create(
@@ -215,17 +234,29 @@ impl Worker<'_> {
 fn user_session(m: &Module, slot: CK_SLOT_ID) -> Result<CK_SESSION_HANDLE, CK_RV> {
     let mut h = 0;
     let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    let rv = ck!(m, C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h));
+    let rv = ck!(
+        m,
+        C_OpenSession(slot, flags, std::ptr::null_mut(), None, &mut h)
+    );
     if rv != CKR_OK {
         return Err(rv);
     }
-    match ck!(m, C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)) {
+    match ck!(
+        m,
+        C_Login(h, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
+    ) {
         CKR_OK | CKR_USER_ALREADY_LOGGED_IN => Ok(h),
         rv => Err(rv),
     }
 }
 
-fn worker(m: &'static Module, slot: CK_SLOT_ID, mat: &Material, stop: &AtomicBool, seed: u64) -> Tally {
+fn worker(
+    m: &'static Module,
+    slot: CK_SLOT_ID,
+    mat: &Material,
+    stop: &AtomicBool,
+    seed: u64,
+) -> Tally {
     let mut tally = Tally::default();
     let mut rng = Rng(seed | 1);
     let mut w: Option<Worker> = None;
@@ -233,9 +264,20 @@ fn worker(m: &'static Module, slot: CK_SLOT_ID, mat: &Material, stop: &AtomicBoo
         if w.is_none() {
             // A session and the keys' handles (again after the session was lost).
             match user_session(m, slot).and_then(|h| ops::keys(m, h).map(|k| (h, k))) {
-                Ok((h, keys)) => w = Some(Worker { m, h, keys, mat, n: seed << 32 }),
+                Ok((h, keys)) => {
+                    w = Some(Worker {
+                        m,
+                        h,
+                        keys,
+                        mat,
+                        n: seed << 32,
+                    })
+                }
                 Err(rv) => {
-                    *tally.failed.entry(("session", "open/login/find", rv)).or_default() += 1;
+                    *tally
+                        .failed
+                        .entry(("session", "open/login/find", rv))
+                        .or_default() += 1;
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -249,7 +291,10 @@ fn worker(m: &'static Module, slot: CK_SLOT_ID, mat: &Material, stop: &AtomicBoo
             Ok(Some(why)) => tally.wrong.push(format!("{op}: {why}")),
             Err((step, rv)) => {
                 *tally.failed.entry((op, step, rv)).or_default() += 1;
-                if matches!(rv, CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | CKR_USER_NOT_LOGGED_IN) {
+                if matches!(
+                    rv,
+                    CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED | CKR_USER_NOT_LOGGED_IN
+                ) {
                     let _ = ck!(m, C_CloseSession(wk.h));
                     w = None;
                 }
@@ -269,7 +314,9 @@ fn chaos(dir: &Path, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
     let mut injected = BTreeMap::new();
     // replica -> when its fault ends.
     let mut active: BTreeMap<usize, Instant> = BTreeMap::new();
-    let set = |i: usize, mode: &str| std::fs::write(dir.join(format!("ctl-{}", REPLICAS[i])), mode).unwrap();
+    let set = |i: usize, mode: &str| {
+        std::fs::write(dir.join(format!("ctl-{}", REPLICAS[i])), mode).unwrap()
+    };
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         active.retain(|&i, until| {
@@ -280,7 +327,9 @@ fn chaos(dir: &Path, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
             !over
         });
         if active.len() < REPLICAS.len() - 1 && rng.below(4) == 0 {
-            let free: Vec<usize> = (0..REPLICAS.len()).filter(|i| !active.contains_key(i)).collect();
+            let free: Vec<usize> = (0..REPLICAS.len())
+                .filter(|i| !active.contains_key(i))
+                .collect();
             let i = free[rng.below(free.len() as u64) as usize];
             let fault = faults[rng.below(faults.len() as u64) as usize];
             set(i, fault);
@@ -351,7 +400,11 @@ fn setup(dir: &Path) -> (u16, Material) {
     let mat = provision(&direct, &rsa_key);
     std::mem::forget(direct); // the wrappers share this SoftHSM instance
     let mut cfg = String::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     cfg.push_str(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\nfile = \"{}/hsmux.log\"\n\n[[slot]]\nlabel = \"chaos\"\npolicy = \"balance\"\n",
         dir.display()
@@ -375,17 +428,27 @@ fn main() {
     if listing() {
         return;
     }
-    let secs: u64 = std::env::var("CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    let secs: u64 = std::env::var("CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
     let seed: u64 = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     let dir: PathBuf = temp_dir();
     let (port, mat) = setup(&dir);
     let mat: &'static Material = Box::leak(Box::new(mat));
     let root = env!("CARGO_MANIFEST_DIR");
-    let hx: &'static Module =
-        Box::leak(Box::new(Module::open("hsmux", &format!("{root}/target/release/libhsmux.so"))));
+    let hx: &'static Module = Box::leak(Box::new(Module::open(
+        "hsmux",
+        &format!("{root}/target/release/libhsmux.so"),
+    )));
     let slot = hx.find_slot("chaos").expect("slot chaos");
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4u64)
@@ -424,7 +487,14 @@ fn main() {
     }
 }
 
-fn report(all: &Tally, injected: &BTreeMap<String, u64>, log: &str, port: u16, secs: u64, seed: u64) {
+fn report(
+    all: &Tally,
+    injected: &BTreeMap<String, u64>,
+    log: &str,
+    port: u16,
+    secs: u64,
+    seed: u64,
+) {
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
     println!("## Chaos soak: {secs} s, 3 replicas (balance, {DEADLINE_MS} ms deadline), 4 threads, seed {seed}, {} cores\n", cores());
     let faults: Vec<String> = injected.iter().map(|(f, n)| format!("{f} x{n}")).collect();
@@ -432,17 +502,37 @@ fn report(all: &Tally, injected: &BTreeMap<String, u64>, log: &str, port: u16, s
     println!("| operation | done | failed | wrong | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut every = Vec::new();
-    let failed_of = |op: &str| all.failed.iter().filter(|((o, _, _), _)| *o == op).map(|(_, n)| n).sum::<u64>();
-    let wrong_of = |op: &str| all.wrong.iter().filter(|w| w.starts_with(&format!("{op}:"))).count();
+    let failed_of = |op: &str| {
+        all.failed
+            .iter()
+            .filter(|((o, _, _), _)| *o == op)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let wrong_of = |op: &str| {
+        all.wrong
+            .iter()
+            .filter(|w| w.starts_with(&format!("{op}:")))
+            .count()
+    };
     for op in OPERATIONS {
         let mut v = all.done.get(op).cloned().unwrap_or_default();
         every.extend_from_slice(&v);
         let (p50, p99, max) = if v.is_empty() {
             ("-".into(), "-".into(), "-".into())
         } else {
-            (ms(percentile(&mut v, 0.5)), ms(percentile(&mut v, 0.99)), ms(*v.iter().max().unwrap()))
+            (
+                ms(percentile(&mut v, 0.5)),
+                ms(percentile(&mut v, 0.99)),
+                ms(*v.iter().max().unwrap()),
+            )
         };
-        println!("| {op} | {} | {} | {} | {p50} | {p99} | {max} |", v.len(), failed_of(op), wrong_of(op));
+        println!(
+            "| {op} | {} | {} | {} | {p50} | {p99} | {max} |",
+            v.len(),
+            failed_of(op),
+            wrong_of(op)
+        );
     }
     let failed: u64 = all.failed.values().sum();
     if !every.is_empty() {

@@ -474,11 +474,17 @@ fn hung_under_load(hx: &'static Module, ctl: &dyn Fn(&str, &str)) {
             .map(|&(_, d)| d)
             .collect();
         if during.is_empty() {
-            println!("| {how} | 0 | - | - | - | - | - | {} |", failed.load(Ordering::Relaxed));
+            println!(
+                "| {how} | 0 | - | - | - | - | - | {} |",
+                failed.load(Ordering::Relaxed)
+            );
             continue;
         }
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-        let slow = during.iter().filter(|d| **d >= Duration::from_millis(100)).count();
+        let slow = during
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(100))
+            .count();
         let max = *during.iter().max().unwrap();
         println!(
             "| {how} | {} | {} | {} | {} | {} | {slow} | {} |",

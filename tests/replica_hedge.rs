@@ -122,13 +122,20 @@ fn setup() -> &'static Setup {
 fn session(s: &Setup) -> CK_SESSION_HANDLE {
     let h = open(&s.m, slot_labelled(&s.m, "hedged", true), true);
     let rv = login(&s.m, h, CKU_USER, PIN);
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "{}",
+        rv_name(rv)
+    );
     h
 }
 
 /// The value of `name{slot="hedged",replica="r"}` in hsmux's `/metrics` (0 if absent).
 fn counter(s: &Setup, name: &str, replica: &str) -> f64 {
-    sample(s, &format!("{name}{{slot=\"hedged\",replica=\"{replica}\"}}"))
+    sample(
+        s,
+        &format!("{name}{{slot=\"hedged\",replica=\"{replica}\"}}"),
+    )
 }
 
 /// Waits (up to 30 s) until replica `r` is up again: the tests need h0 to serve first.
@@ -200,7 +207,10 @@ fn a_hung_replica_under_a_sign_loop_costs_no_call_and_is_hedged() {
         counter(s, "hsmux_hedges_won_total", "h1"),
     );
     assert!(sent > sent0, "no hedge was sent to h1 ({sent0} -> {sent})");
-    assert!(won > won0, "no hedge on h1 answered first ({won0} -> {won})");
+    assert!(
+        won > won0,
+        "no hedge on h1 answered first ({won0} -> {won})"
+    );
     assert!(won - won0 <= sent - sent0);
     assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
     revive(s);
@@ -211,7 +221,11 @@ fn count_on(s: &Setup, label: &str, id: &[u8]) -> usize {
     let d = &s.direct;
     let h = open(d, slot_labelled(d, label, true), false);
     let rv = login(d, h, CKU_USER, PIN);
-    assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "{}", rv_name(rv));
+    assert!(
+        rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
+        "{}",
+        rv_name(rv)
+    );
     let n = find(d, h, &mut Template::new().bytes(CKA_ID, id)).len();
     assert_eq!(ck!(d, C_CloseSession(h)), CKR_OK);
     n
@@ -224,7 +238,10 @@ fn calls_that_create_objects_are_never_hedged() {
     let h = session(s);
     let sent0 = counter(s, "hsmux_hedges_total", "h1");
     wait_up(s, "h0");
-    for (what, id) in [("C_CreateObject", &b"created-once"[..]), ("C_GenerateKey", b"generated-once")] {
+    for (what, id) in [
+        ("C_CreateObject", &b"created-once"[..]),
+        ("C_GenerateKey", b"generated-once"),
+    ] {
         ctl(&s.dir, "h0", "hang");
         let call = std::thread::spawn(move || {
             let m = &s.m;
@@ -245,14 +262,26 @@ fn calls_that_create_objects_are_never_hedged() {
         });
         // Many hedge delays (20 ms) pass while h0 holds the call: h1 must not get it.
         std::thread::sleep(Duration::from_millis(600));
-        assert_eq!(count_on(s, "h1", id), 0, "{what} was sent to h1 while h0 hung");
+        assert_eq!(
+            count_on(s, "h1", id),
+            0,
+            "{what} was sent to h1 while h0 hung"
+        );
         // h0 answers before its deadline: the call succeeds there, once.
         ctl(&s.dir, "h0", "ok");
         let rv = call.join().unwrap();
         assert_eq!(rv, Ok(()), "{what}");
-        assert_eq!(count_on(s, "h0", id) + count_on(s, "h1", id), 1, "{what}: one object");
+        assert_eq!(
+            count_on(s, "h0", id) + count_on(s, "h1", id),
+            1,
+            "{what}: one object"
+        );
     }
-    assert_eq!(counter(s, "hsmux_hedges_total", "h1"), sent0, "no hedge was sent");
+    assert_eq!(
+        counter(s, "hsmux_hedges_total", "h1"),
+        sent0,
+        "no hedge was sent"
+    );
     assert_eq!(ck!(s.m, C_CloseSession(h)), CKR_OK);
     revive(s);
 }

@@ -198,7 +198,10 @@ fn render(m: &Metrics) -> String {
 
     // The hedge families only once a hedge was sent (a slot without replicas never does).
     let hedges = snap.hedges();
-    for (name, help, won) in [(HEDGES, help::HEDGES, false), (HEDGES_WON, help::HEDGES_WON, true)] {
+    for (name, help, won) in [
+        (HEDGES, help::HEDGES, false),
+        (HEDGES_WON, help::HEDGES_WON, true),
+    ] {
         if hedges.is_empty() {
             break;
         }

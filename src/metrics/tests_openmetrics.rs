@@ -257,5 +257,10 @@ fn hedges_are_counted_per_replica_in_both_formats() {
     assert_eq!(*at("hsmux_hedges"), Value::Scalar(2.0));
     assert_eq!(*at("hsmux_hedges_won"), Value::Scalar(1.0));
     // Replica a got none: no sample for it.
-    assert_eq!(a.keys().filter(|(f, _)| f.starts_with("hsmux_hedges")).count(), 2);
+    assert_eq!(
+        a.keys()
+            .filter(|(f, _)| f.starts_with("hsmux_hedges"))
+            .count(),
+        2
+    );
 }

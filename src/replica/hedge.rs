@@ -19,11 +19,11 @@ mod race;
 use super::{Found, Group};
 use crate::backend::module::worker::Workers;
 use crate::core::error::{err, Result};
-use race::{Job, Race, Raced, Reply};
 use crate::core::mechanism::Mechanism;
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::token::{device_class, Ctx, ObjectId};
 use cryptoki_sys::*;
+use race::{Job, Race, Raced, Reply};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,10 +53,7 @@ pub fn safe_to_repeat(kind: Kind, mech: &Mechanism) -> bool {
     match kind {
         Kind::Sign => !matches!(mech.mech, CKM_HSS | CKM_XMSS | CKM_XMSSMT),
         Kind::Verify | Kind::Digest | Kind::Decrypt => true,
-        Kind::Encrypt => !matches!(
-            mech.mech,
-            CKM_AES_GCM | CKM_AES_CCM | CKM_CHACHA20_POLY1305
-        ),
+        Kind::Encrypt => !matches!(mech.mech, CKM_AES_GCM | CKM_AES_CCM | CKM_CHACHA20_POLY1305),
     }
 }
 
@@ -350,13 +347,15 @@ pub fn start<T: Op, I: Init<T>>(
     };
     let job = |i: usize| -> Job<T, ()> {
         let (ctx, mech) = (*ctx, mech.clone());
-        Box::new(move |g: &Group| match init_on(g, i, &ctx, &mech, key, init) {
-            Ok(Found::Yes(op)) => Reply::Ran(op, Ok(())),
-            Ok(Found::NotHere) => Reply::NotStarted(None),
-            Err(e) if device_class(e.rv()) => Reply::NotStarted(Some(e)),
-            // Refused for the request itself (key, mechanism): the answer.
-            Err(e) => Reply::Ran(T::failed(e.rv()), Err(e)),
-        })
+        Box::new(
+            move |g: &Group| match init_on(g, i, &ctx, &mech, key, init) {
+                Ok(Found::Yes(op)) => Reply::Ran(op, Ok(())),
+                Ok(Found::NotHere) => Reply::NotStarted(None),
+                Err(e) if device_class(e.rv()) => Reply::NotStarted(Some(e)),
+                // Refused for the request itself (key, mechanism): the answer.
+                Err(e) => Reply::Ran(T::failed(e.rv()), Err(e)),
+            },
+        )
     };
     let race = Race {
         g,
@@ -464,7 +463,10 @@ mod tests {
             l.record(Duration::from_micros(us));
         }
         let p99 = l.p99();
-        assert!(p99 >= Duration::from_millis(20) && p99 <= Duration::from_millis(32), "{p99:?}");
+        assert!(
+            p99 >= Duration::from_millis(20) && p99 <= Duration::from_millis(32),
+            "{p99:?}"
+        );
         // The tail goes away: after a few windows the estimate follows.
         for _ in 0..WINDOW * 8 {
             l.record(Duration::from_micros(200));

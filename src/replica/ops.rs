@@ -187,9 +187,12 @@ impl Replay {
                 r => return r,
             }
         }
-        self.run(op, what, &mut |g, i, c, m, k| init(g, i, c, m, k), &mut |op| {
-            call(op)
-        })
+        self.run(
+            op,
+            what,
+            &mut |g, i, c, m, k| init(g, i, c, m, k),
+            &mut |op| call(op),
+        )
     }
 }
 
@@ -232,7 +235,11 @@ impl GroupCipher {
         let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
             cipher_init(g, i, ctx, m, k, encrypt)
         };
-        let kind = if encrypt { Kind::Encrypt } else { Kind::Decrypt };
+        let kind = if encrypt {
+            Kind::Encrypt
+        } else {
+            Kind::Decrypt
+        };
         let (r, op) = Replay::start_hedged(&g, ctx, mech, Some(key), (what, kind), init)?;
         Ok(GroupCipher { r, op, encrypt })
     }
@@ -259,7 +266,11 @@ impl Cipher for GroupCipher {
         let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
             cipher_init(g, i, ctx, m, k, encrypt)
         };
-        let kind = if encrypt { Kind::Encrypt } else { Kind::Decrypt };
+        let kind = if encrypt {
+            Kind::Encrypt
+        } else {
+            Kind::Decrypt
+        };
         let call: hedge::Call<Box<dyn Cipher>, Vec<u8>> =
             Arc::new(move |op: &mut Box<dyn Cipher>| op.oneshot(&input));
         self.r.run_single(&mut self.op, what, kind, init, call)

@@ -46,7 +46,11 @@ impl<T, R> Reply<T, R> {
 /// How the race ended.
 pub enum Raced<T, R> {
     /// An answer from replica `from`, with the operation it ran on.
-    Answer { from: usize, op: T, result: Result<R> },
+    Answer {
+        from: usize,
+        op: T,
+        result: Result<R>,
+    },
     /// No answer: the first job's replica failure, if it had one (the second's replica has
     /// been marked down).
     Failed(Option<Error>),

@@ -57,8 +57,12 @@ fn a_replica_failure_during_the_hedge_is_still_a_failure_of_that_replica() {
 fn object_creation_is_never_hedged() {
     let (g, h, _) = hedged();
     h[0].stall("create_object", Duration::from_millis(300));
-    let template = [Attr::ulong(CKA_CLASS, CKO_DATA), Attr::new(CKA_ID, b"d1".to_vec())];
-    g.create_object(&CTX, &template).expect("C_CreateObject on a");
+    let template = [
+        Attr::ulong(CKA_CLASS, CKO_DATA),
+        Attr::new(CKA_ID, b"d1".to_vec()),
+    ];
+    g.create_object(&CTX, &template)
+        .expect("C_CreateObject on a");
     assert_eq!(h[0].count("create_object"), 1);
     assert_eq!(h[1].count("create_object"), 0, "{:?}", h[1].calls());
 }
