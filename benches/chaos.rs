@@ -12,7 +12,8 @@
 //! and p50/p99/max latency per operation. Exit status 1 on any wrong result.
 //!
 //! Run: `cargo build --release && CHAOS_SECS=600 cargo bench --bench chaos`
-//! (CHAOS_SECS: how long the load runs, default 600; CHAOS_SEED: the random seed).
+//! (CHAOS_SECS: how long the load runs, default 600; CHAOS_SEED: the random seed;
+//! CHAOS_HEDGE_MS: the slot's `hedge_ms`, absent = automatic).
 
 mod common;
 use common::*;
@@ -357,7 +358,8 @@ fn metric_sum(port: u16, family: &str) -> f64 {
     resp.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        .abs()
 }
 
 fn rv_name(rv: CK_RV) -> String {
@@ -406,8 +408,10 @@ fn setup(dir: &Path) -> (u16, Material) {
         .unwrap()
         .port();
     cfg.push_str(&format!(
-        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\nfile = \"{}/hsmux.log\"\n\n[[slot]]\nlabel = \"chaos\"\npolicy = \"balance\"\n",
-        dir.display()
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\nfile = \"{}/hsmux.log\"\n\n[[slot]]\nlabel = \"chaos\"\npolicy = \"balance\"\n{}",
+        dir.display(),
+        // CHAOS_HEDGE_MS: the slot's `hedge_ms` (absent: automatic).
+        std::env::var("CHAOS_HEDGE_MS").map(|v| format!("hedge_ms = {v}\n")).unwrap_or_default()
     ));
     for name in REPLICAS {
         let lib = dir.join(format!("w-{name}.so"));
@@ -558,7 +562,7 @@ fn report(
         }
     }
     println!(
-        "\nFailovers: {} (hsmux_failovers_total), {} log lines; hedges sent {}, won {}",
+        "\nFailovers: {:.0} (hsmux_failovers_total), {} log lines; hedges sent {:.0}, won {:.0}",
         metric_sum(port, "hsmux_failovers_total"),
         log.lines().filter(|l| l.contains("failover from")).count(),
         metric_sum(port, "hsmux_hedges_total"),

@@ -187,6 +187,13 @@ impl Group {
 
     /// Opens the consumer's session `ctx.session` on replica `i` unless it is open there.
     pub(super) fn ensure_session(&self, i: usize, ctx: &Ctx) -> Result<()> {
+        // Not while a hedged call left behind still uses this session there.
+        self.hedging.wait_free(i, ctx.session);
+        self.ensure_session_held(i, ctx)
+    }
+
+    /// [`Group::ensure_session`] for a hedge's pool job, which holds the pair itself.
+    pub(super) fn ensure_session_held(&self, i: usize, ctx: &Ctx) -> Result<()> {
         let r = &self.replicas[i];
         if r.opened.contains_key(&ctx.session) {
             return Ok(());

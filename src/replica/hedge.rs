@@ -229,6 +229,12 @@ pub struct Hedging {
     /// `hedge_ms`: 0 off, [`AUTO`] automatic, else milliseconds.
     setting: AtomicU64,
     replicas: Vec<PerReplica>,
+    /// (replica, consumer session) pairs a pool job is using: a vendor session takes one
+    /// call at a time, so nothing else uses that pair until the job ends (a call left
+    /// behind on a slow replica would otherwise meet the consumer's next call there).
+    busy: dashmap::DashMap<(usize, CK_SESSION_HANDLE), u32>,
+    /// `busy.len()`, read without a lock on the fast path.
+    busy_count: AtomicU32,
 }
 
 impl Hedging {
@@ -243,6 +249,36 @@ impl Hedging {
                     pool: Workers::new(&format!("hedge-{slot}/{n}")),
                 })
                 .collect(),
+            busy: dashmap::DashMap::new(),
+            busy_count: AtomicU32::new(0),
+        }
+    }
+
+    /// A pool job starts using the consumer's `session` on replica `i`.
+    fn hold(&self, i: usize, session: CK_SESSION_HANDLE) {
+        *self.busy.entry((i, session)).or_insert(0) += 1;
+        self.busy_count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// ... and is done with it.
+    fn release(&self, i: usize, session: CK_SESSION_HANDLE) {
+        self.busy.remove_if_mut(&(i, session), |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+        self.busy_count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn is_busy(&self, i: usize, session: CK_SESSION_HANDLE) -> bool {
+        self.busy_count.load(Ordering::SeqCst) > 0 && self.busy.contains_key(&(i, session))
+    }
+
+    /// Waits until no pool job uses `session` on replica `i` (at most as long as that job's
+    /// call, which its replica's deadline bounds; a minute at the very most).
+    pub fn wait_free(&self, i: usize, session: CK_SESSION_HANDLE) {
+        let since = std::time::Instant::now();
+        while self.is_busy(i, session) && since.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -260,17 +296,21 @@ impl Hedging {
         }
     }
 
-    /// `order` with the replicas that have calls left behind by a hedge moved to the end
-    /// (they are slow or hung right now; the deadline of those calls decides which).
-    pub fn prefer_answering(&self, order: Vec<usize>) -> Vec<usize> {
-        if self
-            .replicas
-            .iter()
-            .all(|r| r.lagging.load(Ordering::Relaxed) == 0)
+    /// `order` with the replicas that have calls left behind by a hedge, or a pool job in
+    /// `session`, moved to the end (slow or hung right now; the deadline of those calls
+    /// decides which).
+    pub fn prefer_answering(&self, order: Vec<usize>, session: CK_SESSION_HANDLE) -> Vec<usize> {
+        if self.busy_count.load(Ordering::SeqCst) == 0
+            && self
+                .replicas
+                .iter()
+                .all(|r| r.lagging.load(Ordering::Relaxed) == 0)
         {
             return order;
         }
-        let lags = |i: &usize| self.replicas[*i].lagging.load(Ordering::Relaxed) > 0;
+        let lags = |i: &usize| {
+            self.replicas[*i].lagging.load(Ordering::Relaxed) > 0 || self.is_busy(*i, session)
+        };
         let (mut fast, slow): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|i| !lags(i));
         fast.extend(slow);
         fast
@@ -295,7 +335,7 @@ fn init_on<T, I: Init<T>>(
     init: I,
 ) -> Result<Found<T>> {
     g.ensure_login(i)?;
-    g.ensure_session(i, ctx)?;
+    g.ensure_session_held(i, ctx)?;
     let m = g.mech_for(i, ctx, mech)?;
     match key {
         None => init(g, i, ctx, &m, None).map(Found::Yes),
@@ -303,12 +343,14 @@ fn init_on<T, I: Init<T>>(
     }
 }
 
-/// The first healthy replica after `at` with no call left behind, else the first healthy
-/// one after it.
-fn next_healthy(g: &Group, at: usize) -> Option<usize> {
+/// The first healthy replica after `at` with no call left behind (and none in `session`),
+/// else the first healthy one after it.
+fn next_healthy(g: &Group, at: usize, session: CK_SESSION_HANDLE) -> Option<usize> {
     let n = g.replicas.len();
     let healthy = |i: &usize| g.replicas[*i].healthy.load(Ordering::Relaxed);
-    let lagging = |i: usize| g.hedging.replicas[i].lagging.load(Ordering::Relaxed) > 0;
+    let lagging = |i: usize| {
+        g.hedging.replicas[i].lagging.load(Ordering::Relaxed) > 0 || g.hedging.is_busy(i, session)
+    };
     let mut candidates = (1..n).map(|k| (at + k) % n).filter(healthy);
     let first = candidates.clone().next()?;
     Some(candidates.find(|&i| !lagging(i)).unwrap_or(first))
@@ -335,14 +377,14 @@ pub fn start<T: Op, I: Init<T>>(
     what: &'static str,
     init: I,
 ) -> Started<T> {
-    let order = g.hedging.prefer_answering(g.order(true));
+    let order = g.hedging.prefer_answering(g.order(true), ctx.session);
     let first = order
         .into_iter()
         .find(|&i| g.replicas[i].up.load(Ordering::Relaxed));
     let Some(at) = first.filter(|_| safe_to_repeat(kind, mech)) else {
         return Started::NotHedged;
     };
-    let (Some(delay), Some(to)) = (g.hedging.delay(at), next_healthy(g, at)) else {
+    let (Some(delay), Some(to)) = (g.hedging.delay(at), next_healthy(g, at, ctx.session)) else {
         return Started::NotHedged;
     };
     let job = |i: usize| -> Job<T, ()> {
@@ -360,6 +402,7 @@ pub fn start<T: Op, I: Init<T>>(
     let race = Race {
         g,
         what,
+        session: ctx.session,
         at,
         to,
         delay,
@@ -399,7 +442,7 @@ impl<T: Op, R: Send + 'static, I: Init<T>> Request<'_, T, R, I> {
         if !safe_to_repeat(self.kind, self.mech) {
             return None;
         }
-        let to = next_healthy(g, at)?;
+        let to = next_healthy(g, at, self.ctx.session)?;
         let mut taken = std::mem::replace(op, T::failed(CKR_DEVICE_ERROR));
         let call = self.call.clone();
         let first: Job<T, R> = Box::new(move |_: &Group| {
@@ -427,6 +470,7 @@ impl<T: Op, R: Send + 'static, I: Init<T>> Request<'_, T, R, I> {
         let race = Race {
             g,
             what: self.what,
+            session: self.ctx.session,
             at,
             to,
             delay,

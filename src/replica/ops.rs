@@ -43,7 +43,7 @@ impl Replay {
     ) -> Result<(Replay, T)> {
         // Single-part work is what "balance" spreads; it rotates over the replicas. One
         // with calls left behind by a hedge (slow or hung now) comes last.
-        let order = g.hedging.prefer_answering(g.order(true));
+        let order = g.hedging.prefer_answering(g.order(true), ctx.session);
         let (at, op) = g.on_session(what, &order, ctx, |i, _| {
             let m = g.mech_for(i, ctx, mech)?;
             match key {

@@ -76,6 +76,8 @@ type ReplyTo<T, R> = mpsc::Sender<(usize, Reply<T, R>)>;
 pub struct Race<'a> {
     pub g: &'a Arc<Group>,
     pub what: &'static str,
+    /// The consumer's session the jobs use on their replicas.
+    pub session: CK_SESSION_HANDLE,
     pub at: usize,
     pub to: usize,
     pub delay: Duration,
@@ -180,6 +182,8 @@ impl Race<'_> {
         let state = Arc::new(AtomicU8::new(0));
         let (g, tx, st, what) = (self.g.clone(), tx.clone(), state.clone(), self.what);
         let started = Instant::now();
+        let session = self.session;
+        self.g.hedging.hold(i, session);
         self.g.hedging.replicas[i].pool.detach(move || {
             let reply = job(&g);
             let per = &g.hedging.replicas[i];
@@ -191,10 +195,17 @@ impl Race<'_> {
                 per.lagging.fetch_sub(1, Ordering::SeqCst);
             }
             if prev & GIVEN_UP == 0 {
+                // Released first: the consumer's next call may go to this replica.
+                g.hedging.release(i, session);
                 let _ = tx.send((i, reply));
-            } else if let Some(e) = reply.failure() {
+                return;
+            }
+            if let Some(e) = reply.failure() {
                 g.mark_down(i, &format!("{what} (left behind by a hedge): {e}"));
             }
+            // Its operation ends (and gives up its vendor session) before the pair is free.
+            drop(reply);
+            g.hedging.release(i, session);
         });
         Flight {
             replica: i,
