@@ -367,8 +367,10 @@ impl Token for ReplicaGroup {
         let g = &self.g;
         g.sessions.remove(&session);
         g.session_objects.retain(|_, (_, s)| *s != session);
-        for r in &g.replicas {
+        for (i, r) in g.replicas.iter().enumerate() {
             if r.opened.remove(&session).is_some() {
+                // A hedged call left behind in this session there ends first.
+                g.hedging.wait_free(i, session);
                 r.token.close_session(session);
             }
         }
