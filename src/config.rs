@@ -151,6 +151,9 @@ pub enum BackendConfig {
         /// `replay_limit`: bytes of input a multi-part operation keeps to be replayed on
         /// the next replica (0: no replay).
         replay_limit: usize,
+        /// `hedge_ms`: when a call is sent to a second replica as well (`None`:
+        /// automatic, the replica's p99 latency; `Some(0)`: never).
+        hedge_ms: Option<u64>,
     },
 }
 

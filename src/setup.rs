@@ -145,6 +145,7 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                 policy,
                 replicas,
                 replay_limit,
+                hedge_ms,
             } => {
                 let members = replicas
                     .iter()
@@ -159,6 +160,7 @@ fn build(config: Config) -> Result<(Instance, Groups)> {
                     .collect::<Result<Vec<_>>>()?;
                 let g = Arc::new(ReplicaGroup::new(&s.label, *policy, members));
                 g.set_replay_limit(*replay_limit);
+                g.set_hedge(*hedge_ms);
                 groups.push((id, g.clone()));
                 g
             }

@@ -33,6 +33,12 @@
  *          later, until this copy is C_Finalize'd and C_Initialize'd again; after that it
  *          forwards while the ctl file still holds that same "removed" (same mtime), and
  *          acts on the file again once it is rewritten.
+ *   slow [MS]: every call sleeps MS milliseconds (default 50, at most 10000), then
+ *          forwards (`echo "slow 200" > ctl`).
+ *   stale: calls that take a session handle answer CKR_SESSION_HANDLE_INVALID for the
+ *          sessions this copy opened before the mode was set (a vendor that lost its
+ *          sessions); sessions opened since work. It needs the target's session handles
+ *          to grow (SoftHSM's do). The old sessions work again once the mode changes.
  * Any other word counts as ok, with a line on stderr when it is first seen.
  * C_GetFunctionList, C_Initialize, C_Finalize and C_GetInfo ignore the mode.
  *
@@ -84,7 +90,7 @@ typedef struct {
   void *pReserved;
 } fw_init_args;
 
-enum { M_OK, M_ERROR, M_HANG, M_GONE, M_PIN, M_REMOVED, M_UNKNOWN };
+enum { M_OK, M_ERROR, M_HANG, M_GONE, M_PIN, M_REMOVED, M_SLOW, M_STALE, M_UNKNOWN };
 enum { ST_UNINIT, ST_BUSY, ST_READY };
 enum { N_CALLS, N_FORWARDED, N_FAILED, N_HUNG, N_LOGINS, N_MODE_CHANGES, N_COUNTERS };
 
@@ -106,6 +112,36 @@ __attribute__((visibility("default"))) CK_ULONG faultwrap_counter(int which) {
   return atomic_load(&g_count[which]);
 }
 
+/* ---- slow and stale ----------------------------------------------------------------- */
+
+#define FW_SLOW_DEFAULT_MS 50L
+#define FW_SLOW_MAX_MS 10000L
+static atomic_long g_slow_ms = FW_SLOW_DEFAULT_MS; /* the sleep of slow mode */
+static atomic_ulong g_max_opened;                  /* newest session C_OpenSession made */
+static atomic_ulong g_stale_upto;                  /* stale mode: sessions up to this one */
+
+/* "slow" is followed by an optional number of milliseconds (rest of the file's 16 bytes). */
+static void parse_slow(const char *rest, const char *end) {
+  long ms = 0;
+  while (rest < end && isspace((unsigned char)*rest)) rest++;
+  int digits = 0;
+  for (; rest < end && isdigit((unsigned char)*rest) && ms <= FW_SLOW_MAX_MS; rest++, digits++)
+    ms = ms * 10 + (*rest - '0');
+  atomic_store(&g_slow_ms, !digits ? FW_SLOW_DEFAULT_MS : ms > FW_SLOW_MAX_MS ? FW_SLOW_MAX_MS : ms);
+}
+
+/* Entering stale mode: every session opened so far is stale. */
+static void enter_stale(void) { atomic_store(&g_stale_upto, atomic_load(&g_max_opened)); }
+
+static int is_stale(CK_ULONG h) {
+  return atomic_load(&g_last_mode) == M_STALE && h != 0 && h <= atomic_load(&g_stale_upto);
+}
+
+static void note_opened(CK_ULONG h) {
+  CK_ULONG seen = atomic_load(&g_max_opened);
+  while (h > seen && !atomic_compare_exchange_weak(&g_max_opened, &seen, h)) {}
+}
+
 /* ---- the ctl file ------------------------------------------------------------------- */
 
 /* The first word of the file (its start and length in *word, *wlen) as a mode. */
@@ -124,6 +160,11 @@ static int parse_mode(const char *b, ssize_t n, const char **word, size_t *wlen)
   if (IS("gone")) return M_GONE;
   if (IS("pin")) return M_PIN;
   if (IS("removed")) return M_REMOVED;
+  if (IS("stale")) return M_STALE;
+  if (IS("slow")) {
+    parse_slow(w + len, b + n);
+    return M_SLOW;
+  }
 #undef IS
   return M_UNKNOWN;
 }
@@ -132,6 +173,7 @@ static int note_mode(int m, const char *word, size_t wlen) {
   int prev = atomic_exchange(&g_last_mode, m);
   if (prev != m) {
     count(N_MODE_CHANGES);
+    if (m == M_STALE) enter_stale();
     if (m == M_UNKNOWN)
       fprintf(stderr, "faultwrap: %s: unknown mode \"%.*s\", acting as ok\n", g_ctl_path,
               (int)wlen, word);
@@ -291,6 +333,7 @@ static int fw_begin(const struct fw_list **t, CK_RV *rv) {
     } while ((m = removed_filter(ctl_mode())) == M_HANG);
     *t = atomic_load(&g_target);
   }
+  if (m == M_SLOW) sleep_ms(atomic_load(&g_slow_ms));
   return m;
 }
 
@@ -309,6 +352,10 @@ static CK_RV fw_fault(int m) {
 #define FW_DECLARE_G(name, params, args) static CK_RV fw_##name params;
 FW_FUNCTIONS(FW_DECLARE_S, FW_DECLARE_G)
 
+/* Stale mode: the generated functions whose first parameter is `h` take a session. */
+#define FW_FIRST(a, ...) a
+#define FW_STALE(args) (strncmp(#args, "(h", 2) == 0 && is_stale((CK_ULONG)(FW_FIRST args)))
+
 #define FW_DEFINE_S(name, params)
 #define FW_DEFINE_G(name, params, args)              \
   static CK_RV fw_##name params {                     \
@@ -317,6 +364,7 @@ FW_FUNCTIONS(FW_DECLARE_S, FW_DECLARE_G)
     int m = fw_begin(&t, &rv);                        \
     if (m < 0) return rv;                             \
     if ((rv = fw_fault(m)) != CKR_OK) return rv;      \
+    if (FW_STALE(args)) return CKR_SESSION_HANDLE_INVALID; \
     if (!t->name) return CKR_FUNCTION_NOT_SUPPORTED;  \
     return t->name args;                              \
   }
@@ -494,10 +542,12 @@ static CK_RV fw_C_Login(CK_ULONG hSession, CK_ULONG userType, CK_BYTE *pPin, CK_
     return CKR_PIN_INCORRECT;
   }
   if ((rv = fw_fault(m)) != CKR_OK) return rv;
+  if (is_stale(hSession)) return CKR_SESSION_HANDLE_INVALID;
   if (!t->C_Login) return CKR_FUNCTION_NOT_SUPPORTED;
   return t->C_Login(hSession, userType, pPin, ulPinLen);
 }
 
+/* Stale mode needs to know which sessions are older than the mode. */
 static CK_RV fw_C_OpenSession(CK_SLOT_ID s, CK_ULONG flags, void *app, fw_notify notify,
                               CK_ULONG *ph) {
   const struct fw_list *t;
@@ -518,6 +568,7 @@ static CK_RV fw_C_OpenSession(CK_SLOT_ID s, CK_ULONG flags, void *app, fw_notify
     t->C_CloseSession(*ph);
     rv = CKR_HOST_MEMORY;
   }
+  if (rv == CKR_OK && ph) note_opened(*ph);
   pthread_mutex_unlock(&g_sess_lock);
   return rv;
 }

@@ -150,6 +150,7 @@ tables! {
         label: String,
         user_pin: Option<PinCheck>,
         policy: Option<Spanned<String>>,
+        hedge_ms: Option<Spanned<u64>>,
         replica: Option<Vec<Spanned<RawReplica>>>,
         replay_limit: Option<u64>,
         // the key-use policy (config/policy.rs)
@@ -190,6 +191,12 @@ pub(super) fn slot(
             }
             if s.replay_limit.is_some() {
                 return Err(here.err("key `replay_limit` needs [[slot.replica]] entries"));
+            }
+            if let Some(h) = &s.hedge_ms {
+                return Err(ConfigError(format!(
+                    "{}: key `hedge_ms` needs [[slot.replica]] entries",
+                    here.key(h)
+                )));
             }
             let keys = s.keys();
             backends::parse(backends::kind(&keys, &here)?, &keys, &here)?
@@ -295,5 +302,6 @@ fn replica_group(
         policy,
         replicas: out,
         replay_limit,
+        hedge_ms: s.hedge_ms.as_ref().map(|h| *h.get_ref()),
     })
 }

@@ -6,6 +6,7 @@
 //! - `hsmux_call_duration_seconds{slot,replica,function}` histogram, 10 µs .. 10 s
 //! - `hsmux_replica_up{slot,replica}` gauge, 1/0 (once set)
 //! - `hsmux_failovers_total{slot,from,to}` counter
+//! - `hsmux_hedges_total{slot,replica}`, `hsmux_hedges_won_total{slot,replica}` counters
 //! - `hsmux_sessions{slot}` gauge
 //! - the replicas' pool and re-initialisation figures (`pools.rs`)
 //!

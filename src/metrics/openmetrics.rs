@@ -20,7 +20,9 @@
 use super::extra;
 use super::pools;
 use super::registry::{Metrics, BOUNDS_NS};
-use super::render::{help, Series, Snapshot, CALLS, DURATION, FAILOVERS, REPLICA_UP, SESSIONS};
+use super::render::{
+    help, Series, Snapshot, CALLS, DURATION, FAILOVERS, HEDGES, HEDGES_WON, REPLICA_UP, SESSIONS,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -113,6 +115,16 @@ impl Collector for Scrape {
             Kind::Counter,
             failovers,
         )?;
+
+        let hedges = snap.hedges();
+        let sent = hedges
+            .iter()
+            .map(|&(slot, replica, n, _)| ([("slot", slot), ("replica", replica)], n));
+        family(&mut enc, HEDGES, help::HEDGES, Kind::Counter, sent)?;
+        let won = hedges
+            .iter()
+            .map(|&(slot, replica, _, n)| ([("slot", slot), ("replica", replica)], n));
+        family(&mut enc, HEDGES_WON, help::HEDGES_WON, Kind::Counter, won)?;
 
         let sessions = m.sessions().map(|(slot, n)| ([("slot", slot)], n as u64));
         family(&mut enc, SESSIONS, help::SESSIONS, Kind::Gauge, sessions)?;

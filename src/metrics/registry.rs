@@ -178,6 +178,8 @@ pub(crate) struct Row {
     name: String,
     up: AtomicU8,
     failovers: Sparse,
+    /// Hedged calls sent to this replica, and those it answered first.
+    hedges: [AtomicU64; 2],
     /// `stripes * functions::COUNT` cells, stripe-major.
     cells: Box<[CallCell]>,
 }
@@ -189,6 +191,7 @@ impl Row {
             name: name.to_string(),
             up: AtomicU8::new(UP_UNSET),
             failovers: Sparse::new(),
+            hedges: [AtomicU64::new(0), AtomicU64::new(0)],
             cells: (0..stripes * functions::COUNT)
                 .map(|_| CallCell::new())
                 .collect(),
@@ -461,6 +464,16 @@ impl Metrics {
             .collect()
     }
 
+    /// Counts a hedged call of `slot` sent to replica `to`; `won`: it answered first.
+    pub fn hedge(&self, slot: usize, to: usize, won: bool) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(row) = self.slots.get(slot).and_then(|s| s.rows.get(to)) {
+            row.hedges[usize::from(won)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sets where `hsmux_sessions{slot}` is read from (once; 0 for every slot without).
     pub fn set_sessions_source(&self, source: SessionsSource) {
         let _ = self.sessions.set(source);
@@ -545,6 +558,14 @@ impl Row {
             UP_DOWN => Some(0),
             _ => None,
         }
+    }
+
+    /// `(sent, won)`: hedged calls sent to this replica and those it answered first.
+    pub(crate) fn hedges(&self) -> (u64, u64) {
+        (
+            self.hedges[0].load(Ordering::Relaxed),
+            self.hedges[1].load(Ordering::Relaxed),
+        )
     }
 
     /// `(to, count)` of the failovers from this replica, sorted by `to`.

@@ -12,6 +12,8 @@ pub(crate) const DURATION: &str = "hsmux_call_duration_seconds";
 pub(crate) const REPLICA_UP: &str = "hsmux_replica_up";
 pub(crate) const FAILOVERS: &str = "hsmux_failovers_total";
 pub(crate) const SESSIONS: &str = "hsmux_sessions";
+pub(crate) const HEDGES: &str = "hsmux_hedges_total";
+pub(crate) const HEDGES_WON: &str = "hsmux_hedges_won_total";
 const BUCKET: &str = "hsmux_call_duration_seconds_bucket";
 const SUM: &str = "hsmux_call_duration_seconds_sum";
 const COUNT: &str = "hsmux_call_duration_seconds_count";
@@ -24,6 +26,10 @@ pub(crate) mod help {
     pub(crate) const REPLICA_UP: &str = "Whether a replica of a slot is healthy (1) or not (0).";
     pub(crate) const FAILOVERS: &str = "Failovers of a slot from one replica to another.";
     pub(crate) const SESSIONS: &str = "Open sessions per slot.";
+    pub(crate) const HEDGES: &str =
+        "Calls a replica had not answered in time, sent to this replica as well.";
+    pub(crate) const HEDGES_WON: &str =
+        "Hedged calls this replica answered before the replica first asked.";
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -115,6 +121,20 @@ impl<'a> Snapshot<'a> {
         })
     }
 
+    /// `(slot, replica, sent, won)` of every replica that hedged calls were sent to.
+    pub(crate) fn hedges(&self) -> Vec<(&'a str, &'a str, u64, u64)> {
+        let mut out = Vec::new();
+        for (slot, rows) in &self.slots {
+            for row in rows {
+                let (sent, won) = row.hedges();
+                if sent > 0 {
+                    out.push((*slot, row.label.as_str(), sent, won));
+                }
+            }
+        }
+        out
+    }
+
     /// `(slot, from, to, count)` of every failover path taken.
     pub(crate) fn failovers(&self) -> Vec<(&'a str, &'a str, &'a str, u64)> {
         let mut out = Vec::new();
@@ -174,6 +194,22 @@ fn render(m: &Metrics) -> String {
             out,
             "{FAILOVERS}{{slot=\"{slot}\",from=\"{from}\",to=\"{to}\"}} {n}"
         );
+    }
+
+    // The hedge families only once a hedge was sent (a slot without replicas never does).
+    let hedges = snap.hedges();
+    for (name, help, won) in [
+        (HEDGES, help::HEDGES, false),
+        (HEDGES_WON, help::HEDGES_WON, true),
+    ] {
+        if hedges.is_empty() {
+            break;
+        }
+        family(&mut out, name, "counter", help);
+        for (slot, replica, sent, n) in &hedges {
+            let v = if won { n } else { sent };
+            let _ = writeln!(out, "{name}{{slot=\"{slot}\",replica=\"{replica}\"}} {v}");
+        }
     }
 
     family(&mut out, SESSIONS, "gauge", help::SESSIONS);

@@ -237,3 +237,30 @@ fn listener_serves_openmetrics_to_prometheus_and_text_to_others() {
     assert_eq!(body, m.render());
     l.stop();
 }
+
+#[test]
+fn hedges_are_counted_per_replica_in_both_formats() {
+    let m = Arc::new(small_example());
+    m.hedge(1, 2, false);
+    m.hedge(1, 2, false);
+    m.hedge(1, 2, true);
+    m.hedge(1, 9, false); // unregistered replica: ignored
+    let text = m.render();
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("{e:?} in:\n{text}"));
+    let b = from_text(&parsed);
+    let a = from_openmetrics(&parse_om(&m.render_openmetrics()));
+    assert_eq!(a, b);
+    let names = labels(&["replica", "slot"]);
+    let values = labels(&["b", "ha"]);
+    let at = |family: &str| &a[&key(family, names.iter().zip(&values))];
+    assert_eq!(*at("hsmux_hedges"), Value::Scalar(2.0));
+    assert_eq!(*at("hsmux_hedges_won"), Value::Scalar(1.0));
+    // Replica a got none: no sample for it.
+    assert_eq!(
+        a.keys()
+            .filter(|(f, _)| f.starts_with("hsmux_hedges"))
+            .count(),
+        2
+    );
+}

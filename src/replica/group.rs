@@ -32,6 +32,28 @@ impl Group {
         crate::audit::failover(&self.slot, a, b, &format!("{what}: {cause}"));
     }
 
+    /// Counts a hedge sent to replica `to`.
+    pub(super) fn hedge_sent(&self, to: usize) {
+        if let Some((m, slot)) = self.metrics.get() {
+            let idx = |i: usize| self.replicas[i].metrics_index.load(Ordering::Relaxed);
+            m.hedge(*slot, idx(to), false);
+        }
+    }
+
+    /// Counts a hedge on replica `to` that answered before replica `from`.
+    pub(super) fn hedge_won(&self, from: usize, to: usize) {
+        log::debug!(
+            "slot {}: the hedge on {} answered before {}",
+            self.slot,
+            self.replicas[to].name,
+            self.replicas[from].name
+        );
+        if let Some((m, slot)) = self.metrics.get() {
+            let idx = |i: usize| self.replicas[i].metrics_index.load(Ordering::Relaxed);
+            m.hedge(*slot, idx(to), true);
+        }
+    }
+
     pub(super) fn sha(pin: &[u8]) -> Vec<u8> {
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin)
             .as_ref()
@@ -210,6 +232,13 @@ impl Group {
 
     /// Opens the consumer's session `ctx.session` on replica `i` unless it is open there.
     pub(super) fn ensure_session(&self, i: usize, ctx: &Ctx) -> Result<()> {
+        // Not while a hedged call left behind still uses this session there.
+        self.hedging.wait_free(i, ctx.session);
+        self.ensure_session_held(i, ctx)
+    }
+
+    /// [`Group::ensure_session`] for a hedge's pool job, which holds the pair itself.
+    pub(super) fn ensure_session_held(&self, i: usize, ctx: &Ctx) -> Result<()> {
         let r = &self.replicas[i];
         if r.opened.contains_key(&ctx.session) {
             return Ok(());

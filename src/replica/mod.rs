@@ -10,6 +10,7 @@
 
 mod group;
 mod health;
+mod hedge;
 mod objects;
 mod ops;
 mod prober;
@@ -122,6 +123,8 @@ pub(crate) struct Group {
     replay_limit: AtomicUsize,
     /// The instance's metrics and this slot's index there, when `[metrics]` is on.
     metrics: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, usize)>,
+    /// Hedged single-part calls (`hedge.rs`).
+    hedging: hedge::Hedging,
 }
 
 pub struct ReplicaGroup {
@@ -139,6 +142,7 @@ impl ReplicaGroup {
     /// A group over `members`, in file order (the failover order). The tokens are built
     /// by the caller (`setup`); a member whose token says it is unavailable starts down.
     pub fn new(slot: &str, policy: Policy, members: Vec<Member>) -> ReplicaGroup {
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         let replicas = members
             .into_iter()
             .map(|m| {
@@ -179,6 +183,7 @@ impl ReplicaGroup {
             session_objects: DashMap::new(),
             replay_limit: AtomicUsize::new(replay::DEFAULT_LIMIT),
             metrics: std::sync::OnceLock::new(),
+            hedging: hedge::Hedging::new(slot, &names),
         });
         let prober = prober::start(g.clone());
         ReplicaGroup {
@@ -216,6 +221,11 @@ impl ReplicaGroup {
     /// next replica (0: none, a cut operation answers `CKR_DEVICE_ERROR` once).
     pub fn set_replay_limit(&self, bytes: usize) {
         self.g.replay_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The slot's `hedge_ms`: `None` automatic (each replica's p99 latency), `Some(0)` off.
+    pub fn set_hedge(&self, ms: Option<u64>) {
+        self.g.hedging.set(ms);
     }
 
     pub fn replicas(&self) -> &[Replica] {
@@ -398,8 +408,10 @@ impl Token for ReplicaGroup {
         let g = &self.g;
         g.sessions.remove(&session);
         g.forget_session_objects(session);
-        for r in &g.replicas {
+        for (i, r) in g.replicas.iter().enumerate() {
             if r.opened.remove(&session).is_some() {
+                // A hedged call left behind in this session there ends first.
+                g.hedging.wait_free(i, session);
                 r.token.close_session(session);
             }
         }

@@ -6,6 +6,7 @@
 //! `CKR_DEVICE_ERROR` once (the core then ends it) and the next operation starts on a
 //! healthy replica.
 
+use super::hedge::{self, Kind};
 use super::replay::{self, Feed, Journal};
 use super::{Found, Group};
 use crate::core::error::{err, Result};
@@ -44,8 +45,9 @@ impl Replay {
         what: &str,
         init: &mut StartOn<'_, T>,
     ) -> Result<(Replay, T)> {
-        // Single-part work is what "balance" spreads; it rotates over the replicas.
-        let order = g.order(true);
+        // Single-part work is what "balance" spreads; it rotates over the replicas. One
+        // with calls left behind by a hedge (slow or hung now) comes last.
+        let order = g.hedging.prefer_answering(g.order(true), ctx.session);
         let (at, op) = g.on_session(what, &order, ctx, |i, _| {
             let m = g.mech_for(i, ctx, mech)?;
             match key {
@@ -123,6 +125,90 @@ impl Replay {
 }
 
 impl Replay {
+    /// `start` for an operation that may run twice: its `*Init` hedged on a second
+    /// replica when the first does not answer in time (`hedge::start`).
+    fn start_hedged<T: hedge::Op>(
+        g: &Arc<Group>,
+        ctx: &Ctx,
+        mech: &Mechanism,
+        key: Option<ObjectId>,
+        (what, kind): (&'static str, Kind),
+        init: impl hedge::Init<T>,
+    ) -> Result<(Replay, T)> {
+        let unhedged = || {
+            Replay::start(g, ctx, mech, key, what, &mut |i, m, k| {
+                init(g, i, ctx, m, k)
+            })
+        };
+        match hedge::start(g, ctx, mech, key, kind, what, init) {
+            hedge::Started::Answer(Ok((at, op))) => {
+                let replay = Replay {
+                    g: g.clone(),
+                    ctx: *ctx,
+                    mech: mech.clone(),
+                    key,
+                    at,
+                    multipart: false,
+                    journal: Journal::new(
+                        g.replay_limit.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                };
+                Ok((replay, op))
+            }
+            hedge::Started::Answer(Err(e)) => Err(e),
+            hedge::Started::NotHedged => unhedged(),
+            hedge::Started::Failed(from, e) => {
+                let (replay, op) = unhedged()?;
+                if replay.at != from {
+                    g.failed_over(from, replay.at, what, &e.to_string());
+                }
+                Ok((replay, op))
+            }
+        }
+    }
+
+    /// A single-part call: hedged on a second replica when the slot hedges and the call
+    /// may run twice (`hedge.rs`), else (and after a failure of both) as `run`.
+    fn run_single<T: hedge::Op + Feed, R: Send + 'static>(
+        &mut self,
+        op: &mut T,
+        what: &'static str,
+        kind: Kind,
+        init: impl hedge::Init<T>,
+        call: hedge::Call<T, R>,
+    ) -> Result<R> {
+        let hedged = hedge::Request {
+            g: &self.g,
+            ctx: self.ctx,
+            mech: &self.mech,
+            key: self.key,
+            kind,
+            what,
+            init,
+            call: call.clone(),
+        }
+        .run(self.at, op);
+        if let Some(h) = hedged {
+            self.at = h.at;
+            crate::metrics::note_replica(
+                self.g.replicas[h.at]
+                    .metrics_index
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            match h.result {
+                // `op` repeats the failure: `run` fails over as for any other call.
+                Err(e) if super::device_failure(&e) => {}
+                r => return r,
+            }
+        }
+        self.run(
+            op,
+            what,
+            &mut |g, i, c, m, k| init(g, i, c, m, k),
+            &mut |op| call(op),
+        )
+    }
+
     /// The part of a cipher call's output the consumer does not have yet (`replay.rs`).
     fn hand_out(&mut self, out: Vec<u8>, last: bool) -> Result<Vec<u8>> {
         self.journal
@@ -167,9 +253,15 @@ impl GroupCipher {
         } else {
             "C_DecryptInit"
         };
-        let (mut r, op) = Replay::start(&g, ctx, mech, Some(key), what, &mut |i, m, k| {
-            cipher_init(&g, i, ctx, m, k, encrypt)
-        })?;
+        let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
+            cipher_init(g, i, ctx, m, k, encrypt)
+        };
+        let kind = if encrypt {
+            Kind::Encrypt
+        } else {
+            Kind::Decrypt
+        };
+        let (mut r, op) = Replay::start_hedged(&g, ctx, mech, Some(key), (what, kind), init)?;
         if let Some(why) = replay::cipher_refusal(mech) {
             r.journal.refuse(why);
         }
@@ -194,9 +286,18 @@ impl Cipher for GroupCipher {
         } else {
             "C_Decrypt"
         };
-        let mut init = Self::init_fn(self.encrypt);
-        self.r
-            .run(&mut self.op, what, &mut init, &mut |op| op.oneshot(input))
+        let (encrypt, input) = (self.encrypt, input.to_vec());
+        let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
+            cipher_init(g, i, ctx, m, k, encrypt)
+        };
+        let kind = if encrypt {
+            Kind::Encrypt
+        } else {
+            Kind::Decrypt
+        };
+        let call: hedge::Call<Box<dyn Cipher>, Vec<u8>> =
+            Arc::new(move |op: &mut Box<dyn Cipher>| op.oneshot(&input));
+        self.r.run_single(&mut self.op, what, kind, init, call)
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.op.update_len(input_len)
@@ -259,9 +360,12 @@ impl GroupSigner {
         mech: &Mechanism,
         key: Option<ObjectId>,
     ) -> Result<Self> {
-        let (r, op) = Replay::start(&g, ctx, mech, key, "C_SignInit", &mut |i, m, k| {
-            signer_init(&g, i, ctx, m, k)
-        })?;
+        let kind = if key.is_some() {
+            Kind::Sign
+        } else {
+            Kind::Digest
+        };
+        let (r, op) = Replay::start_hedged(&g, ctx, mech, key, ("C_SignInit", kind), signer_init)?;
         Ok(GroupSigner { r, op })
     }
 }
@@ -287,10 +391,16 @@ impl Signer for GroupSigner {
             })
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let kind = if self.r.key.is_some() {
+            Kind::Sign
+        } else {
+            Kind::Digest
+        };
+        let data = data.to_vec();
+        let call: hedge::Call<Box<dyn Signer>, Vec<u8>> =
+            Arc::new(move |op: &mut Box<dyn Signer>| op.oneshot(&data));
         self.r
-            .run(&mut self.op, "C_Sign", &mut signer_init, &mut |op| {
-                op.oneshot(data)
-            })
+            .run_single(&mut self.op, "C_Sign", kind, signer_init, call)
     }
 }
 
@@ -313,9 +423,8 @@ pub struct GroupVerifier {
 
 impl GroupVerifier {
     pub fn start(g: Arc<Group>, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<Self> {
-        let (r, op) = Replay::start(&g, ctx, mech, Some(key), "C_VerifyInit", &mut |i, m, k| {
-            verifier_init(&g, i, ctx, m, k)
-        })?;
+        let what = ("C_VerifyInit", Kind::Verify);
+        let (r, op) = Replay::start_hedged(&g, ctx, mech, Some(key), what, verifier_init)?;
         Ok(GroupVerifier { r, op })
     }
 }
@@ -342,9 +451,10 @@ impl Verifier for GroupVerifier {
         self.part("C_VerifyFinal", &mut |op| op.finish(signature))
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        let (data, signature) = (data.to_vec(), signature.to_vec());
+        let call: hedge::Call<Box<dyn Verifier>, ()> =
+            Arc::new(move |op: &mut Box<dyn Verifier>| op.oneshot(&data, &signature));
         self.r
-            .run(&mut self.op, "C_Verify", &mut verifier_init, &mut |op| {
-                op.oneshot(data, signature)
-            })
+            .run_single(&mut self.op, "C_Verify", Kind::Verify, verifier_init, call)
     }
 }

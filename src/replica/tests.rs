@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod fake;
+mod hedging;
 mod replay;
 mod sessions;
 use fake::{Handle, Times};
@@ -56,7 +57,11 @@ fn group_of(policy: Policy, hs: &[Handle], pins: &[Option<&str>]) -> ReplicaGrou
             token: h.token(),
         })
         .collect();
-    ReplicaGroup::new("scripted", policy, members)
+    let g = ReplicaGroup::new("scripted", policy, members);
+    // The failover decisions are tested without hedging (its timing would make the
+    // serving replica depend on the machine's load); `tests/hedging.rs` turns it on.
+    g.set_hedge(Some(0));
+    g
 }
 
 /// A consumer session, logged in with PIN "1234", and its key `k1`.

@@ -8,4 +8,4 @@ mod encode;
 pub mod library;
 pub mod reinit;
 pub mod token;
-mod worker;
+pub(crate) mod worker;

@@ -32,6 +32,8 @@ pub struct Script {
     pub fail: HashMap<&'static str, (CK_RV, Times)>,
     pub log: Vec<String>,
     pub unavailable: Option<String>,
+    /// Calls that take this long before they answer (a slow or hung key store).
+    pub stall: HashMap<&'static str, std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -71,8 +73,15 @@ impl Handle {
         self.0.lock().fail.insert(op, (rv, times));
     }
 
+    /// Makes every `op` call take `d` (until `heal`).
+    pub fn stall(&self, op: &'static str, d: std::time::Duration) {
+        self.0.lock().stall.insert(op, d);
+    }
+
     pub fn heal(&self, op: &'static str) {
-        self.0.lock().fail.remove(op);
+        let mut s = self.0.lock();
+        s.fail.remove(op);
+        s.stall.remove(op);
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -101,8 +110,15 @@ impl Handle {
 
 /// Logs the call, then answers the scripted failure if there is one.
 pub fn enter(s: &Arc<Mutex<Script>>, op: &'static str, detail: String) -> Result<()> {
+    let stall = {
+        let mut s = s.lock();
+        s.log.push(format!("{op}({detail})"));
+        s.stall.get(op).copied()
+    };
+    if let Some(d) = stall {
+        std::thread::sleep(d);
+    }
     let mut s = s.lock();
-    s.log.push(format!("{op}({detail})"));
     let Some((rv, times)) = s.fail.get(op).copied() else {
         return Ok(());
     };
