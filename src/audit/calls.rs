@@ -72,6 +72,7 @@ impl Role {
 }
 
 /// The role of the PKCS#11 function `name`.
+#[inline(always)]
 pub fn role(name: &str) -> Role {
     use Op::*;
     match name {

@@ -78,17 +78,66 @@ pub struct SlotName {
 
 /// Appends `"key":` and `value` as a JSON string.
 pub(super) fn field_str(out: &mut String, key: &str, value: &str) {
-    let _ = write!(out, ",\"{key}\":");
-    // serde_json escapes control characters, quotes and backslashes.
-    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    json_str(out, value);
+}
+
+/// Appends `value` as a JSON string. Names, labels and codes rarely need escaping: those
+/// go in as they are, without the allocation of a general serializer (the writer thread
+/// renders every line of a busy process, on a core the signers share).
+pub(super) fn json_str(out: &mut String, value: &str) {
+    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // serde_json escapes control characters, quotes and backslashes.
+        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
+    } else {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    }
 }
 
 pub(super) fn field_num(out: &mut String, key: &str, value: u64) {
-    let _ = write!(out, ",\"{key}\":{value}");
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
-pub(super) fn time(t: SystemTime) -> String {
-    jiff::Timestamp::try_from(t).map_or_else(|_| String::new(), |ts| format!("{ts:.6}"))
+/// A line's time, RFC 3339 in UTC with microseconds (`2026-12-07T09:21:12.123456Z`). The
+/// part up to the second is formatted once per second and kept; the writer thread is its
+/// only user.
+#[derive(Default)]
+pub(super) struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    pub(super) fn push(&mut self, out: &mut String, t: SystemTime) {
+        let Ok(since) = t.duration_since(std::time::UNIX_EPOCH) else {
+            return;
+        };
+        let secs = since.as_secs();
+        if self.second != Some(secs) {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            self.prefix = jiff::Timestamp::try_from(whole)
+                .map_or_else(|_| String::new(), |ts| format!("{ts:.0}"));
+            // "...:SSZ" without fractional digits: the micros go before the 'Z'.
+            self.prefix.pop();
+            self.second = Some(secs);
+        }
+        out.push_str(&self.prefix);
+        let micros = since.subsec_micros();
+        out.push('.');
+        let digits = itoa::Buffer::new().format(micros).len();
+        for _ in digits..6 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(micros));
+        out.push('Z');
+    }
 }
 
 fn user_name(u: CK_USER_TYPE) -> &'static str {
@@ -115,7 +164,7 @@ fn key_fields(out: &mut String, prefix: &str, k: &KeyIdentity) {
     let _ = write!(out, ",\"{prefix}Handle\":{}", k.handle);
     if let Some(l) = &k.label {
         let _ = write!(out, ",\"{prefix}Label\":");
-        out.push_str(&serde_json::to_string(l).unwrap_or_else(|_| "\"\"".into()));
+        json_str(out, l);
     }
     if let Some(id) = &k.id {
         let _ = write!(out, ",\"{prefix}Id\":\"{}\"", hex::encode(id));
@@ -162,6 +211,42 @@ impl Event {
         field_num(out, "durationUs", self.duration.as_micros() as u64);
         if let Some(d) = &self.detail {
             field_str(out, "detail", d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_second_and_the_micros_give_the_full_rfc3339_time() {
+        let mut clock = Clock::default();
+        let base = std::time::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        for micros in [0u64, 7, 120, 999_999, 1_000_000, 1_000_001, 86_400_000_123] {
+            let t = base + Duration::from_micros(micros);
+            let mut out = String::new();
+            clock.push(&mut out, t);
+            let want = format!("{:.6}", jiff::Timestamp::try_from(t).unwrap());
+            assert_eq!(out, want, "{micros} us after the base");
+        }
+    }
+
+    #[test]
+    fn strings_that_need_it_are_escaped_and_the_others_go_in_as_they_are() {
+        for s in [
+            "plain label",
+            "quo\"te",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "é ü",
+        ] {
+            let mut out = String::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! the bytes it left (no torn line), rolls the chain back to the last line on disk, counts
 //! the lines lost, and the next batch that gets through starts with an `audit.lost` record.
 
-use super::event::{field_num, field_str, time, Event, Names};
+use super::event::{field_num, field_str, Clock, Event, Names};
 use super::{DROPPED, WRITE_ERRORS};
 use crate::config::audit::AuditConfig;
 use parking_lot::{Condvar, Mutex};
@@ -181,6 +181,7 @@ pub struct Writer {
     started: bool,
     /// Whether to let a batch gather ([`LINGER`]).
     linger: bool,
+    clock: Clock,
 }
 
 impl Writer {
@@ -234,6 +235,7 @@ impl Writer {
             },
             started: false,
             linger: cfg.on_failure != crate::config::audit::OnFailure::Refuse,
+            clock: Clock::default(),
         };
         let r = w.write_batch(&mut Vec::new());
         (w, r)
@@ -244,7 +246,7 @@ impl Writer {
     fn record(&mut self, buf: &mut String, at: SystemTime, body: impl FnOnce(&mut String)) {
         let start = buf.len();
         buf.push_str("{\"time\":\"");
-        buf.push_str(&time(at));
+        self.clock.push(buf, at);
         buf.push('"');
         field_str(buf, "chain", &self.chain.id);
         field_num(buf, "seq", self.chain.seq);
@@ -254,7 +256,11 @@ impl Writer {
         buf.push('}');
         let digest =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &buf.as_bytes()[start..]);
-        self.chain.prev = hex::encode(digest.as_ref());
+        let mut hexed = [0u8; 64];
+        if hex::encode_to_slice(digest.as_ref(), &mut hexed).is_ok() {
+            self.chain.prev.clear();
+            self.chain.prev.extend(hexed.iter().map(|&b| b as char));
+        }
         self.chain.seq += 1;
         buf.push('\n');
     }

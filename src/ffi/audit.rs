@@ -70,12 +70,15 @@ pub(crate) fn guard(
     if !crate::audit::enabled() {
         return super::guard(name, subject, f);
     }
-    audited(name, subject, args, f)
+    // Inlined into each exported function with its own name, the lookup folds to a
+    // constant: no string matching per call.
+    audited(name, calls::role(name), subject, args, f)
 }
 
 #[inline(never)]
 fn audited(
     name: &'static str,
+    role: Role,
     subject: Subject,
     args: Args,
     f: impl FnOnce() -> Result<()>,
@@ -86,7 +89,6 @@ fn audited(
     let Some(t) = g.as_ref() else {
         return super::guard(name, subject, f);
     };
-    let role = calls::role(name);
     let level = t.level();
     let bookkeeping = matches!(role, Role::Init(_) | Role::Update(_) | Role::Close);
     if !bookkeeping && !role.logged(level, true) {
