@@ -251,11 +251,21 @@ fn ec_public_key_attributes_fill_exactly_the_length_their_query_gave() {
     let types = [CKA_KEY_TYPE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ID, CKA_LABEL];
     let mut t: Vec<CK_ATTRIBUTE> = types
         .iter()
-        .map(|&type_| CK_ATTRIBUTE { type_, pValue: std::ptr::null_mut(), ulValueLen: 0 })
+        .map(|&type_| CK_ATTRIBUTE {
+            type_,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        })
         .collect();
-    assert_rv!(ck!(m, C_GetAttributeValue(h, public, t.as_mut_ptr(), 5)), CKR_OK);
+    assert_rv!(
+        ck!(m, C_GetAttributeValue(h, public, t.as_mut_ptr(), 5)),
+        CKR_OK
+    );
     let queried: Vec<usize> = t.iter().map(|a| a.ulValueLen as usize).collect();
-    assert!(queried.iter().all(|&n| n > 0 && n < 4096), "lengths {queried:?}");
+    assert!(
+        queried.iter().all(|&n| n > 0 && n < 4096),
+        "lengths {queried:?}"
+    );
     for short in [false, true] {
         let mut bufs: Vec<Vec<u8>> = queried.iter().map(|&n| vec![GUARD; n + SPARE]).collect();
         for (a, (buf, &n)) in t.iter_mut().zip(bufs.iter_mut().zip(&queried)) {
@@ -266,12 +276,27 @@ fn ec_public_key_attributes_fill_exactly_the_length_their_query_gave() {
         assert_rv!(rv, if short { CKR_BUFFER_TOO_SMALL } else { CKR_OK });
         for ((a, buf), &n) in t.iter().zip(&bufs).zip(&queried) {
             let given = n - usize::from(short);
-            let want = if short { CK_UNAVAILABLE_INFORMATION } else { n as CK_ULONG };
-            assert_eq!(a.ulValueLen, want, "0x{:x}: fill answers the queried length", a.type_);
-            assert!(buf[given..].iter().all(|&b| b == GUARD), "0x{:x}: written past", a.type_);
+            let want = if short {
+                CK_UNAVAILABLE_INFORMATION
+            } else {
+                n as CK_ULONG
+            };
+            assert_eq!(
+                a.ulValueLen, want,
+                "0x{:x}: fill answers the queried length",
+                a.type_
+            );
+            assert!(
+                buf[given..].iter().all(|&b| b == GUARD),
+                "0x{:x}: written past",
+                a.type_
+            );
         }
         if !short {
-            assert_eq!(bufs[1][..queried[1]], [6, 8, 0x2a, 0x86, 0x48, 0xce, 0x3d, 3, 1, 7]);
+            assert_eq!(
+                bufs[1][..queried[1]],
+                [6, 8, 0x2a, 0x86, 0x48, 0xce, 0x3d, 3, 1, 7]
+            );
             let point = ec_point(&bufs[2][..queried[2]]);
             p256::PublicKey::from_sec1_bytes(&point).expect("CKA_EC_POINT is a P-256 point");
         }
