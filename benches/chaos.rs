@@ -418,7 +418,7 @@ fn setup(dir: &Path) -> (u16, Material) {
         std::fs::copy(dir.join("libfaultwrap.so"), &lib).unwrap();
         std::fs::write(dir.join(format!("ctl-{name}")), "ok").unwrap();
         cfg.push_str(&format!(
-            "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{name}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name}\"\n  timeout_ms = {DEADLINE_MS}\n",
+            "  [[slot.replica]]\n  name = \"{name}\"\n  backend = \"module\"\n  library = \"{}\"\n  token = \"{name}\"\n  init_args = \"target={SOFTHSM} ctl={}/ctl-{name} shared=1\"\n  timeout_ms = {DEADLINE_MS}\n",
             lib.display(),
             dir.display()
         ));

@@ -8,7 +8,10 @@
  * to /usr/lib/softhsm/libsofthsm2.so, no ctl means always "ok"). A third optional key,
  * max_sessions=N, caps the sessions open through this copy: C_OpenSession answers
  * CKR_SESSION_COUNT without calling the target while N are open (as an HSM partition
- * does when its session limit is reached). With pInitArgs or its
+ * does when its session limit is reached). A fourth, shared=1, says that other copies in
+ * the process use the same target: this copy's C_Finalize then never finalizes the target
+ * (it closes its own sessions there instead), so that hsmux re-initialising one replica
+ * (C_Finalize + C_Initialize) does not pull the target from under the others. With pInitArgs or its
  * pReserved NULL the same string is read from the environment variable FAULTWRAP_ARGS.
  * The target is dlopened RTLD_NOW|RTLD_LOCAL and initialized with CKF_OS_LOCKING_OK and
  * pReserved NULL; CKR_CRYPTOKI_ALREADY_INITIALIZED from it is accepted (several copies of
@@ -281,6 +284,7 @@ static pthread_mutex_t g_sess_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fw_session { CK_ULONG h, slot; } *g_sess;
 static size_t g_nsess, g_sess_room;
 static CK_ULONG g_max_sessions; /* 0: no cap; written only by C_Initialize */
+static int g_shared;            /* shared=1: never finalize the target; set by C_Initialize */
 
 /* Under g_sess_lock. */
 static int sess_add(CK_ULONG h, CK_ULONG slot) {
@@ -391,6 +395,7 @@ static int parse_config(const char *s) {
   snprintf(g_target_path, sizeof g_target_path, "%s", FW_DEFAULT_TARGET);
   char ctl[PATH_MAX] = "";
   g_max_sessions = 0;
+  g_shared = 0;
   while (s && *s) {
     while (*s == ' ' || *s == '\t' || *s == '\n') s++;
     if (!*s) break;
@@ -399,7 +404,11 @@ static int parse_config(const char *s) {
     char *dst = NULL;
     if (eq && eq - s == 6 && memcmp(s, "target", 6) == 0) dst = g_target_path;
     else if (eq && eq - s == 3 && memcmp(s, "ctl", 3) == 0) dst = ctl;
-    else if (eq && eq - s == 12 && memcmp(s, "max_sessions", 12) == 0) {
+    else if (len == 8 && memcmp(s, "shared=1", 8) == 0) {
+      g_shared = 1;
+      s += len;
+      continue;
+    } else if (eq && eq - s == 12 && memcmp(s, "max_sessions", 12) == 0) {
       char *end;
       unsigned long n = strtoul(eq + 1, &end, 10);
       if (end != s + len || n == 0) {
@@ -415,7 +424,7 @@ static int parse_config(const char *s) {
     if (!dst || vlen == 0 || vlen >= PATH_MAX) {
       fprintf(stderr,
               "faultwrap: bad configuration item \"%.*s\" (want target=PATH ctl=PATH "
-              "max_sessions=N)\n",
+              "max_sessions=N shared=1)\n",
               (int)len, s);
       return -1;
     }
@@ -494,7 +503,7 @@ static CK_RV fw_C_Finalize(CK_VOID_PTR pReserved) {
   CK_RV rv = CKR_OK;
   const struct fw_list *t = atomic_load(&g_target);
   pthread_mutex_lock(&g_sess_lock);
-  if (atomic_exchange(&g_owns_target, 0)) {
+  if (atomic_exchange(&g_owns_target, 0) && !g_shared) {
     count(N_FORWARDED);
     rv = t->C_Finalize(NULL);
   } else if (t->C_CloseSession) {
