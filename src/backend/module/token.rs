@@ -31,6 +31,32 @@ use std::time::{Duration, Instant};
 
 const UNRESOLVED: u64 = u64::MAX;
 
+/// A vendor call counted in `Inner::busy` from its submission until it returns (or its
+/// job is dropped unrun).
+struct Running {
+    busy: Arc<DashMap<CK_SESSION_HANDLE, usize>>,
+    vs: CK_SESSION_HANDLE,
+}
+
+impl Running {
+    fn start(busy: &Arc<DashMap<CK_SESSION_HANDLE, usize>>, vs: CK_SESSION_HANDLE) -> Running {
+        *busy.entry(vs).or_insert(0) += 1;
+        Running {
+            busy: busy.clone(),
+            vs,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.busy.remove_if_mut(&self.vs, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
 /// A timed-out vendor call is answered with this code, which the replica logic treats as
 /// a device failure (hsmux never gets it from a vendor for a call it made).
 pub const TIMED_OUT: CK_RV = CKR_DEVICE_ERROR;
@@ -59,6 +85,10 @@ struct Inner {
     pool: pool::Pool,
     /// hsmux session -> the vendor session lent to its running operation.
     active: DashMap<CK_SESSION_HANDLE, Lease>,
+    /// Vendor calls submitted and not returned yet, per vendor session: a session is not
+    /// closed under a call that still runs in it (one that missed its deadline goes on at
+    /// the vendor, and closing its session then is a use after free in some libraries).
+    busy: Arc<DashMap<CK_SESSION_HANDLE, usize>>,
     /// hsmux sessions open on this token and the session objects each created (destroyed
     /// when it closes: on the vendor side they belong to a pooled session, not to it).
     consumers: DashMap<CK_SESSION_HANDLE, Vec<ObjectId>>,
@@ -120,6 +150,7 @@ impl ModuleToken {
                 workers: Workers::new(name),
                 pool: pool::Pool::new(size),
                 active: DashMap::new(),
+                busy: Arc::new(DashMap::new()),
                 consumers: DashMap::new(),
                 anchor: Mutex::new(None),
             }),
@@ -171,6 +202,20 @@ impl Inner {
                 Err(err(TIMED_OUT))
             }
         }
+    }
+
+    /// `run` for a call in vendor session `vs`, counted in `busy` until it returns.
+    fn run_in<R: Send + 'static>(
+        &self,
+        what: &str,
+        vs: CK_SESSION_HANDLE,
+        f: impl FnOnce(Lib) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let running = Running::start(&self.busy, vs);
+        self.run(what, move |lib| {
+            let _running = running;
+            f(lib)
+        })
     }
 
     /// The library generation now; state of an older one (slot id, login session) is
@@ -246,7 +291,7 @@ impl Inner {
         for attempt in 0..2 {
             let lease = self.borrow()?;
             let (vs, g) = (lease.vs, f.clone());
-            match self.run(what, move |lib| g(lib, vs)) {
+            match self.run_in(what, vs, move |lib| g(lib, vs)) {
                 Ok(r) => {
                     self.active.insert(h, lease);
                     return Ok((lease, r));

@@ -36,7 +36,7 @@ impl OnSession {
             return Err(err(CKR_OPERATION_NOT_INITIALIZED));
         }
         let vs = self.lease.vs;
-        let r = self.inner.run(what, move |lib| f(lib, vs));
+        let r = self.inner.run_in(what, vs, move |lib| f(lib, vs));
         if ended(&r, final_call) {
             self.done = true;
             self.inner
@@ -52,7 +52,7 @@ impl OnSession {
         f: impl FnOnce(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let vs = self.lease.vs;
-        self.inner.run(what, move |lib| f(lib, vs))
+        self.inner.run_in(what, vs, move |lib| f(lib, vs))
     }
 }
 

@@ -16,6 +16,9 @@ pub(super) struct Lease {
     generation: u64,
 }
 
+/// How long (10 ms polls) a discarded session waits for a call still running in it.
+const CLOSE_WAIT_POLLS: u32 = 60_000;
+
 /// Codes that say the vendor no longer has the session (nothing to close).
 fn session_gone(rv: CK_RV) -> bool {
     matches!(rv, CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED)
@@ -150,8 +153,19 @@ impl Inner {
             .is_ok_and(|l| l.generation() == lease.generation);
         if let (true, Ok(lib)) = (current, &self.lib) {
             let lib = Lib(lib.clone());
-            let vs = lease.vs;
+            let (vs, busy, name) = (lease.vs, self.busy.clone(), self.name.clone());
             self.workers.detach(move || {
+                // A call that missed its deadline may still run in the session: it is
+                // closed once that call returns (a call that never does keeps it open).
+                let mut waited = 0u32;
+                while busy.contains_key(&vs) {
+                    if waited == CLOSE_WAIT_POLLS {
+                        log::warn!("replica {name}: a vendor session is left open: a call in it has not returned in {} s", CLOSE_WAIT_POLLS / 100);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    waited += 1;
+                }
                 let gate = lib.0.clone();
                 let _pass = gate.enter();
                 vcall!(lib, C_CloseSession(vs));
@@ -186,11 +200,11 @@ impl Inner {
         f: impl FnOnce(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         if let Some(vs) = self.active.get(&h).map(|l| l.vs) {
-            return self.run(what, move |lib| f(lib, vs));
+            return self.run_in(what, vs, move |lib| f(lib, vs));
         }
         let lease = self.borrow()?;
         let vs = lease.vs;
-        let r = self.run(what, move |lib| f(lib, vs));
+        let r = self.run_in(what, vs, move |lib| f(lib, vs));
         match &r {
             // A call that timed out still runs in that session.
             Err(e) if e.rv() == TIMED_OUT => self.discard(lease),
