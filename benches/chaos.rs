@@ -13,7 +13,8 @@
 //!
 //! Run: `cargo build --release && CHAOS_SECS=600 cargo bench --bench chaos`
 //! (CHAOS_SECS: how long the load runs, default 600; CHAOS_SEED: the random seed;
-//! CHAOS_HEDGE_MS: the slot's `hedge_ms`, absent = automatic).
+//! CHAOS_HEDGE_MS: the slot's `hedge_ms`, absent = automatic; CHAOS_LOG: a file to keep
+//! hsmux's log in).
 
 mod common;
 use common::*;
@@ -308,25 +309,35 @@ fn worker(
     tally
 }
 
-/// The chaos thread: random faults on random replicas, at most two at a time.
-fn chaos(dir: &Path, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
+/// The chaos thread: random faults on random replicas, at most two at a time. A
+/// `removed` library stays broken after its ctl file says ok again, until hsmux
+/// re-initialises it; until then it still counts as one of the two (else the thread would
+/// break the other two and leave no replica that could serve, which no group survives).
+fn chaos(dir: &Path, port: u16, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
     let faults = faults();
     let mut rng = Rng(seed.rotate_left(17) | 1);
     let mut injected = BTreeMap::new();
-    // replica -> when its fault ends.
-    let mut active: BTreeMap<usize, Instant> = BTreeMap::new();
+    // replica -> when its fault ends, and whether it was `removed`.
+    let mut active: BTreeMap<usize, (Instant, bool)> = BTreeMap::new();
     let set = |i: usize, mode: &str| {
         std::fs::write(dir.join(format!("ctl-{}", REPLICAS[i])), mode).unwrap()
     };
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        active.retain(|&i, until| {
-            let over = *until <= now;
-            if over {
+        let ended: Vec<usize> = active
+            .iter()
+            .filter(|(_, (until, _))| *until <= now)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in ended {
+            let removed = active[&i].1;
+            if !removed {
                 set(i, "ok");
+                active.remove(&i);
+            } else if !replica_healing(dir, port, i) {
+                active.remove(&i);
             }
-            !over
-        });
+        }
         if active.len() < REPLICAS.len() - 1 && rng.below(4) == 0 {
             let free: Vec<usize> = (0..REPLICAS.len())
                 .filter(|i| !active.contains_key(i))
@@ -335,7 +346,8 @@ fn chaos(dir: &Path, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
             let fault = faults[rng.below(faults.len() as u64) as usize];
             set(i, fault);
             *injected.entry(fault.to_string()).or_default() += 1;
-            active.insert(i, now + Duration::from_millis(200 + rng.below(2800)));
+            let until = now + Duration::from_millis(200 + rng.below(2800));
+            active.insert(i, (until, fault == "removed"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -343,6 +355,26 @@ fn chaos(dir: &Path, stop: &AtomicBool, seed: u64) -> BTreeMap<String, u64> {
         set(i, "ok");
     }
     injected
+}
+
+/// After a `removed` fault's time: says ok in its ctl file (once) and tells whether the
+/// replica is still out (hsmux has not re-admitted it yet: it shows 0 in
+/// `hsmux_replica_up`, or shows 1 but has not answered twice in a row since).
+fn replica_healing(dir: &Path, port: u16, i: usize) -> bool {
+    let ctl = dir.join(format!("ctl-{}", REPLICAS[i]));
+    if std::fs::read_to_string(&ctl).unwrap_or_default() != "ok" {
+        std::fs::write(&ctl, "ok").unwrap();
+        return true;
+    }
+    let family = format!(
+        "hsmux_replica_up{{slot=\"chaos\",replica=\"{}\"}}",
+        REPLICAS[i]
+    );
+    let up = || metric_sum(port, &family) == 1.0;
+    !(up() && {
+        std::thread::sleep(Duration::from_millis(100));
+        up()
+    })
 }
 
 /// GET /metrics: the sum of every sample of `family` (0 if none).
@@ -356,7 +388,11 @@ fn metric_sum(port: u16, family: &str) -> f64 {
     let mut resp = String::new();
     let _ = c.read_to_string(&mut resp);
     resp.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| {
+            // `family` is a metric name (every sample) or a name with its labels.
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
         .abs()
@@ -463,7 +499,7 @@ fn main() {
         .collect();
     let chaos_thread = {
         let (stop, dir) = (stop.clone(), dir.clone());
-        std::thread::spawn(move || chaos(&dir, &stop, seed))
+        std::thread::spawn(move || chaos(&dir, port, &stop, seed))
     };
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(secs) {
@@ -485,6 +521,9 @@ fn main() {
     let log = std::fs::read_to_string(dir.join("hsmux.log")).unwrap_or_default();
     report(&all, &injected, &log, port, secs, seed);
     let wrong = all.wrong.len();
+    if let Ok(keep) = std::env::var("CHAOS_LOG") {
+        let _ = std::fs::write(keep, &log);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if wrong > 0 {
         std::process::exit(1);

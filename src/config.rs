@@ -157,6 +157,10 @@ pub enum BackendConfig {
     },
 }
 
+/// Most `[[slot.replica]]` entries one slot takes (a call tracks the replicas it tried
+/// in one 64-bit word).
+pub const MAX_REPLICAS: usize = 64;
+
 /// `replay_limit` when absent: 1 MiB of input per multi-part operation.
 pub const DEFAULT_REPLAY_LIMIT: usize = 1 << 20;
 
@@ -542,6 +546,25 @@ mod tests {
         let e = group("backend='vault'\npath='/x'\n").unwrap_err().0;
         assert!(
             e.contains("line 6") && e.contains("unknown field `path`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_slot_takes_at_most_64_replicas() {
+        let group = |n: usize| {
+            let mut t = String::from("[[slot]]\nlabel='g'\n");
+            for i in 0..n {
+                t.push_str(&format!(
+                    "[[slot.replica]]\nname='r{i}'\nbackend='module'\nlibrary='/x.so'\ntoken='t'\n"
+                ));
+            }
+            Config::parse(&t, "t")
+        };
+        assert!(group(MAX_REPLICAS).is_ok());
+        let e = group(MAX_REPLICAS + 1).unwrap_err().0;
+        assert!(
+            e.contains("65 [[slot.replica]] entries") && e.contains("at most 64"),
             "{e}"
         );
     }

@@ -260,6 +260,13 @@ fn replica_group(
     if replicas.is_empty() {
         return Err(here.err("[[slot.replica]] is empty"));
     }
+    if replicas.len() > super::MAX_REPLICAS {
+        return Err(here.err(format!(
+            "{} [[slot.replica]] entries: a slot takes at most {}",
+            replicas.len(),
+            super::MAX_REPLICAS
+        )));
+    }
     let mut out: Vec<ReplicaConfig> = Vec::new();
     for r in replicas {
         let rline = (here.line_of)(r.span().start);

@@ -141,21 +141,31 @@ impl Group {
 
     /// Probes replica `i` now (probe-before-reuse): usable afterwards?
     pub(super) fn probe(&self, i: usize) -> bool {
+        self.probe_now(i).is_ok()
+    }
+
+    /// [`Group::probe`], with why the replica is not usable when it is not.
+    pub(super) fn probe_now(&self, i: usize) -> std::result::Result<(), String> {
         let r = &self.replicas[i];
         let bad_pin = r.health.lock().bad_pin.is_some();
         if bad_pin && !self.pin_changed(i) {
-            return false;
+            return Err("its PIN was refused".into());
         }
         match r.token.probe() {
             Ok(_) => {
                 let change = r.health.lock().probe_ok();
                 self.log_change(i, change);
-                r.up.load(Ordering::SeqCst) || {
+                let usable = r.up.load(Ordering::SeqCst) || {
                     // Degraded replicas are usable; probe_ok set `up` through log_change
                     // only on a state change.
                     let usable = r.health.lock().usable();
                     r.up.store(usable, Ordering::SeqCst);
                     usable
+                };
+                if usable {
+                    Ok(())
+                } else {
+                    Err("answers its probe but stays down".into())
                 }
             }
             Err(e) => {
@@ -163,7 +173,7 @@ impl Group {
                 // `hsmux_replica_up`); a down one backs off further.
                 self.mark_down(i, &format!("probe: {e}"));
                 r.health.lock().probe_failed();
-                false
+                Err(format!("probe: {e}"))
             }
         }
     }
@@ -321,6 +331,12 @@ impl Group {
         let mut failed_from: Option<(usize, String)> = None;
         let mut not_here = false;
         let mut busy = None;
+        // Why each replica did not serve, for the error line when none did.
+        let mut why: Vec<String> = Vec::new();
+        // Replicas tried in the first pass (a bit each; a slot has at most
+        // `config::MAX_REPLICAS`, 64): the second tries the others,
+        // probing those still down (one the prober re-admitted meanwhile is tried as is).
+        let mut tried = 0u64;
         for pass in 0..2 {
             for &i in order {
                 let r = &self.replicas[i];
@@ -328,9 +344,16 @@ impl Group {
                 if pass == 0 && !usable {
                     continue;
                 }
-                if pass == 1 && (usable || !self.probe(i)) {
-                    continue;
+                if pass == 1 {
+                    if tried & (1 << i) != 0 {
+                        continue;
+                    }
+                    if let Err(e) = if usable { Ok(()) } else { self.probe_now(i) } {
+                        why.push(format!("{}: down ({e})", r.name));
+                        continue;
+                    }
                 }
+                tried |= 1 << i;
                 let attempt = self.ensure_login(i).and_then(|()| f(i, r));
                 match attempt {
                     Ok(Found::Yes(v)) => {
@@ -341,11 +364,18 @@ impl Group {
                         }
                         return Ok(v);
                     }
-                    Ok(Found::NotHere) => not_here = true,
+                    Ok(Found::NotHere) => {
+                        not_here = true;
+                        why.push(format!("{}: does not hold the object", r.name));
+                    }
                     // Busy (no free session in time), not failing: the next replica.
-                    Err(e) if e.is_overload() => busy = Some(e),
+                    Err(e) if e.is_overload() => {
+                        why.push(format!("{}: busy ({e})", r.name));
+                        busy = Some(e);
+                    }
                     Err(e) if device_class(e.rv()) => {
                         self.mark_down(i, &format!("{what}: {e}"));
+                        why.push(format!("{}: {e}", r.name));
                         failed_from.get_or_insert((i, e.to_string()));
                     }
                     Err(e) => return Err(e),
@@ -358,7 +388,11 @@ impl Group {
         if let Some(e) = busy {
             return Err(e);
         }
-        log::error!("slot {}: {what}: no replica could serve it", self.slot);
+        log::error!(
+            "slot {}: {what}: no replica could serve it ({})",
+            self.slot,
+            why.join("; ")
+        );
         Err(err(CKR_DEVICE_ERROR))
     }
 

@@ -420,6 +420,20 @@ pub fn start<T: Op, I: Init<T>>(
     }
 }
 
+/// Could a single-part call of `kind` on replica `at` be hedged now? (The slot hedges,
+/// the call may run twice, and another replica is healthy.) Cheap: no allocation.
+pub fn possible(
+    g: &Group,
+    at: usize,
+    kind: Kind,
+    mech: &Mechanism,
+    session: CK_SESSION_HANDLE,
+) -> bool {
+    g.hedging.delay(at).is_some()
+        && safe_to_repeat(kind, mech)
+        && next_healthy(g, at, session).is_some()
+}
+
 /// What a single-part call needs to be run again elsewhere.
 pub struct Request<'a, T, R, I> {
     pub g: &'a Arc<Group>,

@@ -474,16 +474,22 @@ impl Token for ReplicaGroup {
             if !r.up.load(Ordering::SeqCst) {
                 continue;
             }
-            let ids = g
+            // The group ids are read from the replica too (`gid_for`): a failure there is
+            // the replica's like a failed search.
+            let gids = g
                 .ensure_login(i)
                 .and_then(|()| g.ensure_session(i, ctx))
-                .and_then(|()| r.token.find_objects(ctx, template));
-            match ids {
-                Ok(ids) => {
+                .and_then(|()| r.token.find_objects(ctx, template))
+                .and_then(|ids| {
+                    ids.into_iter()
+                        .map(|c| g.gid_for(i, ctx, c))
+                        .collect::<Result<Vec<_>>>()
+                });
+            match gids {
+                Ok(gids) => {
                     answered = true;
                     g.note_ok(i);
-                    for c in ids {
-                        let gid = g.gid_for(i, ctx, c)?;
+                    for gid in gids {
                         if !out.contains(&gid) {
                             out.push(gid);
                         }

@@ -168,45 +168,44 @@ impl Replay {
     }
 
     /// A single-part call: hedged on a second replica when the slot hedges and the call
-    /// may run twice (`hedge.rs`), else (and after a failure of both) as `run`.
+    /// may run twice (`hedge.rs`), else (and after a failure of both) as `run`. `call`
+    /// runs it here; `shared` makes the copy a pool thread can run, only when a hedge
+    /// is possible (so that an unhedged call copies nothing).
     fn run_single<T: hedge::Op + Feed, R: Send + 'static>(
         &mut self,
         op: &mut T,
-        what: &'static str,
-        kind: Kind,
+        (what, kind): (&'static str, Kind),
         init: impl hedge::Init<T>,
-        call: hedge::Call<T, R>,
+        call: &mut dyn FnMut(&mut T) -> Result<R>,
+        shared: impl FnOnce() -> hedge::Call<T, R>,
     ) -> Result<R> {
-        let hedged = hedge::Request {
-            g: &self.g,
-            ctx: self.ctx,
-            mech: &self.mech,
-            key: self.key,
-            kind,
-            what,
-            init,
-            call: call.clone(),
-        }
-        .run(self.at, op);
-        if let Some(h) = hedged {
-            self.at = h.at;
-            crate::metrics::note_replica(
-                self.g.replicas[h.at]
-                    .metrics_index
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
-            match h.result {
-                // `op` repeats the failure: `run` fails over as for any other call.
-                Err(e) if super::device_failure(&e) => {}
-                r => return r,
+        if hedge::possible(&self.g, self.at, kind, &self.mech, self.ctx.session) {
+            let hedged = hedge::Request {
+                g: &self.g,
+                ctx: self.ctx,
+                mech: &self.mech,
+                key: self.key,
+                kind,
+                what,
+                init,
+                call: shared(),
+            }
+            .run(self.at, op);
+            if let Some(h) = hedged {
+                self.at = h.at;
+                crate::metrics::note_replica(
+                    self.g.replicas[h.at]
+                        .metrics_index
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                match h.result {
+                    // `op` repeats the failure: `run` fails over as for any other call.
+                    Err(e) if super::device_failure(&e) => {}
+                    r => return r,
+                }
             }
         }
-        self.run(
-            op,
-            what,
-            &mut |g, i, c, m, k| init(g, i, c, m, k),
-            &mut |op| call(op),
-        )
+        self.run(op, what, &mut |g, i, c, m, k| init(g, i, c, m, k), call)
     }
 
     /// The part of a cipher call's output the consumer does not have yet (`replay.rs`).
@@ -286,7 +285,7 @@ impl Cipher for GroupCipher {
         } else {
             "C_Decrypt"
         };
-        let (encrypt, input) = (self.encrypt, input.to_vec());
+        let encrypt = self.encrypt;
         let init = move |g: &Group, i: usize, ctx: &Ctx, m: &Mechanism, k: Option<ObjectId>| {
             cipher_init(g, i, ctx, m, k, encrypt)
         };
@@ -295,9 +294,17 @@ impl Cipher for GroupCipher {
         } else {
             Kind::Decrypt
         };
-        let call: hedge::Call<Box<dyn Cipher>, Vec<u8>> =
-            Arc::new(move |op: &mut Box<dyn Cipher>| op.oneshot(&input));
-        self.r.run_single(&mut self.op, what, kind, init, call)
+        let shared = || -> hedge::Call<Box<dyn Cipher>, Vec<u8>> {
+            let input = input.to_vec();
+            Arc::new(move |op: &mut Box<dyn Cipher>| op.oneshot(&input))
+        };
+        self.r.run_single(
+            &mut self.op,
+            (what, kind),
+            init,
+            &mut |op| op.oneshot(input),
+            shared,
+        )
     }
     fn update_len(&self, input_len: usize) -> usize {
         self.op.update_len(input_len)
@@ -396,11 +403,17 @@ impl Signer for GroupSigner {
         } else {
             Kind::Digest
         };
-        let data = data.to_vec();
-        let call: hedge::Call<Box<dyn Signer>, Vec<u8>> =
-            Arc::new(move |op: &mut Box<dyn Signer>| op.oneshot(&data));
-        self.r
-            .run_single(&mut self.op, "C_Sign", kind, signer_init, call)
+        let shared = || -> hedge::Call<Box<dyn Signer>, Vec<u8>> {
+            let data = data.to_vec();
+            Arc::new(move |op: &mut Box<dyn Signer>| op.oneshot(&data))
+        };
+        self.r.run_single(
+            &mut self.op,
+            ("C_Sign", kind),
+            signer_init,
+            &mut |op| op.oneshot(data),
+            shared,
+        )
     }
 }
 
@@ -451,10 +464,16 @@ impl Verifier for GroupVerifier {
         self.part("C_VerifyFinal", &mut |op| op.finish(signature))
     }
     fn oneshot(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        let (data, signature) = (data.to_vec(), signature.to_vec());
-        let call: hedge::Call<Box<dyn Verifier>, ()> =
-            Arc::new(move |op: &mut Box<dyn Verifier>| op.oneshot(&data, &signature));
-        self.r
-            .run_single(&mut self.op, "C_Verify", Kind::Verify, verifier_init, call)
+        let shared = || -> hedge::Call<Box<dyn Verifier>, ()> {
+            let (data, signature) = (data.to_vec(), signature.to_vec());
+            Arc::new(move |op: &mut Box<dyn Verifier>| op.oneshot(&data, &signature))
+        };
+        self.r.run_single(
+            &mut self.op,
+            ("C_Verify", Kind::Verify),
+            verifier_init,
+            &mut |op| op.oneshot(data, signature),
+            shared,
+        )
     }
 }

@@ -40,12 +40,15 @@ struct State {
 struct Idle {
     vs: CK_SESSION_HANDLE,
     since: Instant,
+    /// The vendor lost another session since this one came back: check it before use.
+    suspect: bool,
 }
 
 /// What a borrower got.
 pub(crate) enum Got {
-    /// A free session, idle since then.
-    Idle(CK_SESSION_HANDLE, Instant),
+    /// A free session, idle since then, and whether it is suspect (the vendor lost
+    /// another session since it came back: the borrower checks it first).
+    Idle(CK_SESSION_HANDLE, Instant, bool),
     /// Room for one more: the borrower opens it (and calls `opened` or `gone`).
     Room,
 }
@@ -95,7 +98,7 @@ impl Pool {
         loop {
             if let Some(i) = s.idle.pop() {
                 s.lent += 1;
-                return Some(Got::Idle(i.vs, i.since));
+                return Some(Got::Idle(i.vs, i.since, i.suspect));
             }
             if s.open < s.size.max(1) {
                 s.open += 1;
@@ -122,6 +125,7 @@ impl Pool {
             s.idle.push(Idle {
                 vs,
                 since: Instant::now(),
+                suspect: false,
             });
         } else {
             s.open = s.open.saturating_sub(1);
@@ -137,6 +141,16 @@ impl Pool {
         s.open = s.open.saturating_sub(1);
         drop(s);
         self.freed.notify_one();
+    }
+
+    /// The vendor lost a session (it answered `CKR_SESSION_HANDLE_INVALID`): a vendor
+    /// that lost one usually lost all it had then (a restart, a dropped connection), so
+    /// every idle session is checked before it is lent again, instead of each failing a
+    /// call of its own.
+    pub(crate) fn suspect_idle(&self) {
+        for i in self.state.lock().idle.iter_mut() {
+            i.suspect = true;
+        }
     }
 
     /// The vendor refused the session the borrower had room for (`CKR_SESSION_COUNT`):
@@ -184,7 +198,7 @@ mod tests {
         assert_eq!(p.waits.load(Ordering::Relaxed), 1);
         assert_eq!(p.timeouts.load(Ordering::Relaxed), 1);
         p.give_back(7, 0);
-        assert!(matches!(p.take(0, soon(10)), Some(Got::Idle(7, _))));
+        assert!(matches!(p.take(0, soon(10)), Some(Got::Idle(7, _, false))));
         assert_eq!(p.figures(), (2, 2));
     }
 
@@ -197,7 +211,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             q.give_back(9, 0);
         });
-        assert!(matches!(p.take(0, soon(5000)), Some(Got::Idle(9, _))));
+        assert!(matches!(
+            p.take(0, soon(5000)),
+            Some(Got::Idle(9, _, false))
+        ));
         t.join().unwrap();
         assert_eq!(p.waits.load(Ordering::Relaxed), 1);
         assert_eq!(p.timeouts.load(Ordering::Relaxed), 0);
@@ -229,5 +246,21 @@ mod tests {
         // Nothing open and still refused: nothing to wait for.
         assert!(matches!(p.take(0, soon(10)), Some(Got::Room)));
         assert_eq!(p.shrink(), None);
+    }
+    #[test]
+    fn after_a_lost_session_the_idle_ones_are_suspect_until_lent() {
+        let p = Pool::new(Some(3));
+        for _ in 0..3 {
+            assert!(matches!(p.take(0, soon(10)), Some(Got::Room)));
+        }
+        p.give_back(1, 0);
+        p.give_back(2, 0);
+        // Session 3 was lost at the vendor: the two idle ones are checked first.
+        p.gone();
+        p.suspect_idle();
+        assert!(matches!(p.take(0, soon(10)), Some(Got::Idle(2, _, true))));
+        p.give_back(2, 0);
+        assert!(matches!(p.take(0, soon(10)), Some(Got::Idle(2, _, false))));
+        assert!(matches!(p.take(0, soon(10)), Some(Got::Idle(1, _, true))));
     }
 }

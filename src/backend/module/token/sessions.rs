@@ -47,15 +47,17 @@ impl Inner {
             })?;
             let lease = |vs| Lease { vs, generation };
             match got {
-                Got::Idle(vs, since) if since.elapsed() < CHECK_AFTER_IDLE => return Ok(lease(vs)),
-                Got::Idle(vs, _) => match self.alive(vs) {
+                Got::Idle(vs, since, false) if since.elapsed() < CHECK_AFTER_IDLE => {
+                    return Ok(lease(vs))
+                }
+                Got::Idle(vs, _, _) => match self.alive(vs) {
                     Ok(()) => return Ok(lease(vs)),
                     Err(e) if session_gone(e.rv()) => {
                         log::info!(
                             "replica {}: a pooled vendor session went stale while idle; replaced",
                             self.name
                         );
-                        self.pool.gone();
+                        self.lost_session();
                     }
                     Err(e) => {
                         self.discard(lease(vs));
@@ -136,10 +138,17 @@ impl Inner {
     /// device failed in it (it may be unusable).
     pub(super) fn finish(&self, lease: Lease, failure: Option<&Error>) {
         match failure.map(Error::rv) {
-            Some(rv) if session_gone(rv) => self.pool.gone(),
+            Some(rv) if session_gone(rv) => self.lost_session(),
             Some(rv) if crate::core::token::device_class(rv) => self.discard(lease),
             _ => self.pool.give_back(lease.vs, lease.generation),
         }
+    }
+
+    /// The vendor no longer knows a lent session: its room is free, and the idle ones
+    /// are checked before they are lent again (`Pool::suspect_idle`).
+    fn lost_session(&self) {
+        self.pool.gone();
+        self.pool.suspect_idle();
     }
 
     /// Closes a lent session that must not be reused (an operation left in it, a call
