@@ -96,7 +96,7 @@ fn setup() -> &'static Setup {
         )
         .unwrap();
         std::env::set_var("SOFTHSM2_CONF", &conf);
-        let tokens = ["pool", "heal", "pin", "one"];
+        let tokens = ["pool", "heal", "pin", "one", "lost"];
         for t in tokens {
             let out = Command::new("softhsm2-util")
                 .args(["--init-token", "--free", "--label", t, "--so-pin", "12345678", "--pin", "1234"])
@@ -134,11 +134,12 @@ fn setup() -> &'static Setup {
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}{}{}{}",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}{}{}{}{}",
             group("pool", "p", " max_sessions=16", "  max_sessions = 16\n  timeout_ms = 10000\n"),
             group("heal", "h", "", "  timeout_ms = 1000\n"),
             group("pin", "q", "", "  pin = \"1234\"\n  timeout_ms = 1000\n"),
             group("one", "o", " max_sessions=1", "  max_sessions = 1\n  timeout_ms = 300\n"),
+            group("lost", "l", "", "  timeout_ms = 1000\n"),
         );
         std::fs::write(dir.join("hsmux.toml"), cfg).unwrap();
         std::env::set_var("HSMUX_CONFIG", dir.join("hsmux.toml"));
@@ -344,6 +345,36 @@ fn a_library_stuck_answering_device_removed_is_reinitialised_and_serves_again() 
     );
     ctl(&s.dir, "h", "ok");
     assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+}
+
+#[test]
+fn vendor_sessions_lost_while_pooled_are_replaced_without_failing_a_call() {
+    let s = setup();
+    let m = &s.m;
+    let hs: Vec<_> = (0..4).map(|_| user_session(s, "lost")).collect();
+    let ec = find_one(m, hs[0], CKO_PRIVATE_KEY, b"ec");
+    // Four operations at once hold four vendor sessions; once they end the pool keeps them.
+    let digest = [9u8; 32];
+    for &h in &hs {
+        assert_rv!(ck!(m, C_SignInit(h, &mut mech(CKM_ECDSA), ec)), CKR_OK);
+    }
+    for &h in &hs {
+        two_call(|p, n| ck!(m, C_Sign(h, digest.as_ptr() as *mut _, 32, p, n))).unwrap();
+    }
+    // The vendor loses every session it had (faultwrap `stale`): the first call to meet
+    // one fails over to the same replica, and the other pooled sessions are checked
+    // before they are lent instead of each failing a call.
+    ctl(&s.dir, "l", "stale");
+    for round in 0..3 {
+        for &h in &hs {
+            ecdsa(s, h, ec, format!("after {round}").as_bytes())
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+    ctl(&s.dir, "l", "ok");
+    for h in hs {
+        assert_eq!(ck!(m, C_CloseSession(h)), CKR_OK);
+    }
 }
 
 #[test]

@@ -334,8 +334,9 @@ impl Group {
         // Why each replica did not serve, for the error line when none did.
         let mut why: Vec<String> = Vec::new();
         // Replicas tried in the first pass (a bit each; a slot has at most
-        // `config::MAX_REPLICAS`, 64): the second tries the others,
-        // probing those still down (one the prober re-admitted meanwhile is tried as is).
+        // `config::MAX_REPLICAS`, 64). The second pass probes those down now (the ones
+        // that failed in the first included) and tries those that answer, and tries a
+        // replica the first skipped that the prober re-admitted meanwhile.
         let mut tried = 0u64;
         for pass in 0..2 {
             for &i in order {
@@ -345,7 +346,8 @@ impl Group {
                     continue;
                 }
                 if pass == 1 {
-                    if tried & (1 << i) != 0 {
+                    // Tried already and still usable: it answered (not here, busy).
+                    if usable && tried & (1 << i) != 0 {
                         continue;
                     }
                     if let Err(e) = if usable { Ok(()) } else { self.probe_now(i) } {

@@ -425,23 +425,36 @@ impl Token for ModuleToken {
     }
 
     fn login(&self, who: Login, pin: &[u8]) -> Result<()> {
-        let a = self.inner.anchor()?;
         let user = if who == Login::So { CKU_SO } else { CKU_USER };
         let pin = zeroize::Zeroizing::new(pin.to_vec());
-        let r = self.inner.run("C_Login", move |lib| {
-            let mut pin = pin;
-            match vcall!(
-                lib,
-                C_Login(a, user, pin.as_mut_ptr(), pin.len() as CK_ULONG)
-            ) {
-                CKR_OK | CKR_USER_ALREADY_LOGGED_IN => Ok(()),
-                rv => Err(Error::new(rv)),
+        let mut retried = false;
+        loop {
+            let a = self.inner.anchor()?;
+            let pin = pin.clone();
+            let r = self.inner.run("C_Login", move |lib| {
+                let mut pin = pin;
+                match vcall!(
+                    lib,
+                    C_Login(a, user, pin.as_mut_ptr(), pin.len() as CK_ULONG)
+                ) {
+                    CKR_OK | CKR_USER_ALREADY_LOGGED_IN => Ok(()),
+                    rv => Err(Error::new(rv)),
+                }
+            });
+            match &r {
+                Ok(()) => return r,
+                // The vendor lost the anchor session (kept from an earlier login): once
+                // more on a fresh one.
+                Err(e) if !retried && sessions::session_gone(e.rv()) => {
+                    self.inner.release_anchor(Some(e));
+                    retried = true;
+                }
+                Err(e) => {
+                    self.inner.release_anchor(Some(e));
+                    return r;
+                }
             }
-        });
-        if let Err(e) = &r {
-            self.inner.release_anchor(Some(e));
         }
-        r
     }
 
     fn logout(&self) {

@@ -20,7 +20,7 @@ pub(super) struct Lease {
 const CLOSE_WAIT_POLLS: u32 = 60_000;
 
 /// Codes that say the vendor no longer has the session (nothing to close).
-fn session_gone(rv: CK_RV) -> bool {
+pub(super) fn session_gone(rv: CK_RV) -> bool {
     matches!(rv, CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED)
 }
 
@@ -208,7 +208,18 @@ impl Inner {
         what: &str,
         f: impl FnOnce(Lib, CK_SESSION_HANDLE) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        if let Some(vs) = self.active.get(&h).map(|l| l.vs) {
+        if let Some(lease) = self.active.get(&h).map(|l| *l) {
+            if lease.generation != self.sync() {
+                // The library was re-initialised under the operation: its vendor session
+                // is gone, and the same handle may now be another session's. The call
+                // does not reach the vendor; the operation is lost like its session.
+                log::warn!(
+                    "replica {}: {what}: the operation's vendor session ended when the library was re-initialised; answered CKR_SESSION_CLOSED",
+                    self.name
+                );
+                return Err(err(CKR_SESSION_CLOSED));
+            }
+            let vs = lease.vs;
             return self.run_in(what, vs, move |lib| f(lib, vs));
         }
         let lease = self.borrow()?;
