@@ -1,11 +1,16 @@
 //! The azure-kv backend's cost: ECDSA P-256 signing and AES-256-GCM encryption through
-//! hsmux (C ABI -> core -> remote token -> Key Vault client -> HTTPS) against a direct
-//! keep-alive reqwest client sending the same Key Vault requests (same JSON, same token
-//! source, same TLS roots) to the same test server (conformance/azurekv_server.py playing a
-//! Managed HSM), p50 of each and their ratio. The Python server bounds both columns; the
-//! ratio is what hsmux adds.
+//! hsmux (C ABI -> core -> remote token -> Key Vault request -> HTTPS) against a direct
+//! keep-alive reqwest client sending the same Key Vault requests (same JSON body, same
+//! headers, same token source, same TLS roots) to the same test server
+//! (conformance/azurekv_server.py playing a Managed HSM): p50 of each, measured call by call
+//! interleaved, their ratio, and the CPU time per call of this process and of the server
+//! (from separate runs of calls in a row). The Python server bounds both columns; the ratio
+//! is what hsmux adds.
 //!
-//! `cargo bench --bench remote_azure` (needs .venv: scripts/deps.sh).
+//! `cargo bench --bench remote_azure` (needs .venv: scripts/deps.sh); `BENCH_ITERATIONS`
+//! sets the calls per column (default 300). The direct client runs on a two-worker runtime
+//! with the caller blocking on each request, as hsmux does; `HSMUX_BENCH_DIRECT=
+//! current_thread` gives it a single-thread runtime instead.
 
 mod common;
 use base64::Engine as _;
@@ -146,7 +151,8 @@ impl Direct {
         }
     }
 
-    /// One POST of `body` to `keys/<name>/<version>/<op>`; the answer's `value` decoded.
+    /// One POST of `body` to `keys/<name>/<version>/<op>` with the headers hsmux sends;
+    /// the answer's `value` decoded.
     fn call(&self, key: &str, op: &str, body: &serde_json::Value) -> Vec<u8> {
         let url = format!("{}/keys/{key}/{op}?api-version=7.5", self.vault);
         self.rt.block_on(async {
@@ -154,6 +160,12 @@ impl Direct {
                 .http
                 .post(&url)
                 .bearer_auth(&self.token)
+                // The headers hsmux sends besides (the server parses each).
+                .header("accept", "application/json")
+                .header(
+                    "x-ms-client-request-id",
+                    azure_core::Uuid::new_v4().to_string(),
+                )
                 .json(body)
                 .send()
                 .await

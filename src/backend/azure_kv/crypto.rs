@@ -216,30 +216,23 @@ impl Inner {
             KeyOp::Unwrap => (Verb::UnwrapKey, Call::Decrypt),
         };
         self.operate(what, key, verb, &body, call, || async {
-            let version = Some(version.to_string());
             match op {
                 KeyOp::Encrypt => {
                     let o = KeyClientEncryptOptions {
-                        key_version: version,
+                        key_version: Some(version.to_string()),
                         ..Default::default()
                     };
                     c.encrypt(name, content(&body), Some(o)).await
                 }
                 KeyOp::Wrap => {
                     let o = KeyClientWrapKeyOptions {
-                        key_version: version,
+                        key_version: Some(version.to_string()),
                         ..Default::default()
                     };
                     c.wrap_key(name, content(&body), Some(o)).await
                 }
-                KeyOp::Decrypt => {
-                    c.decrypt(name, &version.unwrap_or_default(), content(&body), None)
-                        .await
-                }
-                KeyOp::Unwrap => {
-                    c.unwrap_key(name, &version.unwrap_or_default(), content(&body), None)
-                        .await
-                }
+                KeyOp::Decrypt => c.decrypt(name, version, content(&body), None).await,
+                KeyOp::Unwrap => c.unwrap_key(name, version, content(&body), None).await,
             }
         })
         .await
