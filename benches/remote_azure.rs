@@ -1,11 +1,16 @@
 //! The azure-kv backend's cost: ECDSA P-256 signing and AES-256-GCM encryption through
-//! hsmux (C ABI -> core -> remote token -> Key Vault client -> HTTPS) against a direct
-//! keep-alive reqwest client sending the same Key Vault requests (same JSON, same token
-//! source, same TLS roots) to the same test server (conformance/azurekv_server.py playing a
-//! Managed HSM), p50 of each and their ratio. The Python server bounds both columns; the
-//! ratio is what hsmux adds.
+//! hsmux (C ABI -> core -> remote token -> Key Vault request -> HTTPS) against a direct
+//! keep-alive reqwest client sending the same Key Vault requests (same JSON body, same
+//! headers, same token source, same TLS roots) to the same test server
+//! (conformance/azurekv_server.py playing a Managed HSM): p50 of each, measured call by call
+//! interleaved, their ratio, and the CPU time per call of this process and of the server
+//! (from separate runs of calls in a row). The Python server bounds both columns; the ratio
+//! is what hsmux adds.
 //!
-//! `cargo bench --bench remote_azure` (needs .venv: scripts/deps.sh).
+//! `cargo bench --bench remote_azure` (needs .venv: scripts/deps.sh); `BENCH_ITERATIONS`
+//! sets the calls per column (default 300). The direct client runs on a two-worker runtime
+//! with the caller blocking on each request, as hsmux does; `HSMUX_BENCH_DIRECT=
+//! current_thread` gives it a single-thread runtime instead.
 
 mod common;
 use base64::Engine as _;
@@ -15,7 +20,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ITERATIONS: usize = 300;
+/// Timed calls per column (`BENCH_ITERATIONS`, default 300).
+fn iterations() -> usize {
+    std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
 const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
 const CLIENT: &str = "11111111-1111-1111-1111-1111111111bb";
 const SECRET: &str = "test-client-secret";
@@ -33,18 +44,55 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// `ITERATIONS` timed runs of `f` after 20 untimed ones.
-fn timed(mut f: impl FnMut()) -> Duration {
+/// The p50s of `a` and `b` over `n` calls each, interleaved call by call (a burst of load
+/// from elsewhere on the machine hits both columns alike), after 20 untimed calls of each.
+fn timed_pair(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
     for _ in 0..20 {
+        a();
+        b();
+    }
+    let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let t = Instant::now();
+        a();
+        ta.push(t.elapsed());
+        let t = Instant::now();
+        b();
+        tb.push(t.elapsed());
+    }
+    (p50(ta), p50(tb))
+}
+
+/// CPU time of this process (every thread: the caller and the runtimes' workers).
+fn own_cpu() -> Duration {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU time of process `pid` (the test server), from /proc (clock-tick resolution).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU per call of `n` calls of `f`: this process's and the server's.
+fn cpu_per_call(n: usize, server: u32, mut f: impl FnMut()) -> (Duration, Duration) {
+    let (c0, s0) = (own_cpu(), cpu_of(server));
+    for _ in 0..n {
         f();
     }
-    p50((0..ITERATIONS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect())
+    let (c1, s1) = (own_cpu(), cpu_of(server));
+    ((c1 - c0) / n as u32, (s1 - s0) / n as u32)
 }
 
 /// The direct client: one keep-alive connection pool, the token fetched once.
@@ -103,7 +151,8 @@ impl Direct {
         }
     }
 
-    /// One POST of `body` to `keys/<name>/<version>/<op>`; the answer's `value` decoded.
+    /// One POST of `body` to `keys/<name>/<version>/<op>` with the headers hsmux sends;
+    /// the answer's `value` decoded.
     fn call(&self, key: &str, op: &str, body: &serde_json::Value) -> Vec<u8> {
         let url = format!("{}/keys/{key}/{op}?api-version=7.5", self.vault);
         self.rt.block_on(async {
@@ -111,6 +160,12 @@ impl Direct {
                 .http
                 .post(&url)
                 .bearer_auth(&self.token)
+                // The headers hsmux sends besides (the server parses each).
+                .header("accept", "application/json")
+                .header(
+                    "x-ms-client-request-id",
+                    azure_core::Uuid::new_v4().to_string(),
+                )
                 .json(body)
                 .send()
                 .await
@@ -209,10 +264,20 @@ fn main() {
     let digest = [0x5au8; 32];
     let plaintext = [0x41u8; 1024];
     let mut buf = vec![0u8; 4096];
-    println!("azure-kv (Managed HSM stand-in over HTTPS), p50 of {ITERATIONS} calls, one thread");
+    let n = iterations();
+    let server = child.id();
+    println!("azure-kv (Managed HSM stand-in over HTTPS), p50 of {n} calls each, one thread, interleaved");
+    println!("CPU per call: this process (caller + runtime workers) and the test server, {n} calls in a row");
     println!(
-        "{:<28} {:>12} {:>12} {:>7}",
-        "operation", "hsmux µs", "direct µs", "ratio"
+        "{:<28} {:>9} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "operation",
+        "hsmux µs",
+        "direct µs",
+        "ratio",
+        "hsmux cpu",
+        "direct cpu",
+        "srv(hsmux)",
+        "srv(dir)"
     );
     // (row, the operation through hsmux, its input, the direct request: key, verb, body,
     // length of the answer's value)
@@ -241,16 +306,23 @@ fn main() {
         ),
     ];
     for (name, op, data, (key, verb, body, len)) in rows {
-        let hx = timed(|| {
+        let mut via_hsmux = || {
             op.run(&m, h, &mut buf, data);
-        });
-        let dx = timed(|| assert_eq!(direct.call(key, verb, &body).len(), len));
+        };
+        let via_direct = || assert_eq!(direct.call(key, verb, &body).len(), len);
+        let (hx, dx) = timed_pair(n, &mut via_hsmux, via_direct);
+        let (hc, hs) = cpu_per_call(n, server, &mut via_hsmux);
+        let (dc, ds) = cpu_per_call(n, server, via_direct);
         println!(
-            "{:<28} {:>12.0} {:>12.0} {:>7.2}",
+            "{:<28} {:>9.0} {:>9.0} {:>6.2} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
             name,
             us(hx),
             us(dx),
-            hx.as_secs_f64() / dx.as_secs_f64()
+            hx.as_secs_f64() / dx.as_secs_f64(),
+            us(hc),
+            us(dc),
+            us(hs),
+            us(ds)
         );
     }
     let _ = child.kill();

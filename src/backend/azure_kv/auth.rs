@@ -216,6 +216,16 @@ impl Auth {
         Ok(c)
     }
 
+    /// The access token for `resource` (cached while good), for the requests hsmux sends
+    /// itself (`rest.rs`).
+    pub async fn bearer(
+        &self,
+        http: &reqwest::Client,
+        resource: &str,
+    ) -> Result<Zeroizing<String>> {
+        Ok(self.token(http, resource).await?.token)
+    }
+
     /// The vault refused `token` (401): it is not handed out again, so the challenge that
     /// follows gets a new grant.
     pub async fn refused(&self, token: &str) {
@@ -227,7 +237,7 @@ impl Auth {
 
     /// The resource of an SDK scope (`{resource}/.default`), if it is a Key Vault or Managed
     /// HSM resource: a vault's challenge must not obtain a token for another service.
-    fn accept_scope(&self, scope: &str) -> Result<String> {
+    pub fn accept_scope(&self, scope: &str) -> Result<String> {
         let resource = scope
             .trim_end_matches("/.default")
             .trim_end_matches('/')

@@ -6,12 +6,14 @@
 
 use super::errors::{sdk, Call};
 use super::keys::bad;
+use super::rest::Verb;
 use super::Inner;
 use crate::backend::remote::{
     EcCurve, GcmCall, GcmSealed, HashAlg, KeyAlg, KeyVersion, SignScheme, Transform, WrapAlg,
 };
 use crate::core::error::{Error, Result};
 use azure_core::http::{RequestContent, Response};
+use azure_core::Bytes;
 use azure_security_keyvault_keys::models::{
     KeyClientEncryptOptions, KeyClientSignOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
     KeyOperationResult, SignParameters,
@@ -35,12 +37,17 @@ struct Answer {
     tag: Option<Vec<u8>>,
 }
 
-/// A request body as JSON in a buffer that is wiped when the SDK and the transport have
+/// A request body as JSON in a buffer that is wiped when the SDK or the transport have
 /// let go of it (a plaintext or key may be in it).
-fn content<T: serde::Serialize>(what: &str, p: &T, hint: usize) -> Result<RequestContent<T>> {
+fn json<T: serde::Serialize>(what: &str, p: &T, hint: usize) -> Result<Bytes> {
     let mut json = Zeroizing::new(Vec::with_capacity(hint * 4 / 3 + 512));
     serde_json::to_writer(&mut *json, p).map_err(|e| Error::general(format!("{what}: {e}")))?;
-    Ok(azure_core::http::Body::Bytes(azure_core::Bytes::from_owner(json)).into())
+    Ok(Bytes::from_owner(json))
+}
+
+/// The body `json` as the SDK's request content.
+fn content<T>(json: &Bytes) -> RequestContent<T> {
+    azure_core::http::Body::Bytes(json.clone()).into()
 }
 
 /// The parameters of an encrypt/decrypt/wrap/unwrap.
@@ -147,10 +154,9 @@ impl Inner {
         &self,
         what: &str,
         key: &KeyVersion,
-        r: azure_core::Result<Response<KeyOperationResult>>,
-        call: Call,
+        r: Result<KeyOperationResult>,
     ) -> Result<Answer> {
-        let mut r = sdk(what, call, r.and_then(|r| r.into_model()))?;
+        let mut r = r?;
         let value = Zeroizing::new(r.result.take().ok_or_else(|| bad(what, "no `value`"))?);
         if let Some(kid) = &r.kid {
             let want = format!("{}/keys/{}", self.vault, key.locator);
@@ -165,6 +171,27 @@ impl Inner {
         })
     }
 
+    /// The operation `verb` with the JSON `body`: by [`rest`](super::rest) once the vault's
+    /// resource is known, else through the SDK's `KeyClient` (`sdk_call`).
+    async fn operate<F>(
+        &self,
+        what: &str,
+        key: &KeyVersion,
+        verb: Verb,
+        body: &Bytes,
+        call: Call,
+        sdk_call: impl FnOnce() -> F,
+    ) -> Result<Answer>
+    where
+        F: std::future::Future<Output = azure_core::Result<Response<KeyOperationResult>>>,
+    {
+        let r = match self.post_op(what, &key.locator, verb, body, call).await {
+            Some(r) => r,
+            None => sdk(what, call, sdk_call().await.and_then(|r| r.into_model())),
+        };
+        self.answer(what, key, r)
+    }
+
     /// Sends an encrypt, decrypt, wrapKey or unwrapKey of the key version; `p.value` is
     /// wiped once it is in the request body.
     async fn key_op(
@@ -175,32 +202,40 @@ impl Inner {
         mut p: KeyOperationParameters,
     ) -> Result<Answer> {
         let hint = p.value.as_ref().map_or(0, Vec::len);
-        let body = content(what, &p, hint);
+        let body = json(what, &p, hint);
         if let Some(v) = p.value.as_mut() {
             v.zeroize();
         }
         let body = body?;
         let (name, version) = name_version(key);
         let c = &self.client;
-        let (r, call) = match op {
-            KeyOp::Encrypt => {
-                let o = KeyClientEncryptOptions {
-                    key_version: Some(version.to_string()),
-                    ..Default::default()
-                };
-                (c.encrypt(name, body, Some(o)).await, Call::Crypto)
-            }
-            KeyOp::Wrap => {
-                let o = KeyClientWrapKeyOptions {
-                    key_version: Some(version.to_string()),
-                    ..Default::default()
-                };
-                (c.wrap_key(name, body, Some(o)).await, Call::Crypto)
-            }
-            KeyOp::Decrypt => (c.decrypt(name, version, body, None).await, Call::Decrypt),
-            KeyOp::Unwrap => (c.unwrap_key(name, version, body, None).await, Call::Decrypt),
+        let (verb, call) = match op {
+            KeyOp::Encrypt => (Verb::Encrypt, Call::Crypto),
+            KeyOp::Wrap => (Verb::WrapKey, Call::Crypto),
+            KeyOp::Decrypt => (Verb::Decrypt, Call::Decrypt),
+            KeyOp::Unwrap => (Verb::UnwrapKey, Call::Decrypt),
         };
-        self.answer(what, key, r, call)
+        self.operate(what, key, verb, &body, call, || async {
+            match op {
+                KeyOp::Encrypt => {
+                    let o = KeyClientEncryptOptions {
+                        key_version: Some(version.to_string()),
+                        ..Default::default()
+                    };
+                    c.encrypt(name, content(&body), Some(o)).await
+                }
+                KeyOp::Wrap => {
+                    let o = KeyClientWrapKeyOptions {
+                        key_version: Some(version.to_string()),
+                        ..Default::default()
+                    };
+                    c.wrap_key(name, content(&body), Some(o)).await
+                }
+                KeyOp::Decrypt => c.decrypt(name, version, content(&body), None).await,
+                KeyOp::Unwrap => c.unwrap_key(name, version, content(&body), None).await,
+            }
+        })
+        .await
     }
 
     pub async fn sign(
@@ -223,14 +258,18 @@ impl Inner {
         let Ok(a) = alg.parse();
         p.algorithm = Some(a);
         p.value = Some(value);
-        let body = content(&what, &p, 64)?;
+        let body = json(&what, &p, 64)?;
         let (name, version) = name_version(&key);
-        let o = KeyClientSignOptions {
-            key_version: Some(version.to_string()),
-            ..Default::default()
-        };
-        let r = self.client.sign(name, body, Some(o)).await;
-        let sig = self.answer(&what, &key, r, Call::Crypto)?.value;
+        let sig = self
+            .operate(&what, &key, Verb::Sign, &body, Call::Crypto, || {
+                let o = KeyClientSignOptions {
+                    key_version: Some(version.to_string()),
+                    ..Default::default()
+                };
+                self.client.sign(name, content(&body), Some(o))
+            })
+            .await?
+            .value;
         if sig.len() != out_len {
             return Err(bad(
                 &what,

@@ -25,13 +25,7 @@ pub fn from_sdk(what: &str, call: Call, e: azure_core::Error) -> Error {
             status,
             raw_response: Some(raw),
             ..
-        } => {
-            let reply = Reply::new(u16::from(*status), raw.body());
-            Error::logged(
-                rv_of(&reply, call),
-                format!("{what}: HTTP {}: {}", reply.status, describe(&reply)),
-            )
-        }
+        } => failed(what, call, &Reply::new(u16::from(*status), raw.body())),
         ErrorKind::HttpResponse { status, .. } => Error::logged(
             http::status_rv(u16::from(*status)),
             format!("{what}: HTTP {}", u16::from(*status)),
@@ -40,6 +34,14 @@ pub fn from_sdk(what: &str, call: Call, e: azure_core::Error) -> Error {
         ErrorKind::DataConversion | ErrorKind::Io => http::malformed(what, &e),
         _ => Error::logged(CKR_DEVICE_ERROR, format!("{what}: {e}")),
     }
+}
+
+/// hsmux's error for the unsuccessful answer `reply` to the call `what` of kind `call`.
+pub fn failed(what: &str, call: Call, reply: &Reply) -> Error {
+    Error::logged(
+        rv_of(reply, call),
+        format!("{what}: HTTP {}: {}", reply.status, describe(reply)),
+    )
 }
 
 /// The SDK call's result with hsmux's error.

@@ -5,6 +5,8 @@
 //! - [`auth`]: Microsoft Entra ID tokens (client secret, certificate assertion, workload
 //!   identity, IMDS managed identity), cached and renewed: the SDK's credential;
 //! - [`transport`]: the `KeyClient`, its transport over hsmux's reqwest client, retries;
+//! - [`rest`]: sign, encrypt, decrypt, wrap and unwrap sent without the SDK's pipeline
+//!   (its per-call cost), with the same bodies, retries, errors and 401 handling;
 //! - [`errors`]: Key Vault's errors as PKCS#11 codes;
 //! - [`keys`]: key names, versions and JSON Web Keys as hsmux's key versions; creation;
 //! - [`crypto`]: sign, RSA decrypt, wrap/unwrap, AES-GCM and AES-CBC-PAD on Managed HSM.
@@ -19,6 +21,7 @@ mod auth;
 mod crypto;
 mod errors;
 mod keys;
+mod rest;
 mod transport;
 
 use crate::backend::remote::token::{SIGN_EC, SIGN_RSA};
@@ -55,6 +58,8 @@ pub fn open(name: &str, cfg: &AzureKvConfig, gated: bool) -> RemoteToken {
 pub(crate) struct Inner {
     slot: String,
     client: azure_security_keyvault_keys::KeyClient,
+    /// The HTTP client under `client`, which [`rest`] sends with too.
+    http: reqwest::Client,
     /// `https://<name>.vault.azure.net`, no trailing slash.
     vault: String,
     auth: Arc<auth::Auth>,
@@ -94,7 +99,7 @@ impl AzureKv {
         let auth = Arc::new(auth::Auth::new(&cfg.auth, known)?);
         let deadline = Duration::from_millis(cfg.common.timeout_ms);
         let pool = http::client_with_ca(deadline, cfg.ca_file.as_deref())?;
-        let client = transport::key_client(&cfg.vault, pool, auth.clone())?;
+        let client = transport::key_client(&cfg.vault, pool.clone(), auth.clone())?;
         log::debug!("slot {slot}: Azure {} with {}", cfg.vault, auth.describe());
         let serial = {
             let d = HashAlg::Sha256.digest(cfg.vault.as_bytes());
@@ -104,6 +109,7 @@ impl AzureKv {
             inner: Arc::new(Inner {
                 slot: slot.to_string(),
                 client,
+                http: pool,
                 vault: cfg.vault.clone(),
                 auth,
                 keys: cfg.keys.clone(),

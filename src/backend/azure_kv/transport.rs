@@ -89,6 +89,29 @@ fn retry_of(method: Method, path: &str) -> Retry {
     }
 }
 
+/// Sends a vault request ([`http::send`]: its retries, `Retry-After`); a 401 answer to a
+/// request that carried the token `bearer` drops that token from the credential's cache,
+/// so that the challenge that follows gets a new one.
+pub async fn send(
+    auth: &Auth,
+    what: &str,
+    retry: Retry,
+    bearer: Option<&str>,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> crate::core::error::Result<http::Reply> {
+    let reply = http::send(what, retry, build).await?;
+    if reply.status == 401 {
+        if let Some(token) = bearer {
+            log::info!(
+                "{what}: the access token was refused ({}); getting a new one",
+                super::errors::describe(&reply)
+            );
+            auth.refused(token).await;
+        }
+    }
+    Ok(reply)
+}
+
 #[async_trait::async_trait]
 impl azure_core::http::HttpClient for VaultTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
@@ -130,7 +153,7 @@ impl azure_core::http::HttpClient for VaultTransport {
         let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
             .map_err(|_| to_sdk(Error::general(format!("{what}: not an HTTP method"))))?;
         let retry = retry_of(request.method(), url.path());
-        let reply = http::send(&what, retry, || {
+        let reply = send(&self.auth, &what, retry, bearer, || {
             let b = self
                 .http
                 .request(method.clone(), url.clone())
@@ -143,15 +166,6 @@ impl azure_core::http::HttpClient for VaultTransport {
         })
         .await
         .map_err(to_sdk)?;
-        if reply.status == 401 {
-            if let Some(token) = bearer {
-                log::info!(
-                    "{what}: the access token was refused ({}); getting a new one",
-                    super::errors::describe(&reply)
-                );
-                self.auth.refused(token).await;
-            }
-        }
         let mut out = HashMap::new();
         for (name, value) in &reply.headers {
             if let Ok(v) = value.to_str() {
