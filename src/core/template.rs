@@ -191,11 +191,9 @@ pub fn is_sensitive_attr(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool 
     }
 }
 
-/// Default attributes of a new object of this class.
-/// The default attributes of a new object of `class`: built once per class and cloned
-/// (a clone copies the map's nodes in bulk, where building it searches the map for each
-/// of its ~25 entries; every object made pays this, `C_DecapsulateKey`'s included).
-fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
+/// The default attributes of a new object of `class`, with room for `room` more: built
+/// once per class and copied (every object made pays this, `C_DecapsulateKey`'s included).
+fn defaults(class: CK_OBJECT_CLASS, room: usize) -> Attrs {
     use std::sync::OnceLock;
     const CLASSES: [CK_OBJECT_CLASS; 5] = [
         CKO_DATA,
@@ -206,7 +204,7 @@ fn defaults(class: CK_OBJECT_CLASS) -> Attrs {
     ];
     static BUILT: OnceLock<[Attrs; 5]> = OnceLock::new();
     match CLASSES.iter().position(|c| *c == class) {
-        Some(i) => BUILT.get_or_init(|| CLASSES.map(build_defaults))[i].clone(),
+        Some(i) => BUILT.get_or_init(|| CLASSES.map(build_defaults))[i].clone_with_room(room),
         None => build_defaults(class),
     }
 }
@@ -296,7 +294,7 @@ pub fn to_attrs(template: &[Attr]) -> Result<Attrs> {
     for a in template {
         check_value(a)?;
         if let Some(prev) = out.insert(a.ty, a.value.clone()) {
-            if prev != a.value {
+            if *prev != *a.value {
                 return Err(err(CKR_TEMPLATE_INCONSISTENT));
             }
         }
@@ -396,13 +394,17 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
             "CKA_TRUSTED can only be set by the SO",
         ));
     }
-    let mut attrs = defaults(class);
+    // Room for what follows: the template, CKA_CLASS/KEY_TYPE, the two history flags,
+    // CKA_UNIQUE_ID and the values the mechanism adds (CKA_VALUE, CKA_VALUE_LEN, ...).
+    let mut attrs = defaults(class, given.len() + fixed.len() + 8);
     if key_type == Some(CKK_ML_KEM) {
         // Like CKA_ENCRYPT/CKA_DECRYPT here, the KEM usage is allowed unless refused.
         attrs.set_flag(CKA_ENCAPSULATE, class == CKO_PUBLIC_KEY);
         attrs.set_flag(CKA_DECAPSULATE, class == CKO_PRIVATE_KEY);
     }
-    attrs.extend(fixed.iter().map(|(k, v)| (*k, v.clone())));
+    for (k, v) in fixed {
+        attrs.insert_slice(*k, v);
+    }
     attrs.extend(given);
     if let Some(kt) = key_type {
         attrs.set_ulong(CKA_KEY_TYPE, kt);
@@ -435,9 +437,27 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
     Ok(attrs)
 }
 
+/// A new `CKA_UNIQUE_ID`: 32 hex digits, 16 drawn at random once per process and 16 of a
+/// counter. The random half keeps processes sharing a token directory apart (a token
+/// object's file is named after it), the counter keeps one process's objects apart; a
+/// child process after `fork` draws its own half. One DRBG draw per object (aws-lc's
+/// prediction resistance reads RDRAND on every draw) was a twentieth of
+/// `C_DecapsulateKey`'s time in perf.
 fn new_unique_id() -> Vec<u8> {
+    use parking_lot::Mutex;
+    /// (pid that drew the random half, that half, the next count)
+    static STATE: Mutex<(u32, [u8; 8], u64)> = Mutex::new((0, [0; 8], 0));
+    let pid = std::process::id();
+    let mut st = STATE.lock();
+    if st.0 != pid {
+        let mut half = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut half);
+        *st = (pid, half, 0);
+    }
+    st.2 += 1;
     let mut b = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[..8].copy_from_slice(&st.1);
+    b[8..].copy_from_slice(&st.2.to_be_bytes());
     hex::encode(b).into_bytes()
 }
 
@@ -496,7 +516,7 @@ pub fn apply_changes(op: Op, attrs: &mut Attrs, template: &[Attr], so: bool) -> 
         if ty == CKA_EXTRACTABLE && parse_bool(&v)? {
             attrs.set_flag(CKA_NEVER_EXTRACTABLE, false);
         }
-        attrs.insert(ty, v);
+        attrs.insert_value(ty, v);
     }
     Ok(())
 }
@@ -509,7 +529,7 @@ pub fn read(attrs: &Attrs, types: &[CK_ATTRIBUTE_TYPE]) -> Vec<AttrValue> {
         .iter()
         .map(|ty| match attrs.get(ty) {
             Some(_) if hidden && is_sensitive_attr(class, *ty) => AttrValue::Sensitive,
-            Some(v) => AttrValue::Value(v.clone()),
+            Some(v) => AttrValue::Value(v.to_vec()),
             None => AttrValue::Invalid,
         })
         .collect()
