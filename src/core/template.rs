@@ -394,9 +394,11 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
             "CKA_TRUSTED can only be set by the SO",
         ));
     }
-    // Room for what follows: the template, CKA_CLASS/KEY_TYPE, the two history flags,
-    // CKA_UNIQUE_ID and the values the mechanism adds (CKA_VALUE, CKA_VALUE_LEN, ...).
-    let mut attrs = defaults(class, given.len() + fixed.len() + 8);
+    // Room for what a key adds to its class's defaults: the template's attributes and at
+    // most seven more (CKA_CLASS, CKA_KEY_TYPE, the two history flags, CKA_UNIQUE_ID, and
+    // the CKA_VALUE and CKA_VALUE_LEN a secret's mechanism adds): filling it in does not
+    // grow it.
+    let mut attrs = defaults(class, given.len() + 7);
     if key_type == Some(CKK_ML_KEM) {
         // Like CKA_ENCRYPT/CKA_DECRYPT here, the KEM usage is allowed unless refused.
         attrs.set_flag(CKA_ENCAPSULATE, class == CKO_PUBLIC_KEY);
@@ -437,28 +439,36 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
     Ok(attrs)
 }
 
-/// A new `CKA_UNIQUE_ID`: 32 hex digits, 16 drawn at random once per process and 16 of a
-/// counter. The random half keeps processes sharing a token directory apart (a token
-/// object's file is named after it), the counter keeps one process's objects apart; a
-/// child process after `fork` draws its own half. One DRBG draw per object (aws-lc's
-/// prediction resistance reads RDRAND on every draw) was a twentieth of
-/// `C_DecapsulateKey`'s time in perf.
+/// A new `CKA_UNIQUE_ID`: 32 hex digits, 16 of a random half drawn once per process and
+/// 16 of a counter. The random half keeps processes sharing a token directory apart (a
+/// token object's file is named after it), the counter keeps one process's objects apart;
+/// a child process after `fork` (a new fork epoch) draws its own half. One DRBG draw per
+/// object (aws-lc's prediction resistance reads RDRAND on every draw) and the `hex` crate's
+/// char-by-char `String` were a twentieth of `C_DecapsulateKey`'s time in perf. Atomics,
+/// not a lock: a lock held by another thread at `fork` would stay held in the child.
 fn new_unique_id() -> Vec<u8> {
-    use parking_lot::Mutex;
-    /// (pid that drew the random half, that half, the next count)
-    static STATE: Mutex<(u32, [u8; 8], u64)> = Mutex::new((0, [0; 8], 0));
-    let pid = std::process::id();
-    let mut st = STATE.lock();
-    if st.0 != pid {
-        let mut half = [0u8; 8];
-        let _ = aws_lc_rs::rand::fill(&mut half);
-        *st = (pid, half, 0);
+    use crate::core::instance::fork_epoch;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HALF: AtomicU64 = AtomicU64::new(0);
+    /// The fork epoch (plus one) HALF was drawn in; 0 before the first draw.
+    static DRAWN_IN: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let epoch = fork_epoch() + 1;
+    if DRAWN_IN.load(Ordering::Acquire) != epoch {
+        let mut h = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut h);
+        HALF.store(u64::from_ne_bytes(h), Ordering::Relaxed);
+        DRAWN_IN.store(epoch, Ordering::Release);
     }
-    st.2 += 1;
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&st.1);
-    b[8..].copy_from_slice(&st.2.to_be_bytes());
-    hex::encode(b).into_bytes()
+    let half = HALF.load(Ordering::Relaxed);
+    let count = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = Vec::with_capacity(32);
+    for b in half.to_be_bytes().into_iter().chain(count.to_be_bytes()) {
+        id.push(DIGITS[usize::from(b >> 4)]);
+        id.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    id
 }
 
 /// C_SetAttributeValue (and the template of C_CopyObject when `op` is `Copy`): applies
@@ -711,5 +721,21 @@ mod tests {
                 .rv(),
             CKR_KEY_FUNCTION_NOT_PERMITTED
         );
+    }
+
+    #[test]
+    fn unique_ids_differ_and_are_hex() {
+        let ids: std::collections::HashSet<Vec<u8>> = (0..1000).map(|_| new_unique_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        // The random half is the same within one process, the counter half is not.
+        let (a, b) = (new_unique_id(), new_unique_id());
+        assert_eq!(a[..16], b[..16]);
+        assert_ne!(a[16..], b[16..]);
     }
 }
