@@ -93,26 +93,80 @@ impl fmt::Debug for Value {
     }
 }
 
-/// The attributes of one object, sorted by type (the order a tree gave: the store's file
-/// format and `C_GetAttributeValue` see no change).
+/// The `CK_BBOOL` attributes held as bits rather than entries, sorted by type: a key has
+/// fifteen or more of them, and an entry each was a third of a kept secret key's memory.
+const FLAGS: [CK_ATTRIBUTE_TYPE; 28] = [
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_TRUSTED,
+    CKA_SENSITIVE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_SIGN,
+    CKA_SIGN_RECOVER,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_DERIVE,
+    CKA_EXTRACTABLE,
+    CKA_LOCAL,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_OTP_USER_FRIENDLY_MODE,
+    CKA_RESET_ON_INIT,
+    CKA_HAS_RESET,
+    CKA_COLOR,
+    CKA_ENCAPSULATE,
+    CKA_DECAPSULATE,
+];
+
+/// The bit of a flag attribute in [`Attrs`]'s masks.
+fn flag_bit(ty: CK_ATTRIBUTE_TYPE) -> Option<u32> {
+    FLAGS.binary_search(&ty).ok().map(|i| 1 << i)
+}
+
+const FALSE: &[u8] = &[0];
+const TRUE: &[u8] = &[1];
+
+/// The attributes of one object, in the order of their types (the order a tree gave: the
+/// store's file format and `C_GetAttributeValue` see no change). A flag of [`FLAGS`] whose
+/// value is `CK_FALSE` or `CK_TRUE` is two bits; any other value is an entry.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Attrs(Vec<(CK_ATTRIBUTE_TYPE, Value)>);
+pub struct Attrs {
+    entries: Vec<(CK_ATTRIBUTE_TYPE, Value)>,
+    /// The flags present as bits, and which of them are `CK_TRUE`.
+    flags: u32,
+    on: u32,
+}
 
 impl Attrs {
     pub fn new() -> Attrs {
-        Attrs(Vec::new())
+        Attrs::default()
     }
 
     fn find(&self, ty: CK_ATTRIBUTE_TYPE) -> std::result::Result<usize, usize> {
-        self.0.binary_search_by_key(&ty, |(t, _)| *t)
+        self.entries.binary_search_by_key(&ty, |(t, _)| *t)
+    }
+
+    fn flag(&self, bit: u32) -> Option<&'static [u8]> {
+        (self.flags & bit != 0).then_some(if self.on & bit != 0 { TRUE } else { FALSE })
     }
 
     pub fn get(&self, ty: &CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.find(*ty).ok().map(|i| self.0[i].1.as_slice())
+        if let Some(v) = flag_bit(*ty).and_then(|b| self.flag(b)) {
+            return Some(v);
+        }
+        self.find(*ty).ok().map(|i| self.entries[i].1.as_slice())
     }
 
     pub fn contains_key(&self, ty: &CK_ATTRIBUTE_TYPE) -> bool {
-        self.find(*ty).is_ok()
+        self.get(ty).is_some()
     }
 
     /// Sets `ty` to `v`; the value it replaces, if any.
@@ -127,59 +181,110 @@ impl Attrs {
 
     /// Sets `ty` to `v` (a value taken from another object's attributes).
     pub fn insert_value(&mut self, ty: CK_ATTRIBUTE_TYPE, v: Value) -> Option<Value> {
+        let bit = flag_bit(ty);
+        if let (Some(bit), [b @ (0 | 1)]) = (bit, v.as_slice()) {
+            let on = *b == 1;
+            let old = self.remove(&ty);
+            self.flags |= bit;
+            self.on = if on { self.on | bit } else { self.on & !bit };
+            return old;
+        }
+        let old_flag = bit.and_then(|b| self.take_flag(b));
         match self.find(ty) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, v)),
             Err(i) => {
-                self.0.insert(i, (ty, v));
-                None
+                self.entries.insert(i, (ty, v));
+                old_flag
             }
         }
     }
 
+    fn take_flag(&mut self, bit: u32) -> Option<Value> {
+        let v = self.flag(bit)?;
+        self.flags &= !bit;
+        self.on &= !bit;
+        Some(Value::word(v))
+    }
+
     pub fn remove(&mut self, ty: &CK_ATTRIBUTE_TYPE) -> Option<Value> {
-        self.find(*ty).ok().map(|i| self.0.remove(i).1)
+        if let Some(v) = flag_bit(*ty).and_then(|b| self.take_flag(b)) {
+            return Some(v);
+        }
+        self.find(*ty).ok().map(|i| self.entries.remove(i).1)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len() + self.flags.count_ones() as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// A copy with room for `n` more attributes, so that filling a new object from its
     /// class's defaults does not grow it.
     pub fn clone_with_room(&self, n: usize) -> Attrs {
-        let mut v = Vec::with_capacity(self.0.len() + n);
-        v.extend(self.0.iter().cloned());
-        Attrs(v)
+        let mut entries = Vec::with_capacity(self.entries.len() + n);
+        entries.extend(self.entries.iter().cloned());
+        Attrs {
+            entries,
+            flags: self.flags,
+            on: self.on,
+        }
     }
 
     /// Gives back the room no attribute uses (an object kept in a store).
     pub fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit()
+        self.entries.shrink_to_fit()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&CK_ATTRIBUTE_TYPE, &[u8])> {
-        self.0.iter().map(|(t, v)| (t, v.as_slice()))
+    /// The attributes in the order of their types.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            entries: self.entries.iter().peekable(),
+            flags: self.flags,
+            on: self.on,
+        }
     }
 
     pub fn values(&self) -> impl Iterator<Item = &[u8]> {
-        self.0.iter().map(|(_, v)| v.as_slice())
+        self.iter().map(|(_, v)| v)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &CK_ATTRIBUTE_TYPE> {
-        self.0.iter().map(|(t, _)| t)
+        self.iter().map(|(t, _)| t)
     }
 
     /// Overwrites every value held on the heap (where secrets are) with zeros and empties it.
     pub fn zeroize(&mut self) {
         use zeroize::Zeroize;
-        for (_, v) in &mut self.0 {
+        for (_, v) in &mut self.entries {
             if let Value::Bytes(b) = v {
                 b.zeroize();
             }
+        }
+    }
+}
+
+/// [`Attrs::iter`]: the entries and the flag bits merged by type.
+pub struct Iter<'a> {
+    entries: std::iter::Peekable<std::slice::Iter<'a, (CK_ATTRIBUTE_TYPE, Value)>>,
+    /// The flags not yet given.
+    flags: u32,
+    on: u32,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a CK_ATTRIBUTE_TYPE, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let flag = (self.flags != 0).then(|| self.flags.trailing_zeros() as usize);
+        match (flag, self.entries.peek()) {
+            (Some(i), next) if next.is_none_or(|(t, _)| FLAGS[i] < *t) => {
+                let bit = 1 << i;
+                self.flags &= !bit;
+                Some((&FLAGS[i], if self.on & bit != 0 { TRUE } else { FALSE }))
+            }
+            _ => self.entries.next().map(|(t, v)| (t, v.as_slice())),
         }
     }
 }
@@ -217,19 +322,24 @@ impl FromIterator<(CK_ATTRIBUTE_TYPE, Vec<u8>)> for Attrs {
 impl IntoIterator for Attrs {
     type Item = (CK_ATTRIBUTE_TYPE, Value);
     type IntoIter = std::vec::IntoIter<(CK_ATTRIBUTE_TYPE, Value)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+    /// The entries moved out (a secret's bytes are not copied), the flags as words.
+    fn into_iter(mut self) -> Self::IntoIter {
+        let mut all = std::mem::take(&mut self.entries);
+        for (i, ty) in FLAGS.iter().enumerate() {
+            if let Some(v) = self.flag(1 << i) {
+                all.push((*ty, Value::word(v)));
+            }
+        }
+        all.sort_by_key(|(t, _)| *t);
+        all.into_iter()
     }
 }
 
 impl<'a> IntoIterator for &'a Attrs {
     type Item = (&'a CK_ATTRIBUTE_TYPE, &'a [u8]);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (CK_ATTRIBUTE_TYPE, Value)>,
-        fn(&'a (CK_ATTRIBUTE_TYPE, Value)) -> (&'a CK_ATTRIBUTE_TYPE, &'a [u8]),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(t, v)| (t, v.as_slice()))
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 
@@ -271,5 +381,48 @@ mod tests {
         assert_eq!(a.get(&CKA_VALUE), Some(&[][..]));
         assert_eq!(a.get(&CKA_SENSITIVE), Some(&[1u8][..]));
         assert_eq!(a.get(&CKA_LABEL), Some(&[][..]));
+    }
+
+    #[test]
+    fn flags_sorted_and_bool() {
+        use super::super::attr::{shape, Shape};
+        assert!(FLAGS.windows(2).all(|w| w[0] < w[1]));
+        assert!(FLAGS.iter().all(|t| shape(*t) == Some(Shape::Bool)));
+        assert!(FLAGS.len() <= 32);
+    }
+
+    #[test]
+    fn flags_and_entries_merge_in_type_order() {
+        let mut a = Attrs::new();
+        a.insert(CKA_DECAPSULATE, vec![1]);
+        a.insert(CKA_LABEL, b"x".to_vec());
+        a.insert(CKA_TOKEN, vec![0]);
+        a.insert(CKA_CLASS, CKO_SECRET_KEY.to_ne_bytes().to_vec());
+        // A CK_BBOOL other than 0 or 1 is kept as given, in an entry.
+        a.insert(CKA_SIGN, vec![2]);
+        let want = [CKA_CLASS, CKA_TOKEN, CKA_LABEL, CKA_SIGN, CKA_DECAPSULATE];
+        let mut sorted = want;
+        sorted.sort();
+        assert_eq!(a.keys().copied().collect::<Vec<_>>(), sorted);
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.get(&CKA_SIGN), Some(&[2u8][..]));
+        assert_eq!(a.get(&CKA_TOKEN), Some(&[0u8][..]));
+        // Flag to entry and back, the old value given back each time.
+        assert!(matches!(a.insert(CKA_TOKEN, vec![7]), Some(v) if *v == [0]));
+        assert!(matches!(a.insert(CKA_SIGN, vec![1]), Some(v) if *v == [2]));
+        assert!(matches!(a.insert(CKA_TOKEN, vec![1]), Some(v) if *v == [7]));
+        assert_eq!(a.get(&CKA_TOKEN), Some(&[1u8][..]));
+        assert_eq!(a.get(&CKA_SIGN), Some(&[1u8][..]));
+        assert_eq!(a.entries.len(), 2);
+        let owned: Vec<_> = a
+            .clone()
+            .into_iter()
+            .map(|(t, v)| (t, v.to_vec()))
+            .collect();
+        let borrowed: Vec<_> = a.iter().map(|(t, v)| (*t, v.to_vec())).collect();
+        assert_eq!(owned, borrowed);
+        assert!(matches!(a.remove(&CKA_DECAPSULATE), Some(v) if *v == [1]));
+        assert!(!a.contains_key(&CKA_DECAPSULATE));
+        assert_eq!(a.len(), 4);
     }
 }
