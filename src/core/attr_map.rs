@@ -1,13 +1,14 @@
 //! [`Attrs`], the attributes of one object: a vector sorted by type rather than a tree,
-//! with flags and `CK_ULONG`s held inline.
+//! with `CK_BBOOL` flags as bits and `CK_ULONG`s inline.
 //!
 //! Why not a `BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>` (what it was): an object holds 20-35
 //! attributes, most of them one-byte flags. The tree gave each object five or six nodes and
 //! one allocation per value, about 3 KB for a secret key; an operation that makes an object
 //! per call (`C_EncapsulateKey`, `C_DecapsulateKey`, `C_DeriveKey`) spent a quarter of its
 //! time there (perf: cloning the class defaults, the allocations, and the page faults of a
-//! heap growing by 3 KB per key kept). Here a secret key is one allocation of ~1.2 KB plus
-//! its variable-length values.
+//! heap growing by 3 KB per key kept: 0.75 faults per `C_EncapsulateKey`). Here a secret
+//! key's attributes are one allocation of about 320 bytes plus its `CKA_VALUE` and
+//! `CKA_UNIQUE_ID` (0.13 faults per call).
 
 use cryptoki_sys::*;
 use std::fmt;
@@ -371,12 +372,13 @@ mod tests {
         a.insert(CKA_SENSITIVE, vec![1]);
         a.insert(CKA_VALUE, vec![9; 8]);
         a.insert(CKA_LABEL, Vec::new());
-        // A flag is a word; a secret (CKA_VALUE) stays on the heap whatever its length.
-        assert!(matches!(
-            a.0[a.find(CKA_SENSITIVE).unwrap()].1,
-            Value::Word { .. }
-        ));
-        assert!(matches!(a.0[a.find(CKA_VALUE).unwrap()].1, Value::Bytes(_)));
+        a.insert(CKA_VALUE_LEN, 8usize.to_ne_bytes().to_vec());
+        // A flag is a bit, a CK_ULONG a word; a secret (CKA_VALUE) stays on the heap
+        // whatever its length.
+        assert_eq!(a.flags.count_ones(), 1);
+        let entry = |ty| &a.entries[a.find(ty).unwrap()].1;
+        assert!(matches!(entry(CKA_VALUE_LEN), Value::Word { .. }));
+        assert!(matches!(entry(CKA_VALUE), Value::Bytes(_)));
         a.zeroize();
         assert_eq!(a.get(&CKA_VALUE), Some(&[][..]));
         assert_eq!(a.get(&CKA_SENSITIVE), Some(&[1u8][..]));
