@@ -6,6 +6,9 @@
 //! shown next to the wall-clock ratio: on a busy machine the wall clock also counts the
 //! other processes' time slices, which fall unevenly on the two sides.
 //!
+//! BENCH_ROWS=kem (any part of a row's name, case-insensitive) runs only the matching
+//! rows, e.g. to profile one operation with `perf record`.
+//!
 //! Run: `cargo bench --bench pqc` (after `cargo build --release`).
 
 #[path = "../tests/common/mod.rs"]
@@ -40,8 +43,23 @@ struct Row {
     wall: (f64, f64),
 }
 
-fn compare(name: &'static str, n: usize, mut hsmux: impl FnMut(), mut direct: impl FnMut()) -> Row {
+/// Whether BENCH_ROWS (absent: every row) selects the row `name`.
+fn selected(name: &str) -> bool {
+    std::env::var("BENCH_ROWS")
+        .map(|f| name.to_lowercase().contains(&f.to_lowercase()))
+        .unwrap_or(true)
+}
+
+fn compare(
+    name: &'static str,
+    n: usize,
+    mut hsmux: impl FnMut(),
+    mut direct: impl FnMut(),
+) -> Option<Row> {
     const BATCH: usize = 25;
+    if !selected(name) {
+        return None;
+    }
     hsmux();
     direct();
     let (mut cpu, mut wall) = ((0.0, 0.0), (0.0, 0.0));
@@ -62,11 +80,11 @@ fn compare(name: &'static str, n: usize, mut hsmux: impl FnMut(), mut direct: im
         done += k;
     }
     let per = |(a, b): (f64, f64)| (a / n as f64, b / n as f64);
-    Row {
+    Some(Row {
         name,
         cpu: per(cpu),
         wall: per(wall),
-    }
+    })
 }
 
 fn main() {
@@ -95,7 +113,10 @@ fn main() {
     );
     let direct = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING).unwrap();
     let pk = direct.public_key().as_ref().to_vec();
-    let (mut sig, mut dsig) = (vec![0u8; 3309], vec![0u8; 3309]);
+    // Made before the rows, so that BENCH_ROWS=verify has a signature to check.
+    let mut sig = sign(m, h, mech(CKM_ML_DSA), privk, &msg).unwrap();
+    let mut dsig = vec![0u8; 3309];
+    direct.sign(&msg, &mut dsig).unwrap();
     rows.push(compare(
         "ML-DSA-65 sign",
         n,
@@ -129,32 +150,37 @@ fn main() {
     let dk = DecapsulationKey::generate(&ML_KEM_768).unwrap();
     let ek = dk.encapsulation_key().unwrap();
     let mut dct = Vec::new();
+    let mut encapsulate = || {
+        let mut t = Template::new().ulong(CKA_CLASS, CKO_SECRET_KEY);
+        let (mut mc, mut len, mut k) = (mech(CKM_ML_KEM), 1088, 0);
+        let rv = unsafe {
+            l.C_EncapsulateKey.unwrap()(
+                h,
+                &mut mc,
+                kpub,
+                t.ptr(),
+                t.len(),
+                ct.as_mut_ptr(),
+                &mut len,
+                &mut k,
+            )
+        };
+        assert_eq!(rv, CKR_OK);
+        made.push(k);
+    };
+    let mut direct_encapsulate = || {
+        let (c, ss) = ek.encapsulate().unwrap();
+        dct = c.as_ref().to_vec();
+        std::hint::black_box(ss);
+    };
+    // Once before the rows, so that BENCH_ROWS=decapsulate has ciphertexts to open.
+    encapsulate();
+    direct_encapsulate();
     rows.push(compare(
         "ML-KEM-768 encapsulate",
         n,
-        || {
-            let mut t = Template::new().ulong(CKA_CLASS, CKO_SECRET_KEY);
-            let (mut mc, mut len, mut k) = (mech(CKM_ML_KEM), 1088, 0);
-            let rv = unsafe {
-                l.C_EncapsulateKey.unwrap()(
-                    h,
-                    &mut mc,
-                    kpub,
-                    t.ptr(),
-                    t.len(),
-                    ct.as_mut_ptr(),
-                    &mut len,
-                    &mut k,
-                )
-            };
-            assert_eq!(rv, CKR_OK);
-            made.push(k);
-        },
-        || {
-            let (c, ss) = ek.encapsulate().unwrap();
-            dct = c.as_ref().to_vec();
-            std::hint::black_box(ss);
-        },
+        &mut encapsulate,
+        &mut direct_encapsulate,
     ));
     rows.push(compare(
         "ML-KEM-768 decapsulate",
@@ -188,7 +214,7 @@ fn main() {
     println!("{n} operations per row (alternating batches of 25), message 256 bytes\n");
     println!("| operation | hsmux µs/op (CPU) | aws-lc-rs µs/op (CPU) | hsmux/direct (CPU) | hsmux/direct (wall) |");
     println!("|---|---:|---:|---:|---:|");
-    for r in rows {
+    for r in rows.into_iter().flatten() {
         println!(
             "| {} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
             r.name,

@@ -4,7 +4,6 @@
 
 use crate::core::error::{err, Result};
 use cryptoki_sys::*;
-use std::collections::BTreeMap;
 
 /// One attribute of a template passed in by a consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +43,7 @@ pub enum AttrValue {
     Invalid,
 }
 
-/// The attributes of one object.
-pub type Attrs = BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>;
+pub use super::attr_map::{Attrs, Value};
 
 pub fn ulong_bytes(v: CK_ULONG) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
@@ -87,13 +85,13 @@ impl AttrsExt for Attrs {
         self.get(&ty).and_then(|v| parse_bool(v).ok())
     }
     fn bytes(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.get(&ty).map(|v| v.as_slice())
+        self.get(&ty)
     }
     fn set_ulong(&mut self, ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) {
-        self.insert(ty, ulong_bytes(v));
+        self.insert_slice(ty, &v.to_ne_bytes());
     }
     fn set_flag(&mut self, ty: CK_ATTRIBUTE_TYPE, v: bool) {
-        self.insert(ty, vec![v as u8]);
+        self.insert_slice(ty, &[v as u8]);
     }
 }
 
@@ -110,7 +108,7 @@ pub fn find(template: &[Attr], ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
 pub fn matches(attrs: &Attrs, template: &[Attr]) -> bool {
     template
         .iter()
-        .all(|a| attrs.get(&a.ty).is_some_and(|v| *v == a.value))
+        .all(|a| attrs.get(&a.ty).is_some_and(|v| v == a.value.as_slice()))
 }
 
 /// The layout a known attribute's value must have: the one table of fixed attribute sizes,

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod attr;
+pub mod attr_map;
 pub mod error;
 pub mod handles;
 pub mod instance;

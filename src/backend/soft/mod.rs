@@ -85,10 +85,7 @@ impl SoftObject {
 
 impl Drop for SoftObject {
     fn drop(&mut self) {
-        use zeroize::Zeroize;
-        for v in self.attrs.values_mut() {
-            v.zeroize();
-        }
+        self.attrs.zeroize();
     }
 }
 

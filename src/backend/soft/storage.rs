@@ -377,8 +377,10 @@ impl SoftToken {
     }
 
     /// Stores a new object (a file first for a token object) and returns its id.
-    pub(super) fn insert(&self, ctx: &Ctx, attrs: Attrs) -> Result<ObjectId> {
+    pub(super) fn insert(&self, ctx: &Ctx, mut attrs: Attrs) -> Result<ObjectId> {
         Self::check_access(ctx, &attrs)?;
+        // Kept until destroyed: without the room left for filling it in.
+        attrs.shrink_to_fit();
         let id = self.new_id();
         let file = if attrs.flag_or(CKA_TOKEN, false) {
             let uid = attrs

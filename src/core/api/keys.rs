@@ -16,7 +16,7 @@ pub fn generate_key(
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = s.slot.token.generate_key(&ctx, mech, template)?;
-        Ok(inst.objects.handle_for(slot, id))
+        Ok(inst.objects.handle_for_new(slot, id))
     })
 }
 
@@ -33,8 +33,8 @@ pub fn generate_key_pair(
             .token
             .generate_key_pair(&ctx, mech, public, private)?;
         Ok((
-            inst.objects.handle_for(slot, p),
-            inst.objects.handle_for(slot, q),
+            inst.objects.handle_for_new(slot, p),
+            inst.objects.handle_for_new(slot, q),
         ))
     })
 }
@@ -82,7 +82,9 @@ pub fn derive_key(
         let b = inst.object(slot, base, CKR_KEY_HANDLE_INVALID)?;
         let mech = translate_mech(inst, slot, mech)?;
         let ids = s.slot.token.derive_keys(&ctx, &mech, b, template)?;
-        let mut handles = ids.into_iter().map(|id| inst.objects.handle_for(slot, id));
+        let mut handles = ids
+            .into_iter()
+            .map(|id| inst.objects.handle_for_new(slot, id));
         let first = handles.next().ok_or_else(|| err(CKR_GENERAL_ERROR))?;
         Ok((first, handles.collect()))
     })
@@ -103,7 +105,7 @@ fn with_key(
         let k = inst.object(slot, key, bad_key)?;
         let mech = translate_mech(inst, slot, mech)?;
         let id = make(&*s.slot.token, &ctx, &mech, k)?;
-        Ok(inst.objects.handle_for(slot, id))
+        Ok(inst.objects.handle_for_new(slot, id))
     })
 }
 

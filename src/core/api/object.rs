@@ -10,7 +10,7 @@ pub fn create_object(h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<CK_OBJEC
     with_session(h, |inst, s| {
         let (slot, ctx) = ctx_of(inst, s);
         let id = s.slot.token.create_object(&ctx, template)?;
-        Ok(inst.objects.handle_for(slot, id))
+        Ok(inst.objects.handle_for_new(slot, id))
     })
 }
 
@@ -23,7 +23,7 @@ pub fn copy_object(
         let (slot, ctx) = ctx_of(inst, s);
         let id = inst.object(slot, obj, CKR_OBJECT_HANDLE_INVALID)?;
         let new = s.slot.token.copy_object(&ctx, id, template)?;
-        Ok(inst.objects.handle_for(slot, new))
+        Ok(inst.objects.handle_for_new(slot, new))
     })
 }
 

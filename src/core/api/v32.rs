@@ -36,7 +36,7 @@ pub fn encapsulate_key(
         }
         let (ciphertext, id) = token.encapsulate_key(&ctx, &mech, k, template)?;
         out.put(&ciphertext)?;
-        Ok(Some(inst.objects.handle_for(slot, id)))
+        Ok(Some(inst.objects.handle_for_new(slot, id)))
     })
 }
 
@@ -56,7 +56,7 @@ pub fn decapsulate_key(
             .slot
             .token
             .decapsulate_key(&ctx, &mech, k, ciphertext, template)?;
-        Ok(inst.objects.handle_for(slot, id))
+        Ok(inst.objects.handle_for_new(slot, id))
     })
 }
 

@@ -196,11 +196,11 @@ impl RemoteToken {
         for (t, v) in pub_attrs {
             match t {
                 CKA_MODULUS | CKA_PUBLIC_EXPONENT | CKA_MODULUS_BITS | CKA_EC_PARAMS => {
-                    private.insert(t, v.clone());
+                    private.insert_value(t, v.clone());
                 }
                 _ => {}
             }
-            public.insert(t, v);
+            public.insert_value(t, v);
         }
         if k.alg.is_pqc() {
             self.pqc_attrs(k, &mut private, &mut public);
