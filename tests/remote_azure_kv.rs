@@ -702,6 +702,38 @@ fn a_hanging_vault_is_device_error_at_the_deadline() {
 }
 
 #[test]
+fn a_key_creation_slower_than_timeout_ms_completes() {
+    let _g = faults();
+    let e = env();
+    let m = &e.m;
+    let h = session("faults");
+    // The HSM takes 4 s to make the key; the slot's timeout_ms is 3000: a creation gets
+    // 60 s at least (RSA-4096 takes seconds), its HTTP attempt included.
+    e.faults.ctl(
+        "fault",
+        serde_json::json!({"kind": "hang", "count": 1, "match": "/create", "delay_ms": 4000}),
+    );
+    let t = Instant::now();
+    let (_, private) = keypair(
+        m,
+        h,
+        CKM_EC_KEY_PAIR_GEN,
+        Template::new()
+            .bytes(
+                CKA_EC_PARAMS,
+                &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            )
+            .bytes(CKA_LABEL, b"slow-create"),
+        Template::new()
+            .bytes(CKA_LABEL, b"slow-create")
+            .bool(CKA_SIGN, true),
+        b"slow-create",
+    );
+    assert!(t.elapsed() >= Duration::from_secs(4), "the fault was hit");
+    ec_sign_ok(h, private).expect("the new key signs");
+}
+
+#[test]
 fn tokens_are_renewed_before_expiry_and_after_a_refusal() {
     let _g = faults();
     let e = env();

@@ -99,7 +99,7 @@ impl AzureKv {
         let auth = Arc::new(auth::Auth::new(&cfg.auth, known)?);
         let deadline = Duration::from_millis(cfg.common.timeout_ms);
         let pool = http::client_with_ca(deadline, cfg.ca_file.as_deref())?;
-        let client = transport::key_client(&cfg.vault, pool.clone(), auth.clone())?;
+        let client = transport::key_client(&cfg.vault, pool.clone(), auth.clone(), deadline)?;
         log::debug!("slot {slot}: Azure {} with {}", cfg.vault, auth.describe());
         let serial = {
             let d = HashAlg::Sha256.digest(cfg.vault.as_bytes());

@@ -28,6 +28,7 @@ pub fn key_client(
     vault: &str,
     http: reqwest::Client,
     auth: Arc<Auth>,
+    deadline: std::time::Duration,
 ) -> std::result::Result<KeyClient, String> {
     let origin = reqwest::Url::parse(vault)
         .map_err(|e| format!("vault {vault:?}: {e}"))?
@@ -37,6 +38,7 @@ pub fn key_client(
         http: http.clone(),
         origin,
         auth: auth.clone(),
+        create_timeout: deadline.max(super::GENERATE_MIN),
     };
     let options = KeyClientOptions {
         api_version: API_VERSION.into(),
@@ -64,6 +66,9 @@ struct VaultTransport {
     /// `https://host[:port]` of the vault.
     origin: String,
     auth: Arc<Auth>,
+    /// The bound of one key creation attempt: the HSM generates the key meanwhile, so it
+    /// gets what the call gets (`GENERATE_MIN` at least), not the client's `timeout_ms`.
+    create_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for VaultTransport {
@@ -77,13 +82,18 @@ fn to_sdk(e: Error) -> azure_core::Error {
     azure_core::Error::new(azure_core::error::ErrorKind::Io, e)
 }
 
+/// Does a request to `path` make a new key version (`/create`, `/rotate`)?
+fn creates_a_version(path: &str) -> bool {
+    path.ends_with("/create") || path.ends_with("/rotate")
+}
+
 /// When a request may be sent again: key creation (`/create`, `/rotate`) makes a new
 /// version each time; every other Key Vault call (reads, sign, encrypt, decrypt, wrap,
 /// unwrap) changes nothing.
 fn retry_of(method: Method, path: &str) -> Retry {
     match method {
         Method::Get => Retry::Read,
-        _ if path.ends_with("/create") || path.ends_with("/rotate") => Retry::Never,
+        _ if creates_a_version(path) => Retry::Never,
         Method::Post => Retry::Read,
         _ => Retry::Never,
     }
@@ -153,11 +163,17 @@ impl azure_core::http::HttpClient for VaultTransport {
         let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
             .map_err(|_| to_sdk(Error::general(format!("{what}: not an HTTP method"))))?;
         let retry = retry_of(request.method(), url.path());
+        let creates = creates_a_version(url.path());
         let reply = send(&self.auth, &what, retry, bearer, || {
             let b = self
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
+            let b = if creates {
+                b.timeout(self.create_timeout)
+            } else {
+                b
+            };
             if body.is_empty() {
                 b
             } else {
