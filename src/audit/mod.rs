@@ -305,6 +305,13 @@ impl Trail {
         key: Option<CK_OBJECT_HANDLE>,
         resolve: impl FnOnce(CK_OBJECT_HANDLE) -> KeyIdentity,
     ) -> (Option<usize>, Option<Arc<KeyIdentity>>) {
+        if started.is_none() {
+            // A failed `*Init`: nothing to remember, and no entry made for a session
+            // handle that may not exist.
+            let known = self.sessions.get(&(h as u64)).and_then(|s| s.slot);
+            let slot = known.or_else(slot);
+            return (slot, key.map(|obj| self.key(obj, || resolve(obj))));
+        }
         let changed = self.keys_changed.load(Ordering::Acquire);
         let mut s = self.sessions.entry(h as u64).or_default();
         if s.slot.is_none() {
