@@ -94,7 +94,7 @@ impl Hasher for HandleHasher {
     }
 }
 
-type HandleMap<V> = DashMap<u64, V, BuildHasherDefault<HandleHasher>>;
+type HandleMap<V> = DashMap<CK_ULONG, V, BuildHasherDefault<HandleHasher>>;
 
 /// The running trail of this process (from `C_Initialize` to `C_Finalize`).
 pub struct Trail {
@@ -308,12 +308,12 @@ impl Trail {
         if started.is_none() {
             // A failed `*Init`: nothing to remember, and no entry made for a session
             // handle that may not exist.
-            let known = self.sessions.get(&(h as u64)).and_then(|s| s.slot);
+            let known = self.sessions.get(&h).and_then(|s| s.slot);
             let slot = known.or_else(slot);
             return (slot, key.map(|obj| self.key(obj, || resolve(obj))));
         }
         let changed = self.keys_changed.load(Ordering::Acquire);
-        let mut s = self.sessions.entry(h as u64).or_default();
+        let mut s = self.sessions.entry(h).or_default();
         if s.slot.is_none() {
             s.slot = slot();
         }
@@ -325,7 +325,7 @@ impl Trail {
             // Read without holding the session map's lock (the key store may be remote).
             drop(s);
             let fresh = Arc::new(KeyIdentity::clone(&self.key(obj, || resolve(obj))));
-            s = self.sessions.entry(h as u64).or_default();
+            s = self.sessions.entry(h).or_default();
             s.last_key = Some((changed, fresh.clone()));
             k = Some(fresh);
         }
@@ -342,7 +342,7 @@ impl Trail {
     /// Session `h`'s operation `op`, as its `*Init` set it up (taken out if the call
     /// `ends` it: no reference count touched), and the session's slot.
     pub fn op(&self, h: CK_SESSION_HANDLE, op: Op, ends: bool) -> (Option<Running>, Option<usize>) {
-        let Some(mut s) = self.sessions.get_mut(&(h as u64)) else {
+        let Some(mut s) = self.sessions.get_mut(&h) else {
             return (None, None);
         };
         let slot = s.slot;
@@ -351,7 +351,7 @@ impl Trail {
     }
 
     pub fn add_len(&self, h: CK_SESSION_HANDLE, op: Op, n: u64) {
-        if let Some(mut s) = self.sessions.get_mut(&(h as u64)) {
+        if let Some(mut s) = self.sessions.get_mut(&h) {
             if let Some(r) = &mut s.ops[op.index()] {
                 r.data_len += n;
             }
@@ -363,7 +363,7 @@ impl Trail {
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) {
-        self.sessions.remove(&(h as u64));
+        self.sessions.remove(&h);
     }
 
     pub fn close_slot(&self, slot: usize) {
@@ -376,17 +376,17 @@ impl Trail {
         obj: CK_OBJECT_HANDLE,
         resolve: impl FnOnce() -> KeyIdentity,
     ) -> Arc<KeyIdentity> {
-        if let Some(k) = self.keys.get(&(obj as u64)) {
+        if let Some(k) = self.keys.get(&obj) {
             return k.clone();
         }
         let k = Arc::new(resolve());
-        self.keys.insert(obj as u64, k.clone());
+        self.keys.insert(obj, k.clone());
         k
     }
 
     /// Forgets `obj`'s identity (destroyed, or its label or id may have changed).
     pub fn forget_key(&self, obj: CK_OBJECT_HANDLE) {
-        self.keys.remove(&(obj as u64));
+        self.keys.remove(&obj);
         self.keys_changed.fetch_add(1, Ordering::AcqRel);
     }
 }
