@@ -5,6 +5,11 @@
 //! configuration; the cells alternate between them over several rounds and the table
 //! shows the median of each, so that the load of a shared machine falls on all three.
 //!
+//! Beside ops/s (wall clock), each cell's process CPU time (getrusage: the signing threads,
+//! the writer thread, the kernel) per operation: on a shared machine that figure moves much
+//! less than the wall-clock one, and with two signing threads on two cores it is what the
+//! throughput ratio follows.
+//!
 //! Run: `cargo bench --bench audit` (after `cargo build --release`); BENCH_SECS per cell
 //! (default 1), BENCH_ROUNDS (default 5).
 
@@ -14,6 +19,15 @@ use common::*;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The process's CPU time so far (user + system, every thread).
+fn cpu_time() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn main() {
@@ -61,21 +75,28 @@ fn main() {
         cores()
     );
     println!(
-        "| threads | off | on | on/off | refuse | refuse/off |\n|---:|---:|---:|---:|---:|---:|"
+        "| threads | off | on | on/off | refuse | refuse/off | CPU µs/op off | on | refuse | CPU off/on |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for threads in [1, 2] {
         let mut cells = vec![Vec::new(); modules.len()];
+        let mut cpu = vec![Vec::new(); modules.len()];
         for _ in 0..rounds {
             for (i, m) in modules.iter().enumerate() {
+                let before = cpu_time();
                 let (n, t) = measure_count_warm(m, Op::Ecdsa, threads, secs);
+                // The writer's last batch of the cell: written within its linger.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                cpu[i].push((cpu_time() - before) * 1e6 / n as f64);
                 cells[i].push(n as f64 / t.as_secs_f64());
             }
         }
         let [off, on, refuse] = [0, 1, 2].map(|i| median(cells[i].clone()));
+        let [c_off, c_on, c_refuse] = [0, 1, 2].map(|i| median(cpu[i].clone()));
         println!(
-            "| {threads} | {off:.0} | {on:.0} | {:.3} | {refuse:.0} | {:.3} |",
+            "| {threads} | {off:.0} | {on:.0} | {:.3} | {refuse:.0} | {:.3} | {c_off:.2} | {c_on:.2} | {c_refuse:.2} | {:.3} |",
             on / off,
-            refuse / off
+            refuse / off,
+            c_off / c_on
         );
     }
     let lines =

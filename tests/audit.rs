@@ -136,6 +136,8 @@ fn check_trail(
 #[path = "audit/scenarios.rs"]
 mod scenarios;
 use scenarios::*;
+#[path = "audit/exit.rs"]
+mod exit;
 #[path = "audit/transit.rs"]
 mod transit;
 
@@ -167,6 +169,7 @@ fn child() {
         "init" => init(&m, 0),
         "soft" => soft_calls(&m),
         "transit" => transit::calls(&m),
+        "exit" => exit::signs_and_exits(&m),
         "module" => {
             let slot = slot_labelled(&m, "shsm", true);
             if std::env::var_os("AUDIT_MAKE_PAIR").is_some() {

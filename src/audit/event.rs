@@ -8,17 +8,20 @@
 use crate::core::{mechname, rv};
 use cryptoki_sys::*;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How the trail names a key: hsmux's handle, its label and `CKA_ID` (read once per
 /// handle), and its class.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KeyIdentity {
     pub handle: CK_OBJECT_HANDLE,
     pub label: Option<String>,
     pub id: Option<Vec<u8>>,
     pub class: Option<CK_OBJECT_CLASS>,
+    /// Its fields as the `key` of a line, rendered by the writer the first time it needs
+    /// them (each session has its own copy of the identity of the key it uses).
+    pub(super) json: OnceLock<String>,
 }
 
 /// One audited call.
@@ -74,6 +77,32 @@ pub struct SlotName {
     pub id: CK_SLOT_ID,
     /// Replica names by metrics index - 1 (configuration order).
     pub replicas: Vec<String>,
+    /// `,"slot":..,"slotId":..` and each replica's `,"replica":..`, rendered once.
+    json: String,
+    replicas_json: Vec<String>,
+}
+
+impl SlotName {
+    pub fn new(label: String, id: CK_SLOT_ID, replicas: Vec<String>) -> SlotName {
+        let mut json = String::new();
+        field_str(&mut json, "slot", &label);
+        field_num(&mut json, "slotId", id as u64);
+        let replicas_json = replicas
+            .iter()
+            .map(|r| {
+                let mut out = String::new();
+                field_str(&mut out, "replica", r);
+                out
+            })
+            .collect();
+        SlotName {
+            label,
+            id,
+            replicas,
+            json,
+            replicas_json,
+        }
+    }
 }
 
 /// Appends `"key":` and `value` as a JSON string.
@@ -96,6 +125,17 @@ pub(super) fn json_str(out: &mut String, value: &str) {
         out.push_str(value);
         out.push('"');
     }
+}
+
+/// Appends `"key":` and `value`, a name of hsmux's own (a function, a `CKM_*` or `CKR_*`
+/// name) that needs no escaping.
+fn field_name(out: &mut String, key: &str, value: &str) {
+    debug_assert!(!value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    out.push_str(value);
+    out.push('"');
 }
 
 pub(super) fn field_num(out: &mut String, key: &str, value: u64) {
@@ -178,22 +218,29 @@ impl Event {
     /// The event's fields after the chain's (`time`, `chain`, `seq`) and the process's,
     /// each starting with a comma.
     pub(super) fn render_fields(&self, out: &mut String, names: &Names) {
-        field_str(out, "eventName", self.function);
+        field_name(out, "eventName", self.function);
         if let Some(s) = self.slot.and_then(|i| names.slots.get(i)) {
-            field_str(out, "slot", &s.label);
-            field_num(out, "slotId", s.id as u64);
-            if let Some(r) = self.replica.checked_sub(1).and_then(|i| s.replicas.get(i)) {
-                field_str(out, "replica", r);
+            out.push_str(&s.json);
+            if let Some(r) = self
+                .replica
+                .checked_sub(1)
+                .and_then(|i| s.replicas_json.get(i))
+            {
+                out.push_str(r);
             }
         }
         if let Some(m) = self.mechanism {
             match mechname::name(m) {
-                Some(n) => field_str(out, "mechanism", n),
+                Some(n) => field_name(out, "mechanism", n),
                 None => field_str(out, "mechanism", &format!("0x{m:08x}")),
             }
         }
         if let Some(k) = &self.key {
-            key_fields(out, "key", k);
+            out.push_str(k.json.get_or_init(|| {
+                let mut json = String::new();
+                key_fields(&mut json, "key", k);
+                json
+            }));
         }
         if let Some(k) = &self.new_key {
             key_fields(out, "newKey", k);
@@ -202,12 +249,12 @@ impl Event {
             key_fields(out, "targetKey", k);
         }
         if let Some(u) = self.user {
-            field_str(out, "userType", user_name(u));
+            field_name(out, "userType", user_name(u));
         }
         if let Some(n) = self.data_len {
             field_num(out, "dataLength", n);
         }
-        field_str(out, "result", rv::name(self.rv));
+        field_name(out, "result", rv::name(self.rv));
         field_num(out, "durationUs", self.duration.as_micros() as u64);
         if let Some(d) = &self.detail {
             field_str(out, "detail", d);

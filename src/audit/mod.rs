@@ -16,6 +16,7 @@
 pub mod calls;
 pub mod event;
 mod process;
+mod queue;
 pub mod tail;
 pub mod verify;
 mod writer;
@@ -30,12 +31,13 @@ use cryptoki_sys::*;
 use dashmap::DashMap;
 use event::{Names, SlotName};
 use parking_lot::Mutex;
+use queue::{Pushed, Queue, Queued};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use writer::{Ack, Msg, Writer};
+use writer::{Ack, Writer};
 
 /// Lines dropped because the queue was full (`on_full = "drop"`), since the process began.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -63,21 +65,53 @@ pub struct Running {
 struct SessionOps {
     slot: Option<usize>,
     ops: [Option<Running>; Op::COUNT],
+    /// The key this session's last `*Init` used, as `Trail::keys_changed` was then: a
+    /// copy of its own, so that sessions on other threads using the same key do not
+    /// share a reference count (a cache line bounced between cores at every operation).
+    last_key: Option<(u64, Arc<KeyIdentity>)>,
 }
+
+/// Hashes the integer handles the trail's maps are keyed by (a multiply and a rotate:
+/// SipHash costs more than the rest of a lookup, and the handles come from hsmux).
+#[derive(Default)]
+pub struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+type HandleMap<V> = DashMap<CK_ULONG, V, BuildHasherDefault<HandleHasher>>;
 
 /// The running trail of this process (from `C_Initialize` to `C_Finalize`).
 pub struct Trail {
     level: AuditLevel,
     on_full: OnFull,
     on_failure: OnFailure,
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     names: Arc<Names>,
     epoch: u64,
-    sessions: DashMap<CK_SESSION_HANDLE, SessionOps>,
+    sessions: HandleMap<SessionOps>,
     /// Key identities by hsmux object handle (handles are not reused while initialized).
-    keys: DashMap<CK_OBJECT_HANDLE, Arc<KeyIdentity>>,
+    keys: HandleMap<Arc<KeyIdentity>>,
+    /// Bumped whenever a key's identity is forgotten: the sessions' copies older than
+    /// that are read again.
+    keys_changed: AtomicU64,
 }
 
 /// Whether a trail is installed (one relaxed load).
@@ -104,15 +138,17 @@ fn names_of(config: &Config) -> Names {
         .slots
         .iter()
         .enumerate()
-        .map(|(i, s)| SlotName {
-            label: s.label.clone(),
-            id: s.id.unwrap_or(i as u64) as CK_SLOT_ID,
-            replicas: match &s.backend {
-                crate::config::BackendConfig::Replicas { replicas, .. } => {
-                    replicas.iter().map(|r| r.name.clone()).collect()
-                }
-                _ => Vec::new(),
-            },
+        .map(|(i, s)| {
+            SlotName::new(
+                s.label.clone(),
+                s.id.unwrap_or(i as u64) as CK_SLOT_ID,
+                match &s.backend {
+                    crate::config::BackendConfig::Replicas { replicas, .. } => {
+                        replicas.iter().map(|r| r.name.clone()).collect()
+                    }
+                    _ => Vec::new(),
+                },
+            )
         })
         .collect();
     Names { slots }
@@ -145,22 +181,24 @@ fn start(cfg: &AuditConfig, names: Names) -> Result<Trail, String> {
         failed.store(true, Ordering::SeqCst);
         WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
     }
-    let (tx, rx) = sync_channel(cfg.queue.unwrap_or(DEFAULT_QUEUE).max(1));
+    let queue = Arc::new(Queue::new(cfg.queue.unwrap_or(DEFAULT_QUEUE)));
+    let q = queue.clone();
     let thread = std::thread::Builder::new()
         .name("hsmux-audit".into())
-        .spawn(move || w.run(rx))
+        .spawn(move || w.run(q))
         .map_err(|e| format!("audit: cannot start the writer thread: {e}"))?;
     Ok(Trail {
         level: cfg.level,
         on_full: cfg.on_full,
         on_failure: cfg.on_failure,
-        tx,
+        queue,
         thread: Mutex::new(Some(thread)),
         failed,
         names,
         epoch: crate::core::instance::fork_epoch(),
-        sessions: DashMap::new(),
-        keys: DashMap::new(),
+        sessions: HandleMap::default(),
+        keys: HandleMap::default(),
+        keys_changed: AtomicU64::new(0),
     })
 }
 
@@ -168,11 +206,17 @@ fn start(cfg: &AuditConfig, names: Names) -> Result<Trail, String> {
 pub fn uninstall() {
     ENABLED.store(false, Ordering::Release);
     if let Some(t) = CURRENT.swap(None) {
-        let _ = t.tx.send(Msg::Stop);
-        if let Some(h) = t.thread.lock().take() {
-            if h.join().is_err() {
-                log::error!("audit: the writer thread panicked");
-            }
+        t.stop();
+    }
+}
+
+/// At process exit (an `atexit` handler, `ffi::audit`): what is queued is written, and the
+/// chain's stop record, as `C_Finalize` would. The trail stays installed, closed: a call
+/// racing the exit gets no line (and under `on_failure = "refuse"`, `CKR_DEVICE_ERROR`).
+pub fn at_exit() {
+    if let Some(g) = current() {
+        if let Some(t) = g.as_ref() {
+            t.stop();
         }
     }
 }
@@ -216,21 +260,31 @@ impl Trail {
         self.on_failure == OnFailure::Refuse
     }
 
+    /// Closes the queue and waits for the writer to write what is queued and the stop record.
+    fn stop(&self) {
+        self.queue.close();
+        if let Some(h) = self.thread.lock().take() {
+            if h.join().is_err() {
+                log::error!("audit: the writer thread panicked");
+            }
+        }
+    }
+
     /// Hands the event to the writer. Returns whether the line is (under `refuse`: was
     /// written; otherwise: will be) in the trail.
-    pub fn submit(&self, e: Event) -> bool {
+    pub fn submit(&self, event: Event) -> bool {
         let ack = self.strict().then(|| Arc::new(Ack::default()));
-        let msg = Msg::Event(Box::new(e), ack.clone());
-        let queued = match self.on_full {
-            OnFull::Block => self.tx.send(msg).is_ok(),
-            OnFull::Drop => match self.tx.try_send(msg) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    DROPPED.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            },
+        let q = Queued {
+            event,
+            ack: ack.clone(),
+        };
+        let queued = match self.queue.push(q, self.on_full == OnFull::Block) {
+            Pushed::Queued => true,
+            Pushed::Full => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Pushed::Closed => false,
         };
         match ack {
             Some(a) if queued => a.wait(ACK_LIMIT),
@@ -238,16 +292,62 @@ impl Trail {
         }
     }
 
-    /// Remembers (or, without a mechanism, cancels) session `h`'s operation `op`.
-    pub fn set_op(&self, h: CK_SESSION_HANDLE, slot: Option<usize>, op: Op, r: Option<Running>) {
+    /// `*Init` on session `h`: remembers operation `op` if it `started` (or, started
+    /// without a mechanism, cancels it), and returns the session's slot (`slot` is asked
+    /// the first time only) and the identity of `key`, the session's own copy (see
+    /// `SessionOps::last_key`; `resolve` reads it the first time the process sees it).
+    pub fn init_op(
+        &self,
+        h: CK_SESSION_HANDLE,
+        slot: impl FnOnce() -> Option<usize>,
+        op: Op,
+        started: Option<Option<CK_MECHANISM_TYPE>>,
+        key: Option<CK_OBJECT_HANDLE>,
+        resolve: impl FnOnce(CK_OBJECT_HANDLE) -> KeyIdentity,
+    ) -> (Option<usize>, Option<Arc<KeyIdentity>>) {
+        if started.is_none() {
+            // A failed `*Init`: nothing to remember, and no entry made for a session
+            // handle that may not exist.
+            let known = self.sessions.get(&h).and_then(|s| s.slot);
+            let slot = known.or_else(slot);
+            return (slot, key.map(|obj| self.key(obj, || resolve(obj))));
+        }
+        let changed = self.keys_changed.load(Ordering::Acquire);
         let mut s = self.sessions.entry(h).or_default();
-        s.slot = s.slot.or(slot);
-        s.ops[op.index()] = r;
+        if s.slot.is_none() {
+            s.slot = slot();
+        }
+        let mut k = key.and_then(|obj| match &s.last_key {
+            Some((seen, k)) if *seen == changed && k.handle == obj => Some(k.clone()),
+            _ => None,
+        });
+        if let (None, Some(obj)) = (&k, key) {
+            // Read without holding the session map's lock (the key store may be remote).
+            drop(s);
+            let fresh = Arc::new(KeyIdentity::clone(&self.key(obj, || resolve(obj))));
+            s = self.sessions.entry(h).or_default();
+            s.last_key = Some((changed, fresh.clone()));
+            k = Some(fresh);
+        }
+        if let Some(mechanism) = started {
+            s.ops[op.index()] = mechanism.map(|m| Running {
+                mechanism: Some(m),
+                key: k.clone(),
+                data_len: 0,
+            });
+        }
+        (s.slot, k)
     }
 
-    /// Session `h`'s operation `op`, as its `*Init` set it up.
-    pub fn op(&self, h: CK_SESSION_HANDLE, op: Op) -> Option<Running> {
-        self.sessions.get(&h)?.ops[op.index()].clone()
+    /// Session `h`'s operation `op`, as its `*Init` set it up (taken out if the call
+    /// `ends` it: no reference count touched), and the session's slot.
+    pub fn op(&self, h: CK_SESSION_HANDLE, op: Op, ends: bool) -> (Option<Running>, Option<usize>) {
+        let Some(mut s) = self.sessions.get_mut(&h) else {
+            return (None, None);
+        };
+        let slot = s.slot;
+        let r = &mut s.ops[op.index()];
+        (if ends { r.take() } else { r.clone() }, slot)
     }
 
     pub fn add_len(&self, h: CK_SESSION_HANDLE, op: Op, n: u64) {
@@ -259,9 +359,7 @@ impl Trail {
     }
 
     pub fn end_op(&self, h: CK_SESSION_HANDLE, op: Op) {
-        if let Some(mut s) = self.sessions.get_mut(&h) {
-            s.ops[op.index()] = None;
-        }
+        self.op(h, op, true);
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) {
@@ -289,6 +387,7 @@ impl Trail {
     /// Forgets `obj`'s identity (destroyed, or its label or id may have changed).
     pub fn forget_key(&self, obj: CK_OBJECT_HANDLE) {
         self.keys.remove(&obj);
+        self.keys_changed.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -1,16 +1,19 @@
-//! The writer thread: takes events from a bounded queue, renders each as one JSON line
-//! chained to the process's previous line (`prev` = SHA-256 of that line's bytes), and
-//! appends whole batches of lines with one `write` on an `O_APPEND` descriptor, so that
-//! several processes can share one file without tearing each other's lines.
+//! The writer thread: takes batches of events from the bounded queue ([`super::queue`]),
+//! renders each as one JSON line chained to the process's previous line (`prev` = SHA-256
+//! of that line's bytes), and appends each batch with one `write` on an `O_APPEND`
+//! descriptor, so that several processes can share one file without tearing each other's
+//! lines. While lines keep coming it takes a batch every [`LINGER`]: a line waits in memory
+//! that long at most (plus the time of the write before it), unless a caller waits for it.
 //!
-//! Rotation: before each batch the path is checked; a file renamed away or deleted
+//! Rotation: before each batch (so at most once per [`LINGER`] under load) the path is checked; a file renamed away or deleted
 //! (logrotate's `create`) is reopened, a file truncated under us (`copytruncate`) is
 //! noticed by its size; either way the batch starts with an `audit.reopen` record that
 //! continues the chain. A failed or short write (disk full, a file size limit) takes back
 //! the bytes it left (no torn line), rolls the chain back to the last line on disk, counts
 //! the lines lost, and the next batch that gets through starts with an `audit.lost` record.
 
-use super::event::{field_num, field_str, Clock, Event, Names};
+use super::event::{field_num, field_str, Clock, Names};
+use super::queue::{Queue, Queued};
 use super::{DROPPED, WRITE_ERRORS};
 use crate::config::audit::AuditConfig;
 use parking_lot::{Condvar, Mutex};
@@ -20,16 +23,14 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Lines written with one `write` at most.
-const MAX_BATCH: usize = 512;
-/// How long the writer lets events gather after the first of a batch, unless a caller
-/// waits for its line (`on_failure = "refuse"`): the callers then queue without waking it,
-/// and one `write` takes them all.
-const LINGER: Duration = Duration::from_millis(1);
+/// How long the writer lets events gather before it takes a batch, unless a caller waits
+/// for its line (`on_failure = "refuse"`) or the queue passes half its length: the callers
+/// queue without waking it, and one `write` takes them all. This bounds how long a line
+/// sits in memory; `C_Finalize` and process exit take what is queued at once.
+pub const LINGER: Duration = Duration::from_millis(10);
 /// How often a writer whose last write failed tries again without new events.
 const RETRY: Duration = Duration::from_millis(500);
 /// syslog priority: facility authpriv (10), severity info (6).
@@ -58,11 +59,6 @@ impl Ack {
         }
         s.unwrap_or(false)
     }
-}
-
-pub enum Msg {
-    Event(Box<Event>, Option<Arc<Ack>>),
-    Stop,
 }
 
 /// The file, reopened when it is rotated.
@@ -157,9 +153,15 @@ fn untear(f: &File, partial: &[u8]) {
 /// The process's chain: its id, the next line's number and the hash of its last line.
 #[derive(Clone)]
 struct Chain {
-    id: String,
     seq: u64,
-    prev: String,
+    /// Lowercase hex.
+    prev: [u8; 64],
+}
+
+impl Chain {
+    fn prev(&self) -> &str {
+        std::str::from_utf8(&self.prev).unwrap_or(ZERO_PREV)
+    }
 }
 
 pub struct Writer {
@@ -168,6 +170,8 @@ pub struct Writer {
     names: Arc<Names>,
     /// The process fields, rendered once.
     process: String,
+    /// What follows a line's time up to its `seq`: `","chain":"<id>","seq":`.
+    chain_json: String,
     /// Lines not written since the last successful write.
     lost: u64,
     /// `DROPPED` as the last `audit.dropped` record written told it.
@@ -182,6 +186,8 @@ pub struct Writer {
     /// Whether to let a batch gather ([`LINGER`]).
     linger: bool,
     clock: Clock,
+    /// The largest batch so far, in bytes: the next batch's buffer starts that large.
+    buf_hint: usize,
 }
 
 impl Writer {
@@ -209,6 +215,7 @@ impl Writer {
             }
             None => None,
         };
+        let chain_id = hex::encode(id);
         let mut w = Writer {
             sink: Sink {
                 path: cfg.file.clone(),
@@ -217,10 +224,10 @@ impl Writer {
                 ino: 0,
                 end: 0,
             },
+            chain_json: format!("\",\"chain\":\"{chain_id}\",\"seq\":"),
             chain: Chain {
-                id: hex::encode(id),
                 seq: 0,
-                prev: ZERO_PREV.into(),
+                prev: [b'0'; 64],
             },
             names,
             process: super::process::fields(),
@@ -236,6 +243,7 @@ impl Writer {
             started: false,
             linger: cfg.on_failure != crate::config::audit::OnFailure::Refuse,
             clock: Clock::default(),
+            buf_hint: 0,
         };
         let r = w.write_batch(&mut Vec::new());
         (w, r)
@@ -247,20 +255,17 @@ impl Writer {
         let start = buf.len();
         buf.push_str("{\"time\":\"");
         self.clock.push(buf, at);
-        buf.push('"');
-        field_str(buf, "chain", &self.chain.id);
-        field_num(buf, "seq", self.chain.seq);
+        // Rendered once: the id is hex, the prev hash too (no escaping).
+        buf.push_str(&self.chain_json);
+        buf.push_str(itoa::Buffer::new().format(self.chain.seq));
         buf.push_str(&self.process);
         body(buf);
-        field_str(buf, "prev", &self.chain.prev);
-        buf.push('}');
+        buf.push_str(",\"prev\":\"");
+        buf.push_str(self.chain.prev());
+        buf.push_str("\"}");
         let digest =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &buf.as_bytes()[start..]);
-        let mut hexed = [0u8; 64];
-        if hex::encode_to_slice(digest.as_ref(), &mut hexed).is_ok() {
-            self.chain.prev.clear();
-            self.chain.prev.extend(hexed.iter().map(|&b| b as char));
-        }
+        let _ = hex::encode_to_slice(digest.as_ref(), &mut self.chain.prev);
         self.chain.seq += 1;
         buf.push('\n');
     }
@@ -345,20 +350,22 @@ impl Writer {
 
     /// Writes one batch of events (possibly none: the start record, or a retry after a
     /// failure).
-    fn write_batch(&mut self, batch: &mut Vec<Msg>) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &mut Vec<Queued>) -> io::Result<()> {
         let saved = self.chain.clone();
-        let mut buf = String::new();
+        let mut buf = String::with_capacity(self.buf_hint);
         let mut acks = Vec::new();
         let mut events = 0u64;
         let pre = self.preamble(&mut buf);
-        for m in batch.drain(..) {
-            if let Msg::Event(e, ack) = m {
-                let names = self.names.clone();
-                self.record(&mut buf, e.time, |out| e.render_fields(out, &names));
-                acks.extend(ack);
-                events += 1;
-            }
+        let names = self.names.clone();
+        // By reference: an event is not moved again on its way to the line.
+        for q in batch.iter_mut() {
+            let event = &q.event;
+            self.record(&mut buf, event.time, |out| event.render_fields(out, &names));
+            acks.extend(q.ack.take());
+            events += 1;
         }
+        batch.clear();
+        self.buf_hint = self.buf_hint.max(buf.len());
         let r = match pre {
             Ok(()) if buf.is_empty() => return Ok(()),
             Ok(()) => self.commit(buf, &mut acks),
@@ -384,39 +391,24 @@ impl Writer {
         Ok(())
     }
 
-    /// The thread's loop, until `Msg::Stop` or every sender is gone; ends the chain with an
-    /// `audit.stop` record.
-    pub fn run(mut self, rx: Receiver<Msg>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut stop = false;
-        while !stop {
-            match rx.recv_timeout(RETRY) {
-                Ok(m) => batch.push(m),
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.failed.load(Ordering::Relaxed) || self.lost > 0 || !self.started {
-                        let _ = self.write_batch(&mut batch);
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
+    /// The thread's loop, until the queue is closed (`C_Finalize`, process exit); ends the
+    /// chain with an `audit.stop` record.
+    pub fn run(mut self, queue: Arc<Queue>) {
+        let mut batch = Vec::new();
+        let linger = if self.linger { LINGER } else { Duration::ZERO };
+        loop {
+            let taken = queue.take(&mut batch, RETRY, linger);
+            if !batch.is_empty()
+                || self.failed.load(Ordering::Relaxed)
+                || self.lost > 0
+                || !self.started
+            {
+                let _ = self.write_batch(&mut batch);
             }
-            if self.linger && !matches!(batch[0], Msg::Stop) {
-                std::thread::sleep(LINGER);
+            if taken.closed {
+                break;
             }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            stop = batch.iter().any(|m| matches!(m, Msg::Stop));
-            let _ = self.write_batch(&mut batch);
         }
-        // Calls that raced C_Finalize: written too, then the chain's end.
-        while let Ok(m) = rx.try_recv() {
-            batch.push(m);
-        }
-        let _ = self.write_batch(&mut batch);
         let mut buf = String::new();
         self.record(&mut buf, SystemTime::now(), |out| {
             field_str(out, "eventName", "audit.stop");

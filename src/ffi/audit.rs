@@ -12,12 +12,12 @@
 
 use super::Subject;
 use crate::audit::calls::{self, Op, Role};
-use crate::audit::{Event, KeyIdentity, Running, Trail};
+use crate::audit::{Event, KeyIdentity, Trail};
 use crate::config::audit::AuditLevel;
 use crate::core::error::Result;
 use cryptoki_sys::*;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::SystemTime;
 
 /// The arguments of a call the trail reads, by their names in `exports.rs` (filled by
 /// `exports!(@args ..)`; pointers are read only with a trail installed).
@@ -98,26 +98,29 @@ fn audited(
         Subject::Session(h) => Some(h),
         _ => None,
     };
-    let slot = subject.slot_index();
+    // An operation's slot is the session's, kept by the trail from its first `*Init`
+    // (looking it up costs two map lookups per call).
+    let slot = match role {
+        Role::Init(_) | Role::Use(_) if session.is_some() => None,
+        _ => subject.slot_index(),
+    };
     if role.guarded() && t.refusing() {
         log::error!(
             "{name}: refused with CKR_DEVICE_ERROR: the audit trail cannot be written (on_failure = \"refuse\")"
         );
         return CKR_DEVICE_ERROR;
     }
-    let mut ev = Event::new(name, slot);
     // What the call is about, read before it runs (an object it destroys is gone after).
-    let running = match (role, session) {
-        (Role::Use(op), Some(h)) => t.op(h, op),
-        _ => None,
-    };
-    if role == Role::Change {
-        ev.key = args.obj.map(|o| identity(t, session, o));
-    }
+    let changed = args
+        .obj
+        .filter(|_| role == Role::Change)
+        .map(|o| identity(t, session, o));
+    // One clock read before the call (its time) and one after, only if it gets a line
+    // (its duration, on the same clock, never negative).
+    let mut ev = Event::new(name, slot);
+    ev.key = changed;
     crate::metrics::clear_served();
-    let started = Instant::now();
     let rv = super::guard(name, subject, f);
-    ev.duration = started.elapsed();
     ev.replica = crate::metrics::served();
     ev.rv = rv;
     let ok = rv == CKR_OK;
@@ -126,14 +129,14 @@ fn audited(
     match role {
         Role::Init(op) => {
             ev.mechanism = mech();
-            ev.key = args.key.map(|k| identity(t, session, k));
-            if let Some(h) = session.filter(|_| ok) {
-                let r = ev.mechanism.map(|m| Running {
-                    mechanism: Some(m),
-                    key: ev.key.clone(),
-                    data_len: 0,
-                });
-                t.set_op(h, slot, op, r);
+            match session {
+                Some(h) => {
+                    let started = ok.then_some(ev.mechanism);
+                    let resolve = |k| read_identity(Some(h), k);
+                    let slot_of = || subject.slot_index();
+                    (ev.slot, ev.key) = t.init_op(h, slot_of, op, started, args.key, resolve);
+                }
+                None => ev.key = args.key.map(|k| identity(t, session, k)),
             }
         }
         Role::Update(op) => {
@@ -149,10 +152,10 @@ fn audited(
         Role::Use(op) => {
             query = !matches!(op, Op::Verify | Op::MessageVerify)
                 && args.out.is_some_and(|p| p.is_null());
-            if let Some(h) = session.filter(|_| calls::ends_op(op, rv, query)) {
-                t.end_op(h, op);
-            }
-            let r = running.unwrap_or_default();
+            let ends = calls::ends_op(op, rv, query);
+            let (r, slot) = session.map_or((None, None), |h| t.op(h, op, ends));
+            ev.slot = slot.or_else(|| subject.slot_index());
+            let r = r.unwrap_or_default();
             ev.mechanism = r.mechanism;
             ev.key = r.key;
             ev.data_len = Some(r.data_len + args.len.unwrap_or(0) as u64);
@@ -191,6 +194,9 @@ fn audited(
     if skipped || !role.logged(level, ok) {
         return rv;
     }
+    ev.duration = SystemTime::now()
+        .duration_since(ev.time)
+        .unwrap_or_default();
     if !t.submit(ev) && t.strict() && role.guarded() {
         log::error!(
             "{name}: answered CKR_DEVICE_ERROR: its audit line could not be written (on_failure = \"refuse\")"
@@ -200,17 +206,34 @@ fn audited(
     rv
 }
 
+/// Registers (once per process) the `atexit` handler that writes what the trail holds
+/// when the process exits without `C_Finalize` (`crate::audit::at_exit`).
+pub(crate) fn flush_at_exit() {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    extern "C" fn at_exit() {
+        crate::audit::at_exit();
+    }
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a handler that takes no arguments and does not unwind
+        // (`crate::audit::at_exit` only closes a queue and joins a thread).
+        unsafe { libc::atexit(at_exit) };
+    });
+}
+
 /// The label, `CKA_ID` and class of `obj` as session `session` sees it (cached per handle).
 fn identity(
     t: &Trail,
     session: Option<CK_SESSION_HANDLE>,
     obj: CK_OBJECT_HANDLE,
 ) -> Arc<KeyIdentity> {
-    t.key(obj, || {
-        let mut k = KeyIdentity {
-            handle: obj,
-            ..KeyIdentity::default()
-        };
+    t.key(obj, || read_identity(session, obj))
+}
+
+/// The label, `CKA_ID` and class of `obj`, read from the key store through `session`.
+fn read_identity(session: Option<CK_SESSION_HANDLE>, obj: CK_OBJECT_HANDLE) -> KeyIdentity {
+    {
+        let mut k = KeyIdentity::default();
+        k.handle = obj;
         let Some(h) = session else { return k };
         let values = unsafe { super::policy::attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS]) };
         let mut it = values.into_iter();
@@ -225,5 +248,5 @@ fn identity(
             .and_then(|v| <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v.as_slice()).ok())
             .map(CK_ULONG::from_ne_bytes);
         k
-    })
+    }
 }

@@ -41,6 +41,7 @@ ck_fn!(C_Initialize(p_init_args: CK_VOID_PTR) {
     ATFORK.call_once(|| {
         libc::pthread_atfork(None, None, Some(child_after_fork));
     });
+    super::audit::flush_at_exit();
     crate::setup::initialize(config.as_deref())
 });
 
