@@ -375,6 +375,18 @@ impl Group {
                         why.push(format!("{}: busy ({e})", r.name));
                         busy = Some(e);
                     }
+                    // The core lets no second operation start in a consumer session, so
+                    // an operation still active in the replica's session is the replica's
+                    // state (a call left running there), not the consumer's: the next one.
+                    Err(e) if e.rv() == CKR_OPERATION_ACTIVE => {
+                        log::warn!(
+                            "slot {}: {what}: replica {} answered {e}; trying the next replica",
+                            self.slot,
+                            r.name
+                        );
+                        why.push(format!("{}: {e}", r.name));
+                        busy = Some(e);
+                    }
                     Err(e) if device_class(e.rv()) => {
                         self.mark_down(i, &format!("{what}: {e}"));
                         why.push(format!("{}: {e}", r.name));
