@@ -93,10 +93,10 @@ impl Queue {
             return Pushed::Closed;
         }
         s.items.push(q);
-        let wake = s.idle || ((urgent || s.items.len() >= self.high_watermark()) && !s.urgent);
-        if urgent || s.items.len() >= self.high_watermark() {
-            s.urgent = true;
-        }
+        // The writer is woken when it sleeps idle, or the first time the batch turns urgent.
+        let now_urgent = urgent || s.items.len() >= self.high_watermark();
+        let wake = s.idle || (now_urgent && !s.urgent);
+        s.urgent |= now_urgent;
         if wake {
             s.idle = false;
         }

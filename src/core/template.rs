@@ -443,9 +443,10 @@ pub fn new_object(op: Op, template: &[Attr], fixed: &Attrs) -> Result<Attrs> {
 /// 16 of a counter. The random half keeps processes sharing a token directory apart (a
 /// token object's file is named after it), the counter keeps one process's objects apart;
 /// a child process after `fork` (a new fork epoch) draws its own half. One DRBG draw per
-/// object (aws-lc's prediction resistance reads RDRAND on every draw) and the `hex` crate's
-/// char-by-char `String` were a twentieth of `C_DecapsulateKey`'s time in perf. Atomics,
-/// not a lock: a lock held by another thread at `fork` would stay held in the child.
+/// object (aws-lc's prediction resistance reads RDRAND on every draw) and `hex::encode`'s
+/// char-by-char `String` (now `encode_to_slice`) were a twentieth of `C_DecapsulateKey`'s
+/// time in perf. Atomics, not a lock: a lock held by another thread at `fork` would stay
+/// held in the child.
 fn new_unique_id() -> Vec<u8> {
     use crate::core::instance::fork_epoch;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -460,14 +461,13 @@ fn new_unique_id() -> Vec<u8> {
         HALF.store(u64::from_ne_bytes(h), Ordering::Relaxed);
         DRAWN_IN.store(epoch, Ordering::Release);
     }
-    let half = HALF.load(Ordering::Relaxed);
     let count = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut id = Vec::with_capacity(32);
-    for b in half.to_be_bytes().into_iter().chain(count.to_be_bytes()) {
-        id.push(DIGITS[usize::from(b >> 4)]);
-        id.push(DIGITS[usize::from(b & 0xf)]);
-    }
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&HALF.load(Ordering::Relaxed).to_be_bytes());
+    raw[8..].copy_from_slice(&count.to_be_bytes());
+    let mut id = vec![0u8; 32];
+    // 16 bytes are always 32 digits: encode_to_slice's only error is a length mismatch.
+    let _ = hex::encode_to_slice(raw, &mut id);
     id
 }
 

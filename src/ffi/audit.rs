@@ -231,22 +231,20 @@ fn identity(
 
 /// The label, `CKA_ID` and class of `obj`, read from the key store through `session`.
 fn read_identity(session: Option<CK_SESSION_HANDLE>, obj: CK_OBJECT_HANDLE) -> KeyIdentity {
-    {
-        let mut k = KeyIdentity::default();
-        k.handle = obj;
-        let Some(h) = session else { return k };
-        let values = unsafe { super::policy::attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS]) };
-        let mut it = values.into_iter();
-        k.label = it
-            .next()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
-        k.id = it.next().flatten();
-        k.class = it
-            .next()
-            .flatten()
-            .and_then(|v| <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v.as_slice()).ok())
-            .map(CK_ULONG::from_ne_bytes);
-        k
-    }
+    let mut k = KeyIdentity::default();
+    k.handle = obj;
+    let Some(h) = session else { return k };
+    let values = unsafe { super::policy::attributes(h, obj, &[CKA_LABEL, CKA_ID, CKA_CLASS]) };
+    let mut it = values.into_iter();
+    k.label = it
+        .next()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    k.id = it.next().flatten();
+    k.class = it
+        .next()
+        .flatten()
+        .and_then(|v| <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v.as_slice()).ok())
+        .map(CK_ULONG::from_ne_bytes);
+    k
 }
