@@ -25,6 +25,7 @@ pub use event::{Event, KeyIdentity};
 
 use crate::config::audit::{AuditConfig, AuditLevel, OnFailure, OnFull};
 use crate::config::Config;
+use crate::core::int_hash::IntHash;
 use arc_swap::{ArcSwapOption, Guard};
 use calls::Op;
 use cryptoki_sys::*;
@@ -32,7 +33,6 @@ use dashmap::DashMap;
 use event::{Names, SlotName};
 use parking_lot::Mutex;
 use queue::{Pushed, Queue, Queued};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -71,30 +71,7 @@ struct SessionOps {
     last_key: Option<(u64, Arc<KeyIdentity>)>,
 }
 
-/// Hashes the integer handles the trail's maps are keyed by (a multiply and a rotate:
-/// SipHash costs more than the rest of a lookup, and the handles come from hsmux).
-#[derive(Default)]
-pub struct HandleHasher(u64);
-
-impl Hasher for HandleHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
-
-type HandleMap<V> = DashMap<CK_ULONG, V, BuildHasherDefault<HandleHasher>>;
+type HandleMap<V> = DashMap<CK_ULONG, V, IntHash>;
 
 /// The running trail of this process (from `C_Initialize` to `C_Finalize`).
 pub struct Trail {

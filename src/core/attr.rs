@@ -82,7 +82,8 @@ impl AttrsExt for Attrs {
         self.get(&ty).and_then(|v| parse_ulong(v).ok())
     }
     fn flag(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<bool> {
-        self.get(&ty).and_then(|v| parse_bool(v).ok())
+        self.flag_bool(ty)
+            .or_else(|| self.get(&ty).and_then(|v| parse_bool(v).ok()))
     }
     fn bytes(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
         self.get(&ty)
@@ -91,7 +92,9 @@ impl AttrsExt for Attrs {
         self.insert_slice(ty, &v.to_ne_bytes());
     }
     fn set_flag(&mut self, ty: CK_ATTRIBUTE_TYPE, v: bool) {
-        self.insert_slice(ty, &[v as u8]);
+        if !self.set_flag_bool(ty, v) {
+            self.insert_slice(ty, &[v as u8]);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! slot's backend (a soft-token id, a vendor module's handle). Shared by all slots, so that
 //! two backends that hand out the same number never clash.
 
+use crate::core::int_hash::IntHash;
 use crate::core::token::ObjectId;
 use cryptoki_sys::*;
 use dashmap::DashMap;
@@ -11,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// never reused while the module is initialized, and one backend object keeps one handle.
 #[derive(Default)]
 pub struct HandleTable {
-    by_handle: DashMap<CK_OBJECT_HANDLE, (usize, ObjectId)>,
-    by_object: DashMap<(usize, ObjectId), CK_OBJECT_HANDLE>,
+    by_handle: DashMap<CK_OBJECT_HANDLE, (usize, ObjectId), IntHash>,
+    by_object: DashMap<(usize, ObjectId), CK_OBJECT_HANDLE, IntHash>,
     next: AtomicU64,
 }
 

@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::core::error::{err, Error, Result};
 use crate::core::handles::HandleTable;
+use crate::core::int_hash::IntHash;
 use crate::core::session::Session;
 use crate::core::slot::Slot;
 use crate::core::token::ObjectId;
@@ -42,7 +43,7 @@ pub struct Instance {
     /// Every configured slot id in configuration order: the core's and the module slots
     /// (which `crate::proxy` runs).
     pub all_slots: Vec<CK_SLOT_ID>,
-    pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>,
+    pub sessions: DashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>, IntHash>,
     pub objects: Arc<HandleTable>,
     epoch: u64,
     pub config: Config,
@@ -61,7 +62,7 @@ impl Instance {
         Instance {
             slots,
             all_slots,
-            sessions: DashMap::new(),
+            sessions: DashMap::default(),
             objects,
             epoch: fork_epoch(),
             config,

@@ -7,6 +7,7 @@ pub mod attr_map;
 pub mod error;
 pub mod handles;
 pub mod instance;
+pub mod int_hash;
 pub mod keyname;
 pub mod limits;
 pub mod mechanism;

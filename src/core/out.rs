@@ -25,7 +25,13 @@ impl<'a> OutBuf<'a> {
         self.buf.as_ref().is_some_and(|b| b.len() >= n)
     }
 
-    /// Answers a length query with `n`.
+    /// The caller's buffer to write into directly (empty for a length query); the writer
+    /// then [`report`](Self::report)s how much it wrote.
+    pub fn space(&mut self) -> &mut [u8] {
+        self.buf.as_deref_mut().unwrap_or_default()
+    }
+
+    /// Answers a length query with `n`, or says how much was written into [`Self::space`].
     pub fn report(&mut self, n: usize) {
         self.written = n;
     }

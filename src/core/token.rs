@@ -44,6 +44,15 @@ pub struct Ctx {
     pub login: Login,
 }
 
+/// What `C_EncapsulateKey` gave: the new key, its ciphertext written to the first `len`
+/// bytes of the caller's buffer; or only the length the ciphertext needs (a length query,
+/// a buffer too small).
+#[derive(Debug)]
+pub enum Encapsulated {
+    Key { len: usize, key: ObjectId },
+    NeedsRoom(usize),
+}
+
 /// `CK_TOKEN_INFO` in Rust terms; the core fills session counts and pads strings.
 #[derive(Clone, Debug, Default)]
 pub struct TokenInfo {
@@ -242,19 +251,19 @@ pub trait Token: Send + Sync {
         }
         Ok(vec![self.derive_key(ctx, mech, base, template)?])
     }
-    /// `C_EncapsulateKey` (3.2): the ciphertext's length, answered before any key is made
-    /// (a length query, a buffer too small).
-    fn encapsulate_len(&self, _ctx: &Ctx, _mech: &Mechanism, _key: ObjectId) -> Result<usize> {
-        Err(err(CKR_FUNCTION_NOT_SUPPORTED))
-    }
-    /// `C_EncapsulateKey` (3.2): the ciphertext and the new secret key made from `template`.
+    /// `C_EncapsulateKey` (3.2): the new secret key made from `template`, its ciphertext
+    /// written to `out`; or, when the ciphertext does not fit in `out` (empty for a length
+    /// query), its length and no key, as the two-call convention wants. One call, so that
+    /// the key is looked up and checked once; straight into the caller's buffer, so that
+    /// no ciphertext is allocated per call.
     fn encapsulate_key(
         &self,
         _ctx: &Ctx,
         _mech: &Mechanism,
         _key: ObjectId,
         _template: &[Attr],
-    ) -> Result<(Vec<u8>, ObjectId)> {
+        _out: &mut [u8],
+    ) -> Result<Encapsulated> {
         Err(err(CKR_FUNCTION_NOT_SUPPORTED))
     }
     /// `C_DecapsulateKey` (3.2): the secret key recovered from `ciphertext`.

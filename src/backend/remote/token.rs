@@ -10,7 +10,7 @@ use crate::core::error::{err, Error, Result};
 use crate::core::mechanism::{is_rsa_pss, MechParam, Mechanism, RSA_SIGN};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::template::{self, Usage};
-use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::token::{Ctx, Encapsulated, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use dashmap::DashMap;
 use parking_lot::RwLock;
@@ -642,18 +642,15 @@ impl Token for RemoteToken {
         Ok((public, private))
     }
 
-    fn encapsulate_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {
-        self.kem_ciphertext_len(ctx, mech, key)
-    }
-
     fn encapsulate_key(
         &self,
         ctx: &Ctx,
         mech: &Mechanism,
         key: ObjectId,
         tpl: &[Attr],
-    ) -> Result<(Vec<u8>, ObjectId)> {
-        self.kem_encapsulate(ctx, mech, key, tpl)
+        out: &mut [u8],
+    ) -> Result<Encapsulated> {
+        self.kem_encapsulate(ctx, mech, key, tpl, out)
     }
 
     fn decapsulate_key(

@@ -27,10 +27,11 @@ pub use self::pin::StoreSeal;
 use self::store::{Decoded, Loaded, TokenMeta};
 use crate::core::attr::{Attr, AttrValue, Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
+use crate::core::int_hash::IntHash;
 use crate::core::mechanism::{MechParam, Mechanism};
 use crate::core::op::{Cipher, Signer, Verifier};
 use crate::core::template::{self, Op, Usage};
-use crate::core::token::{Ctx, Login, ObjectId, Token, TokenInfo};
+use crate::core::token::{Ctx, Encapsulated, Login, ObjectId, Token, TokenInfo};
 use cryptoki_sys::*;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -103,7 +104,7 @@ struct State {
     meta_stamp: Option<(SystemTime, u64)>,
     mk: Option<MasterKey>,
     user_in: bool,
-    objects: HashMap<ObjectId, Arc<SoftObject>>,
+    objects: HashMap<ObjectId, Arc<SoftObject>, IntHash>,
     /// Token object files by name: (inode, object id).
     files: HashMap<String, (u64, ObjectId)>,
     /// Private files read but not yet opened (no master key).
@@ -641,21 +642,23 @@ impl Token for SoftToken {
         }
     }
 
-    fn encapsulate_len(&self, ctx: &Ctx, mech: &Mechanism, key: ObjectId) -> Result<usize> {
-        let k = self.key_for(ctx, key, Usage::Encapsulate, mech)?;
-        crypto::pqc::ciphertext_len(mech, &k)
-    }
-
     fn encapsulate_key(
         &self,
         ctx: &Ctx,
         mech: &Mechanism,
         key: ObjectId,
         tpl: &[Attr],
-    ) -> Result<(Vec<u8>, ObjectId)> {
-        self.kem_key(ctx, mech, (key, Usage::Encapsulate), tpl, |k, a| {
-            crypto::pqc::encapsulate(mech, k, a)
-        })
+        out: &mut [u8],
+    ) -> Result<Encapsulated> {
+        let k = self.key_for(ctx, key, Usage::Encapsulate, mech)?;
+        let n = crypto::pqc::ciphertext_len(mech, &k)?;
+        let Some(out) = out.get_mut(..n) else {
+            return Ok(Encapsulated::NeedsRoom(n));
+        };
+        let key = self.kem_key(ctx, &k, tpl, |k, a| {
+            crypto::pqc::encapsulate(mech, k, a, out)
+        })?;
+        Ok(Encapsulated::Key { len: n, key })
     }
 
     fn decapsulate_key(
@@ -666,10 +669,10 @@ impl Token for SoftToken {
         ciphertext: &[u8],
         tpl: &[Attr],
     ) -> Result<ObjectId> {
-        let make = |k: &Key, a: &Attrs| Ok(((), crypto::pqc::decapsulate(mech, k, ciphertext, a)?));
-        Ok(self
-            .kem_key(ctx, mech, (key, Usage::Decapsulate), tpl, make)?
-            .1)
+        let k = self.key_for(ctx, key, Usage::Decapsulate, mech)?;
+        self.kem_key(ctx, &k, tpl, |k, a| {
+            crypto::pqc::decapsulate(mech, k, ciphertext, a)
+        })
     }
 
     fn generate_random(&self, out: &mut [u8]) -> Result<()> {

@@ -17,7 +17,7 @@ impl SoftToken {
                 meta_stamp: None,
                 mk: None,
                 user_in: false,
-                objects: HashMap::new(),
+                objects: HashMap::default(),
                 files: HashMap::new(),
                 sealed: HashMap::new(),
                 dir_stamp: None,

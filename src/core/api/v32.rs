@@ -9,6 +9,7 @@ use crate::core::mechanism::Mechanism;
 use crate::core::op::Verifier;
 use crate::core::out::OutBuf;
 use crate::core::session::{self, Active};
+use crate::core::token::Encapsulated;
 use cryptoki_sys::*;
 
 /// `C_EncapsulateKey`: the ciphertext goes to `out`; a length query or a buffer too small
@@ -24,19 +25,24 @@ pub fn encapsulate_key(
         let (slot, ctx) = ctx_of(inst, s);
         let k = inst.object(slot, key, CKR_KEY_HANDLE_INVALID)?;
         let mech = translate_mech(inst, slot, mech)?;
-        let token = &s.slot.token;
-        let n = token.encapsulate_len(&ctx, &mech, k)?;
-        if !out.fits(n) {
-            out.report(n);
-            return if out.is_query() {
-                Ok(None)
-            } else {
-                Err(err(CKR_BUFFER_TOO_SMALL))
-            };
+        match s
+            .slot
+            .token
+            .encapsulate_key(&ctx, &mech, k, template, out.space())?
+        {
+            Encapsulated::NeedsRoom(n) => {
+                out.report(n);
+                if out.is_query() {
+                    Ok(None)
+                } else {
+                    Err(err(CKR_BUFFER_TOO_SMALL))
+                }
+            }
+            Encapsulated::Key { len, key } => {
+                out.report(len);
+                Ok(Some(inst.objects.handle_for_new(slot, key)))
+            }
         }
-        let (ciphertext, id) = token.encapsulate_key(&ctx, &mech, k, template)?;
-        out.put(&ciphertext)?;
-        Ok(Some(inst.objects.handle_for_new(slot, id)))
     })
 }
 

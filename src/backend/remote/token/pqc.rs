@@ -211,29 +211,25 @@ impl RemoteToken {
         Ok(o)
     }
 
-    pub(super) fn kem_ciphertext_len(
-        &self,
-        ctx: &Ctx,
-        mech: &Mechanism,
-        key: ObjectId,
-    ) -> Result<usize> {
-        let o = self.kem_key(ctx, key, Usage::Encapsulate, mech)?;
-        Ok(pqc::of(o.key.alg).map_or(0, |s| s.output_len))
-    }
-
-    /// `C_EncapsulateKey`: ML-KEM.Encaps with the service's public key, here.
+    /// `C_EncapsulateKey`: ML-KEM.Encaps with the service's public key, here, into `out`
+    /// (only the ciphertext's length when it does not fit).
     pub(super) fn kem_encapsulate(
         &self,
         ctx: &Ctx,
         mech: &Mechanism,
         key: ObjectId,
         tpl: &[Attr],
-    ) -> Result<(Vec<u8>, ObjectId)> {
+        out: &mut [u8],
+    ) -> Result<Encapsulated> {
         let o = self.kem_key(ctx, key, Usage::Encapsulate, mech)?;
+        let n = pqc::of(o.key.alg).map_or(0, |s| s.output_len);
+        let Some(out) = out.get_mut(..n) else {
+            return Ok(Encapsulated::NeedsRoom(n));
+        };
         let mut attrs = secret_template(tpl)?;
-        let (ciphertext, values) = soft::pqc::encapsulate(mech, &*self.public_key_of(&o)?, &attrs)?;
-        attrs.extend(values);
-        Ok((ciphertext, self.add_session_key(ctx, attrs)?))
+        soft::pqc::encapsulate(mech, &*self.public_key_of(&o)?, &mut attrs, out)?;
+        let key = self.add_session_key(ctx, attrs)?;
+        Ok(Encapsulated::Key { len: n, key })
     }
 
     /// `C_DecapsulateKey`: ML-KEM.Decaps by the service.

@@ -6,7 +6,7 @@
 //! and the seeded key generation through `pqc_raw.rs` (context strings, seeds).
 
 use super::keys::Key;
-use super::wrap::finish_derived;
+use super::wrap::finish_derived_into;
 use super::{param_invalid, pqc_raw, random};
 use crate::core::attr::{Attrs, AttrsExt};
 use crate::core::error::{err, Error, Result};
@@ -406,25 +406,32 @@ pub fn ciphertext_len(mech: &Mechanism, key: &Key) -> Result<usize> {
     }
 }
 
-/// ML-KEM.Encaps: the ciphertext and the new key's value attributes (the shared secret as
-/// CKA_VALUE, cut to the template's CKA_VALUE_LEN as a derivation is).
-pub fn encapsulate(mech: &Mechanism, key: &Key, template: &Attrs) -> Result<(Vec<u8>, Attrs)> {
-    ciphertext_len(mech, key)?;
+/// ML-KEM.Encaps: the ciphertext written to `out` (exactly [`ciphertext_len`] bytes) and the
+/// new key's value attributes added to `attrs`, its filled-in template (the shared secret
+/// as CKA_VALUE, cut to the template's CKA_VALUE_LEN as a derivation is).
+pub fn encapsulate(mech: &Mechanism, key: &Key, attrs: &mut Attrs, out: &mut [u8]) -> Result<()> {
+    if ciphertext_len(mech, key)? != out.len() {
+        return Err(Error::logged(
+            CKR_GENERAL_ERROR,
+            "ML-KEM ciphertext buffer of the wrong length",
+        ));
+    }
     let Key::MlKemPublic { key, .. } = key else {
         return Err(err(CKR_KEY_TYPE_INCONSISTENT));
     };
     let (ct, ss) = key.encapsulate().map_err(|_| err(CKR_FUNCTION_FAILED))?;
-    Ok((ct.as_ref().to_vec(), finish_derived(template, ss.as_ref())?))
+    out.copy_from_slice(ct.as_ref());
+    finish_derived_into(attrs, ss.as_ref())
 }
 
-/// ML-KEM.Decaps: the new key's value attributes, as [`encapsulate`]. FIPS 203's implicit
+/// ML-KEM.Decaps: the new key's value attributes added to `attrs`, as [`encapsulate`]. FIPS 203's implicit
 /// rejection gives a pseudo-random secret for a tampered ciphertext of the right length.
 pub fn decapsulate(
     mech: &Mechanism,
     key: &Key,
     ciphertext: &[u8],
-    template: &Attrs,
-) -> Result<Attrs> {
+    attrs: &mut Attrs,
+) -> Result<()> {
     kem_mechanism(mech)?;
     let Key::MlKemPrivate { set, key } = key else {
         return Err(Error::logged(
@@ -445,5 +452,5 @@ pub fn decapsulate(
     let ss = key
         .decapsulate(kem::Ciphertext::from(ciphertext))
         .map_err(|_| err(CKR_ENCRYPTED_DATA_INVALID))?;
-    finish_derived(template, ss.as_ref())
+    finish_derived_into(attrs, ss.as_ref())
 }

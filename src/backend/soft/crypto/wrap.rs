@@ -257,6 +257,27 @@ fn private_from_pkcs8(der_bytes: &[u8], want: Option<CK_KEY_TYPE>) -> Result<Att
 /// Length and type of a derived secret: CKA_VALUE_LEN from the template (at most what the
 /// mechanism yields), else all of it; the key type from the template, else generic.
 pub fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
+    let mut a = Attrs::new();
+    put_derived(&mut a, derived_size(template, secret)?, secret);
+    Ok(a)
+}
+
+/// [`finish_derived`] into the new key's own attributes (its template filled in), without
+/// a second attribute map to merge.
+pub fn finish_derived_into(attrs: &mut Attrs, secret: &[u8]) -> Result<()> {
+    let size = derived_size(attrs, secret)?;
+    put_derived(attrs, size, secret);
+    Ok(())
+}
+
+fn put_derived(a: &mut Attrs, (kt, len): (CK_KEY_TYPE, usize), secret: &[u8]) {
+    a.set_ulong(CKA_KEY_TYPE, kt);
+    a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
+    a.insert(CKA_VALUE, secret[..len].to_vec());
+}
+
+/// The key type and length a derived secret key takes from its template.
+fn derived_size(template: &Attrs, secret: &[u8]) -> Result<(CK_KEY_TYPE, usize)> {
     let kt = template.ulong(CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
     let len = match (template.ulong(CKA_VALUE_LEN), kt) {
         (Some(n), _) => n as usize,
@@ -269,11 +290,7 @@ pub fn finish_derived(template: &Attrs, secret: &[u8]) -> Result<Attrs> {
             "derived key length does not fit",
         ));
     }
-    let mut a = Attrs::new();
-    a.set_ulong(CKA_KEY_TYPE, kt);
-    a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
-    a.insert(CKA_VALUE, secret[..len].to_vec());
-    Ok(a)
+    Ok((kt, len))
 }
 
 fn secret_value(k: &Key) -> Result<&[u8]> {
