@@ -179,6 +179,15 @@ impl Attrs {
         Attrs::default()
     }
 
+    /// Room for `n` attributes that are not flags (flags take no room).
+    pub fn with_capacity(n: usize) -> Attrs {
+        Attrs {
+            entries: Vec::with_capacity(n),
+            flags: 0,
+            on: 0,
+        }
+    }
+
     fn find(&self, ty: CK_ATTRIBUTE_TYPE) -> std::result::Result<usize, usize> {
         self.entries.binary_search_by_key(&ty, |(t, _)| *t)
     }

@@ -290,10 +290,11 @@ fn check_value(a: &Attr) -> Result<()> {
 /// Folds a consumer template into a map; the same type twice with different values is
 /// `CKR_TEMPLATE_INCONSISTENT`.
 pub fn to_attrs(template: &[Attr]) -> Result<Attrs> {
-    let mut out = Attrs::new();
+    let mut out = Attrs::with_capacity(template.len());
     for a in template {
         check_value(a)?;
-        if let Some(prev) = out.insert(a.ty, a.value.clone()) {
+        // A copy only for values longer than a word: flags and numbers go in inline.
+        if let Some(prev) = out.insert_slice(a.ty, &a.value) {
             if *prev != *a.value {
                 return Err(err(CKR_TEMPLATE_INCONSISTENT));
             }
