@@ -548,7 +548,15 @@ impl SoftToken {
     }
 
     pub(super) fn mechanism_known(mech: CK_MECHANISM_TYPE) -> Result<()> {
-        if crypto::mechanisms().iter().any(|(m, _)| *m == mech) {
+        // Sorted once: a key use checks its mechanism on every call, and the list (in the
+        // order C_GetMechanismList gives it) has the post-quantum ones last.
+        static SORTED: std::sync::OnceLock<Vec<CK_MECHANISM_TYPE>> = std::sync::OnceLock::new();
+        let sorted = SORTED.get_or_init(|| {
+            let mut v: Vec<_> = crypto::mechanisms().iter().map(|(m, _)| *m).collect();
+            v.sort_unstable();
+            v
+        });
+        if sorted.binary_search(&mech).is_ok() {
             Ok(())
         } else {
             // Consumers probe mechanisms routinely: no log line for this one.
