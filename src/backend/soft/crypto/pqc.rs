@@ -424,8 +424,9 @@ pub fn encapsulate(mech: &Mechanism, key: &Key, attrs: &mut Attrs, out: &mut [u8
     finish_derived_into(attrs, ss.as_ref())
 }
 
-/// ML-KEM.Decaps: the new key's value attributes added to `attrs`, as [`encapsulate`]. FIPS 203's implicit
-/// rejection gives a pseudo-random secret for a tampered ciphertext of the right length.
+/// ML-KEM.Decaps: the new key's value attributes added to `attrs`, as [`encapsulate`].
+/// FIPS 203's implicit rejection gives a pseudo-random secret for a tampered ciphertext of
+/// the right length.
 pub fn decapsulate(
     mech: &Mechanism,
     key: &Key,
