@@ -2,8 +2,12 @@
 //! `[audit]` off, on (`on_failure = "log"`, the line queued to the writer thread) and on
 //! with `on_failure = "refuse"` (each C_Sign waits for its line to be written), for 1 and 2
 //! threads. Three copies of libhsmux.so are loaded in one process, each with its own
-//! configuration; the cells alternate between them over several rounds and the table
-//! shows the median of each, so that the load of a shared machine falls on all three.
+//! configuration. Each round runs one cell of each, back to back, in an order that turns
+//! from round to round; a ratio is taken within each round (on/off of the same round) and
+//! the table shows its median over the rounds, with the middle half of the rounds' ratios
+//! beside it. On a shared machine whose speed drifts from second to second (this
+//! project's 2-core VM: ±10 % between cells a few seconds apart), a ratio of cells run
+//! side by side moves far less than a ratio of each variant's median.
 //!
 //! Beside ops/s (wall clock), each cell's process CPU time (getrusage: the signing threads,
 //! the writer thread, the kernel) per operation: on a shared machine that figure moves much
@@ -11,7 +15,7 @@
 //! throughput ratio follows.
 //!
 //! Run: `cargo bench --bench audit` (after `cargo build --release`); BENCH_SECS per cell
-//! (default 1), BENCH_ROUNDS (default 5).
+//! (default 0.5), BENCH_ROUNDS (default 15).
 
 mod common;
 use common::*;
@@ -19,6 +23,13 @@ use common::*;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// "median [first quartile-third quartile]".
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.3} [{:.3}-{:.3}]", at(0.5), at(0.25), at(0.75))
 }
 
 /// The process's CPU time so far (user + system, every thread).
@@ -65,42 +76,55 @@ fn main() {
         check_signature(m);
         modules.push(m);
     }
-    let secs = bench_secs();
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.5);
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(15);
     println!(
-        "{secs} s per cell, {rounds} rounds, {} cores; median ops/s\n",
+        "{secs} s per cell, {rounds} rounds, {} cores; ops/s: median of the rounds; ratios: median of the rounds' own ratios [middle half]\n",
         cores()
     );
     println!(
-        "| threads | off | on | on/off | refuse | refuse/off | CPU µs/op off | on | refuse | CPU off/on |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| threads | off ops/s | on ops/s | on/off | refuse ops/s | refuse/off | CPU µs/op off | on | CPU off/on |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for threads in [1, 2] {
-        let mut cells = vec![Vec::new(); modules.len()];
+        let mut ops = vec![Vec::new(); modules.len()];
         let mut cpu = vec![Vec::new(); modules.len()];
-        for _ in 0..rounds {
-            for (i, m) in modules.iter().enumerate() {
+        for round in 0..rounds {
+            for k in 0..modules.len() {
+                let i = (k + round) % modules.len();
                 let before = cpu_time();
-                let (n, t) = measure_count_warm(m, Op::Ecdsa, threads, secs);
+                let (n, t) = measure_count_warm(modules[i], Op::Ecdsa, threads, secs);
                 // The writer's last batch of the cell: written within its linger.
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 cpu[i].push((cpu_time() - before) * 1e6 / n as f64);
-                cells[i].push(n as f64 / t.as_secs_f64());
+                ops[i].push(n as f64 / t.as_secs_f64());
             }
         }
-        let [off, on, refuse] = [0, 1, 2].map(|i| median(cells[i].clone()));
-        let [c_off, c_on, c_refuse] = [0, 1, 2].map(|i| median(cpu[i].clone()));
+        let paired =
+            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+        let on_off = paired(&ops[1], &ops[0]);
+        let refuse_off = paired(&ops[2], &ops[0]);
+        let cpu_off_on = paired(&cpu[0], &cpu[1]);
+        let [off, on, refuse] = [0, 1, 2].map(|i| median(ops[i].clone()));
+        let [c_off, c_on] = [0, 1].map(|i| median(cpu[i].clone()));
         println!(
-            "| {threads} | {off:.0} | {on:.0} | {:.3} | {refuse:.0} | {:.3} | {c_off:.2} | {c_on:.2} | {c_refuse:.2} | {:.3} |",
-            on / off,
-            refuse / off,
-            c_off / c_on
+            "| {threads} | {off:.0} | {on:.0} | {} | {refuse:.0} | {} | {c_off:.2} | {c_on:.2} | {} |",
+            spread(on_off),
+            spread(refuse_off),
+            spread(cpu_off_on),
         );
     }
-    let lines =
-        std::fs::read_to_string(tmp.join("audit-on.jsonl")).map_or(0, |t| t.lines().count());
-    println!("\n{lines} lines in the 'on' trail");
+    let trail = std::fs::read_to_string(tmp.join("audit-on.jsonl")).unwrap_or_default();
+    let lines = trail.lines().count();
+    println!(
+        "\n{lines} lines in the 'on' trail, {} bytes each on average; its last:\n{}",
+        trail.len() / lines.max(1),
+        trail.lines().last().unwrap_or_default()
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -49,7 +49,8 @@ pub struct AuditConfig {
     pub on_full: OnFull,
     #[serde(default)]
     pub on_failure: OnFailure,
-    /// Lines the queue to the writer thread holds (default 4096).
+    /// Lines each lane of the queue to the writer thread holds (default 4096; a calling
+    /// thread uses one of the queue's 8 lanes).
     #[serde(default)]
     pub queue: Option<usize>,
     /// Also send every line to syslog (`/dev/log`, facility authpriv), as it is written.
