@@ -33,6 +33,7 @@ use dashmap::DashMap;
 use event::{Names, SlotName};
 use parking_lot::Mutex;
 use queue::{Pushed, Queue, Queued};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,6 +52,17 @@ const ACK_LIMIT: Duration = Duration::from_secs(10);
 
 static CURRENT: ArcSwapOption<Trail> = ArcSwapOption::const_empty();
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Bumped whenever `CURRENT` changes: a thread's copy of an older one is taken again.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copy of the installed trail, and the `GENERATION` it was taken at: a
+    /// call reads the trail without touching a shared reference count (an `arc_swap`
+    /// guard costs two locked instructions per call, and each waits for the call's
+    /// earlier stores to leave the core). A copy outlives `C_Finalize` until the thread's
+    /// next audited call or its exit; the trail it holds is stopped by then.
+    static CACHED: RefCell<(u64, Option<Arc<Trail>>)> = const { RefCell::new((u64::MAX, None)) };
+}
 
 /// An operation in progress on a session, as its `*Init` set it up.
 #[derive(Clone, Default)]
@@ -110,6 +122,41 @@ pub fn current() -> Option<Guard<Option<Arc<Trail>>>> {
     }
 }
 
+/// Runs `f` on the installed trail of this process, if there is one, through this
+/// thread's copy (see `CACHED`).
+#[inline]
+pub fn with_current<R>(f: impl FnOnce(&Trail) -> R) -> Option<R> {
+    if !enabled() {
+        return None;
+    }
+    let generation = GENERATION.load(Ordering::Acquire);
+    let mut f = Some(f);
+    // `Some(r)`: answered from the copy; `None`: the copy could not be used (taken again
+    // while a call of this thread further up the stack holds it, or the thread is ending).
+    let cached = CACHED
+        .try_with(|cell| {
+            if cell.borrow().0 != generation {
+                let mut c = cell.try_borrow_mut().ok()?;
+                *c = (generation, CURRENT.load_full());
+            }
+            let c = cell.borrow();
+            let t =
+                c.1.as_deref()
+                    .filter(|t| t.epoch == crate::core::instance::fork_epoch());
+            Some(t.and_then(|t| f.take().map(|f| f(t))))
+        })
+        .ok()
+        .flatten();
+    match cached {
+        Some(r) => r,
+        None => {
+            let g = current()?;
+            let t = g.as_ref()?;
+            f.take().map(|f| f(t))
+        }
+    }
+}
+
 fn names_of(config: &Config) -> Names {
     let slots = config
         .slots
@@ -141,6 +188,7 @@ pub fn install(config: &Config) -> Result<(), String> {
     };
     let trail = start(cfg, names_of(config))?;
     CURRENT.store(Some(Arc::new(trail)));
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     ENABLED.store(true, Ordering::Release);
     Ok(())
 }
@@ -182,7 +230,9 @@ fn start(cfg: &AuditConfig, names: Names) -> Result<Trail, String> {
 /// `C_Finalize`: writes what is queued and the chain's stop record, and ends the thread.
 pub fn uninstall() {
     ENABLED.store(false, Ordering::Release);
-    if let Some(t) = CURRENT.swap(None) {
+    let old = CURRENT.swap(None);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    if let Some(t) = old {
         t.stop();
     }
 }
@@ -202,7 +252,9 @@ pub fn at_exit() {
 /// alone, neither written to nor stopped.
 pub fn forget_parent() {
     ENABLED.store(false, Ordering::Release);
-    if let Some(t) = CURRENT.swap(None) {
+    let old = CURRENT.swap(None);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    if let Some(t) = old {
         std::mem::forget(t);
     }
 }
@@ -245,6 +297,9 @@ impl Trail {
                 log::error!("audit: the writer thread panicked");
             }
         }
+        // Threads' copies (`CACHED`) may keep the struct a while: not its maps.
+        self.sessions.clear();
+        self.keys.clear();
     }
 
     /// Hands the event to the writer. Returns whether the line is (under `refuse`: was
@@ -273,6 +328,9 @@ impl Trail {
     /// without a mechanism, cancels it), and returns the session's slot (`slot` is asked
     /// the first time only) and the identity of `key`, the session's own copy (see
     /// `SessionOps::last_key`; `resolve` reads it the first time the process sees it).
+    /// A started operation's key identity is returned only if the `*Init` gets a line
+    /// (`logged`): each reference counted is a locked instruction on the signing path.
+    #[allow(clippy::too_many_arguments)]
     pub fn init_op(
         &self,
         h: CK_SESSION_HANDLE,
@@ -281,6 +339,7 @@ impl Trail {
         started: Option<Option<CK_MECHANISM_TYPE>>,
         key: Option<CK_OBJECT_HANDLE>,
         resolve: impl FnOnce(CK_OBJECT_HANDLE) -> KeyIdentity,
+        logged: bool,
     ) -> (Option<usize>, Option<Arc<KeyIdentity>>) {
         if started.is_none() {
             // A failed `*Init`: nothing to remember, and no entry made for a session
@@ -306,14 +365,15 @@ impl Trail {
             s.last_key = Some((changed, fresh.clone()));
             k = Some(fresh);
         }
+        let line_key = if logged { k.clone() } else { None };
         if let Some(mechanism) = started {
             s.ops[op.index()] = mechanism.map(|m| Running {
                 mechanism: Some(m),
-                key: k.clone(),
+                key: k,
                 data_len: 0,
             });
         }
-        (s.slot, k)
+        (s.slot, line_key)
     }
 
     /// Session `h`'s operation `op`, as its `*Init` set it up (taken out if the call

@@ -72,23 +72,40 @@ pub(crate) fn guard(
     }
     // Inlined into each exported function with its own name, the lookup folds to a
     // constant: no string matching per call.
-    audited(name, calls::role(name), subject, args, f)
+    with_trail(name, calls::role(name), subject, args, f)
 }
 
+/// Runs the call under the installed trail (`audited`), or without one if the trail went
+/// away since `guard` looked.
 #[inline(never)]
-fn audited(
+fn with_trail(
     name: &'static str,
     role: Role,
     subject: Subject,
     args: Args,
     f: impl FnOnce() -> Result<()>,
 ) -> CK_RV {
-    let Some(g) = crate::audit::current() else {
-        return super::guard(name, subject, f);
-    };
-    let Some(t) = g.as_ref() else {
-        return super::guard(name, subject, f);
-    };
+    let mut body = Some(f);
+    let audited = crate::audit::with_current(|t| match body.take() {
+        Some(f) => audited(t, name, role, subject, args, f),
+        None => CKR_GENERAL_ERROR,
+    });
+    match (audited, body) {
+        (Some(rv), _) => rv,
+        (None, Some(f)) => super::guard(name, subject, f),
+        (None, None) => CKR_GENERAL_ERROR,
+    }
+}
+
+#[inline]
+fn audited(
+    t: &Trail,
+    name: &'static str,
+    role: Role,
+    subject: Subject,
+    args: Args,
+    f: impl FnOnce() -> Result<()>,
+) -> CK_RV {
     let level = t.level();
     let bookkeeping = matches!(role, Role::Init(_) | Role::Update(_) | Role::Close);
     if !bookkeeping && !role.logged(level, true) {
@@ -134,7 +151,9 @@ fn audited(
                     let started = ok.then_some(ev.mechanism);
                     let resolve = |k| read_identity(Some(h), k);
                     let slot_of = || subject.slot_index();
-                    (ev.slot, ev.key) = t.init_op(h, slot_of, op, started, args.key, resolve);
+                    let logged = level == AuditLevel::All;
+                    (ev.slot, ev.key) =
+                        t.init_op(h, slot_of, op, started, args.key, resolve, logged);
                 }
                 None => ev.key = args.key.map(|k| identity(t, session, k)),
             }
