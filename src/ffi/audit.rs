@@ -72,13 +72,13 @@ pub(crate) fn guard(
     }
     // Inlined into each exported function with its own name, the lookup folds to a
     // constant: no string matching per call.
-    with_trail(name, calls::role(name), subject, args, f)
+    audited(name, calls::role(name), subject, args, f)
 }
 
-/// Runs the call under the installed trail (`audited`), or without one if the trail went
-/// away since `guard` looked.
+/// Runs the call under the installed trail, or without one if the trail went away since
+/// `guard` looked.
 #[inline(never)]
-fn with_trail(
+fn audited(
     name: &'static str,
     role: Role,
     subject: Subject,
@@ -86,143 +86,133 @@ fn with_trail(
     f: impl FnOnce() -> Result<()>,
 ) -> CK_RV {
     let mut body = Some(f);
-    let audited = crate::audit::with_current(|t| match body.take() {
-        Some(f) => audited(t, name, role, subject, args, f),
-        None => CKR_GENERAL_ERROR,
+    let audited = crate::audit::with_current(|t| {
+        let Some(f) = body.take() else {
+            return CKR_GENERAL_ERROR;
+        };
+        let level = t.level();
+        let bookkeeping = matches!(role, Role::Init(_) | Role::Update(_) | Role::Close);
+        if !bookkeeping && !role.logged(level, true) {
+            return super::guard(name, subject, f);
+        }
+        let session = match subject {
+            Subject::Session(h) => Some(h),
+            _ => None,
+        };
+        // An operation's slot is the session's, kept by the trail from its first `*Init`
+        // (looking it up costs two map lookups per call).
+        let slot = match role {
+            Role::Init(_) | Role::Use(_) if session.is_some() => None,
+            _ => subject.slot_index(),
+        };
+        if role.guarded() && t.refusing() {
+            log::error!(
+                "{name}: refused with CKR_DEVICE_ERROR: the audit trail cannot be written (on_failure = \"refuse\")"
+            );
+            return CKR_DEVICE_ERROR;
+        }
+        // What the call is about, read before it runs (an object it destroys is gone after).
+        let changed = args
+            .obj
+            .filter(|_| role == Role::Change)
+            .map(|o| identity(t, session, o));
+        // One clock read before the call (its time) and one after, only if it gets a line
+        // (its duration, on the same clock, never negative).
+        let mut ev = Event::new(name, slot);
+        ev.key = changed;
+        crate::metrics::clear_served();
+        let rv = super::guard(name, subject, f);
+        ev.replica = crate::metrics::served();
+        ev.rv = rv;
+        let ok = rv == CKR_OK;
+        let mech = || unsafe { args.mech.as_ref() }.map(|m| m.mechanism);
+        let mut query = false;
+        match role {
+            Role::Init(op) => {
+                ev.mechanism = mech();
+                match session {
+                    Some(h) => {
+                        let started = ok.then_some(ev.mechanism);
+                        let resolve = |k| read_identity(Some(h), k);
+                        let slot_of = || subject.slot_index();
+                        let logged = level == AuditLevel::All;
+                        (ev.slot, ev.key) =
+                            t.init_op(h, slot_of, op, started, args.key, resolve, logged);
+                    }
+                    None => ev.key = args.key.map(|k| identity(t, session, k)),
+                }
+            }
+            Role::Update(op) => {
+                if let Some(h) = session {
+                    match rv {
+                        CKR_OK => t.add_len(h, op, args.len.unwrap_or(0) as u64),
+                        CKR_BUFFER_TOO_SMALL => {}
+                        _ => t.end_op(h, op),
+                    }
+                }
+                ev.data_len = args.len.map(|n| n as u64);
+            }
+            Role::Use(op) => {
+                query = !matches!(op, Op::Verify | Op::MessageVerify)
+                    && args.out.is_some_and(|p| p.is_null());
+                let ends = calls::ends_op(op, rv, query);
+                let (r, slot) = session.map_or((None, None), |h| t.op(h, op, ends));
+                ev.slot = slot.or_else(|| subject.slot_index());
+                let r = r.unwrap_or_default();
+                ev.mechanism = r.mechanism;
+                ev.key = r.key;
+                ev.data_len = Some(r.data_len + args.len.unwrap_or(0) as u64);
+            }
+            Role::UseKey | Role::UseKeyCreating | Role::Create => {
+                query = args.out.is_some_and(|p| p.is_null());
+                ev.mechanism = mech();
+                ev.key = args.key.or(args.obj).map(|k| identity(t, session, k));
+                ev.data_len = args.len.map(|n| n as u64);
+                if args.key.is_some() {
+                    ev.target = args.obj.map(|o| identity(t, session, o)); // what C_WrapKey wraps
+                }
+                if ok && !args.new.is_null() {
+                    let h = unsafe { *args.new };
+                    ev.new_key = Some(identity(t, session, h));
+                }
+            }
+            Role::Change => {
+                if let Some(o) = args.obj {
+                    t.forget_key(o);
+                }
+            }
+            Role::Auth => ev.user = args.user,
+            Role::Close => match subject {
+                Subject::Session(h) => t.close_session(h),
+                Subject::Slot(_) => {
+                    if let Some(i) = slot {
+                        t.close_slot(i);
+                    }
+                }
+                Subject::None => {}
+            },
+            Role::Read => {}
+        }
+        let skipped = level == AuditLevel::Keys && (query || rv == CKR_BUFFER_TOO_SMALL);
+        if skipped || !role.logged(level, ok) {
+            return rv;
+        }
+        ev.duration = SystemTime::now()
+            .duration_since(ev.time)
+            .unwrap_or_default();
+        if !t.submit(ev) && t.strict() && role.guarded() {
+            log::error!(
+                "{name}: answered CKR_DEVICE_ERROR: its audit line could not be written (on_failure = \"refuse\")"
+            );
+            return CKR_DEVICE_ERROR;
+        }
+        rv
     });
     match (audited, body) {
         (Some(rv), _) => rv,
         (None, Some(f)) => super::guard(name, subject, f),
         (None, None) => CKR_GENERAL_ERROR,
     }
-}
-
-#[inline]
-fn audited(
-    t: &Trail,
-    name: &'static str,
-    role: Role,
-    subject: Subject,
-    args: Args,
-    f: impl FnOnce() -> Result<()>,
-) -> CK_RV {
-    let level = t.level();
-    let bookkeeping = matches!(role, Role::Init(_) | Role::Update(_) | Role::Close);
-    if !bookkeeping && !role.logged(level, true) {
-        return super::guard(name, subject, f);
-    }
-    let session = match subject {
-        Subject::Session(h) => Some(h),
-        _ => None,
-    };
-    // An operation's slot is the session's, kept by the trail from its first `*Init`
-    // (looking it up costs two map lookups per call).
-    let slot = match role {
-        Role::Init(_) | Role::Use(_) if session.is_some() => None,
-        _ => subject.slot_index(),
-    };
-    if role.guarded() && t.refusing() {
-        log::error!(
-            "{name}: refused with CKR_DEVICE_ERROR: the audit trail cannot be written (on_failure = \"refuse\")"
-        );
-        return CKR_DEVICE_ERROR;
-    }
-    // What the call is about, read before it runs (an object it destroys is gone after).
-    let changed = args
-        .obj
-        .filter(|_| role == Role::Change)
-        .map(|o| identity(t, session, o));
-    // One clock read before the call (its time) and one after, only if it gets a line
-    // (its duration, on the same clock, never negative).
-    let mut ev = Event::new(name, slot);
-    ev.key = changed;
-    crate::metrics::clear_served();
-    let rv = super::guard(name, subject, f);
-    ev.replica = crate::metrics::served();
-    ev.rv = rv;
-    let ok = rv == CKR_OK;
-    let mech = || unsafe { args.mech.as_ref() }.map(|m| m.mechanism);
-    let mut query = false;
-    match role {
-        Role::Init(op) => {
-            ev.mechanism = mech();
-            match session {
-                Some(h) => {
-                    let started = ok.then_some(ev.mechanism);
-                    let resolve = |k| read_identity(Some(h), k);
-                    let slot_of = || subject.slot_index();
-                    let logged = level == AuditLevel::All;
-                    (ev.slot, ev.key) =
-                        t.init_op(h, slot_of, op, started, args.key, resolve, logged);
-                }
-                None => ev.key = args.key.map(|k| identity(t, session, k)),
-            }
-        }
-        Role::Update(op) => {
-            if let Some(h) = session {
-                match rv {
-                    CKR_OK => t.add_len(h, op, args.len.unwrap_or(0) as u64),
-                    CKR_BUFFER_TOO_SMALL => {}
-                    _ => t.end_op(h, op),
-                }
-            }
-            ev.data_len = args.len.map(|n| n as u64);
-        }
-        Role::Use(op) => {
-            query = !matches!(op, Op::Verify | Op::MessageVerify)
-                && args.out.is_some_and(|p| p.is_null());
-            let ends = calls::ends_op(op, rv, query);
-            let (r, slot) = session.map_or((None, None), |h| t.op(h, op, ends));
-            ev.slot = slot.or_else(|| subject.slot_index());
-            let r = r.unwrap_or_default();
-            ev.mechanism = r.mechanism;
-            ev.key = r.key;
-            ev.data_len = Some(r.data_len + args.len.unwrap_or(0) as u64);
-        }
-        Role::UseKey | Role::UseKeyCreating | Role::Create => {
-            query = args.out.is_some_and(|p| p.is_null());
-            ev.mechanism = mech();
-            ev.key = args.key.or(args.obj).map(|k| identity(t, session, k));
-            ev.data_len = args.len.map(|n| n as u64);
-            if args.key.is_some() {
-                ev.target = args.obj.map(|o| identity(t, session, o)); // what C_WrapKey wraps
-            }
-            if ok && !args.new.is_null() {
-                let h = unsafe { *args.new };
-                ev.new_key = Some(identity(t, session, h));
-            }
-        }
-        Role::Change => {
-            if let Some(o) = args.obj {
-                t.forget_key(o);
-            }
-        }
-        Role::Auth => ev.user = args.user,
-        Role::Close => match subject {
-            Subject::Session(h) => t.close_session(h),
-            Subject::Slot(_) => {
-                if let Some(i) = slot {
-                    t.close_slot(i);
-                }
-            }
-            Subject::None => {}
-        },
-        Role::Read => {}
-    }
-    let skipped = level == AuditLevel::Keys && (query || rv == CKR_BUFFER_TOO_SMALL);
-    if skipped || !role.logged(level, ok) {
-        return rv;
-    }
-    ev.duration = SystemTime::now()
-        .duration_since(ev.time)
-        .unwrap_or_default();
-    if !t.submit(ev) && t.strict() && role.guarded() {
-        log::error!(
-            "{name}: answered CKR_DEVICE_ERROR: its audit line could not be written (on_failure = \"refuse\")"
-        );
-        return CKR_DEVICE_ERROR;
-    }
-    rv
 }
 
 /// Registers (once per process) the `atexit` handler that writes what the trail holds
