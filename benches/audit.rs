@@ -20,15 +20,20 @@
 mod common;
 use common::*;
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The `q` quantile of `v` (0.5: the median), the nearest rank.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
 }
 
 /// "median [first quartile-third quartile]".
-fn spread(mut v: Vec<f64>) -> String {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+fn spread(v: &[f64]) -> String {
+    let at = |q| quantile(v, q);
     format!("{:.3} [{:.3}-{:.3}]", at(0.5), at(0.25), at(0.75))
 }
 
@@ -76,14 +81,8 @@ fn main() {
         check_signature(m);
         modules.push(m);
     }
-    let secs: f64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.5);
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let secs: f64 = env_or("BENCH_SECS", 0.5);
+    let rounds: usize = env_or("BENCH_ROUNDS", 15);
     println!(
         "{secs} s per cell, {rounds} rounds, {} cores; ops/s: median of the rounds; ratios: median of the rounds' own ratios [middle half]\n",
         cores()
@@ -110,13 +109,13 @@ fn main() {
         let on_off = paired(&ops[1], &ops[0]);
         let refuse_off = paired(&ops[2], &ops[0]);
         let cpu_off_on = paired(&cpu[0], &cpu[1]);
-        let [off, on, refuse] = [0, 1, 2].map(|i| median(ops[i].clone()));
-        let [c_off, c_on] = [0, 1].map(|i| median(cpu[i].clone()));
+        let [off, on, refuse] = [0, 1, 2].map(|i| median(&ops[i]));
+        let [c_off, c_on] = [0, 1].map(|i| median(&cpu[i]));
         println!(
             "| {threads} | {off:.0} | {on:.0} | {} | {refuse:.0} | {} | {c_off:.2} | {c_on:.2} | {} |",
-            spread(on_off),
-            spread(refuse_off),
-            spread(cpu_off_on),
+            spread(&on_off),
+            spread(&refuse_off),
+            spread(&cpu_off_on),
         );
     }
     let trail = std::fs::read_to_string(tmp.join("audit-on.jsonl")).unwrap_or_default();

@@ -588,10 +588,15 @@ pub fn check_signature(m: &Module) {
 
 /// `BENCH_SECS`, seconds per cell (default 1).
 pub fn bench_secs() -> f64 {
-    std::env::var("BENCH_SECS")
+    env_or("BENCH_SECS", 1.0)
+}
+
+/// The environment variable `name` parsed, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0)
+        .unwrap_or(default)
 }
 
 /// `cargo bench -- --list` asks which benches exist: answer nothing and leave.
