@@ -13,7 +13,7 @@
 //! the lines lost, and the next batch that gets through starts with an `audit.lost` record.
 
 use super::event::{field_num, field_str, Clock, Names};
-use super::queue::{next_in_time, taken_lanes, Queue, Queued, LANES};
+use super::queue::{next_in_time, taken_lanes, Queue, Queued};
 use super::{DROPPED, WRITE_ERRORS};
 use crate::config::audit::AuditConfig;
 use parking_lot::{Condvar, Mutex};
@@ -362,7 +362,7 @@ impl Writer {
         let mut events = 0u64;
         let pre = self.preamble(&mut buf);
         let names = self.names.clone();
-        let mut cursor = [0; LANES];
+        let mut cursor = vec![0; lanes.len()];
         while let Some(q) = next_in_time(lanes, &mut cursor) {
             let event = &q.event;
             self.record(&mut buf, event.time, |out| event.render_fields(out, &names));
